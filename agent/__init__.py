@@ -1,0 +1,1 @@
+"""vobox-agent: stability monitoring and auto-remediation for VO-Box nodes."""

@@ -1,0 +1,4 @@
+"""Allow `python -m agent`."""
+from agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Command-line entry point: the only place that wires config, probes, storage and remediation."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Subcommand name -> module under agent.commands. Each module exposes
+# `register(subparsers) -> None`, which adds its parser and sets `func`
+# (a callable taking the parsed args and returning an exit code).
+COMMANDS: dict[str, str] = {
+    "lab": "agent.commands.lab",
+    "probe": "agent.commands.probe",
+    "check-config": "agent.commands.check_config",
+    "run": "agent.commands.run",
+    "demo": "agent.commands.demo",
+    "remediate": "agent.commands.remediate",
+    "report": "agent.commands.report",
+    "status": "agent.commands.status",
+    "events": "agent.commands.events",
+    "doctor": "agent.commands.doctor",
+    "evidence": "agent.commands.evidence",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every subcommand that is installed."""
+    parser = argparse.ArgumentParser(prog="vobox-agent", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    parser.add_argument("--netns", metavar="NAME",
+                        help="run inside this network namespace (e.g. the lab's monitor namespace)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, set up logging, enter the namespace and run the subcommand."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.netns:
+        from agent import netns
+
+        netns.enter_for_process(args.netns)
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""One module per `vobox-agent` subcommand; each exposes `register(subparsers)`."""
