@@ -1,0 +1,1 @@
+"""Pytest fixtures exposing the lab (filled in by the lab work)."""
