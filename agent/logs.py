@@ -1,0 +1,75 @@
+"""Logging set-up for every command: stderr, plain text or one JSON object per line."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TextIO
+
+# Fields a caller may attach with `extra={"box": ..., "probe": ..., "action": ...}`;
+# the JSON formatter copies them out, the plain formatter appends them as key=value.
+EXTRA_FIELDS = ("box", "kind", "probe", "action", "site")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (RFC 3339 UTC, ms), level, logger, message, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render RECORD as a single line of JSON."""
+        t = time.gmtime(record.created)
+        obj = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in EXTRA_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                obj[key] = value
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+class PlainFormatter(logging.Formatter):
+    """The classic one-line format, with any extra fields appended as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__(PLAIN_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render RECORD as text; extra fields go after the message."""
+        text = super().format(record)
+        extras = [f"{k}={getattr(record, k)}" for k in EXTRA_FIELDS if getattr(record, k, None) is not None]
+        if extras:
+            head, sep, tail = text.partition("\n")
+            text = head + " [" + " ".join(extras) + "]" + sep + tail
+        return text
+
+
+def parse_level(level: str | int) -> int:
+    """A level name (case-insensitive) or number -> logging level; ValueError naming the valid ones."""
+    if isinstance(level, int):
+        return level
+    name = str(level).strip().upper()
+    if name.isdigit():
+        return int(name)
+    if name not in LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
+    return getattr(logging, name)
+
+
+def setup(level: str | int = "INFO", json: bool = False, stream: TextIO | None = None) -> logging.Handler:
+    """Send all logging to stderr (or STREAM) at LEVEL, as JSON lines when JSON is true; return the handler."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if json else PlainFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(parse_level(level))
+    return handler
