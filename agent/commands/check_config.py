@@ -1,0 +1,42 @@
+"""`vobox-agent check-config -c FILE`: validate a config, print a summary or every error (exit 0 / 2)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the check-config subcommand."""
+    p = subparsers.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    p.set_defaults(func=run)
+
+
+def summary(cfg) -> str:
+    """One line: number of boxes by kind, sink, remediation and correlation settings."""
+    kinds = Counter(b.kind for b in cfg.boxes)
+    kinds_text = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(kinds.items()))
+    sink = f"influxdb {cfg.influxdb.api} {cfg.influxdb.url}"
+    rem = ("remediation " + ("dry-run" if cfg.remediation.dry_run else "on")) if cfg.remediation.enabled \
+        else "remediation off"
+    return (f"OK: {len(cfg.boxes)} box{'es' if len(cfg.boxes) != 1 else ''} ({kinds_text}); "
+            f"interval {cfg.agent.interval_s:g} s; {sink}; {rem}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config; print "OK: ..." (exit 0) or every error, one a line (exit 2)."""
+    from agent import config
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"{args.config}: {len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return EXIT_INVALID
+    print(summary(cfg))
+    return EXIT_OK

@@ -1,0 +1,605 @@
+"""Strict TOML config -> frozen dataclasses; every error names its key path, all errors are reported together.
+
+The TOML keys are a public contract. Each dataclass field carries its TOML key,
+type, unit and meaning in its metadata, so `describe()` can list every key and
+the config reference can be generated from the model. Defaults live only here,
+in the field definitions.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import string
+import tomllib
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+# Remediation action names a box's `remediate` ladder may use (the remediations
+# package's ACTIONS registry must have exactly these keys).
+REMEDIATION_ACTIONS: tuple[str, ...] = ("reconnect_network", "restart_container", "command")
+# Actions that act on a Docker container, so only valid for kind = "container".
+CONTAINER_ACTIONS: frozenset[str] = frozenset({"reconnect_network", "restart_container"})
+BOX_KINDS: tuple[str, ...] = ("container", "vm")
+INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
+# Placeholders allowed in a box's `command` argv.
+COMMAND_PLACEHOLDERS: tuple[str, ...] = ("box", "ipv4", "ipv6", "container")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ConfigError(Exception):
+    """The config is invalid; `errors` lists every problem as "key.path: what is wrong"."""
+
+    def __init__(self, errors: list[str] | tuple[str, ...] | str) -> None:
+        self.errors: tuple[str, ...] = (errors,) if isinstance(errors, str) else tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class _Invalid(Exception):
+    """A value is wrong; `sub` is the path below the key (e.g. "[0]")."""
+
+    def __init__(self, msg: str, sub: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.sub = sub
+
+
+def _show(value: Any) -> str:
+    """Render a TOML value in an error message: strings quoted, booleans as TOML spells them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+# --- converters: value -> value, raising _Invalid; `.label` describes the expected type ---
+
+Conv = Callable[[Any], Any]
+
+
+def _labelled(label: str) -> Callable[[Conv], Conv]:
+    def deco(fn: Conv) -> Conv:
+        fn.label = label  # type: ignore[attr-defined]
+        return fn
+    return deco
+
+
+def _number(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Conv:
+    parts = []
+    if low is not None:
+        parts.append(f"> {low:g}" if low_open else f">= {low:g}")
+    if high is not None:
+        parts.append(f"<= {high:g}")
+    label = "a number" + (" " + " and ".join(parts) if parts else "")
+
+    @_labelled(label)
+    def conv(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        if low is not None and (v <= low if low_open else v < low):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        if high is not None and v > high:
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        return float(v)
+    return conv
+
+
+def _integer(low: int, high: int | None = None) -> Conv:
+    label = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
+
+    @_labelled(label)
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        return v
+    return conv
+
+
+@_labelled("a boolean")
+def _boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Invalid(f"expected true or false, got {_show(v)}")
+    return v
+
+
+def _text(pattern: re.Pattern[str] | None = None, what: str = "a non-empty string") -> Conv:
+    @_labelled(what)
+    def conv(v: Any) -> str:
+        if not isinstance(v, str) or not v.strip() or (pattern is not None and not pattern.match(v)):
+            raise _Invalid(f"expected {what}, got {_show(v)}")
+        return v
+    return conv
+
+
+def _choice(options: tuple[str, ...]) -> Conv:
+    label = "one of " + ", ".join(json.dumps(o) for o in options)
+
+    @_labelled(label)
+    def conv(v: Any) -> str:
+        if v not in options or not isinstance(v, str):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        return v
+    return conv
+
+
+def _address(version: int) -> Conv:
+    label = f"an IPv{version} address"
+
+    @_labelled(label)
+    def conv(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError:
+            raise _Invalid(f"expected {label}, got {_show(v)}") from None
+        if addr.version != version:
+            raise _Invalid(f"expected {label}, got {_show(v)} (an IPv{addr.version} address)")
+        return str(addr)  # normalised: lower case, compressed
+    return conv
+
+
+def _url(v: Any) -> str:
+    if not isinstance(v, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+        raise _Invalid(f"expected an http:// or https:// URL, got {_show(v)}")
+    return v.rstrip("/")
+
+
+_url.label = "an http(s) URL"  # type: ignore[attr-defined]
+
+
+def _listen(v: Any) -> str:
+    m = re.match(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", v) if isinstance(v, str) else None
+    if not m or not 1 <= int(m.group(2)) <= 65535:
+        raise _Invalid(f'expected "host:port" (IPv6 as "[::1]:port"), got {_show(v)}')
+    return v
+
+
+_listen.label = '"host:port"'  # type: ignore[attr-defined]
+
+
+def _list_of(item: Conv, *, min_len: int = 0, unique: bool = False) -> Conv:
+    label = f"a list of {getattr(item, 'label', 'values')}"
+
+    @_labelled(label)
+    def conv(v: Any) -> tuple:
+        if not isinstance(v, list):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        if len(v) < min_len:
+            raise _Invalid(f"expected at least {min_len} element(s), got {len(v)}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                y = item(x)
+            except _Invalid as exc:
+                raise _Invalid(exc.msg, f"[{i}]{exc.sub}") from None
+            if unique and y in out:
+                raise _Invalid(f"duplicate {_show(x)}", f"[{i}]")
+            out.append(y)
+        return tuple(out)
+    return conv
+
+
+_PORT = _integer(1, 65535)
+_ACTION = _choice(REMEDIATION_ACTIONS)
+_ARG = _text(what="a non-empty string")
+
+
+def _key(key: str, conv: Conv, doc: str, default: Any = MISSING, *, unit: str = "",
+         required: bool = False) -> Any:
+    """A dataclass field bound to a TOML key, with its converter, unit and meaning."""
+    meta = {"key": key, "conv": conv, "doc": doc, "unit": unit, "required": required}
+    if default is MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- the model ---
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """[agent]: probe cycle timing and where the agent keeps its state."""
+
+    interval_s: float = _key("interval", _number(0, low_open=True), "seconds between probe cycles", 10.0, unit="s")
+    timeout_s: float = _key("timeout", _number(0, low_open=True), "reply timeout per probe", 1.0, unit="s")
+    jitter_s: float = _key("jitter", _number(0), "random delay added to each cycle start, up to this", 0.5, unit="s")
+    state_dir: str = _key("state_dir", _text(), "freeze state, spool, rejected points, evidence",
+                          "/var/lib/vobox-agent")
+    interface: str | None = _key("interface", _text(), "where ARP/NDP go out (default: from routing)", None)
+    site: str | None = _key("site", _text(), "tag `site` on every point", None)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeConfig:
+    """[freeze]: thresholds of the per-box freeze state machine."""
+
+    fail_cycles: int = _key("fail_cycles", _integer(1, 1000),
+                            "consecutive failing cycles before a box is frozen", 3)
+    recover_cycles: int = _key("recover_cycles", _integer(1, 1000),
+                               "consecutive healthy cycles before a frozen box is up again; a failing cycle "
+                               "during recovery continues the same freeze (flap damping)", 2)
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxConfig:
+    """[influxdb]: where points go (v1: /write with database; v2: influxdb-client with token/org/bucket)."""
+
+    url: str = _key("url", _url, "InfluxDB base URL", "http://127.0.0.1:8086")
+    api: str = _key("api", _choice(INFLUX_APIS), '"v1": InfluxDB 1.x; "v2": 2.x, 3.x, 1.8+', "v1")
+    database: str = _key("database", _text(), "v1: database (created when missing)", "vobox")
+    username: str | None = _key("username", _text(), "v1: user name", None)
+    password: str | None = _key("password", _text(what="a string"), "v1: password", None)
+    token: str | None = _key("token", _text(), "v2: API token (or token_file)", None)
+    token_file: str | None = _key("token_file", _text(), "v2: file holding the API token", None)
+    org: str | None = _key("org", _text(), "v2: organisation", None)
+    bucket: str | None = _key("bucket", _text(), "v2: bucket", None)
+    write_timeout_s: float = _key("write_timeout", _number(0, low_open=True),
+                                  "HTTP timeout of one write or query", 5.0, unit="s")
+    batch_points: int = _key("batch_points", _integer(1, 1_000_000), "points per HTTP write request", 5000)
+    spool_max_mb: float = _key("spool_max_mb", _number(0, low_open=True),
+                               "on-disk spool bound; oldest points are dropped (and counted) only when full",
+                               100.0, unit="MB")
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationConfig:
+    """[remediation]: escalation ladder timing, safety limits and the alert webhook."""
+
+    enabled: bool = _key("enabled", _boolean, "act on frozen boxes", False)
+    dry_run: bool = _key("dry_run", _boolean, "record what would be done, do nothing", False)
+    cooldown_s: float = _key("cooldown", _number(0), "seconds between two actions on one box", 60.0, unit="s")
+    max_per_box_per_hour: int = _key("max_per_box_per_hour", _integer(0),
+                                     "actions per box per hour; then stop acting on that box", 3)
+    max_per_hour: int = _key("max_per_hour", _integer(0), "actions per hour, all boxes together", 20)
+    verify_s: float = _key("verify", _number(0, low_open=True),
+                           "after an action, wait this long (re-probing) before escalating", 30.0, unit="s")
+    reset_after_s: float = _key("reset_after", _number(0),
+                                "the ladder restarts from its first step after the box is up this long",
+                                600.0, unit="s")
+    stop_timeout_s: float = _key("stop_timeout", _number(0), "docker restart: stop timeout", 10.0, unit="s")
+    command_timeout_s: float = _key("command_timeout", _number(0, low_open=True),
+                                    "timeout of a `command` action", 60.0, unit="s")
+    retry_deferred_s: float = _key("retry_deferred", _number(0, low_open=True),
+                                   "retry a deferred action (e.g. Docker unreachable) after this long",
+                                   30.0, unit="s")
+    webhook_listen: str | None = _key("webhook_listen", _listen, 'alert receiver "host:port"; absent = off', None)
+    webhook_token_file: str | None = _key("webhook_token_file", _text(),
+                                          "file holding the webhook bearer token (required with webhook_listen)",
+                                          None)
+    webhook_max_bytes: int = _key("webhook_max_bytes", _integer(1), "largest accepted webhook body (413 above)",
+                                  1_048_576, unit="bytes")
+
+    @property
+    def webhook_host(self) -> str | None:
+        """Host part of webhook_listen (IPv6 without brackets)."""
+        return self.webhook_listen.rsplit(":", 1)[0].strip("[]") if self.webhook_listen else None
+
+    @property
+    def webhook_port(self) -> int | None:
+        """Port of webhook_listen."""
+        return int(self.webhook_listen.rsplit(":", 1)[1]) if self.webhook_listen else None
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationConfig:
+    """[correlation]: many boxes freezing together is a segment outage, not box freezes."""
+
+    enabled: bool = _key("enabled", _boolean, "detect segment freezes", True)
+    min_boxes: int = _key("min_boxes", _integer(2), "this many boxes freezing within `window` is a segment freeze", 3)
+    min_share: float = _key("min_share", _number(0, 1, low_open=True),
+                            "or this share of one segment's boxes (segment = box.segment, else its Docker "
+                            "network, else the site)", 0.5)
+    window_s: float = _key("window", _number(0, low_open=True), "seconds within which the freezes must start",
+                           60.0, unit="s")
+    hold_remediation: bool = _key("hold_remediation", _boolean,
+                                  "defer automatic remediation of the boxes in an open segment freeze", True)
+
+
+@dataclass(frozen=True, slots=True)
+class BoxConfig:
+    """[[box]]: one monitored VO-Box (a Docker container on macvlan, or a VM)."""
+
+    name: str = _key("name", _text(_NAME_RE, "a name of letters, digits, _ . - (max 128)"),
+                     "unique box name (tag `box`)", required=True)
+    kind: str = _key("kind", _choice(BOX_KINDS), "what the box is (tag `kind`)", required=True)
+    ipv4: str | None = _key("ipv4", _address(4), "probed with icmp + arp (+ tcp)", None)
+    ipv6: str | None = _key("ipv6", _address(6), "probed with icmp6 + ndp (+ tcp)", None)
+    tcp_ports: tuple[int, ...] = _key("tcp_ports", _list_of(_PORT, unique=True),
+                                      "TCP ports that must accept a connection", ())
+    container: str | None = _key("container", _text(), "kind = container: Docker name or id (required there)", None)
+    network: str | None = _key("network", _text(), "kind = container: its macvlan network (required there)", None)
+    remediate: tuple[str, ...] = _key("remediate", _list_of(_ACTION, unique=True),
+                                      "the escalation ladder, in order: " + ", ".join(REMEDIATION_ACTIONS), ())
+    command: tuple[str, ...] | None = _key("command", _list_of(_ARG, min_len=1),
+                                           "argv for action `command`, no shell; placeholders "
+                                           + ", ".join("{%s}" % p for p in COMMAND_PLACEHOLDERS), None)
+    dry_run: bool = _key("dry_run", _boolean, "this box: record remediation, do nothing", False)
+    segment: str | None = _key("segment", _text(), "correlation segment (default: network, else site)", None)
+
+    def segment_name(self, site: str | None = None) -> str:
+        """The correlation segment: `segment`, else the Docker network, else the site, else "default"."""
+        return self.segment or self.network or site or "default"
+
+    def addresses(self) -> tuple[str, ...]:
+        """The box's configured addresses (IPv4 first)."""
+        return tuple(a for a in (self.ipv4, self.ipv6) if a)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated agent configuration."""
+
+    agent: AgentConfig
+    freeze: FreezeConfig
+    influxdb: InfluxConfig
+    remediation: RemediationConfig
+    correlation: CorrelationConfig
+    boxes: tuple[BoxConfig, ...]
+    source: str | None = None
+
+    def box(self, name: str) -> BoxConfig:
+        """The box called name; KeyError naming the valid ones otherwise."""
+        for b in self.boxes:
+            if b.name == name:
+                return b
+        raise KeyError(f"unknown box {name!r} (configured: {', '.join(b.name for b in self.boxes)})")
+
+
+# TOML section -> dataclass; "box" is the array of tables.
+SECTIONS: dict[str, type] = {
+    "agent": AgentConfig,
+    "freeze": FreezeConfig,
+    "influxdb": InfluxConfig,
+    "remediation": RemediationConfig,
+    "correlation": CorrelationConfig,
+    "box": BoxConfig,
+}
+
+
+# --- self-description ---
+
+@dataclass(frozen=True, slots=True)
+class KeyDoc:
+    """One config key: where it lives, its type, default, unit and meaning."""
+
+    path: str            # e.g. "agent.interval", "box[].tcp_ports"
+    field: str           # dataclass field, e.g. "interval_s"
+    type: str            # expected value, e.g. "a number > 0"
+    default: Any         # None = absent/off; MISSING shown as required
+    required: bool
+    unit: str
+    doc: str
+
+
+def describe() -> list[KeyDoc]:
+    """Every config key with type, default, unit and meaning, in section and field order."""
+    out = []
+    for section, cls in SECTIONS.items():
+        prefix = "box[]" if section == "box" else section
+        for f in fields(cls):
+            md = f.metadata
+            default = None if f.default is MISSING else f.default
+            out.append(KeyDoc(f"{prefix}.{md['key']}", f.name, getattr(md["conv"], "label", "a value"),
+                              list(default) if isinstance(default, tuple) else default,
+                              bool(md["required"]), md["unit"], md["doc"]))
+    return out
+
+
+# --- parsing ---
+
+def _unknown(path: str, key: str, valid: list[str]) -> str:
+    hint = difflib.get_close_matches(key, valid, n=1)
+    did = f"did you mean {hint[0]!r}? " if hint else ""
+    return f"{path}.{key}: unknown key ({did}valid: {', '.join(valid)})"
+
+
+def _section(cls: type, table: Any, path: str, errors: list[str]) -> dict[str, Any] | None:
+    """Convert one TOML table to constructor kwargs for cls, appending errors; None when not a table."""
+    if not isinstance(table, dict):
+        errors.append(f"{path}: expected a table, got {_show(table)}")
+        return None
+    kwargs: dict[str, Any] = {}
+    valid = [f.metadata["key"] for f in fields(cls)]
+    for key in table:
+        if key not in valid:
+            errors.append(_unknown(path, key, valid))
+    for f in fields(cls):
+        md = f.metadata
+        key = md["key"]
+        if key in table:
+            try:
+                kwargs[f.name] = md["conv"](table[key])
+            except _Invalid as exc:
+                errors.append(f"{path}.{key}{exc.sub}: {exc.msg}")
+        elif md["required"]:
+            errors.append(f"{path}.{key}: missing (required: {md['doc']})")
+    return kwargs
+
+
+def _placeholders(argv: tuple[str, ...], path: str, raw: dict[str, Any], errors: list[str]) -> None:
+    for i, arg in enumerate(argv):
+        try:
+            names = [fname for _, fname, _, _ in string.Formatter().parse(arg) if fname is not None]
+        except ValueError as exc:
+            errors.append(f"{path}[{i}]: bad placeholder syntax in {_show(arg)}: {exc} (write {{{{ for a literal {{)")
+            continue
+        for name in names:
+            if name not in COMMAND_PLACEHOLDERS:
+                errors.append(f"{path}[{i}]: unknown placeholder {{{name}}} in {_show(arg)} "
+                              f"(valid: {', '.join('{%s}' % p for p in COMMAND_PLACEHOLDERS)})")
+            elif name in ("ipv4", "ipv6", "container") and name not in raw:
+                errors.append(f"{path}[{i}]: placeholder {{{name}}} but the box has no {name}")
+
+
+def _check_box(i: int, b: dict[str, Any], raw: dict[str, Any], errors: list[str]) -> None:
+    """Cross-key checks of one box; presence is judged on the raw table so a bad value is reported once."""
+    path = f"box[{i}]"
+    kind = b.get("kind")
+    if "ipv4" not in raw and "ipv6" not in raw:
+        errors.append(f"{path}: needs ipv4 or ipv6 (or both)")
+    if kind == "container":
+        for key in ("container", "network"):
+            if key not in raw:
+                errors.append(f"{path}.{key}: missing (required for kind = \"container\")")
+    elif kind == "vm":
+        for key in ("container", "network"):
+            if key in b:
+                errors.append(f"{path}.{key}: only for kind = \"container\" (this box is a vm)")
+        for j, action in enumerate(b.get("remediate", ())):
+            if action in CONTAINER_ACTIONS:
+                errors.append(f"{path}.remediate[{j}]: {_show(action)} only works on containers "
+                              f"(this box is a vm; use \"command\")")
+    if "command" in b.get("remediate", ()) and "command" not in raw:
+        errors.append(f"{path}.command: missing (required because remediate lists \"command\")")
+    if b.get("command") is not None:
+        _placeholders(b["command"], f"{path}.command", raw, errors)
+
+
+def _read_token(path: str, key_path: str, errors: list[str]) -> str | None:
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError as exc:
+        errors.append(f"{key_path}: cannot read {path!r}: {exc.strerror}")
+        return None
+    if not token:
+        errors.append(f"{key_path}: {path!r} is empty")
+        return None
+    return token
+
+
+def parse(data: dict[str, Any], source: str | None = None) -> Config:
+    """Validate a decoded TOML document; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a table, got {_show(data)}")
+    for key in data:
+        if key not in SECTIONS:
+            if key == "boxes":
+                errors.append("boxes: unknown section (boxes are [[box]] tables)")
+            else:
+                hint = difflib.get_close_matches(key, list(SECTIONS), n=1)
+                did = f"did you mean [{hint[0]}]? " if hint else ""
+                errors.append(f"{key}: unknown section ({did}valid: {', '.join(SECTIONS)})")
+    kw: dict[str, dict[str, Any]] = {}
+    for section, cls in SECTIONS.items():
+        if section == "box":
+            continue
+        kw[section] = _section(cls, data.get(section, {}), section, errors) or {}
+
+    # [agent]
+    agent = {f.name: f.default for f in fields(AgentConfig)} | kw["agent"]
+    raw_agent = data.get("agent", {}) if isinstance(data.get("agent", {}), dict) else {}
+    converted = all(k not in raw_agent or f in kw["agent"]
+                    for k, f in (("interval", "interval_s"), ("timeout", "timeout_s"), ("jitter", "jitter_s")))
+    if not converted:
+        pass  # the bad value is already reported; comparing defaults would only add noise
+    elif agent["timeout_s"] >= agent["interval_s"]:
+        errors.append(f"agent.timeout: must be less than agent.interval ({agent['interval_s']:g} s), "
+                      f"got {agent['timeout_s']:g}")
+    if converted and agent["jitter_s"] >= agent["interval_s"]:
+        errors.append(f"agent.jitter: must be less than agent.interval ({agent['interval_s']:g} s), "
+                      f"got {agent['jitter_s']:g}")
+
+    # [influxdb]
+    influx = kw["influxdb"]
+    api = influx.get("api", "v1")
+    v1_only, v2_only = ("database", "username", "password"), ("token", "token_file", "org", "bucket")
+    raw_influx = data.get("influxdb", {}) if isinstance(data.get("influxdb", {}), dict) else {}
+    for key in (v2_only if api == "v1" else v1_only):
+        if key in raw_influx:
+            errors.append(f"influxdb.{key}: only for api = \"{'v2' if api == 'v1' else 'v1'}\" "
+                          f"(api is \"{api}\")")
+    if api == "v1" and ("username" in raw_influx) != ("password" in raw_influx):
+        errors.append("influxdb.password: username and password go together"
+                      if "username" in raw_influx else "influxdb.username: username and password go together")
+    if api == "v2":
+        if "token" in raw_influx and "token_file" in raw_influx:
+            errors.append("influxdb.token_file: give token or token_file, not both")
+        elif "token" not in raw_influx and "token_file" not in raw_influx:
+            errors.append("influxdb.token: missing (api = \"v2\" needs token or token_file)")
+        elif influx.get("token_file"):
+            token = _read_token(influx["token_file"], "influxdb.token_file", errors)
+            if token:
+                influx["token"] = token
+        for key in ("org", "bucket"):
+            if key not in raw_influx:
+                errors.append(f"influxdb.{key}: missing (required for api = \"v2\")")
+
+    # [remediation]
+    rem = kw["remediation"]
+    if rem.get("webhook_listen") and not rem.get("webhook_token_file"):
+        errors.append("remediation.webhook_token_file: missing (required when webhook_listen is set)")
+
+    # [[box]]
+    boxes_raw = data.get("box")
+    boxes_kw: list[dict[str, Any]] = []
+    if boxes_raw is None:
+        errors.append("box: no [[box]] configured (at least one is required)")
+    elif not isinstance(boxes_raw, list):
+        errors.append(f"box: expected [[box]] tables, got {_show(boxes_raw)}")
+    else:
+        names: dict[str, int] = {}
+        addrs: dict[str, str] = {}
+        for i, raw in enumerate(boxes_raw):
+            b = _section(BoxConfig, raw, f"box[{i}]", errors)
+            if b is None:
+                continue
+            boxes_kw.append(b)
+            _check_box(i, b, raw, errors)
+            if "name" in b:
+                if b["name"] in names:
+                    errors.append(f"box[{i}].name: duplicate {_show(b['name'])} (also box[{names[b['name']]}])")
+                names.setdefault(b["name"], i)
+            for fam in ("ipv4", "ipv6"):
+                if fam in b:
+                    if b[fam] in addrs:
+                        errors.append(f"box[{i}].{fam}: duplicate address {b[fam]} (also {addrs[b[fam]]})")
+                    addrs.setdefault(b[fam], f"box[{i}].{fam}")
+
+    if errors:
+        raise ConfigError(errors)
+    return Config(
+        agent=AgentConfig(**kw["agent"]),
+        freeze=FreezeConfig(**kw["freeze"]),
+        influxdb=InfluxConfig(**influx),
+        remediation=RemediationConfig(**rem),
+        correlation=CorrelationConfig(**kw["correlation"]),
+        boxes=tuple(BoxConfig(**b) for b in boxes_kw),
+        source=source,
+    )
+
+
+def loads(text: str, source: str | None = None) -> Config:
+    """Parse TOML text; syntax errors become ConfigError too."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source or 'config'}: TOML syntax error: {exc}") from None
+    return parse(data, source)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the TOML config file at path."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8: {exc}") from None
+    return loads(text, path)
+
