@@ -1,0 +1,304 @@
+"""Remediation actions (reconnect_network, restart_container, command) and the ACTIONS registry."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from remediations import announce
+from remediations.model import ActionOutcome, PlannedAction, RemediationPolicy, RemediationTarget
+
+log = logging.getLogger(__name__)
+
+DETAIL_MAX_CHARS = 500
+PLACEHOLDERS = ("box", "ipv4", "ipv6", "container")
+
+
+class ActionError(Exception):
+    """An expected failure of an action; its message is the record's detail."""
+
+
+class DockerUnavailable(Exception):
+    """The Docker daemon could not be reached: nothing was done, retry later."""
+
+
+def docker_unreachable_reason(exc: BaseException) -> str | None:
+    """Reason string when EXC means the daemon is unreachable (not that a call failed), else None."""
+    if isinstance(exc, DockerUnavailable):
+        return str(exc)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"docker daemon unreachable: {exc}"
+    if (isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
+            and "Error while fetching server API version" in str(exc)):
+        return f"docker daemon unreachable: {exc}"
+    return None
+
+
+def default_docker_factory(base_url: str | None = None, timeout_s: float = 60.0) -> Callable[[], Any]:
+    """A factory returning a docker client for BASE_URL (default: the environment's daemon)."""
+    def make() -> Any:
+        if base_url is None:
+            return docker.from_env(timeout=int(timeout_s))
+        return docker.DockerClient(base_url=base_url, timeout=int(timeout_s))
+    return make
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    """What actions get from outside: a docker client factory, the policy, the announce switch."""
+
+    docker_factory: Callable[[], Any] = field(default_factory=default_docker_factory)
+    policy: RemediationPolicy = field(default_factory=RemediationPolicy)
+
+    def client(self) -> Any:
+        """A docker client; DockerUnavailable when the daemon cannot be reached."""
+        try:
+            return self.docker_factory()
+        except Exception as exc:  # noqa: BLE001 - classified, re-raised when not "unreachable"
+            reason = docker_unreachable_reason(exc)
+            if reason:
+                raise DockerUnavailable(reason) from exc
+            raise
+
+
+class Action(ABC):
+    """One remediation action; `run` returns a detail string or raises ActionError/DockerUnavailable."""
+
+    name: ClassVar[str]
+    needs_container: ClassVar[bool] = False
+    skip_layers: ClassVar[frozenset[str]] = frozenset()  # freeze layers this action cannot fix
+
+    def unusable_reason(self, target: RemediationTarget) -> str | None:
+        """Why this action cannot run on TARGET at all (None when it can)."""
+        if self.needs_container and not target.container:
+            return f"box {target.box!r} has no container configured; {self.name} refused"
+        return None
+
+    def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        """What the action would do, for dry-run records."""
+        return f"would run {self.name} on box {target.box!r}"
+
+    @abstractmethod
+    def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        """Do it; return the detail for the record."""
+
+
+def _get_container(client: Any, target: RemediationTarget) -> Any:
+    try:
+        return client.containers.get(target.container)
+    except docker.errors.NotFound:
+        raise ActionError(f"container {target.container!r} not found") from None
+
+
+def _endpoint(ctr: Any, network_name: str) -> dict | None:
+    return (ctr.attrs.get("NetworkSettings", {}).get("Networks") or {}).get(network_name)
+
+
+def _api_at_least(client: Any, version: str) -> bool:
+    from docker.utils import version_gte
+    return version_gte(client.api.api_version, version)
+
+
+class ReconnectNetwork(Action):
+    """Disconnect + connect the container to its configured network with the same addresses, then announce."""
+
+    name = "reconnect_network"
+    needs_container = True
+    skip_layers = frozenset({"l4"})
+
+    def unusable_reason(self, target: RemediationTarget) -> str | None:
+        reason = Action.unusable_reason(self, target)
+        if reason is None and not target.network:
+            reason = f"box {target.box!r} has no network configured; {self.name} refused"
+        return reason
+
+    def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        return (f"would disconnect container {target.container!r} from network {target.network!r} and "
+                f"connect it again with ipv4={target.ipv4} ipv6={target.ipv6}")
+
+    def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        client = ctx.client()
+        ctr = _get_container(client, target)
+        try:
+            net = client.networks.get(target.network)
+        except docker.errors.NotFound:
+            raise ActionError(f"network {target.network!r} not found") from None
+        before = _endpoint(ctr, net.name)
+        ipv4, ipv6, aliases, old_mac = target.ipv4, target.ipv6, [], None
+        if before:
+            ipam = before.get("IPAMConfig") or {}
+            ipv4 = ipam.get("IPv4Address") or before.get("IPAddress") or ipv4
+            ipv6 = ipam.get("IPv6Address") or before.get("GlobalIPv6Address") or ipv6
+            # Docker adds the short id itself on connect; passing it again would duplicate it.
+            aliases = [a for a in (before.get("Aliases") or []) if a not in (ctr.id[:12], ctr.id)]
+            old_mac = (before.get("MacAddress") or "").lower() or None
+        if not ipv4 and not ipv6:
+            raise ActionError(f"no address known for container {target.container!r} on {net.name!r}")
+        extra: dict[str, Any] = {}
+        if old_mac and _api_at_least(client, "1.44"):
+            extra["mac_address"] = old_mac  # honoured on connect only from API 1.44
+        if before:
+            net.disconnect(ctr, force=True)
+        net.connect(ctr, ipv4_address=ipv4, ipv6_address=ipv6, aliases=aliases or None, **extra)
+        ctr.reload()
+        after = _endpoint(ctr, net.name)
+        if not after:
+            raise ActionError(f"container {target.container!r} not on network {net.name!r} after connect")
+        got4 = after.get("IPAddress") or None
+        got6 = after.get("GlobalIPv6Address") or None
+        new_mac = (after.get("MacAddress") or "").lower() or None
+        problems = []
+        if ipv4 and got4 != ipv4:
+            problems.append(f"ipv4 {got4} != {ipv4}")
+        if ipv6 and got6 != ipv6:
+            problems.append(f"ipv6 {got6} != {ipv6}")
+        parts = [f"reconnected {target.container} to {net.name} ipv4={got4} ipv6={got6}"]
+        if aliases:
+            parts.append(f"aliases={','.join(aliases)}")
+        if old_mac is None:
+            parts.append(f"mac={new_mac} (previous unknown: was disconnected)")
+        elif new_mac == old_mac:
+            parts.append(f"mac unchanged {new_mac}")
+        else:
+            parts.append(f"MAC CHANGED {old_mac} -> {new_mac}")
+        if problems:
+            raise ActionError("; ".join(parts + ["address mismatch: " + ", ".join(problems)]))
+        if ctx.policy.announce:
+            pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
+            if pid <= 0 or not new_mac:
+                parts.append("not announced (no running process)")
+            else:
+                try:
+                    sent = announce.announce_from_pid(pid, new_mac, got4, got6)
+                    parts.append("announced " + ",".join(sent))
+                except OSError as exc:
+                    parts.append(f"announce failed: {exc}")
+        return "; ".join(parts)
+
+
+class RestartContainer(Action):
+    """Unpause the container if paused, then restart it with the policy's stop timeout."""
+
+    name = "restart_container"
+    needs_container = True
+
+    def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        return (f"would unpause (if paused) and restart container {target.container!r} "
+                f"with stop timeout {ctx.policy.stop_timeout_s:g} s")
+
+    def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        client = ctx.client()
+        ctr = _get_container(client, target)
+        parts = []
+        if ctr.attrs.get("State", {}).get("Paused"):
+            ctr.unpause()
+            parts.append("unpaused")
+        ctr.restart(timeout=max(0, int(round(ctx.policy.stop_timeout_s))))
+        ctr.reload()
+        status = ctr.attrs.get("State", {}).get("Status")
+        if status != "running":
+            raise ActionError("; ".join(parts + [f"restarted {target.container}, but status is {status}"]))
+        parts.append(f"restarted {target.container} (stop timeout {ctx.policy.stop_timeout_s:g} s), running")
+        return "; ".join(parts)
+
+
+def expand_command(target: RemediationTarget) -> list[str]:
+    """The box's argv template with {box},{ipv4},{ipv6},{container} filled in (no shell involved)."""
+    values = {"box": target.box, "ipv4": target.ipv4, "ipv6": target.ipv6, "container": target.container}
+    argv = []
+    for arg in target.command:
+        for key in PLACEHOLDERS:
+            token = "{" + key + "}"
+            if token in arg:
+                if values[key] is None:
+                    raise ActionError(f"command uses {token} but box {target.box!r} has no {key}")
+                arg = arg.replace(token, values[key])
+        argv.append(arg)
+    return argv
+
+
+def _truncate(text: str, limit: int = DETAIL_MAX_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+class Command(Action):
+    """Run the box's argv template (no shell) with a timeout; exit status 0 is success."""
+
+    name = "command"
+
+    def unusable_reason(self, target: RemediationTarget) -> str | None:
+        if not target.command:
+            return f"box {target.box!r} has no command configured; {self.name} refused"
+        return None
+
+    def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        return f"would run {expand_command(target)} (timeout {ctx.policy.command_timeout_s:g} s)"
+
+    def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        argv = expand_command(target)
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=ctx.policy.command_timeout_s,
+                                  check=False)
+        except FileNotFoundError:
+            raise ActionError(f"command not found: {argv[0]!r}") from None
+        except subprocess.TimeoutExpired as exc:
+            out = (exc.stdout or b"").decode(errors="replace")
+            raise ActionError(f"{argv} killed after timeout {ctx.policy.command_timeout_s:g} s; "
+                              f"output: {_truncate(out)}") from None
+        out = _truncate(proc.stdout.decode(errors="replace"))
+        detail = f"{argv} exit {proc.returncode}; output: {out}"
+        if proc.returncode != 0:
+            raise ActionError(detail)
+        return detail
+
+
+ACTIONS: dict[str, Action] = {a.name: a for a in (ReconnectNetwork(), RestartContainer(), Command())}
+
+
+def get_action(name: str) -> Action:
+    """The action called NAME; ValueError listing the valid names otherwise."""
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown remediation action {name!r}; valid: {', '.join(ACTIONS)}") from None
+
+
+def execute(plan: PlannedAction, ctx: ActionContext, clock: Callable[[], float] = time.time) -> ActionOutcome:
+    """Run PLAN (or only describe it under dry-run); expected failures come back as data."""
+    action = get_action(plan.action)
+    started_s = clock()
+    t0 = time.monotonic()
+
+    def outcome(ok: bool, detail: str, deferred: str | None = None) -> ActionOutcome:
+        return ActionOutcome(ok=ok, detail=detail, duration_s=round(time.monotonic() - t0, 3),
+                             started_s=started_s, deferred_reason=deferred)
+
+    unusable = action.unusable_reason(plan.target)
+    if unusable:
+        return outcome(False, unusable)
+    try:
+        if plan.dry_run:
+            return outcome(True, "dry-run: " + action.describe(plan.target, ctx))
+        detail = action.run(plan.target, ctx)
+    except ActionError as exc:
+        log.warning("box %s: action %s failed: %s", plan.box, plan.action, exc)
+        return outcome(False, str(exc))
+    except (DockerUnavailable, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        reason = docker_unreachable_reason(exc)
+        if reason:
+            log.warning("box %s: action %s deferred: %s", plan.box, plan.action, reason)
+            return outcome(False, f"deferred: {reason}", deferred=reason)
+        log.warning("box %s: action %s failed: docker: %s", plan.box, plan.action, exc)
+        return outcome(False, _truncate(f"docker error: {exc}"))
+    log.info("box %s: action %s done: %s", plan.box, plan.action, detail)
+    return outcome(True, detail)

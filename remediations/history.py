@@ -1,0 +1,84 @@
+"""Persist the engine's action history (JSON, atomic write, file lock) so every process counts towards the caps."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+
+from remediations.model import HistoryEntry
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "remediation-history.json"
+KEEP_S = 3600.0
+
+
+def path_in(state_dir: str) -> str:
+    """The history file inside STATE_DIR."""
+    return os.path.join(state_dir, FILE_NAME)
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: str) -> list[HistoryEntry]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("remediation history %s unreadable (%s); starting empty", path, exc)
+        return []
+    out = []
+    for item in data.get("actions", []) if isinstance(data, dict) else []:
+        try:
+            out.append(HistoryEntry(float(item["time_s"]), str(item["box"]), str(item["action"]),
+                                    str(item["trigger"]), bool(item.get("dry_run", False))))
+        except (KeyError, TypeError, ValueError):
+            log.warning("remediation history %s: skipping malformed entry %r", path, item)
+    return out
+
+
+def _write(path: str, entries: list[HistoryEntry]) -> None:
+    payload = {"version": 1, "actions": [
+        {"time_s": e.time_s, "box": e.box, "action": e.action, "trigger": e.trigger, "dry_run": e.dry_run}
+        for e in entries]}
+    fd, tmp = tempfile.mkstemp(prefix=".history-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str, now_s: float) -> list[HistoryEntry]:
+    """Entries of the last hour stored at PATH (empty when there is no file)."""
+    with _locked(path):
+        return [e for e in _read(path) if e.time_s > now_s - KEEP_S]
+
+
+def merge_save(path: str, entries: Iterable[HistoryEntry], now_s: float) -> list[HistoryEntry]:
+    """Merge ENTRIES into the file at PATH (under a lock, atomically); returns the merged last hour."""
+    with _locked(path):
+        merged = sorted({e for e in _read(path) + list(entries) if e.time_s > now_s - KEEP_S},
+                        key=lambda e: e.time_s)
+        _write(path, merged)
+        return merged

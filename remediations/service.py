@@ -1,0 +1,127 @@
+"""Thin executor: runs the engine's planned actions, verifications and retries in one worker thread."""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from remediations import history
+from remediations.actions import ActionContext, execute
+from remediations.engine import BoxStatus, Remediator
+from remediations.model import ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RequestResult
+
+log = logging.getLogger(__name__)
+
+
+class RemediationService:
+    """Owns the worker thread; the probe cycle only feeds states in and never waits for Docker."""
+
+    def __init__(self, remediator: Remediator, context: ActionContext,
+                 on_record: Callable[[ActionRecord], None], clock: Callable[[], float] = time.time,
+                 tick_s: float = 0.5, history_path: str | None = None) -> None:
+        self.remediator = remediator
+        self.context = context
+        self.on_record = on_record
+        self.clock = clock
+        self.tick_s = tick_s
+        self.history_path = history_path
+        self._queue: queue.Queue[PlannedAction | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._history_mtime = 0.0
+        if history_path:
+            self.remediator.merge_history(history.load(history_path, clock()))
+
+    # ---- called from other threads -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="remediation", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the action in progress (if any); flush records."""
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread:
+            self._thread.join(timeout_s)
+        self._flush()
+
+    def on_freeze_state(self, box: str, state: str, layer: str) -> None:
+        """Feed a box's state after a probe cycle; returns at once."""
+        for plan in self.remediator.on_freeze_state(box, state, layer, self.clock()):
+            self._queue.put(plan)
+        self._flush()
+
+    def request(self, box: str, action: str | None, trigger: str) -> RequestResult:
+        """Queue an explicit request (alert/manual) under the same limits; returns what was decided."""
+        result = self.remediator.request(box, action, trigger, self.clock())
+        if result.planned:
+            self._queue.put(result.planned)
+        self._flush()
+        return result
+
+    def status(self) -> dict[str, BoxStatus]:
+        """Per-box status (see Remediator.status)."""
+        return self.remediator.status(self.clock())
+
+    def idle(self) -> bool:
+        """True when nothing is queued, running, being verified or deferred."""
+        return self._queue.empty() and all(s.busy is None for s in self.status().values())
+
+    # ---- worker ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                plan = self._queue.get(timeout=self.tick_s)
+            except queue.Empty:
+                plan = None
+            try:
+                if plan is not None:
+                    self._execute(plan)
+                self._sync_history()
+                for nxt in self.remediator.tick(self.clock()):
+                    self._queue.put(nxt)
+                self._flush()
+            except Exception:  # noqa: BLE001 - one bad action or sink must not stop remediation
+                log.exception("remediation worker: unexpected error (continuing)")
+
+    def _execute(self, plan: PlannedAction) -> None:
+        try:
+            outcome = execute(plan, self.context, self.clock)
+        except Exception as exc:  # noqa: BLE001 - unexpected: keep the engine consistent, say so loudly
+            log.exception("box %s: action %s raised unexpectedly", plan.box, plan.action)
+            outcome = ActionOutcome(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}",
+                                    duration_s=0.0, started_s=self.clock())
+        self.remediator.on_outcome(plan, outcome, self.clock())
+        if self.history_path and not outcome.deferred_reason:
+            entry = HistoryEntry(plan.planned_s, plan.box, plan.action, plan.trigger, plan.dry_run)
+            try:
+                merged = history.merge_save(self.history_path, [entry], self.clock())
+                self.remediator.merge_history(merged)
+                self._history_mtime = os.stat(self.history_path).st_mtime
+            except OSError as exc:
+                log.warning("box %s: cannot save remediation history %s: %s", plan.box, self.history_path, exc)
+
+    def _sync_history(self) -> None:
+        """Pick up actions another process (the CLI) saved, so they count towards the caps here too."""
+        if not self.history_path:
+            return
+        try:
+            mtime = os.stat(self.history_path).st_mtime
+        except OSError:
+            return
+        if mtime != self._history_mtime:
+            self._history_mtime = mtime
+            self.remediator.merge_history(history.load(self.history_path, self.clock()))
+
+    def _flush(self) -> None:
+        for record in self.remediator.take_records():
+            try:
+                self.on_record(record)
+            except Exception:  # noqa: BLE001 - a failing sink must not stop remediation
+                log.exception("box %s: record sink failed for %s", record.box, record.action)
