@@ -1,0 +1,68 @@
+"""Pick a free /24 in 198.18.0.0/15 and its matching /64 in 2001:db8::/32 for a new lab."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+
+from agent.lab import shell, state
+from agent.lab.errors import LabError
+
+V4_POOL = ipaddress.ip_network("198.18.0.0/15")
+SUBNET_COUNT = 512  # /24s in the /15; index 0 (198.18.0.0/24) is left alone
+
+
+def subnets(index: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
+    """The IPv4 /24 and IPv6 /64 of subnet number `index` (1..511)."""
+    if not 1 <= index < SUBNET_COUNT:
+        raise ValueError(f"lab subnet index must be 1..{SUBNET_COUNT - 1}, got {index}")
+    v4 = ipaddress.ip_network((int(V4_POOL.network_address) + (index << 8), 24))
+    v6 = ipaddress.ip_network(f"2001:db8:18:{index:x}::/64")
+    return v4, v6
+
+
+def host(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network, number: int) -> str:
+    """Address `number` of a subnet, e.g. .11 / ::11 (the same digits in both families)."""
+    if subnet.version == 4:
+        return str(subnet.network_address + number)
+    return str(ipaddress.ip_address(f"{subnet.network_address}{number}"))
+
+
+def docker_subnets() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every subnet some Docker network already uses (Docker refuses overlapping pools)."""
+    ids = shell.run(["docker", "network", "ls", "-q"]).stdout.split()
+    if not ids:
+        return []
+    proc = shell.run(["docker", "network", "inspect", *ids], check=False)
+    out: list = []
+    try:
+        nets = json.loads(proc.stdout or "[]")
+    except json.JSONDecodeError:
+        nets = []
+    for net in nets:
+        for cfg in (net.get("IPAM") or {}).get("Config") or []:
+            try:
+                out.append(ipaddress.ip_network(cfg.get("Subnet", ""), strict=False))
+            except ValueError:
+                continue
+    return out
+
+
+def pick_index(exclude: set[int] | None = None) -> int:
+    """A subnet index whose /24 and /64 overlap no Docker network and no other lab's state file."""
+    used = set(exclude or ())
+    for rid in state.run_ids():
+        st = state.read(rid)
+        if st and isinstance(st.get("subnet_index"), int):
+            used.add(st["subnet_index"])
+    taken = docker_subnets()
+    candidates = list(range(1, SUBNET_COUNT))
+    random.shuffle(candidates)
+    for index in candidates:
+        if index in used:
+            continue
+        v4, v6 = subnets(index)
+        if any(net.version == 4 and net.overlaps(v4) or net.version == 6 and net.overlaps(v6) for net in taken):
+            continue
+        return index
+    raise LabError("no free /24 left in 198.18.0.0/15 for a lab (run `vobox-agent lab down --all`)")

@@ -1,0 +1,75 @@
+"""Render agent TOML (the keys of the config contract) for a lab: a plain string builder, no parsing."""
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.lab.lab import Lab
+
+# override name -> (section, key)
+OVERRIDES = {
+    "interval": ("agent", "interval"),
+    "timeout": ("agent", "timeout"),
+    "jitter": ("agent", "jitter"),
+    "state_dir": ("agent", "state_dir"),
+    "interface": ("agent", "interface"),
+    "site": ("agent", "site"),
+    "fail_cycles": ("freeze", "fail_cycles"),
+    "recover_cycles": ("freeze", "recover_cycles"),
+    "url": ("influxdb", "url"),
+    "influx_url": ("influxdb", "url"),
+    "api": ("influxdb", "api"),
+    "database": ("influxdb", "database"),
+}
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a TOML basic string for plain text
+
+
+def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: str = "", **overrides) -> str:
+    """TOML text: [agent], [freeze], [influxdb] and one [[box]] per lab box (or the named `boxes`)."""
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"agent_config: unknown override(s) {', '.join(unknown)}; valid: "
+                        f"{', '.join(sorted(OVERRIDES))}, boxes, extra")
+    sections: dict[str, dict] = {
+        "agent": {"interval": 10, "timeout": 1.0, "jitter": 0.5,
+                  "state_dir": os.path.join(lab.run_dir, "agent"),
+                  "interface": lab.monitor_link, "site": "lab"},
+        "freeze": {"fail_cycles": 3, "recover_cycles": 2},
+        "influxdb": {"url": lab.influx_url or "http://127.0.0.1:8086", "api": "v1",
+                     "database": lab.influx_database},
+    }
+    for name, value in overrides.items():
+        section, key = OVERRIDES[name]
+        if value is None:
+            sections[section].pop(key, None)
+        else:
+            sections[section][key] = value
+    lines = [f"# vobox-agent config for lab {lab.run_id}; run the agent inside namespace {lab.monitor_ns}"]
+    for section, keys in sections.items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{k} = {_value(v)}" for k, v in keys.items())
+    chosen = lab.boxes if boxes is None else tuple(lab.box(n) for n in boxes)
+    for b in chosen:
+        lines.append("\n[[box]]")
+        lines.append(f"name = {_value(b.name)}")
+        lines.append(f"kind = {_value(b.kind)}")
+        lines.append(f"ipv4 = {_value(b.ipv4)}")
+        lines.append(f"ipv6 = {_value(b.ipv6)}")
+        lines.append(f"tcp_ports = {_value(list(b.tcp_ports))}")
+        if b.kind == "container":
+            lines.append(f"container = {_value(b.container)}")
+            lines.append(f"network = {_value(b.network)}")
+    if extra:
+        lines.append("\n" + extra.strip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,169 @@
+"""Remove labs by run id, found by name (state file or not): containers, network, namespaces, links, processes."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+
+from agent.lab import names, shell, state
+
+log = logging.getLogger(__name__)
+
+
+def _lines(argv: list[str]) -> list[str]:
+    try:
+        proc = shell.run(argv, check=False, timeout_s=60)
+    except Exception as exc:  # noqa: BLE001 - a missing tool means nothing of that kind to clean
+        log.debug("lab cleanup: %s", exc)
+        return []
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def list_netns() -> list[str]:
+    """Names of all named network namespaces."""
+    return [line.split()[0] for line in _lines(["ip", "netns", "list"])]
+
+
+def list_links() -> list[str]:
+    """Interface names in the root namespace."""
+    return [line.split()[0].split("@")[0] for line in _lines(["ip", "-br", "link"])]
+
+
+def list_containers() -> list[str]:
+    """Docker container names (all states)."""
+    return _lines(["docker", "ps", "-a", "--format", "{{.Names}}"])
+
+
+def list_networks() -> list[str]:
+    """Docker network names."""
+    return _lines(["docker", "network", "ls", "--format", "{{.Name}}"])
+
+
+def _pids_of_netns(ns: str) -> list[int]:
+    return [int(p) for p in _lines(["ip", "netns", "pids", ns]) if p.isdigit()]
+
+
+def _pids_using_run_dir(run_id: str) -> list[int]:
+    """Processes whose command line names the lab's run dir (influxd, httpd), wherever they run."""
+    marker = state.run_dir(run_id).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def kill_pids(pids: list[int], what: str, timeout_s: float = 5.0) -> None:
+    """SIGTERM the pids, SIGKILL whatever is left after timeout_s."""
+    if not pids:
+        return
+    log.debug("lab cleanup: stopping %s pids %s", what, pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if state.process_start_ticks(p) is not None]
+        if not alive:
+            return
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _match(regex, items: list[str], run_id: str) -> list[str]:
+    out = []
+    for item in items:
+        m = regex.match(item)
+        if m and m.group(1) == run_id:
+            out.append(item)
+    return out
+
+
+def remove_run(run_id: str) -> list[str]:
+    """Remove everything named after run_id; return what was removed (for logs and reports)."""
+    names.check_run_id(run_id)
+    removed: list[str] = []
+    for ctr in _match(names.CONTAINER_RE, list_containers(), run_id):
+        shell.ok(["docker", "unpause", ctr], timeout_s=30)  # a paused container cannot be killed on 20.10
+        if shell.ok(["docker", "rm", "-f", "-v", ctr], timeout_s=60):
+            removed.append(f"container {ctr}")
+    for net in _match(names.NETWORK_RE, list_networks(), run_id):
+        if shell.ok(["docker", "network", "rm", net], timeout_s=60):
+            removed.append(f"network {net}")
+    namespaces = _match(names.NETNS_RE, list_netns(), run_id)
+    for ns in namespaces:
+        kill_pids(_pids_of_netns(ns), f"processes in {ns}")
+    kill_pids(_pids_using_run_dir(run_id), f"processes of lab {run_id}")
+    for ns in namespaces:
+        if shell.ok(["ip", "netns", "delete", ns]):
+            removed.append(f"netns {ns}")
+    for link in _match(names.LINK_RE, list_links(), run_id):
+        if shell.ok(["ip", "link", "delete", link]):
+            removed.append(f"link {link}")
+    rdir = state.run_dir(run_id)
+    if os.path.isdir(rdir):
+        shutil.rmtree(rdir, ignore_errors=True)
+        removed.append(f"dir {rdir}")
+    if state.read(run_id) is not None:
+        removed.append(f"state {state.state_path(run_id)}")
+    state.remove(run_id)
+    if removed:
+        log.info("lab %s removed: %s", run_id, ", ".join(removed))
+    return removed
+
+
+def all_run_ids() -> set[str]:
+    """Run ids that have anything at all: state file, run dir, namespace, link, container or network."""
+    ids = set(state.run_ids())
+    with contextlib.suppress(FileNotFoundError):
+        ids.update(n for n in os.listdir(state.STATE_DIR) if names.RUN_ID_RE.match(n))
+    for regex, items in ((names.NETNS_RE, list_netns()), (names.LINK_RE, list_links()),
+                         (names.CONTAINER_RE, list_containers()), (names.NETWORK_RE, list_networks())):
+        for item in items:
+            m = regex.match(item)
+            if m:
+                ids.add(m.group(1))
+    return {i for i in ids if names.RUN_ID_RE.match(i)}
+
+
+def is_leftover(run_id: str, include_persistent: bool = False) -> bool:
+    """True when a lab may be removed: no live owner, and not a finished persistent lab (unless asked)."""
+    st = state.read(run_id)
+    if st is None:
+        return True  # never recorded: a crash before the state file, or a half-removed lab
+    if state.owner_alive(st):
+        return False
+    if st.get("persistent") and st.get("complete") and not include_persistent:
+        return False
+    return True
+
+
+def cleanup_leftovers(include_persistent: bool = False) -> list[str]:
+    """Remove labs whose owner process is gone (and persistent `lab up` labs too when asked); return run ids."""
+    done = []
+    with state.locked():
+        for run_id in sorted(all_run_ids()):
+            if is_leftover(run_id, include_persistent):
+                remove_run(run_id)
+                done.append(run_id)
+    return done
+
+
+def remove_all() -> list[str]:
+    """Remove every lab on this machine, live or not (`lab down --all`); return run ids."""
+    with state.locked():
+        ids = sorted(all_run_ids())
+        for run_id in ids:
+            remove_run(run_id)
+    return ids

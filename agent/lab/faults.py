@@ -1,0 +1,150 @@
+"""Reversible per-box faults: an explicit registry of (box kind, fault kind) -> apply / clear."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from agent.lab import shell
+from agent.lab.errors import LabError
+
+if TYPE_CHECKING:
+    from agent.lab.lab import Lab, LabBox
+
+log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("l2", "l3", "l4", "stop")
+FAULT_HELP = {
+    "l2": "no ARP/NDP answer (container: network disconnect; vm: link down)",
+    "l3": "ARP/NDP answered, IP dropped (nft table in the box's namespace)",
+    "l4": "ping answered, TCP dead (container: docker pause; vm: listeners killed)",
+    "stop": "box stopped (container: docker stop; vm: listeners killed and link down)",
+}
+NFT_TABLE = "vobox_lab_l3"
+# inet = IPv4 + IPv6; ARP is its own family, so ARP still answers. NDP must pass for an l3 fault.
+NFT_L3 = f"""
+table inet {NFT_TABLE} {{
+  chain input {{
+    type filter hook input priority -300; policy drop;
+    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept
+  }}
+  chain output {{
+    type filter hook output priority -300; policy drop;
+    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept
+  }}
+}}
+"""
+
+Action = Callable[["Lab", "LabBox"], None]
+
+
+def check_kind(kind: str) -> str:
+    """Return kind when it is a fault kind, else raise LabError listing the valid ones."""
+    if kind not in FAULT_KINDS:
+        raise LabError(f"unknown fault {kind!r}; valid: {', '.join(FAULT_KINDS)}")
+    return kind
+
+
+def _in_box_ns(lab: Lab, box: LabBox) -> list[str]:
+    if box.kind == "container":
+        return ["nsenter", "-t", str(lab.container_pid(box.name)), "-n"]
+    return ["ip", "netns", "exec", box.netns]
+
+
+def _nft_drop(lab: Lab, box: LabBox) -> None:
+    shell.run([*_in_box_ns(lab, box), "nft", "-f", "-"], input_text=NFT_L3)
+
+
+def _nft_undrop(lab: Lab, box: LabBox) -> None:
+    shell.run([*_in_box_ns(lab, box), "nft", "delete", "table", "inet", NFT_TABLE])
+
+
+def _ctr_disconnect(lab: Lab, box: LabBox) -> None:
+    shell.run(["docker", "network", "disconnect", "-f", box.network, box.container])
+
+
+def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
+    shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.network, box.container])
+    mac = lab._container_mac(box.container)
+    if mac and box.mac and mac != box.mac:
+        log.warning("lab %s: box %s came back with MAC %s (was %s)", lab.run_id, box.name, mac, box.mac)
+
+
+def _ctr_pause(lab: Lab, box: LabBox) -> None:
+    shell.run(["docker", "pause", box.container])
+
+
+def _ctr_unpause(lab: Lab, box: LabBox) -> None:
+    shell.run(["docker", "unpause", box.container])
+
+
+def _ctr_stop(lab: Lab, box: LabBox) -> None:
+    shell.run(["docker", "stop", "-t", "3", box.container])
+
+
+def _ctr_start(lab: Lab, box: LabBox) -> None:
+    shell.run(["docker", "start", box.container])
+
+
+def _vm_link_down(lab: Lab, box: LabBox) -> None:
+    shell.run(["ip", "-n", box.netns, "link", "set", box.link, "down"])
+
+
+def _vm_link_up(lab: Lab, box: LabBox) -> None:
+    shell.run(["ip", "-n", box.netns, "link", "set", box.link, "up"])
+    lab._vm_addresses(box.netns, box.link, box.ipv4, box.ipv6)
+
+
+def _vm_kill_listeners(lab: Lab, box: LabBox) -> None:
+    lab.stop_vm_listeners(box)
+
+
+def _vm_start_listeners(lab: Lab, box: LabBox) -> None:
+    lab.stop_vm_listeners(box)  # never two of them on a port
+    lab.start_vm_listeners(box)
+
+
+def _vm_stop(lab: Lab, box: LabBox) -> None:
+    _vm_kill_listeners(lab, box)
+    _vm_link_down(lab, box)
+
+
+def _vm_start(lab: Lab, box: LabBox) -> None:
+    _vm_link_up(lab, box)
+    _vm_start_listeners(lab, box)
+
+
+APPLY: dict[tuple[str, str], Action] = {
+    ("container", "l2"): _ctr_disconnect,
+    ("container", "l3"): _nft_drop,
+    ("container", "l4"): _ctr_pause,
+    ("container", "stop"): _ctr_stop,
+    ("vm", "l2"): _vm_link_down,
+    ("vm", "l3"): _nft_drop,
+    ("vm", "l4"): _vm_kill_listeners,
+    ("vm", "stop"): _vm_stop,
+}
+CLEAR: dict[tuple[str, str], Action] = {
+    ("container", "l2"): _ctr_reconnect,
+    ("container", "l3"): _nft_undrop,
+    ("container", "l4"): _ctr_unpause,
+    ("container", "stop"): _ctr_start,
+    ("vm", "l2"): _vm_link_up,
+    ("vm", "l3"): _nft_undrop,
+    ("vm", "l4"): _vm_start_listeners,
+    ("vm", "stop"): _vm_start,
+}
+
+
+def apply(lab: Lab, box: LabBox, kind: str) -> None:
+    """Inject fault `kind` into box."""
+    check_kind(kind)
+    log.debug("lab %s: box %s apply fault %s", lab.run_id, box.name, kind)
+    APPLY[(box.kind, kind)](lab, box)
+
+
+def clear(lab: Lab, box: LabBox, kind: str) -> None:
+    """Undo fault `kind` on box."""
+    check_kind(kind)
+    log.debug("lab %s: box %s clear fault %s", lab.run_id, box.name, kind)
+    CLEAR[(box.kind, kind)](lab, box)

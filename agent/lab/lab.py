@@ -1,0 +1,580 @@
+"""The lab: monitor namespace, veth parent, Docker macvlan network, container and VM boxes, InfluxDB, faults."""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from agent import netns
+from agent.lab import addressing, cleanup, faults, names, shell, state
+from agent.lab.errors import LabError, UnknownBoxError
+from agent.lab.image import ensure_image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TCP_PORTS = (1093, 8084)
+INFLUX_DATABASE = "vobox"
+CONTAINER_HOST_BASE = 10  # container i gets .1i / ::1i
+VM_HOST_BASE = 100        # vm i gets .10i / ::10i
+BOX_KINDS = ("container", "vm")
+
+
+@dataclass(frozen=True, slots=True)
+class LabBox:
+    """One VO-Box of the lab: a container on the macvlan network or a VM stand-in namespace."""
+
+    name: str
+    kind: str                    # "container" or "vm"
+    ipv4: str
+    ipv6: str
+    mac: str
+    tcp_ports: tuple[int, ...]
+    container: str | None = None  # kind container: Docker name
+    network: str | None = None    # kind container: the macvlan network
+    netns: str | None = None      # kind vm: its namespace
+    link: str | None = None       # kind vm: its macvlan inside netns
+
+
+def _preflight(influx: bool) -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (namespaces, links, Docker): run as root")
+    tools = ["ip", "docker", "nft", "nsenter"] + (["influxd"] if influx else [])
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise LabError(f"missing tools for the lab: {', '.join(missing)} (run scripts/setup)")
+    if not shell.ok(["docker", "info", "--format", "{{.ServerVersion}}"], timeout_s=30):
+        raise LabError("no Docker engine answers (start dockerd, or run scripts/setup)")
+
+
+class Lab:
+    """A running lab, backed by its state file (/run/vobox-lab/<run_id>.json) so any process can drive it."""
+
+    def __init__(self, st: dict) -> None:
+        self._st = st
+        self._influx = None  # InfluxServer started by this process, if any
+        self._listeners: dict[str, list[subprocess.Popen]] = {}
+
+    # ----- creation / loading / removal -------------------------------------------------------
+    @classmethod
+    def create(cls, containers: int = 2, vms: int = 1, tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS,
+               influx: bool = True, persistent: bool = False, ready_timeout_s: float = 60.0) -> Lab:
+        """Build a lab and return once every box answers TCP (IPv4 and IPv6) and InfluxDB answers /ping."""
+        if not (0 <= containers <= 89 and 0 <= vms <= 99 and containers + vms >= 1):
+            raise ValueError(f"lab wants 0..89 containers and 0..99 vms, at least one box; "
+                             f"got containers={containers} vms={vms}")
+        ports = tuple(int(p) for p in tcp_ports)
+        if not ports or any(not 1 <= p <= 65535 for p in ports):
+            raise ValueError(f"tcp_ports must be 1..65535, at least one; got {tcp_ports!r}")
+        _preflight(influx)
+        with state.locked():
+            existing = cleanup.all_run_ids()
+            run_id = names.new_run_id()
+            while run_id in existing:
+                run_id = names.new_run_id()
+            st = {
+                "run_id": run_id,
+                "owner_pid": os.getpid(),
+                "owner_start": state.process_start_ticks(os.getpid()),
+                "persistent": bool(persistent),
+                "complete": False,
+                "created_s": time.time(),
+                "containers": containers,
+                "vms": vms,
+                "tcp_ports": list(ports),
+                "influx": {"wanted": bool(influx), "running": False},
+                "faults": {},
+                "segment_down": False,
+                "boxes": [],
+            }
+            state.write(st)
+        lab = cls(st)
+        t0 = time.monotonic()
+        try:
+            lab._build(ready_timeout_s)
+        except BaseException:
+            log.error("lab %s: create failed; removing what was made", run_id)
+            lab._stop_own_influx()
+            cleanup.remove_run(run_id)
+            raise
+        with lab._mutating():
+            lab._st["complete"] = True
+            lab._st["create_s"] = round(time.monotonic() - t0, 3)
+        log.info("lab %s up in %.1fs: %d containers, %d vms, %s %s, monitor ns %s", run_id, lab.create_s,
+                 containers, vms, lab.ipv4_subnet, lab.ipv6_subnet, lab.monitor_ns)
+        return lab
+
+    @classmethod
+    def load(cls, run_id: str | None = None) -> Lab:
+        """The lab with this run id, or (None) the newest persistent lab, else the newest one with a live owner."""
+        if run_id is not None:
+            names.check_run_id(run_id)
+            st = state.read(run_id)
+            if st is None:
+                raise LabError(f"no lab with run id {run_id!r} (labs: {', '.join(state.run_ids()) or 'none'})")
+            return cls(st)
+        candidates = [s for s in (state.read(r) for r in state.run_ids()) if s and s.get("complete")]
+        persistent = [s for s in candidates if s.get("persistent")]
+        live = [s for s in candidates if state.owner_alive(s)]
+        pick = persistent or live
+        if not pick:
+            raise LabError("no lab is up; make one with `vobox-agent lab up`")
+        return cls(max(pick, key=lambda s: s.get("created_s", 0)))
+
+    def down(self) -> list[str]:
+        """Remove everything this lab made (containers, network, namespaces, links, influxd, files)."""
+        self._stop_own_influx()
+        for procs in self._listeners.values():
+            for proc in procs:
+                with contextlib.suppress(Exception):
+                    proc.kill()
+                    proc.wait(5)
+        self._listeners.clear()
+        with state.locked():
+            removed = cleanup.remove_run(self.run_id)
+        return removed
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def __repr__(self) -> str:
+        return f"Lab(run_id={self.run_id!r}, boxes={[b.name for b in self.boxes]}, monitor_ns={self.monitor_ns!r})"
+
+    # ----- names and addresses ----------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        """Short hex id carried by every name this lab made."""
+        return self._st["run_id"]
+
+    @property
+    def monitor_ns(self) -> str:
+        """Namespace where everything that probes runs (no route out)."""
+        return names.monitor_netns(self.run_id)
+
+    @property
+    def monitor_link(self) -> str:
+        """The monitor's interface (veth end) inside monitor_ns."""
+        return names.monitor_link(self.run_id)
+
+    @property
+    def parent_link(self) -> str:
+        """Root-side veth end, parent of the macvlan network: the L2 segment."""
+        return names.parent_link(self.run_id)
+
+    @property
+    def network(self) -> str:
+        """The Docker macvlan network."""
+        return names.network(self.run_id)
+
+    @property
+    def run_dir(self) -> str:
+        """Directory with this lab's files."""
+        return state.run_dir(self.run_id)
+
+    @property
+    def ipv4_subnet(self) -> str:
+        """The lab's IPv4 /24."""
+        return str(addressing.subnets(self._st["subnet_index"])[0])
+
+    @property
+    def ipv6_subnet(self) -> str:
+        """The lab's IPv6 /64."""
+        return str(addressing.subnets(self._st["subnet_index"])[1])
+
+    @property
+    def monitor_ipv4(self) -> str:
+        """The monitor's IPv4 address (also the Docker network's gateway)."""
+        return addressing.host(addressing.subnets(self._st["subnet_index"])[0], 1)
+
+    @property
+    def monitor_ipv6(self) -> str:
+        """The monitor's IPv6 address (also the Docker network's gateway)."""
+        return addressing.host(addressing.subnets(self._st["subnet_index"])[1], 1)
+
+    @property
+    def boxes(self) -> tuple[LabBox, ...]:
+        """All boxes, containers first."""
+        return tuple(LabBox(**{**b, "tcp_ports": tuple(b["tcp_ports"])}) for b in self._st["boxes"])
+
+    def box(self, name: str) -> LabBox:
+        """The box called name; UnknownBoxError lists the valid names."""
+        for b in self.boxes:
+            if b.name == name:
+                return b
+        raise UnknownBoxError(f"no box {name!r} in lab {self.run_id}; boxes: {', '.join(self.box_names())}")
+
+    def box_names(self) -> list[str]:
+        """Names of all boxes."""
+        return [b["name"] for b in self._st["boxes"]]
+
+    @property
+    def influx_url(self) -> str | None:
+        """InfluxDB base URL, reachable from inside monitor_ns; None when the lab has no InfluxDB."""
+        return self._st["influx"].get("url")
+
+    @property
+    def influx_database(self) -> str:
+        """The database the lab creates for the agent."""
+        return INFLUX_DATABASE
+
+    @property
+    def persistent(self) -> bool:
+        """True for labs made by `lab up` (left running after their creator exits)."""
+        return bool(self._st.get("persistent"))
+
+    @property
+    def create_s(self) -> float | None:
+        """Seconds create() took."""
+        return self._st.get("create_s")
+
+    def faults(self) -> dict[str, str]:
+        """Active faults: box name -> fault kind."""
+        return dict(self._st["faults"])
+
+    # ----- state file ------------------------------------------------------------------------
+    def _save(self) -> None:
+        state.write(self._st)
+
+    @contextlib.contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Re-read the state under the lab's lock, let the body change it, write it back."""
+        with state.locked(self.run_id):
+            fresh = state.read(self.run_id)
+            if fresh is None:
+                raise LabError(f"lab {self.run_id} is gone (no state file {state.state_path(self.run_id)})")
+            self._st = fresh
+            yield
+            self._save()
+
+    # ----- building ---------------------------------------------------------------------------
+    def _build(self, ready_timeout_s: float) -> None:
+        image = ensure_image()
+        os.makedirs(os.path.join(self.run_dir, "www"), exist_ok=True)
+        with open(os.path.join(self.run_dir, "www", "index.html"), "w") as f:
+            f.write("vobox-lab vm\n")
+        with state.locked():
+            self._build_segment()
+        ports = self._st["tcp_ports"]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ctr_boxes = list(pool.map(lambda i: self._run_container(i, image, ports),
+                                      range(1, self._st["containers"] + 1)))
+        vm_boxes = [self._make_vm(i, ports) for i in range(1, self._st["vms"] + 1)]
+        self._st["boxes"] = [asdict(b) for b in ctr_boxes + vm_boxes]
+        self._save()
+        if self._st["influx"]["wanted"]:
+            self.influx_start()
+        self.wait_ready(timeout_s=ready_timeout_s)
+
+    def _build_segment(self) -> None:
+        """Veth pair, monitor namespace and Docker network; called under the global lock (subnet choice)."""
+        rid, mon, p, m = self.run_id, self.monitor_ns, self.parent_link, self.monitor_link
+        shell.run(["ip", "link", "add", p, "type", "veth", "peer", "name", m])
+        shell.run(["ip", "netns", "add", mon])
+        shell.run(["ip", "link", "set", m, "netns", mon])
+        # The root side carries no address and says nothing on the segment.
+        shell.ok(["sysctl", "-q", "-w", f"net.ipv6.conf.{p}.disable_ipv6=1"])
+        shell.run(["ip", "netns", "exec", mon, "sysctl", "-q", "-w",
+                   "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0",
+                   "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
+                   "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+                   f"net.ipv6.conf.{m}.accept_ra=0", f"net.ipv6.conf.{m}.accept_dad=0"])
+        for key in ("net.ipv4.neigh.default.gc_thresh3", "net.ipv6.neigh.default.gc_thresh3"):
+            if not shell.ok(["ip", "netns", "exec", mon, "sysctl", "-q", "-w", f"{key}=8192"]):
+                log.debug("lab %s: %s is not per-namespace on this kernel; left as is", rid, key)
+        shell.run(["ip", "-n", mon, "link", "set", "lo", "up"])
+        tried: set[int] = set()
+        for _attempt in range(5):
+            index = addressing.pick_index(exclude=tried)
+            tried.add(index)
+            v4, v6 = addressing.subnets(index)
+            gw4, gw6 = addressing.host(v4, 1), addressing.host(v6, 1)
+            proc = shell.run(["docker", "network", "create", "-d", "macvlan", "-o", f"parent={p}",
+                              "-o", "macvlan_mode=bridge", "--subnet", str(v4), "--gateway", gw4,
+                              "--ipv6", "--subnet", str(v6), "--gateway", gw6,
+                              "--label", f"vobox-lab={rid}", self.network], check=False)
+            if proc.returncode == 0:
+                break
+            if "overlap" not in (proc.stderr + proc.stdout).lower():
+                raise LabError(f"docker network create {self.network} on {p} failed: {proc.stderr.strip()}")
+            log.info("lab %s: subnet %s taken meanwhile, trying another", rid, v4)
+        else:
+            raise LabError(f"lab {rid}: no free subnet after {len(tried)} tries")
+        self._st["subnet_index"] = index
+        self._save()
+        shell.run(["ip", "-n", mon, "addr", "add", f"{gw4}/24", "dev", m])
+        shell.run(["ip", "-n", mon, "addr", "add", f"{gw6}/64", "dev", m, "nodad"])
+        shell.run(["ip", "-n", mon, "link", "set", m, "up"])
+        shell.run(["ip", "link", "set", p, "up"])
+
+    def _addresses(self, host_number: int) -> tuple[str, str]:
+        v4, v6 = addressing.subnets(self._st["subnet_index"])
+        return addressing.host(v4, host_number), addressing.host(v6, host_number)
+
+    def _run_container(self, index: int, image: str, ports: list[int]) -> LabBox:
+        name, ctr = names.container_box(index), names.container(self.run_id, index)
+        ipv4, ipv6 = self._addresses(CONTAINER_HOST_BASE + index)
+        shell.run(["docker", "run", "-d", "--name", ctr, "--hostname", name, "--network", self.network,
+                   "--ip", ipv4, "--ip6", ipv6, "--label", f"vobox-lab={self.run_id}",
+                   "--label", f"vobox-lab-box={name}", "--restart", "no",
+                   "--sysctl", "net.ipv6.conf.all.accept_dad=0", "--sysctl", "net.ipv6.conf.default.accept_dad=0",
+                   image, *map(str, ports)], timeout_s=120)
+        mac = self._container_mac(ctr) or ""
+        log.info("lab %s: box %s is container %s at %s %s %s", self.run_id, name, ctr, ipv4, ipv6, mac)
+        return LabBox(name=name, kind="container", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),
+                      container=ctr, network=self.network)
+
+    def _container_mac(self, ctr: str) -> str | None:
+        proc = shell.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", ctr], check=False)
+        try:
+            nets = json.loads(proc.stdout or "null") or {}
+        except json.JSONDecodeError:
+            return None
+        mac = (nets.get(self.network) or {}).get("MacAddress")
+        return mac.lower() if mac else None
+
+    def container_pid(self, name: str) -> int:
+        """Host pid of a container box's init process (for nsenter into its namespace)."""
+        b = self.box(name)
+        proc = shell.run(["docker", "inspect", "-f", "{{.State.Pid}}", b.container])
+        pid = int(proc.stdout.strip() or 0)
+        if pid <= 0:
+            raise LabError(f"container {b.container} of box {name} is not running")
+        return pid
+
+    def _make_vm(self, index: int, ports: list[int]) -> LabBox:
+        name, ns, link = names.vm_box(index), names.vm_netns(self.run_id, index), names.vm_link(self.run_id, index)
+        mac = names.vm_mac(self.run_id, index)
+        ipv4, ipv6 = self._addresses(VM_HOST_BASE + index)
+        shell.run(["ip", "netns", "add", ns])
+        shell.run(["ip", "link", "add", link, "link", self.parent_link, "address", mac,
+                   "type", "macvlan", "mode", "bridge"])
+        shell.run(["ip", "link", "set", link, "netns", ns])
+        shell.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                   "net.ipv6.conf.all.keep_addr_on_down=1", "net.ipv6.conf.default.keep_addr_on_down=1",
+                   "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+                   f"net.ipv6.conf.{link}.accept_dad=0", f"net.ipv6.conf.{link}.keep_addr_on_down=1",
+                   f"net.ipv6.conf.{link}.accept_ra=0"])
+        shell.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        self._vm_addresses(ns, link, ipv4, ipv6)
+        shell.run(["ip", "-n", ns, "link", "set", link, "up"])
+        box = LabBox(name=name, kind="vm", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),
+                     netns=ns, link=link)
+        self.start_vm_listeners(box)
+        log.info("lab %s: box %s is vm netns %s at %s %s %s", self.run_id, name, ns, ipv4, ipv6, mac)
+        return box
+
+    @staticmethod
+    def _vm_addresses(ns: str, link: str, ipv4: str, ipv6: str) -> None:
+        shell.run(["ip", "-n", ns, "addr", "replace", f"{ipv4}/24", "dev", link])
+        shell.run(["ip", "-n", ns, "addr", "replace", f"{ipv6}/64", "dev", link, "nodad"])
+
+    def start_vm_listeners(self, box: LabBox) -> list[int]:
+        """Start one busybox httpd per TCP port inside a VM box's namespace; return their pids."""
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        www = os.path.join(self.run_dir, "www")
+        procs = []
+        for port in box.tcp_ports:
+            procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", box.netns, busybox, "httpd", "-f", "-p", str(port), "-h", www],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True))
+        self._listeners.setdefault(box.name, []).extend(procs)
+        return [p.pid for p in procs]
+
+    def stop_vm_listeners(self, box: LabBox) -> None:
+        """Kill every process in a VM box's namespace (its listeners)."""
+        pids = [int(p) for p in shell.run(["ip", "netns", "pids", box.netns]).stdout.split() if p.isdigit()]
+        cleanup.kill_pids(pids, f"listeners of box {box.name}")
+        for proc in self._listeners.pop(box.name, []):
+            with contextlib.suppress(Exception):
+                proc.wait(2)
+
+    # ----- readiness --------------------------------------------------------------------------
+    def tcp_ok(self, address: str, port: int, timeout_s: float = 0.5) -> bool:
+        """True when a TCP connect from the monitor namespace to address:port succeeds."""
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        with netns.entered(self.monitor_ns):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout_s)
+            sock.connect((address, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
+
+    def box_answers(self, name: str, timeout_s: float = 0.5) -> bool:
+        """True when every TCP port of the box accepts over IPv4 and IPv6 from the monitor namespace."""
+        b = self.box(name)
+        return all(self.tcp_ok(addr, port, timeout_s) for addr in (b.ipv4, b.ipv6) for port in b.tcp_ports)
+
+    def wait_box(self, name: str, timeout_s: float = 30.0) -> None:
+        """Wait until box_answers(name); LabError naming what does not answer otherwise."""
+        b = self.box(name)
+        deadline = time.monotonic() + timeout_s
+        pending = [(a, p) for a in (b.ipv4, b.ipv6) for p in b.tcp_ports]
+        while pending:
+            pending = [(a, p) for a, p in pending if not self.tcp_ok(a, p, 0.5)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                where = ", ".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in pending)
+                raise LabError(f"lab {self.run_id}: box {name} does not accept TCP on {where} "
+                               f"from {self.monitor_ns} after {timeout_s:.0f}s")
+            time.sleep(0.1)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until every box answers and InfluxDB (when wanted and running) answers /ping."""
+        deadline = time.monotonic() + timeout_s
+        for b in self.boxes:
+            if b.name not in self._st["faults"]:
+                self.wait_box(b.name, max(1.0, deadline - time.monotonic()))
+        if self._st["influx"]["running"] and not self._influx_server().ping(timeout_s=2.0):
+            raise LabError(f"lab {self.run_id}: InfluxDB at {self.influx_url} in {self.monitor_ns} does not answer /ping")
+
+    # ----- faults -----------------------------------------------------------------------------
+    def fault(self, name: str, kind: str) -> None:
+        """Inject a reversible fault into a box: l2, l3, l4 or stop (an active one is cleared first)."""
+        b = self.box(name)
+        faults.check_kind(kind)
+        with self._mutating():
+            current = self._st["faults"].get(name)
+            if current == kind:
+                return
+            if current is not None:
+                faults.clear(self, b, current)
+                del self._st["faults"][name]
+                self._save()
+            faults.apply(self, b, kind)
+            self._st["faults"][name] = kind
+        log.info("lab %s: box %s fault %s injected", self.run_id, name, kind)
+
+    def clear(self, name: str, wait: bool = True, timeout_s: float = 30.0) -> None:
+        """Undo the active fault of a box (no-op without one); wait until it answers again when asked."""
+        b = self.box(name)
+        with self._mutating():
+            current = self._st["faults"].get(name)
+            if current is not None:
+                faults.clear(self, b, current)
+                del self._st["faults"][name]
+        if current is not None:
+            log.info("lab %s: box %s fault %s cleared", self.run_id, name, current)
+        if wait and not self._st.get("segment_down"):
+            self.wait_box(name, timeout_s)
+
+    def clear_all(self, wait: bool = True) -> None:
+        """Clear every box fault and bring the segment and InfluxDB (when wanted) back."""
+        if self._st.get("segment_down"):
+            self.segment_up()
+        for name in list(self.faults()):
+            self.clear(name, wait=False)
+        if self._st["influx"]["wanted"] and not self._st["influx"]["running"]:
+            self.influx_start()
+        if wait:
+            self.wait_ready()
+
+    def segment_down(self) -> None:
+        """Take the whole L2 segment (the macvlan parent) down: every box freezes at once."""
+        with self._mutating():
+            shell.run(["ip", "link", "set", self.parent_link, "down"])
+            self._st["segment_down"] = True
+        log.info("lab %s: segment %s down", self.run_id, self.parent_link)
+
+    def segment_up(self) -> None:
+        """Bring the L2 segment back up."""
+        with self._mutating():
+            shell.run(["ip", "link", "set", self.parent_link, "up"])
+            self._st["segment_down"] = False
+        log.info("lab %s: segment %s up", self.run_id, self.parent_link)
+
+    # ----- InfluxDB ---------------------------------------------------------------------------
+    def _influx_server(self):
+        from agent.lab.influx import InfluxServer
+
+        if self._influx is None:
+            self._influx = InfluxServer(os.path.join(self.run_dir, "influx"), netns=self.monitor_ns)
+        return self._influx
+
+    def influx_start(self, timeout_s: float = 30.0) -> None:
+        """Start the lab's influxd in the monitor namespace (data kept across stop/start)."""
+        server = self._influx_server()
+        server.start(timeout_s=timeout_s)
+        server.create_database(INFLUX_DATABASE)
+        with self._mutating():
+            self._st["influx"].update(running=True, url=server.url, pid=server.pid, base_dir=server.base_dir)
+        log.info("lab %s: influxd pid %s at %s in %s", self.run_id, server.pid, server.url, self.monitor_ns)
+
+    def influx_stop(self) -> None:
+        """Stop the lab's influxd (an InfluxDB outage); influx_start() brings it back with its data."""
+        from agent.lab.influx import kill_stale
+
+        if self._influx is not None and self._influx.running:
+            self._influx.stop()
+        else:
+            kill_stale(os.path.join(self.run_dir, "influx"))
+        with self._mutating():
+            self._st["influx"].update(running=False, pid=None)
+        log.info("lab %s: influxd stopped", self.run_id)
+
+    def _stop_own_influx(self) -> None:
+        if self._influx is not None:
+            with contextlib.suppress(Exception):
+                self._influx.stop()
+
+    # ----- reporting --------------------------------------------------------------------------
+    def status(self) -> dict:
+        """What the lab is and how each box is doing right now (docker state, link, listeners, fault)."""
+        st = state.read(self.run_id) or self._st
+        self._st = st
+        boxes = []
+        for b in self.boxes:
+            entry = {**asdict(b), "tcp_ports": list(b.tcp_ports), "fault": st["faults"].get(b.name)}
+            if b.kind == "container":
+                proc = shell.run(["docker", "inspect", "-f", "{{.State.Status}}", b.container], check=False)
+                entry["state"] = proc.stdout.strip() or "missing"
+                entry["mac_now"] = self._container_mac(b.container)
+            else:
+                proc = shell.run(["ip", "-n", b.netns, "-br", "link", "show", b.link], check=False)
+                fields = proc.stdout.split()
+                entry["state"] = fields[1].lower() if len(fields) > 1 else "missing"
+                pids = shell.run(["ip", "netns", "pids", b.netns], check=False).stdout.split()
+                entry["listeners"] = len(pids)
+            boxes.append(entry)
+        influx = dict(st["influx"])
+        if influx.get("running"):
+            influx["answers"] = self._influx_server().ping(timeout_s=1.0)
+        return {
+            "run_id": self.run_id,
+            "persistent": self.persistent,
+            "owner_pid": st.get("owner_pid"),
+            "create_s": st.get("create_s"),
+            "monitor_ns": self.monitor_ns,
+            "monitor_link": self.monitor_link,
+            "monitor_ipv4": self.monitor_ipv4,
+            "monitor_ipv6": self.monitor_ipv6,
+            "parent_link": self.parent_link,
+            "segment": "down" if st.get("segment_down") else "up",
+            "network": self.network,
+            "ipv4_subnet": self.ipv4_subnet,
+            "ipv6_subnet": self.ipv6_subnet,
+            "influx": influx,
+            "boxes": boxes,
+        }
+
+    def agent_config(self, **overrides) -> str:
+        """TOML for the agent with this lab's boxes filled in; overrides replace [agent]/[freeze]/[influxdb] keys."""
+        from agent.lab.agent_config import render
+
+        return render(self, **overrides)
