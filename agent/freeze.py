@@ -1,0 +1,223 @@
+"""Pure per-box freeze state machine over probe cycles: up -> suspect -> frozen -> recovering -> up.
+
+`step(state, verdict, now_s, thresholds) -> (state, events)`; no clock, no I/O
+(except save_state/load_state, which the runner calls once per cycle).
+
+Transitions (F = fail_cycles, R = recover_cycles):
+  up         --fail-->    suspect (frozen at once when F == 1)
+  suspect    --healthy--> up (no freeze; nothing is rewritten)
+  suspect    --fail-->    frozen once F failing cycles in a row: FreezeOpened
+  frozen     --fail-->    frozen (FreezeLayerChanged when the layer gets deeper)
+  frozen     --healthy--> recovering (up at once when R == 1: FreezeClosed)
+  recovering --healthy--> up once R healthy cycles in a row: FreezeClosed
+  recovering --fail-->    frozen: the SAME freeze continues
+
+Flap damping: a box must fail F cycles in a row to open a freeze and be healthy
+R cycles in a row to close it; a failing cycle while recovering does not close
+the freeze and open a new one, it continues the open freeze (its healthy
+cycles in between count as frozen). So a box flapping faster than R cycles
+gives one long freeze, not a storm of FreezeOpened/FreezeClosed, and one
+flapping by less than F cycles gives none. StateChanged is emitted on every
+transition (cheap, for logs and the status view).
+
+A freeze starts at its first failing cycle (not at detection) and ends at the
+first healthy cycle of the recovery that brings the box up (not at
+confirmation); its layer is the deepest seen (l2 > l3 > l4) from the first
+failing cycle on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Protocol
+
+from agent.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged,
+                          deeper)
+
+log = logging.getLogger(__name__)
+
+STATE_FILE_VERSION = 1
+
+
+class Thresholds(Protocol):
+    """Anything with fail_cycles and recover_cycles (agent.config.FreezeConfig fits)."""
+
+    fail_cycles: int
+    recover_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeThresholds:
+    """Plain thresholds, for tests and callers without a Config."""
+
+    fail_cycles: int = 3
+    recover_cycles: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One box's cycle result: healthy, else the failing layer (l2: ARP/NDP, l3: ICMP, l4: TCP)."""
+
+    healthy: bool
+    layer: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise ValueError(f"verdict layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if not self.healthy and self.layer == "none":
+            raise ValueError("a failing verdict needs a layer (l2, l3 or l4)")
+
+
+@dataclass(frozen=True, slots=True)
+class BoxState:
+    """A box's freeze state between cycles (JSON-serialisable)."""
+
+    box: str
+    state: str = "up"
+    fail_times: tuple[float, ...] = ()       # failing cycles of the current run while suspect
+    layer: str = "none"                      # deepest layer of the current suspect run / open freeze
+    freeze_start_s: float | None = None      # set while a freeze is open (frozen or recovering)
+    recovery_times: tuple[float, ...] = ()   # healthy cycles of the current recovery
+    last_time_s: float | None = None
+
+    @property
+    def freeze_open(self) -> bool:
+        """True while frozen or recovering."""
+        return self.freeze_start_s is not None
+
+
+def initial(box: str) -> BoxState:
+    """The state of a box never seen before: up."""
+    return BoxState(box=box)
+
+
+def step(state: BoxState, verdict: Verdict, now_s: float,
+         thresholds: Thresholds) -> tuple[BoxState, list[Event]]:
+    """Advance one box by one cycle at cycle time now_s; return the new state and its events."""
+    box, old = state.box, state.state
+    events: list[Event] = []
+    fail_n, rec_n = thresholds.fail_cycles, thresholds.recover_cycles
+    s = replace(state, last_time_s=now_s)
+
+    if verdict.healthy:
+        if old == "suspect":
+            s = replace(s, state="up", fail_times=(), layer="none")
+        elif old == "frozen" or old == "recovering":
+            rec = (s.recovery_times if old == "recovering" else ()) + (now_s,)
+            if len(rec) >= rec_n:
+                events.append(FreezeClosed(box, now_s, s.freeze_start_s, rec[0], s.layer))
+                s = replace(s, state="up", fail_times=(), layer="none", freeze_start_s=None, recovery_times=())
+            else:
+                s = replace(s, state="recovering", recovery_times=rec)
+    else:
+        if old == "up" or old == "suspect":
+            fails = (s.fail_times if old == "suspect" else ()) + (now_s,)
+            layer = deeper(s.layer, verdict.layer) if old == "suspect" else verdict.layer
+            if len(fails) >= fail_n:
+                events.append(FreezeOpened(box, now_s, fails[0], layer, fails[:-1]))
+                s = replace(s, state="frozen", fail_times=(), layer=layer, freeze_start_s=fails[0],
+                            recovery_times=())
+            else:
+                s = replace(s, state="suspect", fail_times=fails, layer=layer)
+        else:  # frozen or recovering: the same freeze goes on
+            layer = deeper(s.layer, verdict.layer)
+            if layer != s.layer:
+                events.append(FreezeLayerChanged(box, now_s, s.freeze_start_s, s.layer, layer))
+            s = replace(s, state="frozen", layer=layer, recovery_times=())
+
+    if s.state != old:
+        events.insert(0, StateChanged(box, now_s, old, s.state, s.layer if s.state != "up" else verdict.layer))
+    return s, events
+
+
+@dataclass(frozen=True, slots=True)
+class UpDecision:
+    """What to write for a box this cycle: `up` for the cycle, and earlier cycles to write again with up=0."""
+
+    up: int
+    rewrite_down_times: tuple[float, ...] = field(default=())
+
+
+def up_decision(before: BoxState, after: BoxState) -> UpDecision:
+    """The `box` point's up for this cycle (step went before -> after) and the earlier cycles to set to up=0.
+
+    up is 0 exactly from a freeze's first failing cycle to the cycle before its first
+    healthy one. Cycles are written tentatively (suspect: 1, recovering: 1) and fixed
+    when the outcome is known: a freeze opening rewrites its suspect cycles to 0; a
+    recovery that fails back to frozen rewrites its healthy cycles to 0 (they belong to
+    the freeze, which continues).
+    """
+    if after.state == "frozen":
+        if before.state in ("up", "suspect"):
+            return UpDecision(0, before.fail_times if before.state == "suspect" else ())
+        if before.state == "recovering":
+            return UpDecision(0, before.recovery_times)
+        return UpDecision(0)
+    return UpDecision(1)
+
+
+# --- persistence (survives kill -9: atomic rename + fsync) ---
+
+def to_json(states: dict[str, BoxState]) -> dict:
+    """A JSON-ready dict of the per-box states."""
+    boxes = {}
+    for name, st in states.items():
+        d = asdict(st)
+        d["fail_times"], d["recovery_times"] = list(st.fail_times), list(st.recovery_times)
+        boxes[name] = d
+    return {"version": STATE_FILE_VERSION, "boxes": boxes}
+
+
+def from_json(data: dict) -> dict[str, BoxState]:
+    """Inverse of to_json; ValueError when the data is not a state document."""
+    if not isinstance(data, dict) or data.get("version") != STATE_FILE_VERSION or not isinstance(
+            data.get("boxes"), dict):
+        raise ValueError(f"not a freeze state document of version {STATE_FILE_VERSION}")
+    names = {f.name for f in fields(BoxState)}
+    out = {}
+    for name, raw in data["boxes"].items():
+        if not isinstance(raw, dict) or set(raw) - names or raw.get("state") not in STATES:
+            raise ValueError(f"bad state for box {name!r}: {raw!r}")
+        raw = dict(raw)
+        for key in ("fail_times", "recovery_times"):
+            raw[key] = tuple(float(t) for t in raw.get(key, ()))
+        out[name] = BoxState(**raw)
+    return out
+
+
+def save_state(path: str, states: dict[str, BoxState]) -> None:
+    """Write states to path atomically: temp file, fsync, rename, fsync the directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    data = json.dumps(to_json(states), separators=(",", ":")).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def load_state(path: str) -> dict[str, BoxState]:
+    """Read states saved by save_state; {} when there is no file. A corrupt file is moved aside and logged."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    try:
+        return from_json(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        aside = f"{path}.corrupt"
+        os.replace(path, aside)
+        log.error("freeze state %s unreadable (%s); moved to %s, starting with all boxes up", path, exc, aside)
+        return {}

@@ -1,0 +1,195 @@
+"""The pure freeze state machine as tables of cycles; up semantics; state persistence."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from agent import freeze
+from agent.events import FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged
+from agent.freeze import BoxState, FreezeThresholds, Verdict, initial, step, up_decision
+
+
+def verdict(c: str) -> Verdict:
+    """'.' healthy, '2' / '3' / '4' failing at l2 / l3 / l4."""
+    return Verdict(True) if c == "." else Verdict(False, f"l{c}")
+
+
+def run(seq: str, fail: int = 3, rec: int = 2, t0: float = 100.0, dt: float = 10.0):
+    """Feed the sequence; return (states after each cycle, compact non-StateChanged events, all events)."""
+    st = initial("b1")
+    th = FreezeThresholds(fail, rec)
+    states, compact, everything = [], [], []
+    for i, c in enumerate(seq):
+        st, evs = step(st, verdict(c), t0 + i * dt, th)
+        states.append(st.state)
+        everything.extend(evs)
+        for e in evs:
+            if isinstance(e, FreezeOpened):
+                compact.append(("open", e.time_s, e.start_s, e.layer, e.suspect_cycle_times))
+            elif isinstance(e, FreezeClosed):
+                compact.append(("close", e.time_s, e.start_s, e.end_s, e.layer))
+            elif isinstance(e, FreezeLayerChanged):
+                compact.append(("layer", e.time_s, e.old_layer, e.new_layer))
+    return states, compact, everything
+
+
+@pytest.mark.parametrize("seq,fail,rec,states,events", [
+    pytest.param("....", 3, 2, "up up up up", [], id="always-up"),
+    pytest.param(".33.", 3, 2, "up suspect suspect up", [], id="short-blip-no-freeze"),
+    pytest.param("333..", 3, 2, "suspect suspect frozen recovering up",
+                 [("open", 120, 100, "l3", (100, 110)), ("close", 140, 100, 130, "l3")], id="basic"),
+    pytest.param("3..", 1, 1, "frozen up up",
+                 [("open", 100, 100, "l3", ()), ("close", 110, 100, 110, "l3")], id="thresholds-1"),
+    pytest.param("432..", 3, 2, "suspect suspect frozen recovering up",
+                 [("open", 120, 100, "l2", (100, 110)), ("close", 140, 100, 130, "l2")],
+                 id="deepest-layer-of-suspect-run"),
+    pytest.param("4443..", 2, 2, "suspect frozen frozen frozen recovering up",
+                 [("open", 110, 100, "l4", (100,)), ("layer", 130, "l4", "l3"),
+                  ("close", 150, 100, 140, "l3")], id="layer-deepens-while-open"),
+    pytest.param("22244..", 3, 2, "suspect suspect frozen frozen frozen recovering up",
+                 [("open", 120, 100, "l2", (100, 110)), ("close", 160, 100, 150, "l2")],
+                 id="shallower-later-keeps-deepest"),
+    pytest.param("333.3.3..", 3, 2,
+                 "suspect suspect frozen recovering frozen recovering frozen recovering up",
+                 [("open", 120, 100, "l3", (100, 110)), ("close", 180, 100, 170, "l3")],
+                 id="flapping-recovery-is-one-freeze"),
+    pytest.param("33.33.333..", 3, 2,
+                 "suspect suspect up suspect suspect up suspect suspect frozen recovering up",
+                 [("open", 180, 160, "l3", (160, 170)), ("close", 200, 160, 190, "l3")],
+                 id="flap-below-fail-cycles-counts-from-last-run"),
+    pytest.param("333...", 3, 3, "suspect suspect frozen recovering recovering up",
+                 [("open", 120, 100, "l3", (100, 110)), ("close", 150, 100, 130, "l3")],
+                 id="end-is-first-healthy-not-confirmation"),
+    pytest.param("333..333..", 3, 2,
+                 "suspect suspect frozen recovering up suspect suspect frozen recovering up",
+                 [("open", 120, 100, "l3", (100, 110)), ("close", 140, 100, 130, "l3"),
+                  ("open", 170, 150, "l3", (150, 160)), ("close", 190, 150, 180, "l3")],
+                 id="two-freezes"),
+])
+def test_transitions(seq, fail, rec, states, events):
+    got_states, got_events, _ = run(seq, fail, rec)
+    assert " ".join(got_states) == states
+    assert got_events == events
+
+
+def test_state_changed_on_every_transition_only():
+    states, _, evs = run("333.3..", 3, 2)
+    changes = [(e.old, e.new) for e in evs if isinstance(e, StateChanged)]
+    assert changes == [("up", "suspect"), ("suspect", "frozen"), ("frozen", "recovering"),
+                       ("recovering", "frozen"), ("frozen", "recovering"), ("recovering", "up")]
+
+
+def test_failing_verdict_needs_layer():
+    with pytest.raises(ValueError, match="needs a layer"):
+        Verdict(False)
+    with pytest.raises(ValueError, match="must be one of"):
+        Verdict(False, "l7")
+
+
+def simulate_up(seq: str, fail: int, rec: int) -> tuple[dict[float, int], list[FreezeClosed]]:
+    """What InfluxDB ends up with: time -> up, applying each cycle's write and rewrites."""
+    st = initial("b")
+    th = FreezeThresholds(fail, rec)
+    written: dict[float, int] = {}
+    closed = []
+    for i, c in enumerate(seq):
+        t = float(i)
+        new, evs = step(st, verdict(c), t, th)
+        d = up_decision(st, new)
+        for tr in d.rewrite_down_times:
+            assert tr in written and tr < t
+            written[tr] = 0
+        written[t] = d.up
+        closed += [e for e in evs if isinstance(e, FreezeClosed)]
+        st = new
+    return written, closed
+
+
+@pytest.mark.parametrize("seq,fail,rec,down", [
+    pytest.param("..333..", 3, 2, "..000..", id="freeze"),
+    pytest.param(".33.", 3, 2, ".11.", id="suspect-only-stays-up"),
+    pytest.param("333.3..", 3, 2, "00000..", id="aborted-recovery-is-down"),
+    pytest.param("3.", 1, 1, "0.", id="thresholds-1"),
+])
+def test_up_semantics_table(seq, fail, rec, down):
+    written, _ = simulate_up(seq, fail, rec)
+    assert [written[float(i)] for i in range(len(seq))] == [0 if c == "0" else 1 for c in down]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_up_zero_exactly_over_closed_freezes(seed):
+    """Random flapping: the up=0 cycles are exactly [start, end) of the freezes, so mean(up) matches."""
+    rng = random.Random(seed)
+    fail, rec = rng.randint(1, 4), rng.randint(1, 3)
+    seq = "".join(rng.choice("..." + "234") for _ in range(200)) + "." * rec
+    written, closed = simulate_up(seq, fail, rec)
+    down = {t for t, up in written.items() if up == 0}
+    expected = set()
+    for e in closed:
+        expected |= {float(t) for t in range(int(e.start_s), int(e.end_s))}
+    assert down == expected
+    assert sum(e.duration_s for e in closed) == len(down)
+
+
+def test_save_load_roundtrip_and_continue_after_restart(tmp_path):
+    path = str(tmp_path / "state" / "freeze.json")
+    th = FreezeThresholds(2, 2)
+    st = initial("b")
+    all_events = []
+    for i, c in enumerate("33."):
+        st, evs = step(st, verdict(c), float(i), th)
+        all_events += evs
+    freeze.save_state(path, {"b": st})
+    loaded = freeze.load_state(path)
+    assert loaded == {"b": st} and loaded["b"].state == "recovering"
+    st = loaded["b"]
+    for i, c in enumerate("3..", start=3):
+        st, evs = step(st, verdict(c), float(i), th)
+        all_events += evs
+    opened = [e for e in all_events if isinstance(e, FreezeOpened)]
+    closed = [e for e in all_events if isinstance(e, FreezeClosed)]
+    assert len(opened) == 1 and len(closed) == 1
+    assert (closed[0].start_s, closed[0].end_s) == (0.0, 4.0)
+    assert not [p for p in os.listdir(tmp_path / "state") if ".tmp" in p]
+
+
+def test_state_survives_kill_9(tmp_path):
+    """A process saving state every cycle is SIGKILLed; the last saved state loads intact."""
+    path = tmp_path / "freeze.json"
+    code = f"""
+import os, signal
+from agent import freeze
+th = freeze.FreezeThresholds(2, 2)
+st = freeze.initial("b")
+for i in range(2000):
+    st, _ = freeze.step(st, freeze.Verdict(i % 7 == 0, "none" if i % 7 == 0 else "l3"), float(i), th)
+    freeze.save_state({str(path)!r}, {{"b": st}})
+    if i == 1500:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+    assert proc.returncode == -9
+    st = freeze.load_state(str(path))["b"]
+    assert st.last_time_s == 1500.0 and st.state == "frozen"
+
+
+def test_missing_and_corrupt_state(tmp_path, caplog):
+    path = tmp_path / "freeze.json"
+    assert freeze.load_state(str(path)) == {}
+    path.write_text('{"version": 1, "boxes": {"b": {"box": "b", "state": "melted"}}}')
+    assert freeze.load_state(str(path)) == {}
+    assert (tmp_path / "freeze.json.corrupt").exists() and not path.exists()
+    assert "unreadable" in caplog.text
+
+
+def test_json_is_plain():
+    st = BoxState("b", "suspect", (1.0, 2.0), "l3", None, (), 2.0)
+    doc = freeze.to_json({"b": st})
+    assert json.loads(json.dumps(doc)) == doc
+    assert freeze.from_json(doc) == {"b": st}
