@@ -1,0 +1,106 @@
+"""Batched network probes (ICMP, ICMPv6, ARP, NDP, TCP): one `sweep()` over many targets costs about one timeout.
+
+Sockets are created in the calling thread's network namespace (and the per-kind
+threads started here inherit it), so wrap `sweep()` in `agent.netns.entered(name)`
+to probe from inside a namespace.
+"""
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from probes import arp, icmp, icmp6, ndp, privileges, tcp
+from probes.exchange import Recorder
+from probes.privileges import PrivilegeError
+from probes.types import PROBE_KINDS, ProbeResult, Target
+
+__all__ = ["PROBE_KINDS", "PROBES", "Probe", "PrivilegeError", "ProbeResult", "Recorder", "Target", "sweep",
+           "validate"]
+
+
+class Probe(Protocol):
+    """What a probe kind provides (each probes/<kind>.py module is one)."""
+
+    NAME: str
+    FAMILY: int | None   # 4 or 6: the address family it applies to; None: both
+    NEEDS_RAW: bool      # needs CAP_NET_RAW
+
+    def sweep(self, targets: Sequence[Target], timeout_s: float, interface: str | None = None,
+              recorder: Recorder | None = None) -> list[ProbeResult]:
+        """Probe TARGETS (all of this kind, no duplicates) once each; results in input order."""
+        ...
+
+
+PROBES: dict[str, Probe] = {
+    "icmp": icmp,
+    "icmp6": icmp6,
+    "arp": arp,
+    "ndp": ndp,
+    "tcp": tcp,
+}
+assert tuple(PROBES) == PROBE_KINDS
+
+
+def validate(target: Target) -> None:
+    """Raise ValueError naming what is wrong with TARGET (unknown kind, wrong family, bad port)."""
+    probe = PROBES.get(target.probe)
+    if probe is None:
+        raise ValueError(f"unknown probe kind {target.probe!r}; valid kinds: {', '.join(PROBE_KINDS)}")
+    try:
+        address = ipaddress.ip_address(target.address)
+    except ValueError:
+        raise ValueError(f"{target.probe} target {target.address!r} is not an IPv4 or IPv6 address") from None
+    if probe.FAMILY is not None and address.version != probe.FAMILY:
+        raise ValueError(f"{target.probe} probes IPv{probe.FAMILY} only, got {target.address}")
+    if target.probe == "tcp":
+        if not isinstance(target.port, int) or isinstance(target.port, bool) or not 1 <= target.port <= 65535:
+            raise ValueError(f"tcp target {target.address}: port must be an integer 1-65535, got {target.port!r}")
+    elif target.port is not None:
+        raise ValueError(f"{target.probe} target {target.address}: port is for tcp only, got {target.port!r}")
+
+
+def sweep(targets: Iterable[Target], timeout_s: float, interface: str | None = None,
+          recorder: Recorder | None = None) -> list[ProbeResult]:
+    """Probe every target once, all kinds concurrently; results in the order of TARGETS.
+
+    A target that does not answer is a result with ok=False and an error, not an
+    exception. Raises ValueError for malformed targets and PrivilegeError when a
+    raw-socket kind is asked for without CAP_NET_RAW. `recorder(time_s, "out"|"in",
+    probe, address, frame_bytes, linktype)` sees every request sent and every
+    reply matching one (linktype 1 Ethernet, 101 raw IP); tcp is not recorded.
+    """
+    targets = list(targets)
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    groups: dict[str, dict[Target, None]] = {}
+    for target in targets:
+        validate(target)
+        groups.setdefault(target.probe, {})[target] = None  # de-duplicated, order kept
+    if any(PROBES[kind].NEEDS_RAW for kind in groups):
+        privileges.require_raw()
+
+    found: dict[Target, ProbeResult] = {}
+    failures: list[BaseException] = []
+
+    def run(kind: str, unique: list[Target]) -> None:
+        try:
+            results = PROBES[kind].sweep(unique, timeout_s, interface, recorder)
+            found.update(zip(unique, results))
+        except BaseException as exc:  # re-raised in the caller's thread
+            failures.append(exc)
+
+    jobs = [(kind, list(unique)) for kind, unique in groups.items()]
+    # Threads inherit the calling thread's network namespace (clone copies it), so
+    # every kind probes from wherever the caller is.
+    threads = [threading.Thread(target=run, args=job, name=f"probe-{job[0]}") for job in jobs[1:]]
+    for t in threads:
+        t.start()
+    if jobs:
+        run(*jobs[0])
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return [found[t] for t in targets]

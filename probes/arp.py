@@ -1,0 +1,30 @@
+"""ARP who-has (IPv4, L2): broadcast requests from the interface's own MAC and address, replies give the MAC."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+from scapy.layers.l2 import ARP, Ether
+
+from probes import routing
+from probes.exchange import Recorder
+from probes.l2 import sweep_l2
+from probes.matching import ETH_P_ARP, ArpMatcher, arp_request
+from probes.types import ProbeResult, Target
+
+NAME = "arp"
+FAMILY = 4
+NEEDS_RAW = True
+
+
+def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):
+    template = bytes(Ether(src=route.mac, dst="ff:ff:ff:ff:ff:ff")
+                     / ARP(op=1, hwsrc=route.mac, psrc=route.source, hwdst="00:00:00:00:00:00", pdst="0.0.0.0"))
+    matcher = ArpMatcher(index_by_address, own_address, own_mac)
+    return (lambda target: arp_request(template, target)), matcher.match
+
+
+def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = None,
+          recorder: Recorder | None = None) -> list[ProbeResult]:
+    """ARP-probe every IPv4 target once; results in input order, with the answering MAC."""
+    return sweep_l2(NAME, ETH_P_ARP, socket.AF_INET, _build, targets, timeout_s, interface, recorder)

@@ -1,0 +1,173 @@
+"""The send/receive loop shared by the packet probes: paced sending, poll-driven receiving, kernel timestamps.
+
+One socket, many requests: requests go out in small bursts at a fixed packet
+rate (so neither our socket buffers nor the receiving side's backlog overflow),
+replies are drained between bursts, and the loop ends as soon as every request
+is answered or the last request's timeout has passed. The first in-time match
+for a request wins; duplicates and late replies are ignored.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from probes.matching import Match
+
+log = logging.getLogger(__name__)
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+RCVBUF_BYTES = 16 * 1024 * 1024
+SNDBUF_BYTES = 4 * 1024 * 1024
+_TIMESPEC = struct.Struct("qq")
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_RETRY_ERRNOS = (errno.ENOBUFS, errno.EAGAIN)
+_UNREACHABLE_ERRNOS = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL)
+
+# recorder(time_s, direction, probe, address, frame_bytes, linktype)
+Recorder = Callable[[float, str, str, str, bytes, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one request: when it left, when (and how) it was answered."""
+
+    sent_s: float | None     # wall clock when sent, None if it could not be sent
+    answered_s: float | None  # wall clock of the matching reply (kernel receive timestamp)
+    error: str | None        # None: answered fine; else "timeout", "unreachable", "send failed: ..."
+    mac: str | None
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """Non-blocking, large buffers (forced as root), kernel receive timestamps."""
+    sock.setblocking(False)
+    for force, plain, size in ((SO_RCVBUFFORCE, socket.SO_RCVBUF, RCVBUF_BYTES),
+                               (SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF_BYTES)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def _safe_record(recorder: Recorder, *args: Any) -> bool:
+    try:
+        recorder(*args)
+    except Exception:  # one bad consumer must not stop a sweep
+        log.exception("probe %s: recorder failed; not calling it again in this sweep", args[2])
+        return False
+    return True
+
+
+def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Callable[[bytes, Any], Match | None],
+        timeout_s: float, *, probe: str, addresses: Sequence[str], rate_pps: float, burst: int,
+        recorder: Recorder | None = None, linktype: int = 101,
+        frame_out: Callable[[int, bytes], bytes] | None = None,
+        frame_in: Callable[[bytes, Any], bytes] | None = None) -> list[Outcome]:
+    """Send every (sockaddr, bytes) request in order, collect replies through MATCH(data, sockaddr).
+
+    sockaddr None means `send` on a bound socket (AF_PACKET). FRAME_OUT/FRAME_IN
+    turn what the socket sees into the frame handed to RECORDER (e.g. prepend an
+    IP header), and are only called when a recorder is set.
+    """
+    count = len(requests)
+    sent_s: list[float | None] = [None] * count
+    answered_s: list[float | None] = [None] * count
+    errors: list[str | None] = ["timeout"] * count
+    macs: list[str | None] = [None] * count
+    finished = 0  # answered, or failed to send
+    interval_s = burst / rate_pps
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    recvmsg = sock.recvmsg
+    sendto = sock.sendto
+    send = sock.send
+    clock = time.time
+    next_index = 0
+    next_burst_s = clock()
+    last_sent_s = next_burst_s
+    retry_since_s: float | None = None
+
+    while True:
+        now_s = clock()
+        if next_index < count and now_s >= next_burst_s:
+            stop = min(count, next_index + burst)
+            while next_index < stop:
+                addr, data = requests[next_index]
+                when_s = clock()
+                try:
+                    if addr is None:
+                        send(data)
+                    else:
+                        sendto(data, addr)
+                except OSError as exc:
+                    if exc.errno in _RETRY_ERRNOS and when_s - (retry_since_s or when_s) < timeout_s:
+                        retry_since_s = retry_since_s or when_s
+                        break  # queue full: drain replies, retry this request at the next slot
+                    retry_since_s = None
+                    errors[next_index] = ("unreachable" if exc.errno in _UNREACHABLE_ERRNOS
+                                          else f"send failed: {exc.strerror}")
+                    answered_s[next_index] = when_s
+                    finished += 1
+                    next_index += 1
+                    continue
+                retry_since_s = None
+                sent_s[next_index] = last_sent_s = when_s
+                if recorder is not None:
+                    frame = frame_out(next_index, data) if frame_out else data
+                    if not _safe_record(recorder, when_s, "out", probe, addresses[next_index], frame, linktype):
+                        recorder = None
+                next_index += 1
+            next_burst_s = max(next_burst_s + interval_s, now_s - interval_s)
+
+        # Drain everything queued without blocking.
+        while True:
+            try:
+                data, anc, _flags, addr = recvmsg(65535, _ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("probe %s: receive error ignored: %s", probe, exc)
+                continue
+            found = match(data, addr)
+            if found is None:
+                continue
+            index = found.index
+            if anc:
+                seconds, nanoseconds = _TIMESPEC.unpack(anc[0][2])
+                when_s = seconds + nanoseconds / 1e9
+            else:
+                when_s = clock()
+            if recorder is not None:
+                frame = frame_in(data, addr) if frame_in else data
+                if not _safe_record(recorder, when_s, "in", probe, addresses[index], frame, linktype):
+                    recorder = None
+            sent = sent_s[index]
+            if sent is None or answered_s[index] is not None or when_s - sent > timeout_s:
+                continue  # not ours to take yet, a duplicate, or late
+            answered_s[index] = when_s
+            errors[index] = found.error
+            macs[index] = found.mac
+            finished += 1
+
+        if finished >= count:
+            break
+        now_s = clock()
+        if next_index >= count:
+            wait_s = last_sent_s + timeout_s - now_s
+            if wait_s <= 0:
+                break
+        else:
+            wait_s = max(0.0, next_burst_s - now_s)
+        poller.poll(wait_s * 1000.0)
+
+    return [Outcome(sent_s[i], answered_s[i] if errors[i] != "timeout" else None, errors[i], macs[i])
+            for i in range(count)]

@@ -1,0 +1,18 @@
+"""ICMP echo (IPv4) over one raw socket per sweep."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from probes.echo import sweep_echo
+from probes.exchange import Recorder
+from probes.types import ProbeResult, Target
+
+NAME = "icmp"
+FAMILY = 4
+NEEDS_RAW = True
+
+
+def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = None,
+          recorder: Recorder | None = None) -> list[ProbeResult]:
+    """Ping every IPv4 target once; results in input order."""
+    return sweep_echo(4, NAME, targets, timeout_s, interface, recorder)

@@ -1,0 +1,125 @@
+"""Shared L2 sweep for ARP and NDP: per outgoing interface, one AF_PACKET socket bound to it.
+
+Frames carry the interface's own MAC and the source address the kernel would use
+for the target, so replies come back to this host like any neighbour reply.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+
+from probes import exchange, routing
+from probes.exchange import Outcome, Recorder
+from probes.matching import Match
+from probes.privileges import raw_socket
+from probes.types import ProbeResult, Target, result_from
+
+log = logging.getLogger(__name__)
+
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+RATE_PPS = 20000.0
+BURST = 50
+
+# build(route, own_mac_bytes, own_address_bytes) -> (frame_for(target_bytes), matcher(frame) -> Match | None)
+Builder = Callable[[routing.Route, bytes, bytes, dict[bytes, int]],
+                   tuple[Callable[[bytes], bytes], Callable[[bytes], Match | None]]]
+
+
+def _routes(targets: Sequence[Target], interface: str | None) -> list[routing.Route | str]:
+    """Route per target, or an error string for targets that cannot be probed at L2."""
+    version = ipaddress.ip_address(targets[0].address).version
+    table = routing.route_table(version) if interface is None else []
+    cache: dict[tuple, routing.Route | str] = {}
+    out: list[routing.Route | str] = []
+    for target in targets:
+        if interface is None:
+            entry = routing.lookup(table, target.address)
+            if entry is None:
+                out.append("no route")
+                continue
+            if entry.gateway is not None:
+                out.append(f"not on-link (routed via {entry.gateway} on {entry.interface})")
+                continue
+            key: tuple = (entry.interface, entry.network)
+        else:
+            key = (interface,)
+        if key not in cache:
+            try:
+                route = routing.resolve(target.address, interface)
+            except routing.RoutingError as exc:
+                cache[key] = str(exc)
+            else:
+                cache[key] = route if route.mac else f"interface {route.interface} has no Ethernet MAC"
+        out.append(cache[key])
+    return out
+
+
+def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: Sequence[Target],
+             timeout_s: float, interface: str | None, recorder: Recorder | None) -> list[ProbeResult]:
+    """Probe TARGETS at L2, one exchange per outgoing interface, interfaces concurrently."""
+    if not targets:
+        return []
+    routes = _routes(targets, interface)
+    outcomes: list[Outcome | None] = [None] * len(targets)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, route in enumerate(routes):
+        if isinstance(route, str):
+            outcomes[i] = Outcome(None, None, route, None)
+        else:
+            groups.setdefault((route.interface, route.source), []).append(i)
+
+    socks = []
+    try:
+        for _ in groups:  # open all first, so a PrivilegeError surfaces before anything is sent
+            socks.append(raw_socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype)))
+        failures: list[BaseException] = []
+
+        def one(sock: socket.socket, indexes: list[int]) -> None:
+            try:
+                route = routes[indexes[0]]
+                assert isinstance(route, routing.Route)
+                sock.bind((route.interface, ethertype))
+                try:
+                    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                except OSError:
+                    pass  # kernels before 4.20: outgoing copies are filtered below instead
+                exchange.tune_socket(sock)
+                own_mac = bytes.fromhex(route.mac.replace(":", ""))
+                own_address = socket.inet_pton(family, route.source)
+                packed = [socket.inet_pton(family, targets[i].address) for i in indexes]
+                index_by_address: dict[bytes, int] = {}
+                for n, p in enumerate(packed):
+                    index_by_address.setdefault(p, n)
+                frame_for, matcher = build(route, own_mac, own_address, index_by_address)
+                requests = [(None, frame_for(p)) for p in packed]
+
+                def match(frame: bytes, addr: tuple) -> Match | None:
+                    return None if addr[2] == PACKET_OUTGOING else matcher(frame)
+
+                got = exchange.run(sock, requests, match, timeout_s, probe=probe,
+                                   addresses=[targets[i].address for i in indexes],
+                                   rate_pps=RATE_PPS, burst=BURST, recorder=recorder, linktype=1)
+                for i, outcome in zip(indexes, got):
+                    outcomes[i] = outcome
+            except BaseException as exc:  # re-raised in the caller's thread
+                failures.append(exc)
+
+        jobs = list(zip(socks, groups.values()))
+        threads = [threading.Thread(target=one, args=job, name=f"probe-{probe}-{job[1][0]}") for job in jobs[1:]]
+        for t in threads:
+            t.start()
+        if jobs:
+            one(*jobs[0])
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+    finally:
+        for s in socks:
+            s.close()
+    return [result_from(t, o, timeout_s) for t, o in zip(targets, outcomes)]  # type: ignore[arg-type]

@@ -1,0 +1,32 @@
+"""NDP neighbour solicitation (IPv6, L2): NS to the solicited-node group with our link-layer address."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+from scapy.layers.inet6 import IPv6, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr
+from scapy.layers.l2 import Ether
+
+from probes import routing
+from probes.exchange import Recorder
+from probes.l2 import sweep_l2
+from probes.matching import ETH_P_IPV6, NdpMatcher, ndp_solicit
+from probes.types import ProbeResult, Target
+
+NAME = "ndp"
+FAMILY = 6
+NEEDS_RAW = True
+
+
+def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):
+    template = bytes(Ether(src=route.mac, dst="33:33:ff:00:00:00")
+                     / IPv6(src=route.source, dst="ff02::1:ff00:0", hlim=255)
+                     / ICMPv6ND_NS(tgt="::") / ICMPv6NDOptSrcLLAddr(lladdr=route.mac))
+    matcher = NdpMatcher(index_by_address, own_address)
+    return (lambda target: ndp_solicit(template, target)), matcher.match
+
+
+def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = None,
+          recorder: Recorder | None = None) -> list[ProbeResult]:
+    """Solicit every IPv6 target once; results in input order, with the answering MAC."""
+    return sweep_l2(NAME, ETH_P_IPV6, socket.AF_INET6, _build, targets, timeout_s, interface, recorder)

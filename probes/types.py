@@ -1,0 +1,50 @@
+"""The probe data types: Target in, ProbeResult out (re-exported by `probes`)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from probes.exchange import Outcome
+
+PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing to probe: an IPv4/IPv6 literal, a probe kind, and a port for tcp."""
+
+    address: str
+    probe: str
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of probing one Target; a target that is down is data, not an exception."""
+
+    target: str
+    probe: str
+    port: int | None
+    ok: bool
+    rtt_ms: float | None    # when ok
+    error: str | None       # when not ok: "timeout", "refused", "unreachable", ...
+    mac: str | None         # arp/ndp: answering MAC, lower-case aa:bb:..
+    time_s: float           # wall clock (epoch s) when it answered or timed out
+
+
+def result_from(target: Target, outcome: "Outcome", timeout_s: float) -> ProbeResult:
+    """Turn an exchange Outcome into a ProbeResult."""
+    ok = outcome.error is None
+    if outcome.answered_s is not None:
+        time_s = outcome.answered_s
+    elif outcome.sent_s is not None:
+        time_s = outcome.sent_s + timeout_s
+    else:
+        time_s = time.time()
+    rtt_ms = (outcome.answered_s - outcome.sent_s) * 1000.0 if ok and outcome.sent_s is not None else None
+    if rtt_ms is not None and rtt_ms < 0:
+        rtt_ms = 0.0  # kernel receive stamp and our send stamp straddle a clock step
+    return ProbeResult(target.address, target.probe, target.port, ok, rtt_ms, outcome.error,
+                       outcome.mac if ok else None, time_s)
