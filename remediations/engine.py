@@ -67,9 +67,10 @@ class Remediator:
             for name in t.ladder:
                 get_action(name)  # unknown names fail here, listing valid ones
             self._boxes[t.box] = _Box(target=t)
-        self._history = sorted(self.history, key=lambda e: e.time_s)
+        self._history = []
         self._records = []
         self._lock = threading.RLock()
+        self.merge_history(self.history)
 
     # ---- inputs -------------------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ class Remediator:
                 mine = [e.time_s for e in self._history if e.box == plan.box]
                 b.last_action_s = mine[-1] if mine else None  # nothing was done: no cooldown from it
                 b.deferred, b.deferred_reason = plan, outcome.deferred_reason
-                b.retry_at_s = now_s + self.policy.defer_retry_s
+                b.retry_at_s = now_s + self.policy.retry_deferred_s
                 self._emit(plan, outcome, recovered=False, deferred=True)
                 return []
             b.verifying = (plan, outcome)
@@ -191,6 +192,7 @@ class Remediator:
 
     def merge_history(self, entries: Iterable[HistoryEntry]) -> None:
         """Add entries recorded elsewhere (e.g. a manual CLI action) without duplicates."""
+        entries = list(entries)
         with self._lock:
             seen = set(self._history)
             self._history.extend(e for e in entries if e not in seen)

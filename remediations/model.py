@@ -34,7 +34,7 @@ class RemediationPolicy:
     reset_after_s: float = 600.0
     stop_timeout_s: float = 10.0
     command_timeout_s: float = 60.0
-    defer_retry_s: float = 10.0
+    retry_deferred_s: float = 10.0
     announce: bool = True              # gratuitous ARP / unsolicited NA after reconnect
 
 

@@ -14,7 +14,7 @@ VM = RemediationTarget(box="vm1", kind="vm", ipv4="192.0.2.20", command=("reset"
                        ladder=("reconnect_network", "restart_container", "command"))
 
 POLICY = RemediationPolicy(cooldown_s=30, max_per_box_per_hour=3, max_per_hour=20, verify_s=10,
-                           reset_after_s=300, defer_retry_s=5)
+                           reset_after_s=300, retry_deferred_s=5)
 
 
 class Sim:

@@ -1,0 +1,115 @@
+"""`vobox-agent remediate -c FILE BOX ACTION [--dry-run]`: one manual action under the same safety limits."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import time
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the remediate subcommand."""
+    p = subparsers.add_parser("remediate", help="run one remediation action on a box now (trigger=manual)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    p.add_argument("box", help="box name from the config")
+    p.add_argument("action", help="reconnect_network, restart_container or command")
+    p.add_argument("--dry-run", action="store_true", help="record what would be done, do nothing")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not wait [remediation] verify seconds and re-probe the box afterwards")
+    p.set_defaults(func=run)
+
+
+def policy_from_config(rem, dry_run: bool = False):
+    """RemediationPolicy from a config.RemediationConfig (the runner uses this too)."""
+    from remediations import RemediationPolicy
+
+    return RemediationPolicy(
+        enabled=rem.enabled, dry_run=rem.dry_run or dry_run, cooldown_s=rem.cooldown_s,
+        max_per_box_per_hour=rem.max_per_box_per_hour, max_per_hour=rem.max_per_hour, verify_s=rem.verify_s,
+        reset_after_s=rem.reset_after_s, stop_timeout_s=rem.stop_timeout_s,
+        command_timeout_s=rem.command_timeout_s, retry_deferred_s=rem.retry_deferred_s)
+
+
+def target_from_box(box):
+    """RemediationTarget from a config.BoxConfig (the runner uses this too)."""
+    from remediations import RemediationTarget
+
+    return RemediationTarget(box=box.name, kind=box.kind, ipv4=box.ipv4, ipv6=box.ipv6, container=box.container,
+                             network=box.network, command=tuple(box.command or ()), ladder=tuple(box.remediate),
+                             dry_run=box.dry_run)
+
+
+def quick_reprobe(box, timeout_s: float = 1.0) -> bool:
+    """Healthy when every TCP port answers on every address, or (no ports) each address answers ping."""
+    addresses = [a for a in (box.ipv4, box.ipv6) if a]
+    if not addresses:
+        return False
+    for addr in addresses:
+        if box.tcp_ports:
+            for port in box.tcp_ports:
+                family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+                try:
+                    with socket.socket(family, socket.SOCK_STREAM) as s:
+                        s.settimeout(timeout_s)
+                        s.connect((addr, port))
+                except OSError:
+                    return False
+        else:
+            cmd = ["ping", "-6" if ":" in addr else "-4", "-c1", "-W", str(max(1, int(timeout_s))), addr]
+            if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode:
+                return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ACTION on BOX once; print the record as JSON; exit 0 ok, 1 failed/deferred, 2 refused."""
+    from agent import config
+    from remediations import ActionContext, Remediator, default_docker_factory, execute, history
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"{args.config}: invalid config:", *exc.errors, sep="\n  ", file=sys.stderr)
+        return EXIT_REFUSED
+    names = [b.name for b in cfg.boxes]
+    if args.box not in names:
+        print(f"remediate: unknown box {args.box!r}; configured: {', '.join(names)}", file=sys.stderr)
+        return EXIT_REFUSED
+    box_cfg = cfg.box(args.box)
+    policy = policy_from_config(cfg.remediation, dry_run=args.dry_run)
+    path = history.path_in(cfg.agent.state_dir)
+    now = time.time()
+    engine = Remediator(policy, [target_from_box(b) for b in cfg.boxes],
+                        reprobe=lambda _box: quick_reprobe(box_cfg, cfg.agent.timeout_s),
+                        history=history.load(path, now))
+    try:
+        result = engine.request(args.box, args.action, "manual", now)
+    except ValueError as exc:
+        print(f"remediate: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    for rec in engine.take_records():  # a cap refusal is a record too
+        print(json.dumps(dataclasses.asdict(rec)))
+    if not result.accepted:
+        print(f"remediate: refused: {result.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    ctx = ActionContext(docker_factory=default_docker_factory(), policy=policy)
+    outcome = execute(result.planned, ctx)
+    engine.on_outcome(result.planned, outcome, time.time())
+    if not outcome.deferred_reason:
+        history.merge_save(path, engine.history_entries(time.time()), time.time())
+        if args.no_verify:
+            engine.on_verified(args.box, False, time.time())
+        else:
+            time.sleep(policy.verify_s if outcome.ok else 0)
+            engine.tick(time.time())
+    records = engine.take_records()
+    for rec in records:
+        print(json.dumps(dataclasses.asdict(rec)))
+    return EXIT_OK if outcome.ok else EXIT_FAILED
