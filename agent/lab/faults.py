@@ -17,7 +17,7 @@ FAULT_KINDS = ("l2", "l3", "l4", "stop")
 FAULT_HELP = {
     "l2": "no ARP/NDP answer (container: network disconnect; vm: link down)",
     "l3": "ARP/NDP answered, IP dropped (nft table in the box's namespace)",
-    "l4": "ping answered, TCP dead (container: docker pause; vm: listeners killed)",
+    "l4": "ping answered, TCP dead (container: docker pause + new TCP to its ports dropped; vm: listeners killed)",
     "stop": "box stopped (container: docker stop; vm: listeners killed and link down)",
 }
 NFT_TABLE = "vobox_lab_l3"
@@ -34,6 +34,8 @@ table inet {NFT_TABLE} {{
   }}
 }}
 """
+
+NFT_L4_TABLE = "vobox_lab_l4"
 
 Action = Callable[["Lab", "LabBox"], None]
 
@@ -71,11 +73,21 @@ def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
 
 
 def _ctr_pause(lab: Lab, box: LabBox) -> None:
+    # A paused process cannot accept(), but its kernel still completes TCP handshakes until the
+    # listen backlog is full (busybox httpd: 9), so a connect-only probe would see a paused
+    # container as healthy for its first ~10 connects. A real frozen service's queue is full by
+    # the time anyone looks; the drop rule gives that state at once.
+    ports = ", ".join(str(p) for p in box.tcp_ports)
+    rules = (f"table inet {NFT_L4_TABLE} {{\n  chain input {{\n"
+             f"    type filter hook input priority -300; policy accept;\n"
+             f"    tcp dport {{ {ports} }} drop\n  }}\n}}\n")
+    shell.run([*_in_box_ns(lab, box), "nft", "-f", "-"], input_text=rules)
     shell.run(["docker", "pause", box.container])
 
 
 def _ctr_unpause(lab: Lab, box: LabBox) -> None:
     shell.run(["docker", "unpause", box.container])
+    shell.run([*_in_box_ns(lab, box), "nft", "delete", "table", "inet", NFT_L4_TABLE])
 
 
 def _ctr_stop(lab: Lab, box: LabBox) -> None:
