@@ -1,0 +1,211 @@
+"""`vobox-agent lab ...`: bring the lab up, poke it (faults), show it, tear it down."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+ENV_RUN_ID = "VOBOX_LAB_RUN_ID"
+
+
+def register(subparsers) -> None:
+    """Add `lab` and its subcommands to the CLI."""
+    from agent.lab import FAULT_KINDS
+    from agent.lab.faults import FAULT_HELP
+
+    parser = subparsers.add_parser("lab", help="the test lab: up, status, fault, clear, down, config",
+                                   description=__doc__)
+    parser.add_argument("--run-id", default=os.environ.get(ENV_RUN_ID),
+                        help=f"which lab (default: ${ENV_RUN_ID}, else the newest lab made by `lab up`)")
+    # --run-id is accepted after the action too (`lab down --run-id ID`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run-id", default=argparse.SUPPRESS, help="which lab (see `lab --help`)")
+    sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")
+    sub.required = True
+
+    up = sub.add_parser("up", parents=[common], help="create a lab and leave it running (returns once every box answers)")
+    up.add_argument("--containers", type=int, default=2, metavar="N", help="container boxes (default 2)")
+    up.add_argument("--vms", type=int, default=1, metavar="M", help="VM stand-in boxes (default 1)")
+    up.add_argument("--ports", default="1093,8084", help="TCP service ports, comma-separated (default 1093,8084)")
+    up.add_argument("--no-influx", action="store_true", help="no InfluxDB")
+    up.add_argument("--replace", action="store_true", help="take down an existing `lab up` lab first")
+    up.add_argument("--json", action="store_true", help="print the status as JSON")
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser("status", parents=[common], help="show the lab, its boxes and their faults")
+    status.add_argument("--json", action="store_true", help="as JSON")
+    status.set_defaults(func=cmd_status)
+
+    fault = sub.add_parser("fault", parents=[common], help="inject a fault into a box",
+                           epilog="; ".join(f"{k}: {v}" for k, v in FAULT_HELP.items()))
+    fault.add_argument("box")
+    fault.add_argument("kind", choices=FAULT_KINDS)
+    fault.set_defaults(func=cmd_fault)
+
+    clear = sub.add_parser("clear", parents=[common], help="undo a box's fault and wait until it answers again")
+    clear.add_argument("box")
+    clear.set_defaults(func=cmd_clear)
+
+    down = sub.add_parser("down", parents=[common], help="remove the lab (everything `up` made, InfluxDB included)")
+    down.add_argument("--all", action="store_true", help="remove every lab on this machine, live or not")
+    down.set_defaults(func=cmd_down)
+
+    config = sub.add_parser("config", parents=[common], help="print an agent config (TOML) for the lab")
+    config.set_defaults(func=cmd_config)
+
+    leftovers = sub.add_parser("cleanup", parents=[common], help="remove leftovers of crashed labs (never a live or `up` lab)")
+    leftovers.set_defaults(func=cmd_cleanup)
+
+
+def _fail(message: str) -> int:
+    print(f"vobox-agent lab: {message}", file=sys.stderr)
+    return 1
+
+
+def _load(args):
+    from agent.lab import Lab
+
+    return Lab.load(args.run_id)
+
+
+def format_status(st: dict) -> str:
+    """Human-readable status of a lab."""
+    influx = st["influx"]
+    if not influx.get("wanted"):
+        influx_line = "none"
+    elif influx.get("running"):
+        influx_line = f"{influx.get('url')} (pid {influx.get('pid')}, inside {st['monitor_ns']})" + (
+            "" if influx.get("answers", True) else " NOT ANSWERING")
+    else:
+        influx_line = "stopped"
+    lines = [
+        f"lab {st['run_id']}" + (" (persistent: `lab down` removes it)" if st["persistent"] else ""),
+        f"  monitor   netns {st['monitor_ns']}  link {st['monitor_link']}  {st['monitor_ipv4']}  {st['monitor_ipv6']}",
+        f"  segment   {st['parent_link']} ({st['segment']})  docker network {st['network']}"
+        f"  {st['ipv4_subnet']}  {st['ipv6_subnet']}",
+        f"  influxdb  {influx_line}",
+        "  boxes:",
+    ]
+    for b in st["boxes"]:
+        where = b["container"] if b["kind"] == "container" else b["netns"]
+        ports = ",".join(str(p) for p in b["tcp_ports"])
+        lines.append(f"    {b['name']:<6} {b['kind']:<9} {b['ipv4']:<16} {b['ipv6']:<24} {b['mac']}  tcp {ports}"
+                     f"  {where}  {b['state']}  fault={b['fault'] or '-'}")
+    lines.append(f"  probe from the monitor namespace: vobox-agent --netns {st['monitor_ns']} ...")
+    return "\n".join(lines)
+
+
+def _print_status(lab, as_json: bool) -> None:
+    st = lab.status()
+    print(json.dumps(st, indent=1) if as_json else format_status(st))
+
+
+def cmd_up(args) -> int:
+    """Create a persistent lab (or show the one that is up)."""
+    from agent.lab import Lab, LabError
+
+    try:
+        ports = tuple(int(p) for p in args.ports.split(",") if p.strip())
+    except ValueError:
+        return _fail(f"--ports: expected comma-separated integers, got {args.ports!r}")
+    try:
+        existing = Lab.load(args.run_id) if args.run_id else Lab.load()
+    except LabError:
+        existing = None
+    if existing is not None and existing.persistent:
+        if not args.replace:
+            print(f"lab {existing.run_id} is already up (use --replace for a new one, or `lab down`)",
+                  file=sys.stderr)
+            _print_status(existing, args.json)
+            return 0
+        existing.down()
+    try:
+        lab = Lab.create(containers=args.containers, vms=args.vms, tcp_ports=ports,
+                         influx=not args.no_influx, persistent=True)
+    except (LabError, ValueError) as exc:
+        return _fail(f"up failed: {exc}")
+    except KeyboardInterrupt:
+        return _fail("up interrupted; what was made has been removed")
+    print(f"lab {lab.run_id} up in {lab.create_s:.1f}s", file=sys.stderr)
+    _print_status(lab, args.json)
+    return 0
+
+
+def cmd_status(args) -> int:
+    """Show a lab."""
+    from agent.lab import LabError
+
+    try:
+        _print_status(_load(args), args.json)
+    except LabError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_fault(args) -> int:
+    """Inject a fault."""
+    from agent.lab import LabError
+
+    try:
+        lab = _load(args)
+        lab.fault(args.box, args.kind)
+    except LabError as exc:
+        return _fail(str(exc))
+    b = lab.box(args.box)
+    print(f"box {b.name} ({b.kind}, {b.ipv4} {b.ipv6}): fault {args.kind} active; `lab clear {b.name}` undoes it")
+    return 0
+
+
+def cmd_clear(args) -> int:
+    """Clear a fault and wait for the box."""
+    from agent.lab import LabError
+
+    try:
+        lab = _load(args)
+        before = lab.faults().get(args.box)
+        lab.clear(args.box)
+    except LabError as exc:
+        return _fail(str(exc))
+    print(f"box {args.box}: " + (f"fault {before} cleared" if before else "had no fault") + "; it answers")
+    return 0
+
+
+def cmd_down(args) -> int:
+    """Remove the lab (or every lab)."""
+    from agent.lab import LabError, remove_all
+
+    if args.all:
+        ids = remove_all()
+        print("removed labs: " + (", ".join(ids) or "none"))
+        return 0
+    try:
+        lab = _load(args)
+    except LabError as exc:
+        return _fail(str(exc))
+    lab.down()
+    print(f"lab {lab.run_id} removed")
+    return 0
+
+
+def cmd_config(args) -> int:
+    """Print an agent config for the lab."""
+    from agent.lab import LabError
+
+    try:
+        print(_load(args).agent_config(), end="")
+    except LabError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    """Remove leftovers of crashed labs."""
+    from agent.lab import cleanup_leftovers
+
+    ids = cleanup_leftovers()
+    print("removed leftover labs: " + (", ".join(ids) or "none"))
+    return 0
