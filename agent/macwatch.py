@@ -1,0 +1,86 @@
+"""MAC change detection: the last MAC that answered ARP/NDP per (box, address), and a record when it changes."""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+L2_PROBES = ("arp", "ndp")
+
+
+@dataclass(frozen=True, slots=True)
+class MacChange:
+    """ARP/NDP for address answered with `new` where it answered with `old` before."""
+
+    box: str
+    address: str
+    old: str
+    new: str
+    time_s: float
+
+
+def _canon_address(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+class MacWatch:
+    """Last answering MAC per (box, address); `observe` returns the changes. No I/O: the caller persists to_json()."""
+
+    def __init__(self, last: Mapping[tuple[str, str], str] | None = None) -> None:
+        self._last: dict[tuple[str, str], str] = dict(last or {})
+
+    def observe(self, box: str, results: Iterable[Any]) -> list[MacChange]:
+        """Feed one cycle's results of a box (ProbeResult-like); failed and non-ARP/NDP results are ignored."""
+        changes: list[MacChange] = []
+        for r in results:
+            if _get(r, "probe") not in L2_PROBES or not _get(r, "ok"):
+                continue
+            mac = _get(r, "mac")
+            if not mac:
+                continue
+            mac = str(mac).lower()
+            key = (box, _canon_address(str(_get(r, "target"))))
+            old = self._last.get(key)
+            if old is not None and old != mac:
+                changes.append(MacChange(box=box, address=key[1], old=old, new=mac, time_s=float(_get(r, "time_s"))))
+            self._last[key] = mac
+        return changes
+
+    def last(self, box: str) -> dict[str, str]:
+        """address -> last MAC seen for box (what evidence bundles call known_macs)."""
+        return {address: mac for (b, address), mac in self._last.items() if b == box}
+
+    def forget(self, keep_boxes: Iterable[str]) -> None:
+        """Drop boxes no longer configured."""
+        keep = set(keep_boxes)
+        self._last = {k: v for k, v in self._last.items() if k[0] in keep}
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        """{box: {address: mac}}, for the caller to persist."""
+        out: dict[str, dict[str, str]] = {}
+        for (box, address), mac in sorted(self._last.items()):
+            out.setdefault(box, {})[address] = mac
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> "MacWatch":
+        """Restore from to_json(); ValueError naming what is wrong."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"macwatch state: expected an object of boxes, got {type(data).__name__}")
+        last: dict[tuple[str, str], str] = {}
+        for box, addresses in data.items():
+            if not isinstance(addresses, Mapping):
+                raise ValueError(f"macwatch state: box {box!r}: expected an object of address -> MAC")
+            for address, mac in addresses.items():
+                if not isinstance(mac, str):
+                    raise ValueError(f"macwatch state: box {box!r} address {address!r}: MAC must be a string")
+                last[(str(box), _canon_address(str(address)))] = mac.lower()
+        return cls(last)
