@@ -1,0 +1,266 @@
+"""Remediation actions and the engine against the real lab: Docker engine, macvlan, namespaces, packets."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import docker
+import pytest
+
+from remediations import (ActionContext, PlannedAction, RemediationPolicy, RemediationService, RemediationTarget,
+                          Remediator, default_docker_factory, execute)
+from remediations.announce import announce_from_pid
+from tests.remediations.conftest import box_healthy, neigh_mac, ping_ok, tcp_ok, wait_for
+
+pytestmark = pytest.mark.lab
+
+FAST = RemediationPolicy(cooldown_s=0, verify_s=1.0, stop_timeout_s=1, retry_deferred_s=1.0,
+                         max_per_box_per_hour=3, max_per_hour=20)
+
+
+def target(lab, name, **kw) -> RemediationTarget:
+    b = lab.box(name)
+    base = dict(box=b.name, kind=b.kind, ipv4=b.ipv4, ipv6=b.ipv6, container=b.container, network=b.network)
+    base.update(kw)
+    return RemediationTarget(**base)
+
+
+class Collector:
+    """Collects records from the service's worker thread."""
+
+    def __init__(self):
+        self.records = []
+        self.lock = threading.Lock()
+
+    def __call__(self, rec):
+        with self.lock:
+            self.records.append(rec)
+
+    def final(self):
+        with self.lock:
+            return [r for r in self.records if not r.deferred]
+
+
+def run_service(lab, targets, policy=FAST, docker_factory=None):
+    rec = Collector()
+    r = Remediator(policy, targets, reprobe=lambda box: box_healthy(lab, box) if lab.box(box).tcp_ports
+                   else ping_ok(lab, lab.box(box).ipv4))
+    svc = RemediationService(r, ActionContext(docker_factory or default_docker_factory(), policy), rec, tick_s=0.1)
+    svc.start()
+    return svc, rec
+
+
+def ctr_state(name):
+    c = docker.from_env().containers.get(name)
+    return c.attrs["State"]
+
+
+def endpoint(name, network):
+    c = docker.from_env().containers.get(name)
+    return c.attrs["NetworkSettings"]["Networks"].get(network)
+
+
+@pytest.fixture
+def healthy_after(rlab):
+    """Every box answers again after the test, whatever it did."""
+    yield rlab
+    cli = docker.from_env()
+    for b in rlab.boxes:
+        if b.container:
+            c = cli.containers.get(b.container)
+            if c.attrs["State"]["Paused"]:
+                c.unpause()
+            if not endpoint(b.container, b.network):
+                cli.networks.get(b.network).connect(c, ipv4_address=b.ipv4, ipv6_address=b.ipv6)
+        else:
+            subprocess.run(["ip", "netns", "exec", b.netns, "nft", "delete", "table", "inet", "vobox_lab_l3"],
+                           stderr=subprocess.DEVNULL)
+    for b in rlab.boxes:
+        assert wait_for(lambda: box_healthy(rlab, b.name), 30), f"box {b.name} did not come back"
+
+
+def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):
+    lab = healthy_after
+    b = lab.box("ctr1")
+    docker.from_env().containers.get(b.container).pause()
+    assert not tcp_ok(lab, b.ipv4, b.tcp_ports[0]) and ping_ok(lab, b.ipv4)  # an l4 freeze
+    svc, rec = run_service(lab, [target(lab, "ctr1", ladder=("reconnect_network", "restart_container"))])
+    try:
+        svc.on_freeze_state("ctr1", "frozen", "l4")
+        assert wait_for(lambda: rec.final(), 30)
+    finally:
+        svc.stop()
+    r, = rec.final()
+    assert (r.action, r.trigger, r.ok, r.recovered, r.dry_run) == ("restart_container", "auto", True, True, False)
+    assert "unpaused" in r.detail
+    state = ctr_state(b.container)
+    assert state["Running"] and not state["Paused"]
+    assert all(tcp_ok(lab, a, p) for a in (b.ipv4, b.ipv6) for p in b.tcp_ports)
+
+
+def test_disconnected_container_comes_back_with_same_ipv4_ipv6_and_mac(healthy_after):
+    lab = healthy_after
+    b = lab.box("ctr2")
+    before = endpoint(b.container, b.network)
+    docker.from_env().networks.get(b.network).disconnect(b.container, force=True)
+    assert endpoint(b.container, b.network) is None and not ping_ok(lab, b.ipv4)  # an l2 freeze
+    t = target(lab, "ctr2")
+    plan = PlannedAction("ctr2", "reconnect_network", "manual", t, False, -1, time.time())
+    out = execute(plan, ActionContext(default_docker_factory(), FAST))
+    assert out.ok, out.detail
+    after = endpoint(b.container, b.network)
+    assert (after["IPAddress"], after["GlobalIPv6Address"]) == (b.ipv4, b.ipv6)
+    assert after["MacAddress"] == before["MacAddress"] == b.mac
+    assert "announced garp" in out.detail and f"na {b.ipv6}" in out.detail
+    assert wait_for(lambda: box_healthy(lab, "ctr2"), 10)
+
+
+def test_reconnect_of_a_connected_container_keeps_its_aliases(healthy_after):
+    lab = healthy_after
+    b = lab.box("ctr2")
+    cli = docker.from_env()
+    net = cli.networks.get(b.network)
+    net.disconnect(b.container, force=True)
+    net.connect(b.container, ipv4_address=b.ipv4, ipv6_address=b.ipv6, aliases=["vobox-alias"])
+    out = execute(PlannedAction("ctr2", "reconnect_network", "manual", target(lab, "ctr2"), False, -1, 0.0),
+                  ActionContext(default_docker_factory(), FAST))
+    assert out.ok, out.detail
+    after = endpoint(b.container, b.network)
+    assert "vobox-alias" in after["Aliases"] and f"mac unchanged {b.mac}" in out.detail
+    assert (after["IPAddress"], after["GlobalIPv6Address"]) == (b.ipv4, b.ipv6)
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_announce_updates_a_stale_neighbour_entry_on_the_monitor(healthy_after, family):
+    lab = healthy_after
+    b = lab.box("ctr1")
+    address = getattr(b, family)
+    assert ping_ok(lab, address)
+    bogus = "02:00:5e:00:53:99"
+    subprocess.run(["ip", "-n", lab.monitor_ns, "neigh", "replace", address, "lladdr", bogus, "dev",
+                    lab.monitor_link, "nud", "stale"], check=True)
+    time.sleep(1.2)  # past the kernel's ARP locktime, or the update is ignored
+    assert neigh_mac(lab, address) == bogus
+    pid = ctr_state(b.container)["Pid"]
+    sent = announce_from_pid(pid, b.mac, b.ipv4 if family == "ipv4" else None,
+                             b.ipv6 if family == "ipv6" else None)
+    assert sent and sent[0].startswith("garp" if family == "ipv4" else "na")
+    assert wait_for(lambda: neigh_mac(lab, address) == b.mac, 5), neigh_mac(lab, address)
+
+
+def _l3_freeze(lab, name):
+    from agent.lab.faults import NFT_L3
+    subprocess.run(["ip", "netns", "exec", lab.box(name).netns, "nft", "-f", "-"], input=NFT_L3, text=True,
+                   check=True)
+
+
+def test_vm_with_l3_freeze_gets_its_command_run(healthy_after):
+    lab = healthy_after
+    from agent.lab.faults import NFT_TABLE
+    vm = lab.box("vm1")
+    _l3_freeze(lab, "vm1")
+    assert not ping_ok(lab, vm.ipv4)
+    cmd = ("ip", "netns", "exec", vm.netns, "nft", "delete", "table", "inet", NFT_TABLE)
+    svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))])
+    try:
+        svc.on_freeze_state("vm1", "frozen", "l3")
+        assert wait_for(lambda: rec.final(), 20)
+    finally:
+        svc.stop()
+    r, = rec.final()
+    assert (r.action, r.ok, r.recovered) == ("command", True, True), r.detail
+    assert "exit 0" in r.detail
+    assert ping_ok(lab, vm.ipv4)
+
+
+def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
+    lab = healthy_after
+    vm = lab.box("vm1")
+    _l3_freeze(lab, "vm1")
+    marker = tmp_path / "ran"
+    cmd = (sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')", str(marker),
+           "{box} {ipv4}")
+    policy = RemediationPolicy(cooldown_s=0, verify_s=0.3, max_per_box_per_hour=3, max_per_hour=20)
+    svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))], policy=policy)
+    try:
+        svc.on_freeze_state("vm1", "frozen", "l3")
+        assert wait_for(lambda: svc.status()["vm1"].capped, 20)
+        time.sleep(2.0)  # it must stay stopped
+        status = svc.status()["vm1"]
+    finally:
+        svc.stop()
+    assert marker.read_text().splitlines() == [f"vm1 {vm.ipv4}"] * 3
+    caps = [r for r in rec.final() if r.detail.startswith("cap reached")]
+    assert len(caps) == 1 and caps[0].ok is False and "max_per_box_per_hour=3" in caps[0].detail
+    assert [(r.ok, r.recovered) for r in rec.final() if r not in caps] == [(True, False)] * 3
+    assert status.actions_last_hour == 3 and status.capped.startswith("cap reached")
+    assert not ping_ok(lab, vm.ipv4)
+
+
+def test_dry_run_changes_nothing(healthy_after):
+    lab = healthy_after
+    b = lab.box("ctr1")
+    c = docker.from_env().containers.get(b.container)
+    c.pause()
+    started = ctr_state(b.container)["StartedAt"]
+    svc, rec = run_service(lab, [target(lab, "ctr1", ladder=("restart_container",))],
+                           policy=RemediationPolicy(dry_run=True, verify_s=0.5, cooldown_s=0))
+    try:
+        svc.on_freeze_state("ctr1", "frozen", "l4")
+        assert wait_for(lambda: rec.final(), 10)
+    finally:
+        svc.stop()
+    r = rec.final()[0]
+    assert (r.dry_run, r.ok, r.recovered) == (True, True, False)
+    assert r.detail.startswith("dry-run: would unpause (if paused) and restart container")
+    state = ctr_state(b.container)
+    assert state["Paused"] and state["StartedAt"] == started
+    assert not tcp_ok(lab, b.ipv4, b.tcp_ports[0])
+
+
+def test_docker_unreachable_is_deferred_then_done_when_it_is_back(healthy_after, docker_proxy):
+    lab = healthy_after
+    b = lab.box("ctr2")
+    docker.from_env().containers.get(b.container).pause()
+    docker_proxy.stop()  # "dockerd" gone for the agent; the shared engine keeps running for everyone else
+
+    def factory():
+        return docker.DockerClient(base_url=docker_proxy.base_url, version="1.41", timeout=30)
+
+    svc, rec = run_service(lab, [target(lab, "ctr2", ladder=("restart_container",))], docker_factory=factory)
+    try:
+        t0 = time.monotonic()
+        svc.on_freeze_state("ctr2", "frozen", "l4")
+        assert time.monotonic() - t0 < 0.2  # the probe cycle never waits for Docker
+        assert wait_for(lambda: any(r.deferred for r in rec.records), 10)
+        deferred = next(r for r in rec.records if r.deferred)
+        assert deferred.ok is False and "unreachable" in deferred.deferred_reason
+        assert svc.status()["ctr2"].busy.startswith("deferred restart_container")
+        assert svc.status()["ctr2"].actions_last_hour == 0
+        docker_proxy.start()
+        assert wait_for(lambda: rec.final(), 30)
+    finally:
+        svc.stop()
+    r, = rec.final()
+    assert (r.action, r.ok, r.recovered) == ("restart_container", True, True), r.detail
+    assert not ctr_state(b.container)["Paused"]
+
+
+def test_actions_refuse_boxes_without_the_named_container_or_network():
+    t = RemediationTarget(box="vm9", kind="vm", ipv4="192.0.2.9")
+    for action in ("reconnect_network", "restart_container", "command"):
+        out = execute(PlannedAction("vm9", action, "manual", t, False, -1, 0.0),
+                      ActionContext(lambda: pytest.fail("docker must not be touched"), FAST))
+        assert not out.ok and "refused" in out.detail
+
+
+def test_unexpected_errors_escape_execute():
+    t = RemediationTarget(box="c", kind="container", container="x", network="n")
+
+    def broken():
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError, match="bug"):
+        execute(PlannedAction("c", "restart_container", "manual", t, False, -1, 0.0), ActionContext(broken, FAST))
