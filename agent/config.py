@@ -243,6 +243,7 @@ class InfluxConfig:
     token_file: str | None = _key("token_file", _text(), "v2: file holding the API token", None)
     org: str | None = _key("org", _text(), "v2: organisation", None)
     bucket: str | None = _key("bucket", _text(), "v2: bucket", None)
+    gzip: bool = _key("gzip", _boolean, "v2: gzip the write requests", False)
     write_timeout_s: float = _key("write_timeout", _number(0, low_open=True),
                                   "HTTP timeout of one write or query", 5.0, unit="s")
     batch_points: int = _key("batch_points", _integer(1, 1_000_000), "points per HTTP write request", 5000)
@@ -514,7 +515,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     # [influxdb]
     influx = kw["influxdb"]
     api = influx.get("api", "v1")
-    v1_only, v2_only = ("database", "username", "password"), ("token", "token_file", "org", "bucket")
+    v1_only, v2_only = ("database", "username", "password"), ("token", "token_file", "org", "bucket", "gzip")
     raw_influx = data.get("influxdb", {}) if isinstance(data.get("influxdb", {}), dict) else {}
     for key in (v2_only if api == "v1" else v1_only):
         if key in raw_influx:
