@@ -1,0 +1,512 @@
+#!/usr/bin/env python3
+"""Generate the Grafana dashboards (JSON) and provisioning files (YAML) for vobox-agent from code.
+
+`python grafana/generate.py` writes every file under grafana/; `--check` exits 1 (listing the
+files) when a committed file differs from what this script generates. Plain dicts built by small
+helpers, no dependency: the dashboards use a handful of panel types and raw InfluxQL queries, so
+grafana-foundation-sdk would add a pinned dependency without removing any code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+GRAFANA_DIR = os.path.dirname(os.path.abspath(__file__))
+SCHEMA_VERSION = 39           # Grafana 10.4 dashboard schema
+DS_UID = "vobox-influxdb"     # provisioned datasource uid, referenced by every panel and rule
+DS_REF = {"type": "influxdb", "uid": DS_UID}
+AGENT_INTERVAL_S = 10         # [agent].interval: the cycle length the dashboards and alerts assume
+SILENT_INTERVALS = 3          # "agent silent" fires after this many cycles without an `agent` point
+FROZEN_FOR = "30s"            # how long a box must stay frozen before the alert fires
+
+# Filters shared by the queries; the variables are regex-formatted by Grafana (see README).
+F_SITE = '"site" =~ /^$site$/'
+F_KIND = '"kind" =~ /^$kind$/'
+F_BOX = '"box" =~ /^$box$/'
+F_FLEET = f"{F_SITE} AND {F_KIND} AND {F_BOX}"
+LAYERS = ("l2", "l3", "l4")
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def target(query: str, ref_id: str = "A", alias: str | None = None, fmt: str = "time_series") -> dict:
+    """One raw InfluxQL query of a panel."""
+    t = {"datasource": DS_REF, "rawQuery": True, "query": query, "refId": ref_id, "resultFormat": fmt}
+    if alias:
+        t["alias"] = alias
+    return t
+
+
+def panel(kind: str, title: str, grid: tuple[int, int, int, int], targets: list[dict], *,
+          description: str = "", unit: str | None = None, decimals: int | None = None,
+          options: dict | None = None, custom: dict | None = None, mappings: list | None = None,
+          thresholds: list | None = None, overrides: list | None = None,
+          transformations: list | None = None, min_value=None, max_value=None) -> dict:
+    """A panel of type `kind` at grid (x, y, w, h)."""
+    x, y, w, h = grid
+    defaults: dict = {}
+    if unit:
+        defaults["unit"] = unit
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if min_value is not None:
+        defaults["min"] = min_value
+    if max_value is not None:
+        defaults["max"] = max_value
+    if custom:
+        defaults["custom"] = custom
+    if mappings:
+        defaults["mappings"] = mappings
+    if thresholds:
+        defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
+    p = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS_REF,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if transformations:
+        p["transformations"] = transformations
+    return p
+
+
+def row(title: str, y: int) -> dict:
+    """A collapsible-free row header."""
+    return {"type": "row", "title": title, "collapsed": False, "panels": [],
+            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}}
+
+
+def stat_options(text_mode: str = "value_and_name") -> dict:
+    """Options for a stat panel showing one number per series."""
+    return {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": text_mode, "colorMode": "value", "graphMode": "none",
+            "justifyMode": "auto", "orientation": "auto"}
+
+
+def table_options(sort_by: str | None = None) -> dict:
+    """Options for a table panel."""
+    o: dict = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}}
+    if sort_by:
+        o["sortBy"] = [{"displayName": sort_by, "desc": True}]
+    return o
+
+
+def query_variable(name: str, label: str, query: str, *, multi: bool, include_all: bool) -> dict:
+    """A `SHOW TAG VALUES` template variable; All means the regex `.*`."""
+    v = {
+        "type": "query", "name": name, "label": label, "datasource": DS_REF,
+        "query": query, "definition": query, "refresh": 2, "sort": 1, "regex": "",
+        "multi": multi, "includeAll": include_all, "hide": 0, "options": [],
+        "current": ({"selected": True, "text": ["All"], "value": ["$__all"]} if include_all else {}),
+    }
+    if include_all:
+        v["allValue"] = ".*"
+    return v
+
+
+def constant_variable(name: str, value: str, description: str) -> dict:
+    """A hidden constant (Grafana replaces $name with value verbatim)."""
+    return {"type": "constant", "name": name, "query": value, "hide": 2, "description": description,
+            "current": {"text": value, "value": value}, "options": [{"text": value, "value": value, "selected": True}]}
+
+
+def variables(box_multi: bool) -> list[dict]:
+    """site, kind, box (box chained on site and kind) and the cycle length constant."""
+    return [
+        query_variable("site", "Site", 'SHOW TAG VALUES FROM "box" WITH KEY = "site"', multi=True, include_all=True),
+        query_variable("kind", "Kind", 'SHOW TAG VALUES FROM "box" WITH KEY = "kind"', multi=True, include_all=True),
+        query_variable("box", "Box", f'SHOW TAG VALUES FROM "box" WITH KEY = "box" WHERE {F_SITE} AND {F_KIND}',
+                       multi=box_multi, include_all=box_multi),
+        constant_variable("cycle_s", str(AGENT_INTERVAL_S),
+                          "the agent's [agent].interval in seconds (regenerate when it differs)"),
+    ]
+
+
+def annotation_segment_freeze() -> dict:
+    """Segment freezes (many boxes of one segment at once) as annotations."""
+    q = ('SELECT "boxes", "layer", "duration_s", "open" FROM "segment_freeze" '
+         f'WHERE {F_SITE} AND $timeFilter')
+    return {"name": "Segment freezes", "datasource": DS_REF, "enable": True, "iconColor": "purple",
+            "query": q, "textColumn": "layer", "tagsColumn": "segment",
+            "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
+
+
+def annotation_freezes(box_filter: str) -> dict:
+    """Box freezes with their layer and evidence bundle path."""
+    q = ('SELECT "box", "layer", "duration_s", "evidence" FROM "freeze" '
+         f'WHERE {box_filter} AND $timeFilter')
+    return {"name": "Freezes", "datasource": DS_REF, "enable": False, "iconColor": "red",
+            "query": q, "textColumn": "evidence", "tagsColumn": "box",
+            "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[dict], templating: list[dict],
+              annotations: list[dict], time_from: str) -> dict:
+    """The dashboard envelope; panel ids assigned in order."""
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    builtin = {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
+               "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts",
+               "type": "dashboard"}
+    return {
+        "uid": uid, "title": title, "description": description, "tags": ["vobox"],
+        "editable": False, "graphTooltip": 1, "refresh": "1m", "schemaVersion": SCHEMA_VERSION,
+        "time": {"from": time_from, "to": "now"}, "timezone": "utc", "version": 1,
+        "annotations": {"list": [builtin, *annotations]},
+        "templating": {"list": templating}, "panels": panels,
+        "links": [{"type": "dashboards", "tags": ["vobox"], "title": "vobox", "asDropdown": True}],
+    }
+
+
+# --------------------------------------------------------------------------- dashboards
+
+UP_MAPPINGS = [{"type": "value", "options": {"0": {"text": "down", "color": "red", "index": 0},
+                                               "1": {"text": "up", "color": "green", "index": 1}}}]
+STATE_MAPPINGS = [{"type": "value", "options": {
+    "up": {"color": "green", "index": 0}, "suspect": {"color": "yellow", "index": 1},
+    "frozen": {"color": "red", "index": 2}, "recovering": {"color": "blue", "index": 3}}}]
+AVAIL_THRESHOLDS = [{"color": "red", "value": None}, {"color": "orange", "value": 99},
+                    {"color": "green", "value": 99.9}]
+
+
+def freeze_table_query(box_filter: str) -> str:
+    """Freezes with start (the point time), box, kind, layer, duration, open flag, evidence."""
+    return ('SELECT "box", "kind", "layer", "duration_s", "open", "evidence" FROM "freeze" '
+            f'WHERE {box_filter} AND $timeFilter ORDER BY time DESC')
+
+
+def fleet_dashboard() -> dict:
+    """Fleet stability: containers against VMs over the selected range."""
+    p: list[dict] = []
+    p.append(row("Availability", 0))
+    p.append(panel("stat", "Availability per kind", (0, 1, 8, 5), [target(
+        f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
+        alias="$tag_kind")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
+        description="mean of `up` over every cycle of every box of the kind: box-time up / box-time observed"))
+    p.append(panel("bargauge", "Availability per box", (8, 1, 16, 5), [target(
+        f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
+        alias="$tag_box ($tag_kind)")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS,
+        min_value=90, max_value=100,
+        options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                 "displayMode": "lcd", "orientation": "horizontal", "showUnfilled": True}))
+    p.append(panel("timeseries", "Availability over time per kind", (0, 6, 24, 7), [target(
+        f'SELECT mean("up") * 100 FROM "box" WHERE {F_FLEET} AND $timeFilter '
+        'GROUP BY time($__interval), "kind" fill(null)', alias="$tag_kind")], unit="percent",
+        custom={"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "spanNulls": False}))
+
+    p.append(row("Freezes", 13))
+    p.append(panel("stat", "Freezes", (0, 14, 6, 5), [target(
+        f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
+        alias="$tag_kind")], unit="none", options=stat_options(),
+        description="freezes that started in the range (open ones included)"))
+    p.append(panel("stat", "Total frozen time", (6, 14, 6, 5), [target(
+        f'SELECT sum("duration_s") AS "frozen_s" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
+        alias="$tag_kind")], unit="s", options=stat_options()))
+    p.append(panel("stat", "MTBF", (12, 14, 6, 5), [
+        target(f'SELECT sum("up") * $cycle_s AS "uptime_s" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
+               "A", fmt="table"),
+        target(f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
+               "B", fmt="table")],
+        unit="s", options={**stat_options(), "reduceOptions": {"calcs": ["lastNotNull"], "fields": "/^mtbf_s$/",
+                                                                "values": True}},
+        description="box-time up / number of freezes, per kind (up cycles x $cycle_s)",
+        transformations=[
+            {"id": "merge", "options": {}},
+            {"id": "calculateField", "options": {
+                "mode": "binary", "alias": "mtbf_s", "replaceFields": False,
+                "binary": {"left": "uptime_s", "operator": "/", "right": "freezes"}}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True, "uptime_s": True, "freezes": True}}},
+        ]))
+    p.append(panel("stat", "MTTR", (18, 14, 6, 5), [target(
+        f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {F_FLEET} AND $timeFilter '
+        'GROUP BY "kind"', alias="$tag_kind")], unit="s", options=stat_options(),
+        description="mean duration of the closed freezes"))
+    p.append(panel("bargauge", "Freezes by layer", (0, 19, 8, 7), [target(
+        f'SELECT count("duration_s") AS "{layer}" FROM "freeze" WHERE "layer" = \'{layer}\' AND {F_FLEET} '
+        'AND $timeFilter GROUP BY "kind"', ref_id=layer.upper(), alias=f"{layer} $tag_kind") for layer in LAYERS],
+        unit="none", options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                              "displayMode": "basic", "orientation": "horizontal"},
+        description="l2: ARP/NDP unanswered; l3: ARP answered, ping not; l4: ping answered, a TCP port not"))
+    p.append(panel("table", "Freezes list", (8, 19, 16, 7), [target(freeze_table_query(F_FLEET), fmt="table")],
+                   options=table_options(), overrides=[
+                       {"matcher": {"id": "byName", "options": "duration_s"},
+                        "properties": [{"id": "unit", "value": "s"}]},
+                       {"matcher": {"id": "byName", "options": "Time"},
+                        "properties": [{"id": "displayName", "value": "start"}]}],
+                   description="evidence: the freeze's evidence bundle (vobox-agent evidence show PATH)"))
+
+    p.append(row("Remediation", 26))
+    p.append(panel("stat", "Remediations", (0, 27, 8, 5), [target(
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "dry_run" = 0 AND {F_FLEET} AND $timeFilter '
+        'GROUP BY "action"', alias="$tag_action")], unit="none", options=stat_options()))
+    p.append(panel("stat", "Remediation success rate", (8, 27, 8, 5), [target(
+        f'SELECT mean("recovered") * 100 AS "success" FROM "remediation" WHERE "dry_run" = 0 AND {F_FLEET} '
+        'AND $timeFilter GROUP BY "action"', alias="$tag_action")], unit="percent", options=stat_options(),
+        description="share of actions after which the box was healthy at verification"))
+    p.append(panel("stat", "Remediations by trigger", (16, 27, 8, 5), [target(
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_FLEET} AND $timeFilter GROUP BY "trigger"',
+        alias="$tag_trigger")], unit="none", options=stat_options(),
+        description="auto (agent), alert (Grafana/Alertmanager webhook), manual; dry runs included"))
+
+    p.append(row("State", 32))
+    p.append(panel("state-timeline", "Up/down per box", (0, 33, 24, 10), [target(
+        f'SELECT min("up") FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY time($__interval), "box" fill(null)',
+        alias="$tag_box")], mappings=UP_MAPPINGS, thresholds=[{"color": "red", "value": None},
+                                                                {"color": "green", "value": 1}],
+        options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8, "alignValue": "left"},
+        description="down when any cycle in the interval was down (min of up)"))
+    return dashboard("vobox-fleet", "vobox: fleet stability",
+                     "Availability, freezes, MTBF/MTTR and remediation: containers against VMs",
+                     p, variables(box_multi=True), [annotation_segment_freeze(), annotation_freezes(F_FLEET)],
+                     "now-7d")
+
+
+def box_dashboard() -> dict:
+    """Box detail: one box's probes, state, freezes and what was done about them."""
+    fb = F_BOX
+    p: list[dict] = []
+    p.append(panel("stat", "Availability", (0, 0, 6, 4), [target(
+        f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {fb} AND $timeFilter')],
+        unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options("value")))
+    p.append(panel("stat", "Freezes", (6, 0, 6, 4), [target(
+        f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {fb} AND $timeFilter')],
+        unit="none", options=stat_options("value")))
+    p.append(panel("stat", "MTTR", (12, 0, 6, 4), [target(
+        f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {fb} AND $timeFilter')],
+        unit="s", options=stat_options("value")))
+    p.append(panel("stat", "Remediations", (18, 0, 6, 4), [target(
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {fb} AND $timeFilter')],
+        unit="none", options=stat_options("value")))
+    p.append(panel("state-timeline", "State", (0, 4, 24, 5), [
+        target(f'SELECT last("state") AS "state" FROM "box" WHERE {fb} AND $timeFilter '
+               'GROUP BY time($__interval) fill(null)', "A", alias="state"),
+        target(f'SELECT last("layer") AS "layer" FROM "box" WHERE {fb} AND $timeFilter '
+               'GROUP BY time($__interval) fill(null)', "B", alias="layer")],
+        mappings=STATE_MAPPINGS, options={"showValue": "auto", "mergeValues": True, "rowHeight": 0.8}))
+    p.append(panel("timeseries", "RTT per probe", (0, 9, 12, 8), [target(
+        f'SELECT mean("rtt_ms") FROM "probe" WHERE {fb} AND "ok" = 1 AND $timeFilter '
+        'GROUP BY time($__interval), "probe", "port" fill(null)', alias="$tag_probe $tag_port")], unit="ms",
+        custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False}))
+    p.append(panel("timeseries", "Loss per probe", (12, 9, 12, 8), [target(
+        f'SELECT (1 - mean("ok")) * 100 FROM "probe" WHERE {fb} AND $timeFilter '
+        'GROUP BY time($__interval), "probe", "port" fill(null)', alias="$tag_probe $tag_port")], unit="percent",
+        min_value=0, max_value=100, custom={"drawStyle": "line", "lineWidth": 1, "fillOpacity": 20}))
+    p.append(panel("table", "Freezes", (0, 17, 12, 7), [target(freeze_table_query(fb), fmt="table")],
+                   options=table_options(), overrides=[{"matcher": {"id": "byName", "options": "duration_s"},
+                                                        "properties": [{"id": "unit", "value": "s"}]}]))
+    p.append(panel("table", "Remediations list", (12, 17, 12, 7), [target(
+        'SELECT "action", "trigger", "ok", "recovered", "dry_run", "duration_s", "detail" FROM "remediation" '
+        f'WHERE {fb} AND $timeFilter ORDER BY time DESC', fmt="table")], options=table_options()))
+    p.append(panel("table", "Container events", (0, 24, 12, 7), [target(
+        f'SELECT "event", "detail" FROM "container_event" WHERE {fb} AND $timeFilter ORDER BY time DESC',
+        fmt="table")], options=table_options(),
+        description="Docker's own events (die, oom, restart, pause, network disconnect), asked for or not"))
+    p.append(panel("table", "MAC changes", (12, 24, 12, 7), [target(
+        f'SELECT "address", "old", "new" FROM "mac_change" WHERE {fb} AND $timeFilter ORDER BY time DESC',
+        fmt="table")], options=table_options(),
+        description="ARP/NDP answered with another MAC than before: stale caches on the LAN"))
+    return dashboard("vobox-box", "vobox: box detail", "One box: probes, state, freezes, remediation, events",
+                     p, variables(box_multi=False), [annotation_segment_freeze(), annotation_freezes(fb)], "now-24h")
+
+
+# --------------------------------------------------------------------------- provisioning
+
+def datasource_provisioning() -> dict:
+    """InfluxQL datasource; connection details from Grafana's environment (see README).
+
+    One form serves InfluxDB 1.x (database + user/password) and 2.x/3.x through their v1
+    compatibility API (database = a DBRP-mapped bucket, password = an API token).
+    """
+    return {"apiVersion": 1, "datasources": [{
+        "name": "vobox InfluxDB", "uid": DS_UID, "type": "influxdb", "access": "proxy",
+        "url": "${VOBOX_INFLUX_URL}", "user": "${VOBOX_INFLUX_USER}",
+        "jsonData": {"version": "InfluxQL", "dbName": "${VOBOX_INFLUX_DB}", "httpMode": "POST",
+                     "timeInterval": f"{AGENT_INTERVAL_S}s"},
+        "secureJsonData": {"password": "${VOBOX_INFLUX_PASSWORD}"},
+        "editable": False}]}
+
+
+def dashboards_provisioning() -> dict:
+    """File provider for grafana/dashboards (mounted at /var/lib/grafana/dashboards/vobox)."""
+    return {"apiVersion": 1, "providers": [{
+        "name": "vobox", "orgId": 1, "folder": "vobox", "folderUid": "vobox", "type": "file",
+        "disableDeletion": True, "allowUiUpdates": False, "updateIntervalSeconds": 60,
+        "options": {"path": "/var/lib/grafana/dashboards/vobox", "foldersFromFilesStructure": False}}]}
+
+
+def alert_query(ref_id: str, query: str, from_s: int) -> dict:
+    """An InfluxQL query node of an alert rule (evaluated by Grafana's backend)."""
+    return {"refId": ref_id, "relativeTimeRange": {"from": from_s, "to": 0}, "datasourceUid": DS_UID,
+            "model": {"refId": ref_id, "datasource": DS_REF, "rawQuery": True, "query": query,
+                      "resultFormat": "time_series", "intervalMs": AGENT_INTERVAL_S * 1000,
+                      "maxDataPoints": 43200}}
+
+
+def expr_reduce(ref_id: str, source: str, reducer: str) -> dict:
+    """Server-side expression: reduce each series to one number."""
+    return {"refId": ref_id, "datasourceUid": "__expr__", "relativeTimeRange": {"from": 0, "to": 0},
+            "model": {"refId": ref_id, "type": "reduce", "expression": source, "reducer": reducer,
+                      "settings": {"mode": "dropNN"}, "datasource": {"type": "__expr__", "uid": "__expr__"}}}
+
+
+def expr_threshold(ref_id: str, source: str, op: str, value: float) -> dict:
+    """Server-side expression: firing when `source op value` (op: lt, gt)."""
+    return {"refId": ref_id, "datasourceUid": "__expr__", "relativeTimeRange": {"from": 0, "to": 0},
+            "model": {"refId": ref_id, "type": "threshold", "expression": source,
+                      "conditions": [{"evaluator": {"type": op, "params": [value]}}],
+                      "datasource": {"type": "__expr__", "uid": "__expr__"}}}
+
+
+def alert_rules_provisioning() -> dict:
+    """Rule group: a box frozen (one alert per box) and the agent silent."""
+    window_s = SILENT_INTERVALS * AGENT_INTERVAL_S
+    frozen = {
+        "uid": "vobox-box-frozen", "title": "vobox box frozen", "condition": "C",
+        "data": [alert_query("A", 'SELECT last("up") AS "up" FROM "box" WHERE $timeFilter GROUP BY "box", "kind", "site"',
+                             12 * AGENT_INTERVAL_S),
+                 expr_reduce("B", "A", "last"), expr_threshold("C", "B", "lt", 1)],
+        "for": FROZEN_FOR, "noDataState": "OK", "execErrState": "Error", "isPaused": False,
+        "labels": {"vobox_alert": "box_frozen", "severity": "critical"},
+        "annotations": {"summary": "{{ index .Labels \"box\" }} ({{ index .Labels \"kind\" }}) is frozen",
+                        "description": "last cycle of box {{ index .Labels \"box\" }} at site "
+                                       "{{ index .Labels \"site\" }} was down; the agent's webhook may remediate"},
+    }
+    silent = {
+        "uid": "vobox-agent-silent", "title": "vobox agent silent", "condition": "C",
+        "data": [alert_query("A", 'SELECT count("cycle_s") AS "cycles" FROM "agent" WHERE $timeFilter', window_s),
+                 expr_reduce("B", "A", "last"), expr_threshold("C", "B", "lt", 1)],
+        "for": "0s", "noDataState": "Alerting", "execErrState": "Alerting", "isPaused": False,
+        "labels": {"vobox_alert": "agent_silent", "severity": "critical"},
+        "annotations": {"summary": f"no `agent` point in the last {window_s}s ({SILENT_INTERVALS} cycles)"},
+    }
+    return {"apiVersion": 1, "groups": [{"orgId": 1, "name": "vobox", "folder": "vobox",
+                                         "interval": f"{AGENT_INTERVAL_S}s", "rules": [frozen, silent]}]}
+
+
+def contact_points_provisioning() -> dict:
+    """The agent's webhook receiver; bearer token from the environment (never in git)."""
+    return {"apiVersion": 1, "contactPoints": [{"orgId": 1, "name": "vobox-agent-webhook", "receivers": [{
+        "uid": "vobox-agent-webhook", "type": "webhook", "disableResolveMessage": False,
+        "settings": {"url": "http://${VOBOX_AGENT_HOST}:9787/webhook", "httpMethod": "POST",
+                     "authorization_scheme": "Bearer",
+                     "authorization_credentials": "${VOBOX_WEBHOOK_TOKEN}", "maxAlerts": 0}}]}]}
+
+
+def policies_provisioning() -> dict:
+    """Route `box frozen` to the agent webhook, one notification group per box."""
+    return {"apiVersion": 1, "policies": [{
+        "orgId": 1, "receiver": "grafana-default-email", "group_by": ["grafana_folder", "alertname"],
+        "routes": [{"receiver": "vobox-agent-webhook", "group_by": ["alertname", "box"],
+                    "object_matchers": [["vobox_alert", "=", "box_frozen"]],
+                    "group_wait": "0s", "group_interval": "1m", "repeat_interval": "10m", "continue": True}]}]}
+
+
+# --------------------------------------------------------------------------- YAML (a small, strict emitter)
+
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+_RESERVED = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+
+
+def yaml_scalar(v) -> str:
+    """One scalar: plain when unambiguous, else a JSON (= YAML double-quoted) string."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return json.dumps(v)
+    if isinstance(v, str):
+        if _PLAIN.match(v) and v.lower() not in _RESERVED:
+            return v
+        return json.dumps(v)
+    raise TypeError(f"cannot write {type(v).__name__} {v!r} as a YAML scalar")
+
+
+def to_yaml(obj, indent: int = 0) -> str:
+    """Block-style YAML for dicts/lists of scalars (keys in insertion order)."""
+    pad = " " * indent
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)) and v:
+                out.append(f"{pad}{k}:\n{to_yaml(v, indent + 2)}")
+            elif isinstance(v, dict):
+                out.append(f"{pad}{k}: {{}}\n")
+            elif isinstance(v, list):
+                out.append(f"{pad}{k}: []\n")
+            else:
+                out.append(f"{pad}{k}: {yaml_scalar(v)}\n")
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)) and item:
+                body = to_yaml(item, indent + 2)
+                out.append(f"{pad}- {body[indent + 2:]}")
+            else:
+                out.append(f"{pad}- {yaml_scalar(item)}\n")
+    else:
+        out.append(f"{pad}{yaml_scalar(obj)}\n")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- files
+
+HEADER = "# Generated by grafana/generate.py - do not edit; edit the script and run it.\n"
+
+
+def outputs() -> dict[str, str]:
+    """Relative path under grafana/ -> file content."""
+    def j(d: dict) -> str:
+        return json.dumps(d, indent=2, sort_keys=False) + "\n"
+
+    def y(d: dict) -> str:
+        return HEADER + to_yaml(d)
+
+    return {
+        "dashboards/fleet-stability.json": j(fleet_dashboard()),
+        "dashboards/box-detail.json": j(box_dashboard()),
+        "provisioning/datasources/vobox-influxdb.yaml": y(datasource_provisioning()),
+        "provisioning/dashboards/vobox.yaml": y(dashboards_provisioning()),
+        "provisioning/alerting/vobox-rules.yaml": y(alert_rules_provisioning()),
+        "provisioning/alerting/vobox-contact-points.yaml": y(contact_points_provisioning()),
+        "provisioning/alerting/vobox-policies.yaml": y(policies_provisioning()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the files, or with --check report those that differ."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a committed file differs")
+    args = ap.parse_args(argv)
+    stale = []
+    for rel, text in outputs().items():
+        path = os.path.join(GRAFANA_DIR, rel)
+        try:
+            with open(path, encoding="utf-8") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(rel)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote grafana/{rel}")
+    if stale:
+        print("out of date (run python grafana/generate.py): " + ", ".join(f"grafana/{s}" for s in stale),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
