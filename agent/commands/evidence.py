@@ -1,0 +1,163 @@
+"""`vobox-agent evidence [-c FILE] [BOX] [--since 24h]` lists freeze evidence bundles; `evidence show PATH` prints one."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from typing import Any
+
+from agent.forensics import retention
+from agent.forensics.evidence import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root, render_text
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
+DEFAULT_PACKETS = 40
+
+
+def parse_duration_s(text: str) -> float:
+    """'90s', '15m', '24h', '7d', '2w' -> seconds; ValueError naming the accepted forms."""
+    m = _DURATION_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"--since {text!r}: expected a number and a unit s, m, h, d or w (e.g. 24h)")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the evidence subcommand (listing, and `show PATH`)."""
+    p = subparsers.add_parser(
+        "evidence", help="freeze evidence bundles: list them, or `evidence show PATH`",
+        description="List evidence bundles with one-line summaries (newest last), optionally only BOX's; "
+                    "or `evidence show PATH` to print a bundle's summary and the decoded exchange around the onset.",
+        usage="vobox-agent evidence [-c FILE | --state-dir DIR] [--since 24h] [--json] [BOX]\n"
+              "       vobox-agent evidence show [--packets N] PATH")
+    p.add_argument("words", nargs="*", metavar="BOX | show PATH", help="a box name, or `show` and a bundle path")
+    p.add_argument("-c", "--config", metavar="FILE", help="agent config (TOML): its agent.state_dir is used")
+    p.add_argument("--state-dir", metavar="DIR", help=f"state directory (default: from -c, else {DEFAULT_STATE_DIR})")
+    p.add_argument("--since", default="24h", help="list bundles of freezes that started this recently (default 24h)")
+    p.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    p.add_argument("--packets", type=int, default=DEFAULT_PACKETS,
+                   help=f"show: packets printed around the onset and the recovery (default {DEFAULT_PACKETS})")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch: `show PATH` or a listing; exit 2 on bad arguments, 1 when a bundle cannot be read."""
+    words = list(args.words)
+    if words and words[0] == "show":
+        if len(words) != 2:
+            print("vobox-agent evidence show: expected exactly one PATH (a bundle directory)", file=sys.stderr)
+            return 2
+        return show(words[1], args.packets)
+    if len(words) > 1:
+        print(f"vobox-agent evidence: expected at most one BOX, got {' '.join(words)} "
+              "(to print a bundle: evidence show PATH)", file=sys.stderr)
+        return 2
+    try:
+        since_s = parse_duration_s(args.since)
+        state_dir = _state_dir(args)
+    except Exception as exc:  # ConfigError, ValueError: both name what is wrong
+        print(f"vobox-agent evidence: {exc}", file=sys.stderr)
+        return 2
+    return list_bundles(state_dir, words[0] if words else None, since_s, args.json)
+
+
+def _state_dir(args: argparse.Namespace) -> str:
+    if args.state_dir:
+        return args.state_dir
+    if args.config:
+        from agent import config
+
+        return config.load(args.config).agent.state_dir
+    return DEFAULT_STATE_DIR
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(path, SUMMARY_JSON), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def list_bundles(state_dir: str, box: str | None, since_s: float, as_json: bool, now_s: float | None = None) -> int:
+    """Print one line per bundle (oldest first): start, box, state, duration, headline, path."""
+    now_s = time.time() if now_s is None else now_s
+    bundles = [b for b in retention.scan(evidence_root(state_dir))
+               if (box is None or b.box == box) and b.start_s >= now_s - since_s]
+    if not bundles:
+        print(f"no evidence bundles{' for box ' + box if box else ''} in the last {_ago(since_s)} "
+              f"under {evidence_root(state_dir)}", file=sys.stderr)
+        return 0
+    for b in bundles:
+        s = _read(b.path) or {}
+        headline = s.get("headline", "(no summary yet)")
+        if as_json:
+            print(json.dumps({"path": b.path, "box": b.box, "start_s": b.start_s, "open": s.get("open"),
+                              "layer": s.get("layer"), "duration_s": s.get("duration_s"), "headline": headline,
+                              "size_bytes": b.size_bytes}, sort_keys=True))
+            continue
+        start = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(b.start_s))
+        state = "open" if s.get("open") else (f"{s['duration_s']:.0f}s" if s.get("duration_s") is not None else "?")
+        print(f"{start}  {b.box:<20} {s.get('layer') or '-':<4} {state:>7}  {headline}  {b.path}")
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def decode(pcap: str, around_s: float | None, packets: int) -> list[str]:
+    """Scapy summary lines of the capture with times relative to around_s, at most `packets` centred on it."""
+    from scapy.utils import rdpcap
+
+    pkts = list(rdpcap(pcap))
+    if not pkts:
+        return ["  (no packets recorded)"]
+    base = float(pkts[0].time) if around_s is None else around_s
+    first_after = next((i for i, p in enumerate(pkts) if float(p.time) >= base), len(pkts))
+    lo = max(0, min(first_after - packets // 2, len(pkts) - packets))
+    shown = pkts[lo:lo + packets]
+    lines = []
+    if lo:
+        lines.append(f"  ... {lo} earlier packets")
+    lines += [f"  {float(p.time) - base:+9.3f}s  {p.summary()}" for p in shown]
+    if lo + len(shown) < len(pkts):
+        lines.append(f"  ... {len(pkts) - lo - len(shown)} later packets")
+    return lines
+
+
+def show(path: str, packets: int = DEFAULT_PACKETS) -> int:
+    """Print a bundle's summary and its decoded captures (onset, recovery)."""
+    if os.path.isfile(path):
+        path = os.path.dirname(path) or "."
+    summary = _read(path)
+    if summary is None:
+        print(f"vobox-agent evidence show: {path}: no readable {SUMMARY_JSON} (not a bundle directory?)",
+              file=sys.stderr)
+        return 1
+    txt = os.path.join(path, SUMMARY_TXT)
+    try:
+        with open(txt, encoding="utf-8") as f:
+            sys.stdout.write(f.read())
+    except OSError:
+        sys.stdout.write(render_text(summary))
+    print("  (Ethernet frames with MACs 00:00:00:00:00:00 were recorded as raw IP; the MACs are not real)")
+    for name, around_s, label in ((ONSET_PCAP, summary.get("start_s"), "freeze start"),
+                                  (RECOVERY_PCAP, summary.get("end_s"), "freeze end")):
+        pcap = os.path.join(path, name)
+        if not os.path.exists(pcap):
+            continue
+        print(f"\n{name}: decoded exchange, times relative to the {label}:")
+        try:
+            for line in decode(pcap, around_s, packets):
+                print(line)
+        except Exception as exc:  # a damaged capture: say so, keep the rest
+            print(f"  cannot decode {pcap}: {exc}")
+    return 0

@@ -1,0 +1,125 @@
+"""Correlation tables: box freezes vs segment freezes, holds, closing, persistence."""
+from __future__ import annotations
+
+import pytest
+
+from agent.correlation import CorrelationSettings, Correlator, Membership, memberships_from_config
+
+# Segment "net1": a..f (6 boxes); "net2": x, y (2 boxes); "solo": s (1 box).
+MEMBERS = {**{b: Membership("net1", "CERN") for b in "abcdef"},
+           **{b: Membership("net2", "CERN") for b in "xy"}, "s": Membership("solo", "CERN")}
+S = CorrelationSettings(min_boxes=3, min_share=0.5, window_s=60.0)
+
+# Each step: ("start", box, t, layer) | ("end", box, t). Expected: list of (segment, open, boxes) emitted per step.
+CASES = [
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 10, "l2")], [[], []], id="two-of-six-is-not-enough"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 10, "l2"), ("start", "c", 20, "l2")],
+                 [[], [], [("net1", True, ("a", "b", "c"))]], id="min-boxes-within-window"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 10, "l2"), ("start", "c", 100, "l2")],
+                 [[], [], []], id="outside-window"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 50, "l2"), ("start", "c", 100, "l2")],
+                 [[], [], []], id="chain-longer-than-window-does-not-count"),
+    pytest.param(S, [("start", "x", 0, "l2"), ("start", "y", 5, "l2")],
+                 [[], [("net2", True, ("x", "y"))]], id="min-share-two-of-two"),
+    pytest.param(S, [("start", "s", 0, "l2")], [[]], id="one-box-alone-is-a-box-freeze"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "x", 1, "l2"), ("start", "b", 2, "l2")],
+                 [[], [], []], id="segments-are-counted-apart"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("end", "a", 5), ("start", "b", 10, "l2"), ("start", "c", 20, "l2")],
+                 [[], [], [], []], id="recovered-box-does-not-count"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("start", "d", 300, "l4")],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [("net1", True, ("a", "b", "c", "d"))]],
+                 id="later-freeze-joins-open-segment"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("end", "a", 100), ("end", "b", 110), ("end", "c", 120)],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [], [], [("net1", False, ("a", "b", "c"))]],
+                 id="closes-when-all-up"),
+    pytest.param(CorrelationSettings(enabled=False), [("start", "a", 0, "l2"), ("start", "b", 0, "l2"),
+                                                      ("start", "c", 0, "l2")],
+                 [[], [], []], id="disabled"),
+]
+
+
+@pytest.mark.parametrize("settings, steps, expected", CASES)
+def test_correlation_table(settings, steps, expected):
+    c = Correlator(settings, MEMBERS)
+    for step, want in zip(steps, expected, strict=True):
+        if step[0] == "start":
+            out = c.freeze_started(step[1], step[2], step[3])
+        else:
+            out = c.freeze_ended(step[1], step[2])
+        assert [(sf.segment, sf.open, sf.boxes) for sf in out] == want, step
+
+
+def test_segment_freeze_fields_and_duration():
+    c = Correlator(S, MEMBERS)
+    c.freeze_started("b", 1010.0, "l3")
+    c.freeze_started("a", 1000.0, "l4")
+    (sf,) = c.freeze_started("c", 1020.0, "l2")
+    assert (sf.segment, sf.site, sf.boxes, sf.layer, sf.start_s) == ("net1", "CERN", ("a", "b", "c"), "l2", 1000.0)
+    for box, t in (("a", 1100.0), ("c", 1130.0)):
+        assert c.freeze_ended(box, t) == []
+    (closed,) = c.freeze_ended("b", 1120.0)
+    assert (closed.open, closed.end_s, closed.duration_s) == (False, 1130.0, 130.0)
+    assert c.open_freezes() == ()
+
+
+def test_holds_only_boxes_of_the_open_segment():
+    c = Correlator(S, MEMBERS)
+    for b in "abc":
+        c.freeze_started(b, 0.0, "l2")
+    c.freeze_started("x", 0.0, "l2")
+    assert "segment freeze of net1 open since 1970-01-01T00:00:00Z (3 boxes" in c.holds("a")
+    assert c.holds("x") is None and c.holds("d") is None and c.holds("unknown") is None
+    for b in "abc":
+        c.freeze_ended(b, 10.0)
+    assert c.holds("a") is None
+
+
+def test_no_hold_when_configured_off_but_segment_still_recorded():
+    c = Correlator(CorrelationSettings(hold_remediation=False), MEMBERS)
+    out = [c.freeze_started(b, 0.0, "l2") for b in "abc"]
+    assert out[-1] and c.holds("a") is None
+
+
+def test_state_survives_a_restart():
+    c = Correlator(S, MEMBERS)
+    for b in "abc":
+        c.freeze_started(b, 0.0, "l2")
+    c.freeze_ended("a", 5.0)
+    import json
+
+    d = Correlator.from_json(json.loads(json.dumps(c.to_json())), S, MEMBERS)
+    assert d.holds("b") is not None
+    assert d.freeze_ended("b", 6.0) == []
+    (closed,) = d.freeze_ended("c", 7.0)
+    assert closed.duration_s == 7.0
+    with pytest.raises(ValueError, match="correlation state"):
+        Correlator.from_json({"open": [{"segment": "x"}]}, S, MEMBERS)
+
+
+def test_memberships_from_config_use_segment_then_network_then_site():
+    from agent.config import loads
+
+    cfg = loads("""
+[agent]
+site = "CERN"
+[[box]]
+name = "c1"
+kind = "container"
+ipv4 = "192.0.2.10"
+container = "c1"
+network = "docknet"
+[[box]]
+name = "v1"
+kind = "vm"
+ipv4 = "192.0.2.20"
+[[box]]
+name = "v2"
+kind = "vm"
+ipv4 = "192.0.2.21"
+segment = "rack7"
+""")
+    m = memberships_from_config(cfg)
+    assert (m["c1"].segment, m["v1"].segment, m["v2"].segment) == ("docknet", "CERN", "rack7")
+    assert CorrelationSettings.from_config(cfg.correlation).window_s == cfg.correlation.window_s
