@@ -7,6 +7,7 @@ to probe from inside a namespace.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -78,6 +79,11 @@ def sweep(targets: Iterable[Target], timeout_s: float, interface: str | None = N
     for target in targets:
         validate(target)
         groups.setdefault(target.probe, {})[target] = None  # de-duplicated, order kept
+    if interface is not None:
+        try:
+            socket.if_nametoindex(interface)
+        except OSError:
+            raise ValueError(f"interface {interface!r} does not exist in this network namespace") from None
     if any(PROBES[kind].NEEDS_RAW for kind in groups):
         privileges.require_raw()
 

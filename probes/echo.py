@@ -6,6 +6,7 @@ agents on one host or two overlapping sweeps never take each other's replies.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -20,7 +21,10 @@ from scapy.packet import Raw
 from probes import exchange, routing
 from probes.matching import ECHO_PAYLOAD, EchoMatcher, echo_request, inet_checksum
 from probes.privileges import raw_socket
+from probes.routing import bind_to_device
 from probes.types import ProbeResult, Target, result_from
+
+log = logging.getLogger(__name__)
 
 SOL_RAW = 255
 ICMP_FILTER = 1
@@ -50,6 +54,25 @@ def release_ident(ident: int) -> None:
         _active_idents.discard(ident)
 
 
+def warn_neighbour_limit(version: int, count: int) -> None:
+    """Log when COUNT on-link targets could overflow the kernel's (global) neighbour table.
+
+    With more unresolved neighbours than gc_thresh3 the kernel drops the echo
+    requests it cannot resolve, which looks like loss. The limit is only visible
+    from the initial network namespace; elsewhere nothing is checked.
+    """
+    path = f"/proc/sys/net/ipv{version}/neigh/default/gc_thresh3"
+    try:
+        with open(path) as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return
+    if count > limit * 0.9:
+        log.warning("probe icmp%s: %d targets, but the neighbour table holds at most %d entries (%s); "
+                    "on-link targets beyond it look lost: raise gc_thresh2/gc_thresh3",
+                    "" if version == 4 else "6", count, limit, path)
+
+
 def _open(version: int, interface: str | None) -> socket.socket:
     if version == 4:
         sock = raw_socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -65,8 +88,8 @@ def _open(version: int, interface: str | None) -> socket.socket:
     try:
         exchange.tune_socket(sock)
         if interface:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-    except OSError:
+            bind_to_device(sock, interface)
+    except (OSError, ValueError):
         sock.close()
         raise
     return sock
@@ -90,6 +113,7 @@ def sweep_echo(version: int, probe: str, targets: Sequence[Target], timeout_s: f
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     addresses = [t.address for t in targets]
     packed = [socket.inet_pton(family, a) for a in addresses]
+    warn_neighbour_limit(version, len(targets))
     ident = allocate_ident()
     token = os.urandom(8)
     padding = b"\0" * 16

@@ -122,6 +122,16 @@ def source_address(address: str, interface: str | None = None) -> str:
         return s.getsockname()[0]
 
 
+def bind_to_device(sock: socket.socket, interface: str) -> None:
+    """SO_BINDTODEVICE; ValueError naming the interface when it does not exist here."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    except OSError as exc:
+        if exc.errno == 19:  # ENODEV
+            raise ValueError(f"interface {interface!r} does not exist in this network namespace") from None
+        raise
+
+
 def _ifreq(interface: str, request: int) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:

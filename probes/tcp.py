@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from probes.exchange import Recorder
+from probes.routing import bind_to_device
 from probes.types import ProbeResult, Target
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,11 @@ def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = N
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 if interface:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+                    try:
+                        bind_to_device(sock, interface)
+                    except ValueError:
+                        sock.close()
+                        raise
                 start_s = time.time()
                 code = sock.connect_ex((target.address, target.port))
                 if code in (errno.EINPROGRESS, 0):
