@@ -137,7 +137,13 @@ class Storage:
         while pending:
             part = pending.pop(0)
             try:
-                self.writer.send(b"\n".join(part) + b"\n")
+                try:
+                    self.writer.send(b"\n".join(part) + b"\n")
+                except SinkError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a writer bug: keep the points, retry later
+                    log.exception("storage: %r failed unexpectedly; spooling", self.writer)
+                    raise SinkError(f"{type(exc).__name__}: {exc}") from exc
             except SinkError as exc:
                 self._write_errors += 1
                 if exc.retryable:

@@ -37,10 +37,7 @@ def _need_root_and_influxd() -> None:
         pytest.skip("needs iproute2 (ip)")
 
 
-@pytest.fixture
-def throwaway_netns():
-    """A new network namespace with only lo (up) and no route out; removed afterwards."""
-    _need_root_and_influxd()
+def _make_netns():
     _cleanup_leftover_namespaces()
     name = f"{NS_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
@@ -49,6 +46,21 @@ def throwaway_netns():
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def throwaway_netns():
+    """A new network namespace with only lo (up) and no route out; removed afterwards (needs influxd too)."""
+    _need_root_and_influxd()
+    yield from _make_netns()
+
+
+@pytest.fixture
+def bare_netns():
+    """Like throwaway_netns, for tests that need only root."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create a network namespace")
+    yield from _make_netns()
 
 
 @pytest.fixture
