@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     up.add_argument("--ports", default="1093,8084", help="TCP service ports, comma-separated (default 1093,8084)")
     up.add_argument("--no-influx", action="store_true", help="no InfluxDB")
     up.add_argument("--replace", action="store_true", help="take down an existing `lab up` lab first")
+    up.add_argument("--new", action="store_true", help="make another lab even when one is already up")
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     up.set_defaults(func=cmd_up)
 
@@ -113,7 +114,7 @@ def cmd_up(args) -> int:
     except ValueError:
         return _fail(f"--ports: expected comma-separated integers, got {args.ports!r}")
     try:
-        existing = Lab.load(args.run_id) if args.run_id else Lab.load()
+        existing = None if args.new else Lab.load(args.run_id)
     except LabError:
         existing = None
     if existing is not None and existing.persistent:

@@ -1,0 +1,75 @@
+"""down() leaves nothing behind; leftovers of crashed labs are found by name and removed; live labs are kept."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.lab_fixtures import box_symptoms, lab_traces
+
+pytestmark = pytest.mark.lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A process that builds a lab and is killed (SIGKILL, no cleanup) at a chosen point.
+CRASH = textwrap.dedent("""
+    import os, sys
+    from agent.lab import Lab, state
+    where = sys.argv[1]
+    def crash(*a, **k):
+        if where == "unrecorded":
+            os.unlink(state.state_path(lab_id[0]))  # as if the state file had never been written
+        print(lab_id[0], flush=True)
+        os.kill(os.getpid(), 9)
+    lab_id = []
+    orig = Lab._build
+    def build(self, timeout):
+        lab_id.append(self.run_id)
+        if where == "after":
+            orig(self, timeout)
+        else:
+            Lab.wait_ready = crash
+            orig(self, timeout)
+    Lab._build = build
+    lab = Lab.create(containers=1, vms=1, influx=True)
+    crash()
+""")
+
+
+def _crashed_lab(where: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", CRASH, where], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def test_down_leaves_nothing(lab_available):
+    if lab_available:
+        pytest.skip(lab_available)
+    from agent.lab import Lab
+
+    small = Lab.create(containers=1, vms=1, influx=True)
+    run_id = small.run_id
+    small.fault("ctr1", "l4")  # a paused container too
+    small.fault("vm1", "l3")
+    traces = lab_traces(run_id)
+    assert any(t.startswith("container") for t in traces) and any(t.startswith("process") for t in traces)
+    small.down()
+    assert lab_traces(run_id) == []
+
+
+@pytest.mark.parametrize("where", ["before-ready", "after", "unrecorded"])
+def test_leftovers_of_a_crashed_lab_are_removed(lab, where):
+    from agent.lab import cleanup_leftovers
+
+    run_id = _crashed_lab(where)
+    assert len(run_id) == 6
+    assert lab_traces(run_id), "the crashed lab left nothing to clean: the test proves nothing"
+    removed = cleanup_leftovers()
+    assert run_id in removed
+    assert lab.run_id not in removed
+    assert lab_traces(run_id) == []
+    assert box_symptoms(lab, "ctr1")["tcp6"], "cleanup hurt the live session lab"

@@ -1,0 +1,68 @@
+"""`vobox-agent lab up / status / fault / clear / config / down` round trip, each a separate process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.lab_fixtures import lab_traces
+
+pytestmark = pytest.mark.lab
+
+
+def cli(*args: str, run_id: str | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("VOBOX_LAB_RUN_ID", None)
+    if run_id:
+        env["VOBOX_LAB_RUN_ID"] = run_id
+    return subprocess.run([sys.executable, "-m", "agent", "--log-level", "WARNING", "lab", *args],
+                          capture_output=True, text=True, timeout=timeout_s, env=env)
+
+
+def test_cli_round_trip(lab_available):
+    if lab_available:
+        pytest.skip(lab_available)
+    from agent.lab import Lab, cleanup_leftovers
+
+    up = cli("up", "--new", "--containers", "1", "--vms", "1", "--json")
+    assert up.returncode == 0, up.stderr
+    st = json.loads(up.stdout)
+    run_id = st["run_id"]
+    try:
+        assert st["persistent"] and [b["name"] for b in st["boxes"]] == ["ctr1", "vm1"]
+        assert st["influx"]["answers"] is True
+        # the `up` process is gone, yet its lab is no leftover
+        assert run_id not in cleanup_leftovers()
+        lab = Lab.load(run_id)
+        assert lab.box_answers("ctr1") and lab.box_answers("vm1")
+
+        fault = cli("fault", "ctr1", "l4", run_id=run_id)
+        assert fault.returncode == 0, fault.stderr
+        assert not lab.tcp_ok(lab.box("ctr1").ipv4, 1093)
+        status = cli("status", run_id=run_id)
+        assert status.returncode == 0
+        line = next(ln for ln in status.stdout.splitlines() if ln.strip().startswith("ctr1"))
+        assert "paused" in line and "fault=l4" in line
+
+        bad = cli("fault", "nosuchbox", "l2", run_id=run_id)
+        assert bad.returncode == 1 and "boxes: ctr1, vm1" in bad.stderr
+
+        config = cli("config", "--run-id", run_id)
+        assert config.returncode == 0 and 'name = "vm1"' in config.stdout
+
+        clear = cli("clear", "ctr1", run_id=run_id)
+        assert clear.returncode == 0, clear.stderr
+        assert lab.box_answers("ctr1")
+    finally:
+        down = cli("down", "--run-id", run_id)
+    assert down.returncode == 0, down.stderr
+    assert lab_traces(run_id) == []
+
+
+def test_cli_without_a_lab_says_how_to_make_one():
+    proc = cli("status", run_id="000000")
+    assert proc.returncode == 1
+    assert "no lab with run id '000000'" in proc.stderr
