@@ -154,6 +154,13 @@ class InfluxServer:
     def __repr__(self) -> str:
         return f"InfluxServer(base_dir={self.base_dir!r}, netns={self.netns!r}, url={self.url!r}, pid={self.pid})"
 
+    def __enter__(self) -> InfluxServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def url(self) -> str:
         """Base URL, reachable from inside the server's network namespace."""

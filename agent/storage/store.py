@@ -180,8 +180,7 @@ class Storage:
         self._backoff_s = min(self.retry_max_s, max(self.retry_min_s, self._backoff_s * 2))
         self._next_try = self._clock() + self._backoff_s
         (log.warning if first else log.debug)(
-            "storage: %s; spooling (%d points waiting), next try in %.0f s", exc, self.spool.points,
-            self._backoff_s)
+            "storage: %s; spooling, next try in %.0f s", exc, self._backoff_s)
 
     def _ok(self) -> None:
         if self._backoff_s:
