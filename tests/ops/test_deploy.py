@@ -1,0 +1,114 @@
+"""deploy/: the systemd unit verifies, the example config is valid, the socket proxy allows only the agent's calls."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from agent import config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEPLOY = os.path.join(REPO, "deploy")
+
+
+def _unit() -> str:
+    with open(os.path.join(DEPLOY, "vobox-agent.service")) as f:
+        return f.read()
+
+
+def test_unit_has_the_required_settings():
+    unit = _unit()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN", "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN",
+                 "ProtectSystem=strict", "StateDirectory=vobox-agent", "ReadWritePaths=/var/lib/vobox-agent",
+                 "vobox-agent --log-level INFO run -c /etc/vobox-agent/agent.toml"):
+        assert line in unit, line
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("needs systemd-analyze (apt-get install systemd)")
+    # verify checks that ExecStart exists: point it at this venv's entry point
+    venv_bin = os.path.dirname(shutil.which("vobox-agent") or os.path.join(REPO, ".venv", "bin", "vobox-agent"))
+    unit = tmp_path / "vobox-agent.service"
+    unit.write_text(_unit().replace("/opt/vobox-agent/bin/", venv_bin + "/"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "vobox-agent.service" not in proc.stderr, proc.stderr
+
+
+def test_example_config_is_valid():
+    cfg = config.load(os.path.join(DEPLOY, "agent.example.toml"))
+    assert {b.kind for b in cfg.boxes} == {"container", "vm"}
+    assert cfg.remediation.dry_run
+
+
+def test_tecnativa_env_grants_only_what_the_agent_needs():
+    env = {}
+    with open(os.path.join(DEPLOY, "socket-proxy", "tecnativa.env")) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                env[k] = v
+    granted = {k for k, v in env.items() if v == "1"}
+    assert granted == {"EVENTS", "PING", "VERSION", "CONTAINERS", "NETWORKS", "POST", "ALLOW_RESTARTS"}
+    for dangerous in ("EXEC", "IMAGES", "BUILD", "VOLUMES", "AUTH", "SECRETS", "SWARM", "SYSTEM"):
+        assert env[dangerous] == "0"
+
+
+@pytest.fixture
+def haproxy_proxy(tmp_path):
+    """deploy/socket-proxy/haproxy.cfg run against the real dockerd, on a free loopback port."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the Docker socket)")
+    if shutil.which("haproxy") is None:
+        pytest.skip("needs haproxy (apt-get install haproxy)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(os.path.join(DEPLOY, "socket-proxy", "haproxy.cfg")) as f:
+        cfg = f.read().replace("bind 127.0.0.1:2375", f"bind 127.0.0.1:{port}")
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(cfg)
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.lab
+def test_haproxy_proxy_allows_the_agents_calls_and_refuses_the_rest(haproxy_proxy, ops_lab):
+    import docker
+
+    client = docker.DockerClient(base_url=haproxy_proxy, timeout=10)
+    assert client.ping()
+    assert client.version()["ApiVersion"]
+    ctr = next(b for b in ops_lab.boxes if b.kind == "container")
+    c = client.containers.get(ctr.container)
+    assert c.status == "running"
+    client.networks.get(ctr.network)
+    assert any(x.name == ctr.container for x in client.containers.list())
+    c.pause()
+    c.unpause()
+    for refused in (lambda: client.images.list(),
+                    lambda: client.containers.create("busybox", name=f"vbxops-{uuid.uuid4().hex[:6]}"),
+                    lambda: c.exec_run("true"),
+                    lambda: client.volumes.list(),
+                    lambda: client.info()):
+        with pytest.raises(docker.errors.APIError) as exc:
+            refused()
+        assert exc.value.status_code == 403
+    ops_lab.wait_box(ctr.name)
