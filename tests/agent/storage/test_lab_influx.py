@@ -100,3 +100,15 @@ def test_start_fails_with_log_tail_when_port_taken(throwaway_netns, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_start_fails_clearly_when_influxd_exits(throwaway_netns, tmp_path):
+    """influxd dying during start (here: a namespace that does not exist) raises with the log tail."""
+    import pytest
+
+    from agent.lab.influx import InfluxStartError
+
+    server = InfluxServer(str(tmp_path / "x"), netns=throwaway_netns + "-missing", http_port=8086)
+    with pytest.raises(InfluxStartError, match=r"(?s)exited with \d+ during start.*Cannot open network namespace"):
+        server.start(timeout_s=10)
+    assert not server.running and not os.path.exists(server.pidfile)
