@@ -102,11 +102,13 @@ def rows(body: dict) -> list[tuple[dict[str, str], dict[str, Any]]]:
     return out
 
 
-def fetch_events(query: Query, since_s: float, box: str | None = None) -> list[EventRow]:
-    """Every event point newer than SINCE_S seconds ago (of BOX, when given), oldest first."""
+def fetch_events(query: Query, since_s: float, box: str | None = None, site: str | None = None) -> list[EventRow]:
+    """Every event point newer than SINCE_S seconds ago (of BOX and SITE, when given), oldest first."""
     found: list[EventRow] = []
     for measurement, has_box in EVENT_MEASUREMENTS.items():
         where = f"time > now() - {int(since_s)}s"
+        if site is not None:
+            where += f' AND "site" = {quote_str(site)}'
         if box is not None:
             if not has_box:
                 continue
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vobox-agent events: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     try:
-        events = fetch_events(influx_query(cfg.influxdb), since_s, args.box)
+        events = fetch_events(influx_query(cfg.influxdb), since_s, args.box, cfg.agent.site)
     except QueryError as exc:
         print(f"vobox-agent events: {exc}", file=sys.stderr)
         return 1
