@@ -140,6 +140,7 @@ class _Context:
     docker: Callable[[], Any]
     interface: str | None
     inspect: dict[str, Any] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)   # short lines for the summary
 
 
 # --- collectors: each returns {filename: JSON-able data} or raises CollectorError ---
@@ -229,25 +230,49 @@ def collect_container_net(ctx: _Context) -> dict[str, Any]:
             "container_routes.json": {"ipv4": ns_ip("-4", "route", "show"), "ipv6": ns_ip("-6", "route", "show")}}
 
 
+def _event_is_about(event: Mapping[str, Any], name: str, container_id: str | None) -> bool:
+    actor = event.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    ids = {name, container_id} - {None}
+    # Container events name the container as actor; network (dis)connect events carry it in "container".
+    return actor.get("ID") in ids or attrs.get("name") in ids or attrs.get("container") in ids
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """One Docker event as 'HH:MM:SSZ type action (network NAME)'."""
+    t = event.get("timeNano")
+    t_s = t / 1e9 if t else float(event.get("time") or 0)
+    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+    where = f" (network {attrs['name']})" if event.get("Type") == "network" and attrs.get("name") else ""
+    return (f"{datetime.fromtimestamp(t_s, tz=timezone.utc).strftime('%H:%M:%SZ')} "
+            f"{event.get('Type')} {event.get('Action')}{where}")
+
+
 def collect_docker_events(ctx: _Context) -> dict[str, Any]:
-    """The container's Docker events since a while before the freeze (replayed, so this does not block)."""
+    """The container's Docker events (its own and its network's) since a while before the freeze; non-blocking."""
     name = _need_container(ctx)
     client = ctx.docker()
+    container_id = (ctx.inspect or {}).get("Id")
     since = int(ctx.start_s - EVENTS_LOOKBACK_S)
     until = int(ctx.now_s)  # in the past or now: the daemon replays and closes the stream
     events: list[Any] = []
     try:
-        stream = client.api.events(since=since, until=until, filters={"container": name}, decode=True)
+        # A `container` filter would miss network connect/disconnect (their actor is the network).
+        stream = client.api.events(since=since, until=until, filters={"type": ["container", "network"]},
+                                   decode=True)
         try:
             for event in stream:
-                events.append(event)
+                if _event_is_about(event, name, container_id):
+                    events.append(event)
         finally:
             close = getattr(stream, "close", None)
             if close:
                 close()
     except Exception as exc:
         raise CollectorError(f"docker events for {name}: {exc}") from None
-    return {"docker_events.json": events[-MAX_EVENTS:]}
+    events = events[-MAX_EVENTS:]
+    ctx.notes["docker_events"] = [event_line(e) for e in events[-10:]]
+    return {"docker_events.json": events}
 
 
 # Explicit registry, run in this order.
@@ -290,6 +315,9 @@ def render_text(summary: Mapping[str, Any]) -> str:
             macs = f", MAC {' -> '.join(e['macs'])}" if e.get("macs") else ""
             lines.append(f"  {e['probe']:<6} {e['address']}{port}: {e['sent']} sent, {e['answered']} answered"
                          f"{silent}{macs}")
+    if summary.get("docker_events"):
+        lines.append("docker events (latest last):")
+        lines += [f"  {line}" for line in summary["docker_events"]]
     rec = summary.get("recovery")
     if rec:
         lines.append(f"recovery: {rec.get('headline')} ({rec.get('pcap')}, {rec.get('packets')} packets)")
@@ -455,7 +483,8 @@ class EvidenceCollector:
         summary.update(analysis.to_dict())
         summary["results"] = [_result_dict(r) for r in job.results]
         summary["known_macs"] = job.known_macs
-        summary["collectors"] = self._collect(job, light)
+        summary["collectors"], notes = self._collect(job, light)
+        summary.update(notes)
         self._save(job.path, summary)
         log.info("evidence: box %s: freeze bundle %s: %s", job.box.name, job.path, summary["headline"])
 
@@ -466,7 +495,7 @@ class EvidenceCollector:
             log.exception("evidence: box %s: analysis failed", job.box.name)
             return Analysis(headline=f"analysis failed: {exc}", findings=())
 
-    def _collect(self, job: _Job, light: bool) -> dict[str, Any]:
+    def _collect(self, job: _Job, light: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         status: dict[str, Any] = {}
         ctx = _Context(box=job.box, path=job.path, start_s=job.start_s, now_s=self.clock(), ip=self._ip,
                        run=self.run, docker=self._docker, interface=self.interface)
@@ -487,7 +516,7 @@ class EvidenceCollector:
             except Exception as exc:  # a collector bug must not cost the bundle
                 status[name] = {"ok": False, "error": f"failed: {type(exc).__name__}: {exc}"}
                 log.exception("evidence: box %s: collector %s crashed", job.box.name, name)
-        return status
+        return status, ctx.notes
 
     def _write_close(self, job: _Job) -> None:
         os.makedirs(job.path, exist_ok=True)
