@@ -21,7 +21,11 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-Query = Callable[[str], dict]
+# Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.
+TAG_KEYS = frozenset({"box", "kind", "site", "probe", "address", "port", "action", "trigger", "event",
+                      "segment", "host"})
+
+Query = Callable[[str], list[tuple[dict[str, str], dict[str, Any]]]]
 
 
 class QueryError(RuntimeError):
@@ -57,49 +61,31 @@ def quote_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def influx_query(influx: Any, session: Any = None) -> Query:
-    """A function running one InfluxQL statement against the configured InfluxDB over /query (1.x, 2.x, 3.x)."""
-    import requests
+def split_row(row: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """A row of agent.storage.influx.query (tags and columns merged) -> (tags, columns incl. "time")."""
+    tags = {k: str(v) for k, v in row.items() if k in TAG_KEYS and v is not None and v != ""}
+    cols = {k: v for k, v in row.items() if k not in TAG_KEYS and k != "_measurement"}
+    return tags, cols
 
-    session = session or requests.Session()
-    url = influx.url.rstrip("/") + "/query"
-    params: dict[str, str] = {"epoch": "ms"}
-    headers: dict[str, str] = {}
+
+def influx_query(influx: Any) -> Query:
+    """A function running one InfluxQL statement over /query (1.x, 2.x and 3.x) with the configured credentials."""
+    from agent.storage import influx as storage
+
     if influx.api == "v2":
-        params["db"] = influx.bucket  # v1 compatibility API: needs a DBRP mapping for the bucket
-        headers["Authorization"] = f"Token {influx.token}"
+        # v1 compatibility API of 2.x/3.x: the bucket needs a DBRP mapping (see the operator guide)
+        auth = {"db": influx.bucket, "token": influx.token}
     else:
-        params["db"] = influx.database
-        if influx.username:
-            params.update(u=influx.username, p=influx.password or "")
-    timeout_s = getattr(influx, "write_timeout_s", 5.0)
+        auth = {"db": influx.database, "username": influx.username, "password": influx.password}
+    timeout_s = getattr(influx, "write_timeout_s", 10.0)
 
-    def query(q: str) -> dict:
+    def query(q: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
         try:
-            resp = session.get(url, params={**params, "q": q}, headers=headers, timeout=timeout_s)
-        except requests.RequestException as exc:
-            raise QueryError(f"InfluxDB {influx.url}: {exc}") from None
-        if resp.status_code != 200:
-            raise QueryError(f"InfluxDB {influx.url}: HTTP {resp.status_code} {resp.text[:200]}")
-        body = resp.json()
-        for res in body.get("results", []):
-            if "error" in res:
-                raise QueryError(f"InfluxDB {influx.url}: {q!r}: {res['error']}")
-        return body
+            return [split_row(r) for r in storage.query(influx.url, q, timeout_s=timeout_s, epoch="ms", **auth)]
+        except storage.QueryError as exc:
+            raise QueryError(str(exc)) from None
 
     return query
-
-
-def rows(body: dict) -> list[tuple[dict[str, str], dict[str, Any]]]:
-    """Flatten a /query answer into (tags, row) pairs; row includes "time" (epoch ms)."""
-    out = []
-    for res in body.get("results", []):
-        for series in res.get("series", []) or []:
-            cols = series.get("columns", [])
-            tags = series.get("tags") or {}
-            for values in series.get("values", []) or []:
-                out.append((tags, dict(zip(cols, values))))
-    return out
 
 
 def fetch_events(query: Query, since_s: float, box: str | None = None, site: str | None = None) -> list[EventRow]:
@@ -113,8 +99,7 @@ def fetch_events(query: Query, since_s: float, box: str | None = None, site: str
             if not has_box:
                 continue
             where += f' AND "box" = {quote_str(box)}'
-        body = query(f"SELECT * FROM {quote_ident(measurement)} WHERE {where} GROUP BY *")
-        for tags, row in rows(body):
+        for tags, row in query(f"SELECT * FROM {quote_ident(measurement)} WHERE {where} GROUP BY *"):
             t_ms = row.pop("time")
             fields = {k: v for k, v in row.items() if v is not None}
             found.append(EventRow(t_ms / 1000.0, measurement, tags.get("box"), dict(tags), fields))

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.commands.events import Query, QueryError, influx_query, quote_str, rows
+from agent.commands.events import Query, QueryError, influx_query, quote_str
 
 STATUS_FILE = "status.json"
 STATUS_VERSION = 1
@@ -76,26 +76,26 @@ def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
     # one InfluxDB may hold many sites: only this agent's site
     site = f' AND "site" = {quote_str(cfg.agent.site)}' if cfg.agent.site else ""
     latest: dict[str, dict] = {}
-    for tags, row in rows(query(f'SELECT * FROM "box" WHERE time > now() - 7d{site} GROUP BY "box" '
-                                'ORDER BY time DESC LIMIT 1')):
+    for tags, row in query(f'SELECT * FROM "box" WHERE time > now() - 7d{site} GROUP BY "box" '
+                           'ORDER BY time DESC LIMIT 1'):
         latest[tags.get("box") or row.get("box")] = row
     rtts: dict[str, dict[str, float]] = {}
-    for tags, row in rows(query('SELECT last("rtt_ms") FROM "probe" WHERE time > now() - 1h' + site +
-                                ' GROUP BY "box", "probe"')):
+    for tags, row in query('SELECT last("rtt_ms") FROM "probe" WHERE time > now() - 1h' + site +
+                           ' GROUP BY "box", "probe"'):
         if row.get("last") is not None:
             rtts.setdefault(tags.get("box"), {})[tags.get("probe")] = float(row["last"])
     freezes: dict[str, dict] = {}
-    for tags, row in rows(query('SELECT * FROM "freeze" WHERE "open" = 1 AND time > now() - 30d' + site +
-                                ' GROUP BY "box"')):
+    for tags, row in query('SELECT * FROM "freeze" WHERE "open" = 1 AND time > now() - 30d' + site +
+                           ' GROUP BY "box"'):
         freezes[tags.get("box")] = {"start_s": row["time"] / 1000.0, "layer": row.get("layer")}
     last_down: dict[str, float] = {}
-    for tags, row in rows(query('SELECT last("up") FROM "box" WHERE "up" = 0 AND time > now() - 30d' + site +
-                                ' GROUP BY "box"')):
+    for tags, row in query('SELECT last("up") FROM "box" WHERE "up" = 0 AND time > now() - 30d' + site +
+                           ' GROUP BY "box"'):
         last_down[tags.get("box")] = row["time"] / 1000.0
     actions: dict[str, int] = {}
     try:
-        for tags, row in rows(query('SELECT count("ok") FROM "remediation" WHERE "dry_run" = 0 '
-                                    'AND time > now() - 1h' + site + ' GROUP BY "box"')):
+        for tags, row in query('SELECT count("ok") FROM "remediation" WHERE "dry_run" = 0 '
+                               'AND time > now() - 1h' + site + ' GROUP BY "box"'):
             actions[tags.get("box")] = int(row.get("count") or 0)
     except QueryError:
         pass  # no remediation measurement yet
