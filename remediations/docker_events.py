@@ -67,7 +67,7 @@ class DockerEventWatcher:
         self._stop = threading.Event()
         self._stream: Any = None
         self._thread: threading.Thread | None = None
-        self._since_s: float | None = None
+        self._since_ns: int | None = None
 
     def start(self) -> None:
         """Start following events (returns at once)."""
@@ -98,17 +98,23 @@ class DockerEventWatcher:
     def _run(self) -> None:
         by_name = {t.container: t for t in self.targets}
         seen: set[tuple] = set()
+        last_network: dict[tuple[str, str], float] = {}
         while not self._stop.is_set():
             try:
                 client = self.docker_factory()
                 by_id = self._ids(client)
                 # `since` closes the gap of a short disconnect; events of a restarted dockerd are gone anyway.
+                since = None
+                if self._since_ns is not None:
+                    since = f"{self._since_ns // 10**9}.{self._since_ns % 10**9:09d}"  # API takes s.ns
                 stream = client.api.events(
-                    since=int(self._since_s) if self._since_s else None,
+                    since=since,
                     filters={"type": ["container", "network"],
                              "event": sorted(set(CONTAINER_EVENTS) | set(NETWORK_EVENTS))},
                     decode=True)
                 self._stream = stream
+                if self._since_ns is None:
+                    self._since_ns = int(self.clock() * 1e9)
                 self.connected.set()
                 log.info("docker events: following %d containers", len(self.targets))
                 for ev in stream:
@@ -124,7 +130,13 @@ class DockerEventWatcher:
                             by_id[ev["Actor"]["ID"]] = by_name[name]  # a recreated container has a new id
                     rec = record_from_event(ev, by_name, by_id)
                     if ev.get("timeNano"):
-                        self._since_s = ev["timeNano"] / 1e9
+                        self._since_ns = max(self._since_ns or 0, int(ev["timeNano"]) + 1)
+                    if rec is not None and rec.event.startswith("network_"):
+                        # Engine 20.10 emits a forced disconnect twice, microseconds apart: one record.
+                        prev = last_network.get((rec.box, rec.event))
+                        last_network[(rec.box, rec.event)] = rec.time_s
+                        if prev is not None and rec.time_s - prev < 1.0:
+                            continue
                     if rec is not None:
                         try:
                             self.on_record(rec)

@@ -1,0 +1,72 @@
+"""The Docker events watcher against the real engine, including dockerd going away and coming back."""
+from __future__ import annotations
+
+import threading
+
+import docker
+import pytest
+
+from remediations import DockerEventWatcher, RemediationTarget
+from remediations.docker_events import record_from_event
+from tests.remediations.conftest import wait_for
+
+pytestmark = pytest.mark.lab
+
+
+def test_record_from_event_table():
+    t = RemediationTarget(box="b1", kind="container", container="ctr-a", network="net-a")
+    by_name, by_id = {"ctr-a": t}, {"abc123": t}
+    die = {"Type": "container", "Action": "die", "timeNano": 1_700_000_000_500_000_000,
+           "Actor": {"ID": "abc123", "Attributes": {"name": "ctr-a", "exitCode": "137"}}}
+    rec = record_from_event(die, by_name, by_id)
+    assert (rec.box, rec.event, rec.exit_code, rec.time_s) == ("b1", "die", 137, 1_700_000_000.5)
+    other = {**die, "Actor": {"ID": "zzz", "Attributes": {"name": "someone-else"}}}
+    assert record_from_event(other, by_name, by_id) is None
+    disc = {"Type": "network", "Action": "disconnect", "timeNano": 1,
+            "Actor": {"ID": "netid", "Attributes": {"container": "abc123", "name": "net-a", "type": "macvlan"}}}
+    assert record_from_event(disc, by_name, by_id).event == "network_disconnect"
+    other_net = {**disc, "Actor": {"ID": "n2", "Attributes": {"container": "abc123", "name": "bridge"}}}
+    assert record_from_event(other_net, by_name, by_id) is None
+    exec_ev = {**die, "Action": "exec_start: sh"}
+    assert record_from_event(exec_ev, by_name, by_id) is None
+
+
+def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(rlab, docker_proxy):
+    b = rlab.box("ctr1")
+    other = rlab.box("ctr2")
+    t = RemediationTarget(box=b.name, kind="container", container=b.container, network=b.network)
+    got, lock = [], threading.Lock()
+
+    def sink(rec):
+        with lock:
+            got.append(rec)
+
+    def events():
+        with lock:
+            return [r.event for r in got]
+
+    w = DockerEventWatcher([t], lambda: docker.DockerClient(base_url=docker_proxy.base_url, version="1.41"),
+                           sink, retry_s=0.5)
+    cli = docker.from_env()
+    ctr, net = cli.containers.get(b.container), cli.networks.get(b.network)
+    w.start()
+    try:
+        assert w.connected.wait(10)
+        ctr.pause()
+        ctr.unpause()
+        cli.containers.get(other.container).pause()  # not configured here: must not show up
+        cli.containers.get(other.container).unpause()
+        net.disconnect(ctr, force=True)
+        net.connect(ctr, ipv4_address=b.ipv4, ipv6_address=b.ipv6)
+        assert wait_for(lambda: events() == ["pause", "unpause", "network_disconnect", "network_connect"], 10), \
+            events()
+        docker_proxy.stop()  # dockerd goes away for the watcher
+        assert wait_for(lambda: not w.connected.is_set(), 10)
+        ctr.pause()          # happens while the watcher cannot see dockerd
+        ctr.unpause()
+        docker_proxy.start()
+        assert wait_for(lambda: events()[4:] == ["pause", "unpause"], 15), [(r.event, r.action, r.time_s, r.detail) for r in got]
+        assert w.reconnects >= 1 and w.connected.is_set()
+    finally:
+        w.stop()
+    assert all(r.box == b.name and r.kind == "container" for r in got)
