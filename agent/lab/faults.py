@@ -57,8 +57,27 @@ def _nft_drop(lab: Lab, box: LabBox) -> None:
     shell.run([*_in_box_ns(lab, box), "nft", "-f", "-"], input_text=NFT_L3)
 
 
+def _delete_table(lab: Lab, box: LabBox, table: str) -> None:
+    """Delete an nft table in the box's namespace; already gone (e.g. a restarted container) is fine."""
+    if box.kind == "container" and _ctr_state(box) not in ("running", "paused"):
+        return
+    proc = shell.run([*_in_box_ns(lab, box), "nft", "delete", "table", "inet", table], check=False)
+    if proc.returncode != 0 and "no such file" not in proc.stderr.lower():
+        raise LabError(f"box {box.name}: cannot delete nft table {table}: {proc.stderr.strip()}")
+
+
 def _nft_undrop(lab: Lab, box: LabBox) -> None:
-    shell.run([*_in_box_ns(lab, box), "nft", "delete", "table", "inet", NFT_TABLE])
+    _delete_table(lab, box, NFT_TABLE)
+
+
+def _ctr_state(box: LabBox) -> str:
+    return shell.run(["docker", "inspect", "-f", "{{.State.Status}}", box.container]).stdout.strip()
+
+
+def _ctr_networks(box: LabBox) -> list[str]:
+    out = shell.run(["docker", "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                     box.container]).stdout
+    return out.split()
 
 
 def _ctr_disconnect(lab: Lab, box: LabBox) -> None:
@@ -66,7 +85,10 @@ def _ctr_disconnect(lab: Lab, box: LabBox) -> None:
 
 
 def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.network, box.container])
+    # Clears tolerate a box someone else healed meanwhile (e.g. a remediation test reconnected it).
+    if box.network not in _ctr_networks(box):
+        shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.network,
+                   box.container])
     mac = lab._container_mac(box.container)
     if mac and box.mac and mac != box.mac:
         log.warning("lab %s: box %s came back with MAC %s (was %s)", lab.run_id, box.name, mac, box.mac)
@@ -86,8 +108,12 @@ def _ctr_pause(lab: Lab, box: LabBox) -> None:
 
 
 def _ctr_unpause(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "unpause", box.container])
-    shell.run([*_in_box_ns(lab, box), "nft", "delete", "table", "inet", NFT_L4_TABLE])
+    status = _ctr_state(box)
+    if status == "paused":
+        shell.run(["docker", "unpause", box.container])
+    elif status != "running":
+        shell.run(["docker", "start", box.container])
+    _delete_table(lab, box, NFT_L4_TABLE)
 
 
 def _ctr_stop(lab: Lab, box: LabBox) -> None:
@@ -95,7 +121,11 @@ def _ctr_stop(lab: Lab, box: LabBox) -> None:
 
 
 def _ctr_start(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "start", box.container])
+    status = _ctr_state(box)
+    if status == "paused":
+        shell.run(["docker", "unpause", box.container])
+    elif status != "running":
+        shell.run(["docker", "start", box.container])
 
 
 def _vm_link_down(lab: Lab, box: LabBox) -> None:

@@ -114,7 +114,7 @@ class Lab:
 
     @classmethod
     def load(cls, run_id: str | None = None) -> Lab:
-        """The lab with this run id, or (None) the newest persistent lab, else the newest one with a live owner."""
+        """The lab with this run id, or (None) the newest persistent lab (one made by `lab up`)."""
         if run_id is not None:
             names.check_run_id(run_id)
             st = state.read(run_id)
@@ -123,11 +123,12 @@ class Lab:
             return cls(st)
         candidates = [s for s in (state.read(r) for r in state.run_ids()) if s and s.get("complete")]
         persistent = [s for s in candidates if s.get("persistent")]
-        live = [s for s in candidates if state.owner_alive(s)]
-        pick = persistent or live
-        if not pick:
-            raise LabError("no lab is up; make one with `vobox-agent lab up`")
-        return cls(max(pick, key=lambda s: s.get("created_s", 0)))
+        if not persistent:
+            # Labs of running processes (tests) are never picked implicitly: `lab down` must not hit them.
+            live = [s["run_id"] for s in candidates if state.owner_alive(s)]
+            hint = f" (labs of running processes: {', '.join(live)}; pick one with --run-id)" if live else ""
+            raise LabError(f"no lab is up; make one with `vobox-agent lab up`{hint}")
+        return cls(max(persistent, key=lambda s: s.get("created_s", 0)))
 
     def down(self) -> list[str]:
         """Remove everything this lab made (containers, network, namespaces, links, influxd, files)."""

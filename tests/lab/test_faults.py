@@ -97,3 +97,17 @@ def test_unknown_box_and_fault_are_errors_naming_the_valid_ones(lab):
     with pytest.raises(LabError, match="valid: l2, l3, l4, stop"):
         lab.fault("ctr1", "l7")
     assert lab.faults() == {}
+
+
+def test_clear_tolerates_a_box_healed_meanwhile(clean_lab):
+    """A remediation may heal a box behind the lab's back; clear() must still succeed and leave it healthy."""
+    b = clean_lab.box("ctr2")
+    clean_lab.fault("ctr2", "l2")
+    subprocess.run(["docker", "network", "connect", "--ip", b.ipv4, "--ip6", b.ipv6, b.network, b.container],
+                   check=True, capture_output=True)
+    clean_lab.clear("ctr2")
+    clean_lab.fault("ctr2", "l4")
+    subprocess.run(["docker", "unpause", b.container], check=True, capture_output=True)
+    subprocess.run(["docker", "restart", "-t", "1", b.container], check=True, capture_output=True)
+    clean_lab.clear("ctr2")
+    assert box_symptoms(clean_lab, "ctr2") == HEALTHY
