@@ -1,0 +1,117 @@
+"""`vobox-agent remediate` end to end: real config, real lab containers, history persisted across runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import docker
+import pytest
+
+from tests.remediations.conftest import tcp_ok, wait_for
+
+pytestmark = pytest.mark.lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def write_config(lab, tmp_path, cooldown, max_per_box):
+    lines = [f"""
+[agent]
+interval = 2
+timeout = 1.0
+state_dir = "{tmp_path / 'state'}"
+site = "lab"
+
+[influxdb]
+url = "http://127.0.0.1:8086"
+
+[remediation]
+enabled = true
+cooldown = {cooldown}
+max_per_box_per_hour = {max_per_box}
+max_per_hour = 20
+verify = 1
+stop_timeout = 1
+"""]
+    for b in lab.boxes:
+        lines.append(f"""
+[[box]]
+name = "{b.name}"
+kind = "{b.kind}"
+ipv4 = "{b.ipv4}"
+ipv6 = "{b.ipv6}"
+tcp_ports = {list(b.tcp_ports)}
+""")
+        if b.container:
+            lines.append(f'container = "{b.container}"\nnetwork = "{b.network}"\n'
+                         f'remediate = ["reconnect_network", "restart_container"]\n')
+        else:
+            lines.append('remediate = ["command"]\ncommand = ["true", "{box}"]\n')
+    path = tmp_path / "agent.toml"
+    path.write_text("".join(lines))
+    return str(path)
+
+
+def remediate(lab, cfg, *args):
+    proc = subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "remediate", "-c", cfg, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.returncode, records, proc.stderr
+
+
+def test_manual_restart_then_cap_counts_across_runs(rlab, tmp_path):
+    lab = rlab
+    b = lab.box("ctr1")
+    ctr = docker.from_env().containers.get(b.container)
+    ctr.pause()
+    try:
+        cfg = write_config(lab, tmp_path, cooldown=0, max_per_box=1)
+        code, records, err = remediate(lab, cfg, "ctr1", "restart_container")
+        assert code == 0, err
+        r, = records
+        assert (r["action"], r["trigger"], r["ok"], r["recovered"], r["dry_run"]) == \
+            ("restart_container", "manual", True, True, False)
+        assert tcp_ok(lab, b.ipv4, b.tcp_ports[0])
+        saved = json.loads((tmp_path / "state" / "remediation-history.json").read_text())
+        assert [(a["box"], a["trigger"]) for a in saved["actions"]] == [("ctr1", "manual")]
+        # A second process sees the first action: the per-box cap (1/hour) refuses, and says so.
+        code, records, err = remediate(lab, cfg, "ctr1", "restart_container")
+        assert code == 2 and "cap reached" in err
+        assert records and records[0]["detail"].startswith("cap reached") and records[0]["ok"] is False
+    finally:
+        ctr.reload()
+        if ctr.attrs["State"]["Paused"]:
+            ctr.unpause()
+
+
+def test_dry_run_then_cooldown_refuses(rlab, tmp_path):
+    lab = rlab
+    b = lab.box("ctr2")
+    started = docker.from_env().containers.get(b.container).attrs["State"]["StartedAt"]
+    cfg = write_config(lab, tmp_path, cooldown=600, max_per_box=5)
+    code, records, err = remediate(lab, cfg, "ctr2", "restart_container", "--dry-run", "--no-verify")
+    assert code == 0, err
+    assert records[0]["dry_run"] is True and records[0]["detail"].startswith("dry-run: would")
+    assert docker.from_env().containers.get(b.container).attrs["State"]["StartedAt"] == started
+    code, records, err = remediate(lab, cfg, "ctr2", "restart_container", "--dry-run")
+    assert code == 2 and "cooldown" in err
+
+
+@pytest.mark.parametrize("box, action, message", [
+    pytest.param("nosuch", "restart_container", "unknown box 'nosuch'", id="unknown-box"),
+    pytest.param("ctr1", "reboot", "unknown remediation action 'reboot'", id="unknown-action"),
+    pytest.param("vm1", "restart_container", "has no container configured", id="vm-has-no-container"),
+])
+def test_refusals_exit_2(rlab, tmp_path, box, action, message):
+    cfg = write_config(rlab, tmp_path, cooldown=0, max_per_box=5)
+    code, _, err = remediate(rlab, cfg, box, action)
+    assert code == 2 and message in err
+
+
+def test_vm_command_placeholder_and_exit_status(rlab, tmp_path):
+    cfg = write_config(rlab, tmp_path, cooldown=0, max_per_box=5)
+    code, records, err = remediate(rlab, cfg, "vm1", "command", "--no-verify")
+    assert code == 0, err
+    assert "['true', 'vm1'] exit 0" in records[0]["detail"]
