@@ -62,7 +62,15 @@ def test_cli_round_trip(lab_available):
     assert lab_traces(run_id) == []
 
 
-def test_cli_without_a_lab_says_how_to_make_one():
+def test_cli_unknown_run_id_is_an_error():
     proc = cli("status", run_id="000000")
     assert proc.returncode == 1
     assert "no lab with run id '000000'" in proc.stderr
+
+
+@pytest.mark.parametrize("action", [("status",), ("fault", "ctr1", "l2"), ("down",), ("config",)])
+def test_cli_without_a_lab_says_how_to_make_one(tmp_path, monkeypatch, action):
+    monkeypatch.setenv("VOBOX_LAB_STATE_DIR", str(tmp_path))  # an empty lab registry
+    proc = cli(*action)
+    assert proc.returncode == 1
+    assert "no lab is up; make one with `vobox-agent lab up`" in proc.stderr
