@@ -18,13 +18,6 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE_TAG = "vobox-agent-base:bookworm"
-PROBE_SNIPPET = """
-import json, sys
-from probes import Target, sweep
-addr, port = sys.argv[1], int(sys.argv[2])
-res = sweep([Target(addr, "icmp"), Target(addr, "arp"), Target(addr, "tcp", port)], timeout_s=2.0)
-print(json.dumps([{"probe": r.probe, "ok": r.ok, "rtt_ms": r.rtt_ms, "error": r.error} for r in res]))
-"""
 
 
 def _docker(*args, timeout_s=900, check=True):
@@ -71,12 +64,33 @@ def test_agent_container_on_the_lab_segment_probes_the_boxes(ops_lab, agent_imag
     box = boxes[0]
     try:
         proc = _docker("run", "--rm", "--name", name, "--cap-drop", "ALL", "--cap-add", "NET_RAW",
-                       "--cap-add", "NET_ADMIN", "--network", ops_lab.network, "--ip", free,
-                       "--entrypoint", "python", agent_image, "-c", PROBE_SNIPPET, box.ipv4, str(box.tcp_ports[0]),
+                       "--cap-add", "NET_ADMIN", "--network", ops_lab.network, "--ip", free, agent_image,
+                       "probe", "--probe", "icmp,arp,tcp", "--port", str(box.tcp_ports[0]), "--json", box.ipv4,
                        timeout_s=120, check=False)
     finally:
         _docker("rm", "-f", name, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
     assert {r["probe"]: r["ok"] for r in results} == {"icmp": True, "arp": True, "tcp": True}, results
-    assert all(r["rtt_ms"] is not None and r["rtt_ms"] < 1000 for r in results)
+    assert all(r["target"] == box.ipv4 and r["rtt_ms"] is not None and r["rtt_ms"] < 1000 for r in results)
+
+
+@pytest.mark.lab
+def test_agent_container_probe_of_a_paused_box_fails_at_l4(ops_lab, agent_image):
+    """The same container run sees a fault: a paused box still answers ping and ARP, not TCP."""
+    box = [b for b in ops_lab.boxes if b.kind == "container"][1]
+    subnet = ipaddress.ip_network(ops_lab.ipv4_subnet)
+    used = {b.ipv4 for b in ops_lab.boxes} | {ops_lab.monitor_ipv4}
+    free = [str(a) for a in reversed(list(subnet.hosts())) if str(a) not in used][1]
+    name = f"vbxops-agent-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ops_lab.fault(box.name, "l4")
+    try:
+        proc = _docker("run", "--rm", "--name", name, "--cap-drop", "ALL", "--cap-add", "NET_RAW",
+                       "--cap-add", "NET_ADMIN", "--network", ops_lab.network, "--ip", free, agent_image,
+                       "probe", "--probe", "icmp,arp,tcp", "--port", str(box.tcp_ports[0]), "--timeout", "1",
+                       "--json", box.ipv4, timeout_s=120, check=False)
+    finally:
+        _docker("rm", "-f", name, check=False)
+        ops_lab.clear(box.name)
+    results = json.loads(proc.stdout)
+    assert {r["probe"]: r["ok"] for r in results} == {"icmp": True, "arp": True, "tcp": False}, results
