@@ -51,6 +51,15 @@ def register(subparsers) -> None:
     clear.add_argument("box")
     clear.set_defaults(func=cmd_clear)
 
+    influx = sub.add_parser("influx", parents=[common], help="InfluxDB outage: stop or start the lab's influxd")
+    influx.add_argument("action", choices=("stop", "start"))
+    influx.set_defaults(func=cmd_influx)
+
+    segment = sub.add_parser("segment", parents=[common],
+                             help="take the whole L2 segment (macvlan parent) down or up: every box at once")
+    segment.add_argument("action", choices=("down", "up"))
+    segment.set_defaults(func=cmd_segment)
+
     down = sub.add_parser("down", parents=[common], help="remove the lab (everything `up` made, InfluxDB included)")
     down.add_argument("--all", action="store_true", help="remove every lab on this machine, live or not")
     down.set_defaults(func=cmd_down)
@@ -172,6 +181,38 @@ def cmd_clear(args) -> int:
     except LabError as exc:
         return _fail(str(exc))
     print(f"box {args.box}: " + (f"fault {before} cleared" if before else "had no fault") + "; it answers")
+    return 0
+
+
+def cmd_influx(args) -> int:
+    """Stop or start the lab's InfluxDB."""
+    from agent.lab import LabError
+
+    try:
+        lab = _load(args)
+        if not lab.status()["influx"].get("wanted"):
+            return _fail(f"lab {lab.run_id} was made without InfluxDB (`lab up` without --no-influx)")
+        lab.influx_stop() if args.action == "stop" else lab.influx_start()
+    except LabError as exc:
+        return _fail(str(exc))
+    print(f"lab {lab.run_id}: influxd " + ("stopped" if args.action == "stop" else f"up at {lab.influx_url}"))
+    return 0
+
+
+def cmd_segment(args) -> int:
+    """Take the lab's L2 segment down or up."""
+    from agent.lab import LabError
+
+    try:
+        lab = _load(args)
+        if args.action == "down":
+            lab.segment_down()
+        else:
+            lab.segment_up()
+            lab.wait_ready()
+    except LabError as exc:
+        return _fail(str(exc))
+    print(f"lab {lab.run_id}: segment {lab.parent_link} {args.action}")
     return 0
 
 

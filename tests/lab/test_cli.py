@@ -56,6 +56,17 @@ def test_cli_round_trip(lab_available):
         clear = cli("clear", "ctr1", run_id=run_id)
         assert clear.returncode == 0, clear.stderr
         assert lab.box_answers("ctr1")
+
+        # InfluxDB outage and the whole segment, each driven from a process that did not start it
+        assert cli("influx", "stop", run_id=run_id).returncode == 0
+        assert json.loads(cli("status", "--json", run_id=run_id).stdout)["influx"]["running"] is False
+        start = cli("influx", "start", run_id=run_id)
+        assert start.returncode == 0, start.stderr
+        assert json.loads(cli("status", "--json", run_id=run_id).stdout)["influx"]["answers"] is True
+        assert cli("segment", "down", run_id=run_id).returncode == 0
+        assert not lab.tcp_ok(lab.box("vm1").ipv4, 1093, 0.5)
+        assert cli("segment", "up", run_id=run_id).returncode == 0
+        assert lab.box_answers("vm1") and lab.box_answers("ctr1")
     finally:
         down = cli("down", "--run-id", run_id)
     assert down.returncode == 0, down.stderr
