@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 CONFIDENCE = 0.95
 DAY_S = 86400.0
 KINDS = ("container", "vm")
+KIND_LABELS = {"container": "all containers", "vm": "all VMs"}
 LAYERS = ("l2", "l3", "l4")
+MAX_FREEZE_ROWS = 200
 
 
 # =========================================================================== pure statistics
@@ -374,7 +377,7 @@ def build_report(obs: FleetObservation) -> Report:
         bs = [b for b in obs.boxes if b.kind == kind]
         if not bs:
             continue
-        kinds.append(_group(kind, kind, bs, [f for f in obs.freezes if f.kind == kind], obs.interval_s, fallback))
+        kinds.append(_group(KIND_LABELS.get(kind, kind), kind, bs, [f for f in obs.freezes if f.kind == kind], obs.interval_s, fallback))
     boxes = tuple(_group(b.box, b.kind, [b], [f for f in obs.freezes if f.box == b.box], obs.interval_s, fallback)
                   for b in obs.boxes)
     by = {g.kind: g for g in kinds}
@@ -511,13 +514,15 @@ def chart_availability(report: Report) -> str:
 
     ticks = [(y_of(v), f"{v:g}%") for v in _nice_ticks(y_min, 100)]
     body = _axes(ticks, _time_ticks(obs.start_ms, obs.end_ms, x_of, obs.bucket_s), "availability")
-    half = obs.bucket_s * 500
+    def x_mid(t: int) -> float:  # middle of the part of the bucket inside the range
+        return x_of((max(t, obs.start_ms) + min(t + obs.bucket_s * 1000, obs.end_ms)) / 2)
+
     for kind, pts in sorted(series.items()):
         color = _COLORS.get(kind, "#333")
-        path = " ".join(f"{x_of(t + half):.1f},{y_of(v):.1f}" for t, v in sorted(pts))
+        path = " ".join(f"{x_mid(t):.1f},{y_of(v):.1f}" for t, v in sorted(pts))
         body.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
         for t, v in pts:
-            body.append(f'<circle cx="{x_of(t + half):.1f}" cy="{y_of(v):.1f}" r="2.5" fill="{color}">'
+            body.append(f'<circle cx="{x_mid(t):.1f}" cy="{y_of(v):.1f}" r="2.5" fill="{color}">'
                         f'<title>{kind} {_iso(t)}: {v:.3f}%</title></circle>')
     body += _legend([(k, _COLORS.get(k, "#333")) for k in sorted(series)])
     unit = "day" if obs.bucket_s >= 86400 else "hour"
@@ -574,8 +579,11 @@ def chart_mttr(report: Report) -> str:
     """MTTR per kind with its 95% interval (bars with error bars)."""
     groups = [g for g in report.kinds if g.mttr_s.value is not None]
     top = max([60.0] + [g.mttr_s.high or g.mttr_s.value or 0 for g in groups])
-    ticks = _nice_ticks(0, top)
-    top = max(top, ticks[-1])
+    unit = 3600 if top > 3 * 3600 else 60 if top > 180 else 1
+    ticks = [t * unit for t in _nice_ticks(0, top / unit)]
+    if ticks[-1] < top:
+        ticks.append(ticks[-1] + (ticks[1] - ticks[0] if len(ticks) > 1 else top))
+    top = ticks[-1]
 
     def y_of(v: float) -> float:
         return _H - _B - v / top * (_H - _T - _B)
@@ -601,14 +609,20 @@ def chart_mttr(report: Report) -> str:
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}table{border-collapse:collapse;font-size:13px}
-th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f4f4f4}
-td:first-child,th:first-child,td:nth-child(2){text-align:left}p.verdict{font-size:15px;font-weight:600}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;white-space:nowrap}th{background:#f4f4f4}
+td.n,th.n{text-align:right}p.verdict{font-size:15px;font-weight:600}
 figure{margin:12px 0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}.note{color:#666;font-size:12px}"""
 
 
+def _is_number(cell: str) -> bool:
+    return bool(re.match(r"^-?\d", cell)) and not re.match(r"^\d{4}-\d\d-\d\d ", cell)
+
+
 def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    numeric = [bool(rows) and all(_is_number(r[i]) or r[i] in ("", "-") for r in rows) for i in range(len(headers))]
+    head = "".join(f"<th{' class=n' if numeric[i] else ''}>{html.escape(h)}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if numeric[i] else ''}>{html.escape(c)}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -627,7 +641,8 @@ def render_html(report: Report) -> str:
         "<h2>Per kind</h2>", _html_table(HEADERS, rows_for(report.kinds)),
         chart_availability(report), chart_freezes_per_day(report), chart_mttr(report),
         "<h2>Per box</h2>", _html_table(HEADERS, rows_for(report.boxes)),
-        "<h2>Freezes</h2>", _html_table(["start", "box", "kind", "layer", "duration", ""], freeze_rows),
+        f"<h2>Freezes ({len(freeze_rows)}{', the last ' + str(MAX_FREEZE_ROWS) + ' shown' if len(freeze_rows) > MAX_FREEZE_ROWS else ''})</h2>",
+        _html_table(["start", "box", "kind", "layer", "duration", ""], freeze_rows[:MAX_FREEZE_ROWS]),
     ]
     if rem_rows:
         parts += ["<h2>Remediations</h2>", _html_table(["action", "actions", "recovered", "success"], rem_rows)]

@@ -166,7 +166,7 @@ def test_report_command(fleet_data, tmp_path):  # noqa: F811
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    kind_rows = {ln.split()[0]: ln for ln in lines if ln.split() and ln.split()[0] in ("container", "vm")}
+    kind_rows = {ln.split()[2]: ln for ln in lines if ln.startswith("all ")}
     avail = {k: float(re.search(r"(\d+\.\d+)% \[", v).group(1)) for k, v in kind_rows.items()}
     assert avail == pytest.approx({k: round(v, 3) for k, v in fleet_data.facts.availability_kind.items()}, abs=1e-3)
     assert "containers vs VMs: not yet significant (p=1" in proc.stdout
