@@ -168,7 +168,9 @@ def check_influx(influx: Any, session: Any = None, create_database: bool = False
     """InfluxDB reachable (/ping), credentials accepted, database (v1) or bucket (v2) present."""
     import requests
 
-    session = session or requests.Session()
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False  # like the agent's writer: no proxy from the environment
     url = str(_cfg(influx, "url", default="http://127.0.0.1:8086")).rstrip("/")
     api = _cfg(influx, "api", default="v1")
     results = []
