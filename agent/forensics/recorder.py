@@ -109,10 +109,18 @@ class Snapshot:
                       ) -> tuple[tuple[Record, ...], ...]:
         """The records of these addresses, per cycle (empty cycles dropped), newest kept within max_bytes."""
         wanted = {normalize_address(a) for a in addresses}
-        wanted |= set(addresses)
+        # Each distinct address spelling is normalized once (not once per record).
+        canon: dict[str, bool] = {}
+
+        def is_mine(address: str) -> bool:
+            hit = canon.get(address)
+            if hit is None:
+                hit = canon[address] = address in wanted or normalize_address(address) in wanted
+            return hit
+
         picked: list[list[Record]] = []
         for cycle in self.cycles:
-            mine = [r for r in cycle if r[3] in wanted or normalize_address(r[3]) in wanted]
+            mine = [r for r in cycle if is_mine(r[3])]
             if mine:
                 picked.append(mine)
         # Byte bound per box: drop oldest records first.
