@@ -44,7 +44,8 @@ def panel(kind: str, title: str, grid: tuple[int, int, int, int], targets: list[
           description: str = "", unit: str | None = None, decimals: int | None = None,
           options: dict | None = None, custom: dict | None = None, mappings: list | None = None,
           thresholds: list | None = None, overrides: list | None = None,
-          transformations: list | None = None, min_value=None, max_value=None) -> dict:
+          transformations: list | None = None, min_value=None, max_value=None,
+          display_name: str | None = None) -> dict:
     """A panel of type `kind` at grid (x, y, w, h)."""
     x, y, w, h = grid
     defaults: dict = {}
@@ -52,6 +53,8 @@ def panel(kind: str, title: str, grid: tuple[int, int, int, int], targets: list[
         defaults["unit"] = unit
     if decimals is not None:
         defaults["decimals"] = decimals
+    if display_name:
+        defaults["displayName"] = display_name
     if min_value is not None:
         defaults["min"] = min_value
     if max_value is not None:
@@ -217,6 +220,7 @@ def fleet_dashboard() -> dict:
         unit="s", options={**stat_options(), "reduceOptions": {"calcs": ["lastNotNull"], "fields": "/^mtbf_s$/",
                                                                 "values": True}},
         description="box-time up / number of freezes, per kind (up cycles x $cycle_s)",
+        display_name="${__data.fields.kind}",
         transformations=[
             {"id": "merge", "options": {}},
             {"id": "calculateField", "options": {
