@@ -376,9 +376,13 @@ class EvidenceCollector:
         """A freeze was detected: snapshot the capture, queue the bundle, return its path (for the `evidence` field)."""
         return self._submit("open", box, start_s, None, layer, results, known_macs)
 
-    def freeze_closed(self, box: BoxRef, start_s: float, end_s: float, results: Iterable[Any] = ()) -> str:
-        """The freeze ended: add recovery.pcap and the recovery to the bundle; returns its path."""
-        return self._submit("close", box, start_s, end_s, None, results, None)
+    def freeze_closed(self, box: BoxRef, start_s: float, end_s: float, results: Iterable[Any] = (),
+                      layer: str | None = None) -> str:
+        """The freeze ended (end_s: its first healthy cycle): add recovery.pcap and the recovery; returns the path.
+
+        layer: the deepest layer seen during the freeze, when it differs from the one given at onset.
+        """
+        return self._submit("close", box, start_s, end_s, layer, results, None)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until every queued job is done (tests, shutdown); False on timeout."""
@@ -416,7 +420,20 @@ class EvidenceCollector:
                 self._thread = threading.Thread(target=self._work, name="evidence", daemon=True)
                 self._thread.start()
 
+    def _load_open(self) -> None:
+        """Bundles whose freeze was still open when the agent stopped stay protected from retention."""
+        for b in retention.scan(evidence_root(self.state_dir)):
+            try:
+                if read_summary(b.path).get("open"):
+                    self._open.add(os.path.normpath(b.path))
+            except (OSError, ValueError):
+                pass
+
     def _work(self) -> None:
+        try:
+            self._load_open()
+        except Exception:
+            log.exception("evidence: cannot scan %s for open bundles", evidence_root(self.state_dir))
         while True:
             job = self._queue.get()
             try:
@@ -548,6 +565,8 @@ class EvidenceCollector:
         recovery["headline"] = ("all probes answered again" if not analysis.findings else analysis.headline)
         recovery["findings"] = [asdict(f) for f in analysis.findings]
         recovery["results"] = [_result_dict(r) for r in job.results]
+        if job.layer:
+            summary["layer"] = job.layer
         summary.update(open=False, end_s=job.end_s, end=iso(job.end_s),
                        duration_s=round(job.end_s - job.start_s, 3) if job.end_s is not None else None,
                        recovery=recovery)

@@ -207,7 +207,13 @@ class FlightRecorder:
         """All cycles now held (sealed ones plus the current one); O(cycles), no copying of records."""
         with self._lock:
             cycles = [c for c, _ in self._sealed]
-            current = tuple(self._current)
+            current: tuple[Record, ...] = ()
+            for _attempt in range(5):
+                try:
+                    current = tuple(self._current)
+                    break
+                except RuntimeError:  # a sweep appended while we copied: try again
+                    continue
         if current:
             cycles.append(current)
         return Snapshot(cycles=tuple(cycles))

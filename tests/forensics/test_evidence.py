@@ -177,3 +177,36 @@ def test_cli_lists_and_shows(tmp_path, capsys):
     assert main(["evidence", "show", str(tmp_path)]) == 1
     assert main(["evidence", "--since", "soon", "--state-dir", str(tmp_path)]) == 2
     ec.close()
+
+
+def test_open_bundles_of_a_previous_run_are_kept_and_close_updates_layer(tmp_path):
+    ec = EvidenceCollector(str(tmp_path), _recorder(), run=FakeRun(), collectors={})
+    old = ec.freeze_opened(BoxRef("old", "vm", (A,)), T0 - 100, "l2")
+    assert ec.wait(10)
+    ec.close()
+    # A new agent process: the old freeze is still open, so retention must not take it.
+    ec2 = EvidenceCollector(str(tmp_path), _recorder(), run=FakeRun(), collectors={}, max_bundles=1)
+    new = ec2.freeze_opened(BoxRef("new", "vm", (A,)), T0, "l3")
+    assert ec2.wait(10)
+    assert os.path.isdir(old) and os.path.isdir(new)
+    ec2.freeze_closed(BoxRef("old", "vm", (A,)), T0 - 100, T0 - 50, layer="l3")
+    assert ec2.wait(10)
+    ec2.freeze_closed(BoxRef("new", "vm", (A,)), T0, T0 + 5)
+    assert ec2.wait(10)
+    assert not os.path.isdir(old) and os.path.isdir(new)
+    ec2.close()
+
+
+def test_cli_reads_state_dir_from_config(tmp_path, capsys):
+    from agent.cli import main
+
+    ec = EvidenceCollector(str(tmp_path), _recorder(), run=FakeRun(), collectors={})
+    ec.freeze_opened(BOX, T0, "l2", RESULTS)
+    assert ec.wait(10)
+    ec.close()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n\n[[box]]\nname = "v"\nkind = "vm"\nipv4 = "192.0.2.5"\n')
+    capsys.readouterr()
+    assert main(["evidence", "-c", str(cfg), "--since", "100000d", "ctr1"]) == 0
+    assert "no ARP reply" in capsys.readouterr().out
+    assert main(["evidence", "-c", str(tmp_path / "missing.toml")]) == 2

@@ -105,3 +105,25 @@ def test_write_pcap_empty_is_still_a_valid_file(tmp_path):
     result = write_pcap(str(tmp_path / "e.pcap"), [])
     assert result.packets == 0 and result.bytes_written == 24
     assert len(rdpcap(str(tmp_path / "e.pcap"))) == 0
+
+
+def test_snapshot_while_another_thread_records():
+    import threading
+
+    rec = FlightRecorder({"a": [BOX_A]})
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            rec.record(1.0, "out", "icmp", BOX_A, b"x", 101)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for _ in range(200):
+            rec.snapshot()
+            rec.end_cycle()
+    finally:
+        stop.set()
+        t.join()
+    assert len(rec.snapshot().cycles) <= rec.cycles + 1
