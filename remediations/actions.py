@@ -147,7 +147,16 @@ class ReconnectNetwork(Action):
             extra["mac_address"] = old_mac  # honoured on connect only from API 1.44
         if before:
             net.disconnect(ctr, force=True)
-        net.connect(ctr, ipv4_address=ipv4, ipv6_address=ipv6, aliases=aliases or None, **extra)
+        for attempt in (1, 2):
+            try:
+                net.connect(ctr, ipv4_address=ipv4, ipv6_address=ipv6, aliases=aliases or None, **extra)
+                break
+            except docker.errors.APIError as exc:
+                if attempt == 2:
+                    raise ActionError(f"connect {target.container} to {net.name} with ipv4={ipv4} ipv6={ipv6} "
+                                      f"failed twice, container left disconnected: {exc}") from None
+                log.warning("box %s: connect to %s failed (%s); retrying once", target.box, net.name, exc)
+                time.sleep(0.5)
         ctr.reload()
         after = _endpoint(ctr, net.name)
         if not after:

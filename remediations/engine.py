@@ -74,10 +74,17 @@ class Remediator:
 
     # ---- inputs -------------------------------------------------------------------------------
 
-    def on_freeze_state(self, box: str, state: str, layer: str, now_s: float) -> list[PlannedAction]:
-        """Feed one cycle's freeze state (up|suspect|frozen|recovering) and layer; returns actions to run."""
+    def on_freeze_state(self, box: str, state: str, layer: str, now_s: float,
+                        held: bool = False) -> list[PlannedAction]:
+        """Feed one cycle's freeze state (up|suspect|frozen|recovering) and layer; returns actions to run.
+
+        HELD (e.g. the box is part of an open segment freeze) keeps a frozen box from being acted on;
+        the first frozen state after the hold ends acts as if the box had just frozen."""
         with self._lock:
             b = self._box(box)
+            if state == "frozen" and held:
+                b.frozen, b.layer, b.up_since_s = False, layer, None
+                return []
             if state == "frozen":
                 was_frozen = b.frozen
                 b.frozen, b.layer, b.up_since_s = True, layer, None

@@ -14,6 +14,7 @@ from remediations.model import HistoryEntry
 log = logging.getLogger(__name__)
 
 FILE_NAME = "remediation-history.json"
+STATUS_FILE_NAME = "remediation-status.json"
 KEEP_S = 3600.0
 
 
@@ -53,10 +54,15 @@ def _read(path: str) -> list[HistoryEntry]:
 
 
 def _write(path: str, entries: list[HistoryEntry]) -> None:
-    payload = {"version": 1, "actions": [
+    write_json_atomic(path, {"version": 1, "actions": [
         {"time_s": e.time_s, "box": e.box, "action": e.action, "trigger": e.trigger, "dry_run": e.dry_run}
-        for e in entries]}
-    fd, tmp = tempfile.mkstemp(prefix=".history-", dir=os.path.dirname(os.path.abspath(path)))
+        for e in entries]})
+
+
+def write_json_atomic(path: str, payload: object) -> None:
+    """Write PAYLOAD as JSON to PATH atomically (temp file, fsync, rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=1)

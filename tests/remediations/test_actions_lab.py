@@ -1,6 +1,7 @@
 """Remediation actions and the engine against the real lab: Docker engine, macvlan, namespaces, packets."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -43,11 +44,12 @@ class Collector:
             return [r for r in self.records if not r.deferred]
 
 
-def run_service(lab, targets, policy=FAST, docker_factory=None):
+def run_service(lab, targets, policy=FAST, docker_factory=None, **svc_kw):
     rec = Collector()
     r = Remediator(policy, targets, reprobe=lambda box: box_healthy(lab, box) if lab.box(box).tcp_ports
                    else ping_ok(lab, lab.box(box).ipv4))
-    svc = RemediationService(r, ActionContext(docker_factory or default_docker_factory(), policy), rec, tick_s=0.1)
+    svc = RemediationService(r, ActionContext(docker_factory or default_docker_factory(), policy), rec, tick_s=0.1,
+                             **svc_kw)
     svc.start()
     return svc, rec
 
@@ -183,7 +185,8 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
     cmd = (sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')", str(marker),
            "{box} {ipv4}")
     policy = RemediationPolicy(cooldown_s=0, verify_s=0.3, max_per_box_per_hour=3, max_per_hour=20)
-    svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))], policy=policy)
+    svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))], policy=policy,
+                           history_path=str(tmp_path / "history.json"), status_path=str(tmp_path / "status.json"))
     try:
         svc.on_freeze_state("vm1", "frozen", "l3")
         assert wait_for(lambda: svc.status()["vm1"].capped, 20)
@@ -191,6 +194,9 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
         status = svc.status()["vm1"]
     finally:
         svc.stop()
+    saved = json.loads((tmp_path / "status.json").read_text())["boxes"]["vm1"]
+    assert saved["capped"].startswith("cap reached") and saved["actions_last_hour"] == 3
+    assert len(json.loads((tmp_path / "history.json").read_text())["actions"]) == 3
     assert marker.read_text().splitlines() == [f"vm1 {vm.ipv4}"] * 3
     caps = [r for r in rec.final() if r.detail.startswith("cap reached")]
     assert len(caps) == 1 and caps[0].ok is False and "max_per_box_per_hour=3" in caps[0].detail

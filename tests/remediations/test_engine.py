@@ -243,3 +243,13 @@ def test_reprobe_error_counts_as_not_recovered():
     r.tick(11.0)
     rec, = r.take_records()
     assert rec.recovered is False
+
+
+def test_held_box_is_not_acted_on_until_the_hold_ends():
+    sim = Sim()
+    for _ in range(3):
+        sim.run(sim.remediator.on_freeze_state("c1", "frozen", "l2", sim.now, held=True))
+        sim.advance(60)
+    assert sim.actions() == []
+    sim.state("c1", "frozen")
+    assert sim.actions() == ["reconnect_network"]
