@@ -365,8 +365,15 @@ class Route:
     link: str | None         # dev's parent link (macvlan, vlan), if any
 
 
+class IpToolMissing(Exception):
+    """iproute2's `ip` is not installed, so routes cannot be inspected."""
+
+
 def _ip_json(argv: list[str]) -> list[dict]:
-    proc = subprocess.run(["ip", "-j", *argv], capture_output=True, text=True, timeout=10)
+    try:
+        proc = subprocess.run(["ip", "-j", *argv], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        raise IpToolMissing("`ip` (iproute2) not found") from None
     if proc.returncode != 0:
         return []
     return json.loads(proc.stdout or "[]")
@@ -462,13 +469,18 @@ def check_macvlan_trap(boxes: Sequence[Any], networks: dict[str, dict],
                                    "the agent is not on the macvlan network's own host side"))
             continue
         unreached = []
-        for box in nboxes:
-            for addr in (_cfg(box, "ipv4"), _cfg(box, "ipv6")):
-                if not addr:
-                    continue
-                r = route(addr)
-                if not (r.kind == "macvlan" and r.link == parent):
-                    unreached.append((_cfg(box, "name"), addr, r.dev))
+        try:
+            for box in nboxes:
+                for addr in (_cfg(box, "ipv4"), _cfg(box, "ipv6")):
+                    if not addr:
+                        continue
+                    r = route(addr)
+                    if not (r.kind == "macvlan" and r.link == parent):
+                        unreached.append((_cfg(box, "name"), addr, r.dev))
+        except IpToolMissing as exc:
+            out.append(_warn(name, f"parent {parent} of {nname!r} is here (the agent is on its Docker host) but "
+                                   f"routes cannot be checked: {exc}", "install iproute2 and run doctor again"))
+            continue
         if not unreached:
             out.append(_pass(name, f"on the Docker host of {nname!r} (parent {parent}), and every box "
                                    "address is routed through a macvlan shim on that parent"))

@@ -244,3 +244,19 @@ def test_cli_exit_codes(tmp_path):
     assert p.returncode == 1
     assert "PASS  raw-socket privilege" in p.stdout and "FAIL  influxdb reachable" in p.stdout
     assert "      fix: check [influxdb] url" in p.stdout
+
+
+def test_trap_check_without_the_ip_tool_warns():
+    def no_ip(_addr):
+        raise doctor.IpToolMissing("`ip` (iproute2) not found")
+    box = config.loads('[[box]]\nname = "b"\nkind = "container"\nipv4 = "198.18.0.11"\ncontainer = "c"\n'
+                       'network = "n"\n').boxes
+    nets = {"n": {"Driver": "macvlan", "Options": {"parent": "p0"}, "IPAM": {"Config": [{"Subnet": "198.18.0.0/24"}]}}}
+    res = doctor.check_macvlan_trap(box, nets, exists=lambda _n: True, route=no_ip)
+    assert [r.label for r in res] == ["WARN"] and "iproute2" in res[0].fix
+    routed = doctor.check_macvlan_trap(box, nets, exists=lambda _n: True,
+                                       route=lambda _a: doctor.Route("vobox-shim", "macvlan", "p0"))
+    assert [r.label for r in routed] == ["PASS"]
+    wrong_parent = doctor.check_macvlan_trap(box, nets, exists=lambda _n: True,
+                                             route=lambda _a: doctor.Route("shim2", "macvlan", "other0"))
+    assert [r.label for r in wrong_parent] == ["FAIL"] and "ip route add 198.18.0.11/32 dev vobox-shim" in wrong_parent[0].fix
