@@ -260,3 +260,17 @@ def test_trap_check_without_the_ip_tool_warns():
     wrong_parent = doctor.check_macvlan_trap(box, nets, exists=lambda _n: True,
                                              route=lambda _a: doctor.Route("shim2", "macvlan", "other0"))
     assert [r.label for r in wrong_parent] == ["FAIL"] and "ip route add 198.18.0.11/32 dev vobox-shim" in wrong_parent[0].fix
+
+
+@pytest.mark.lab
+def test_cli_in_the_monitor_namespace_exits_0_and_on_the_host_exits_1(ops_lab, tmp_path):
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(ops_lab.agent_config())
+    inside = subprocess.run([PY, "-m", "agent", "--netns", ops_lab.monitor_ns, "doctor", "-c", str(cfg)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert inside.returncode == 0, inside.stdout + inside.stderr
+    assert "FAIL" not in inside.stdout and f"PASS  macvlan host trap ({ops_lab.network})" in inside.stdout
+    host = subprocess.run([PY, "-m", "agent", "doctor", "-c", str(cfg)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert host.returncode == 1
+    assert f"FAIL  macvlan host trap ({ops_lab.network})" in host.stdout and "ip link add vobox-shim" in host.stdout
