@@ -69,7 +69,8 @@ def test_leftovers_of_a_crashed_lab_are_removed(lab, where):
     assert len(run_id) == 6
     assert lab_traces(run_id), "the crashed lab left nothing to clean: the test proves nothing"
     removed = cleanup_leftovers()
-    assert run_id in removed
+    # Other test sessions on this machine clean leftovers too and may have been first.
+    assert run_id in removed or not lab_traces(run_id)
     assert lab.run_id not in removed
     assert lab_traces(run_id) == []
     assert box_symptoms(lab, "ctr1")["tcp6"], "cleanup hurt the live session lab"
