@@ -26,26 +26,48 @@ def parse_duration_s(text: str) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
+def _add_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p.add_argument("-c", "--config", metavar="FILE", default=d(None),
+                   help="agent config (TOML): its agent.state_dir is used")
+    p.add_argument("--state-dir", metavar="DIR", default=d(None),
+                   help=f"state directory (default: from -c, else {DEFAULT_STATE_DIR})")
+    p.add_argument("--since", default=d("24h"), help="list bundles of freezes that started this recently (default 24h)")
+    p.add_argument("--json", action="store_true", default=d(False), help="list: one JSON object per line")
+    p.add_argument("--packets", type=int, default=d(DEFAULT_PACKETS),
+                   help=f"show: packets printed around the onset and the recovery (default {DEFAULT_PACKETS})")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the evidence subcommand (listing, and `show PATH`)."""
     p = subparsers.add_parser(
         "evidence", help="freeze evidence bundles: list them, or `evidence show PATH`",
-        description="List evidence bundles with one-line summaries (newest last), optionally only BOX's; "
+        description="List evidence bundles with one-line summaries (oldest first), optionally only BOX's; "
                     "or `evidence show PATH` to print a bundle's summary and the decoded exchange around the onset.",
         usage="vobox-agent evidence [-c FILE | --state-dir DIR] [--since 24h] [--json] [BOX]\n"
               "       vobox-agent evidence show [--packets N] PATH")
-    p.add_argument("words", nargs="*", metavar="BOX | show PATH", help="a box name, or `show` and a bundle path")
-    p.add_argument("-c", "--config", metavar="FILE", help="agent config (TOML): its agent.state_dir is used")
-    p.add_argument("--state-dir", metavar="DIR", help=f"state directory (default: from -c, else {DEFAULT_STATE_DIR})")
-    p.add_argument("--since", default="24h", help="list bundles of freezes that started this recently (default 24h)")
-    p.add_argument("--json", action="store_true", help="list: one JSON object per line")
-    p.add_argument("--packets", type=int, default=DEFAULT_PACKETS,
-                   help=f"show: packets printed around the onset and the recovery (default {DEFAULT_PACKETS})")
+    _add_options(p, defaults=True)
+    # REMAINDER, re-parsed in run(): options may then come before or after BOX / show PATH.
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="BOX | show PATH",
+                   help="a box name, or `show` and a bundle path")
     p.set_defaults(func=run)
+
+
+def _reparse(args: argparse.Namespace) -> argparse.Namespace:
+    """Options given after the positional words end up in args.words: parse them (in any order)."""
+    p = argparse.ArgumentParser(prog="vobox-agent evidence", add_help=False)
+    _add_options(p, defaults=False)
+    p.add_argument("words", nargs="*")
+    base = {k: v for k, v in vars(args).items() if k != "words"}
+    return p.parse_intermixed_args(args.words, namespace=argparse.Namespace(**base))
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch: `show PATH` or a listing; exit 2 on bad arguments, 1 when a bundle cannot be read."""
+    try:
+        args = _reparse(args)
+    except SystemExit as exc:  # argparse already printed what is wrong
+        return int(exc.code or 2)
     words = list(args.words)
     if words and words[0] == "show":
         if len(words) != 2:
@@ -126,10 +148,10 @@ def decode(pcap: str, around_s: float | None, packets: int) -> list[str]:
     shown = pkts[lo:lo + packets]
     lines = []
     if lo:
-        lines.append(f"  ... {lo} earlier packets")
+        lines.append(f"  ... {lo} earlier packet(s)")
     lines += [f"  {float(p.time) - base:+9.3f}s  {p.summary()}" for p in shown]
     if lo + len(shown) < len(pkts):
-        lines.append(f"  ... {len(pkts) - lo - len(shown)} later packets")
+        lines.append(f"  ... {len(pkts) - lo - len(shown)} later packet(s)")
     return lines
 
 

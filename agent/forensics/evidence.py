@@ -254,7 +254,8 @@ def collect_docker_events(ctx: _Context) -> dict[str, Any]:
     client = ctx.docker()
     container_id = (ctx.inspect or {}).get("Id")
     since = int(ctx.start_s - EVENTS_LOOKBACK_S)
-    until = int(ctx.now_s)  # in the past or now: the daemon replays and closes the stream
+    # Now (fractional seconds, so events of this very second count): the daemon replays and closes the stream.
+    until = f"{ctx.now_s:.6f}"
     events: list[Any] = []
     try:
         # A `container` filter would miss network connect/disconnect (their actor is the network).

@@ -167,6 +167,9 @@ def test_cli_lists_and_shows(tmp_path, capsys):
     assert main(["evidence", "--state-dir", str(tmp_path), "--since", "100000d", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["box"] for r in rows] == ["ctr1", "other"]
+    assert main(["evidence", "show", "--packets", "3", path]) == 0
+    out = capsys.readouterr().out
+    assert "... 1 earlier packet(s)" in out and "... 4 later packet(s)" in out and out.count("s  Ether") == 3
     assert main(["evidence", "show", path]) == 0
     out = capsys.readouterr().out
     assert "seen: ARP 192.0.2.10: no ARP reply" in out
@@ -207,6 +210,6 @@ def test_cli_reads_state_dir_from_config(tmp_path, capsys):
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n\n[[box]]\nname = "v"\nkind = "vm"\nipv4 = "192.0.2.5"\n')
     capsys.readouterr()
-    assert main(["evidence", "-c", str(cfg), "--since", "100000d", "ctr1"]) == 0
+    assert main(["evidence", "ctr1", "-c", str(cfg), "--since", "100000d"]) == 0
     assert "no ARP reply" in capsys.readouterr().out
     assert main(["evidence", "-c", str(tmp_path / "missing.toml")]) == 2
