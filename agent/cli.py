@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 
 # Subcommand name -> module under agent.commands. Each module exposes
 # `register(subparsers) -> None`, which adds its parser and sets `func`
@@ -28,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand that is installed."""
     parser = argparse.ArgumentParser(prog="vobox-agent", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
     parser.add_argument("--netns", metavar="NAME",
                         help="run inside this network namespace (e.g. the lab's monitor namespace)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,11 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging, enter the namespace and run the subcommand."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from agent import logs
+
+    try:
+        logs.setup(args.log_level, json=args.log_json)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # APScheduler logs every job start and end at INFO: one line per cycle is noise at 3 a.m.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.netns:
         from agent import netns
 

@@ -53,9 +53,9 @@ class RemediationService:
             self._thread.join(timeout_s)
         self._flush()
 
-    def on_freeze_state(self, box: str, state: str, layer: str) -> None:
-        """Feed a box's state after a probe cycle; returns at once."""
-        for plan in self.remediator.on_freeze_state(box, state, layer, self.clock()):
+    def on_freeze_state(self, box: str, state: str, layer: str, held: bool = False) -> None:
+        """Feed a box's state after a probe cycle (HELD: a segment freeze holds it); returns at once."""
+        for plan in self.remediator.on_freeze_state(box, state, layer, self.clock(), held=held):
             self._queue.put(plan)
         self._flush()
 

@@ -1,0 +1,91 @@
+"""One probe cycle's pure parts: which probes a box gets, and what its results say.
+
+A box is probed with icmp + arp on its IPv4 address, icmp6 + ndp on its IPv6
+address, and tcp on each service port over every address it has. It is
+healthy in a cycle when every one of those probes answers. The layer of a
+failure is the deepest one that failed: l2 (ARP/NDP unanswered), else l3
+(neighbour answered, echo did not), else l4 (echo answered, a TCP port did not).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.events import deeper
+from probes import ProbeResult, Target
+
+_LAYER_OF_PROBE = {"arp": "l2", "ndp": "l2", "icmp": "l3", "icmp6": "l3", "tcp": "l4"}
+
+
+class ProbedBox(Protocol):
+    """What a cycle needs to know of a configured box."""
+
+    name: str
+    ipv4: str | None
+    ipv6: str | None
+    tcp_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One box's outcome in one cycle."""
+
+    box: str
+    healthy: bool
+    layer: str  # none | l2 | l3 | l4
+    results: tuple[ProbeResult, ...]
+    time_s: float  # when the cycle's last probe of this box answered or timed out
+
+
+@dataclass(frozen=True, slots=True)
+class CyclePlan:
+    """All targets of a cycle, and which slice of them belongs to which box."""
+
+    targets: tuple[Target, ...]
+    slices: tuple[tuple[str, int, int], ...]  # (box name, start, stop)
+
+
+def box_targets(box: ProbedBox) -> list[Target]:
+    """The probes one box gets every cycle."""
+    targets: list[Target] = []
+    if box.ipv4:
+        targets += [Target(box.ipv4, "arp"), Target(box.ipv4, "icmp")]
+        targets += [Target(box.ipv4, "tcp", port) for port in box.tcp_ports]
+    if box.ipv6:
+        targets += [Target(box.ipv6, "ndp"), Target(box.ipv6, "icmp6")]
+        targets += [Target(box.ipv6, "tcp", port) for port in box.tcp_ports]
+    return targets
+
+
+def plan_cycle(boxes: Iterable[ProbedBox]) -> CyclePlan:
+    """Flatten every box's targets into one sweep, remembering the slices."""
+    targets: list[Target] = []
+    slices: list[tuple[str, int, int]] = []
+    for box in boxes:
+        start = len(targets)
+        targets += box_targets(box)
+        slices.append((box.name, start, len(targets)))
+    return CyclePlan(tuple(targets), tuple(slices))
+
+
+def classify(results: Sequence[ProbeResult]) -> tuple[bool, str]:
+    """(healthy, layer) of one box's results: the deepest failing layer wins."""
+    layer = "none"
+    for result in results:
+        if not result.ok:
+            layer = deeper(layer, _LAYER_OF_PROBE[result.probe])
+    return layer == "none", layer
+
+
+def verdicts(plan: CyclePlan, results: Sequence[ProbeResult], fallback_time_s: float) -> list[Verdict]:
+    """Split a sweep's results (in plan order) into one verdict per box."""
+    if len(results) != len(plan.targets):
+        raise ValueError(f"sweep returned {len(results)} results for {len(plan.targets)} targets")
+    out: list[Verdict] = []
+    for name, start, stop in plan.slices:
+        mine = tuple(results[start:stop])
+        healthy, layer = classify(mine)
+        time_s = max((r.time_s for r in mine), default=fallback_time_s)
+        out.append(Verdict(name, healthy, layer, mine, time_s))
+    return out

@@ -1,0 +1,66 @@
+"""Table tests for the pure cycle logic: targets per box and layer classification."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from agent.cycle import box_targets, classify, plan_cycle, verdicts
+from probes import ProbeResult, Target
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    ipv4: str | None
+    ipv6: str | None
+    tcp_ports: tuple[int, ...]
+
+
+def res(probe: str, ok: bool, port: int | None = None, t: float = 100.0) -> ProbeResult:
+    return ProbeResult("192.0.2.10", probe, port, ok, 1.0 if ok else None, None if ok else "timeout",
+                       None, t)
+
+
+def test_dual_stack_box_gets_every_probe():
+    box = Box("b", "192.0.2.10", "2001:db8::10", (1093, 8084))
+    assert box_targets(box) == [
+        Target("192.0.2.10", "arp"), Target("192.0.2.10", "icmp"),
+        Target("192.0.2.10", "tcp", 1093), Target("192.0.2.10", "tcp", 8084),
+        Target("2001:db8::10", "ndp"), Target("2001:db8::10", "icmp6"),
+        Target("2001:db8::10", "tcp", 1093), Target("2001:db8::10", "tcp", 8084),
+    ]
+
+
+def test_ipv6_only_box_gets_no_ipv4_probes():
+    assert {t.probe for t in box_targets(Box("b", None, "2001:db8::10", (22,)))} == {"ndp", "icmp6", "tcp"}
+
+
+@pytest.mark.parametrize(
+    "oks, expected",
+    [
+        pytest.param({"arp": 1, "icmp": 1, "tcp": 1}, (True, "none"), id="all-ok"),
+        pytest.param({"arp": 0, "icmp": 0, "tcp": 0}, (False, "l2"), id="l2-nothing-answers"),
+        pytest.param({"arp": 1, "icmp": 0, "tcp": 0}, (False, "l3"), id="l3-arp-only"),
+        pytest.param({"arp": 1, "icmp": 1, "tcp": 0}, (False, "l4"), id="l4-ping-only"),
+        pytest.param({"arp": 0, "icmp": 1, "tcp": 1}, (False, "l2"), id="l2-wins-even-if-ip-answers"),
+        pytest.param({"ndp": 1, "icmp6": 0, "tcp": 1}, (False, "l3"), id="l3-ipv6"),
+    ],
+)
+def test_classify_picks_the_deepest_failing_layer(oks, expected):
+    assert classify([res(p, bool(ok), 1093 if p == "tcp" else None) for p, ok in oks.items()]) == expected
+
+
+def test_verdicts_split_results_per_box_and_take_latest_time():
+    boxes = [Box("a", "192.0.2.10", None, (1093,)), Box("b", "192.0.2.11", None, ())]
+    plan = plan_cycle(boxes)
+    results = [res("arp", True, t=1.0), res("icmp", True, t=2.0), res("tcp", False, 1093, t=3.0),
+               res("arp", True, t=1.5), res("icmp", True, t=1.6)]
+    out = verdicts(plan, results, fallback_time_s=0.0)
+    assert [(v.box, v.healthy, v.layer, v.time_s) for v in out] == [("a", False, "l4", 3.0), ("b", True, "none", 1.6)]
+
+
+def test_verdicts_refuse_a_short_result_list():
+    plan = plan_cycle([Box("a", "192.0.2.10", None, ())])
+    with pytest.raises(ValueError, match="1 results for 2 targets"):
+        verdicts(plan, [res("arp", True)], 0.0)
