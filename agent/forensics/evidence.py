@@ -252,6 +252,11 @@ def collect_docker_events(ctx: _Context) -> dict[str, Any]:
     """The container's Docker events (its own and its network's) since a while before the freeze; non-blocking."""
     name = _need_container(ctx)
     client = ctx.docker()
+    if ctx.inspect is None:
+        try:  # network events name the container by id only
+            ctx.inspect = client.api.inspect_container(name)
+        except Exception as exc:
+            log.debug("evidence: box %s: inspect %s for its id: %s", ctx.box.name, name, exc)
     container_id = (ctx.inspect or {}).get("Id")
     since = int(ctx.start_s - EVENTS_LOOKBACK_S)
     # Now (fractional seconds, so events of this very second count): the daemon replays and closes the stream.
@@ -322,6 +327,9 @@ def render_text(summary: Mapping[str, Any]) -> str:
     rec = summary.get("recovery")
     if rec:
         lines.append(f"recovery: {rec.get('headline')} ({rec.get('pcap')}, {rec.get('packets')} packets)")
+        if rec.get("docker_events"):
+            lines.append("docker events at the end of the freeze (latest last):")
+            lines += [f"  {line}" for line in rec["docker_events"]]
     lines.append("collectors:")
     for name, status in (summary.get("collectors") or {}).items():
         if status.get("ok"):
@@ -513,11 +521,15 @@ class EvidenceCollector:
             log.exception("evidence: box %s: analysis failed", job.box.name)
             return Analysis(headline=f"analysis failed: {exc}", findings=())
 
-    def _collect(self, job: _Job, light: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _collect(self, job: _Job, light: bool, only: Iterable[str] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
         status: dict[str, Any] = {}
         ctx = _Context(box=job.box, path=job.path, start_s=job.start_s, now_s=self.clock(), ip=self._ip,
                        run=self.run, docker=self._docker, interface=self.interface)
+        wanted = set(self.collectors) if only is None else set(only)
         for name, collector in self.collectors.items():
+            if name not in wanted:
+                continue
             if light:
                 status[name] = {"ok": False, "error": "skipped: too many bundles queued (segment outage?)"}
                 continue
@@ -568,6 +580,12 @@ class EvidenceCollector:
         recovery["results"] = [_result_dict(r) for r in job.results]
         if job.layer:
             summary["layer"] = job.layer
+        if "docker_events" in self.collectors and job.box.kind == "container" and job.box.container:
+            # Again at the end: what happened during the freeze (a reconnect, a restart) is on record too.
+            status, notes = self._collect(job, light=False, only=("docker_events",))
+            summary.setdefault("collectors", {})["docker_events"] = status["docker_events"]
+            if "docker_events" in notes:
+                recovery["docker_events"] = notes["docker_events"]
         summary.update(open=False, end_s=job.end_s, end=iso(job.end_s),
                        duration_s=round(job.end_s - job.start_s, 3) if job.end_s is not None else None,
                        recovery=recovery)

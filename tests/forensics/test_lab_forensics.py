@@ -114,6 +114,7 @@ def test_l2_container_bundle_names_no_arp_reply_and_holds_the_evidence(clean_lab
     assert ec.wait(30)
     s = read_summary(path)
     assert s["open"] is False and s["recovery"]["headline"] == "all probes answered again"
+    assert any("network connect" in line for line in s["recovery"].get("docker_events", [])), (s["recovery"], s["collectors"])
     assert any(ARP in p and p[ARP].op == 2 for p in rdpcap(os.path.join(path, "recovery.pcap")))
     ec.close()
 
