@@ -97,9 +97,9 @@ def _parse(record: Record) -> _Parsed:
     if eth_bytes is None:
         return out
     try:
-        from scapy.layers.inet import ICMP, IP, TCP
+        # Importing these modules also binds their layers, so Ether() dissects down to ICMP/TCP/NDP.
+        from scapy.layers.inet import ICMP, TCP
         from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr
-        from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import ARP, Ether
 
         pkt = Ether(eth_bytes)
@@ -122,7 +122,6 @@ def _parse(record: Record) -> _Parsed:
         elif ICMP in pkt:
             icmp_type = int(pkt[ICMP].type)
             out.icmp_kind = {0: "echo-reply", 3: "unreachable", 8: "echo-request"}.get(icmp_type, str(icmp_type))
-        del IP, IPv6  # imported so scapy binds the layers
     except Exception as exc:  # a malformed frame must not stop the analysis
         log.debug("summary: cannot dissect a %s frame of probe %s: %s", direction, probe, exc)
     return out
