@@ -35,8 +35,11 @@ def _value(v) -> str:
     return json.dumps(str(v))  # a TOML basic string for plain text
 
 
-def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: str = "", **overrides) -> str:
-    """TOML text: [agent], [freeze], [influxdb] and one [[box]] per lab box (or the named `boxes`)."""
+def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: str = "",
+           box_extra: dict[str, dict] | None = None, **overrides) -> str:
+    """TOML text: [agent], [freeze], [influxdb] and one [[box]] per lab box (or the named `boxes`).
+
+    box_extra maps a box name to more keys for its [[box]] table (e.g. remediate, command)."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise TypeError(f"agent_config: unknown override(s) {', '.join(unknown)}; valid: "
@@ -60,6 +63,8 @@ def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: st
         lines.append(f"\n[{section}]")
         lines.extend(f"{k} = {_value(v)}" for k, v in keys.items())
     chosen = lab.boxes if boxes is None else tuple(lab.box(n) for n in boxes)
+    for name in box_extra or {}:
+        lab.box(name)  # an unknown box name is an error listing the valid ones
     for b in chosen:
         lines.append("\n[[box]]")
         lines.append(f"name = {_value(b.name)}")
@@ -70,6 +75,8 @@ def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: st
         if b.kind == "container":
             lines.append(f"container = {_value(b.container)}")
             lines.append(f"network = {_value(b.network)}")
+        for key, value in (box_extra or {}).get(b.name, {}).items():
+            lines.append(f"{key} = {_value(value)}")
     if extra:
         lines.append("\n" + extra.strip())
     return "\n".join(lines) + "\n"

@@ -31,3 +31,13 @@ def test_agent_config_is_accepted_by_the_agent_parser(lab):
 def test_agent_config_rejects_unknown_overrides(lab):
     with pytest.raises(TypeError, match="unknown override.*intervall"):
         lab.agent_config(intervall=3)
+
+
+def test_agent_config_box_extra_adds_keys_to_one_box(lab):
+    from agent.lab import UnknownBoxError
+
+    doc = tomllib.loads(lab.agent_config(box_extra={"vm1": {"tcp_timeout": 2.5, "tags": ["a", "b"]}}))
+    assert doc["box"][2]["tcp_timeout"] == 2.5 and doc["box"][2]["tags"] == ["a", "b"]
+    assert "tcp_timeout" not in doc["box"][0]
+    with pytest.raises(UnknownBoxError, match="boxes: ctr1, ctr2, vm1"):
+        lab.agent_config(box_extra={"vm9": {"x": 1}})
