@@ -307,6 +307,18 @@ class CorrelationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ForensicsConfig:
+    """[forensics]: the packet flight recorder and the evidence bundle written for every freeze."""
+
+    enabled: bool = _key("enabled", _boolean, "keep a packet ring and write an evidence bundle per freeze", True)
+    ring_cycles: int | None = _key("ring_cycles", _integer(1, 1000),
+                                   "probe cycles of packets kept per box (default: freeze.fail_cycles + 2)", None)
+    max_bundles: int = _key("max_bundles", _integer(1), "evidence bundles kept (oldest removed first)", 200)
+    max_mb: float = _key("max_mb", _number(0, low_open=True), "evidence kept on disk, all bundles together",
+                         500.0, unit="MB")
+
+
+@dataclass(frozen=True, slots=True)
 class BoxConfig:
     """[[box]]: one monitored VO-Box (a Docker container on macvlan, or a VM)."""
 
@@ -345,6 +357,7 @@ class Config:
     influxdb: InfluxConfig
     remediation: RemediationConfig
     correlation: CorrelationConfig
+    forensics: ForensicsConfig
     boxes: tuple[BoxConfig, ...]
     source: str | None = None
 
@@ -363,6 +376,7 @@ SECTIONS: dict[str, type] = {
     "influxdb": InfluxConfig,
     "remediation": RemediationConfig,
     "correlation": CorrelationConfig,
+    "forensics": ForensicsConfig,
     "box": BoxConfig,
 }
 
@@ -576,6 +590,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         influxdb=InfluxConfig(**influx),
         remediation=RemediationConfig(**rem),
         correlation=CorrelationConfig(**kw["correlation"]),
+        forensics=ForensicsConfig(**kw["forensics"]),
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
     )

@@ -219,7 +219,8 @@ class Agent:
             if self.evidence is not None and path is not None:
                 from agent.forensics.evidence import BoxRef
 
-                self.evidence.freeze_closed(BoxRef.from_config(box, site), ev.start_s, ev.end_s, v.results)
+                self.evidence.freeze_closed(BoxRef.from_config(box, site), ev.start_s, ev.end_s, v.results,
+                                            layer=ev.layer)
             points.append(P.freeze_point(box.name, kind, site, ev.start_s, False, ev.layer, ev.duration_s, path))
             self._held_noted.discard(box.name)
             if self.correlator is not None:

@@ -70,14 +70,20 @@ def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor
     storage = Storage.from_config(cfg)
     site = cfg.agent.site
     kinds = {b.name: b.kind for b in cfg.boxes}
-    recorder = FlightRecorder({b.name: b.addresses() for b in cfg.boxes})
     make_docker = docker_factory
     if make_docker is None:
         from remediations import default_docker_factory
 
         make_docker = default_docker_factory()
-    evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=_lazy_docker(make_docker),
-                                 monitor_netns=monitor_netns, interface=cfg.agent.interface)
+    recorder = evidence = None
+    fx = cfg.forensics
+    if fx.enabled:
+        # The ring must still hold the onset when the freeze is detected fail_cycles later.
+        recorder = FlightRecorder({b.name: b.addresses() for b in cfg.boxes},
+                                  cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
+        evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=_lazy_docker(make_docker),
+                                     monitor_netns=monitor_netns, interface=cfg.agent.interface,
+                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mb * 1e6))
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
                                         correlation.memberships_from_config(cfg))
     services: list[Any] = []
@@ -128,7 +134,8 @@ def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor
             on_cycle(summary)
 
     scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=_count(agent))
-    closers = [lambda: evidence.close(10.0), agent.close, storage.close]
+    closers = [lambda: evidence.close(10.0)] if evidence is not None else []
+    closers += [agent.close, storage.close]
     return Assembly(agent, scheduler, services, closers)
 
 

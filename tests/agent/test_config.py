@@ -133,7 +133,7 @@ DELETE = object()
     pytest.param("correlation.min_share", 1.5, "correlation.min_share: expected a number > 0 and <= 1, got 1.5",
                  id="share"),
     pytest.param("freezing", {}, "freezing: unknown section (did you mean [freeze]? valid: agent, freeze, "
-                 "influxdb, remediation, correlation, box)", id="unknown-section"),
+                 "influxdb, remediation, correlation, forensics, box)", id="unknown-section"),
     pytest.param("box.0.tcp_ports", [1093, "x"], 'box[0].tcp_ports[1]: expected an integer 1-65535, got "x"',
                  id="port-string"),
     pytest.param("box.0.tcp_ports", [0], "box[0].tcp_ports[0]: expected an integer 1-65535, got 0", id="port-0"),
@@ -250,3 +250,16 @@ def test_check_config_command(tmp_path, text, rc, out):
                           capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert proc.returncode == rc, proc.stderr
     assert out in (proc.stdout if rc == 0 else proc.stderr)
+
+
+def test_forensics_section_defaults_and_strictness():
+    from agent.config import ConfigError, parse
+
+    base = {"influxdb": {"database": "vobox"},
+            "box": [{"name": "b", "kind": "vm", "ipv4": "192.0.2.10"}]}
+    cfg = parse(base)
+    assert (cfg.forensics.enabled, cfg.forensics.ring_cycles, cfg.forensics.max_bundles) == (True, None, 200)
+    cfg = parse(base | {"forensics": {"enabled": False, "ring_cycles": 7}})
+    assert (cfg.forensics.enabled, cfg.forensics.ring_cycles) == (False, 7)
+    with pytest.raises(ConfigError, match=r"forensics\.ring_cycle: unknown key"):
+        parse(base | {"forensics": {"ring_cycle": 7}})

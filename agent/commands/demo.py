@@ -1,0 +1,124 @@
+"""`vobox-agent demo`: the main job on an embedded default: a lab, InfluxDB, the agent, and freezes to heal.
+
+It brings up the lab (container VO-Boxes on a macvlan network and VM stand-ins,
+plus InfluxDB, all inside namespaces of its own), runs the real agent in the
+lab's monitor namespace with remediation on, injects a fault now and then, and
+shows the agent's live status. Ctrl-C (or --duration) stops the agent, prints
+the events it recorded, and removes the lab.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SCENARIO = (  # (box, fault): one after the other, round and round
+    ("ctr1", "l4"),   # paused container: ping answers, TCP dead -> restart_container
+    ("vm1", "l3"),    # VM drops IP: ARP answers, ping dead -> the VM hook
+    ("ctr2", "l2"),   # container disconnected from its macvlan network -> reconnect_network
+    ("vm2", "l4"),    # VM service dead -> the VM hook
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the demo subcommand."""
+    p = subparsers.add_parser("demo", help="bring up the demo lab, run the agent on it and inject freezes")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: Ctrl-C)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S", help="probe interval (default 2 s)")
+    p.add_argument("--fault-every", type=float, default=30.0, metavar="S",
+                   help="inject the next fault every S seconds (default 30; 0: none)")
+    p.add_argument("--keep", action="store_true", help="leave the lab up at the end (`vobox-agent lab down` removes it)")
+    p.set_defaults(func=run)
+
+
+def demo_config(lab, interval_s: float) -> str:
+    """The demo's agent config: every lab box, remediation on, a VM hook that 'resets' the VM via the lab."""
+    agent_cmd = [sys.executable, "-m", "agent", "lab", "--run-id", lab.run_id, "clear", "{box}"]
+    box_extra = {}
+    for b in lab.boxes:
+        if b.kind == "container":
+            box_extra[b.name] = {"remediate": ["reconnect_network", "restart_container"]}
+        else:  # in the lab, resetting the VM means clearing its fault (a site would use virsh/openstack here)
+            box_extra[b.name] = {"remediate": ["command"], "command": agent_cmd}
+    remediation = ("[remediation]\nenabled = true\ndry_run = false\ncooldown = 5\nmax_per_box_per_hour = 10\n"
+                   "max_per_hour = 40\nverify = 6\n")
+    return lab.agent_config(interval=interval_s, timeout=0.5, jitter=0.2, fail_cycles=2, recover_cycles=2,
+                            box_extra=box_extra, extra=remediation)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; exit 0 after a clean stop."""
+    from agent.commands.events import influx_query  # noqa: F401 - fail early if the package is broken
+    from agent.commands.status import format_status, read_status_file
+    from agent.lab import Lab, cleanup_leftovers
+
+    removed = cleanup_leftovers()
+    if removed:
+        print(f"removed leftovers of earlier runs: {', '.join(removed)}")
+    print("bringing up the demo lab (2 containers, 2 VM stand-ins, InfluxDB) ...", flush=True)
+    lab = Lab.create(containers=2, vms=2, persistent=args.keep)
+    cfg_path = os.path.join(lab.run_dir, "demo-agent.toml")
+    with open(cfg_path, "w", encoding="utf-8") as fh:
+        fh.write(demo_config(lab, args.interval))
+    state_dir = os.path.join(lab.run_dir, "agent")
+    log_path = os.path.join(lab.run_dir, "agent.log")
+    log_fh = open(log_path, "w", encoding="utf-8")
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "run", "-c", cfg_path],
+                             stdout=log_fh, stderr=subprocess.STDOUT)
+    print(f"agent pid {agent.pid} probing from namespace {lab.monitor_ns}; config {cfg_path}; log {log_path}")
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    live = sys.stdout.isatty()
+    started = time.monotonic()
+    scenario = itertools.cycle(SCENARIO)
+    next_fault = started + (args.fault_every or float("inf")) / 3
+    active: tuple[str, str, float] | None = None  # (box, fault, injected at)
+    last_line = ""
+    try:
+        while not stop["now"] and (not args.duration or time.monotonic() - started < args.duration):
+            if agent.poll() is not None:
+                print(f"the agent exited with {agent.returncode}; see {log_path}", file=sys.stderr)
+                return 1
+            now = time.monotonic()
+            if active is None and now >= next_fault:
+                box, fault = next(scenario)
+                lab.fault(box, fault)
+                active = (box, fault, now)
+                print(f"\n>>> injected {fault} into {box}; watch it freeze and heal", flush=True)
+            snap, why = read_status_file(os.path.join(state_dir, "status.json"), time.time())
+            if active is not None and snap is not None:
+                box, fault, at = active
+                state = next((b.state for b in snap.boxes if b.name == box), None)
+                if (state == "up" and now - at > 4 * args.interval) or now - at > 60:
+                    lab.clear(box, wait=False)  # healed by the agent (or given up): forget the fault
+                    print(f">>> {box} is {state} again after {now - at:.0f} s", flush=True)
+                    active = None
+                    next_fault = now + args.fault_every
+            text = format_status(snap, time.time()) if snap is not None else f"waiting for the agent: {why}"
+            if live:
+                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+            elif text.splitlines()[1:] != last_line.splitlines()[1:]:
+                print(text, flush=True)
+            last_line = text
+            time.sleep(1.0)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        log_fh.close()
+        print("\nevents recorded by the agent:")
+        subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "events", "-c", cfg_path,
+                        "--since", "1h"], check=False)
+        if args.keep:
+            print(f"lab {lab.run_id} left up; `vobox-agent lab down` removes it")
+        else:
+            lab.down()
+            print(f"lab {lab.run_id} removed")
+    return 0
