@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import docker.errors
+
 from remediations.model import ContainerEventRecord, RemediationTarget
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,9 @@ class DockerEventWatcher:
         for t in self.targets:
             try:
                 by_id[client.containers.get(t.container).id] = t
-            except Exception as exc:  # noqa: BLE001 - a missing container must not stop watching the others
-                log.warning("box %s: container %r not resolvable for events: %s", t.box, t.container, exc)
+            except docker.errors.NotFound:  # a missing container must not stop watching the others
+                log.warning("box %s: container %r not found; its network events need it to exist",
+                            t.box, t.container)
         return by_id
 
     def _run(self) -> None:
