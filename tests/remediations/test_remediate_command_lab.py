@@ -9,7 +9,7 @@ import sys
 import docker
 import pytest
 
-from tests.remediations.conftest import tcp_ok, wait_for
+from tests.remediations.conftest import tcp_ok
 
 pytestmark = pytest.mark.lab
 
