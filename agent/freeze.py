@@ -33,6 +33,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Protocol
 
+from agent import atomic
 from agent.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged,
                           deeper)
 
@@ -189,22 +190,7 @@ def from_json(data: dict) -> dict[str, BoxState]:
 
 def save_state(path: str, states: dict[str, BoxState]) -> None:
     """Write states to path atomically: temp file, fsync, rename, fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    data = json.dumps(to_json(states), separators=(",", ":")).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic.write_json(path, to_json(states))
 
 
 def load_state(path: str) -> dict[str, BoxState]:

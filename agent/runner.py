@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import probes
-from agent import freeze
+from agent import atomic, freeze
 from agent.config import BoxConfig, Config
 from agent.cycle import Verdict, classify, plan_cycle, verdicts, box_targets
 from agent.events import FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged
@@ -47,15 +47,6 @@ class CycleSummary:
     frozen: tuple[str, ...]
     points: int
     error: str | None = None
-
-
-def _write_json_atomic(path: str, payload: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, separators=(",", ":"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class Agent:
@@ -133,7 +124,7 @@ class Agent:
             payload["macwatch"] = self.macwatch.to_json()
         if self.correlator is not None:
             payload["correlation"] = self.correlator.to_json()
-        _write_json_atomic(self._agent_path, payload)
+        atomic.write_json(self._agent_path, payload)
 
     # ---- one cycle -----------------------------------------------------------------------------
 
@@ -296,7 +287,7 @@ class Agent:
 
     def write_status(self, now_s: float) -> None:
         """Write state_dir/status.json atomically."""
-        _write_json_atomic(self.status_path, self.status(now_s))
+        atomic.write_json(self.status_path, self.status(now_s))
 
     # ---- helpers for remediation -------------------------------------------------------------
 

@@ -5,6 +5,8 @@ import logging
 import os
 import re
 
+from agent import atomic
+
 log = logging.getLogger(__name__)
 
 _SEGMENT_RE = re.compile(r"^(\d{12})\.lp$")
@@ -146,23 +148,11 @@ class Spool:
             self.seal()
         path = os.path.join(self.directory, name)
         data = b"\n".join(lines) + b"\n"
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._fsync_dir()
+        atomic.write_bytes(path, data)
         self._sizes[name] = (len(data), len(lines))
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic.fsync_dir(self.directory)
 
     def close(self) -> None:
         """Close the open segment."""
