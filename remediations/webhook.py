@@ -200,8 +200,8 @@ class WebhookReceiver:
         log.info("webhook: listening on %s:%d", *self.address)
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving and close the socket (safe when never started)."""
         if self._thread:
+            self._server.shutdown()  # waits for serve_forever, so only when it runs
             self._thread.join(5)
+        self._server.server_close()

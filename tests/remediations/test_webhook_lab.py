@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 
 import docker
@@ -217,3 +218,11 @@ def test_grafana_and_alertmanager_payloads_each_act_once(rlab):
         ("ctr1", "restart_container", "alert", True, True), ("ctr2", "restart_container", "alert", True, True)]
     for name, before in started.items():
         assert cli.containers.get(lab.box(name).container).attrs["State"]["StartedAt"] != before
+
+
+def test_stop_without_start_returns():
+    rx = WebhookReceiver("127.0.0.1", 0, TOKEN, ["ctr1"], lambda b, a: None)
+    t = threading.Thread(target=rx.stop, daemon=True)
+    t.start()
+    t.join(3)
+    assert not t.is_alive()
