@@ -143,8 +143,8 @@ class ReconnectNetwork(Action):
         if not ipv4 and not ipv6:
             raise ActionError(f"no address known for container {target.container!r} on {net.name!r}")
         extra: dict[str, Any] = {}
-        if old_mac and _api_at_least(client, "1.44"):
-            extra["mac_address"] = old_mac  # honoured on connect only from API 1.44
+        if old_mac and _api_at_least(client, "1.54"):
+            extra["mac_address"] = old_mac  # Engine API < 1.54 ignores a MAC passed on connect
         if before:
             net.disconnect(ctr, force=True)
         for attempt in (1, 2):

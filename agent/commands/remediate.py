@@ -94,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"remediate: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    for rec in engine.take_records():  # a cap refusal is a record too
+    refusals = engine.take_records()  # a cap refusal is a record too
+    for rec in refusals:
         print(json.dumps(dataclasses.asdict(rec)))
+    store_records(cfg, refusals)
     if not result.accepted:
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
         return EXIT_REFUSED
@@ -112,4 +114,24 @@ def run(args: argparse.Namespace) -> int:
     records = engine.take_records()
     for rec in records:
         print(json.dumps(dataclasses.asdict(rec)))
+    store_records(cfg, records)
     return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def store_records(cfg, records) -> None:
+    """Write the records as `remediation` points straight to InfluxDB (not through the running agent's spool,
+    which another process owns); say so on stderr when that fails, the action itself stands."""
+    from agent.storage import points as P
+    from agent.storage.influx import SinkError, make_writer
+
+    if not records:
+        return
+    pts = [P.remediation_point(r.box, r.kind, cfg.agent.site, r.action, r.trigger, r.ok, r.recovered, r.dry_run,
+                               r.duration_s, r.detail, r.time_s) for r in records]
+    writer = make_writer(cfg.influxdb)
+    try:
+        writer.send("\n".join(P.to_lines(pts)).encode())
+    except SinkError as exc:
+        print(f"remediate: the record is not in InfluxDB ({exc})", file=sys.stderr)
+    finally:
+        writer.close()

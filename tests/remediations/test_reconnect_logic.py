@@ -1,4 +1,4 @@
-"""reconnect_network's decisions that this 20.10 engine cannot show (a MAC that changes, API >= 1.44),
+"""reconnect_network's decisions that this 20.10 engine cannot show (a MAC that changes, API >= 1.54),
 checked against a recording stand-in for the docker client (pure logic only; the real runs are lab tests)."""
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ T = RemediationTarget(box="c1", kind="container", ipv4="192.0.2.10", ipv6="2001:
     pytest.param("1.41", "02:42:c0:00:02:0a", False, "mac unchanged 02:42:c0:00:02:0a", id="engine-20.10"),
     pytest.param("1.43", "02:99:00:00:00:01", False, "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01",
                  id="random-mac-engine"),
-    pytest.param("1.44", "02:99:00:00:00:01", True, "mac unchanged 02:42:c0:00:02:0a", id="api-1.44-keeps-mac"),
+    pytest.param("1.44", "02:99:00:00:00:01", False, "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01",
+                 id="api-1.44-ignores-mac-on-connect"),
+    pytest.param("1.54", "02:99:00:00:00:01", True, "mac unchanged 02:42:c0:00:02:0a", id="api-1.54-keeps-mac"),
 ])
 def test_reconnect_mac_handling(api, new_mac, passes_mac, says):
     client = FakeClient(api, dict(EP), new_mac)

@@ -5,10 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import docker
 import pytest
 
+from agent import netns
+from agent.storage.influx import query
 from tests.remediations.conftest import tcp_ok
 
 pytestmark = pytest.mark.lab
@@ -16,13 +19,13 @@ pytestmark = pytest.mark.lab
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def write_config(lab, tmp_path, cooldown, max_per_box):
+def write_config(lab, tmp_path, cooldown, max_per_box, site="lab"):
     lines = [f"""
 [agent]
 interval = 2
 timeout = 1.0
 state_dir = "{tmp_path / 'state'}"
-site = "lab"
+site = "{site}"
 
 [influxdb]
 url = "http://127.0.0.1:8086"
@@ -67,7 +70,8 @@ def test_manual_restart_then_cap_counts_across_runs(rlab, tmp_path):
     ctr = docker.from_env().containers.get(b.container)
     ctr.pause()
     try:
-        cfg = write_config(lab, tmp_path, cooldown=0, max_per_box=1)
+        site = f"manual-{uuid.uuid4().hex[:8]}"
+        cfg = write_config(lab, tmp_path, cooldown=0, max_per_box=1, site=site)
         code, records, err = remediate(lab, cfg, "ctr1", "restart_container")
         assert code == 0, err
         r, = records
@@ -80,6 +84,12 @@ def test_manual_restart_then_cap_counts_across_runs(rlab, tmp_path):
         code, records, err = remediate(lab, cfg, "ctr1", "restart_container")
         assert code == 2 and "cap reached" in err
         assert records and records[0]["detail"].startswith("cap reached") and records[0]["ok"] is False
+        # Both records reached InfluxDB as `remediation` points (trigger=manual).
+        with netns.entered(lab.monitor_ns):
+            rows = query(lab.influx_url, f"SELECT ok, recovered, detail FROM remediation WHERE site = '{site}' "
+                         "AND box = 'ctr1' AND \"trigger\" = 'manual'", db=lab.influx_database)
+        assert [(r["ok"], r["recovered"]) for r in rows] == [(1, 1), (0, 0)]
+        assert rows[1]["detail"].startswith("cap reached")
     finally:
         ctr.reload()
         if ctr.attrs["State"]["Paused"]:
