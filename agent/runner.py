@@ -230,7 +230,8 @@ class Agent:
                 box = self.boxes[name]
                 log.warning("box %s: automatic remediation deferred: %s", name, held)
                 points.append(P.remediation_point(name, box.kind, self.site, (box.remediate or ("none",))[0],
-                                                  "auto", False, False, False, 0.0, f"deferred: {held}", now_s))
+                                                  "auto", False, False, False, 0.0, f"deferred: {held}", now_s,
+                                                  deferred=True))
             try:
                 self.remediation.on_freeze_state(name, st.state, st.layer, held=bool(held))
             except Exception:  # noqa: BLE001 - remediation trouble never stops probing

@@ -100,7 +100,8 @@ def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor
             if rec.deferred:
                 log.warning("box %s: %s deferred: %s", rec.box, rec.action, rec.deferred_reason)
             storage.write([P.remediation_point(rec.box, rec.kind, site, rec.action, rec.trigger, rec.ok,
-                                               rec.recovered, rec.dry_run, rec.duration_s, rec.detail, rec.time_s)])
+                                               rec.recovered, rec.dry_run, rec.duration_s, rec.detail, rec.time_s,
+                                               deferred=rec.deferred)])
 
         engine = Remediator(policy, targets, reprobe=lambda name: agent_box["agent"].reprobe(name))
         remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,

@@ -128,11 +128,14 @@ def agent_point(site: str | None, time_s: float, *, cycle_s: float, misfires: in
 
 
 def remediation_point(box: str, kind: str, site: str | None, action: str, trigger: str, ok: bool,
-                      recovered: bool, dry_run: bool, duration_s: float, detail: str, time_s: float) -> Point:
-    """`remediation`: one action (trigger auto|alert|manual)."""
+                      recovered: bool, dry_run: bool, duration_s: float, detail: str, time_s: float,
+                      deferred: bool = False) -> Point:
+    """`remediation`: one action (trigger auto|alert|manual); deferred=1 when nothing was done yet (Docker
+    unreachable, or held by a segment freeze) and it will be retried."""
     return Point("remediation", _tags(box, kind, site, action=action, trigger=trigger),
                  {"ok": int(bool(ok)), "recovered": int(bool(recovered)), "dry_run": int(bool(dry_run)),
-                  "duration_s": float(duration_s), "detail": detail}, ns_from_s(time_s))
+                  "deferred": int(bool(deferred)), "duration_s": float(duration_s), "detail": detail},
+                 ns_from_s(time_s))
 
 
 def container_event_point(box: str, kind: str, site: str | None, event: str, time_s: float, detail: str = "",
