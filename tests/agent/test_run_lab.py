@@ -369,18 +369,38 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
 
 # ---------------------------------------------------------------------------------------------------------
 def _recreate_container(lab, name: str, mac: str) -> None:
-    """Remove a container box and run it again with the lab's arguments, its IPs and the given MAC."""
+    """Remove a container box and run it again as the lab does (same IPs, labels, sysctls) with the given MAC.
+
+    Through the Engine API (docker SDK): the docker CLI here sends the MAC per network, which engine
+    20.10 (API 1.41) refuses; API 1.41 takes it as the container's MacAddress.
+    """
+    import docker
+
     from agent.lab.image import ensure_image
 
     b = lab.box(name)
     image = ensure_image()
-    subprocess.run(["docker", "rm", "-f", b.container], check=True, capture_output=True, timeout=60)
-    subprocess.run(["docker", "run", "-d", "--name", b.container, "--hostname", name, "--network", b.network,
-                    "--ip", b.ipv4, "--ip6", b.ipv6, "--mac-address", mac, "--label", f"vobox-lab={lab.run_id}",
-                    "--label", f"vobox-lab-box={name}", "--restart", "no",
-                    "--sysctl", "net.ipv6.conf.all.accept_dad=0", "--sysctl", "net.ipv6.conf.default.accept_dad=0",
-                    image, *map(str, b.tcp_ports)], check=True, capture_output=True, timeout=120)
+    client = docker.from_env(version="1.41")
+    try:
+        api = client.api
+        api.remove_container(b.container, force=True)
+        host = api.create_host_config(restart_policy={"Name": "no"}, network_mode=b.network,
+                                      sysctls={"net.ipv6.conf.all.accept_dad": "0",
+                                               "net.ipv6.conf.default.accept_dad": "0"})
+        net = api.create_networking_config({b.network: api.create_endpoint_config(ipv4_address=b.ipv4,
+                                                                                   ipv6_address=b.ipv6)})
+        ctr = api.create_container(image, [str(p) for p in b.tcp_ports], name=b.container, hostname=name,
+                                   mac_address=mac, labels={"vobox-lab": lab.run_id, "vobox-lab-box": name},
+                                   host_config=host, networking_config=net)
+        api.start(ctr["Id"])
+    finally:
+        client.close()
+    # The monitor's neighbour cache still holds the old MAC (nothing announced the new one; the stale-ARP
+    # failure mode itself): forget it so the lab's own TCP check reaches the new container.
+    for addr in (b.ipv4, b.ipv6):
+        subprocess.run(["ip", "-n", lab.monitor_ns, "neigh", "flush", "to", addr], check=True, timeout=10)
     lab.wait_box(name, timeout_s=30)
+    assert lab._container_mac(b.container) == mac
 
 
 def test_mac_change_is_recorded(clean_lab, agents, tmp_path, request):
