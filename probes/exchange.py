@@ -78,6 +78,7 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
     turn what the socket sees into the frame handed to RECORDER (e.g. prepend an
     IP header), and are only called when a recorder is set.
     """
+    sock.setblocking(False)
     count = len(requests)
     sent_s: list[float | None] = [None] * count
     answered_s: list[float | None] = [None] * count
@@ -134,9 +135,9 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
                 data, anc, _flags, addr = recvmsg(65535, _ANC_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError as exc:
+            except OSError as exc:  # e.g. a pending ICMP error on the socket: reported once, then cleared
                 log.debug("probe %s: receive error ignored: %s", probe, exc)
-                continue
+                break
             found = match(data, addr)
             if found is None:
                 continue

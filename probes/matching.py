@@ -81,8 +81,12 @@ class EchoMatcher:
         self.addresses = addresses  # packed target address per request index
         self.count = len(addresses)
 
-    def _echo_index(self, icmp: bytes | memoryview, offset: int) -> int | None:
-        """Index of our echo (request or reply) starting at OFFSET, or None if it is not ours."""
+    def _echo_index(self, icmp: bytes | memoryview, offset: int, quoted: bool = False) -> int | None:
+        """Index of our echo starting at OFFSET, or None if it is not ours.
+
+        Replies must carry the token; a request QUOTED in an ICMP error may be cut
+        after identifier and sequence (RFC 792), which then have to do.
+        """
         if len(icmp) < offset + 8:
             return None
         _typ, _code, _csum, ident, seq = ECHO_HEADER.unpack_from(icmp, offset)
@@ -92,7 +96,7 @@ class EchoMatcher:
             token, index = ECHO_PAYLOAD.unpack_from(icmp, offset + 8)
             if token != self.token:
                 return None
-        elif self.count <= 0x10000:
+        elif quoted and self.count <= 0x10000:
             index = seq  # quoted request cut short (RFC 792 routers quote 8 bytes): identifier + sequence only
         else:
             return None
@@ -120,7 +124,7 @@ class EchoMatcher:
             inner_icmp = inner + (packet[inner] & 0x0F) * 4
             if len(packet) < inner_icmp + 8 or packet[inner_icmp] != ICMP_ECHO:
                 return None
-            index = self._echo_index(packet, inner_icmp)
+            index = self._echo_index(packet, inner_icmp, quoted=True)
             if index is None or packet[inner + 16:inner + 20] != self.addresses[index]:
                 return None
             return Match(index, "unreachable" if typ == ICMP_UNREACH else "ttl exceeded")
@@ -144,7 +148,7 @@ class EchoMatcher:
                 return None
             if message[inner + 40] != ICMP6_ECHO:
                 return None
-            index = self._echo_index(message, inner + 40)
+            index = self._echo_index(message, inner + 40, quoted=True)
             if index is None or message[inner + 24:inner + 40] != self.addresses[index]:
                 return None
             return Match(index, "unreachable" if typ == ICMP6_UNREACH else "ttl exceeded")

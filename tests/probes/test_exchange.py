@@ -1,0 +1,91 @@
+"""The send/receive loop on a real socket pair: first in-time answer wins; duplicates, strays and late replies don't."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from probes import exchange
+from probes.matching import Match
+
+
+def parse(data: bytes, _addr) -> Match | None:
+    """Replies look like b"rep<index>:<tag>"; anything else is a stray."""
+    if not data.startswith(b"rep"):
+        return None
+    index, tag = data[3:].split(b":")
+    return Match(int(index), None, tag.decode())
+
+
+def peer(sock: socket.socket, script) -> threading.Thread:
+    """Answer requests as SCRIPT(request_bytes, sock) says, in a thread."""
+    def loop():
+        sock.settimeout(2.0)
+        try:
+            while True:
+                script(sock.recv(100), sock)
+        except (TimeoutError, OSError):
+            pass
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def test_duplicates_strays_late_and_missing_replies():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    recorded = []
+
+    def script(request: bytes, sock: socket.socket) -> None:
+        index = int(request[3:])
+        if index == 0:
+            sock.send(b"stray")
+            sock.send(b"rep0:first")
+            sock.send(b"rep0:duplicate")
+            sock.send(b"rep7:beyond")  # no such request: the loop must not crash on it
+        elif index == 1:
+            # request 2 leaves 0.1 s after request 1, so the loop is still running when this late reply lands
+            time.sleep(0.2)
+            sock.send(b"rep1:late")
+        # request 2: never answered
+
+    peer(theirs, script)
+    requests = [(None, b"req%d" % i) for i in range(3)]
+    try:
+        start = time.time()
+        got = exchange.run(ours, requests, lambda d, a: parse(d, a) if not d.startswith(b"rep7") else None,
+                           0.15, probe="test", addresses=["a0", "a1", "a2"], rate_pps=10.0, burst=1,
+                           recorder=lambda *args: recorded.append(args[1:4] + (args[4],)), linktype=101)
+        elapsed = time.time() - start
+    finally:
+        ours.close()
+        theirs.close()
+    assert [o.error for o in got] == [None, "timeout", "timeout"]
+    assert got[0].mac == "first"  # the duplicate did not overwrite the first answer
+    assert got[0].answered_s is not None and got[0].answered_s >= got[0].sent_s
+    assert all(o.sent_s is not None for o in got)
+    assert elapsed < 0.2 + 0.15 + 0.2  # ended one timeout after the last request, not later
+    directions = [r[0] for r in recorded]
+    assert directions.count("out") == 3
+    assert ("in", "test", "a0", b"rep0:first") in recorded and ("in", "test", "a0", b"rep0:duplicate") in recorded
+
+
+def test_ends_as_soon_as_everything_answered_and_survives_a_broken_recorder():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer(theirs, lambda request, sock: sock.send(b"rep%d:x" % int(request[3:])))
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("consumer bug")
+
+    try:
+        start = time.time()
+        got = exchange.run(ours, [(None, b"req%d" % i) for i in range(50)], parse, 5.0, probe="test",
+                           addresses=[str(i) for i in range(50)], rate_pps=100000.0, burst=10, recorder=broken)
+        elapsed = time.time() - start
+    finally:
+        ours.close()
+        theirs.close()
+    assert all(o.error is None for o in got)
+    assert elapsed < 1.0  # far below the 5 s timeout
+    assert len(calls) == 1  # disabled after its first failure
