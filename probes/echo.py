@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 SOL_RAW = 255
 ICMP_FILTER = 1
 ICMP6_FILTER = 1
-# Packet rate and burst: fast enough for 2000 targets in ~0.1 s, slow enough that
-# a veth/macvlan receive backlog (netdev_max_backlog, 1000) never overflows.
-RATE_PPS = 20000.0
-BURST = 50
+# Packet rate and burst for unicast echo requests: 2000 targets leave in ~40 ms, in
+# bursts small enough that a veth/macvlan receive backlog (netdev_max_backlog,
+# 1000 per CPU) drains between them. Measured lossless on veth up to unpaced.
+RATE_PPS = 50000.0
+BURST = 100
 
 _active_lock = threading.Lock()
 _active_idents: set[int] = set()
