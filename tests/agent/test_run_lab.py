@@ -71,7 +71,7 @@ def _started_at(container: str) -> str:
                           text=True, check=True).stdout.strip()
 
 
-def _check_up_matches_freeze(lab, db, box, start_ms, duration_s):
+def _check_up_matches_freeze(lab, db, box, start_ms, duration_s, gaps=False):
     """box points: up=0 exactly from the freeze's first failing cycle up to its first healthy cycle."""
     rows = _rows(lab, db, f"SELECT up FROM box WHERE box = '{box}' ORDER BY time")
     times = [r["time"] for r in rows]
@@ -83,6 +83,8 @@ def _check_up_matches_freeze(lab, db, box, start_ms, duration_s):
         f"box {box}: up again at {first_up_after}, freeze ends at {start_ms + duration_s * 1000:.0f}")
     inside = [t for t in times if down[0] <= t <= down[-1]]
     assert inside == down, f"box {box}: up=1 points inside the freeze: {sorted(set(inside) - set(down))}"
+    if gaps:  # the agent was down for a while: no cycles then, so no duration check from counts
+        return
     mean = _rows(lab, db, f"SELECT mean(up) FROM box WHERE box = '{box}'")[0]["mean"]
     assert mean == pytest.approx(1 - len(down) / len(rows), abs=1e-9)
     # mean(up) agrees with the duration: each down cycle stands for one interval
@@ -177,61 +179,89 @@ def test_influx_outage_loses_and_duplicates_no_point(clean_lab, agents, tmp_path
 
 # ---------------------------------------------------------------------------------------------------------
 def test_kill9_mid_freeze_continues_the_same_freeze(clean_lab, agents, tmp_path, request):
-    """kill -9 while a freeze is open, start again: the same freeze goes on and closes once."""
+    """kill -9 while suspect and again while frozen: the same freeze goes on, starts at the first failing cycle, closes once."""
     lab, db, box = clean_lab, _db(request), "vm1"
-    cfg = write_config(lab, str(tmp_path), database=db)
+    cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=3)
     a = _start(agents, lab, cfg, "agent1.log")
     a.wait_state(box, "up")
     t_fault = time.time()
     lab.fault(box, "l3")
-    st = a.wait_state(box, "frozen")
-    start_s = st["boxes"][box]["open_freeze"]["start_s"]
+    first_fail_s = a.wait_state(box, "suspect")["boxes"][box]["since_s"]    # the first failing cycle
     assert a.stop(signal.SIGKILL) == -signal.SIGKILL
-    open_rows = _rows(lab, db, f"SELECT * FROM freeze WHERE box = '{box}'")
-    assert [(r["time"], r["open"]) for r in open_rows] == [(round(start_s * 1000), 1)]
-    time.sleep(2)
+    assert _rows(lab, db, f"SELECT * FROM freeze WHERE box = '{box}'") == []
+
     b = _start(agents, lab, cfg, "agent2.log")
-    b.wait_cycles(3)
-    assert read_status(b.state_dir)["boxes"][box]["open_freeze"]["start_s"] == start_s
+    st = b.wait_state(box, "frozen")
+    assert st["boxes"][box]["open_freeze"]["start_s"] == first_fail_s
+    assert b.stop(signal.SIGKILL) == -signal.SIGKILL
+    open_rows = _rows(lab, db, f"SELECT * FROM freeze WHERE box = '{box}'")
+    assert [(r["time"], r["open"]) for r in open_rows] == [(round(first_fail_s * 1000), 1)]
+    evidence = open_rows[0]["evidence"]
+
+    time.sleep(2)
+    c = _start(agents, lab, cfg, "agent3.log")
+    c.wait_cycles(2)
+    assert read_status(c.state_dir)["boxes"][box]["open_freeze"]["start_s"] == first_fail_s
     lab.clear(box, wait=True)
     t_clear = time.time()
-    b.wait_state(box, "up")
-    assert b.stop() == 0
-    assert "resuming open freezes of vm1" in b.log_text()
+    c.wait_state(box, "up")
+    assert c.stop() == 0
+    assert "resuming open freezes of vm1" in c.log_text()
+    assert errors_in_log(a.log_text() + b.log_text() + c.log_text()) == []
 
     rows = _rows(lab, db, f"SELECT * FROM freeze WHERE box = '{box}'")
     assert len(rows) == 1, rows
     fr = rows[0]
-    assert (fr["time"], fr["open"], fr["layer"]) == (round(start_s * 1000), 0, "l3")
+    assert (fr["time"], fr["open"], fr["layer"], fr["evidence"]) == (round(first_fail_s * 1000), 0, "l3", evidence)
+    assert os.path.isfile(os.path.join(evidence, "summary.json"))
     assert abs(fr["duration_s"] - (t_clear - t_fault)) <= INTERVAL_S + TIMEOUT_S, (fr, t_clear - t_fault)
-    others = _rows(lab, db, f"SELECT * FROM freeze WHERE box != '{box}'")
-    assert others == []
+    # up=0 from the first failing cycle (written by the first agent as suspect, up=1) to the first healthy one
+    _check_up_matches_freeze(lab, db, box, fr["time"], fr["duration_s"], gaps=True)
+    assert _rows(lab, db, f"SELECT * FROM freeze WHERE box != '{box}'") == []
 
 
 # ---------------------------------------------------------------------------------------------------------
 def test_sigterm_finishes_the_cycle_flushes_and_exits_0(clean_lab, agents, tmp_path, request):
-    """SIGTERM in the middle of a cycle: that cycle completes, its points are in InfluxDB, exit code 0."""
+    """SIGTERM mid-cycle while points wait in the spool: the cycle completes, everything is flushed, exit 0."""
     lab, db = clean_lab, _db(request)
     # A box with an l3 fault makes each cycle last about one timeout, so the signal lands inside one.
     cfg = write_config(lab, str(tmp_path), database=db, interval=2, timeout=1.5)
     conf = load_config(cfg)
+    targets = len(plan_cycle(conf.boxes).targets)
     lab.fault("vm1", "l3")
     a = _start(agents, lab, cfg)
     a.wait_cycles(2, timeout_s=20)
+    # 9 s of outage: the writer backs off 1, 2, 4, 8 s, so right after InfluxDB is back the agent still
+    # spools (its next try is ~16 s after the outage began): only the flush at exit can deliver those points.
+    lab.influx_stop()
+    try:
+        time.sleep(9)
+    finally:
+        lab.influx_start()
     before = read_status(a.state_dir)["updated_s"]       # start of the last finished cycle
-    # the next cycle starts at before + 2 s and runs about 1.5 s: signal 0.5 s into it
-    time.sleep(max(0.0, before + 2.5 - time.time()))
+    # cycles start every 2 s and run about 1.5 s: signal 0.5 s into the next one
+    t_next = before + 2.5
+    while t_next < time.time() + 0.1:
+        t_next += 2
+    time.sleep(t_next - time.time())
     t_sig = time.time()
     assert a.stop() == 0
-    last = read_status(a.state_dir)["updated_s"]
-    assert before + 1.5 <= last <= t_sig, f"the cycle in progress at SIGTERM did not finish ({before}, {last})"
-    last_ms = round(last * 1000)
-    box_rows = _rows(lab, db, f"SELECT up FROM box WHERE time = {last_ms}ms")
-    assert len(box_rows) == len(conf.boxes)
-    probe_rows = _rows(lab, db, f"SELECT ok FROM probe WHERE time >= {last_ms}ms")
-    assert len(probe_rows) == len(plan_cycle(conf.boxes).targets)
-    assert len(_rows(lab, db, f"SELECT cycle_s FROM agent WHERE time = {last_ms}ms")) == 1
     assert "stopping: finishing the cycle in progress" in a.log_text()
+    assert errors_in_log(a.log_text()) == []
+    last = read_status(a.state_dir)["updated_s"]
+    assert t_sig - 1.0 <= last <= t_sig, f"the cycle in progress at SIGTERM ({t_sig}) did not finish: last {last}"
+
+    last_ms = round(last * 1000)
+    assert len(_rows(lab, db, f"SELECT up FROM box WHERE time = {last_ms}ms")) == len(conf.boxes)
+    assert len(_rows(lab, db, f"SELECT ok FROM probe WHERE time >= {last_ms}ms")) == targets
+    agent_rows = _rows(lab, db, "SELECT spool_points FROM agent ORDER BY time")
+    assert agent_rows[-1]["time"] == last_ms
+    assert agent_rows[-1]["spool_points"] > 0, "nothing was spooled at the end: the flush at exit was not tested"
+    n = len(agent_rows)
+    assert _rows(lab, db, "SELECT count(ok) FROM probe")[0]["count"] == n * targets
+    assert _rows(lab, db, "SELECT count(up) FROM box")[0]["count"] == n * len(conf.boxes)
+    spool = os.path.join(a.state_dir, "spool")
+    assert [f for f in os.listdir(spool) if os.path.getsize(os.path.join(spool, f))] == []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,6 +349,7 @@ def test_remediation_through_the_runner(clean_lab, agents, tmp_path, request):
     alert = _rows(lab, db, "SELECT * FROM remediation WHERE trigger = 'alert'")
     assert [(r["box"], r["action"], r["ok"]) for r in alert] == [("ctr2", "restart_container", 1)]
     assert _started_at(ctr2) != started2
+    assert errors_in_log(a.log_text()) == []
     assert len(_rows(lab, db, "SELECT * FROM remediation")) == 3
     freezes = {r["box"]: r for r in _rows(lab, db, "SELECT * FROM freeze")}
     assert sorted(freezes) == ["ctr1", "vm1"]
@@ -365,6 +396,7 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
     assert not marker.exists()
     assert _rows(lab, db, "SELECT * FROM container_event") == []
     assert len(_rows(lab, db, "SELECT * FROM freeze")) == 3
+    assert errors_in_log(a.log_text()) == []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -423,3 +455,4 @@ def test_mac_change_is_recorded(clean_lab, agents, tmp_path, request):
     assert got == sorted([(name, b.ipv4, old, new), (name, b.ipv6, old, new)])
     arp = _rows(lab, db, f"SELECT last(mac) FROM probe WHERE box = '{name}' AND probe = 'arp'")
     assert arp[0]["last"] == new
+    assert errors_in_log(a.log_text()) == []
