@@ -11,12 +11,15 @@ also on Ctrl-C. Needs root, fping and arp-scan.
 The kernel's neighbour table limits (net.ipv4/ipv6.neigh.default.gc_thresh*) are
 global, not per namespace: with the default gc_thresh3=1024, pinging 2000 on-link
 hosts loses replies for unresolved neighbours (fping too). The bench raises
-gc_thresh2/3 for its run (never lowers them) and restores the old values at exit.
+gc_thresh2/3 for its run (never lowers them); the last of overlapping runs to exit
+restores the old values (kept in /run/vobox-bench-neigh-limits.json).
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import ipaddress
+import json
 import os
 import random
 import re
@@ -39,8 +42,56 @@ from probes import Target  # noqa: E402
 PREFIX = "vbxb"  # namespaces vbxb-m<pid>/vbxb-t<pid>, veths vbxbm<pid>/vbxbt<pid>
 POOL = ipaddress.ip_network("198.18.0.0/15")
 TCP_PORT = 18084
+NEIGH_STATE = Path("/run/vobox-bench-neigh-limits.json")  # original values + live holders, shared by runs
 NEIGH_SYSCTLS = {f"/proc/sys/net/{fam}/neigh/default/gc_thresh{n}": want
                  for fam in ("ipv4", "ipv6") for n, want in ((2, 8192), (3, 16384))}
+
+
+def _pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _with_neigh_state(change) -> dict:
+    """Run CHANGE(state) under an exclusive lock on NEIGH_STATE; save (or remove) what it leaves."""
+    with open(str(NEIGH_STATE) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = json.loads(NEIGH_STATE.read_text()) if NEIGH_STATE.exists() else {"saved": {}, "holders": []}
+        state["holders"] = [p for p in state["holders"] if _pid_alive(p)]
+        change(state)
+        if state["holders"] or state["saved"]:
+            NEIGH_STATE.write_text(json.dumps(state))
+        else:
+            NEIGH_STATE.unlink(missing_ok=True)
+        return state
+
+
+def raise_neigh_limits(pid: int) -> dict[str, str]:
+    """Raise the global neighbour limits for this run; {path: original} of what this call raised."""
+    raised: dict[str, str] = {}
+
+    def change(state):
+        state["holders"].append(pid)
+        for path, want in NEIGH_SYSCTLS.items():
+            old = Path(path).read_text().strip()
+            if int(old) < want:
+                state["saved"].setdefault(path, old)
+                raised[path] = old
+                Path(path).write_text(str(want))
+
+    _with_neigh_state(change)
+    return raised
+
+
+def restore_neigh_limits(pid: int) -> None:
+    """Leave; the last live run out puts the original limits back (so overlapping runs never lose them mid-run)."""
+    def change(state):
+        state["holders"] = [p for p in state["holders"] if p != pid]
+        if not state["holders"]:
+            for path, old in state["saved"].items():
+                Path(path).write_text(old)
+            state["saved"] = {}
+
+    _with_neigh_state(change)
 
 
 def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -108,11 +159,8 @@ class Segment:
         sh("ip", "-n", self.target, "-batch", "-", input="\n".join(batch) + "\n")
         sh("ip", "-n", self.monitor, "-batch", "-", input=f"link set lo up\nlink set {self.mlink} up\n"
            f"addr add {self.monitor_ip}/{self.net.prefixlen} dev {self.mlink}\n")
-        for path, want in NEIGH_SYSCTLS.items() if self.raise_neigh_limits else ():
-            old = Path(path).read_text().strip()
-            if int(old) < want:
-                self.saved_sysctls[path] = old
-                Path(path).write_text(str(want))
+        if self.raise_neigh_limits:
+            self.saved_sysctls = raise_neigh_limits(os.getpid())
         self.listener = subprocess.Popen(["ip", "netns", "exec", self.target, sys.executable,
                                           str(HERE / "tests/probes/listener.py"), str(TCP_PORT)],
                                          stdout=subprocess.PIPE, text=True)
@@ -125,8 +173,8 @@ class Segment:
             self.listener.wait(5)
         for name in (self.monitor, self.target):
             sh("ip", "netns", "del", name, check=False)
-        for path, old in self.saved_sysctls.items():
-            Path(path).write_text(old)
+        if self.raise_neigh_limits:
+            restore_neigh_limits(os.getpid())
 
     def flush_neighbours(self) -> None:
         for name in (self.monitor, self.target):
@@ -189,7 +237,7 @@ def main() -> int:
               f"{len(seg.addresses)} addresses of {seg.net}; reps={args.reps}; "
               f"fping {sh('fping', '-v').stdout.split()[2] if sh('fping', '-v', check=False).stdout else '?'}")
         if seg.saved_sysctls:
-            print("raised for this run (global, restored at exit): "
+            print("raised (global; restored when the last bench run exits): "
                   + ", ".join(f"{p.split('/')[4]}.{p.rsplit('/', 1)[1]} {o}->{NEIGH_SYSCTLS[p]}"
                               for p, o in seg.saved_sysctls.items()))
         a500, a2000 = seg.addresses[:500], seg.addresses
