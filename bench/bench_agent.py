@@ -148,6 +148,7 @@ class RunResult:
     misfires: int = 0
     write_errors: int = 0
     probe_points: int = 0
+    segment_freezes: int = 0
     faults: list[Fault] = field(default_factory=list)
     exit_code: int | None = None
     log_tail: str = ""
@@ -336,6 +337,8 @@ class Bench:
         res.write_errors = max((r.get("write_errors") or 0 for r in rows), default=0)
         cnt = self.query(f"SELECT count(ok) FROM probe WHERE time >= {t0}", db)
         res.probe_points = int(cnt[0]["count"]) if cnt else 0
+        seg = self.query(f"SELECT count(boxes) FROM segment_freeze WHERE time >= {t0}", db)
+        res.segment_freezes = int(seg[0]["count"]) if seg else 0
         return res
 
 
@@ -395,6 +398,7 @@ def table(results: list[RunResult], args: argparse.Namespace) -> str:
     row("full cycle s median (+write/save)", "", lambda r: cyc(r.full_cycle_s, statistics.median))
     row("full cycle s max", "", lambda r: cyc(r.full_cycle_s, max))
     row("misfires / write errors", "0 / 0", lambda r: f"{r.misfires} / {r.write_errors}")
+    row("segment_freeze points", "", lambda r: str(r.segment_freezes))
     row("probe points per cycle", str(3 * args.boxes),
         lambda r: f"{r.probe_points / len(r.cycle_s):.0f}" if r.cycle_s else "-")
 
@@ -433,7 +437,7 @@ def main() -> int:
     ap.add_argument("--fail-cycles", type=int, default=3)
     ap.add_argument("--duration", type=float, default=180.0, help="seconds per agent run (default 180)")
     ap.add_argument("--quick", action="store_true", help="60 s per run, one fault")
-    ap.add_argument("--faults", type=int, default=3, help="faults per run, at different cycle phases (default 3)")
+    ap.add_argument("--faults", type=int, default=4, help="faults per run, at different cycle phases (default 4)")
     ap.add_argument("--warmup", type=float, default=None, help="first fault this long after the first cycle")
     ap.add_argument("--mode", choices=("both", "with", "without"), default="both",
                     help="with and/or without the flight recorder")
