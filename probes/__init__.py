@@ -53,6 +53,9 @@ def validate(target: Target) -> None:
         address = ipaddress.ip_address(target.address)
     except ValueError:
         raise ValueError(f"{target.probe} target {target.address!r} is not an IPv4 or IPv6 address") from None
+    if "%" in target.address:
+        raise ValueError(f"{target.probe} target {target.address}: scoped (zone) addresses are not supported; "
+                         "use a global address, and `interface` to pick the link")
     if probe.FAMILY is not None and address.version != probe.FAMILY:
         raise ValueError(f"{target.probe} probes IPv{probe.FAMILY} only, got {target.address}")
     if target.probe == "tcp":

@@ -56,6 +56,7 @@ def test_results_in_input_order_duplicates_probed_once_kinds_in_parallel(fakes):
     pytest.param(Target("2001:db8::1", "icmp"), "icmp probes IPv4 only", id="icmp-on-ipv6"),
     pytest.param(Target("192.0.2.1", "ndp"), "ndp probes IPv6 only", id="ndp-on-ipv4"),
     pytest.param(Target("box1.example", "tcp", 22), "is not an IPv4 or IPv6 address", id="hostname"),
+    pytest.param(Target("fe80::1%eth0", "icmp6"), "scoped .zone. addresses are not supported", id="zone"),
     pytest.param(Target("192.0.2.1", "tcp"), "port must be an integer 1-65535", id="tcp-without-port"),
     pytest.param(Target("192.0.2.1", "tcp", 70000), "port must be an integer 1-65535", id="tcp-port-range"),
     pytest.param(Target("192.0.2.1", "arp", 80), "port is for tcp only", id="port-on-arp"),
