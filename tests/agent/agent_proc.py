@@ -41,12 +41,7 @@ def write_config(lab, directory: str, *, database: str, box_keys: dict[str, dict
     """
     base = {"interval": 1, "timeout": 0.5, "jitter": 0, "fail_cycles": 2, "recover_cycles": 2,
             "state_dir": os.path.join(directory, "state"), "database": database}
-    text = lab.agent_config(**(base | overrides))
-    for name, keys in (box_keys or {}).items():
-        line = f"name = {_toml(name)}\n"
-        if line not in text:
-            raise KeyError(f"box {name!r} not in the rendered config")
-        text = text.replace(line, line + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items()), 1)
+    text = lab.agent_config(box_extra=box_keys or {}, **(base | overrides))
     for section, keys in (sections or {}).items():
         text += f"\n[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
     path = os.path.join(directory, "agent.toml")

@@ -331,8 +331,9 @@ def test_remediation_through_the_runner(clean_lab, agents, tmp_path, request):
     by_box = {r["box"]: r for r in rows}
     assert sorted(by_box) == ["ctr1", "vm1"], rows
     r1, rv = by_box["ctr1"], by_box["vm1"]
-    assert (r1["action"], r1["ok"], r1["recovered"], r1["dry_run"]) == ("restart_container", 1, 1, 0), r1
-    assert (rv["action"], rv["ok"], rv["recovered"], rv["dry_run"]) == ("command", 1, 1, 0), rv
+    assert (r1["action"], r1["ok"], r1["recovered"], r1["dry_run"], r1["deferred"]) == (
+        "restart_container", 1, 1, 0, 0), r1
+    assert (rv["action"], rv["ok"], rv["recovered"], rv["dry_run"], rv["deferred"]) == ("command", 1, 1, 0, 0), rv
     assert _started_at(ctr1) != started1
     assert subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", ctr1], capture_output=True,
                           text=True).stdout.strip() == "running"
@@ -390,7 +391,7 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
     rem = _rows(lab, db, "SELECT * FROM remediation")
     assert sorted(r["box"] for r in rem) == sorted(names), rem
     for r in rem:
-        assert (r["trigger"], r["ok"], r["recovered"]) == ("auto", 0, 0), r
+        assert (r["trigger"], r["ok"], r["recovered"], r["deferred"]) == ("auto", 0, 0, 1), r
         assert r["detail"].startswith("deferred: "), r
     assert {c: _started_at(c) for c in started} == started
     assert not marker.exists()
