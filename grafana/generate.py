@@ -209,9 +209,11 @@ def fleet_dashboard() -> dict:
         f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
         alias="$tag_kind")], unit="none", options=stat_options(),
         description="freezes that started in the range (open ones included)"))
+    # From the cycles, not sum(freeze.duration_s): an open freeze's point holds only its length at detection.
     p.append(panel("stat", "Total frozen time", (6, 14, 6, 5), [target(
-        f'SELECT sum("duration_s") AS "frozen_s" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
-        alias="$tag_kind")], unit="s", options=stat_options()))
+        f'SELECT (count("up") - sum("up")) * $cycle_s AS "frozen_s" FROM "box" WHERE {F_FLEET} AND $timeFilter '
+        'GROUP BY "kind"', alias="$tag_kind")], unit="s", options=stat_options(),
+        description="box-time down in the range (down cycles x $cycle_s); open freezes count as long as they last"))
     p.append(panel("stat", "MTBF", (12, 14, 6, 5), [
         target(f'SELECT sum("up") * $cycle_s AS "uptime_s" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
                "A", fmt="table"),

@@ -1,262 +1,520 @@
-"""The `fleet_data` fixture: a real InfluxDB 1.6 holding two days of a known fleet, and the facts to expect.
+"""The `fleet_data` fixture: the lab's real InfluxDB filled by a real `vobox-agent run` with known injected freezes.
 
-FOR NOW the data is a deterministic synthetic dataset written in the exact schema of the
-agent (README "InfluxDB schema"): 2 container boxes, 2 VM boxes, freezes of known start,
-length and layer (one still open at the end), remediations, container events, a MAC change,
-a segment freeze. It is meant to be replaced by a real agent run in the lab with the same
-freezes injected (lab.fault(box, layer) at the offsets of FREEZES); the tests only read
-`FleetData`, so only `fleet_data()` below changes.
+A session fixture starts `vobox-agent --netns <monitor> run` against the lab boxes (ctr1, ctr2, vm1) with
+its own database and state_dir, at a 2 s interval, and plays SCHEDULE on the lab while it runs: every
+fault and clear call is timed (the `Window` it took), and the expected numbers (`Truth`) are computed
+from those times alone, never from what the agent wrote. Each freeze edge may land up to one cycle
+(+ probe timeout + scheduling slack) after the fault edge that caused it, so every expected figure is
+an interval [lo, hi]; counts (freezes per kind and layer, remediations, MAC changes) are exact.
+
+What the run contains (offsets from the agent's first cycle):
+- a segment outage (macvlan parent down, 10 s): all three boxes freeze at l2, one `segment_freeze`
+  (all boxes share the correlation segment SEGMENT; min_share 1.0, so no smaller overlap counts);
+- ctr1 l4 for 20 s (docker pause: `container_event` pause/unpause) - the issue's "20 s of 120 s";
+- vm1 l3 (nft drop), ended by the agent's own remediation: vm1's ladder is a real `command` that
+  deletes the drop table, so the freeze lasts about the detection time and the action is recovered=1;
+- ctr2 l2 for 12 s (docker network disconnect: container events network_disconnect/connect);
+- ctr1's MAC changed and restored 12 s later (monitor's neighbour entries flushed, so no freeze):
+  two `mac_change` points per address;
+- vm1 l2 for 16 s (link down): the remediation command fails (ok=0, recovered=0);
+- ctr2 l3 from 22 s before the end, still frozen when the agent stops: an open freeze.
+vm1's command also runs (and fails) during the segment outage; ctr2's ladder is a dry run, so each of
+its three freezes gives a dry-run `remediation` point. Remediation cooldown (30 s) and verify (2 s) are
+chosen so that each freeze gives exactly one action, with several seconds of margin.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
-import uuid
 from dataclasses import dataclass, field
 
 import pytest
 
-INTERVAL_S = 10
-SPAN_S = 2 * 86400
+log = logging.getLogger(__name__)
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SITE = "lab"
-DATABASE = "vobox"
-BOXES = {"ctr-1": "container", "ctr-2": "container", "vm-1": "vm", "vm-2": "vm"}
-IPV4 = {"ctr-1": "192.0.2.10", "ctr-2": "192.0.2.11", "vm-1": "192.0.2.20", "vm-2": "192.0.2.21"}
-IPV6 = {"ctr-1": "2001:db8:3::10", "ctr-2": "2001:db8:3::11"}
-PROBE_WINDOW_S = 7200          # probe points only for the last two hours (enough for the box view)
+DATABASE = "vobox_fleet"
+SEGMENT = "fleet-seg"
+INTERVAL_S = 2.0
+TIMEOUT_S = 0.5
+FAIL_CYCLES = 2
+RECOVER_CYCLES = 2
+SLACK_S = 0.6               # a cycle may start this late (scheduler, a busy 2-core machine)
+COOLDOWN_S = 30.0
+VERIFY_S = 2.0
+RUN_S = 138.0               # the agent runs this long after its first cycle
+BOXES = {"ctr1": "container", "ctr2": "container", "vm1": "vm"}
+KINDS = ("container", "vm")
+LAYERS = ("l2", "l3", "l4")
+NFT_L3_TABLE = "vobox_lab_l3"   # agent.lab.faults.NFT_TABLE: what vm1's remediation command deletes
+NEW_MAC = "02:5a:5a:00:00:01"
 
 
 @dataclass(frozen=True, slots=True)
-class Freeze:
-    """One injected freeze: start offset from the range start, length, layer."""
+class Fault:
+    """One scheduled fault: on at `at_s` after the first cycle, off `for_s` later (None: still on at the end)."""
+
+    name: str
+    target: str                 # a box, or "segment" (the macvlan parent: every box)
+    kind: str                   # lab fault kind (l2, l3, l4) or "segment"
+    at_s: float
+    for_s: float | None
+    layer: str                  # the freeze layer the agent must report
+    remediated: bool = False    # ended by the agent's remediation; for_s is then the deadline to clear it
+
+
+# Changes fall half a cycle between two cycles (odd offsets, cycles every 2 s), so no edge races a cycle.
+SCHEDULE: tuple[Fault, ...] = (
+    Fault("segment", "segment", "segment", 3, 10, "l2"),
+    Fault("ctr1-l4", "ctr1", "l4", 25, 20, "l4"),
+    Fault("vm1-l3-remediated", "vm1", "l3", 47, 20, "l3", remediated=True),
+    Fault("ctr2-l2", "ctr2", "l2", 51, 12, "l2"),
+    Fault("vm1-l2", "vm1", "l2", 87, 16, "l2"),
+    Fault("ctr2-l3-open", "ctr2", "l3", 117, None, "l3"),
+)
+MAC_CHANGE = ("ctr1", 69.0, 81.0)   # box, MAC changed at, restored at
+EXAMPLE_WINDOW = ("ctr1", 17.0, 137.0)  # the issue's example: ctr1 frozen 20 s of these 120 s (only ctr1-l4)
+LADDERS = {"ctr2": ("restart_container", True), "vm1": ("command", False)}  # box -> (action, dry run)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """When a lab call ran (epoch s): the change happened somewhere in [lo_s, hi_s]."""
+
+    lo_s: float
+    hi_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """An expected value: anywhere in [lo, hi]."""
+
+    lo: float
+    hi: float
+
+    def __contains__(self, x: object) -> bool:
+        return isinstance(x, (int, float)) and self.lo - 1e-9 <= x <= self.hi + 1e-9
+
+    def __add__(self, other: Span) -> Span:
+        return Span(self.lo + other.lo, self.hi + other.hi)
+
+    def scaled(self, k: float) -> Span:
+        """k * [lo, hi] (k >= 0)."""
+        return Span(self.lo * k, self.hi * k)
+
+    @property
+    def mid(self) -> float:
+        """The middle of the span."""
+        return (self.lo + self.hi) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedFreeze:
+    """A freeze the agent must report: box, layer, start and length within spans (epoch s, s)."""
+
+    fault: str
     box: str
-    offset_s: int
-    duration_s: int
+    kind: str
     layer: str
-    open: bool = False
-    evidence: str | None = None
+    start_s: Span
+    end_s: Span                 # for an open freeze: the last cycle
+    open: bool
+
+    @property
+    def frozen_s(self) -> Span:
+        """Frozen box-time: first failing cycle to first healthy cycle (open: to one cycle after the last)."""
+        if self.open:
+            return Span(self.end_s.lo + INTERVAL_S - self.start_s.hi, self.end_s.hi + INTERVAL_S - self.start_s.lo)
+        return Span(max(0.0, self.end_s.lo - self.start_s.hi), self.end_s.hi - self.start_s.lo)
 
 
 @dataclass(frozen=True, slots=True)
-class Remediation:
-    """One remediation point."""
+class ExpectedRemediation:
+    """One remediation point the run must produce."""
+
     box: str
-    offset_s: int
     action: str
-    trigger: str
-    ok: int
-    recovered: int
-    dry_run: int = 0
-    detail: str = ""
-
-
-FREEZES: tuple[Freeze, ...] = (
-    Freeze("ctr-1", 3600, 20, "l4", evidence="/var/lib/vobox-agent/evidence/ctr-1/f1"),
-    Freeze("ctr-2", 36000, 60, "l3"),
-    Freeze("vm-1", 14400, 600, "l2", evidence="/var/lib/vobox-agent/evidence/vm-1/f4"),
-    Freeze("vm-2", 54000, 240, "l2"),
-    Freeze("vm-1", 72000, 120, "l3"),
-    Freeze("ctr-1", 93600, 300, "l2"),      # with ctr-2: a segment freeze
-    Freeze("ctr-2", 93600, 300, "l2"),
-    Freeze("vm-1", 108000, 1800, "l4"),
-    Freeze("ctr-1", SPAN_S - 3600, 40, "l4"),
-    Freeze("vm-2", SPAN_S - 60, 60, "l3", open=True),  # still frozen at the end of the data
-)
-SEGMENT_FREEZES = (("docknet", 93600, 2, "l2", 300),)
-REMEDIATIONS: tuple[Remediation, ...] = (
-    Remediation("ctr-1", 3630, "restart_container", "auto", 1, 1, detail="unpaused, restarted"),
-    Remediation("ctr-2", 36030, "reconnect_network", "auto", 1, 0, detail="still frozen"),
-    Remediation("ctr-2", 36050, "restart_container", "auto", 1, 1),
-    Remediation("vm-1", 14430, "command", "auto", 1, 1, detail="virsh reset vm-1"),
-    Remediation("vm-2", 54030, "command", "auto", 0, 0, detail="timeout after 30s"),
-    Remediation("vm-1", 72030, "command", "auto", 1, 0),
-    Remediation("vm-1", 108030, "command", "alert", 1, 1, detail="grafana alert"),
-    Remediation("ctr-1", SPAN_S - 3570, "restart_container", "auto", 1, 1),
-    Remediation("vm-2", 20000, "command", "manual", 1, 1, dry_run=1, detail="dry run"),
-)
-CONTAINER_EVENTS = (("ctr-1", 3631, "pause"), ("ctr-1", 3632, "restart"),
-                    ("ctr-2", 36031, "network disconnect"), ("ctr-2", 36032, "network connect"),
-                    ("ctr-2", 36051, "restart"), ("ctr-1", SPAN_S - 3569, "restart"))
-MAC_CHANGES = (("ctr-1", 93900, "192.0.2.10", "02:42:c0:00:02:0a", "7e:11:22:33:44:55"),)
+    dry_run: bool
+    ok: bool
+    recovered: bool
+    during: str                 # the fault whose freeze triggered it
 
 
 @dataclass(frozen=True)
-class Facts:
-    """What the data says, computed from the injected events (the expected numbers)."""
-    cycles: int
-    frozen_cycles: dict[str, int]                   # box -> cycles with up=0
-    availability_box: dict[str, float]             # percent
-    availability_kind: dict[str, float]            # percent, pooled over box-time
-    freezes_kind: dict[str, int]
-    freezes_layer_kind: dict[tuple[str, str], int]  # (layer, kind) -> count
-    frozen_s_kind: dict[str, float]                # sum of duration_s
-    mttr_kind: dict[str, float]                    # mean duration of closed freezes
-    mtbf_kind: dict[str, float]                    # up box-seconds / freezes
-    remediations_action: dict[str, int]            # dry runs excluded
-    success_action: dict[str, float]               # percent recovered, dry runs excluded
-    remediations_trigger: dict[str, int]           # dry runs included
-    frozen_now: frozenset[str]                     # boxes whose last cycle is down
+class Truth:
+    """Expected numbers, computed from the schedule and the measured call times only."""
+
+    first_cycle_s: float
+    last_cycle_s: float
+    freezes: tuple[ExpectedFreeze, ...]
+    segment: ExpectedFreeze
+    remediations: tuple[ExpectedRemediation, ...]
+    mac_changes: tuple[tuple[str, str, str, str, Window], ...]   # box, address, old, new, when
+    container_events: dict[str, tuple[str, ...]]                  # box -> events, oldest first
+    applied: dict[str, tuple[Window, Window | None]]              # fault name -> (on, off)
+
+    @property
+    def cycles(self) -> int:
+        """Probe cycles from the first to the last (the agent's own status.json times)."""
+        return round((self.last_cycle_s - self.first_cycle_s) / INTERVAL_S) + 1
+
+    @property
+    def observed_s(self) -> float:
+        """Box-time observed per box."""
+        return self.cycles * INTERVAL_S
+
+    def freezes_of(self, *, box: str | None = None, kind: str | None = None) -> list[ExpectedFreeze]:
+        """Expected freezes of one box or one kind."""
+        return [f for f in self.freezes if (box is None or f.box == box) and (kind is None or f.kind == kind)]
+
+    def frozen_s(self, *, box: str | None = None, kind: str | None = None,
+                 within: tuple[float, float] | None = None) -> Span:
+        """Frozen box-time of a box or kind (optionally only inside [from_s, to_s))."""
+        total = Span(0.0, 0.0)
+        for f in self.freezes_of(box=box, kind=kind):
+            span = f.frozen_s
+            if within is not None:
+                lo_end = f.end_s.lo + (INTERVAL_S if f.open else 0)
+                hi_end = f.end_s.hi + (INTERVAL_S if f.open else 0)
+                span = Span(_overlap(f.start_s.hi, lo_end, *within), _overlap(f.start_s.lo, hi_end, *within))
+            total = total + span
+        return total
+
+    def availability(self, *, box: str | None = None, kind: str | None = None) -> Span:
+        """Percent of box-time up: 100 * (1 - frozen / observed)."""
+        n_boxes = 1 if box else sum(1 for k in BOXES.values() if k == kind)
+        frozen = self.frozen_s(box=box, kind=kind)
+        observed = self.observed_s * n_boxes
+        return Span(100 * (1 - frozen.hi / observed), 100 * (1 - frozen.lo / observed))
+
+    def mttr_s(self, kind: str) -> Span:
+        """Mean length of the closed freezes of a kind."""
+        closed = [f.frozen_s for f in self.freezes_of(kind=kind) if not f.open]
+        return Span(sum(s.lo for s in closed) / len(closed), sum(s.hi for s in closed) / len(closed))
+
+    def mtbf_s(self, kind: str) -> Span:
+        """Up box-time per freeze of a kind."""
+        n_boxes = sum(1 for k in BOXES.values() if k == kind)
+        n = len(self.freezes_of(kind=kind))
+        frozen = self.frozen_s(kind=kind)
+        up = self.observed_s * n_boxes
+        return Span((up - frozen.hi) / n, (up - frozen.lo) / n)
+
+    def frozen_at(self, t_s: float) -> tuple[set[str], set[str]]:
+        """(boxes surely frozen at t_s, boxes that might be): a freeze edge within its span is unsure."""
+        sure, maybe = set(), set()
+        for f in self.freezes:
+            end_hi = f.end_s.hi + (INTERVAL_S if f.open else 0)
+            if f.start_s.hi <= t_s < (f.end_s.lo if not f.open else float("inf")):
+                sure.add(f.box)
+            elif f.start_s.lo <= t_s < end_hi:
+                maybe.add(f.box)
+        return sure, maybe - sure
+
+
+def _overlap(a: float, b: float, lo: float, hi: float) -> float:
+    return max(0.0, min(b, hi) - max(a, lo))
 
 
 @dataclass
 class FleetData:
-    """Where the data is and what it contains."""
+    """Where the data is and what it must say."""
+
     influx_url: str
     database: str
-    netns: str | None
-    start_ms: int            # first cycle
+    netns: str
+    start_ms: int            # the first cycle
     end_ms: int              # one interval after the last cycle
-    facts: Facts
-    interval_s: int = INTERVAL_S
+    truth: Truth
+    state_dir: str
+    interval_s: float = INTERVAL_S
     site: str = SITE
     boxes: dict[str, str] = field(default_factory=lambda: dict(BOXES))
 
-    def at(self, offset_s: float) -> int:
-        """Epoch ms of an offset from the range start."""
-        return self.start_ms + int(offset_s * 1000)
+    def ms(self, time_s: float) -> int:
+        """Epoch s -> epoch ms."""
+        return int(time_s * 1000)
 
 
-def compute_facts() -> Facts:
-    """Expected numbers from FREEZES/REMEDIATIONS (independent of InfluxDB)."""
-    cycles = SPAN_S // INTERVAL_S
-    frozen = {b: 0 for b in BOXES}
-    for f in FREEZES:
-        frozen[f.box] += f.duration_s // INTERVAL_S
-    avail_box = {b: 100.0 * (cycles - frozen[b]) / cycles for b in BOXES}
-    kinds = sorted(set(BOXES.values()))
-    avail_kind, freezes_kind, frozen_s, mttr, mtbf = {}, {}, {}, {}, {}
-    layer_kind: dict[tuple[str, str], int] = {}
-    for k in kinds:
-        bs = [b for b in BOXES if BOXES[b] == k]
-        down = sum(frozen[b] for b in bs)
-        avail_kind[k] = 100.0 * (cycles * len(bs) - down) / (cycles * len(bs))
-        fz = [f for f in FREEZES if BOXES[f.box] == k]
-        freezes_kind[k] = len(fz)
-        frozen_s[k] = float(sum(f.duration_s for f in fz))
-        closed = [f.duration_s for f in fz if not f.open]
-        mttr[k] = sum(closed) / len(closed)
-        mtbf[k] = (cycles * len(bs) - down) * INTERVAL_S / len(fz)
-        for f in fz:
-            layer_kind[(f.layer, k)] = layer_kind.get((f.layer, k), 0) + 1
-    actions: dict[str, list[int]] = {}
-    triggers: dict[str, int] = {}
-    for r in REMEDIATIONS:
-        triggers[r.trigger] = triggers.get(r.trigger, 0) + 1
-        if not r.dry_run:
-            actions.setdefault(r.action, []).append(r.recovered)
-    last_offset = SPAN_S - INTERVAL_S
-    frozen_now = frozenset(f.box for f in FREEZES if f.offset_s <= last_offset < f.offset_s + f.duration_s)
-    return Facts(cycles, frozen, avail_box, avail_kind, freezes_kind, layer_kind, frozen_s, mttr, mtbf,
-                 {a: len(v) for a, v in actions.items()},
-                 {a: 100.0 * sum(v) / len(v) for a, v in actions.items()}, triggers, frozen_now)
+# ----------------------------------------------------------------------------- expected numbers
+
+def edge(w: Window) -> Span:
+    """Where the agent's cycle (its start time) that first sees a change made during `w` can be.
+
+    Not before the change (a probe still waiting for its answer, up to the timeout, may see it), and
+    at most one cycle after it (plus SLACK_S for a late cycle)."""
+    return Span(w.lo_s - TIMEOUT_S, w.hi_s + INTERVAL_S + SLACK_S)
 
 
-def _esc_tag(v: str) -> str:
-    return v.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+def compute_truth(first_cycle_s: float, last_cycle_s: float, applied: dict[str, tuple[Window, Window | None]],
+                  mac_windows: tuple[Window, Window], original_macs: dict[str, str],
+                  addresses: dict[str, tuple[str, str]]) -> Truth:
+    """The expected freezes, remediations, MAC changes and container events of a run (pure)."""
+    freezes = []
+    segment = None
+    last = Span(last_cycle_s, last_cycle_s)
+    for fault in SCHEDULE:
+        on, off = applied[fault.name]
+        boxes = sorted(BOXES) if fault.target == "segment" else [fault.target]
+        for box in boxes:
+            freezes.append(ExpectedFreeze(fault.name, box, BOXES[box], fault.layer, edge(on),
+                                          edge(off) if off else last, off is None))
+        if fault.target == "segment":
+            segment = ExpectedFreeze(fault.name, "*", "*", fault.layer, edge(on), edge(off), False)
+    freezes.sort(key=lambda f: (f.start_s.lo, f.box))
+    remediations = []
+    for f in freezes:
+        if f.box in LADDERS:
+            action, dry = LADDERS[f.box]
+            fault = next(x for x in SCHEDULE if x.name == f.fault)
+            remediations.append(ExpectedRemediation(
+                f.box, action, dry, ok=dry or fault.remediated, recovered=fault.remediated, during=f.fault))
+    mac_box = MAC_CHANGE[0]
+    old = original_macs[mac_box]
+    mac_changes = []
+    for addr in addresses[mac_box]:
+        mac_changes.append((mac_box, addr, old, NEW_MAC, mac_windows[0]))
+        mac_changes.append((mac_box, addr, NEW_MAC, old, mac_windows[1]))
+    events: dict[str, list[str]] = {}
+    for fault in SCHEDULE:
+        if BOXES.get(fault.target) == "container" and fault.kind in ("l2", "l4"):
+            on_off = {"l2": ("network_disconnect", "network_connect"), "l4": ("pause", "unpause")}[fault.kind]
+            events.setdefault(fault.target, []).extend(on_off if applied[fault.name][1] else on_off[:1])
+    assert segment is not None
+    return Truth(first_cycle_s, last_cycle_s, tuple(freezes), segment, tuple(remediations), tuple(mac_changes),
+                 {b: tuple(e) for b, e in events.items()}, dict(applied))
 
 
-def _field(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return f"{v}i"
-    if isinstance(v, float):
-        return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+# ----------------------------------------------------------------------------- the run
+
+def agent_config(lab, state_dir: str) -> str:
+    """The agent's TOML: lab boxes, one correlation segment, remediation as in LADDERS."""
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    vm1 = lab.box("vm1")
+    box_extra = {name: {"segment": SEGMENT} for name in BOXES}
+    box_extra["ctr2"] |= {"remediate": ["restart_container"], "dry_run": True}
+    box_extra["vm1"] |= {"remediate": ["command"],
+                         "command": [ip, "netns", "exec", vm1.netns, "nft", "delete", "table", "inet", NFT_L3_TABLE]}
+    extra = (f"[correlation]\nmin_boxes = 3\nmin_share = 1.0\nwindow = 10\nhold_remediation = false\n\n"
+             f"[remediation]\nenabled = true\ncooldown = {COOLDOWN_S}\nverify = {VERIFY_S}\n"
+             f"max_per_box_per_hour = 50\nmax_per_hour = 100\ncommand_timeout = 10\n")
+    return lab.agent_config(interval=INTERVAL_S, timeout=TIMEOUT_S, jitter=0, fail_cycles=FAIL_CYCLES,
+                            recover_cycles=RECOVER_CYCLES, state_dir=state_dir, database=DATABASE, site=SITE,
+                            box_extra=box_extra, extra=extra)
 
 
-def line(measurement: str, tags: dict, fields: dict, ts_ms: int) -> str:
-    """One line of line protocol (ms precision)."""
-    t = ",".join(f"{k}={_esc_tag(str(v))}" for k, v in sorted(tags.items()))
-    f = ",".join(f"{k}={_field(v)}" for k, v in fields.items() if v is not None)
-    return f"{measurement},{t} {f} {ts_ms}"
+def _read_status(state_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(state_dir, "status.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
-def lines(start_ms: int) -> list[str]:
-    """The whole dataset as line protocol."""
-    cycles = SPAN_S // INTERVAL_S
-    out: list[str] = []
-    down: dict[str, dict[int, Freeze]] = {b: {} for b in BOXES}
-    for f in FREEZES:
-        for c in range(f.offset_s // INTERVAL_S, (f.offset_s + f.duration_s) // INTERVAL_S):
-            down[f.box][c] = f
-    probe_from = cycles - PROBE_WINDOW_S // INTERVAL_S
-    for c in range(cycles):
-        ts = start_ms + c * INTERVAL_S * 1000
-        out.append(line("agent", {"site": SITE, "host": "monitor-1"},
-                        {"cycle_s": 0.4 + (c % 5) * 0.01, "misfires": 0, "spool_points": 0, "write_errors": 0},
-                        ts + 900))
-        for b, kind in BOXES.items():
-            tags = {"box": b, "kind": kind, "site": SITE}
-            f = down[b].get(c)
-            if f is not None:
-                state, up, layer = "frozen", 0, f.layer
-            elif c > 0 and (down[b].get(c - 1) or down[b].get(c - 2)):
-                state, up, layer = "recovering", 1, "none"
+def _timed(call, *args) -> Window:
+    lo = time.time()
+    call(*args)
+    return Window(lo, time.time())
+
+
+def _nft_table_present(netns_name: str) -> bool:
+    proc = subprocess.run(["ip", "netns", "exec", netns_name, "nft", "list", "table", "inet", NFT_L3_TABLE],
+                          capture_output=True, text=True, timeout=10)
+    return proc.returncode == 0
+
+
+def _set_mac(lab, box: str, mac: str) -> None:
+    """Give a container box's interface another MAC and flush the monitor's neighbour entries for it."""
+    b = lab.box(box)
+    subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "link", "set", "eth0", "address", mac],
+                   check=True, capture_output=True, text=True, timeout=10)
+    for addr in (b.ipv4, b.ipv6):
+        subprocess.run(["ip", "-n", lab.monitor_ns, "neigh", "flush", "to", addr], check=False,
+                       capture_output=True, timeout=10)
+
+
+def _container_mac_now(lab, box: str) -> str:
+    """The MAC of the container's eth0 (asked with ip inside its namespace: /sys would show the host's)."""
+    out = subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "-o", "link", "show", "eth0"],
+                         check=True, capture_output=True, text=True, timeout=10).stdout.split()
+    return out[out.index("link/ether") + 1].lower()
+
+
+class _Player:
+    """Plays SCHEDULE on the lab relative to the agent's first cycle and records when each change happened."""
+
+    def __init__(self, lab, t0: float) -> None:
+        self.lab = lab
+        self.t0 = t0
+        self.applied: dict[str, tuple[Window, Window | None]] = {}
+        self.active: dict[str, Window] = {}
+        self.mac: list[Window] = []
+        self.original_mac = _container_mac_now(lab, MAC_CHANGE[0])
+
+    def _on(self, f: Fault) -> None:
+        if f.target == "segment":
+            self.active[f.name] = _timed(self.lab.segment_down)
+        else:
+            self.active[f.name] = _timed(self.lab.fault, f.target, f.kind)
+        log.info("fleet run: %s on at +%.1f s", f.name, self.active[f.name].lo_s - self.t0)
+
+    def _off(self, f: Fault, w: Window | None = None) -> None:
+        if w is None:
+            if f.target == "segment":
+                w = _timed(self.lab.segment_up)
             else:
-                state, up, layer = "up", 1, "none"
-            out.append(line("box", tags, {"up": up, "state": state, "layer": layer}, ts + 500))
-            if c >= probe_from:
-                out.extend(_probe_lines(b, kind, c, ts, f.layer if f else None))
-    for f in FREEZES:
-        fields = {"open": 1 if f.open else 0, "layer": f.layer, "duration_s": float(f.duration_s),
-                  "evidence": f.evidence}
-        out.append(line("freeze", {"box": f.box, "kind": BOXES[f.box], "site": SITE}, fields,
-                        start_ms + f.offset_s * 1000 + 500))
-    for r in REMEDIATIONS:
-        out.append(line("remediation", {"box": r.box, "kind": BOXES[r.box], "site": SITE, "action": r.action,
-                                        "trigger": r.trigger},
-                        {"ok": r.ok, "recovered": r.recovered, "dry_run": r.dry_run, "duration_s": 4.5,
-                         "detail": r.detail}, start_ms + r.offset_s * 1000))
-    for b, off, ev in CONTAINER_EVENTS:
-        out.append(line("container_event", {"box": b, "kind": BOXES[b], "site": SITE, "event": ev},
-                        {"detail": f"docker event {ev}"}, start_ms + off * 1000))
-    for b, off, addr, old, new in MAC_CHANGES:
-        out.append(line("mac_change", {"box": b, "kind": BOXES[b], "site": SITE, "address": addr},
-                        {"old": old, "new": new}, start_ms + off * 1000))
-    for seg, off, n, layer, dur in SEGMENT_FREEZES:
-        out.append(line("segment_freeze", {"segment": seg, "site": SITE},
-                        {"boxes": n, "layer": layer, "open": 0, "duration_s": float(dur)}, start_ms + off * 1000))
-    return out
+                w = _timed(lambda: self.lab.clear(f.target, wait=False))
+        elif f.target != "segment":
+            self.lab.clear(f.target, wait=False)  # bookkeeping only: the change itself happened in w
+        self.applied[f.name] = (self.active.pop(f.name), w)
+        log.info("fleet run: %s off at +%.1f s", f.name, w.lo_s - self.t0)
+
+    def play(self, run_s: float) -> None:
+        """Run the schedule until t0 + run_s; open faults stay on."""
+        todo: list[tuple[float, str, object]] = []
+        for f in SCHEDULE:
+            todo.append((f.at_s, "on", f))
+            if f.for_s is not None:
+                todo.append((f.at_s + f.for_s, "deadline" if f.remediated else "off", f))
+        todo += [(MAC_CHANGE[1], "mac", NEW_MAC), (MAC_CHANGE[2], "mac", self.original_mac)]
+        todo.sort(key=lambda x: x[0])
+        watched: dict[str, float] = {}   # remediated fault -> last time its drop table was seen
+        while True:
+            now = time.time()
+            for name, seen_s in list(watched.items()):
+                f = next(x for x in SCHEDULE if x.name == name)
+                probe_s = time.time()
+                if _nft_table_present(self.lab.box(f.target).netns):
+                    watched[name] = probe_s
+                else:
+                    del watched[name]
+                    self._off(f, Window(seen_s, time.time()))
+            while todo and now >= self.t0 + todo[0][0]:
+                _, what, arg = todo.pop(0)
+                if what == "on":
+                    self._on(arg)
+                    if arg.remediated:
+                        watched[arg.name] = time.time()
+                elif what == "off":
+                    self._off(arg)
+                elif what == "deadline" and arg.name in watched:
+                    del watched[arg.name]
+                    log.warning("fleet run: %s was not remediated within %.0f s; clearing it", arg.name, arg.for_s)
+                    self._off(arg)
+                elif what == "mac":
+                    self.mac.append(_timed(_set_mac, self.lab, MAC_CHANGE[0], arg))
+            if now >= self.t0 + run_s:
+                return
+            time.sleep(0.2 if watched else 0.05)
 
 
-def _probe_lines(box: str, kind: str, c: int, ts: int, layer: str | None) -> list[str]:
-    ok = {"arp": layer != "l2", "ndp": layer != "l2", "icmp": layer not in ("l2", "l3"),
-          "icmp6": layer not in ("l2", "l3"), "tcp": layer is None}
-    base = 0.3 if kind == "container" else 0.6
-    out = []
-    probes = [("icmp", IPV4[box], None), ("arp", IPV4[box], None), ("tcp", IPV4[box], 1093)]
-    if box in IPV6:
-        probes += [("icmp6", IPV6[box], None), ("ndp", IPV6[box], None)]
-    for i, (probe, addr, port) in enumerate(probes):
-        tags = {"box": box, "kind": kind, "site": SITE, "probe": probe, "address": addr}
-        if port is not None:
-            tags["port"] = str(port)
-        good = ok[probe]
-        fields = {"ok": 1 if good else 0, "rtt_ms": base + 0.05 * i + (c % 7) * 0.01 if good else None,
-                  "error": None if good else "timeout",
-                  "mac": ("02:42:c0:00:02:" + IPV4[box].rsplit(".", 1)[1]) if probe in ("arp", "ndp") and good else None}
-        out.append(line("probe", tags, fields, ts + 100 + i))
-    return out
+def _stop(proc: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            return -9
+    return proc.returncode
 
 
-def write_lines(url: str, db: str, data: list[str], netns: str | None, batch: int = 5000) -> None:
-    """POST line protocol to /write?db=&precision=ms in batches."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    ctx = _entered(netns)
-    with ctx:
-        for i in range(0, len(data), batch):
-            body = ("\n".join(data[i:i + batch]) + "\n").encode()
-            req = urllib.request.Request(f"{url}/write?" + urllib.parse.urlencode({"db": db, "precision": "ms"}),
-                                         data=body, method="POST")
-            with opener.open(req, timeout=60) as resp:
-                assert resp.status == 204, resp.status
+def _tail(path: str, n: int = 40) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def run_fleet(lab, work_dir: str, run_s: float = RUN_S) -> FleetData:
+    """Run the agent on the lab while playing SCHEDULE; the lab is left without faults."""
+    found = {b.name: b.kind for b in lab.boxes}
+    if found != BOXES:
+        pytest.fail(f"fleet_data needs the default lab boxes {BOXES}, the lab has {found}")
+    lab.clear_all(wait=True)  # earlier tests of the session may have left a fault
+    state_dir = os.path.join(work_dir, "state")
+    cfg_path = os.path.join(work_dir, "agent.toml")
+    with open(cfg_path, "w", encoding="utf-8") as fh:
+        fh.write(agent_config(lab, state_dir))
+    log_path = os.path.join(work_dir, "agent.log")
+    with open(log_path, "wb") as log_fh:
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "run", "-c", cfg_path],
+                                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT)
+    player = None
+    try:
+        deadline = time.monotonic() + 60
+        while (st := _read_status(state_dir)) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the agent wrote no status.json (exit {proc.poll()}):\n{_tail(log_path)}")
+            time.sleep(0.05)
+        t0 = float(st["updated_s"])
+        player = _Player(lab, t0)
+        player.play(run_s)
+        rc = _stop(proc)
+        if rc != 0:
+            pytest.fail(f"the agent exited {rc}:\n{_tail(log_path)}")
+        last = float(_read_status(state_dir)["updated_s"])
+        open_off = {f.name: player.active[f.name] for f in SCHEDULE if f.name in player.active}
+        for name, on in open_off.items():
+            player.applied[name] = (on, None)
+    finally:
+        _stop(proc)
+        if player is not None and player.mac and len(player.mac) < 2:
+            with contextlib.suppress(Exception):
+                _set_mac(lab, MAC_CHANGE[0], player.original_mac)
+        lab.clear_all(wait=True)
+    mac_now = _container_mac_now(lab, MAC_CHANGE[0])
+    if mac_now != player.original_mac:
+        pytest.fail(f"{MAC_CHANGE[0]} kept MAC {mac_now}, was {player.original_mac} before the run")
+    missing = [f.name for f in SCHEDULE if f.name not in player.applied]
+    if missing or len(player.mac) != 2:
+        pytest.fail(f"the schedule did not run completely: missing {missing}, MAC changes {len(player.mac)}")
+    addresses = {MAC_CHANGE[0]: (lab.box(MAC_CHANGE[0]).ipv4, lab.box(MAC_CHANGE[0]).ipv6)}
+    truth = compute_truth(t0, last, player.applied, tuple(player.mac), {MAC_CHANGE[0]: player.original_mac},
+                          addresses)
+    return FleetData(lab.influx_url, DATABASE, lab.monitor_ns, int(t0 * 1000), int((last + INTERVAL_S) * 1000),
+                     truth, state_dir)
+
+
+# lab run_id -> [FleetData, work dir, users]. tests/grafana (conftest) and tests/agent/test_report.py both
+# register this fixture, which gives pytest two session fixtures: they share one run through this.
+_RUNS: dict[str, list] = {}
+_FAILED: dict[str, str] = {}   # lab run_id -> why the run failed (not retried by the second fixture)
+
+
+@pytest.fixture(scope="session")
+def fleet_data(lab):
+    """The lab's InfluxDB after a real agent run with SCHEDULE injected (one run per lab); yields FleetData."""
+    if lab.run_id in _FAILED:
+        pytest.fail(f"the fleet run failed earlier in this session: {_FAILED[lab.run_id]}")
+    entry = _RUNS.get(lab.run_id)
+    if entry is None:
+        work_dir = tempfile.mkdtemp(prefix="vbx-fleet-run-")
+        try:
+            entry = _RUNS[lab.run_id] = [run_fleet(lab, work_dir), work_dir, 0]
+        except BaseException as exc:
+            _FAILED[lab.run_id] = f"{type(exc).__name__}: {str(exc)[:2000]}"
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+    entry[2] += 1
+    try:
+        yield entry[0]
+    finally:
+        entry[2] -= 1
+        if entry[2] == 0:
+            del _RUNS[lab.run_id]
+            shutil.rmtree(entry[1], ignore_errors=True)
 
 
 def _entered(netns: str | None):
@@ -264,39 +522,3 @@ def _entered(netns: str | None):
         return contextlib.nullcontext()
     from agent import netns as _netns
     return _netns.entered(netns)
-
-
-def _skip_unless_possible() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("fleet_data needs root (a network namespace for the throwaway influxd)")
-    if shutil.which("influxd") is None:
-        pytest.skip("fleet_data needs InfluxDB 1.x (apt-get install influxdb)")
-    if shutil.which("ip") is None:
-        pytest.skip("fleet_data needs iproute2")
-
-
-@pytest.fixture(scope="session")
-def fleet_data():
-    """A real influxd (own netns, loopback only) holding the synthetic fleet; yields FleetData."""
-    _skip_unless_possible()
-    from agent.lab.influx import InfluxServer
-
-    ns = f"vbx-fleet-{uuid.uuid4().hex[:8]}"
-    base = tempfile.mkdtemp(prefix="vbx-fleet-influx-")
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    server = None
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        server = InfluxServer(base, netns=ns, http_port=8086)
-        server.start()
-        server.create_database(DATABASE)
-        now_ms = int(time.time() * 1000)
-        end_ms = (now_ms // (INTERVAL_S * 1000)) * INTERVAL_S * 1000 + INTERVAL_S * 1000
-        start_ms = end_ms - SPAN_S * 1000
-        write_lines(server.url, DATABASE, lines(start_ms), ns)
-        yield FleetData(server.url, DATABASE, ns, start_ms, end_ms, compute_facts())
-    finally:
-        if server is not None:
-            server.stop()
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-        shutil.rmtree(base, ignore_errors=True)
