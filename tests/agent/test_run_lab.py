@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -179,7 +178,7 @@ def test_influx_outage_loses_and_duplicates_no_point(clean_lab, agents, tmp_path
 
 # ---------------------------------------------------------------------------------------------------------
 def test_kill9_mid_freeze_continues_the_same_freeze(clean_lab, agents, tmp_path, request):
-    """kill -9 while suspect and again while frozen: the same freeze goes on, starts at the first failing cycle, closes once."""
+    """kill -9 while suspect and while frozen: the same freeze goes on from its first failing cycle, closes once."""
     lab, db, box = clean_lab, _db(request), "vm1"
     cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=3)
     a = _start(agents, lab, cfg, "agent1.log")
