@@ -17,7 +17,7 @@ What the run contains (offsets from the agent's first cycle):
 - ctr1's MAC changed and restored 12 s later (monitor's neighbour entries flushed, so no freeze):
   two `mac_change` points per address;
 - vm1 l2 for 16 s (link down): the remediation command fails (ok=0, recovered=0);
-- ctr2 l3 from 22 s before the end, still frozen when the agent stops: an open freeze.
+- ctr2 l3 from 21 s before the end, still frozen when the agent stops: an open freeze.
 vm1's command also runs (and fails) during the segment outage; ctr2's ladder is a dry run, so each of
 its three freezes gives a dry-run `remediation` point. Remediation cooldown (30 s) and verify (2 s) are
 chosen so that each freeze gives exactly one action, with several seconds of margin.

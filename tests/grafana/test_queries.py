@@ -101,22 +101,35 @@ def in_span(value, span: Span, what: str) -> None:
 
 # ----------------------------------------------------------------------------- every query runs
 
-FLEET_CASES = [pytest.param(t, r, q, m, s, id=f"{t}/{r}/{s}")
-               for (t, r, q, m) in panel_targets(FLEET) for s in FLEET_SCENARIOS]
-BOX_CASES = [pytest.param(t, r, q, m, b, id=f"{t}/{r}/{b}")
-             for (t, r, q, m) in panel_targets(BOX) for b in sorted(BOXES)]
+# "run": the range is the run; "default": the dashboard's own default range (now-7d / now-24h) ending
+# after the run, so $__interval is what Grafana picks there (minutes, not the 10 s minimum).
+RANGES = ("run", "default")
+FLEET_CASES = [pytest.param(t, r, q, m, s, rng, id=f"{t}/{r}/{s}/{rng}")
+               for (t, r, q, m) in panel_targets(FLEET) for s in FLEET_SCENARIOS for rng in RANGES]
+BOX_CASES = [pytest.param(t, r, q, m, b, rng, id=f"{t}/{r}/{b}/{rng}")
+             for (t, r, q, m) in panel_targets(BOX) for b in sorted(BOXES) for rng in RANGES]
 
 
-@pytest.mark.parametrize("title,ref,query,mdp,scenario", FLEET_CASES)
-def test_fleet_panel_query_returns_data(fleet_data, title, ref, query, mdp, scenario):
-    q = expand(FLEET, query, fleet_data, FLEET_SCENARIOS[scenario], mdp=mdp)
+def range_ms(dash: dict, fleet: FleetData, rng: str) -> tuple[int, int]:
+    """(from, to) of a range scenario."""
+    if rng == "run":
+        return fleet.start_ms, fleet.end_ms
+    assert dash["time"]["to"] == "now" and dash["time"]["from"].startswith("now-"), dash["time"]
+    return fleet.end_ms - g.parse_duration_ms(dash["time"]["from"][4:]), fleet.end_ms
+
+
+@pytest.mark.parametrize("title,ref,query,mdp,scenario,rng", FLEET_CASES)
+def test_fleet_panel_query_returns_data(fleet_data, title, ref, query, mdp, scenario, rng):
+    lo, hi = range_ms(FLEET, fleet_data, rng)
+    q = expand(FLEET, query, fleet_data, FLEET_SCENARIOS[scenario], from_ms=lo, to_ms=hi, mdp=mdp)
     assert not UNEXPANDED.search(q), f"unexpanded macro or variable in {q!r}"
     nonempty(run(fleet_data, q), f"{title} {ref}: {q}")
 
 
-@pytest.mark.parametrize("title,ref,query,mdp,box", BOX_CASES)
-def test_box_panel_query_returns_data(fleet_data, title, ref, query, mdp, box):
-    q = expand(BOX, query, fleet_data, {"box": box}, mdp=mdp)
+@pytest.mark.parametrize("title,ref,query,mdp,box,rng", BOX_CASES)
+def test_box_panel_query_returns_data(fleet_data, title, ref, query, mdp, box, rng):
+    lo, hi = range_ms(BOX, fleet_data, rng)
+    q = expand(BOX, query, fleet_data, {"box": box}, from_ms=lo, to_ms=hi, mdp=mdp)
     assert not UNEXPANDED.search(q), f"unexpanded macro or variable in {q!r}"
     series = run(fleet_data, q)
     if expected_empty(fleet_data, title, box):
@@ -455,8 +468,8 @@ def test_agent_silent_rule(fleet_data):
     rule = RULES["vobox-agent-silent"]
     assert evaluate(rule, fleet_data, fleet_data.end_ms) == {frozenset(): False}
     # the window (3 cycles of the committed 10 s = 30 s) after the last agent point holds nothing: NoData alerts
-    last_agent_ms = fleet_data.ms(fleet_data.truth.last_cycle_s)
     (agent,) = run(fleet_data, 'SELECT last("cycle_s") FROM "agent"')
-    assert abs(rows(agent)[0]["time"] - last_agent_ms) <= 1
+    last_agent_ms = rows(agent)[0]["time"]  # the point's own ms (the cycle time rounded, not truncated)
+    assert abs(last_agent_ms - fleet_data.truth.last_cycle_s * 1000) <= 1
     assert evaluate(rule, fleet_data, last_agent_ms + 30_001) == {"NoData": True}
     assert evaluate(rule, fleet_data, last_agent_ms + 29_000) == {frozenset(): False}
