@@ -21,6 +21,11 @@ What the run contains (offsets from the agent's first cycle):
 vm1's command also runs (and fails) during the segment outage; ctr2's ladder is a dry run, so each of
 its three freezes gives a dry-run `remediation` point. Remediation cooldown (30 s) and verify (2 s) are
 chosen so that each freeze gives exactly one action, with several seconds of margin.
+
+No synthetic dataset is left: every case the former one covered is produced here, except remediation
+triggers `alert`/`manual` (the trigger panel runs the same GROUP BY "trigger" query on the `auto`
+points) and multi-day spans (every panel also runs over the dashboards' default 7 d / 24 h ranges,
+and the report with --since 7d, on this data). Runtime: about RUN_S + 3 s.
 """
 from __future__ import annotations
 
