@@ -250,6 +250,11 @@ class InfluxConfig:
     spool_max_mb: float = _key("spool_max_mb", _number(0, low_open=True),
                                "on-disk spool bound; oldest points are dropped (and counted) only when full",
                                100.0, unit="MB")
+    retry_min_s: float = _key("retry_min", _number(0, low_open=True),
+                              "after a failed write, spool for this long before trying again (doubles on "
+                              "each failure)", 1.0, unit="s")
+    retry_max_s: float = _key("retry_max", _number(0, low_open=True),
+                              "longest wait between two write attempts while InfluxDB is down", 30.0, unit="s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -321,7 +321,7 @@ def read_fleet(query: Callable[[str], list[dict]], start_ms: int, end_ms: int, i
     remediations = {
         r["action"]: (int(r["n"] or 0), int(r["recovered"] or 0))
         for r in query(f'SELECT count("ok") AS "n", sum("recovered") AS "recovered" FROM "remediation" '
-                       f'WHERE "dry_run" = 0 AND {w} GROUP BY "action"')}
+                       f'WHERE "dry_run" = 0 AND "deferred" = 0 AND {w} GROUP BY "action"')}
     return FleetObservation(start_ms, end_ms, interval_s, site, boxes, freezes, buckets, bucket_s, remediations)
 
 

@@ -178,6 +178,10 @@ class Agent:
         points.extend(P.box_down_rewrite(box.name, kind, site, t) for t in decision.rewrite_down_times)
         for ev in events:
             self._on_event(box, ev, v, points)
+        if after.freeze_open and not any(isinstance(ev, (FreezeOpened, FreezeLayerChanged)) for ev in events):
+            # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at detection".
+            points.append(P.freeze_point(box.name, kind, site, after.freeze_start_s, True, after.layer,
+                                         now_s - after.freeze_start_s, self._evidence_paths.get(box.name)))
 
     def _on_event(self, box: BoxConfig, ev: Any, v: Verdict, points: list[P.Point]) -> None:
         kind, site = box.kind, self.site
@@ -225,13 +229,15 @@ class Agent:
             return
         for name, st in self.states.items():
             held = self.correlator.holds(name) if self.correlator is not None else None
-            if held and st.state == "frozen" and name not in self._held_noted:
+            box = self.boxes[name]
+            # Name the step that would have run: an l4 freeze (ping answers) skips reconnect_network.
+            steps = [a for a in box.remediate if not (st.layer == "l4" and a == "reconnect_network")]
+            if held and steps and st.state == "frozen" and name not in self._held_noted:
                 self._held_noted.add(name)
-                box = self.boxes[name]
                 log.warning("box %s: automatic remediation deferred: %s", name, held)
-                points.append(P.remediation_point(name, box.kind, self.site, (box.remediate or ("none",))[0],
-                                                  "auto", False, False, False, 0.0, f"deferred: {held}", now_s,
-                                                  deferred=True))
+                dry_run = self.config.remediation.dry_run or box.dry_run
+                points.append(P.remediation_point(name, box.kind, self.site, steps[0], "auto", False, False,
+                                                  dry_run, 0.0, f"deferred: {held}", now_s, deferred=True))
             try:
                 self.remediation.on_freeze_state(name, st.state, st.layer, held=bool(held))
             except Exception:  # noqa: BLE001 - remediation trouble never stops probing
@@ -239,12 +245,14 @@ class Agent:
 
     def _finish(self, now_s: float, started: float, points: list[P.Point], judged: Sequence[Verdict],
                 error: str | None = None) -> CycleSummary:
+        self.storage.write(points)
+        # cycle_s covers the whole cycle, the write of its points included; the agent point goes last.
         cycle_s = time.monotonic() - started
         c = self.storage.counters()
-        points.append(P.agent_point(self.site, now_s, cycle_s=cycle_s, misfires=self.misfires,
-                                    spool_points=c.spool_points, write_errors=c.write_errors, dropped=c.dropped,
-                                    rejected=c.rejected, host=self.host, boxes=len(self.boxes)))
-        self.storage.write(points)
+        self.storage.write([P.agent_point(self.site, now_s, cycle_s=cycle_s, misfires=self.misfires,
+                                          spool_points=c.spool_points, write_errors=c.write_errors,
+                                          dropped=c.dropped, rejected=c.rejected, host=self.host,
+                                          boxes=len(self.boxes))])
         self.cycles += 1
         try:
             self._save()
@@ -256,7 +264,7 @@ class Agent:
             log.warning("cannot write %s: %s", self.status_path, exc)
         return CycleSummary(now_s, cycle_s, len(self.boxes),
                             tuple(v.box for v in judged if not v.healthy),
-                            tuple(n for n, s in self.states.items() if s.state == "frozen"), len(points), error)
+                            tuple(n for n, s in self.states.items() if s.state == "frozen"), len(points) + 1, error)
 
     # ---- status for `vobox-agent status` and the live view ----------------------------------------
 

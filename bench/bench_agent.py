@@ -13,14 +13,13 @@ What runs, all real:
 
 Figures: average CPU (% of one core, utime+stime from /proc/PID/stat; steady = from the end of the first cycle
 to the end of the run, whole = from process start incl. imports), peak RSS (VmHWM), cycle wall time from the
-`agent` points' cycle_s (sweep + judging, before the write) and, from status.json, the full cycle incl. the
+`agent` points' cycle_s (sweep, judging and the write of its points) and, from status.json, the full cycle incl. the
 InfluxDB write and state save; detection latency = fault onset -> the open `freeze` point readable in InfluxDB
 (polled every 100 ms). A fault removes a box's address from the target namespace (an l2-like freeze: no ARP,
 no ping, no TCP); faults are spread over different phases of the cycle.
 
-"with" / "without" recorder: the config has no key to turn the flight recorder off ([forensics] enabled is
-proposed), so "without" runs the same command through a bench-only harness that builds the Agent with
-recorder=None (nothing else changes). bench/bench_recorder.py --real measures the recorder's share in-process.
+"with" / "without" recorder: the same config, once with `[forensics] enabled = false` (no packet ring, no
+evidence bundles). bench/bench_recorder.py --real measures the recorder's share in-process.
 
 --profile adds a third run with py-spy (`--py-spy PATH`, default: py-spy on PATH) sampling the agent and prints
 the top functions by own and total time; that run's CPU figures include the sampler's effect, so it is not
@@ -56,21 +55,6 @@ from agent.lab.influx import InfluxServer, kill_stale  # noqa: E402
 TMP_PREFIX = "vbxa-"          # /tmp/vbxa-<pid>-XXXX: influx data, configs, state dirs, logs
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 INFLUX_PORT = 8086            # inside our own monitor namespace: nobody else listens there
-# Without the flight recorder: the same CLI, the Agent built with recorder=None. Bench-only.
-NO_RECORDER_HARNESS = """\
-import sys
-import agent.runner as runner
-_init = runner.Agent.__init__
-def _init_without_recorder(self, *a, **kw):
-    kw["recorder"] = None
-    _init(self, *a, **kw)
-runner.Agent.__init__ = _init_without_recorder
-from agent.cli import main
-sys.argv[0] = "vobox-agent"
-raise SystemExit(main(sys.argv[1:]))
-"""
-
-
 def cleanup_leftovers() -> None:
     """Remove what a crashed earlier run left: its agent, its influxd, its temp dir, its namespaces."""
     for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
@@ -176,12 +160,13 @@ class Bench:
 
     # --- pieces ---
 
-    def config(self, database: str, state_dir: Path) -> str:
+    def config(self, database: str, state_dir: Path, recorder: bool = True) -> str:
         a = self.args
         lines = ["[agent]", f"interval = {a.interval!r}", f"timeout = {a.timeout!r}", f"jitter = {a.jitter!r}",
                  f'state_dir = "{state_dir}"', f'interface = "{self.seg.mlink}"', 'site = "bench"',
                  "", "[freeze]", f"fail_cycles = {a.fail_cycles}", "recover_cycles = 2",
-                 "", "[influxdb]", f'url = "{self.influx.url}"', 'api = "v1"', f'database = "{database}"']
+                 "", "[influxdb]", f'url = "{self.influx.url}"', 'api = "v1"', f'database = "{database}"',
+                 "", "[forensics]", f"enabled = {'true' if recorder else 'false'}"]
         for name, addr in self.boxes:
             lines += ["", "[[box]]", f'name = "{name}"', 'kind = "vm"', f'ipv4 = "{addr}"',
                       f"tcp_ports = [{bench_probes.TCP_PORT}]"]
@@ -238,14 +223,11 @@ class Bench:
         run_dir = self.tmp / label
         run_dir.mkdir()
         cfg_path = run_dir / "agent.toml"
-        cfg_path.write_text(self.config(db, run_dir / "state"))
+        cfg_path.write_text(self.config(db, run_dir / "state", recorder))
         self.seg.flush_neighbours()
         exe = HERE / ".venv/bin/vobox-agent"
         cli = ["--netns", self.seg.monitor, "run", "-c", str(cfg_path)]
-        if recorder:
-            argv = [str(exe), *cli] if exe.exists() else [sys.executable, "-m", "agent", *cli]
-        else:
-            argv = [sys.executable, "-c", NO_RECORDER_HARNESS, *cli]
+        argv = [str(exe), *cli] if exe.exists() else [sys.executable, "-m", "agent", *cli]
         log_path = run_dir / "agent.log"
         status_path = run_dir / "state" / "status.json"
         with open(log_path, "wb") as logf:
@@ -486,7 +468,7 @@ def main() -> int:
             print(summarize_profile(out) if out.exists() else "py-spy wrote nothing", flush=True)
     print()
     print(table(results, args))
-    print("cycle_s = the agent point's field (sweep + judging, before the write); full cycle = status.json written "
+    print("cycle_s = the agent point's field (sweep, judging and the write of its points); full cycle = status.json written "
           "- cycle start (incl. InfluxDB write and state save); detection = fault onset -> open freeze point "
           "readable in InfluxDB (polled every 100 ms)")
     for v in verdicts(results, args):

@@ -250,14 +250,14 @@ def fleet_dashboard() -> dict:
 
     p.append(row("Remediation", 26))
     p.append(panel("stat", "Remediations", (0, 27, 8, 5), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "dry_run" = 0 AND {F_FLEET} AND $timeFilter '
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "dry_run" = 0 AND "deferred" = 0 AND {F_FLEET} AND $timeFilter '
         'GROUP BY "action"', alias="$tag_action")], unit="none", options=stat_options()))
     p.append(panel("stat", "Remediation success rate", (8, 27, 8, 5), [target(
-        f'SELECT mean("recovered") * 100 AS "success" FROM "remediation" WHERE "dry_run" = 0 AND {F_FLEET} '
+        f'SELECT mean("recovered") * 100 AS "success" FROM "remediation" WHERE "dry_run" = 0 AND "deferred" = 0 AND {F_FLEET} '
         'AND $timeFilter GROUP BY "action"', alias="$tag_action")], unit="percent", options=stat_options(),
         description="share of actions after which the box was healthy at verification"))
     p.append(panel("stat", "Remediations by trigger", (16, 27, 8, 5), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_FLEET} AND $timeFilter GROUP BY "trigger"',
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "deferred" = 0 AND {F_FLEET} AND $timeFilter GROUP BY "trigger"',
         alias="$tag_trigger")], unit="none", options=stat_options(),
         description="auto (agent), alert (Grafana/Alertmanager webhook), manual; dry runs included"))
 
@@ -288,7 +288,7 @@ def box_dashboard() -> dict:
         f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {fb} AND $timeFilter')],
         unit="s", options=stat_options("value")))
     p.append(panel("stat", "Remediations", (18, 0, 6, 4), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {fb} AND $timeFilter')],
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "deferred" = 0 AND {fb} AND $timeFilter')],
         unit="none", options=stat_options("value")))
     p.append(panel("state-timeline", "State", (0, 4, 24, 5), [
         target(f'SELECT last("state") AS "state" FROM "box" WHERE {fb} AND $timeFilter '
@@ -308,7 +308,7 @@ def box_dashboard() -> dict:
                    options=table_options(), overrides=[{"matcher": {"id": "byName", "options": "duration_s"},
                                                         "properties": [{"id": "unit", "value": "s"}]}]))
     p.append(panel("table", "Remediations list", (12, 17, 12, 7), [target(
-        'SELECT "action", "trigger", "ok", "recovered", "dry_run", "duration_s", "detail" FROM "remediation" '
+        'SELECT "action", "trigger", "ok", "recovered", "dry_run", "deferred", "duration_s", "detail" FROM "remediation" '
         f'WHERE {fb} AND $timeFilter ORDER BY time DESC', fmt="table")], options=table_options()))
     p.append(panel("table", "Container events", (0, 24, 12, 7), [target(
         f'SELECT "event", "detail" FROM "container_event" WHERE {fb} AND $timeFilter ORDER BY time DESC',

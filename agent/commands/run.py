@@ -48,6 +48,10 @@ class Assembly:
                 s.stop()
             except Exception:  # noqa: BLE001 - keep stopping the rest
                 log.exception("stopping %r failed", s)
+        self.close()
+
+    def close(self) -> None:
+        """Flush storage, save state, close files (also for an assembly that never started)."""
         for close in self.closers:
             try:
                 close()
@@ -190,9 +194,12 @@ def run(args: argparse.Namespace) -> int:
         if args.cycles and done_cycles[0] >= args.cycles:
             stop.set()
 
-    assembly = assemble(cfg, on_cycle=on_cycle, monitor_netns=getattr(args, "netns", None))
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before assembling: a signal during start-up stops cleanly too
         signal.signal(sig, lambda *_: stop.set())
+    assembly = assemble(cfg, on_cycle=on_cycle, monitor_netns=getattr(args, "netns", None))
+    if stop.is_set():
+        assembly.close()
+        return EXIT_OK
     assembly.start()
     systemd.ready(f"probing {len(cfg.boxes)} boxes every {cfg.agent.interval_s:g} s")
     log.info("agent running: %d boxes, interval %g s, state in %s", len(cfg.boxes), cfg.agent.interval_s,

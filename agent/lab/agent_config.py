@@ -22,6 +22,8 @@ OVERRIDES = {
     "influx_url": ("influxdb", "url"),
     "api": ("influxdb", "api"),
     "database": ("influxdb", "database"),
+    "retry_min": ("influxdb", "retry_min"),
+    "retry_max": ("influxdb", "retry_max"),
 }
 
 

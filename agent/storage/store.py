@@ -58,7 +58,8 @@ class Storage:
         """Build from an agent.config.Config ([influxdb] and agent.state_dir)."""
         ic = cfg.influxdb
         return cls(make_writer(ic), cfg.agent.state_dir, spool_max_bytes=int(ic.spool_max_mb * 2**20),
-                   batch_points=ic.batch_points)
+                   batch_points=ic.batch_points, retry_min_s=ic.retry_min_s,
+                   retry_max_s=max(ic.retry_max_s, ic.retry_min_s))
 
     # --- public ---
 

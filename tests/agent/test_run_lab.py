@@ -224,17 +224,18 @@ def test_sigterm_finishes_the_cycle_flushes_and_exits_0(clean_lab, agents, tmp_p
     """SIGTERM mid-cycle while points wait in the spool: the cycle completes, everything is flushed, exit 0."""
     lab, db = clean_lab, _db(request)
     # A box with an l3 fault makes each cycle last about one timeout, so the signal lands inside one.
-    cfg = write_config(lab, str(tmp_path), database=db, interval=2, timeout=1.5)
+    # retry_min 60 s: after the first failed write the agent spools for a minute, InfluxDB back or not.
+    cfg = write_config(lab, str(tmp_path), database=db, interval=2, timeout=1.5, retry_min=60, retry_max=60)
     conf = load_config(cfg)
     targets = len(plan_cycle(conf.boxes).targets)
     lab.fault("vm1", "l3")
     a = _start(agents, lab, cfg)
     a.wait_cycles(2, timeout_s=20)
-    # 9 s of outage: the writer backs off 1, 2, 4, 8 s, so right after InfluxDB is back the agent still
-    # spools (its next try is ~16 s after the outage began): only the flush at exit can deliver those points.
+    # 5 s of outage: with retry_min 60 s the agent still spools after InfluxDB is back, so only the flush at
+    # exit can deliver those points, and the last cycle's agent point says they were waiting (spool_points > 0).
     lab.influx_stop()
     try:
-        time.sleep(9)
+        time.sleep(5)
     finally:
         lab.influx_start()
     before = read_status(a.state_dir)["updated_s"]       # start of the last finished cycle
