@@ -189,20 +189,8 @@ class Bench:
 
     def kill_agent(self) -> None:
         p, self.agent = self.agent, None
-        if p is None:
-            return
-        if p.poll() is not None:
-            self.last_exit = p.returncode
-            return
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-        except ProcessLookupError:
-            pass
-        self.last_exit = p.returncode
+        if p is not None:
+            self.last_exit = bench_probes.stop_group(p)
 
     def query(self, q: str, db: str) -> list[dict]:
         """Rows of the first series of an InfluxQL query, as dicts."""
@@ -477,8 +465,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("bench: interrupted, cleaned up", file=sys.stderr)
-        sys.exit(130)
+    bench_probes.run_main(main)

@@ -94,6 +94,31 @@ def restore_neigh_limits(pid: int) -> None:
     _with_neigh_state(change)
 
 
+def stop_group(p: subprocess.Popen | None) -> int | None:
+    """SIGTERM a process group (SIGKILL after 30 s); its exit code, None when there was none."""
+    if p is None:
+        return None
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+        except ProcessLookupError:
+            pass
+    return p.returncode
+
+
+def run_main(main) -> None:
+    """Run a bench's main(); Ctrl-C still cleans up (the ExitStacks unwind) and exits 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted, cleaned up", file=sys.stderr)
+        sys.exit(130)
+
+
 def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
 
@@ -282,8 +307,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("bench: interrupted, cleaned up", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -39,7 +39,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "bench"))
 
+import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
 from agent.lab import Lab, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
 from agent.lab.faults import NFT_TABLE  # noqa: E402
 
@@ -148,16 +150,7 @@ class RepairBench:
 
     def stop_agent(self) -> None:
         p, self.agent = self.agent, None
-        if p is None or p.poll() is not None:
-            return
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-        except ProcessLookupError:
-            pass
+        bench_probes.stop_group(p)
 
     def query(self, q: str) -> list[dict]:
         res = self.lab._influx_server().query(q, db=self.lab.influx_database)
@@ -308,8 +301,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("bench: interrupted, cleaned up", file=sys.stderr)
-        sys.exit(130)
+    bench_probes.run_main(main)

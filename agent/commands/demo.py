@@ -52,7 +52,6 @@ def demo_config(lab, interval_s: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 after a clean stop."""
-    from agent.commands.events import influx_query  # noqa: F401 - fail early if the package is broken
     from agent.commands.status import format_status, read_status_file
     from agent.lab import Lab, cleanup_leftovers
 
