@@ -179,7 +179,7 @@ class Segment:
         sh("ip", "netns", "add", self.target)
         sh("ip", "link", "add", self.mlink, "netns", self.monitor, "type", "veth",
            "peer", "name", self.tlink, "netns", self.target)
-        batch = [f"link set lo up", f"link set {self.tlink} up"]
+        batch = ["link set lo up", f"link set {self.tlink} up"]
         batch += [f"addr add {a}/{self.net.prefixlen} dev {self.tlink}" for a in self.addresses]
         sh("ip", "-n", self.target, "-batch", "-", input="\n".join(batch) + "\n")
         sh("ip", "-n", self.monitor, "-batch", "-", input=f"link set lo up\nlink set {self.mlink} up\n"
