@@ -173,6 +173,22 @@ class Correlator:
         return (f"segment freeze of {sf.segment} open since {since} ({len(sf.boxes)} boxes froze together): "
                 "the cause is the segment, not the box")
 
+    def settling(self, box: str, suspect: Iterable[str]) -> str | None:
+        """Why a box that is frozen should wait a cycle more: other boxes of its segment are failing (suspect)
+        and may turn this into a segment freeze next cycle (an outage that began mid-sweep is seen by some
+        boxes one cycle later than by others). None when nothing suggests that."""
+        if not (self.settings.enabled and self.settings.hold_remediation):
+            return None
+        member = self.members.get(box)
+        if member is None:
+            return None
+        others = sorted(b for b in suspect
+                        if b != box and b in self.members and self.members[b].segment == member.segment)
+        if not others:
+            return None
+        return (f"waiting a cycle: {len(others)} other box{'es' if len(others) != 1 else ''} of segment "
+                f"{member.segment} failing too ({', '.join(others)})")
+
     def open_freezes(self) -> tuple[SegmentFreeze, ...]:
         """Segment freezes open now."""
         return tuple(o.freeze for o in self._open.values())

@@ -227,8 +227,13 @@ class Agent:
         """After every box is judged, so a segment freeze found this cycle holds all of its boxes."""
         if self.remediation is None:
             return
+        suspect = [n for n, s in self.states.items() if s.state == "suspect"]
         for name, st in self.states.items():
             held = self.correlator.holds(name) if self.correlator is not None else None
+            settling = (self.correlator.settling(name, suspect)
+                        if self.correlator is not None and st.state == "frozen" and not held else None)
+            if settling:
+                log.info("box %s: remediation %s", name, settling)
             box = self.boxes[name]
             # Name the step that would have run: an l4 freeze (ping answers) skips reconnect_network.
             steps = [a for a in box.remediate if not (st.layer == "l4" and a == "reconnect_network")]
@@ -239,7 +244,7 @@ class Agent:
                 points.append(P.remediation_point(name, box.kind, self.site, steps[0], "auto", False, False,
                                                   dry_run, 0.0, f"deferred: {held}", now_s, deferred=True))
             try:
-                self.remediation.on_freeze_state(name, st.state, st.layer, held=bool(held))
+                self.remediation.on_freeze_state(name, st.state, st.layer, held=bool(held or settling))
             except Exception:  # noqa: BLE001 - remediation trouble never stops probing
                 log.exception("box %s: remediation feed failed", name)
 

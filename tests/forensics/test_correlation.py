@@ -123,3 +123,20 @@ segment = "rack7"
     m = memberships_from_config(cfg)
     assert (m["c1"].segment, m["v1"].segment, m["v2"].segment) == ("docknet", "CERN", "rack7")
     assert CorrelationSettings.from_config(cfg.correlation).window_s == cfg.correlation.window_s
+
+
+@pytest.mark.parametrize("suspect, enabled, hold, expected", [
+    pytest.param([], True, True, None, id="nobody-else-failing"),
+    pytest.param(["x"], True, True, None, id="suspect-in-another-segment"),
+    pytest.param(["b1"], True, True, "waiting a cycle: 1 other box of segment s1 failing too (b1)", id="one-other"),
+    pytest.param(["b0", "b1", "b2"], True, True,
+                 "waiting a cycle: 2 other boxes of segment s1 failing too (b1, b2)", id="itself-not-counted"),
+    pytest.param(["b1"], False, True, None, id="correlation-off"),
+    pytest.param(["b1"], True, False, None, id="hold-off"),
+])
+def test_settling_waits_while_other_boxes_of_the_segment_are_failing(suspect, enabled, hold, expected):
+    from agent.correlation import CorrelationSettings, Correlator, Membership
+
+    members = {"b0": Membership("s1"), "b1": Membership("s1"), "b2": Membership("s1"), "x": Membership("s2")}
+    c = Correlator(CorrelationSettings(enabled=enabled, hold_remediation=hold), members)
+    assert c.settling("b0", suspect) == expected

@@ -1,0 +1,159 @@
+"""The runner's cycle logic with scripted probe results (pure: no sockets, no InfluxDB, no Docker)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from agent.config import loads
+from agent.correlation import CorrelationSettings, Correlator, memberships_from_config
+from agent.runner import Agent
+from agent.storage.store import StorageCounters
+from probes import ProbeResult
+
+BOXES = {"a": "198.51.100.11", "b": "198.51.100.12", "c": "198.51.100.13"}
+
+
+def config_text(state_dir: str) -> str:
+    text = f"""
+[agent]
+interval = 10
+timeout = 1.0
+state_dir = "{state_dir}"
+site = "test"
+
+[freeze]
+fail_cycles = 2
+recover_cycles = 2
+
+[influxdb]
+database = "vobox"
+
+[remediation]
+enabled = true
+
+[correlation]
+min_boxes = 3
+window = 60
+"""
+    for name, ip in BOXES.items():
+        text += f"""
+[[box]]
+name = "{name}"
+kind = "container"
+ipv4 = "{ip}"
+tcp_ports = [1093]
+container = "ctr-{name}"
+network = "net1"
+remediate = ["restart_container"]
+"""
+    return text
+
+
+@dataclass
+class RecordingStorage:
+    """Stands in for agent.storage.Storage: keeps the points."""
+
+    points: list = field(default_factory=list)
+
+    def write(self, points):
+        self.points.extend(points)
+
+    def counters(self):
+        return StorageCounters(0, 0, len(self.points), 0, 0, 0)
+
+    def flush(self):
+        return True
+
+
+@dataclass
+class RecordingRemediation:
+    """Stands in for remediations.RemediationService: keeps what the runner fed it."""
+
+    calls: list = field(default_factory=list)
+
+    def on_freeze_state(self, box, state, layer, held=False):
+        self.calls.append((box, state, layer, held))
+
+    def status(self):
+        return {}
+
+
+class Script:
+    """A sweep whose failing addresses are set per cycle (everything else answers)."""
+
+    def __init__(self):
+        self.failing: set[str] = set()
+        self.now = 1_800_000_000.0
+
+    def clock(self):
+        return self.now
+
+    def sweep(self, targets, timeout_s, interface=None, recorder=None):
+        return [ProbeResult(t.address, t.probe, t.port, t.address not in self.failing,
+                            None if t.address in self.failing else 0.2,
+                            "timeout" if t.address in self.failing else None, None, self.now + 0.1)
+                for t in targets]
+
+
+def make_agent(tmp_path):
+    cfg = loads(config_text(str(tmp_path / "state")))
+    script, storage, rem = Script(), RecordingStorage(), RecordingRemediation()
+    correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
+    agent = Agent(cfg, storage, sweep=script.sweep, clock=script.clock, remediation=rem, correlator=correlator)
+    return agent, script, storage, rem
+
+
+def run(agent, script, failing_per_cycle):
+    for failing in failing_per_cycle:
+        script.failing = {BOXES[b] for b in failing}
+        agent.run_cycle()
+        script.now += 10
+
+
+def frozen_unheld(rem):
+    return [(box, layer) for box, state, layer, held in rem.calls if state == "frozen" and not held]
+
+
+def test_a_lone_freeze_is_handed_to_remediation(tmp_path):
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["a", "a", "a"])
+    assert frozen_unheld(rem) == [("a", "l2"), ("a", "l2")]
+    assert [p for p in storage.points if p.measurement == "segment_freeze"] == []
+
+
+def test_an_outage_seen_a_cycle_late_by_some_boxes_holds_every_box(tmp_path):
+    """a fails one cycle before b and c (the outage began mid-sweep): a must not be restarted meanwhile."""
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["a", "abc", "abc", "abc"])
+    assert frozen_unheld(rem) == []
+    seg = {}  # by time: a later write of the same time and tags replaces the earlier one, as in InfluxDB
+    for p in storage.points:
+        if p.measurement == "segment_freeze":
+            seg[p.time_ns] = (p.tags["segment"], p.fields["boxes"], p.fields["open"])
+    assert list(seg.values()) == [("net1", 3, 1)]  # opened with 2 (min_share 0.5), grown to 3
+    held = [p for p in storage.points if p.measurement == "remediation"]
+    assert sorted((p.tags["box"], p.fields["deferred"]) for p in held) == [("a", 1), ("b", 1), ("c", 1)]
+
+
+def test_a_freeze_point_is_rewritten_each_cycle_with_its_duration_so_far(tmp_path):
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["a", "a", "a", "a", "", ""])
+    fr = [(p.time_ns, p.fields["open"], p.fields["duration_s"]) for p in storage.points if p.measurement == "freeze"]
+    start = fr[0][0]
+    assert all(t == start for t, _, _ in fr)  # one freeze: same time and tags each write, so it replaces
+    assert [(o, d) for _, o, d in fr] == [(1, 10.0), (1, 20.0), (1, 30.0), (1, 40.0), (0, 40.0)]
+
+
+@pytest.mark.parametrize("failing, up", [
+    pytest.param(["a", ""], [1, 1], id="one-failing-cycle-is-no-freeze"),
+    pytest.param(["a", "a", ""], [0, 0, 1], id="suspect-cycle-rewritten-to-0-when-the-freeze-opens"),
+])
+def test_up_is_0_exactly_over_the_freeze(tmp_path, failing, up):
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, failing)
+    box_a = {}
+    for p in storage.points:  # later writes of the same time replace earlier ones, as in InfluxDB
+        if p.measurement == "box" and p.tags["box"] == "a":
+            box_a[p.time_ns] = p.fields["up"]
+    assert [box_a[t] for t in sorted(box_a)] == up
