@@ -85,7 +85,7 @@ def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor
         # The ring must still hold the onset when the freeze is detected fail_cycles later.
         recorder = FlightRecorder({b.name: b.addresses() for b in cfg.boxes},
                                   cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
-        evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=_lazy_docker(make_docker),
+        evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=_LazyDocker(make_docker),
                                      monitor_netns=monitor_netns, interface=cfg.agent.interface,
                                      max_bundles=fx.max_bundles, max_bytes=int(fx.max_mb * 1e6))
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
@@ -138,30 +138,24 @@ def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor
         if on_cycle is not None:
             on_cycle(summary)
 
-    scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=_count(agent))
+    scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=lambda: setattr(agent, "misfires", agent.misfires + 1))
     closers = [lambda: evidence.close(10.0)] if evidence is not None else []
     closers += [agent.close, storage.close]
     return Assembly(agent, scheduler, services, closers)
 
 
-def _count(agent: Any) -> Callable[[], None]:
-    def bump() -> None:
-        agent.misfires += 1
-    return bump
-
-
-def _lazy_docker(factory: Callable[[], Any]) -> Any:
+class _LazyDocker:
     """A docker client made on first use (the agent must start even when dockerd is down)."""
 
-    class Lazy:
-        _client: Any = None
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
 
-        def __getattr__(self, name: str) -> Any:
-            if Lazy._client is None:
-                Lazy._client = factory()
-            return getattr(Lazy._client, name)
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return getattr(self._client, name)
 
-    return Lazy()
 
 
 def run(args: argparse.Namespace) -> int:
