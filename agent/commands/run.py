@@ -138,7 +138,10 @@ def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor
         if on_cycle is not None:
             on_cycle(summary)
 
-    scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=lambda: setattr(agent, "misfires", agent.misfires + 1))
+    def count_misfire() -> None:
+        agent.misfires += 1
+
+    scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=count_misfire)
     closers = [lambda: evidence.close(10.0)] if evidence is not None else []
     closers += [agent.close, storage.close]
     return Assembly(agent, scheduler, services, closers)
