@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 
 EXIT_OK = 0
@@ -29,14 +28,10 @@ def summary(cfg) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config; print "OK: ..." (exit 0) or every error, one a line (exit 2)."""
-    from agent import config
+    from agent.commands import load_config
 
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"{args.config}: {len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}", file=sys.stderr)
-        for err in exc.errors:
-            print(f"  {err}", file=sys.stderr)
+    cfg = load_config(args.config)
+    if cfg is None:
         return EXIT_INVALID
     print(summary(cfg))
     return EXIT_OK

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,15 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, run every check, print the results; exit 0 when nothing failed, 1 otherwise (2: bad config)."""
-    from agent import config, doctor
+    from agent import doctor
+    from agent.commands import EXIT_BAD_CONFIG, load_config
 
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"FAIL  config: {args.config}: {len(exc.errors)} error(s)", file=sys.stderr)
-        for err in exc.errors:
-            print(f"  {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
+    if cfg is None:
+        return EXIT_BAD_CONFIG
     results = doctor.run_checks(cfg, create_database=args.create_database)
     print(doctor.format_results(results))
     return doctor.exit_code(results)

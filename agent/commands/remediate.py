@@ -70,13 +70,11 @@ def quick_reprobe(box, timeout_s: float = 1.0) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run ACTION on BOX once; print the record as JSON; exit 0 ok, 1 failed/deferred, 2 refused."""
-    from agent import config
+    from agent.commands import load_config
     from remediations import ActionContext, Remediator, default_docker_factory, execute, history
 
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"{args.config}: invalid config:", *exc.errors, sep="\n  ", file=sys.stderr)
+    cfg = load_config(args.config)
+    if cfg is None:
         return EXIT_REFUSED
     names = [b.name for b in cfg.boxes]
     if args.box not in names:

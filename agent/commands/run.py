@@ -163,14 +163,13 @@ class _LazyDocker:
 
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (or --cycles N): finish the cycle, flush storage, exit 0."""
-    from agent import config, systemd
+    from agent import systemd
+    from agent.commands import load_config
     from probes import PrivilegeError
     from probes.privileges import require_raw
 
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"{args.config}: invalid config:", *exc.errors, sep="\n  ", file=sys.stderr)
+    cfg = load_config(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     try:
         require_raw()

@@ -179,13 +179,11 @@ def run(args: argparse.Namespace) -> int:
     """Print the status; exit 1 when neither status.json nor InfluxDB can be read, 2 on a bad config."""
     from dataclasses import asdict
 
-    from agent import config
+    from agent.commands import EXIT_BAD_CONFIG, load_config
 
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"vobox-agent status: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
+    if cfg is None:
+        return EXIT_BAD_CONFIG
     now_s = time.time()
     try:
         snap = snapshot(cfg, now_s)
