@@ -15,9 +15,9 @@ from typing import Protocol
 from probes import arp, icmp, icmp6, ndp, privileges, tcp
 from probes.exchange import Recorder
 from probes.privileges import PrivilegeError
-from probes.types import PROBE_KINDS, ProbeResult, Target
+from probes.types import LAYERS, PROBE_KINDS, ProbeResult, Target
 
-__all__ = ["PROBE_KINDS", "PROBES", "Probe", "PrivilegeError", "ProbeResult", "Recorder", "Target", "sweep",
+__all__ = ["LAYERS", "PROBE_KINDS", "PROBES", "Probe", "PrivilegeError", "ProbeResult", "Recorder", "Target", "sweep",
            "validate"]
 
 
@@ -27,6 +27,7 @@ class Probe(Protocol):
     NAME: str
     FAMILY: int | None   # 4 or 6: the address family it applies to; None: both
     NEEDS_RAW: bool      # needs CAP_NET_RAW
+    LAYER: str           # the layer a failure points at, one of LAYERS
 
     def sweep(self, targets: Sequence[Target], timeout_s: float, interface: str | None = None,
               recorder: Recorder | None = None) -> list[ProbeResult]:

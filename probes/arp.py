@@ -15,6 +15,7 @@ from probes.types import ProbeResult, Target
 NAME = "arp"
 FAMILY = 4
 NEEDS_RAW = True
+LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 
 def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):

@@ -10,6 +10,7 @@ from probes.types import ProbeResult, Target
 NAME = "icmp"
 FAMILY = 4
 NEEDS_RAW = True
+LAYER = "l3"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 
 def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = None,

@@ -16,6 +16,7 @@ from probes.types import ProbeResult, Target
 NAME = "ndp"
 FAMILY = 6
 NEEDS_RAW = True
+LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 
 def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):

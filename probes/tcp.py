@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 NAME = "tcp"
 FAMILY = None  # both
 NEEDS_RAW = False
+LAYER = "l4"  # the layer a failure of this probe points at (probes.types.LAYERS)
 RESERVED_FDS = 64  # left for the rest of the process
 
 _ERRORS = {

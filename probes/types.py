@@ -10,6 +10,12 @@ if TYPE_CHECKING:
 
 PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp")
 
+# The layers a failure can point at, from the bottom of the stack up (the OSI names of
+# RFC 1122's link, internet and transport layers, and the service on top): l2 (ARP/NDP
+# unanswered), l3 (IP echo unanswered), l4 (a TCP port does not accept). A failure
+# lower in the stack is deeper: it explains every failure above it.
+LAYERS: tuple[str, ...] = ("l2", "l3", "l4")
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
