@@ -9,11 +9,9 @@ import logging
 # `register(subparsers) -> None`, which adds its parser and sets `func`
 # (a callable taking the parsed args and returning an exit code).
 COMMANDS: dict[str, str] = {
-    "lab": "agent.commands.lab",
     "probe": "agent.commands.probe",
     "check-config": "agent.commands.check_config",
     "run": "agent.commands.run",
-    "demo": "agent.commands.demo",
     "remediate": "agent.commands.remediate",
     "report": "agent.commands.report",
     "status": "agent.commands.status",
@@ -24,7 +22,7 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every subcommand that is installed."""
+    """Build the top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vobox-agent", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
@@ -32,14 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run inside this network namespace (e.g. the lab's monitor namespace)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # not built yet
-        module.register(sub)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging, enter the namespace and run the subcommand."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from agent import logs
+    from agent.ops import logs
 
     try:
         logs.setup(args.log_level, json=args.log_json)

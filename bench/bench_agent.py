@@ -8,7 +8,7 @@ What runs, all real:
 - the segment of bench/bench_probes.py (imported, not copied): a monitor namespace with no route out and a
   target namespace holding N addresses of a free /21 of 198.18.0.0/15 plus a TCP listener on all of them;
   IPv4 only (icmp + arp + tcp per box: 3 probes per box);
-- a throwaway influxd (agent.lab.influx.InfluxServer) in the monitor namespace;
+- a throwaway influxd (lab.influx.InfluxServer) in the monitor namespace;
 - `vobox-agent --netns MON run -c FILE` as a subprocess, killed after --duration.
 
 Figures: average CPU (% of one core, utime+stime from /proc/PID/stat; steady = from the end of the first cycle
@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "bench"))
 
 import bench_probes  # noqa: E402  (the segment builder; bench/ is not a package)
-from agent.lab.influx import InfluxServer, kill_stale  # noqa: E402
+from lab.influx import InfluxServer, kill_stale  # noqa: E402
 
 TMP_PREFIX = "vbxa-"          # /tmp/vbxa-<pid>-XXXX: influx data, configs, state dirs, logs
 CLK_TCK = os.sysconf("SC_CLK_TCK")

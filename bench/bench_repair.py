@@ -3,7 +3,7 @@
 
     sudo .venv/bin/python bench/bench_repair.py [--reps 5 | --quick] [--interval 2] [--cases l4-restart,...]
 
-All real: a lab (agent.lab: 2 macvlan containers + 1 VM stand-in, dockerd, influxd in the monitor namespace)
+All real: a lab (lab: 2 macvlan containers + 1 VM stand-in, dockerd, influxd in the monitor namespace)
 and `vobox-agent --netns MON run -c FILE` as a subprocess with remediation enabled. Cases:
   l4-restart    container paused (lab fault l4), ladder ["restart_container"]
   l2-reconnect  container disconnected from its network (lab fault l2), ladder ["reconnect_network"]
@@ -42,8 +42,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "bench"))
 
 import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
-from agent.lab import Lab, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
-from agent.lab.faults import NFT_TABLE  # noqa: E402
+from lab import Lab, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
+from lab.faults import NFT_TABLE  # noqa: E402
 
 TMP_PREFIX = "vbxr-"
 TARGET_S = 15.0

@@ -49,7 +49,7 @@ def lab(lab_available):
     """A lab (containers ctr1, ctr2; VM vm1; InfluxDB) shared by the session; removed at the end."""
     if lab_available:
         pytest.skip(lab_available)
-    from agent.lab import Lab, cleanup_leftovers
+    from lab import Lab, cleanup_leftovers
 
     cleanup_leftovers()
     the_lab = Lab.create(containers=2, vms=1, influx=True)
@@ -144,7 +144,7 @@ def box_symptoms(lab, name: str) -> dict[str, bool]:
 
 def lab_traces(run_id: str) -> list[str]:
     """Everything on the machine that still carries run_id: namespaces, links, containers, networks, processes, files."""
-    from agent.lab import cleanup, names, state
+    from lab import cleanup, names, state
 
     found = []
     for regex, kind, items in ((names.NETNS_RE, "netns", cleanup.list_netns()),

@@ -9,7 +9,7 @@ EXIT_BAD_CONFIG = 2
 
 def load_config(path: str) -> Any:
     """The validated Config, or None after printing every error (one a line) to stderr; callers exit 2."""
-    from agent import config
+    from agent.core import config
 
     try:
         return config.load(path)

@@ -164,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the events; exit 1 when InfluxDB cannot be queried, 2 on bad arguments or config."""
-    from agent import config
+    from agent.core import config
 
     try:
         since_s = parse_duration_s(args.since)

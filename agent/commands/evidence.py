@@ -91,7 +91,7 @@ def _state_dir(args: argparse.Namespace) -> str:
     if args.state_dir:
         return args.state_dir
     if args.config:
-        from agent import config
+        from agent.core import config
 
         return config.load(args.config).agent.state_dir
     return DEFAULT_STATE_DIR

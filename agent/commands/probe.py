@@ -100,7 +100,7 @@ def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int
 def _config_targets(path: str, kinds: list[str] | None):
     """(targets, timeout_s, interface) from a config file's boxes, filtered to KINDS."""
     try:
-        from agent import config, cycle
+        from agent.core import config, cycle
     except ModuleNotFoundError as exc:
         raise ValueError(f"-c needs the agent config module, which is not installed ({exc.name})") from None
     try:

@@ -23,8 +23,8 @@ class ReportSource:
 
 
 def source_from_config(path: str) -> ReportSource:
-    """Read [influxdb], [agent].site and [agent].interval through agent.config.load."""
-    from agent.config import load
+    """Read [influxdb], [agent].site and [agent].interval through agent.core.config.load."""
+    from agent.core.config import load
     from agent.storage.influx import query
 
     cfg = load(path)
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read, compute, print; 2 on a bad argument or config, 1 when InfluxDB cannot be read."""
     from agent.commands.events import parse_duration_s
-    from agent.config import ConfigError
+    from agent.core.config import ConfigError
     from agent.report import build_report, read_fleet, render_html, render_text
     from agent.storage.influx import QueryError
 

@@ -62,11 +62,12 @@ class Assembly:
 def assemble(cfg: Any, *, on_cycle: Callable[[Any], None] | None = None, monitor_netns: str | None = None,
              docker_factory: Callable[[], Any] | None = None) -> Assembly:
     """Build the agent from a Config: storage, forensics, correlation, remediation, webhook, scheduler."""
-    from agent import correlation, macwatch, systemd
+    from agent.core import correlation, macwatch
+    from agent.ops import systemd
     from agent.commands.remediate import policy_from_config, target_from_box
     from agent.forensics.evidence import EvidenceCollector
     from agent.forensics.recorder import FlightRecorder
-    from agent.runner import Agent
+    from agent.pipeline import Agent
     from agent.schedule import CycleScheduler
     from agent.storage import points as P
     from agent.storage.store import Storage
@@ -163,7 +164,7 @@ class _LazyDocker:
 
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (or --cycles N): finish the cycle, flush storage, exit 0."""
-    from agent import systemd
+    from agent.ops import systemd
     from agent.commands import load_config
     from probes import PrivilegeError
     from probes.privileges import require_raw

@@ -64,7 +64,7 @@ class BoxRef:
 
     @classmethod
     def from_config(cls, box: Any, site: str | None = None) -> "BoxRef":
-        """From an agent.config.BoxConfig (or anything with name, kind, ipv4, ipv6, container, network)."""
+        """From an agent.core.config.BoxConfig (or anything with name, kind, ipv4, ipv6, container, network)."""
         addresses = tuple(a for a in (getattr(box, "ipv4", None), getattr(box, "ipv6", None)) if a)
         return cls(name=box.name, kind=box.kind, addresses=addresses, container=getattr(box, "container", None),
                    network=getattr(box, "network", None), site=site)

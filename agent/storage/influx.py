@@ -140,7 +140,7 @@ class V2Writer:
 
 
 def make_writer(influx_cfg: Any) -> Writer:
-    """A writer from an agent.config.InfluxConfig (api v1 or v2)."""
+    """A writer from an agent.core.config.InfluxConfig (api v1 or v2)."""
     if influx_cfg.api == "v2":
         return V2Writer(influx_cfg.url, influx_cfg.token, influx_cfg.org, influx_cfg.bucket,
                         influx_cfg.write_timeout_s, getattr(influx_cfg, "gzip", False))

@@ -55,7 +55,7 @@ class Storage:
 
     @classmethod
     def from_config(cls, cfg: Any) -> Storage:
-        """Build from an agent.config.Config ([influxdb] and agent.state_dir)."""
+        """Build from an agent.core.config.Config ([influxdb] and agent.state_dir)."""
         ic = cfg.influxdb
         return cls(make_writer(ic), cfg.agent.state_dir, spool_max_bytes=int(ic.spool_max_mb * 2**20),
                    batch_points=ic.batch_points, retry_min_s=ic.retry_min_s,

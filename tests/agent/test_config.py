@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from agent import config
-from agent.config import ConfigError
+from agent.core import config
+from agent.core.config import ConfigError
 
 GOOD_TOML = """
 [agent]
@@ -253,7 +253,7 @@ def test_check_config_command(tmp_path, text, rc, out):
 
 
 def test_forensics_section_defaults_and_strictness():
-    from agent.config import ConfigError, parse
+    from agent.core.config import ConfigError, parse
 
     base = {"influxdb": {"database": "vobox"},
             "box": [{"name": "b", "kind": "vm", "ipv4": "192.0.2.10"}]}

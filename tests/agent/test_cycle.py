@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent.cycle import box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import box_targets, classify, plan_cycle, verdicts
 from probes import ProbeResult, Target
 
 

@@ -1,4 +1,4 @@
-"""The README's demo command (`vobox-agent demo`) end to end: lab up, agent, a freeze injected and healed, lab down."""
+"""The README's demo command (`vobox-lab demo`) end to end: lab up, agent, a freeze injected and healed, lab down."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agent.lab import state
+from lab import state
 from tests.lab_fixtures import lab_unavailable_reason
 
 pytestmark = pytest.mark.lab
@@ -19,7 +19,7 @@ def test_demo_detects_and_heals_a_freeze_then_removes_its_lab():
     reason = lab_unavailable_reason()
     if reason:
         pytest.skip(reason)
-    proc = subprocess.run([sys.executable, "-m", "agent", "demo", "--duration", "30", "--interval", "1",
+    proc = subprocess.run([sys.executable, "-m", "lab", "demo", "--duration", "30", "--interval", "1",
                            "--fault-every", "12"], capture_output=True, text=True, cwd=ROOT, timeout=180)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]

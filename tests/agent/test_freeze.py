@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from agent import freeze
-from agent.events import FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged
-from agent.freeze import BoxState, FreezeThresholds, Verdict, initial, step, up_decision
+from agent.core import freeze
+from agent.core.events import FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged
+from agent.core.freeze import BoxState, FreezeThresholds, Verdict, initial, step, up_decision
 
 
 def verdict(c: str) -> Verdict:
@@ -163,7 +163,7 @@ def test_state_survives_kill_9(tmp_path):
     path = tmp_path / "freeze.json"
     code = f"""
 import os, signal
-from agent import freeze
+from agent.core import freeze
 th = freeze.FreezeThresholds(2, 2)
 st = freeze.initial("b")
 for i in range(2000):

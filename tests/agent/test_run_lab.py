@@ -17,8 +17,8 @@ import time
 import pytest
 
 from agent import netns
-from agent.config import load as load_config
-from agent.cycle import plan_cycle
+from agent.core.config import load as load_config
+from agent.core.cycle import plan_cycle
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
 
 INTERVAL_S = 1.0
@@ -33,7 +33,7 @@ def wide_lab(lab_available):
     """A lab of its own with 4 containers + 4 VMs, so all eight (box kind, fault) pairs run in one agent run."""
     if lab_available:
         pytest.skip(lab_available)
-    from agent.lab import Lab
+    from lab import Lab
 
     the_lab = Lab.create(containers=4, vms=4, influx=True)
     try:
@@ -409,7 +409,7 @@ def _recreate_container(lab, name: str, mac: str) -> None:
     """
     import docker
 
-    from agent.lab.image import ensure_image
+    from lab.image import ensure_image
 
     b = lab.box(name)
     image = ensure_image()

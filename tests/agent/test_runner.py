@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent.config import loads
-from agent.correlation import CorrelationSettings, Correlator, memberships_from_config
-from agent.runner import Agent
+from agent.core.config import loads
+from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
+from agent.pipeline import Agent
 from agent.storage.store import StorageCounters
 from probes import ProbeResult
 

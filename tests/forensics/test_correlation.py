@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.correlation import CorrelationSettings, Correlator, Membership, memberships_from_config
+from agent.core.correlation import CorrelationSettings, Correlator, Membership, memberships_from_config
 
 # Segment "net1": a..f (6 boxes); "net2": x, y (2 boxes); "solo": s (1 box).
 MEMBERS = {**{b: Membership("net1", "CERN") for b in "abcdef"},
@@ -99,7 +99,7 @@ def test_state_survives_a_restart():
 
 
 def test_memberships_from_config_use_segment_then_network_then_site():
-    from agent.config import loads
+    from agent.core.config import loads
 
     cfg = loads("""
 [agent]
@@ -135,7 +135,7 @@ segment = "rack7"
     pytest.param(["b1"], True, False, None, id="hold-off"),
 ])
 def test_settling_waits_while_other_boxes_of_the_segment_are_failing(suspect, enabled, hold, expected):
-    from agent.correlation import CorrelationSettings, Correlator, Membership
+    from agent.core.correlation import CorrelationSettings, Correlator, Membership
 
     members = {"b0": Membership("s1"), "b1": Membership("s1"), "b2": Membership("s1"), "x": Membership("s2")}
     c = Correlator(CorrelationSettings(enabled=enabled, hold_remediation=hold), members)

@@ -13,10 +13,10 @@ from scapy.layers.l2 import ARP
 from scapy.utils import rdpcap
 
 from agent import netns
-from agent.correlation import CorrelationSettings, Correlator, Membership
+from agent.core.correlation import CorrelationSettings, Correlator, Membership
 from agent.forensics.evidence import BoxRef, EvidenceCollector, read_summary
 from agent.forensics.recorder import FlightRecorder
-from agent.macwatch import MacWatch
+from agent.core.macwatch import MacWatch
 
 pytestmark = pytest.mark.lab
 
@@ -149,7 +149,7 @@ def test_l3_container_bundle_says_arp_answered_ping_dead(clean_lab, tmp_path):
 
 
 def test_mac_change_after_container_recreated_with_another_mac(clean_lab, tmp_path):
-    from agent.lab.image import ensure_image
+    from lab.image import ensure_image
 
     lab = clean_lab
     ipv4 = lab.ipv4_subnet.rsplit(".", 1)[0] + ".77"

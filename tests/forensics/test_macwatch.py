@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from agent.macwatch import MacChange, MacWatch
+from agent.core.macwatch import MacChange, MacWatch
 from probes.types import ProbeResult
 
 

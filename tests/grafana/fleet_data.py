@@ -60,7 +60,7 @@ RUN_S = 138.0               # the agent runs this long after its first cycle
 BOXES = {"ctr1": "container", "ctr2": "container", "vm1": "vm"}
 KINDS = ("container", "vm")
 LAYERS = ("l2", "l3", "l4")
-NFT_L3_TABLE = "vobox_lab_l3"   # agent.lab.faults.NFT_TABLE: what vm1's remediation command deletes
+NFT_L3_TABLE = "vobox_lab_l3"   # lab.faults.NFT_TABLE: what vm1's remediation command deletes
 NEW_MAC = "02:5a:5a:00:00:01"
 
 

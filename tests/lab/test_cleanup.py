@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # A process that builds a lab and is killed (SIGKILL, no cleanup) at a chosen point.
 CRASH = textwrap.dedent("""
     import os, sys
-    from agent.lab import Lab, state
+    from lab import Lab, state
     where = sys.argv[1]
     def crash(*a, **k):
         if where == "unrecorded":
@@ -49,7 +49,7 @@ def _crashed_lab(where: str) -> str:
 def test_down_leaves_nothing(lab_available):
     if lab_available:
         pytest.skip(lab_available)
-    from agent.lab import Lab
+    from lab import Lab
 
     small = Lab.create(containers=1, vms=1, influx=True)
     run_id = small.run_id
@@ -63,7 +63,7 @@ def test_down_leaves_nothing(lab_available):
 
 @pytest.mark.parametrize("where", ["before-ready", "after", "unrecorded"])
 def test_leftovers_of_a_crashed_lab_are_removed(lab, where):
-    from agent.lab import cleanup_leftovers
+    from lab import cleanup_leftovers
 
     run_id = _crashed_lab(where)
     assert len(run_id) == 6

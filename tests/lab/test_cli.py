@@ -1,4 +1,4 @@
-"""`vobox-agent lab up / status / fault / clear / config / down` round trip, each a separate process."""
+"""`vobox-lab up / status / fault / clear / config / down` round trip, each a separate process."""
 from __future__ import annotations
 
 import json
@@ -18,14 +18,14 @@ def cli(*args: str, run_id: str | None = None, timeout_s: float = 120) -> subpro
     env.pop("VOBOX_LAB_RUN_ID", None)
     if run_id:
         env["VOBOX_LAB_RUN_ID"] = run_id
-    return subprocess.run([sys.executable, "-m", "agent", "--log-level", "WARNING", "lab", *args],
+    return subprocess.run([sys.executable, "-m", "lab", "--log-level", "WARNING", *args],
                           capture_output=True, text=True, timeout=timeout_s, env=env)
 
 
 def test_cli_round_trip(lab_available):
     if lab_available:
         pytest.skip(lab_available)
-    from agent.lab import Lab, cleanup_leftovers
+    from lab import Lab, cleanup_leftovers
 
     up = cli("up", "--new", "--containers", "1", "--vms", "1", "--json")
     assert up.returncode == 0, up.stderr
@@ -84,4 +84,4 @@ def test_cli_without_a_lab_says_how_to_make_one(tmp_path, monkeypatch, action):
     monkeypatch.setenv("VOBOX_LAB_STATE_DIR", str(tmp_path))  # an empty lab registry
     proc = cli(*action)
     assert proc.returncode == 1
-    assert "no lab is up; make one with `vobox-agent lab up`" in proc.stderr
+    assert "no lab is up; make one with `vobox-lab up`" in proc.stderr

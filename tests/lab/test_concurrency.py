@@ -12,7 +12,7 @@ pytestmark = pytest.mark.lab
 
 
 def test_concurrent_labs_do_not_clash(lab):
-    from agent.lab import Lab
+    from lab import Lab
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = [pool.submit(Lab.create, containers=1, vms=1, influx=False) for _ in range(3)]

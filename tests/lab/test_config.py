@@ -23,7 +23,7 @@ def test_agent_config_lists_every_box_and_the_lab_influx(lab):
 
 
 def test_agent_config_is_accepted_by_the_agent_parser(lab):
-    config = pytest.importorskip("agent.config")
+    config = pytest.importorskip("agent.core.config")
     cfg = config.loads(lab.agent_config(boxes=["ctr1", "vm1"]))
     assert [b.name for b in cfg.boxes] == ["ctr1", "vm1"]
 
@@ -34,7 +34,7 @@ def test_agent_config_rejects_unknown_overrides(lab):
 
 
 def test_agent_config_box_extra_adds_keys_to_one_box(lab):
-    from agent.lab import UnknownBoxError
+    from lab import UnknownBoxError
 
     doc = tomllib.loads(lab.agent_config(box_extra={"vm1": {"tcp_timeout": 2.5, "tags": ["a", "b"]}}))
     assert doc["box"][2]["tcp_timeout"] == 2.5 and doc["box"][2]["tags"] == ["a", "b"]

@@ -90,7 +90,7 @@ def test_segment_down_freezes_every_box_and_up_restores(clean_lab):
 
 
 def test_unknown_box_and_fault_are_errors_naming_the_valid_ones(lab):
-    from agent.lab import LabError, UnknownBoxError
+    from lab import LabError, UnknownBoxError
 
     with pytest.raises(UnknownBoxError, match="boxes: ctr1, ctr2, vm1"):
         lab.fault("nope", "l2")

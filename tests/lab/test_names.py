@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from agent.lab import addressing, names
+from lab import addressing, names
 
 
 def test_interface_names_fit_the_kernel_limit_and_match_the_cleanup_patterns():

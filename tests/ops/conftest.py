@@ -30,7 +30,7 @@ def ops_lab(request):
         return
     except pytest.FixtureLookupError:
         pass
-    from agent.lab import Lab, cleanup_leftovers
+    from lab import Lab, cleanup_leftovers
 
     cleanup_leftovers()
     lab = Lab.create(containers=2, vms=1, influx=True)

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from agent import config
+from agent.core import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO, "deploy")

@@ -1,12 +1,13 @@
 """docs/config-reference.md is generated from the config model and must be current."""
 from __future__ import annotations
 
-from agent import config, docs_gen
+from agent.core import config
+from agent.ops import docs_gen
 
 
 def test_config_reference_is_current():
     with open(docs_gen.OUTPUT) as f:
-        assert f.read() == docs_gen.render(), "docs/config-reference.md is stale: run `python -m agent.docs_gen`"
+        assert f.read() == docs_gen.render(), "docs/config-reference.md is stale: run `python -m agent.ops.docs_gen`"
 
 
 def test_every_key_is_in_the_reference():

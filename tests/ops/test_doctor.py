@@ -13,7 +13,9 @@ import uuid
 
 import pytest
 
-from agent import config, doctor, netns
+from agent.core import config
+from agent.ops import doctor
+from agent import netns
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
@@ -37,7 +39,7 @@ def test_raw_socket_fails_without_cap_net_raw(tool):
     _root()
     if shutil.which(tool) is None:
         pytest.skip(f"needs {tool} (libcap2-bin / util-linux)")
-    code = ("from agent.doctor import check_raw_socket; r = check_raw_socket(); "
+    code = ("from agent.ops.doctor import check_raw_socket; r = check_raw_socket(); "
             "print(r.label); print(r.detail); print(r.fix)")
     if tool == "capsh":
         argv = ["capsh", "--drop=cap_net_raw", "--", "-c", f"exec {PY} -c '{code}'"]
@@ -121,7 +123,7 @@ def ops_netns():
 def test_influx_up_missing_database_created_then_down(ops_netns, tmp_path):
     if shutil.which("influxd") is None:
         pytest.skip("needs influxd")
-    from agent.lab.influx import InfluxServer
+    from lab.influx import InfluxServer
 
     server = InfluxServer(str(tmp_path / "influx"), netns=ops_netns, http_port=8086)
     server.start()

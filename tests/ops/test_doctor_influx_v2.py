@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from agent import config, doctor
+from agent.core import config
+from agent.ops import doctor
 
 TOKEN = "s3cret"
 

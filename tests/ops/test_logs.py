@@ -1,4 +1,4 @@
-"""agent.logs: plain and JSON stderr logging."""
+"""agent.ops.logs: plain and JSON stderr logging."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from agent import logs
+from agent.ops import logs
 
 
 @pytest.fixture(autouse=True)

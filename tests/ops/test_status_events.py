@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from agent import config, netns
+from agent.core import config
+from agent import netns
 from agent.commands import events, status
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

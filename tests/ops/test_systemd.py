@@ -1,4 +1,4 @@
-"""agent.systemd: sd_notify over a real AF_UNIX datagram socket (path and abstract)."""
+"""agent.ops.systemd: sd_notify over a real AF_UNIX datagram socket (path and abstract)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from agent import systemd
+from agent.ops import systemd
 
 
 @pytest.fixture(params=["path", "abstract"])

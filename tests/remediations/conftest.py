@@ -1,4 +1,4 @@
-"""Fixtures for remediation lab tests: a real lab (agent.lab), reachability checks from its monitor namespace,
+"""Fixtures for remediation lab tests: a real lab (lab), reachability checks from its monitor namespace,
 and a restartable proxy in front of dockerd's socket (to take "dockerd" away without stopping the shared one)."""
 from __future__ import annotations
 

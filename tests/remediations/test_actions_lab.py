@@ -153,14 +153,14 @@ def test_announce_updates_a_stale_neighbour_entry_on_the_monitor(healthy_after, 
 
 
 def _l3_freeze(lab, name):
-    from agent.lab.faults import NFT_L3
+    from lab.faults import NFT_L3
     subprocess.run(["ip", "netns", "exec", lab.box(name).netns, "nft", "-f", "-"], input=NFT_L3, text=True,
                    check=True)
 
 
 def test_vm_with_l3_freeze_gets_its_command_run(healthy_after):
     lab = healthy_after
-    from agent.lab.faults import NFT_TABLE
+    from lab.faults import NFT_TABLE
     vm = lab.box("vm1")
     _l3_freeze(lab, "vm1")
     assert not ping_ok(lab, vm.ipv4)

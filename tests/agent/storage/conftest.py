@@ -66,7 +66,7 @@ def bare_netns():
 @pytest.fixture
 def influx_server(throwaway_netns, tmp_path):
     """A started InfluxServer in a throwaway netns; stopped afterwards."""
-    from agent.lab.influx import InfluxServer
+    from lab.influx import InfluxServer
 
     server = InfluxServer(str(tmp_path / "influx"), netns=throwaway_netns, http_port=8086)
     server.start()

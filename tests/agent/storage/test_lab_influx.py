@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from agent import netns
-from agent.lab.influx import InfluxServer, kill_stale
+from lab.influx import InfluxServer, kill_stale
 
 
 def _write(server: InfluxServer, db: str, body: bytes) -> int:
@@ -88,7 +88,7 @@ def test_kill_stale_finds_crashed_runs_influxd(throwaway_netns, tmp_path):
 def test_start_fails_with_log_tail_when_port_taken(throwaway_netns, tmp_path):
     import pytest
 
-    from agent.lab.influx import InfluxStartError
+    from lab.influx import InfluxStartError
 
     a = InfluxServer(str(tmp_path / "a"), netns=throwaway_netns, http_port=8106)
     b = InfluxServer(str(tmp_path / "b"), netns=throwaway_netns, http_port=8106)
@@ -106,7 +106,7 @@ def test_start_fails_clearly_when_influxd_exits(throwaway_netns, tmp_path):
     """influxd dying during start (here: a namespace that does not exist) raises with the log tail."""
     import pytest
 
-    from agent.lab.influx import InfluxStartError
+    from lab.influx import InfluxStartError
 
     server = InfluxServer(str(tmp_path / "x"), netns=throwaway_netns + "-missing", http_port=8086)
     with pytest.raises(InfluxStartError, match=r"(?s)exited with \d+ during start.*Cannot open network namespace"):

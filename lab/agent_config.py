@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.lab.lab import Lab
+    from lab.lab import Lab
 
 # override name -> (section, key)
 OVERRIDES = {

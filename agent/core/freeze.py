@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Protocol
 
 from agent import atomic
-from agent.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged,
+from agent.core.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged,
                           deeper)
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ STATE_FILE_VERSION = 1
 
 
 class Thresholds(Protocol):
-    """Anything with fail_cycles and recover_cycles (agent.config.FreezeConfig fits)."""
+    """Anything with fail_cycles and recover_cycles (agent.core.config.FreezeConfig fits)."""
 
     fail_cycles: int
     recover_cycles: int

@@ -22,10 +22,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import probes
-from agent import atomic, freeze
-from agent.config import BoxConfig, Config
-from agent.cycle import Verdict, classify, plan_cycle, verdicts, box_targets
-from agent.events import FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged
+from agent import atomic
+from agent.core import freeze
+from agent.core.config import BoxConfig, Config
+from agent.core.cycle import Verdict, classify, plan_cycle, verdicts, box_targets
+from agent.core.events import FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged
 from agent.storage import points as P
 from agent.storage.store import Storage
 
@@ -104,11 +105,11 @@ class Agent:
         self._evidence_paths = {k: v for k, v in (data.get("evidence") or {}).items() if k in self.boxes}
         self._held_noted = set(data.get("held_noted") or ()) & set(self.boxes)
         if self.macwatch is not None and data.get("macwatch"):
-            from agent.macwatch import MacWatch
+            from agent.core.macwatch import MacWatch
 
             self.macwatch = MacWatch.from_json(data["macwatch"])
         if self.correlator is not None and data.get("correlation"):
-            from agent.correlation import Correlator
+            from agent.core.correlation import Correlator
 
             try:
                 self.correlator = Correlator.from_json(data["correlation"], self.correlator.settings,

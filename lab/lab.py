@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from agent import netns
-from agent.lab import addressing, cleanup, faults, names, shell, state
-from agent.lab.errors import LabError, UnknownBoxError
-from agent.lab.image import ensure_image
+from lab import addressing, cleanup, faults, names, shell, state
+from lab.errors import LabError, UnknownBoxError
+from lab.image import ensure_image
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Lab:
             # Labs of running processes (tests) are never picked implicitly: `lab down` must not hit them.
             live = [s["run_id"] for s in candidates if state.owner_alive(s)]
             hint = f" (labs of running processes: {', '.join(live)}; pick one with --run-id)" if live else ""
-            raise LabError(f"no lab is up; make one with `vobox-agent lab up`{hint}")
+            raise LabError(f"no lab is up; make one with `vobox-lab up`{hint}")
         return cls(max(persistent, key=lambda s: s.get("created_s", 0)))
 
     def down(self) -> list[str]:
@@ -502,7 +502,7 @@ class Lab:
 
     # ----- InfluxDB ---------------------------------------------------------------------------
     def _influx_server(self):
-        from agent.lab.influx import InfluxServer
+        from lab.influx import InfluxServer
 
         if self._influx is None:
             self._influx = InfluxServer(os.path.join(self.run_dir, "influx"), netns=self.monitor_ns)
@@ -519,7 +519,7 @@ class Lab:
 
     def influx_stop(self) -> None:
         """Stop the lab's influxd (an InfluxDB outage); influx_start() brings it back with its data."""
-        from agent.lab.influx import kill_stale
+        from lab.influx import kill_stale
 
         if self._influx is not None and self._influx.running:
             self._influx.stop()
@@ -576,6 +576,6 @@ class Lab:
 
     def agent_config(self, **overrides) -> str:
         """TOML for the agent with this lab's boxes filled in; overrides replace [agent]/[freeze]/[influxdb] keys."""
-        from agent.lab.agent_config import render
+        from lab.agent_config import render
 
         return render(self, **overrides)

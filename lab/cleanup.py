@@ -8,7 +8,7 @@ import shutil
 import signal
 import time
 
-from agent.lab import names, shell, state
+from lab import names, shell, state
 
 log = logging.getLogger(__name__)
 

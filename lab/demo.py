@@ -1,4 +1,4 @@
-"""`vobox-agent demo`: the main job on an embedded default: a lab, InfluxDB, the agent, and freezes to heal.
+"""`vobox-lab demo`: the main job on an embedded default: a lab, InfluxDB, the agent, and freezes to heal.
 
 It brings up the lab (container VO-Boxes on a macvlan network and VM stand-ins,
 plus InfluxDB, all inside namespaces of its own), runs the real agent in the
@@ -31,13 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=2.0, metavar="S", help="probe interval (default 2 s)")
     p.add_argument("--fault-every", type=float, default=30.0, metavar="S",
                    help="inject the next fault every S seconds (default 30; 0: none)")
-    p.add_argument("--keep", action="store_true", help="leave the lab up at the end (`vobox-agent lab down` removes it)")
+    p.add_argument("--keep", action="store_true", help="leave the lab up at the end (`vobox-lab down` removes it)")
     p.set_defaults(func=run)
 
 
 def demo_config(lab, interval_s: float) -> str:
     """The demo's agent config: every lab box, remediation on, a VM hook that 'resets' the VM via the lab."""
-    agent_cmd = [sys.executable, "-m", "agent", "lab", "--run-id", lab.run_id, "clear", "{box}"]
+    agent_cmd = [sys.executable, "-m", "lab", "--run-id", lab.run_id, "clear", "{box}"]
     box_extra = {}
     for b in lab.boxes:
         if b.kind == "container":
@@ -53,7 +53,7 @@ def demo_config(lab, interval_s: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 after a clean stop."""
     from agent.commands.status import format_status, read_status_file
-    from agent.lab import Lab, cleanup_leftovers
+    from lab import Lab, cleanup_leftovers
 
     removed = cleanup_leftovers()
     if removed:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "events", "-c", cfg_path,
                         "--since", "1h"], check=False)
         if args.keep:
-            print(f"lab {lab.run_id} left up; `vobox-agent lab down` removes it")
+            print(f"lab {lab.run_id} left up; `vobox-lab down` removes it")
         else:
             lab.down()
             print(f"lab {lab.run_id} removed")

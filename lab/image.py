@@ -1,4 +1,4 @@
-"""Build (once) the container VO-Box image from agent/lab/image/ plus Debian's static busybox."""
+"""Build (once) the container VO-Box image from lab/image/ plus Debian's static busybox."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +7,8 @@ import os
 import shutil
 import tempfile
 
-from agent.lab import shell, state
-from agent.lab.errors import LabError
+from lab import shell, state
+from lab.errors import LabError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ import ipaddress
 import json
 import random
 
-from agent.lab import shell, state
-from agent.lab.errors import LabError
+from lab import shell, state
+from lab.errors import LabError
 
 V4_POOL = ipaddress.ip_network("198.18.0.0/15")
 SUBNET_COUNT = 512  # /24s in the /15; index 0 (198.18.0.0/24) is left alone
@@ -65,4 +65,4 @@ def pick_index(exclude: set[int] | None = None) -> int:
         if any(net.version == 4 and net.overlaps(v4) or net.version == 6 and net.overlaps(v6) for net in taken):
             continue
         return index
-    raise LabError("no free /24 left in 198.18.0.0/15 for a lab (run `vobox-agent lab down --all`)")
+    raise LabError("no free /24 left in 198.18.0.0/15 for a lab (run `vobox-lab down --all`)")

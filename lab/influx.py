@@ -22,7 +22,7 @@ CONFIG_NAME = "influxd.conf"
 LOG_NAME = "influxd.log"
 
 _CONFIG_TEMPLATE = """\
-# written by agent.lab.influx; throwaway InfluxDB for the lab and tests
+# written by lab.influx; throwaway InfluxDB for the lab and tests
 reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
 

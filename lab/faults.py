@@ -5,11 +5,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agent.lab import shell
-from agent.lab.errors import LabError
+from lab import shell
+from lab.errors import LabError
 
 if TYPE_CHECKING:
-    from agent.lab.lab import Lab, LabBox
+    from lab.lab import Lab, LabBox
 
 log = logging.getLogger(__name__)
 

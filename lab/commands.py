@@ -1,4 +1,4 @@
-"""`vobox-agent lab ...`: bring the lab up, poke it (faults), show it, tear it down."""
+"""`vobox-lab ACTION`: bring the lab up, poke it (faults), show it, tear it down."""
 from __future__ import annotations
 
 import argparse
@@ -12,18 +12,16 @@ log = logging.getLogger(__name__)
 ENV_RUN_ID = "VOBOX_LAB_RUN_ID"
 
 
-def register(subparsers) -> None:
-    """Add `lab` and its subcommands to the CLI."""
-    from agent.lab import FAULT_KINDS
-    from agent.lab.faults import FAULT_HELP
+def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """Add --run-id and the lab's actions to PARSER (the `vobox-lab` parser); returns the actions' subparsers."""
+    from lab import FAULT_KINDS
+    from lab.faults import FAULT_HELP
 
-    parser = subparsers.add_parser("lab", help="the test lab: up, status, fault, clear, down, config",
-                                   description=__doc__)
     parser.add_argument("--run-id", default=os.environ.get(ENV_RUN_ID),
-                        help=f"which lab (default: ${ENV_RUN_ID}, else the newest lab made by `lab up`)")
-    # --run-id is accepted after the action too (`lab down --run-id ID`).
+                        help=f"which lab (default: ${ENV_RUN_ID}, else the newest lab made by `vobox-lab up`)")
+    # --run-id is accepted after the action too (`vobox-lab down --run-id ID`).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--run-id", default=argparse.SUPPRESS, help="which lab (see `lab --help`)")
+    common.add_argument("--run-id", default=argparse.SUPPRESS, help="which lab (see `vobox-lab --help`)")
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")
     sub.required = True
 
@@ -69,15 +67,16 @@ def register(subparsers) -> None:
 
     leftovers = sub.add_parser("cleanup", parents=[common], help="remove leftovers of crashed labs (never a live or `up` lab)")
     leftovers.set_defaults(func=cmd_cleanup)
+    return sub
 
 
 def _fail(message: str) -> int:
-    print(f"vobox-agent lab: {message}", file=sys.stderr)
+    print(f"vobox-lab: {message}", file=sys.stderr)
     return 1
 
 
 def _load(args):
-    from agent.lab import Lab
+    from lab import Lab
 
     return Lab.load(args.run_id)
 
@@ -116,7 +115,7 @@ def _print_status(lab, as_json: bool) -> None:
 
 def cmd_up(args) -> int:
     """Create a persistent lab (or show the one that is up)."""
-    from agent.lab import Lab, LabError
+    from lab import Lab, LabError
 
     try:
         ports = tuple(int(p) for p in args.ports.split(",") if p.strip())
@@ -147,7 +146,7 @@ def cmd_up(args) -> int:
 
 def cmd_status(args) -> int:
     """Show a lab."""
-    from agent.lab import LabError
+    from lab import LabError
 
     try:
         _print_status(_load(args), args.json)
@@ -158,7 +157,7 @@ def cmd_status(args) -> int:
 
 def cmd_fault(args) -> int:
     """Inject a fault."""
-    from agent.lab import LabError
+    from lab import LabError
 
     try:
         lab = _load(args)
@@ -172,7 +171,7 @@ def cmd_fault(args) -> int:
 
 def cmd_clear(args) -> int:
     """Clear a fault and wait for the box."""
-    from agent.lab import LabError
+    from lab import LabError
 
     try:
         lab = _load(args)
@@ -186,7 +185,7 @@ def cmd_clear(args) -> int:
 
 def cmd_influx(args) -> int:
     """Stop or start the lab's InfluxDB."""
-    from agent.lab import LabError
+    from lab import LabError
 
     try:
         lab = _load(args)
@@ -201,7 +200,7 @@ def cmd_influx(args) -> int:
 
 def cmd_segment(args) -> int:
     """Take the lab's L2 segment down or up."""
-    from agent.lab import LabError
+    from lab import LabError
 
     try:
         lab = _load(args)
@@ -218,7 +217,7 @@ def cmd_segment(args) -> int:
 
 def cmd_down(args) -> int:
     """Remove the lab (or every lab)."""
-    from agent.lab import LabError, remove_all
+    from lab import LabError, remove_all
 
     if args.all:
         ids = remove_all()
@@ -235,7 +234,7 @@ def cmd_down(args) -> int:
 
 def cmd_config(args) -> int:
     """Print an agent config for the lab."""
-    from agent.lab import LabError
+    from lab import LabError
 
     try:
         print(_load(args).agent_config(), end="")
@@ -246,7 +245,7 @@ def cmd_config(args) -> int:
 
 def cmd_cleanup(args) -> int:
     """Remove leftovers of crashed labs."""
-    from agent.lab import cleanup_leftovers
+    from lab import cleanup_leftovers
 
     ids = cleanup_leftovers()
     print("removed leftover labs: " + (", ".join(ids) or "none"))

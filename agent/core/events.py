@@ -1,4 +1,4 @@
-"""Events emitted by the freeze state machine (agent.freeze); consumers: storage, remediation, correlation."""
+"""Events emitted by the freeze state machine (agent.core.freeze); consumers: storage, remediation, correlation."""
 from __future__ import annotations
 
 from dataclasses import dataclass

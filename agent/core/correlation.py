@@ -19,7 +19,7 @@ LAYERS = ("l2", "l3", "l4")
 
 @dataclass(frozen=True, slots=True)
 class CorrelationSettings:
-    """The [correlation] section (same fields as agent.config.CorrelationConfig)."""
+    """The [correlation] section (same fields as agent.core.config.CorrelationConfig)."""
 
     enabled: bool = True
     min_boxes: int = 3
@@ -29,7 +29,7 @@ class CorrelationSettings:
 
     @classmethod
     def from_config(cls, section: Any) -> "CorrelationSettings":
-        """From agent.config.CorrelationConfig (or anything with these attributes)."""
+        """From agent.core.config.CorrelationConfig (or anything with these attributes)."""
         return cls(enabled=section.enabled, min_boxes=section.min_boxes, min_share=section.min_share,
                    window_s=section.window_s, hold_remediation=section.hold_remediation)
 
@@ -69,7 +69,7 @@ def _lowest_layer(layers: Iterable[str | None]) -> str:
 
 
 def memberships_from_config(config: Any) -> dict[str, Membership]:
-    """box name -> Membership from an agent.config.Config (segment, else network, else site)."""
+    """box name -> Membership from an agent.core.config.Config (segment, else network, else site)."""
     site = config.agent.site
     return {b.name: Membership(segment=b.segment_name(site), site=site) for b in config.boxes}
 

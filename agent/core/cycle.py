@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.events import deeper
+from agent.core.events import deeper
 from probes import ProbeResult, Target
 
 _LAYER_OF_PROBE = {"arp": "l2", "ndp": "l2", "icmp": "l3", "icmp6": "l3", "tcp": "l4"}

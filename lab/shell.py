@@ -6,7 +6,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
-from agent.lab.errors import LabError
+from lab.errors import LabError
 
 log = logging.getLogger(__name__)
 

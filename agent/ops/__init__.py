@@ -1,0 +1,1 @@
+"""Operations: doctor checks, systemd notifications, logging set-up, the generated config reference."""
