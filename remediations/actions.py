@@ -5,7 +5,7 @@ import logging
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -81,6 +81,10 @@ class Action(ABC):
         if self.needs_container and not target.container:
             return f"box {target.box!r} has no container configured; {self.name} refused"
         return None
+
+    def suits(self, layer: str) -> bool:
+        """Whether this action can fix a freeze of LAYER (the one place that rule lives)."""
+        return layer not in self.skip_layers
 
     def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
         """What the action would do, for dry-run records."""
@@ -280,6 +284,11 @@ def get_action(name: str) -> Action:
         return ACTIONS[name]
     except KeyError:
         raise ValueError(f"unknown remediation action {name!r}; valid: {', '.join(ACTIONS)}") from None
+
+
+def applicable_steps(ladder: Iterable[str], layer: str) -> list[str]:
+    """The steps of LADDER that suit a freeze of LAYER, in order; ValueError for an unknown action name."""
+    return [name for name in ladder if get_action(name).suits(layer)]
 
 
 def execute(plan: PlannedAction, ctx: ActionContext, clock: Callable[[], float] = time.time) -> ActionOutcome:

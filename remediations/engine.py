@@ -252,7 +252,7 @@ class Remediator:
 
     def _applicable(self, b: _Box, name: str) -> bool:
         action = ACTIONS[name]
-        return action.unusable_reason(b.target) is None and b.layer not in action.skip_layers
+        return action.unusable_reason(b.target) is None and action.suits(b.layer)
 
     def _next_step(self, b: _Box) -> tuple[int, str | None]:
         ladder = b.target.ladder

@@ -23,18 +23,18 @@ class RemediationTarget:
 
 @dataclass(frozen=True, slots=True)
 class RemediationPolicy:
-    """Safety limits and timing; defaults live here and nowhere else."""
+    """Safety limits and timing; defaults live here and nowhere else (agent.core.config reads them from here)."""
 
     enabled: bool = True
     dry_run: bool = False
     cooldown_s: float = 60.0
     max_per_box_per_hour: int = 3
     max_per_hour: int = 20
-    verify_s: float = 10.0
+    verify_s: float = 30.0
     reset_after_s: float = 600.0
     stop_timeout_s: float = 10.0
     command_timeout_s: float = 60.0
-    retry_deferred_s: float = 10.0
+    retry_deferred_s: float = 30.0
     announce: bool = True              # gratuitous ARP / unsolicited NA after reconnect
 
 

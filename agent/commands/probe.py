@@ -6,12 +6,15 @@ import ipaddress
 import json
 import sys
 
+from probes import PROBE_KINDS as ALL_KINDS
+from probes import PROBES
+
 EXIT_OK = 0          # every probe answered
 EXIT_FAILED = 1      # some probe did not answer
 EXIT_USAGE = 2       # bad arguments, missing privileges, bad config
 
-ALL_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp")
-_FAMILY_OF_KIND = {"icmp": 4, "arp": 4, "icmp6": 6, "ndp": 6, "tcp": None}
+# each kind declares its family in its own module
+_FAMILY_OF_KIND = {kind: probe.FAMILY for kind, probe in PROBES.items()}
 JSON_KEYS = ("target", "probe", "port", "ok", "rtt_ms", "error", "mac")
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import socket
-import subprocess
 import sys
 import time
 
@@ -26,52 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def policy_from_config(rem, dry_run: bool = False):
-    """RemediationPolicy from a config.RemediationConfig (the runner uses this too)."""
-    from remediations import RemediationPolicy
-
-    return RemediationPolicy(
-        enabled=rem.enabled, dry_run=rem.dry_run or dry_run, cooldown_s=rem.cooldown_s,
-        max_per_box_per_hour=rem.max_per_box_per_hour, max_per_hour=rem.max_per_hour, verify_s=rem.verify_s,
-        reset_after_s=rem.reset_after_s, stop_timeout_s=rem.stop_timeout_s,
-        command_timeout_s=rem.command_timeout_s, retry_deferred_s=rem.retry_deferred_s)
-
-
-def target_from_box(box):
-    """RemediationTarget from a config.BoxConfig (the runner uses this too)."""
-    from remediations import RemediationTarget
-
-    return RemediationTarget(box=box.name, kind=box.kind, ipv4=box.ipv4, ipv6=box.ipv6, container=box.container,
-                             network=box.network, command=tuple(box.command or ()), ladder=tuple(box.remediate),
-                             dry_run=box.dry_run)
-
-
-def quick_reprobe(box, timeout_s: float = 1.0) -> bool:
-    """Healthy when every TCP port answers on every address, or (no ports) each address answers ping."""
-    addresses = [a for a in (box.ipv4, box.ipv6) if a]
-    if not addresses:
-        return False
-    for addr in addresses:
-        if box.tcp_ports:
-            for port in box.tcp_ports:
-                family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-                try:
-                    with socket.socket(family, socket.SOCK_STREAM) as s:
-                        s.settimeout(timeout_s)
-                        s.connect((addr, port))
-                except OSError:
-                    return False
-        else:
-            cmd = ["ping", "-6" if ":" in addr else "-4", "-c1", "-W", str(max(1, int(timeout_s))), addr]
-            if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode:
-                return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ACTION on BOX once; print the record as JSON; exit 0 ok, 1 failed/deferred, 2 refused."""
     from agent.commands import load_config
-    from remediations import ActionContext, Remediator, default_docker_factory, execute, history
+    from agent.wiring import docker_factory, policy_from_config, probe_box, target_from_box
+    from remediations import ActionContext, Remediator, execute, history
 
     cfg = load_config(args.config)
     if cfg is None:
@@ -85,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     path = history.path_in(cfg.agent.state_dir)
     now = time.time()
     engine = Remediator(policy, [target_from_box(b) for b in cfg.boxes],
-                        reprobe=lambda _box: quick_reprobe(box_cfg, cfg.agent.timeout_s),
+                        reprobe=lambda _box: probe_box(box_cfg, cfg),
                         history=history.load(path, now))
     try:
         result = engine.request(args.box, args.action, "manual", now)
@@ -99,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.accepted:
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
         return EXIT_REFUSED
-    ctx = ActionContext(docker_factory=default_docker_factory(), policy=policy)
+    ctx = ActionContext(docker_factory=docker_factory(), policy=policy)
     outcome = execute(result.planned, ctx)
     engine.on_outcome(result.planned, outcome, time.time())
     if not outcome.deferred_reason:

@@ -19,15 +19,20 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-# Remediation action names a box's `remediate` ladder may use (the remediations
-# package's ACTIONS registry must have exactly these keys).
-REMEDIATION_ACTIONS: tuple[str, ...] = ("reconnect_network", "restart_container", "command")
+from remediations.actions import ACTIONS, PLACEHOLDERS
+from remediations.model import RemediationPolicy
+
+# Remediation action names a box's `remediate` ladder may use: the remediations registry.
+REMEDIATION_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that act on a Docker container, so only valid for kind = "container".
-CONTAINER_ACTIONS: frozenset[str] = frozenset({"reconnect_network", "restart_container"})
+CONTAINER_ACTIONS: frozenset[str] = frozenset(name for name, a in ACTIONS.items() if a.needs_container)
+# What a box is: a Docker container (the talk's macvlan VO-Box) or a VM; the tag `kind` everywhere.
 BOX_KINDS: tuple[str, ...] = ("container", "vm")
 INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
-# Placeholders allowed in a box's `command` argv.
-COMMAND_PLACEHOLDERS: tuple[str, ...] = ("box", "ipv4", "ipv6", "container")
+# Placeholders allowed in a box's `command` argv (remediations.actions expands them).
+COMMAND_PLACEHOLDERS: tuple[str, ...] = PLACEHOLDERS
+# The remediation timing and limits default to remediations.model.RemediationPolicy's (one place).
+_POLICY = {f.name: f.default for f in fields(RemediationPolicy)}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -263,21 +268,25 @@ class RemediationConfig:
 
     enabled: bool = _key("enabled", _boolean, "act on frozen boxes", False)
     dry_run: bool = _key("dry_run", _boolean, "record what would be done, do nothing", False)
-    cooldown_s: float = _key("cooldown", _number(0), "seconds between two actions on one box", 60.0, unit="s")
+    cooldown_s: float = _key("cooldown", _number(0), "seconds between two actions on one box", _POLICY["cooldown_s"], unit="s")
     max_per_box_per_hour: int = _key("max_per_box_per_hour", _integer(0),
-                                     "actions per box per hour; then stop acting on that box", 3)
-    max_per_hour: int = _key("max_per_hour", _integer(0), "actions per hour, all boxes together", 20)
+                                     "actions per box per hour; then stop acting on that box",
+                                     _POLICY["max_per_box_per_hour"])
+    max_per_hour: int = _key("max_per_hour", _integer(0), "actions per hour, all boxes together",
+                               _POLICY["max_per_hour"])
     verify_s: float = _key("verify", _number(0, low_open=True),
-                           "after an action, wait this long (re-probing) before escalating", 30.0, unit="s")
+                           "after an action, wait this long (re-probing) before escalating", _POLICY["verify_s"],
+                           unit="s")
     reset_after_s: float = _key("reset_after", _number(0),
                                 "the ladder restarts from its first step after the box is up this long",
-                                600.0, unit="s")
-    stop_timeout_s: float = _key("stop_timeout", _number(0), "docker restart: stop timeout", 10.0, unit="s")
+                                _POLICY["reset_after_s"], unit="s")
+    stop_timeout_s: float = _key("stop_timeout", _number(0), "docker restart: stop timeout",
+                                  _POLICY["stop_timeout_s"], unit="s")
     command_timeout_s: float = _key("command_timeout", _number(0, low_open=True),
-                                    "timeout of a `command` action", 60.0, unit="s")
+                                    "timeout of a `command` action", _POLICY["command_timeout_s"], unit="s")
     retry_deferred_s: float = _key("retry_deferred", _number(0, low_open=True),
                                    "retry a deferred action (e.g. Docker unreachable) after this long",
-                                   30.0, unit="s")
+                                   _POLICY["retry_deferred_s"], unit="s")
     webhook_listen: str | None = _key("webhook_listen", _listen, 'alert receiver "host:port"; absent = off', None)
     webhook_token_file: str | None = _key("webhook_token_file", _text(),
                                           "file holding the webhook bearer token (required with webhook_listen)",

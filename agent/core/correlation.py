@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from probes import LAYERS
+
 log = logging.getLogger(__name__)
 
-LAYERS = ("l2", "l3", "l4")
 
 
 @dataclass(frozen=True, slots=True)

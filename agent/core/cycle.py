@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent.core.events import deeper
-from probes import ProbeResult, Target
+from probes import LAYERS, PROBES, ProbeResult, Target
 
-_LAYER_OF_PROBE = {"arp": "l2", "ndp": "l2", "icmp": "l3", "icmp6": "l3", "tcp": "l4"}
+# Per address family, the probe kinds every address of that family gets (those that take no
+# port: ARP + ICMP for IPv4, NDP + ICMPv6 for IPv6), deepest layer first; each kind declares
+# its family and layer in its own module (probes/<kind>.py).
+ADDRESS_PROBES: dict[int, tuple[str, ...]] = {
+    family: tuple(sorted((k for k, p in PROBES.items() if p.FAMILY == family), key=lambda k: LAYERS.index(PROBES[k].LAYER)))
+    for family in (4, 6)
+}
 
 
 class ProbedBox(Protocol):
@@ -49,12 +55,10 @@ class CyclePlan:
 def box_targets(box: ProbedBox) -> list[Target]:
     """The probes one box gets every cycle."""
     targets: list[Target] = []
-    if box.ipv4:
-        targets += [Target(box.ipv4, "arp"), Target(box.ipv4, "icmp")]
-        targets += [Target(box.ipv4, "tcp", port) for port in box.tcp_ports]
-    if box.ipv6:
-        targets += [Target(box.ipv6, "ndp"), Target(box.ipv6, "icmp6")]
-        targets += [Target(box.ipv6, "tcp", port) for port in box.tcp_ports]
+    for family, address in ((4, box.ipv4), (6, box.ipv6)):
+        if address:
+            targets += [Target(address, kind) for kind in ADDRESS_PROBES[family]]
+            targets += [Target(address, "tcp", port) for port in box.tcp_ports]
     return targets
 
 
@@ -74,7 +78,7 @@ def classify(results: Sequence[ProbeResult]) -> tuple[bool, str]:
     layer = "none"
     for result in results:
         if not result.ok:
-            layer = deeper(layer, _LAYER_OF_PROBE[result.probe])
+            layer = deeper(layer, PROBES[result.probe].LAYER)
     return layer == "none", layer
 
 

@@ -69,3 +69,86 @@ class FreezeClosed(Event):
     def duration_s(self) -> float:
         """end_s - start_s."""
         return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class BoxObserved(Event):
+    """One box judged in one cycle (time_s: the cycle's time), before its freeze events.
+
+    healthy/layer: the verdict; state: the freeze state after this cycle; up: the `box`
+    point's value for this cycle; rewrite_down_times: earlier cycles whose up must now be 0
+    (see agent.core.freeze.up_decision); freeze_start_s: the open freeze's start, if any;
+    state_layer: the state machine's layer (the deepest of the suspect run or open freeze; none when up);
+    results: the box's probe results (probes.ProbeResult), in plan order.
+    """
+
+    healthy: bool
+    layer: str
+    state: str
+    up: int
+    rewrite_down_times: tuple[float, ...]
+    freeze_start_s: float | None
+    state_layer: str
+    results: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MacChanged(Event):
+    """ARP/NDP for `address` answered from MAC `new` where it answered from `old` before (time_s: the answer)."""
+
+    address: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFreezeChanged:
+    """A segment freeze opened, grew (more boxes, deeper layer) or closed; box-less, so not an Event.
+
+    time_s: the cycle's time; duration_s: so far while open, final when closed.
+    """
+
+    time_s: float
+    segment: str
+    site: str | None
+    start_s: float
+    boxes: tuple[str, ...]
+    layer: str
+    open: bool
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BoxHeld(Event):
+    """Automatic remediation of a frozen box must wait from time_s on; `reason` says why (for status and points).
+
+    kind: "segment" (an open segment freeze holds the box: the cause is the segment) or
+    "settling" (other boxes of its segment are failing too: wait a cycle for correlation).
+    """
+
+    kind: str
+    segment: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BoxReleased(Event):
+    """The hold on a box ended at time_s (its segment freeze closed, or it is no longer frozen)."""
+
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class CycleEnded:
+    """The cycle that began at time_s (epoch s) is complete; started_monotonic_s: time.monotonic() at its start.
+
+    error: why no box was judged (the sweep failed), else None.
+    """
+
+    time_s: float
+    started_monotonic_s: float
+    boxes: int
+    unhealthy: tuple[str, ...]
+    frozen: tuple[str, ...]
+    misfires: int
+    error: str | None = None

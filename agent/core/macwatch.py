@@ -6,7 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-L2_PROBES = ("arp", "ndp")
+from probes import PROBES
+
+# The kinds whose answers carry the answering MAC: the layer-2 probes (ARP, NDP).
+L2_PROBES: tuple[str, ...] = tuple(k for k, p in PROBES.items() if p.LAYER == "l2")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The runner's cycle logic with scripted probe results (pure: no sockets, no InfluxDB, no Docker)."""
+"""The cycle pipeline with its real listeners and scripted probe results (pure: no sockets, no InfluxDB, no Docker)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +7,8 @@ import pytest
 
 from agent.core.config import loads
 from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
-from agent.pipeline import Agent
+from agent import wiring
+from agent.pipeline import Pipeline
 from agent.storage.store import StorageCounters
 from probes import ProbeResult
 
@@ -68,7 +69,7 @@ class RecordingStorage:
 
 @dataclass
 class RecordingRemediation:
-    """Stands in for remediations.RemediationService: keeps what the runner fed it."""
+    """Stands in for remediations.RemediationService: keeps what the pipeline fed it."""
 
     calls: list = field(default_factory=list)
 
@@ -100,7 +101,8 @@ def make_agent(tmp_path):
     cfg = loads(config_text(str(tmp_path / "state")))
     script, storage, rem = Script(), RecordingStorage(), RecordingRemediation()
     correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
-    agent = Agent(cfg, storage, sweep=script.sweep, clock=script.clock, remediation=rem, correlator=correlator)
+    listeners = wiring.build_listeners(cfg, storage, remediation=rem)
+    agent = Pipeline(cfg, listeners, sweep=script.sweep, clock=script.clock, correlator=correlator)
     return agent, script, storage, rem
 
 

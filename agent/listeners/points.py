@@ -1,0 +1,97 @@
+"""Points listener: turns a cycle's events into InfluxDB points (agent.storage.points) and hands them to storage."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from agent.core.events import (BoxObserved, CycleEnded, FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged,
+                               SegmentFreezeChanged)
+from agent.listeners import CycleEvent
+from agent.storage import points as P
+from agent.storage.store import StorageCounters
+
+log = logging.getLogger(__name__)
+
+
+class PointSink(Protocol):
+    """What the points listener needs of agent.storage.store.Storage."""
+
+    def write(self, points: Sequence[P.Point]) -> None: ...
+
+    def counters(self) -> StorageCounters: ...
+
+
+class PointsListener:
+    """probe, box, freeze, mac_change, segment_freeze and agent points; one storage write per cycle (+ the agent point).
+
+    kinds: box name -> kind (container|vm); evidence_path(box, start_s): the evidence bundle of a
+    freeze (agent.forensics.evidence.bundle_dir), or None when forensics is off.
+    """
+
+    name = "points"
+
+    def __init__(self, storage: PointSink, site: str | None, kinds: Mapping[str, str], *,
+                 evidence_path: Callable[[str, float], str] | None = None,
+                 host: str | None = None) -> None:
+        self.storage = storage
+        self.site = site
+        self.kinds = dict(kinds)
+        self.evidence_path = evidence_path
+        self.host = host or socket.gethostname()
+        self._fresh: set[str] = set()
+
+    def _evidence(self, box: str, start_s: float) -> str | None:
+        return self.evidence_path(box, start_s) if self.evidence_path is not None else None
+
+    def on_events(self, events: Sequence[CycleEvent]) -> None:
+        """Build the cycle's points, write them, then the agent point (its cycle_s includes that write)."""
+        points: list[P.Point] = []
+        end: CycleEnded | None = None
+        # A freeze opened or deepened this cycle gets its point from that event, not the rewrite below.
+        self._fresh = {ev.box for ev in events if isinstance(ev, (FreezeOpened, FreezeLayerChanged))}
+        for ev in events:
+            if isinstance(ev, CycleEnded):
+                end = ev
+            elif isinstance(ev, SegmentFreezeChanged):
+                points.append(P.segment_freeze_point(ev.segment, ev.site, ev.start_s, ev.boxes, ev.layer, ev.open,
+                                                     ev.duration_s))
+            else:
+                points.extend(self._box_points(ev))
+        self.storage.write(points)
+        if end is not None:
+            cycle_s = time.monotonic() - end.started_monotonic_s
+            c = self.storage.counters()
+            self.storage.write([P.agent_point(self.site, end.time_s, cycle_s=cycle_s, misfires=end.misfires,
+                                              spool_points=c.spool_points, write_errors=c.write_errors,
+                                              dropped=c.dropped, rejected=c.rejected, host=self.host,
+                                              boxes=end.boxes)])
+
+    def _box_points(self, ev: object) -> list[P.Point]:
+        box = getattr(ev, "box", None)
+        kind, site = self.kinds.get(box, "container"), self.site
+        if isinstance(ev, BoxObserved):
+            out = [P.probe_point(box, kind, site, r.probe, r.target, r.port, r.ok, r.rtt_ms, r.error, r.mac,
+                                 r.time_s) for r in ev.results]
+            out.append(P.box_point(box, kind, site, ev.up, ev.state, ev.layer, ev.time_s))
+            out.extend(P.box_down_rewrite(box, kind, site, t) for t in ev.rewrite_down_times)
+            if ev.freeze_start_s is not None and box not in self._fresh:
+                # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at
+                # detection".
+                out.append(P.freeze_point(box, kind, site, ev.freeze_start_s, True, ev.state_layer,
+                                          ev.time_s - ev.freeze_start_s, self._evidence(box, ev.freeze_start_s)))
+            return out
+        if isinstance(ev, MacChanged):
+            return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s)]
+        if isinstance(ev, FreezeOpened):
+            return [P.freeze_point(box, kind, site, ev.start_s, True, ev.layer, ev.time_s - ev.start_s,
+                                   self._evidence(box, ev.start_s))]
+        if isinstance(ev, FreezeLayerChanged):
+            return [P.freeze_point(box, kind, site, ev.start_s, True, ev.new_layer, ev.time_s - ev.start_s,
+                                   self._evidence(box, ev.start_s))]
+        if isinstance(ev, FreezeClosed):
+            return [P.freeze_point(box, kind, site, ev.start_s, False, ev.layer, ev.duration_s,
+                                   self._evidence(box, ev.start_s))]
+        return []

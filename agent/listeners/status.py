@@ -1,0 +1,103 @@
+"""Status listener: state_dir/status.json after every cycle, for `vobox-agent status` and the live view."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from agent import atomic
+from agent.core.events import BoxHeld, BoxObserved, BoxReleased, CycleEnded, StateChanged
+from agent.listeners import CycleEvent
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+STATUS_VERSION = 1
+
+
+class StatusListener:
+    """Keeps each box's last verdict, state, since and hold; writes status.json atomically at CycleEnded.
+
+    kinds: box name -> kind; remediation_status(): box -> remediations.BoxStatus (or None when
+    remediation is off); budget_per_hour: [remediation] max_per_box_per_hour;
+    evidence_path(box, start_s): the bundle of an open freeze, or None.
+    """
+
+    name = "status"
+
+    def __init__(self, state_dir: str, kinds: Mapping[str, str], *, site: str | None, interval_s: float,
+                 budget_per_hour: int, remediation_status: Callable[[], Mapping[str, Any]] | None = None,
+                 evidence_path: Callable[[str, float], str] | None = None) -> None:
+        self.path = os.path.join(state_dir, STATUS_FILE)
+        self.kinds = dict(kinds)
+        self.site = site
+        self.interval_s = interval_s
+        self.budget_per_hour = budget_per_hour
+        self.remediation_status = remediation_status
+        self.evidence_path = evidence_path
+        self._last: dict[str, BoxObserved] = {}
+        self._held: dict[str, BoxHeld] = {}
+        self._since: dict[str, float] = self._restore_since()
+
+    def _restore_since(self) -> dict[str, float]:
+        """Since when each box is in its state, from the previous status.json (a restart keeps it)."""
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                boxes = json.load(fh).get("boxes") or {}
+            return {name: float(b["since_s"]) for name, b in boxes.items()
+                    if name in self.kinds and isinstance(b, dict) and b.get("since_s") is not None}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("status %s unreadable (%s); since-times start afresh", self.path, exc)
+            return {}
+
+    def on_events(self, events: Sequence[CycleEvent]) -> None:
+        """Remember what the cycle said; write status.json at its end."""
+        for ev in events:
+            if isinstance(ev, BoxObserved):
+                self._last[ev.box] = ev
+            elif isinstance(ev, StateChanged):
+                self._since[ev.box] = ev.time_s
+            elif isinstance(ev, BoxHeld):
+                self._held[ev.box] = ev
+            elif isinstance(ev, BoxReleased):
+                self._held.pop(ev.box, None)
+            elif isinstance(ev, CycleEnded):
+                try:
+                    atomic.write_json(self.path, self.status(ev.time_s))
+                except OSError as exc:
+                    log.warning("cannot write %s: %s", self.path, exc)
+
+    def status(self, now_s: float) -> dict[str, Any]:
+        """The status.json payload (see docs/operator-guide.md)."""
+        rem = self.remediation_status() if self.remediation_status is not None else {}
+        boxes: dict[str, Any] = {}
+        for name, kind in self.kinds.items():
+            last = self._last.get(name)
+            state = last.state if last else "up"
+            rtt: dict[str, float] = {}
+            for r in (last.results if last else ()):
+                if r.ok and r.rtt_ms is not None and r.probe not in rtt:
+                    rtt[r.probe] = round(r.rtt_ms, 3)
+            rs = rem.get(name)
+            start = last.freeze_start_s if last else None
+            held = self._held.get(name)
+            boxes[name] = {
+                "kind": kind, "state": state,
+                "layer": (last.state_layer if state != "up" else last.layer) if last else "none",
+                "since_s": self._since.get(name),
+                "rtt_ms": rtt,
+                "open_freeze": ({"start_s": start, "layer": last.state_layer,
+                                 "evidence": self.evidence_path(name, start) if self.evidence_path else None}
+                                if start is not None else None),
+                "remediation": ({"budget_left": max(0, self.budget_per_hour - rs.actions_last_hour),
+                                 "halted": rs.capped is not None, "reason": rs.capped or rs.busy}
+                                if rs is not None else None),
+                "held": ({"kind": held.kind, "segment": held.segment, "since_s": held.time_s, "reason": held.reason}
+                         if held is not None else None),
+            }
+        return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
+                "boxes": boxes}

@@ -1,0 +1,230 @@
+"""The one wiring module: builds storage, the pipeline, its listeners and the services around it from a Config.
+
+Commands only parse arguments and format output; whatever needs more than one part of the
+product is built here. The Docker client comes from one factory (remediations.default_docker_factory),
+made lazily so the agent starts even while dockerd is down.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core.config import BoxConfig, Config, RemediationConfig
+
+log = logging.getLogger(__name__)
+
+
+def policy_from_config(rem: RemediationConfig, dry_run: bool = False) -> Any:
+    """remediations.RemediationPolicy from the [remediation] section (DRY_RUN forces a dry run)."""
+    from remediations import RemediationPolicy
+
+    return RemediationPolicy(
+        enabled=rem.enabled, dry_run=rem.dry_run or dry_run, cooldown_s=rem.cooldown_s,
+        max_per_box_per_hour=rem.max_per_box_per_hour, max_per_hour=rem.max_per_hour, verify_s=rem.verify_s,
+        reset_after_s=rem.reset_after_s, stop_timeout_s=rem.stop_timeout_s,
+        command_timeout_s=rem.command_timeout_s, retry_deferred_s=rem.retry_deferred_s)
+
+
+def target_from_box(box: BoxConfig) -> Any:
+    """remediations.RemediationTarget from a [[box]]."""
+    from remediations import RemediationTarget
+
+    return RemediationTarget(box=box.name, kind=box.kind, ipv4=box.ipv4, ipv6=box.ipv6, container=box.container,
+                             network=box.network, command=tuple(box.command or ()), ladder=tuple(box.remediate),
+                             dry_run=box.dry_run)
+
+
+def docker_factory(timeout_s: float = 60.0) -> Callable[[], Any]:
+    """The one Docker client factory: DOCKER_HOST (e.g. a socket proxy), else /var/run/docker.sock."""
+    from remediations import default_docker_factory
+
+    return default_docker_factory(timeout_s=timeout_s)
+
+
+class LazyDocker:
+    """A docker client made on first use (the agent must start even when dockerd is down)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return getattr(self._client, name)
+
+
+def probe_box(box: BoxConfig, cfg: Config, sweep: Callable[..., list] | None = None) -> bool:
+    """Probe one box once with its cycle's probes; True when every probe answers (agent.core.cycle.classify)."""
+    import probes
+    from agent.core.cycle import box_targets, classify
+
+    results = (sweep or probes.sweep)(box_targets(box), cfg.agent.timeout_s, cfg.agent.interface, None)
+    return classify(results)[0]
+
+
+def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evidence: Any = None,
+                    known_macs: Callable[[str], Any] | None = None) -> list[Any]:
+    """The pipeline's listeners, in the order they get each cycle: points, evidence, remediation, status.
+
+    storage: agent.storage.store.Storage (or anything with write/counters); remediation:
+    remediations.RemediationService or None; evidence: agent.forensics.evidence.EvidenceCollector or None.
+    """
+    from agent.forensics.evidence import BoxRef, bundle_dir
+    from agent.listeners.evidence import EvidenceListener
+    from agent.listeners.points import PointsListener
+    from agent.listeners.remediation import RemediationListener
+    from agent.listeners.status import StatusListener
+    from agent.storage import points as P
+    from remediations.actions import applicable_steps
+
+    site = cfg.agent.site
+    kinds = {b.name: b.kind for b in cfg.boxes}
+    evidence_path = None
+    if evidence is not None:
+        def evidence_path(box: str, start_s: float) -> str:
+            return bundle_dir(cfg.agent.state_dir, box, start_s)
+
+    listeners: list[Any] = [PointsListener(storage, site, kinds, evidence_path=evidence_path)]
+    if evidence is not None:
+        listeners.append(EvidenceListener(evidence, {b.name: BoxRef.from_config(b, site) for b in cfg.boxes},
+                                          known_macs=known_macs))
+    if remediation is not None:
+        def on_held(box: str, reason: str, layer: str, time_s: float) -> None:
+            b = cfg.box(box)
+            steps = applicable_steps(b.remediate, layer)
+            if steps:  # name the step that would have run
+                storage.write([P.remediation_point(box, b.kind, site, steps[0], "auto", False, False,
+                                                   cfg.remediation.dry_run or b.dry_run, 0.0, f"deferred: {reason}",
+                                                   time_s, deferred=True)])
+
+        listeners.append(RemediationListener(remediation, on_held=on_held))
+    listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
+                                    budget_per_hour=cfg.remediation.max_per_box_per_hour,
+                                    remediation_status=remediation.status if remediation is not None else None,
+                                    evidence_path=evidence_path))
+    return listeners
+
+
+@dataclass
+class Assembly:
+    """A wired pipeline and the background services around it, started and stopped together."""
+
+    pipeline: Any
+    scheduler: Any
+    services: list[Any] = field(default_factory=list)   # objects with start()/stop()
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start the services, then the probe cycles."""
+        for s in self.services:
+            s.start()
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        """Finish the running cycle, stop the services, flush storage (in that order)."""
+        self.scheduler.stop()
+        for s in reversed(self.services):
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                log.exception("stopping %r failed", s)
+        self.close()
+
+    def close(self) -> None:
+        """Flush storage, save state, close files (also for an assembly that never started)."""
+        for close in self.closers:
+            try:
+                close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing failed")
+
+
+def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, monitor_netns: str | None = None,
+             make_docker: Callable[[], Any] | None = None) -> Assembly:
+    """Build the agent from a Config: storage, forensics, correlation, remediation, webhook, listeners, scheduler."""
+    from agent.core import correlation
+    from agent.core.macwatch import MacWatch
+    from agent.forensics.evidence import EvidenceCollector
+    from agent.forensics.recorder import FlightRecorder
+    from agent.ops import systemd
+    from agent.pipeline import Pipeline
+    from agent.schedule import CycleScheduler
+    from agent.storage import points as P
+    from agent.storage.store import Storage
+
+    storage = Storage.from_config(cfg)
+    site = cfg.agent.site
+    kinds = {b.name: b.kind for b in cfg.boxes}
+    make_docker = make_docker or docker_factory()
+    services: list[Any] = []
+    closers: list[Callable[[], None]] = []
+    pipeline_box: dict[str, Pipeline] = {}
+
+    recorder = evidence = None
+    fx = cfg.forensics
+    if fx.enabled:
+        # The ring must still hold the onset when the freeze is detected fail_cycles later.
+        recorder = FlightRecorder({b.name: b.addresses() for b in cfg.boxes},
+                                  cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
+        evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=LazyDocker(make_docker),
+                                     monitor_netns=monitor_netns, interface=cfg.agent.interface,
+                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mb * 1e6))
+        closers.append(lambda: evidence.close(10.0))
+
+    remediation = None
+    targets = [target_from_box(b) for b in cfg.boxes]
+    if cfg.remediation.enabled:
+        from remediations import ActionContext, RemediationService, Remediator, history
+
+        policy = policy_from_config(cfg.remediation)
+
+        def on_record(rec: Any) -> None:
+            if rec.deferred:
+                log.warning("box %s: %s deferred: %s", rec.box, rec.action, rec.deferred_reason)
+            storage.write([P.remediation_point(rec.box, rec.kind, site, rec.action, rec.trigger, rec.ok,
+                                               rec.recovered, rec.dry_run, rec.duration_s, rec.detail, rec.time_s,
+                                               deferred=rec.deferred)])
+
+        engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
+        remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,
+                                         history_path=history.path_in(cfg.agent.state_dir))
+        services.append(remediation)
+        if cfg.remediation.webhook_listen:
+            from remediations.webhook import WebhookReceiver, read_token
+
+            services.append(WebhookReceiver(cfg.remediation.webhook_host, cfg.remediation.webhook_port,
+                                            read_token(cfg.remediation.webhook_token_file), [b.name for b in cfg.boxes],
+                                            lambda box, action: remediation.request(box, action, "alert"),
+                                            max_bytes=cfg.remediation.webhook_max_bytes))
+    if any(t.container for t in targets):
+        from remediations.docker_events import DockerEventWatcher
+
+        def on_event(rec: Any) -> None:
+            storage.write([P.container_event_point(rec.box, kinds.get(rec.box, "container"), site, rec.event,
+                                                   rec.time_s, rec.detail, rec.exit_code)])
+
+        services.append(DockerEventWatcher(targets, make_docker, on_event))
+
+    listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
+                                known_macs=lambda box: pipeline_box["p"].known_macs(box))
+    correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
+                                        correlation.memberships_from_config(cfg))
+    pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch())
+    pipeline_box["p"] = pipeline
+    storage.flush()  # an agent restarted with a non-empty spool replays it first
+
+    def cycle() -> None:
+        summary = pipeline.run_cycle()
+        systemd.watchdog()
+        if on_cycle is not None:
+            on_cycle(summary)
+
+    def count_misfire() -> None:
+        pipeline.misfires += 1
+
+    scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=count_misfire)
+    closers += [storage.flush, pipeline.close, storage.close]
+    return Assembly(pipeline, scheduler, services, closers)
