@@ -137,10 +137,9 @@ class Pipeline:
         now_s = self.clock()
         record = self.recorder.record if self.recorder is not None else None
         try:
-            results = self.sweep(list(self.plan.targets), self.config.agent.timeout_s,
-                                 self.config.agent.interface, record)
+            results = self._sweep_all(record, now_s)
         except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
-            log.exception("cycle: sweep failed, no box is judged this cycle")
+            log.exception("cycle: sweep failed for every box, no box is judged this cycle")
             return self._finish([], now_s, started, (), f"sweep failed: {type(exc).__name__}: {exc}")
         finally:
             if self.recorder is not None:
@@ -158,6 +157,34 @@ class Pipeline:
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy))
+
+    def _sweep_all(self, record: Any, now_s: float) -> list[probes.ProbeResult]:
+        """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
+
+        A box whose own sweep raises gets a failed result per target carrying the error; the
+        other boxes are judged as usual. Raises only when every box's sweep raised (nothing judged).
+        """
+        timeout_s, interface = self.config.agent.timeout_s, self.config.agent.interface
+        try:
+            return self.sweep(list(self.plan.targets), timeout_s, interface, record)
+        except Exception as exc:  # noqa: BLE001 - narrowed down to the box below
+            first = exc
+            log.warning("cycle: sweep failed (%s: %s); probing box by box", type(exc).__name__, exc)
+        results: list[probes.ProbeResult] = []
+        failed = 0
+        for name, start, stop in self.plan.slices:
+            targets = list(self.plan.targets[start:stop])
+            try:
+                results += self.sweep(targets, timeout_s, interface, record)
+            except Exception as exc:  # noqa: BLE001 - this box's failure, with the error in its points
+                failed += 1
+                log.error("box %s: probe error, counted as a failure: %s: %s", name, type(exc).__name__, exc)
+                error = f"probe error: {type(exc).__name__}: {exc}"
+                results += [probes.ProbeResult(t.address, t.probe, t.port, False, None, error, None, now_s)
+                            for t in targets]
+        if failed == len(self.plan.slices):
+            raise first
+        return results
 
     def _judge(self, v: Any, now_s: float) -> list[CycleEvent]:
         """One box's verdict through the freeze state machine and the MAC memory."""

@@ -11,29 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.config import BoxConfig, Config, RemediationConfig
+from agent.core.config import BoxConfig, Config
 
 log = logging.getLogger(__name__)
-
-
-def policy_from_config(rem: RemediationConfig, dry_run: bool = False) -> Any:
-    """remediations.RemediationPolicy from the [remediation] section (DRY_RUN forces a dry run)."""
-    from remediations import RemediationPolicy
-
-    return RemediationPolicy(
-        enabled=rem.enabled, dry_run=rem.dry_run or dry_run, cooldown_s=rem.cooldown_s,
-        max_per_box_per_hour=rem.max_per_box_per_hour, max_per_hour=rem.max_per_hour, verify_s=rem.verify_s,
-        reset_after_s=rem.reset_after_s, stop_timeout_s=rem.stop_timeout_s,
-        command_timeout_s=rem.command_timeout_s, retry_deferred_s=rem.retry_deferred_s)
-
-
-def target_from_box(box: BoxConfig) -> Any:
-    """remediations.RemediationTarget from a [[box]]."""
-    from remediations import RemediationTarget
-
-    return RemediationTarget(box=box.name, kind=box.kind, ipv4=box.ipv4, ipv6=box.ipv6, container=box.container,
-                             network=box.network, command=tuple(box.command or ()), ladder=tuple(box.remediate),
-                             dry_run=box.dry_run)
 
 
 def docker_factory(timeout_s: float = 60.0) -> Callable[[], Any]:
@@ -175,11 +155,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         closers.append(lambda: evidence.close(10.0))
 
     remediation = None
-    targets = [target_from_box(b) for b in cfg.boxes]
+    targets = [b.remediation_target() for b in cfg.boxes]
     if cfg.remediation.enabled:
         from remediations import ActionContext, RemediationService, Remediator, history
 
-        policy = policy_from_config(cfg.remediation)
+        policy = cfg.remediation.policy()
 
         def on_record(rec: Any) -> None:
             if rec.deferred:

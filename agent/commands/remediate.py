@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ACTION on BOX once; print the record as JSON; exit 0 ok, 1 failed/deferred, 2 refused."""
     from agent.commands import load_config
-    from agent.wiring import docker_factory, policy_from_config, probe_box, target_from_box
+    from agent.wiring import docker_factory, probe_box
     from remediations import ActionContext, Remediator, execute, history
 
     cfg = load_config(args.config)
@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"remediate: unknown box {args.box!r}; configured: {', '.join(names)}", file=sys.stderr)
         return EXIT_REFUSED
     box_cfg = cfg.box(args.box)
-    policy = policy_from_config(cfg.remediation, dry_run=args.dry_run)
+    policy = cfg.remediation.policy(dry_run=args.dry_run)
     path = history.path_in(cfg.agent.state_dir)
     now = time.time()
-    engine = Remediator(policy, [target_from_box(b) for b in cfg.boxes],
+    engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes],
                         reprobe=lambda _box: probe_box(box_cfg, cfg),
                         history=history.load(path, now))
     try:

@@ -20,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from remediations.actions import ACTIONS, PLACEHOLDERS
-from remediations.model import RemediationPolicy
+from remediations.model import RemediationPolicy, RemediationTarget
 
 # Remediation action names a box's `remediate` ladder may use: the remediations registry.
 REMEDIATION_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
@@ -35,6 +35,10 @@ COMMAND_PLACEHOLDERS: tuple[str, ...] = PLACEHOLDERS
 _POLICY = {f.name: f.default for f in fields(RemediationPolicy)}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Docker's rule for container and network names (daemon/names: [a-zA-Z0-9][a-zA-Z0-9_.-]+); ids are hex, so fit too.
+_DOCKER_NAME_RE = re.compile(r"^/?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Text that becomes an InfluxDB tag (site, segment): printable, no line breaks or other control characters.
+_TAG_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 
 
 class ConfigError(Exception):
@@ -144,6 +148,9 @@ def _address(version: int) -> Conv:
     def conv(v: Any) -> str:
         if not isinstance(v, str):
             raise _Invalid(f"expected {label}, got {_show(v)}")
+        if "%" in v:  # ip_address() accepts "fe80::1%eth0" (Python >= 3.9) but no probe can use it
+            raise _Invalid(f"expected {label} without a zone id, got {_show(v)}: scoped addresses cannot be "
+                           "probed; write the global address, and [agent] interface for the link")
         try:
             addr = ipaddress.ip_address(v)
         except ValueError:
@@ -221,7 +228,8 @@ class AgentConfig:
     state_dir: str = _key("state_dir", _text(), "freeze state, spool, rejected points, evidence",
                           "/var/lib/vobox-agent")
     interface: str | None = _key("interface", _text(), "where ARP/NDP go out (default: from routing)", None)
-    site: str | None = _key("site", _text(), "tag `site` on every point", None)
+    site: str | None = _key("site", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
+                            "tag `site` on every point", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +302,14 @@ class RemediationConfig:
     webhook_max_bytes: int = _key("webhook_max_bytes", _integer(1), "largest accepted webhook body (413 above)",
                                   1_048_576, unit="bytes")
 
+    def policy(self, dry_run: bool = False) -> RemediationPolicy:
+        """remediations.model.RemediationPolicy of this section (DRY_RUN forces a dry run)."""
+        return RemediationPolicy(
+            enabled=self.enabled, dry_run=self.dry_run or dry_run, cooldown_s=self.cooldown_s,
+            max_per_box_per_hour=self.max_per_box_per_hour, max_per_hour=self.max_per_hour, verify_s=self.verify_s,
+            reset_after_s=self.reset_after_s, stop_timeout_s=self.stop_timeout_s,
+            command_timeout_s=self.command_timeout_s, retry_deferred_s=self.retry_deferred_s)
+
     @property
     def webhook_host(self) -> str | None:
         """Host part of webhook_listen (IPv6 without brackets)."""
@@ -343,15 +359,18 @@ class BoxConfig:
     ipv6: str | None = _key("ipv6", _address(6), "probed with icmp6 + ndp (+ tcp)", None)
     tcp_ports: tuple[int, ...] = _key("tcp_ports", _list_of(_PORT, unique=True),
                                       "TCP ports that must accept a connection", ())
-    container: str | None = _key("container", _text(), "kind = container: Docker name or id (required there)", None)
-    network: str | None = _key("network", _text(), "kind = container: its macvlan network (required there)", None)
+    container: str | None = _key("container", _text(_DOCKER_NAME_RE, "a Docker container name or id"),
+                                 "kind = container: Docker name or id (required there)", None)
+    network: str | None = _key("network", _text(_DOCKER_NAME_RE, "a Docker network name or id"),
+                               "kind = container: its macvlan network (required there)", None)
     remediate: tuple[str, ...] = _key("remediate", _list_of(_ACTION, unique=True),
                                       "the escalation ladder, in order: " + ", ".join(REMEDIATION_ACTIONS), ())
     command: tuple[str, ...] | None = _key("command", _list_of(_ARG, min_len=1),
                                            "argv for action `command`, no shell; placeholders "
                                            + ", ".join("{%s}" % p for p in COMMAND_PLACEHOLDERS), None)
     dry_run: bool = _key("dry_run", _boolean, "this box: record remediation, do nothing", False)
-    segment: str | None = _key("segment", _text(), "correlation segment (default: network, else site)", None)
+    segment: str | None = _key("segment", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
+                               "correlation segment (default: network, else site)", None)
 
     def segment_name(self, site: str | None = None) -> str:
         """The correlation segment: `segment`, else the Docker network, else the site, else "default"."""
@@ -360,6 +379,12 @@ class BoxConfig:
     def addresses(self) -> tuple[str, ...]:
         """The box's configured addresses (IPv4 first)."""
         return tuple(a for a in (self.ipv4, self.ipv6) if a)
+
+    def remediation_target(self) -> RemediationTarget:
+        """What remediation needs of this box (remediations.model.RemediationTarget)."""
+        return RemediationTarget(box=self.name, kind=self.kind, ipv4=self.ipv4, ipv6=self.ipv6,
+                                 container=self.container, network=self.network, command=tuple(self.command or ()),
+                                 ladder=tuple(self.remediate), dry_run=self.dry_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,7 +623,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
 
     if errors:
         raise ConfigError(errors)
-    return Config(
+    config = Config(
         agent=AgentConfig(**kw["agent"]),
         freeze=FreezeConfig(**kw["freeze"]),
         influxdb=InfluxConfig(**influx),
@@ -608,6 +633,48 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
     )
+    errors = runtime_errors(config)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def runtime_errors(config: Config) -> list[str]:
+    """What `run` would trip over in a config that parsed: the one validation check-config and run share.
+
+    Every box's cycle targets pass the probes' own validation (probes.validate), the points
+    written for it encode as line protocol (agent.storage.points), and its command template
+    expands (remediations.actions.expand_command). Each error names the box's key path.
+    """
+    import probes
+    from agent.core.cycle import box_targets
+    from agent.storage import points as P
+    from remediations.actions import ActionError, expand_command
+
+    errors: list[str] = []
+    site = config.agent.site
+    for i, box in enumerate(config.boxes):
+        path = f"box[{i}]"
+        targets = box_targets(box)
+        for t in targets:
+            try:
+                probes.validate(t)
+            except ValueError as exc:
+                key = "tcp_ports" if t.port is not None else ("ipv4" if t.address == box.ipv4 else "ipv6")
+                errors.append(f"{path}.{key}: {exc}")
+        try:
+            P.to_lines([P.box_point(box.name, box.kind, site, 1, "up", "none", 0.0),
+                        *(P.probe_point(box.name, box.kind, site, t.probe, t.address, t.port, True, 0.1, None, None,
+                                        0.0) for t in targets),
+                        P.segment_freeze_point(box.segment_name(site), site, 0.0, (box.name,), "l2", False, 0.0)])
+        except ValueError as exc:
+            errors.append(f"{path}: its points cannot be written to InfluxDB: {exc}")
+        if box.command and "command" in box.remediate:
+            try:
+                expand_command(box.remediation_target())
+            except ActionError as exc:
+                errors.append(f"{path}.command: {exc}")
+    return errors
 
 
 def loads(text: str, source: str | None = None) -> Config:

@@ -39,6 +39,7 @@ class StatusListener:
         self.evidence_path = evidence_path
         self._last: dict[str, BoxObserved] = {}
         self._held: dict[str, BoxHeld] = {}
+        self._error: str | None = None   # why the last cycle judged no box
         self._since: dict[str, float] = self._restore_since()
 
     def _restore_since(self) -> dict[str, float]:
@@ -66,6 +67,7 @@ class StatusListener:
             elif isinstance(ev, BoxReleased):
                 self._held.pop(ev.box, None)
             elif isinstance(ev, CycleEnded):
+                self._error = ev.error
                 try:
                     atomic.write_json(self.path, self.status(ev.time_s))
                 except OSError as exc:
@@ -87,6 +89,7 @@ class StatusListener:
             held = self._held.get(name)
             boxes[name] = {
                 "kind": kind, "state": state,
+                "judged_s": last.time_s if last else None,   # the last cycle that judged this box
                 "layer": (last.state_layer if state != "up" else last.layer) if last else "none",
                 "since_s": self._since.get(name),
                 "rtt_ms": rtt,
@@ -100,4 +103,4 @@ class StatusListener:
                          if held is not None else None),
             }
         return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
-                "boxes": boxes}
+                "error": self._error, "boxes": boxes}

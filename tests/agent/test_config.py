@@ -263,3 +263,56 @@ def test_forensics_section_defaults_and_strictness():
     assert (cfg.forensics.enabled, cfg.forensics.ring_cycles) == (False, 7)
     with pytest.raises(ConfigError, match=r"forensics\.ring_cycle: unknown key"):
         parse(base | {"forensics": {"ring_cycle": 7}})
+
+
+SHARED_CASES = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "cases"
+
+
+def _one_box(**keys):
+    lines = ['[agent]', 'state_dir = "/tmp/vobox-test"', 'site = "CERN"', '', '[[box]]', 'name = "b1"']
+    keys.setdefault("kind", "vm")
+    keys.setdefault("ipv4", "192.0.2.20")
+    for k, v in keys.items():
+        lines.append(f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {v}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("keys, where, what", [
+    pytest.param({"ipv6": "2001:db8::21%eth1"}, "box[0].ipv6", "zone id", id="ipv6-zone"),
+    pytest.param({"ipv6": "fe80::1%2"}, "box[0].ipv6", "zone id", id="ipv6-numeric-zone"),
+    pytest.param({"kind": "container", "container": "vobox 1", "network": "docknet"}, "box[0].container",
+                 "Docker container name", id="container-name-with-space"),
+    pytest.param({"kind": "container", "container": "vobox1", "network": "dock\nnet"}, "box[0].network",
+                 "Docker network name", id="network-name-with-newline"),
+    pytest.param({"segment": "row\n7"}, "box[0].segment", "control characters", id="segment-newline"),
+])
+def test_values_that_run_could_not_use_are_refused_at_load(keys, where, what):
+    """Values that parse but would break a sweep, a Docker call or line protocol fail at load, naming the key."""
+    with pytest.raises(ConfigError) as err:
+        config.loads(_one_box(**keys))
+    assert len(err.value.errors) == 1, err.value.errors
+    assert err.value.errors[0].startswith(where + ":") and what in err.value.errors[0]
+
+
+def test_the_shared_zone_case_names_the_key_and_keeps_the_healthy_box_reported():
+    text = (SHARED_CASES / "config-ipv6-zone.toml").read_text()
+    with pytest.raises(ConfigError) as err:
+        config.loads(text)
+    assert [e.split(":")[0] for e in err.value.errors] == ["box[1].ipv6"]
+
+
+def test_site_with_a_line_break_is_refused():
+    with pytest.raises(ConfigError) as err:
+        config.loads(_one_box().replace('site = "CERN"', 'site = "CE\\nRN"'))
+    assert err.value.errors[0].startswith("agent.site:")
+
+
+def test_runtime_checks_run_the_probes_own_validation():
+    """runtime_errors() is what parse() ends with: an accepted config plans, validates and encodes."""
+    cfg = config.loads(_one_box(tcp_ports=[1093]))
+    assert config.runtime_errors(cfg) == []
+    broken = cfg.boxes[0].__class__(**{**{f: getattr(cfg.boxes[0], f) for f in cfg.boxes[0].__slots__},
+                                       "ipv4": "2001:db8::5"})  # an IPv6 where IPv4 belongs: arp refuses it
+    errs = config.runtime_errors(cfg.__class__(**{**{f: getattr(cfg, f) for f in cfg.__slots__},
+                                                  "boxes": (broken,)}))
+    assert errs and all(e.startswith("box[0].ipv4:") for e in errs), errs

@@ -159,3 +159,39 @@ def test_up_is_0_exactly_over_the_freeze(tmp_path, failing, up):
         if p.measurement == "box" and p.tags["box"] == "a":
             box_a[p.time_ns] = p.fields["up"]
     assert [box_a[t] for t in sorted(box_a)] == up
+
+
+def test_one_box_whose_probes_raise_is_that_boxs_failure_the_others_are_judged(tmp_path):
+    """A probe error for one box (here: its sweep raises) fails that box with the error; b and c stay up."""
+    agent, script, storage, rem = make_agent(tmp_path)
+    plain = script.sweep
+
+    def sweep(targets, timeout_s, interface=None, recorder=None):
+        if any(t.address == BOXES["a"] for t in targets):
+            raise ValueError("arp target 198.51.100.11: simulated probe bug")
+        return plain(targets, timeout_s, interface, recorder)
+
+    agent.sweep = sweep
+    agent.run_cycle()
+    boxes = {p.tags["box"]: p.fields for p in storage.points if p.measurement == "box"}
+    assert {b: f["state"] for b, f in boxes.items()} == {"a": "suspect", "b": "up", "c": "up"}
+    errors = {p.fields.get("error") for p in storage.points if p.measurement == "probe" and p.tags["box"] == "a"}
+    assert errors == {"probe error: ValueError: arp target 198.51.100.11: simulated probe bug"}
+    status = __import__("json").loads((tmp_path / "state" / "status.json").read_text())
+    assert status["error"] is None and status["boxes"]["a"]["state"] == "suspect"
+
+
+def test_a_cycle_that_judges_no_box_says_so_in_status(tmp_path):
+    agent, script, storage, rem = make_agent(tmp_path)
+    agent.run_cycle()
+
+    def broken(targets, timeout_s, interface=None, recorder=None):
+        raise OSError("no such device")
+
+    agent.sweep = broken
+    script.now += 10
+    summary = agent.run_cycle()
+    assert summary.error and "no such device" in summary.error
+    status = __import__("json").loads((tmp_path / "state" / "status.json").read_text())
+    assert "no such device" in status["error"]
+    assert all(b["judged_s"] < status["updated_s"] for b in status["boxes"].values())
