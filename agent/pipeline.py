@@ -29,7 +29,7 @@ from agent import atomic
 from agent.core import freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
-from agent.core.cycle import box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import CyclePlan, box_targets, classify, plan_cycle, verdicts
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
                                FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged)
 from agent.core.macwatch import MacWatch
@@ -130,24 +130,48 @@ class Pipeline:
     def run_cycle(self) -> CycleSummary:
         """Probe every box once and hand the events to the listeners; never raises for a box, probe or listener."""
         with self._lock:  # the scheduler never overlaps cycles; this guards manual calls too
-            return self._cycle()
+            return self._cycle(self.plan)
 
-    def _cycle(self) -> CycleSummary:
+    def unsettled(self) -> tuple[str, ...]:
+        """Boxes whose state waits for more cycles to settle: suspect (freeze or not?) and recovering (over?)."""
+        return tuple(n for n, s in self.states.items() if s.state in ("suspect", "recovering"))
+
+    def confirm(self, deadline_monotonic_s: float, interval_s: float, stop: threading.Event) -> int:
+        """Fast confirmation: re-probe only the unsettled boxes every interval_s until they settle or the deadline.
+
+        Each pass is a cycle for those boxes alone (freeze.step counts it), so a freeze is
+        detected about fail_cycles x interval_s after its first failing cycle instead of
+        fail_cycles x [agent] interval, and healthy boxes are not probed more often. A freeze
+        still starts at its first failing cycle. Returns the number of passes run.
+        """
+        passes = 0
+        while not stop.is_set():
+            names = self.unsettled()
+            if not names or time.monotonic() + interval_s + self.config.agent.timeout_s > deadline_monotonic_s:
+                break
+            if stop.wait(interval_s):
+                break
+            with self._lock:
+                self._cycle(plan_cycle([self.boxes[n] for n in names]), confirm=True)
+            passes += 1
+        return passes
+
+    def _cycle(self, plan: CyclePlan, confirm: bool = False) -> CycleSummary:
         started = time.monotonic()
         now_s = self.clock()
         record = self.recorder.record if self.recorder is not None else None
         try:
-            results = self._sweep_all(record, now_s)
+            results = self._sweep_all(plan, record, now_s)
         except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
             log.exception("cycle: sweep failed for every box, no box is judged this cycle")
-            return self._finish([], now_s, started, (), f"sweep failed: {type(exc).__name__}: {exc}")
+            return self._finish([], now_s, started, (), f"sweep failed: {type(exc).__name__}: {exc}", confirm)
         finally:
             if self.recorder is not None:
                 self.recorder.end_cycle()
 
         events: list[CycleEvent] = []
         unhealthy: list[str] = []
-        for v in verdicts(self.plan, results, now_s):
+        for v in verdicts(plan, results, now_s):
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
@@ -156,9 +180,9 @@ class Pipeline:
                 log.exception("box %s: cycle failed for this box", v.box)
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
-        return self._finish(events, now_s, started, tuple(unhealthy))
+        return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
 
-    def _sweep_all(self, record: Any, now_s: float) -> list[probes.ProbeResult]:
+    def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
 
         A box whose own sweep raises gets a failed result per target carrying the error; the
@@ -166,14 +190,14 @@ class Pipeline:
         """
         timeout_s, interface = self.config.agent.timeout_s, self.config.agent.interface
         try:
-            return self.sweep(list(self.plan.targets), timeout_s, interface, record)
+            return self.sweep(list(plan.targets), timeout_s, interface, record)
         except Exception as exc:  # noqa: BLE001 - narrowed down to the box below
             first = exc
             log.warning("cycle: sweep failed (%s: %s); probing box by box", type(exc).__name__, exc)
         results: list[probes.ProbeResult] = []
         failed = 0
-        for name, start, stop in self.plan.slices:
-            targets = list(self.plan.targets[start:stop])
+        for name, start, stop in plan.slices:
+            targets = list(plan.targets[start:stop])
             try:
                 results += self.sweep(targets, timeout_s, interface, record)
             except Exception as exc:  # noqa: BLE001 - this box's failure, with the error in its points
@@ -182,7 +206,7 @@ class Pipeline:
                 error = f"probe error: {type(exc).__name__}: {exc}"
                 results += [probes.ProbeResult(t.address, t.probe, t.port, False, None, error, None, now_s)
                             for t in targets]
-        if failed == len(self.plan.slices):
+        if failed == len(plan.slices):
             raise first
         return results
 
@@ -253,15 +277,15 @@ class Pipeline:
         return out
 
     def _finish(self, events: list[CycleEvent], now_s: float, started: float, unhealthy: tuple[str, ...],
-                error: str | None = None) -> CycleSummary:
+                error: str | None = None, confirm: bool = False) -> CycleSummary:
         frozen = tuple(n for n, s in self.states.items() if s.state == "frozen")
-        events.append(CycleEnded(now_s, started, len(self.boxes), unhealthy, frozen, self.misfires, error))
+        events.append(CycleEnded(now_s, started, len(self.boxes), unhealthy, frozen, self.misfires, error, confirm))
         for listener in self.listeners:
             try:
                 listener.on_events(events)
             except Exception:  # noqa: BLE001 - one bad listener never stops the others or the cycle
                 log.exception("listener %s failed on the cycle of %s", listener.name, _iso(now_s))
-        self.cycles += 1
+        self.cycles += 0 if confirm else 1
         try:
             self._save()
         except OSError as exc:

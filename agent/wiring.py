@@ -7,6 +7,8 @@ made lazily so the agent starts even while dockerd is down.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +98,7 @@ class Assembly:
     scheduler: Any
     services: list[Any] = field(default_factory=list)   # objects with start()/stop()
     closers: list[Callable[[], None]] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)   # ends confirmation passes at once
 
     def start(self) -> None:
         """Start the services, then the probe cycles."""
@@ -105,6 +108,7 @@ class Assembly:
 
     def stop(self) -> None:
         """Finish the running cycle, stop the services, flush storage (in that order)."""
+        self.stopping.set()
         self.scheduler.stop()
         for s in reversed(self.services):
             try:
@@ -196,15 +200,22 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     pipeline_box["p"] = pipeline
     storage.flush()  # an agent restarted with a non-empty spool replays it first
 
+    stopping = threading.Event()
+
     def cycle() -> None:
+        started = time.monotonic()
         summary = pipeline.run_cycle()
         systemd.watchdog()
         if on_cycle is not None:
             on_cycle(summary)
+        if cfg.freeze.confirm_interval_s > 0:
+            # Confirmation passes until the next cycle is due (its earliest start: interval - jitter).
+            pipeline.confirm(started + cfg.agent.interval_s - cfg.agent.jitter_s, cfg.freeze.confirm_interval_s,
+                             stopping)
 
     def count_misfire() -> None:
         pipeline.misfires += 1
 
     scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=count_misfire)
     closers += [storage.flush, pipeline.close, storage.close]
-    return Assembly(pipeline, scheduler, services, closers)
+    return Assembly(pipeline, scheduler, services, closers, stopping)

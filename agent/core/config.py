@@ -241,6 +241,11 @@ class FreezeConfig:
     recover_cycles: int = _key("recover_cycles", _integer(1, 1000),
                                "consecutive healthy cycles before a frozen box is up again; a failing cycle "
                                "during recovery continues the same freeze (flap damping)", 2)
+    confirm_interval_s: float = _key("confirm_interval", _number(0),
+                                     "re-probe a box whose state is unsettled (suspect, recovering) this often "
+                                     "between cycles, each pass counting as a cycle for it, so a freeze is "
+                                     "confirmed in about fail_cycles x this instead of fail_cycles x "
+                                     "agent.interval; 0 = off", 1.0, unit="s")
 
 
 @dataclass(frozen=True, slots=True)

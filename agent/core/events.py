@@ -142,7 +142,8 @@ class BoxReleased(Event):
 class CycleEnded:
     """The cycle that began at time_s (epoch s) is complete; started_monotonic_s: time.monotonic() at its start.
 
-    error: why no box was judged (the sweep failed), else None.
+    error: why no box was judged (the sweep failed), else None. confirm: a confirmation pass
+    (only the boxes whose state is unsettled were re-probed; see Pipeline.confirm), not a cycle.
     """
 
     time_s: float
@@ -152,3 +153,4 @@ class CycleEnded:
     frozen: tuple[str, ...]
     misfires: int
     error: str | None = None
+    confirm: bool = False

@@ -61,7 +61,7 @@ class PointsListener:
             else:
                 points.extend(self._box_points(ev))
         self.storage.write(points)
-        if end is not None:
+        if end is not None and not end.confirm:  # the agent point is one per cycle
             cycle_s = time.monotonic() - end.started_monotonic_s
             c = self.storage.counters()
             self.storage.write([P.agent_point(self.site, end.time_s, cycle_s=cycle_s, misfires=end.misfires,

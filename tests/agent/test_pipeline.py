@@ -195,3 +195,45 @@ def test_a_cycle_that_judges_no_box_says_so_in_status(tmp_path):
     status = __import__("json").loads((tmp_path / "state" / "status.json").read_text())
     assert "no such device" in status["error"]
     assert all(b["judged_s"] < status["updated_s"] for b in status["boxes"].values())
+
+
+def test_fast_confirmation_reprobes_only_the_unsettled_box_and_keeps_the_freeze_start(tmp_path):
+    """A first failure is confirmed by quick passes over that box alone; the freeze starts at the first failure."""
+    import threading
+    import time as _time
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    probed: list[set[str]] = []
+    plain = script.sweep
+
+    def sweep(targets, timeout_s, interface=None, recorder=None):
+        probed.append({t.address for t in targets})
+        script.now += 1.0   # each pass a second later
+        return plain(targets, timeout_s, interface, recorder)
+
+    agent.sweep = sweep
+    script.failing = {BOXES["a"]}
+    first_failure_s = script.now          # the cycle's time (read before its sweep)
+    agent.run_cycle()
+    passes = agent.confirm(_time.monotonic() + 5.0, 0.01, threading.Event())
+    assert passes == 1                       # fail_cycles = 2: the cycle and one pass
+    assert probed[1] == {BOXES["a"]}         # healthy boxes were not probed again
+    assert agent.states["a"].state == "frozen"
+    assert agent.states["a"].freeze_start_s == first_failure_s
+    opened = [p for p in storage.points if p.measurement == "freeze"]
+    assert [(p.time_ns, p.fields["open"]) for p in opened] == [(int(first_failure_s * 1e9), 1)]
+    agents = [p for p in storage.points if p.measurement == "agent"]
+    assert len(agents) == 1                  # one agent point per cycle, none per confirmation pass
+
+
+def test_fast_confirmation_stops_at_the_deadline_and_when_told(tmp_path):
+    import threading
+    import time as _time
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    script.failing = {BOXES["a"]}
+    agent.run_cycle()
+    assert agent.confirm(_time.monotonic() + 0.5, 1.0, threading.Event()) == 0   # no room before the next cycle
+    stop = threading.Event()
+    stop.set()
+    assert agent.confirm(_time.monotonic() + 60, 0.01, stop) == 0
