@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.config import BoxConfig, Config
+from agent.core.config import MIB, BoxConfig, Config
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                   cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
         evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=LazyDocker(make_docker),
                                      monitor_netns=monitor_netns, interface=cfg.agent.interface,
-                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mb * 1e6))
+                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB))
         closers.append(lambda: evidence.close(10.0))
 
     remediation = None

@@ -33,6 +33,8 @@ INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
 COMMAND_PLACEHOLDERS: tuple[str, ...] = PLACEHOLDERS
 # The remediation timing and limits default to remediations.model.RemediationPolicy's (one place).
 _POLICY = {f.name: f.default for f in fields(RemediationPolicy)}
+# Sizes in the config are MiB (2**20 bytes) everywhere, and the keys say so (`*_mib`).
+MIB = 2**20
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Docker's rule for container and network names (daemon/names: [a-zA-Z0-9][a-zA-Z0-9_.-]+); ids are hex, so fit too.
@@ -349,8 +351,8 @@ class ForensicsConfig:
     ring_cycles: int | None = _key("ring_cycles", _integer(1, 1000),
                                    "probe cycles of packets kept per box (default: freeze.fail_cycles + 2)", None)
     max_bundles: int = _key("max_bundles", _integer(1), "evidence bundles kept (oldest removed first)", 200)
-    max_mb: float = _key("max_mb", _number(0, low_open=True), "evidence kept on disk, all bundles together",
-                         500.0, unit="MB")
+    max_mib: float = _key("max_mib", _number(0, low_open=True), "evidence kept on disk, all bundles together",
+                          500.0, unit="MiB")
 
 
 @dataclass(frozen=True, slots=True)
