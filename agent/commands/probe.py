@@ -40,13 +40,16 @@ def _ports(text: str) -> list[int]:
     return ports
 
 
+MAX_TIMEOUT_S = 60.0
+
+
 def _timeout(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a timeout in seconds > 0, got {text!r}")
+    if not 0 < value <= MAX_TIMEOUT_S:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g}, got {text!r}")
     return value
 
 
@@ -100,16 +103,10 @@ def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int
     return targets
 
 
-def _config_targets(path: str, kinds: list[str] | None):
-    """(targets, timeout_s, interface) from a config file's boxes, filtered to KINDS."""
-    try:
-        from agent.core import config, cycle
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"-c needs the agent config module, which is not installed ({exc.name})") from None
-    try:
-        cfg = config.load(path)
-    except config.ConfigError as exc:
-        raise ValueError(f"{path}: " + "; ".join(exc.errors)) from None
+def _config_targets(cfg, kinds: list[str] | None):
+    """(targets, timeout_s, interface) from a loaded config's boxes, filtered to KINDS."""
+    from agent.core import cycle
+
     targets = list(cycle.plan_cycle(cfg.boxes).targets)
     if kinds is not None:
         targets = [t for t in targets if t.probe in kinds]
@@ -137,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     """Run one sweep and print it; exit 0 all ok, 1 some failed, 2 usage/privilege/config error."""
     import probes
 
+    from agent.commands import load_config
+
     timeout_s, interface = args.timeout, args.interface
     try:
         if args.addresses:
@@ -144,7 +143,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.config:
             if args.port:
                 raise ValueError("--port applies to ADDRESS arguments; with -c the config's tcp_ports are used")
-            targets, cfg_timeout_s, cfg_interface = _config_targets(args.config, args.probe)
+            cfg = load_config(args.config)
+            if cfg is None:
+                return EXIT_USAGE
+            targets, cfg_timeout_s, cfg_interface = _config_targets(cfg, args.probe)
             timeout_s = timeout_s or cfg_timeout_s
             interface = interface or cfg_interface
         else:
