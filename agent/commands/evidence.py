@@ -10,7 +10,8 @@ from typing import Any
 
 from agent.commands import EXIT_BAD_CONFIG, load_config
 from agent.forensics import retention
-from agent.forensics.evidence import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root, render_text
+from agent.forensics.bundle import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root
+from agent.forensics.render import render_text
 from agent.timeparse import format_age, parse_duration_s
 
 DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
