@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.commands import EXIT_BAD_CONFIG, load_config, number_in
 from agent.forensics import retention
 from agent.forensics.bundle import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root
 from agent.forensics.render import render_text
@@ -16,19 +16,7 @@ from agent.timeparse import format_age, parse_duration_s
 
 DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
 DEFAULT_PACKETS = 40
-
-
 MAX_PACKETS = 100_000
-
-
-def _packets(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_PACKETS:
-        raise argparse.ArgumentTypeError(f"expected a number of packets 1-{MAX_PACKETS}, got {text!r}")
-    return value
 
 
 def _add_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -39,7 +27,8 @@ def _add_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help=f"state directory (default: from -c, else {DEFAULT_STATE_DIR})")
     p.add_argument("--since", default=d("24h"), help="list bundles of freezes that started this recently (default 24h)")
     p.add_argument("--json", action="store_true", default=d(False), help="list: one JSON object per line")
-    p.add_argument("--packets", type=_packets, default=d(DEFAULT_PACKETS),
+    packets = number_in(int, 1, MAX_PACKETS, f"a number of packets 1-{MAX_PACKETS}")
+    p.add_argument("--packets", type=packets, default=d(DEFAULT_PACKETS),
                    help=f"show: packets printed around the onset and the recovery (default {DEFAULT_PACKETS})")
 
 

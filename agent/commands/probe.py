@@ -6,6 +6,7 @@ import ipaddress
 import json
 import sys
 
+from agent.commands import load_config, number_in
 from probes import PROBE_KINDS as ALL_KINDS
 from probes import PROBES
 
@@ -43,16 +44,6 @@ def _ports(text: str) -> list[int]:
 MAX_TIMEOUT_S = 60.0
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= MAX_TIMEOUT_S:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"expected a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g}, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the probe subcommand."""
     p = subparsers.add_parser(
@@ -65,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"comma list of {','.join(ALL_KINDS)} (default: all; tcp only with --port)")
     p.add_argument("--port", type=_ports, action="extend", default=[], metavar="N",
                    help="TCP port to connect to; repeat or comma-separate for several")
-    p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+    timeout = number_in(float, 0, MAX_TIMEOUT_S, f"a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g}", low_open=True)
+    p.add_argument("--timeout", type=timeout, default=None, metavar="S",
                    help="reply timeout in seconds (default 1, or the config's agent.timeout)")
     p.add_argument("--interface", metavar="IF", help="send out of this interface (default: from routing)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -133,8 +125,6 @@ def as_table(results) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run one sweep and print it; exit 0 all ok, 1 some failed, 2 usage/privilege/config error."""
     import probes
-
-    from agent.commands import load_config
 
     timeout_s, interface = args.timeout, args.interface
     try:

@@ -1,4 +1,4 @@
-"""Pre-flight checks for a site, one module per topic: privileges, Docker engine, InfluxDB, boxes, the macvlan host trap.
+"""Pre-flight checks for a site, one module per topic: privileges, Docker, InfluxDB, boxes, the macvlan host trap.
 
 Every check returns `CheckResult`s (data, never an exception for an expected
 failure) and takes its dependencies as arguments, so each failure can be
