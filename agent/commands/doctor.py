@@ -22,9 +22,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg is None:
         return EXIT_BAD_CONFIG
-    from remediations import default_docker_factory
+    from agent.wiring import docker_factory
 
-    results = doctor.run_checks(cfg, docker_factory=default_docker_factory(timeout_s=10),
+    results = doctor.run_checks(cfg, docker_factory=docker_factory(timeout_s=10),
                                 create_database=args.create_database)
     print(doctor.format_results(results))
     return doctor.exit_code(results)
