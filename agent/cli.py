@@ -21,12 +21,19 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _netns_name(text: str) -> str:
+    """A name under /run/netns: not empty, no '/', not '.' or '..' (argparse type)."""
+    if not text or "/" in text or text in (".", "..") or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"expected a network namespace name (as `ip netns list` shows), got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vobox-agent", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
-    parser.add_argument("--netns", metavar="NAME",
+    parser.add_argument("--netns", metavar="NAME", type=_netns_name,
                         help="run inside this network namespace (e.g. the lab's monitor namespace)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -50,5 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.netns:
         from agent import netns
 
-        netns.enter_for_process(args.netns)
+        try:
+            netns.enter_for_process(args.netns)
+        except OSError as exc:  # not a network namespace file, or no privilege to enter it
+            raise SystemExit(f"vobox-agent: cannot enter network namespace {args.netns!r}: {exc}") from None
     return int(args.func(args) or 0)

@@ -52,7 +52,7 @@ def demo_config(lab, interval_s: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 after a clean stop."""
-    from agent.commands.status import format_status, read_status_file
+    from agent.status import format_status, read_status_file
     from lab import Lab, cleanup_leftovers
 
     removed = cleanup_leftovers()

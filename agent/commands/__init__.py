@@ -1,7 +1,10 @@
 """One module per `vobox-agent` subcommand; each exposes `register(subparsers)`."""
 from __future__ import annotations
 
+import argparse
+import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 EXIT_BAD_CONFIG = 2
@@ -19,3 +22,22 @@ def load_config(path: str) -> Any:
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         return None
+
+
+def number_in(convert: Callable[[str], float], low: float, high: float, what: str, *,
+              low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: TEXT converted (int or float), finite and within [low, high] ((low, high] with low_open).
+
+    The error names WHAT is expected, e.g. "a timeout in seconds > 0 and <= 60", and the text given.
+    """
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = math.nan
+        above_low = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above_low and value <= high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse

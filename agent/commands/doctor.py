@@ -22,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg is None:
         return EXIT_BAD_CONFIG
-    results = doctor.run_checks(cfg, create_database=args.create_database)
+    from agent.wiring import docker_factory
+
+    results = doctor.run_checks(cfg, docker_factory=docker_factory(timeout_s=10),
+                                create_database=args.create_database)
     print(doctor.format_results(results))
     return doctor.exit_code(results)

@@ -3,108 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
-# Event measurements (InfluxDB schema) -> whether they carry a `box` tag.
-EVENT_MEASUREMENTS: dict[str, bool] = {
-    "freeze": True,
-    "remediation": True,
-    "container_event": True,
-    "mac_change": True,
-    "segment_freeze": False,
-}
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-# Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.
-TAG_KEYS = frozenset({"box", "kind", "site", "probe", "address", "port", "action", "trigger", "event",
-                      "segment", "host"})
-
-Query = Callable[[str], list[tuple[dict[str, str], dict[str, Any]]]]
-
-
-class QueryError(RuntimeError):
-    """An InfluxQL query failed; the message names the URL and the reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One stored event: its measurement, time, tags and fields."""
-
-    time_s: float
-    measurement: str
-    box: str | None
-    tags: dict[str, str]
-    fields: dict[str, Any]
-
-
-def parse_duration_s(text: str) -> float:
-    """'90s', '15m', '24h', '7d', '2w' -> seconds; ValueError naming the accepted forms."""
-    m = _DURATION_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"duration {text!r}: expected a number and a unit s, m, h, d or w (e.g. 24h)")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
-
-
-def quote_ident(name: str) -> str:
-    """InfluxQL identifier in double quotes."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quote_str(value: str) -> str:
-    """InfluxQL string literal in single quotes."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def split_row(row: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """A row of agent.storage.influx.query (tags and columns merged) -> (tags, columns incl. "time")."""
-    tags = {k: str(v) for k, v in row.items() if k in TAG_KEYS and v is not None and v != ""}
-    cols = {k: v for k, v in row.items() if k not in TAG_KEYS and k != "_measurement"}
-    return tags, cols
-
-
-def influx_query(influx: Any) -> Query:
-    """A function running one InfluxQL statement over /query (1.x, 2.x and 3.x) with the configured credentials."""
-    from agent.storage import influx as storage
-
-    if influx.api == "v2":
-        # v1 compatibility API of 2.x/3.x: the bucket needs a DBRP mapping (see the operator guide)
-        auth = {"db": influx.bucket, "token": influx.token}
-    else:
-        auth = {"db": influx.database, "username": influx.username, "password": influx.password}
-    timeout_s = getattr(influx, "write_timeout_s", 10.0)
-
-    def query(q: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
-        try:
-            return [split_row(r) for r in storage.query(influx.url, q, timeout_s=timeout_s, epoch="ms", **auth)]
-        except storage.QueryError as exc:
-            raise QueryError(str(exc)) from None
-
-    return query
-
-
-def fetch_events(query: Query, since_s: float, box: str | None = None, site: str | None = None) -> list[EventRow]:
-    """Every event point newer than SINCE_S seconds ago (of BOX and SITE, when given), oldest first."""
-    found: list[EventRow] = []
-    for measurement, has_box in EVENT_MEASUREMENTS.items():
-        where = f"time > now() - {int(since_s)}s"
-        if site is not None:
-            where += f' AND "site" = {quote_str(site)}'
-        if box is not None:
-            if not has_box:
-                continue
-            where += f' AND "box" = {quote_str(box)}'
-        for tags, row in query(f"SELECT * FROM {quote_ident(measurement)} WHERE {where} GROUP BY *"):
-            t_ms = row.pop("time")
-            fields = {k: v for k, v in row.items() if v is not None}
-            found.append(EventRow(t_ms / 1000.0, measurement, tags.get("box"), dict(tags), fields))
-    found.sort(key=lambda e: (e.time_s, e.measurement, e.box or ""))
-    return found
+from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.storage.read import EventRow, QueryError, fetch_events, influx_query
+from agent.timeparse import parse_duration_s
 
 
 def _fmt_time(t_s: float) -> str:
@@ -164,16 +69,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the events; exit 1 when InfluxDB cannot be queried, 2 on bad arguments or config."""
-    from agent.core import config
-
     try:
         since_s = parse_duration_s(args.since)
-        cfg = config.load(args.config)
-        if args.box is not None:
-            cfg.box(args.box)
-    except (ValueError, KeyError, config.ConfigError) as exc:
-        print(f"vobox-agent events: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"vobox-agent events: --since: {exc}", file=sys.stderr)
         return 2
+    cfg = load_config(args.config)
+    if cfg is None:
+        return EXIT_BAD_CONFIG
+    if args.box is not None:
+        try:
+            cfg.box(args.box)
+        except KeyError as exc:
+            print(f"vobox-agent events: {exc.args[0]}", file=sys.stderr)
+            return 2
     try:
         events = fetch_events(influx_query(cfg.influxdb), since_s, args.box, cfg.agent.site)
     except QueryError as exc:

@@ -4,26 +4,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from typing import Any
 
+from agent.commands import EXIT_BAD_CONFIG, load_config, number_in
 from agent.forensics import retention
-from agent.forensics.evidence import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root, render_text
+from agent.forensics.bundle import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root
+from agent.forensics.render import render_text
+from agent.timeparse import format_age, parse_duration_s
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
 DEFAULT_PACKETS = 40
-
-
-def parse_duration_s(text: str) -> float:
-    """'90s', '15m', '24h', '7d', '2w' -> seconds; ValueError naming the accepted forms."""
-    m = _DURATION_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"--since {text!r}: expected a number and a unit s, m, h, d or w (e.g. 24h)")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+MAX_PACKETS = 100_000
 
 
 def _add_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -34,7 +27,8 @@ def _add_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help=f"state directory (default: from -c, else {DEFAULT_STATE_DIR})")
     p.add_argument("--since", default=d("24h"), help="list bundles of freezes that started this recently (default 24h)")
     p.add_argument("--json", action="store_true", default=d(False), help="list: one JSON object per line")
-    p.add_argument("--packets", type=int, default=d(DEFAULT_PACKETS),
+    packets = number_in(int, 1, MAX_PACKETS, f"a number of packets 1-{MAX_PACKETS}")
+    p.add_argument("--packets", type=packets, default=d(DEFAULT_PACKETS),
                    help=f"show: packets printed around the onset and the recovery (default {DEFAULT_PACKETS})")
 
 
@@ -80,20 +74,22 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         since_s = parse_duration_s(args.since)
-        state_dir = _state_dir(args)
-    except Exception as exc:  # ConfigError, ValueError: both name what is wrong
-        print(f"vobox-agent evidence: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"vobox-agent evidence: --since: {exc}", file=sys.stderr)
         return 2
+    state_dir = _state_dir(args)
+    if state_dir is None:
+        return EXIT_BAD_CONFIG
     return list_bundles(state_dir, words[0] if words else None, since_s, args.json)
 
 
-def _state_dir(args: argparse.Namespace) -> str:
+def _state_dir(args: argparse.Namespace) -> str | None:
+    """--state-dir, else the config's agent.state_dir (None after printing the config's errors), else the default."""
     if args.state_dir:
         return args.state_dir
     if args.config:
-        from agent.core import config
-
-        return config.load(args.config).agent.state_dir
+        cfg = load_config(args.config)
+        return None if cfg is None else cfg.agent.state_dir
     return DEFAULT_STATE_DIR
 
 
@@ -111,7 +107,7 @@ def list_bundles(state_dir: str, box: str | None, since_s: float, as_json: bool,
     bundles = [b for b in retention.scan(evidence_root(state_dir))
                if (box is None or b.box == box) and b.start_s >= now_s - since_s]
     if not bundles:
-        print(f"no evidence bundles{' for box ' + box if box else ''} in the last {_ago(since_s)} "
+        print(f"no evidence bundles{' for box ' + box if box else ''} in the last {format_age(since_s)} "
               f"under {evidence_root(state_dir)}", file=sys.stderr)
         return 0
     for b in bundles:
@@ -126,13 +122,6 @@ def list_bundles(state_dir: str, box: str | None, since_s: float, as_json: bool,
         state = "open" if s.get("open") else (f"{s['duration_s']:.0f}s" if s.get("duration_s") is not None else "?")
         print(f"{start}  {b.box:<20} {s.get('layer') or '-':<4} {state:>7}  {headline}  {b.path}")
     return 0
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def decode(pcap: str, around_s: float | None, packets: int) -> list[str]:

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import sys
 
+from agent.commands import load_config, number_in
 from probes import PROBE_KINDS as ALL_KINDS
 from probes import PROBES
 
@@ -40,14 +41,7 @@ def _ports(text: str) -> list[int]:
     return ports
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a timeout in seconds > 0, got {text!r}")
-    return value
+MAX_TIMEOUT_S = 60.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"comma list of {','.join(ALL_KINDS)} (default: all; tcp only with --port)")
     p.add_argument("--port", type=_ports, action="extend", default=[], metavar="N",
                    help="TCP port to connect to; repeat or comma-separate for several")
-    p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+    timeout = number_in(float, 0, MAX_TIMEOUT_S, f"a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g}", low_open=True)
+    p.add_argument("--timeout", type=timeout, default=None, metavar="S",
                    help="reply timeout in seconds (default 1, or the config's agent.timeout)")
     p.add_argument("--interface", metavar="IF", help="send out of this interface (default: from routing)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -100,16 +95,10 @@ def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int
     return targets
 
 
-def _config_targets(path: str, kinds: list[str] | None):
-    """(targets, timeout_s, interface) from a config file's boxes, filtered to KINDS."""
-    try:
-        from agent.core import config, cycle
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"-c needs the agent config module, which is not installed ({exc.name})") from None
-    try:
-        cfg = config.load(path)
-    except config.ConfigError as exc:
-        raise ValueError(f"{path}: " + "; ".join(exc.errors)) from None
+def _config_targets(cfg, kinds: list[str] | None):
+    """(targets, timeout_s, interface) from a loaded config's boxes, filtered to KINDS."""
+    from agent.core import cycle
+
     targets = list(cycle.plan_cycle(cfg.boxes).targets)
     if kinds is not None:
         targets = [t for t in targets if t.probe in kinds]
@@ -144,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.config:
             if args.port:
                 raise ValueError("--port applies to ADDRESS arguments; with -c the config's tcp_ports are used")
-            targets, cfg_timeout_s, cfg_interface = _config_targets(args.config, args.probe)
+            cfg = load_config(args.config)
+            if cfg is None:
+                return EXIT_USAGE
+            targets, cfg_timeout_s, cfg_interface = _config_targets(cfg, args.probe)
             timeout_s = timeout_s or cfg_timeout_s
             interface = interface or cfg_interface
         else:

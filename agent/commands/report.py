@@ -2,44 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportSource:
-    """What the report needs from the agent config: where to read, the site, the cycle length."""
-
-    query: Callable[[str], list[dict]]
-    site: str | None
-    interval_s: float
-    where: str  # for messages
-
-
-def source_from_config(path: str) -> ReportSource:
-    """Read [influxdb], [agent].site and [agent].interval through agent.core.config.load."""
-    from agent.core.config import load
-    from agent.storage.influx import query
-
-    cfg = load(path)
-    influx = cfg.influxdb
-    if influx.api == "v2":
-        # 2.x/3.x: InfluxQL through the v1 compatibility API; the bucket needs a DBRP mapping named after it
-        kw = {"db": influx.bucket, "token": influx.token}
-    else:
-        kw = {"db": influx.database, "username": influx.username, "password": influx.password}
-    timeout_s = max(30.0, influx.write_timeout_s)
-
-    def run_query(q: str) -> list[dict]:
-        return query(influx.url, q, timeout_s=timeout_s, epoch="ms", **kw)
-
-    return ReportSource(run_query, cfg.agent.site, cfg.agent.interval_s, f"{influx.url} ({kw['db']})")
+from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.timeparse import parse_duration_s, parse_time_s
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,30 +15,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="stability report per kind and per box with 95%% intervals")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 4w (default 7d)")
-    p.add_argument("--until", default=None, metavar="EPOCH_S",
-                   help="end of the range as epoch seconds (default: now)")
+    p.add_argument("--until", default=None, metavar="TIME",
+                   help="end of the range: epoch seconds or ISO 8601 with a UTC offset (default: now)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Read, compute, print; 2 on a bad argument or config, 1 when InfluxDB cannot be read."""
-    from agent.commands.events import parse_duration_s
-    from agent.core.config import ConfigError
-    from agent.report import build_report, read_fleet, render_html, render_text
-    from agent.storage.influx import QueryError
+    from agent.report import build_report, read_fleet, render_html, render_text, source_from_config
+    from agent.storage.read import QueryError
 
     try:
         since_s = parse_duration_s(args.since)
-        end_s = float(args.until) if args.until is not None else time.time()
     except ValueError as exc:
-        print(f"vobox-agent report: {exc}", file=sys.stderr)
+        print(f"vobox-agent report: --since: {exc}", file=sys.stderr)
         return 2
     try:
-        source = source_from_config(args.config)
-    except (ConfigError, OSError) as exc:
-        print(f"vobox-agent report: {exc}", file=sys.stderr)
+        end_s = parse_time_s(args.until) if args.until is not None else time.time()
+    except ValueError as exc:
+        print(f"vobox-agent report: --until: {exc}", file=sys.stderr)
         return 2
+    cfg = load_config(args.config)
+    if cfg is None:
+        return EXIT_BAD_CONFIG
+    source = source_from_config(cfg)
     end_ms = int(end_s * 1000)
     start_ms = end_ms - int(since_s * 1000)
     try:
@@ -86,8 +55,12 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(render_text(report))
     if args.html:
         tmp = args.html + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(render_html(report))
-        os.replace(tmp, args.html)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(render_html(report))
+            os.replace(tmp, args.html)
+        except OSError as exc:
+            print(f"vobox-agent report: cannot write --html {args.html}: {exc}", file=sys.stderr)
+            return 1
         print(f"wrote {args.html}")
     return 0

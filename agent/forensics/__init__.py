@@ -2,7 +2,8 @@
 
 Wiring (the runner):
   recorder = FlightRecorder({box.name: box.addresses() for box in cfg.boxes}, cycles=fail_cycles + 2)
-  evidence = EvidenceCollector(cfg.agent.state_dir, recorder, interface=cfg.agent.interface)
+  evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=make_docker,  # a client or a factory
+                               interface=cfg.agent.interface)
   each cycle:   results = probes.sweep(targets, timeout_s, interface, recorder=recorder.record)
                 recorder.end_cycle()
   freeze event (detected):  path = evidence.freeze_opened(BoxRef.from_config(box, site), start_s, layer,

@@ -83,6 +83,30 @@ def test_bundle_layout_summary_and_failed_collectors_noted(tmp_path):
     ec.close()
 
 
+def test_docker_comes_from_the_caller(tmp_path):
+    """Without a client the Docker collectors say so; a factory given instead is called once, on first use."""
+    ec = EvidenceCollector(str(tmp_path / "none"), _recorder(), run=FakeRun(), clock=lambda: T0 + 30)
+    path = ec.freeze_opened(BOX, T0, "l2", RESULTS)
+    assert ec.wait(10)
+    s = read_summary(path)
+    for name in ("docker_inspect", "container_net", "docker_events"):
+        assert "no Docker client was given" in s["collectors"][name]["error"], s["collectors"][name]
+    ec.close()
+    made = []
+
+    def factory():
+        made.append(1)
+        return BrokenDocker()
+
+    ec = EvidenceCollector(str(tmp_path / "factory"), _recorder(), docker_client=factory, run=FakeRun(),
+                           clock=lambda: T0 + 30)
+    path = ec.freeze_opened(BOX, T0, "l2", RESULTS)
+    assert ec.wait(10)
+    s = read_summary(path)
+    assert made == [1] and "docker daemon unreachable" in s["collectors"]["docker_inspect"]["error"]
+    ec.close()
+
+
 def test_vm_skips_container_collectors_and_close_adds_recovery(tmp_path):
     rec = _recorder(reply_cycles=1, silent_cycles=2)
     vm = BoxRef(name="ctr1", kind="vm", addresses=(A,))

@@ -17,6 +17,7 @@ from agent.core.correlation import CorrelationSettings, Correlator, Membership
 from agent.forensics.evidence import BoxRef, EvidenceCollector, read_summary
 from agent.forensics.recorder import FlightRecorder
 from agent.core.macwatch import MacWatch
+from remediations import default_docker_factory
 
 pytestmark = pytest.mark.lab
 
@@ -71,7 +72,7 @@ def freeze_bundle(lab, tmp_path, name, fault, failing_cycles=2):
     for _ in range(failing_cycles):
         results = cycle(lab, [b], rec)[name]
     assert not all(r.ok for r in results)
-    ec = EvidenceCollector(str(tmp_path), rec, monitor_netns=lab.monitor_ns)
+    ec = EvidenceCollector(str(tmp_path), rec, docker_client=default_docker_factory(), monitor_netns=lab.monitor_ns)
     path = ec.freeze_opened(box_ref(b), start_s, fault, results, known_macs=watch.last(name))
     assert ec.wait(60)
     return read_summary(path), path, start_s, ec, rec

@@ -11,7 +11,10 @@ import pytest
 
 from agent.core import config
 from agent import netns
-from agent.commands import events, status
+from agent import status
+from agent import timeparse
+from agent.commands import events
+from agent.storage import read
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,12 +66,12 @@ def test_status_file_not_usable(tmp_path, content, expect):
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("24h", 86400), ("7d", 604800)])
 def test_durations(text, seconds):
-    assert events.parse_duration_s(text) == seconds
+    assert timeparse.parse_duration_s(text) == seconds
 
 
 def test_bad_duration_names_the_forms():
     with pytest.raises(ValueError, match="unit s, m, h, d or w"):
-        events.parse_duration_s("yesterday")
+        timeparse.parse_duration_s("yesterday")
 
 
 # ------------------------------------------------------------ lab + influx
@@ -115,8 +118,8 @@ def lab_with_history(ops_lab, tmp_path):
 def test_events_from_influx_in_time_order(lab_with_history):
     lab, cfg, _path, ctr, vm, t0 = lab_with_history
     with netns.entered(lab.monitor_ns):
-        found = events.fetch_events(events.influx_query(cfg.influxdb), since_s=3600)
-        only_vm = events.fetch_events(events.influx_query(cfg.influxdb), since_s=3600, box=vm.name)
+        found = read.fetch_events(read.influx_query(cfg.influxdb), since_s=3600)
+        only_vm = read.fetch_events(read.influx_query(cfg.influxdb), since_s=3600, box=vm.name)
     mine = [e for e in found if e.tags.get("site") == cfg.agent.site]
     assert [e.measurement for e in mine] == ["freeze", "container_event", "remediation", "freeze"]
     assert [e.time_s for e in mine] == sorted(e.time_s for e in mine)

@@ -1,0 +1,102 @@
+"""The doctor's registry: the topics in the order an operator should fix them, and the driver that runs them."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.ops.doctor import boxes as _boxes
+from agent.ops.doctor import engine, influx, macvlan, privileges
+from agent.ops.doctor.results import CheckResult, cfg_value, passed
+
+
+@dataclass(slots=True)
+class Context:
+    """What the topics get (the config and the edges, each replaceable in a test) and hand on to the next topics."""
+
+    cfg: Any
+    docker_factory: Callable[[], Any]
+    session: Any = None
+    create_database: bool = False
+    open_socket: Callable[..., socket.socket] = socket.socket
+    exists: Callable[[str], bool] = macvlan.link_exists
+    route: Callable[[str], macvlan.Route] = macvlan.route_to
+    containers: list[Any] = field(default_factory=list)
+    docker: engine.DockerInfo | None = None
+    networks: dict[str, dict] = field(default_factory=dict)           # network name -> inspect attrs
+    observed: list[tuple[str, str, str]] = field(default_factory=list)  # (box, ipv4, mac) of running containers
+    stop: bool = False                                                # later topics cannot run
+
+
+def _privileges(ctx: Context) -> list[CheckResult]:
+    return [privileges.check_raw_socket(ctx.open_socket)]
+
+
+def _influxdb(ctx: Context) -> list[CheckResult]:
+    cfg_influx = cfg_value(ctx.cfg, "influxdb", "influx")
+    return [] if cfg_influx is None else influx.check_influx(cfg_influx, ctx.session, ctx.create_database)
+
+
+def _docker(ctx: Context) -> list[CheckResult]:
+    if not ctx.containers:
+        ctx.stop = True
+        return [passed("docker engine", "no container boxes configured; Docker not needed")]
+    result, ctx.docker = engine.check_docker(ctx.docker_factory)
+    ctx.stop = ctx.docker is None
+    return [result]
+
+
+def _box_checks(ctx: Context) -> list[CheckResult]:
+    out: list[CheckResult] = []
+    for box in ctx.containers:
+        box_results, cattrs, nattrs = _boxes.check_box(box, ctx.docker.client)
+        out += box_results
+        if nattrs is not None:
+            ctx.networks[cfg_value(box, "network")] = nattrs
+        if cattrs is not None and cattrs.get("State", {}).get("Status") == "running":
+            ep = (cattrs.get("NetworkSettings", {}).get("Networks") or {}).get(cfg_value(box, "network")) or {}
+            ctx.observed.append((cfg_value(box, "name"), ep.get("IPAddress"), ep.get("MacAddress")))
+    return out
+
+
+def _mac_on_connect(ctx: Context) -> list[CheckResult]:
+    return [engine.check_mac_on_connect(ctx.docker, ctx.observed)]
+
+
+def _macvlan_trap(ctx: Context) -> list[CheckResult]:
+    return macvlan.check_macvlan_trap(ctx.containers, ctx.networks, ctx.exists, ctx.route)
+
+
+# Topic name -> check, run in this order until one sets ctx.stop.
+CHECKS: dict[str, Callable[[Context], list[CheckResult]]] = {
+    "privileges": _privileges,
+    "influxdb": _influxdb,
+    "docker": _docker,
+    "boxes": _box_checks,
+    "docker-mac": _mac_on_connect,
+    "macvlan-trap": _macvlan_trap,
+}
+
+
+def run_checks(cfg: Any, *, docker_factory: Callable[[], Any] | None = None,
+               session: Any = None, create_database: bool = False,
+               open_socket: Callable[..., socket.socket] = socket.socket,
+               exists: Callable[[str], bool] = macvlan.link_exists,
+               route: Callable[[str], macvlan.Route] = macvlan.route_to) -> list[CheckResult]:
+    """All checks for config CFG, in the order an operator should fix them.
+
+    docker_factory: makes the Docker client (the caller's; None: remediations' factory for the environment's daemon).
+    """
+    if docker_factory is None:
+        from remediations import default_docker_factory
+
+        docker_factory = default_docker_factory(timeout_s=10)
+    ctx = Context(cfg, docker_factory, session, create_database, open_socket, exists, route)
+    ctx.containers = _boxes.container_boxes(list(cfg_value(cfg, "boxes", "box", default=()) or ()))
+    results: list[CheckResult] = []
+    for check in CHECKS.values():
+        results += check(ctx)
+        if ctx.stop:
+            break
+    return results

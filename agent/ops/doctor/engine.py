@@ -1,0 +1,73 @@
+"""Topic Docker engine: reachable, which engine and API, and whether a MAC survives reconnect_network."""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.ops.doctor.results import CheckResult, failed, passed, warned
+
+# Engine API version from which POST /networks/{id}/connect applies the MacAddress
+# endpoint setting (Docker Engine API version history, v1.54); older engines
+# ignore a MAC passed on connect (1.44-1.53 honour it on create only).
+MAC_ON_CONNECT_API = (1, 54)
+
+
+def _api_tuple(text: str) -> tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    return int(major), int(minor or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DockerInfo:
+    """What the Docker checks learned, for the checks that follow."""
+
+    client: Any
+    engine: str
+    api: str
+
+
+def check_docker(factory: Callable[[], Any]) -> tuple[CheckResult, DockerInfo | None]:
+    """Is the Docker engine reachable, and which engine and API version is it?"""
+    name = "docker engine"
+    try:
+        client = factory()
+        version = client.version()
+    except Exception as exc:  # docker.errors.DockerException, requests errors: all mean unreachable
+        return failed(name, f"Docker engine not reachable: {exc}",
+                     "start dockerd, or mount the socket (-v /var/run/docker.sock:/var/run/docker.sock) "
+                     "or point DOCKER_HOST at a socket proxy (tcp://HOST:2375) that allows "
+                     "containers, networks, events, version and _ping"), None
+    engine = str(version.get("Version", "?"))
+    api = str(version.get("ApiVersion", "?"))
+    return passed(name, f"engine {engine}, API {api}"), DockerInfo(client, engine, api)
+
+
+def derived_mac(ipv4: str) -> str:
+    """The MAC Docker 20.10 gives a macvlan endpoint: 02:42 followed by the IPv4 address."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ipv4).packed)
+
+
+def check_mac_on_connect(info: DockerInfo, observed: Sequence[tuple[str, str, str]] = ()) -> CheckResult:
+    """Does the engine keep a container's MAC over reconnect_network? OBSERVED: (box, ipv4, mac) now."""
+    name = "docker MAC on connect"
+    api = _api_tuple(info.api)
+    if api >= MAC_ON_CONNECT_API:
+        return passed(name, f"API {info.api} >= 1.54 honours a MAC address on network connect: "
+                           "reconnect_network reconnects with the same MAC")
+    derived = [box for box, ipv4, mac in observed if mac and ipv4 and mac.lower() == derived_mac(ipv4)]
+    random_ = [box for box, ipv4, mac in observed if mac and ipv4 and mac.lower() != derived_mac(ipv4)]
+    base = f"API {info.api} < 1.54 ignores a MAC address passed on network connect"
+    if random_:
+        return warned(name, f"{base}, and the MAC of {', '.join(random_)} is not derived from its IPv4 "
+                           "(a newer engine picks a random MAC): after reconnect_network the box has a new MAC; "
+                           "the agent announces it (gratuitous ARP / unsolicited NA) but caches that ignore "
+                           "those keep the old one until they expire",
+                     "use an engine with API >= 1.54, or make sure the LAN's routers accept gratuitous ARP")
+    if derived:
+        return passed(name, f"{base}, but this engine derives the MAC from the IPv4 (02:42 + address, seen on "
+                           f"{', '.join(derived)}): the MAC follows the IP, so reconnecting with the same IP "
+                           "gives back the same MAC")
+    return warned(name, f"{base}; no running box container to tell whether MACs follow the IP "
+                       "(20.10: 02:42 + IPv4) or are random (newer engines)")

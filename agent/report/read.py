@@ -1,0 +1,62 @@
+"""The report's InfluxDB reads: box cycles, freezes, time buckets and remediations of a range, as a FleetObservation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.report.stats import Bucket, BoxRecord, FleetObservation, FreezeRecord
+from agent.storage.read import Rows, describe_source, influx_rows, quote_str
+
+MIN_QUERY_TIMEOUT_S = 30.0  # the report's aggregations over weeks take longer than a write
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSource:
+    """What the report needs from the agent config: where to read, the site, the cycle length."""
+
+    query: Rows
+    site: str | None
+    interval_s: float
+    where: str  # for messages
+
+
+def source_from_config(cfg: Any) -> ReportSource:
+    """Read [influxdb], [agent].site and [agent].interval of a loaded Config."""
+    influx = cfg.influxdb
+    rows = influx_rows(influx, timeout_s=max(MIN_QUERY_TIMEOUT_S, influx.write_timeout_s))
+    return ReportSource(rows, cfg.agent.site, cfg.agent.interval_s, describe_source(influx))
+
+
+def _where(start_ms: int, end_ms: int, site: str | None) -> str:
+    w = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
+    if site:
+        w += f' AND "site" = {quote_str(site)}'
+    return w
+
+
+def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
+               site: str | None = None) -> FleetObservation:
+    """Read box cycles, freezes, daily buckets and remediations with InfluxQL through `query(q) -> rows`."""
+    w = _where(start_ms, end_ms, site)
+    boxes = tuple(sorted(
+        (BoxRecord(r["box"], r["kind"], int(r["cycles"] or 0), int(r["up"] or 0))
+         for r in query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE {w} '
+                        'GROUP BY "box", "kind"')), key=lambda b: (b.kind, b.box)))
+    freezes = tuple(sorted(
+        (FreezeRecord(r["box"], r["kind"], int(r["time"]), str(r.get("layer") or "?"),
+                      float(r.get("duration_s") or 0.0), bool(r.get("open")))
+         for r in query(f'SELECT "duration_s", "layer", "open" FROM "freeze" WHERE {w} GROUP BY "box", "kind"')),
+        key=lambda f: (f.start_ms, f.box)))
+    span_s = (end_ms - start_ms) / 1000
+    bucket_s = 86400 if span_s >= 3 * 86400 else 3600
+    buckets = tuple(
+        Bucket(int(r["time"]), r["kind"], int(r["cycles"] or 0), int(r["up"] or 0))
+        for r in query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE {w} '
+                       f'GROUP BY time({bucket_s}s), "kind" fill(none)'))
+    remediations = {
+        r["action"]: (int(r["n"] or 0), int(r["recovered"] or 0))
+        for r in query(f'SELECT count("ok") AS "n", sum("recovered") AS "recovered" FROM "remediation" '
+                       f'WHERE "dry_run" = 0 AND "deferred" = 0 AND {w} GROUP BY "action"')}
+    return FleetObservation(start_ms, end_ms, interval_s, site, boxes, freezes, buckets, bucket_s, remediations)
+
+

@@ -1,0 +1,327 @@
+"""Stability statistics: 95% intervals for availability, freeze rate, MTBF, MTTR, and containers vs VMs.
+
+Pure functions (stdlib only), from a FleetObservation to a Report; see agent.report for why these intervals.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+CONFIDENCE = 0.95
+DAY_S = 86400.0
+KINDS = ("container", "vm")
+KIND_LABELS = {"container": "all containers", "vm": "all VMs"}
+LAYERS = ("l2", "l3", "l4")
+
+
+def regularized_gamma_p(a: float, x: float) -> float:
+    """P(a, x): the regularized lower incomplete gamma function (series / continued fraction)."""
+    if a <= 0:
+        raise ValueError(f"shape a must be > 0, got {a}")
+    if x <= 0:
+        return 0.0
+    log_prefix = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1:  # series
+        term = total = 1.0 / a
+        n = a
+        for _ in range(10_000):
+            n += 1
+            term *= x / n
+            total += term
+            if abs(term) < abs(total) * 1e-16:
+                break
+        return min(1.0, total * math.exp(log_prefix))
+    # continued fraction for Q(a, x) (modified Lentz)
+    tiny = 1e-300
+    b = x + 1 - a
+    c = 1 / tiny
+    d = 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-16:
+            break
+    return max(0.0, 1.0 - math.exp(log_prefix) * h)
+
+
+def gamma_quantile(p: float, shape: float) -> float:
+    """x with P(shape, x) = p (unit scale), by bisection; chi2(p, k) = 2 * gamma_quantile(p, k/2)."""
+    if not 0 < p < 1:
+        raise ValueError(f"probability must be in (0, 1), got {p}")
+    lo, hi = 0.0, max(1.0, shape)
+    while regularized_gamma_p(shape, hi) < p:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if regularized_gamma_p(shape, mid) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+def poisson_interval(k: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact (Garwood) interval for a Poisson mean after observing k events."""
+    if k < 0:
+        raise ValueError(f"count must be >= 0, got {k}")
+    alpha = 1 - confidence
+    lo = 0.0 if k == 0 else gamma_quantile(alpha / 2, k)
+    return lo, gamma_quantile(1 - alpha / 2, k + 1)
+
+
+def binomial_pmf(i: int, n: int, p: float) -> float:
+    """P(X = i) for X ~ Binomial(n, p)."""
+    if p <= 0:
+        return 1.0 if i == 0 else 0.0
+    if p >= 1:
+        return 1.0 if i == n else 0.0
+    return math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                    + i * math.log(p) + (n - i) * math.log1p(-p))
+
+
+def binomial_two_sided_p(k: int, n: int, p0: float) -> float:
+    """Exact two-sided p-value: total probability of outcomes no more likely than k (as R's binom.test)."""
+    observed = binomial_pmf(k, n, p0)
+    total = sum(q for q in (binomial_pmf(i, n, p0) for i in range(n + 1)) if q <= observed * (1 + 1e-7))
+    return min(1.0, total)
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact interval for a binomial proportion after k successes in n trials."""
+    if not 0 <= k <= n or n == 0:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k} n={n}")
+    alpha = 1 - confidence
+
+    def upper_tail(p: float) -> float:  # P(X >= k)
+        return sum(binomial_pmf(i, n, p) for i in range(k, n + 1))
+
+    def lower_tail(p: float) -> float:  # P(X <= k)
+        return sum(binomial_pmf(i, n, p) for i in range(0, k + 1))
+
+    def solve(f: Callable[[float], float], increasing: bool) -> float:
+        lo, hi = 0.0, 1.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if (f(mid) < alpha / 2) == increasing:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    lower = 0.0 if k == 0 else solve(upper_tail, increasing=True)
+    upper = 1.0 if k == n else solve(lower_tail, increasing=False)
+    return lower, upper
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate with its interval (None where not defined, e.g. no events)."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+def rate_per_day(k: int, exposure_days: float, confidence: float = CONFIDENCE) -> Estimate:
+    """Events per box-day with the exact Poisson interval."""
+    if exposure_days <= 0:
+        return Estimate(None, None, None)
+    lo, hi = poisson_interval(k, confidence)
+    return Estimate(k / exposure_days, lo / exposure_days, hi / exposure_days)
+
+
+def availability(observed_s: float, frozen_s: float, k: int, mean_duration_s: float | None,
+                 confidence: float = CONFIDENCE) -> Estimate:
+    """1 - frozen/observed, interval from the Poisson interval of k times the mean freeze duration."""
+    if observed_s <= 0:
+        return Estimate(None, None, None)
+    value = 1 - frozen_s / observed_s
+    if mean_duration_s is None:
+        return Estimate(value, None, None)
+    k_lo, k_hi = poisson_interval(k, confidence)
+    return Estimate(value, max(0.0, 1 - k_hi * mean_duration_s / observed_s),
+                    min(1.0, 1 - k_lo * mean_duration_s / observed_s))
+
+
+def mtbf(uptime_s: float, k: int, confidence: float = CONFIDENCE) -> Estimate:
+    """Up-time per freeze; with k = 0 only a lower bound exists."""
+    alpha = 1 - confidence
+    low = uptime_s / gamma_quantile(1 - alpha / 2, k + 1)
+    if k == 0:
+        return Estimate(None, low, None)
+    return Estimate(uptime_s / k, low, uptime_s / gamma_quantile(alpha / 2, k))
+
+
+def mttr(durations_s: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean repair time with the exact interval for exponential repair times."""
+    n = len(durations_s)
+    if n == 0:
+        return Estimate(None, None, None)
+    alpha = 1 - confidence
+    total = float(sum(durations_s))
+    return Estimate(total / n, total / gamma_quantile(1 - alpha / 2, n), total / gamma_quantile(alpha / 2, n))
+
+
+@dataclass(frozen=True, slots=True)
+class RateComparison:
+    """Freeze rate of group 1 over group 2 with its exact conditional test."""
+
+    ratio: float | None
+    low: float | None
+    high: float | None
+    p_value: float | None
+    k1: int
+    k2: int
+    exposure1_days: float
+    exposure2_days: float
+
+    def sentence(self, name1: str = "containers", name2: str = "VMs", level: float = 0.05) -> str:
+        """'containers freeze less than VMs (p=...)' or 'not yet significant (...)'."""
+        if self.p_value is None:
+            return f"{name1} vs {name2}: no freezes yet, nothing to compare"
+        ci = f"rate ratio {_num(self.ratio)} [{_num(self.low)}, {_num(self.high)}]"
+        if self.p_value < level and self.ratio is not None and self.ratio < 1:
+            return f"{name1} freeze less than {name2} (p={self.p_value:.2g}, {ci})"
+        if self.p_value < level:
+            return f"{name1} freeze more than {name2} (p={self.p_value:.2g}, {ci})"
+        return f"{name1} vs {name2}: not yet significant (p={self.p_value:.2g}, {ci})"
+
+
+def compare_rates(k1: int, e1_days: float, k2: int, e2_days: float,
+                  confidence: float = CONFIDENCE) -> RateComparison:
+    """Rate ratio (k1/e1)/(k2/e2), Clopper-Pearson based interval, exact conditional binomial p-value."""
+    n = k1 + k2
+    if n == 0 or e1_days <= 0 or e2_days <= 0:
+        return RateComparison(None, None, None, None, k1, k2, e1_days, e2_days)
+    p0 = e1_days / (e1_days + e2_days)
+    p_value = binomial_two_sided_p(k1, n, p0)
+    lo, hi = clopper_pearson(k1, n, confidence)
+    scale = e2_days / e1_days
+
+    def to_ratio(p: float) -> float | None:
+        return None if p >= 1 else p / (1 - p) * scale
+
+    ratio = None if k2 == 0 else (k1 / e1_days) / (k2 / e2_days)
+    return RateComparison(ratio, to_ratio(lo), to_ratio(hi), p_value, k1, k2, e1_days, e2_days)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeRecord:
+    """One `freeze` point."""
+
+    box: str
+    kind: str
+    start_ms: int
+    layer: str
+    duration_s: float
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BoxRecord:
+    """Cycles observed for one box."""
+
+    box: str
+    kind: str
+    cycles: int
+    up_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Cycles of one kind in one time bucket (for the availability-over-time chart)."""
+
+    start_ms: int
+    kind: str
+    cycles: int
+    up_cycles: int
+
+
+@dataclass(frozen=True)
+class FleetObservation:
+    """Everything the report reads from InfluxDB for [start_ms, end_ms)."""
+
+    start_ms: int
+    end_ms: int
+    interval_s: float
+    site: str | None
+    boxes: tuple[BoxRecord, ...]
+    freezes: tuple[FreezeRecord, ...]
+    buckets: tuple[Bucket, ...]
+    bucket_s: int
+    remediations: dict[str, tuple[int, int]] = field(default_factory=dict)  # action -> (actions, recovered)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """Stability of one kind or one box."""
+
+    name: str
+    kind: str
+    boxes: int
+    box_days: float
+    availability: Estimate
+    freezes: int
+    open_freezes: int
+    rate_per_box_day: Estimate
+    mtbf_s: Estimate
+    mttr_s: Estimate
+    freezes_by_layer: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole report: per kind, per box, the comparison, and the raw observation (for charts)."""
+
+    observation: FleetObservation
+    kinds: tuple[GroupStats, ...]
+    boxes: tuple[GroupStats, ...]
+    comparison: RateComparison
+
+
+def _group(name: str, kind: str, boxes: Sequence[BoxRecord], freezes: Sequence[FreezeRecord],
+           interval_s: float, fallback_duration_s: float | None) -> GroupStats:
+    observed_s = sum(b.cycles for b in boxes) * interval_s
+    frozen_s = sum(b.cycles - b.up_cycles for b in boxes) * interval_s
+    k = len(freezes)
+    mean_d = frozen_s / k if k and frozen_s > 0 else (sum(f.duration_s for f in freezes) / k if k else
+                                                       fallback_duration_s)
+    box_days = observed_s / DAY_S
+    by_layer = {layer: sum(1 for f in freezes if f.layer == layer) for layer in LAYERS}
+    return GroupStats(name, kind, len(boxes), box_days, availability(observed_s, frozen_s, k, mean_d), k,
+                      sum(1 for f in freezes if f.open), rate_per_day(k, box_days),
+                      mtbf(observed_s - frozen_s, k), mttr([f.duration_s for f in freezes if not f.open]), by_layer)
+
+
+def build_report(obs: FleetObservation) -> Report:
+    """Statistics per kind and per box and the containers-vs-VMs comparison."""
+    all_closed = [f.duration_s for f in obs.freezes if not f.open]
+    fallback = sum(all_closed) / len(all_closed) if all_closed else None
+    kinds = []
+    for kind in sorted({b.kind for b in obs.boxes} | set(KINDS)):
+        bs = [b for b in obs.boxes if b.kind == kind]
+        if not bs:
+            continue
+        kinds.append(_group(KIND_LABELS.get(kind, kind), kind, bs, [f for f in obs.freezes if f.kind == kind], obs.interval_s, fallback))
+    boxes = tuple(_group(b.box, b.kind, [b], [f for f in obs.freezes if f.box == b.box], obs.interval_s, fallback)
+                  for b in obs.boxes)
+    by = {g.kind: g for g in kinds}
+    c, v = by.get("container"), by.get("vm")
+    comparison = compare_rates(c.freezes if c else 0, c.box_days if c else 0.0,
+                               v.freezes if v else 0, v.box_days if v else 0.0)
+    return Report(obs, tuple(kinds), boxes, comparison)
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"

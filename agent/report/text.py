@@ -1,0 +1,66 @@
+"""The report as terminal text: a table per kind and per box, the comparison, the remediations."""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+from agent.report.stats import Estimate, GroupStats, Report, _num
+
+
+def fmt_duration(s: float | None) -> str:
+    """Seconds as a short human duration (45s, 12.5m, 3.2h, 4.1d)."""
+    if s is None:
+        return "-"
+    if s == math.inf:
+        return "inf"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.3g}{unit}"
+    return f"{s:.3g}s"
+
+
+def fmt_pct(x: float | None) -> str:
+    """A fraction as a percentage with enough digits for 99.9x%."""
+    return "-" if x is None else f"{100 * x:.3f}%"
+
+
+def fmt_estimate(e: Estimate, fmt: Callable[[float | None], str]) -> str:
+    """'value [low, high]'."""
+    if e.low is None and e.high is None:
+        return fmt(e.value)
+    return f"{fmt(e.value)} [{fmt(e.low)}, {fmt(e.high) if e.high is not None else 'inf'}]"
+
+
+def rows_for(groups: Sequence[GroupStats]) -> list[list[str]]:
+    """Table rows (strings) of groups."""
+    return [[g.name, g.kind, str(g.boxes), f"{g.box_days:.2f}", fmt_estimate(g.availability, fmt_pct),
+             f"{g.freezes}" + (f" ({g.open_freezes} open)" if g.open_freezes else ""),
+             fmt_estimate(g.rate_per_box_day, lambda x: _num(x)), fmt_estimate(g.mtbf_s, fmt_duration),
+             fmt_estimate(g.mttr_s, fmt_duration)] for g in groups]
+
+
+HEADERS = ["", "kind", "boxes", "box-days", "availability [95%]", "freezes", "freezes/box-day [95%]",
+           "MTBF [95%]", "MTTR [95%]"]
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def render_text(report: Report) -> str:
+    """The terminal report."""
+    obs = report.observation
+    table = [HEADERS] + rows_for(report.kinds) + [[""] * len(HEADERS)] + rows_for(report.boxes)
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
+    lines = [f"vobox stability {_iso(obs.start_ms)} .. {_iso(obs.end_ms)}"
+             + (f"  site {obs.site}" if obs.site else "") + f"  (cycle {obs.interval_s:g}s)", ""]
+    for r in table:
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    lines += ["", report.comparison.sentence()]
+    if obs.remediations:
+        parts = [f"{a} {n} ({rec}/{n} recovered)" for a, (n, rec) in sorted(obs.remediations.items())]
+        lines.append("remediations: " + ", ".join(parts))
+    lines.append("intervals: exact Poisson on the number of freezes (cycles are autocorrelated; freezes are the "
+                 "events); MTTR assumes exponential repair times")
+    return "\n".join(lines) + "\n"

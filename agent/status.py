@@ -1,0 +1,154 @@
+"""What `status` shows: the running agent's status.json when fresh, else a snapshot rebuilt from InfluxDB, as text."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.storage.read import Query, QueryError, influx_query, quote_str
+from agent.timeparse import format_age
+
+STATUS_FILE = "status.json"
+STATUS_VERSION = 1
+STALE_INTERVALS = 3
+PROBE_ORDER = ("icmp", "arp", "icmp6", "ndp", "tcp")
+
+
+@dataclass(frozen=True, slots=True)
+class BoxStatus:
+    """What status shows for one box."""
+
+    name: str
+    kind: str
+    state: str
+    layer: str
+    since_s: float | None
+    rtt_ms: dict[str, float] = field(default_factory=dict)
+    open_freeze: dict | None = None
+    budget_left: int | None = None
+    halted: bool = False
+    halt_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """All boxes, where they came from, and why that source was chosen."""
+
+    source: str              # "agent" (status.json) or "influxdb"
+    updated_s: float | None
+    boxes: tuple[BoxStatus, ...]
+    note: str | None = None  # e.g. why status.json was not used
+
+
+def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | None]:
+    """Parse the runner's status.json; (None, reason) when absent, unreadable or stale (> 3 intervals old)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None, f"{path} not found (is the agent running?)"
+    except (OSError, ValueError) as exc:
+        return None, f"{path} unreadable: {exc}"
+    if not isinstance(data, dict) or data.get("version") != STATUS_VERSION:
+        return None, f"{path}: unknown format version {data.get('version') if isinstance(data, dict) else '?'}"
+    updated_s = float(data.get("updated_s", 0))
+    interval_s = float(data.get("interval_s", 10))
+    age_s = now_s - updated_s
+    if age_s > STALE_INTERVALS * interval_s:
+        return None, (f"{path} is stale: last written {format_age(age_s)} ago, more than {STALE_INTERVALS} "
+                      f"intervals of {interval_s:g} s (is the agent running?)")
+    boxes = []
+    for name, b in sorted((data.get("boxes") or {}).items()):
+        rem = b.get("remediation") or {}
+        boxes.append(BoxStatus(name=name, kind=b.get("kind", "?"), state=b.get("state", "?"),
+                               layer=b.get("layer", "none"), since_s=b.get("since_s"),
+                               rtt_ms={k: v for k, v in (b.get("rtt_ms") or {}).items() if v is not None},
+                               open_freeze=b.get("open_freeze"), budget_left=rem.get("budget_left"),
+                               halted=bool(rem.get("halted")), halt_reason=rem.get("reason")))
+    return Snapshot("agent", updated_s, tuple(boxes)), None
+
+
+def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
+    """Rebuild the status from InfluxDB: last `box` point, last RTT per probe, open `freeze`, last hour's actions."""
+    # one InfluxDB may hold many sites: only this agent's site
+    site = f' AND "site" = {quote_str(cfg.agent.site)}' if cfg.agent.site else ""
+    latest: dict[str, dict] = {}
+    for tags, row in query(f'SELECT * FROM "box" WHERE time > now() - 7d{site} GROUP BY "box" '
+                           'ORDER BY time DESC LIMIT 1'):
+        latest[tags.get("box") or row.get("box")] = row
+    rtts: dict[str, dict[str, float]] = {}
+    for tags, row in query('SELECT last("rtt_ms") FROM "probe" WHERE time > now() - 1h' + site +
+                           ' GROUP BY "box", "probe"'):
+        if row.get("last") is not None:
+            rtts.setdefault(tags.get("box"), {})[tags.get("probe")] = float(row["last"])
+    freezes: dict[str, dict] = {}
+    for tags, row in query('SELECT * FROM "freeze" WHERE "open" = 1 AND time > now() - 30d' + site +
+                           ' GROUP BY "box"'):
+        freezes[tags.get("box")] = {"start_s": row["time"] / 1000.0, "layer": row.get("layer")}
+    last_down: dict[str, float] = {}
+    for tags, row in query('SELECT last("up") FROM "box" WHERE "up" = 0 AND time > now() - 30d' + site +
+                           ' GROUP BY "box"'):
+        last_down[tags.get("box")] = row["time"] / 1000.0
+    actions: dict[str, int] = {}
+    try:
+        for tags, row in query('SELECT count("ok") FROM "remediation" WHERE "dry_run" = 0 '
+                               'AND time > now() - 1h' + site + ' GROUP BY "box"'):
+            actions[tags.get("box")] = int(row.get("count") or 0)
+    except QueryError:
+        pass  # no remediation measurement yet
+    cap = cfg.remediation.max_per_box_per_hour if cfg.remediation.enabled else None
+    boxes = []
+    updated = None
+    for box in cfg.boxes:
+        row = latest.get(box.name)
+        fr = freezes.get(box.name)
+        if row is None:
+            boxes.append(BoxStatus(box.name, box.kind, "unknown", "none", None, rtts.get(box.name, {}), fr))
+            continue
+        updated = max(updated or 0.0, row["time"] / 1000.0)
+        state = row.get("state") or ("up" if row.get("up") == 1 else "down")
+        since = fr["start_s"] if fr else last_down.get(box.name)
+        budget = None if cap is None else max(cap - actions.get(box.name, 0), 0)
+        boxes.append(BoxStatus(box.name, box.kind, state, row.get("layer") or "none", since,
+                               rtts.get(box.name, {}), fr, budget, budget == 0 if budget is not None else False,
+                               "hourly cap reached" if budget == 0 else None))
+    return Snapshot("influxdb", updated, tuple(boxes))
+
+
+def format_line(b: BoxStatus, now_s: float) -> str:
+    """One line for one box."""
+    since = f"since {format_age(now_s - b.since_s)}" if b.since_s else "since -"
+    rtt = " ".join(f"{p} {b.rtt_ms[p]:.2f}ms" for p in sorted(b.rtt_ms, key=lambda p: (
+        PROBE_ORDER.index(p) if p in PROBE_ORDER else 99, p))) or "rtt -"
+    if b.open_freeze:
+        freeze = f"freeze {b.open_freeze.get('layer') or '?'} {format_age(now_s - b.open_freeze['start_s'])}"
+    else:
+        freeze = "freeze -"
+    if b.halted:
+        budget = f"remediation HALTED ({b.halt_reason or 'cap reached'})"
+    elif b.budget_left is None:
+        budget = "remediation -"
+    else:
+        budget = f"budget {b.budget_left}"
+    return f"{b.name:<16} {b.kind:<9} {b.state:<10} {b.layer:<4} {since:<14} {rtt:<44} {freeze:<16} {budget}"
+
+
+def format_status(snap: Snapshot, now_s: float) -> str:
+    """A header naming the source, then one line per box."""
+    head = f"source: {snap.source}"
+    if snap.updated_s:
+        head += f", updated {format_age(now_s - snap.updated_s)} ago"
+    lines = [head] if snap.note is None else [f"note: {snap.note}", head]
+    lines += [format_line(b, now_s) for b in snap.boxes]
+    return "\n".join(lines)
+
+
+def snapshot(cfg: Any, now_s: float, query: Query | None = None) -> Snapshot:
+    """status.json when fresh, else InfluxDB (with a note saying why)."""
+    path = os.path.join(cfg.agent.state_dir, STATUS_FILE)
+    snap, reason = read_status_file(path, now_s)
+    if snap is not None:
+        return snap
+    snap = from_influx(cfg, query or influx_query(cfg.influxdb), now_s)
+    return Snapshot(snap.source, snap.updated_s, snap.boxes, reason)
