@@ -6,13 +6,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.listeners.status import STATUS_FILE, STATUS_VERSION
 from agent.storage.read import Query, QueryError, influx_query, quote_str
 from agent.timeparse import format_age
+from probes import LAYERS, PROBES
 
-STATUS_FILE = "status.json"
-STATUS_VERSION = 1
 STALE_INTERVALS = 3
-PROBE_ORDER = ("icmp", "arp", "icmp6", "ndp", "tcp")
+# RTT columns: IPv4 kinds, IPv6 kinds, then port probes; within a family the shallower layer first (icmp, arp).
+PROBE_ORDER: tuple[str, ...] = tuple(sorted(PROBES, key=lambda k: ({4: 0, 6: 1}.get(PROBES[k].FAMILY, 2),
+                                                                   -LAYERS.index(PROBES[k].LAYER))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class BoxStatus:
     budget_left: int | None = None
     halted: bool = False
     halt_reason: str | None = None
+    held: dict | None = None          # {"kind", "segment", "since_s", "reason"} while remediation is held
+    judged_s: float | None = None     # the last cycle that judged this box
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class Snapshot:
     updated_s: float | None
     boxes: tuple[BoxStatus, ...]
     note: str | None = None  # e.g. why status.json was not used
+    error: str | None = None  # why the last cycle judged no box
 
 
 def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | None]:
@@ -65,8 +70,9 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
                                layer=b.get("layer", "none"), since_s=b.get("since_s"),
                                rtt_ms={k: v for k, v in (b.get("rtt_ms") or {}).items() if v is not None},
                                open_freeze=b.get("open_freeze"), budget_left=rem.get("budget_left"),
-                               halted=bool(rem.get("halted")), halt_reason=rem.get("reason")))
-    return Snapshot("agent", updated_s, tuple(boxes)), None
+                               halted=bool(rem.get("halted")), halt_reason=rem.get("reason"),
+                               held=b.get("held"), judged_s=b.get("judged_s")))
+    return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error")), None
 
 
 def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
@@ -125,7 +131,11 @@ def format_line(b: BoxStatus, now_s: float) -> str:
         freeze = f"freeze {b.open_freeze.get('layer') or '?'} {format_age(now_s - b.open_freeze['start_s'])}"
     else:
         freeze = "freeze -"
-    if b.halted:
+    if b.held:
+        budget = (f"remediation HELD ({b.held.get('kind')}"
+                  + (f" {b.held['segment']}" if b.held.get("segment") else "")
+                  + (f", {format_age(now_s - b.held['since_s'])}" if b.held.get("since_s") else "") + ")")
+    elif b.halted:
         budget = f"remediation HALTED ({b.halt_reason or 'cap reached'})"
     elif b.budget_left is None:
         budget = "remediation -"
@@ -140,6 +150,8 @@ def format_status(snap: Snapshot, now_s: float) -> str:
     if snap.updated_s:
         head += f", updated {format_age(now_s - snap.updated_s)} ago"
     lines = [head] if snap.note is None else [f"note: {snap.note}", head]
+    if snap.error:
+        lines.append(f"LAST CYCLE JUDGED NO BOX: {snap.error} (states below are from earlier cycles)")
     lines += [format_line(b, now_s) for b in snap.boxes]
     return "\n".join(lines)
 

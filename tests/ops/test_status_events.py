@@ -50,6 +50,18 @@ def test_status_from_a_fresh_status_file(tmp_path):
     assert "freeze l3 110s" in vm and "HALTED (max_per_box_per_hour)" in vm
 
 
+def test_status_shows_a_held_box_and_a_cycle_that_judged_none(tmp_path):
+    boxes = json.loads(json.dumps(STATUS_FIXTURE["boxes"]))
+    boxes["vobox-vm-1"]["held"] = {"kind": "segment", "segment": "docknet", "since_s": 1764287950.0,
+                                   "reason": "segment freeze of docknet"}
+    _write_status(tmp_path, boxes=boxes, error="sweep failed: OSError: no such device")
+    snap, _ = status.read_status_file(str(tmp_path / "status.json"), now_s=1764288010.0)
+    text = status.format_status(snap, 1764288010.0)
+    assert "LAST CYCLE JUDGED NO BOX: sweep failed: OSError: no such device" in text
+    vm = [line for line in text.splitlines() if line.startswith("vobox-vm-1")][0]
+    assert "remediation HELD (segment docknet, 60s)" in vm
+
+
 @pytest.mark.parametrize("content, expect", [
     pytest.param(None, "not found", id="absent"),
     pytest.param("{not json", "unreadable", id="garbage"),
