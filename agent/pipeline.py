@@ -90,6 +90,7 @@ class Pipeline:
         saved = freeze.load_state(self._freeze_path)
         self.states = {name: saved.get(name, freeze.initial(name)) for name in self.boxes}
         self._holds: dict[str, str] = {}   # box -> hold kind ("segment" | "settling"), frozen boxes only
+        self._confirm_times: dict[str, set[float]] = {}   # box -> times of confirmation passes in its state
         self._restore_agent_state()
         resumed = [n for n, s in self.states.items() if s.freeze_open]
         if resumed:
@@ -107,6 +108,8 @@ class Pipeline:
             log.warning("agent state %s unreadable (%s); starting without it", self._agent_path, exc)
             return
         self._holds = {k: str(v) for k, v in (data.get("holds") or {}).items() if k in self.boxes}
+        self._confirm_times = {k: {float(t) for t in v} for k, v in (data.get("confirm_times") or {}).items()
+                               if k in self.boxes}
         if self.macwatch is not None and data.get("macwatch"):
             self.macwatch = MacWatch.from_json(data["macwatch"])
         if self.correlator is not None and data.get("correlation"):
@@ -118,7 +121,8 @@ class Pipeline:
 
     def _save(self) -> None:
         freeze.save_state(self._freeze_path, self.states)
-        payload: dict[str, Any] = {"version": AGENT_STATE_VERSION, "holds": self._holds}
+        payload: dict[str, Any] = {"version": AGENT_STATE_VERSION, "holds": self._holds,
+                                   "confirm_times": {k: sorted(v) for k, v in self._confirm_times.items() if v}}
         if self.macwatch is not None:
             payload["macwatch"] = self.macwatch.to_json()
         if self.correlator is not None:
@@ -175,7 +179,7 @@ class Pipeline:
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
-                events.extend(self._judge(v, now_s))
+                events.extend(self._judge(v, now_s, confirm))
             except Exception:  # noqa: BLE001 - one misbehaving box never stops the cycle
                 log.exception("box %s: cycle failed for this box", v.box)
         events.extend(self._correlate(events, now_s))
@@ -210,15 +214,22 @@ class Pipeline:
             raise first
         return results
 
-    def _judge(self, v: Any, now_s: float) -> list[CycleEvent]:
+    def _judge(self, v: Any, now_s: float, confirm: bool = False) -> list[CycleEvent]:
         """One box's verdict through the freeze state machine and the MAC memory."""
         before = self.states[v.box]
         after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, v.layer), now_s, self.config.freeze)
         self.states[v.box] = after
         decision = freeze.up_decision(before, after)
+        # Confirmation passes write no `box` point, so there is none to rewrite at their times; the pass
+        # times the state still holds (its suspect or recovering run) are remembered until it settles.
+        passes = self._confirm_times.get(v.box, set())
+        rewrite = tuple(t for t in decision.rewrite_down_times if t not in passes)
+        if confirm:
+            passes = passes | {now_s}
+        held_times = set(after.fail_times) | set(after.recovery_times)
+        self._confirm_times[v.box] = {t for t in passes if t in held_times}
         out: list[CycleEvent] = [BoxObserved(v.box, now_s, v.healthy, v.layer, after.state, decision.up,
-                                             tuple(decision.rewrite_down_times), after.freeze_start_s, after.layer,
-                                             tuple(v.results))]
+                                             rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm)]
         if self.macwatch is not None:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,

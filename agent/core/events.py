@@ -79,7 +79,8 @@ class BoxObserved(Event):
     point's value for this cycle; rewrite_down_times: earlier cycles whose up must now be 0
     (see agent.core.freeze.up_decision); freeze_start_s: the open freeze's start, if any;
     state_layer: the state machine's layer (the deepest of the suspect run or open freeze; none when up);
-    results: the box's probe results (probes.ProbeResult), in plan order.
+    results: the box's probe results (probes.ProbeResult), in plan order; confirm: judged by a
+    confirmation pass, not a cycle (no `box`/`probe` points: mean(up) stays one value per cycle).
     """
 
     healthy: bool
@@ -90,6 +91,7 @@ class BoxObserved(Event):
     freeze_start_s: float | None
     state_layer: str
     results: tuple[Any, ...]
+    confirm: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Stability statistics: 95% intervals for availability, freeze rate, MTBF, MTTR, and containers vs VMs.
 
-Pure functions (stdlib only), from a FleetObservation to a Report; see agent.report for why these intervals.
+Pure functions (stdlib only; box kinds and layers from their one place), from a FleetObservation to a Report; see agent.report for why these intervals.
 """
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from agent.core.config import BOX_KINDS as KINDS
+from probes import LAYERS
+
 CONFIDENCE = 0.95
 DAY_S = 86400.0
-KINDS = ("container", "vm")
 KIND_LABELS = {"container": "all containers", "vm": "all VMs"}
-LAYERS = ("l2", "l3", "l4")
 
 
 def regularized_gamma_p(a: float, x: float) -> float:

@@ -237,3 +237,31 @@ def test_fast_confirmation_stops_at_the_deadline_and_when_told(tmp_path):
     stop = threading.Event()
     stop.set()
     assert agent.confirm(_time.monotonic() + 60, 0.01, stop) == 0
+
+
+def test_confirmation_passes_write_no_box_points_and_rewrite_only_cycles(tmp_path):
+    """mean(up) stays one value per cycle: passes add no `box` point, and the rewrite to up=0 hits cycles only."""
+    import threading
+    import time as _time
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    plain = script.sweep
+
+    def sweep(targets, timeout_s, interface=None, recorder=None):
+        script.now += 1.0
+        return plain(targets, timeout_s, interface, recorder)
+
+    agent.sweep = sweep
+    script.failing = {BOXES["a"]}
+    cycle_times = []
+    for _ in range(3):
+        cycle_times.append(script.now)
+        agent.run_cycle()
+        agent.confirm(_time.monotonic() + 5.0, 0.01, threading.Event())
+        script.now += 10
+    box_a = {}
+    for p in storage.points:
+        if p.measurement == "box" and p.tags["box"] == "a":
+            box_a[p.time_ns] = p.fields["up"]
+    assert sorted(box_a) == [int(t * 1e9) for t in cycle_times]
+    assert [box_a[t] for t in sorted(box_a)] == [0, 0, 0]
