@@ -16,12 +16,13 @@ of None leaves the tag out.
 Text round-trips exactly: string fields (`detail`, `error`, ...) keep newlines, quotes, backslashes and
 any unicode. Tag values and names keep spaces, commas, equals signs and backslashes, except what line
 protocol cannot carry (rejected with LineProtocolError, see below and docs/ARCHITECTURE.md's schema):
-a newline or carriage return, a trailing backslash, a backslash before a space, comma, equals sign,
+a newline, carriage return or other ASCII control character, a trailing backslash, a backslash before a space, comma, equals sign,
 double quote or backslash.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,13 +36,14 @@ FieldValue = int | float | str | bool
 #                                    scans a quoted string to its closing quote, so it round-trips)
 # Other backslashes are written as they are. The parser un-escapes "\," "\=" "\ " and '\"' in names and
 # tag values, so a backslash there cannot stand before one of those, nor at the end (it would escape the
-# separator). Such values, newlines/CR in names or tag values, empty names, the reserved key "time",
+# separator). Such values, newlines/CR/other ASCII control characters in names or tag values, empty names, the reserved key "time",
 # names starting with "#" (a comment line) and a name used as both tag and field key are rejected:
 # to_line raises LineProtocolError naming the part.
 _MEASUREMENT_ESC = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STR_ESC = str.maketrans({'"': r"\"", "\\": "\\\\"})
 _AFTER_BACKSLASH_BAD = frozenset(',= "\\')
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 _PRECISION_DIV = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _INT_MIN, _INT_MAX = -(2**63) + 1, 2**63 - 1   # InfluxDB 1.x refuses -2**63
 
@@ -59,6 +61,10 @@ def _check_name(what: str, text: str) -> None:
     for bad, name in (("\n", "newline"), ("\r", "carriage return")):
         if bad in text:
             raise LineProtocolError(f"{what} {text!r}: contains a {name} (line protocol cannot carry it there)")
+    ctl = _CONTROL_RE.search(text)
+    if ctl:
+        raise LineProtocolError(f"{what} {text!r}: contains the control character U+{ord(ctl.group()):04X} "
+                                f"(InfluxDB drops or mangles those in names and tag values)")
     if text.endswith("\\"):
         raise LineProtocolError(f"{what} {text!r}: ends with a backslash (it would escape the separator)")
     i = text.find("\\")
