@@ -351,11 +351,12 @@ class Storage:
             lines = self.spool.read(name)
             rest = self._deliver(lines)
             if rest:
-                try:
-                    self.spool.replace(name, rest)
-                except OSError as exc:     # disk full: keep the whole segment; a replay rewrites the same points
-                    log.warning("storage: cannot shorten spool segment %s (%s); it is kept whole", name, exc)
-                log.info("storage: spool replay stopped, %d points still spooled", self.spool.points)
+                if len(rest) < len(lines):
+                    try:
+                        self.spool.replace(name, rest)
+                    except OSError as exc:  # disk full: keep it whole; a replay rewrites the same points (same time)
+                        log.warning("storage: cannot shorten spool segment %s (%s); it is kept whole", name, exc)
+                log.debug("storage: spool replay stopped, %d points still spooled", self.spool.points)
                 return False
             self.spool.remove(name)
         if total:
