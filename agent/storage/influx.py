@@ -232,6 +232,8 @@ class V2Writer:
         try:
             self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.MS)
         except ApiException as exc:
+            if not exc.status:                      # no HTTP answer: influxdb-client wraps the transport error
+                raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None
             raise _classify(exc.status or 0, exc.body if isinstance(exc.body, str) else str(exc.reason),
                             f"write to {self.url} bucket {self.bucket!r}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:

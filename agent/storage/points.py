@@ -14,10 +14,13 @@ Integers are written as integers (`1i`), so mean(up) is availability. A `site`
 of None leaves the tag out.
 
 Text round-trips exactly: string fields (`detail`, `error`, ...) keep newlines, quotes, backslashes and
-any unicode. Tag values and names keep spaces, commas, equals signs and backslashes, except what line
-protocol cannot carry (rejected with LineProtocolError, see below and docs/ARCHITECTURE.md's schema):
-a newline, carriage return or other ASCII control character, a trailing backslash, a backslash before a space, comma, equals sign,
-double quote or backslash.
+any unicode (InfluxDB 1.x parses a quoted string to its closing quote). Tag values and names (measurement,
+tag and field keys) keep spaces, commas, equals signs, backslashes and unicode, except what line protocol
+cannot carry, which is rejected at encode time with LineProtocolError (counted as `rejected`):
+  - a newline, carriage return or other ASCII control character (U+0000-U+001F, U+007F);
+  - a trailing backslash, or a backslash before a space, comma, equals sign, double quote or backslash;
+  - an empty name, the key "time", a measurement starting with "#", a key used as both tag and field;
+  - an integer outside int64, a lone surrogate. NaN/inf float fields are left out.
 """
 from __future__ import annotations
 
