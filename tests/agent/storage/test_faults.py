@@ -96,7 +96,7 @@ def test_stalled_influx_costs_the_caller_nothing_and_loses_nothing(throwaway_net
             assert count(server) == 3000
         finally:
             server.stop()
-    assert max(took) < 0.02, f"write() took up to {max(took) * 1000:.1f} ms while InfluxDB stalled"
+    assert max(took) < 0.05, f"write() took up to {max(took) * 1000:.1f} ms while InfluxDB stalled"
     assert (c.written, c.queued, c.spool_points, c.dropped, c.rejected) == (3000, 0, 0, 0, 0)
 
 
