@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -44,7 +45,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{http_port}"
   auth-enabled = false
   log-enabled = false
-
+{https}
 [logging]
   level = "warn"
 
@@ -142,10 +143,13 @@ def kill_stale(base_dir: str, timeout_s: float = 10.0) -> int | None:
 class InfluxServer:
     """One influxd with its own config, data and log under base_dir, listening on 127.0.0.1:http_port."""
 
-    def __init__(self, base_dir: str, netns: str | None = None, http_port: int = 8086) -> None:
+    def __init__(self, base_dir: str, netns: str | None = None, http_port: int = 8086,
+                 tls: tuple[str, str] | None = None) -> None:
+        """tls: (certificate PEM, private key PEM) to serve HTTPS instead of HTTP."""
         self.base_dir = os.path.abspath(base_dir)
         self.netns = netns
         self.http_port = http_port
+        self.tls = tls
         self.config_path = os.path.join(self.base_dir, CONFIG_NAME)
         self.log_path = os.path.join(self.base_dir, LOG_NAME)
         self.pidfile = os.path.join(self.base_dir, PIDFILE_NAME)
@@ -164,7 +168,7 @@ class InfluxServer:
     @property
     def url(self) -> str:
         """Base URL, reachable from inside the server's network namespace."""
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def pid(self) -> int | None:
@@ -180,8 +184,12 @@ class InfluxServer:
         """Write the config file (and the data dirs) under base_dir; return its path."""
         for sub in ("meta", "data", "wal"):
             os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
+        https = ""
+        if self.tls:
+            https = (f'  https-enabled = true\n  https-certificate = "{os.path.abspath(self.tls[0])}"\n'
+                     f'  https-private-key = "{os.path.abspath(self.tls[1])}"\n')
         text = _CONFIG_TEMPLATE.format(base=self.base_dir, http_port=self.http_port,
-                                       rpc_port=self.http_port + 2)
+                                       rpc_port=self.http_port + 2, https=https)
         with open(self.config_path, "w") as f:
             f.write(text)
         return self.config_path
@@ -249,6 +257,14 @@ class InfluxServer:
         req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
         ctx = _netns.entered(self.netns) if self.netns else contextlib.nullcontext()
         with ctx:
+            if self.tls:
+                # the lab talks to its own influxd on loopback; the agent side is what verifies certificates
+                tls_ctx = ssl.create_default_context()
+                tls_ctx.check_hostname = False
+                tls_ctx.verify_mode = ssl.CERT_NONE
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                     urllib.request.HTTPSHandler(context=tls_ctx))
+                return opener.open(req, timeout=timeout_s)
             return _OPENER.open(req, timeout=timeout_s)
 
     def ping(self, timeout_s: float = 1.0) -> bool:

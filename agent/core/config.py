@@ -258,7 +258,10 @@ class InfluxConfig:
     api: str = _key("api", _choice(INFLUX_APIS), '"v1": InfluxDB 1.x; "v2": 2.x, 3.x, 1.8+', "v1")
     database: str = _key("database", _text(), "v1: database (created when missing)", "vobox")
     username: str | None = _key("username", _text(), "v1: user name", None)
-    password: str | None = _key("password", _text(what="a string"), "v1: password", None)
+    password: str | None = _key("password", _text(what="a string"), "v1: password (prefer password_file)", None)
+    password_file: str | None = _key("password_file", _text(),
+                                     "v1: file holding the password (read when the writer starts; not kept in the "
+                                     "config)", None)
     token: str | None = _key("token", _text(), "v2: API token (or token_file)", None)
     token_file: str | None = _key("token_file", _text(), "v2: file holding the API token", None)
     org: str | None = _key("org", _text(), "v2: organisation", None)
@@ -275,6 +278,20 @@ class InfluxConfig:
                               "each failure)", 1.0, unit="s")
     retry_max_s: float = _key("retry_max", _number(0, low_open=True),
                               "longest wait between two write attempts while InfluxDB is down", 30.0, unit="s")
+    queue_max_points: int = _key("queue_max_points", _integer(1000, 100_000_000),
+                                 "points held in memory between the probe cycle and the writer thread (and while "
+                                 "the spool's disk is full); over it the oldest are dropped and counted", 200_000)
+    ca_file: str | None = _key("ca_file", _text(),
+                               "https: CA certificates (a PEM file, or a directory hashed with c_rehash, e.g. "
+                               "/etc/grid-security/certificates) to verify InfluxDB with; default: the system CAs",
+                               None)
+    client_cert: str | None = _key("client_cert", _text(), "https: client certificate (PEM) shown to InfluxDB",
+                                   None)
+    client_key: str | None = _key("client_key", _text(),
+                                  "https: private key (PEM) of client_cert, when not in the same file", None)
+    insecure_skip_verify: bool = _key("insecure_skip_verify", _boolean,
+                                      "https: do NOT verify InfluxDB's certificate (logged as a WARNING at every "
+                                      "start; use ca_file instead)", False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,6 +556,44 @@ def _read_token(path: str, key_path: str, errors: list[str]) -> str | None:
     return token
 
 
+def _check_influx_tls(influx: dict[str, Any], raw: dict[str, Any], errors: list[str]) -> None:
+    """[influxdb] TLS keys: files exist and load, keys that go together, only with an https:// url."""
+    import ssl
+
+    tls_keys = [k for k in ("ca_file", "client_cert", "client_key", "insecure_skip_verify") if k in raw]
+    url = influx.get("url", "")
+    if tls_keys and url and not url.startswith("https://"):
+        for k in tls_keys:
+            errors.append(f"influxdb.{k}: only used with an https:// url (url is {_show(url)})")
+        return
+    ca = influx.get("ca_file")
+    if ca:
+        if not os.path.exists(ca):
+            errors.append(f"influxdb.ca_file: no such file or directory: {_show(ca)}")
+        elif os.path.isfile(ca):
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=ca)
+            except (ssl.SSLError, OSError) as exc:
+                errors.append(f"influxdb.ca_file: {_show(ca)} holds no usable PEM CA certificate ({exc})")
+        elif not os.access(ca, os.R_OK | os.X_OK):
+            errors.append(f"influxdb.ca_file: directory {_show(ca)} is not readable")
+    if influx.get("insecure_skip_verify") and ca:
+        errors.append("influxdb.insecure_skip_verify: give ca_file or insecure_skip_verify, not both")
+    cert, key = influx.get("client_cert"), influx.get("client_key")
+    if key and not cert:
+        errors.append("influxdb.client_key: needs influxdb.client_cert")
+    for k, path in (("client_cert", cert), ("client_key", key)):
+        if path and not os.path.isfile(path):
+            errors.append(f"influxdb.{k}: no such file: {_show(path)}")
+            cert = None
+    if cert:
+        try:
+            ssl.create_default_context().load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            errors.append(f"influxdb.client_cert: cannot load the certificate and key "
+                          f"({_show(cert)}{', ' + _show(key) if key else ''}): {exc}")
+
+
 def parse(data: dict[str, Any], source: str | None = None) -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     errors: list[str] = []
@@ -575,15 +630,22 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     # [influxdb]
     influx = kw["influxdb"]
     api = influx.get("api", "v1")
-    v1_only, v2_only = ("database", "username", "password"), ("token", "token_file", "org", "bucket", "gzip")
+    v1_only = ("database", "username", "password", "password_file")
+    v2_only = ("token", "token_file", "org", "bucket", "gzip")
     raw_influx = data.get("influxdb", {}) if isinstance(data.get("influxdb", {}), dict) else {}
     for key in (v2_only if api == "v1" else v1_only):
         if key in raw_influx:
             errors.append(f"influxdb.{key}: only for api = \"{'v2' if api == 'v1' else 'v1'}\" "
                           f"(api is \"{api}\")")
-    if api == "v1" and ("username" in raw_influx) != ("password" in raw_influx):
+    has_password = "password" in raw_influx or "password_file" in raw_influx
+    if api == "v1" and "password" in raw_influx and "password_file" in raw_influx:
+        errors.append("influxdb.password_file: give password or password_file, not both")
+    elif api == "v1" and ("username" in raw_influx) != has_password:
         errors.append("influxdb.password: username and password go together"
                       if "username" in raw_influx else "influxdb.username: username and password go together")
+    if api == "v1" and influx.get("password_file"):
+        _read_token(influx["password_file"], "influxdb.password_file", errors)   # checked, not kept
+    _check_influx_tls(influx, raw_influx, errors)
     if api == "v2":
         if "token" in raw_influx and "token_file" in raw_influx:
             errors.append("influxdb.token_file: give token or token_file, not both")

@@ -1,10 +1,19 @@
-"""InfluxDB sinks: V1Writer (POST /write, InfluxDB 1.x), V2Writer (influxdb-client WriteApi), InfluxQL query()."""
+"""InfluxDB sinks: V1Writer (POST /write, InfluxDB 1.x), V2Writer (influxdb-client WriteApi), InfluxQL query().
+
+TLS for both: a CA file or directory (`ca_file`), a client certificate and key, or (loudly logged)
+no verification at all.
+"""
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+import warnings
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +25,96 @@ TOO_LARGE_STATUS = 413
 
 
 class SinkError(Exception):
-    """A write failed. retryable: spool and try later; otherwise the points were refused (status 400/413/422)."""
+    """A write failed. retryable: spool and try later; otherwise the points were refused (status 400/413/422).
 
-    def __init__(self, message: str, status: int | None = None, retryable: bool = True) -> None:
+    kind: "tls" (certificate/handshake), "auth" (401/403), "http" (another status), "transport" (connect, timeout).
+    """
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = True, kind: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.kind = kind or ("auth" if status in AUTH_STATUSES else "http" if status else "transport")
+
+
+AUTH_STATUSES = frozenset({401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """How to verify InfluxDB's certificate and which client certificate to show (paths; None: not used)."""
+
+    ca_file: str | None = None          # a PEM bundle or a directory of hashed CA certificates (c_rehash)
+    client_cert: str | None = None
+    client_key: str | None = None
+    insecure_skip_verify: bool = False
+
+    @property
+    def requests_verify(self) -> bool | str:
+        """The `verify` argument of requests: False, True (system CAs) or the CA file/directory."""
+        if self.insecure_skip_verify:
+            return False
+        return self.ca_file or True
+
+    @property
+    def requests_cert(self) -> tuple[str, str] | str | None:
+        """The `cert` argument of requests."""
+        if self.client_cert and self.client_key:
+            return (self.client_cert, self.client_key)
+        return self.client_cert
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """An SSLContext with these options (for clients that take one, like influxdb-client)."""
+        ctx = ssl.create_default_context()
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif self.ca_file:
+            if os.path.isdir(self.ca_file):
+                ctx.load_verify_locations(capath=self.ca_file)
+            else:
+                ctx.load_verify_locations(cafile=self.ca_file)
+        if self.client_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+def tls_from_config(influx_cfg: Any) -> TLSOptions:
+    """TLSOptions from an agent.core.config.InfluxConfig; logs a WARNING when verification is off."""
+    tls = TLSOptions(getattr(influx_cfg, "ca_file", None), getattr(influx_cfg, "client_cert", None),
+                     getattr(influx_cfg, "client_key", None), bool(getattr(influx_cfg, "insecure_skip_verify", False)))
+    if tls.insecure_skip_verify:
+        log.warning("influx: influxdb.insecure_skip_verify = true: the certificate of %s is NOT verified; anyone on "
+                    "the path can read and change what the agent writes. Use influxdb.ca_file instead.",
+                    influx_cfg.url)
+        # our own WARNING above says it once per start; urllib3's would repeat it for every request
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+    return tls
+
+
+def read_password(path: str) -> str:
+    """The password in a file (surrounding whitespace stripped); raise SinkError when unreadable or empty."""
+    try:
+        with open(path) as f:
+            pw = f.read().strip()
+    except OSError as exc:
+        raise SinkError(f"influxdb.password_file: cannot read {path!r}: {exc.strerror}", retryable=False) from None
+    if not pw:
+        raise SinkError(f"influxdb.password_file: {path!r} is empty", retryable=False)
+    return pw
+
+
+def _transport_error(exc: Exception, url: str, tls: TLSOptions | None) -> SinkError:
+    """A requests/urllib3 exception as a SinkError; TLS failures name the config keys to check."""
+    text = f"{type(exc).__name__}: {exc}"
+    is_tls = isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError, urllib3.exceptions.SSLError)) or (
+        "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text)
+    if is_tls:
+        ca = tls.ca_file if tls and tls.ca_file else "the system CAs"
+        reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text else "TLS handshake failed"
+        return SinkError(f"TLS to {url}: {reason} (verifying against {ca}; check influxdb.ca_file, "
+                         f"influxdb.client_cert/client_key): {text[:300]}", kind="tls")
+    return SinkError(f"write to {url}: {text}", kind="transport")
 
 
 class QueryError(Exception):
@@ -39,9 +132,12 @@ class Writer(Protocol):
 
 
 def _classify(status: int, text: str, what: str) -> SinkError:
+    """400/422 refused, 413 split, 401/403 credentials (retryable: fixing them delivers), 5xx and others retryable."""
     text = (text or "").strip().replace("\n", " ")[:500]
     if status in REJECT_STATUSES or status == TOO_LARGE_STATUS:
         return SinkError(f"{what}: HTTP {status}: {text}", status, retryable=False)
+    if status in AUTH_STATUSES:
+        return SinkError(f"{what}: HTTP {status} (credentials refused): {text}", status, retryable=True, kind="auth")
     return SinkError(f"{what}: HTTP {status}: {text}", status, retryable=True)
 
 
@@ -49,14 +145,17 @@ class V1Writer:
     """InfluxDB 1.x: POST {url}/write?db=&precision=ms, creating the database when missing."""
 
     def __init__(self, url: str, database: str, username: str | None = None, password: str | None = None,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, tls: TLSOptions | None = None) -> None:
         self.url = url.rstrip("/")
         self.database = database
         self.username = username
         self.password = password
         self.timeout_s = timeout_s
+        self.tls = tls or TLSOptions()
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy from the environment for the sink
+        self._session.verify = self.tls.requests_verify
+        self._session.cert = self.tls.requests_cert
         self._params = {"db": database, "precision": PRECISION}
         if username is not None:
             self._params |= {"u": username, "p": password or ""}
@@ -73,7 +172,7 @@ class V1Writer:
         try:
             resp = self._session.post(f"{self.url}/query", params=params, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise SinkError(f"create database {self.database!r} at {self.url}: {exc}") from None
+            raise _transport_error(exc, self.url, self.tls) from None
         if resp.status_code != 200 or '"error"' in resp.text:
             raise SinkError(f"create database {self.database!r} at {self.url}: HTTP {resp.status_code}: "
                             f"{resp.text[:300]}", resp.status_code)
@@ -88,7 +187,7 @@ class V1Writer:
                                           headers={"Content-Type": "text/plain; charset=utf-8"},
                                           timeout=self.timeout_s)
             except requests.RequestException as exc:
-                raise SinkError(f"write to {self.url}: {type(exc).__name__}: {exc}") from None
+                raise _transport_error(exc, self.url, self.tls) from None
             if resp.status_code == 204:
                 return
             if resp.status_code == 404 and "database not found" in resp.text and attempt == 1:
@@ -105,15 +204,20 @@ class V2Writer:
     """InfluxDB 2.x / 3.x / 1.8+: influxdb-client's synchronous WriteApi (url, token, org, bucket)."""
 
     def __init__(self, url: str, token: str, org: str, bucket: str, timeout_s: float = 5.0,
-                 gzip: bool = False) -> None:
+                 gzip: bool = False, tls: TLSOptions | None = None) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.url = url.rstrip("/")
         self.org = org
         self.bucket = bucket
+        self.tls = tls or TLSOptions()
+        extra: dict[str, Any] = {}
+        if self.url.startswith("https:"):
+            # one SSLContext carries CA file or directory and the client certificate (influxdb-client >= 1.37)
+            extra = {"ssl_context": self.tls.ssl_context(), "verify_ssl": not self.tls.insecure_skip_verify}
         self._client = InfluxDBClient(url=self.url, token=token, org=org, timeout=int(timeout_s * 1000),
-                                      enable_gzip=gzip)
+                                      enable_gzip=gzip, **extra)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def __repr__(self) -> str:
@@ -128,10 +232,12 @@ class V2Writer:
         try:
             self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.MS)
         except ApiException as exc:
+            if not exc.status:                      # no HTTP answer: influxdb-client wraps the transport error
+                raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None
             raise _classify(exc.status or 0, exc.body if isinstance(exc.body, str) else str(exc.reason),
                             f"write to {self.url} bucket {self.bucket!r}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise SinkError(f"write to {self.url}: {type(exc).__name__}: {exc}") from None
+            raise _transport_error(exc, self.url, self.tls) from None
 
     def close(self) -> None:
         """Close the client."""
@@ -139,13 +245,34 @@ class V2Writer:
         self._client.close()
 
 
+def credentials(influx_cfg: Any) -> dict[str, str | None]:
+    """username/password (v1; the password read from password_file when given) or token (v2), for query()."""
+    if influx_cfg.api == "v2":
+        return {"token": influx_cfg.token}
+    password = influx_cfg.password
+    if getattr(influx_cfg, "password_file", None):
+        password = read_password(influx_cfg.password_file)
+    if influx_cfg.username is None:
+        return {}
+    return {"username": influx_cfg.username, "password": password}
+
+
+def query_kwargs(influx_cfg: Any) -> dict[str, Any]:
+    """Keyword arguments of query() for this [influxdb] section: credentials, TLS and timeout."""
+    tls = TLSOptions(getattr(influx_cfg, "ca_file", None), getattr(influx_cfg, "client_cert", None),
+                     getattr(influx_cfg, "client_key", None), bool(getattr(influx_cfg, "insecure_skip_verify", False)))
+    return credentials(influx_cfg) | {"tls": tls, "timeout_s": influx_cfg.write_timeout_s}
+
+
 def make_writer(influx_cfg: Any) -> Writer:
-    """A writer from an agent.core.config.InfluxConfig (api v1 or v2)."""
+    """A writer from an agent.core.config.InfluxConfig (api v1 or v2); raises SinkError for an unreadable password_file."""
+    tls = tls_from_config(influx_cfg)
     if influx_cfg.api == "v2":
         return V2Writer(influx_cfg.url, influx_cfg.token, influx_cfg.org, influx_cfg.bucket,
-                        influx_cfg.write_timeout_s, getattr(influx_cfg, "gzip", False))
-    return V1Writer(influx_cfg.url, influx_cfg.database, influx_cfg.username, influx_cfg.password,
-                    influx_cfg.write_timeout_s)
+                        influx_cfg.write_timeout_s, getattr(influx_cfg, "gzip", False), tls=tls)
+    creds = credentials(influx_cfg)
+    return V1Writer(influx_cfg.url, influx_cfg.database, creds.get("username"), creds.get("password"),
+                    influx_cfg.write_timeout_s, tls=tls)
 
 
 def _quote_ident(name: str) -> str:
@@ -154,12 +281,14 @@ def _quote_ident(name: str) -> str:
 
 def query(url: str, influxql: str, *, db: str | None = None, username: str | None = None,
           password: str | None = None, token: str | None = None, timeout_s: float = 10.0,
-          epoch: str | None = "ms") -> list[dict[str, Any]]:
+          epoch: str | None = "ms", tls: TLSOptions | None = None) -> list[dict[str, Any]]:
     """Run InfluxQL over /query (1.x, 2.x/3.x v1-compat with token) and return rows as dicts.
 
     Each row has the series columns plus "_measurement" and the series' GROUP BY tags.
-    Times are epoch integers in `epoch` units (None: RFC3339 strings).
+    Times are epoch integers in `epoch` units (None: RFC3339 strings). `tls`: CA/client certificate
+    for an https:// url. Raises QueryError.
     """
+    tls = tls or TLSOptions()
     params: dict[str, str] = {"q": influxql}
     if db:
         params["db"] = db
@@ -171,6 +300,8 @@ def query(url: str, influxql: str, *, db: str | None = None, username: str | Non
     try:
         with requests.Session() as s:
             s.trust_env = False
+            s.verify = tls.requests_verify
+            s.cert = tls.requests_cert
             resp = s.post(f"{url.rstrip('/')}/query", params=params, headers=headers, timeout=timeout_s)
     except requests.RequestException as exc:
         raise QueryError(f"query {url}: {type(exc).__name__}: {exc}") from None

@@ -12,21 +12,78 @@ Measurements (tags; fields):
   segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s
 Integers are written as integers (`1i`), so mean(up) is availability. A `site`
 of None leaves the tag out.
+
+Text round-trips exactly: string fields (`detail`, `error`, ...) keep newlines, quotes, backslashes and
+any unicode (InfluxDB 1.x parses a quoted string to its closing quote). Tag values and names (measurement,
+tag and field keys) keep spaces, commas, equals signs, backslashes and unicode, except what line protocol
+cannot carry, which is rejected at encode time with LineProtocolError (counted as `rejected`):
+  - a newline, carriage return or other ASCII control character (U+0000-U+001F, U+007F);
+  - a trailing backslash, or a backslash before a space, comma, equals sign, double quote or backslash;
+  - an empty name, the key "time", a measurement starting with "#", a key used as both tag and field;
+  - an integer outside int64, a lone surrogate. NaN/inf float fields are left out.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 FieldValue = int | float | str | bool
 
-# Backslashes in measurement, tag keys/values and field keys are literal in line protocol (only
-# "\," "\=" "\ " are escapes there); newlines cannot be written at all, so they become a literal "\n".
-_MEASUREMENT_ESC = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\r": r"\r"})
-_KEY_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r"})
-_STR_ESC = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": r"\n", "\r": r"\r"})
+# Escaping follows the InfluxDB 1.x line protocol reference, "Special characters"
+# (https://docs.influxdata.com/influxdb/v1.6/write_protocols/line_protocol_reference/#special-characters):
+#   measurement:                     escape comma and space
+#   tag keys, tag values, field keys: escape comma, equals sign and space
+#   string field values:             escape double quote and backslash (a raw newline is kept: the parser
+#                                    scans a quoted string to its closing quote, so it round-trips)
+# Other backslashes are written as they are. The parser un-escapes "\," "\=" "\ " and '\"' in names and
+# tag values, so a backslash there cannot stand before one of those, nor at the end (it would escape the
+# separator). Such values, newlines/CR/other ASCII control characters in names or tag values, empty names, the reserved key "time",
+# names starting with "#" (a comment line) and a name used as both tag and field key are rejected:
+# to_line raises LineProtocolError naming the part.
+_MEASUREMENT_ESC = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_STR_ESC = str.maketrans({'"': r"\"", "\\": "\\\\"})
+_AFTER_BACKSLASH_BAD = frozenset(',= "\\')
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 _PRECISION_DIV = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+_INT_MIN, _INT_MAX = -(2**63) + 1, 2**63 - 1   # InfluxDB 1.x refuses -2**63
+
+
+class LineProtocolError(ValueError):
+    """A point cannot be written exactly as line protocol; the message names the part and the rule."""
+
+
+def _check_name(what: str, text: str) -> None:
+    """Raise LineProtocolError when `text` (a measurement, key or tag value) cannot round-trip."""
+    if not isinstance(text, str):
+        raise LineProtocolError(f"{what}: expected a string, got {type(text).__name__}")
+    if text == "":
+        raise LineProtocolError(f"{what}: empty")
+    for bad, name in (("\n", "newline"), ("\r", "carriage return")):
+        if bad in text:
+            raise LineProtocolError(f"{what} {text!r}: contains a {name} (line protocol cannot carry it there)")
+    ctl = _CONTROL_RE.search(text)
+    if ctl:
+        raise LineProtocolError(f"{what} {text!r}: contains the control character U+{ord(ctl.group()):04X} "
+                                f"(InfluxDB drops or mangles those in names and tag values)")
+    if text.endswith("\\"):
+        raise LineProtocolError(f"{what} {text!r}: ends with a backslash (it would escape the separator)")
+    i = text.find("\\")
+    while i != -1:
+        if text[i + 1] in _AFTER_BACKSLASH_BAD:
+            raise LineProtocolError(f"{what} {text!r}: a backslash before {text[i + 1]!r} is read back as an "
+                                    f"escape by InfluxDB")
+        i = text.find("\\", i + 1)
+    _check_utf8(what, text)
+
+
+def _check_utf8(what: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LineProtocolError(f"{what}: not encodable as UTF-8 ({exc.reason})") from None
 
 
 def ns_from_s(time_s: float) -> int:
@@ -34,16 +91,19 @@ def ns_from_s(time_s: float) -> int:
     return round(time_s * 1000) * 1_000_000
 
 
-def _field(v: FieldValue) -> str | None:
+def _field(key: str, v: FieldValue) -> str | None:
     if v is True:
         return "true"
     if v is False:
         return "false"
     if isinstance(v, int):
+        if not _INT_MIN <= v <= _INT_MAX:
+            raise LineProtocolError(f"field {key!r}: integer {v} outside InfluxDB's int64 range")
         return f"{v}i"
     if isinstance(v, float):
         return repr(v) if math.isfinite(v) else None  # NaN/inf are not representable; leave the field out
     if isinstance(v, str):
+        _check_utf8(f"field {key!r}", v)
         return f'"{v.translate(_STR_ESC)}"'
     raise TypeError(f"field value must be int, float, str or bool, got {type(v).__name__}")
 
@@ -58,17 +118,35 @@ class Point:
     time_ns: int = field(default=0)
 
     def to_line(self, precision: str = "ms") -> str:
-        """This point as one line of line protocol (tags sorted, None/empty tags and None fields left out)."""
+        """This point as one line of line protocol (tags sorted, None/empty tags and None fields left out).
+
+        Raises LineProtocolError (a ValueError) for a value that would not read back exactly (see the
+        module's escaping notes) and ValueError when no field is left.
+        """
+        _check_name("measurement", self.measurement)
+        if self.measurement.startswith("#"):
+            raise LineProtocolError(f"measurement {self.measurement!r}: starts with '#' (a comment line)")
         parts = [self.measurement.translate(_MEASUREMENT_ESC)]
+        tag_keys = set()
         for k in sorted(self.tags):
             v = self.tags[k]
             if v is not None and v != "":
+                _check_name("tag key", k)
+                if k == "time":
+                    raise LineProtocolError("tag key 'time': reserved by InfluxDB")
+                _check_name(f"tag {k!r} value", str(v))
+                tag_keys.add(k)
                 parts.append(f",{k.translate(_KEY_ESC)}={str(v).translate(_KEY_ESC)}")
         fields_txt = []
         for k, v in self.fields.items():
             if v is None:
                 continue
-            txt = _field(v)
+            _check_name("field key", k)
+            if k == "time":
+                raise LineProtocolError("field key 'time': reserved by InfluxDB")
+            if k in tag_keys:
+                raise LineProtocolError(f"field key {k!r}: also a tag key of this point")
+            txt = _field(k, v)
             if txt is not None:
                 fields_txt.append(f"{k.translate(_KEY_ESC)}={txt}")
         if not fields_txt:

@@ -1,6 +1,12 @@
-"""Bounded on-disk spool of line protocol: append-only, fsync'd segment files, read back oldest first."""
+"""Bounded on-disk spool of line protocol: append-only, fsync'd segment files, read back oldest first.
+
+A segment holds one record per line. Line protocol may carry a raw newline inside a quoted string
+field, so a record is stored with backslash -> "\\\\" and newline -> "\\n" (segments named *.lps);
+segments written before that (*.lp) are read as raw lines.
+"""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -9,20 +15,44 @@ from agent import atomic
 
 log = logging.getLogger(__name__)
 
-_SEGMENT_RE = re.compile(r"^(\d{12})\.lp$")
+_SEGMENT_RE = re.compile(r"^(\d{12})\.lps?$")
+_SUFFIX = ".lps"
+_UNESCAPE_RE = re.compile(rb"\\(.)", re.S)
+
+
+class SpoolWriteError(OSError):
+    """The spool could not grow (disk full, quota, file-size limit, I/O error); nothing of the batch was kept."""
+
+
+def _escape(line: bytes) -> bytes:
+    if b"\\" in line or b"\n" in line:
+        return line.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+    return line
+
+
+def _unescape(rec: bytes) -> bytes:
+    if b"\\" not in rec:
+        return rec
+    return _UNESCAPE_RE.sub(lambda m: b"\n" if m.group(1) == b"n" else m.group(1), rec)
 MIN_SEGMENT_BYTES = 4096
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024
 
 
 class Spool:
-    """Line-protocol lines on disk under `directory`, at most max_bytes; the oldest segment goes first when full."""
+    """Line-protocol lines on disk under `directory`, at most max_bytes; the oldest segment goes first when full.
+
+    Not thread-safe: one owner (the Storage writer thread). `points`/`bytes`/`dropped` are plain ints that
+    other threads may read.
+    """
 
     def __init__(self, directory: str, max_bytes: int, segment_bytes: int | None = None) -> None:
         self.directory = directory
         self.max_bytes = int(max_bytes)
         self.segment_bytes = segment_bytes or max(MIN_SEGMENT_BYTES, min(MAX_SEGMENT_BYTES, self.max_bytes // 8))
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self.dropped = 0                       # points dropped because the spool was full (since start)
+        self.points = 0                        # points waiting in the spool
+        self.bytes = 0                         # bytes used by the spool
         self._open_fd: int | None = None
         self._open_name: str | None = None
         self._open_size = 0
@@ -40,7 +70,7 @@ class Spool:
                     f.truncate(cut)
                     os.fsync(f.fileno())
                 data = data[:cut]
-            self._sizes[name] = (len(data), data.count(b"\n"))
+            self._set(name, len(data), data.count(b"\n"))
         self._next = max((int(_SEGMENT_RE.match(n).group(1)) for n in self._sizes), default=0) + 1
         if self.points:
             log.info("spool %s: %d points (%d bytes) waiting from before", directory, self.points, self.bytes)
@@ -48,15 +78,16 @@ class Spool:
     def _names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.directory) if _SEGMENT_RE.match(n))
 
-    @property
-    def points(self) -> int:
-        """Points waiting in the spool."""
-        return sum(p for _, p in self._sizes.values())
+    def _set(self, name: str, nbytes: int, npoints: int) -> None:
+        ob, op = self._sizes.get(name, (0, 0))
+        self._sizes[name] = (nbytes, npoints)
+        self.bytes += nbytes - ob
+        self.points += npoints - op
 
-    @property
-    def bytes(self) -> int:
-        """Bytes used by the spool."""
-        return sum(b for b, _ in self._sizes.values())
+    def _forget(self, name: str) -> None:
+        ob, op = self._sizes.pop(name, (0, 0))
+        self.bytes -= ob
+        self.points -= op
 
     def __len__(self) -> int:
         return self.points
@@ -72,41 +103,69 @@ class Spool:
         self._open_fd, self._open_name, self._open_size = None, None, 0
 
     def append(self, lines: list[bytes]) -> None:
-        """Append lines (without newlines), fsync'd; drop the oldest segments first when it would be too big."""
+        """Append lines, fsync'd; drop the oldest segments first when over max_bytes.
+
+        Raises SpoolWriteError when the disk refuses (ENOSPC, EDQUOT, EFBIG, EIO): the segment is cut back,
+        so none of `lines` is in the spool and the caller still owns them.
+        """
         if not lines:
             return
-        data = b"\n".join(lines) + b"\n"
+        recs = [_escape(line) for line in lines]
+        data = b"\n".join(recs) + b"\n"
         if len(data) > self.max_bytes:
             keep, size = [], 0
-            for line in reversed(lines):
-                if size + len(line) + 1 > self.max_bytes:
+            for rec in reversed(recs):
+                if size + len(rec) + 1 > self.max_bytes:
                     break
-                keep.append(line)
-                size += len(line) + 1
-            lost = len(lines) - len(keep)
+                keep.append(rec)
+                size += len(rec) + 1
+            lost = len(recs) - len(keep)
             self.dropped += lost
             log.error("spool %s full: a batch of %d points exceeds spool_max_mb (%d bytes); dropped its %d oldest "
-                      "points (%d dropped in total)", self.directory, len(lines), self.max_bytes, lost, self.dropped)
-            lines = list(reversed(keep))
-            data = b"\n".join(lines) + b"\n" if lines else b""
-            if not lines:
+                      "points (%d dropped in total)", self.directory, len(recs), self.max_bytes, lost, self.dropped)
+            recs = list(reversed(keep))
+            if not recs:
                 return
+            data = b"\n".join(recs) + b"\n"
         self._make_room(len(data))
-        if self._open_fd is None or self._open_size >= self.segment_bytes:
-            self.seal()
-            self._open_name = f"{self._next:012d}.lp"
-            self._next += 1
-            self._open_fd = os.open(os.path.join(self.directory, self._open_name),
-                                    os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._fsync_dir()
-        view = memoryview(data)
-        while view:
-            n = os.write(self._open_fd, view)
-            view = view[n:]
-        os.fsync(self._open_fd)
+        created = False
+        try:
+            if self._open_fd is None or self._open_size >= self.segment_bytes:
+                self.seal()
+                name = f"{self._next:012d}{_SUFFIX}"
+                self._open_fd = os.open(os.path.join(self.directory, name),
+                                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                self._open_name, created = name, True
+                self._next += 1
+                self._fsync_dir()
+            view = memoryview(data)
+            while view:
+                n = os.write(self._open_fd, view)
+                view = view[n:]
+            os.fsync(self._open_fd)
+        except OSError as exc:
+            self._undo_append(created)
+            raise SpoolWriteError(exc.errno or errno.EIO, f"spool {self.directory}: cannot append "
+                                  f"{len(recs)} points: {exc.strerror or exc}") from None
         self._open_size += len(data)
         b, p = self._sizes.get(self._open_name, (0, 0))
-        self._sizes[self._open_name] = (b + len(data), p + len(lines))
+        self._set(self._open_name, b + len(data), p + len(recs))
+
+    def _undo_append(self, created: bool) -> None:
+        """Cut the open segment back to what was acknowledged (a partial write must not become a record)."""
+        if self._open_fd is None:
+            return
+        name = self._open_name
+        try:
+            os.ftruncate(self._open_fd, self._open_size)
+        except OSError:
+            log.exception("spool %s: cannot cut %s back after a failed append", self.directory, name)
+        self.seal()
+        if created:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except OSError:
+                pass
 
     def _make_room(self, need: int) -> None:
         lost_points = lost_segments = 0
@@ -127,7 +186,8 @@ class Spool:
         """The lines of one segment."""
         with open(os.path.join(self.directory, name), "rb") as f:
             data = f.read()
-        return data.split(b"\n")[:-1] if data else []
+        recs = data.split(b"\n")[:-1] if data else []
+        return [_unescape(r) for r in recs] if name.endswith(_SUFFIX) else recs
 
     def remove(self, name: str) -> None:
         """Delete a segment (its points were delivered, or dropped)."""
@@ -137,7 +197,7 @@ class Spool:
             os.unlink(os.path.join(self.directory, name))
         except FileNotFoundError:
             pass
-        self._sizes.pop(name, None)
+        self._forget(name)
 
     def replace(self, name: str, lines: list[bytes]) -> None:
         """Rewrite a segment with only `lines` (the undelivered rest), atomically."""
@@ -147,9 +207,10 @@ class Spool:
         if name == self._open_name:
             self.seal()
         path = os.path.join(self.directory, name)
-        data = b"\n".join(lines) + b"\n"
+        recs = [_escape(line) for line in lines] if name.endswith(_SUFFIX) else lines
+        data = b"\n".join(recs) + b"\n"
         atomic.write_bytes(path, data)
-        self._sizes[name] = (len(data), len(lines))
+        self._set(name, len(data), len(recs))
 
     def _fsync_dir(self) -> None:
         atomic.fsync_dir(self.directory)

@@ -105,12 +105,13 @@ def test_connection_refused_is_retryable(bare_netns):
 
 
 def test_storage_over_v2_spools_503_and_bisects_400(server, tmp_path):
-    st = Storage(V2Writer(url(server), "t", "o", "b", timeout_s=2), str(tmp_path), retry_min_s=0, retry_max_s=0)
+    st = Storage(V2Writer(url(server), "t", "o", "b", timeout_s=2), str(tmp_path), retry_min_s=5, retry_max_s=5)
     pts = [probe_point(f"b{i}", "vm", None, "icmp", "192.0.2.1", None, True, 0.1, None, None, 1.0 + i)
            for i in range(4)]
     with netns.entered(server.netns):
         server.statuses[:] = [503]
         st.write(pts)
+        assert st.wait_idle()
         assert st.counters().spool_points == 4
         # replay: whole batch 400, halves: first half ok, second half 400 -> singles: ok, 400
         server.statuses[:] = [400, 204, 400, 204, 400]

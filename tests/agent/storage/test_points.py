@@ -13,16 +13,36 @@ from agent.storage.points import Point
     pytest.param(Point("m", {}, {"f": 1.0}, 0), "m f=1.0 0", id="float-stays-float"),
     pytest.param(Point("m", {}, {"f": True, "g": False}, 0), "m f=true,g=false 0", id="bools"),
     pytest.param(Point("m", {}, {"s": 'say "hi" \\ ok'}, 0), 'm s="say \\"hi\\" \\\\ ok" 0', id="string-escapes"),
-    pytest.param(Point("m", {}, {"s": "a\nb"}, 0), 'm s="a\\nb" 0', id="string-newline"),
+    pytest.param(Point("m", {}, {"s": "a\nb"}, 0), 'm s="a\nb" 0', id="string-newline-kept-raw"),
     pytest.param(Point("my m,x", {"a b": "c,d=e"}, {"f k": 1}, 0), "my\\ m\\,x,a\\ b=c\\,d\\=e f\\ k=1i 0",
                  id="key-escapes"),
     pytest.param(Point("m", {"z": "1", "a": "2", "n": None, "e": ""}, {"f": 1}, 0), "m,a=2,z=1 f=1i 0",
                  id="tags-sorted-empty-left-out"),
     pytest.param(Point("m", {}, {"f": 1, "n": None, "x": float("nan")}, 0), "m f=1i 0", id="none-nan-left-out"),
-    pytest.param(Point("m", {"t": "a\nb"}, {"f": 1}, 0), "m,t=a\\nb f=1i 0", id="tag-newline"),
+    pytest.param(Point("m", {"t": "a\\b"}, {"f": 1}, 0), "m,t=a\\b f=1i 0", id="tag-backslash-literal"),
 ])
 def test_line_protocol(point, line):
     assert point.to_line() == line
+
+
+@pytest.mark.parametrize("point,match", [
+    pytest.param(Point("m", {"t": "a\nb"}, {"f": 1}, 0), "tag 't' value .*newline", id="tag-newline"),
+    pytest.param(Point("m", {"t": "a\rb"}, {"f": 1}, 0), "carriage return", id="tag-cr"),
+    pytest.param(Point("m", {"t": "a\\"}, {"f": 1}, 0), "ends with a backslash", id="tag-trailing-backslash"),
+    pytest.param(Point("m", {"t": "a\\ b"}, {"f": 1}, 0), "backslash before ' '", id="tag-backslash-space"),
+    pytest.param(Point("m", {"t": 'a\\"'}, {"f": 1}, 0), "backslash before", id="tag-backslash-quote"),
+    pytest.param(Point("m\nx", {}, {"f": 1}, 0), "measurement.*newline", id="measurement-newline"),
+    pytest.param(Point("#m", {}, {"f": 1}, 0), "comment", id="measurement-hash"),
+    pytest.param(Point("m", {}, {"f\\": 1}, 0), "field key.*backslash", id="field-key-backslash"),
+    pytest.param(Point("m", {"time": "x"}, {"f": 1}, 0), "reserved", id="tag-time"),
+    pytest.param(Point("m", {}, {"time": 1}, 0), "reserved", id="field-time"),
+    pytest.param(Point("m", {"k": "x"}, {"k": 1}, 0), "also a tag key", id="tag-field-clash"),
+    pytest.param(Point("m", {}, {"f": 2**63}, 0), "int64", id="int-too-big"),
+    pytest.param(Point("m", {}, {"f": "\udc80"}, 0), "UTF-8", id="lone-surrogate"),
+])
+def test_unwritable_values_rejected_with_reason(point, match):
+    with pytest.raises(P.LineProtocolError, match=match):
+        point.to_line()
 
 
 def test_precisions_and_no_fields():

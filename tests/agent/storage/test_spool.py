@@ -84,11 +84,14 @@ def test_backoff_skips_the_sink_until_due_then_replays_first(tmp_path):
     st = Storage(w, str(tmp_path), retry_min_s=5, retry_max_s=20, clock=clock)
     w.fail = SinkError("down")
     st.write(["a f=1i 1"])
+    assert st.wait_idle()
     st.write(["b f=1i 2"])                     # in back-off: straight to the spool, no request
+    assert st.wait_idle()
     assert len(w.bodies) == 1 and st.counters().spool_points == 2
     clock.t = 6
     w.fail = None
     st.write(["c f=1i 3"])
+    assert st.wait_idle()
     assert w.bodies[1:] == [b"a f=1i 1\nb f=1i 2\n", b"c f=1i 3\n"]   # spool first, in order
     assert st.counters().spool_points == 0 and st.counters().written == 3
 
@@ -96,8 +99,9 @@ def test_backoff_skips_the_sink_until_due_then_replays_first(tmp_path):
 def test_unexpected_writer_error_spools_and_never_raises(tmp_path):
     w = StubWriter()
     w.fail = RuntimeError("bug in the writer")
-    st = Storage(w, str(tmp_path), retry_min_s=0)
+    st = Storage(w, str(tmp_path), retry_min_s=5)
     st.write(["a f=1i 1"])
+    assert st.wait_idle()
     assert st.counters().spool_points == 1
     w.fail = None
     assert st.flush() and w.bodies[-1] == b"a f=1i 1\n"
@@ -109,6 +113,7 @@ def test_unencodable_point_is_counted_not_raised(tmp_path):
     w = StubWriter()
     st = Storage(w, str(tmp_path))
     st.write([Point("m", {}, {"f": None}, 0), Point("m", {}, {"f": 1}, 0)])
+    assert st.flush()
     assert st.counters().rejected == 1 and w.bodies == [b"m f=1i 0\n"]
 
 
@@ -116,6 +121,7 @@ def test_batches_of_batch_points(tmp_path):
     w = StubWriter()
     st = Storage(w, str(tmp_path), batch_points=1000)
     st.write([f"m,i={i} f=1i {i}" for i in range(2500)])
+    assert st.flush()
     assert [b.count(b"\n") for b in w.bodies] == [1000, 1000, 500]
 
 
@@ -131,6 +137,7 @@ def test_bisect_isolates_refused_lines(tmp_path, bad):
     w = Refusing()
     st = Storage(w, str(tmp_path))
     st.write([f"m,i={i} f=1i {i}" for i in range(8)])
+    assert st.flush()
     c = st.counters()
     assert c.rejected == len(bad) and c.written == 8 - len(bad) and c.spool_points == 0
     with open(st.rejected_path) as f:
