@@ -114,12 +114,13 @@ def _service_ports(box: LabBox) -> tuple[int, ...]:
 
 
 def _ctr_drop_ports(lab: Lab, box: LabBox) -> None:
-    # Every TCP segment to the service ports is dropped in the container's own namespace; ARP, NDP,
-    # ICMP and the processes are untouched, so the box answers ping and its services still run.
+    # Every TCP segment from the network to the service ports is dropped in the container's own
+    # namespace; ARP, NDP, ICMP, loopback and the processes are untouched: the box answers ping and its
+    # services still run (a host firewall or a dead port forwarding looks like this from outside).
     ports = ", ".join(str(p) for p in _service_ports(box))
     rules = (f"table inet {NFT_L4_TABLE} {{\n  chain input {{\n"
              f"    type filter hook input priority -300; policy accept;\n"
-             f"    tcp dport {{ {ports} }} drop\n  }}\n}}\n")
+             f"    iifname != \"lo\" tcp dport {{ {ports} }} drop\n  }}\n}}\n")
     shell.run([*_in_box_ns(lab, box), "nft", "-f", "-"], input_text=rules)
 
 
