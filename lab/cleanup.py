@@ -99,13 +99,14 @@ def _release_cvmfs(run_id: str) -> None:
 
 
 def kill_pids(pids: list[int], what: str, timeout_s: float = 5.0) -> None:
-    """SIGTERM the pids, SIGKILL whatever is left after timeout_s."""
+    """SIGTERM (and SIGCONT) the pids, SIGKILL whatever is left after timeout_s."""
     if not pids:
         return
     log.debug("lab cleanup: stopping %s pids %s", what, pids)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped process (the `hang` fault) acts on SIGTERM only when continued
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         alive = [p for p in pids if state.process_start_ticks(p) is not None]
