@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -62,14 +63,50 @@ def _pids_using_run_dir(run_id: str) -> list[int]:
     return pids
 
 
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(directory: str) -> list[str]:
+    """Mount points at or below directory in this mount namespace, deepest first (FUSE and bind mounts)."""
+    prefix = directory.rstrip("/")
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = _unescape_mount(line.split()[4])
+                if point == prefix or point.startswith(prefix + "/"):
+                    found.append(point)
+    except OSError:
+        return []
+    return sorted(set(found), key=lambda p: (-p.count("/"), p))
+
+
+def _unmount_all(directory: str, removed: list[str]) -> None:
+    # Lazy: a mount whose FUSE server is gone (or hung) detaches at once; stacked mounts come off one by one.
+    for _round in range(10):
+        points = mounts_under(directory)
+        if not points:
+            return
+        for point in points:
+            if shell.ok(["umount", "-l", point], timeout_s=30):
+                removed.append(f"mount {point}")
+
+
+def _release_cvmfs(run_id: str) -> None:
+    """Clear every CVMFS fault of the lab first, so operations blocked in its FUSE server return."""
+    shutil.rmtree(os.path.join(state.run_dir(run_id), "cvmfs-mode"), ignore_errors=True)
+
+
 def kill_pids(pids: list[int], what: str, timeout_s: float = 5.0) -> None:
-    """SIGTERM the pids, SIGKILL whatever is left after timeout_s."""
+    """SIGTERM (and SIGCONT) the pids, SIGKILL whatever is left after timeout_s."""
     if not pids:
         return
     log.debug("lab cleanup: stopping %s pids %s", what, pids)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped process (the `hang` fault) acts on SIGTERM only when continued
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         alive = [p for p in pids if state.process_start_ticks(p) is not None]
@@ -94,6 +131,7 @@ def remove_run(run_id: str) -> list[str]:
     """Remove everything named after run_id; return what was removed (for logs and reports)."""
     names.check_run_id(run_id)
     removed: list[str] = []
+    _release_cvmfs(run_id)
     for ctr in _match(names.CONTAINER_RE, list_containers(), run_id):
         shell.ok(["docker", "unpause", ctr], timeout_s=30)  # a paused container cannot be killed on 20.10
         if shell.ok(["docker", "rm", "-f", "-v", ctr], timeout_s=60):
@@ -105,6 +143,7 @@ def remove_run(run_id: str) -> list[str]:
     for ns in namespaces:
         kill_pids(_pids_of_netns(ns), f"processes in {ns}")
     kill_pids(_pids_using_run_dir(run_id), f"processes of lab {run_id}")
+    _unmount_all(state.run_dir(run_id), removed)
     for ns in namespaces:
         if shell.ok(["ip", "netns", "delete", ns]):
             removed.append(f"netns {ns}")

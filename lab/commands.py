@@ -101,7 +101,7 @@ def format_status(st: dict) -> str:
     ]
     for b in st["boxes"]:
         where = b["container"] if b["kind"] == "container" else b["netns"]
-        ports = ",".join(str(p) for p in b["tcp_ports"])
+        ports = ",".join(str(p) for p in b["tcp_ports"]) + (f" tls {b['tls_port']}" if b.get("tls_port") else "")
         lines.append(f"    {b['name']:<6} {b['kind']:<9} {b['ipv4']:<16} {b['ipv6']:<24} {b['mac']}  tcp {ports}"
                      f"  {where}  {b['state']}  fault={b['fault'] or '-'}")
     lines.append(f"  probe from the monitor namespace: vobox-agent --netns {st['monitor_ns']} ...")

@@ -17,7 +17,7 @@ import sys
 import time
 
 SCENARIO = (  # (box, fault): one after the other, round and round
-    ("ctr1", "l4"),   # paused container: ping answers, TCP dead -> restart_container
+    ("ctr1", "l4"),   # service ports dropped: ping answers, TCP dead -> restart_container
     ("vm1", "l3"),    # VM drops IP: ARP answers, ping dead -> the VM hook
     ("ctr2", "l2"),   # container disconnected from its macvlan network -> reconnect_network
     ("vm2", "l4"),    # VM service dead -> the VM hook

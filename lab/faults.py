@@ -1,11 +1,14 @@
 """Reversible per-box faults: an explicit registry of (box kind, fault kind) -> apply / clear."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from lab import shell
+from lab import cvmfs, shell
 from lab.errors import LabError
 
 if TYPE_CHECKING:
@@ -13,12 +16,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("l2", "l3", "l4", "stop")
+FAULT_KINDS = ("l2", "l3", "l4", "stop", "pause", "hang", "cvmfs-hang", "cvmfs-error")
 FAULT_HELP = {
     "l2": "no ARP/NDP answer (container: network disconnect; vm: link down)",
     "l3": "ARP/NDP answered, IP dropped (nft table in the box's namespace)",
-    "l4": "ping answered, TCP dead (container: docker pause + new TCP to its ports dropped; vm: listeners killed)",
+    "l4": "ping answered, service ports dead (container: nft drop of TCP to its service and TLS ports in its "
+          "namespace, not paused; vm: listeners killed, ports closed)",
     "stop": "box stopped (container: docker stop; vm: listeners killed and link down)",
+    "pause": "container only: plain docker pause (cgroup freezer); the kernel still answers ping and completes "
+             "TCP handshakes until each listen backlog is full, nothing is ever served",
+    "hang": "service hung, socket kept: its processes get SIGSTOP (container: httpd and the TLS server inside it, "
+            "Docker state stays running; vm: its listeners); connects succeed while the backlog lasts, no byte "
+            "is ever answered",
+    "cvmfs-hang": "container only: every operation on /cvmfs blocks until cleared (a hung cvmfs2, cvmfs issue 3378)",
+    "cvmfs-error": "container only: every operation on /cvmfs fails with ENOTCONN 'Transport endpoint is not "
+                   "connected' (a dead cvmfs2, cvmfs issue 3512)",
 }
 NFT_TABLE = "vobox_lab_l3"
 # inet = IPv4 + IPv6; ARP is its own family, so ARP still answers. NDP must pass for an l3 fault.
@@ -40,10 +52,13 @@ NFT_L4_TABLE = "vobox_lab_l4"
 Action = Callable[["Lab", "LabBox"], None]
 
 
-def check_kind(kind: str) -> str:
-    """Return kind when it is a fault kind, else raise LabError listing the valid ones."""
+def check_kind(kind: str, box_kind: str | None = None) -> str:
+    """Return kind when it is a fault kind (for box_kind, when given), else raise LabError listing the valid ones."""
     if kind not in FAULT_KINDS:
         raise LabError(f"unknown fault {kind!r}; valid: {', '.join(FAULT_KINDS)}")
+    if box_kind is not None and (box_kind, kind) not in APPLY:
+        valid = [k for k in FAULT_KINDS if (box_kind, k) in APPLY]
+        raise LabError(f"fault {kind!r} is not made for {box_kind} boxes; valid for them: {', '.join(valid)}")
     return kind
 
 
@@ -94,26 +109,57 @@ def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
         log.warning("lab %s: box %s came back with MAC %s (was %s)", lab.run_id, box.name, mac, box.mac)
 
 
-def _ctr_pause(lab: Lab, box: LabBox) -> None:
-    # A paused process cannot accept(), but its kernel still completes TCP handshakes until the
-    # listen backlog is full (busybox httpd: 9), so a connect-only probe would see a paused
-    # container as healthy for its first ~10 connects. A real frozen service's queue is full by
-    # the time anyone looks; the drop rule gives that state at once.
-    ports = ", ".join(str(p) for p in box.tcp_ports)
+def _service_ports(box: LabBox) -> tuple[int, ...]:
+    return box.tcp_ports + ((box.tls_port,) if box.tls_port else ())
+
+
+def _ctr_drop_ports(lab: Lab, box: LabBox) -> None:
+    # Every TCP segment from the network to the service ports is dropped in the container's own
+    # namespace; ARP, NDP, ICMP, loopback and the processes are untouched: the box answers ping and its
+    # services still run (a host firewall or a dead port forwarding looks like this from outside).
+    ports = ", ".join(str(p) for p in _service_ports(box))
     rules = (f"table inet {NFT_L4_TABLE} {{\n  chain input {{\n"
              f"    type filter hook input priority -300; policy accept;\n"
-             f"    tcp dport {{ {ports} }} drop\n  }}\n}}\n")
+             f"    iifname != \"lo\" tcp dport {{ {ports} }} drop\n  }}\n}}\n")
     shell.run([*_in_box_ns(lab, box), "nft", "-f", "-"], input_text=rules)
+
+
+def _ctr_undrop_ports(lab: Lab, box: LabBox) -> None:
+    _ctr_start(lab, box)  # a box stopped behind the lab's back comes back too
+    _delete_table(lab, box, NFT_L4_TABLE)
+
+
+def _ctr_pause(lab: Lab, box: LabBox) -> None:
+    # Nothing else: a paused container's kernel still answers ping and completes TCP handshakes into
+    # each listen backlog until it is full; that is how a frozen VO-Box looks, and the lab keeps it so.
     shell.run(["docker", "pause", box.container])
 
 
-def _ctr_unpause(lab: Lab, box: LabBox) -> None:
-    status = _ctr_state(box)
-    if status == "paused":
-        shell.run(["docker", "unpause", box.container])
-    elif status != "running":
-        shell.run(["docker", "start", box.container])
-    _delete_table(lab, box, NFT_L4_TABLE)
+SERVICE_PROCESSES = ("httpd", "openssl")  # the container box's services (lab/image/serve.sh, tls.sh)
+
+
+def _ctr_signal_services(box: LabBox, sig: str) -> None:
+    names = " ".join(SERVICE_PROCESSES)
+    shell.run(["docker", "exec", box.container, "sh", "-c", f"pids=$(pidof {names}); [ -z \"$pids\" ] || kill -{sig} $pids"])
+
+
+def _ctr_hang(lab: Lab, box: LabBox) -> None:
+    # Only the service processes stop (PID 1 and the kernel run on): the listening sockets stay, the
+    # kernel completes handshakes into their backlogs, nobody accept()s or answers; Docker says running.
+    _ctr_signal_services(box, "STOP")
+
+
+def _ctr_unhang(lab: Lab, box: LabBox) -> None:
+    if _ctr_state(box) == "running":
+        _ctr_signal_services(box, "CONT")
+    else:
+        _ctr_start(lab, box)
+
+
+def _ctr_cvmfs(mode: str | None) -> Action:
+    def act(lab: Lab, box: LabBox) -> None:
+        cvmfs.set_mode(lab.cvmfs_mode_dir, box.name, mode)
+    return act
 
 
 def _ctr_stop(lab: Lab, box: LabBox) -> None:
@@ -146,6 +192,21 @@ def _vm_start_listeners(lab: Lab, box: LabBox) -> None:
     lab.start_vm_listeners(box)
 
 
+def _vm_signal_listeners(box: LabBox, sig: signal.Signals) -> None:
+    pids = [int(p) for p in shell.run(["ip", "netns", "pids", box.netns]).stdout.split() if p.isdigit()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _vm_hang(lab: Lab, box: LabBox) -> None:
+    _vm_signal_listeners(box, signal.SIGSTOP)
+
+
+def _vm_unhang(lab: Lab, box: LabBox) -> None:
+    _vm_signal_listeners(box, signal.SIGCONT)
+
+
 def _vm_stop(lab: Lab, box: LabBox) -> None:
     _vm_kill_listeners(lab, box)
     _vm_link_down(lab, box)
@@ -159,34 +220,44 @@ def _vm_start(lab: Lab, box: LabBox) -> None:
 APPLY: dict[tuple[str, str], Action] = {
     ("container", "l2"): _ctr_disconnect,
     ("container", "l3"): _nft_drop,
-    ("container", "l4"): _ctr_pause,
+    ("container", "l4"): _ctr_drop_ports,
     ("container", "stop"): _ctr_stop,
+    ("container", "pause"): _ctr_pause,
+    ("container", "hang"): _ctr_hang,
+    ("container", "cvmfs-hang"): _ctr_cvmfs(cvmfs.HANG),
+    ("container", "cvmfs-error"): _ctr_cvmfs(cvmfs.ERROR),
     ("vm", "l2"): _vm_link_down,
     ("vm", "l3"): _nft_drop,
     ("vm", "l4"): _vm_kill_listeners,
     ("vm", "stop"): _vm_stop,
+    ("vm", "hang"): _vm_hang,
 }
 CLEAR: dict[tuple[str, str], Action] = {
     ("container", "l2"): _ctr_reconnect,
     ("container", "l3"): _nft_undrop,
-    ("container", "l4"): _ctr_unpause,
+    ("container", "l4"): _ctr_undrop_ports,
     ("container", "stop"): _ctr_start,
+    ("container", "pause"): _ctr_start,
+    ("container", "hang"): _ctr_unhang,
+    ("container", "cvmfs-hang"): _ctr_cvmfs(None),
+    ("container", "cvmfs-error"): _ctr_cvmfs(None),
     ("vm", "l2"): _vm_link_up,
     ("vm", "l3"): _nft_undrop,
     ("vm", "l4"): _vm_start_listeners,
     ("vm", "stop"): _vm_start,
+    ("vm", "hang"): _vm_unhang,
 }
 
 
 def apply(lab: Lab, box: LabBox, kind: str) -> None:
     """Inject fault `kind` into box."""
-    check_kind(kind)
+    check_kind(kind, box.kind)
     log.debug("lab %s: box %s apply fault %s", lab.run_id, box.name, kind)
     APPLY[(box.kind, kind)](lab, box)
 
 
 def clear(lab: Lab, box: LabBox, kind: str) -> None:
     """Undo fault `kind` on box."""
-    check_kind(kind)
+    check_kind(kind, box.kind)
     log.debug("lab %s: box %s clear fault %s", lab.run_id, box.name, kind)
     CLEAR[(box.kind, kind)](lab, box)

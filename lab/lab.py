@@ -8,20 +8,26 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from agent import netns
-from lab import addressing, cleanup, faults, names, shell, state
+from lab import addressing, cleanup, credentials, cvmfs, faults, names, shell, state
 from lab.errors import LabError, UnknownBoxError
 from lab.image import ensure_image
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TCP_PORTS = (1093, 8084)
+DEFAULT_TLS_PORT = 8443   # container boxes: openssl s_server (HTTP over TLS) with the lab's certificate
+DEFAULT_TLS_CERT_DAYS = 365.0
+PROXY_PATH = "/tmp/x509up_u0"  # where set_proxy() writes a container box's proxy (root's default proxy file)
+CVMFS_MOUNT_TIMEOUT_S = 15.0
 INFLUX_DATABASE = "vobox"
 CONTAINER_HOST_BASE = 10  # container i gets .1i / ::1i
 VM_HOST_BASE = 100        # vm i gets .10i / ::10i
@@ -42,6 +48,12 @@ class LabBox:
     network: str | None = None    # kind container: the macvlan network
     netns: str | None = None      # kind vm: its namespace
     link: str | None = None       # kind vm: its macvlan inside netns
+    tls_port: int | None = None   # kind container: its TLS service (certificate from set_tls_cert)
+
+
+def x509_der(pem: bytes) -> bytes:
+    """DER of the first certificate in a PEM text."""
+    return ssl.PEM_cert_to_DER_cert(pem.decode())
 
 
 def _preflight(influx: bool) -> None:
@@ -66,14 +78,21 @@ class Lab:
     # ----- creation / loading / removal -------------------------------------------------------
     @classmethod
     def create(cls, containers: int = 2, vms: int = 1, tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS,
-               influx: bool = True, persistent: bool = False, ready_timeout_s: float = 60.0) -> Lab:
-        """Build a lab and return once every box answers TCP (IPv4 and IPv6) and InfluxDB answers /ping."""
+               influx: bool = True, persistent: bool = False, ready_timeout_s: float = 60.0,
+               tls_port: int = DEFAULT_TLS_PORT, tls_cert_days: float = DEFAULT_TLS_CERT_DAYS) -> Lab:
+        """Build a lab and return once every box answers TCP (IPv4 and IPv6) and InfluxDB answers /ping.
+
+        Container boxes also get a TLS service on tls_port whose certificate expires tls_cert_days from
+        now (float, negative = expired; set_tls_cert changes it) and the CVMFS stand-in at /cvmfs.
+        """
         if not (0 <= containers <= 89 and 0 <= vms <= 99 and containers + vms >= 1):
             raise ValueError(f"lab wants 0..89 containers and 0..99 vms, at least one box; "
                              f"got containers={containers} vms={vms}")
         ports = tuple(int(p) for p in tcp_ports)
         if not ports or any(not 1 <= p <= 65535 for p in ports):
             raise ValueError(f"tcp_ports must be 1..65535, at least one; got {tcp_ports!r}")
+        if not 1 <= int(tls_port) <= 65535 or int(tls_port) in ports:
+            raise ValueError(f"tls_port must be 1..65535 and not one of tcp_ports {list(ports)}; got {tls_port!r}")
         _preflight(influx)
         with state.locked():
             existing = cleanup.all_run_ids()
@@ -90,6 +109,8 @@ class Lab:
                 "containers": containers,
                 "vms": vms,
                 "tcp_ports": list(ports),
+                "tls_port": int(tls_port),
+                "tls_cert_days": float(tls_cert_days),
                 "influx": {"wanted": bool(influx), "running": False},
                 "faults": {},
                 "segment_down": False,
@@ -267,6 +288,11 @@ class Lab:
         with state.locked():
             self._build_segment()
         ports = self._st["tcp_ports"]
+        ctr_names = [names.container_box(i) for i in range(1, self._st["containers"] + 1)]
+        if ctr_names:
+            for name in ctr_names:
+                self._write_tls_cert(name, self._st["tls_cert_days"])
+            self._start_cvmfs(ctr_names)
         with ThreadPoolExecutor(max_workers=4) as pool:
             ctr_boxes = list(pool.map(lambda i: self._run_container(i, image, ports),
                                       range(1, self._st["containers"] + 1)))
@@ -325,15 +351,18 @@ class Lab:
     def _run_container(self, index: int, image: str, ports: list[int]) -> LabBox:
         name, ctr = names.container_box(index), names.container(self.run_id, index)
         ipv4, ipv6 = self._addresses(CONTAINER_HOST_BASE + index)
+        tls_port = self._st["tls_port"]
         shell.run(["docker", "run", "-d", "--name", ctr, "--hostname", name, "--network", self.network,
                    "--ip", ipv4, "--ip6", ipv6, "--label", f"vobox-lab={self.run_id}",
                    "--label", f"vobox-lab-box={name}", "--restart", "no",
+                   "-e", f"LAB_TLS_PORT={tls_port}", "-v", f"{self._tls_dir(name)}:/lab/tls:ro",
+                   "-v", f"{self._cvmfs_box_dir(name)}:/cvmfs:ro",
                    "--sysctl", "net.ipv6.conf.all.accept_dad=0", "--sysctl", "net.ipv6.conf.default.accept_dad=0",
                    image, *map(str, ports)], timeout_s=120)
         mac = self._container_mac(ctr) or ""
         log.info("lab %s: box %s is container %s at %s %s %s", self.run_id, name, ctr, ipv4, ipv6, mac)
         return LabBox(name=name, kind="container", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),
-                      container=ctr, network=self.network)
+                      container=ctr, network=self.network, tls_port=tls_port)
 
     def _container_mac(self, ctr: str) -> str | None:
         proc = shell.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", ctr], check=False)
@@ -352,6 +381,109 @@ class Lab:
         if pid <= 0:
             raise LabError(f"container {b.container} of box {name} is not running")
         return pid
+
+    # ----- TLS service, proxy file, CVMFS stand-in (container boxes) ------------------------------
+    def _tls_dir(self, name: str) -> str:
+        return os.path.join(self.run_dir, "tls", name)
+
+    def _write_tls_cert(self, name: str, days: float) -> bytes:
+        """Write a new certificate and key for a box's TLS service (read by it at its next start)."""
+        addresses = ()
+        for b in self._st.get("boxes", []):
+            if b["name"] == name:
+                addresses = (b["ipv4"], b["ipv6"])
+        cert, key = credentials.host_cert(name, days, addresses)
+        tdir = self._tls_dir(name)
+        os.makedirs(tdir, exist_ok=True)
+        for fname, data in (("key.pem", key), ("cert.pem", cert)):
+            tmp = os.path.join(tdir, f".{fname}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(tdir, fname))
+        return cert
+
+    def _container_box(self, name: str) -> LabBox:
+        b = self.box(name)
+        if b.kind != "container":
+            raise LabError(f"box {name} is a {b.kind}; only container boxes have a TLS service, proxy and /cvmfs")
+        return b
+
+    def set_tls_cert(self, name: str, days: float, timeout_s: float = 15.0) -> bytes:
+        """Give a container box's TLS service a new certificate expiring `days` from now (may be < 0); its PEM.
+
+        The service (openssl s_server) is restarted; returns once it serves the new certificate.
+        """
+        b = self._container_box(name)
+        pem = self._write_tls_cert(name, days)
+        want = x509_der(pem)
+        shell.run(["docker", "exec", b.container, "sh", "-c", "kill $(pidof openssl) 2>/dev/null; true"])
+        deadline = time.monotonic() + timeout_s
+        while self.tls_peer_cert(b.ipv4, b.tls_port) != want:
+            if time.monotonic() > deadline:
+                raise LabError(f"lab {self.run_id}: box {name} does not serve its new certificate on "
+                               f"{b.ipv4}:{b.tls_port} after {timeout_s:.0f}s")
+            time.sleep(0.2)
+        return pem
+
+    def tls_peer_cert(self, address: str, port: int, timeout_s: float = 2.0) -> bytes | None:
+        """DER of the certificate served on address:port (TLS handshake from the monitor namespace), or None."""
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with netns.entered(self.monitor_ns):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect((address, port))
+            with ctx.wrap_socket(sock) as tls:
+                return tls.getpeercert(binary_form=True)
+        except OSError:
+            return None
+        finally:
+            sock.close()
+
+    def set_proxy(self, name: str, days: float, path: str = PROXY_PATH) -> bytes:
+        """Write a grid proxy (proxy cert, key, user cert) expiring `days` from now into a container box; its PEM."""
+        b = self._container_box(name)
+        pem = credentials.proxy_pem(days)
+        shell.run(["docker", "exec", "-i", b.container, "sh", "-c",
+                   'umask 077 && cat > "$1.tmp" && mv "$1.tmp" "$1"', "sh", path], input_text=pem.decode())
+        return pem
+
+    @property
+    def cvmfs_mode_dir(self) -> str:
+        """Where the CVMFS stand-in reads each box's fault (see lab.cvmfs)."""
+        return os.path.join(self.run_dir, "cvmfs-mode")
+
+    def _cvmfs_box_dir(self, name: str) -> str:
+        """Host directory bind-mounted at a container box's /cvmfs (the repository is a submount in it)."""
+        return os.path.join(self.run_dir, "cvmfs", name)
+
+    def _start_cvmfs(self, boxes: list[str]) -> None:
+        """Start the lab's CVMFS stand-in (one FUSE server) and bind each box's repository under its /cvmfs dir."""
+        fuse_dir = os.path.join(self.run_dir, "cvmfs-fuse")
+        os.makedirs(fuse_dir, exist_ok=True)
+        os.makedirs(self.cvmfs_mode_dir, exist_ok=True)
+        log_path = os.path.join(self.run_dir, "cvmfs.log")
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen([sys.executable, "-m", "lab.cvmfs", fuse_dir, self.cvmfs_mode_dir, ",".join(boxes)],
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + CVMFS_MOUNT_TIMEOUT_S
+        while fuse_dir not in cleanup.mounts_under(self.run_dir):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, errors="replace") as f:
+                    tail = f.read()[-1500:]
+                raise LabError(f"lab {self.run_id}: the CVMFS stand-in did not mount {fuse_dir} "
+                               f"(needs Debian's libfuse2 and fusepy; run scripts/setup): {tail.strip()}")
+            time.sleep(0.05)
+        self._st["cvmfs"] = {"pid": proc.pid, "fuse_dir": fuse_dir}
+        for name in boxes:
+            repo = os.path.join(self._cvmfs_box_dir(name), cvmfs.REPOSITORY)
+            os.makedirs(repo, exist_ok=True)
+            shell.run(["mount", "--bind", "-o", "ro", os.path.join(fuse_dir, name), repo])
+        log.info("lab %s: CVMFS stand-in pid %d at %s", self.run_id, proc.pid, fuse_dir)
 
     def _make_vm(self, index: int, ports: list[int]) -> LabBox:
         name, ns, link = names.vm_box(index), names.vm_netns(self.run_id, index), names.vm_link(self.run_id, index)
@@ -422,10 +554,11 @@ class Lab:
         return all(self.tcp_ok(addr, port, timeout_s) for addr in (b.ipv4, b.ipv6) for port in b.tcp_ports)
 
     def wait_box(self, name: str, timeout_s: float = 30.0) -> None:
-        """Wait until box_answers(name); LabError naming what does not answer otherwise."""
+        """Wait until every TCP port and the TLS port of the box accept; LabError naming what does not otherwise."""
         b = self.box(name)
         deadline = time.monotonic() + timeout_s
-        pending = [(a, p) for a in (b.ipv4, b.ipv6) for p in b.tcp_ports]
+        ports = b.tcp_ports + ((b.tls_port,) if b.tls_port else ())
+        pending = [(a, p) for a in (b.ipv4, b.ipv6) for p in ports]
         while pending:
             pending = [(a, p) for a, p in pending if not self.tcp_ok(a, p, 0.5)]
             if not pending:
@@ -447,9 +580,12 @@ class Lab:
 
     # ----- faults -----------------------------------------------------------------------------
     def fault(self, name: str, kind: str) -> None:
-        """Inject a reversible fault into a box: l2, l3, l4 or stop (an active one is cleared first)."""
+        """Inject a reversible fault (see faults.FAULT_HELP) into a box; an active one is cleared first.
+
+        LabError when the kind is unknown or not made for this kind of box (e.g. pause on a vm).
+        """
         b = self.box(name)
-        faults.check_kind(kind)
+        faults.check_kind(kind, b.kind)
         with self._mutating():
             current = self._st["faults"].get(name)
             if current == kind:

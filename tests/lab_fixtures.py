@@ -143,7 +143,8 @@ def box_symptoms(lab, name: str) -> dict[str, bool]:
 
 
 def lab_traces(run_id: str) -> list[str]:
-    """Everything on the machine that still carries run_id: namespaces, links, containers, networks, processes, files."""
+    """Everything on the machine that still carries run_id: namespaces, links, containers, networks, processes,
+    mounts (the CVMFS stand-in), files."""
     from lab import cleanup, names, state
 
     found = []
@@ -153,6 +154,7 @@ def lab_traces(run_id: str) -> list[str]:
                                (names.NETWORK_RE, "network", cleanup.list_networks())):
         found += [f"{kind} {i}" for i in items if (m := regex.match(i)) and m.group(1) == run_id]
     found += [f"process {p}" for p in cleanup._pids_using_run_dir(run_id)]
+    found += [f"mount {m}" for m in cleanup.mounts_under(state.run_dir(run_id))]
     for path in (state.state_path(run_id), state.run_dir(run_id)):
         if os.path.exists(path):
             found.append(f"file {path}")

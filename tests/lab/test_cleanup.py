@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # A process that builds a lab and is killed (SIGKILL, no cleanup) at a chosen point.
 CRASH = textwrap.dedent("""
-    import os, sys
+    import os, subprocess, sys, time
     from lab import Lab, state
     where = sys.argv[1]
     def crash(*a, **k):
@@ -35,6 +35,11 @@ CRASH = textwrap.dedent("""
             orig(self, timeout)
     Lab._build = build
     lab = Lab.create(containers=1, vms=1, influx=True)
+    if where == "cvmfs-hang":  # a hung /cvmfs with an operation blocked in it
+        lab.fault("ctr1", "cvmfs-hang")
+        subprocess.Popen(["docker", "exec", lab.box("ctr1").container, "stat", "/cvmfs/alice.cern.ch/etc"],
+                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
     crash()
 """)
 
@@ -51,23 +56,32 @@ def test_down_leaves_nothing(lab_available):
         pytest.skip(lab_available)
     from lab import Lab
 
-    small = Lab.create(containers=1, vms=1, influx=True)
+    small = Lab.create(containers=2, vms=1, influx=True)
     run_id = small.run_id
-    small.fault("ctr1", "l4")  # a paused container too
+    small.fault("ctr1", "pause")  # a paused container too
+    small.fault("ctr2", "cvmfs-hang")  # and a hung /cvmfs with an operation blocked in it
+    blocked = subprocess.Popen(["docker", "exec", small.box("ctr2").container, "stat", "/cvmfs/alice.cern.ch"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     small.fault("vm1", "l3")
     traces = lab_traces(run_id)
     assert any(t.startswith("container") for t in traces) and any(t.startswith("process") for t in traces)
+    assert any(t.startswith("mount") and t.endswith("/cvmfs-fuse") for t in traces), traces
+    assert blocked.poll() is None
     small.down()
     assert lab_traces(run_id) == []
+    assert blocked.wait(10) is not None
 
 
-@pytest.mark.parametrize("where", ["before-ready", "after", "unrecorded"])
+@pytest.mark.parametrize("where", ["before-ready", "after", "unrecorded", "cvmfs-hang"])
 def test_leftovers_of_a_crashed_lab_are_removed(lab, where):
     from lab import cleanup_leftovers
 
     run_id = _crashed_lab(where)
     assert len(run_id) == 6
-    assert lab_traces(run_id), "the crashed lab left nothing to clean: the test proves nothing"
+    traces = lab_traces(run_id)
+    assert traces, "the crashed lab left nothing to clean: the test proves nothing"
+    if where != "before-ready":
+        assert any(t.startswith("mount") for t in traces), traces
     removed = cleanup_leftovers()
     # Other test sessions on this machine clean leftovers too and may have been first.
     assert run_id in removed or not lab_traces(run_id)

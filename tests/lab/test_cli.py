@@ -45,7 +45,11 @@ def test_cli_round_trip(lab_available):
         status = cli("status", run_id=run_id)
         assert status.returncode == 0
         line = next(ln for ln in status.stdout.splitlines() if ln.strip().startswith("ctr1"))
-        assert "paused" in line and "fault=l4" in line
+        assert "running" in line and "fault=l4" in line
+        pause = cli("fault", "ctr1", "pause", run_id=run_id)
+        assert pause.returncode == 0, pause.stderr
+        line = next(ln for ln in cli("status", run_id=run_id).stdout.splitlines() if ln.strip().startswith("ctr1"))
+        assert "paused" in line and "fault=pause" in line
 
         bad = cli("fault", "nosuchbox", "l2", run_id=run_id)
         assert bad.returncode == 1 and "boxes: ctr1, vm1" in bad.stderr

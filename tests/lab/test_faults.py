@@ -50,7 +50,8 @@ def test_fault_gives_its_symptom_and_clear_restores(clean_lab, box, kind):
     assert lab.status()["boxes"][[b.name for b in lab.boxes].index(box)]["fault"] is None
 
 
-@pytest.mark.parametrize("kind, docker_state", [("l4", "paused"), ("stop", "exited"), ("l2", "running")])
+@pytest.mark.parametrize("kind, docker_state", [("l4", "running"), ("pause", "paused"), ("hang", "running"),
+                                                ("stop", "exited"), ("l2", "running")])
 def test_container_fault_mechanism(clean_lab, kind, docker_state):
     b = clean_lab.box("ctr2")
     clean_lab.fault("ctr2", kind)
@@ -94,8 +95,12 @@ def test_unknown_box_and_fault_are_errors_naming_the_valid_ones(lab):
 
     with pytest.raises(UnknownBoxError, match="boxes: ctr1, ctr2, vm1"):
         lab.fault("nope", "l2")
-    with pytest.raises(LabError, match="valid: l2, l3, l4, stop"):
+    with pytest.raises(LabError, match="valid: l2, l3, l4, stop, pause, hang, cvmfs-hang, cvmfs-error"):
         lab.fault("ctr1", "l7")
+    for kind in ("pause", "cvmfs-hang", "cvmfs-error"):
+        with pytest.raises(LabError, match=f"fault '{kind}' is not made for vm boxes; valid for them: l2, l3, l4, "
+                                           f"stop, hang"):
+            lab.fault("vm1", kind)
     assert lab.faults() == {}
 
 
@@ -106,8 +111,9 @@ def test_clear_tolerates_a_box_healed_meanwhile(clean_lab):
     subprocess.run(["docker", "network", "connect", "--ip", b.ipv4, "--ip6", b.ipv6, b.network, b.container],
                    check=True, capture_output=True)
     clean_lab.clear("ctr2")
-    clean_lab.fault("ctr2", "l4")
-    subprocess.run(["docker", "unpause", b.container], check=True, capture_output=True)
-    subprocess.run(["docker", "restart", "-t", "1", b.container], check=True, capture_output=True)
-    clean_lab.clear("ctr2")
-    assert box_symptoms(clean_lab, "ctr2") == HEALTHY
+    for kind in ("pause", "l4", "hang"):
+        clean_lab.fault("ctr2", kind)
+        subprocess.run(["docker", "unpause", b.container], capture_output=True)  # only pause needs it
+        subprocess.run(["docker", "restart", "-t", "1", b.container], check=True, capture_output=True)
+        clean_lab.clear("ctr2")
+        assert box_symptoms(clean_lab, "ctr2") == HEALTHY, kind
