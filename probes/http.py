@@ -95,16 +95,20 @@ def host_name(host: str) -> str:
 class ResponseReader:
     """Parses one HTTP response with h11 and judges its status and body."""
 
-    __slots__ = ("spec", "conn", "body_re", "body", "status_code", "received")
+    __slots__ = ("spec", "conn", "body_re", "body", "status_code", "received", "start")
 
     def __init__(self, spec: HttpSpec, conn: h11.Connection):
         self.spec, self.conn = spec, conn
         self.body_re = compile_expect(spec.body, "body") if spec.body is not None else None
-        self.body, self.status_code, self.received = b"", None, 0
+        self.body, self.status_code, self.received, self.start = b"", None, 0, b""
 
     def feed(self, data: bytes) -> Verdict | None:
         """Decide on the answer so far (b"": end of stream)."""
         self.received += len(data)
+        if len(self.start) < 5:  # not HTTP at all (another protocol on the port): say so now, not at the deadline
+            seen, self.start = self.start + data, (self.start + data)[:5]
+            if not b"HTTP/".startswith(self.start):
+                return Verdict(False, f"bad response: not HTTP: {excerpt(seen)}")
         try:
             self.conn.receive_data(data)
             while True:
