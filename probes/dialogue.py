@@ -109,7 +109,7 @@ _CONNECT, _HANDSHAKE, _SEND, _RECV = range(4)
 
 
 class _Conn:
-    __slots__ = ("index", "sock", "state", "start_s", "deadline_s", "sent", "cert", "events")
+    __slots__ = ("index", "sock", "state", "start_s", "deadline_s", "sent", "cert", "events")  # deadline: monotonic
 
     def __init__(self, index: int, sock: socket.socket, start_s: float, deadline_s: float):
         self.index, self.sock, self.start_s, self.deadline_s = index, sock, start_s, deadline_s
@@ -214,7 +214,7 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                         raise
                 start_s = time.time()
                 code = sock.connect_ex((job.address, job.port))
-                conn = _Conn(index, sock, start_s, start_s + timeout_s)
+                conn = _Conn(index, sock, start_s, time.monotonic() + timeout_s)
                 if code in (errno.EINPROGRESS, 0):
                     live[index] = conn
                     sel.register(sock, selectors.EVENT_WRITE, conn)
@@ -222,7 +222,9 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     finish(conn, False, error_text(code), "l4", time.time())
             if not live:
                 continue
-            wait_s = min(c.deadline_s for c in live.values()) - time.time()
+            # Every conn gets the same timeout and starts after the ones before it, so insertion order is
+            # deadline order (monotonic clock): the first live conn holds the next deadline.
+            wait_s = next(iter(live.values())).deadline_s - time.monotonic()
             for key, _events in sel.select(max(0.0, wait_s)):
                 conn = key.data
                 if conn.index not in live:
@@ -246,18 +248,23 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     else:
                         conn.state = _SEND
                 after_connect(conn, now_s)
-            now_s = time.time()
-            for conn in [c for c in live.values() if c.deadline_s <= now_s]:
-                job = jobs[conn.index]
+            mono_s = time.monotonic()
+            expired = []
+            for conn in live.values():
+                if conn.deadline_s > mono_s:
+                    break
+                expired.append(conn)
+            for conn in expired:
+                job, end_s = jobs[conn.index], conn.start_s + timeout_s
                 if conn.state == _CONNECT:
-                    finish(conn, False, "timeout", "l4", conn.deadline_s)
+                    finish(conn, False, "timeout", "l4", end_s)
                 elif conn.state == _HANDSHAKE:
-                    finish(conn, False, "tls: handshake timeout", "l7", conn.deadline_s)
+                    finish(conn, False, "tls: handshake timeout", "l7", end_s)
                 elif conn.state == _SEND:
-                    finish(conn, False, "send timeout", "l7", conn.deadline_s)
+                    finish(conn, False, "send timeout", "l7", end_s)
                 else:
                     verdict = job.reader.at_deadline()  # type: ignore[union-attr]
-                    finish(conn, False, verdict.error, "l7", conn.deadline_s, verdict.status_code)
+                    finish(conn, False, verdict.error, "l7", end_s, verdict.status_code)
     finally:
         for conn in live.values():
             conn.sock.close()
