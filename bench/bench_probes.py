@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the probe sweeps against fping (ICMP), arp-scan (ARP) and curl (HTTP) on a throwaway segment; prints medians.
+"""Benchmark the probe sweeps against fping (ICMP), arp-scan (ARP) and curl (HTTP) on a throwaway segment (medians).
 
 Builds its own segment: a monitor namespace with no route out and a target
 namespace holding up to 2000 addresses from a free /21 of 198.18.0.0/15 on one

@@ -1,4 +1,4 @@
-"""Batched network and service probes (ICMP, ICMPv6, ARP, NDP, TCP, HTTP, TLS): one `sweep()` over many targets costs about one timeout.
+"""Batched network and service probes (ICMP, ICMPv6, ARP, NDP, TCP, HTTP, TLS): one `sweep()` costs about one timeout.
 
 Sockets are created in the calling thread's network namespace (and the per-kind
 threads started here inherit it), so wrap `sweep()` in `agent.netns.entered(name)`

@@ -59,7 +59,8 @@ class HttpSpec:
             raise ValueError(f"path must start with / and hold no spaces or control characters, got {self.path!r}")
         if not isinstance(self.status, tuple) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in self.status):
-            raise ValueError(f"status must be a list of HTTP status codes 100-599 (empty: any 2xx), got {self.status!r}")
+            raise ValueError(f"status must be a list of HTTP status codes 100-599 (empty: any 2xx), "
+                             f"got {self.status!r}")
         if self.body is not None:
             if not isinstance(self.body, str):
                 raise ValueError(f"body must be a string (a regular expression), got {self.body!r}")

@@ -30,7 +30,7 @@ error_text = dialogue.error_text
 
 @dataclass(frozen=True, slots=True)
 class TcpSpec:
-    """Send/expect after connecting: `send` (text as UTF-8, or bytes) then `expect`, a Python regex searched in the answer."""
+    """After connecting: `send` (text as UTF-8, or bytes), then `expect`, a Python regex searched in the answer."""
 
     send: str | bytes | None = None
     expect: str | None = None

@@ -1,4 +1,4 @@
-"""TLS (IPv4 and IPv6): a handshake per host:port, all at once; the certificate's days left, a warning below a threshold.
+"""TLS (IPv4 and IPv6): a handshake per host:port, all at once; certificate days left, a warning below a threshold.
 
 A failed connect points at l4; a handshake that fails or never completes, a
 certificate that does not verify, is expired or not yet valid, at l7. A
@@ -45,7 +45,7 @@ def check_tls_fields(server_name: object, ca_file: object, verify: object) -> No
 
 @dataclass(frozen=True, slots=True)
 class TlsSpec:
-    """Handshake options: SNI/hostname to verify, CA file (None: system CAs), verify on/off, warning threshold (days)."""
+    """Handshake options: SNI/hostname to verify, CA file (None: system CAs), verify on/off, warning below (days)."""
 
     server_name: str | None = None
     ca_file: str | None = None

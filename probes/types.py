@@ -45,7 +45,7 @@ class ProbeResult:
     probe: str
     port: int | None
     ok: bool
-    rtt_ms: float | None    # when ok
+    rtt_ms: float | None    # when ok (tcp/http/tls: from connect to the verdict, dialogue included)
     error: str | None       # when not ok: "timeout", "refused", "unreachable", ...
     mac: str | None         # arp/ndp: answering MAC, lower-case aa:bb:..
     time_s: float           # wall clock (epoch s) when it answered or timed out

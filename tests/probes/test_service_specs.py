@@ -167,7 +167,8 @@ def test_response_reader_at_deadline():
 
 
 def test_request_bytes():
-    job = http_job(Target(A, "http", 8080, HttpSpec(method="POST", path="/api?x=1", host="svc.example")), tls.Contexts())
+    spec = HttpSpec(method="POST", path="/api?x=1", host="svc.example")
+    job = http_job(Target(A, "http", 8080, spec), tls.Contexts())
     head = job.request.decode()
     assert head.startswith("POST /api?x=1 HTTP/1.1\r\n")
     for header in ("host: svc.example", "user-agent: vobox-agent", "connection: close", "content-length: 0"):
