@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Benchmark the probe sweeps against fping (ICMP) and arp-scan (ARP) on a throwaway segment; prints medians.
+"""Benchmark the probe sweeps against fping (ICMP), arp-scan (ARP) and curl (HTTP) on a throwaway segment (medians).
 
 Builds its own segment: a monitor namespace with no route out and a target
 namespace holding up to 2000 addresses from a free /21 of 198.18.0.0/15 on one
-veth, plus a TCP listener bound to all of them. Everything is removed at exit,
-also on Ctrl-C. Needs root, fping and arp-scan.
+veth, plus a TCP listener and an HTTP server (tests/probes/services.py) bound to
+all of them. Everything is removed at exit, also on Ctrl-C. Needs root, fping,
+arp-scan and curl (7.66+, for --parallel).
 
-    sudo .venv/bin/python bench/bench_probes.py [--reps 5]
+    sudo .venv/bin/python bench/bench_probes.py [--reps 5] [--only icmp,arp,tcp,http]
 
 The kernel's neighbour table limits (net.ipv4/ipv6.neigh.default.gc_thresh*) are
 global, not per namespace: with the default gc_thresh3=1024, pinging 2000 on-link
@@ -37,11 +38,13 @@ sys.path.insert(0, str(HERE))
 
 from agent import netns  # noqa: E402
 import probes  # noqa: E402
-from probes import Target  # noqa: E402
+from probes import HttpSpec, Target  # noqa: E402
 
 PREFIX = "vbxb"  # namespaces vbxb-m<pid>/vbxb-t<pid>, veths vbxbm<pid>/vbxbt<pid>
 POOL = ipaddress.ip_network("198.18.0.0/15")
 TCP_PORT = 18084
+HTTP_PORT = 18085
+SECTIONS = ("icmp", "arp", "tcp", "http")
 NEIGH_STATE = Path("/run/vobox-bench-neigh-limits.json")  # original values + live holders, shared by runs
 NEIGH_SYSCTLS = {f"/proc/sys/net/{fam}/neigh/default/gc_thresh{n}": want
                  for fam in ("ipv4", "ipv6") for n, want in ((2, 8192), (3, 16384))}
@@ -172,6 +175,7 @@ class Segment:
         self.monitor_ip = str(next(hosts_iter))
         self.addresses = [str(next(hosts_iter)) for _ in range(hosts)]
         self.listener: subprocess.Popen | None = None
+        self.http_server: subprocess.Popen | None = None
         self.saved_sysctls: dict[str, str] = {}
 
     def up(self) -> None:
@@ -192,10 +196,19 @@ class Segment:
         assert self.listener.stdout is not None
         self.listener.stdout.readline()
 
+    def start_http(self) -> None:
+        """An HTTP server on all target addresses (asyncio, one process: the same server for us and curl)."""
+        self.http_server = subprocess.Popen(["ip", "netns", "exec", self.target, sys.executable,
+                                             str(HERE / "tests/probes/services.py"), f"{HTTP_PORT}:http"],
+                                            stdout=subprocess.PIPE, text=True)
+        assert self.http_server.stdout is not None
+        self.http_server.stdout.readline()
+
     def down(self) -> None:
-        if self.listener:
-            self.listener.terminate()
-            self.listener.wait(5)
+        for proc in (self.listener, self.http_server):
+            if proc:
+                proc.terminate()
+                proc.wait(5)
         for name in (self.monitor, self.target):
             sh("ip", "netns", "del", name, check=False)
         if self.raise_neigh_limits:
@@ -233,6 +246,10 @@ def fping_ok(out: str) -> int:
     return len(re.findall(r"xmt/rcv/%loss = 1/1/", out))
 
 
+def curl_ok(out: str) -> int:
+    return len(re.findall(r"^code=200$", out, re.M))
+
+
 def arpscan_ok(out: str) -> int:
     return len({line.split()[0] for line in out.splitlines() if re.match(r"\d+\.\d+\.\d+\.\d+\s", line)})
 
@@ -246,10 +263,15 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (default 5)")
     parser.add_argument("--keep-neigh-limits", action="store_true",
                         help="do not raise the global neighbour table limits (shows the loss they cause)")
+    parser.add_argument("--only", default=",".join(SECTIONS), metavar="KINDS",
+                        help=f"comma list of sections to run, of {','.join(SECTIONS)} (default: all)")
     args = parser.parse_args()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if not only or only - set(SECTIONS):
+        raise SystemExit(f"bench: --only takes a comma list of {', '.join(SECTIONS)}, got {args.only!r}")
     if os.geteuid() != 0:
         raise SystemExit("bench: needs root (namespaces, raw sockets)")
-    for exe in ("fping", "arp-scan"):
+    for exe in ("fping", "arp-scan", "curl"):
         if not sh("sh", "-c", f"command -v {exe}", check=False).stdout:
             raise SystemExit(f"bench: {exe} not installed (scripts/setup installs it)")
     cleanup_leftovers()
@@ -291,16 +313,27 @@ def main() -> int:
             rows.append(row + "  [" + ", ".join(verdict) + "]")
             print(rows[-1], flush=True)
 
-        compare("ICMP 500 vs fping -i1", [Target(a, "icmp") for a in a500], 0.5,
-                ["fping", "-c1", "-i1", "-t500", *a500], fping_ok, target_ratio=1.5)
-        compare("ICMP 2000 vs fping -i0", [Target(a, "icmp") for a in a2000], 0.5,
-                ["fping", "-c1", "-i0", "-t500", *a2000], fping_ok, limit_s=2.0)
-        compare("ARP 500 vs arp-scan", [Target(a, "arp") for a in a500], 0.5,
-                ["arp-scan", "-I", seg.mlink, "-x", "-q", f"{a500[0]}-{a500[-1]}"], arpscan_ok, target_ratio=1.0)
-        compare("ARP 2000 vs arp-scan", [Target(a, "arp") for a in a2000], 0.5,
-                ["arp-scan", "-I", seg.mlink, "-x", "-q", f"{a2000[0]}-{a2000[-1]}"], arpscan_ok)
-        compare("TCP 500 host:port", [Target(a, "tcp", TCP_PORT) for a in a500], 1.0, None, None, limit_s=1.0)
-        compare("TCP 2000 host:port", [Target(a, "tcp", TCP_PORT) for a in a2000], 1.0, None, None)
+        if "icmp" in only:
+            compare("ICMP 500 vs fping -i1", [Target(a, "icmp") for a in a500], 0.5,
+                    ["fping", "-c1", "-i1", "-t500", *a500], fping_ok, target_ratio=1.5)
+            compare("ICMP 2000 vs fping -i0", [Target(a, "icmp") for a in a2000], 0.5,
+                    ["fping", "-c1", "-i0", "-t500", *a2000], fping_ok, limit_s=2.0)
+        if "arp" in only:
+            compare("ARP 500 vs arp-scan", [Target(a, "arp") for a in a500], 0.5,
+                    ["arp-scan", "-I", seg.mlink, "-x", "-q", f"{a500[0]}-{a500[-1]}"], arpscan_ok, target_ratio=1.0)
+            compare("ARP 2000 vs arp-scan", [Target(a, "arp") for a in a2000], 0.5,
+                    ["arp-scan", "-I", seg.mlink, "-x", "-q", f"{a2000[0]}-{a2000[-1]}"], arpscan_ok)
+        if "tcp" in only:
+            compare("TCP 500 host:port", [Target(a, "tcp", TCP_PORT) for a in a500], 1.0, None, None, limit_s=1.0)
+            compare("TCP 2000 host:port", [Target(a, "tcp", TCP_PORT) for a in a2000], 1.0, None, None)
+        if "http" in only:
+            seg.start_http()
+            # curl's --parallel-max tops out at 300; ours has all 500 in flight (one timeout for the sweep)
+            urls = [f"http://{a}:{HTTP_PORT}/ok" for a in a500]
+            compare("HTTP 500 vs curl -Z", [Target(a, "http", HTTP_PORT, HttpSpec(path="/ok", body="healthy"))
+                                            for a in a500], 2.0,
+                    ["curl", "-s", "-Z", "--parallel-max", "300", "--max-time", "2", "-w", r"\ncode=%{http_code}\n",
+                     *urls], curl_ok, target_ratio=1.5)
         print("ratio = ours / reference (median wall time; reference includes its process start); "
               "lost = worst repetition; neighbour caches flushed before every run")
     return 0

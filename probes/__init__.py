@@ -1,4 +1,4 @@
-"""Batched network probes (ICMP, ICMPv6, ARP, NDP, TCP): one `sweep()` over many targets costs about one timeout.
+"""Batched network and service probes (ICMP, ICMPv6, ARP, NDP, TCP, HTTP, TLS): one `sweep()` costs about one timeout.
 
 Sockets are created in the calling thread's network namespace (and the per-kind
 threads started here inherit it), so wrap `sweep()` in `agent.netns.entered(name)`
@@ -12,13 +12,16 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from probes import arp, icmp, icmp6, ndp, privileges, tcp
+from probes import arp, http, icmp, icmp6, ndp, privileges, tcp, tls
 from probes.exchange import Recorder
 from probes.privileges import PrivilegeError
+from probes.http import HttpSpec
+from probes.tcp import TcpSpec
+from probes.tls import TlsSpec
 from probes.types import LAYERS, PROBE_KINDS, ProbeResult, Target
 
-__all__ = ["LAYERS", "PROBE_KINDS", "PROBES", "Probe", "PrivilegeError", "ProbeResult", "Recorder", "Target", "sweep",
-           "validate"]
+__all__ = ["LAYERS", "PROBE_KINDS", "PROBES", "SERVICE_KINDS", "HttpSpec", "Probe", "PrivilegeError", "ProbeResult",
+           "Recorder", "Target", "TcpSpec", "TlsSpec", "sweep", "validate"]
 
 
 class Probe(Protocol):
@@ -27,7 +30,9 @@ class Probe(Protocol):
     NAME: str
     FAMILY: int | None   # 4 or 6: the address family it applies to; None: both
     NEEDS_RAW: bool      # needs CAP_NET_RAW
-    LAYER: str           # the layer a failure points at, one of LAYERS
+    LAYER: str           # the layer a failure points at, one of LAYERS (tcp/http/tls: a failed connect is l4,
+                         # a failed dialogue after it l7; each result carries its own `layer`)
+    SPEC: type | None    # the frozen spec class a Target of this kind may carry (None: takes none)
 
     def sweep(self, targets: Sequence[Target], timeout_s: float, interface: str | None = None,
               recorder: Recorder | None = None) -> list[ProbeResult]:
@@ -41,12 +46,15 @@ PROBES: dict[str, Probe] = {
     "arp": arp,
     "ndp": ndp,
     "tcp": tcp,
+    "http": http,
+    "tls": tls,
 }
 assert tuple(PROBES) == PROBE_KINDS
+SERVICE_KINDS = tuple(k for k, p in PROBES.items() if p.SPEC is not None)  # those with a port and a spec
 
 
 def validate(target: Target) -> None:
-    """Raise ValueError naming what is wrong with TARGET (unknown kind, wrong family, bad port)."""
+    """Raise ValueError naming what is wrong with TARGET (unknown kind, wrong family, bad port, bad spec field)."""
     probe = PROBES.get(target.probe)
     if probe is None:
         raise ValueError(f"unknown probe kind {target.probe!r}; valid kinds: {', '.join(PROBE_KINDS)}")
@@ -59,11 +67,22 @@ def validate(target: Target) -> None:
                          "use a global address, and `interface` to pick the link")
     if probe.FAMILY is not None and address.version != probe.FAMILY:
         raise ValueError(f"{target.probe} probes IPv{probe.FAMILY} only, got {target.address}")
-    if target.probe == "tcp":
+    if probe.SPEC is not None:
         if not isinstance(target.port, int) or isinstance(target.port, bool) or not 1 <= target.port <= 65535:
-            raise ValueError(f"tcp target {target.address}: port must be an integer 1-65535, got {target.port!r}")
+            raise ValueError(f"{target.probe} target {target.address}: port must be an integer 1-65535, "
+                             f"got {target.port!r}")
     elif target.port is not None:
-        raise ValueError(f"{target.probe} target {target.address}: port is for tcp only, got {target.port!r}")
+        raise ValueError(f"{target.probe} target {target.address}: port is for {', '.join(SERVICE_KINDS)} only, "
+                         f"got {target.port!r}")
+    if target.spec is not None:
+        if probe.SPEC is None or type(target.spec) is not probe.SPEC:
+            want = f"a {probe.SPEC.__name__} or None" if probe.SPEC else "none"
+            raise ValueError(f"{target.probe} target {target.address}: spec must be {want}, "
+                             f"got {type(target.spec).__name__}")
+        try:
+            target.spec.check()
+        except ValueError as exc:
+            raise ValueError(f"{target.probe} target {target.address}:{target.port}: {exc}") from None
 
 
 def sweep(targets: Iterable[Target], timeout_s: float, interface: str | None = None,
@@ -74,7 +93,7 @@ def sweep(targets: Iterable[Target], timeout_s: float, interface: str | None = N
     exception. Raises ValueError for malformed targets and PrivilegeError when a
     raw-socket kind is asked for without CAP_NET_RAW. `recorder(time_s, "out"|"in",
     probe, address, frame_bytes, linktype)` sees every request sent and every
-    reply matching one (linktype 1 Ethernet, 101 raw IP); tcp is not recorded.
+    reply matching one (linktype 1 Ethernet, 101 raw IP); tcp, http and tls are not recorded.
     """
     targets = list(targets)
     if not timeout_s > 0:

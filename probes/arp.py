@@ -15,6 +15,7 @@ from probes.types import ProbeResult, Target
 NAME = "arp"
 FAMILY = 4
 NEEDS_RAW = True
+SPEC = None  # takes no spec
 LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 

@@ -24,6 +24,8 @@ from probes.privileges import raw_socket
 from probes.routing import bind_to_device
 from probes.types import ProbeResult, Target, result_from
 
+LAYER = "l3"  # an unanswered echo points at l3 (icmp.py and icmp6.py declare the same)
+
 log = logging.getLogger(__name__)
 
 SOL_RAW = 255
@@ -168,4 +170,4 @@ def sweep_echo(version: int, probe: str, targets: Sequence[Target], timeout_s: f
             sock.close()
     finally:
         release_ident(ident)
-    return [result_from(t, o, timeout_s) for t, o in zip(targets, outcomes)]
+    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes)]

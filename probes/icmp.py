@@ -10,6 +10,7 @@ from probes.types import ProbeResult, Target
 NAME = "icmp"
 FAMILY = 4
 NEEDS_RAW = True
+SPEC = None  # takes no spec
 LAYER = "l3"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 

@@ -17,6 +17,8 @@ from probes.matching import Match
 from probes.privileges import raw_socket
 from probes.types import ProbeResult, Target, result_from
 
+LAYER = "l2"  # an unanswered ARP/NDP request points at l2 (arp.py and ndp.py declare the same)
+
 log = logging.getLogger(__name__)
 
 SOL_PACKET = 263
@@ -125,4 +127,4 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
     finally:
         for s in socks:
             s.close()
-    return [result_from(t, o, timeout_s) for t, o in zip(targets, outcomes)]  # type: ignore[arg-type]
+    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes)]  # type: ignore[arg-type]

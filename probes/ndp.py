@@ -16,6 +16,7 @@ from probes.types import ProbeResult, Target
 NAME = "ndp"
 FAMILY = 6
 NEEDS_RAW = True
+SPEC = None  # takes no spec
 LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 

@@ -1,118 +1,112 @@
-"""TCP connect (IPv4 and IPv6): a real handshake per host:port, all in flight at once on one epoll.
+"""TCP (IPv4 and IPv6): a real handshake per host:port, all in flight at once on one selector; optional send/expect.
 
 Needs no privileges. The kernel does the handshake, so there are no frames to
-hand to a recorder: the recorder is not called for tcp.
+hand to a recorder: the recorder is not called for tcp. Without a spec a target
+is connect-only (ok when the port accepts). With a TcpSpec the probe then sends
+`send` and, with `expect`, waits for an answer matching it: a service that accepts
+but says nothing matching before the timeout fails at l7 (a paused or hung
+service still completes handshakes into its listen backlog, so connect alone
+says "ok").
 """
 from __future__ import annotations
 
-import errno
-import ipaddress
-import logging
-import resource
-import selectors
-import socket
-import time
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from probes import dialogue
+from probes.dialogue import Verdict
 from probes.exchange import Recorder
-from probes.routing import bind_to_device
 from probes.types import ProbeResult, Target
-
-log = logging.getLogger(__name__)
 
 NAME = "tcp"
 FAMILY = None  # both
 NEEDS_RAW = False
-LAYER = "l4"  # the layer a failure of this probe points at (probes.types.LAYERS)
-RESERVED_FDS = 64  # left for the rest of the process
+LAYER = "l4"  # a failed connect; with a TcpSpec a failed dialogue after it points at l7
+MAX_ANSWER_BYTES = 65536  # read at most this much looking for `expect`
 
-_ERRORS = {
-    errno.ECONNREFUSED: "refused",
-    errno.ETIMEDOUT: "timeout",
-    errno.EHOSTUNREACH: "unreachable",
-    errno.ENETUNREACH: "unreachable",
-    errno.EHOSTDOWN: "unreachable",
-    errno.ENETDOWN: "unreachable",
-    errno.ECONNRESET: "reset",
-}
+error_text = dialogue.error_text
 
 
-def error_text(code: int) -> str:
-    """Short error text for a connect errno."""
-    return _ERRORS.get(code) or errno.errorcode.get(code, str(code)).lower()
+@dataclass(frozen=True, slots=True)
+class TcpSpec:
+    """After connecting: `send` (text as UTF-8, or bytes), then `expect`, a Python regex searched in the answer."""
+
+    send: str | bytes | None = None
+    expect: str | None = None
+
+    def check(self) -> None:
+        """Raise ValueError naming the field that is wrong."""
+        if self.send is not None and not isinstance(self.send, (str, bytes)):
+            raise ValueError(f"send must be a string, got {self.send!r}")
+        if self.expect is not None:
+            if not isinstance(self.expect, str):
+                raise ValueError(f"expect must be a string (a regular expression), got {self.expect!r}")
+            compile_expect(self.expect, "expect")
+
+    def request(self) -> bytes:
+        """The bytes sent after connecting."""
+        if self.send is None:
+            return b""
+        return self.send.encode() if isinstance(self.send, str) else self.send
 
 
-def _fd_budget(wanted: int) -> int:
-    """How many sockets may be open at once; raises the soft RLIMIT_NOFILE to the hard one when needed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted + RESERVED_FDS and soft != hard:
-        new = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            soft = new
-        except (ValueError, OSError) as exc:
-            log.warning("probe tcp: could not raise RLIMIT_NOFILE from %d to %d: %s", soft, new, exc)
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(1, min(wanted, soft - RESERVED_FDS))
+def compile_expect(pattern: str, field: str) -> re.Pattern[bytes]:
+    """Compile a regex given as text for searching bytes (UTF-8); ValueError naming FIELD when it is invalid."""
+    try:
+        return re.compile(pattern.encode())
+    except re.error as exc:
+        raise ValueError(f"{field}: invalid regular expression {pattern!r}: {exc}") from None
+
+
+def excerpt(data: bytes, limit: int = 40) -> str:
+    """The start of DATA for an error message."""
+    return repr(data[:limit]) + ("..." if len(data) > limit else "")
+
+
+class ExpectReader:
+    """Reads until EXPECT matches the answer so far; end of stream, MAX_ANSWER_BYTES or the deadline fail."""
+
+    __slots__ = ("expect", "answer")
+
+    def __init__(self, expect: re.Pattern[bytes]):
+        self.expect, self.answer = expect, b""
+
+    def feed(self, data: bytes) -> Verdict | None:
+        """Decide on the answer so far (b"": end of stream)."""
+        if data:
+            self.answer = (self.answer + data)[:MAX_ANSWER_BYTES]
+            if self.expect.search(self.answer):
+                return Verdict(True)
+            if len(self.answer) < MAX_ANSWER_BYTES:
+                return None
+        return self._failure("closed" if not data else "answer too long")
+
+    def at_deadline(self) -> Verdict:
+        """No match in time."""
+        return self._failure("timeout")
+
+    def _failure(self, why: str) -> Verdict:
+        if not self.answer:
+            return Verdict(False, f"no answer ({why})")
+        return Verdict(False, f"answer does not match expect ({why}): {excerpt(self.answer)}")
+
+
+def job_for(target: Target) -> dialogue.Job:
+    """The conversation a tcp target asks for."""
+    spec = target.spec
+    if spec is None:
+        return dialogue.Job(target.address, target.port)  # type: ignore[arg-type]
+    reader = ExpectReader(compile_expect(spec.expect, "expect")) if spec.expect is not None else None
+    return dialogue.Job(target.address, target.port, request=spec.request(), reader=reader)  # type: ignore[arg-type]
 
 
 def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = None,
           recorder: Recorder | None = None) -> list[ProbeResult]:
-    """Connect to every target's port once, all at once; results in input order with connect time."""
-    count = len(targets)
-    results: list[ProbeResult | None] = [None] * count
-    budget = _fd_budget(count)
-    sel = selectors.DefaultSelector()
-    next_index = 0
-    in_flight: dict[int, tuple[socket.socket, float, float]] = {}  # index -> (socket, start_s, deadline_s)
+    """Connect (and converse, per spec) with every target once, all at once; results in input order."""
+    outcomes = dialogue.run([job_for(t) for t in targets], timeout_s, interface)
+    return [ProbeResult(t.address, NAME, t.port, d.ok, (d.end_s - d.start_s) * 1000.0 if d.ok else None, d.error,
+                        None, d.end_s, d.layer) for t, d in zip(targets, outcomes)]
 
-    def finish(index: int, ok: bool, error: str | None, start_s: float | None, now_s: float) -> None:
-        target = targets[index]
-        rtt_ms = (now_s - start_s) * 1000.0 if ok and start_s is not None else None
-        results[index] = ProbeResult(target.address, NAME, target.port, ok, rtt_ms, error, None, now_s)
 
-    try:
-        while next_index < count or in_flight:
-            while next_index < count and len(in_flight) < budget:
-                index, next_index = next_index, next_index + 1
-                target = targets[index]
-                family = socket.AF_INET6 if ipaddress.ip_address(target.address).version == 6 else socket.AF_INET
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                if interface:
-                    try:
-                        bind_to_device(sock, interface)
-                    except ValueError:
-                        sock.close()
-                        raise
-                start_s = time.time()
-                code = sock.connect_ex((target.address, target.port))
-                if code in (errno.EINPROGRESS, 0):
-                    in_flight[index] = (sock, start_s, start_s + timeout_s)
-                    sel.register(sock, selectors.EVENT_WRITE, index)
-                else:
-                    sock.close()
-                    finish(index, False, error_text(code), None, time.time())
-            if not in_flight:
-                continue
-            wait_s = min(d for _, _, d in in_flight.values()) - time.time()
-            for key, _events in sel.select(max(0.0, wait_s)):
-                index = key.data
-                sock, start_s, _ = in_flight.pop(index)
-                now_s = time.time()
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                sel.unregister(sock)
-                sock.close()
-                finish(index, code == 0, None if code == 0 else error_text(code), start_s, now_s)
-            now_s = time.time()
-            for index in [i for i, (_, _, d) in in_flight.items() if d <= now_s]:
-                sock, _, deadline_s = in_flight.pop(index)
-                sel.unregister(sock)
-                sock.close()
-                finish(index, False, "timeout", None, deadline_s)
-    finally:
-        for sock, _, _ in in_flight.values():
-            sock.close()
-        sel.close()
-    return results  # type: ignore[return-value]
+SPEC = TcpSpec

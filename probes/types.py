@@ -7,23 +7,34 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from probes.exchange import Outcome
+    from probes.http import HttpSpec
+    from probes.tcp import TcpSpec
+    from probes.tls import TlsSpec
 
-PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp")
+PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp", "http", "tls")
 
 # The layers a failure can point at, from the bottom of the stack up (the OSI names of
 # RFC 1122's link, internet and transport layers, and the service on top): l2 (ARP/NDP
-# unanswered), l3 (IP echo unanswered), l4 (a TCP port does not accept). A failure
-# lower in the stack is deeper: it explains every failure above it.
-LAYERS: tuple[str, ...] = ("l2", "l3", "l4")
+# unanswered), l3 (IP echo unanswered), l4 (a TCP port does not accept), l7 (the port
+# accepts but the service's dialogue fails: no or a wrong answer, a bad HTTP status, a
+# failed TLS handshake or certificate). A failure lower in the stack is deeper: it
+# explains every failure above it.
+LAYERS: tuple[str, ...] = ("l2", "l3", "l4", "l7")
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One thing to probe: an IPv4/IPv6 literal, a probe kind, and a port for tcp."""
+    """One thing to probe: an IPv4/IPv6 literal, a probe kind, a port for tcp/http/tls, and the kind's spec.
+
+    `spec` is the service dialogue of a tcp/http/tls target (frozen and hashable, so equal
+    targets are probed once); None means the kind's default (tcp: connect only, http: GET /
+    expecting 2xx, tls: handshake with verification against the system CAs).
+    """
 
     address: str
     probe: str
     port: int | None = None
+    spec: "TcpSpec | HttpSpec | TlsSpec | None" = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +45,19 @@ class ProbeResult:
     probe: str
     port: int | None
     ok: bool
-    rtt_ms: float | None    # when ok
+    rtt_ms: float | None    # when ok (tcp/http/tls: from connect to the verdict, dialogue included)
     error: str | None       # when not ok: "timeout", "refused", "unreachable", ...
     mac: str | None         # arp/ndp: answering MAC, lower-case aa:bb:..
     time_s: float           # wall clock (epoch s) when it answered or timed out
+    layer: str | None = None            # when not ok: the layer the failure points at (one of LAYERS)
+    status_code: int | None = None      # http: the response's status code, when one came
+    cert_not_after_s: float | None = None  # tls/https: the peer certificate's notAfter (epoch s)
+    cert_days_left: float | None = None    # tls/https: days from time_s to notAfter (negative: expired)
+    warning: str | None = None          # ok but worth a look (tls: "certificate expires in 3.0 days (< 14)")
 
 
-def result_from(target: Target, outcome: "Outcome", timeout_s: float) -> ProbeResult:
-    """Turn an exchange Outcome into a ProbeResult."""
+def result_from(target: Target, outcome: "Outcome", timeout_s: float, layer: str) -> ProbeResult:
+    """Turn an exchange Outcome into a ProbeResult; a failure points at LAYER."""
     ok = outcome.error is None
     if outcome.answered_s is not None:
         time_s = outcome.answered_s
@@ -53,4 +69,4 @@ def result_from(target: Target, outcome: "Outcome", timeout_s: float) -> ProbeRe
     if rtt_ms is not None and rtt_ms < 0:
         rtt_ms = 0.0  # kernel receive stamp and our send stamp straddle a clock step
     return ProbeResult(target.address, target.probe, target.port, ok, rtt_ms, outcome.error,
-                       outcome.mac if ok else None, time_s)
+                       outcome.mac if ok else None, time_s, None if ok else layer)

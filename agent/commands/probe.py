@@ -71,7 +71,7 @@ def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int
     from probes import Target
 
     explicit = kinds is not None
-    kinds = list(kinds) if explicit else [k for k in ALL_KINDS if k != "tcp" or ports]
+    kinds = list(kinds) if explicit else [k for k in ALL_KINDS if PROBES[k].SPEC is None or (k == "tcp" and ports)]
     if "tcp" in kinds and not ports:
         raise ValueError("--probe tcp needs at least one --port")
     if ports and "tcp" not in kinds:

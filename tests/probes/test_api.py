@@ -13,7 +13,7 @@ class FakeKind:
     """A probe kind that answers ok for every target and remembers what it was asked, and from which thread."""
 
     def __init__(self, name: str, family: int | None, fail: BaseException | None = None):
-        self.NAME, self.FAMILY, self.NEEDS_RAW = name, family, False
+        self.NAME, self.FAMILY, self.NEEDS_RAW, self.SPEC = name, family, False, PROBES[name].SPEC
         self.calls: list[list[Target]] = []
         self.threads: set[str] = set()
         self.fail = fail
@@ -35,8 +35,11 @@ def fakes(monkeypatch):
 
 
 def test_registry_lists_every_kind_once():
-    assert tuple(PROBES) == PROBE_KINDS == ("icmp", "icmp6", "arp", "ndp", "tcp")
-    assert [PROBES[k].NEEDS_RAW for k in PROBE_KINDS] == [True, True, True, True, False]
+    assert tuple(PROBES) == PROBE_KINDS == ("icmp", "icmp6", "arp", "ndp", "tcp", "http", "tls")
+    assert [PROBES[k].NEEDS_RAW for k in PROBE_KINDS] == [True, True, True, True, False, False, False]
+    assert [PROBES[k].LAYER for k in PROBE_KINDS] == ["l3", "l3", "l2", "l2", "l4", "l7", "l7"]
+    assert probes.SERVICE_KINDS == ("tcp", "http", "tls")
+    assert probes.LAYERS == ("l2", "l3", "l4", "l7")
 
 
 def test_results_in_input_order_duplicates_probed_once_kinds_in_parallel(fakes):
@@ -51,7 +54,8 @@ def test_results_in_input_order_duplicates_probed_once_kinds_in_parallel(fakes):
 
 
 @pytest.mark.parametrize("target, message", [
-    pytest.param(Target("192.0.2.1", "ping"), "unknown probe kind 'ping'; valid kinds: icmp, icmp6, arp, ndp, tcp",
+    pytest.param(Target("192.0.2.1", "ping"),
+                 "unknown probe kind 'ping'; valid kinds: icmp, icmp6, arp, ndp, tcp, http, tls",
                  id="unknown-kind"),
     pytest.param(Target("2001:db8::1", "icmp"), "icmp probes IPv4 only", id="icmp-on-ipv6"),
     pytest.param(Target("192.0.2.1", "ndp"), "ndp probes IPv6 only", id="ndp-on-ipv4"),
@@ -59,7 +63,8 @@ def test_results_in_input_order_duplicates_probed_once_kinds_in_parallel(fakes):
     pytest.param(Target("fe80::1%eth0", "icmp6"), "scoped .zone. addresses are not supported", id="zone"),
     pytest.param(Target("192.0.2.1", "tcp"), "port must be an integer 1-65535", id="tcp-without-port"),
     pytest.param(Target("192.0.2.1", "tcp", 70000), "port must be an integer 1-65535", id="tcp-port-range"),
-    pytest.param(Target("192.0.2.1", "arp", 80), "port is for tcp only", id="port-on-arp"),
+    pytest.param(Target("192.0.2.1", "arp", 80), "port is for tcp, http, tls only", id="port-on-arp"),
+    pytest.param(Target("192.0.2.1", "http"), "http target 192.0.2.1: port must be an integer", id="http-without-port"),
 ])
 def test_malformed_targets_are_errors_naming_what_is_wrong(fakes, target, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
