@@ -3,10 +3,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from lab.lab import Lab
+from lab.box import LabBox
+
+
+class Lab(Protocol):
+    """What rendering needs of a lab (lab.lab.Lab provides it)."""
+
+    run_id: str
+    run_dir: str
+    monitor_ns: str
+    monitor_link: str
+    influx_url: str | None
+    influx_database: str
+    boxes: Sequence[LabBox]
+
+    def box(self, name: str) -> LabBox: ...
 
 # override name -> (section, key)
 OVERRIDES = {

@@ -6,13 +6,29 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lab import cvmfs, shell
+from lab.box import LabBox
 from lab.errors import LabError
 
-if TYPE_CHECKING:
-    from lab.lab import Lab, LabBox
+
+class Lab(Protocol):
+    """What the faults need of a lab (lab.lab.Lab provides it); faults never import the Lab itself."""
+
+    run_id: str
+    cvmfs_mode_dir: str
+
+    def container_pid(self, name: str) -> int: ...
+
+    def container_mac(self, ctr: str) -> str | None: ...
+
+    @staticmethod
+    def vm_addresses(ns: str, link: str, ipv4: str, ipv6: str) -> None: ...
+
+    def start_vm_listeners(self, box: LabBox) -> list[int]: ...
+
+    def stop_vm_listeners(self, box: LabBox) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +120,7 @@ def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
     if box.network not in _ctr_networks(box):
         shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.network,
                    box.container])
-    mac = lab._container_mac(box.container)
+    mac = lab.container_mac(box.container)
     if mac and box.mac and mac != box.mac:
         log.warning("lab %s: box %s came back with MAC %s (was %s)", lab.run_id, box.name, mac, box.mac)
 
@@ -180,7 +196,7 @@ def _vm_link_down(lab: Lab, box: LabBox) -> None:
 
 def _vm_link_up(lab: Lab, box: LabBox) -> None:
     shell.run(["ip", "-n", box.netns, "link", "set", box.link, "up"])
-    lab._vm_addresses(box.netns, box.link, box.ipv4, box.ipv6)
+    lab.vm_addresses(box.netns, box.link, box.ipv4, box.ipv6)
 
 
 def _vm_kill_listeners(lab: Lab, box: LabBox) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from agent import netns
 from lab import addressing, cleanup, credentials, cvmfs, faults, names, shell, state
+from lab.box import BOX_KINDS, LabBox
 from lab.errors import LabError, UnknownBoxError
 from lab.image import ensure_image
 
@@ -31,24 +32,6 @@ CVMFS_MOUNT_TIMEOUT_S = 15.0
 INFLUX_DATABASE = "vobox"
 CONTAINER_HOST_BASE = 10  # container i gets .1i / ::1i
 VM_HOST_BASE = 100        # vm i gets .10i / ::10i
-BOX_KINDS = ("container", "vm")
-
-
-@dataclass(frozen=True, slots=True)
-class LabBox:
-    """One VO-Box of the lab: a container on the macvlan network or a VM stand-in namespace."""
-
-    name: str
-    kind: str                    # "container" or "vm"
-    ipv4: str
-    ipv6: str
-    mac: str
-    tcp_ports: tuple[int, ...]
-    container: str | None = None  # kind container: Docker name
-    network: str | None = None    # kind container: the macvlan network
-    netns: str | None = None      # kind vm: its namespace
-    link: str | None = None       # kind vm: its macvlan inside netns
-    tls_port: int | None = None   # kind container: its TLS service (certificate from set_tls_cert)
 
 
 def x509_der(pem: bytes) -> bytes:
@@ -359,12 +342,13 @@ class Lab:
                    "-v", f"{self._cvmfs_box_dir(name)}:/cvmfs:ro",
                    "--sysctl", "net.ipv6.conf.all.accept_dad=0", "--sysctl", "net.ipv6.conf.default.accept_dad=0",
                    image, *map(str, ports)], timeout_s=120)
-        mac = self._container_mac(ctr) or ""
+        mac = self.container_mac(ctr) or ""
         log.info("lab %s: box %s is container %s at %s %s %s", self.run_id, name, ctr, ipv4, ipv6, mac)
         return LabBox(name=name, kind="container", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),
                       container=ctr, network=self.network, tls_port=tls_port)
 
-    def _container_mac(self, ctr: str) -> str | None:
+    def container_mac(self, ctr: str) -> str | None:
+        """The MAC Docker reports for container CTR on the lab's network (lower case), or None."""
         proc = shell.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", ctr], check=False)
         try:
             nets = json.loads(proc.stdout or "null") or {}
@@ -499,7 +483,7 @@ class Lab:
                    f"net.ipv6.conf.{link}.accept_dad=0", f"net.ipv6.conf.{link}.keep_addr_on_down=1",
                    f"net.ipv6.conf.{link}.accept_ra=0"])
         shell.run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        self._vm_addresses(ns, link, ipv4, ipv6)
+        self.vm_addresses(ns, link, ipv4, ipv6)
         shell.run(["ip", "-n", ns, "link", "set", link, "up"])
         box = LabBox(name=name, kind="vm", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),
                      netns=ns, link=link)
@@ -508,7 +492,8 @@ class Lab:
         return box
 
     @staticmethod
-    def _vm_addresses(ns: str, link: str, ipv4: str, ipv6: str) -> None:
+    def vm_addresses(ns: str, link: str, ipv4: str, ipv6: str) -> None:
+        """(Re)assign a VM stand-in's IPv4 /24 and IPv6 /64 on LINK inside namespace NS."""
         shell.run(["ip", "-n", ns, "addr", "replace", f"{ipv4}/24", "dev", link])
         shell.run(["ip", "-n", ns, "addr", "replace", f"{ipv6}/64", "dev", link, "nodad"])
 
@@ -681,7 +666,7 @@ class Lab:
             if b.kind == "container":
                 proc = shell.run(["docker", "inspect", "-f", "{{.State.Status}}", b.container], check=False)
                 entry["state"] = proc.stdout.strip() or "missing"
-                entry["mac_now"] = self._container_mac(b.container)
+                entry["mac_now"] = self.container_mac(b.container)
             else:
                 proc = shell.run(["ip", "-n", b.netns, "-br", "link", "show", b.link], check=False)
                 fields = proc.stdout.split()

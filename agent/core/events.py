@@ -1,16 +1,29 @@
-"""Events emitted by the freeze state machine (agent.core.freeze); consumers: storage, remediation, correlation."""
+"""The events of one cycle, in the order the pipeline hands them to listeners (agent.listeners).
+
+Per box: BoxObserved (every cycle), then what the freeze state machine (agent.core.freeze)
+and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
+FreezeLayerChanged, FreezeClosed, MacChanged. Then, for the whole cycle, what correlation
+(agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
+BoxReleased. Last, CycleEnded. Consumers: points, evidence, remediation, status.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from probes import LAYERS as PROBE_LAYERS
 
 STATES: tuple[str, ...] = ("up", "suspect", "frozen", "recovering")
-LAYERS: tuple[str, ...] = ("none", "l2", "l3", "l4")
-# How deep a failure is: l2 (ARP/NDP fail) is deeper than l3 (ping fails) deeper than l4 (a TCP port fails).
-LAYER_DEPTH: dict[str, int] = {"none": 0, "l4": 1, "l3": 2, "l2": 3}
+# "none" (healthy) and the probe layers (probes.types.LAYERS is the one source: l2, l3, l4, l7).
+LAYERS: tuple[str, ...] = ("none", *PROBE_LAYERS)
+# How deep a failure is: l2 (ARP/NDP fail) is deeper than l3 (ping fails), deeper than l4 (a TCP port
+# does not accept), deeper than l7 (the service does not answer): a failure lower in the stack
+# explains every failure above it.
+LAYER_DEPTH: dict[str, int] = {"none": 0, **{layer: len(PROBE_LAYERS) - i for i, layer in enumerate(PROBE_LAYERS)}}
 
 
 def deeper(a: str, b: str) -> str:
-    """The deeper of two layers (l2 > l3 > l4 > none)."""
+    """The deeper of two layers (l2 > l3 > l4 > l7 > none); KeyError for an unknown layer."""
     return a if LAYER_DEPTH[a] >= LAYER_DEPTH[b] else b
 
 

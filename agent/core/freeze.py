@@ -68,7 +68,7 @@ class Verdict:
         if self.layer not in LAYERS:
             raise ValueError(f"verdict layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
         if not self.healthy and self.layer == "none":
-            raise ValueError("a failing verdict needs a layer (l2, l3 or l4)")
+            raise ValueError(f"a failing verdict needs a layer ({', '.join(LAYERS[1:])})")
 
 
 @dataclass(frozen=True, slots=True)

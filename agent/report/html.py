@@ -13,7 +13,7 @@ from agent.report.text import HEADERS, _iso, fmt_duration, fmt_estimate, fmt_pct
 MAX_FREEZE_ROWS = 200
 
 
-_COLORS = {"container": "#1f77b4", "vm": "#d62728", "l2": "#9467bd", "l3": "#ff7f0e", "l4": "#2ca02c", "?": "#7f7f7f"}
+_COLORS = {"container": "#1f77b4", "vm": "#d62728", "l2": "#9467bd", "l3": "#ff7f0e", "l4": "#2ca02c", "l7": "#8c564b", "?": "#7f7f7f"}
 _W, _H, _L, _R, _T, _B = 720, 260, 64, 110, 20, 40
 
 
