@@ -198,7 +198,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                         correlation.memberships_from_config(cfg))
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch())
     pipeline_box["p"] = pipeline
-    storage.flush()  # an agent restarted with a non-empty spool replays it first
+    # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 
     stopping = threading.Event()
 

@@ -270,9 +270,9 @@ class InfluxConfig:
     write_timeout_s: float = _key("write_timeout", _number(0, low_open=True),
                                   "HTTP timeout of one write or query", 5.0, unit="s")
     batch_points: int = _key("batch_points", _integer(1, 1_000_000), "points per HTTP write request", 5000)
-    spool_max_mb: float = _key("spool_max_mb", _number(0, low_open=True),
+    spool_max_mib: float = _key("spool_max_mib", _number(0, low_open=True),
                                "on-disk spool bound; oldest points are dropped (and counted) only when full",
-                               100.0, unit="MB")
+                               100.0, unit="MiB")
     retry_min_s: float = _key("retry_min", _number(0, low_open=True),
                               "after a failed write, spool for this long before trying again (doubles on "
                               "each failure)", 1.0, unit="s")

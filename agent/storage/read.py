@@ -62,18 +62,18 @@ def split_row(row: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def query_credentials(influx: Any) -> dict[str, Any]:
-    """The /query keyword arguments for an [influxdb] config: db and user/password (v1), or db and token (v2).
+    """The /query keyword arguments for an [influxdb] config: db, credentials (password_file read), TLS, timeout.
 
     2.x/3.x answer InfluxQL through the v1 compatibility API: the bucket needs a DBRP mapping named after it.
+    Raises agent.storage.influx.SinkError when password_file cannot be read.
     """
-    if influx.api == "v2":
-        return {"db": influx.bucket, "token": influx.token}
-    return {"db": influx.database, "username": influx.username, "password": influx.password}
+    db = influx.bucket if influx.api == "v2" else influx.database
+    return {"db": db, **_influx.query_kwargs(influx)}
 
 
 def describe_source(influx: Any) -> str:
     """'URL (database)' for messages."""
-    return f"{influx.url} ({query_credentials(influx)['db']})"
+    return f"{influx.url} ({influx.bucket if influx.api == 'v2' else influx.database})"
 
 
 def influx_rows(influx: Any, timeout_s: float | None = None) -> Rows:
@@ -82,11 +82,12 @@ def influx_rows(influx: Any, timeout_s: float | None = None) -> Rows:
     timeout_s: per query (default: the config's write_timeout_s). Raises QueryError naming the URL and reason.
     """
     auth = query_credentials(influx)
-    timeout_s = getattr(influx, "write_timeout_s", 10.0) if timeout_s is None else timeout_s
+    if timeout_s is not None:
+        auth["timeout_s"] = timeout_s
 
     def rows(q: str) -> list[dict[str, Any]]:
         try:
-            return _influx.query(influx.url, q, timeout_s=timeout_s, epoch="ms", **auth)
+            return _influx.query(influx.url, q, epoch="ms", **auth)
         except _influx.QueryError as exc:
             raise QueryError(str(exc)) from None
 

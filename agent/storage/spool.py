@@ -121,7 +121,7 @@ class Spool:
                 size += len(rec) + 1
             lost = len(recs) - len(keep)
             self.dropped += lost
-            log.error("spool %s full: a batch of %d points exceeds spool_max_mb (%d bytes); dropped its %d oldest "
+            log.error("spool %s full: a batch of %d points exceeds spool_max_mib (%d bytes); dropped its %d oldest "
                       "points (%d dropped in total)", self.directory, len(recs), self.max_bytes, lost, self.dropped)
             recs = list(reversed(keep))
             if not recs:
@@ -178,7 +178,7 @@ class Spool:
             self.remove(oldest)
         if lost_points:
             self.dropped += lost_points
-            log.error("spool %s full (spool_max_mb = %.1f): dropped the %d oldest points (%d segment(s)); "
+            log.error("spool %s full (spool_max_mib = %.1f): dropped the %d oldest points (%d segment(s)); "
                       "%d dropped in total", self.directory, self.max_bytes / 2**20, lost_points, lost_segments,
                       self.dropped)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.core.config import MIB
 from agent.storage.influx import SinkError, Writer, make_writer
 from agent.storage.points import Point
 from agent.storage.spool import Spool, SpoolWriteError
@@ -37,7 +38,7 @@ class StorageCounters:
     spool_bytes: int
     written: int
     write_errors: int
-    dropped: int           # points lost: spool over spool_max_mb, or the in-memory queue over its bound
+    dropped: int           # points lost: spool over spool_max_mib, or the in-memory queue over its bound
     rejected: int          # points refused by InfluxDB (400/422, or 413 for one point) or not encodable
     queued: int = 0        # points handed over by write() and not yet delivered or spooled
     spool_errors: int = 0  # appends the disk refused (disk full, quota, I/O error); the points stayed queued
@@ -91,7 +92,7 @@ class Storage:
     def from_config(cls, cfg: Any) -> Storage:
         """Build from an agent.core.config.Config ([influxdb] and agent.state_dir)."""
         ic = cfg.influxdb
-        return cls(make_writer(ic), cfg.agent.state_dir, spool_max_bytes=int(ic.spool_max_mb * 2**20),
+        return cls(make_writer(ic), cfg.agent.state_dir, spool_max_bytes=int(ic.spool_max_mib * MIB),
                    batch_points=ic.batch_points, retry_min_s=ic.retry_min_s,
                    retry_max_s=max(ic.retry_max_s, ic.retry_min_s),
                    queue_max_points=getattr(ic, "queue_max_points", DEFAULT_QUEUE_MAX_POINTS))

@@ -82,7 +82,7 @@ def test_good_config_maps_to_dataclasses_with_units():
 def test_defaults_when_sections_absent():
     cfg = config.parse({"box": [{"name": "b", "kind": "vm", "ipv6": "2001:db8::1"}]})
     assert cfg.agent.interval_s == 10.0 and cfg.agent.state_dir == "/var/lib/vobox-agent"
-    assert cfg.influxdb.api == "v1" and cfg.influxdb.database == "vobox" and cfg.influxdb.spool_max_mb == 100.0
+    assert cfg.influxdb.api == "v1" and cfg.influxdb.database == "vobox" and cfg.influxdb.spool_max_mib == 100.0
     assert cfg.remediation.enabled is False and cfg.remediation.webhook_listen is None
     assert cfg.boxes[0].tcp_ports == () and cfg.boxes[0].ipv4 is None
 
