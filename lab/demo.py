@@ -9,6 +9,7 @@ the events it recorded, and removes the lab.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import signal
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if removed:
         print(f"removed leftovers of earlier runs: {', '.join(removed)}")
     print("bringing up the demo lab (2 containers, 2 VM stand-ins, InfluxDB) ...", flush=True)
-    lab = Lab.create(containers=2, vms=2, persistent=args.keep)
+    lab = Lab.create(containers=2, vms=2, persistent=args.keep, visible=True)
     cfg_path = os.path.join(lab.run_dir, "demo-agent.toml")
     with open(cfg_path, "w", encoding="utf-8") as fh:
         fh.write(demo_config(lab, args.interval))
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
                              stdout=log_fh, stderr=subprocess.STDOUT)
     print(f"agent pid {agent.pid} probing from namespace {lab.monitor_ns}; config {cfg_path}; log {log_path}")
     stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # A closed terminal (SIGHUP) ends the demo like Ctrl-C: the lab is removed, nothing is left behind.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.update(now=True))
     live = sys.stdout.isatty()
     started = time.monotonic()
     scenario = itertools.cycle(SCENARIO)
@@ -99,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
                     active = None
                     next_fault = now + args.fault_every
             text = format_status(snap, time.time()) if snap is not None else f"waiting for the agent: {why}"
-            if live:
-                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
-            elif text.splitlines()[1:] != last_line.splitlines()[1:]:
-                print(text, flush=True)
+            try:
+                if live:
+                    sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+                elif text.splitlines()[1:] != last_line.splitlines()[1:]:
+                    print(text, flush=True)
+            except OSError:  # the terminal is gone (EIO after a hang-up): stop, and clean up below
+                stop["now"] = True
             last_line = text
             time.sleep(1.0)
     finally:
@@ -112,12 +117,15 @@ def run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             agent.kill()
         log_fh.close()
-        print("\nevents recorded by the agent:")
-        subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "events", "-c", cfg_path,
-                        "--since", "1h"], check=False)
-        if args.keep:
-            print(f"lab {lab.run_id} left up; `vobox-lab down` removes it")
-        else:
+        try:
+            print("\nevents recorded by the agent:", flush=True)
+            subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "events", "-c", cfg_path,
+                            "--since", "1h"], check=False)
+        except OSError:
+            pass  # no terminal any more: the events stay in InfluxDB until the lab goes
+        if not args.keep:
             lab.down()
-            print(f"lab {lab.run_id} removed")
+        with contextlib.suppress(OSError):
+            print(f"lab {lab.run_id} left up; `vobox-lab down` removes it" if args.keep
+                  else f"lab {lab.run_id} removed", flush=True)
     return 0

@@ -61,7 +61,7 @@ class Lab:
     # ----- creation / loading / removal -------------------------------------------------------
     @classmethod
     def create(cls, containers: int = 2, vms: int = 1, tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS,
-               influx: bool = True, persistent: bool = False, ready_timeout_s: float = 60.0,
+               influx: bool = True, persistent: bool = False, visible: bool = False, ready_timeout_s: float = 60.0,
                tls_port: int = DEFAULT_TLS_PORT, tls_cert_days: float = DEFAULT_TLS_CERT_DAYS) -> Lab:
         """Build a lab and return once every box answers TCP (IPv4 and IPv6) and InfluxDB answers /ping.
 
@@ -87,6 +87,8 @@ class Lab:
                 "owner_pid": os.getpid(),
                 "owner_start": state.process_start_ticks(os.getpid()),
                 "persistent": bool(persistent),
+                # visible: an operator's lab (the demo) that `vobox-lab status/down` find without --run-id
+                "visible": bool(visible or persistent),
                 "complete": False,
                 "created_s": time.time(),
                 "containers": containers,
@@ -118,7 +120,7 @@ class Lab:
 
     @classmethod
     def load(cls, run_id: str | None = None) -> Lab:
-        """The lab with this run id, or (None) the newest persistent lab (one made by `lab up`)."""
+        """The lab with this run id, or (None) the newest lab an operator made: `vobox-lab up`, or a running demo."""
         if run_id is not None:
             names.check_run_id(run_id)
             st = state.read(run_id)
@@ -126,7 +128,8 @@ class Lab:
                 raise LabError(f"no lab with run id {run_id!r} (labs: {', '.join(state.run_ids()) or 'none'})")
             return cls(st)
         candidates = [s for s in (state.read(r) for r in state.run_ids()) if s and s.get("complete")]
-        persistent = [s for s in candidates if s.get("persistent")]
+        persistent = [s for s in candidates
+                      if s.get("persistent") or (s.get("visible") and state.owner_alive(s))]
         if not persistent:
             # Labs of running processes (tests) are never picked implicitly: `lab down` must not hit them.
             live = [s["run_id"] for s in candidates if state.owner_alive(s)]

@@ -32,3 +32,41 @@ def test_demo_detects_and_heals_a_freeze_then_removes_its_lab():
     assert run_id not in state.run_ids()
     assert not any(run_id in ns for ns in subprocess.run(["ip", "netns"], capture_output=True,
                                                           text=True).stdout.split())
+
+
+def test_a_running_demo_is_seen_by_lab_status_and_a_hang_up_removes_its_lab():
+    """The demo's lab is like any other: `vobox-lab status` finds it; a closed terminal (SIGHUP) removes it."""
+    import signal
+    import time
+
+    reason = lab_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "demo", "--interval", "1", "--fault-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    run_id = None
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            m = re.search(r"agent pid \d+ probing from namespace vbl-(\w+)-mon", line)
+            if m:
+                run_id = m.group(1)
+                break
+            assert time.monotonic() < deadline, "the demo did not start"
+        assert run_id, "no run id in the demo's output"
+        st = subprocess.run([sys.executable, "-m", "lab", "status", "--json"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+        assert st.returncode == 0, st.stderr
+        assert __import__("json").loads(st.stdout)["run_id"] == run_id
+        proc.send_signal(signal.SIGHUP)
+        proc.stdout.close()        # the terminal is gone: writes fail from now on
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert run_id not in state.run_ids()
+    assert not any(run_id in ns for ns in subprocess.run(["ip", "netns"], capture_output=True,
+                                                          text=True).stdout.split())
+    ps = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
+    assert f"vbl-{run_id}-" not in ps
