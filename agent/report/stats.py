@@ -144,15 +144,28 @@ def rate_per_day(k: int, exposure_days: float, confidence: float = CONFIDENCE) -
 
 def availability(observed_s: float, frozen_s: float, k: int, mean_duration_s: float | None,
                  confidence: float = CONFIDENCE) -> Estimate:
-    """1 - frozen/observed, interval from the Poisson interval of k times the mean freeze duration."""
+    """1 - frozen/observed, with an interval for both uncertainties in the unavailability k x mean duration.
+
+    Unavailability U = frozen/observed ~ (freeze rate) x (mean duration). On the log scale the
+    two uncertainties add: the exact Poisson interval of k and the exact interval of the mean of
+    k exponential durations (as mttr()); each side's half-width is the root of the sum of squares.
+    Checked by simulation (tests/agent/report/test_coverage.py): coverage 95-97 % over fleets of
+    3-50 boxes. Undefined (None) without a freeze, where no duration was ever seen.
+    """
     if observed_s <= 0:
         return Estimate(None, None, None)
     value = 1 - frozen_s / observed_s
-    if mean_duration_s is None:
+    if mean_duration_s is None or k <= 0 or frozen_s <= 0 or mean_duration_s <= 0:
         return Estimate(value, None, None)
+    u = frozen_s / observed_s
     k_lo, k_hi = poisson_interval(k, confidence)
-    return Estimate(value, max(0.0, 1 - k_hi * mean_duration_s / observed_s),
-                    min(1.0, 1 - k_lo * mean_duration_s / observed_s))
+    alpha = 1 - confidence
+    # mean of k exponential durations: total / Gamma(k, 1) quantiles (see mttr)
+    d_lo = k / gamma_quantile(1 - alpha / 2, k)
+    d_hi = k / gamma_quantile(alpha / 2, k)
+    down = math.hypot(math.log(k / k_lo), math.log(1 / d_lo))
+    up = math.hypot(math.log(k_hi / k), math.log(d_hi))
+    return Estimate(value, max(0.0, 1 - u * math.exp(up)), min(1.0, 1 - u * math.exp(-down)))
 
 
 def mtbf(uptime_s: float, k: int, confidence: float = CONFIDENCE) -> Estimate:

@@ -85,8 +85,12 @@ def test_estimates():
     assert (rate.value, rate.low, rate.high) == pytest.approx((2.0, 4.7954 / 5, 18.3904 / 5), abs=1e-4)
     a = r.availability(observed_s=120.0, frozen_s=20.0, k=1, mean_duration_s=20.0)
     assert a.value == pytest.approx(100 / 120)                     # the 83 %
-    assert a.low == pytest.approx(1 - 5.5716 * 20 / 120, abs=1e-4)
-    assert a.high == pytest.approx(1 - 0.0253 * 20 / 120, abs=1e-4)
+    # one freeze: the count (Poisson, k in [0.0253, 5.5716]) and the duration (exponential mean in
+    # [20/3.6889, 20/0.025318] s) are both uncertain; combined on the log scale (see availability())
+    down = math.hypot(math.log(1 / 0.025318), math.log(3.688879))
+    up = math.hypot(math.log(5.571643), math.log(1 / 0.025318))
+    assert a.low == pytest.approx(max(0.0, 1 - math.exp(up) * 20 / 120), abs=1e-4)
+    assert a.high == pytest.approx(1 - math.exp(-down) * 20 / 120, abs=1e-4)
     m = r.mtbf(uptime_s=1000.0, k=0)
     assert m.value is None and m.low == pytest.approx(1000 / 3.6889, rel=1e-4) and m.high is None
     t = r.mttr([10.0, 20.0, 30.0])
