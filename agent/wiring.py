@@ -18,6 +18,10 @@ from agent.core.config import MIB, BoxConfig, Config
 log = logging.getLogger(__name__)
 
 
+class SetupError(Exception):
+    """Something the config names cannot be used at run (a missing file...): one line, the command exits 2."""
+
+
 def docker_factory(timeout_s: float = 60.0) -> Callable[[], Any]:
     """The one Docker client factory: DOCKER_HOST (e.g. a socket proxy), else /var/run/docker.sock."""
     from remediations import default_docker_factory
@@ -36,6 +40,15 @@ class LazyDocker:
         if self._client is None:
             self._client = self._factory()
         return getattr(self._client, name)
+
+
+def record_point(rec: Any, site: str | None) -> Any:
+    """The `remediation` point (agent.storage.points) of a remediations.ActionRecord."""
+    from agent.storage import points as P
+
+    return P.remediation_point(rec.box, rec.kind, site, rec.action, rec.trigger, rec.ok, rec.recovered, rec.dry_run,
+                               rec.duration_s, rec.detail, rec.time_s, outcome=rec.outcome, reason=rec.reason,
+                               who=rec.who, why=rec.why, forced=rec.forced)
 
 
 def probe_box(box: BoxConfig, cfg: Config, sweep: Callable[..., list] | None = None) -> bool:
@@ -59,9 +72,6 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
     from agent.listeners.points import PointsListener
     from agent.listeners.remediation import RemediationListener
     from agent.listeners.status import StatusListener
-    from agent.storage import points as P
-    from remediations.actions import applicable_steps
-
     site = cfg.agent.site
     kinds = {b.name: b.kind for b in cfg.boxes}
     evidence_path = None
@@ -74,15 +84,7 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
         listeners.append(EvidenceListener(evidence, {b.name: BoxRef.from_config(b, site) for b in cfg.boxes},
                                           known_macs=known_macs))
     if remediation is not None:
-        def on_held(box: str, reason: str, layer: str, time_s: float) -> None:
-            b = cfg.box(box)
-            steps = applicable_steps(b.remediate, layer)
-            if steps:  # name the step that would have run
-                storage.write([P.remediation_point(box, b.kind, site, steps[0], "auto", False, False,
-                                                   cfg.remediation.dry_run or b.dry_run, 0.0, f"deferred: {reason}",
-                                                   time_s, deferred=True)])
-
-        listeners.append(RemediationListener(remediation, on_held=on_held))
+        listeners.append(RemediationListener(remediation))
     listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
                                     budget_per_hour=cfg.remediation.max_per_box_per_hour,
                                     remediation_status=remediation.status if remediation is not None else None,
@@ -166,21 +168,24 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         policy = cfg.remediation.policy()
 
         def on_record(rec: Any) -> None:
-            if rec.deferred:
-                log.warning("box %s: %s deferred: %s", rec.box, rec.action, rec.deferred_reason)
-            storage.write([P.remediation_point(rec.box, rec.kind, site, rec.action, rec.trigger, rec.ok,
-                                               rec.recovered, rec.dry_run, rec.duration_s, rec.detail, rec.time_s,
-                                               deferred=rec.deferred)])
+            if rec.outcome in ("deferred", "refused", "held"):
+                log.warning("box %s: %s %s (%s): %s", rec.box, rec.action, rec.outcome, rec.trigger, rec.reason)
+            storage.write([record_point(rec, site)])
 
         engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
+        wait = getattr(evidence, "wait_collected", None) if evidence is not None else None
         remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,
-                                         history_path=history.path_in(cfg.agent.state_dir))
+                                         history_path=history.path_in(cfg.agent.state_dir), evidence_wait=wait)
         services.append(remediation)
         if cfg.remediation.webhook_listen:
             from remediations.webhook import WebhookReceiver, read_token
 
-            services.append(WebhookReceiver(cfg.remediation.webhook_host, cfg.remediation.webhook_port,
-                                            read_token(cfg.remediation.webhook_token_file), [b.name for b in cfg.boxes],
+            try:
+                token = read_token(cfg.remediation.webhook_token_file)
+            except (OSError, ValueError) as exc:
+                raise SetupError(f"remediation.webhook_token_file: {exc}") from None
+            services.append(WebhookReceiver(cfg.remediation.webhook_host, cfg.remediation.webhook_port, token,
+                                            [b.name for b in cfg.boxes],
                                             lambda box, action: remediation.request(box, action, "alert"),
                                             max_bytes=cfg.remediation.webhook_max_bytes))
     if any(t.container for t in targets):

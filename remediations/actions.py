@@ -1,7 +1,9 @@
 """Remediation actions (reconnect_network, restart_container, command) and the ACTIONS registry."""
 from __future__ import annotations
 
+import ipaddress
 import logging
+import string
 import subprocess
 import time
 from abc import ABC, abstractmethod
@@ -20,6 +22,69 @@ log = logging.getLogger(__name__)
 
 DETAIL_MAX_CHARS = 500
 PLACEHOLDERS = ("box", "ipv4", "ipv6", "container")
+
+
+def same_address(a: str | None, b: str | None) -> bool:
+    """Whether two IP addresses are the same address (any spelling: case, zeros, ::); None/"" equal only each other."""
+    if not a or not b:
+        return not a and not b
+    try:
+        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
+    except ValueError:
+        return a == b
+
+
+def canonical_address(a: str | None) -> str | None:
+    """A's canonical spelling (2001:DB8::0010 -> 2001:db8::10); unparsable or empty as given."""
+    if not a:
+        return a or None
+    try:
+        return str(ipaddress.ip_address(a))
+    except ValueError:
+        return a
+
+
+def canonical_mac(mac: str | None) -> str | None:
+    """MAC as lower-case colon-separated pairs (02-42-AC-11-00-02, 0242.ac11.0002 -> 02:42:ac:11:00:02); None for empty."""
+    if not mac:
+        return None
+    digits = "".join(c for c in mac.lower() if c in "0123456789abcdef")
+    if len(digits) != 12:
+        return mac.lower()
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def template_errors(arg: str, available: Iterable[str] = PLACEHOLDERS) -> list[str]:
+    """What is wrong with one command argument template ([] when fine); AVAILABLE: the placeholders that have a value.
+
+    Syntax: {box} {ipv4} {ipv6} {container} are replaced; {{ and }} are a literal { and }.
+    """
+    shown = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    try:
+        parsed = list(string.Formatter().parse(arg))
+    except ValueError as exc:
+        return [f"bad placeholder syntax in {shown}: {exc} (write {{{{ and }}}} for a literal {{ and }})"]
+    errors = []
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS:
+            errors.append(f"unknown placeholder {{{name}}} in {shown} "
+                          f"(valid: {', '.join('{%s}' % p for p in PLACEHOLDERS)}; {{{{ and }}}} for a literal {{ and }})")
+        elif spec or conv:
+            errors.append(f"placeholder {{{name}}} in {shown} takes no conversion or format spec")
+        elif name not in available:
+            errors.append(f"placeholder {{{name}}} but the box has no {name}")
+    return errors
+
+
+def expand_template(arg: str, values: dict[str, str | None]) -> str:
+    """ARG with its placeholders replaced by VALUES and {{ }} made literal braces; ValueError naming a problem."""
+    errors = template_errors(arg, [k for k, v in values.items() if v is not None])
+    if errors:
+        raise ValueError("; ".join(errors))
+    return "".join(literal + (values[name] or "" if name is not None else "")
+                   for literal, name, _, _ in string.Formatter().parse(arg))
 
 
 class ActionError(Exception):
@@ -143,7 +208,9 @@ class ReconnectNetwork(Action):
             ipv6 = ipam.get("IPv6Address") or before.get("GlobalIPv6Address") or ipv6
             # Docker adds the short id itself on connect; passing it again would duplicate it.
             aliases = [a for a in (before.get("Aliases") or []) if a not in (ctr.id[:12], ctr.id)]
-            old_mac = (before.get("MacAddress") or "").lower() or None
+            old_mac = canonical_mac(before.get("MacAddress"))
+        # Addresses are compared and passed as addresses: an engine may echo them as the user typed them.
+        ipv4, ipv6 = canonical_address(ipv4), canonical_address(ipv6)
         if not ipv4 and not ipv6:
             raise ActionError(f"no address known for container {target.container!r} on {net.name!r}")
         extra: dict[str, Any] = {}
@@ -165,13 +232,13 @@ class ReconnectNetwork(Action):
         after = _endpoint(ctr, net.name)
         if not after:
             raise ActionError(f"container {target.container!r} not on network {net.name!r} after connect")
-        got4 = after.get("IPAddress") or None
-        got6 = after.get("GlobalIPv6Address") or None
-        new_mac = (after.get("MacAddress") or "").lower() or None
+        got4 = canonical_address(after.get("IPAddress") or None)
+        got6 = canonical_address(after.get("GlobalIPv6Address") or None)
+        new_mac = canonical_mac(after.get("MacAddress"))
         problems = []
-        if ipv4 and got4 != ipv4:
+        if ipv4 and not same_address(got4, ipv4):
             problems.append(f"ipv4 {got4} != {ipv4}")
-        if ipv6 and got6 != ipv6:
+        if ipv6 and not same_address(got6, ipv6):
             problems.append(f"ipv6 {got6} != {ipv6}")
         parts = [f"reconnected {target.container} to {net.name} ipv4={got4} ipv6={got6}"]
         if aliases:
@@ -224,17 +291,14 @@ class RestartContainer(Action):
 
 
 def expand_command(target: RemediationTarget) -> list[str]:
-    """The box's argv template with {box},{ipv4},{ipv6},{container} filled in (no shell involved)."""
+    """The box's argv template expanded (see expand_template; no shell involved); ActionError naming the argument."""
     values = {"box": target.box, "ipv4": target.ipv4, "ipv6": target.ipv6, "container": target.container}
     argv = []
-    for arg in target.command:
-        for key in PLACEHOLDERS:
-            token = "{" + key + "}"
-            if token in arg:
-                if values[key] is None:
-                    raise ActionError(f"command uses {token} but box {target.box!r} has no {key}")
-                arg = arg.replace(token, values[key])
-        argv.append(arg)
+    for i, arg in enumerate(target.command):
+        try:
+            argv.append(expand_template(arg, values))
+        except ValueError as exc:
+            raise ActionError(f"command[{i}] {arg!r} of box {target.box!r}: {exc}") from None
     return argv
 
 
@@ -303,7 +367,7 @@ def execute(plan: PlannedAction, ctx: ActionContext, clock: Callable[[], float] 
 
     unusable = action.unusable_reason(plan.target)
     if unusable:
-        return outcome(False, unusable)
+        return ActionOutcome(ok=False, detail=unusable, duration_s=0.0, started_s=started_s, refused_reason=unusable)
     try:
         if plan.dry_run:
             return outcome(True, "dry-run: " + action.describe(plan.target, ctx))

@@ -4,6 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TRIGGERS = ("auto", "alert", "manual")
+# What a remediation decision was (the `outcome` tag of a `remediation` point): done = the action ran
+# (ok/recovered say how it went); refused = not run (cooldown, cap, busy, unknown action, box healthy...);
+# held = not run because a hold (segment freeze) holds the box; deferred = not run yet (Docker
+# unreachable), retried later; dry_run = described, not run. Only `done` spends budget.
+OUTCOMES = ("done", "refused", "held", "deferred", "dry_run")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,9 @@ class PlannedAction:
     dry_run: bool
     step: int              # ladder index, -1 when the action was named explicitly
     planned_s: float
+    forced: bool = False   # an admin bypassed cooldown and caps once (remediate --force)
+    who: str | None = None   # the login user of a manual request
+    why: str | None = None   # the reason given (remediate --reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +68,16 @@ class ActionOutcome:
     duration_s: float
     started_s: float
     deferred_reason: str | None = None   # set when Docker was unreachable: nothing was done
+    refused_reason: str | None = None    # set when the action cannot run on this box: nothing was done
 
 
 @dataclass(frozen=True, slots=True)
 class ActionRecord:
-    """One remediation attempt, final; maps 1:1 to a `remediation` point."""
+    """One remediation decision, final; maps 1:1 to a `remediation` point.
+
+    outcome: one of OUTCOMES; ok/recovered mean something only when outcome == "done" (else False);
+    reason: why it was refused/held/deferred (empty for done); who/why: a manual request's user and reason.
+    """
 
     box: str
     kind: str
@@ -76,8 +89,21 @@ class ActionRecord:
     duration_s: float
     detail: str
     time_s: float
-    deferred: bool = False
-    deferred_reason: str | None = None
+    outcome: str = "done"
+    reason: str = ""
+    forced: bool = False
+    who: str | None = None
+    why: str | None = None
+
+    @property
+    def deferred(self) -> bool:
+        """outcome == "deferred" (nothing done yet, retried later)."""
+        return self.outcome == "deferred"
+
+    @property
+    def deferred_reason(self) -> str | None:
+        """The reason of a deferred record, else None."""
+        return self.reason if self.outcome == "deferred" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +121,17 @@ class ContainerEventRecord:
 
 @dataclass(frozen=True, slots=True)
 class RequestResult:
-    """Answer to an explicit (alert/manual) request: accepted with a plan, or refused with a reason."""
+    """Answer to an explicit (alert/manual) request: accepted with a plan, or refused with a reason.
+
+    outcome: "queued" when accepted, else the record's outcome ("refused", "dry_run"...).
+    """
 
     box: str
     action: str | None
     accepted: bool
     reason: str
     planned: PlannedAction | None = None
+    outcome: str = "queued"
 
 
 @dataclass(frozen=True, slots=True)

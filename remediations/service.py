@@ -18,17 +18,26 @@ log = logging.getLogger(__name__)
 
 
 class RemediationService:
-    """Owns the worker thread; the probe cycle only feeds states in and never waits for Docker."""
+    """Owns the worker thread; the probe cycle only hands events in and never waits for Docker.
+
+    evidence_wait(box, timeout_s) -> bool: blocks until the evidence of BOX's open freeze is
+    collected (agent.forensics.evidence.EvidenceCollector.wait_collected); an automatic action
+    waits for it at most evidence_timeout_s, so it never runs while a collector reads the box.
+    """
 
     def __init__(self, remediator: Remediator, context: ActionContext,
                  on_record: Callable[[ActionRecord], None], clock: Callable[[], float] = time.time,
-                 tick_s: float = 0.5, history_path: str | None = None, status_path: str | None = None) -> None:
+                 tick_s: float = 0.5, history_path: str | None = None, status_path: str | None = None,
+                 evidence_wait: Callable[[str, float], bool] | None = None,
+                 evidence_timeout_s: float = 20.0) -> None:
         self.remediator = remediator
         self.context = context
         self.on_record = on_record
         self.clock = clock
         self.tick_s = tick_s
         self.history_path = history_path
+        self.evidence_wait = evidence_wait
+        self.evidence_timeout_s = evidence_timeout_s
         self._queue: queue.Queue[PlannedAction | None] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -36,6 +45,7 @@ class RemediationService:
         self.status_path = status_path
         self._last_status: dict | None = None
         if history_path:
+            self.remediator.apply_resets(history.load_resets(history_path))
             self.remediator.merge_history(history.load(history_path, clock()))
 
     # ---- called from other threads -------------------------------------------------------------
@@ -53,15 +63,40 @@ class RemediationService:
             self._thread.join(timeout_s)
         self._flush()
 
-    def on_freeze_state(self, box: str, state: str, layer: str, held: bool = False) -> None:
-        """Feed a box's state after a probe cycle (HELD: a segment freeze holds it); returns at once."""
-        for plan in self.remediator.on_freeze_state(box, state, layer, self.clock(), held=held):
+    def batch(self):  # noqa: ANN201 - a context manager
+        """Apply one cycle's events atomically (see Remediator.batch)."""
+        return self.remediator.batch()
+
+    def freeze_opened(self, box: str, layer: str, start_s: float) -> None:
+        """BOX froze (see Remediator.freeze_opened); acted on at the next tick."""
+        self.remediator.freeze_opened(box, layer, start_s, self.clock())
+
+    def freeze_layer_changed(self, box: str, layer: str) -> None:
+        """BOX's open freeze got deeper."""
+        self.remediator.freeze_layer_changed(box, layer, self.clock())
+
+    def freeze_closed(self, box: str) -> None:
+        """BOX's freeze ended."""
+        self.remediator.freeze_closed(box, self.clock())
+
+    def held(self, box: str, kind: str, reason: str) -> None:
+        """A hold keeps automatic remediation off BOX."""
+        self.remediator.held(box, kind, reason, self.clock())
+
+    def released(self, box: str) -> None:
+        """BOX's hold ended: judged alone."""
+        self.remediator.released(box, self.clock())
+
+    def tick(self) -> None:
+        """Decide now (the listener calls it after a cycle's events; the worker every tick_s)."""
+        for plan in self.remediator.tick(self.clock()):
             self._queue.put(plan)
         self._flush()
 
-    def request(self, box: str, action: str | None, trigger: str) -> RequestResult:
-        """Queue an explicit request (alert/manual) under the same limits; returns what was decided."""
-        result = self.remediator.request(box, action, trigger, self.clock())
+    def request(self, box: str, action: str | None, trigger: str, *, force: bool = False,
+                who: str | None = None, why: str | None = None) -> RequestResult:
+        """Queue an explicit request (alert/manual) under the same limits; returns what was decided (recorded)."""
+        result = self.remediator.request(box, action, trigger, self.clock(), force=force, who=who, why=why)
         if result.planned:
             self._queue.put(result.planned)
         self._flush()
@@ -95,6 +130,13 @@ class RemediationService:
                 log.exception("remediation worker: unexpected error (continuing)")
 
     def _execute(self, plan: PlannedAction) -> None:
+        if self.evidence_wait is not None and not plan.dry_run:
+            try:
+                if not self.evidence_wait(plan.box, self.evidence_timeout_s):
+                    log.warning("box %s: evidence not collected after %g s; running %s anyway", plan.box,
+                                self.evidence_timeout_s, plan.action)
+            except Exception:  # noqa: BLE001 - evidence trouble never blocks remediation
+                log.exception("box %s: waiting for evidence failed", plan.box)
         try:
             outcome = execute(plan, self.context, self.clock)
         except Exception as exc:  # noqa: BLE001 - unexpected: keep the engine consistent, say so loudly
@@ -102,8 +144,8 @@ class RemediationService:
             outcome = ActionOutcome(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}",
                                     duration_s=0.0, started_s=self.clock())
         self.remediator.on_outcome(plan, outcome, self.clock())
-        if self.history_path and not outcome.deferred_reason:
-            entry = HistoryEntry(plan.planned_s, plan.box, plan.action, plan.trigger, plan.dry_run)
+        if self.history_path and not (outcome.deferred_reason or outcome.refused_reason or plan.dry_run):
+            entry = HistoryEntry(plan.planned_s, plan.box, plan.action, plan.trigger, False)
             try:
                 merged = history.merge_save(self.history_path, [entry], self.clock())
                 self.remediator.merge_history(merged)
@@ -121,6 +163,7 @@ class RemediationService:
             return
         if mtime != self._history_mtime:
             self._history_mtime = mtime
+            self.remediator.apply_resets(history.load_resets(self.history_path))
             self.remediator.merge_history(history.load(self.history_path, self.clock()))
 
     def _write_status(self) -> None:

@@ -54,9 +54,13 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # before assembling: a signal during start-up stops cleanly too
         signal.signal(sig, lambda *_: stop.set())
-    from agent.wiring import assemble
+    from agent.wiring import SetupError, assemble
 
-    assembly = assemble(cfg, on_cycle=on_cycle, monitor_netns=getattr(args, "netns", None))
+    try:
+        assembly = assemble(cfg, on_cycle=on_cycle, monitor_netns=getattr(args, "netns", None))
+    except SetupError as exc:
+        print(f"vobox-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if stop.is_set():
         assembly.close()
         return EXIT_OK

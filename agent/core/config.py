@@ -13,13 +13,12 @@ import json
 import math
 import os
 import re
-import string
 import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from remediations.actions import ACTIONS, PLACEHOLDERS
+from remediations.actions import ACTIONS, PLACEHOLDERS, template_errors
 from remediations.model import RemediationPolicy, RemediationTarget
 
 # Remediation action names a box's `remediate` ladder may use: the remediations registry.
@@ -391,7 +390,8 @@ class BoxConfig:
                                       "the escalation ladder, in order: " + ", ".join(REMEDIATION_ACTIONS), ())
     command: tuple[str, ...] | None = _key("command", _list_of(_ARG, min_len=1),
                                            "argv for action `command`, no shell; placeholders "
-                                           + ", ".join("{%s}" % p for p in COMMAND_PLACEHOLDERS), None)
+                                           + ", ".join("{%s}" % p for p in COMMAND_PLACEHOLDERS)
+                                           + "; {{ and }} for a literal { and }", None)
     dry_run: bool = _key("dry_run", _boolean, "this box: record remediation, do nothing", False)
     segment: str | None = _key("segment", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
                                "correlation segment (default: network, else site)", None)
@@ -505,18 +505,11 @@ def _section(cls: type, table: Any, path: str, errors: list[str]) -> dict[str, A
 
 
 def _placeholders(argv: tuple[str, ...], path: str, raw: dict[str, Any], errors: list[str]) -> None:
+    """Each argument's template through remediations.actions.template_errors (the one expansion rule)."""
+    available = ["box"] + [k for k in ("ipv4", "ipv6", "container") if k in raw]
     for i, arg in enumerate(argv):
-        try:
-            names = [fname for _, fname, _, _ in string.Formatter().parse(arg) if fname is not None]
-        except ValueError as exc:
-            errors.append(f"{path}[{i}]: bad placeholder syntax in {_show(arg)}: {exc} (write {{{{ for a literal {{)")
-            continue
-        for name in names:
-            if name not in COMMAND_PLACEHOLDERS:
-                errors.append(f"{path}[{i}]: unknown placeholder {{{name}}} in {_show(arg)} "
-                              f"(valid: {', '.join('{%s}' % p for p in COMMAND_PLACEHOLDERS)})")
-            elif name in ("ipv4", "ipv6", "container") and name not in raw:
-                errors.append(f"{path}[{i}]: placeholder {{{name}}} but the box has no {name}")
+        for problem in template_errors(arg, available):
+            errors.append(f"{path}[{i}]: {problem}")
 
 
 def _check_box(i: int, b: dict[str, Any], raw: dict[str, Any], errors: list[str]) -> None:
@@ -767,5 +760,38 @@ def load(path: str | os.PathLike[str]) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8: {exc}") from None
-    return loads(text, path)
+    cfg = loads(text, path)
+    problems = file_errors(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def file_errors(cfg: Config) -> list[str]:
+    """Files the config names that are missing or unusable on this machine, one error a line with its key path.
+
+    Checked by `load` (so by check-config and run): the webhook token file (readable, not empty) and
+    the executable of each box's `command` (an absolute path that is executable, or a name on PATH)
+    when its ladder uses it.
+    """
+    import shutil
+
+    errors: list[str] = []
+    rem = cfg.remediation
+    if rem.webhook_listen and rem.webhook_token_file:
+        _read_token(rem.webhook_token_file, "remediation.webhook_token_file", errors)
+    for i, b in enumerate(cfg.boxes):
+        if not b.command or "command" not in b.remediate:
+            continue
+        exe = b.command[0]
+        if "{" in exe:
+            continue  # chosen per box at run time; expand_command checks it then
+        if os.sep in exe:
+            if not os.path.isfile(exe):
+                errors.append(f"box[{i}].command[0]: {exe!r} does not exist")
+            elif not os.access(exe, os.X_OK):
+                errors.append(f"box[{i}].command[0]: {exe!r} is not executable")
+        elif shutil.which(exe) is None:
+            errors.append(f"box[{i}].command[0]: {exe!r} not found on PATH ({os.environ.get('PATH', '')})")
+    return errors
 

@@ -1,11 +1,13 @@
-"""Remediation listener: hands freezes and holds to the remediation service (remediations.RemediationService)."""
+"""Remediation listener: hands freeze events and holds to the remediation service (remediations.RemediationService)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from agent.core.events import BoxHeld, BoxObserved, BoxReleased, CycleEnded
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
+                               FreezeOpened)
 from agent.listeners import CycleEvent
 
 log = logging.getLogger(__name__)
@@ -14,43 +16,66 @@ log = logging.getLogger(__name__)
 class RemediationSink(Protocol):
     """What this listener needs of remediations.RemediationService."""
 
-    def on_freeze_state(self, box: str, state: str, layer: str, held: bool = False) -> None: ...
+    def batch(self) -> AbstractContextManager[None]: ...
+
+    def freeze_opened(self, box: str, layer: str, start_s: float) -> None: ...
+
+    def freeze_layer_changed(self, box: str, layer: str) -> None: ...
+
+    def freeze_closed(self, box: str) -> None: ...
+
+    def held(self, box: str, kind: str, reason: str) -> None: ...
+
+    def released(self, box: str) -> None: ...
+
+    def tick(self) -> None: ...
 
 
 class RemediationListener:
-    """After the whole cycle (so a hold found this cycle applies to a freeze found this cycle), feeds every box.
+    """Applies one cycle's freezes and holds to the service in one batch, then lets it decide (tick).
 
-    on_held(box, reason, layer, time_s): called once when a hold starts for a frozen box (the
-    wiring records it as a deferred `remediation` point).
+    A freeze the service does not know yet (the agent restarted with a freeze open) is handed over
+    from BoxObserved as opened; holds are applied with the freezes, so a hold found this cycle
+    applies to a freeze found this cycle.
     """
 
     name = "remediation"
 
-    def __init__(self, service: RemediationSink,
-                 on_held: Callable[[str, str, str, float], None] | None = None) -> None:
+    def __init__(self, service: RemediationSink) -> None:
         self.service = service
-        self.on_held = on_held
-        self._state: dict[str, tuple[str, str]] = {}   # box -> (freeze state, layer)
-        self._held: dict[str, str] = {}                # box -> hold kind
+        self._open: dict[str, float] = {}   # box -> start_s of the freeze the service was told about
 
     def on_events(self, events: Sequence[CycleEvent]) -> None:
-        """Update states and holds from the cycle, then feed the service once per box."""
-        ended = False
-        for ev in events:
-            if isinstance(ev, BoxObserved):
-                self._state[ev.box] = (ev.state, ev.state_layer)
-            elif isinstance(ev, BoxHeld):
-                self._held[ev.box] = ev.kind
-                if ev.kind == "segment" and self.on_held is not None:
-                    self.on_held(ev.box, ev.reason, self._state.get(ev.box, ("frozen", "none"))[1], ev.time_s)
-            elif isinstance(ev, BoxReleased):
-                self._held.pop(ev.box, None)
-            elif isinstance(ev, CycleEnded):
-                ended = ev.error is None
-        if not ended:
-            return
-        for box, (state, layer) in self._state.items():
+        """Hand the cycle's freeze events and holds over, then tick (unless the sweep failed)."""
+        end = next((ev for ev in events if isinstance(ev, CycleEnded)), None)
+        with self.service.batch():
+            for ev in events:
+                try:
+                    self._apply(ev)
+                except Exception:  # noqa: BLE001 - remediation trouble never stops probing
+                    log.exception("box %s: remediation feed failed on %s", getattr(ev, "box", "?"),
+                                  type(ev).__name__)
+        if end is not None and end.error is None:
             try:
-                self.service.on_freeze_state(box, state, layer, held=box in self._held)
-            except Exception:  # noqa: BLE001 - remediation trouble never stops probing
-                log.exception("box %s: remediation feed failed", box)
+                self.service.tick()
+            except Exception:  # noqa: BLE001
+                log.exception("remediation tick failed")
+
+    def _apply(self, ev: CycleEvent) -> None:
+        if isinstance(ev, FreezeOpened):
+            self._open[ev.box] = ev.start_s
+            self.service.freeze_opened(ev.box, ev.layer, ev.start_s)
+        elif isinstance(ev, FreezeLayerChanged):
+            self.service.freeze_layer_changed(ev.box, ev.new_layer)
+        elif isinstance(ev, FreezeClosed):
+            self._open.pop(ev.box, None)
+            self.service.freeze_closed(ev.box)
+        elif isinstance(ev, BoxHeld):
+            self.service.held(ev.box, ev.kind, ev.reason)
+        elif isinstance(ev, BoxReleased):
+            self.service.released(ev.box)
+        elif (isinstance(ev, BoxObserved) and ev.state == "frozen" and ev.freeze_start_s is not None
+              and self._open.get(ev.box) != ev.freeze_start_s):
+            # A freeze resumed after a restart: no FreezeOpened for it, the service learns it here.
+            self._open[ev.box] = ev.freeze_start_s
+            self.service.freeze_opened(ev.box, ev.state_layer, ev.freeze_start_s)

@@ -6,7 +6,8 @@ Measurements (tags; fields):
   freeze           box, kind, site;                             open, layer, duration_s, evidence
   agent            site, host;                                  cycle_s, misfires, spool_points, write_errors,
                                                                 dropped, rejected, boxes, ...
-  remediation      box, kind, site, action, trigger;            ok, recovered, dry_run, duration_s, detail
+  remediation      box, kind, site, action, trigger, outcome;   ok, recovered (outcome done only), dry_run,
+                                                                deferred, duration_s, detail, reason, who, why, forced
   container_event  box, kind, site, event;                      n, detail, exit_code
   mac_change       box, kind, site, address;                    old, new
   segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s
@@ -206,13 +207,21 @@ def agent_point(site: str | None, time_s: float, *, cycle_s: float, misfires: in
 
 
 def remediation_point(box: str, kind: str, site: str | None, action: str, trigger: str, ok: bool,
-                      recovered: bool, dry_run: bool, duration_s: float, detail: str, time_s: float,
-                      deferred: bool = False) -> Point:
-    """`remediation`: one action (trigger auto|alert|manual); deferred=1 when nothing was done yet (Docker
-    unreachable, or held by a segment freeze) and it will be retried."""
-    return Point("remediation", _tags(box, kind, site, action=action, trigger=trigger),
-                 {"ok": int(bool(ok)), "recovered": int(bool(recovered)), "dry_run": int(bool(dry_run)),
-                  "deferred": int(bool(deferred)), "duration_s": float(duration_s), "detail": detail},
+                      recovered: bool, dry_run: bool, duration_s: float, detail: str, time_s: float, *,
+                      outcome: str = "done", reason: str = "", who: str | None = None, why: str | None = None,
+                      forced: bool = False) -> Point:
+    """`remediation`: one decision (trigger auto|alert|manual; outcome done|refused|held|deferred|dry_run|reset).
+
+    ok/recovered are written only for outcome done (an action that ran), so count("ok") and
+    mean("recovered") count actions that ran; reason says why it was refused/held/deferred;
+    deferred=1 for outcome deferred (kept for older queries); who/why/forced for an admin's request.
+    """
+    ran = outcome == "done" and action != "reset"
+    return Point("remediation", _tags(box, kind, site, action=action, trigger=trigger, outcome=outcome),
+                 {"ok": int(bool(ok)) if ran else None, "recovered": int(bool(recovered)) if ran else None,
+                  "dry_run": int(bool(dry_run)), "deferred": int(outcome == "deferred"),
+                  "duration_s": float(duration_s), "detail": detail, "reason": reason or None,
+                  "who": who, "why": why, "forced": 1 if forced else None},
                  ns_from_s(time_s))
 
 

@@ -55,6 +55,13 @@ command = ["virsh", "reset", "{box}", "--ip={ipv4}"]
 """
 
 
+def with_files(tmp_path, text: str = GOOD_TOML) -> str:
+    """TEXT with the files it names made real (load checks them): a token file, a command on PATH."""
+    token = tmp_path / "webhook.token"
+    token.write_text("s3cret\n")
+    return text.replace("/etc/vobox-agent/webhook.token", str(token)).replace('"virsh"', '"true"')
+
+
 def good() -> dict:
     import tomllib
     return tomllib.loads(GOOD_TOML)
@@ -166,7 +173,7 @@ DELETE = object()
                  id="command-missing"),
     pytest.param("box.1.command", [], "box[1].command: expected at least 1 element(s), got 0", id="command-empty"),
     pytest.param("box.1.command", ["x", "{host}"], "box[1].command[1]: unknown placeholder {host} in \"{host}\" "
-                 "(valid: {box}, {ipv4}, {ipv6}, {container})", id="placeholder-unknown"),
+                 "(valid: {box}, {ipv4}, {ipv6}, {container}; {{ and }} for a literal { and })", id="placeholder-unknown"),
     pytest.param("box.1.command", ["x", "{ipv6}"], "box[1].command[1]: placeholder {ipv6} but the box has no ipv6",
                  id="placeholder-absent"),
     pytest.param("box.0.dry_run", 1, "box[0].dry_run: expected true or false, got 1", id="box-dry-run"),
@@ -221,7 +228,7 @@ def test_load_file_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.toml: TOML syntax error: .*line 1"):
         config.load(bad)
     ok = tmp_path / "ok.toml"
-    ok.write_text(GOOD_TOML)
+    ok.write_text(with_files(tmp_path))
     assert config.load(ok).source == str(ok)
 
 
@@ -245,7 +252,7 @@ def test_describe_covers_every_field_with_doc_and_default():
 ])
 def test_check_config_command(tmp_path, text, rc, out):
     f = tmp_path / "c.toml"
-    f.write_text(text)
+    f.write_text(with_files(tmp_path, text))
     proc = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(f)],
                           capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert proc.returncode == rc, proc.stderr
