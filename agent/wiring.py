@@ -141,6 +141,14 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     from agent.storage import points as P
     from agent.storage.store import Storage
 
+    token = None
+    if cfg.remediation.enabled and cfg.remediation.webhook_listen:
+        from remediations.webhook import read_token
+
+        try:  # before anything is built: a missing file is one line and exit 2, never a traceback
+            token = read_token(cfg.remediation.webhook_token_file or "")
+        except (OSError, ValueError) as exc:
+            raise SetupError(f"remediation.webhook_token_file: {exc}") from None
     storage = Storage.from_config(cfg)
     site = cfg.agent.site
     kinds = {b.name: b.kind for b in cfg.boxes}
@@ -178,12 +186,8 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                          history_path=history.path_in(cfg.agent.state_dir), evidence_wait=wait)
         services.append(remediation)
         if cfg.remediation.webhook_listen:
-            from remediations.webhook import WebhookReceiver, read_token
+            from remediations.webhook import WebhookReceiver
 
-            try:
-                token = read_token(cfg.remediation.webhook_token_file)
-            except (OSError, ValueError) as exc:
-                raise SetupError(f"remediation.webhook_token_file: {exc}") from None
             services.append(WebhookReceiver(cfg.remediation.webhook_host, cfg.remediation.webhook_port, token,
                                             [b.name for b in cfg.boxes],
                                             lambda box, action: remediation.request(box, action, "alert"),

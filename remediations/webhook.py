@@ -10,7 +10,6 @@ from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from remediations.actions import ACTIONS
 from remediations.model import RequestResult
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,13 @@ def read_token(path: str) -> str:
 
 
 def parse_alerts(payload: Any, boxes: Collection[str]) -> tuple[list[tuple[str, str | None]], list[dict]]:
-    """(firing (box, action) pairs in order, ignored alerts) from a Grafana or Alertmanager payload."""
+    """(firing (box, action) pairs in order, ignored alerts with their reason) from a Grafana or Alertmanager payload.
+
+    Only a payload that is not a notification at all (no `alerts` list, an alert that is not an
+    object) is a BadRequest. Alerts that are not about a box (Grafana's DatasourceError/NoData,
+    other rules routed to the same contact point), not firing, or about an unknown box are
+    ignored with the reason; an unknown action is passed on (the engine refuses and records it).
+    """
     if not isinstance(payload, dict):
         raise BadRequest("payload must be a JSON object with an `alerts` list")
     alerts = payload.get("alerts")
@@ -45,21 +50,26 @@ def parse_alerts(payload: Any, boxes: Collection[str]) -> tuple[list[tuple[str, 
     firing: list[tuple[str, str | None]] = []
     ignored: list[dict] = []
     for i, alert in enumerate(alerts):
-        if not isinstance(alert, dict) or not isinstance(alert.get("labels", {}), dict):
+        if not isinstance(alert, dict) or not isinstance(alert.get("labels") or {}, dict):
             raise BadRequest(f"alerts[{i}]: expected an object with a `labels` object")
         labels = alert.get("labels") or {}
         status = alert.get("status", payload.get("status"))
         box, action = labels.get("box"), labels.get("action")
+        name = labels.get("alertname")
+
+        def ignore(reason: str) -> None:
+            ignored.append({"alert": i, "alertname": name, "box": box, "status": status, "reason": reason})
+
         if status != "firing":
-            ignored.append({"box": box, "status": status, "reason": "only firing alerts act"})
-            continue
-        if not isinstance(box, str) or not box:
-            raise BadRequest(f"alerts[{i}]: firing alert has no label `box`")
-        if box not in boxes:
-            raise BadRequest(f"alerts[{i}]: unknown box {box!r}; configured: {', '.join(sorted(boxes))}")
-        if action is not None and action not in ACTIONS:
-            raise BadRequest(f"alerts[{i}]: unknown action {action!r}; valid: {', '.join(ACTIONS)}")
-        if (box, action) not in firing:
+            ignore(f"status {status!r}: only firing alerts act")
+        elif not isinstance(box, str) or not box:
+            ignore(f"alert {name!r} has no label `box`: not about a box (e.g. Grafana's DatasourceError or "
+                   "NoData, or another rule routed to this contact point)")
+        elif box not in boxes:
+            ignore(f"unknown box {box!r}; configured: {', '.join(sorted(boxes))}")
+        elif action is not None and not isinstance(action, str):
+            ignore(f"label `action` must be a string, got {action!r}")
+        elif (box, action) not in firing:
             firing.append((box, action))
     return firing, ignored
 
@@ -151,15 +161,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": str(exc)})
             return
         queued, refused = [], []
+        for item in ignored:
+            log.info("webhook: alert ignored: %s", item["reason"])
         for box, action in firing:
-            res: RequestResult = self.server.submit(box, action)
-            item = {"box": box, "action": res.action}
+            try:
+                res: RequestResult = self.server.submit(box, action)
+            except Exception as exc:  # noqa: BLE001 - answer the alert, never drop it silently
+                log.exception("webhook: box %s action %s: request failed", box, action)
+                res = RequestResult(box, action, False, f"internal error: {type(exc).__name__}: {exc}",
+                                    outcome="refused")
+            item = {"box": box, "action": res.action, "outcome": res.outcome}
             if res.accepted:
                 queued.append(item)
             else:
                 refused.append({**item, "reason": res.reason})
             log.info("webhook: box %s action %s %s", box, res.action,
-                     "queued" if res.accepted else f"refused: {res.reason}")
+                     "queued" if res.accepted else f"{res.outcome}: {res.reason}")
         self._reply(202, {"queued": queued, "refused": refused, "ignored": ignored})
 
 

@@ -1,31 +1,50 @@
-"""`vobox-agent remediate -c FILE BOX ACTION [--dry-run]`: one manual action under the same safety limits."""
+"""`vobox-agent remediate -c FILE BOX ACTION [--dry-run] [--force --reason WHY]` and `remediate -c FILE reset BOX`.
+
+One manual action under the same safety limits as the agent; --force bypasses cooldown and caps
+once (recorded with who and why); `reset BOX` clears a box's halt and hourly budget (recorded).
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
+import os
 import sys
 import time
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
+EXIT_UNRECORDED = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the remediate subcommand."""
-    p = subparsers.add_parser("remediate", help="run one remediation action on a box now (trigger=manual)")
+    p = subparsers.add_parser("remediate", help="run one remediation action on a box now (trigger=manual), "
+                                                "or `reset BOX` to clear its halt and budget")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
-    p.add_argument("box", help="box name from the config")
-    p.add_argument("action", help="reconnect_network, restart_container or command")
-    p.add_argument("--dry-run", action="store_true", help="record what would be done, do nothing")
+    p.add_argument("box", help="box name from the config (or `reset`)")
+    p.add_argument("action", help="reconnect_network, restart_container or command (after `reset`: the box)")
+    p.add_argument("--dry-run", action="store_true", help="print and record what would be done, do nothing")
     p.add_argument("--no-verify", action="store_true",
                    help="do not wait [remediation] verify seconds and re-probe the box afterwards")
+    p.add_argument("--force", action="store_true", help="bypass cooldown and caps once (needs --reason)")
+    p.add_argument("--reason", metavar="WHY", help="why (recorded with your user name; required with --force)")
     p.set_defaults(func=run)
 
 
+def who_am_i() -> str:
+    """The login user behind this command (the sudo caller when run with sudo)."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ACTION on BOX once; print the record as JSON; exit 0 ok, 1 failed/deferred, 2 refused."""
+    """Run ACTION on BOX once (or reset BOX); print the records as JSON.
+
+    Exit 0 done (or dry run, or reset), 1 failed/deferred, 2 refused or bad arguments, 3 the
+    record could not be written to InfluxDB (what was done is printed).
+    """
     from agent.commands import load_config
     from agent.wiring import docker_factory, probe_box
     from remediations import ActionContext, Remediator, execute, history
@@ -34,59 +53,79 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_REFUSED
     names = [b.name for b in cfg.boxes]
-    if args.box not in names:
-        print(f"remediate: unknown box {args.box!r}; configured: {', '.join(names)}", file=sys.stderr)
+    resetting = args.box == "reset" and "reset" not in names
+    box = args.action if resetting else args.box
+    if box not in names:
+        print(f"remediate: unknown box {box!r}; configured: {', '.join(names)}", file=sys.stderr)
         return EXIT_REFUSED
-    box_cfg = cfg.box(args.box)
-    policy = cfg.remediation.policy(dry_run=args.dry_run)
+    if args.force and not (args.reason or "").strip():
+        print("remediate: --force needs --reason WHY (it is recorded with your user name)", file=sys.stderr)
+        return EXIT_REFUSED
+    box_cfg = cfg.box(box)
+    policy = cfg.remediation.policy()
     path = history.path_in(cfg.agent.state_dir)
     now = time.time()
     engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes],
-                        reprobe=lambda _box: probe_box(box_cfg, cfg),
-                        history=history.load(path, now))
+                        reprobe=lambda _box: probe_box(box_cfg, cfg))
+    engine.apply_resets(history.load_resets(path))
+    engine.merge_history(history.load(path, now))
+    who, why = who_am_i(), args.reason
+    if resetting:
+        history.reset_box(path, box, now)
+        engine.reset(box, now, who=who, why=why)
+        return _finish(cfg, engine.take_records(), EXIT_OK)
     try:
-        result = engine.request(args.box, args.action, "manual", now)
+        result = engine.request(box, args.action, "manual", now, force=args.force, who=who, why=why,
+                                dry_run=args.dry_run)
     except ValueError as exc:
         print(f"remediate: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    refusals = engine.take_records()  # a cap refusal is a record too
-    for rec in refusals:
-        print(json.dumps(dataclasses.asdict(rec)))
-    store_records(cfg, refusals)
     if not result.accepted:
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
-        return EXIT_REFUSED
+        return _finish(cfg, engine.take_records(), EXIT_REFUSED)
+    plan = result.planned
     ctx = ActionContext(docker_factory=docker_factory(), policy=policy)
-    outcome = execute(result.planned, ctx)
-    engine.on_outcome(result.planned, outcome, time.time())
-    if not outcome.deferred_reason:
+    outcome = execute(plan, ctx)
+    engine.on_outcome(plan, outcome, time.time())
+    if plan.dry_run:  # at once: nothing ran, nothing to verify, no budget spent
+        return _finish(cfg, engine.take_records(), EXIT_OK)
+    if not (outcome.deferred_reason or outcome.refused_reason):
         history.merge_save(path, engine.history_entries(time.time()), time.time())
         if args.no_verify:
-            engine.on_verified(args.box, False, time.time())
+            engine.on_verified(box, False, time.time())
         else:
             time.sleep(policy.verify_s if outcome.ok else 0)
             engine.tick(time.time())
-    records = engine.take_records()
+    return _finish(cfg, engine.take_records(), EXIT_OK if outcome.ok and not outcome.refused_reason
+                   else EXIT_FAILED)
+
+
+def _finish(cfg, records, code: int) -> int:
+    """Print the records, write them; EXIT_UNRECORDED when they could not be written."""
     for rec in records:
-        print(json.dumps(dataclasses.asdict(rec)))
-    store_records(cfg, records)
-    return EXIT_OK if outcome.ok else EXIT_FAILED
+        print(json.dumps({**dataclasses.asdict(rec)}))
+    if not store_records(cfg, records) and code in (EXIT_OK, EXIT_FAILED):
+        return EXIT_UNRECORDED
+    return code
 
 
-def store_records(cfg, records) -> None:
+def store_records(cfg, records) -> bool:
     """Write the records as `remediation` points straight to InfluxDB (not through the running agent's spool,
-    which another process owns); say so on stderr when that fails, the action itself stands."""
+    which another process owns); False after saying so on stderr when that fails (the action itself stands)."""
     from agent.storage import points as P
     from agent.storage.influx import SinkError, make_writer
+    from agent.wiring import record_point
 
     if not records:
-        return
-    pts = [P.remediation_point(r.box, r.kind, cfg.agent.site, r.action, r.trigger, r.ok, r.recovered, r.dry_run,
-                               r.duration_s, r.detail, r.time_s) for r in records]
+        return True
+    pts = [record_point(r, cfg.agent.site) for r in records]
     writer = make_writer(cfg.influxdb)
     try:
         writer.send("\n".join(P.to_lines(pts)).encode())
-    except SinkError as exc:
-        print(f"remediate: the record is not in InfluxDB ({exc})", file=sys.stderr)
+        return True
+    except Exception as exc:  # noqa: BLE001 - SinkError and connection trouble alike: say so, exit non-zero
+        kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "
+        print(f"remediate: NOT RECORDED: the record is not in InfluxDB ({kind}{exc})", file=sys.stderr)
+        return False
     finally:
         writer.close()

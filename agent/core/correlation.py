@@ -45,7 +45,10 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class SegmentFreeze:
-    """Boxes of one segment frozen together; `open` until all of them are up again."""
+    """Boxes of one segment frozen together; `open` while the boxes still down fail together by the segment rule.
+
+    still_down: when closed, the boxes whose own freezes go on (each judged alone from then on).
+    """
 
     segment: str
     site: str | None
@@ -55,6 +58,7 @@ class SegmentFreeze:
     open: bool = True
     end_s: float | None = None
     duration_s: float | None = None
+    still_down: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -152,13 +156,16 @@ class Correlator:
             return []
         current.down.discard(box)
         current.last_end_s = end_s if current.last_end_s is None else max(current.last_end_s, end_s)
-        if current.down:
+        if current.down and self._enough(member.segment, len(current.down)):
             return []
+        # The boxes still down no longer fail together by the segment rule: the segment's cause is
+        # over, each of them is a box freeze of its own from now on (judged, and remediated, alone).
         del self._open[member.segment]
         sf = current.freeze
         closed = replace(sf, open=False, end_s=current.last_end_s,
-                         duration_s=round(current.last_end_s - sf.start_s, 3))
-        log.info("correlation: segment freeze of %s closed after %.1f s", member.segment, closed.duration_s)
+                         duration_s=round(current.last_end_s - sf.start_s, 3), still_down=tuple(sorted(current.down)))
+        log.info("correlation: segment freeze of %s closed after %.1f s%s", member.segment, closed.duration_s,
+                 f"; still down, judged alone: {', '.join(closed.still_down)}" if closed.still_down else "")
         return [closed]
 
     def holds(self, box: str) -> str | None:

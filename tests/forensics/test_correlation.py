@@ -32,8 +32,16 @@ CASES = [
                  id="later-freeze-joins-open-segment"),
     pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
                      ("end", "a", 100), ("end", "b", 110), ("end", "c", 120)],
-                 [[], [], [("net1", True, ("a", "b", "c"))], [], [], [("net1", False, ("a", "b", "c"))]],
-                 id="closes-when-all-up"),
+                 [[], [], [("net1", True, ("a", "b", "c"))], [("net1", False, ("a", "b", "c"))], [], []],
+                 id="closes-when-the-rest-no-longer-fail-together"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"), ("start", "d", 0, "l2"),
+                     ("end", "a", 100), ("end", "b", 110), ("end", "c", 120), ("end", "d", 130)],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [("net1", True, ("a", "b", "c", "d"))],
+                  [], [("net1", False, ("a", "b", "c", "d"))], [], []],
+                 id="stays-open-while-three-still-down"),
+    pytest.param(S, [("start", "x", 0, "l3"), ("start", "y", 0, "l2"), ("end", "y", 50), ("end", "x", 300)],
+                 [[], [("net2", True, ("x", "y"))], [("net2", False, ("x", "y"))], []],
+                 id="two-unrelated-faults-one-recovers-the-other-is-alone"),
     pytest.param(CorrelationSettings(enabled=False), [("start", "a", 0, "l2"), ("start", "b", 0, "l2"),
                                                       ("start", "c", 0, "l2")],
                  [[], [], []], id="disabled"),
@@ -57,11 +65,17 @@ def test_segment_freeze_fields_and_duration():
     c.freeze_started("a", 1000.0, "l4")
     (sf,) = c.freeze_started("c", 1020.0, "l2")
     assert (sf.segment, sf.site, sf.boxes, sf.layer, sf.start_s) == ("net1", "CERN", ("a", "b", "c"), "l2", 1000.0)
+    c.freeze_started("d", 1030.0, "l2")
     for box, t in (("a", 1100.0), ("c", 1130.0)):
-        assert c.freeze_ended(box, t) == []
-    (closed,) = c.freeze_ended("b", 1120.0)
-    assert (closed.open, closed.end_s, closed.duration_s) == (False, 1130.0, 130.0)
+        assert c.freeze_ended(box, t) == [] or box == "c"
     assert c.open_freezes() == ()
+    c = Correlator(S, MEMBERS)
+    for box, t in (("a", 1000.0), ("b", 1010.0), ("c", 1020.0), ("d", 1030.0)):
+        c.freeze_started(box, t, "l2")
+    assert c.freeze_ended("a", 1100.0) == []          # b, c, d: still three down together
+    (closed,) = c.freeze_ended("c", 1130.0)          # b, d: two of six, no longer a segment outage
+    assert (closed.open, closed.end_s, closed.duration_s, closed.still_down) == (False, 1130.0, 130.0, ("b", "d"))
+    assert c.open_freezes() == () and c.holds("b") is None and c.holds("d") is None
 
 
 def test_holds_only_boxes_of_the_open_segment():
@@ -84,16 +98,15 @@ def test_no_hold_when_configured_off_but_segment_still_recorded():
 
 def test_state_survives_a_restart():
     c = Correlator(S, MEMBERS)
-    for b in "abc":
+    for b in "abcd":
         c.freeze_started(b, 0.0, "l2")
     c.freeze_ended("a", 5.0)
     import json
 
     d = Correlator.from_json(json.loads(json.dumps(c.to_json())), S, MEMBERS)
     assert d.holds("b") is not None
-    assert d.freeze_ended("b", 6.0) == []
     (closed,) = d.freeze_ended("c", 7.0)
-    assert closed.duration_s == 7.0
+    assert closed.duration_s == 7.0 and closed.still_down == ("b", "d")
     with pytest.raises(ValueError, match="correlation state"):
         Correlator.from_json({"open": [{"segment": "x"}]}, S, MEMBERS)
 
