@@ -91,6 +91,9 @@ class Pipeline:
         self.states = {name: saved.get(name, freeze.initial(name)) for name in self.boxes}
         self._holds: dict[str, str] = {}   # box -> hold kind ("segment" | "settling"), frozen boxes only
         self._confirm_times: dict[str, set[float]] = {}   # box -> times of confirmation passes in its state
+        # Holds restored from the saved state are announced again (BoxHeld) in the first cycle, so the
+        # listeners of this process (remediation, status) know them.
+        self._reannounce_holds = True
         self._restore_agent_state()
         resumed = [n for n, s in self.states.items() if s.freeze_open]
         if resumed:
@@ -275,9 +278,9 @@ class Pipeline:
             old = self._holds.get(name)
             if kind == "settling":
                 log.info("box %s: remediation %s", name, reason)
-            if kind == old:
+            if kind == old and not (kind is not None and self._reannounce_holds):
                 continue
-            if old is not None:
+            if old is not None and kind != old:
                 out.append(BoxReleased(name, now_s, old))
                 del self._holds[name]
             if kind is not None:
@@ -285,6 +288,7 @@ class Pipeline:
                     log.warning("box %s: automatic remediation deferred: %s", name, reason)
                 out.append(BoxHeld(name, now_s, kind, segment, reason or ""))
                 self._holds[name] = kind
+        self._reannounce_holds = False
         return out
 
     def _finish(self, events: list[CycleEvent], now_s: float, started: float, unhealthy: tuple[str, ...],

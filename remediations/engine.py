@@ -50,6 +50,7 @@ class _Box:
     dry_steps: set[int] = field(default_factory=set)      # described (dry run) in this freeze
     next_dry_s: float = 0.0
     want_action: bool = False                              # frozen: the next step is due at a tick
+    recovering: bool = False                               # frozen, but answering again (not acted on)
     held_kind: str | None = None
     held_reason: str | None = None
     held_recorded: bool = False
@@ -107,7 +108,7 @@ class Remediator:
                 b.layer = layer
                 return
             b.frozen, b.layer, b.freeze_start_s, b.up_since_s = True, layer, start_s, None
-            b.failed_steps, b.dry_steps = set(), set()
+            b.failed_steps, b.dry_steps, b.recovering = set(), set(), False
             b.want_action, b.no_action_logged, b.next_dry_s = True, False, 0.0
 
     def freeze_layer_changed(self, box: str, layer: str, now_s: float) -> None:
@@ -119,11 +120,24 @@ class Remediator:
             b.layer = layer
             b.want_action, b.no_action_logged = True, False
 
+    def recovering(self, box: str, now_s: float) -> None:
+        """BOX answers again while its freeze is still open (state recovering): no automatic action meanwhile."""
+        with self._lock:
+            self._box(box).recovering = True
+
+    def relapsed(self, box: str, now_s: float) -> None:
+        """BOX failed again before its recovery was confirmed (recovering -> frozen): its ladder goes on."""
+        with self._lock:
+            b = self._box(box)
+            b.recovering = False
+            if b.frozen:
+                b.want_action, b.no_action_logged = True, False
+
     def freeze_closed(self, box: str, now_s: float) -> None:
         """BOX's freeze ended (now_s: when that was confirmed)."""
         with self._lock:
             b = self._box(box)
-            b.frozen, b.freeze_start_s, b.want_action = False, None, False
+            b.frozen, b.freeze_start_s, b.want_action, b.recovering = False, None, False, False
             b.up_since_s = now_s
 
     def held(self, box: str, kind: str, reason: str, now_s: float) -> None:
@@ -171,7 +185,7 @@ class Remediator:
                 return refuse(f"unknown action {action!r}; valid: {', '.join(ACTIONS)}", action)
             if not self._idle(b):
                 return refuse(f"busy: {self._busy(b)}", action)
-            if trigger == "alert" and not b.frozen:
+            if trigger == "alert" and (not b.frozen or b.recovering):
                 return refuse(f"box {box!r} is not frozen (healthy, or not yet judged frozen by the agent)", action)
             if trigger == "alert" and b.held_kind is not None:
                 return refuse(b.held_reason or "held", action, outcome="held")
@@ -287,7 +301,7 @@ class Remediator:
             for b in self._boxes.values():
                 if b.deferred and not b.running and now_s >= b.retry_at_s:
                     plan, b.deferred = b.deferred, None
-                    if plan.trigger == "auto" and (not b.frozen or b.held_kind):
+                    if plan.trigger == "auto" and (not b.frozen or b.recovering or b.held_kind):
                         log.info("box %s: deferred %s dropped: box %s", b.target.box, plan.action,
                                  "held" if b.held_kind else "no longer frozen")
                         continue
@@ -297,7 +311,7 @@ class Remediator:
                         continue
                     plans.append(self._start(b, plan.action, plan.step, plan.trigger, now_s, plan.dry_run,
                                              force=plan.forced, who=plan.who, why=plan.why))
-                elif b.frozen and b.want_action and self._idle(b):
+                elif b.frozen and not b.recovering and b.want_action and self._idle(b):
                     plans.extend(self._plan_next(b, now_s))
                 elif (not b.frozen and b.capped and b.up_since_s is not None
                       and now_s - b.up_since_s >= self.policy.reset_after_s):

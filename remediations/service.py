@@ -79,6 +79,14 @@ class RemediationService:
         """BOX's freeze ended."""
         self.remediator.freeze_closed(box, self.clock())
 
+    def recovering(self, box: str) -> None:
+        """BOX answers again while its freeze is open."""
+        self.remediator.recovering(box, self.clock())
+
+    def relapsed(self, box: str) -> None:
+        """BOX failed again before its recovery was confirmed."""
+        self.remediator.relapsed(box, self.clock())
+
     def held(self, box: str, kind: str, reason: str) -> None:
         """A hold keeps automatic remediation off BOX."""
         self.remediator.held(box, kind, reason, self.clock())

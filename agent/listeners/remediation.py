@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened)
+                               FreezeOpened, StateChanged)
 from agent.listeners import CycleEvent
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,10 @@ class RemediationSink(Protocol):
     def freeze_layer_changed(self, box: str, layer: str) -> None: ...
 
     def freeze_closed(self, box: str) -> None: ...
+
+    def recovering(self, box: str) -> None: ...
+
+    def relapsed(self, box: str) -> None: ...
 
     def held(self, box: str, kind: str, reason: str) -> None: ...
 
@@ -70,6 +74,10 @@ class RemediationListener:
         elif isinstance(ev, FreezeClosed):
             self._open.pop(ev.box, None)
             self.service.freeze_closed(ev.box)
+        elif isinstance(ev, StateChanged) and ev.new == "recovering":
+            self.service.recovering(ev.box)
+        elif isinstance(ev, StateChanged) and ev.old == "recovering" and ev.new == "frozen":
+            self.service.relapsed(ev.box)
         elif isinstance(ev, BoxHeld):
             self.service.held(ev.box, ev.kind, ev.reason)
         elif isinstance(ev, BoxReleased):

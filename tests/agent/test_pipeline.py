@@ -67,19 +67,6 @@ class RecordingStorage:
         return True
 
 
-@dataclass
-class RecordingRemediation:
-    """Stands in for remediations.RemediationService: keeps what the pipeline fed it."""
-
-    calls: list = field(default_factory=list)
-
-    def on_freeze_state(self, box, state, layer, held=False):
-        self.calls.append((box, state, layer, held))
-
-    def status(self):
-        return {}
-
-
 class Script:
     """A sweep whose failing addresses are set per cycle (everything else answers)."""
 
@@ -97,13 +84,25 @@ class Script:
                 for t in targets]
 
 
-def make_agent(tmp_path):
+def make_agent(tmp_path, script=None, storage=None):
+    """A pipeline with its real listeners and the real remediation engine and service (not started: the
+    plans it decides stay queued, its status says what runs; no Docker is touched)."""
+    from remediations import ActionContext, RemediationService, Remediator
+
     cfg = loads(config_text(str(tmp_path / "state")))
-    script, storage, rem = Script(), RecordingStorage(), RecordingRemediation()
+    script, storage = script or Script(), storage or RecordingStorage()
     correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
+    engine = Remediator(wiring.policy_from_config(cfg.remediation), [wiring.target_from_box(b) for b in cfg.boxes],
+                        reprobe=lambda box: BOXES[box] not in script.failing)
+    rem = RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
+                             on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))
     listeners = wiring.build_listeners(cfg, storage, remediation=rem)
     agent = Pipeline(cfg, listeners, sweep=script.sweep, clock=script.clock, correlator=correlator)
     return agent, script, storage, rem
+
+
+def _no_docker():
+    raise AssertionError("the pipeline test must not reach Docker")
 
 
 def run(agent, script, failing_per_cycle):
@@ -113,14 +112,21 @@ def run(agent, script, failing_per_cycle):
         script.now += 10
 
 
-def frozen_unheld(rem):
-    return [(box, layer) for box, state, layer, held in rem.calls if state == "frozen" and not held]
+def running(rem):
+    """box -> what the service is running on it now (planned, not yet executed)."""
+    return {box: st.busy for box, st in rem.status().items() if st.busy}
+
+
+def remediation_points(storage):
+    return [(p.tags["box"], p.tags["outcome"], p.tags["action"]) for p in storage.points
+            if p.measurement == "remediation"]
 
 
 def test_a_lone_freeze_is_handed_to_remediation(tmp_path):
     agent, script, storage, rem = make_agent(tmp_path)
     run(agent, script, ["a", "a", "a"])
-    assert frozen_unheld(rem) == [("a", "l2"), ("a", "l2")]
+    assert running(rem) == {"a": "running restart_container"}
+    assert rem._queue.qsize() == 1  # one plan for one freeze, not one per frozen cycle
     assert [p for p in storage.points if p.measurement == "segment_freeze"] == []
 
 
@@ -128,14 +134,47 @@ def test_an_outage_seen_a_cycle_late_by_some_boxes_holds_every_box(tmp_path):
     """a fails one cycle before b and c (the outage began mid-sweep): a must not be restarted meanwhile."""
     agent, script, storage, rem = make_agent(tmp_path)
     run(agent, script, ["a", "abc", "abc", "abc"])
-    assert frozen_unheld(rem) == []
+    assert running(rem) == {}
     seg = {}  # by time: a later write of the same time and tags replaces the earlier one, as in InfluxDB
     for p in storage.points:
         if p.measurement == "segment_freeze":
             seg[p.time_ns] = (p.tags["segment"], p.fields["boxes"], p.fields["open"])
     assert list(seg.values()) == [("net1", 3, 1)]  # opened with 2 (min_share 0.5), grown to 3
     held = [p for p in storage.points if p.measurement == "remediation"]
-    assert sorted((p.tags["box"], p.fields["deferred"]) for p in held) == [("a", 1), ("b", 1), ("c", 1)]
+    assert sorted(remediation_points(storage)) == [("a", "held", "restart_container"), ("b", "held", "restart_container"),
+                                                   ("c", "held", "restart_container")]
+    assert all(p.fields["ok"] is None and "segment freeze of net1" in p.fields["reason"] for p in held)
+
+
+def test_a_segment_hold_ends_when_the_boxes_no_longer_fail_together(tmp_path):
+    """Two unrelated faults at once (a, b of 3) make a segment freeze; when b recovers, a is judged alone."""
+    import json
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["ab", "ab", "ab"])
+    assert running(rem) == {}
+    status = json.load(open(tmp_path / "state" / "status.json"))["boxes"]
+    assert status["a"]["held"]["kind"] == "segment" and status["a"]["held"]["segment"] == "net1"
+    assert status["a"]["held"]["since_s"] is not None and status["c"]["held"] is None
+    run(agent, script, ["a", "a"])      # b up for recover_cycles: its freeze closes, and with it the segment's
+    assert running(rem) == {"a": "running restart_container"}
+    status = json.load(open(tmp_path / "state" / "status.json"))["boxes"]
+    assert status["a"]["held"] is None and status["a"]["state"] == "frozen"
+    seg = {}
+    for p in storage.points:
+        if p.measurement == "segment_freeze":
+            seg[p.time_ns] = p.fields["open"]
+    assert list(seg.values()) == [0]
+
+
+def test_a_hold_survives_an_agent_restart(tmp_path):
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["abc", "abc", "abc"])
+    agent.close()
+    agent2, _, storage2, rem2 = make_agent(tmp_path, script=script)
+    run(agent2, script, ["abc"])
+    assert running(rem2) == {}
+    assert sorted(b for b, outcome, _ in remediation_points(storage2) if outcome == "held") == ["a", "b", "c"]
 
 
 def test_a_freeze_point_is_rewritten_each_cycle_with_its_duration_so_far(tmp_path):
