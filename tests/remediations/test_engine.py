@@ -1,4 +1,4 @@
-"""Pure ladder and safety tables for the remediation engine (no sockets, no Docker)."""
+"""Pure ladder and safety tables for the remediation engine (no sockets, no Docker): freeze events in, plans out."""
 from __future__ import annotations
 
 import pytest
@@ -18,11 +18,11 @@ POLICY = RemediationPolicy(cooldown_s=30, max_per_box_per_hour=3, max_per_hour=2
 
 
 class Sim:
-    """Drives a Remediator like the service does, with a fake clock and a scripted reprobe."""
+    """Drives a Remediator like the listener and the service do, with a fake clock and a scripted reprobe."""
 
-    def __init__(self, policy=POLICY, targets=(CTR, CTR2, VM), healthy_after=None):
+    def __init__(self, policy=POLICY, targets=(CTR, CTR2, VM)):
         self.now = 1000.0
-        self.healthy = {}
+        self.healthy: dict[str, bool] = {}
         self.remediator = Remediator(policy, targets, reprobe=lambda box: self.healthy.get(box, False))
         self.ran: list[tuple[float, str, str, str]] = []
         self.records = []
@@ -40,85 +40,127 @@ class Sim:
             self.remediator.on_outcome(plan, out, self.now)
         self.records += self.remediator.take_records()
 
-    def state(self, box, state, layer="l2"):
-        self.run(self.remediator.on_freeze_state(box, state, layer, self.now))
+    def tick(self):
+        self.run(self.remediator.tick(self.now))
+
+    def freeze(self, box, layer="l2"):
+        self.healthy[box] = False
+        self.remediator.freeze_opened(box, layer, self.now, self.now)
+        self.tick()
+
+    def deepen(self, box, layer):
+        self.remediator.freeze_layer_changed(box, layer, self.now)
+        self.tick()
+
+    def close(self, box):
+        self.healthy[box] = True
+        self.remediator.freeze_closed(box, self.now)
+        self.tick()
 
     def advance(self, seconds, step_s=1.0):
         end = self.now + seconds
         while self.now < end:
             self.now += step_s
-            self.run(self.remediator.tick(self.now))
+            self.tick()
 
     def actions(self, box=None):
         return [a for (_, b, a, _) in self.ran if box is None or b == box]
 
+    def outcomes(self, box=None):
+        return [(r.action, r.outcome) for r in self.records if box is None or r.box == box]
 
-@pytest.mark.parametrize("layer, kind_target, first", [
-    pytest.param("l2", "c1", "reconnect_network", id="l2-container-reconnects-first"),
-    pytest.param("l3", "c1", "reconnect_network", id="l3-container-reconnects-first"),
-    pytest.param("l4", "c1", "restart_container", id="l4-skips-reconnect"),
-    pytest.param("l3", "vm1", "command", id="vm-skips-docker-actions"),
+
+R, S, C = "reconnect_network", "restart_container", "command"
+
+
+# Steps: open:LAYER (a freeze opens), deepen:LAYER, fail (the running action does not recover the box:
+# verify, then cooldown), ok (it recovers the box; the freeze closes), defer (Docker unreachable for the
+# next action), wait (past the deferral retry), cool (past the cooldown).
+@pytest.mark.parametrize("box, steps, expected", [
+    pytest.param("c1", ["open:l2"], [R], id="l2-starts-at-reconnect"),
+    pytest.param("c1", ["open:l3"], [R], id="l3-starts-at-reconnect"),
+    pytest.param("c1", ["open:l4"], [S], id="l4-starts-at-restart"),
+    pytest.param("vm1", ["open:l3"], [C], id="vm-starts-at-command"),
+    pytest.param("c1", ["open:l2", "fail"], [R, S], id="l2-failed-reconnect-escalates"),
+    pytest.param("c1", ["open:l2", "fail", "fail"], [R, S, S], id="exhausted-repeats-last-step"),
+    pytest.param("c1", ["open:l4", "fail"], [S, S], id="l4-never-reconnects"),
+    pytest.param("c1", ["open:l4", "fail", "deepen:l2", "cool"], [S, S, R],
+                 id="deepened-freeze-runs-the-skipped-step"),
+    pytest.param("c1", ["open:l4", "deepen:l2", "fail"], [S, R], id="deepened-while-verifying"),
+    pytest.param("c1", ["open:l4", "ok", "open:l2"], [S, R], id="lab-sequence-l4-then-l2-restart-then-reconnect"),
+    pytest.param("c1", ["open:l2", "fail", "ok", "open:l2"], [R, S, R], id="each-freeze-starts-its-own-ladder"),
+    pytest.param("c1", ["defer", "open:l2", "wait", "fail"], [R, R, S], id="deferred-step-is-not-consumed"),
+    pytest.param("vm1", ["open:l4", "fail", "deepen:l2", "cool"], [C, C, C], id="vm-only-command"),
 ])
-def test_first_action_depends_on_layer_and_box(layer, kind_target, first):
+def test_ladder_belongs_to_the_freeze(box, steps, expected):
     sim = Sim()
-    sim.state(kind_target, "frozen", layer)
-    assert sim.actions() == [first]
+    for step in steps:
+        word, _, layer = step.partition(":")
+        if word == "open":
+            sim.freeze(box, layer)
+        elif word == "deepen":
+            sim.deepen(box, layer)
+        elif word == "fail":
+            sim.advance(POLICY.verify_s + POLICY.cooldown_s + 1)
+        elif word == "ok":
+            sim.healthy[box] = True
+            sim.advance(POLICY.verify_s + 1)
+            sim.close(box)
+            sim.advance(POLICY.cooldown_s + 1)
+        elif word == "defer":
+            sim.defer_next = 1
+        elif word == "cool":
+            sim.advance(POLICY.cooldown_s + 1)
+        elif word == "wait":
+            sim.advance(POLICY.retry_deferred_s + 1)
+    assert sim.actions(box) == expected
 
 
-def test_no_action_before_frozen_and_only_once_per_freeze():
+def test_no_action_before_the_tick_and_only_once_per_freeze():
     sim = Sim()
-    for state in ("suspect", "suspect"):
-        sim.state("c1", state)
+    sim.remediator.freeze_opened("c1", "l2", sim.now, sim.now)
     assert sim.actions() == []
-    sim.state("c1", "frozen")
-    sim.state("c1", "frozen")
-    sim.state("c1", "frozen")
-    assert sim.actions() == ["reconnect_network"]
+    sim.tick()
+    sim.remediator.freeze_opened("c1", "l2", sim.now, sim.now)  # the same freeze again (e.g. after a restart)
+    sim.tick()
+    assert sim.actions() == [R]
 
 
 def test_recovered_after_verification_records_once_and_does_not_escalate():
     sim = Sim()
-    sim.state("c1", "frozen")
+    sim.freeze("c1")
     sim.healthy["c1"] = True
     sim.advance(9)
     assert sim.records == []  # verification window not over yet
     sim.advance(2)
-    assert [(r.action, r.ok, r.recovered, r.trigger) for r in sim.records] == [
-        ("reconnect_network", True, True, "auto")]
+    assert [(r.action, r.ok, r.recovered, r.trigger, r.outcome) for r in sim.records] == [(R, True, True, "auto", "done")]
     sim.advance(120)
-    assert sim.actions() == ["reconnect_network"]
+    assert sim.actions() == [R]
 
 
-def test_escalates_only_while_frozen_after_cooldown():
+def test_no_action_while_recovering_and_none_after_the_freeze_closed():
     sim = Sim()
-    sim.state("c1", "frozen")
-    sim.advance(15)  # verified: not recovered, but cooldown (30 s) not over
-    assert sim.actions() == ["reconnect_network"]
-    assert sim.records[0].recovered is False
-    sim.advance(16)
-    assert sim.actions() == ["reconnect_network", "restart_container"]
-    t_first, t_second = sim.ran[0][0], sim.ran[1][0]
-    assert t_second - t_first >= POLICY.cooldown_s
-
-
-def test_no_escalation_when_box_came_back_during_verification():
-    sim = Sim()
-    sim.state("c1", "frozen")
-    sim.state("c1", "recovering")
+    sim.freeze("c1")
+    sim.remediator.recovering("c1", sim.now)
     sim.advance(60)
-    assert sim.actions() == ["reconnect_network"]
+    assert sim.actions() == [R]
+    sim.remediator.relapsed("c1", sim.now)
+    sim.tick()
+    assert sim.actions() == [R, S]
+    sim.close("c1")
+    sim.advance(120)
+    assert sim.actions() == [R, S]
 
 
 def test_never_recovering_box_stops_at_per_box_cap_and_says_so_once():
     sim = Sim()
-    sim.state("c1", "frozen")
+    sim.freeze("c1")
     sim.advance(600)
-    assert sim.actions("c1") == ["reconnect_network", "restart_container", "restart_container"]
-    caps = [r for r in sim.records if r.detail.startswith("cap reached")]
-    assert len(caps) == 1 and caps[0].ok is False and "max_per_box_per_hour=3" in caps[0].detail
+    assert sim.actions("c1") == [R, S, S]
+    caps = [r for r in sim.records if r.outcome == "refused"]
+    assert len(caps) == 1 and "max_per_box_per_hour=3" in caps[0].reason and caps[0].ok is False
     assert sim.remediator.status(sim.now)["c1"].capped.startswith("cap reached")
-    # The sliding hour frees a slot: acting resumes, still frozen.
-    sim.advance(3600, step_s=5)
+    sim.advance(3600, step_s=5)  # the sliding hour frees a slot: acting resumes, still frozen
     times = [t for (t, b, _, _) in sim.ran if b == "c1"]
     assert len(times) > 3
     assert all(later - earlier >= 3600 for earlier, later in zip(times, times[3:]))
@@ -127,99 +169,135 @@ def test_never_recovering_box_stops_at_per_box_cap_and_says_so_once():
 def test_global_cap_counts_all_boxes():
     policy = RemediationPolicy(cooldown_s=0, max_per_box_per_hour=10, max_per_hour=2, verify_s=5)
     sim = Sim(policy=policy)
-    sim.state("c1", "frozen")
-    sim.state("c2", "frozen")
-    sim.state("vm1", "frozen", "l3")
-    assert sim.actions() == ["reconnect_network", "reconnect_network"]
+    sim.freeze("c1")
+    sim.freeze("c2")
+    sim.freeze("vm1", "l3")
+    assert sim.actions() == [R, R]
     caps = [r for r in sim.records if r.box == "vm1"]
-    assert len(caps) == 1 and "max_per_hour=2" in caps[0].detail
+    assert [(r.outcome, r.action) for r in caps] == [("refused", C)] and "max_per_hour=2" in caps[0].reason
 
 
-def test_ladder_resets_after_being_up_for_reset_after():
+def test_dry_run_describes_each_step_once_and_spends_nothing():
+    sim = Sim(policy=RemediationPolicy(dry_run=True, cooldown_s=30, max_per_box_per_hour=1, verify_s=10))
+    sim.freeze("c1")
+    sim.advance(200)
+    assert sim.actions("c1") == [R, S]            # the whole ladder, described, past the cap of 1
+    assert sim.outcomes("c1") == [(R, "dry_run"), (S, "dry_run")]
+    assert all(r.dry_run and not r.ok and not r.recovered for r in sim.records)
+    assert sim.remediator.history_entries(sim.now) == []
+    assert sim.remediator.status(sim.now)["c1"].actions_last_hour == 0
+
+
+def test_manual_dry_run_is_recorded_at_once_and_spends_nothing():
     sim = Sim()
-    sim.state("c1", "frozen")
-    sim.state("c1", "recovering")
-    sim.advance(40)
-    sim.state("c1", "up")
-    sim.advance(100)
-    sim.state("c1", "up")
-    sim.state("c1", "frozen")  # back within reset_after_s: next step
-    sim.state("c1", "recovering")
-    sim.advance(40)
-    sim.state("c1", "up")
-    sim.advance(301)
-    sim.state("c1", "up")      # up for reset_after_s: ladder back to step 0
-    sim.state("c1", "frozen")
-    assert sim.actions() == ["reconnect_network", "restart_container", "reconnect_network"]
-
-
-def test_cooldown_refuses_explicit_requests_with_a_reason():
-    sim = Sim()
-    res = sim.remediator.request("c1", "restart_container", "alert", sim.now)
-    assert res.accepted
+    res = sim.remediator.request("c1", S, "manual", sim.now, dry_run=True)
+    assert res.accepted and res.outcome == "dry_run" and res.planned.dry_run
     sim.run([res.planned])
-    sim.advance(11)
-    res2 = sim.remediator.request("c1", "restart_container", "alert", sim.now)
-    assert not res2.accepted and res2.reason.startswith("cooldown:")
+    assert sim.outcomes() == [(S, "dry_run")]
+    assert sim.remediator.history_entries(sim.now) == []
+    assert sim.remediator.request("c1", S, "manual", sim.now).accepted   # no cooldown from a dry run
 
 
-@pytest.mark.parametrize("box, action, reason", [
-    pytest.param("nope", None, "unknown box 'nope'", id="unknown-box"),
-    pytest.param("vm1", "restart_container", "has no container configured", id="vm-has-no-container"),
-    pytest.param("c1", "command", "has no command configured", id="no-command"),
+@pytest.mark.parametrize("setup, box, action, trigger, outcome, reason", [
+    pytest.param(None, "c1", S, "alert", "refused", "is not frozen", id="alert-for-a-healthy-box"),
+    pytest.param("frozen", "c1", "reboot", "alert", "refused", "unknown action 'reboot'", id="unknown-action"),
+    pytest.param("frozen", "c1", S, "alert", "refused", "busy: verifying reconnect_network", id="busy"),
+    pytest.param("held", "c1", S, "alert", "held", "segment freeze of net1", id="held"),
+    pytest.param("cooldown", "c1", S, "alert", "refused", "cooldown:", id="cooldown"),
+    pytest.param(None, "vm1", S, "manual", "refused", "has no container configured", id="vm-has-no-container"),
+    pytest.param(None, "c1", C, "manual", "refused", "has no command configured", id="no-command"),
 ])
-def test_request_refusals(box, action, reason):
-    res = Sim().remediator.request(box, action, "manual", 1000.0)
-    assert not res.accepted and reason in res.reason
+def test_every_refused_request_is_recorded_with_its_reason(setup, box, action, trigger, outcome, reason):
+    sim = Sim()
+    if setup == "frozen":
+        sim.freeze(box)
+    elif setup == "held":
+        sim.remediator.held(box, "segment", "segment freeze of net1 open", sim.now)
+        sim.freeze(box)
+    elif setup == "cooldown":
+        sim.freeze(box)
+        sim.advance(POLICY.verify_s + 1)
+    sim.records.clear()
+    res = sim.remediator.request(box, action, trigger, sim.now)
+    assert not res.accepted and reason in res.reason and res.outcome == outcome
+    rec, = sim.remediator.take_records()
+    assert (rec.box, rec.trigger, rec.outcome, rec.ok, rec.recovered) == (box, trigger, outcome, False, False)
+    assert reason in rec.reason
 
 
-def test_unknown_action_names_valid_ones():
-    with pytest.raises(ValueError, match="valid: reconnect_network, restart_container, command"):
-        Sim().remediator.request("c1", "reboot", "manual", 1000.0)
+def test_unknown_box_is_answered_not_recorded():
+    sim = Sim()
+    res = sim.remediator.request("nope", None, "alert", sim.now)
+    assert not res.accepted and "unknown box 'nope'" in res.reason and sim.remediator.take_records() == []
     with pytest.raises(ValueError, match="unknown remediation action 'reboot'"):
         Remediator(POLICY, [RemediationTarget("x", "vm", ladder=("reboot",))])
 
 
-def test_busy_box_refuses_second_request():
+def test_force_bypasses_cooldown_and_caps_once_and_is_recorded_with_who_and_why():
+    sim = Sim(policy=RemediationPolicy(cooldown_s=30, max_per_box_per_hour=1, verify_s=10))
+    sim.freeze("c1")
+    sim.advance(11)
+    res = sim.remediator.request("c1", S, "manual", sim.now)
+    assert not res.accepted and res.reason.startswith("cooldown")
+    res = sim.remediator.request("c1", S, "manual", sim.now, force=True, who="alice", why="vendor ticket 42")
+    assert res.accepted and res.planned.forced
+    sim.run([res.planned])
+    sim.advance(11)
+    done = [r for r in sim.records if r.outcome == "done" and r.action == S]
+    assert [(r.forced, r.who, r.why) for r in done] == [(True, "alice", "vendor ticket 42")]
+    later = sim.remediator.request("c1", S, "manual", sim.now + 100)  # once: the cap applies again
+    assert not later.accepted and "cap reached" in later.reason
+    with pytest.raises(ValueError, match="manual"):
+        sim.remediator.request("c1", S, "alert", sim.now, force=True)
+
+
+def test_reset_clears_halt_and_budget_and_is_recorded():
     sim = Sim()
-    sim.state("c1", "frozen")
-    res = sim.remediator.request("c1", "restart_container", "alert", sim.now)
-    assert not res.accepted and res.reason == "busy: verifying reconnect_network"
+    sim.freeze("c1")
+    sim.advance(600)
+    assert sim.remediator.status(sim.now)["c1"].capped
+    n = len(sim.actions("c1"))
+    sim.remediator.reset("c1", sim.now, who="alice", why="cable replaced")
+    st = sim.remediator.status(sim.now)["c1"]
+    assert st.capped is None and st.actions_last_hour == 0
+    rec = sim.remediator.take_records()[-1]
+    assert (rec.action, rec.outcome, rec.who, rec.why) == ("reset", "done", "alice", "cable replaced")
+    sim.tick()
+    assert len(sim.actions("c1")) == n + 1   # acting resumes at once, the ladder from its start
+    assert sim.actions("c1")[-1] == R
+
+
+def test_resets_made_elsewhere_drop_older_history():
+    sim = Sim()
+    sim.freeze("c1")
+    sim.advance(600)
+    sim.remediator.apply_resets({"c1": sim.now})
+    assert sim.remediator.status(sim.now)["c1"].actions_last_hour == 0
+    from remediations.model import HistoryEntry
+    sim.remediator.merge_history([HistoryEntry(sim.now - 10, "c1", R, "auto")])  # older than the reset
+    assert sim.remediator.status(sim.now)["c1"].actions_last_hour == 0
 
 
 def test_deferred_is_recorded_retried_and_not_counted():
     sim = Sim()
     sim.defer_next = 2
-    sim.state("c1", "frozen")
-    assert [r.deferred for r in sim.records] == [True]
+    sim.freeze("c1")
+    assert sim.outcomes() == [(R, "deferred")]
     assert sim.remediator.history_entries(sim.now) == []
     assert "deferred reconnect_network" in sim.remediator.status(sim.now)["c1"].busy
     sim.advance(5)
     sim.advance(5)
-    assert sim.actions() == ["reconnect_network"] * 3
-    assert [r.deferred for r in sim.records] == [True, True]
+    assert sim.actions() == [R] * 3
+    assert sim.outcomes() == [(R, "deferred")] * 2
     sim.healthy["c1"] = True
     sim.advance(11)
-    assert [(r.deferred, r.ok, r.recovered) for r in sim.records][-1] == (False, True, True)
+    assert [(r.outcome, r.ok, r.recovered) for r in sim.records][-1] == ("done", True, True)
     assert len(sim.remediator.history_entries(sim.now)) == 1
-
-
-@pytest.mark.parametrize("policy, target, expect_dry", [
-    pytest.param(RemediationPolicy(dry_run=True), CTR, True, id="global-dry-run"),
-    pytest.param(RemediationPolicy(), RemediationTarget(**{**{f: getattr(CTR, f) for f in CTR.__slots__},
-                                                           "dry_run": True}), True, id="box-dry-run"),
-    pytest.param(RemediationPolicy(), CTR, False, id="live"),
-])
-def test_dry_run_flags(policy, target, expect_dry):
-    sim = Sim(policy=policy, targets=(target,))
-    sim.state("c1", "frozen")
-    sim.advance(policy.verify_s + 1)
-    assert [r.dry_run for r in sim.records] == [expect_dry]
 
 
 def test_disabled_does_not_act_automatically_but_manual_works():
     sim = Sim(policy=RemediationPolicy(enabled=False))
-    sim.state("c1", "frozen")
+    sim.freeze("c1")
     sim.advance(200)
     assert sim.actions() == []
     assert not sim.remediator.request("c1", None, "alert", sim.now).accepted
@@ -228,28 +306,44 @@ def test_disabled_does_not_act_automatically_but_manual_works():
 
 def test_failed_action_is_judged_at_once():
     sim = Sim()
-    plans = sim.remediator.on_freeze_state("c1", "frozen", "l2", sim.now)
-    sim.run(plans, ok=False)
+    sim.remediator.freeze_opened("c1", "l2", sim.now, sim.now)
+    sim.run(sim.remediator.tick(sim.now), ok=False)
     sim.advance(1)
-    assert [(r.ok, r.recovered) for r in sim.records] == [(False, False)]
+    assert [(r.ok, r.recovered, r.outcome) for r in sim.records] == [(False, False, "done")]
 
 
 def test_reprobe_error_counts_as_not_recovered():
     def boom(box):
         raise RuntimeError("probe exploded")
     r = Remediator(POLICY, [CTR], reprobe=boom)
-    plan, = r.on_freeze_state("c1", "frozen", "l2", 0.0)
+    r.freeze_opened("c1", "l2", 0.0, 0.0)
+    plan, = r.tick(0.0)
     r.on_outcome(plan, ActionOutcome(True, "done", 0.1, 0.0), 0.0)
     r.tick(11.0)
     rec, = r.take_records()
     assert rec.recovered is False
 
 
-def test_held_box_is_not_acted_on_until_the_hold_ends():
+@pytest.mark.parametrize("kind, recorded", [pytest.param("segment", True, id="segment-hold-recorded-once"),
+                                            pytest.param("settling", False, id="settling-not-recorded")])
+def test_held_box_is_not_acted_on_until_the_hold_ends_then_judged_alone(kind, recorded):
     sim = Sim()
-    for _ in range(3):
-        sim.run(sim.remediator.on_freeze_state("c1", "frozen", "l2", sim.now, held=True))
-        sim.advance(60)
+    sim.remediator.held("c1", kind, "held for a test", sim.now)
+    sim.freeze("c1")
+    sim.advance(200)
     assert sim.actions() == []
-    sim.state("c1", "frozen")
-    assert sim.actions() == ["reconnect_network"]
+    assert sim.outcomes() == ([(R, "held")] if recorded else [])
+    assert sim.remediator.status(sim.now)["c1"].held == "held for a test"
+    sim.remediator.released("c1", sim.now)
+    sim.tick()
+    assert sim.actions() == [R]
+
+
+def test_released_after_the_freeze_closed_does_nothing():
+    sim = Sim()
+    sim.remediator.held("c1", "segment", "seg", sim.now)
+    sim.freeze("c1")
+    sim.close("c1")
+    sim.remediator.released("c1", sim.now)
+    sim.advance(100)
+    assert sim.actions() == []
