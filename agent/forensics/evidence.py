@@ -86,6 +86,7 @@ class EvidenceCollector:
         self._open: set[str] = set()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._jobs_of: dict[str, list[_Job]] = {}   # box -> its jobs not known to be done (wait_collected)
 
     # --- the runner's side: cheap, never raises ---
 
@@ -111,6 +112,15 @@ class EvidenceCollector:
             time.sleep(0.01)
         return True
 
+    def wait_collected(self, box: str, timeout_s: float) -> bool:
+        """Block until the bundles queued so far for BOX are written (remediation waits before acting on it);
+        at most timeout_s s; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._start_lock:
+            jobs = [j for j in self._jobs_of.get(box, ()) if not j.done.is_set()]
+            self._jobs_of[box] = jobs
+        return all(j.done.wait(max(0.0, deadline - time.monotonic())) for j in jobs)
+
     def close(self, timeout_s: float = 30.0) -> None:
         """Finish queued jobs (up to timeout_s) and stop the worker."""
         self.wait(timeout_s)
@@ -127,6 +137,8 @@ class EvidenceCollector:
             job = _Job(kind=kind, box=box, path=path, start_s=start_s, end_s=end_s, layer=layer, snapshot=snapshot,
                        results=tuple(results), known_macs=dict(known_macs or {}), queued_s=self.clock())
             self._ensure_worker()
+            with self._start_lock:
+                self._jobs_of.setdefault(box.name, []).append(job)
             self._queue.put(job)
         except Exception:
             log.exception("evidence: box %s: could not queue the %s job for %s", box.name, kind, path)

@@ -54,6 +54,12 @@ def run_service(lab, targets, policy=FAST, docker_factory=None, **svc_kw):
     return svc, rec
 
 
+def freeze(svc, box, layer):
+    """What the remediation listener does when a freeze opens: hand it over, let the service decide."""
+    svc.freeze_opened(box, layer, time.time())
+    svc.tick()
+
+
 def ctr_state(name):
     c = docker.from_env().containers.get(name)
     return c.attrs["State"]
@@ -90,7 +96,7 @@ def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):
     assert not tcp_ok(lab, b.ipv4, b.tcp_ports[0]) and ping_ok(lab, b.ipv4)  # an l4 freeze
     svc, rec = run_service(lab, [target(lab, "ctr1", ladder=("reconnect_network", "restart_container"))])
     try:
-        svc.on_freeze_state("ctr1", "frozen", "l4")
+        freeze(svc, "ctr1", "l4")
         assert wait_for(lambda: rec.final(), 30)
     finally:
         svc.stop()
@@ -100,6 +106,35 @@ def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):
     state = ctr_state(b.container)
     assert state["Running"] and not state["Paused"]
     assert all(tcp_ok(lab, a, p) for a in (b.ipv4, b.ipv6) for p in b.tcp_ports)
+
+
+def test_l4_then_l2_on_one_container_restart_then_reconnect(healthy_after, tmp_path):
+    """Issue 18.1's lab sequence: a paused container (l4: ping answers, TCP not) is restarted; the next
+    freeze of the same container, a disconnect (l2), starts its own ladder at reconnect_network."""
+    lab = healthy_after
+    b = lab.box("ctr1")
+    docker.from_env().containers.get(b.container).pause()
+    assert wait_for(lambda: not tcp_ok(lab, b.ipv4, b.tcp_ports[0]), 5) and ping_ok(lab, b.ipv4)
+    policy = RemediationPolicy(cooldown_s=0, verify_s=1.0, stop_timeout_s=1, max_per_box_per_hour=3)
+    svc, rec = run_service(lab, [target(lab, "ctr1", ladder=("reconnect_network", "restart_container"))],
+                           policy=policy, history_path=str(tmp_path / "history.json"))
+    try:
+        freeze(svc, "ctr1", "l4")
+        assert wait_for(lambda: len(rec.final()) == 1, 30)
+        svc.freeze_closed("ctr1")
+        assert wait_for(lambda: box_healthy(lab, "ctr1"), 20)
+        docker.from_env().networks.get(b.network).disconnect(b.container, force=True)
+        assert wait_for(lambda: not ping_ok(lab, b.ipv4), 5)
+        freeze(svc, "ctr1", "l2")
+        assert wait_for(lambda: len(rec.final()) == 2, 30)
+        svc.freeze_closed("ctr1")
+    finally:
+        svc.stop()
+    got = [(r.action, r.outcome, r.ok, r.recovered) for r in rec.final()]
+    assert got == [("restart_container", "done", True, True), ("reconnect_network", "done", True, True)], \
+        [r.detail for r in rec.final()]
+    assert svc.status()["ctr1"].actions_last_hour == 2 and svc.status()["ctr1"].capped is None
+    assert endpoint(b.container, b.network)["MacAddress"] == b.mac
 
 
 def test_disconnected_container_comes_back_with_same_ipv4_ipv6_and_mac(healthy_after):
@@ -167,7 +202,7 @@ def test_vm_with_l3_freeze_gets_its_command_run(healthy_after):
     cmd = ("ip", "netns", "exec", vm.netns, "nft", "delete", "table", "inet", NFT_TABLE)
     svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))])
     try:
-        svc.on_freeze_state("vm1", "frozen", "l3")
+        freeze(svc, "vm1", "l3")
         assert wait_for(lambda: rec.final(), 20)
     finally:
         svc.stop()
@@ -188,7 +223,7 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
     svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))], policy=policy,
                            history_path=str(tmp_path / "history.json"), status_path=str(tmp_path / "status.json"))
     try:
-        svc.on_freeze_state("vm1", "frozen", "l3")
+        freeze(svc, "vm1", "l3")
         assert wait_for(lambda: svc.status()["vm1"].capped, 20)
         time.sleep(2.0)  # it must stay stopped
         status = svc.status()["vm1"]
@@ -199,7 +234,7 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
     assert len(json.loads((tmp_path / "history.json").read_text())["actions"]) == 3
     assert marker.read_text().splitlines() == [f"vm1 {vm.ipv4}"] * 3
     caps = [r for r in rec.final() if r.detail.startswith("cap reached")]
-    assert len(caps) == 1 and caps[0].ok is False and "max_per_box_per_hour=3" in caps[0].detail
+    assert len(caps) == 1 and caps[0].outcome == "refused" and "max_per_box_per_hour=3" in caps[0].reason
     assert [(r.ok, r.recovered) for r in rec.final() if r not in caps] == [(True, False)] * 3
     assert status.actions_last_hour == 3 and status.capped.startswith("cap reached")
     assert not ping_ok(lab, vm.ipv4)
@@ -214,12 +249,13 @@ def test_dry_run_changes_nothing(healthy_after):
     svc, rec = run_service(lab, [target(lab, "ctr1", ladder=("restart_container",))],
                            policy=RemediationPolicy(dry_run=True, verify_s=0.5, cooldown_s=0))
     try:
-        svc.on_freeze_state("ctr1", "frozen", "l4")
+        freeze(svc, "ctr1", "l4")
         assert wait_for(lambda: rec.final(), 10)
     finally:
         svc.stop()
     r = rec.final()[0]
-    assert (r.dry_run, r.ok, r.recovered) == (True, True, False)
+    assert (r.dry_run, r.outcome, r.ok, r.recovered) == (True, "dry_run", False, False)
+    assert svc.status()["ctr1"].actions_last_hour == 0
     assert r.detail.startswith("dry-run: would unpause (if paused) and restart container")
     state = ctr_state(b.container)
     assert state["Paused"] and state["StartedAt"] == started
@@ -238,7 +274,7 @@ def test_docker_unreachable_is_deferred_then_done_when_it_is_back(healthy_after,
     svc, rec = run_service(lab, [target(lab, "ctr2", ladder=("restart_container",))], docker_factory=factory)
     try:
         t0 = time.monotonic()
-        svc.on_freeze_state("ctr2", "frozen", "l4")
+        freeze(svc, "ctr2", "l4")
         assert time.monotonic() - t0 < 0.2  # the probe cycle never waits for Docker
         assert wait_for(lambda: any(r.deferred for r in rec.records), 10)
         deferred = next(r for r in rec.records if r.deferred)

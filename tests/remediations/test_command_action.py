@@ -1,6 +1,7 @@
 """The `command` action: placeholders, no shell, timeout, exit status and truncated output (real processes)."""
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -17,13 +18,51 @@ def run(command, timeout_s=5.0, **kw):
 
 
 def test_placeholders_are_filled_and_no_shell_is_involved():
-    out = run([sys.executable, "-c", "import sys; print(sys.argv[1:])", "{box}", "{ipv4}", "$HOME;{box}", "{x}"])
+    out = run([sys.executable, "-c", "import sys; print(sys.argv[1:])", "{box}", "{ipv4}", "$HOME;{box}", "{{x}}"])
     assert out.ok
     assert "['vm1', '192.0.2.20', '$HOME;vm1', '{x}']" in out.detail and "exit 0" in out.detail
 
 
+def test_literal_braces_as_check_config_recommends():
+    """shared/cases/config-command-literal-braces.toml: a JSON body in an argument, braces doubled."""
+    import tomllib
+    from pathlib import Path
+
+    from agent.core.config import parse
+    from agent.wiring import target_from_box
+
+    case = Path("/work/shared/cases/config-command-literal-braces.toml")
+    data = tomllib.loads(case.read_text()) if case.exists() else tomllib.loads(
+        '[[box]]\nname = "vobox-vm-1"\nkind = "vm"\nipv4 = "192.0.2.20"\nremediate = ["command"]\n'
+        'command = ["curl", "-sf", "-d", \'{{"action": "reset", "vm": "{box}"}}\', "https://hv.example.org/api/reset"]\n')
+    cfg = parse(data)                    # check-config accepts it (same validation as the expansion)
+    argv = expand_command(target_from_box(cfg.boxes[0]))
+    assert argv[3] == '{"action": "reset", "vm": "vobox-vm-1"}'
+
+
+@pytest.mark.parametrize("arg, problem", [
+    pytest.param("{", "bad placeholder syntax", id="lone-open-brace"),
+    pytest.param("}", "bad placeholder syntax", id="lone-close-brace"),
+    pytest.param("{host}", "unknown placeholder {host}", id="unknown"),
+    pytest.param("{box!r}", "takes no conversion", id="conversion"),
+    pytest.param("{box:>10}", "takes no conversion or format spec", id="format-spec"),
+    pytest.param("{0}", "unknown placeholder {0}", id="positional"),
+    pytest.param("{box.attr}", "unknown placeholder {box.attr}", id="attribute"),
+])
+def test_template_errors_are_the_same_for_check_config_and_run(arg, problem):
+    from agent.core.config import ConfigError, parse
+    from remediations.actions import template_errors
+
+    assert any(problem in e for e in template_errors(arg))
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        parse({"box": [{"name": "v", "kind": "vm", "ipv4": "192.0.2.20", "remediate": ["command"],
+                        "command": ["x", arg]}]})
+    with pytest.raises(ActionError, match=re.escape(problem)):
+        expand_command(RemediationTarget(box="v", kind="vm", ipv4="192.0.2.20", command=("x", arg)))
+
+
 def test_missing_placeholder_value_is_refused():
-    with pytest.raises(ActionError, match=r"uses \{ipv6\} but box 'vm1' has no ipv6"):
+    with pytest.raises(ActionError, match=r"placeholder \{ipv6\} but the box has no ipv6"):
         expand_command(RemediationTarget(box="vm1", kind="vm", command=("x", "{ipv6}")))
     assert not run(["echo", "{container}"]).ok
 

@@ -82,3 +82,89 @@ def test_disconnected_container_uses_configured_addresses_and_no_disconnect():
                   ActionContext(lambda: client, RemediationPolicy()))
     assert out.ok and "previous unknown" in out.detail
     assert [c[0] for c in client.net.calls] == ["connect"]
+
+
+def _case_a():
+    import json
+    from pathlib import Path
+
+    path = Path("/work/shared/cases/docker-inspect-ipv6-as-typed.json")
+    if path.exists():
+        return json.loads(path.read_text())["scenarios"]["A-ipv6-typed-upper-case"]
+    typed = {"IPAMConfig": {"IPv4Address": "192.0.2.10", "IPv6Address": "2001:DB8:1::0010"},
+             "IPAddress": "192.0.2.10", "GlobalIPv6Address": "2001:db8:1::10", "MacAddress": "02:42:c0:00:02:0a",
+             "Aliases": ["vobox1", "1f1f1f1f1f1f"]}
+    return {"target": {"box": "vobox-ctr-1", "container": "vobox1", "network": "docknet", "ipv4": "192.0.2.10",
+                       "ipv6": "2001:db8:1::10"},
+            "before": {"Id": "1f" * 32, "NetworkSettings": {"Networks": {"docknet": typed}}}, "after_docknet": typed}
+
+
+@pytest.mark.parametrize("after_mac", [pytest.param(None, id="as-inspected"),
+                                       pytest.param("02:42:C0:00:02:0A", id="mac-in-upper-case")])
+def test_an_engine_that_echoes_addresses_as_typed_is_a_successful_reconnect(after_mac):
+    """shared/cases/docker-inspect-ipv6-as-typed.json scenario A: addresses compared as addresses, MACs as MACs."""
+    case = _case_a()
+    t = case["target"]
+    after = dict(case["after_docknet"], **({"MacAddress": after_mac} if after_mac else {}))
+
+    class Ctr:
+        id = case["before"]["Id"]
+
+        def __init__(self):
+            self.connected = True
+            self.reload()
+
+        def reload(self):
+            nets = case["before"]["NetworkSettings"]["Networks"] if self.connected else {}
+            if self.connected == "again":
+                nets = {t["network"]: after}
+            self.attrs = {"State": {"Pid": 0}, "NetworkSettings": {"Networks": nets}}
+
+    ctr = Ctr()
+    calls = []
+
+    class Net:
+        name = t["network"]
+
+        def disconnect(self, c, force=False):
+            ctr.connected = False
+
+        def connect(self, c, **kw):
+            calls.append(kw)
+            ctr.connected = "again"
+
+    client = type("Client", (), {})()
+    client.api = type("Api", (), {"api_version": "1.43"})()
+    client.containers = type("C", (), {"get": lambda _s, name: ctr})()
+    client.networks = type("N", (), {"get": lambda _s, name: Net()})()
+    target = RemediationTarget(box=t["box"], kind="container", ipv4=t["ipv4"], ipv6=t["ipv6"],
+                               container=t["container"], network=t["network"])
+    out = execute(PlannedAction(t["box"], "reconnect_network", "auto", target, False, 0, 0.0),
+                  ActionContext(lambda: client, RemediationPolicy(announce=False)))
+    assert out.ok, out.detail
+    assert "mac unchanged 02:42:c0:00:02:0a" in out.detail
+    assert calls[0]["ipv6_address"] == "2001:db8:1::10"   # passed in canonical form
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("2001:DB8:1::0010", "2001:db8:1::10", True),
+    ("2001:db8:1:0:0:0:0:10", "2001:db8:1::10", True),
+    ("192.0.2.10", "192.0.2.10", True),
+    ("192.0.2.10", "192.0.2.11", False),
+    ("2001:db8::10", None, False),
+    (None, "", True),
+    ("fe80::1%eth0", "FE80::1", True),
+])
+def test_same_address_compares_addresses(a, b, same):
+    from remediations.actions import same_address
+
+    assert same_address(a, b) is same
+
+
+@pytest.mark.parametrize("mac, canonical", [("02:42:AC:11:00:02", "02:42:ac:11:00:02"),
+                                            ("02-42-ac-11-00-02", "02:42:ac:11:00:02"),
+                                            ("0242.ac11.0002", "02:42:ac:11:00:02"), ("", None)])
+def test_canonical_mac(mac, canonical):
+    from remediations.actions import canonical_mac
+
+    assert canonical_mac(mac) == canonical

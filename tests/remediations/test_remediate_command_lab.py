@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lab
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def write_config(lab, tmp_path, cooldown, max_per_box, site="lab"):
+def write_config(lab, tmp_path, cooldown, max_per_box, site="lab", influx_url="http://127.0.0.1:8086"):
     lines = [f"""
 [agent]
 interval = 2
@@ -28,7 +28,7 @@ state_dir = "{tmp_path / 'state'}"
 site = "{site}"
 
 [influxdb]
-url = "http://127.0.0.1:8086"
+url = "{influx_url}"
 
 [remediation]
 enabled = true
@@ -83,35 +83,65 @@ def test_manual_restart_then_cap_counts_across_runs(rlab, tmp_path):
         # A second process sees the first action: the per-box cap (1/hour) refuses, and says so.
         code, records, err = remediate(lab, cfg, "ctr1", "restart_container")
         assert code == 2 and "cap reached" in err
-        assert records and records[0]["detail"].startswith("cap reached") and records[0]["ok"] is False
-        # Both records reached InfluxDB as `remediation` points (trigger=manual).
+        assert records and records[0]["reason"].startswith("cap reached") and records[0]["outcome"] == "refused"
+        # --force bypasses the cap once, recorded with who and why; it needs a reason.
+        code, _, err = remediate(lab, cfg, "ctr1", "restart_container", "--force", "--no-verify")
+        assert code == 2 and "--force needs --reason" in err
+        code, records, err = remediate(lab, cfg, "ctr1", "restart_container", "--force", "--reason", "ticket 42",
+                                       "--no-verify")
+        assert code in (0, 1), err
+        assert (records[0]["outcome"], records[0]["forced"], records[0]["why"]) == ("done", True, "ticket 42")
+        assert records[0]["who"]
+        # reset clears the box's budget (recorded); a plain request runs again.
+        code, records, err = remediate(lab, cfg, "reset", "ctr1")
+        assert code == 0, err
+        assert (records[0]["action"], records[0]["outcome"]) == ("reset", "done")
+        code, records, err = remediate(lab, cfg, "ctr1", "restart_container", "--no-verify")
+        assert code in (0, 1) and records[0]["outcome"] == "done", err
+        # Every record reached InfluxDB as a `remediation` point (trigger=manual); ok only where an action ran.
         with netns.entered(lab.monitor_ns):
-            rows = query(lab.influx_url, f"SELECT ok, recovered, detail FROM remediation WHERE site = '{site}' "
-                         "AND box = 'ctr1' AND \"trigger\" = 'manual'", db=lab.influx_database)
-        assert [(r["ok"], r["recovered"]) for r in rows] == [(1, 1), (0, 0)]
-        assert rows[1]["detail"].startswith("cap reached")
+            rows = query(lab.influx_url, f"SELECT ok, recovered, reason, outcome, action FROM remediation "
+                         f"WHERE site = '{site}' AND box = 'ctr1' AND \"trigger\" = 'manual'", db=lab.influx_database)
+        assert [(r["outcome"], r["action"], r["ok"]) for r in rows] == [
+            ("done", "restart_container", 1), ("refused", "restart_container", None),
+            ("done", "restart_container", 1), ("done", "reset", None), ("done", "restart_container", 1)]
+        assert rows[1]["reason"].startswith("cap reached")
     finally:
         ctr.reload()
         if ctr.attrs["State"]["Paused"]:
             ctr.unpause()
 
 
-def test_dry_run_then_cooldown_refuses(rlab, tmp_path):
+def test_dry_run_returns_at_once_and_spends_nothing(rlab, tmp_path):
+    import time
+
     lab = rlab
     b = lab.box("ctr2")
     started = docker.from_env().containers.get(b.container).attrs["State"]["StartedAt"]
-    cfg = write_config(lab, tmp_path, cooldown=600, max_per_box=5)
-    code, records, err = remediate(lab, cfg, "ctr2", "restart_container", "--dry-run", "--no-verify")
-    assert code == 0, err
-    assert records[0]["dry_run"] is True and records[0]["detail"].startswith("dry-run: would")
+    cfg = write_config(lab, tmp_path, cooldown=600, max_per_box=1)
+    for _ in range(2):   # neither the cooldown nor the cap of 1 is spent by a dry run
+        t0 = time.monotonic()
+        code, records, err = remediate(lab, cfg, "ctr2", "restart_container", "--dry-run")
+        assert code == 0, err
+        assert time.monotonic() - t0 < 15   # no verify wait (and no reprobe)
+        r, = records
+        assert (r["outcome"], r["dry_run"], r["ok"]) == ("dry_run", True, False)
+        assert r["detail"].startswith("dry-run: would")
     assert docker.from_env().containers.get(b.container).attrs["State"]["StartedAt"] == started
-    code, records, err = remediate(lab, cfg, "ctr2", "restart_container", "--dry-run")
-    assert code == 2 and "cooldown" in err
+    history = tmp_path / "state" / "remediation-history.json"
+    assert not history.exists() or json.loads(history.read_text())["actions"] == []
+
+
+def test_a_record_that_cannot_be_written_is_said_and_exits_non_zero(rlab, tmp_path):
+    cfg = write_config(rlab, tmp_path, cooldown=0, max_per_box=5, influx_url="http://127.0.0.1:9")
+    code, records, err = remediate(rlab, cfg, "vm1", "command", "--no-verify")
+    assert code == 3 and "NOT RECORDED" in err and "Traceback" not in err
+    assert records and records[0]["outcome"] == "done"   # what was done is still printed
 
 
 @pytest.mark.parametrize("box, action, message", [
     pytest.param("nosuch", "restart_container", "unknown box 'nosuch'", id="unknown-box"),
-    pytest.param("ctr1", "reboot", "unknown remediation action 'reboot'", id="unknown-action"),
+    pytest.param("ctr1", "reboot", "unknown action 'reboot'", id="unknown-action"),
     pytest.param("vm1", "restart_container", "has no container configured", id="vm-has-no-container"),
 ])
 def test_refusals_exit_2(rlab, tmp_path, box, action, message):

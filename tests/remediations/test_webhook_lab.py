@@ -141,9 +141,7 @@ def test_small_chunked_body_is_accepted(receiver):
 @pytest.mark.parametrize("body, message", [
     pytest.param(b"{not json", "malformed JSON", id="malformed-json"),
     pytest.param({"foo": 1}, "no `alerts` list", id="not-an-alert-payload"),
-    pytest.param(grafana("nosuchbox"), "unknown box 'nosuchbox'", id="unknown-box"),
-    pytest.param(alertmanager("ctr1", action="reboot"), "unknown action 'reboot'", id="unknown-action"),
-    pytest.param({"alerts": [{"status": "firing", "labels": {}}]}, "no label `box`", id="no-box-label"),
+    pytest.param({"alerts": ["x"]}, "alerts[0]: expected an object", id="alert-not-an-object"),
 ])
 def test_bad_payloads_are_400_with_a_clear_message(receiver, body, message):
     client, calls = receiver
@@ -151,10 +149,38 @@ def test_bad_payloads_are_400_with_a_clear_message(receiver, body, message):
     assert code == 400 and message in reply["error"] and calls == []
 
 
-def test_resolved_alerts_do_not_act(receiver):
+def _datasource_error():
+    from pathlib import Path
+
+    path = Path("/work/shared/cases/webhook-grafana-datasource-error.json")
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"status": "firing", "alerts": [{"status": "firing", "labels": {
+        "alertname": "DatasourceError", "rulename": "vobox box frozen", "datasource_uid": "vobox-influxdb"}}]}
+
+
+@pytest.mark.parametrize("body, reason", [
+    pytest.param(_datasource_error(), "has no label `box`: not about a box", id="grafana-datasource-error"),
+    pytest.param({"status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "NoData"}}]},
+                 "'NoData' has no label `box`", id="grafana-nodata"),
+    pytest.param({"alerts": [{"status": "firing", "labels": {"alertname": "DiskFull", "instance": "db1"}}]},
+                 "not about a box", id="another-rule-on-the-same-contact-point"),
+    pytest.param(grafana("nosuchbox"), "unknown box 'nosuchbox'; configured: ctr1, ctr2, vm1", id="unknown-box"),
+    pytest.param(grafana("ctr1", status="resolved"), "status 'resolved': only firing alerts act", id="resolved"),
+])
+def test_notifications_not_about_a_box_are_acknowledged_and_ignored(receiver, body, reason, caplog):
     client, calls = receiver
-    code, body = client.post(grafana("ctr1", status="resolved"))
-    assert code == 202 and calls == [] and body["ignored"][0]["status"] == "resolved"
+    with caplog.at_level("INFO", logger="remediations.webhook"):
+        code, reply = client.post(body)
+    assert code == 202 and calls == [] and reply["queued"] == [] and reply["refused"] == []
+    assert len(reply["ignored"]) == 1 and reason in reply["ignored"][0]["reason"]
+    assert reason in caplog.text
+
+
+def test_unknown_action_is_passed_on_to_be_refused_and_recorded(receiver):
+    client, calls = receiver
+    code, _ = client.post(alertmanager("ctr1", action="reboot"))
+    assert code == 202 and calls == [("ctr1", "reboot")]
 
 
 def test_healthz(receiver):
@@ -201,10 +227,16 @@ def test_grafana_and_alertmanager_payloads_each_act_once(rlab):
     client = Client(lab, rx.address[1])
     try:
         code, body = client.post(grafana("ctr1", action="restart_container"))
-        assert (code, body["queued"]) == (202, [{"box": "ctr1", "action": "restart_container"}])
+        assert code == 202 and body["refused"][0]["reason"].startswith("box 'ctr1' is not frozen")
+        for b in ("ctr1", "ctr2"):   # what the remediation listener hands over when the agent judged them frozen
+            svc.freeze_opened(b, "l4", time.time())
+        code, body = client.post(grafana("ctr1", action="restart_container"))
+        assert (code, body["queued"]) == (202, [{"box": "ctr1", "action": "restart_container", "outcome": "queued"}])
         code, body = client.post(alertmanager("ctr2"))
-        assert (code, body["queued"]) == (202, [{"box": "ctr2", "action": "restart_container"}])
-        assert wait_for(lambda: len(records) == 2, 30)
+        assert (code, body["queued"]) == (202, [{"box": "ctr2", "action": "restart_container", "outcome": "queued"}])
+        code, body = client.post(alertmanager("ctr2", action="reboot"))
+        assert code == 202 and body["refused"][0]["reason"].startswith("unknown action 'reboot'")
+        assert wait_for(lambda: len([r for r in records if r.outcome == "done"]) == 2, 30)
         # The same alerts again (Grafana/Alertmanager repeat): cooldown refuses, nothing runs twice.
         code, body = client.post(grafana("ctr1", action="restart_container"))
         assert code == 202 and body["queued"] == [] and body["refused"][0]["reason"].startswith("cooldown")
@@ -214,8 +246,17 @@ def test_grafana_and_alertmanager_payloads_each_act_once(rlab):
     finally:
         rx.stop()
         svc.stop()
-    assert sorted((r.box, r.action, r.trigger, r.ok, r.recovered) for r in records) == [
-        ("ctr1", "restart_container", "alert", True, True), ("ctr2", "restart_container", "alert", True, True)]
+    # Every alert-triggered request is accounted for: acted on, or refused with its reason, as a record.
+    assert sorted((r.box, r.action, r.trigger, r.outcome, r.ok, r.recovered) for r in records) == [
+        ("ctr1", "restart_container", "alert", "done", True, True),
+        ("ctr1", "restart_container", "alert", "refused", False, False),
+        ("ctr1", "restart_container", "alert", "refused", False, False),
+        ("ctr2", "reboot", "alert", "refused", False, False),
+        ("ctr2", "restart_container", "alert", "done", True, True),
+        ("ctr2", "restart_container", "alert", "refused", False, False)]
+    reasons = sorted(r.reason.split(":")[0] for r in records if r.outcome == "refused")
+    assert reasons == ["box 'ctr1' is not frozen (healthy, or not yet judged frozen by the agent)", "cooldown",
+                       "cooldown", "unknown action 'reboot'; valid"]
     for name, before in started.items():
         assert cli.containers.get(lab.box(name).container).attrs["State"]["StartedAt"] != before
 
