@@ -80,7 +80,7 @@ def test_ns_from_s_rounds_to_ms():
                  id="agent"),
     pytest.param(P.remediation_point("b1", "container", None, "restart_container", "auto", True, False, False, 2.5,
                                      "restarted", 5.0),
-                 'remediation,action=restart_container,box=b1,kind=container,trigger=auto ok=1i,recovered=0i,'
+                 'remediation,action=restart_container,box=b1,kind=container,outcome=done,trigger=auto ok=1i,recovered=0i,'
                  'dry_run=0i,deferred=0i,duration_s=2.5,detail="restarted" 5000', id="remediation"),
     pytest.param(P.container_event_point("b1", "container", None, "die", 6.0, "exitCode=137", 137),
                  'container_event,box=b1,event=die,kind=container n=1i,detail="exitCode=137",exit_code=137i 6000',
