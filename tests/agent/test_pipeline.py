@@ -92,7 +92,7 @@ def make_agent(tmp_path, script=None, storage=None):
     cfg = loads(config_text(str(tmp_path / "state")))
     script, storage = script or Script(), storage or RecordingStorage()
     correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
-    engine = Remediator(wiring.policy_from_config(cfg.remediation), [wiring.target_from_box(b) for b in cfg.boxes],
+    engine = Remediator(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
                         reprobe=lambda box: BOXES[box] not in script.failing)
     rem = RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
                              on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))

@@ -29,14 +29,13 @@ def test_literal_braces_as_check_config_recommends():
     from pathlib import Path
 
     from agent.core.config import parse
-    from agent.wiring import target_from_box
 
     case = Path("/work/shared/cases/config-command-literal-braces.toml")
     data = tomllib.loads(case.read_text()) if case.exists() else tomllib.loads(
         '[[box]]\nname = "vobox-vm-1"\nkind = "vm"\nipv4 = "192.0.2.20"\nremediate = ["command"]\n'
         'command = ["curl", "-sf", "-d", \'{{"action": "reset", "vm": "{box}"}}\', "https://hv.example.org/api/reset"]\n')
     cfg = parse(data)                    # check-config accepts it (same validation as the expansion)
-    argv = expand_command(target_from_box(cfg.boxes[0]))
+    argv = expand_command(cfg.boxes[0].remediation_target())
     assert argv[3] == '{"action": "reset", "vm": "vobox-vm-1"}'
 
 
