@@ -25,12 +25,19 @@ def describe(event: EventRow) -> str:
             return f"freeze OPEN, layer {f.get('layer', '?')}" + (f", {dur:.0f} s so far" if dur else "")
         return f"freeze, layer {f.get('layer', '?')}" + (f", {dur:.1f} s" if dur is not None else "")
     if event.measurement == "remediation":
+        outcome = tags.get("outcome") or ("deferred" if f.get("deferred") == 1 else "done")
+        if outcome != "done":  # refused, held, deferred, dry_run: nothing ran, so no ok/FAILED
+            reason = f.get("reason") or f.get("detail") or ""
+            return (f"remediation {tags.get('action', '?')} ({tags.get('trigger', '?')}): "
+                    f"{outcome.upper().replace('_', '-')}" + (f" - {reason}" if reason else ""))
         flags = []
         if f.get("dry_run") == 1:
             flags.append("dry-run")
         flags.append("ok" if f.get("ok") == 1 else "FAILED")
-        if "recovered" in f:
+        if f.get("recovered") is not None:
             flags.append("recovered" if f.get("recovered") == 1 else "not recovered")
+        if f.get("forced") == 1:
+            flags.append(f"FORCED by {f.get('who') or '?'}" + (f" ({f['why']})" if f.get("why") else ""))
         detail = f" - {f['detail']}" if f.get("detail") else ""
         return (f"remediation {tags.get('action', '?')} ({tags.get('trigger', '?')}): "
                 f"{', '.join(flags)}{detail}")

@@ -1,0 +1,60 @@
+"""The remediation service: evidence before action (real EvidenceCollector worker, real command processes)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from agent.forensics.bundle import BoxRef
+from agent.forensics.evidence import EvidenceCollector
+from remediations import ActionContext, RemediationPolicy, RemediationService, RemediationTarget, Remediator
+from tests.remediations.conftest import wait_for
+
+
+def test_the_first_action_waits_for_the_freeze_evidence(tmp_path):
+    """A slow collector is still reading the box when the freeze is handed over: the action starts after it."""
+    order = []
+
+    def slow_collector(ctx):
+        time.sleep(0.8)
+        order.append(("evidence", time.monotonic()))
+        return {"slow.json": {"ok": True}}
+
+    marker = tmp_path / "ran"
+    collector = EvidenceCollector(str(tmp_path / "state"), None, collectors={"slow": slow_collector})
+    target = RemediationTarget(box="vm1", kind="vm", ipv4="192.0.2.20", ladder=("command",),
+                               command=(sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write('x')",
+                                        str(marker)))
+    policy = RemediationPolicy(cooldown_s=0, verify_s=0.2)
+    records = []
+    svc = RemediationService(Remediator(policy, [target], reprobe=lambda box: True), ActionContext(policy=policy),
+                             records.append, tick_s=0.05, evidence_wait=collector.wait_collected,
+                             evidence_timeout_s=10.0)
+    svc.start()
+    try:
+        now = time.time()
+        collector.freeze_opened(BoxRef("vm1", "vm", ("192.0.2.20",)), now, "l3")   # the evidence listener first
+        svc.freeze_opened("vm1", "l3", now)                                        # then the remediation listener
+        svc.tick()
+        assert wait_for(lambda: marker.exists(), 10)
+        order.append(("action", marker.stat().st_mtime_ns / 1e9))
+        assert wait_for(lambda: records, 5)
+    finally:
+        svc.stop()
+        collector.close(5)
+    assert [name for name, _ in order] == ["evidence", "action"]
+    assert records[0].outcome == "done" and records[0].recovered
+
+
+def test_wait_collected_is_bounded(tmp_path):
+    def stuck(ctx):
+        time.sleep(1.5)
+        return {}
+
+    collector = EvidenceCollector(str(tmp_path / "state"), None, collectors={"stuck": stuck})
+    collector.freeze_opened(BoxRef("c1", "container", ("192.0.2.10",)), time.time(), "l2")
+    t0 = time.monotonic()
+    assert collector.wait_collected("c1", 0.3) is False
+    assert time.monotonic() - t0 < 1.0
+    assert collector.wait_collected("other-box", 0.3) is True
+    assert collector.wait_collected("c1", 5.0) is True
+    collector.close(5)
