@@ -177,6 +177,7 @@ class Remediator:
                                      f"unknown box {box!r}; configured: {', '.join(self._boxes)}", outcome="refused")
 
             def refuse(reason: str, name: str | None, outcome: str = "refused") -> RequestResult:
+                name = name or self._next_step(b)[1]   # the step that would have run, when none was named
                 self._record(b, name or "none", trigger, now_s, outcome, reason, who=who, why=why)
                 log.warning("box %s: %s request for %s %s: %s", box, trigger, name or "next step", outcome, reason)
                 return RequestResult(box, name, False, reason, outcome=outcome)

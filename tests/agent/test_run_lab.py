@@ -331,9 +331,9 @@ def test_remediation_through_the_runner(clean_lab, agents, tmp_path, request):
     by_box = {r["box"]: r for r in rows}
     assert sorted(by_box) == ["ctr1", "vm1"], rows
     r1, rv = by_box["ctr1"], by_box["vm1"]
-    assert (r1["action"], r1["ok"], r1["recovered"], r1["dry_run"], r1["deferred"]) == (
-        "restart_container", 1, 1, 0, 0), r1
-    assert (rv["action"], rv["ok"], rv["recovered"], rv["dry_run"], rv["deferred"]) == ("command", 1, 1, 0, 0), rv
+    assert (r1["action"], r1["outcome"], r1["ok"], r1["recovered"], r1["dry_run"]) == (
+        "restart_container", "done", 1, 1, 0), r1
+    assert (rv["action"], rv["outcome"], rv["ok"], rv["recovered"], rv["dry_run"]) == ("command", "done", 1, 1, 0), rv
     assert _started_at(ctr1) != started1
     assert subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", ctr1], capture_output=True,
                           text=True).stdout.strip() == "running"
@@ -343,13 +343,17 @@ def test_remediation_through_the_runner(clean_lab, agents, tmp_path, request):
         "alerts": [{"status": "firing", "labels": {"alertname": "VOBoxFrozen", "box": "ctr2"},
                     "annotations": {}, "startsAt": "2026-01-01T00:00:00Z"}]})
     assert status == 202, body
-    assert body["queued"] == [{"box": "ctr2", "action": "restart_container"}], body
+    # ctr2 is healthy: the alert is refused, and that is recorded and answered (issue 14.6).
+    assert body["queued"] == [] and body["refused"][0]["outcome"] == "refused", body
+    assert body["refused"][0]["reason"].startswith("box 'ctr2' is not frozen"), body
     alert = _wait_rows(lab, db, "SELECT * FROM remediation WHERE trigger = 'alert'", 1, 30, "alert remediation")
     a.wait_cycles(2)
     assert a.stop() == 0
     alert = _rows(lab, db, "SELECT * FROM remediation WHERE trigger = 'alert'")
-    assert [(r["box"], r["action"], r["ok"]) for r in alert] == [("ctr2", "restart_container", 1)]
-    assert _started_at(ctr2) != started2
+    assert [(r["box"], r["action"], r["outcome"], r["ok"]) for r in alert] == [("ctr2", "restart_container",
+                                                                                  "refused", None)]
+    assert alert[0]["reason"].startswith("box 'ctr2' is not frozen")
+    assert _started_at(ctr2) == started2
     assert errors_in_log(a.log_text()) == []
     assert len(_rows(lab, db, "SELECT * FROM remediation")) == 3
     freezes = {r["box"]: r for r in _rows(lab, db, "SELECT * FROM freeze")}
@@ -390,9 +394,9 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
     assert sorted(seg[0]["box_names"].split(",")) == sorted(names)
     rem = _rows(lab, db, "SELECT * FROM remediation")
     assert sorted(r["box"] for r in rem) == sorted(names), rem
-    for r in rem:
-        assert (r["trigger"], r["ok"], r["recovered"], r["deferred"]) == ("auto", 0, 0, 1), r
-        assert r["detail"].startswith("deferred: "), r
+    for r in rem:   # recorded as held (nothing ran): no ok/recovered
+        assert (r["trigger"], r["outcome"], r.get("ok"), r.get("recovered"), r["deferred"]) == ("auto", "held", None, None, 0), r
+        assert r["reason"].startswith(f"segment freeze of {lab.network} open since"), r
     assert {c: _started_at(c) for c in started} == started
     assert not marker.exists()
     assert _rows(lab, db, "SELECT * FROM container_event") == []
