@@ -309,7 +309,8 @@ class RemediationConfig:
                            "after an action, wait this long (re-probing) before escalating", _POLICY["verify_s"],
                            unit="s")
     reset_after_s: float = _key("reset_after", _number(0),
-                                "the ladder restarts from its first step after the box is up this long",
+                                "a halted box (a cap was reached) is acted on again after it is up this long; the ladder "
+                                "starts afresh with every freeze",
                                 _POLICY["reset_after_s"], unit="s")
     stop_timeout_s: float = _key("stop_timeout", _number(0), "docker restart: stop timeout",
                                   _POLICY["stop_timeout_s"], unit="s")
