@@ -181,7 +181,7 @@ class ReconnectNetwork(Action):
 
     name = "reconnect_network"
     needs_container = True
-    skip_layers = frozenset({"l4"})
+    skip_layers = frozenset({"l4", "l7"})   # the network answers: ports accept (l4 dead) or answer (l7)
 
     def unusable_reason(self, target: RemediationTarget) -> str | None:
         reason = Action.unusable_reason(self, target)
