@@ -31,7 +31,7 @@ from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
 from agent.core.cycle import CyclePlan, box_targets, classify, plan_cycle, verdicts
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged)
+                               FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
 from agent.listeners import CycleEvent, Listener
 
@@ -70,7 +70,8 @@ class Pipeline:
     def __init__(self, config: Config, listeners: Sequence[Listener], *,
                  sweep: Callable[..., list[probes.ProbeResult]] = probes.sweep,
                  clock: Callable[[], float] = time.time, recorder: Recorder | None = None,
-                 correlator: Correlator | None = None, macwatch: MacWatch | None = None) -> None:
+                 correlator: Correlator | None = None, macwatch: MacWatch | None = None,
+                 acting: Callable[[str], bool] | None = None) -> None:
         self.config = config
         self.listeners = list(listeners)
         self.sweep = sweep
@@ -78,6 +79,7 @@ class Pipeline:
         self.recorder = recorder
         self.correlator = correlator
         self.macwatch = macwatch
+        self.acting = acting   # box -> a remediation action of ours runs on it or is being verified
         self.boxes: dict[str, BoxConfig] = {b.name: b for b in config.boxes}
         self.plan = plan_cycle(config.boxes)
         self.misfires = 0
@@ -220,7 +222,14 @@ class Pipeline:
     def _judge(self, v: Any, now_s: float, confirm: bool = False) -> list[CycleEvent]:
         """One box's verdict through the freeze state machine and the MAC memory."""
         before = self.states[v.box]
-        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, v.layer), now_s, self.config.freeze)
+        layer = v.layer
+        if (not v.healthy and before.freeze_open and self.acting is not None and layer != before.layer
+                and deeper(layer, before.layer) == layer and self.acting(v.box)):
+            # Our own action (a restart takes the network away for a moment) does not deepen the freeze:
+            # the freeze keeps the layer its cause showed; a deeper failure after verification still counts.
+            log.info("box %s: %s failure during our own remediation counted as %s", v.box, layer, before.layer)
+            layer = before.layer
+        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer), now_s, self.config.freeze)
         self.states[v.box] = after
         decision = freeze.up_decision(before, after)
         # Confirmation passes write no `box` point, so there is none to rewrite at their times; the pass

@@ -205,7 +205,8 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                 known_macs=lambda box: pipeline_box["p"].known_macs(box))
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
                                         correlation.memberships_from_config(cfg))
-    pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch())
+    pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
+                        acting=remediation.acting_on if remediation is not None else None)
     pipeline_box["p"] = pipeline
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 

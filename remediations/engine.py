@@ -370,6 +370,13 @@ class Remediator:
     def _idle(b: _Box) -> bool:
         return b.running is None and b.verifying is None and b.deferred is None
 
+    def acting_on(self, box: str) -> bool:
+        """True while a real (not dry-run) action on BOX runs or is being verified: its own effects are ours."""
+        with self._lock:
+            b = self._boxes.get(box)
+            plan = b.running or (b.verifying[0] if b.verifying else None) if b is not None else None
+            return plan is not None and not plan.dry_run
+
     @staticmethod
     def _busy(b: _Box) -> str:
         if b.running:

@@ -114,6 +114,10 @@ class RemediationService:
         """Per-box status (see Remediator.status)."""
         return self.remediator.status(self.clock())
 
+    def acting_on(self, box: str) -> bool:
+        """True while a real action on BOX runs or is being verified (see Remediator.acting_on)."""
+        return self.remediator.acting_on(box)
+
     def idle(self) -> bool:
         """True when nothing is queued, running, being verified or deferred."""
         return self._queue.empty() and all(s.busy is None for s in self.status().values())

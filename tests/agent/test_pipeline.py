@@ -304,3 +304,30 @@ def test_confirmation_passes_write_no_box_points_and_rewrite_only_cycles(tmp_pat
             box_a[p.time_ns] = p.fields["up"]
     assert sorted(box_a) == [int(t * 1e9) for t in cycle_times]
     assert [box_a[t] for t in sorted(box_a)] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("acting, layer", [
+    pytest.param(True, "l4", id="our-restart-does-not-deepen-the-freeze"),
+    pytest.param(False, "l2", id="a-deeper-failure-otherwise-deepens-it"),
+])
+def test_a_failure_caused_by_our_own_action_keeps_the_freeze_layer(tmp_path, acting, layer):
+    agent, script, storage, rem = make_agent(tmp_path)
+    agent.acting = lambda box: acting and box == "a"
+    mode = {"a": "l4"}
+
+    def sweep(targets, timeout_s, interface=None, recorder=None):
+        out = []
+        for t in targets:
+            down = t.address == BOXES["a"] and (mode["a"] == "l2" or t.probe == "tcp")
+            out.append(ProbeResult(t.address, t.probe, t.port, not down, None if down else 0.2,
+                                   "timeout" if down else None, None, script.now + 0.1))
+        return out
+
+    agent.sweep = sweep
+    for _ in range(2):
+        agent.run_cycle()
+        script.now += 10
+    assert agent.states["a"].state == "frozen" and agent.states["a"].layer == "l4"
+    mode["a"] = "l2"          # e.g. the container restarting: no ARP for a moment
+    agent.run_cycle()
+    assert agent.states["a"].layer == layer
