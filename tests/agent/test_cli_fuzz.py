@@ -162,7 +162,7 @@ def test_evidence_words_give_no_traceback(workdir):
     pytest.param(["probe", "--timeout", "nan", "127.0.0.1"], "expected a timeout in seconds", id="timeout-nan"),
 ])
 def test_the_cases_of_cli_times(argv, message, workdir):
-    """../shared/cases/cli-times.txt: a one-line usage error with exit 2 each, or it works (exit 1: no InfluxDB)."""
+    """tests/cases/cli-times.txt: a one-line usage error with exit 2 each, or it works (exit 1: no InfluxDB)."""
     argv = argv[:1] + (["-c", workdir["cfg"]] if argv[0] in ("events", "report") else []) + argv[1:]
     code, err = _run(argv)
     if message is None:

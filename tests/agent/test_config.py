@@ -272,7 +272,7 @@ def test_forensics_section_defaults_and_strictness():
         parse(base | {"forensics": {"ring_cycle": 7}})
 
 
-SHARED_CASES = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "cases"
+from tests.cases import case  # noqa: E402
 
 
 def _one_box(**keys):
@@ -302,7 +302,7 @@ def test_values_that_run_could_not_use_are_refused_at_load(keys, where, what):
 
 
 def test_the_shared_zone_case_names_the_key_and_keeps_the_healthy_box_reported():
-    text = (SHARED_CASES / "config-ipv6-zone.toml").read_text()
+    text = case("config-ipv6-zone.toml").read_text()
     with pytest.raises(ConfigError) as err:
         config.loads(text)
     assert [e.split(":")[0] for e in err.value.errors] == ["box[1].ipv6"]

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.cases import case
+
 from remediations import ActionContext, PlannedAction, RemediationPolicy, RemediationTarget, execute
 from remediations.actions import ActionError, expand_command
 
@@ -30,10 +32,7 @@ def test_literal_braces_as_check_config_recommends():
 
     from agent.core.config import parse
 
-    case = Path("/work/shared/cases/config-command-literal-braces.toml")
-    data = tomllib.loads(case.read_text()) if case.exists() else tomllib.loads(
-        '[[box]]\nname = "vobox-vm-1"\nkind = "vm"\nipv4 = "192.0.2.20"\nremediate = ["command"]\n'
-        'command = ["curl", "-sf", "-d", \'{{"action": "reset", "vm": "{box}"}}\', "https://hv.example.org/api/reset"]\n')
+    data = tomllib.loads(case("config-command-literal-braces.toml").read_text())
     cfg = parse(data)                    # check-config accepts it (same validation as the expansion)
     argv = expand_command(cfg.boxes[0].remediation_target())
     assert argv[3] == '{"action": "reset", "vm": "vobox-vm-1"}'

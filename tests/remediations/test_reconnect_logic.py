@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cases import case
+
 from remediations import ActionContext, PlannedAction, RemediationPolicy, RemediationTarget, execute
 
 
@@ -86,17 +88,8 @@ def test_disconnected_container_uses_configured_addresses_and_no_disconnect():
 
 def _case_a():
     import json
-    from pathlib import Path
 
-    path = Path("/work/shared/cases/docker-inspect-ipv6-as-typed.json")
-    if path.exists():
-        return json.loads(path.read_text())["scenarios"]["A-ipv6-typed-upper-case"]
-    typed = {"IPAMConfig": {"IPv4Address": "192.0.2.10", "IPv6Address": "2001:DB8:1::0010"},
-             "IPAddress": "192.0.2.10", "GlobalIPv6Address": "2001:db8:1::10", "MacAddress": "02:42:c0:00:02:0a",
-             "Aliases": ["vobox1", "1f1f1f1f1f1f"]}
-    return {"target": {"box": "vobox-ctr-1", "container": "vobox1", "network": "docknet", "ipv4": "192.0.2.10",
-                       "ipv6": "2001:db8:1::10"},
-            "before": {"Id": "1f" * 32, "NetworkSettings": {"Networks": {"docknet": typed}}}, "after_docknet": typed}
+    return json.loads(case("docker-inspect-ipv6-as-typed.json").read_text())["scenarios"]["A-ipv6-typed-upper-case"]
 
 
 @pytest.mark.parametrize("after_mac", [pytest.param(None, id="as-inspected"),

@@ -9,6 +9,8 @@ import time
 import docker
 import pytest
 
+from tests.cases import case
+
 from remediations import (ActionContext, RemediationPolicy, RemediationService, RemediationTarget, Remediator,
                           RequestResult, WebhookReceiver, default_docker_factory, read_token)
 from remediations.webhook import BadRequest, parse_alerts
@@ -150,13 +152,8 @@ def test_bad_payloads_are_400_with_a_clear_message(receiver, body, message):
 
 
 def _datasource_error():
-    from pathlib import Path
 
-    path = Path("/work/shared/cases/webhook-grafana-datasource-error.json")
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"status": "firing", "alerts": [{"status": "firing", "labels": {
-        "alertname": "DatasourceError", "rulename": "vobox box frozen", "datasource_uid": "vobox-influxdb"}}]}
+    return json.loads(case("webhook-grafana-datasource-error.json").read_text())
 
 
 @pytest.mark.parametrize("body, reason", [
