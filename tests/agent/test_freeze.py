@@ -88,7 +88,7 @@ def test_failing_verdict_needs_layer():
     with pytest.raises(ValueError, match="needs a layer"):
         Verdict(False)
     with pytest.raises(ValueError, match="must be one of"):
-        Verdict(False, "l7")
+        Verdict(False, "l5")  # not a layer (l7, the service, is one since issue 12)
 
 
 def simulate_up(seq: str, fail: int, rec: int) -> tuple[dict[float, int], list[FreezeClosed]]:
