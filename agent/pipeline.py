@@ -260,6 +260,8 @@ class Pipeline:
         for ev in events:
             if isinstance(ev, FreezeOpened):
                 found = self.correlator.freeze_started(ev.box, ev.start_s, ev.layer)
+            elif isinstance(ev, FreezeLayerChanged):   # an l4/l7 freeze that reached l3/l2 counts from now on
+                found = self.correlator.freeze_started(ev.box, ev.start_s, ev.new_layer)
             elif isinstance(ev, FreezeClosed):
                 found = self.correlator.freeze_ended(ev.box, ev.end_s)
             else:

@@ -51,6 +51,25 @@ def record_point(rec: Any, site: str | None) -> Any:
                                who=rec.who, why=rec.why, forced=rec.forced)
 
 
+def host_routes() -> Callable[[str], Any]:
+    """address -> the route this host (in this network namespace) takes to it; the tables are read once."""
+    from probes import routing
+
+    tables: dict[int, list] = {}
+
+    def route_of(address: str) -> Any:
+        version = 6 if ":" in address else 4
+        if version not in tables:
+            try:
+                tables[version] = routing.route_table(version)
+            except (OSError, routing.RoutingError) as exc:
+                log.warning("cannot read the IPv%d routes (%s); segments fall back to network/site", version, exc)
+                tables[version] = []
+        return routing.lookup(tables[version], address)
+
+    return route_of
+
+
 def probe_box(box: BoxConfig, cfg: Config, sweep: Callable[..., list] | None = None) -> bool:
     """Probe one box once with its cycle's probes; True when every probe answers (agent.core.cycle.classify)."""
     import probes
@@ -204,7 +223,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                 known_macs=lambda box: pipeline_box["p"].known_macs(box))
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
-                                        correlation.memberships_from_config(cfg))
+                                        correlation.memberships_from_config(cfg, route_of=host_routes()))
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
                         acting=remediation.acting_on if remediation is not None else None)
     pipeline_box["p"] = pipeline

@@ -352,8 +352,8 @@ class CorrelationConfig:
     enabled: bool = _key("enabled", _boolean, "detect segment freezes", True)
     min_boxes: int = _key("min_boxes", _integer(2), "this many boxes freezing within `window` is a segment freeze", 3)
     min_share: float = _key("min_share", _number(0, 1, low_open=True),
-                            "or this share of one segment's boxes (segment = box.segment, else its Docker "
-                            "network, else the site)", 0.5)
+                            "or this share of one segment's boxes (segment = box.segment, else the L2 domain "
+                            "the agent reaches the box through: interface and on-link prefix)", 0.5)
     window_s: float = _key("window", _number(0, low_open=True), "seconds within which the freezes must start",
                            60.0, unit="s")
     hold_remediation: bool = _key("hold_remediation", _boolean,
@@ -395,7 +395,8 @@ class BoxConfig:
                                            + "; {{ and }} for a literal { and }", None)
     dry_run: bool = _key("dry_run", _boolean, "this box: record remediation, do nothing", False)
     segment: str | None = _key("segment", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
-                               "correlation segment (default: network, else site)", None)
+                               "correlation segment (default: the L2 domain the agent reaches the box through, interface and "
+                               "on-link prefix; without a route: network, else site)", None)
 
     def segment_name(self, site: str | None = None) -> str:
         """The correlation segment: `segment`, else the Docker network, else the site, else "default"."""

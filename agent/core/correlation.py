@@ -1,13 +1,18 @@
 """Correlation: many boxes of one segment freezing together is a segment outage; hold box remediation while it lasts.
 
 Pure: the caller feeds freeze starts and ends (with their times) and asks
-`holds(box)` before remediating. A segment is the box's configured `segment`,
-else its Docker network, else the site (see BoxConfig.segment_name).
+`holds(box)` before remediating. A segment is an L2 domain as the probing host sees it:
+the interface and on-link prefix it reaches the box through (containers on a macvlan
+network and VMs on the same wire and subnet share one), unless the box names its
+`segment`; without a route, its Docker network, else the site.
+
+Only l2 and l3 freezes count toward a segment freeze: a box whose ping answers (l4, l7)
+proves that the segment works.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +21,8 @@ from probes import LAYERS
 
 log = logging.getLogger(__name__)
 
+# The layers whose freezes can mean the segment is down (ARP/NDP or ping unanswered).
+SEGMENT_LAYERS: tuple[str, ...] = ("l2", "l3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +80,29 @@ def _lowest_layer(layers: Iterable[str | None]) -> str:
     return min(known, key=LAYERS.index) if known else "none"
 
 
-def memberships_from_config(config: Any) -> dict[str, Membership]:
-    """box name -> Membership from an agent.core.config.Config (segment, else network, else site)."""
+def l2_segment(address: str, route_of: Callable[[str], Any]) -> str | None:
+    """The L2 domain the host reaches ADDRESS through: "IFACE PREFIX" on-link, "IFACE via GATEWAY" routed.
+
+    route_of(address) -> probes.routing.RouteEntry-like (interface, network, gateway) or None.
+    """
+    entry = route_of(address)
+    if entry is None:
+        return None
+    if entry.gateway:
+        return f"{entry.interface} via {entry.gateway}"
+    return f"{entry.interface} {entry.network}"
+
+
+def memberships_from_config(config: Any, route_of: Callable[[str], Any] | None = None) -> dict[str, Membership]:
+    """box name -> Membership: the box's `segment`, else its L2 domain (route_of), else network, else site."""
     site = config.agent.site
-    return {b.name: Membership(segment=b.segment_name(site), site=site) for b in config.boxes}
+    out = {}
+    for b in config.boxes:
+        segment = b.segment
+        if segment is None and route_of is not None:
+            segment = next((s for s in (l2_segment(a, route_of) for a in b.addresses()) if s), None)
+        out[b.name] = Membership(segment=segment or b.segment_name(site), site=site)
+    return out
 
 
 class Correlator:
@@ -119,6 +145,8 @@ class Correlator:
         if member is None:
             log.debug("correlation: box %s is not configured; ignored", box)
             return []
+        if layer is not None and layer not in SEGMENT_LAYERS:
+            return []  # its ping answers: the segment works (a deeper layer later calls again)
         self._frozen[box] = (start_s, layer)
         if not self.settings.enabled:
             return []

@@ -27,9 +27,15 @@ CASES = [
     pytest.param(S, [("start", "a", 0, "l2"), ("end", "a", 5), ("start", "b", 10, "l2"), ("start", "c", 20, "l2")],
                  [[], [], [], []], id="recovered-box-does-not-count"),
     pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
-                     ("start", "d", 300, "l4")],
+                     ("start", "d", 300, "l3")],
                  [[], [], [("net1", True, ("a", "b", "c"))], [("net1", True, ("a", "b", "c", "d"))]],
                  id="later-freeze-joins-open-segment"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("start", "d", 300, "l4")],
+                 [[], [], [("net1", True, ("a", "b", "c"))], []],
+                 id="an-l4-freeze-does-not-join-its-ping-answers"),
+    pytest.param(S, [("start", "a", 0, "l4"), ("start", "b", 0, "l7"), ("start", "c", 0, "l4")],
+                 [[], [], []], id="service-freezes-together-are-no-segment-freeze"),
     pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
                      ("end", "a", 100), ("end", "b", 110), ("end", "c", 120)],
                  [[], [], [("net1", True, ("a", "b", "c"))], [("net1", False, ("a", "b", "c"))], [], []],
@@ -62,7 +68,7 @@ def test_correlation_table(settings, steps, expected):
 def test_segment_freeze_fields_and_duration():
     c = Correlator(S, MEMBERS)
     c.freeze_started("b", 1010.0, "l3")
-    c.freeze_started("a", 1000.0, "l4")
+    c.freeze_started("a", 1000.0, "l3")
     (sf,) = c.freeze_started("c", 1020.0, "l2")
     assert (sf.segment, sf.site, sf.boxes, sf.layer, sf.start_s) == ("net1", "CERN", ("a", "b", "c"), "l2", 1000.0)
     c.freeze_started("d", 1030.0, "l2")
@@ -153,3 +159,50 @@ def test_settling_waits_while_other_boxes_of_the_segment_are_failing(suspect, en
     members = {"b0": Membership("s1"), "b1": Membership("s1"), "b2": Membership("s1"), "x": Membership("s2")}
     c = Correlator(CorrelationSettings(enabled=enabled, hold_remediation=hold), members)
     assert c.settling("b0", suspect) == expected
+
+
+def test_the_default_segment_is_the_l2_domain_the_host_reaches_the_box_through():
+    """A macvlan container and a VM on the same wire and prefix share a segment; a routed box does not."""
+    import ipaddress
+    from types import SimpleNamespace as NS
+
+    from agent.core.config import loads
+    from agent.core.correlation import memberships_from_config
+
+    cfg = loads("""
+[agent]
+state_dir = "/tmp/x"
+site = "CERN"
+[[box]]
+name = "ctr"
+kind = "container"
+ipv4 = "192.0.2.10"
+container = "c1"
+network = "docknet"
+[[box]]
+name = "vm"
+kind = "vm"
+ipv4 = "192.0.2.20"
+[[box]]
+name = "far"
+kind = "vm"
+ipv4 = "198.51.100.7"
+[[box]]
+name = "named"
+kind = "vm"
+ipv4 = "192.0.2.30"
+segment = "row-7"
+""")
+    routes = {"192.0.2.0/24": NS(interface="lab0", network=ipaddress.ip_network("192.0.2.0/24"), gateway=None),
+              "198.51.100.0/24": NS(interface="eth9", network=ipaddress.ip_network("0.0.0.0/0"),
+                                    gateway="203.0.113.1")}
+
+    def route_of(address):
+        return next((r for p, r in routes.items() if ipaddress.ip_address(address) in ipaddress.ip_network(p)), None)
+
+    seg = {b: m.segment for b, m in memberships_from_config(cfg, route_of).items()}
+    assert seg == {"ctr": "lab0 192.0.2.0/24", "vm": "lab0 192.0.2.0/24", "far": "eth9 via 203.0.113.1",
+                   "named": "row-7"}
+    # without a route: the Docker network, else the site (as before)
+    assert {b: m.segment for b, m in memberships_from_config(cfg, lambda a: None).items()} == {
+        "ctr": "docknet", "vm": "CERN", "far": "CERN", "named": "row-7"}
