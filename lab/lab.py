@@ -334,21 +334,62 @@ class Lab:
         v4, v6 = addressing.subnets(self._st["subnet_index"])
         return addressing.host(v4, host_number), addressing.host(v6, host_number)
 
+    def _container_spec(self, name: str) -> dict:
+        """How a container box runs (one place for `docker run` and recreate_container): env, binds, sysctls, labels."""
+        return {"env": {"LAB_TLS_PORT": str(self._st["tls_port"])},
+                "binds": {self._tls_dir(name): "/lab/tls", self._cvmfs_box_dir(name): "/cvmfs"},
+                "sysctls": {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"},
+                "labels": {"vobox-lab": self.run_id, "vobox-lab-box": name}}
+
     def _run_container(self, index: int, image: str, ports: list[int]) -> LabBox:
         name, ctr = names.container_box(index), names.container(self.run_id, index)
         ipv4, ipv6 = self._addresses(CONTAINER_HOST_BASE + index)
         tls_port = self._st["tls_port"]
-        shell.run(["docker", "run", "-d", "--name", ctr, "--hostname", name, "--network", self.network,
-                   "--ip", ipv4, "--ip6", ipv6, "--label", f"vobox-lab={self.run_id}",
-                   "--label", f"vobox-lab-box={name}", "--restart", "no",
-                   "-e", f"LAB_TLS_PORT={tls_port}", "-v", f"{self._tls_dir(name)}:/lab/tls:ro",
-                   "-v", f"{self._cvmfs_box_dir(name)}:/cvmfs:ro",
-                   "--sysctl", "net.ipv6.conf.all.accept_dad=0", "--sysctl", "net.ipv6.conf.default.accept_dad=0",
-                   image, *map(str, ports)], timeout_s=120)
+        spec = self._container_spec(name)
+        args = ["docker", "run", "-d", "--name", ctr, "--hostname", name, "--network", self.network,
+                "--ip", ipv4, "--ip6", ipv6, "--restart", "no"]
+        for k, v in spec["labels"].items():
+            args += ["--label", f"{k}={v}"]
+        for k, v in spec["env"].items():
+            args += ["-e", f"{k}={v}"]
+        for host, inside in spec["binds"].items():
+            args += ["-v", f"{host}:{inside}:ro"]
+        for k, v in spec["sysctls"].items():
+            args += ["--sysctl", f"{k}={v}"]
+        shell.run([*args, image, *map(str, ports)], timeout_s=120)
         mac = self.container_mac(ctr) or ""
         log.info("lab %s: box %s is container %s at %s %s %s", self.run_id, name, ctr, ipv4, ipv6, mac)
         return LabBox(name=name, kind="container", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),
                       container=ctr, network=self.network, tls_port=tls_port)
+
+    def recreate_container(self, name: str, mac: str) -> None:
+        """Remove container box NAME and run it again as the lab does (same IPs, env, mounts) with MAC.
+
+        Through the Engine API: the docker CLI sends the MAC per network, which engine 20.10 (API 1.41)
+        refuses; API 1.41 takes it as the container's MacAddress. Returns at once: with a new MAC, neighbour
+        caches on the segment are stale (the real failure this stands for), so the box may not answer yet.
+        """
+        import docker
+
+        from lab.image import ensure_image
+
+        b = self.box(name)
+        spec = self._container_spec(name)
+        client = docker.from_env(version="1.41")
+        try:
+            api = client.api
+            api.remove_container(b.container, force=True)
+            host = api.create_host_config(restart_policy={"Name": "no"}, network_mode=b.network,
+                                          sysctls=spec["sysctls"],
+                                          binds={h: {"bind": i, "mode": "ro"} for h, i in spec["binds"].items()})
+            net = api.create_networking_config({b.network: api.create_endpoint_config(ipv4_address=b.ipv4,
+                                                                                       ipv6_address=b.ipv6)})
+            ctr = api.create_container(ensure_image(), [str(p) for p in b.tcp_ports], name=b.container,
+                                       hostname=name, mac_address=mac, labels=spec["labels"],
+                                       environment=spec["env"], host_config=host, networking_config=net)
+            api.start(ctr["Id"])
+        finally:
+            client.close()
 
     def container_mac(self, ctr: str) -> str | None:
         """The MAC Docker reports for container CTR on the lab's network (lower case), or None."""

@@ -372,8 +372,8 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
         sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
         box_keys={"ctr1": {"remediate": ["reconnect_network", "restart_container"]},
                   "ctr2": {"remediate": ["reconnect_network", "restart_container"]},
-                  # the VM stand-in hangs off the same parent link: it is on the same segment
-                  "vm1": {"remediate": ["command"], "command": ["touch", str(marker)], "segment": lab.network}})
+                  # the VM stand-in hangs off the same parent link and subnet: the same L2 domain, no segment key
+                  "vm1": {"remediate": ["command"], "command": ["touch", str(marker)]}})
     names = [b.name for b in lab.boxes]
     started = {b.container: _started_at(b.container) for b in lab.boxes if b.container}
     a = _start(agents, lab, cfg)
@@ -390,13 +390,14 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
 
     seg = _rows(lab, db, "SELECT * FROM segment_freeze")
     assert len(seg) == 1, seg
-    assert (seg[0]["segment"], seg[0]["boxes"], seg[0]["open"], seg[0]["layer"]) == (lab.network, 3, 0, "l2")
+    segment = f"{lab.monitor_link} {lab.ipv4_subnet}"   # the L2 domain the agent reaches every box through
+    assert (seg[0]["segment"], seg[0]["boxes"], seg[0]["open"], seg[0]["layer"]) == (segment, 3, 0, "l2")
     assert sorted(seg[0]["box_names"].split(",")) == sorted(names)
     rem = _rows(lab, db, "SELECT * FROM remediation")
     assert sorted(r["box"] for r in rem) == sorted(names), rem
     for r in rem:   # recorded as held (nothing ran): no ok/recovered
         assert (r["trigger"], r["outcome"], r.get("ok"), r.get("recovered"), r["deferred"]) == ("auto", "held", None, None, 0), r
-        assert r["reason"].startswith(f"segment freeze of {lab.network} open since"), r
+        assert r["reason"].startswith(f"segment freeze of {segment} open since"), r
     assert {c: _started_at(c) for c in started} == started
     assert not marker.exists()
     assert _rows(lab, db, "SELECT * FROM container_event") == []
@@ -406,38 +407,8 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
 
 # ---------------------------------------------------------------------------------------------------------
 def _recreate_container(lab, name: str, mac: str) -> None:
-    """Remove a container box and run it again as the lab does (same IPs, labels, sysctls) with the given MAC.
-
-    Through the Engine API (docker SDK): the docker CLI here sends the MAC per network, which engine
-    20.10 (API 1.41) refuses; API 1.41 takes it as the container's MacAddress.
-    """
-    import docker
-
-    from lab.image import ensure_image
-
-    b = lab.box(name)
-    image = ensure_image()
-    client = docker.from_env(version="1.41")
-    try:
-        api = client.api
-        api.remove_container(b.container, force=True)
-        host = api.create_host_config(restart_policy={"Name": "no"}, network_mode=b.network,
-                                      sysctls={"net.ipv6.conf.all.accept_dad": "0",
-                                               "net.ipv6.conf.default.accept_dad": "0"})
-        net = api.create_networking_config({b.network: api.create_endpoint_config(ipv4_address=b.ipv4,
-                                                                                   ipv6_address=b.ipv6)})
-        ctr = api.create_container(image, [str(p) for p in b.tcp_ports], name=b.container, hostname=name,
-                                   mac_address=mac, labels={"vobox-lab": lab.run_id, "vobox-lab-box": name},
-                                   host_config=host, networking_config=net)
-        api.start(ctr["Id"])
-    finally:
-        client.close()
-    # The monitor's neighbour cache still holds the old MAC (nothing announced the new one; the stale-ARP
-    # failure mode itself): forget it so the lab's own TCP check reaches the new container.
-    for addr in (b.ipv4, b.ipv6):
-        subprocess.run(["ip", "-n", lab.monitor_ns, "neigh", "flush", "to", addr], check=True, timeout=10)
-    lab.wait_box(name, timeout_s=30)
-    assert lab._container_mac(b.container) == mac
+    """Remove a container box and run it again as the lab does (same IPs, env, mounts) with the given MAC."""
+    lab.recreate_container(name, mac)
 
 
 def test_mac_change_is_recorded(clean_lab, agents, tmp_path, request):
