@@ -58,20 +58,24 @@ def test_unit_documentation_points_where_the_wheel_installs_the_guide(wheel, tmp
         assert DATA + "share/vobox-agent/" + unit in names
     assert DATA + "share/vobox-agent/agent.example.toml" in names
     assert DATA + "share/vobox-agent/socket-proxy/haproxy.cfg" in names
+    # a fresh venv standing for /opt/vobox-agent; pip --python installs there without touching this one
     prefix = tmp_path / "opt"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                           "--prefix", str(prefix), str(wheel)], capture_output=True, text=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(prefix / "bin" / "python"), "install", "-q",
+                           "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (prefix / "share/doc/vobox-agent/operator-guide.md").read_text().startswith("#")
     assert (prefix / "share/vobox-agent/vobox-agent.service").is_file()
     site = next(prefix.glob("lib/python3*/site-packages"))
-    assert not (site / "lab").exists()
-    # the installed copy, not this checkout's editable one, answers --version
-    env = dict(os.environ, PYTHONPATH=str(site))
-    out = subprocess.run([sys.executable, "-c", "import agent, sys; from agent import cli; "
-                          "print(agent.__file__); sys.exit(cli.main(['--version']))"],
-                         capture_output=True, text=True, env=env, timeout=60, cwd=str(tmp_path))
-    assert out.stdout.splitlines() == [str(site / "agent" / "__init__.py"), "vobox-agent 0.1.0"], out
+    assert (site / "agent" / "cli.py").is_file() and not (site / "lab").exists()
+    # the installed copy answers --version; the dependencies come from this venv, after its own site-packages
+    (site / "deps.pth").write_text(next(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    out = subprocess.run([str(prefix / "bin" / "vobox-agent"), "--version"], capture_output=True, text=True,
+                         timeout=60, cwd=str(tmp_path))
+    assert out.stdout.strip() == "vobox-agent 0.1.0", out
+    which = subprocess.run([str(prefix / "bin" / "python"), "-c", "import agent; print(agent.__file__)"],
+                           capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert which.stdout.strip() == str(site / "agent" / "__init__.py"), which
 
 
 def test_version(capsys):
