@@ -55,6 +55,8 @@ def variables_for(dash: dict, scenario: dict[str, object]) -> dict[str, g.Variab
     in grafana/generate.py for an agent with that interval; the committed files say 10."""
     out = {}
     for v in dash["templating"]["list"]:
+        if v["type"] == "datasource":
+            continue  # picks the InfluxDB; never inside a query
         if v["type"] == "constant":
             assert v["name"] == "cycle_s", f"unexpected constant {v['name']}"
             out[v["name"]] = g.Variable(v["name"], f"{INTERVAL_S:g}")
