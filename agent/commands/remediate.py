@@ -14,7 +14,13 @@ EXIT_REFUSED = 2
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the remediate subcommand."""
-    p = subparsers.add_parser("remediate", description="Run ACTION on BOX now, as the agent would (recorded with trigger=manual), then wait [remediation] verify seconds and re-probe the box to say whether it recovered; --no-verify skips that wait and re-probe. --dry-run records what would be done without doing it.", help="run one remediation action on a box now (trigger=manual)")
+    p = subparsers.add_parser(
+        "remediate",
+        description=(
+            "Run ACTION on BOX now, as the agent would (recorded with trigger=manual), then wait "
+            "[remediation] verify seconds and re-probe the box to say whether it recovered; --no-verify skips"
+            " that wait and re-probe. --dry-run records what would be done without doing it."),
+        help="run one remediation action on a box now (trigger=manual)")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("box", help="box name from the config")
     p.add_argument("action", help="reconnect_network, restart_container or command")

@@ -15,7 +15,13 @@ from agent.storage.read import QueryError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the status subcommand."""
-    p = subparsers.add_parser("status", description="One line per box from the running agent's status.json when it is fresh, else rebuilt from InfluxDB. --check reads status.json only and exits 0 when it is fresh, 1 when it is missing or stale (a container HEALTHCHECK).", help="one line per box: state, layer, since, RTTs, open freeze, budget")
+    p = subparsers.add_parser(
+        "status",
+        description=(
+            "One line per box from the running agent's status.json when it is fresh, else rebuilt from "
+            "InfluxDB. --check reads status.json only and exits 0 when it is fresh, 1 when it is missing or "
+            "stale (a container HEALTHCHECK)."),
+        help="one line per box: state, layer, since, RTTs, open freeze, budget")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     p.add_argument("--check", action="store_true",
