@@ -28,9 +28,34 @@ def _netns_name(text: str) -> str:
     return text
 
 
+DESCRIPTION = """\
+Watch VO-Box nodes (Docker containers on a macvlan network, and VMs): probe them
+every cycle (ARP/NDP, ICMP, TCP, services), detect freezes and the layer that
+failed, store everything in InfluxDB, and remediate (reconnect the network,
+restart the container, a VM hook) within a budget."""
+
+EPILOG = """\
+Start with `vobox-agent doctor -c /etc/vobox-agent/agent.toml`, then
+`vobox-agent run -c ...` (or the systemd unit). `vobox-agent COMMAND --help`
+describes each command. Operator guide (installed with the package):
+  <prefix>/share/doc/vobox-agent/operator-guide.md, e.g. under /opt/vobox-agent."""
+
+
+def version() -> str:
+    """The installed distribution's version, or "unknown" when run from a bare source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("vobox-agent")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="vobox-agent", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vobox-agent", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
     parser.add_argument("--netns", metavar="NAME", type=_netns_name,

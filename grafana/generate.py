@@ -19,8 +19,12 @@ from probes import LAYERS as PROBE_LAYERS
 
 GRAFANA_DIR = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_VERSION = 39           # Grafana 10.4 dashboard schema
-DS_UID = "vobox-influxdb"     # provisioned datasource uid, referenced by every panel and rule
-DS_REF = {"type": "influxdb", "uid": DS_UID}
+DS_UID = "vobox-influxdb"     # provisioned datasource uid: the alert rules' and the dashboards' default
+# Panels, variables and annotations go through the `datasource` template variable, so a dashboard
+# imported through the UI into a Grafana whose InfluxDB has another uid picks that one.
+DS_REF = {"type": "influxdb", "uid": "${datasource}"}
+FOLDER_UID = "vobox"          # the dashboards' and the rules' folder, by uid everywhere
+FOLDER_TITLE = "vobox"
 AGENT_INTERVAL_S = 10         # [agent].interval: the cycle length the dashboards and alerts assume
 SILENT_INTERVALS = 3          # "agent silent" fires after this many cycles without an `agent` point
 FROZEN_FOR = "30s"            # how long a box must stay frozen before the alert fires
@@ -29,6 +33,8 @@ FROZEN_FOR = "30s"            # how long a box must stay frozen before the alert
 F_SITE = '"site" =~ /^$site$/'
 F_KIND = '"kind" =~ /^$kind$/'
 F_BOX = '"box" =~ /^$box$/'
+F_ONE_BOX = f"{F_SITE} AND {F_BOX}"   # box detail: a box name is unique per site only
+F_ACTED = '"dry_run" = 0 AND "deferred" = 0'   # remediations that were really done (everywhere they are counted)
 F_FLEET = f"{F_SITE} AND {F_KIND} AND {F_BOX}"
 LAYERS = PROBE_LAYERS        # the layer order has one definition: probes.types.LAYERS
 
@@ -123,9 +129,17 @@ def constant_variable(name: str, value: str, description: str) -> dict:
             "current": {"text": value, "value": value}, "options": [{"text": value, "value": value, "selected": True}]}
 
 
+def datasource_variable() -> dict:
+    """The InfluxDB datasource to read (default: the provisioned one; any InfluxDB on UI import)."""
+    return {"type": "datasource", "name": "datasource", "label": "InfluxDB", "query": "influxdb",
+            "regex": "", "hide": 0, "multi": False, "includeAll": False, "options": [], "refresh": 1,
+            "current": {"selected": True, "text": "vobox InfluxDB", "value": DS_UID}}
+
+
 def variables(box_multi: bool) -> list[dict]:
-    """site, kind, box (box chained on site and kind) and the cycle length constant."""
+    """The datasource, site, kind, box (box chained on site and kind) and the cycle length constant."""
     return [
+        datasource_variable(),
         query_variable("site", "Site", 'SHOW TAG VALUES FROM "box" WITH KEY = "site"', multi=True, include_all=True),
         query_variable("kind", "Kind", 'SHOW TAG VALUES FROM "box" WITH KEY = "kind"', multi=True, include_all=True),
         query_variable("box", "Box", f'SHOW TAG VALUES FROM "box" WITH KEY = "box" WHERE {F_SITE} AND {F_KIND}',
@@ -199,7 +213,7 @@ def fleet_dashboard() -> dict:
     p.append(panel("bargauge", "Availability per box", (8, 1, 16, 5), [target(
         f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
         alias="$tag_box ($tag_kind)")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS,
-        min_value=90, max_value=100,
+        min_value=0, max_value=100,
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                  "displayMode": "lcd", "orientation": "horizontal", "showUnfilled": True}))
     p.append(panel("timeseries", "Availability over time per kind", (0, 6, 24, 7), [target(
@@ -253,16 +267,16 @@ def fleet_dashboard() -> dict:
 
     p.append(row("Remediation", 26))
     p.append(panel("stat", "Remediations", (0, 27, 8, 5), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "dry_run" = 0 AND "deferred" = 0 AND {F_FLEET} AND $timeFilter '
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {F_FLEET} AND $timeFilter '
         'GROUP BY "action"', alias="$tag_action")], unit="none", options=stat_options()))
     p.append(panel("stat", "Remediation success rate", (8, 27, 8, 5), [target(
-        f'SELECT mean("recovered") * 100 AS "success" FROM "remediation" WHERE "dry_run" = 0 AND "deferred" = 0 AND {F_FLEET} '
+        f'SELECT mean("recovered") * 100 AS "success" FROM "remediation" WHERE {F_ACTED} AND {F_FLEET} '
         'AND $timeFilter GROUP BY "action"', alias="$tag_action")], unit="percent", options=stat_options(),
         description="share of actions after which the box was healthy at verification"))
     p.append(panel("stat", "Remediations by trigger", (16, 27, 8, 5), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "deferred" = 0 AND {F_FLEET} AND $timeFilter GROUP BY "trigger"',
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {F_FLEET} AND $timeFilter GROUP BY "trigger"',
         alias="$tag_trigger")], unit="none", options=stat_options(),
-        description="auto (agent), alert (Grafana/Alertmanager webhook), manual; dry runs included"))
+        description="auto (agent), alert (Grafana/Alertmanager webhook), manual; dry runs left out as everywhere"))
 
     p.append(row("State", 32))
     p.append(panel("state-timeline", "Up/down per box", (0, 33, 24, 10), [target(
@@ -279,7 +293,7 @@ def fleet_dashboard() -> dict:
 
 def box_dashboard() -> dict:
     """Box detail: one box's probes, state, freezes and what was done about them."""
-    fb = F_BOX
+    fb = F_ONE_BOX
     p: list[dict] = []
     p.append(panel("stat", "Availability", (0, 0, 6, 4), [target(
         f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {fb} AND $timeFilter')],
@@ -291,8 +305,8 @@ def box_dashboard() -> dict:
         f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {fb} AND $timeFilter')],
         unit="s", options=stat_options("value")))
     p.append(panel("stat", "Remediations", (18, 0, 6, 4), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE "deferred" = 0 AND {fb} AND $timeFilter')],
-        unit="none", options=stat_options("value")))
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {fb} AND $timeFilter')],
+        unit="none", options=stat_options("value"), description="actions really done (dry runs left out)"))
     p.append(panel("state-timeline", "State", (0, 4, 24, 5), [
         target(f'SELECT last("state") AS "state" FROM "box" WHERE {fb} AND $timeFilter '
                'GROUP BY time($__interval) fill(null)', "A", alias="state"),
@@ -345,7 +359,7 @@ def datasource_provisioning() -> dict:
 def dashboards_provisioning() -> dict:
     """File provider for grafana/dashboards (mounted at /var/lib/grafana/dashboards/vobox)."""
     return {"apiVersion": 1, "providers": [{
-        "name": "vobox", "orgId": 1, "folder": "vobox", "folderUid": "vobox", "type": "file",
+        "name": "vobox", "orgId": 1, "folder": FOLDER_TITLE, "folderUid": FOLDER_UID, "type": "file",
         "disableDeletion": True, "allowUiUpdates": False, "updateIntervalSeconds": 60,
         "options": {"path": "/var/lib/grafana/dashboards/vobox", "foldersFromFilesStructure": False}}]}
 
@@ -353,7 +367,7 @@ def dashboards_provisioning() -> dict:
 def alert_query(ref_id: str, query: str, from_s: int) -> dict:
     """An InfluxQL query node of an alert rule (evaluated by Grafana's backend)."""
     return {"refId": ref_id, "relativeTimeRange": {"from": from_s, "to": 0}, "datasourceUid": DS_UID,
-            "model": {"refId": ref_id, "datasource": DS_REF, "rawQuery": True, "query": query,
+            "model": {"refId": ref_id, "datasource": {"type": "influxdb", "uid": DS_UID}, "rawQuery": True, "query": query,
                       "resultFormat": "time_series", "intervalMs": AGENT_INTERVAL_S * 1000,
                       "maxDataPoints": 43200}}
 
@@ -395,15 +409,16 @@ def alert_rules_provisioning() -> dict:
         "labels": {"vobox_alert": "agent_silent", "severity": "critical"},
         "annotations": {"summary": f"no `agent` point in the last {window_s}s ({SILENT_INTERVALS} cycles)"},
     }
-    return {"apiVersion": 1, "groups": [{"orgId": 1, "name": "vobox", "folder": "vobox",
+    # folderUID names the dashboards' folder; folder (the title) for Grafana versions that only read that
+    return {"apiVersion": 1, "groups": [{"orgId": 1, "name": "vobox", "folderUID": FOLDER_UID, "folder": FOLDER_TITLE,
                                          "interval": f"{AGENT_INTERVAL_S}s", "rules": [frozen, silent]}]}
 
 
 def contact_points_provisioning() -> dict:
-    """The agent's webhook receiver; bearer token from the environment (never in git)."""
+    """The agent's webhook receiver: its URL from one variable (webhook_listen has no default port), the token too."""
     return {"apiVersion": 1, "contactPoints": [{"orgId": 1, "name": "vobox-agent-webhook", "receivers": [{
         "uid": "vobox-agent-webhook", "type": "webhook", "disableResolveMessage": False,
-        "settings": {"url": "http://${VOBOX_AGENT_HOST}:9787/webhook", "httpMethod": "POST",
+        "settings": {"url": "${VOBOX_AGENT_WEBHOOK_URL}", "httpMethod": "POST",
                      "authorization_scheme": "Bearer",
                      "authorization_credentials": "${VOBOX_WEBHOOK_TOKEN}", "maxAlerts": 0}}]}]}
 

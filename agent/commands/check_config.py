@@ -10,7 +10,12 @@ EXIT_INVALID = 2
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the check-config subcommand."""
-    p = subparsers.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
+    p = subparsers.add_parser(
+        "check-config",
+        description=(
+            "Validate FILE strictly (unknown keys are errors) and print every problem with its key path. Exit"
+            " 0 when valid, 2 when not."),
+        help="validate a config file and exit (0 valid, 2 invalid)")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.set_defaults(func=run)
 

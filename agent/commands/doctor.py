@@ -6,7 +6,13 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the doctor subcommand."""
-    p = subparsers.add_parser("doctor", help="check privileges, Docker, InfluxDB and every box; print fixes "
+    p = subparsers.add_parser(
+        "doctor",
+        description=(
+            "Check what the agent needs before it runs: raw-socket privileges, the Docker API, InfluxDB (and "
+            "its database or bucket), the macvlan host trap, and that every configured box answers. Each "
+            "failure comes with the command that fixes it. Exit 0 when nothing failed, 1 otherwise."),
+        help="check privileges, Docker, InfluxDB and every box; print fixes "
                                              "(exit 0 when nothing failed, 1 otherwise)")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--create-database", action="store_true",

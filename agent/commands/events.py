@@ -66,7 +66,12 @@ def format_events(events: list[EventRow]) -> str:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the events subcommand."""
-    p = subparsers.add_parser("events", help="freezes, remediations and container events from InfluxDB, in time order")
+    p = subparsers.add_parser(
+        "events",
+        description=(
+            "Print freezes, remediations and Docker container events of the last --since from InfluxDB, "
+            "oldest first, one a line (or JSON with --json)."),
+        help="freezes, remediations and container events from InfluxDB, in time order")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--since", default="24h", help="how far back, e.g. 90m, 24h, 7d (default 24h)")
     p.add_argument("--box", help="only this box")

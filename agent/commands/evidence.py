@@ -11,7 +11,7 @@ from typing import Any
 from agent.commands import EXIT_BAD_CONFIG, load_config, number_in
 from agent.forensics import retention
 from agent.forensics.bundle import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root
-from agent.forensics.render import render_text
+from agent.forensics.render import decode_pcap, render_text
 from agent.timeparse import format_age, parse_duration_s
 
 DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
@@ -125,23 +125,8 @@ def list_bundles(state_dir: str, box: str | None, since_s: float, as_json: bool,
 
 
 def decode(pcap: str, around_s: float | None, packets: int) -> list[str]:
-    """Scapy summary lines of the capture with times relative to around_s, at most `packets` centred on it."""
-    from scapy.utils import rdpcap
-
-    pkts = list(rdpcap(pcap))
-    if not pkts:
-        return ["  (no packets recorded)"]
-    base = float(pkts[0].time) if around_s is None else around_s
-    first_after = next((i for i, p in enumerate(pkts) if float(p.time) >= base), len(pkts))
-    lo = max(0, min(first_after - packets // 2, len(pkts) - packets))
-    shown = pkts[lo:lo + packets]
-    lines = []
-    if lo:
-        lines.append(f"  ... {lo} earlier packet(s)")
-    lines += [f"  {float(p.time) - base:+9.3f}s  {p.summary()}" for p in shown]
-    if lo + len(shown) < len(pkts):
-        lines.append(f"  ... {len(pkts) - lo - len(shown)} later packet(s)")
-    return lines
+    """Summary lines of the capture, decoded by its own link type (render.decode_pcap), at most `packets`."""
+    return decode_pcap(pcap, around_s, packets)[1]
 
 
 def show(path: str, packets: int = DEFAULT_PACKETS) -> int:
@@ -165,10 +150,12 @@ def show(path: str, packets: int = DEFAULT_PACKETS) -> int:
         pcap = os.path.join(path, name)
         if not os.path.exists(pcap):
             continue
-        print(f"\n{name}: decoded exchange, times relative to the {label}:")
         try:
-            for line in decode(pcap, around_s, packets):
-                print(line)
+            linktype, lines = decode_pcap(pcap, around_s, packets)
         except Exception as exc:  # a damaged capture: say so, keep the rest
-            print(f"  cannot decode {pcap}: {exc}")
+            print(f"\n{name}: cannot decode {pcap}: {exc}")
+            continue
+        print(f"\n{name}: decoded exchange ({linktype} frames), times relative to the {label}:")
+        for line in lines:
+            print(line)
     return 0

@@ -21,8 +21,14 @@ EXIT_UNRECORDED = 3
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the remediate subcommand."""
-    p = subparsers.add_parser("remediate", help="run one remediation action on a box now (trigger=manual), "
-                                                "or `reset BOX` to clear its halt and budget")
+    p = subparsers.add_parser(
+        "remediate",
+        description=(
+            "Run ACTION on BOX now, as the agent would (recorded with trigger=manual), then wait "
+            "[remediation] verify seconds and re-probe the box to say whether it recovered; --no-verify skips"
+            " that wait and re-probe. --dry-run prints and records what would be done, at once, without doing it. "
+            "`remediate -c FILE reset BOX` clears the box's halt and hourly budget (recorded)."),
+        help="run one remediation action on a box now (trigger=manual), or `reset BOX` to clear its halt and budget")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("box", help="box name from the config (or `reset`)")
     p.add_argument("action", help="reconnect_network, restart_container or command (after `reset`: the box)")

@@ -12,7 +12,15 @@ from agent.timeparse import parse_duration_s, parse_time_s
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the report subcommand."""
-    p = subparsers.add_parser("report", help="stability report per kind and per box with 95%% intervals")
+    p = subparsers.add_parser(
+        "report",
+        description=(
+            "Availability, freezes and time to recovery per kind (container, VM) and per box, with 95%% "
+            "confidence intervals, from InfluxDB over --since up to --until (default now). The report states "
+            "the span it really covers (first to last point), the boxes and cycles in it, and lists segment "
+            "outages (every box down at once) apart. --html FILE also writes a self-contained page with "
+            "charts."),
+        help="stability report per kind and per box with 95%% intervals")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 4w (default 7d)")
     p.add_argument("--until", default=None, metavar="TIME",

@@ -17,7 +17,14 @@ EXIT_PRIVILEGE = 3
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the run subcommand."""
-    p = subparsers.add_parser("run", help="run the agent: probe cycles, freeze detection, storage, remediation")
+    p = subparsers.add_parser(
+        "run",
+        description=(
+            "Run the agent in the foreground: a probe cycle every [agent] interval, freeze detection, "
+            "InfluxDB writes (spooled when InfluxDB is down), remediation within its budget, evidence "
+            "bundles, status.json. Stops on SIGTERM/SIGINT. Under systemd it notifies readiness and the "
+            "watchdog."),
+        help="run the agent: probe cycles, freeze detection, storage, remediation")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--cycles", type=int, default=0, metavar="N", help="stop after N cycles (0: run until signalled)")
     p.set_defaults(func=run)

@@ -15,9 +15,17 @@ from agent.storage.read import QueryError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the status subcommand."""
-    p = subparsers.add_parser("status", help="one line per box: state, layer, since, RTTs, open freeze, budget")
+    p = subparsers.add_parser(
+        "status",
+        description=(
+            "One line per box from the running agent's status.json when it is fresh, else rebuilt from "
+            "InfluxDB. --check reads status.json only and exits 0 when it is fresh, 1 when it is missing or "
+            "stale (a container HEALTHCHECK)."),
+        help="one line per box: state, layer, since, RTTs, open freeze, budget")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    p.add_argument("--check", action="store_true",
+                   help="health check: exit 0 when the running agent's status.json is fresh, 1 otherwise")
     p.set_defaults(func=run)
 
 
@@ -27,6 +35,13 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_BAD_CONFIG
     now_s = time.time()
+    if args.check:
+        snap, reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now_s)
+        if snap is None:
+            print(f"vobox-agent status: unhealthy: {reason}", file=sys.stderr)
+            return 1
+        print(f"healthy: status.json written {now_s - (snap.updated_s or 0):.0f} s ago, {len(snap.boxes)} boxes")
+        return 0
     try:
         snap = snapshot(cfg, now_s)
     except QueryError as exc:

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 
 from agent.report.stats import LAYERS, Report
-from agent.report.text import HEADERS, _iso, fmt_duration, fmt_estimate, fmt_pct, rows_for
+from agent.report.text import (HEADERS, _iso, comparison_lines, coverage, fmt_duration, fmt_estimate, fmt_pct,
+                               rows_for, segment_lines)
 
 MAX_FREEZE_ROWS = 200
 
@@ -189,7 +190,7 @@ def _html_table(headers: list[str], rows: list[list[str]]) -> str:
 def render_html(report: Report) -> str:
     """A self-contained HTML page (inline CSS and SVG, no scripts, no external resources)."""
     obs = report.observation
-    title = f"vobox stability {_iso(obs.start_ms)} .. {_iso(obs.end_ms)}" + (f" - site {obs.site}" if obs.site else "")
+    title = f"vobox stability, range {_iso(obs.start_ms)} .. {_iso(obs.end_ms)}" + (f" - site {obs.site}" if obs.site else "")
     freeze_rows = [[_iso(f.start_ms), f.box, f.kind, f.layer, fmt_duration(f.duration_s), "open" if f.open else ""]
                    for f in sorted(obs.freezes, key=lambda f: f.start_ms, reverse=True)]
     rem_rows = [[a, str(n), str(rec), fmt_pct(rec / n if n else None)] for a, (n, rec) in sorted(obs.remediations.items())]
@@ -197,13 +198,20 @@ def render_html(report: Report) -> str:
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class=\"verdict\">{html.escape(report.comparison.sentence())}</p>",
+        f"<p class=\"covers\">{html.escape(coverage(report))}</p>",
+        *(f"<p class=\"verdict\">{html.escape(line)}</p>" for line in comparison_lines(report)),
         "<h2>Per kind</h2>", _html_table(HEADERS, rows_for(report.kinds)),
         chart_availability(report), chart_freezes_per_day(report), chart_mttr(report),
         "<h2>Per box</h2>", _html_table(HEADERS, rows_for(report.boxes)),
         f"<h2>Freezes ({len(freeze_rows)}{', the last ' + str(MAX_FREEZE_ROWS) + ' shown' if len(freeze_rows) > MAX_FREEZE_ROWS else ''})</h2>",
         _html_table(["start", "box", "kind", "layer", "duration", ""], freeze_rows[:MAX_FREEZE_ROWS]),
     ]
+    if obs.segment_outages:
+        seg = segment_lines(report)
+        parts += [f"<h2>Segment outages</h2><p>{html.escape(seg[0].rstrip(':'))}</p>",
+                  _html_table(["start", "segment", "layer", "duration", "boxes"],
+                              [[_iso(o.start_ms), o.segment, o.layer, "open" if o.open else fmt_duration(o.duration_s),
+                                ", ".join(o.box_names)] for o in obs.segment_outages])]
     if rem_rows:
         parts += ["<h2>Remediations</h2>", _html_table(["action", "actions", "recovered", "success"], rem_rows)]
     parts.append(f"<p class=\"note\">cycle {obs.interval_s:g}s. Intervals are 95%: exact Poisson on the number of "

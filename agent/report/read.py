@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.report.stats import Bucket, BoxRecord, FleetObservation, FreezeRecord
+from agent.report.stats import Bucket, BoxRecord, FleetObservation, FreezeRecord, SegmentOutage
 from agent.storage.read import Rows, describe_source, influx_rows, quote_str
 
 MIN_QUERY_TIMEOUT_S = 30.0  # the report's aggregations over weeks take longer than a write
@@ -57,6 +57,20 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
         r["action"]: (int(r["n"] or 0), int(r["recovered"] or 0))
         for r in query(f'SELECT count("ok") AS "n", sum("recovered") AS "recovered" FROM "remediation" '
                        f'WHERE "dry_run" = 0 AND "deferred" = 0 AND {w} GROUP BY "action"')}
-    return FleetObservation(start_ms, end_ms, interval_s, site, boxes, freezes, buckets, bucket_s, remediations)
+    # first() and last() alone return their point's time: the span the data really covers
+    first = [int(r["time"]) for r in query(f'SELECT first("up") FROM "box" WHERE {w}')]
+    last = [int(r["time"]) for r in query(f'SELECT last("up") FROM "box" WHERE {w}')]
+    cycles = [int(r["n"] or 0) for r in query(f'SELECT count("cycle_s") AS "n" FROM "agent" WHERE {w}')]
+    outages = tuple(sorted(
+        (SegmentOutage(str(r.get("segment") or "?"), int(r["time"]), str(r.get("layer") or "?"),
+                       float(r.get("duration_s") or 0.0), bool(r.get("open")),
+                       tuple(n for n in str(r.get("box_names") or "").split(",") if n))
+         for r in query(f'SELECT "duration_s", "layer", "open", "box_names" FROM "segment_freeze" WHERE {w} '
+                        'GROUP BY "segment"')), key=lambda o: (o.start_ms, o.segment)))
+    return FleetObservation(start_ms, end_ms, interval_s, site, boxes, freezes, buckets, bucket_s, remediations,
+                            first[0] if first else None, last[0] if last else None,
+                            # older data without `agent` points: the most cycles any box saw
+                            cycles[0] if cycles and cycles[0] else max((b.cycles for b in boxes), default=0),
+                            outages)
 
 

@@ -262,6 +262,24 @@ class Bucket:
     up_cycles: int
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentOutage:
+    """One `segment_freeze` point: many boxes of a segment down together (a switch or link, not the boxes)."""
+
+    segment: str
+    start_ms: int
+    layer: str
+    duration_s: float
+    open: bool
+    box_names: tuple[str, ...]
+
+    def holds(self, f: FreezeRecord) -> bool:
+        """Whether a box freeze is part of this outage: its box is one of the outage's, starting inside it."""
+        end_ms = self.start_ms + self.duration_s * 1000 if not self.open else float("inf")
+        # the box freezes open a cycle or so before the segment's is recognised: allow 30 s before its start
+        return f.box in self.box_names and self.start_ms - 30_000 <= f.start_ms <= end_ms
+
+
 @dataclass(frozen=True)
 class FleetObservation:
     """Everything the report reads from InfluxDB for [start_ms, end_ms)."""
@@ -275,6 +293,17 @@ class FleetObservation:
     buckets: tuple[Bucket, ...]
     bucket_s: int
     remediations: dict[str, tuple[int, int]] = field(default_factory=dict)  # action -> (actions, recovered)
+    first_ms: int | None = None    # the first and last `box` point: the span the data really covers
+    last_ms: int | None = None
+    cycles: int | None = None      # the agent's probe cycles in the range (its `agent` points)
+    segment_outages: tuple[SegmentOutage, ...] = ()
+
+    @property
+    def observed_s(self) -> float:
+        """Seconds from the first to the last point (plus one cycle: a point stands for its cycle); 0 without data."""
+        if self.first_ms is None or self.last_ms is None:
+            return 0.0
+        return (self.last_ms - self.first_ms) / 1000 + self.interval_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +331,9 @@ class Report:
     kinds: tuple[GroupStats, ...]
     boxes: tuple[GroupStats, ...]
     comparison: RateComparison
+    # the comparison without the box freezes that are part of segment outages; None when there are none
+    comparison_without_segments: RateComparison | None = None
+    segment_freezes: int = 0       # box freezes inside segment outages
 
 
 def _group(name: str, kind: str, boxes: Sequence[BoxRecord], freezes: Sequence[FreezeRecord],
@@ -334,7 +366,13 @@ def build_report(obs: FleetObservation) -> Report:
     c, v = by.get("container"), by.get("vm")
     comparison = compare_rates(c.freezes if c else 0, c.box_days if c else 0.0,
                                v.freezes if v else 0, v.box_days if v else 0.0)
-    return Report(obs, tuple(kinds), boxes, comparison)
+    in_segment = [f for f in obs.freezes if any(o.holds(f) for o in obs.segment_outages)]
+    without = None
+    if obs.segment_outages:
+        rest = [f for f in obs.freezes if f not in in_segment]
+        without = compare_rates(sum(1 for f in rest if f.kind == "container"), c.box_days if c else 0.0,
+                                sum(1 for f in rest if f.kind == "vm"), v.box_days if v else 0.0)
+    return Report(obs, tuple(kinds), boxes, comparison, without, len(in_segment))
 
 
 def _num(x: float | None, digits: int = 3) -> str:

@@ -48,16 +48,54 @@ def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+def coverage(report: Report) -> str:
+    """What the data really covers: observed span (first to last point) against the range asked, boxes, cycles."""
+    obs = report.observation
+    asked_s = (obs.end_ms - obs.start_ms) / 1000
+    if obs.first_ms is None or obs.last_ms is None:
+        return f"covers: no data in the {fmt_duration(asked_s)} asked for"
+    n_boxes = len(obs.boxes)
+    cycles = obs.cycles if obs.cycles is not None else max((b.cycles for b in obs.boxes), default=0)
+    return (f"covers: {_iso(obs.first_ms)} .. {_iso(obs.last_ms)}, {fmt_duration(obs.observed_s)} observed of the "
+            f"{fmt_duration(asked_s)} asked for; {n_boxes} box{'es' if n_boxes != 1 else ''}, {cycles} cycles")
+
+
+def segment_lines(report: Report) -> list[str]:
+    """Segment outages, one a line, and how many box freezes they account for; [] when there are none."""
+    obs = report.observation
+    if not obs.segment_outages:
+        return []
+    lines = [f"segment outages ({len(obs.segment_outages)}; every box of a segment down at once, "
+             f"{report.segment_freezes} of the {len(obs.freezes)} box freezes are part of them):"]
+    for o in obs.segment_outages:
+        state = "open" if o.open else fmt_duration(o.duration_s)
+        lines.append(f"  {_iso(o.start_ms)}  segment {o.segment}  layer {o.layer}  {state}  "
+                     f"{len(o.box_names)} boxes: {', '.join(o.box_names)}")
+    return lines
+
+
+def comparison_lines(report: Report) -> list[str]:
+    """The containers/VMs comparison, both ways when there were segment outages."""
+    if report.comparison_without_segments is None:
+        return [report.comparison.sentence()]
+    return [f"with segment outages: {report.comparison.sentence()}",
+            f"without them ({report.segment_freezes} box freezes left out): "
+            f"{report.comparison_without_segments.sentence()}"]
+
+
 def render_text(report: Report) -> str:
     """The terminal report."""
     obs = report.observation
     table = [HEADERS] + rows_for(report.kinds) + [[""] * len(HEADERS)] + rows_for(report.boxes)
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
-    lines = [f"vobox stability {_iso(obs.start_ms)} .. {_iso(obs.end_ms)}"
-             + (f"  site {obs.site}" if obs.site else "") + f"  (cycle {obs.interval_s:g}s)", ""]
+    lines = [f"vobox stability, range {_iso(obs.start_ms)} .. {_iso(obs.end_ms)}"
+             + (f"  site {obs.site}" if obs.site else "") + f"  (cycle {obs.interval_s:g}s)", coverage(report), ""]
     for r in table:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-    lines += ["", report.comparison.sentence()]
+    lines += [""] + comparison_lines(report)
+    seg = segment_lines(report)
+    if seg:
+        lines += [""] + seg
     if obs.remediations:
         parts = [f"{a} {n} ({rec}/{n} recovered)" for a, (n, rec) in sorted(obs.remediations.items())]
         lines.append("remediations: " + ", ".join(parts))

@@ -197,7 +197,7 @@ def test_cli_lists_and_shows(tmp_path, capsys):
     assert main(["evidence", "show", path]) == 0
     out = capsys.readouterr().out
     assert "seen: ARP 192.0.2.10: no ARP reply" in out
-    assert "onset.pcap: decoded exchange, times relative to the freeze start:" in out
+    assert "onset.pcap: decoded exchange (Ethernet frames), times relative to the freeze start:" in out
     assert "-10.000s  Ether / ARP who has 192.0.2.10 says 192.0.2.1" in out
     assert "+20.002s  Ether / IP / ICMP 192.0.2.1 > 192.0.2.10 echo-request 0" in out
     assert main(["evidence", "show"]) == 2

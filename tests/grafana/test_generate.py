@@ -61,7 +61,8 @@ def test_contact_point_token_is_not_in_git():
     assert cp["type"] == "webhook"
     assert cp["settings"]["authorization_scheme"] == "Bearer"
     assert cp["settings"]["authorization_credentials"] == "${VOBOX_WEBHOOK_TOKEN}"
-    assert cp["settings"]["url"].endswith(":9787/webhook")
+    # one variable: webhook_listen has no default port, so no port (or host) is assumed here
+    assert cp["settings"]["url"] == "${VOBOX_AGENT_WEBHOOK_URL}"
     policy = GEN.policies_provisioning()["policies"][0]
     route = policy["routes"][0]
     assert route["receiver"] == cp["uid"] == "vobox-agent-webhook"
@@ -89,15 +90,68 @@ def test_dashboard_shape(name):
     with open(os.path.join(ROOT, "grafana", "dashboards", name)) as f:
         dash = json.load(f)
     names = [v["name"] for v in dash["templating"]["list"]]
-    assert names[:3] == ["site", "kind", "box"]
+    assert names[:4] == ["datasource", "site", "kind", "box"]
+    ds = dash["templating"]["list"][0]
+    assert ds["type"] == "datasource" and ds["query"] == "influxdb" and ds["current"]["value"] == GEN.DS_UID
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     for p in dash["panels"]:
         for t in p.get("targets", []):
-            assert t["datasource"]["uid"] == GEN.DS_UID and t["rawQuery"] is True
+            assert t["rawQuery"] is True
             assert "$timeFilter" in t["query"], (p["title"], t["query"])
     annotations = [a["name"] for a in dash["annotations"]["list"]]
     assert "Segment freezes" in annotations
+
+
+@pytest.mark.parametrize("name", ["fleet-stability.json", "box-detail.json"])
+def test_dashboards_import_with_any_influxdb_uid(name):
+    """Every datasource reference of a dashboard (panels, targets, variables, annotations) is the variable."""
+    with open(os.path.join(ROOT, "grafana", "dashboards", name)) as f:
+        text = f.read()
+    refs = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("datasource"), dict) and node["datasource"].get("type") == "influxdb":
+                refs.append(node["datasource"]["uid"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(json.loads(text))
+    assert refs and set(refs) == {"${datasource}"}
+    assert GEN.DS_UID not in text.replace(f'"value": "{GEN.DS_UID}"', "")  # only as the variable's default
+
+
+def test_folder_by_uid_in_the_provider_and_the_rules():
+    provider = GEN.dashboards_provisioning()["providers"][0]
+    groups = GEN.alert_rules_provisioning()["groups"]
+    assert provider["folderUid"] == GEN.FOLDER_UID and all(g["folderUID"] == GEN.FOLDER_UID for g in groups)
+    assert provider["folder"] == GEN.FOLDER_TITLE and all(g["folder"] == GEN.FOLDER_TITLE for g in groups)
+
+
+def test_availability_axes_show_any_value():
+    for dash in (GEN.fleet_dashboard(), GEN.box_dashboard()):
+        for p in dash["panels"]:
+            if "vailability" in p["title"] and p["type"] != "row":
+                assert p["fieldConfig"]["defaults"].get("min", 0) == 0, p["title"]
+
+
+def test_box_detail_filters_by_site_and_box():
+    for p in GEN.box_dashboard()["panels"]:
+        for t in p.get("targets", []):
+            assert GEN.F_SITE in t["query"] and GEN.F_BOX in t["query"], (p["title"], t["query"])
+
+
+def test_dry_runs_are_left_out_of_every_remediation_count():
+    for dash in (GEN.fleet_dashboard(), GEN.box_dashboard()):
+        for p in dash["panels"]:
+            if p["type"] == "table":
+                continue  # lists show every action with its dry_run column
+            for t in p.get("targets", []):
+                if 'FROM "remediation"' in t["query"]:
+                    assert '"dry_run" = 0' in t["query"], (p["title"], t["query"])
 
 
 def test_fleet_has_every_panel_the_issue_asks_for():
@@ -109,3 +163,13 @@ def test_fleet_has_every_panel_the_issue_asks_for():
     assert {"RTT per probe", "Loss per probe", "State", "Freezes", "Remediations list", "Container events",
             "MAC changes"} <= box
 
+
+
+def test_readme_and_guide_agree_on_influxdb_2_authentication():
+    texts = []
+    for rel in ("grafana/README.md", "docs/operator-guide.md"):
+        with open(os.path.join(ROOT, rel)) as f:
+            texts.append(f.read())
+    for text in texts:
+        assert "influx v1 auth create --username grafana-vobox" in text
+        assert "Authorization: Token" not in text and "any non-empty name |" not in text.split("3.x")[0]

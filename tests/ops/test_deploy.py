@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,29 +17,71 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEPLOY = os.path.join(REPO, "deploy")
 
 
-def _unit() -> str:
-    with open(os.path.join(DEPLOY, "vobox-agent.service")) as f:
+UNITS = ("vobox-agent.service", "vobox-agent-docker-group.service")
+
+
+def _unit(name: str = "vobox-agent.service") -> str:
+    with open(os.path.join(DEPLOY, name)) as f:
         return f.read()
 
 
-def test_unit_has_the_required_settings():
-    unit = _unit()
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_has_the_required_settings(name):
+    unit = _unit(name)
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
                  "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN", "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN",
                  "ProtectSystem=strict", "StateDirectory=vobox-agent", "ReadWritePaths=/var/lib/vobox-agent",
+                 "SystemCallFilter=@system-service", "User=vobox-agent",
                  "vobox-agent --log-level INFO run -c /etc/vobox-agent/agent.toml"):
         assert line in unit, line
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path):
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("needs systemd-analyze (apt-get install systemd)")
+def test_socket_proxy_unit_has_no_docker_group_and_the_other_says_the_risk():
+    proxy, group = _unit(UNITS[0]), _unit(UNITS[1])
+    assert "SupplementaryGroups" not in proxy and "Environment=DOCKER_HOST=tcp://127.0.0.1:2375" in proxy
+    assert "SupplementaryGroups=docker" in group and "DOCKER_HOST" not in group
+    assert "root-equivalent" in group
+    # the same sandbox otherwise
+    strip = lambda text: [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert set(strip(proxy)) ^ set(strip(group)) == {"Environment=DOCKER_HOST=tcp://127.0.0.1:2375",
+                                                    "SupplementaryGroups=docker"}
+
+
+def _verifiable(tmp_path, name):
     # verify checks that ExecStart exists: point it at this venv's entry point
     venv_bin = os.path.dirname(shutil.which("vobox-agent") or os.path.join(REPO, ".venv", "bin", "vobox-agent"))
-    unit = tmp_path / "vobox-agent.service"
-    unit.write_text(_unit().replace("/opt/vobox-agent/bin/", venv_bin + "/"))
+    unit = tmp_path / name
+    unit.write_text(_unit(name).replace("/opt/vobox-agent/bin/", venv_bin + "/"))
+    return unit
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_passes_systemd_analyze_verify(tmp_path, name):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("needs systemd-analyze (apt-get install systemd)")
+    unit = _verifiable(tmp_path, name)
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "vobox-agent.service" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and name not in proc.stderr, proc.stderr
+
+
+def security_score(path) -> float:
+    """`systemd-analyze security --offline=true` exposure of a unit file (systemd >= 252, no running systemd needed)."""
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout[-1000:] + proc.stderr[-1000:]
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_security_score_is_the_guides_and_below_the_old_3_8(tmp_path, name):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("needs systemd-analyze (apt-get install systemd)")
+    score = security_score(_verifiable(tmp_path, name))
+    assert score < 3.8
+    with open(os.path.join(REPO, "docs", "operator-guide.md")) as f:
+        row = next(ln for ln in f if ln.startswith(f"| `{name}`"))
+    assert f"{score:.1f}" in row, (score, row)
 
 
 def test_example_config_is_valid():

@@ -18,3 +18,52 @@ def test_text_and_html_from_a_synthetic_observation():
     assert "container" in text and "not yet significant" in text and "command 1 (1/1 recovered)" in text
     page = render_html(rep)
     assert page.count("<svg") == 3 and "<script" not in page
+
+
+def _obs(**kw):
+    base = dict(start_ms=0, end_ms=3_600_000, interval_s=10.0, site="x",
+                boxes=(stats.BoxRecord("c1", "container", 75, 70), stats.BoxRecord("c2", "container", 75, 70),
+                       stats.BoxRecord("v1", "vm", 75, 70)),
+                freezes=(stats.FreezeRecord("c1", "container", 600_000, "l2", 50.0, False),
+                         stats.FreezeRecord("c2", "container", 610_000, "l2", 50.0, False),
+                         stats.FreezeRecord("v1", "vm", 600_000, "l2", 50.0, False),
+                         stats.FreezeRecord("c1", "container", 700_000, "l4", 30.0, False)),
+                buckets=(stats.Bucket(0, "container", 150, 140), stats.Bucket(0, "vm", 75, 70)), bucket_s=3600,
+                first_ms=0, last_ms=740_000, cycles=75)
+    return stats.FleetObservation(**(base | kw))
+
+
+def test_the_report_says_the_span_it_really_covers():
+    rep = stats.build_report(_obs())
+    text = render_text(rep)
+    # 75 cycles of 10 s: 12.5 minutes of data in the hour asked for
+    assert "covers: 1970-01-01 00:00:00Z .. 1970-01-01 00:12:20Z, 12.5m observed of the 1h asked for; " \
+           "3 boxes, 75 cycles" in text
+    assert "covers:" in render_html(rep)
+    empty = stats.build_report(_obs(boxes=(), freezes=(), buckets=(), first_ms=None, last_ms=None, cycles=0))
+    assert "covers: no data in the 1h asked for" in render_text(empty)
+
+
+def test_segment_outages_are_listed_apart_and_the_comparison_shown_both_ways():
+    outage = stats.SegmentOutage("docknet", 598_000, "l2", 60.0, False, ("c1", "c2", "v1"))
+    rep = stats.build_report(_obs(segment_outages=(outage,)))
+    assert rep.segment_freezes == 3
+    assert (rep.comparison.k1, rep.comparison.k2) == (3, 1)
+    assert (rep.comparison_without_segments.k1, rep.comparison_without_segments.k2) == (1, 0)
+    text = render_text(rep)
+    assert "segment outages (1; every box of a segment down at once, 3 of the 4 box freezes are part of them):" in text
+    assert "  1970-01-01 00:09:58Z  segment docknet  layer l2  1m  3 boxes: c1, c2, v1" in text
+    assert "with segment outages: containers vs VMs: not yet significant" in text
+    assert "without them (3 box freezes left out): containers vs VMs:" in text
+    page = render_html(rep)
+    assert "<h2>Segment outages</h2>" in page and "without them (3 box freezes left out)" in page
+    # no outages: one comparison, no section
+    plain = render_text(stats.build_report(_obs()))
+    assert "segment outages" not in plain and "without them" not in plain
+
+
+def test_a_box_freeze_outside_the_outage_or_of_another_box_is_not_part_of_it():
+    outage = stats.SegmentOutage("docknet", 598_000, "l2", 60.0, False, ("c1", "c2"))
+    assert outage.holds(stats.FreezeRecord("c1", "container", 600_000, "l2", 50.0, False))
+    assert not outage.holds(stats.FreezeRecord("v1", "vm", 600_000, "l2", 50.0, False))
+    assert not outage.holds(stats.FreezeRecord("c1", "container", 900_000, "l4", 30.0, False))
