@@ -103,6 +103,8 @@ class MetricsListener:
             self.up.labels(*self._box(box)).set(1)
             self.held.labels(*self._box(box)).set(0)
             self.freeze_start.labels(*self._box(box)).set(0)
+            self.mac_changes.labels(*self._box(box))
+            self.freeze_duration.labels(*self._box(box))
         for segment in sorted(set((segments or {}).values())):
             self.segment_frozen.labels(segment, self.site).set(0)
             self.segment_boxes.labels(segment, self.site).set(0)
