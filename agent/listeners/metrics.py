@@ -32,14 +32,15 @@ class MetricsListener:
     """Keeps the vobox_* metrics current from each cycle's events and from remediation records.
 
     kinds: box name -> kind; counters(): agent.storage.store.StorageCounters now (or None when
-    there is no storage); segments: box name -> segment (their series exist from the start).
+    there is no storage); segments: box name -> segment (their series exist from the start);
+    interval_s: [agent] interval (the staleness alert compares against it).
     """
 
     name = "metrics"
 
     def __init__(self, kinds: Mapping[str, str], site: str | None, *,
                  counters: Callable[[], Any] | None = None,
-                 segments: Mapping[str, str] | None = None) -> None:
+                 segments: Mapping[str, str] | None = None, interval_s: float | None = None) -> None:
         self.kinds = dict(kinds)
         self.site = site or ""
         self.counters = counters
@@ -86,6 +87,8 @@ class MetricsListener:
         self.misfires = Counter("vobox_agent_misfires_total", "cycles the scheduler could not start in time",
                                 ("site",), registry=r)
         self.boxes = Gauge("vobox_agent_boxes", "boxes configured", ("site",), registry=r)
+        self.interval = Gauge("vobox_agent_cycle_interval_seconds", "configured seconds between probe cycles",
+                              ("site",), registry=r)
         self.spool_points = Gauge("vobox_agent_spool_points", "points waiting in the on-disk spool", ("site",),
                                   registry=r)
         self.queued_points = Gauge("vobox_agent_queued_points", "points handed to storage, not yet delivered",
@@ -98,6 +101,8 @@ class MetricsListener:
         self._open_segments: set[str] = set()
         self._seen: dict[str, int] = {}   # cumulative source counters already added to our Counters
         self.boxes.labels(self.site).set(len(self.kinds))
+        if interval_s is not None:
+            self.interval.labels(self.site).set(interval_s)
         for box in self.kinds:   # every box's series exist from the start (absent() alerts stay meaningful)
             self._set_state(box, "up", "none")
             self.up.labels(*self._box(box)).set(1)
