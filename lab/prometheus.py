@@ -15,6 +15,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from agent import netns as _netns
@@ -191,6 +192,11 @@ class PrometheusStack:
     def alerts(self) -> list[dict]:
         """Prometheus's active alerts (GET /api/v1/alerts)."""
         return json.loads(self._get(self.prometheus_url + "/api/v1/alerts"))["data"]["alerts"]
+
+    def query(self, expr: str) -> list[dict]:
+        """An instant PromQL query (GET /api/v1/query): the result vector."""
+        q = urllib.parse.urlencode({"query": expr})
+        return json.loads(self._get(f"{self.prometheus_url}/api/v1/query?{q}"))["data"]["result"]
 
     def targets(self) -> list[dict]:
         """Prometheus's active scrape targets (GET /api/v1/targets)."""
