@@ -13,12 +13,23 @@ from agent.core.config import ConfigError, loads
 from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent.listeners.metrics import MetricsListener, MetricsServer
 from agent.pipeline import Pipeline
-from tests.agent.test_pipeline import BOXES, RecordingRemediation, RecordingStorage, Script, config_text
+from remediations import ActionContext, RemediationService, Remediator
+from tests.agent.test_pipeline import BOXES, RecordingStorage, Script, _no_docker, config_text, running
+
+
+def service(cfg, script, storage, auto: bool = True):
+    """The real engine and service (not started: decided plans stay queued; no Docker is touched)."""
+    cls = Remediator if auto else wiring.alert_only(Remediator)
+    engine = cls(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
+                 reprobe=lambda box: BOXES[box] not in script.failing)
+    return RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
+                              on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))
 
 
 def make(tmp_path, extra: str = ""):
     cfg = loads(config_text(str(tmp_path / "state")) + extra)
-    script, storage, rem = Script(), RecordingStorage(), RecordingRemediation()
+    script, storage = Script(), RecordingStorage()
+    rem = service(cfg, script, storage, auto=cfg.remediation.auto)
     metrics = MetricsListener({b.name: b.kind for b in cfg.boxes}, cfg.agent.site, counters=storage.counters,
                               segments={b.name: b.segment_name(cfg.agent.site) for b in cfg.boxes})
     listeners = wiring.build_listeners(cfg, storage, remediation=rem, metrics=metrics)
@@ -118,11 +129,12 @@ def test_storage_counters_and_misfires_become_counters_that_only_grow(tmp_path):
 
 def test_remediation_records_are_counted_by_outcome(tmp_path):
     _, _, metrics, _ = make(tmp_path)
-    metrics.on_remediation("a", "restart_container", "alert", True, True, False)
-    metrics.on_remediation("a", "restart_container", "auto", False, False, False)
-    metrics.on_remediation("a", "restart_container", "auto", False, False, True)
+    metrics.on_remediation("a", "restart_container", "alert", "done", True, True)
+    metrics.on_remediation("a", "restart_container", "auto", "done", False, False)
+    metrics.on_remediation("a", "restart_container", "auto", "deferred", False, False)
+    metrics.on_remediation("a", "restart_container", "alert", "refused", False, False)
     s = samples(metrics)
-    for trigger, result in (("alert", "recovered"), ("auto", "failed"), ("auto", "deferred")):
+    for trigger, result in (("alert", "recovered"), ("auto", "failed"), ("auto", "deferred"), ("alert", "refused")):
         assert s[("vobox_remediations_total", box_labels("a", action="restart_container", trigger=trigger,
                                                          result=result))] == 1
 
@@ -130,7 +142,7 @@ def test_remediation_records_are_counted_by_outcome(tmp_path):
 def test_names_units_and_labels_follow_the_prometheus_conventions(tmp_path):
     pipeline, script, metrics, _ = make(tmp_path)
     run(pipeline, script, [(), ("a",), ("a",), (), ()])
-    metrics.on_remediation("a", "restart_container", "alert", True, True, False)
+    metrics.on_remediation("a", "restart_container", "alert", "done", True, True)
     bounded = {"box", "kind", "site", "probe", "layer", "state", "segment", "action", "trigger", "result", "le"}
     text = generate_latest(metrics.registry).decode()
     fams = list(text_string_to_metric_families(text))
@@ -163,18 +175,29 @@ def test_the_server_serves_the_registry_and_stops(tmp_path):
         opener.open(f"http://127.0.0.1:{server.port}/metrics", timeout=2)
 
 
-def test_auto_false_feeds_every_freeze_as_held_so_only_alerts_act(tmp_path):
-    pipeline, script, _, rem = make(tmp_path, "")
-    cfg_text = config_text(str(tmp_path / "s2")).replace("enabled = true", "enabled = true\nauto = false")
+def test_auto_false_acts_only_on_alerts(tmp_path):
+    """[remediation] auto = false: a frozen box gets no automatic step; an alert for it is queued."""
+    cfg_text = config_text(str(tmp_path / "state")).replace("enabled = true", "enabled = true\nauto = false")
+    script = Script()
     cfg = loads(cfg_text)
-    assert cfg.remediation.auto is False and cfg.remediation.enabled is True
-    rem2 = RecordingRemediation()
-    listeners = wiring.build_listeners(cfg, RecordingStorage(), remediation=rem2)
-    p2 = Pipeline(cfg, listeners, sweep=script.sweep, clock=script.clock)
-    run(p2, script, [("a",), ("a",)])
-    frozen = [c for c in rem2.calls if c[1] == "frozen"]
-    assert frozen and all(held for *_, held in frozen)
-    assert frozen[-1][2] == "l2"   # the layer still reaches the service: an alert's ladder step suits it
+    assert (cfg.remediation.enabled, cfg.remediation.auto) == (True, False)
+    storage = RecordingStorage()
+    rem = service(cfg, script, storage, auto=False)
+    p = Pipeline(cfg, wiring.build_listeners(cfg, storage, remediation=rem), sweep=script.sweep, clock=script.clock)
+    run(p, script, [("a",), ("a",), ("a",)])
+    rem.tick()
+    assert rem.status()["a"].frozen and running(rem) == {}          # frozen, known, not acted on
+    result = rem.request("a", None, "alert")
+    assert result.outcome == "queued" and result.action == "restart_container", result
+    assert list(running(rem)) == ["a"] and "restart_container" in running(rem)["a"]
+    # the same freeze with auto on is acted on without any alert
+    cfg2 = loads(config_text(str(tmp_path / "s2")))
+    on = service(cfg2, script, RecordingStorage())
+    p2 = Pipeline(cfg2, wiring.build_listeners(cfg2, RecordingStorage(), remediation=on), sweep=script.sweep,
+                  clock=script.clock)
+    run(p2, script, [("a",), ("a",), ("a",)])
+    on.tick()
+    assert "a" in running(on)
 
 
 @pytest.mark.parametrize("text, error", [
