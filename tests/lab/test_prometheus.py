@@ -95,3 +95,20 @@ def test_a_frozen_box_is_restarted_by_the_alertmanager_alert(clean_lab, agent_pr
     assert errors_in_log(agent.log_text()) == []
     lab.prometheus_stop()
     assert not os.path.exists(os.path.join(stack.base_dir, "prometheus.pid"))
+
+
+def test_a_stack_left_by_a_crashed_run_is_killed_via_its_pidfiles(clean_lab, tmp_path):
+    """Another process started Prometheus + Alertmanager and died: prometheus_stop (and lab down) still ends them."""
+    from lab.prometheus import PrometheusStack
+
+    token = tmp_path / "t"
+    token.write_text("x\n")
+    stack = PrometheusStack(os.path.join(clean_lab.run_dir, "prometheus"), clean_lab.monitor_ns, "127.0.0.1:1",
+                            "http://127.0.0.1:2/webhook", str(token))
+    stack.start()
+    pids = [p.pid for p in stack._procs.values()]
+    assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
+    clean_lab.prometheus_stop()          # this Lab object never started them: found by pidfile and command line
+    for p in pids:
+        os.waitpid(p, 0)                 # reap our children (a crashed owner's would be reaped by init)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
