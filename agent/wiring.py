@@ -80,11 +80,12 @@ def probe_box(box: BoxConfig, cfg: Config, sweep: Callable[..., list] | None = N
 
 
 def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evidence: Any = None,
-                    known_macs: Callable[[str], Any] | None = None) -> list[Any]:
-    """The pipeline's listeners, in the order they get each cycle: points, evidence, remediation, status.
+                    known_macs: Callable[[str], Any] | None = None, metrics: Any = None) -> list[Any]:
+    """The pipeline's listeners, in the order they get each cycle: points, evidence, remediation, status, metrics.
 
     storage: agent.storage.store.Storage (or anything with write/counters); remediation:
-    remediations.RemediationService or None; evidence: agent.forensics.evidence.EvidenceCollector or None.
+    remediations.RemediationService or None; evidence: agent.forensics.evidence.EvidenceCollector or None;
+    metrics: agent.listeners.metrics.MetricsListener or None.
     """
     from agent.forensics.evidence import BoxRef, bundle_dir
     from agent.listeners.evidence import EvidenceListener
@@ -108,7 +109,25 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
                                     budget_per_hour=cfg.remediation.max_per_box_per_hour,
                                     remediation_status=remediation.status if remediation is not None else None,
                                     evidence_path=evidence_path))
+    if metrics is not None:
+        listeners.append(metrics)
     return listeners
+
+
+def alert_only(remediator_cls: type) -> type:
+    """[remediation] auto = false: a Remediator that never plans an automatic step; alerts and manual requests act.
+
+    The engine still learns every freeze, layer and hold (an alert for a box the agent does not
+    judge frozen is refused), verifies what alerts did and retries what they deferred.
+    """
+    class AlertOnlyRemediator(remediator_cls):  # type: ignore[misc, valid-type]
+        def _plan_next(self, b: Any, now_s: float) -> list:
+            # The engine's one place that starts an automatic step (tick); until remediations.RemediationPolicy
+            # has an `auto` switch, this override is that switch.
+            b.want_action = False
+            return []
+
+    return AlertOnlyRemediator
 
 
 @dataclass
@@ -187,6 +206,15 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                      max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB))
         closers.append(lambda: evidence.close(10.0))
 
+    metrics = None
+    if cfg.metrics.listen:
+        from agent.listeners.metrics import MetricsListener, MetricsServer
+
+        metrics = MetricsListener(kinds, site, counters=storage.counters,
+                                  segments={b.name: b.segment_name(site) for b in cfg.boxes},
+                                  interval_s=cfg.agent.interval_s)
+        services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
+
     remediation = None
     targets = [b.remediation_target() for b in cfg.boxes]
     if cfg.remediation.enabled:
@@ -198,8 +226,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
             if rec.outcome in ("deferred", "refused", "held"):
                 log.warning("box %s: %s %s (%s): %s", rec.box, rec.action, rec.outcome, rec.trigger, rec.reason)
             storage.write([record_point(rec, site)])
+            if metrics is not None:
+                metrics.on_remediation(rec.box, rec.action, rec.trigger, rec.outcome, rec.ok, rec.recovered)
 
-        engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
+        engine = (Remediator if cfg.remediation.auto else alert_only(Remediator))(
+            policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
         wait = getattr(evidence, "wait_collected", None) if evidence is not None else None
         remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,
                                          history_path=history.path_in(cfg.agent.state_dir), evidence_wait=wait)
@@ -221,7 +252,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         services.append(DockerEventWatcher(targets, make_docker, on_event))
 
     listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
-                                known_macs=lambda box: pipeline_box["p"].known_macs(box))
+                                known_macs=lambda box: pipeline_box["p"].known_macs(box), metrics=metrics)
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
                                         correlation.memberships_from_config(cfg, route_of=host_routes()))
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),

@@ -53,7 +53,8 @@ def demo_config(lab, interval_s: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 after a clean stop."""
-    from agent.status import format_status, read_status_file
+    from agent.live import LiveView
+    from agent.status import read_status_file
     from lab import Lab, cleanup_leftovers
 
     removed = cleanup_leftovers()
@@ -74,12 +75,11 @@ def run(args: argparse.Namespace) -> int:
     # A closed terminal (SIGHUP) ends the demo like Ctrl-C: the lab is removed, nothing is left behind.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.update(now=True))
-    live = sys.stdout.isatty()
+    view = LiveView(title=f"vobox-lab demo {lab.run_id}").__enter__()
     started = time.monotonic()
     scenario = itertools.cycle(SCENARIO)
     next_fault = started + (args.fault_every or float("inf")) / 3
     active: tuple[str, str, float] | None = None  # (box, fault, injected at)
-    last_line = ""
     try:
         while not stop["now"] and (not args.duration or time.monotonic() - started < args.duration):
             if agent.poll() is not None:
@@ -90,27 +90,24 @@ def run(args: argparse.Namespace) -> int:
                 box, fault = next(scenario)
                 lab.fault(box, fault)
                 active = (box, fault, now)
-                print(f"\n>>> injected {fault} into {box}; watch it freeze and heal", flush=True)
+                view.note(f">>> injected {fault} into {box}; watch it freeze and heal")
             snap, why = read_status_file(os.path.join(state_dir, "status.json"), time.time())
             if active is not None and snap is not None:
                 box, fault, at = active
                 state = next((b.state for b in snap.boxes if b.name == box), None)
                 if (state == "up" and now - at > 4 * args.interval) or now - at > 60:
                     lab.clear(box, wait=False)  # healed by the agent (or given up): forget the fault
-                    print(f">>> {box} is {state} again after {now - at:.0f} s", flush=True)
+                    view.note(f">>> {box} is {state} again after {now - at:.0f} s")
                     active = None
                     next_fault = now + args.fault_every
-            text = format_status(snap, time.time()) if snap is not None else f"waiting for the agent: {why}"
             try:
-                if live:
-                    sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
-                elif text.splitlines()[1:] != last_line.splitlines()[1:]:
-                    print(text, flush=True)
+                view.update(snap, time.time(), why)
             except OSError:  # the terminal is gone (EIO after a hang-up): stop, and clean up below
                 stop["now"] = True
-            last_line = text
             time.sleep(1.0)
     finally:
+        with contextlib.suppress(OSError):
+            view.__exit__(None, None, None)
         agent.send_signal(signal.SIGTERM)
         try:
             agent.wait(30)

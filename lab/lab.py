@@ -56,6 +56,7 @@ class Lab:
     def __init__(self, st: dict) -> None:
         self._st = st
         self._influx = None  # InfluxServer started by this process, if any
+        self._prometheus = None  # lab.prometheus.PrometheusStack started by this process, if any
         self._listeners: dict[str, list[subprocess.Popen]] = {}
 
     # ----- creation / loading / removal -------------------------------------------------------
@@ -140,6 +141,7 @@ class Lab:
     def down(self) -> list[str]:
         """Remove everything this lab made (containers, network, namespaces, links, influxd, files)."""
         self._stop_own_influx()
+        self.prometheus_stop()
         for procs in self._listeners.values():
             for proc in procs:
                 with contextlib.suppress(Exception):
@@ -698,6 +700,30 @@ class Lab:
         if self._influx is not None:
             with contextlib.suppress(Exception):
                 self._influx.stop()
+
+    # ----- Prometheus + Alertmanager ----------------------------------------------------------
+    def prometheus_start(self, target: str, webhook_url: str, token_file: str, interval_s: float = 1.0,
+                         timeout_s: float = 30.0):
+        """Start Prometheus (scraping the agent's /metrics at target) and Alertmanager (posting VoboxBoxFrozen
+        to webhook_url with the bearer token in token_file) in the monitor namespace; return the stack."""
+        from lab.prometheus import PrometheusStack
+
+        self.prometheus_stop()
+        stack = PrometheusStack(os.path.join(self.run_dir, "prometheus"), self.monitor_ns, target, webhook_url,
+                                token_file, interval_s=interval_s)
+        stack.start(timeout_s=timeout_s)
+        self._prometheus = stack
+        return stack
+
+    def prometheus_stop(self) -> None:
+        """Stop the lab's Prometheus and Alertmanager (also those a crashed run left, via their pidfiles)."""
+        from lab.prometheus import kill_stale
+
+        stack, self._prometheus = self._prometheus, None
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                stack.stop()
+        kill_stale(os.path.join(self.run_dir, "prometheus"))
 
     # ----- reporting --------------------------------------------------------------------------
     def status(self) -> dict:

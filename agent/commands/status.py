@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     p.add_argument("--check", action="store_true",
                    help="health check: exit 0 when the running agent's status.json is fresh, 1 otherwise")
+    p.add_argument("--watch", action="store_true",
+                   help="redraw one table in place until Ctrl-C (plain lines when not a terminal)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="--watch: seconds between redraws")
     p.set_defaults(func=run)
 
 
@@ -34,6 +37,21 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg is None:
         return EXIT_BAD_CONFIG
+    if args.watch:
+        if args.json or args.interval <= 0:
+            print("vobox-agent status: --watch takes no --json and needs --interval > 0", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        from agent.live import watch
+
+        def read(now: float):
+            try:
+                return snapshot(cfg, now), None
+            except QueryError as exc:
+                reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now)[1]
+                return None, f"{reason}; and InfluxDB cannot be read: {exc}"
+
+        watch(read, args.interval)
+        return 0
     now_s = time.time()
     if args.check:
         snap, reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now_s)

@@ -297,7 +297,9 @@ class InfluxConfig:
 class RemediationConfig:
     """[remediation]: escalation ladder timing, safety limits and the alert webhook."""
 
-    enabled: bool = _key("enabled", _boolean, "act on frozen boxes", False)
+    enabled: bool = _key("enabled", _boolean, "act on frozen boxes and on alerts (the webhook)", False)
+    auto: bool = _key("auto", _boolean, "act on freezes the agent detects; false: only alerts (webhook) "
+                      "and manual requests act", True)
     dry_run: bool = _key("dry_run", _boolean, "record what would be done, do nothing", False)
     cooldown_s: float = _key("cooldown", _number(0), "seconds between two actions on one box", _POLICY["cooldown_s"], unit="s")
     max_per_box_per_hour: int = _key("max_per_box_per_hour", _integer(0),
@@ -343,6 +345,23 @@ class RemediationConfig:
     def webhook_port(self) -> int | None:
         """Port of webhook_listen."""
         return int(self.webhook_listen.rsplit(":", 1)[1]) if self.webhook_listen else None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus /metrics endpoint."""
+
+    listen: str | None = _key("listen", _listen, 'serve /metrics at "host:port"; absent = off', None)
+
+    @property
+    def host(self) -> str | None:
+        """Host part of listen (IPv6 without brackets)."""
+        return self.listen.rsplit(":", 1)[0].strip("[]") if self.listen else None
+
+    @property
+    def port(self) -> int | None:
+        """Port of listen."""
+        return int(self.listen.rsplit(":", 1)[1]) if self.listen else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +444,7 @@ class Config:
     forensics: ForensicsConfig
     boxes: tuple[BoxConfig, ...]
     source: str | None = None
+    metrics: MetricsConfig = MetricsConfig()
 
     def box(self, name: str) -> BoxConfig:
         """The box called name; KeyError naming the valid ones otherwise."""
@@ -442,6 +462,7 @@ SECTIONS: dict[str, type] = {
     "remediation": RemediationConfig,
     "correlation": CorrelationConfig,
     "forensics": ForensicsConfig,
+    "metrics": MetricsConfig,
     "box": BoxConfig,
 }
 
@@ -694,6 +715,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         remediation=RemediationConfig(**rem),
         correlation=CorrelationConfig(**kw["correlation"]),
         forensics=ForensicsConfig(**kw["forensics"]),
+        metrics=MetricsConfig(**kw["metrics"]),
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
     )

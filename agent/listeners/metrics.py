@@ -1,0 +1,219 @@
+"""Metrics listener: the cycle's events as Prometheus metrics (prometheus_client), served on `[metrics] listen`.
+
+Every metric lives in one registry built here (MetricsListener.registry), never the global
+default one. Labels are bounded by the config: box, kind, site, probe kind, layer, state,
+segment, remediation action/trigger/result; no address, error text or time is a label.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from agent.core.events import (LAYERS, STATES, BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed,
+                               FreezeOpened, MacChanged, SegmentFreezeChanged)
+from agent.listeners import CycleEvent
+
+log = logging.getLogger(__name__)
+
+BOX_LABELS = ("box", "kind", "site")
+# Freezes last from one cycle (seconds) to hours (a box nobody fixes).
+FREEZE_BUCKETS_S = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
+CYCLE_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+# done actions by result; other decisions by their outcome (remediations.model.OUTCOMES)
+REMEDIATION_RESULTS = ("recovered", "not_recovered", "failed", "refused", "held", "deferred", "dry_run")
+
+
+class MetricsListener:
+    """Keeps the vobox_* metrics current from each cycle's events and from remediation records.
+
+    kinds: box name -> kind; counters(): agent.storage.store.StorageCounters now (or None when
+    there is no storage); segments: box name -> segment (their series exist from the start);
+    interval_s: [agent] interval (the staleness alert compares against it).
+    """
+
+    name = "metrics"
+
+    def __init__(self, kinds: Mapping[str, str], site: str | None, *,
+                 counters: Callable[[], Any] | None = None,
+                 segments: Mapping[str, str] | None = None, interval_s: float | None = None) -> None:
+        self.kinds = dict(kinds)
+        self.site = site or ""
+        self.counters = counters
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.up = Gauge("vobox_box_up", "1 when the box answered every probe this cycle (freeze-corrected), else 0",
+                        BOX_LABELS, registry=r)
+        self.state = Gauge("vobox_box_state", "1 for the box's current freeze state, 0 for the others",
+                           (*BOX_LABELS, "state"), registry=r)
+        self.layer = Gauge("vobox_box_layer", "1 for the layer the box fails at (none when healthy), 0 for the others",
+                           (*BOX_LABELS, "layer"), registry=r)
+        self.held = Gauge("vobox_box_remediation_held", "1 while automatic remediation of the box is held "
+                          "(segment freeze or settling)", BOX_LABELS, registry=r)
+        self.freeze_start = Gauge("vobox_box_freeze_start_timestamp_seconds",
+                                  "start of the open freeze (epoch seconds); 0 when none is open", BOX_LABELS,
+                                  registry=r)
+        self.rtt = Gauge("vobox_probe_rtt_seconds", "round-trip time of the box's last answer per probe kind "
+                         "(NaN when no probe of that kind answered this cycle)", (*BOX_LABELS, "probe"), registry=r)
+        self.probe_success = Gauge("vobox_probe_success", "1 when every probe of that kind answered this cycle",
+                                   (*BOX_LABELS, "probe"), registry=r)
+        self.freezes = Counter("vobox_freezes_total", "freezes opened, by the layer found at detection",
+                               (*BOX_LABELS, "layer"), registry=r)
+        self.freeze_duration = Histogram("vobox_freeze_duration_seconds", "duration of closed freezes",
+                                         BOX_LABELS, buckets=FREEZE_BUCKETS_S, registry=r)
+        self.mac_changes = Counter("vobox_mac_changes_total", "ARP/NDP answers from a new MAC", BOX_LABELS,
+                                   registry=r)
+        self.remediations = Counter("vobox_remediations_total", "remediation decisions by result: recovered, "
+                                    "not_recovered, failed (actions done), refused, held, deferred, dry_run",
+                                    (*BOX_LABELS, "action", "trigger", "result"), registry=r)
+        self.segment_frozen = Gauge("vobox_segment_frozen", "1 while a segment freeze is open",
+                                    ("segment", "site"), registry=r)
+        self.segment_boxes = Gauge("vobox_segment_frozen_boxes", "boxes in the open segment freeze (0 when none)",
+                                   ("segment", "site"), registry=r)
+        self.segment_freezes = Counter("vobox_segment_freezes_total", "segment freezes opened",
+                                       ("segment", "site"), registry=r)
+        self.cycles = Counter("vobox_agent_cycles_total", "probe cycles run (confirmation passes excluded)",
+                              ("site",), registry=r)
+        self.cycle_errors = Counter("vobox_agent_cycle_errors_total", "cycles that judged no box (the sweep failed)",
+                                    ("site",), registry=r)
+        self.cycle_duration = Histogram("vobox_agent_cycle_duration_seconds", "wall time of a probe cycle",
+                                        ("site",), buckets=CYCLE_BUCKETS_S, registry=r)
+        self.last_cycle = Gauge("vobox_agent_last_cycle_timestamp_seconds", "end of the last probe cycle (epoch s)",
+                                ("site",), registry=r)
+        self.misfires = Counter("vobox_agent_misfires_total", "cycles the scheduler could not start in time",
+                                ("site",), registry=r)
+        self.boxes = Gauge("vobox_agent_boxes", "boxes configured", ("site",), registry=r)
+        self.interval = Gauge("vobox_agent_cycle_interval_seconds", "configured seconds between probe cycles",
+                              ("site",), registry=r)
+        self.spool_points = Gauge("vobox_agent_spool_points", "points waiting in the on-disk spool", ("site",),
+                                  registry=r)
+        self.queued_points = Gauge("vobox_agent_queued_points", "points handed to storage, not yet delivered",
+                                   ("site",), registry=r)
+        self.write_errors = Counter("vobox_agent_write_errors_total", "failed InfluxDB writes", ("site",), registry=r)
+        self.dropped_points = Counter("vobox_agent_dropped_points_total", "points lost (spool or queue full)",
+                                      ("site",), registry=r)
+        self.rejected_points = Counter("vobox_agent_rejected_points_total", "points InfluxDB refused", ("site",),
+                                       registry=r)
+        self._open_segments: set[str] = set()
+        self._seen: dict[str, int] = {}   # cumulative source counters already added to our Counters
+        self.boxes.labels(self.site).set(len(self.kinds))
+        if interval_s is not None:
+            self.interval.labels(self.site).set(interval_s)
+        for box in self.kinds:   # every box's series exist from the start (absent() alerts stay meaningful)
+            self._set_state(box, "up", "none")
+            self.up.labels(*self._box(box)).set(1)
+            self.held.labels(*self._box(box)).set(0)
+            self.freeze_start.labels(*self._box(box)).set(0)
+            self.mac_changes.labels(*self._box(box))
+            self.freeze_duration.labels(*self._box(box))
+        for segment in sorted(set((segments or {}).values())):
+            self.segment_frozen.labels(segment, self.site).set(0)
+            self.segment_boxes.labels(segment, self.site).set(0)
+        for metric in (self.cycles, self.cycle_errors, self.misfires, self.write_errors, self.dropped_points,
+                       self.rejected_points):
+            metric.labels(self.site)
+
+    def _box(self, box: str) -> tuple[str, str, str]:
+        return box, self.kinds.get(box, "container"), self.site
+
+    def _set_state(self, box: str, state: str, layer: str) -> None:
+        labels = self._box(box)
+        for s in STATES:
+            self.state.labels(*labels, s).set(1 if s == state else 0)
+        for la in LAYERS:
+            self.layer.labels(*labels, la).set(1 if la == layer else 0)
+
+    def _add_delta(self, counter: Counter, key: str, total: int) -> None:
+        """Add what a cumulative count grew by since last seen (a smaller count means its source restarted)."""
+        last = self._seen.get(key, 0)
+        counter.labels(self.site).inc(total - last if total >= last else total)
+        self._seen[key] = total
+
+    def on_events(self, events: Sequence[CycleEvent]) -> None:
+        """Update the metrics from one cycle's events."""
+        for ev in events:
+            if isinstance(ev, BoxObserved):
+                self._observed(ev)
+            elif isinstance(ev, FreezeOpened):
+                self.freezes.labels(*self._box(ev.box), ev.layer).inc()
+            elif isinstance(ev, FreezeClosed):
+                self.freeze_duration.labels(*self._box(ev.box)).observe(max(0.0, ev.duration_s))
+            elif isinstance(ev, MacChanged):
+                self.mac_changes.labels(*self._box(ev.box)).inc()
+            elif isinstance(ev, BoxHeld):
+                self.held.labels(*self._box(ev.box)).set(1)
+            elif isinstance(ev, BoxReleased):
+                self.held.labels(*self._box(ev.box)).set(0)
+            elif isinstance(ev, SegmentFreezeChanged):
+                site = ev.site or self.site
+                if ev.open and ev.segment not in self._open_segments:
+                    self.segment_freezes.labels(ev.segment, site).inc()
+                (self._open_segments.add if ev.open else self._open_segments.discard)(ev.segment)
+                self.segment_frozen.labels(ev.segment, site).set(1 if ev.open else 0)
+                self.segment_boxes.labels(ev.segment, site).set(len(ev.boxes) if ev.open else 0)
+            elif isinstance(ev, CycleEnded):
+                self._ended(ev)
+
+    def _observed(self, ev: BoxObserved) -> None:
+        labels = self._box(ev.box)
+        if not ev.confirm:
+            self.up.labels(*labels).set(ev.up)
+        self._set_state(ev.box, ev.state, ev.state_layer if ev.state != "up" else ev.layer)
+        self.freeze_start.labels(*labels).set(ev.freeze_start_s or 0)
+        by_kind: dict[str, list[Any]] = {}
+        for r in ev.results:
+            by_kind.setdefault(r.probe, []).append(r)
+        for kind, results in by_kind.items():
+            rtts = [r.rtt_ms for r in results if r.ok and r.rtt_ms is not None]
+            self.rtt.labels(*labels, kind).set(rtts[0] / 1000.0 if rtts else math.nan)
+            self.probe_success.labels(*labels, kind).set(1 if all(r.ok for r in results) else 0)
+
+    def _ended(self, ev: CycleEnded) -> None:
+        site = self.site
+        self._add_delta(self.misfires, "misfires", ev.misfires)
+        if ev.confirm:
+            return
+        self.cycles.labels(site).inc()
+        if ev.error is not None:
+            self.cycle_errors.labels(site).inc()
+        self.cycle_duration.labels(site).observe(max(0.0, time.monotonic() - ev.started_monotonic_s))
+        self.last_cycle.labels(site).set(time.time())
+        if self.counters is not None:
+            c = self.counters()
+            self.spool_points.labels(site).set(c.spool_points)
+            self.queued_points.labels(site).set(c.queued)
+            self._add_delta(self.write_errors, "write_errors", c.write_errors)
+            self._add_delta(self.dropped_points, "dropped", c.dropped)
+            self._add_delta(self.rejected_points, "rejected", c.rejected)
+
+    def on_remediation(self, box: str, action: str, trigger: str, outcome: str, ok: bool, recovered: bool) -> None:
+        """Count one remediation record (remediations.ActionRecord: outcome, ok, recovered), from the wiring's on_record."""
+        result = outcome if outcome != "done" else "recovered" if recovered else "not_recovered" if ok else "failed"
+        self.remediations.labels(*self._box(box), action, trigger, result).inc()
+
+
+class MetricsServer:
+    """Serves a registry on /metrics at host:port (prometheus_client's HTTP server, in a daemon thread)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self.registry = registry
+        self.host = host
+        self.port = port
+        self._server: Any = None
+
+    def start(self) -> None:
+        """Bind and serve; OSError when the address is taken or not local."""
+        self._server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        self.port = self._server.server_port
+        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
