@@ -114,22 +114,6 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
     return listeners
 
 
-def alert_only(remediator_cls: type) -> type:
-    """[remediation] auto = false: a Remediator that never plans an automatic step; alerts and manual requests act.
-
-    The engine still learns every freeze, layer and hold (an alert for a box the agent does not
-    judge frozen is refused), verifies what alerts did and retries what they deferred.
-    """
-    class AlertOnlyRemediator(remediator_cls):  # type: ignore[misc, valid-type]
-        def _plan_next(self, b: Any, now_s: float) -> list:
-            # The engine's one place that starts an automatic step (tick); until remediations.RemediationPolicy
-            # has an `auto` switch, this override is that switch.
-            b.want_action = False
-            return []
-
-    return AlertOnlyRemediator
-
-
 @dataclass
 class Assembly:
     """A wired pipeline and the background services around it, started and stopped together."""
@@ -206,12 +190,14 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                      max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB))
         closers.append(lambda: evidence.close(10.0))
 
+    members = correlation.memberships_from_config(cfg, route_of=host_routes())   # segments: L2 domains
+    correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation), members)
     metrics = None
     if cfg.metrics.listen:
         from agent.listeners.metrics import MetricsListener, MetricsServer
 
         metrics = MetricsListener(kinds, site, counters=storage.counters,
-                                  segments={b.name: b.segment_name(site) for b in cfg.boxes},
+                                  segments={name: m.segment for name, m in members.items()},
                                   interval_s=cfg.agent.interval_s)
         services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
 
@@ -229,8 +215,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
             if metrics is not None:
                 metrics.on_remediation(rec.box, rec.action, rec.trigger, rec.outcome, rec.ok, rec.recovered)
 
-        engine = (Remediator if cfg.remediation.auto else alert_only(Remediator))(
-            policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
+        engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
         wait = getattr(evidence, "wait_collected", None) if evidence is not None else None
         remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,
                                          history_path=history.path_in(cfg.agent.state_dir), evidence_wait=wait)
@@ -253,8 +238,6 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                 known_macs=lambda box: pipeline_box["p"].known_macs(box), metrics=metrics)
-    correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation),
-                                        correlation.memberships_from_config(cfg, route_of=host_routes()))
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
                         acting=remediation.acting_on if remediation is not None else None)
     pipeline_box["p"] = pipeline

@@ -434,6 +434,9 @@ class Remediator:
 
     def _plan_next(self, b: _Box, now_s: float) -> list[PlannedAction]:
         box = b.target.box
+        if not self.policy.auto:  # [remediation] auto = false: alerts and manual requests act, never a freeze alone
+            b.want_action = False
+            return []
         step, action = self._next_step(b)
         if action is None:
             if not b.no_action_logged:

@@ -31,6 +31,7 @@ class RemediationPolicy:
     """Safety limits and timing; defaults live here and nowhere else (agent.core.config reads them from here)."""
 
     enabled: bool = True
+    auto: bool = True                  # act on detected freezes; False: only alerts and manual requests
     dry_run: bool = False
     cooldown_s: float = 60.0
     max_per_box_per_hour: int = 3

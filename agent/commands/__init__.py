@@ -10,12 +10,15 @@ from typing import Any
 EXIT_BAD_CONFIG = 2
 
 
-def load_config(path: str) -> Any:
-    """The validated Config, or None after printing every error (one a line) to stderr; callers exit 2."""
+def load_config(path: str, *, check_files: bool = True) -> Any:
+    """The validated Config, or None after printing every error (one a line) to stderr; callers exit 2.
+
+    check_files=False for commands that only read what the agent stored (see agent.core.config.load).
+    """
     from agent.core import config
 
     try:
-        return config.load(path)
+        return config.load(path, check_files=check_files)
     except config.ConfigError as exc:
         n = len(exc.errors)
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)

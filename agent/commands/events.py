@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vobox-agent events: --since: {exc}", file=sys.stderr)
         return 2
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, check_files=False)
     if cfg is None:
         return EXIT_BAD_CONFIG
     if args.box is not None:

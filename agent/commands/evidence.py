@@ -88,7 +88,7 @@ def _state_dir(args: argparse.Namespace) -> str | None:
     if args.state_dir:
         return args.state_dir
     if args.config:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, check_files=False)
         return None if cfg is None else cfg.agent.state_dir
     return DEFAULT_STATE_DIR
 

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.config:
             if args.port:
                 raise ValueError("--port applies to ADDRESS arguments; with -c the config's tcp_ports are used")
-            cfg = load_config(args.config)
+            cfg = load_config(args.config, check_files=False)
             if cfg is None:
                 return EXIT_USAGE
             targets, cfg_timeout_s, cfg_interface = _config_targets(cfg, args.probe)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vobox-agent report: --until: {exc}", file=sys.stderr)
         return 2
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, check_files=False)
     if cfg is None:
         return EXIT_BAD_CONFIG
     source = source_from_config(cfg)

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the status; exit 1 when neither status.json nor InfluxDB can be read, 2 on a bad config."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, check_files=False)
     if cfg is None:
         return EXIT_BAD_CONFIG
     if args.watch:

@@ -331,7 +331,7 @@ class RemediationConfig:
     def policy(self, dry_run: bool = False) -> RemediationPolicy:
         """remediations.model.RemediationPolicy of this section (DRY_RUN forces a dry run)."""
         return RemediationPolicy(
-            enabled=self.enabled, dry_run=self.dry_run or dry_run, cooldown_s=self.cooldown_s,
+            enabled=self.enabled, auto=self.auto, dry_run=self.dry_run or dry_run, cooldown_s=self.cooldown_s,
             max_per_box_per_hour=self.max_per_box_per_hour, max_per_hour=self.max_per_hour, verify_s=self.verify_s,
             reset_after_s=self.reset_after_s, stop_timeout_s=self.stop_timeout_s,
             command_timeout_s=self.command_timeout_s, retry_deferred_s=self.retry_deferred_s)
@@ -772,8 +772,12 @@ def loads(text: str, source: str | None = None) -> Config:
     return parse(data, source)
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the TOML config file at path."""
+def load(path: str | os.PathLike[str], check_files: bool = True) -> Config:
+    """Read and validate the TOML config file at path; CHECK_FILES: also the files it names (file_errors).
+
+    Commands that only read what the agent stored (status, events, report, evidence) pass False:
+    a hook's executable missing on the machine where an admin reads a report is not their concern.
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -785,7 +789,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8: {exc}") from None
     cfg = loads(text, path)
-    problems = file_errors(cfg)
+    problems = file_errors(cfg) if check_files else []
     if problems:
         raise ConfigError(problems)
     return cfg

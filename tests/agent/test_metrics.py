@@ -19,8 +19,8 @@ from tests.agent.test_pipeline import BOXES, RecordingStorage, Script, _no_docke
 
 def service(cfg, script, storage, auto: bool = True):
     """The real engine and service (not started: decided plans stay queued; no Docker is touched)."""
-    cls = Remediator if auto else wiring.alert_only(Remediator)
-    engine = cls(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
+    assert cfg.remediation.policy().auto is auto   # [remediation] auto reaches the engine's policy
+    engine = Remediator(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
                  reprobe=lambda box: BOXES[box] not in script.failing)
     return RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
                               on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))
