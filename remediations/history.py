@@ -14,7 +14,6 @@ from remediations.model import HistoryEntry
 log = logging.getLogger(__name__)
 
 FILE_NAME = "remediation-history.json"
-STATUS_FILE_NAME = "remediation-status.json"
 KEEP_S = 3600.0
 
 

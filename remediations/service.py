@@ -27,7 +27,7 @@ class RemediationService:
 
     def __init__(self, remediator: Remediator, context: ActionContext,
                  on_record: Callable[[ActionRecord], None], clock: Callable[[], float] = time.time,
-                 tick_s: float = 0.5, history_path: str | None = None, status_path: str | None = None,
+                 tick_s: float = 0.5, history_path: str | None = None,
                  evidence_wait: Callable[[str, float], bool] | None = None,
                  evidence_timeout_s: float = 20.0) -> None:
         self.remediator = remediator
@@ -42,8 +42,6 @@ class RemediationService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._history_mtime = 0.0
-        self.status_path = status_path
-        self._last_status: dict | None = None
         if history_path:
             self.remediator.apply_resets(history.load_resets(history_path))
             self.remediator.merge_history(history.load(history_path, clock()))
@@ -137,7 +135,6 @@ class RemediationService:
                 for nxt in self.remediator.tick(self.clock()):
                     self._queue.put(nxt)
                 self._flush()
-                self._write_status()
             except Exception:  # noqa: BLE001 - one bad action or sink must not stop remediation
                 log.exception("remediation worker: unexpected error (continuing)")
 
@@ -177,19 +174,6 @@ class RemediationService:
             self._history_mtime = mtime
             self.remediator.apply_resets(history.load_resets(self.history_path))
             self.remediator.merge_history(history.load(self.history_path, self.clock()))
-
-    def _write_status(self) -> None:
-        """Keep state_dir/remediation-status.json current for `vobox-agent status` (only when it changed)."""
-        if not self.status_path:
-            return
-        boxes = {name: dataclasses.asdict(st) for name, st in self.status().items()}
-        if boxes == self._last_status:
-            return
-        try:
-            history.write_json_atomic(self.status_path, {"version": 1, "time_s": self.clock(), "boxes": boxes})
-            self._last_status = boxes
-        except OSError as exc:
-            log.warning("remediation: cannot write status %s: %s", self.status_path, exc)
 
     def _flush(self) -> None:
         for record in self.remediator.take_records():

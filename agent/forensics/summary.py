@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from probes import PROBES
+
 from agent.forensics.recorder import Record, as_ethernet, normalize_address
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,9 @@ FINDING_CODES: tuple[str, ...] = (
     "probe_failed",          # a failing probe of a kind not covered above
 )
 _RANK = {code: i for i, code in enumerate(FINDING_CODES)}
-_L2 = ("arp", "ndp")
-_ICMP = ("icmp", "icmp6")
+# Probe kinds by the layer they declare (probes/<kind>.py): ARP/NDP at l2, the echoes at l3.
+_L2 = tuple(k for k, p in PROBES.items() if p.LAYER == "l2")
+_ICMP = tuple(k for k, p in PROBES.items() if p.LAYER == "l3")
 
 
 @dataclass(frozen=True, slots=True)

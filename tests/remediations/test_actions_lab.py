@@ -221,7 +221,7 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
            "{box} {ipv4}")
     policy = RemediationPolicy(cooldown_s=0, verify_s=0.3, max_per_box_per_hour=3, max_per_hour=20)
     svc, rec = run_service(lab, [target(lab, "vm1", command=cmd, ladder=("command",))], policy=policy,
-                           history_path=str(tmp_path / "history.json"), status_path=str(tmp_path / "status.json"))
+                           history_path=str(tmp_path / "history.json"))
     try:
         freeze(svc, "vm1", "l3")
         assert wait_for(lambda: svc.status()["vm1"].capped, 20)
