@@ -126,6 +126,10 @@ def test_fleet_panel_query_returns_data(fleet_data, title, ref, query, mdp, scen
     lo, hi = range_ms(FLEET, fleet_data, rng)
     q = expand(FLEET, query, fleet_data, FLEET_SCENARIOS[scenario], from_ms=lo, to_ms=hi, mdp=mdp)
     assert not UNEXPANDED.search(q), f"unexpanded macro or variable in {q!r}"
+    if title == "Freezes by layer" and ref.lower() not in {f.layer for f in fleet_data.truth.freezes}:
+        # a layer the run never froze at (l7: the fleet has no service probe): the query runs, empty
+        assert not [v for s in run(fleet_data, q) for r in s["values"] for v in r[1:] if v], q
+        return
     nonempty(run(fleet_data, q), f"{title} {ref}: {q}")
 
 
@@ -368,7 +372,8 @@ def test_box_detail_tables(fleet_data):
     for b, events in t.container_events.items():
         got = [r["event"] for s in box_query(fleet_data, "Container events", b) for r in rows(s)]
         assert got == list(reversed(events)), b  # newest first
-    assert t.container_events == {"ctr1": ("pause", "unpause"), "ctr2": ("network_disconnect", "network_connect")}
+    # ctr1's l4 is the lab's real port fault (no Docker event); ctr2's l2 is a network disconnect
+    assert t.container_events == {"ctr2": ("network_disconnect", "network_connect")}
     (mac,) = box_query(fleet_data, "MAC changes", "ctr1")
     got = sorted((r["address"], r["old"], r["new"]) for r in rows(mac))
     assert got == sorted((a, old, new) for _, a, old, new, _ in t.mac_changes)
