@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from agent import report as r
-from tests.grafana.fleet_data import (BOXES, DATABASE, INTERVAL_S, KINDS, SITE, Span, _entered,  # noqa: F401
+from tests.grafana.fleet_data import (LAYERS, BOXES, DATABASE, INTERVAL_S, KINDS, SITE, Span, _entered,  # noqa: F401
                                       fleet_data)  # the session fixture (one agent run per lab, shared with tests/grafana)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -50,7 +50,7 @@ def test_report_on_fleet_data(fleet_data):  # noqa: F811
         assert g.box_days == pytest.approx(n_boxes * t.cycles * INTERVAL_S / 86400)
         assert g.rate_per_box_day.value == pytest.approx(g.freezes / g.box_days)
         assert g.freezes_by_layer == {layer: sum(1 for f in t.freezes_of(kind=kind) if f.layer == layer)
-                                      for layer in ("l2", "l3", "l4")}
+                                      for layer in LAYERS}
         assert g.open_freezes == sum(1 for f in t.freezes_of(kind=kind) if f.open)
     assert (kinds["container"].open_freezes, kinds["vm"].open_freezes) == (1, 0)
     boxes = {g.name: g for g in rep.boxes}
