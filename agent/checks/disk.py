@@ -1,4 +1,8 @@
-"""`disk`: used space of the file system holding a path (df -P); above warn_percent is a warning, not a failure."""
+"""`disk`: used space of the file system holding a path; above warn_percent is a warning, not a failure.
+
+Read with `stat -f` (statfs: no /proc needed, which a process entered into the mount namespace
+from outside the container's PID namespace cannot read), used percent computed as df does.
+"""
 from __future__ import annotations
 
 from agent.checks.types import Check, Judged
@@ -8,21 +12,19 @@ KEYS = ("path", "warn_percent")
 
 
 def argv(check: Check) -> list[str]:
-    """POSIX df output (one header line, one line of 1024-blocks), inside the container."""
-    return ["df", "-P", "-k", check.path or "/"]
+    """statfs of the path inside the container: blocks available (non-root), total, free."""
+    return ["stat", "-f", "-c", "%a %b %f", "--", check.path or "/"]
 
 
 def judge(check: Check, returncode: int, stdout: bytes, now_s: float) -> Judged:
-    """Used percent as df computes it: used / (used + available), rounded up."""
+    """Used percent as df computes it: used / (used + available to non-root)."""
     if returncode != 0:
-        return Judged(False, f"df {check.path} failed (exit {returncode})")
-    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+        return Judged(False, f"stat -f {check.path} failed (exit {returncode})")
     try:
-        # The file system name may hold spaces; the numbers are the 4 fields after it, counted from the end.
-        fields = lines[-1].split()
-        used, avail = int(fields[-4]), int(fields[-3])
-    except (IndexError, ValueError):
-        return Judged(False, f"df {check.path}: unreadable output {stdout[:200]!r}")
+        avail, total, free = (int(x) for x in stdout.split())
+    except ValueError:
+        return Judged(False, f"stat -f {check.path}: unreadable output {stdout[:200]!r}")
+    used = total - free
     percent = 100.0 * used / (used + avail) if used + avail > 0 else 0.0
     warning = None
     if check.warn_percent is not None and percent > check.warn_percent:
