@@ -109,16 +109,23 @@ def run_killable(argv: Sequence[str], timeout_s: float) -> tuple[int | None, byt
         return None, b"", time.monotonic() - started, None
 
 
+def nsenter_argv(pid: int, argv: Sequence[str]) -> list[str]:
+    """ARGV run in the mount namespace of process PID (util-linux nsenter; measured: ~5-10 ms a check here,
+    against ~70-90 ms for `docker exec`)."""
+    return ["nsenter", "-t", str(pid), "-m", "--", *argv]
+
+
 class CheckRunner:
     """Runs the checks of the given boxes concurrently: `run(names) -> {box: [CheckResult, ...]}`, never raises."""
 
     def __init__(self, boxes: Iterable[BoxChecks], pids: ContainerPids, default_timeout_s: float, *,
-                 clock: Callable[[], float] = time.time, nsenter: str = "nsenter") -> None:
+                 clock: Callable[[], float] = time.time,
+                 wrap: Callable[[int, Sequence[str]], list[str]] = nsenter_argv) -> None:
         self.boxes = {b.box: b for b in boxes if b.checks}
         self.pids = pids
         self.default_timeout_s = default_timeout_s
         self.clock = clock
-        self.nsenter = nsenter
+        self.wrap = wrap   # (pid, argv) -> the argv that runs it in the container
         self._pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL, thread_name_prefix="check")
         self._stuck: dict[tuple[str, Check], subprocess.Popen] = {}   # killed but still blocked (D state)
 
@@ -159,8 +166,7 @@ class CheckRunner:
                 return self._result(check, False, None, f"hung: the previous check (pid {stuck.pid}) is still "
                                                         f"blocked after SIGKILL")
             del self._stuck[(bc.box, check)]
-        code, out, took_s, left = run_killable([self.nsenter, "-t", str(pid), "-m", "--", *kind.argv(check)],
-                                               timeout_s)
+        code, out, took_s, left = run_killable(self.wrap(pid, kind.argv(check)), timeout_s)
         if code is None:
             log.info("box %s: check %s %s hung: no answer within %g s, killed%s", bc.box, check.kind, check.target,
                      timeout_s, f" (pid {left.pid} still blocked)" if left is not None else "")
