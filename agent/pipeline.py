@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -71,7 +71,8 @@ class Pipeline:
                  sweep: Callable[..., list[probes.ProbeResult]] = probes.sweep,
                  clock: Callable[[], float] = time.time, recorder: Recorder | None = None,
                  correlator: Correlator | None = None, macwatch: MacWatch | None = None,
-                 acting: Callable[[str], bool] | None = None) -> None:
+                 acting: Callable[[str], bool] | None = None,
+                 checks: Callable[[Sequence[str]], Mapping[str, Sequence[probes.ProbeResult]]] | None = None) -> None:
         self.config = config
         self.listeners = list(listeners)
         self.sweep = sweep
@@ -80,6 +81,7 @@ class Pipeline:
         self.correlator = correlator
         self.macwatch = macwatch
         self.acting = acting   # box -> a remediation action of ours runs on it or is being verified
+        self.checks = checks   # box names -> their in-container check results (agent.checks.runner.CheckRunner)
         self.boxes: dict[str, BoxConfig] = {b.name: b for b in config.boxes}
         self.plan = plan_cycle(config.boxes)
         self.misfires = 0
@@ -169,6 +171,7 @@ class Pipeline:
         started = time.monotonic()
         now_s = self.clock()
         record = self.recorder.record if self.recorder is not None else None
+        checks = self._start_checks([name for name, _, _ in plan.slices])
         try:
             results = self._sweep_all(plan, record, now_s)
         except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
@@ -180,7 +183,7 @@ class Pipeline:
 
         events: list[CycleEvent] = []
         unhealthy: list[str] = []
-        for v in verdicts(plan, results, now_s):
+        for v in verdicts(plan, results, now_s, checks()):
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
@@ -190,6 +193,29 @@ class Pipeline:
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
+
+    def _start_checks(self, names: list[str]) -> Callable[[], Mapping[str, Sequence[probes.ProbeResult]]]:
+        """Run the boxes' in-container checks in a thread alongside the sweep; the returned call joins them.
+
+        Each check has its own hard timeout (agent.checks.runner), so the join is bounded too.
+        """
+        if self.checks is None:
+            return dict
+        found: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                found.update(self.checks(names))
+            except Exception:  # noqa: BLE001 - the checks runner never raises; a bug in it must not stop cycles
+                log.exception("cycle: in-container checks failed; boxes are judged on their probes alone")
+
+        thread = threading.Thread(target=run, name="checks", daemon=True)
+        thread.start()
+
+        def join() -> Mapping[str, Sequence[probes.ProbeResult]]:
+            thread.join()
+            return found
+        return join
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -323,8 +349,9 @@ class Pipeline:
     def reprobe(self, name: str) -> bool:
         """Probe one box now (remediation's verification); True when every probe answers."""
         box = self.boxes[name]
+        checks = self._start_checks([name])
         results = self.sweep(box_targets(box), self.config.agent.timeout_s, self.config.agent.interface, None)
-        return classify(results)[0]
+        return classify([*results, *checks().get(name, ())])[0]
 
     def known_macs(self, name: str) -> dict[str, str]:
         """address -> the MAC last seen answering ARP/NDP for box NAME (empty without MAC memory)."""

@@ -33,6 +33,7 @@ class BoxStatus:
     halt_reason: str | None = None
     held: dict | None = None          # {"kind", "segment", "since_s", "reason"} while remediation is held
     judged_s: float | None = None     # the last cycle that judged this box
+    warnings: tuple[str, ...] = ()    # messages of the last cycle's warnings (certificates expiring, disks filling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,9 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
                                rtt_ms={k: v for k, v in (b.get("rtt_ms") or {}).items() if v is not None},
                                open_freeze=b.get("open_freeze"), budget_left=rem.get("budget_left"),
                                halted=bool(rem.get("halted")), halt_reason=rem.get("reason"),
-                               held=b.get("held"), judged_s=b.get("judged_s")))
+                               held=b.get("held"), judged_s=b.get("judged_s"),
+                               warnings=tuple(str(w.get("message")) for w in b.get("warnings") or ()
+                                              if isinstance(w, dict))))
     return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error")), None
 
 
@@ -141,7 +144,8 @@ def format_line(b: BoxStatus, now_s: float) -> str:
         budget = "remediation -"
     else:
         budget = f"budget {b.budget_left}"
-    return f"{b.name:<16} {b.kind:<9} {b.state:<10} {b.layer:<4} {since:<14} {rtt:<44} {freeze:<16} {budget}"
+    line = f"{b.name:<16} {b.kind:<9} {b.state:<10} {b.layer:<4} {since:<14} {rtt:<44} {freeze:<16} {budget}"
+    return line + "".join(f"\n{'':<16} WARNING {w}" for w in b.warnings)
 
 
 def format_status(snap: Snapshot, now_s: float) -> str:

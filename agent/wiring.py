@@ -79,6 +79,16 @@ def probe_box(box: BoxConfig, cfg: Config, sweep: Callable[..., list] | None = N
     return classify(results)[0]
 
 
+def build_checks(cfg: Config, make_docker: Callable[[], Any]) -> Any:
+    """The in-container checks runner (agent.checks.runner.CheckRunner), or None when no box has [[box.check]]."""
+    from agent.checks.runner import BoxChecks, CheckRunner, ContainerPids
+
+    boxes = [BoxChecks(b.name, b.container, b.checks) for b in cfg.boxes if b.checks and b.container]
+    if not boxes:
+        return None
+    return CheckRunner(boxes, ContainerPids(make_docker), cfg.agent.timeout_s)
+
+
 def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evidence: Any = None,
                     known_macs: Callable[[str], Any] | None = None, metrics: Any = None) -> list[Any]:
     """The pipeline's listeners, in the order they get each cycle: points, evidence, remediation, status, metrics.
@@ -238,8 +248,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                 known_macs=lambda box: pipeline_box["p"].known_macs(box), metrics=metrics)
+    checks = build_checks(cfg, make_docker)
+    if checks is not None:
+        closers.append(checks.close)
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
-                        acting=remediation.acting_on if remediation is not None else None)
+                        acting=remediation.acting_on if remediation is not None else None, checks=checks)
     pipeline_box["p"] = pipeline
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 

@@ -2,7 +2,7 @@
 """Benchmark the real agent: 500 boxes (icmp + arp + one tcp port) at interval 10 s; CPU, RSS, cycle time, detection.
 
     sudo .venv/bin/python bench/bench_agent.py [--duration 180 | --quick] [--boxes 500] [--mode both|with|without]
-                                               [--profile]
+                                               [--profile] [--http]
 
 What runs, all real:
 - the segment of bench/bench_probes.py (imported, not copied): a monitor namespace with no route out and a
@@ -17,6 +17,9 @@ to the end of the run, whole = from process start incl. imports), peak RSS (VmHW
 InfluxDB write and state save; detection latency = fault onset -> the open `freeze` point readable in InfluxDB
 (polled every 100 ms). A fault removes a box's address from the target namespace (an l2-like freeze: no ARP,
 no ping, no TCP); faults are spread over different phases of the cycle.
+
+--http adds one `http` service probe per box ([[box.probe]] kind = "http", GET /ok, body "healthy") against an
+asyncio HTTP server on every target address (tests/probes/services.py): run with and without it to see its cost.
 
 "with" / "without" recorder: the same config, once with `[forensics] enabled = false` (no packet ring, no
 evidence bundles). bench/bench_recorder.py --real measures the recorder's share in-process.
@@ -148,6 +151,8 @@ class Bench:
         self.seg = bench_probes.Segment(args.boxes)
         stack.callback(self.seg.down)
         self.seg.up()
+        if args.http:
+            self.seg.start_http()
         self.influx = InfluxServer(str(self.tmp / "influx"), netns=self.seg.monitor, http_port=INFLUX_PORT)
         stack.callback(self.influx.stop)
         self.influx.start()
@@ -170,6 +175,9 @@ class Bench:
         for name, addr in self.boxes:
             lines += ["", "[[box]]", f'name = "{name}"', 'kind = "vm"', f'ipv4 = "{addr}"',
                       f"tcp_ports = [{bench_probes.TCP_PORT}]"]
+            if a.http:
+                lines += ["[[box.probe]]", 'kind = "http"', f"port = {bench_probes.HTTP_PORT}", 'path = "/ok"',
+                          'body = "healthy"']
         return "\n".join(lines) + "\n"
 
     def remove_address(self, addr: str) -> None:
@@ -412,6 +420,7 @@ def main() -> int:
     ap.add_argument("--mode", choices=("both", "with", "without"), default="both",
                     help="with and/or without the flight recorder")
     ap.add_argument("--profile", action="store_true", help="extra run sampled by py-spy; print the hot spots")
+    ap.add_argument("--http", action="store_true", help="one http service probe per box too")
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="py-spy executable")
     args = ap.parse_args()
     if args.quick:
@@ -431,7 +440,8 @@ def main() -> int:
         b = Bench(args, stack)
         print(f"segment: monitor {b.seg.monitor} ({b.seg.monitor_ip}), target {b.seg.target} with "
               f"{args.boxes} addresses of {b.seg.net}; influxd {b.influx.url} in {b.seg.monitor}; "
-              f"{args.boxes} boxes x (icmp, arp, tcp/{bench_probes.TCP_PORT}) IPv4 only; interval {args.interval:g} s, "
+              f"{args.boxes} boxes x (icmp, arp, tcp/{bench_probes.TCP_PORT}"
+              f"{f', http/{bench_probes.HTTP_PORT}' if args.http else ''}) IPv4 only; interval {args.interval:g} s, "
               f"timeout {args.timeout:g} s, jitter {args.jitter:g} s, fail_cycles {args.fail_cycles}; "
               f"{args.duration:g} s per run; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
         modes = {"both": [("with-recorder", True), ("without-recorder", False)],

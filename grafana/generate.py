@@ -28,6 +28,7 @@ FOLDER_TITLE = "vobox"
 AGENT_INTERVAL_S = 10         # [agent].interval: the cycle length the dashboards and alerts assume
 SILENT_INTERVALS = 3          # "agent silent" fires after this many cycles without an `agent` point
 FROZEN_FOR = "30s"            # how long a box must stay frozen before the alert fires
+EXPIRY_DAYS = 14              # certificates and proxies with fewer days left are listed and alerted on
 
 # Filters shared by the queries; the variables are regex-formatted by Grafana (see README).
 F_SITE = '"site" =~ /^$site$/'
@@ -202,6 +203,12 @@ def freeze_table_query(box_filter: str) -> str:
             f'WHERE {box_filter} AND $timeFilter ORDER BY time DESC')
 
 
+def expiring_query(box_filter: str, time_filter: str) -> str:
+    """Last days left per certificate or proxy (probe points' cert_days_left) under EXPIRY_DAYS."""
+    return (f'SELECT last("cert_days_left") AS "days_left" FROM "probe" WHERE "cert_days_left" < {EXPIRY_DAYS} '
+            f'AND {box_filter} AND {time_filter} GROUP BY "box", "kind", "site", "probe", "address"')
+
+
 def fleet_dashboard() -> dict:
     """Fleet stability: containers against VMs over the selected range."""
     p: list[dict] = []
@@ -256,7 +263,8 @@ def fleet_dashboard() -> dict:
         'AND $timeFilter GROUP BY "kind"', ref_id=layer.upper(), alias=f"{layer} $tag_kind") for layer in LAYERS],
         unit="none", options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                               "displayMode": "basic", "orientation": "horizontal"},
-        description="l2: ARP/NDP unanswered; l3: ARP answered, ping not; l4: ping answered, a TCP port not"))
+        description="l2: ARP/NDP unanswered; l3: ARP answered, ping not; l4: ping answered, a TCP port not; "
+                    "l7: the port answers, the service (http/tls/tcp dialogue) or an in-container check does not"))
     p.append(panel("table", "Freezes list", (8, 19, 16, 7), [target(freeze_table_query(F_FLEET), fmt="table")],
                    options=table_options(), overrides=[
                        {"matcher": {"id": "byName", "options": "duration_s"},
@@ -285,6 +293,14 @@ def fleet_dashboard() -> dict:
                                                                 {"color": "green", "value": 1}],
         options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8, "alignValue": "left"},
         description="down when any cycle in the interval was down (min of up)"))
+    p.append(row("Certificates and proxies", 43))
+    p.append(panel("table", f"Certificates and proxies expiring within {EXPIRY_DAYS} days", (0, 44, 24, 7),
+                   [target(expiring_query(F_FLEET, "$timeFilter"), fmt="table")],
+                   options=table_options("days_left"), overrides=[
+                       {"matcher": {"id": "byName", "options": "days_left"},
+                        "properties": [{"id": "unit", "value": "d"}, {"id": "decimals", "value": 1}]}],
+                   description="days left of each TLS certificate (tls/https probes) and certificate or proxy "
+                               "file (x509 checks) below the limit, last value in the range; negative: expired"))
     return dashboard("vobox-fleet", "vobox: fleet stability",
                      "Availability, freezes, MTBF/MTTR and remediation: containers against VMs",
                      p, variables(box_multi=True), [annotation_segment_freeze(), annotation_freezes(F_FLEET)],
@@ -388,7 +404,7 @@ def expr_threshold(ref_id: str, source: str, op: str, value: float) -> dict:
 
 
 def alert_rules_provisioning() -> dict:
-    """Rule group: a box frozen (one alert per box) and the agent silent."""
+    """Rule group: a box frozen (one alert per box), the agent silent, a certificate or proxy expiring."""
     window_s = SILENT_INTERVALS * AGENT_INTERVAL_S
     frozen = {
         "uid": "vobox-box-frozen", "title": "vobox box frozen", "condition": "C",
@@ -409,9 +425,21 @@ def alert_rules_provisioning() -> dict:
         "labels": {"vobox_alert": "agent_silent", "severity": "critical"},
         "annotations": {"summary": f"no `agent` point in the last {window_s}s ({SILENT_INTERVALS} cycles)"},
     }
+    expiring = {
+        "uid": "vobox-cert-expiring", "title": "vobox certificate or proxy expiring", "condition": "C",
+        "data": [alert_query("A", 'SELECT last("cert_days_left") AS "days_left" FROM "probe" WHERE $timeFilter '
+                                  'GROUP BY "box", "kind", "site", "probe", "address"', 12 * AGENT_INTERVAL_S),
+                 expr_reduce("B", "A", "last"), expr_threshold("C", "B", "lt", EXPIRY_DAYS)],
+        "for": "0s", "noDataState": "OK", "execErrState": "Error", "isPaused": False,
+        # not box_frozen: the notification policy sends it to no webhook, so it is never remediated
+        "labels": {"vobox_alert": "cert_expiring", "severity": "warning"},
+        "annotations": {"summary": "{{ index .Labels \"box\" }}: {{ index .Labels \"probe\" }} "
+                                   "{{ index .Labels \"address\" }} expires within " + str(EXPIRY_DAYS) + " days",
+                        "description": "days left: {{ $values.B }} (negative: expired)"},
+    }
     # folderUID names the dashboards' folder; folder (the title) for Grafana versions that only read that
     return {"apiVersion": 1, "groups": [{"orgId": 1, "name": "vobox", "folderUID": FOLDER_UID, "folder": FOLDER_TITLE,
-                                         "interval": f"{AGENT_INTERVAL_S}s", "rules": [frozen, silent]}]}
+                                         "interval": f"{AGENT_INTERVAL_S}s", "rules": [frozen, silent, expiring]}]}
 
 
 def contact_points_provisioning() -> dict:

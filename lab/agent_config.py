@@ -51,11 +51,37 @@ def _value(v) -> str:
     return json.dumps(str(v))  # a TOML basic string for plain text
 
 
+# What a container box's services are checked with when render(services=True): an http probe of its
+# busybox httpd, a tls probe of its TLS service (a self-signed certificate: not verified, its dates are),
+# the CVMFS stand-in's repository and the proxy file (lab.set_proxy writes it).
+HTTP_PORT = 8084
+TLS_WARN_DAYS = 14
+PROXY_WARN_DAYS = 7
+CVMFS_PATH = "/cvmfs/alice.cern.ch"
+PROXY_PATH = "/tmp/x509up_u0"   # lab.lab.PROXY_PATH (not imported: lab.lab imports this module)
+
+
+def service_tables(b: LabBox, proxy: bool = True) -> list[tuple[str, dict]]:
+    """The [[box.probe]] and [[box.check]] tables of a container box: (table name, keys)."""
+    out: list[tuple[str, dict]] = []
+    if HTTP_PORT in b.tcp_ports:
+        out.append(("box.probe", {"kind": "http", "port": HTTP_PORT, "path": "/", "status": [200]}))
+    if b.tls_port:
+        out.append(("box.probe", {"kind": "tls", "port": b.tls_port, "verify": False, "warn_days": TLS_WARN_DAYS}))
+    out.append(("box.check", {"kind": "path", "path": CVMFS_PATH}))
+    if proxy:
+        out.append(("box.check", {"kind": "x509", "path": PROXY_PATH, "warn_days": PROXY_WARN_DAYS}))
+    return out
+
+
 def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: str = "",
-           box_extra: dict[str, dict] | None = None, **overrides) -> str:
+           box_extra: dict[str, dict] | None = None, services: bool = False, proxy: bool = True,
+           **overrides) -> str:
     """TOML text: [agent], [freeze], [influxdb] and one [[box]] per lab box (or the named `boxes`).
 
-    box_extra maps a box name to more keys for its [[box]] table (e.g. remediate, command)."""
+    box_extra maps a box name to more keys for its [[box]] table (e.g. remediate, command).
+    services: container boxes also get the service probes and in-container checks of
+    service_tables() (proxy: with the x509 check of the proxy file; write it first with set_proxy)."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise TypeError(f"agent_config: unknown override(s) {', '.join(unknown)}; valid: "
@@ -93,6 +119,10 @@ def render(lab: Lab, boxes: list[str] | tuple[str, ...] | None = None, extra: st
             lines.append(f"network = {_value(b.network)}")
         for key, value in (box_extra or {}).get(b.name, {}).items():
             lines.append(f"{key} = {_value(value)}")
+        if services and b.kind == "container":
+            for table, keys in service_tables(b, proxy):
+                lines.append(f"[[{table}]]")
+                lines.extend(f"{k} = {_value(v)}" for k, v in keys.items())
     if extra:
         lines.append("\n" + extra.strip())
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+import probes
+from agent.checks import CHECK_KINDS, CHECKS, Check
 from remediations.actions import ACTIONS, PLACEHOLDERS, template_errors
 from remediations.model import RemediationPolicy, RemediationTarget
 
@@ -204,6 +206,20 @@ def _list_of(item: Conv, *, min_len: int = 0, unique: bool = False) -> Conv:
 
 
 _PORT = _integer(1, 65535)
+# Service probe kinds a [[box.probe]] may name (those that take a port and a spec: tcp, http, tls).
+SERVICE_PROBE_KINDS: tuple[str, ...] = probes.SERVICE_KINDS
+
+
+def _tables(what: str) -> Conv:
+    """A list of tables ([[box.probe]]): kept raw here, each parsed with its own key paths in parse()."""
+    label = f"[[{what}]] tables"
+
+    @_labelled(label)
+    def conv(v: Any) -> tuple:
+        if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+            raise _Invalid(f"expected {label}, got {_show(v)}")
+        return tuple(v)
+    return conv
 _ACTION = _choice(REMEDIATION_ACTIONS)
 _ARG = _text(what="a non-empty string")
 
@@ -392,6 +408,56 @@ class ForensicsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """[[box.probe]]: a service probe (blackbox_exporter's tcp, http and tls), on every address of the box."""
+
+    kind: str = _key("kind", _choice(SERVICE_PROBE_KINDS), "probe kind", required=True)
+    port: int = _key("port", _PORT, "TCP port", required=True)
+    send: str | None = _key("send", _text(what="a string"), "tcp: text sent after connecting (UTF-8)", None)
+    expect: str | None = _key("expect", _text(what="a string"),
+                              "tcp: regular expression the answer must match within [agent] timeout", None)
+    method: str = _key("method", _text(), "http: request method", "GET")
+    path: str = _key("path", _text(), "http: request path", "/")
+    status: tuple[int, ...] = _key("status", _list_of(_integer(100, 599), unique=True),
+                                   "http: accepted status codes (empty: any 2xx)", ())
+    body: str | None = _key("body", _text(what="a string"), "http: regular expression the body must match", None)
+    host: str | None = _key("host", _text(), "http: Host header (default: address:port)", None)
+    tls: bool = _key("tls", _boolean, "http: HTTPS", False)
+    server_name: str | None = _key("server_name", _text(), "tls, http with tls: SNI and name to verify", None)
+    ca_file: str | None = _key("ca_file", _text(), "tls, http with tls: CA certificates (PEM) to verify with "
+                               "(default: the system CAs)", None)
+    verify: bool = _key("verify", _boolean, "tls, http with tls: verify the certificate chain and name", True)
+    warn_days: float | None = _key("warn_days", _number(0), "tls: a certificate valid for fewer days is a warning "
+                                   "(a `warning` point, not a failure)", None, unit="days")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """[[box.check]]: an in-container check (kind = container boxes), run in the container's mount namespace."""
+
+    kind: str = _key("kind", _choice(CHECK_KINDS), "path: stat of `path`; x509: days left of the certificate or "
+                     "proxy in `path` (expired fails); disk: used space of `path`'s file system; exec: `argv`, "
+                     "exit 0 = healthy", required=True)
+    path: str | None = _key("path", _text(re.compile(r"^/"), "an absolute path"), "path, x509, disk: the path "
+                            "inside the container", None)
+    argv: tuple[str, ...] = _key("argv", _list_of(_ARG, min_len=1), "exec: the command, no shell", ())
+    warn_days: float | None = _key("warn_days", _number(0), "x509: fewer days left is a warning", None, unit="days")
+    warn_percent: float | None = _key("warn_percent", _number(0, 100), "disk: more used is a warning", None,
+                                      unit="%")
+    timeout_s: float | None = _key("timeout", _number(0, low_open=True), "hard timeout; a check still running is "
+                                   "killed and fails as hung (default: [agent] timeout)", None, unit="s")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProbe:
+    """A parsed [[box.probe]]: kind, port and the probe's own spec (probes.TcpSpec, HttpSpec or TlsSpec)."""
+
+    kind: str
+    port: int
+    spec: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class BoxConfig:
     """[[box]]: one monitored VO-Box (a Docker container on macvlan, or a VM)."""
 
@@ -416,6 +482,11 @@ class BoxConfig:
     segment: str | None = _key("segment", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
                                "correlation segment (default: the L2 domain the agent reaches the box through, interface and "
                                "on-link prefix; without a route: network, else site)", None)
+    probes: tuple[ServiceProbe, ...] = _key("probe", _tables("box.probe"),
+                                            "service probes ([[box.probe]] tables, see below), run on every "
+                                            "address of the box", ())
+    checks: tuple[Check, ...] = _key("check", _tables("box.check"),
+                                     "kind = container: in-container checks ([[box.check]] tables, see below)", ())
 
     def segment_name(self, site: str | None = None) -> str:
         """The correlation segment: `segment`, else the Docker network, else the site, else "default"."""
@@ -453,6 +524,9 @@ class Config:
                 return b
         raise KeyError(f"unknown box {name!r} (configured: {', '.join(b.name for b in self.boxes)})")
 
+
+# The tables inside a [[box]]: describe() path prefix -> dataclass.
+SUBSECTIONS: dict[str, type] = {"box[].probe[]": ProbeConfig, "box[].check[]": CheckConfig}
 
 # TOML section -> dataclass; "box" is the array of tables.
 SECTIONS: dict[str, type] = {
@@ -493,6 +567,14 @@ def describe() -> list[KeyDoc]:
             out.append(KeyDoc(f"{prefix}.{md['key']}", f.name, getattr(md["conv"], "label", "a value"),
                               list(default) if isinstance(default, tuple) else default,
                               bool(md["required"]), md["unit"], md["doc"]))
+        if section == "box":
+            for prefix, sub in SUBSECTIONS.items():
+                for f in fields(sub):
+                    md = f.metadata
+                    default = None if f.default is MISSING else f.default
+                    out.append(KeyDoc(f"{prefix}.{md['key']}", f.name, getattr(md["conv"], "label", "a value"),
+                                      list(default) if isinstance(default, tuple) else default,
+                                      bool(md["required"]), md["unit"], md["doc"]))
     return out
 
 
@@ -557,6 +639,73 @@ def _check_box(i: int, b: dict[str, Any], raw: dict[str, Any], errors: list[str]
         errors.append(f"{path}.command: missing (required because remediate lists \"command\")")
     if b.get("command") is not None:
         _placeholders(b["command"], f"{path}.command", raw, errors)
+
+
+# Which [[box.probe]] keys each kind takes: its spec's fields (probes/<kind>.py), plus kind and port.
+_PROBE_FIELD_KEYS = {f.name: f.metadata["key"] for f in fields(ProbeConfig)}
+
+
+def _service_probes(tables: tuple, path: str, errors: list[str]) -> tuple[ServiceProbe, ...]:
+    """[[box.probe]] tables -> ServiceProbe with the kind's spec; each error names box[i].probe[j].key."""
+    out = []
+    for j, raw in enumerate(tables):
+        here = f"{path}[{j}]"
+        n = len(errors)
+        kw = _section(ProbeConfig, raw, here, errors)
+        if kw is None or len(errors) > n or "kind" not in kw:
+            continue
+        spec_cls = probes.PROBES[kw["kind"]].SPEC
+        takes = {f.name for f in fields(spec_cls)}
+        spec_kw = {}
+        for name, value in kw.items():
+            if name in ("kind", "port"):
+                continue
+            if name not in takes:
+                users = [k for k in SERVICE_PROBE_KINDS if name in {f.name for f in fields(probes.PROBES[k].SPEC)}]
+                errors.append(f"{here}.{_PROBE_FIELD_KEYS[name]}: only for kind = "
+                              f"{' or '.join(json.dumps(u) for u in users)} (this probe is {_show(kw['kind'])})")
+                continue
+            spec_kw[name] = value
+        if len(errors) > n:
+            continue
+        spec = spec_cls(**spec_kw)
+        try:
+            spec.check()
+        except ValueError as exc:
+            errors.append(f"{here}: {exc}")
+            continue
+        out.append(ServiceProbe(kw["kind"], kw["port"], spec if spec_kw else None))
+    return tuple(out)
+
+
+def _checks(tables: tuple, path: str, box_kind: str | None, interval_s: float, errors: list[str]) -> tuple[Check, ...]:
+    """[[box.check]] tables -> agent.checks.Check; each error names box[i].check[j].key."""
+    out = []
+    if tables and box_kind == "vm":
+        errors.append(f"{path}: only for kind = \"container\" (checks run in the container's mount namespace)")
+        return ()
+    keys = {f.name: f.metadata["key"] for f in fields(CheckConfig)}
+    for j, raw in enumerate(tables):
+        here = f"{path}[{j}]"
+        n = len(errors)
+        kw = _section(CheckConfig, raw, here, errors)
+        if kw is None or len(errors) > n or "kind" not in kw:
+            continue
+        takes = set(CHECKS[kw["kind"]].KEYS) | {"kind", "timeout"}
+        for name in kw:
+            if keys[name] not in takes:
+                users = [k for k in CHECK_KINDS if keys[name] in CHECKS[k].KEYS]
+                errors.append(f"{here}.{keys[name]}: only for kind = "
+                              f"{' or '.join(json.dumps(u) for u in users)} (this check is {_show(kw['kind'])})")
+        for key in ("path", "argv"):
+            if key in takes and key not in kw:
+                errors.append(f"{here}.{key}: missing (required for kind = {_show(kw['kind'])})")
+        if kw.get("timeout_s") is not None and kw["timeout_s"] >= interval_s:
+            errors.append(f"{here}.timeout: must be less than agent.interval ({interval_s:g} s), "
+                          f"got {kw['timeout_s']:g}")
+        if len(errors) == n:
+            out.append(Check(**kw))
+    return tuple(out)
 
 
 def _read_token(path: str, key_path: str, errors: list[str]) -> str | None:
@@ -696,6 +845,9 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
                 continue
             boxes_kw.append(b)
             _check_box(i, b, raw, errors)
+            b["probes"] = _service_probes(b.get("probes", ()), f"box[{i}].probe", errors)
+            b["checks"] = _checks(b.get("checks", ()), f"box[{i}].check", b.get("kind"),
+                                  agent["interval_s"] if converted else math.inf, errors)
             if "name" in b:
                 if b["name"] in names:
                     errors.append(f"box[{i}].name: duplicate {_show(b['name'])} (also box[{names[b['name']]}])")
@@ -733,7 +885,7 @@ def runtime_errors(config: Config) -> list[str]:
     expands (remediations.actions.expand_command). Each error names the box's key path.
     """
     import probes
-    from agent.core.cycle import box_targets
+    from agent.core.cycle import address_targets, service_targets
     from agent.storage import points as P
     from remediations.actions import ActionError, expand_command
 
@@ -741,17 +893,28 @@ def runtime_errors(config: Config) -> list[str]:
     site = config.agent.site
     for i, box in enumerate(config.boxes):
         path = f"box[{i}]"
-        targets = box_targets(box)
+        targets = address_targets(box)
         for t in targets:
             try:
                 probes.validate(t)
             except ValueError as exc:
                 key = "tcp_ports" if t.port is not None else ("ipv4" if t.address == box.ipv4 else "ipv6")
                 errors.append(f"{path}.{key}: {exc}")
+        for j, sp in enumerate(box.probes):
+            for t in service_targets(box, sp):
+                targets.append(t)
+                try:
+                    probes.validate(t)
+                except ValueError as exc:
+                    errors.append(f"{path}.probe[{j}]: {exc}")
         try:
             P.to_lines([P.box_point(box.name, box.kind, site, 1, "up", "none", 0.0),
                         *(P.probe_point(box.name, box.kind, site, t.probe, t.address, t.port, True, 0.1, None, None,
-                                        0.0) for t in targets),
+                                        0.0, layer="l7", status_code=200, cert_days_left=1.0) for t in targets),
+                        *(P.probe_point(box.name, box.kind, site, "check:" + c.kind, c.target, None, True, 0.1, None,
+                                        None, 0.0) for c in box.checks),
+                        *(P.warning_point(box.name, box.kind, site, "check:" + c.kind, c.target, "expires", 0.0,
+                                          days_left=1.0) for c in box.checks),
                         P.segment_freeze_point(box.segment_name(site), site, 0.0, (box.name,), "l2", False, 0.0)])
         except ValueError as exc:
             errors.append(f"{path}: its points cannot be written to InfluxDB: {exc}")

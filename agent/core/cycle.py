@@ -1,14 +1,17 @@
 """One probe cycle's pure parts: which probes a box gets, and what its results say.
 
 A box is probed with icmp + arp on its IPv4 address, icmp6 + ndp on its IPv6
-address, and tcp on each service port over every address it has. It is
-healthy in a cycle when every one of those probes answers. The layer of a
-failure is the deepest one that failed: l2 (ARP/NDP unanswered), else l3
-(neighbour answered, echo did not), else l4 (echo answered, a TCP port did not).
+address, tcp on each service port and each [[box.probe]] (tcp, http, tls) over
+every address it has; its in-container checks (agent.checks) join its results. It
+is healthy in a cycle when every one of those answers. The layer of a failure is
+the deepest one that failed: l2 (ARP/NDP unanswered), else l3 (neighbour answered,
+echo did not), else l4 (echo answered, a TCP port did not), else l7 (the port
+accepts, the service's dialogue or an in-container check fails). Each result names
+its own layer when it failed (a tcp/http/tls probe: l4 for the connect, l7 after it).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +34,7 @@ class ProbedBox(Protocol):
     ipv4: str | None
     ipv6: str | None
     tcp_ports: tuple[int, ...]
+    # and optionally `probes`: [[box.probe]] (agent.core.config.ServiceProbe: kind, port, spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ class Verdict:
 
     box: str
     healthy: bool
-    layer: str  # none | l2 | l3 | l4
+    layer: str  # none | l2 | l3 | l4 | l7
     results: tuple[ProbeResult, ...]
     time_s: float  # when the cycle's last probe of this box answered or timed out
 
@@ -52,13 +56,27 @@ class CyclePlan:
     slices: tuple[tuple[str, int, int], ...]  # (box name, start, stop)
 
 
-def box_targets(box: ProbedBox) -> list[Target]:
-    """The probes one box gets every cycle."""
+def address_targets(box: ProbedBox) -> list[Target]:
+    """The address probes and tcp_ports connects of one box."""
     targets: list[Target] = []
     for family, address in ((4, box.ipv4), (6, box.ipv6)):
         if address:
             targets += [Target(address, kind) for kind in ADDRESS_PROBES[family]]
             targets += [Target(address, "tcp", port) for port in box.tcp_ports]
+    return targets
+
+
+def service_targets(box: ProbedBox, probe: object) -> list[Target]:
+    """One [[box.probe]] (kind, port, spec) on every address of the box."""
+    return [Target(address, probe.kind, probe.port, probe.spec)  # type: ignore[attr-defined]
+            for address in (box.ipv4, box.ipv6) if address]
+
+
+def box_targets(box: ProbedBox) -> list[Target]:
+    """The probes one box gets every cycle."""
+    targets = address_targets(box)
+    for probe in getattr(box, "probes", ()):
+        targets += service_targets(box, probe)
     return targets
 
 
@@ -78,17 +96,18 @@ def classify(results: Sequence[ProbeResult]) -> tuple[bool, str]:
     layer = "none"
     for result in results:
         if not result.ok:
-            layer = deeper(layer, PROBES[result.probe].LAYER)
+            layer = deeper(layer, result.layer or PROBES[result.probe].LAYER)
     return layer == "none", layer
 
 
-def verdicts(plan: CyclePlan, results: Sequence[ProbeResult], fallback_time_s: float) -> list[Verdict]:
-    """Split a sweep's results (in plan order) into one verdict per box."""
+def verdicts(plan: CyclePlan, results: Sequence[ProbeResult], fallback_time_s: float,
+             extra: Mapping[str, Sequence[ProbeResult]] | None = None) -> list[Verdict]:
+    """Split a sweep's results (in plan order) into one verdict per box; `extra` (box -> its check results) joins."""
     if len(results) != len(plan.targets):
         raise ValueError(f"sweep returned {len(results)} results for {len(plan.targets)} targets")
     out: list[Verdict] = []
     for name, start, stop in plan.slices:
-        mine = tuple(results[start:stop])
+        mine = tuple(results[start:stop]) + tuple((extra or {}).get(name, ()))
         healthy, layer = classify(mine)
         time_s = max((r.time_s for r in mine), default=fallback_time_s)
         out.append(Verdict(name, healthy, layer, mine, time_s))

@@ -25,7 +25,7 @@ class PointSink(Protocol):
 
 
 class PointsListener:
-    """probe, box, freeze, mac_change, segment_freeze and agent points; one storage write per cycle (+ the agent point).
+    """probe, warning, box, freeze, mac_change, segment_freeze and agent points; one storage write per cycle (+ the agent point).
 
     kinds: box name -> kind (container|vm); evidence_path(box, start_s): the evidence bundle of a
     freeze (agent.forensics.evidence.bundle_dir), or None when forensics is off.
@@ -76,7 +76,11 @@ class PointsListener:
             out = []
             if not ev.confirm:  # one probe and one box point per cycle: mean(up) is availability
                 out += [P.probe_point(box, kind, site, r.probe, r.target, r.port, r.ok, r.rtt_ms, r.error, r.mac,
-                                      r.time_s) for r in ev.results]
+                                      r.time_s, layer=r.layer, status_code=r.status_code,
+                                      cert_days_left=r.cert_days_left) for r in ev.results]
+                out += [P.warning_point(box, kind, site, r.probe, _where(r), r.warning, r.time_s,
+                                        days_left=r.cert_days_left, percent=getattr(r, "percent", None))
+                        for r in ev.results if r.warning]
                 out.append(P.box_point(box, kind, site, ev.up, ev.state, ev.layer, ev.time_s))
             out.extend(P.box_down_rewrite(box, kind, site, t) for t in ev.rewrite_down_times)
             if ev.freeze_start_s is not None and box not in self._fresh:
@@ -97,3 +101,11 @@ class PointsListener:
             return [P.freeze_point(box, kind, site, ev.start_s, False, ev.layer, ev.duration_s,
                                    self._evidence(box, ev.start_s))]
         return []
+
+
+def _where(result: object) -> str:
+    """A result's target as one text: address:port (IPv6 bracketed), else the address or path."""
+    target, port = getattr(result, "target"), getattr(result, "port")
+    if port is None:
+        return target
+    return f"[{target}]:{port}" if ":" in target else f"{target}:{port}"

@@ -84,6 +84,10 @@ class StatusListener:
             for r in (last.results if last else ()):
                 if r.ok and r.rtt_ms is not None and r.probe not in rtt:
                     rtt[r.probe] = round(r.rtt_ms, 3)
+            warnings = [{"check": r.probe, "target": r.target, "port": r.port, "message": r.warning,
+                         "days_left": None if r.cert_days_left is None else round(r.cert_days_left, 2),
+                         "percent": getattr(r, "percent", None)}
+                        for r in (last.results if last else ()) if r.warning]
             rs = rem.get(name)
             start = last.freeze_start_s if last else None
             held = self._held.get(name)
@@ -93,6 +97,7 @@ class StatusListener:
                 "layer": (last.state_layer if state != "up" else last.layer) if last else "none",
                 "since_s": self._since.get(name),
                 "rtt_ms": rtt,
+                "warnings": warnings,   # not failures: certificates/proxies expiring, disks filling
                 "open_freeze": ({"start_s": start, "layer": last.state_layer,
                                  "evidence": self.evidence_path(name, start) if self.evidence_path else None}
                                 if start is not None else None),

@@ -46,8 +46,12 @@ def render() -> str:
         sections.setdefault(doc.path.rsplit(".", 1)[0], []).append(doc)
     out = [_HEADER]
     for section, docs in sections.items():
-        cls = config.SECTIONS["box" if section == "box[]" else section]
-        title = "[[box]]" if section == "box[]" else f"[{section}]"
+        if section in config.SUBSECTIONS:
+            cls = config.SUBSECTIONS[section]
+            title = "[[" + section.replace("[]", "") + "]]"
+        else:
+            cls = config.SECTIONS["box" if section == "box[]" else section]
+            title = "[[box]]" if section == "box[]" else f"[{section}]"
         summary = (cls.__doc__ or "").split(":", 1)[-1].strip()
         summary = summary[:1].upper() + summary[1:]
         out.append(f"\n## `{title}`\n\n{summary}\n")

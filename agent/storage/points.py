@@ -1,8 +1,12 @@
 """Points, InfluxDB line protocol, and the schema builders every part of the agent uses (a public contract).
 
 Measurements (tags; fields):
-  probe            box, kind, site, probe, address, port(tcp);  ok, rtt_ms, error, mac
+  probe            box, kind, site, probe, address, port(tcp);  ok, rtt_ms, error, mac, layer, status_code,
+                                                                cert_days_left  (checks: probe = "check:<kind>",
+                                                                address = the path or argv[0])
   box              box, kind, site;                             up, state, layer
+  warning          box, kind, site, check, target;              message, days_left, percent (not a failure:
+                                                                a certificate or proxy expiring, a disk filling)
   freeze           box, kind, site;                             open, layer, duration_s, evidence
   agent            site, host;                                  cycle_s, misfires, spool_points, write_errors,
                                                                 dropped, rejected, boxes, ...
@@ -165,21 +169,37 @@ def _tags(box: str, kind: str, site: str | None, **more: str | None) -> dict[str
 
 
 def probe_point(box: str, kind: str, site: str | None, probe: str, address: str, port: int | None, ok: bool,
-                rtt_ms: float | None, error: str | None, mac: str | None, time_s: float) -> Point:
-    """`probe`: one probe result (timestamp: when it answered or timed out)."""
+                rtt_ms: float | None, error: str | None, mac: str | None, time_s: float, *,
+                layer: str | None = None, status_code: int | None = None,
+                cert_days_left: float | None = None) -> Point:
+    """`probe`: one probe or check result (timestamp: when it answered or timed out); layer when it failed."""
     fields: dict[str, FieldValue | None] = {"ok": 1 if ok else 0}
     if ok and rtt_ms is not None:
         fields["rtt_ms"] = float(rtt_ms)
     if not ok:
         fields["error"] = error or "failed"
+        if layer:
+            fields["layer"] = layer
     if mac:
         fields["mac"] = mac
+    if status_code is not None:
+        fields["status_code"] = int(status_code)
+    if cert_days_left is not None:
+        fields["cert_days_left"] = float(cert_days_left)
     return Point("probe", _tags(box, kind, site, probe=probe, address=address,
                                 port=str(port) if port is not None else None), fields, ns_from_s(time_s))
 
 
+def warning_point(box: str, kind: str, site: str | None, check: str, target: str, message: str, time_s: float, *,
+                  days_left: float | None = None, percent: float | None = None) -> Point:
+    """`warning`: ok but worth a look (check = probe kind or "check:<kind>"); never a failure, never remediated."""
+    return Point("warning", _tags(box, kind, site, check=check, target=target),
+                 {"message": message, "days_left": None if days_left is None else float(days_left),
+                  "percent": None if percent is None else float(percent)}, ns_from_s(time_s))
+
+
 def box_point(box: str, kind: str, site: str | None, up: int, state: str, layer: str, time_s: float) -> Point:
-    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering, layer none|l2|l3|l4."""
+    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering, layer none|l2|l3|l4|l7."""
     return Point("box", _tags(box, kind, site), {"up": int(up), "state": state, "layer": layer}, ns_from_s(time_s))
 
 

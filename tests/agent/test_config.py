@@ -237,7 +237,8 @@ def test_describe_covers_every_field_with_doc_and_default():
     paths = [d.path for d in docs]
     assert len(paths) == len(set(paths))
     import dataclasses
-    assert len(docs) == sum(len(dataclasses.fields(cls)) for cls in config.SECTIONS.values())
+    assert len(docs) == sum(len(dataclasses.fields(cls)) for cls in
+                            (*config.SECTIONS.values(), *config.SUBSECTIONS.values()))
     by = {d.path: d for d in docs}
     assert by["agent.interval"].default == 10.0 and by["agent.interval"].unit == "s"
     assert by["box[].name"].required and by["box[].tcp_ports"].type == "a list of an integer 1-65535"

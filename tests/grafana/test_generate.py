@@ -73,7 +73,7 @@ def test_contact_point_token_is_not_in_git():
 def test_rules_shape():
     groups = GEN.alert_rules_provisioning()["groups"]
     rules = {r["uid"]: r for grp in groups for r in grp["rules"]}
-    assert set(rules) == {"vobox-box-frozen", "vobox-agent-silent"}
+    assert set(rules) == {"vobox-box-frozen", "vobox-agent-silent", "vobox-cert-expiring"}
     frozen = rules["vobox-box-frozen"]
     assert frozen["labels"]["vobox_alert"] == "box_frozen"
     assert 'GROUP BY "box"' in frozen["data"][0]["model"]["query"]
@@ -83,6 +83,12 @@ def test_rules_shape():
     silent = rules["vobox-agent-silent"]
     assert silent["data"][0]["relativeTimeRange"]["from"] == 3 * GEN.AGENT_INTERVAL_S
     assert silent["noDataState"] == "Alerting"
+    expiring = rules["vobox-cert-expiring"]
+    assert 'last("cert_days_left")' in expiring["data"][0]["model"]["query"]
+    assert expiring["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "lt", "params": [GEN.EXPIRY_DAYS]}
+    # a warning, never routed to the remediation webhook (only box_frozen is)
+    routed = [m for r in GEN.policies_provisioning()["policies"][0]["routes"] for m in r["object_matchers"]]
+    assert ["vobox_alert", "=", "cert_expiring"] not in routed and expiring["labels"]["severity"] == "warning"
 
 
 @pytest.mark.parametrize("name", ["fleet-stability.json", "box-detail.json"])
@@ -158,7 +164,7 @@ def test_fleet_has_every_panel_the_issue_asks_for():
     titles = {p["title"] for p in GEN.fleet_dashboard()["panels"]}
     assert {"Availability per kind", "Availability per box", "Freezes", "Total frozen time", "MTBF", "MTTR",
             "Freezes by layer", "Remediations", "Remediation success rate", "Up/down per box",
-            "Freezes list"} <= titles
+            "Freezes list", f"Certificates and proxies expiring within {GEN.EXPIRY_DAYS} days"} <= titles
     box = {p["title"] for p in GEN.box_dashboard()["panels"]}
     assert {"RTT per probe", "Loss per probe", "State", "Freezes", "Remediations list", "Container events",
             "MAC changes"} <= box
