@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -29,7 +29,8 @@ from agent import atomic
 from agent.core import freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
-from agent.core.cycle import CyclePlan, box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import (CyclePlan, ContainerView, box_targets, classify, plan_cycle, verdicts,
+                              with_container_state)
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
                                FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
@@ -71,8 +72,11 @@ class Pipeline:
                  sweep: Callable[..., list[probes.ProbeResult]] = probes.sweep,
                  clock: Callable[[], float] = time.time, recorder: Recorder | None = None,
                  correlator: Correlator | None = None, macwatch: MacWatch | None = None,
-                 acting: Callable[[str], bool] | None = None) -> None:
+                 acting: Callable[[str], bool] | None = None,
+                 container_states: Callable[[], Mapping[str, ContainerView]] | None = None) -> None:
         self.config = config
+        # box -> its container's state, kept from Docker events (remediations.docker_events.ContainerStates)
+        self.container_states = container_states
         self.listeners = list(listeners)
         self.sweep = sweep
         self.clock = clock
@@ -180,7 +184,11 @@ class Pipeline:
 
         events: list[CycleEvent] = []
         unhealthy: list[str] = []
+        containers = self._container_states()
         for v in verdicts(plan, results, now_s):
+            box = self.boxes[v.box]
+            if box.kind == "container" and box.container:
+                v = with_container_state(v, box.container, containers.get(v.box), box.restart_stopped)
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
@@ -190,6 +198,16 @@ class Pipeline:
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
+
+    def _container_states(self) -> Mapping[str, ContainerView]:
+        """One read of the container state cache per cycle; {} without one or when it fails."""
+        if self.container_states is None:
+            return {}
+        try:
+            return self.container_states()
+        except Exception:  # noqa: BLE001 - without states the boxes are judged on their probes alone
+            log.exception("cycle: container states unavailable; judging on probes alone")
+            return {}
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -229,7 +247,8 @@ class Pipeline:
             # the freeze keeps the layer its cause showed; a deeper failure after verification still counts.
             log.info("box %s: %s failure during our own remediation counted as %s", v.box, layer, before.layer)
             layer = before.layer
-        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer), now_s, self.config.freeze)
+        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer, v.stopped), now_s,
+                                           self.config.freeze)
         self.states[v.box] = after
         decision = freeze.up_decision(before, after)
         # Confirmation passes write no `box` point, so there is none to rewrite at their times; the pass
@@ -241,7 +260,8 @@ class Pipeline:
         held_times = set(after.fail_times) | set(after.recovery_times)
         self._confirm_times[v.box] = {t for t in passes if t in held_times}
         out: list[CycleEvent] = [BoxObserved(v.box, now_s, v.healthy, v.layer, after.state, decision.up,
-                                             rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm)]
+                                             rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm,
+                                             v.container)]
         if self.macwatch is not None:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,

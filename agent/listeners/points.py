@@ -77,7 +77,8 @@ class PointsListener:
             if not ev.confirm:  # one probe and one box point per cycle: mean(up) is availability
                 out += [P.probe_point(box, kind, site, r.probe, r.target, r.port, r.ok, r.rtt_ms, r.error, r.mac,
                                       r.time_s) for r in ev.results]
-                out.append(P.box_point(box, kind, site, ev.up, ev.state, ev.layer, ev.time_s))
+                out.append(P.box_point(box, kind, site, ev.up, ev.state, ev.layer, ev.time_s,
+                                       getattr(ev.container, "state", None)))
             out.extend(P.box_down_rewrite(box, kind, site, t) for t in ev.rewrite_down_times)
             if ev.freeze_start_s is not None and box not in self._fresh:
                 # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at
