@@ -203,7 +203,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     remediation = None
     targets = [b.remediation_target() for b in cfg.boxes]
-    from remediations.docker_events import ExpectedEvents
+    from remediations.docker_events import ExpectedEvents, expecting_factory
 
     # Stops/restarts our remediation causes: the service marks them, the events watcher reads them.
     expected_events = ExpectedEvents()
@@ -221,8 +221,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
         engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
         wait = getattr(evidence, "wait_collected", None) if evidence is not None else None
-        remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,
-                                         history_path=history.path_in(cfg.agent.state_dir), evidence_wait=wait)
+        # Containers our actions touch are marked, so their stop/start events are not operator intent.
+        action_docker = expecting_factory(make_docker, expected_events)
+        remediation = RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy),
+                                         on_record, history_path=history.path_in(cfg.agent.state_dir),
+                                         evidence_wait=wait)
         services.append(remediation)
         if cfg.remediation.webhook_listen:
             from remediations.webhook import WebhookReceiver

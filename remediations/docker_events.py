@@ -343,3 +343,38 @@ class DockerEventWatcher:
             if self._stop.wait(self.retry_s):
                 break
             self.reconnects += 1
+
+
+def expecting_factory(factory: Callable[[], Any], expected: ExpectedEvents,
+                      window_s: float = EXPECT_WINDOW_S) -> Callable[[], Any]:
+    """A docker client factory for remediation actions whose clients mark every container they get as expected.
+
+    Until remediations/service.py calls ExpectedEvents.expect itself before each action, this
+    bridges it: an action reaches its container only through `client.containers.get(name)`.
+    """
+    def make() -> Any:
+        return _ExpectingClient(factory(), expected, window_s)
+    return make
+
+
+class _ExpectingContainers:
+    def __init__(self, inner: Any, expected: ExpectedEvents, window_s: float) -> None:
+        self._inner, self._expected, self._window_s = inner, expected, window_s
+
+    def get(self, container_id: str, *args: Any, **kwargs: Any) -> Any:
+        self._expected.expect(container_id, self._window_s)
+        ctr = self._inner.get(container_id, *args, **kwargs)
+        self._expected.expect(getattr(ctr, "id", None), self._window_s)
+        return ctr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _ExpectingClient:
+    def __init__(self, inner: Any, expected: ExpectedEvents, window_s: float) -> None:
+        self._inner = inner
+        self.containers = _ExpectingContainers(inner.containers, expected, window_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -12,7 +12,8 @@ Transitions (F = fail_cycles, R = recover_cycles):
   recovering --healthy--> up once R healthy cycles in a row: FreezeClosed
   recovering --fail-->    frozen: the SAME freeze continues
   any        --stopped--> stopped: not judged (its container was stopped by someone else); a suspect
-                          run is dropped, an open freeze closes at this cycle (FreezeClosed)
+                          run is dropped, an open freeze closes (FreezeClosed) at this cycle, or at
+                          the first healthy cycle of a recovery in progress
   stopped    --stopped--> stopped;  --healthy--> up;  --fail--> suspect (a new run: frozen at once when F == 1)
 
 Flap damping: a box must fail F cycles in a row to open a freeze and be healthy
@@ -114,8 +115,10 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
 
     if verdict.stopped:
         if state.freeze_open:
-            # The operator took the box over: the freeze ends here, the stop is not part of it.
-            events.append(FreezeClosed(box, now_s, s.freeze_start_s, now_s, s.layer))
+            # The operator took the box over: the freeze ends here (or at the first healthy cycle of a
+            # recovery in progress, which it was); the stop is not part of it.
+            end_s = s.recovery_times[0] if old == "recovering" and s.recovery_times else now_s
+            events.append(FreezeClosed(box, now_s, s.freeze_start_s, end_s, s.layer))
         s = replace(s, state="stopped", fail_times=(), layer="none", freeze_start_s=None, recovery_times=())
     elif verdict.healthy:
         if old == "suspect" or old == "stopped":
