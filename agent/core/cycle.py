@@ -55,6 +55,7 @@ class Verdict:
 # paused: l7 -- the cgroup freezer stops only the processes: the container's kernel still answers
 #   ARP/NDP and ping and completes TCP handshakes into each listen backlog until it is full, so
 #   the network answers and the service cannot; only the state shows it from the first cycle.
+#   TCP failures once the backlogs are full are the pause too: the layer stays l7.
 # restarting, exited, dead, created, removing, removed: l2 -- no process, no network namespace:
 #   nothing answers ARP/NDP, as the probes see too.
 # running but HEALTHCHECK unhealthy: l7 (the image's own check says its service is broken).
@@ -136,7 +137,16 @@ def with_container_state(v: Verdict, container: str, cs: ContainerView | None, r
         return replace(v, healthy=True, layer="none", stopped=True, container=cs)
     results = v.results + (container_result(container, cs, v.time_s),)
     healthy, layer = classify(results)
+    if cs.state == "paused":
+        # Its TCP ports stop accepting once their listen backlogs are full: that is the pause (l7), not a
+        # second failure, so a paused container's freeze keeps one layer however long it lasts. ARP/ping
+        # failures at the same time are a network fault of their own and still count.
+        layer = deeper(UNHEALTHY_LAYER, classify([r for r in results if not r.ok and _layer(r) != "l4"])[1])
     return replace(v, healthy=healthy, layer=layer, results=results, container=cs)
+
+
+def _layer(result: ProbeResult) -> str:
+    return result.layer or PROBES[result.probe].LAYER
 
 
 def verdicts(plan: CyclePlan, results: Sequence[ProbeResult], fallback_time_s: float) -> list[Verdict]:

@@ -113,3 +113,15 @@ def test_restart_stopped_judges_an_operator_stop_as_failure():
 def test_unknown_container_state_leaves_the_verdict():
     v0 = _ok_verdict()
     assert with_container_state(v0, "ctr1", None) is v0
+
+
+def test_a_paused_container_stays_l7_when_its_backlog_fills_but_a_network_fault_still_counts():
+    paused = ContainerState("paused")
+    tcp_dead = ProbeResult("192.0.2.10", "tcp", 1093, False, None, "timeout", None, 5.0)
+    v = CycleVerdict("b1", False, "l4", (res("icmp", True), tcp_dead), 5.0)
+    assert with_container_state(v, "ctr1", paused).layer == "l7"
+    v = CycleVerdict("b1", False, "l2", (res("arp", False), tcp_dead), 5.0)
+    assert with_container_state(v, "ctr1", paused).layer == "l2"
+    running = with_container_state(CycleVerdict("b1", False, "l4", (res("icmp", True), tcp_dead), 5.0), "ctr1",
+                                   ContainerState("running"))
+    assert running.layer == "l4"
