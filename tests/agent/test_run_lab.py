@@ -98,7 +98,10 @@ def test_each_fault_kind_is_one_closed_freeze_with_its_layer(wide_lab, agents, t
     plan = {"ctr1": "l2", "ctr2": "l3", "ctr3": "l4", "ctr4": "stop",
             "vm1": "l2", "vm2": "l3", "vm3": "l4", "vm4": "stop"}
     assert sorted(b.name for b in lab.boxes) == sorted(plan)
-    cfg = write_config(lab, str(tmp_path), database=db, sections={"correlation": {"enabled": False}})
+    # A docker stop by hand is operator intent (state stopped, tests/agent/test_dockerstate_lab.py) unless the
+    # box asks for it to be judged: restart_stopped makes the stop a failure, the l2 freeze this test wants.
+    cfg = write_config(lab, str(tmp_path), database=db, sections={"correlation": {"enabled": False}},
+                       box_keys={"ctr4": {"restart_stopped": True}})
     a = _start(agents, lab, cfg)
     a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
     a.wait_cycles(2)
