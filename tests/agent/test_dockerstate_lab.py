@@ -122,3 +122,66 @@ def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clea
     assert {r["container_state"] for r in stopped} == {"exited"}
     ev = query(lab, f"SELECT * FROM container_event WHERE box = '{box}' AND event = 'die'", db)
     assert ev and ev[-1]["operator"] == 1 and ev[-1]["container_state"] == "exited", ev
+
+
+def test_restart_stopped_makes_a_stop_by_hand_a_freeze_that_is_remediated(clean_lab, agents, tmp_path, request):
+    lab, db, box = clean_lab, _db(request), "ctr1"
+    ctr = lab.box(box).container
+    cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
+                       sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
+                       box_keys={box: {"remediate": ["restart_container"], "restart_stopped": True}})
+    a = _start(agents, lab, cfg)
+    try:
+        a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
+        subprocess.run(["docker", "stop", "-t", "1", ctr], check=True, capture_output=True)
+        a.wait_state(box, "frozen", timeout_s=10)
+        a.wait_state(box, "up", timeout_s=30)   # restarted by our restart_container, no help from the test
+        assert _docker_state(ctr) == "running"
+        a.wait_cycles(2)
+        st = read_status(a.state_dir)["boxes"][box]
+        assert st["state"] == "up" and st["container"]["operator_stopped"] is False, st
+        assert a.stop() == 0
+    finally:
+        if _docker_state(ctr) != "running":
+            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+            lab.wait_box(box, timeout_s=20)
+    assert errors_in_log(a.log_text()) == []
+    rem = query(lab, "SELECT * FROM remediation", db)
+    assert [(r["box"], r["action"], r["ok"], r["recovered"]) for r in rem] == [(box, "restart_container", 1, 1)]
+    fr = query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db)
+    assert [(r["open"], r["layer"]) for r in fr] == [(0, "l2")]
+    # Our own restart's events are not operator intent (the action's client marked the container).
+    starts = query(lab, f"SELECT * FROM container_event WHERE box = '{box}' AND event = 'start'", db)
+    assert starts and starts[-1]["operator"] == 0
+
+
+def test_a_restart_by_dockers_restart_policy_is_recorded_not_fought(clean_lab, agents, tmp_path, request):
+    lab, db, box = clean_lab, _db(request), "ctr1"
+    ctr = lab.box(box).container
+    cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
+                       sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
+                       box_keys={box: {"remediate": ["restart_container"]}})
+    subprocess.run(["docker", "update", "--restart", "on-failure", ctr], check=True, capture_output=True)
+    a = _start(agents, lab, cfg)
+    try:
+        a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
+        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", ctr], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        subprocess.run(["kill", "-9", pid], check=True)   # a crash: no docker stop/kill, Docker restarts it
+        lab.wait_box(box, timeout_s=20)
+        a.wait_state(box, "up", timeout_s=20)
+        a.wait_cycles(3)
+        assert a.stop() == 0
+    finally:
+        subprocess.run(["docker", "update", "--restart", "no", ctr], check=True, capture_output=True)
+        if _docker_state(ctr) != "running":
+            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+            lab.wait_box(box, timeout_s=20)
+    assert errors_in_log(a.log_text()) == []
+    ev = query(lab, f"SELECT * FROM container_event WHERE box = '{box}'", db)
+    kinds = [r["event"] for r in ev]
+    assert "die" in kinds and "start" in kinds[kinds.index("die"):], kinds
+    assert all(r["operator"] in (0, None) for r in ev), ev      # a crash is not operator intent
+    box_states = {r["state"] for r in query(lab, f"SELECT state FROM box WHERE box = '{box}'", db)}
+    assert "stopped" not in box_states
+    assert query(lab, "SELECT * FROM remediation", db) == []   # Docker restarted it; nothing of ours ran
