@@ -9,6 +9,7 @@ from remediations.service import RemediationService
 from remediations.webhook import WebhookReceiver, read_token
 
 __all__ = ["ACTIONS", "TRIGGERS", "Action", "ActionContext", "ActionError", "ActionOutcome", "ActionRecord",
-           "BoxStatus", "ContainerEventRecord", "ContainerState", "ContainerStates", "DockerEventWatcher", "DockerUnavailable", "ExpectedEvents", "HistoryEntry",
+           "BoxStatus", "ContainerEventRecord", "ContainerState", "ContainerStates", "DockerEventWatcher",
+           "DockerUnavailable", "ExpectedEvents", "HistoryEntry",
            "PlannedAction", "RemediationPolicy", "RemediationService", "RemediationTarget", "Remediator",
            "RequestResult", "WebhookReceiver", "default_docker_factory", "execute", "get_action", "read_token"]

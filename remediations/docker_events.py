@@ -136,7 +136,7 @@ def next_state(old: ContainerState | None, event: str, action: str, time_s: floa
 
 
 class ContainerStates:
-    """The state cache: box -> ContainerState, kept from events and resyncs; thread-safe; calling it gives a snapshot."""
+    """The state cache: box -> ContainerState, kept from events and resyncs; thread-safe; call it for a snapshot."""
 
     def __init__(self) -> None:
         self._states: dict[str, ContainerState] = {}
