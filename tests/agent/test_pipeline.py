@@ -334,10 +334,8 @@ def test_a_failure_caused_by_our_own_action_keeps_the_freeze_layer(tmp_path, act
 
 # ---- the container state cache joined to the verdict ------------------------------------------------
 def make_agent_with_states(tmp_path, states):
-    cfg = loads(config_text(str(tmp_path / "state")))
-    script, storage, rem = Script(), RecordingStorage(), RecordingRemediation()
-    listeners = wiring.build_listeners(cfg, storage, remediation=rem)
-    agent = Pipeline(cfg, listeners, sweep=script.sweep, clock=script.clock, container_states=lambda: dict(states))
+    agent, script, storage, rem = make_agent(tmp_path)
+    agent.container_states = lambda: dict(states)
     return agent, script, storage, rem
 
 
@@ -347,7 +345,7 @@ def test_a_paused_container_whose_network_answers_is_an_l7_freeze_shown_and_stor
     states = {"a": ContainerState("paused", since_s=1_799_999_999.0)}
     agent, script, storage, rem = make_agent_with_states(tmp_path, states)
     run(agent, script, ["", ""])   # every probe answers, as for a paused container's kernel
-    assert frozen_unheld(rem) == [("a", "l7")]
+    assert running(rem) == {"a": "running restart_container"}
     st = agent.listeners[-1].status(script.now)
     assert st["boxes"]["a"]["state"] == "frozen" and st["boxes"]["a"]["layer"] == "l7"
     assert st["boxes"]["a"]["container"]["state"] == "paused"
@@ -371,7 +369,7 @@ def test_a_container_stopped_by_an_operator_is_stopped_not_frozen_not_remediated
     run(agent, script, ["a"] * 6)   # nothing answers: the container is stopped
     assert agent.states["a"].state == "stopped"
     assert [p for p in storage.points if p.measurement == "freeze"] == []
-    assert frozen_unheld(rem) == [] and {s for b, s, _, _ in rem.calls if b == "a"} == {"stopped"}
+    assert running(rem) == {} and remediation_points(storage) == []
     box_a = [p for p in storage.points if p.measurement == "box" and p.tags["box"] == "a"]
     assert len(box_a) == 6 and all(p.fields["state"] == "stopped" for p in box_a)
     assert all(" up=" not in p.to_line() and ",up=" not in p.to_line() for p in box_a)  # not observed
