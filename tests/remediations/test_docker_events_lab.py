@@ -67,7 +67,7 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
         docker_proxy.start()
         # Replayed with `since` on reconnect (dockerd keeps only its last 256 events for that).
         assert wait_for(lambda: events()[4:] == ["pause", "unpause"], 15), \
-            [(r.event, r.time_s) for r in got] + [("reconnects", w.reconnects), ("connected", w.connected.is_set())]
+            " ".join(f"{r.event}@{r.time_s:.3f}" for r in got) + f" reconnects={w.reconnects} connected={w.connected.is_set()}"
         assert w.reconnects >= 1 and w.connected.is_set()
         assert [r.event for r in got].count("resync") == 1  # the gap, recorded once
     finally:
