@@ -133,3 +133,37 @@ def test_state_cache_resyncs_at_start_follows_events_and_resyncs_after_a_gap(rla
         elif ctr.status != "running":
             ctr.start()
         cli.networks.get(b.network).reload()
+
+
+def test_state_cache_follows_docker_health_status(lab_available):
+    """A container with a HEALTHCHECK: health_status events reach the cache (starting -> unhealthy -> healthy),
+    and the verdict join makes unhealthy an l7 failure."""
+    if lab_available:
+        pytest.skip(lab_available)
+    import os
+
+    from agent.core.cycle import Verdict, with_container_state
+    from lab.image import ensure_image
+    from remediations import ContainerStates
+
+    cli = docker.from_env()
+    name = f"vobox-dockerstate-health-{os.getpid()}"
+    ctr = cli.containers.run(ensure_image(), ["600"], entrypoint="/bin/sleep", name=name, detach=True,
+                             network_mode="none",
+                             healthcheck={"test": ["CMD", "test", "-e", "/tmp/ok"], "interval": 500_000_000,
+                                          "timeout": 1_000_000_000, "retries": 1})
+    states = ContainerStates()
+    t = RemediationTarget(box="hb", kind="container", container=name)
+    w = DockerEventWatcher([t], docker.from_env, lambda rec: None, retry_s=0.5, states=states)
+    w.start()
+    try:
+        assert w.connected.wait(10)
+        assert wait_for(lambda: states().get("hb") is not None and states()["hb"].health == "unhealthy", 15), states()
+        v = with_container_state(Verdict("hb", True, "none", (), 1.0), name, states()["hb"])
+        assert (v.healthy, v.layer, v.results[-1].error) == (False, "l7", "health unhealthy")
+        ctr.exec_run(["touch", "/tmp/ok"])
+        assert wait_for(lambda: states()["hb"].health == "healthy", 15), states()
+        assert with_container_state(Verdict("hb", True, "none", (), 1.0), name, states()["hb"]).healthy
+    finally:
+        w.stop()
+        ctr.remove(force=True)
