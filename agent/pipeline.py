@@ -29,8 +29,9 @@ from agent import atomic
 from agent.core import freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
-from agent.core.cycle import (CyclePlan, ContainerView, box_targets, classify, plan_cycle, verdicts,
-                              with_container_state)
+from agent.core.cycle import CyclePlan, ContainerView, box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import Verdict as CycleVerdict
+from agent.core.cycle import with_container_state
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
                                FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
@@ -341,10 +342,18 @@ class Pipeline:
     # ---- the one narrow method remediation may call ---------------------------------------------
 
     def reprobe(self, name: str) -> bool:
-        """Probe one box now (remediation's verification); True when every probe answers."""
+        """Probe one box now (remediation's verification); True when every probe answers and its container runs.
+
+        A container box's Docker state counts as in a cycle: a still paused container answers
+        ping and TCP handshakes, so the probes alone would call a failed action a recovery.
+        """
         box = self.boxes[name]
         results = self.sweep(box_targets(box), self.config.agent.timeout_s, self.config.agent.interface, None)
-        return classify(results)[0]
+        if box.kind != "container" or not box.container:
+            return classify(results)[0]
+        healthy, layer = classify(results)
+        v = CycleVerdict(name, healthy, layer, tuple(results), self.clock())
+        return with_container_state(v, box.container, self._container_states().get(name), box.restart_stopped).healthy
 
     def known_macs(self, name: str) -> dict[str, str]:
         """address -> the MAC last seen answering ARP/NDP for box NAME (empty without MAC memory)."""

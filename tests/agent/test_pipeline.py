@@ -375,3 +375,14 @@ def test_a_container_stopped_by_an_operator_is_stopped_not_frozen_not_remediated
     assert all(" up=" not in p.to_line() and ",up=" not in p.to_line() for p in box_a)  # not observed
     st = agent.listeners[-1].status(script.now)["boxes"]["a"]
     assert st["state"] == "stopped" and st["container"]["operator_stopped"] is True
+
+
+def test_reprobe_counts_the_container_state(tmp_path):
+    """Remediation's verification: a container still paused is not recovered although every probe answers."""
+    from remediations.docker_events import ContainerState
+
+    states = {"a": ContainerState("paused")}
+    agent, script, storage, rem = make_agent_with_states(tmp_path, states)
+    assert agent.reprobe("a") is False and agent.reprobe("b") is True
+    states["a"] = ContainerState("running")
+    assert agent.reprobe("a") is True
