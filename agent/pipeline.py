@@ -29,7 +29,9 @@ from agent import atomic
 from agent.core import freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
-from agent.core.cycle import CyclePlan, box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import CyclePlan, ContainerView, box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import Verdict as CycleVerdict
+from agent.core.cycle import with_container_state
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
                                FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
@@ -72,8 +74,11 @@ class Pipeline:
                  clock: Callable[[], float] = time.time, recorder: Recorder | None = None,
                  correlator: Correlator | None = None, macwatch: MacWatch | None = None,
                  acting: Callable[[str], bool] | None = None,
-                 checks: Callable[[Sequence[str]], Mapping[str, Sequence[probes.ProbeResult]]] | None = None) -> None:
+                 checks: Callable[[Sequence[str]], Mapping[str, Sequence[probes.ProbeResult]]] | None = None,
+                 container_states: Callable[[], Mapping[str, ContainerView]] | None = None) -> None:
         self.config = config
+        # box -> its container's state, kept from Docker events (remediations.docker_events.ContainerStates)
+        self.container_states = container_states
         self.listeners = list(listeners)
         self.sweep = sweep
         self.clock = clock
@@ -183,7 +188,11 @@ class Pipeline:
 
         events: list[CycleEvent] = []
         unhealthy: list[str] = []
+        containers = self._container_states()
         for v in verdicts(plan, results, now_s, checks()):
+            box = self.boxes[v.box]
+            if box.kind == "container" and box.container:
+                v = with_container_state(v, box.container, containers.get(v.box), box.restart_stopped)
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
@@ -216,6 +225,16 @@ class Pipeline:
             thread.join()
             return found
         return join
+
+    def _container_states(self) -> Mapping[str, ContainerView]:
+        """One read of the container state cache per cycle; {} without one or when it fails."""
+        if self.container_states is None:
+            return {}
+        try:
+            return self.container_states()
+        except Exception:  # noqa: BLE001 - without states the boxes are judged on their probes alone
+            log.exception("cycle: container states unavailable; judging on probes alone")
+            return {}
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -255,7 +274,8 @@ class Pipeline:
             # the freeze keeps the layer its cause showed; a deeper failure after verification still counts.
             log.info("box %s: %s failure during our own remediation counted as %s", v.box, layer, before.layer)
             layer = before.layer
-        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer), now_s, self.config.freeze)
+        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer, v.stopped), now_s,
+                                           self.config.freeze)
         self.states[v.box] = after
         decision = freeze.up_decision(before, after)
         # Confirmation passes write no `box` point, so there is none to rewrite at their times; the pass
@@ -267,7 +287,8 @@ class Pipeline:
         held_times = set(after.fail_times) | set(after.recovery_times)
         self._confirm_times[v.box] = {t for t in passes if t in held_times}
         out: list[CycleEvent] = [BoxObserved(v.box, now_s, v.healthy, v.layer, after.state, decision.up,
-                                             rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm)]
+                                             rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm,
+                                             v.container)]
         if self.macwatch is not None:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,
@@ -347,11 +368,20 @@ class Pipeline:
     # ---- the one narrow method remediation may call ---------------------------------------------
 
     def reprobe(self, name: str) -> bool:
-        """Probe one box now (remediation's verification); True when every probe answers."""
+        """Probe one box now (remediation's verification); True when every probe answers and its container runs.
+
+        A container box's Docker state counts as in a cycle: a still paused container answers
+        ping and TCP handshakes, so the probes alone would call a failed action a recovery.
+        """
         box = self.boxes[name]
         checks = self._start_checks([name])
         results = self.sweep(box_targets(box), self.config.agent.timeout_s, self.config.agent.interface, None)
-        return classify([*results, *checks().get(name, ())])[0]
+        results = [*results, *checks().get(name, ())]
+        if box.kind != "container" or not box.container:
+            return classify(results)[0]
+        healthy, layer = classify(results)
+        v = CycleVerdict(name, healthy, layer, tuple(results), self.clock())
+        return with_container_state(v, box.container, self._container_states().get(name), box.restart_stopped).healthy
 
     def known_macs(self, name: str) -> dict[str, str]:
         """address -> the MAC last seen answering ARP/NDP for box NAME (empty without MAC memory)."""

@@ -213,6 +213,10 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     remediation = None
     targets = [b.remediation_target() for b in cfg.boxes]
+    from remediations.docker_events import ExpectedEvents, expecting_factory
+
+    # Stops/restarts our remediation causes: the service marks them, the events watcher reads them.
+    expected_events = ExpectedEvents()
     if cfg.remediation.enabled:
         from remediations import ActionContext, RemediationService, Remediator, history
 
@@ -227,8 +231,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
         engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
         wait = getattr(evidence, "wait_collected", None) if evidence is not None else None
-        remediation = RemediationService(engine, ActionContext(docker_factory=make_docker, policy=policy), on_record,
-                                         history_path=history.path_in(cfg.agent.state_dir), evidence_wait=wait)
+        # Containers our actions touch are marked, so their stop/start events are not operator intent.
+        action_docker = expecting_factory(make_docker, expected_events)
+        remediation = RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy),
+                                         on_record, history_path=history.path_in(cfg.agent.state_dir),
+                                         evidence_wait=wait)
         services.append(remediation)
         if cfg.remediation.webhook_listen:
             from remediations.webhook import WebhookReceiver
@@ -237,14 +244,19 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                             [b.name for b in cfg.boxes],
                                             lambda box, action: remediation.request(box, action, "alert"),
                                             max_bytes=cfg.remediation.webhook_max_bytes))
+    container_states = None
     if any(t.container for t in targets):
-        from remediations.docker_events import DockerEventWatcher
+        from remediations.docker_events import ContainerStates, DockerEventWatcher
 
         def on_event(rec: Any) -> None:
             storage.write([P.container_event_point(rec.box, kinds.get(rec.box, "container"), site, rec.event,
-                                                   rec.time_s, rec.detail, rec.exit_code)])
+                                                   rec.time_s, rec.detail, rec.exit_code, rec.container_state,
+                                                   rec.operator if rec.container_state is not None else None)])
 
-        services.append(DockerEventWatcher(targets, make_docker, on_event))
+        # The container state cache: kept from the events, read by the pipeline once per cycle.
+        container_states = ContainerStates()
+        services.append(DockerEventWatcher(targets, make_docker, on_event, states=container_states,
+                                           expected=expected_events))
 
     listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                 known_macs=lambda box: pipeline_box["p"].known_macs(box), metrics=metrics)
@@ -252,7 +264,8 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     if checks is not None:
         closers.append(checks.close)
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
-                        acting=remediation.acting_on if remediation is not None else None, checks=checks)
+                        acting=remediation.acting_on if remediation is not None else None, checks=checks,
+                        container_states=container_states)
     pipeline_box["p"] = pipeline
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 

@@ -113,11 +113,15 @@ class ContainerEventRecord:
 
     box: str
     kind: str
-    event: str              # die, oom, restart, pause, unpause, stop, start, network_connect, network_disconnect
+    event: str              # die, oom, restart, pause, unpause, stop, start, kill, destroy, health_status,
+                            # network_connect, network_disconnect, resync (the stream reconnected: state re-read)
     action: str             # Docker's raw action string
     exit_code: int | None
     detail: str
     time_s: float
+    signal: str | None = None       # kill: the signal (e.g. "15")
+    container_state: str | None = None   # the box's container state after this event (the state cache)
+    operator: bool = False          # stopped, killed or removed by someone else (not our remediation, not a crash)
 
 
 @dataclass(frozen=True, slots=True)

@@ -479,6 +479,9 @@ class BoxConfig:
                                            + ", ".join("{%s}" % p for p in COMMAND_PLACEHOLDERS)
                                            + "; {{ and }} for a literal { and }", None)
     dry_run: bool = _key("dry_run", _boolean, "this box: record remediation, do nothing", False)
+    restart_stopped: bool = _key("restart_stopped", _boolean,
+                                 "kind = container: a container stopped, killed or removed by someone else is a "
+                                 "failure (frozen, remediated) instead of state `stopped` (left alone)", False)
     segment: str | None = _key("segment", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
                                "correlation segment (default: the L2 domain the agent reaches the box through, interface and "
                                "on-link prefix; without a route: network, else site)", None)

@@ -8,11 +8,16 @@ the deepest one that failed: l2 (ARP/NDP unanswered), else l3 (neighbour answere
 echo did not), else l4 (echo answered, a TCP port did not), else l7 (the port
 accepts, the service's dialogue or an in-container check fails). Each result names
 its own layer when it failed (a tcp/http/tls probe: l4 for the connect, l7 after it).
+
+A container box's Docker state joins its results as the pseudo probe `docker`
+(with_container_state): a container that is not running, or whose HEALTHCHECK
+says unhealthy, fails it at the layer CONTAINER_STATE_LAYERS gives; one stopped
+on purpose by someone else (operator intent) is not judged at all.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from agent.core.events import deeper
@@ -39,13 +44,38 @@ class ProbedBox(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One box's outcome in one cycle."""
+    """One box's outcome in one cycle (stopped: not judged, its container was stopped on purpose)."""
 
     box: str
     healthy: bool
     layer: str  # none | l2 | l3 | l4 | l7
     results: tuple[ProbeResult, ...]
     time_s: float  # when the cycle's last probe of this box answered or timed out
+    stopped: bool = False
+    container: object = None   # the container's state (ContainerView) when known
+
+
+# The pseudo probe of a container box's Docker state, and the layer each failing state gets.
+# paused: l7 -- the cgroup freezer stops only the processes: the container's kernel still answers
+#   ARP/NDP and ping and completes TCP handshakes into each listen backlog until it is full, so
+#   the network answers and the service cannot; only the state shows it from the first cycle.
+#   TCP failures once the backlogs are full are the pause too: the layer stays l7.
+# restarting, exited, dead, created, removing, removed: l2 -- no process, no network namespace:
+#   nothing answers ARP/NDP, as the probes see too.
+# running but HEALTHCHECK unhealthy: l7 (the image's own check says its service is broken).
+CONTAINER_PROBE = "docker"
+CONTAINER_STATE_LAYERS: dict[str, str] = {"paused": "l7", "restarting": "l2", "exited": "l2", "dead": "l2",
+                                          "created": "l2", "removing": "l2", "removed": "l2"}
+UNHEALTHY_LAYER = "l7"
+
+
+class ContainerView(Protocol):
+    """What a cycle needs of a container's state (remediations.docker_events.ContainerState fits)."""
+
+    state: str
+    health: str | None
+    oom_killed: bool
+    operator_stopped: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +128,43 @@ def classify(results: Sequence[ProbeResult]) -> tuple[bool, str]:
         if not result.ok:
             layer = deeper(layer, result.layer or PROBES[result.probe].LAYER)
     return layer == "none", layer
+
+
+def container_result(container: str, cs: ContainerView, time_s: float) -> ProbeResult:
+    """The pseudo probe `docker` for one container: ok while running and not unhealthy, else failed at its layer."""
+    if cs.state == "running" and cs.health != "unhealthy":
+        return ProbeResult(container, CONTAINER_PROBE, None, True, None, None, None, time_s)
+    if cs.state == "running":
+        return ProbeResult(container, CONTAINER_PROBE, None, False, None, "health unhealthy", None, time_s,
+                           layer=UNHEALTHY_LAYER)
+    error = cs.state + (" (OOM-killed)" if cs.oom_killed else "")
+    return ProbeResult(container, CONTAINER_PROBE, None, False, None, error, None, time_s,
+                       layer=CONTAINER_STATE_LAYERS.get(cs.state, "l2"))
+
+
+def with_container_state(v: Verdict, container: str, cs: ContainerView | None, restart_stopped: bool = False
+                         ) -> Verdict:
+    """V joined with the container's state: its `docker` result added and judged; stopped on operator intent.
+
+    restart_stopped: the box wants a container stopped by someone else judged (a failure,
+    so remediated) instead of left alone.
+    """
+    if cs is None:
+        return v
+    if cs.operator_stopped and not restart_stopped:
+        return replace(v, healthy=True, layer="none", stopped=True, container=cs)
+    results = v.results + (container_result(container, cs, v.time_s),)
+    healthy, layer = classify(results)
+    if cs.state == "paused":
+        # Its TCP ports stop accepting once their listen backlogs are full: that is the pause (l7), not a
+        # second failure, so a paused container's freeze keeps one layer however long it lasts. ARP/ping
+        # failures at the same time are a network fault of their own and still count.
+        layer = deeper(UNHEALTHY_LAYER, classify([r for r in results if not r.ok and _layer(r) != "l4"])[1])
+    return replace(v, healthy=healthy, layer=layer, results=results, container=cs)
+
+
+def _layer(result: ProbeResult) -> str:
+    return result.layer or PROBES[result.probe].LAYER
 
 
 def verdicts(plan: CyclePlan, results: Sequence[ProbeResult], fallback_time_s: float,

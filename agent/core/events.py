@@ -13,7 +13,8 @@ from typing import Any
 
 from probes import LAYERS as PROBE_LAYERS
 
-STATES: tuple[str, ...] = ("up", "suspect", "frozen", "recovering")
+# "stopped": not judged; its container was stopped, killed or removed by someone else (operator intent).
+STATES: tuple[str, ...] = ("up", "suspect", "frozen", "recovering", "stopped")
 # "none" (healthy) and the probe layers (probes.types.LAYERS is the one source: l2, l3, l4, l7).
 LAYERS: tuple[str, ...] = ("none", *PROBE_LAYERS)
 # How deep a failure is: l2 (ARP/NDP fail) is deeper than l3 (ping fails), deeper than l4 (a TCP port
@@ -37,7 +38,7 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class StateChanged(Event):
-    """The box's state moved from `old` to `new` (up, suspect, frozen, recovering)."""
+    """The box's state moved from `old` to `new` (up, suspect, frozen, recovering, stopped)."""
 
     old: str
     new: str
@@ -105,6 +106,7 @@ class BoxObserved(Event):
     state_layer: str
     results: tuple[Any, ...]
     confirm: bool = False
+    container: Any = None   # container boxes: its ContainerState (remediations.docker_events), None when unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,10 @@ Transitions (F = fail_cycles, R = recover_cycles):
   frozen     --healthy--> recovering (up at once when R == 1: FreezeClosed)
   recovering --healthy--> up once R healthy cycles in a row: FreezeClosed
   recovering --fail-->    frozen: the SAME freeze continues
+  any        --stopped--> stopped: not judged (its container was stopped by someone else); a suspect
+                          run is dropped, an open freeze closes (FreezeClosed) at this cycle, or at
+                          the first healthy cycle of a recovery in progress
+  stopped    --stopped--> stopped;  --healthy--> up;  --fail--> suspect (a new run: frozen at once when F == 1)
 
 Flap damping: a box must fail F cycles in a row to open a freeze and be healthy
 R cycles in a row to close it; a failing cycle while recovering does not close
@@ -59,12 +63,19 @@ class FreezeThresholds:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One box's cycle result: healthy, else the failing layer (l2: ARP/NDP, l3: ICMP, l4: TCP)."""
+    """One box's cycle result: healthy, else the failing layer (l2: ARP/NDP, l3: ICMP, l4: TCP, l7: service).
+
+    stopped: not judged at all (operator intent: its container was stopped on purpose); healthy
+    and layer are then ignored.
+    """
 
     healthy: bool
     layer: str = "none"
+    stopped: bool = False
 
     def __post_init__(self) -> None:
+        if self.stopped:
+            return
         if self.layer not in LAYERS:
             raise ValueError(f"verdict layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
         if not self.healthy and self.layer == "none":
@@ -102,8 +113,15 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
     fail_n, rec_n = thresholds.fail_cycles, thresholds.recover_cycles
     s = replace(state, last_time_s=now_s)
 
-    if verdict.healthy:
-        if old == "suspect":
+    if verdict.stopped:
+        if state.freeze_open:
+            # The operator took the box over: the freeze ends here (or at the first healthy cycle of a
+            # recovery in progress, which it was); the stop is not part of it.
+            end_s = s.recovery_times[0] if old == "recovering" and s.recovery_times else now_s
+            events.append(FreezeClosed(box, now_s, s.freeze_start_s, end_s, s.layer))
+        s = replace(s, state="stopped", fail_times=(), layer="none", freeze_start_s=None, recovery_times=())
+    elif verdict.healthy:
+        if old == "suspect" or old == "stopped":
             s = replace(s, state="up", fail_times=(), layer="none")
         elif old == "frozen" or old == "recovering":
             rec = (s.recovery_times if old == "recovering" else ()) + (now_s,)
@@ -113,7 +131,7 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
             else:
                 s = replace(s, state="recovering", recovery_times=rec)
     else:
-        if old == "up" or old == "suspect":
+        if old in ("up", "suspect", "stopped"):
             fails = (s.fail_times if old == "suspect" else ()) + (now_s,)
             layer = deeper(s.layer, verdict.layer) if old == "suspect" else verdict.layer
             if len(fails) >= fail_n:
@@ -137,7 +155,7 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
 class UpDecision:
     """What to write for a box this cycle: `up` for the cycle, and earlier cycles to write again with up=0."""
 
-    up: int
+    up: int | None      # None: not observed (stopped on purpose): the `box` point has no `up`
     rewrite_down_times: tuple[float, ...] = field(default=())
 
 
@@ -148,8 +166,10 @@ def up_decision(before: BoxState, after: BoxState) -> UpDecision:
     healthy one. Cycles are written tentatively (suspect: 1, recovering: 1) and fixed
     when the outcome is known: a freeze opening rewrites its suspect cycles to 0; a
     recovery that fails back to frozen rewrites its healthy cycles to 0 (they belong to
-    the freeze, which continues).
+    the freeze, which continues). A stopped box is not observed: up is None.
     """
+    if after.state == "stopped":
+        return UpDecision(None)
     if after.state == "frozen":
         if before.state in ("up", "suspect"):
             return UpDecision(0, before.fail_times if before.state == "suspect" else ())

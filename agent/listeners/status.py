@@ -17,6 +17,12 @@ STATUS_FILE = "status.json"
 STATUS_VERSION = 1
 
 
+def _container(cs: Any) -> dict[str, Any]:
+    """status.json's `container` object of a box (remediations.docker_events.ContainerState)."""
+    return {"state": cs.state, "health": cs.health, "since_s": cs.since_s, "oom_killed": cs.oom_killed,
+            "operator_stopped": cs.operator_stopped, "exit_code": cs.exit_code}
+
+
 class StatusListener:
     """Keeps each box's last verdict, state, since and hold; writes status.json atomically at CycleEnded.
 
@@ -106,6 +112,7 @@ class StatusListener:
                                 if rs is not None else None),
                 "held": ({"kind": held.kind, "segment": held.segment, "since_s": held.time_s, "reason": held.reason}
                          if held is not None else None),
+                "container": _container(last.container) if last is not None and last.container is not None else None,
             }
         return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
                 "error": self._error, "boxes": boxes}

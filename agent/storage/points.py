@@ -198,9 +198,16 @@ def warning_point(box: str, kind: str, site: str | None, check: str, target: str
                   "percent": None if percent is None else float(percent)}, ns_from_s(time_s))
 
 
-def box_point(box: str, kind: str, site: str | None, up: int, state: str, layer: str, time_s: float) -> Point:
-    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering, layer none|l2|l3|l4|l7."""
-    return Point("box", _tags(box, kind, site), {"up": int(up), "state": state, "layer": layer}, ns_from_s(time_s))
+def box_point(box: str, kind: str, site: str | None, up: int | None, state: str, layer: str, time_s: float,
+              container_state: str | None = None) -> Point:
+    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped, layer none|l2|l3|l4|l7.
+
+    up is absent while stopped (not observed: mean(up) leaves the cycle out); container_state:
+    container boxes, Docker's state (running, paused, exited, ...) when known.
+    """
+    return Point("box", _tags(box, kind, site),
+                 {"up": int(up) if up is not None else None, "state": state, "layer": layer,
+                  "container_state": container_state}, ns_from_s(time_s))
 
 
 def box_down_rewrite(box: str, kind: str, site: str | None, time_s: float) -> Point:
@@ -246,10 +253,15 @@ def remediation_point(box: str, kind: str, site: str | None, action: str, trigge
 
 
 def container_event_point(box: str, kind: str, site: str | None, event: str, time_s: float, detail: str = "",
-                          exit_code: int | None = None) -> Point:
-    """`container_event`: a Docker event (die, oom, restart, pause, disconnect, ...) of a configured box."""
+                          exit_code: int | None = None, container_state: str | None = None,
+                          operator: bool | None = None) -> Point:
+    """`container_event`: a Docker event (die, oom, restart, pause, disconnect, resync, ...) of a configured box.
+
+    container_state: the container's state after it; operator: 1 when the box is stopped by someone else.
+    """
     return Point("container_event", _tags(box, kind, site, event=event),
-                 {"n": 1, "detail": detail, "exit_code": exit_code}, ns_from_s(time_s))
+                 {"n": 1, "detail": detail, "exit_code": exit_code, "container_state": container_state,
+                  "operator": None if operator is None else int(operator)}, ns_from_s(time_s))
 
 
 def mac_change_point(box: str, kind: str, site: str | None, address: str, old: str, new: str,

@@ -64,3 +64,64 @@ def test_verdicts_refuse_a_short_result_list():
     plan = plan_cycle([Box("a", "192.0.2.10", None, ())])
     with pytest.raises(ValueError, match="1 results for 2 targets"):
         verdicts(plan, [res("arp", True)], 0.0)
+
+
+# ---- a container box's Docker state joined to its verdict (pseudo probe "docker") ----------------------
+from agent.core.cycle import Verdict as CycleVerdict, with_container_state  # noqa: E402
+from remediations.docker_events import ContainerState  # noqa: E402
+
+
+def _ok_verdict(healthy=True, layer="none"):
+    r = ProbeResult("192.0.2.10", "icmp", None, healthy, 0.1 if healthy else None, None if healthy else "timeout",
+                    None, 5.0)
+    return CycleVerdict("b1", healthy, layer, (r,), 5.0)
+
+
+@pytest.mark.parametrize("cs,probes_ok,want", [
+    pytest.param(ContainerState("running"), True, (True, "none", False, True), id="running"),
+    pytest.param(ContainerState("paused"), True, (False, "l7", False, False), id="paused-network-answers-l7"),
+    pytest.param(ContainerState("running", health="unhealthy"), True, (False, "l7", False, False), id="unhealthy"),
+    pytest.param(ContainerState("running", health="starting"), True, (True, "none", False, True), id="starting"),
+    pytest.param(ContainerState("exited", exit_code=1), False, (False, "l2", False, False), id="exited-crash"),
+    pytest.param(ContainerState("restarting"), True, (False, "l2", False, False), id="restarting-l2"),
+    pytest.param(ContainerState("dead"), True, (False, "l2", False, False), id="dead-l2"),
+    pytest.param(ContainerState("exited", operator_stopped=True), False, (True, "none", True, None),
+                 id="stopped-by-operator-not-judged"),
+])
+def test_with_container_state(cs, probes_ok, want):
+    v = with_container_state(_ok_verdict(probes_ok, "none" if probes_ok else "l3"), "ctr1", cs)
+    docker = [r for r in v.results if r.probe == "docker"]
+    assert (v.healthy, v.layer, v.stopped) == want[:3]
+    if want[3] is None:
+        assert docker == []
+    else:
+        assert len(docker) == 1 and docker[0].ok is want[3] and docker[0].target == "ctr1"
+    assert v.container is cs
+
+
+def test_exited_container_is_l2_even_when_probes_say_less():
+    v = with_container_state(_ok_verdict(False, "l3"), "ctr1", ContainerState("exited", exit_code=1))
+    assert v.layer == "l2" and v.results[-1].error == "exited"
+
+
+def test_restart_stopped_judges_an_operator_stop_as_failure():
+    cs = ContainerState("exited", operator_stopped=True, exit_code=143)
+    v = with_container_state(_ok_verdict(False, "l2"), "ctr1", cs, restart_stopped=True)
+    assert (v.healthy, v.layer, v.stopped) == (False, "l2", False)
+
+
+def test_unknown_container_state_leaves_the_verdict():
+    v0 = _ok_verdict()
+    assert with_container_state(v0, "ctr1", None) is v0
+
+
+def test_a_paused_container_stays_l7_when_its_backlog_fills_but_a_network_fault_still_counts():
+    paused = ContainerState("paused")
+    tcp_dead = ProbeResult("192.0.2.10", "tcp", 1093, False, None, "timeout", None, 5.0)
+    v = CycleVerdict("b1", False, "l4", (res("icmp", True), tcp_dead), 5.0)
+    assert with_container_state(v, "ctr1", paused).layer == "l7"
+    v = CycleVerdict("b1", False, "l2", (res("arp", False), tcp_dead), 5.0)
+    assert with_container_state(v, "ctr1", paused).layer == "l2"
+    running = with_container_state(CycleVerdict("b1", False, "l4", (res("icmp", True), tcp_dead), 5.0), "ctr1",
+                                   ContainerState("running"))
+    assert running.layer == "l4"

@@ -15,7 +15,9 @@ from agent.core.freeze import BoxState, FreezeThresholds, Verdict, initial, step
 
 
 def verdict(c: str) -> Verdict:
-    """'.' healthy, '2' / '3' / '4' failing at l2 / l3 / l4."""
+    """'.' healthy, '2' / '3' / '4' / '7' failing at l2 / l3 / l4 / l7, 'S' stopped (operator intent, not judged)."""
+    if c == "S":
+        return Verdict(True, stopped=True)
     return Verdict(True) if c == "." else Verdict(False, f"l{c}")
 
 
@@ -70,6 +72,24 @@ def run(seq: str, fail: int = 3, rec: int = 2, t0: float = 100.0, dt: float = 10
                  [("open", 120, 100, "l3", (100, 110)), ("close", 140, 100, 130, "l3"),
                   ("open", 170, 150, "l3", (150, 160)), ("close", 190, 150, 180, "l3")],
                  id="two-freezes"),
+    # Operator intent (container stopped by someone else): not judged, never a freeze.
+    pytest.param("SSSS", 3, 2, "stopped stopped stopped stopped", [], id="stopped-is-never-a-freeze"),
+    pytest.param("33SS..", 3, 2, "suspect suspect stopped stopped up up", [], id="stop-drops-suspect-run"),
+    pytest.param("333SS.", 3, 2, "suspect suspect frozen stopped stopped up",
+                 [("open", 120, 100, "l3", (100, 110)), ("close", 130, 100, 130, "l3")],
+                 id="stop-closes-open-freeze-at-stop"),
+    pytest.param("3333.S", 3, 2, "suspect suspect frozen frozen recovering stopped",
+                 [("open", 120, 100, "l3", (100, 110)), ("close", 150, 100, 140, "l3")],
+                 id="stop-while-recovering-closes-at-first-healthy"),
+    pytest.param("SS222..", 3, 2, "stopped stopped suspect suspect frozen recovering up",
+                 [("open", 140, 120, "l2", (120, 130)), ("close", 160, 120, 150, "l2")],
+                 id="failing-after-stop-counts-afresh"),
+    pytest.param("S7", 1, 1, "stopped frozen", [("open", 110, 110, "l7", ())], id="stopped-to-frozen-thresholds-1"),
+    pytest.param("7777..", 3, 2, "suspect suspect frozen frozen recovering up",
+                 [("open", 120, 100, "l7", (100, 110)), ("close", 150, 100, 140, "l7")], id="l7-paused"),
+    pytest.param("7744..", 2, 2, "suspect frozen frozen frozen recovering up",
+                 [("open", 110, 100, "l7", (100,)), ("layer", 120, "l7", "l4"), ("close", 150, 100, 140, "l4")],
+                 id="paused-backlog-fills-l7-to-l4"),
 ])
 def test_transitions(seq, fail, rec, states, events):
     got_states, got_events, _ = run(seq, fail, rec)
@@ -115,10 +135,14 @@ def simulate_up(seq: str, fail: int, rec: int) -> tuple[dict[float, int], list[F
     pytest.param(".33.", 3, 2, ".11.", id="suspect-only-stays-up"),
     pytest.param("333.3..", 3, 2, "00000..", id="aborted-recovery-is-down"),
     pytest.param("3.", 1, 1, "0.", id="thresholds-1"),
+    pytest.param(".SS.", 3, 2, ".--.", id="stopped-not-observed"),
+    pytest.param("33SS", 3, 2, "11--", id="stop-after-suspect-keeps-up"),
+    pytest.param("333S", 3, 2, "000-", id="stop-ends-freeze"),
 ])
 def test_up_semantics_table(seq, fail, rec, down):
     written, _ = simulate_up(seq, fail, rec)
-    assert [written[float(i)] for i in range(len(seq))] == [0 if c == "0" else 1 for c in down]
+    want = {"0": 0, "-": None}
+    assert [written[float(i)] for i in range(len(seq))] == [want.get(c, 1) for c in down]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -126,7 +150,7 @@ def test_up_zero_exactly_over_closed_freezes(seed):
     """Random flapping: the up=0 cycles are exactly [start, end) of the freezes, so mean(up) matches."""
     rng = random.Random(seed)
     fail, rec = rng.randint(1, 4), rng.randint(1, 3)
-    seq = "".join(rng.choice("..." + "234") for _ in range(200)) + "." * rec
+    seq = "".join(rng.choice("..." + "2347" + "S") for _ in range(200)) + "." * rec
     written, closed = simulate_up(seq, fail, rec)
     down = {t for t, up in written.items() if up == 0}
     expected = set()

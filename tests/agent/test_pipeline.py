@@ -331,3 +331,58 @@ def test_a_failure_caused_by_our_own_action_keeps_the_freeze_layer(tmp_path, act
     mode["a"] = "l2"          # e.g. the container restarting: no ARP for a moment
     agent.run_cycle()
     assert agent.states["a"].layer == layer
+
+# ---- the container state cache joined to the verdict ------------------------------------------------
+def make_agent_with_states(tmp_path, states):
+    agent, script, storage, rem = make_agent(tmp_path)
+    agent.container_states = lambda: dict(states)
+    return agent, script, storage, rem
+
+
+def test_a_paused_container_whose_network_answers_is_an_l7_freeze_shown_and_stored(tmp_path):
+    from remediations.docker_events import ContainerState
+
+    states = {"a": ContainerState("paused", since_s=1_799_999_999.0)}
+    agent, script, storage, rem = make_agent_with_states(tmp_path, states)
+    run(agent, script, ["", ""])   # every probe answers, as for a paused container's kernel
+    assert running(rem) == {"a": "running restart_container"}
+    st = agent.listeners[-1].status(script.now)
+    assert st["boxes"]["a"]["state"] == "frozen" and st["boxes"]["a"]["layer"] == "l7"
+    assert st["boxes"]["a"]["container"]["state"] == "paused"
+    assert st["boxes"]["a"]["container"]["since_s"] == 1_799_999_999.0
+    assert st["boxes"]["b"]["container"] is None  # no state known for b
+    docker_points = [p for p in storage.points if p.measurement == "probe" and p.tags["probe"] == "docker"]
+    assert {p.fields["ok"] for p in docker_points} == {0} and docker_points[0].fields["error"] == "paused"
+    box_a = [p.fields for p in storage.points if p.measurement == "box" and p.tags["box"] == "a" and "state" in p.fields]
+    assert box_a[-1]["container_state"] == "paused" and box_a[-1]["layer"] == "l7"
+    states["a"] = ContainerState("running", since_s=1_800_000_100.0)
+    run(agent, script, ["", ""])
+    assert agent.states["a"].state == "up"
+    assert [(p.fields["open"], p.fields["layer"]) for p in storage.points if p.measurement == "freeze"][-1] == (0, "l7")
+
+
+def test_a_container_stopped_by_an_operator_is_stopped_not_frozen_not_remediated_not_observed(tmp_path):
+    from remediations.docker_events import ContainerState
+
+    states = {"a": ContainerState("exited", since_s=1.0, operator_stopped=True, exit_code=143)}
+    agent, script, storage, rem = make_agent_with_states(tmp_path, states)
+    run(agent, script, ["a"] * 6)   # nothing answers: the container is stopped
+    assert agent.states["a"].state == "stopped"
+    assert [p for p in storage.points if p.measurement == "freeze"] == []
+    assert running(rem) == {} and remediation_points(storage) == []
+    box_a = [p for p in storage.points if p.measurement == "box" and p.tags["box"] == "a"]
+    assert len(box_a) == 6 and all(p.fields["state"] == "stopped" for p in box_a)
+    assert all(" up=" not in p.to_line() and ",up=" not in p.to_line() for p in box_a)  # not observed
+    st = agent.listeners[-1].status(script.now)["boxes"]["a"]
+    assert st["state"] == "stopped" and st["container"]["operator_stopped"] is True
+
+
+def test_reprobe_counts_the_container_state(tmp_path):
+    """Remediation's verification: a container still paused is not recovered although every probe answers."""
+    from remediations.docker_events import ContainerState
+
+    states = {"a": ContainerState("paused")}
+    agent, script, storage, rem = make_agent_with_states(tmp_path, states)
+    assert agent.reprobe("a") is False and agent.reprobe("b") is True
+    states["a"] = ContainerState("running")
+    assert agent.reprobe("a") is True

@@ -43,7 +43,7 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
 
     def events():
         with lock:
-            return [r.event for r in got]
+            return [r.event for r in got if r.event != "resync"]  # resync: the gap record, checked below
 
     w = DockerEventWatcher([t], lambda: docker.DockerClient(base_url=docker_proxy.base_url, version="1.41"),
                            sink, retry_s=0.5)
@@ -67,8 +67,103 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
         docker_proxy.start()
         # Replayed with `since` on reconnect (dockerd keeps only its last 256 events for that).
         assert wait_for(lambda: events()[4:] == ["pause", "unpause"], 15), \
-            [(r.event, r.time_s) for r in got] + [("reconnects", w.reconnects), ("connected", w.connected.is_set())]
+            " ".join(f"{r.event}@{r.time_s:.3f}" for r in got) + f" reconnects={w.reconnects} connected={w.connected.is_set()}"
         assert w.reconnects >= 1 and w.connected.is_set()
+        assert [r.event for r in got].count("resync") == 1  # the gap, recorded once
     finally:
         w.stop()
     assert all(r.box == b.name and r.kind == "container" for r in got)
+
+
+def test_state_cache_resyncs_at_start_follows_events_and_resyncs_after_a_gap(rlab, docker_proxy):
+    """Real engine: states from one inspect at connect, then only events; a stop by hand is operator intent,
+    one we marked as expected is not; after the stream was lost, a resync re-reads what happened meanwhile."""
+    from remediations import ContainerStates, ExpectedEvents
+    from remediations.docker_events import expecting_factory
+
+    b = rlab.box("ctr1")
+    t = RemediationTarget(box=b.name, kind="container", container=b.container, network=b.network)
+    got, lock = [], threading.Lock()
+
+    def sink(rec):
+        with lock:
+            got.append(rec)
+
+    cli = docker.from_env()
+    ctr = cli.containers.get(b.container)
+    ctr.pause()  # before the watcher starts: only the resync can know
+    states, expected = ContainerStates(), ExpectedEvents()
+    w = DockerEventWatcher([t], lambda: docker.DockerClient(base_url=docker_proxy.base_url, version="1.41"), sink,
+                           retry_s=0.5, states=states, expected=expected)
+    w.start()
+    try:
+        assert w.connected.wait(10)
+        assert wait_for(lambda: b.name in states(), 5)
+        assert states()[b.name].state == "paused" and not states()[b.name].operator_stopped
+        ctr.unpause()
+        assert wait_for(lambda: states()[b.name].state == "running", 5), states()
+        # A stop by hand: operator intent.
+        ctr.stop(timeout=1)
+        assert wait_for(lambda: states()[b.name].state == "exited" and states()[b.name].operator_stopped, 10), states()
+        stop_recs = [r for r in got if r.event in ("kill", "die", "stop")]
+        assert stop_recs and stop_recs[-1].operator and stop_recs[-1].container_state == "exited"
+        ctr.start()
+        assert wait_for(lambda: states()[b.name].state == "running" and not states()[b.name].operator_stopped, 10)
+        # A stop through a client marked by our remediation (expecting_factory): not operator intent.
+        ours = expecting_factory(docker.from_env, expected)()
+        ours.containers.get(b.container).stop(timeout=1)
+        assert wait_for(lambda: states()[b.name].state == "exited", 10), states()
+        assert not states()[b.name].operator_stopped
+        ctr.start()
+        assert wait_for(lambda: states()[b.name].state == "running", 10)
+        # The stream goes away; the container is paused meanwhile; the resync after the reconnect says so.
+        docker_proxy.stop()
+        assert wait_for(lambda: not w.connected.is_set(), 10)
+        ctr.pause()
+        docker_proxy.start()
+        assert wait_for(lambda: any(r.event == "resync" for r in got), 15), [(r.event, r.detail) for r in got]
+        resync = [r for r in got if r.event == "resync"][-1]
+        assert resync.container_state == "paused" and "stream down" in resync.detail
+        assert states()[b.name].state == "paused"
+    finally:
+        w.stop()
+        ctr.reload()
+        if ctr.status == "paused":
+            ctr.unpause()
+        elif ctr.status != "running":
+            ctr.start()
+        cli.networks.get(b.network).reload()
+
+
+def test_state_cache_follows_docker_health_status(lab_available):
+    """A container with a HEALTHCHECK: health_status events reach the cache (starting -> unhealthy -> healthy),
+    and the verdict join makes unhealthy an l7 failure."""
+    if lab_available:
+        pytest.skip(lab_available)
+    import os
+
+    from agent.core.cycle import Verdict, with_container_state
+    from lab.image import ensure_image
+    from remediations import ContainerStates
+
+    cli = docker.from_env()
+    name = f"vobox-dockerstate-health-{os.getpid()}"
+    ctr = cli.containers.run(ensure_image(), ["600"], entrypoint="/bin/sleep", name=name, detach=True,
+                             network_mode="none",
+                             healthcheck={"test": ["CMD", "test", "-e", "/tmp/ok"], "interval": 500_000_000,
+                                          "timeout": 1_000_000_000, "retries": 1})
+    states = ContainerStates()
+    t = RemediationTarget(box="hb", kind="container", container=name)
+    w = DockerEventWatcher([t], docker.from_env, lambda rec: None, retry_s=0.5, states=states)
+    w.start()
+    try:
+        assert w.connected.wait(10)
+        assert wait_for(lambda: states().get("hb") is not None and states()["hb"].health == "unhealthy", 15), states()
+        v = with_container_state(Verdict("hb", True, "none", (), 1.0), name, states()["hb"])
+        assert (v.healthy, v.layer, v.results[-1].error) == (False, "l7", "health unhealthy")
+        ctr.exec_run(["touch", "/tmp/ok"])
+        assert wait_for(lambda: states()["hb"].health == "healthy", 15), states()
+        assert with_container_state(Verdict("hb", True, "none", (), 1.0), name, states()["hb"]).healthy
+    finally:
+        w.stop()
+        ctr.remove(force=True)
