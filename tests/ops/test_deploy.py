@@ -85,7 +85,9 @@ def test_security_score_is_the_guides_and_below_the_old_3_8(tmp_path, name):
 
 
 def test_example_config_is_valid():
-    cfg = config.load(os.path.join(DEPLOY, "agent.example.toml"))
+    """Valid everywhere; the files it names (the VM hook's `virsh`) are checked on the site's host only."""
+    cfg = config.load(os.path.join(DEPLOY, "agent.example.toml"), check_files=False)
+    assert all("'virsh'" in e for e in config.file_errors(cfg)), config.file_errors(cfg)
     assert {b.kind for b in cfg.boxes} == {"container", "vm"}
     assert cfg.remediation.dry_run
 

@@ -68,8 +68,8 @@ def test_soak_20_faults_4_boxes(soak_lab, tmp_path):
                                   "max_per_hour": MAX_TOTAL},
                   "correlation": {"min_boxes": 3, "min_share": 0.75}},
         box_keys={**{b.name: {"remediate": ladder} for b in lab.boxes if b.container},
-                  # the VM stand-in hangs off the same parent link: it is on the containers' segment
-                  vm.name: {"remediate": ["command"], "command": heal_vm, "segment": lab.network}})
+                  # the VM stand-in hangs off the same parent link and subnet: the containers' L2 domain
+                  vm.name: {"remediate": ["command"], "command": heal_vm}})
     logs = iter(f"agent-{i}.log" for i in range(10))
     started: list[AgentProc] = []
 
