@@ -27,22 +27,28 @@ from remediations.actions import expand_command
 
 TRICKY = st.sampled_from(list(' ,="\\\n\t#{}%/é€😀') + ["a", "b", "Z", "0", "-", "_", "."])
 TEXT = st.lists(st.one_of(TRICKY, st.characters(codec="utf-8")), min_size=0, max_size=12).map("".join)
+def mostly(good, bad):
+    """Mostly GOOD, one time in ten BAD: enough accepted configs to check, enough refused ones too.
+
+    (one_of would not do: hypothesis favours the simpler branch; a die whose 9 means BAD shrinks to GOOD.)
+    """
+    return st.integers(0, 9).flatmap(lambda roll: bad if roll == 9 else good)
+
+
 GOOD_NAME = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,20}\Z")
-NAME = st.one_of(GOOD_NAME, GOOD_NAME, GOOD_NAME, GOOD_NAME, GOOD_NAME, TEXT)                      # mostly valid, sometimes not
+NAME = mostly(GOOD_NAME, TEXT)
 # printable text with what trips line protocol and InfluxQL up (separators, escapes, quotes, braces, unicode)
 PRINTABLE = st.lists(st.one_of(st.sampled_from(list(' ,="\\#{}%/é€😀abZ0-_.')),
                                st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"))),
                      min_size=1, max_size=12).map("".join).filter(lambda t: t.strip() != "")
-SITE = st.one_of(PRINTABLE, PRINTABLE, PRINTABLE, TEXT)
+SITE = mostly(PRINTABLE, TEXT)
 GOOD_V4 = st.ip_addresses(v=4, network="198.18.0.0/15").map(str)
 GOOD_V6 = st.ip_addresses(v=6, network="2001:db8::/32").map(str)
-IPV4 = st.one_of(GOOD_V4, GOOD_V4, st.sampled_from(["192.0.2.10", "198.51.100.7", "203.0.113.200", "198.18.5.9", "0192.0.2.1",
-                                  "192.0.2.256", "192.0.2.10/24", " 192.0.2.10", ""]),
-                 st.ip_addresses(v=4, network="198.18.0.0/15").map(str))
-IPV6 = st.one_of(GOOD_V6, GOOD_V6, st.sampled_from(["2001:db8::21", "2001:DB8:1::0010", "2001:db8::21%eth1", "fe80::1%2",
-                                  "2001:db8::1/64", "::ffff:192.0.2.1", "2001:db8:::1", ""]),
-                 st.ip_addresses(v=6, network="2001:db8::/32").map(str))
-PORT = st.one_of(st.integers(1, 65535), st.integers(1, 65535), st.sampled_from([0, 65536, -1]))
+IPV4 = mostly(GOOD_V4, st.sampled_from(["192.0.2.10", "198.51.100.7", "203.0.113.200", "198.18.5.9", "0192.0.2.1",
+                                  "192.0.2.256", "192.0.2.10/24", " 192.0.2.10", ""]))
+IPV6 = mostly(GOOD_V6, st.sampled_from(["2001:db8::21", "2001:DB8:1::0010", "2001:db8::21%eth1", "fe80::1%2",
+                                  "2001:db8::1/64", "::ffff:192.0.2.1", "2001:db8:::1", ""]))
+PORT = mostly(st.integers(1, 65535), st.sampled_from([0, 65536, -1]))
 ARG = st.one_of(TEXT, st.sampled_from(["{box}", "{ipv4}", "{ipv6}", "{container}", "{{literal}}",
                                        '{{"vm": "{box}"}}', "{nope}", "{", "}", "{0}", "{box!r}"]))
 
