@@ -52,7 +52,9 @@ def test_a_frozen_box_is_restarted_by_the_alertmanager_alert(clean_lab, agent_pr
                                   "webhook_listen": f"127.0.0.1:{webhook_port}",
                                   "webhook_token_file": str(token_file)},
                   "metrics": {"listen": f"127.0.0.1:{metrics_port}"}},
-        box_keys={"ctr1": {"remediate": ["restart_container"]}, "ctr2": {"remediate": ["restart_container"]}})
+        # the lab's `stop` stands for a crash: without restart_stopped it would be operator intent (left alone)
+        box_keys={"ctr1": {"remediate": ["restart_container"], "restart_stopped": True},
+                  "ctr2": {"remediate": ["restart_container"], "restart_stopped": True}})
     agent = AgentProc(lab, cfg, os.path.join(tmp_path, "agent.log"))
     agent_procs.append(agent)
     agent.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 30)

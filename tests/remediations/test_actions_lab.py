@@ -229,8 +229,6 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
         status = svc.status()["vm1"]
     finally:
         svc.stop()
-    saved = json.loads((tmp_path / "status.json").read_text())["boxes"]["vm1"]
-    assert saved["capped"].startswith("cap reached") and saved["actions_last_hour"] == 3
     assert len(json.loads((tmp_path / "history.json").read_text())["actions"]) == 3
     assert marker.read_text().splitlines() == [f"vm1 {vm.ipv4}"] * 3
     caps = [r for r in rec.final() if r.detail.startswith("cap reached")]
