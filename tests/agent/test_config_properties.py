@@ -24,6 +24,7 @@ from agent.core.cycle import box_targets, plan_cycle
 from agent.storage import points as P
 from agent.storage.influx import V1Writer
 from remediations.actions import expand_command
+from tests.agent.storage.conftest import module_influx  # noqa: F401 - the fixture
 
 TRICKY = st.sampled_from(list(' ,="\\\n\t#{}%/é€😀') + ["a", "b", "Z", "0", "-", "_", "."])
 TEXT = st.lists(st.one_of(TRICKY, st.characters(codec="utf-8")), min_size=0, max_size=12).map("".join)
@@ -82,24 +83,6 @@ def configs(draw) -> str:
 
 _db = itertools.count()
 _accepted = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def module_influx(tmp_path_factory):
-    """One real influxd for the whole module (hypothesis runs many examples)."""
-    from lab.influx import InfluxServer
-    from tests.agent.storage.conftest import _make_netns, _need_root_and_influxd
-
-    _need_root_and_influxd()
-    gen = _make_netns()
-    ns = next(gen)
-    server = InfluxServer(str(tmp_path_factory.mktemp("influx-cfg")), netns=ns, http_port=8086)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        next(gen, None)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -74,3 +74,20 @@ def influx_server(throwaway_netns, tmp_path):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_influx(tmp_path_factory):
+    """One real influxd for the whole module (hypothesis runs many examples)."""
+    from lab.influx import InfluxServer
+
+    _need_root_and_influxd()
+    gen = _make_netns()
+    ns = next(gen)
+    server = InfluxServer(str(tmp_path_factory.mktemp("influx")), netns=ns, http_port=8086)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        next(gen, None)

@@ -48,24 +48,6 @@ def _read_back(server, db: str) -> list[dict]:
         return query(server.url, "SELECT * FROM /.*/ GROUP BY *", db=db)
 
 
-@pytest.fixture(scope="module")
-def module_influx(tmp_path_factory):
-    """One real influxd for the whole module (hypothesis runs many examples)."""
-    from tests.agent.storage.conftest import _make_netns, _need_root_and_influxd
-    from lab.influx import InfluxServer
-
-    _need_root_and_influxd()
-    gen = _make_netns()
-    ns = next(gen)
-    server = InfluxServer(str(tmp_path_factory.mktemp("influx-rt")), netns=ns, http_port=8086)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        next(gen, None)
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(p=points())
