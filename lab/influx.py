@@ -92,6 +92,17 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def stop_child(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM our child PROC, SIGKILL after timeout_s, and reap it."""
+    def wait(t: float) -> bool:
+        try:
+            proc.wait(t)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    _terminate(proc.pid, timeout_s, wait)
+
+
 def _terminate(pid: int, timeout_s: float, wait=None) -> None:
     """SIGTERM, then SIGKILL after timeout_s; `wait` reaps our own child."""
     with contextlib.suppress(ProcessLookupError):
@@ -241,13 +252,7 @@ class InfluxServer:
         """SIGTERM influxd, SIGKILL after timeout_s, wait for it; a no-op when not running."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            def wait(t: float) -> bool:
-                try:
-                    proc.wait(t)
-                    return True
-                except subprocess.TimeoutExpired:
-                    return False
-            _terminate(proc.pid, timeout_s, wait)
+            stop_child(proc, timeout_s)
             log.info("influxd pid %d stopped (rc %s)", proc.pid, proc.returncode)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.pidfile)

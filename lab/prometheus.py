@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 
 from agent import netns as _netns
-from lab.influx import _cmdline, _pid_alive, _terminate
+from lab.influx import _cmdline, _pid_alive, _terminate, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +165,7 @@ class PrometheusStack:
         procs, self._procs = self._procs, {}
         for name, proc in procs.items():
             if proc.poll() is None:
-                def wait(t: float, proc: subprocess.Popen = proc) -> bool:
-                    try:
-                        proc.wait(t)
-                        return True
-                    except subprocess.TimeoutExpired:
-                        return False
-                _terminate(proc.pid, timeout_s, wait)
+                stop_child(proc, timeout_s)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.base_dir, f"{name}.pid"))
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -161,3 +162,14 @@ class AgentProc:
 def errors_in_log(text: str) -> list[str]:
     """Traceback/ERROR lines in an agent log (a clean run has none)."""
     return [ln for ln in text.splitlines() if re.search(r"\bTraceback\b|\bERROR\b|\bCRITICAL\b", ln)]
+
+
+def free_port(ns: str) -> int:
+    """A TCP port free on 127.0.0.1 inside network namespace NS (for the agent's webhook or /metrics)."""
+    with netns.entered(ns):
+        s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()

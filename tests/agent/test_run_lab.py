@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -19,7 +18,7 @@ import pytest
 from agent import netns
 from agent.core.config import load as load_config
 from agent.core.cycle import plan_cycle
-from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
+from tests.agent.agent_proc import free_port, AgentProc, errors_in_log, query, read_status, write_config
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 0.5
@@ -270,16 +269,6 @@ def test_sigterm_finishes_the_cycle_flushes_and_exits_0(clean_lab, agents, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------------------
-def _free_port(ns: str) -> int:
-    with netns.entered(ns):
-        s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
 def _post(ns: str, port: int, token: str, payload: dict) -> tuple[int, dict]:
     with netns.entered(ns):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -311,7 +300,7 @@ def test_remediation_through_the_runner(clean_lab, agents, tmp_path, request):
     token = "s3cret-token-for-the-lab"
     token_file = tmp_path / "webhook.token"
     token_file.write_text(token + "\n")
-    port = _free_port(lab.monitor_ns)
+    port = free_port(lab.monitor_ns)
     cfg = write_config(
         lab, str(tmp_path), database=db,
         sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 3, "stop_timeout": 2,

@@ -6,26 +6,14 @@ The agent's own automatic remediation is off ([remediation] auto = false): the a
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 
 import pytest
 
-from agent import netns
-from tests.agent.agent_proc import AgentProc, errors_in_log, query, write_config
+from tests.agent.agent_proc import free_port, AgentProc, errors_in_log, query, write_config
 
 pytestmark = pytest.mark.lab
-
-
-def _free_port(ns: str) -> int:
-    with netns.entered(ns):
-        s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def _started_at(container: str) -> str:
@@ -45,7 +33,7 @@ def test_a_frozen_box_is_restarted_by_the_alertmanager_alert(clean_lab, agent_pr
     lab, db = clean_lab, "t_prometheus_alert_path"
     token_file = tmp_path / "webhook.token"
     token_file.write_text("lab-alertmanager-token\n")
-    webhook_port, metrics_port = _free_port(lab.monitor_ns), _free_port(lab.monitor_ns)
+    webhook_port, metrics_port = free_port(lab.monitor_ns), free_port(lab.monitor_ns)
     cfg = write_config(
         lab, str(tmp_path), database=db,
         sections={"remediation": {"enabled": True, "auto": False, "cooldown": 1, "verify": 3, "stop_timeout": 2,
