@@ -190,9 +190,10 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict], templa
 
 UP_MAPPINGS = [{"type": "value", "options": {"0": {"text": "down", "color": "red", "index": 0},
                                                "1": {"text": "up", "color": "green", "index": 1}}}]
+# Each box state of agent.core.events.STATES gets a colour; a state without one fails the tests.
+STATE_COLOURS = {"up": "green", "suspect": "yellow", "frozen": "red", "recovering": "blue", "stopped": "purple"}
 STATE_MAPPINGS = [{"type": "value", "options": {
-    "up": {"color": "green", "index": 0}, "suspect": {"color": "yellow", "index": 1},
-    "frozen": {"color": "red", "index": 2}, "recovering": {"color": "blue", "index": 3}}}]
+    state: {"color": colour, "index": i} for i, (state, colour) in enumerate(STATE_COLOURS.items())}}]
 AVAIL_THRESHOLDS = [{"color": "red", "value": None}, {"color": "orange", "value": 99},
                     {"color": "green", "value": 99.9}]
 

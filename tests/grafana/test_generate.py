@@ -179,3 +179,11 @@ def test_readme_and_guide_agree_on_influxdb_2_authentication():
     for text in texts:
         assert "influx v1 auth create --username grafana-vobox" in text
         assert "Authorization: Token" not in text and "any non-empty name |" not in text.split("3.x")[0]
+
+
+def test_every_box_state_has_a_colour_in_the_state_timeline():
+    """The state timeline maps every state the agent stores (agent.core.events.STATES), no other."""
+    from agent.core.events import STATES
+    STATE_COLOURS, STATE_MAPPINGS = GEN.STATE_COLOURS, GEN.STATE_MAPPINGS
+    assert set(STATE_COLOURS) == set(STATES)
+    assert set(STATE_MAPPINGS[0]["options"]) == set(STATES)
