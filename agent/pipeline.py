@@ -108,6 +108,31 @@ class Pipeline:
         if resumed:
             log.info("resuming open freezes of %s", ", ".join(sorted(resumed)))
 
+    def set_boxes(self, boxes: Sequence[BoxConfig]) -> tuple[list[str], list[str]]:
+        """Swap the box set between cycles (discovery): (added, removed) names; removed boxes' state is dropped.
+
+        A new box starts from its saved freeze state if it has one (a rediscovered box after a
+        restart), else afresh; a box whose config changed keeps its state.
+        """
+        with self._lock:
+            new = {b.name: b for b in boxes}
+            added = [n for n in new if n not in self.boxes]
+            removed = [n for n in self.boxes if n not in new]
+            saved = freeze.load_state(self._freeze_path) if added else {}
+            for name in removed:
+                self.states.pop(name, None)
+                self._holds.pop(name, None)
+                self._confirm_times.pop(name, None)
+                if self.correlator is not None:
+                    self.correlator.members.pop(name, None)
+            for name in added:
+                self.states[name] = saved.get(name, freeze.initial(name))
+            if self.macwatch is not None and removed:
+                self.macwatch.forget(new)
+            self.boxes = new
+            self.plan = plan_cycle(tuple(boxes))
+            return added, removed
+
     # ---- persistence ---------------------------------------------------------------------------
 
     def _restore_agent_state(self) -> None:

@@ -124,6 +124,46 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
     return listeners
 
 
+def box_set_follower(cfg: Config, boxes: Callable[[], tuple[int, tuple[BoxConfig, ...]]], pipeline: Any,
+                     listeners: list[Any], *, recorder: Any = None, engine: Any = None,
+                     webhook: Any = None) -> Callable[[], None]:
+    """A call that brings the pipeline and its parts to the box set BOXES() gives, when its version changed."""
+    from dataclasses import replace
+
+    from agent.core import correlation
+    from agent.forensics.evidence import BoxRef
+    from agent.listeners.evidence import EvidenceListener
+
+    seen = [None]
+
+    def follow() -> None:
+        version, now = boxes()
+        if version == seen[0]:
+            return
+        seen[0] = version
+        added, removed = pipeline.set_boxes(now)
+        kinds = {b.name: b.kind for b in now}
+        for listener in listeners:
+            if isinstance(listener, EvidenceListener):
+                listener.boxes = {b.name: BoxRef.from_config(b, cfg.agent.site) for b in now}
+            elif hasattr(listener, "kinds"):   # points, status, metrics
+                listener.kinds = dict(kinds)
+        if recorder is not None:
+            recorder.set_boxes({b.name: b.addresses() for b in now})
+        if pipeline.correlator is not None and added:
+            fresh = [b for b in now if b.name in added]
+            pipeline.correlator.members.update(
+                correlation.memberships_from_config(replace(cfg, boxes=tuple(fresh)), route_of=host_routes()))
+        if engine is not None:
+            engine.set_targets([b.remediation_target() for b in now])
+        if webhook is not None:
+            webhook.set_boxes(kinds)
+        if added or removed:
+            log.info("box set: %d boxes (+%s -%s)", len(now), ",".join(added) or "0", ",".join(removed) or "0")
+
+    return follow
+
+
 @dataclass
 class Assembly:
     """A wired pipeline and the background services around it, started and stopped together."""
@@ -244,8 +284,22 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                             [b.name for b in cfg.boxes],
                                             lambda box, action: remediation.request(box, action, "alert"),
                                             max_bytes=cfg.remediation.webhook_max_bytes))
+    discovery = None
+    if cfg.discovery.docker:
+        from agent.discovery import DockerDiscovery
+
+        def on_discovered(added: Any, removed: Any) -> None:
+            now_s = time.time()
+            storage.write([P.container_event_point(f.box.name, "container", site, event, now_s,
+                                                   f"container {f.box.container} {what} "
+                                                   f"({' '.join(f.box.addresses())} on {f.box.network})")
+                           for fs, event, what in ((removed, "forgotten", "left the box set"),
+                                                   (added, "discovered", "joined the box set"))
+                           for f in fs])
+
+        discovery = DockerDiscovery(cfg, on_change=on_discovered)
     container_states = None
-    if any(t.container for t in targets):
+    if any(t.container for t in targets) or discovery is not None:
         from remediations.docker_events import ContainerStates, DockerEventWatcher
 
         def on_event(rec: Any) -> None:
@@ -255,8 +309,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
         # The container state cache: kept from the events, read by the pipeline once per cycle.
         container_states = ContainerStates()
-        services.append(DockerEventWatcher(targets, make_docker, on_event, states=container_states,
-                                           expected=expected_events))
+        watcher = DockerEventWatcher(targets, make_docker, on_event, states=container_states,
+                                     expected=expected_events, follow=discovery.follow if discovery else None)
+        if discovery is not None:
+            discovery.set_targets = watcher.set_targets
+        services.append(watcher)
 
     listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                 known_macs=lambda box: pipeline_box["p"].known_macs(box), metrics=metrics)
@@ -270,9 +327,16 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 
     stopping = threading.Event()
+    follow_boxes = None
+    if discovery is not None:
+        follow_boxes = box_set_follower(cfg, discovery.boxes, pipeline, listeners, recorder=recorder,
+                                        engine=remediation.remediator if remediation is not None else None,
+                                        webhook=next((s for s in services if hasattr(s, "set_boxes")), None))
 
     def cycle() -> None:
         started = time.monotonic()
+        if follow_boxes is not None:
+            follow_boxes()   # discovery's box set, swapped between cycles only
         summary = pipeline.run_cycle()
         systemd.watchdog()
         if on_cycle is not None:

@@ -150,6 +150,12 @@ class ContainerStates:
 
     __call__ = snapshot   # the pipeline's `container_states()` callable
 
+    def drop(self, box: str) -> None:
+        """Forget BOX (it left the box set)."""
+        with self._lock:
+            self._states.pop(box, None)
+            self._synced.pop(box, None)
+
     def set(self, box: str, state: ContainerState, synced_s: float) -> None:
         """Replace one box's state (a resync whose inspect ran at synced_s; older events are then ignored)."""
         with self._lock:
@@ -209,8 +215,13 @@ class DockerEventWatcher:
     def __init__(self, targets: Iterable[RemediationTarget], docker_factory: Callable[[], Any],
                  on_record: Callable[[ContainerEventRecord], None], retry_s: float = 2.0,
                  clock: Callable[[], float] = time.time, states: ContainerStates | None = None,
-                 expected: ExpectedEvents | None = None) -> None:
+                 expected: ExpectedEvents | None = None,
+                 follow: Callable[[Any, dict | None], None] | None = None) -> None:
         self.targets = [t for t in targets if t.container]
+        # follow(client, None) at every (re)connect before the resync, follow(client, event) for every event
+        # (any container's): the box discovery (agent.discovery) rides this stream instead of opening its own.
+        self.follow = follow
+        self._targets_changed = False
         self.states = states if states is not None else ContainerStates()
         self.expected = expected if expected is not None else ExpectedEvents(clock)
         self._lost_s: float | None = None   # when the stream was lost (None: never connected or connected)
@@ -241,6 +252,40 @@ class DockerEventWatcher:
                 pass
         if self._thread:
             self._thread.join(timeout_s)
+
+    def set_targets(self, targets: Iterable[RemediationTarget]) -> None:
+        """Replace the followed boxes (discovery); new ones are inspected before the next event is handled."""
+        self.targets = [t for t in targets if t.container]
+        self._targets_changed = True
+
+    def _follow(self, client: Any, ev: dict | None) -> None:
+        if self.follow is None:
+            return
+        try:
+            self.follow(client, ev)
+        except Exception:  # noqa: BLE001 - discovery failing must not stop following the known containers
+            log.exception("docker events: discovery failed on %s", (ev or {}).get("Action", "connect"))
+
+    def _retarget(self, client: Any, by_id: dict[str, RemediationTarget]) -> dict[str, RemediationTarget]:
+        """After set_targets: inspect the boxes that are new, forget the ones that left; the new by_id."""
+        self._targets_changed = False
+        known = {t.box for t in by_id.values()}
+        boxes = {t.box for t in self.targets}
+        by_id = {i: t for i, t in by_id.items() if t.box in boxes}
+        for box in known - boxes:
+            self.states.drop(box)
+        for t in self.targets:
+            if t.box in known:
+                continue
+            synced_s = self.clock()
+            try:
+                ctr = client.containers.get(t.container)
+            except docker.errors.NotFound:
+                self.states.set(t.box, ContainerState("removed", since_s=None), synced_s)
+                continue
+            by_id[ctr.id] = t
+            self.states.set(t.box, state_from_inspect(ctr.attrs), synced_s)
+        return by_id
 
     def _resync(self, client: Any) -> dict[str, RemediationTarget]:
         """Inspect each configured container once: its id (for network events) and its state (the cache)."""
@@ -290,7 +335,6 @@ class DockerEventWatcher:
         return replace(rec, container_state=st.state, operator=st.operator_stopped)
 
     def _run(self) -> None:
-        by_name = {t.container: t for t in self.targets}
         seen: set[tuple] = set()
         last_network: dict[tuple[str, str], float] = {}
         while not self._stop.is_set():
@@ -307,7 +351,10 @@ class DockerEventWatcher:
                     decode=True)
                 self._stream = stream
                 # The stream is open (the request was made): an inspect now misses nothing that follows.
+                self._follow(client, None)
+                self._targets_changed = False
                 by_id = self._resync(client)
+                by_name = {t.container: t for t in self.targets}
                 if self._since_ns is None:
                     self._since_ns = int(self.clock() * 1e9)
                 self.connected.set()
@@ -319,6 +366,10 @@ class DockerEventWatcher:
                     if len(seen) > 10_000:
                         seen.clear()
                     seen.add(key)
+                    self._follow(client, ev)
+                    if self._targets_changed:
+                        by_id = self._retarget(client, by_id)
+                        by_name = {t.container: t for t in self.targets}
                     if ev.get("Type") == "container" and ev.get("Action") == "start":
                         name = ((ev.get("Actor") or {}).get("Attributes") or {}).get("name", "")
                         if name in by_name:

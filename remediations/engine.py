@@ -92,6 +92,17 @@ class Remediator:
         self._lock = threading.RLock()
         self.merge_history(self.history)
 
+    def set_targets(self, targets: Iterable[RemediationTarget]) -> None:
+        """Replace the boxes remediation knows (discovery): new ones start idle, a changed one keeps its ladder state."""
+        with self._lock:
+            new = {t.box: t for t in targets}
+            for t in new.values():
+                for name in t.ladder:
+                    get_action(name)
+            self._boxes = {name: (_replace_target(self._boxes[name], t) if name in self._boxes else _Box(target=t))
+                           for name, t in new.items()}
+            self.targets = list(new.values())
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Hold the engine while one cycle's events are applied (no tick sees half a cycle)."""
@@ -499,3 +510,8 @@ class Remediator:
             ok=outcome.ok if ran else False, recovered=recovered if ran else False, dry_run=plan.dry_run,
             duration_s=outcome.duration_s, detail=outcome.detail, time_s=outcome.started_s, outcome=kind,
             reason=reason, forced=plan.forced, who=plan.who, why=plan.why))
+
+
+def _replace_target(b: _Box, target: RemediationTarget) -> _Box:
+    b.target = target
+    return b

@@ -205,6 +205,10 @@ class WebhookReceiver:
         self._server.submit, self._server.max_bytes = submit, max_bytes
         self._thread: threading.Thread | None = None
 
+    def set_boxes(self, boxes: Collection[str]) -> None:
+        """Replace the box names alerts may name (discovery changes the box set)."""
+        self._server.boxes = frozenset(boxes)
+
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) actually bound (port 0 picks a free one)."""

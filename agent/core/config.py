@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 import probes
@@ -407,6 +407,35 @@ class ForensicsConfig:
                           500.0, unit="MiB")
 
 
+# A Docker label filter: "key=value", or "key" for any value (Docker's own `label=` filter syntax).
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*(=[^\x00-\x1f\x7f]*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """[discovery]: container boxes found from the Docker engine and followed live (see the operator guide)."""
+
+    docker: bool = _key("docker", _boolean, "make a container box of every container that has `label`, or that is "
+                        "on one of `networks`; follow created, removed, connected and disconnected containers "
+                        "from Docker events", False)
+    networks: tuple[str, ...] = _key("networks", _list_of(_text(_DOCKER_NAME_RE, "a Docker network name"),
+                                                          unique=True),
+                                     "containers on these Docker networks qualify too (label OR network); empty: "
+                                     "the label alone decides", ())
+    label: str = _key("label", _text(_LABEL_RE, '"key=value" or "key"'),
+                      'containers with this label qualify ("key=value", or "key" for any value)',
+                      "vobox.monitor=true")
+    tcp_ports: tuple[int, ...] = _key("tcp_ports", _list_of(_PORT, unique=True),
+                                      "TCP ports of a discovered box (label vobox.ports overrides)", ())
+    remediate: tuple[str, ...] = _key("remediate", _list_of(_ACTION, unique=True),
+                                      "ladder of a discovered box (label vobox.ladder overrides)", ())
+    restart_stopped: bool = _key("restart_stopped", _boolean, "restart_stopped of a discovered box (label "
+                                 "vobox.restart_stopped overrides)", False)
+    probes: tuple[dict, ...] = _key("probe", _tables("discovery.probe"),
+                                    "service probes of every discovered box ([[discovery.probe]] tables, the keys "
+                                    "of [[box.probe]])", ())
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:
     """[[box.probe]]: a service probe (blackbox_exporter's tcp, http and tls), on every address of the box."""
@@ -519,6 +548,7 @@ class Config:
     boxes: tuple[BoxConfig, ...]
     source: str | None = None
     metrics: MetricsConfig = MetricsConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     def box(self, name: str) -> BoxConfig:
         """The box called name; KeyError naming the valid ones otherwise."""
@@ -529,7 +559,8 @@ class Config:
 
 
 # The tables inside a [[box]]: describe() path prefix -> dataclass.
-SUBSECTIONS: dict[str, type] = {"box[].probe[]": ProbeConfig, "box[].check[]": CheckConfig}
+SUBSECTIONS: dict[str, type] = {"box[].probe[]": ProbeConfig, "box[].check[]": CheckConfig,
+                                "discovery.probe[]": ProbeConfig}
 
 # TOML section -> dataclass; "box" is the array of tables.
 SECTIONS: dict[str, type] = {
@@ -540,6 +571,7 @@ SECTIONS: dict[str, type] = {
     "correlation": CorrelationConfig,
     "forensics": ForensicsConfig,
     "metrics": MetricsConfig,
+    "discovery": DiscoveryConfig,
     "box": BoxConfig,
 }
 
@@ -570,14 +602,15 @@ def describe() -> list[KeyDoc]:
             out.append(KeyDoc(f"{prefix}.{md['key']}", f.name, getattr(md["conv"], "label", "a value"),
                               list(default) if isinstance(default, tuple) else default,
                               bool(md["required"]), md["unit"], md["doc"]))
-        if section == "box":
-            for prefix, sub in SUBSECTIONS.items():
-                for f in fields(sub):
-                    md = f.metadata
-                    default = None if f.default is MISSING else f.default
-                    out.append(KeyDoc(f"{prefix}.{md['key']}", f.name, getattr(md["conv"], "label", "a value"),
-                                      list(default) if isinstance(default, tuple) else default,
-                                      bool(md["required"]), md["unit"], md["doc"]))
+        for prefix, sub in SUBSECTIONS.items():
+            if prefix.split(".")[0] != ("box[]" if section == "box" else section):
+                continue
+            for f in fields(sub):
+                md = f.metadata
+                default = None if f.default is MISSING else f.default
+                out.append(KeyDoc(f"{prefix}.{md['key']}", f.name, getattr(md["conv"], "label", "a value"),
+                                  list(default) if isinstance(default, tuple) else default,
+                                  bool(md["required"]), md["unit"], md["doc"]))
     return out
 
 
@@ -832,9 +865,14 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     if rem.get("webhook_listen") and not rem.get("webhook_token_file"):
         errors.append("remediation.webhook_token_file: missing (required when webhook_listen is set)")
 
+    # [discovery]
+    _service_probes(kw["discovery"].get("probes", ()), "discovery.probe", errors)   # checked; kept raw for `discover`
+
     # [[box]]
     boxes_raw = data.get("box")
     boxes_kw: list[dict[str, Any]] = []
+    if boxes_raw is None and kw["discovery"].get("docker"):
+        boxes_raw = []   # every box may come from discovery
     if boxes_raw is None:
         errors.append("box: no [[box]] configured (at least one is required)")
     elif not isinstance(boxes_raw, list):
@@ -871,6 +909,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         correlation=CorrelationConfig(**kw["correlation"]),
         forensics=ForensicsConfig(**kw["forensics"]),
         metrics=MetricsConfig(**kw["metrics"]),
+        discovery=DiscoveryConfig(**kw["discovery"]),
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
     )
@@ -878,6 +917,36 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def box_value(key: str, value: Any) -> Any:
+    """VALUE converted as the [[box]] key KEY is in a config file (e.g. a Docker label's); ValueError says why not."""
+    f = next((f for f in fields(BoxConfig) if f.metadata["key"] == key), None)
+    if f is None:
+        raise ValueError(f"no [[box]] key {key!r}")
+    try:
+        return f.metadata["conv"](value)
+    except _Invalid as exc:
+        raise ValueError(f"{exc.sub}: {exc.msg}" if exc.sub else exc.msg) from None
+
+
+def box_from_table(raw: dict[str, Any], config: Config, path: str = "box") -> BoxConfig:
+    """One [[box]] table (as TOML decodes it) validated as parse() and runtime_errors() do; ConfigError otherwise."""
+    errors: list[str] = []
+    b = _section(BoxConfig, raw, path, errors)
+    if b is not None:
+        n = len(errors)
+        _check_box(0, b, raw, errors)
+        errors[n:] = [e.replace("box[0]", path, 1) for e in errors[n:]]
+        b["probes"] = _service_probes(b.get("probes", ()), f"{path}.probe", errors)
+        b["checks"] = _checks(b.get("checks", ()), f"{path}.check", b.get("kind"), config.agent.interval_s, errors)
+    if errors or b is None:
+        raise ConfigError(errors)
+    box = BoxConfig(**b)
+    errors = [e.replace("box[0]", path, 1) for e in runtime_errors(replace(config, boxes=(box,)))]
+    if errors:
+        raise ConfigError(errors)
+    return box
 
 
 def runtime_errors(config: Config) -> list[str]:
