@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "events": "agent.commands.events",
     "doctor": "agent.commands.doctor",
     "evidence": "agent.commands.evidence",
+    "discover": "agent.commands.discover",
 }
 
 

@@ -135,3 +135,8 @@ class DockerDiscovery:
             self.set_targets([b.remediation_target() for b in boxes])
         if self.on_change is not None and (added or removed):
             self.on_change(added, removed)
+
+
+def discover_now(config: Config, client: Any) -> Any:
+    """One discovery pass against the engine (agent.core.discovery.Discovery), as `vobox-agent discover` prints it."""
+    return discover(inspect_candidates(client, config.discovery).values(), config)
