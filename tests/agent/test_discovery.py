@@ -264,3 +264,39 @@ def test_the_live_box_set_follows_start_destroy_and_keeps_a_disconnected_box():
     d.follow(client, _ev("container", "destroy", b["Id"], name="vobox2"))
     v3, boxes = d.boxes()
     assert v3 > v2 and [x.name for x in boxes] == ["vobox1"] and changes[-1] == ([], ["vobox2"])
+
+
+def test_the_pipeline_takes_a_new_box_set_between_cycles_and_drops_a_removed_boxs_state(tmp_path):
+    from agent import wiring
+    from tests.agent.test_pipeline import BOXES, make_agent, running
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    base = agent.config
+    newbox = C.box_from_table({"name": "disc1", "kind": "container", "ipv4": "192.0.2.99", "container": "disc1",
+                               "network": "net1", "remediate": ["restart_container"]}, base)
+    box_set = {"v": 1, "boxes": base.boxes}
+    follow = wiring.box_set_follower(base, lambda: (box_set["v"], box_set["boxes"]), agent, agent.listeners,
+                                     engine=rem.remediator)
+    follow()
+    agent.run_cycle()
+    box_set.update(v=2, boxes=base.boxes + (newbox,))
+    follow()
+    script.failing = {"192.0.2.99"}
+    for _ in range(2):   # fail_cycles = 2: frozen, and handed to remediation like a configured box
+        agent.run_cycle()
+        script.now += 10
+    assert agent.states["disc1"].state == "frozen"
+    assert running(rem).get("disc1"), running(rem)   # the remediation engine knows the new box
+    assert any(p.tags.get("box") == "disc1" and p.measurement == "box" for p in storage.points)
+    with open(tmp_path / "state" / "status.json") as fh:
+        assert "disc1" in json.load(fh)["boxes"]
+    box_set.update(v=3, boxes=base.boxes)
+    follow()
+    script.failing = set()
+    agent.run_cycle()
+    assert "disc1" not in agent.states and set(agent.states) == set(BOXES)
+    with open(tmp_path / "state" / "status.json") as fh:
+        assert "disc1" not in json.load(fh)["boxes"]
+    n = len([p for p in storage.points if p.tags.get("box") == "disc1"])
+    agent.run_cycle()
+    assert len([p for p in storage.points if p.tags.get("box") == "disc1"]) == n   # no longer probed
