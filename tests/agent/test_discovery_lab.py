@@ -1,0 +1,123 @@
+"""Lab test of discovery: a real agent process, the real engine, real containers on the lab's macvlan network.
+
+A labelled container started after the agent is probed within two cycles; removed, it leaves
+the box set; unlabelled containers (on the lab's network and on another network) never become
+boxes; `vobox-agent discover` prints what the engine reports and that passes check-config.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.agent.agent_proc import AGENT_BIN, AgentProc, errors_in_log, query, read_status, write_config
+
+
+@pytest.fixture
+def agents():
+    """Agents started by a test; any still running at the end are killed."""
+    started: list[AgentProc] = []
+    yield started
+    for a in started:
+        a.ensure_gone()
+
+
+@pytest.fixture
+def other_network(lab):
+    """An internal bridge network that is not the lab's (198.18.0.0/26: the lab leaves 198.18.0.0/24 alone)."""
+    name = f"vbl-{lab.run_id}-other"
+    subprocess.run(["docker", "network", "create", "--internal", "--subnet", "198.18.0.0/26", "--label",
+                    f"vobox-lab={lab.run_id}", name], check=True, capture_output=True, timeout=60)
+    yield name
+    subprocess.run(["docker", "network", "rm", name], capture_output=True, timeout=60)
+
+
+def _run(lab, index: int, network: str, labels: dict[str, str], ip: tuple[str, str | None]) -> str:
+    """docker run the lab's box image as vbl-RUN-ctrINDEX (so the lab's cleanup removes it too); its name."""
+    from lab.image import ensure_image
+
+    name = f"vbl-{lab.run_id}-ctr{index}"
+    args = ["docker", "run", "-d", "--name", name, "--network", network, "--ip", ip[0], "--restart", "no",
+            "--label", f"vobox-lab={lab.run_id}"]
+    if ip[1]:
+        args += ["--ip6", ip[1], "--sysctl", "net.ipv6.conf.all.accept_dad=0"]
+    for k, v in labels.items():
+        args += ["--label", f"{k}={v}"]
+    subprocess.run([*args, ensure_image(), "1093", "8084"], check=True, capture_output=True, timeout=120)
+    return name
+
+
+def _rm(name: str) -> None:
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leaves_when_removed(
+        clean_lab, agents, other_network, tmp_path):
+    lab = clean_lab
+    db = "t_discovery_lab"
+    label = f"vobox.monitor={lab.run_id}"   # this lab's own label: other labs on the machine are never seen
+    cfg = write_config(lab, str(tmp_path), database=db,
+                       sections={"discovery": {"docker": True, "label": label, "tcp_ports": [1093],
+                                               "remediate": ["reconnect_network"]}})
+    prefix4, prefix6 = lab.ipv4_subnet.rsplit(".", 1)[0], lab.ipv6_subnet.split("/")[0]
+    new4, new6 = f"{prefix4}.80", f"{prefix6}80"
+    names: list[str] = []
+    a = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent.log"))
+    agents.append(a)
+    try:
+        configured = set(lab.box_names)
+        a.wait_until("configured boxes up", lambda st: all(st["boxes"].get(b, {}).get("state") == "up"
+                                                           for b in configured), 30)
+        # outside the filter: unlabelled on the lab's macvlan network, and unlabelled on another network
+        names.append(_run(lab, 81, lab.network, {"vobox.ports": "1093"}, (f"{prefix4}.81", None)))
+        names.append(_run(lab, 82, other_network, {"vobox.monitor": "true"}, ("198.18.0.5", None)))
+        t0 = time.time()
+        labelled = _run(lab, 80, lab.network, {"vobox.monitor": lab.run_id, "vobox.ports": "1093,8084"},
+                        (new4, new6))
+        names.append(labelled)
+        cycles: list[float] = []
+
+        def judged(st: dict) -> bool:
+            if st["updated_s"] > t0 and (not cycles or st["updated_s"] != cycles[-1]):
+                cycles.append(st["updated_s"])
+            b = st["boxes"].get(labelled)
+            return bool(b and b["judged_s"] and b["judged_s"] > t0 and b["state"] == "up")
+        st = a.wait_until("the labelled container probed", judged, 20)
+        b = st["boxes"][labelled]
+        starts = [c for c in cycles if c <= b["judged_s"]]
+        assert len(starts) <= 2, f"judged in cycle {len(starts)} after the container started: {cycles}"
+        assert b["kind"] == "container" and {"icmp", "arp", "tcp"} <= set(b["rtt_ms"]), b
+        assert b["container"]["state"] == "running", b
+        # `discover` sees it with the engine's addresses; its TOML passes check-config
+        proc = subprocess.run([AGENT_BIN, "discover", "-c", cfg], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert f'name = "{labelled}"' in proc.stdout and f'ipv4 = "{new4}"' in proc.stdout, proc.stdout
+        assert f'ipv6 = "{new6}"' in proc.stdout and "tcp_ports = [1093, 8084]" in proc.stdout, proc.stdout
+        mac = subprocess.run(["docker", "inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{lab.network}\")"
+                              ".MacAddress}}", labelled], capture_output=True, text=True, check=True).stdout.strip()
+        assert f"mac {mac}" in proc.stdout and names[0] not in proc.stdout and names[1] not in proc.stdout
+        fixed = tmp_path / "fixed.toml"
+        fixed.write_text(lab.agent_config(state_dir=str(tmp_path / "fixed")) + "\n" + proc.stdout)
+        check = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(fixed)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # removed: leaves the box set
+        _rm(labelled)
+        t_rm = time.time()
+        a.wait_until("the removed container gone", lambda st: labelled not in st["boxes"] and st["updated_s"] > t_rm,
+                     20)
+        a.wait_cycles(2)
+        st = read_status(a.state_dir)
+        assert set(st["boxes"]) == configured, st["boxes"].keys()   # never the unlabelled ones
+        rows = query(lab, f"SELECT \"detail\", \"event\" FROM container_event WHERE box = '{labelled}'", db)
+        assert [r["event"] for r in rows] == ["discovered", "forgotten"], rows
+        probed = query(lab, "SELECT count(\"ok\") FROM probe WHERE box =~ /ctr8[12]$/", db)
+        assert probed == [], probed   # the containers outside the filter were never probed
+        assert not errors_in_log(a.log_text()), a.log_text()[-3000:]
+        assert "discovery: box" in a.log_text() and f"{labelled} left" in a.log_text()
+    finally:
+        for n in names:
+            _rm(n)
