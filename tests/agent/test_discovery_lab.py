@@ -68,7 +68,7 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
     a = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent.log"))
     agents.append(a)
     try:
-        configured = set(lab.box_names)
+        configured = set(lab.box_names())
         a.wait_until("configured boxes up", lambda st: all(st["boxes"].get(b, {}).get("state") == "up"
                                                            for b in configured), 30)
         # outside the filter: unlabelled on the lab's macvlan network, and unlabelled on another network
@@ -88,6 +88,8 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
         st = a.wait_until("the labelled container probed", judged, 20)
         b = st["boxes"][labelled]
         starts = [c for c in cycles if c <= b["judged_s"]]
+        print(f"discovered container judged up {b['judged_s'] - t0:.2f} s after `docker run` returned, "
+              f"in cycle {len(starts)} after it")
         assert len(starts) <= 2, f"judged in cycle {len(starts)} after the container started: {cycles}"
         assert b["kind"] == "container" and {"icmp", "arp", "tcp"} <= set(b["rtt_ms"]), b
         assert b["container"]["state"] == "running", b
@@ -113,7 +115,8 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
         st = read_status(a.state_dir)
         assert set(st["boxes"]) == configured, st["boxes"].keys()   # never the unlabelled ones
         rows = query(lab, f"SELECT \"detail\", \"event\" FROM container_event WHERE box = '{labelled}'", db)
-        assert [r["event"] for r in rows] == ["discovered", "forgotten"], rows
+        ours = [r["event"] for r in rows if r["event"] in ("discovered", "forgotten")]
+        assert ours == ["discovered", "forgotten"], rows   # besides the container's own Docker events
         probed = query(lab, "SELECT count(\"ok\") FROM probe WHERE box =~ /ctr8[12]$/", db)
         assert probed == [], probed   # the containers outside the filter were never probed
         assert not errors_in_log(a.log_text()), a.log_text()[-3000:]
