@@ -27,7 +27,10 @@ def summary(cfg) -> str:
     sink = f"influxdb {cfg.influxdb.api} {cfg.influxdb.url}"
     rem = ("remediation " + ("dry-run" if cfg.remediation.dry_run else "on")) if cfg.remediation.enabled \
         else "remediation off"
-    return (f"OK: {len(cfg.boxes)} box{'es' if len(cfg.boxes) != 1 else ''} ({kinds_text}); "
+    disc = cfg.discovery
+    found = (f" + discovered (label {disc.label}" + (f" or networks {', '.join(disc.networks)}" if disc.networks
+                                                   else "") + ")") if disc.docker else ""
+    return (f"OK: {len(cfg.boxes)} box{'es' if len(cfg.boxes) != 1 else ''} ({kinds_text}){found}; "
             f"interval {cfg.agent.interval_s:g} s; {sink}; {rem}")
 
 
