@@ -80,6 +80,7 @@ class Pipeline:
         # box -> its container's state, kept from Docker events (remediations.docker_events.ContainerStates)
         self.container_states = container_states
         self.listeners = list(listeners)
+        self._pending: list[CycleEvent] = []   # events of a box-set change, handed over with the next cycle
         self.sweep = sweep
         self.clock = clock
         self.recorder = recorder
@@ -120,7 +121,13 @@ class Pipeline:
             removed = [n for n in self.boxes if n not in new]
             saved = freeze.load_state(self._freeze_path) if added else {}
             for name in removed:
-                self.states.pop(name, None)
+                gone = self.states.pop(name, None)
+                if gone is not None and gone.state in ("frozen", "recovering") and gone.freeze_start_s is not None:
+                    # Its container was removed while frozen: the freeze ends here, so the data has no freeze
+                    # left open forever (closed in the next cycle's events).
+                    now_s = self.clock()
+                    end_s = gone.recovery_times[0] if gone.state == "recovering" and gone.recovery_times else now_s
+                    self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer))
                 self._holds.pop(name, None)
                 self._confirm_times.pop(name, None)
                 if self.correlator is not None:
@@ -211,7 +218,8 @@ class Pipeline:
             if self.recorder is not None:
                 self.recorder.end_cycle()
 
-        events: list[CycleEvent] = []
+        events: list[CycleEvent] = self._pending
+        self._pending = []
         unhealthy: list[str] = []
         containers = self._container_states()
         for v in verdicts(plan, results, now_s, checks()):

@@ -295,6 +295,9 @@ def test_the_pipeline_takes_a_new_box_set_between_cycles_and_drops_a_removed_box
     script.failing = set()
     agent.run_cycle()
     assert "disc1" not in agent.states and set(agent.states) == set(BOXES)
+    # removed while frozen: its freeze is closed in the data, not left open forever
+    closed = [p for p in storage.points if p.measurement == "freeze" and p.tags.get("box") == "disc1"]
+    assert closed and closed[-1].fields.get("open") in (False, 0), closed[-1]
     with open(tmp_path / "state" / "status.json") as fh:
         assert "disc1" not in json.load(fh)["boxes"]
     n = len([p for p in storage.points if p.tags.get("box") == "disc1"])
