@@ -164,6 +164,26 @@ def box_set_follower(cfg: Config, boxes: Callable[[], tuple[int, tuple[BoxConfig
     return follow
 
 
+def build_otlp(cfg: Config, registry: Any) -> Any:
+    """The OTLP pusher (agent.listeners.otlp.OtlpPusher) of `[otlp]` for a metrics registry; SetupError when the
+    `otlp` extra is not installed or the headers file cannot be read (its content is never shown)."""
+    from agent.core.config import read_headers
+
+    try:
+        from agent.listeners.otlp import OtlpPusher
+    except ImportError as exc:
+        raise SetupError(f"otlp.endpoint: needs the OpenTelemetry packages ({exc.name} is missing): "
+                         "pip install 'vobox-agent[otlp]'") from None
+    headers = {}
+    if cfg.otlp.headers_file:
+        try:
+            headers = read_headers(cfg.otlp.headers_file)
+        except (OSError, ValueError) as exc:
+            raise SetupError(f"otlp.headers_file: {exc}") from None
+    return OtlpPusher(registry, cfg.otlp.endpoint, interval_s=cfg.otlp.interval_s, timeout_s=cfg.otlp.timeout_s,
+                      headers=headers, ca_file=cfg.otlp.ca_file)
+
+
 @dataclass
 class Assembly:
     """A wired pipeline and the background services around it, started and stopped together."""
@@ -243,13 +263,16 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     members = correlation.memberships_from_config(cfg, route_of=host_routes())   # segments: L2 domains
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation), members)
     metrics = None
-    if cfg.metrics.listen:
+    if cfg.metrics.listen or cfg.otlp.endpoint:
         from agent.listeners.metrics import MetricsListener, MetricsServer
 
         metrics = MetricsListener(kinds, site, counters=storage.counters,
                                   segments={name: m.segment for name, m in members.items()},
                                   interval_s=cfg.agent.interval_s)
-        services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
+        if cfg.metrics.listen:
+            services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
+        if cfg.otlp.endpoint:   # the same registry, pushed
+            services.append(build_otlp(cfg, metrics.registry))
 
     remediation = None
     targets = [b.remediation_target() for b in cfg.boxes]

@@ -380,6 +380,32 @@ class MetricsConfig:
         return int(self.listen.rsplit(":", 1)[1]) if self.listen else None
 
 
+def _otlp_url(v: Any) -> str:
+    url = _url(v)
+    return url if re.match(r"^https?://[^/]+/", url) else url + "/v1/metrics"
+
+
+_otlp_url.label = "an http(s) URL"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpConfig:
+    """[otlp]: push the /metrics figures to an OpenTelemetry collector (OTLP/HTTP, protobuf)."""
+
+    endpoint: str | None = _key("endpoint", _otlp_url,
+                                "OTLP/HTTP metrics URL, e.g. \"https://collector:4318/v1/metrics\" (a URL without "
+                                "a path gets /v1/metrics); absent = off; needs the `otlp` extra", None)
+    interval_s: float = _key("interval", _number(0, low_open=True), "seconds between two pushes", 60.0, unit="s")
+    timeout_s: float = _key("timeout", _number(0, low_open=True),
+                            "HTTP timeout of one push, retries included (less than interval)", 10.0, unit="s")
+    headers_file: str | None = _key("headers_file", _text(),
+                                    "file of HTTP headers sent with every push, one \"Name: value\" a line (e.g. "
+                                    "Authorization: Bearer ...); read at start, never logged", None)
+    ca_file: str | None = _key("ca_file", _text(),
+                               "https: CA certificates (PEM) to verify the collector with; default: the system CAs",
+                               None)
+
+
 @dataclass(frozen=True, slots=True)
 class CorrelationConfig:
     """[correlation]: many boxes freezing together is a segment outage, not box freezes."""
@@ -549,6 +575,7 @@ class Config:
     source: str | None = None
     metrics: MetricsConfig = MetricsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    otlp: OtlpConfig = OtlpConfig()
 
     def box(self, name: str) -> BoxConfig:
         """The box called name; KeyError naming the valid ones otherwise."""
@@ -572,6 +599,7 @@ SECTIONS: dict[str, type] = {
     "forensics": ForensicsConfig,
     "metrics": MetricsConfig,
     "discovery": DiscoveryConfig,
+    "otlp": OtlpConfig,
     "box": BoxConfig,
 }
 
@@ -757,6 +785,27 @@ def _read_token(path: str, key_path: str, errors: list[str]) -> str | None:
     return token
 
 
+def read_headers(path: str) -> dict[str, str]:
+    """HTTP headers from PATH, one "Name: value" a line (# comments, blank lines skipped).
+
+    OSError when unreadable; ValueError naming the line (never its value: it holds a token) when malformed.
+    """
+    headers: dict[str, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, sep, value = line.partition(":")
+            name, value = name.strip(), value.strip()
+            if not sep or not name or not value or any(c.isspace() for c in name):
+                raise ValueError(f"{path}: line {n} is not 'Name: value'")
+            headers[name] = value
+    if not headers:
+        raise ValueError(f"{path}: no header in it")
+    return headers
+
+
 def _check_influx_tls(influx: dict[str, Any], raw: dict[str, Any], errors: list[str]) -> None:
     """[influxdb] TLS keys: files exist and load, keys that go together, only with an https:// url."""
     import ssl
@@ -868,6 +917,14 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     # [discovery]
     _service_probes(kw["discovery"].get("probes", ()), "discovery.probe", errors)   # checked; kept raw for `discover`
 
+    # [otlp]
+    otlp = {f.name: f.default for f in fields(OtlpConfig)} | kw["otlp"]
+    if otlp["timeout_s"] >= otlp["interval_s"]:
+        errors.append(f"otlp.timeout: must be less than otlp.interval ({otlp['interval_s']:g} s), "
+                      f"got {otlp['timeout_s']:g}")
+    if otlp["ca_file"] and otlp["endpoint"] and not otlp["endpoint"].startswith("https://"):
+        errors.append("otlp.ca_file: only used with an https:// endpoint")
+
     # [[box]]
     boxes_raw = data.get("box")
     boxes_kw: list[dict[str, Any]] = []
@@ -910,6 +967,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         forensics=ForensicsConfig(**kw["forensics"]),
         metrics=MetricsConfig(**kw["metrics"]),
         discovery=DiscoveryConfig(**kw["discovery"]),
+        otlp=OtlpConfig(**kw["otlp"]),
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
     )
@@ -1043,6 +1101,15 @@ def file_errors(cfg: Config) -> list[str]:
     rem = cfg.remediation
     if rem.webhook_listen and rem.webhook_token_file:
         _read_token(rem.webhook_token_file, "remediation.webhook_token_file", errors)
+    if cfg.otlp.endpoint and cfg.otlp.headers_file:
+        try:
+            read_headers(cfg.otlp.headers_file)
+        except OSError as exc:
+            errors.append(f"otlp.headers_file: cannot read {cfg.otlp.headers_file!r}: {exc.strerror}")
+        except ValueError as exc:
+            errors.append(f"otlp.headers_file: {exc}")
+    if cfg.otlp.endpoint and cfg.otlp.ca_file and not os.path.exists(cfg.otlp.ca_file):
+        errors.append(f"otlp.ca_file: {cfg.otlp.ca_file!r} does not exist")
     for i, b in enumerate(cfg.boxes):
         if not b.command or "command" not in b.remediate:
             continue
