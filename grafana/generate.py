@@ -117,9 +117,9 @@ def query_variable(name: str, label: str, query: str, *, multi: bool, include_al
         "type": "query", "name": name, "label": label, "datasource": DS_REF,
         "query": query, "definition": query, "refresh": 2, "sort": 1, "regex": "",
         "multi": multi, "includeAll": include_all, "hide": 0, "options": [],
-        "current": ({"selected": True, "text": ["All"], "value": ["$__all"]} if include_all else {}),
     }
-    if include_all:
+    if include_all:   # without All, no `current`: Grafana selects the first value (an empty one is refused by the schema)
+        v["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
         v["allValue"] = ".*"
     return v
 
@@ -182,7 +182,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict], templa
         "time": {"from": time_from, "to": "now"}, "timezone": "utc", "version": 1,
         "annotations": {"list": [builtin, *annotations]},
         "templating": {"list": templating}, "panels": panels,
-        "links": [{"type": "dashboards", "tags": ["vobox"], "title": "vobox", "asDropdown": True}],
+        "links": [{"type": "dashboards", "tags": ["vobox"], "title": "vobox", "asDropdown": True, "icon": "external link",
+                   "tooltip": "", "targetBlank": False, "includeVars": False, "keepTime": False}],
     }
 
 
