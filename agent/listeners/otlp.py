@@ -163,8 +163,10 @@ class OtlpPusher:
         self.endpoint = endpoint
         self.interval_s = interval_s
         self.version = _version()
-        self.resource = {"service.name": "vobox-agent", "service.version": self.version,
-                         "host.name": socket.gethostname(), **(resource or {})}
+        host = socket.gethostname()
+        # service.instance.id becomes `instance` in Prometheus-compatible stores (Mimir's OTLP ingest)
+        self.resource = {"service.name": "vobox-agent", "service.version": self.version, "host.name": host,
+                         "service.instance.id": host, **(resource or {})}
         self.exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout_s,
                                            certificate_file=ca_file)
         self.exports = 0          # successful pushes

@@ -122,6 +122,7 @@ def test_a_real_pipelines_figures_arrive_with_the_exposition_names_units_attribu
     req = receiver.requests[-1]
     res = {kv.key: kv.value.string_value for kv in req.resource_metrics[0].resource.attributes}
     assert res["service.name"] == "vobox-agent" and res["host.name"] == socket.gethostname()
+    assert res["service.instance.id"] == socket.gethostname()
     assert req.resource_metrics[0].scope_metrics[0].scope.name == "vobox-agent"
     got = decoded(req)
     expo = samples(metrics)
