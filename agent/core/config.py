@@ -402,7 +402,8 @@ class OtlpConfig:
                                     "file of HTTP headers sent with every push, one \"Name: value\" a line (e.g. "
                                     "Authorization: Bearer ...); read at start, never logged", None)
     ca_file: str | None = _key("ca_file", _text(),
-                               "https: CA certificates (PEM) to verify the collector with; default: the system CAs",
+                               "https: CA certificates (PEM file or hashed directory) to verify the collector with; default: "
+                               "the CA bundle of Python's requests (certifi)",
                                None)
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import requests
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics.export import (AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
                                               MetricExportResult, MetricsData, NumberDataPoint, ResourceMetrics,
@@ -138,15 +139,27 @@ def _version() -> str:
 
 
 class _Quiet(logging.Filter):
-    """Keeps the exporter's own log lines (one per attempt) out of the log; the first of a push is its reason."""
+    """Keeps the exporter's own log lines (one per attempt) out of the log; a push reads those of its own thread."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.first = ""
+        self.local = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        self.first = self.first or record.getMessage()
+        lines = getattr(self.local, "lines", None)
+        if lines is not None:
+            lines.append(record.getMessage())
         return False
+
+    def start(self) -> list[str]:
+        """Collect this thread's exporter lines from now on (the list returned)."""
+        self.local.lines = []
+        return self.local.lines
+
+
+# One filter for the exporter's logger (a second one would never see a record the first one dropped).
+_QUIET = _Quiet()
+logging.getLogger(_EXPORTER_LOGGER).addFilter(_QUIET)
 
 
 class OtlpPusher:
@@ -167,26 +180,28 @@ class OtlpPusher:
         # service.instance.id becomes `instance` in Prometheus-compatible stores (Mimir's OTLP ingest)
         self.resource = {"service.name": "vobox-agent", "service.version": self.version, "host.name": host,
                          "service.instance.id": host, **(resource or {})}
+        # As for InfluxDB, no TLS or proxy settings from the environment: requests would let REQUESTS_CA_BUNDLE
+        # override ca_file, and `True` keeps OTEL_EXPORTER_OTLP_CERTIFICATE out too.
+        session = requests.Session()
+        session.trust_env = False
         self.exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout_s,
-                                           certificate_file=ca_file)
+                                           certificate_file=ca_file or True, session=session)
         self.exports = 0          # successful pushes
         self.failures = 0         # failed pushes
         self.failing = False
-        self._quiet = _Quiet()
-        logging.getLogger(_EXPORTER_LOGGER).addFilter(self._quiet)
         self._start_s = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def push(self) -> bool:
         """Convert and send the registry now; True when the receiver took it. Never raises on a failed export."""
-        self._quiet.first = ""
+        lines = _QUIET.start()
         try:
             data = to_metrics_data(self.registry.collect(), self.resource, time.time(), self._start_s,
                                    self.version)
             ok = self.exporter.export(data) == MetricExportResult.SUCCESS
         except Exception as exc:  # noqa: BLE001 - a bug in the conversion must not end the thread
-            self._quiet.first = f"{type(exc).__name__}: {exc}"
+            lines.append(f"{type(exc).__name__}: {exc}")
             ok = False
         if ok:
             self.exports += 1
@@ -197,7 +212,7 @@ class OtlpPusher:
             self.failures += 1
             if not self.failing:
                 log.warning("OTLP export to %s failed: %s; retrying every %gs, logged again when it works",
-                            self.endpoint, self._quiet.first or "no reason given", self.interval_s)
+                            self.endpoint, lines[0] if lines else "no reason given", self.interval_s)
             self.failing = True
         return ok
 
@@ -218,4 +233,3 @@ class OtlpPusher:
             self._thread.join()
             self.push()
         self.exporter.shutdown()
-        logging.getLogger(_EXPORTER_LOGGER).removeFilter(self._quiet)

@@ -7,6 +7,7 @@ import gzip
 import logging
 import math
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ from agent.core.config import ConfigError, load, loads
 from agent.listeners.metrics import MetricsListener
 from agent.listeners.otlp import UNITS, OtlpPusher, unit_of
 from tests.agent.test_metrics import box_labels, make, run, samples
+from tests.agent.storage.test_tls import CA
 from tests.agent.test_pipeline import config_text
 
 TOKEN = "s3cret-otlp-token-4711"
@@ -28,7 +30,7 @@ TOKEN = "s3cret-otlp-token-4711"
 class Receiver:
     """An OTLP/HTTP metrics receiver on 127.0.0.1: POST /v1/metrics, protobuf (gzip or not), kept decoded."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, cert: tuple[str, str] | None = None) -> None:
         self.requests: list[ExportMetricsServiceRequest] = []
         self.headers: list[dict[str, str]] = []   # names lower-cased (HTTP names are case-insensitive)
         self.arrived = threading.Condition()
@@ -59,8 +61,12 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if cert is not None:   # https with this (certificate, key)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*cert)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1/metrics"
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}/v1/metrics"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait(self, n: int, timeout_s: float = 20.0) -> None:
@@ -293,3 +299,23 @@ def test_the_agent_assembly_pushes_without_a_metrics_listener(tmp_path, receiver
         assert pusher.push() and "vobox_agent_boxes" in decoded(receiver.requests[-1])
     finally:
         assembly.close()
+
+
+def test_https_with_the_configured_ca_and_a_collector_of_another_ca_refused(tmp_path, caplog):
+    good, other = CA(tmp_path / "pki", "good"), CA(tmp_path / "pki", "other")
+    receiver = Receiver(cert=good.issue("collector"))
+    _, _, metrics, _ = make(tmp_path)
+    try:
+        cfg = loads(config_text(str(tmp_path / "state")) + f'[otlp]\nendpoint = "{receiver.url}"\n'
+                    f'ca_file = "{good.pem}"\n')
+        pusher = wiring.build_otlp(cfg, metrics.registry)
+        assert pusher.push() and len(receiver.requests) == 1
+        pusher.exporter.shutdown()
+        wrong = OtlpPusher(metrics.registry, receiver.url, interval_s=60, timeout_s=1.5, ca_file=other.pem)
+        caplog.set_level(logging.WARNING)
+        assert not wrong.push() and not wrong.push() and len(receiver.requests) == 1
+        wrong.exporter.shutdown()
+        (warning,) = [r for r in caplog.records if r.name == "agent.listeners.otlp"]
+        assert "CERTIFICATE_VERIFY_FAILED" in warning.getMessage()
+    finally:
+        receiver.close()
