@@ -118,7 +118,8 @@ def query_variable(name: str, label: str, query: str, *, multi: bool, include_al
         "query": query, "definition": query, "refresh": 2, "sort": 1, "regex": "",
         "multi": multi, "includeAll": include_all, "hide": 0, "options": [],
     }
-    if include_all:   # without All, no `current`: Grafana selects the first value (an empty one is refused by the schema)
+    # Without All, no `current`: Grafana selects the first value (the schema refuses an empty one).
+    if include_all:
         v["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
         v["allValue"] = ".*"
     return v
@@ -182,8 +183,9 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict], templa
         "time": {"from": time_from, "to": "now"}, "timezone": "utc", "version": 1,
         "annotations": {"list": [builtin, *annotations]},
         "templating": {"list": templating}, "panels": panels,
-        "links": [{"type": "dashboards", "tags": ["vobox"], "title": "vobox", "asDropdown": True, "icon": "external link",
-                   "tooltip": "", "targetBlank": False, "includeVars": False, "keepTime": False}],
+        "links": [{"type": "dashboards", "tags": ["vobox"], "title": "vobox", "asDropdown": True,
+                   "icon": "external link", "tooltip": "", "targetBlank": False, "includeVars": False,
+                   "keepTime": False}],
     }
 
 

@@ -76,7 +76,7 @@ def errors(dashboard: dict) -> list[str]:
         if panel.get("type") == "row":
             continue
         if panel.get("type") not in PANEL_SCHEMAS:
-            out.append(f"panels/{i}: panel type {panel.get('type')!r} has no vendored schema (add it to grafana/schema/)")
+            out.append(f"panels/{i}: panel type {panel.get('type')!r} has no vendored schema; vendor it in grafana/schema/")
             continue
         checks = panel_validators(panel["type"])
         parts = {"options": panel.get("options", {}),
