@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import requests
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics.export import (AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
                                               MetricExportResult, MetricsData, NumberDataPoint, ResourceMetrics,
@@ -185,7 +186,8 @@ class OtlpPusher:
         session = requests.Session()
         session.trust_env = False
         self.exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout_s,
-                                           certificate_file=ca_file or True, session=session)
+                                           certificate_file=ca_file or True, session=session,
+                                           compression=Compression.Gzip)   # OTLP/HTTP servers must take gzip
         self.exports = 0          # successful pushes
         self.failures = 0         # failed pushes
         self.failing = False

@@ -123,6 +123,7 @@ def test_a_real_pipelines_figures_arrive_with_the_exposition_names_units_attribu
     assert pusher.failures == 0 and pusher.exports == len(receiver.requests)
     assert receiver.headers[0]["authorization"] == f"Bearer {TOKEN}"
     assert receiver.headers[0]["x-scope-orgid"] == "vobox"
+    assert receiver.headers[0]["content-encoding"] == "gzip"
     assert TOKEN not in caplog.text
 
     req = receiver.requests[-1]
