@@ -94,7 +94,7 @@ class Pipeline:
         self.cycles = 0
         self._lock = threading.Lock()
         state_dir = config.agent.state_dir
-        os.makedirs(state_dir, exist_ok=True)
+        atomic.private_dir(state_dir)
         self._freeze_path = os.path.join(state_dir, FREEZE_STATE_FILE)
         self._agent_path = os.path.join(state_dir, AGENT_STATE_FILE)
         saved = freeze.load_state(self._freeze_path)

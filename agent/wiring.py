@@ -89,6 +89,13 @@ def build_checks(cfg: Config, make_docker: Callable[[], Any]) -> Any:
     return CheckRunner(boxes, ContainerPids(make_docker), cfg.agent.timeout_s)
 
 
+def _secrets(cfg: Config) -> tuple[str, ...]:
+    """The config's secret values (passwords, tokens), redacted from status.json and evidence bundles."""
+    from agent.ops.logs import config_secrets
+
+    return config_secrets(cfg)
+
+
 def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evidence: Any = None,
                     known_macs: Callable[[str], Any] | None = None, metrics: Any = None) -> list[Any]:
     """The pipeline's listeners, in the order they get each cycle: points, evidence, remediation, status, metrics.
@@ -118,7 +125,7 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
     listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
                                     budget_per_hour=cfg.remediation.max_per_box_per_hour,
                                     remediation_status=remediation.status if remediation is not None else None,
-                                    evidence_path=evidence_path))
+                                    evidence_path=evidence_path, secrets=_secrets(cfg)))
     if metrics is not None:
         listeners.append(metrics)
     return listeners
@@ -257,7 +264,8 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                   cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
         evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=LazyDocker(make_docker),
                                      monitor_netns=monitor_netns, interface=cfg.agent.interface,
-                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB))
+                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB),
+                                     secrets=_secrets(cfg))
         closers.append(lambda: evidence.close(10.0))
 
     members = correlation.memberships_from_config(cfg, route_of=host_routes())   # segments: L2 domains

@@ -63,11 +63,13 @@ class Lab:
     @classmethod
     def create(cls, containers: int = 2, vms: int = 1, tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS,
                influx: bool = True, persistent: bool = False, visible: bool = False, ready_timeout_s: float = 60.0,
-               tls_port: int = DEFAULT_TLS_PORT, tls_cert_days: float = DEFAULT_TLS_CERT_DAYS) -> Lab:
+               tls_port: int = DEFAULT_TLS_PORT, tls_cert_days: float = DEFAULT_TLS_CERT_DAYS,
+               box_env: dict[str, dict[str, str]] | None = None) -> Lab:
         """Build a lab and return once every box answers TCP (IPv4 and IPv6) and InfluxDB answers /ping.
 
         Container boxes also get a TLS service on tls_port whose certificate expires tls_cert_days from
         now (float, negative = expired; set_tls_cert changes it) and the CVMFS stand-in at /cvmfs.
+        box_env: extra environment per container box name (e.g. a planted password for the redaction test).
         """
         if not (0 <= containers <= 89 and 0 <= vms <= 99 and containers + vms >= 1):
             raise ValueError(f"lab wants 0..89 containers and 0..99 vms, at least one box; "
@@ -97,6 +99,7 @@ class Lab:
                 "tcp_ports": list(ports),
                 "tls_port": int(tls_port),
                 "tls_cert_days": float(tls_cert_days),
+                "box_env": {str(k): {str(n): str(v) for n, v in e.items()} for k, e in (box_env or {}).items()},
                 "influx": {"wanted": bool(influx), "running": False},
                 "faults": {},
                 "segment_down": False,
@@ -338,7 +341,7 @@ class Lab:
 
     def _container_spec(self, name: str) -> dict:
         """How a container box runs (one place for `docker run` and recreate_container): env, binds, sysctls, labels."""
-        return {"env": {"LAB_TLS_PORT": str(self._st["tls_port"])},
+        return {"env": {"LAB_TLS_PORT": str(self._st["tls_port"]), **self._st.get("box_env", {}).get(name, {})},
                 "binds": {self._tls_dir(name): "/lab/tls", self._cvmfs_box_dir(name): "/cvmfs"},
                 "sysctls": {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"},
                 "labels": {"vobox-lab": self.run_id, "vobox-lab-box": name}}

@@ -22,10 +22,19 @@ def path_in(state_dir: str) -> str:
     return os.path.join(state_dir, FILE_NAME)
 
 
+def _private_dir(directory: str) -> None:
+    """The history's directory (the agent's state_dir) exists, 0700 when this makes it (whatever the umask)."""
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+
 @contextlib.contextmanager
 def _locked(path: str) -> Iterator[None]:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "a") as lock:
+    _private_dir(os.path.dirname(os.path.abspath(path)))
+    fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -77,10 +86,11 @@ def _write(path: str, entries: list[HistoryEntry], resets: dict[str, float]) -> 
 
 
 def write_json_atomic(path: str, payload: object) -> None:
-    """Write PAYLOAD as JSON to PATH atomically (temp file, fsync, rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write PAYLOAD as JSON to PATH atomically (temp file, fsync, rename), 0600 whatever the umask."""
+    _private_dir(os.path.dirname(os.path.abspath(path)))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
     try:
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=1)
             fh.flush()

@@ -18,13 +18,17 @@ def load_config(path: str, *, check_files: bool = True) -> Any:
     from agent.core import config
 
     try:
-        return config.load(path, check_files=check_files)
+        cfg = config.load(path, check_files=check_files)
     except config.ConfigError as exc:
         n = len(exc.errors)
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         return None
+    from agent.ops import logs
+
+    logs.protect(logs.config_secrets(cfg))   # before anything can log a password or token
+    return cfg
 
 
 def number_in(convert: Callable[[str], float], low: float, high: float, what: str, *,

@@ -32,5 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = doctor.run_checks(cfg, docker_factory=docker_factory(timeout_s=10),
                                 create_database=args.create_database)
-    print(doctor.format_results(results))
+    from agent import redact
+    from agent.ops.logs import config_secrets
+
+    # an error text may quote a request URL with the InfluxDB password in it: values redacted
+    print(redact.text(doctor.format_results(results), config_secrets(cfg)))
     return doctor.exit_code(results)

@@ -8,7 +8,9 @@ import sys
 import time
 from dataclasses import asdict
 
+from agent import redact
 from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.ops.logs import config_secrets
 from agent.status import STATUS_FILE, format_status, read_status_file, snapshot
 from agent.storage.read import QueryError
 
@@ -66,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
         reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now_s)[1]
         print(f"vobox-agent status: {reason}; and InfluxDB cannot be read: {exc}", file=sys.stderr)
         return 1
+    secrets = config_secrets(cfg)
     if args.json:
-        print(json.dumps(asdict(snap), indent=2, sort_keys=True))
+        print(json.dumps(redact.data(asdict(snap), secrets), indent=2, sort_keys=True))
     else:
-        print(format_status(snap, now_s))
+        print(redact.text(format_status(snap, now_s), secrets))
     return 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from agent import atomic
 from agent.forensics import retention
 
 SUMMARY_JSON = "summary.json"
@@ -62,9 +63,9 @@ def iso(time_s: float | None) -> str | None:
 
 
 def write_json(path: str, data: Any) -> None:
-    """Write DATA as indented JSON to PATH atomically (temp file, then rename)."""
+    """Write DATA as indented JSON to PATH atomically (temp file, then rename), 0600."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic.open_private_file(tmp) as f:
         json.dump(data, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
     os.replace(tmp, path)

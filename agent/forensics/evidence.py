@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agent import atomic, redact
 from agent.forensics import retention
 from agent.forensics.bundle import (ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, BoxRef, bundle_dir,
                                     evidence_root, iso, read_summary, write_json)
@@ -70,7 +71,8 @@ class EvidenceCollector:
                  docker_client: Any = None, monitor_netns: str | None = None, interface: str | None = None,
                  clock: Callable[[], float] = time.time, run: CommandRunner = run_command,
                  max_bundles: int = retention.DEFAULT_MAX_BUNDLES, max_bytes: int = retention.DEFAULT_MAX_BYTES,
-                 collectors: Mapping[str, Callable[[Context], dict[str, Any]]] | None = None) -> None:
+                 collectors: Mapping[str, Callable[[Context], dict[str, Any]]] | None = None,
+                 secrets: Iterable[str] = ()) -> None:
         self.state_dir = state_dir
         self.recorder = recorder
         self.monitor_netns = monitor_netns
@@ -80,6 +82,7 @@ class EvidenceCollector:
         self.max_bundles = max_bundles
         self.max_bytes = max_bytes
         self.collectors = dict(COLLECTORS if collectors is None else collectors)
+        self.secrets = tuple(secrets)   # values redacted from every file (agent.redact), with container env
         self._docker_client = docker_client
         self._docker_lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -209,7 +212,7 @@ class EvidenceCollector:
         return job.snapshot.for_addresses(addresses, max_bytes)
 
     def _write_open(self, job: _Job, light: bool) -> None:
-        os.makedirs(job.path, exist_ok=True)
+        atomic.private_dir(job.path)
         self._open.add(os.path.normpath(job.path))
         summary: dict[str, Any] = {
             "box": job.box.name, "kind": job.box.kind, "site": job.box.site, "addresses": list(job.box.addresses),
@@ -256,7 +259,8 @@ class EvidenceCollector:
             try:
                 files = collector(ctx)
                 for filename, data in files.items():
-                    write_json(os.path.join(job.path, filename), data)
+                    # docker inspect holds the container's environment: values redacted, keys kept
+                    write_json(os.path.join(job.path, filename), redact.data(data, self.secrets))
                 status[name] = {"ok": True, "files": sorted(files)}
             except Skip as exc:
                 status[name] = {"ok": False, "error": f"skipped: {exc}"}
@@ -269,7 +273,7 @@ class EvidenceCollector:
         return status, ctx.notes
 
     def _write_close(self, job: _Job) -> None:
-        os.makedirs(job.path, exist_ok=True)
+        atomic.private_dir(job.path)
         try:
             summary = read_summary(job.path)
         except (OSError, ValueError):
@@ -314,8 +318,9 @@ class EvidenceCollector:
         log.info("evidence: box %s: freeze bundle %s closed: %s", job.box.name, job.path, recovery["headline"])
 
     def _save(self, path: str, summary: dict[str, Any]) -> None:
+        summary = redact.data(summary, self.secrets)
         write_json(os.path.join(path, SUMMARY_JSON), summary)
-        with open(os.path.join(path, SUMMARY_TXT), "w", encoding="utf-8") as f:
+        with atomic.open_private_file(os.path.join(path, SUMMARY_TXT)) as f:
             f.write(render_text(summary))
 
     def _prune(self, current: str) -> None:

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from agent import atomic
+
 log = logging.getLogger(__name__)
 
 # One recorded packet: (time_s, direction "out"|"in", probe, address, frame_bytes, linktype).
@@ -78,7 +80,7 @@ def write_pcap(path: str, records: Iterable[Record]) -> DumpResult:
     """Write records to a classic pcap (microsecond timestamps, link type Ethernet); atomically replaces path."""
     packets = skipped = 0
     tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "wb") as f:
+    with atomic.open_private_file(tmp, "wb") as f:
         # Native-endian classic pcap header (magic a1b2c3d4, version 2.4), as libpcap writes it.
         f.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, _PCAP_SNAPLEN, LINKTYPE_ETHERNET))
         for time_s, _direction, _probe, _address, frame, linktype in sorted(records, key=lambda r: r[0]):

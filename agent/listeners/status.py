@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agent import atomic
+from agent import atomic, redact
 from agent.core.events import BoxHeld, BoxObserved, BoxReleased, CycleEnded, StateChanged
 from agent.listeners import CycleEvent
 
@@ -28,14 +28,14 @@ class StatusListener:
 
     kinds: box name -> kind; remediation_status(): box -> remediations.BoxStatus (or None when
     remediation is off); budget_per_hour: [remediation] max_per_box_per_hour;
-    evidence_path(box, start_s): the bundle of an open freeze, or None.
+    evidence_path(box, start_s): the bundle of an open freeze, or None; secrets: values redacted from the file.
     """
 
     name = "status"
 
     def __init__(self, state_dir: str, kinds: Mapping[str, str], *, site: str | None, interval_s: float,
                  budget_per_hour: int, remediation_status: Callable[[], Mapping[str, Any]] | None = None,
-                 evidence_path: Callable[[str, float], str] | None = None) -> None:
+                 evidence_path: Callable[[str, float], str] | None = None, secrets: Sequence[str] = ()) -> None:
         self.path = os.path.join(state_dir, STATUS_FILE)
         self.kinds = dict(kinds)
         self.site = site
@@ -43,6 +43,7 @@ class StatusListener:
         self.budget_per_hour = budget_per_hour
         self.remediation_status = remediation_status
         self.evidence_path = evidence_path
+        self.secrets = tuple(secrets)
         self._last: dict[str, BoxObserved] = {}
         self._held: dict[str, BoxHeld] = {}
         self._error: str | None = None   # why the last cycle judged no box
@@ -75,7 +76,7 @@ class StatusListener:
             elif isinstance(ev, CycleEnded):
                 self._error = ev.error
                 try:
-                    atomic.write_json(self.path, self.status(ev.time_s))
+                    atomic.write_json(self.path, redact.data(self.status(ev.time_s), self.secrets))
                 except OSError as exc:
                     log.warning("cannot write %s: %s", self.path, exc)
 

@@ -1,11 +1,14 @@
-"""Logging set-up for every command: stderr, plain text or one JSON object per line."""
+"""Logging set-up for every command: stderr, plain text or one JSON object per line, secrets redacted."""
 from __future__ import annotations
 
 import json
 import logging
 import sys
 import time
-from typing import TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from agent import redact
 
 # Fields a caller may attach with `extra={"box": ..., "probe": ..., "action": ...}`;
 # the JSON formatter copies them out, the plain formatter appends them as key=value.
@@ -30,8 +33,8 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 obj[key] = value
-        if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            obj["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(obj, ensure_ascii=False, default=str)
 
 
@@ -51,6 +54,54 @@ class PlainFormatter(logging.Formatter):
         return text
 
 
+class RedactFilter(logging.Filter):
+    """Replaces known secret values (and credential-looking fragments) in every record's message and traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Also redact SECRETS (values) from now on."""
+        self.secrets = tuple(dict.fromkeys(self.secrets + tuple(s for s in secrets if s)))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite RECORD in place (message formatted once, traceback pre-rendered); never drops a record."""
+        try:
+            record.msg = redact.text(record.getMessage(), self.secrets)
+            record.args = None
+        except Exception:  # noqa: BLE001 - a bad %-format stays the logging module's business
+            return True
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact.text(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact.text(record.stack_info, self.secrets)
+        return True
+
+
+# The one filter on the handler setup() installs; protect() adds the config's secrets once it is read.
+REDACT = RedactFilter()
+
+
+def read_secret_file(path: str) -> str:
+    """The text of a secret file (a token or password file); OSError when unreadable."""
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def config_secrets(cfg: Any) -> tuple[str, ...]:
+    """The secret values of config CFG: [influxdb] password/token and their files, the webhook token file."""
+    return redact.config_secrets(getattr(cfg, "influxdb", None), getattr(cfg, "remediation", None),
+                                 read=read_secret_file)
+
+
+def protect(secrets: Iterable[str]) -> None:
+    """Redact SECRETS from every log record from now on (the filter setup() installed)."""
+    REDACT.add(secrets)
+
+
 def parse_level(level: str | int) -> int:
     """A level name (case-insensitive) or number -> logging level; ValueError naming the valid ones."""
     if isinstance(level, int):
@@ -67,6 +118,7 @@ def setup(level: str | int = "INFO", json: bool = False, stream: TextIO | None =
     """Send all logging to stderr (or STREAM) at LEVEL, as JSON lines when JSON is true; return the handler."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if json else PlainFormatter())
+    handler.addFilter(REDACT)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

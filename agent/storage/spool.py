@@ -49,7 +49,7 @@ class Spool:
         self.directory = directory
         self.max_bytes = int(max_bytes)
         self.segment_bytes = segment_bytes or max(MIN_SEGMENT_BYTES, min(MAX_SEGMENT_BYTES, self.max_bytes // 8))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        atomic.private_dir(directory)
         self.dropped = 0                       # points dropped because the spool was full (since start)
         self.points = 0                        # points waiting in the spool
         self.bytes = 0                         # bytes used by the spool

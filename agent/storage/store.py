@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent import atomic
 from agent.core.config import MIB
 from agent.storage.influx import SinkError, Writer, make_writer
 from agent.storage.points import Point
@@ -58,7 +59,7 @@ class Storage:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.writer = writer
         self.state_dir = state_dir
-        os.makedirs(state_dir, exist_ok=True)
+        atomic.private_dir(state_dir)   # 0700: spool, status, evidence and history live here
         self.spool = Spool(os.path.join(state_dir, SPOOL_DIR), spool_max_bytes)
         self.rejected_path = os.path.join(state_dir, REJECTED_FILE)
         self.batch_points = batch_points
@@ -402,7 +403,7 @@ class Storage:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         reason = str(exc).replace("\n", " ")
         try:
-            with open(self.rejected_path, "ab") as f:
+            with atomic.open_private_file(self.rejected_path, "ab") as f:
                 f.write(f"# {stamp} {reason}\n".encode() + line + b"\n")
                 f.flush()
                 os.fsync(f.fileno())

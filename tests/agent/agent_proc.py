@@ -69,12 +69,12 @@ def read_status(state_dir: str) -> dict[str, Any] | None:
 class AgentProc:
     """One `vobox-agent --netns NS run` subprocess with its log file."""
 
-    def __init__(self, lab, config_path: str, log_path: str, cycles: int = 0) -> None:
+    def __init__(self, lab, config_path: str, log_path: str, cycles: int = 0, global_args: tuple[str, ...] = ()) -> None:
         self.lab = lab
         self.config_path = config_path
         self.log_path = log_path
         self.state_dir = os.path.join(os.path.dirname(config_path), "state")
-        argv = [AGENT_BIN, "--netns", lab.monitor_ns, "run", "-c", config_path]
+        argv = [AGENT_BIN, *global_args, "--netns", lab.monitor_ns, "run", "-c", config_path]
         if cycles:
             argv += ["--cycles", str(cycles)]
         self._log = open(log_path, "ab")

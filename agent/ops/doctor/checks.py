@@ -1,6 +1,7 @@
 """The doctor's registry: the topics in the order an operator should fix them, and the driver that runs them."""
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,19 @@ class Context:
     networks: dict[str, dict] = field(default_factory=dict)           # network name -> inspect attrs
     observed: list[tuple[str, str, str]] = field(default_factory=list)  # (box, ipv4, mac) of running containers
     stop: bool = False                                                # later topics cannot run
+    proc_status: Callable[[], str] = privileges.read_proc_status       # /proc/self/status (CapEff)
+    read_file: Callable[[str], str] = field(default=lambda path: _read_text(path))
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.read()
 
 
 def _privileges(ctx: Context) -> list[CheckResult]:
-    return [privileges.check_raw_socket(ctx.open_socket)]
+    return ([privileges.check_raw_socket(ctx.open_socket)]
+            + privileges.check_capabilities(ctx.cfg, ctx.proc_status(), os.geteuid() == 0)
+            + [privileges.check_proc(ctx.read_file)])
 
 
 def _influxdb(ctx: Context) -> list[CheckResult]:

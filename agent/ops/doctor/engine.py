@@ -35,7 +35,9 @@ def check_docker(factory: Callable[[], Any]) -> tuple[CheckResult, DockerInfo | 
         client = factory()
         version = client.version()
     except Exception as exc:  # docker.errors.DockerException, requests errors: all mean unreachable
-        return failed(name, f"Docker engine not reachable: {exc}",
+        return failed(name, f"Docker engine not reachable: {exc}; this disables the container boxes' state "
+                           "(docker pseudo probe), the Docker evidence (docker_inspect, docker_events, "
+                           "container_net), restart_container and reconnect_network, and in-container checks",
                      "start dockerd, or mount the socket (-v /var/run/docker.sock:/var/run/docker.sock) "
                      "or point DOCKER_HOST at a socket proxy (tcp://HOST:2375) that allows "
                      "containers, networks, events, version and _ping"), None

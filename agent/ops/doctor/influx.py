@@ -40,7 +40,15 @@ def check_influx(influx: Any, session: Any = None, create_database: bool = False
 
 def _v1_auth(influx: Any) -> dict:
     user = cfg_value(influx, "username")
-    return {"u": user, "p": cfg_value(influx, "password") or ""} if user else {}
+    password = cfg_value(influx, "password")
+    if user and cfg_value(influx, "password_file"):
+        from agent.storage.influx import SinkError, read_password
+
+        try:
+            password = read_password(cfg_value(influx, "password_file"))
+        except SinkError:
+            password = None   # check-config names the unreadable file; the auth check then fails plainly
+    return {"u": user, "p": password or ""} if user else {}
 
 
 def _check_influx_v1(session, url, influx, create, timeout_s) -> list[CheckResult]:

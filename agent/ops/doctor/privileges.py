@@ -1,10 +1,12 @@
-"""Topic privileges: can this process open the raw sockets the ICMP and ARP probes need."""
+"""Topic privileges: the raw sockets the probes need, and every capability the agent uses (CapEff), per feature."""
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from agent.ops.doctor.results import CheckResult, failed, passed
+from agent.ops.doctor.results import CheckResult, failed, passed, warned
 
 SETCAP_FIX = ("run as root, or grant the capability: "
               "`setcap cap_net_raw,cap_net_admin+ep $(readlink -f $(which python3))` "
@@ -29,3 +31,139 @@ def check_raw_socket(open_socket: Callable[..., socket.socket] = socket.socket) 
                          "the kernel refused a raw socket for a reason other than privilege; see the error")
         tried.append(what)
     return passed(name, f"{' and '.join(tried)} sockets open")
+
+
+# --- capabilities: which the process has (CapEff), and which features each missing one disables ---
+
+# Bit numbers from linux/capability.h (only those the agent uses).
+CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21}
+# Docker's default capability set of a container process (CapPrm 00000000a80425fb): CHOWN, DAC_OVERRIDE,
+# FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE,
+# SETFCAP. Opening /proc/PID/ns/* of such a process needs CAP_SYS_PTRACE unless the agent runs as the same
+# user (root) with every one of these (the kernel's ptrace access check; measured with setpriv + nsenter).
+DOCKER_DEFAULT_CAPS = 0xA80425FB
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """Something the agent does that needs a capability; in_use(cfg) says whether this config uses it."""
+
+    text: str
+    in_use: Callable[[Any], bool]
+    needed: bool = False          # without it `run` does not start (a FAIL, not a WARN)
+
+
+def _containers(cfg: Any) -> bool:
+    return any(getattr(b, "kind", None) == "container" for b in getattr(cfg, "boxes", ()) or ())
+
+
+def _checks(cfg: Any) -> bool:
+    return any(getattr(b, "checks", ()) for b in getattr(cfg, "boxes", ()) or ())
+
+
+def _forensics_in_containers(cfg: Any) -> bool:
+    return bool(getattr(getattr(cfg, "forensics", None), "enabled", False)) and _containers(cfg)
+
+
+def _announce(cfg: Any) -> bool:
+    return bool(getattr(getattr(cfg, "remediation", None), "enabled", False)) and _containers(cfg)
+
+
+def _always(_cfg: Any) -> bool:
+    return True
+
+
+def _never(_cfg: Any) -> bool:
+    return False
+
+
+_NS = "setns into a container's namespaces (opening /proc/PID/ns/*)"
+# Capability -> the features that need it (what `grep` of agent/, probes/, remediations/ shows).
+CAPABILITIES: dict[str, tuple[Feature, ...]] = {
+    "CAP_NET_RAW": (
+        Feature("icmp, icmp6, arp and ndp probes (raw and packet sockets); `run` refuses to start without it",
+                _always, needed=True),
+        Feature("the gratuitous ARP / unsolicited NA after reconnect_network (a packet socket)", _announce),
+    ),
+    "CAP_NET_ADMIN": (
+        Feature("probe socket buffers beyond net.core.rmem_max/wmem_max (SO_RCVBUFFORCE/SO_SNDBUFFORCE): "
+                "without it large sweeps (thousands of targets) may drop replies, seen as loss", _always),
+    ),
+    "CAP_SYS_ADMIN": (
+        Feature("`--netns NAME` (setns into the monitor namespace)", _never),
+        Feature("the announce after reconnect_network (setns into the container's network namespace)", _announce),
+        Feature("evidence read in the container's network namespace (container_net: nsenter -n)",
+                _forensics_in_containers),
+        Feature("in-container checks ([[box.check]]: nsenter -m)", _checks),
+    ),
+    "CAP_SYS_CHROOT": (
+        Feature("in-container checks ([[box.check]]: setns into a mount namespace needs it with CAP_SYS_ADMIN)",
+                _checks),
+    ),
+    "CAP_SYS_PTRACE": (
+        Feature(_NS + " unless the agent is root with every capability of Docker's default set: the announce, "
+                "container_net evidence and in-container checks",
+                lambda cfg: _announce(cfg) or _forensics_in_containers(cfg) or _checks(cfg)),
+    ),
+}
+
+
+def effective_caps(status_text: str) -> int:
+    """The CapEff bit mask from the text of /proc/self/status; ValueError when the line is missing."""
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split(":", 1)[1].strip(), 16)
+    raise ValueError("no CapEff line in /proc/self/status")
+
+
+def read_proc_status() -> str:
+    """/proc/self/status of this process."""
+    with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+        return fh.read()
+
+
+def check_capabilities(cfg: Any, status_text: str, as_root: bool) -> list[CheckResult]:
+    """One line per capability the agent uses: present, or missing and which features that disables here.
+
+    STATUS_TEXT: /proc/self/status (CapEff); AS_ROOT: euid 0 (without CAP_SYS_PTRACE, only a root agent holding
+    Docker's default capability set may open a container process's namespaces).
+    """
+    try:
+        eff = effective_caps(status_text)
+    except ValueError as exc:
+        return [failed("capabilities", f"cannot read the effective capabilities: {exc}")]
+    out = []
+    for cap, features in CAPABILITIES.items():
+        name = f"capability {cap}"
+        if eff >> CAP_BITS[cap] & 1:
+            out.append(passed(name, "present (" + "; ".join(f.text.split(" (")[0] for f in features) + ")"))
+            continue
+        if cap == "CAP_SYS_PTRACE" and as_root and eff & DOCKER_DEFAULT_CAPS == DOCKER_DEFAULT_CAPS:
+            out.append(passed(name, "missing, not needed: the agent is root and holds Docker's default capability "
+                                    "set, so it may open its containers' namespaces (a container running as "
+                                    "another user, or with added capabilities, needs it)"))
+            continue
+        used = [f for f in features if f.in_use(cfg)]
+        fix = (f"grant it: AmbientCapabilities={cap} in the unit (and CapabilityBoundingSet), "
+               f"--cap-add {cap[4:]} for a container, or setcap {cap.lower()}+ep on the interpreter")
+        if not used:
+            out.append(passed(name, "missing, not needed by this config (it would disable: "
+                                    + "; ".join(f.text for f in features) + ")"))
+        elif any(f.needed for f in used):
+            out.append(failed(name, "missing: disables " + "; ".join(f.text for f in used), fix))
+        else:
+            out.append(warned(name, "missing: disables " + "; ".join(f.text for f in used), fix))
+    return out
+
+
+def check_proc(read: Callable[[str], str]) -> CheckResult:
+    """Can this process see other processes in /proc (container PIDs for checks, evidence, the announce)?"""
+    name = "/proc access"
+    try:
+        read("/proc/1/cgroup")
+    except OSError as exc:
+        return warned(name, f"cannot read /proc/1/cgroup ({exc}): other processes are hidden (ProtectProc= or "
+                            "hidepid): in-container checks, container_net evidence and the announce cannot find "
+                            "container processes",
+                      "run with ProtectProc=default (not invisible) where those features are wanted")
+    return passed(name, "other processes visible (container PIDs for checks, evidence, the announce)")
