@@ -342,8 +342,8 @@ class RemediationConfig:
                                    _POLICY["retry_deferred_s"], unit="s")
     webhook_listen: str | None = _key("webhook_listen", _listen, 'alert receiver "host:port"; absent = off', None)
     webhook_token_file: str | None = _key("webhook_token_file", _text(),
-                                          "file holding the webhook bearer token (required with webhook_listen)",
-                                          None)
+                                          "file holding the webhook bearer token (required with webhook_listen "
+                                          'unless webhook_verify_client = "required"); re-read on SIGHUP', None)
     webhook_max_bytes: int = _key("webhook_max_bytes", _integer(1), "largest accepted webhook body (413 above)",
                                   1_048_576, unit="bytes")
     webhook_cert_file: str | None = _key("webhook_cert_file", _text(),
