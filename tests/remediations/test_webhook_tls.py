@@ -114,12 +114,13 @@ def test_required_client_certificate_is_the_credential(pki, serve, ca_kind, capl
         assert refused(rx, client_context(pki["ca"]))                       # no certificate
         assert refused(rx, client_context(pki["ca"], pki["wrong_ca"]))      # another CA's
         assert refused(rx, client_context(pki["ca"], pki["expired"]))       # expired
+        assert refused(rx, client_context(pki["ca"], pki["server"]))        # serverAuth only: not for clients
         assert calls == []
         assert post(rx, client_context(pki["ca"], pki["client"]), token=None)[0] == 202
     assert calls == [("ctr1", None)]
     refusals = [r.getMessage() for r in caplog.records if "refused TLS client 127.0.0.1" in r.getMessage()]
-    assert len(refusals) == 3, caplog.text
-    assert any("expired" in m for m in refusals), refusals
+    assert len(refusals) == 4, caplog.text
+    assert any("expired" in m for m in refusals) and any("unsuitable certificate purpose" in m for m in refusals)
 
 
 def test_required_client_certificate_and_a_token_file_need_both(pki, serve):
