@@ -30,8 +30,8 @@ VERIFY_CLIENT: dict[str, ssl.VerifyMode] = {"none": ssl.CERT_NONE, "optional": s
 HANDSHAKE_TIMEOUT_S = 10.0
 # Short names of the subject attributes grid DNs use, for the log (OpenSSL's one-line form: /DC=ch/O=.../CN=...).
 _RDN_SHORT = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "L", "organizationName": "O",
-              "organizationalUnitName": "OU", "commonName": "CN", "domainComponent": "DC", "emailAddress": "emailAddress",
-              "userId": "UID"}
+              "organizationalUnitName": "OU", "commonName": "CN", "domainComponent": "DC",
+              "emailAddress": "emailAddress", "userId": "UID"}
 
 
 class BadRequest(Exception):
@@ -117,7 +117,7 @@ class AuthLimiter:
 
 
 def cert_subject(cert: dict | None) -> str | None:
-    """A peer certificate's subject (ssl.SSLSocket.getpeercert()) in OpenSSL's one-line form, /O=x/CN=y; None without."""
+    """A peer certificate's subject (SSLSocket.getpeercert()) in OpenSSL's one-line form, /O=x/CN=y; None without."""
     if not cert or not cert.get("subject"):
         return None
     return "".join(f"/{_RDN_SHORT.get(k, k)}={v}" for rdn in cert["subject"] for k, v in rdn)

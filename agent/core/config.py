@@ -842,7 +842,8 @@ def webhook_tls_errors(rem: RemediationConfig) -> list[str]:
     errors: list[str] = []
     cert, key, ca = rem.webhook_cert_file, rem.webhook_key_file, rem.webhook_client_ca_file
     if cert:
-        missing = [k for k, p in (("webhook_cert_file", cert), ("webhook_key_file", key)) if p and not os.path.isfile(p)]
+        missing = [k for k, p in (("webhook_cert_file", cert), ("webhook_key_file", key))
+                   if p and not os.path.isfile(p)]
         errors += [f"remediation.{k}: no such file: {_show(getattr(rem, k))}" for k in missing]
         if not missing:
             try:
