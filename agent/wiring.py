@@ -218,6 +218,15 @@ class Assembly:
                 log.exception("stopping %r failed", s)
         self.close()
 
+    def reload(self) -> None:
+        """SIGHUP: services with a reload() load their files again (the webhook's TLS certificate and token)."""
+        for s in self.services:
+            if hasattr(s, "reload"):
+                try:
+                    s.reload()
+                except Exception:  # noqa: BLE001 - a failed reload never stops the agent
+                    log.exception("reloading %r failed", s)
+
     def close(self) -> None:
         """Flush storage, save state, close files (also for an assembly that never started)."""
         for close in self.closers:
@@ -241,11 +250,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     from agent.storage.store import Storage
 
     token = None
-    if cfg.remediation.enabled and cfg.remediation.webhook_listen:
+    if cfg.remediation.enabled and cfg.remediation.webhook_listen and cfg.remediation.webhook_token_file:
         from remediations.webhook import read_token
 
         try:  # before anything is built: a missing file is one line and exit 2, never a traceback
-            token = read_token(cfg.remediation.webhook_token_file or "")
+            token = read_token(cfg.remediation.webhook_token_file)
         except (OSError, ValueError) as exc:
             raise SetupError(f"remediation.webhook_token_file: {exc}") from None
     storage = Storage.from_config(cfg)
@@ -309,12 +318,20 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                          evidence_wait=wait)
         services.append(remediation)
         if cfg.remediation.webhook_listen:
-            from remediations.webhook import WebhookReceiver
+            from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver
 
-            services.append(WebhookReceiver(cfg.remediation.webhook_host, cfg.remediation.webhook_port, token,
-                                            [b.name for b in cfg.boxes],
-                                            lambda box, action: remediation.request(box, action, "alert"),
-                                            max_bytes=cfg.remediation.webhook_max_bytes))
+            rc = cfg.remediation
+            tls = (TLSSettings(rc.webhook_cert_file, rc.webhook_key_file, rc.webhook_client_ca_file,
+                               rc.webhook_verify_client) if rc.webhook_cert_file else None)
+            try:
+                services.append(WebhookReceiver(rc.webhook_host, rc.webhook_port, token, [b.name for b in cfg.boxes],
+                                                lambda box, action: remediation.request(box, action, "alert"),
+                                                max_bytes=rc.webhook_max_bytes, tls=tls,
+                                                limiter=AuthLimiter(rc.webhook_auth_failures_max,
+                                                                    rc.webhook_auth_failures_window_s),
+                                                token_file=rc.webhook_token_file))
+            except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError: the files changed since load
+                raise SetupError(f"remediation.webhook_listen: cannot serve the webhook: {exc}") from None
     discovery = None
     if cfg.discovery.docker:
         from agent.discovery import DockerDiscovery

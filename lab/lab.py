@@ -706,14 +706,15 @@ class Lab:
 
     # ----- Prometheus + Alertmanager ----------------------------------------------------------
     def prometheus_start(self, target: str, webhook_url: str, token_file: str, interval_s: float = 1.0,
-                         timeout_s: float = 30.0):
+                         timeout_s: float = 30.0, tls: dict[str, str] | None = None):
         """Start Prometheus (scraping the agent's /metrics at target) and Alertmanager (posting VoboxBoxFrozen
-        to webhook_url with the bearer token in token_file) in the monitor namespace; return the stack."""
+        to webhook_url with the bearer token in token_file, and tls as its tls_config) in the monitor namespace;
+        return the stack."""
         from lab.prometheus import PrometheusStack
 
         self.prometheus_stop()
         stack = PrometheusStack(os.path.join(self.run_dir, "prometheus"), self.monitor_ns, target, webhook_url,
-                                token_file, interval_s=interval_s)
+                                token_file, interval_s=interval_s, tls=tls)
         stack.start(timeout_s=timeout_s)
         self._prometheus = stack
         return stack

@@ -66,12 +66,13 @@ def kill_stale(base_dir: str, timeout_s: float = 10.0) -> list[int]:
 class PrometheusStack:
     """Prometheus scraping `target` (host:port in netns) and an Alertmanager posting to `webhook_url`.
 
-    token_file: the webhook's bearer token; interval_s: scrape and rule evaluation interval.
+    token_file: the webhook's bearer token; interval_s: scrape and rule evaluation interval; tls: Alertmanager's
+    http_config.tls_config for an https:// webhook_url ({"ca_file", "cert_file", "key_file"}), or None.
     """
 
     def __init__(self, base_dir: str, netns: str | None, target: str, webhook_url: str, token_file: str, *,
                  interval_s: float = 1.0, prometheus_port: int = 9090, alertmanager_port: int = 9093,
-                 rules: str = RULES) -> None:
+                 rules: str = RULES, tls: dict[str, str] | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.netns = netns
         self.target = target
@@ -81,6 +82,7 @@ class PrometheusStack:
         self.prometheus_port = prometheus_port
         self.alertmanager_port = alertmanager_port
         self.rules = os.path.abspath(rules)
+        self.tls = {k: os.path.abspath(v) for k, v in (tls or {}).items()}
         self._procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -112,7 +114,8 @@ class PrometheusStack:
                 {"name": "null"},
                 {"name": "vobox-agent", "webhook_configs": [{
                     "url": self.webhook_url, "send_resolved": False,
-                    "http_config": {"authorization": {"type": "Bearer", "credentials_file": self.token_file}}}]},
+                    "http_config": {"authorization": {"type": "Bearer", "credentials_file": self.token_file},
+                                    **({"tls_config": self.tls} if self.tls else {})}}]},
             ],
         }
         paths = (os.path.join(self.base_dir, "prometheus.yml"), os.path.join(self.base_dir, "alertmanager.yml"))

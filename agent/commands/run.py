@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run the agent in the foreground: a probe cycle every [agent] interval, freeze detection, "
             "InfluxDB writes (spooled when InfluxDB is down), remediation within its budget, evidence "
-            "bundles, status.json. Stops on SIGTERM/SIGINT. Under systemd it notifies readiness and the "
+            "bundles, status.json. Stops on SIGTERM/SIGINT; SIGHUP reloads the webhook's TLS certificate and "
+            "token. Under systemd it notifies readiness and the "
             "watchdog."),
         help="run the agent: probe cycles, freeze detection, storage, remediation")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
@@ -47,6 +48,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PRIVILEGE
 
     stop = threading.Event()
+    reload = threading.Event()   # SIGHUP: reload the files services read (the webhook's TLS certificate), not stop
+    wake = threading.Event()     # set with either: the main thread waits on it
+
+    def request_stop(*_: Any) -> None:
+        stop.set()
+        wake.set()
+
+    def request_reload(*_: Any) -> None:
+        reload.set()
+        wake.set()
+
     done_cycles = [0]
 
     def on_cycle(summary: Any) -> None:
@@ -57,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
             log.info("cycle: %d boxes, %.2f s, unhealthy: %s, frozen: %s", summary.boxes, summary.cycle_s,
                      ", ".join(summary.unhealthy), ", ".join(summary.frozen) or "-")
         if args.cycles and done_cycles[0] >= args.cycles:
-            stop.set()
+            request_stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # before assembling: a signal during start-up stops cleanly too
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     from agent.wiring import SetupError, assemble
 
     try:
@@ -75,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
     systemd.ready(f"probing {len(cfg.boxes)} boxes every {cfg.agent.interval_s:g} s")
     log.info("agent running: %d boxes, interval %g s, state in %s", len(cfg.boxes), cfg.agent.interval_s,
              cfg.agent.state_dir)
-    stop.wait()
+    while not stop.is_set():
+        wake.wait()
+        wake.clear()
+        if reload.is_set() and not stop.is_set():
+            reload.clear()
+            log.info("SIGHUP: reloading the webhook's TLS certificate and token")
+            assembly.reload()
     systemd.stopping()
     log.info("stopping: finishing the cycle in progress and flushing storage")
     assembly.stop()

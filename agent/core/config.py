@@ -22,6 +22,7 @@ import probes
 from agent.checks import CHECK_KINDS, CHECKS, Check
 from remediations.actions import ACTIONS, PLACEHOLDERS, template_errors
 from remediations.model import RemediationPolicy, RemediationTarget
+from remediations.webhook import VERIFY_CLIENT
 
 # Remediation action names a box's `remediate` ladder may use: the remediations registry.
 REMEDIATION_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
@@ -30,6 +31,8 @@ CONTAINER_ACTIONS: frozenset[str] = frozenset(name for name, a in ACTIONS.items(
 # What a box is: a Docker container (the talk's macvlan VO-Box) or a VM; the tag `kind` everywhere.
 BOX_KINDS: tuple[str, ...] = ("container", "vm")
 INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
+# [remediation] webhook_verify_client values: the webhook's (Apache's SSLVerifyClient none/optional/require).
+WEBHOOK_VERIFY_CLIENT: tuple[str, ...] = tuple(VERIFY_CLIENT)
 # Placeholders allowed in a box's `command` argv (remediations.actions expands them).
 COMMAND_PLACEHOLDERS: tuple[str, ...] = PLACEHOLDERS
 # The remediation timing and limits default to remediations.model.RemediationPolicy's (one place).
@@ -339,10 +342,30 @@ class RemediationConfig:
                                    _POLICY["retry_deferred_s"], unit="s")
     webhook_listen: str | None = _key("webhook_listen", _listen, 'alert receiver "host:port"; absent = off', None)
     webhook_token_file: str | None = _key("webhook_token_file", _text(),
-                                          "file holding the webhook bearer token (required with webhook_listen)",
-                                          None)
+                                          "file holding the webhook bearer token (required with webhook_listen "
+                                          'unless webhook_verify_client = "required"); re-read on SIGHUP', None)
     webhook_max_bytes: int = _key("webhook_max_bytes", _integer(1), "largest accepted webhook body (413 above)",
                                   1_048_576, unit="bytes")
+    webhook_cert_file: str | None = _key("webhook_cert_file", _text(),
+                                         "serve the webhook over TLS only, with this server certificate (PEM, "
+                                         "chain after it); reloaded on SIGHUP; absent = plain HTTP", None)
+    webhook_key_file: str | None = _key("webhook_key_file", _text(),
+                                        "private key (PEM) of webhook_cert_file, when not in the same file", None)
+    webhook_client_ca_file: str | None = _key("webhook_client_ca_file", _text(),
+                                              "CA certificates client certificates are verified against: a PEM "
+                                              "file, or a directory hashed with `openssl rehash` (e.g. "
+                                              "/etc/grid-security/certificates)", None)
+    webhook_verify_client: str = _key("webhook_verify_client", _choice(WEBHOOK_VERIFY_CLIENT),
+                                      'client certificates: "none" (not asked), "optional" (verified when sent; '
+                                      'the token still needed), "required" (the token only if '
+                                      "webhook_token_file is set)", "none")
+    webhook_auth_failures_max: int = _key("webhook_auth_failures_max", _integer(1),
+                                          "failed authentications one peer address may make within "
+                                          "webhook_auth_failures_window; then 429 with Retry-After until it ends",
+                                          5)
+    webhook_auth_failures_window_s: float = _key("webhook_auth_failures_window", _number(0, low_open=True),
+                                                 "the fixed window of webhook_auth_failures_max, from a peer's "
+                                                 "first failure", 60.0, unit="s")
 
     def policy(self, dry_run: bool = False) -> RemediationPolicy:
         """remediations.model.RemediationPolicy of this section (DRY_RUN forces a dry run)."""
@@ -845,6 +868,60 @@ def _check_influx_tls(influx: dict[str, Any], raw: dict[str, Any], errors: list[
                           f"({_show(cert)}{', ' + _show(key) if key else ''}): {exc}")
 
 
+def _check_webhook_tls(rem: dict[str, Any], errors: list[str]) -> None:
+    """[remediation] webhook TLS keys that go together (the files themselves: file_errors)."""
+    verify = rem.get("webhook_verify_client", "none")
+    if not rem.get("webhook_cert_file"):
+        for k in ("webhook_key_file", "webhook_client_ca_file"):
+            if rem.get(k):
+                errors.append(f"remediation.{k}: needs remediation.webhook_cert_file (the webhook over TLS)")
+        if verify != "none":
+            errors.append(f"remediation.webhook_verify_client: {_show(verify)} needs remediation.webhook_cert_file "
+                          "(client certificates need TLS)")
+    elif verify != "none" and not rem.get("webhook_client_ca_file"):
+        errors.append(f"remediation.webhook_client_ca_file: missing (webhook_verify_client is {_show(verify)})")
+    elif verify == "none" and rem.get("webhook_client_ca_file"):
+        errors.append('remediation.webhook_client_ca_file: unused while webhook_verify_client = "none" '
+                      '(set "optional" or "required")')
+
+
+def webhook_tls_errors(rem: RemediationConfig) -> list[str]:
+    """The webhook's TLS files unusable on this machine, one error a line with its key path (used by file_errors)."""
+    import ssl
+
+    errors: list[str] = []
+    cert, key, ca = rem.webhook_cert_file, rem.webhook_key_file, rem.webhook_client_ca_file
+    if cert:
+        missing = [k for k, p in (("webhook_cert_file", cert), ("webhook_key_file", key))
+                   if p and not os.path.isfile(p)]
+        errors += [f"remediation.{k}: no such file: {_show(getattr(rem, k))}" for k in missing]
+        if not missing:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+            except (ssl.SSLError, OSError) as exc:
+                errors.append(f"remediation.webhook_cert_file: cannot load the certificate and key "
+                              f"({_show(cert)}{', ' + _show(key) if key else ''}): {exc}")
+    if ca and rem.webhook_verify_client != "none":
+        if not os.path.exists(ca):
+            errors.append(f"remediation.webhook_client_ca_file: no such file or directory: {_show(ca)}")
+        elif os.path.isdir(ca):
+            try:
+                hashed = [n for n in os.listdir(ca) if re.match(r"^[0-9a-f]{8}\.\d+$", n)]
+            except OSError as exc:
+                errors.append(f"remediation.webhook_client_ca_file: directory {_show(ca)} is not readable: {exc}")
+            else:
+                if not hashed:
+                    errors.append(f"remediation.webhook_client_ca_file: directory {_show(ca)} has no hashed CA "
+                                  f"names (<hash>.0); run `openssl rehash {ca}`")
+        else:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=ca)
+            except (ssl.SSLError, OSError) as exc:
+                errors.append(f"remediation.webhook_client_ca_file: {_show(ca)} holds no usable PEM CA "
+                              f"certificate ({exc})")
+    return errors
+
+
 def parse(data: dict[str, Any], source: str | None = None) -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     errors: list[str] = []
@@ -912,8 +989,11 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
 
     # [remediation]
     rem = kw["remediation"]
-    if rem.get("webhook_listen") and not rem.get("webhook_token_file"):
-        errors.append("remediation.webhook_token_file: missing (required when webhook_listen is set)")
+    if rem.get("webhook_listen") and not rem.get("webhook_token_file") \
+            and rem.get("webhook_verify_client") != "required":
+        errors.append("remediation.webhook_token_file: missing (required when webhook_listen is set, unless "
+                      'webhook_verify_client = "required")')
+    _check_webhook_tls(rem, errors)
 
     # [discovery]
     _service_probes(kw["discovery"].get("probes", ()), "discovery.probe", errors)   # checked; kept raw for `discover`
@@ -1092,7 +1172,8 @@ def load(path: str | os.PathLike[str], check_files: bool = True) -> Config:
 def file_errors(cfg: Config) -> list[str]:
     """Files the config names that are missing or unusable on this machine, one error a line with its key path.
 
-    Checked by `load` (so by check-config and run): the webhook token file (readable, not empty) and
+    Checked by `load` (so by check-config and run): the webhook token file (readable, not empty), its TLS
+    certificate, key and client CAs (webhook_tls_errors), and
     the executable of each box's `command` (an absolute path that is executable, or a name on PATH)
     when its ladder uses it.
     """
@@ -1111,6 +1192,8 @@ def file_errors(cfg: Config) -> list[str]:
             errors.append(f"otlp.headers_file: {exc}")
     if cfg.otlp.endpoint and cfg.otlp.ca_file and not os.path.exists(cfg.otlp.ca_file):
         errors.append(f"otlp.ca_file: {cfg.otlp.ca_file!r} does not exist")
+    if rem.webhook_listen:
+        errors += webhook_tls_errors(rem)
     for i, b in enumerate(cfg.boxes):
         if not b.command or "command" not in b.remediate:
             continue

@@ -134,7 +134,7 @@ DELETE = object()
     pytest.param("remediation.webhook_listen", "localhost", 'remediation.webhook_listen: expected "host:port" '
                  '(IPv6 as "[::1]:port"), got "localhost"', id="listen-no-port"),
     pytest.param("remediation.webhook_token_file", DELETE, "remediation.webhook_token_file: missing (required "
-                 "when webhook_listen is set)", id="webhook-without-token"),
+                 'when webhook_listen is set, unless webhook_verify_client = "required")', id="webhook-without-token"),
     pytest.param("remediation.enabled", "yes", 'remediation.enabled: expected true or false, got "yes"',
                  id="bool"),
     pytest.param("correlation.min_share", 1.5, "correlation.min_share: expected a number > 0 and <= 1, got 1.5",

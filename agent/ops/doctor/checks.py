@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.ops.doctor import boxes as _boxes
-from agent.ops.doctor import engine, influx, macvlan, privileges
+from agent.ops.doctor import engine, influx, macvlan, privileges, webhook
 from agent.ops.doctor.results import CheckResult, cfg_value, passed
 
 
@@ -48,6 +48,11 @@ def _influxdb(ctx: Context) -> list[CheckResult]:
     return [] if cfg_influx is None else influx.check_influx(cfg_influx, ctx.session, ctx.create_database)
 
 
+def _webhook(ctx: Context) -> list[CheckResult]:
+    rem = cfg_value(ctx.cfg, "remediation")
+    return [] if rem is None else webhook.check_webhook(rem)
+
+
 def _docker(ctx: Context) -> list[CheckResult]:
     if not ctx.containers:
         ctx.stop = True
@@ -82,6 +87,7 @@ def _macvlan_trap(ctx: Context) -> list[CheckResult]:
 CHECKS: dict[str, Callable[[Context], list[CheckResult]]] = {
     "privileges": _privileges,
     "influxdb": _influxdb,
+    "webhook": _webhook,
     "docker": _docker,
     "boxes": _box_checks,
     "docker-mac": _mac_on_connect,

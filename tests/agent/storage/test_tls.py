@@ -2,20 +2,13 @@
 against a local TLS server (no InfluxDB 2.x and no client-certificate-checking 1.6 can run here)."""
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import logging
 import os
 import ssl
-import subprocess
 import threading
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent import netns
 from agent.core import config
@@ -23,67 +16,9 @@ from agent.core.config import ConfigError
 from agent.storage import SinkError, Storage, V1Writer, V2Writer, query
 from agent.storage.influx import TLSOptions, make_writer
 from agent.storage.points import probe_point
+from tests.pki import CA
 
 DB = "vobox"
-
-
-# --- a small PKI --------------------------------------------------------------------------------
-
-class CA:
-    """A self-signed CA that issues server and client certificates into `directory`."""
-
-    def __init__(self, directory, name: str) -> None:
-        self.dir = str(directory)
-        os.makedirs(self.dir, exist_ok=True)
-        self.name = name
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(minutes=5))
-                     .not_valid_after(now + datetime.timedelta(days=1))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                                    critical=True)
-                     .sign(self.key, hashes.SHA256()))
-        self.pem = os.path.join(self.dir, f"{name}-ca.pem")
-        with open(self.pem, "wb") as f:
-            f.write(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, cn: str, *, client: bool = False) -> tuple[str, str]:
-        """(certificate path, key path) for cn; a server certificate carries IP SAN 127.0.0.1."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-             .issuer_name(self.cert.subject).public_key(key.public_key())
-             .serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client
-                                                   else ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
-        if not client:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                critical=False)
-        cert = b.sign(self.key, hashes.SHA256())
-        cpath, kpath = (os.path.join(self.dir, f"{cn}.pem"), os.path.join(self.dir, f"{cn}.key"))
-        with open(cpath, "wb") as f:
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
-        with open(kpath, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-        os.chmod(kpath, 0o600)
-        return cpath, kpath
-
-    def hashed_dir(self) -> str:
-        """A CA directory as grid hosts have (/etc/grid-security/certificates): <subject hash>.0 files."""
-        d = os.path.join(self.dir, "certificates")
-        os.makedirs(d, exist_ok=True)
-        h = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", self.pem], check=True,
-                           capture_output=True, text=True).stdout.strip()
-        with open(self.pem, "rb") as src, open(os.path.join(d, f"{h}.0"), "wb") as dst:
-            dst.write(src.read())
-        return d
 
 
 @pytest.fixture
