@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.status import PROBE_ORDER, Snapshot, format_status
+from agent.status import PROBE_ORDER, Snapshot, degraded_text, format_status
 from agent.timeparse import format_age
 
 STATE_STYLES = {"up": "green", "suspect": "yellow", "frozen": "bold red", "recovering": "cyan",
@@ -55,10 +55,17 @@ def render(snap: Snapshot | None, now_s: float, events: list[str] | tuple[str, .
             rem = Text(f"halted ({b.halt_reason or 'cap'})", style="red")
         else:
             rem = Text("-" if b.budget_left is None else f"budget {b.budget_left}")
-        table.add_row(b.name, b.kind, Text(b.state, style=STATE_STYLES.get(b.state, "")),
+        state = Text(b.state, style=STATE_STYLES.get(b.state, ""))
+        if b.degraded and b.degraded.get("degraded"):
+            state.append(" degraded", style="bold yellow")
+        table.add_row(b.name, b.kind, state,
                       b.layer if b.layer != "none" else "-",
                       format_age(now_s - b.since_s) if b.since_s else "-", rtt, rem)
     parts.append(table)
+    for b in snap.boxes:
+        if b.degraded and b.degraded.get("degraded"):
+            parts.append(Text(f"degraded {b.name}: {degraded_text(b.degraded)} (not remediated for that)",
+                              style="yellow"))
     freezes = [b for b in snap.boxes if b.open_freeze]
     parts.append(Text("open freezes:", style="bold"))
     if freezes:
@@ -81,7 +88,7 @@ def _signature(snap: Snapshot) -> list[Any]:
     """What the plain output shows of each box, without the ages."""
     return [snap.source, snap.note, snap.error] + [
         (b.name, b.state, b.layer, (b.open_freeze or {}).get("layer"), (b.held or {}).get("kind"), b.halted,
-         b.budget_left) for b in snap.boxes]
+         b.budget_left, bool((b.degraded or {}).get("degraded"))) for b in snap.boxes]
 
 
 class LiveView:

@@ -2,8 +2,9 @@
 
 One cycle, in order (data flows one way):
   1. sweep every box's targets at once (probes.sweep);
-  2. one verdict per box (agent.core.cycle), the freeze state machine (agent.core.freeze)
-     and the MAC memory (agent.core.macwatch): BoxObserved, StateChanged, Freeze*, MacChanged;
+  2. one verdict per box (agent.core.cycle), the freeze state machine (agent.core.freeze),
+     the MAC memory (agent.core.macwatch) and flapping (agent.core.flapping): BoxObserved,
+     StateChanged, Freeze*, MacChanged, DegradedChanged;
   3. correlation (agent.core.correlation) over the cycle's freezes: SegmentFreezeChanged,
      and the holds of frozen boxes: BoxHeld / BoxReleased;
   4. CycleEnded; every listener (agent.listeners) gets the whole list in one call.
@@ -26,14 +27,14 @@ from typing import Any, Protocol
 
 import probes
 from agent import atomic
-from agent.core import freeze
+from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
 from agent.core.cycle import CyclePlan, ContainerView, box_targets, classify, plan_cycle, verdicts
 from agent.core.cycle import Verdict as CycleVerdict
 from agent.core.cycle import with_container_state
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, DegradedChanged, FreezeClosed,
+                               FreezeLayerChanged, FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
 from agent.listeners import CycleEvent, Listener
 
@@ -104,6 +105,8 @@ class Pipeline:
         # Holds restored from the saved state are announced again (BoxHeld) in the first cycle, so the
         # listeners of this process (remediation, status) know them.
         self._reannounce_holds = True
+        self.flap_settings = flapping.FlapSettings.from_config(config.flapping)
+        self.flaps = {name: flapping.initial(name) for name in self.boxes}   # box -> its flapping window
         self._restore_agent_state()
         resumed = [n for n, s in self.states.items() if s.freeze_open]
         if resumed:
@@ -154,6 +157,12 @@ class Pipeline:
         self._holds = {k: str(v) for k, v in (data.get("holds") or {}).items() if k in self.boxes}
         self._confirm_times = {k: {float(t) for t in v} for k, v in (data.get("confirm_times") or {}).items()
                                if k in self.boxes}
+        if data.get("flapping"):
+            try:
+                saved_flaps = flapping.from_json(data["flapping"], self.flap_settings)
+                self.flaps.update({k: v for k, v in saved_flaps.items() if k in self.boxes})
+            except ValueError as exc:
+                log.warning("%s; flapping windows start afresh", exc)
         if self.macwatch is not None and data.get("macwatch"):
             self.macwatch = MacWatch.from_json(data["macwatch"])
         if self.correlator is not None and data.get("correlation"):
@@ -167,6 +176,7 @@ class Pipeline:
         freeze.save_state(self._freeze_path, self.states)
         payload: dict[str, Any] = {"version": AGENT_STATE_VERSION, "holds": self._holds,
                                    "confirm_times": {k: sorted(v) for k, v in self._confirm_times.items() if v}}
+        payload["flapping"] = flapping.to_json(self.flaps)
         if self.macwatch is not None:
             payload["macwatch"] = self.macwatch.to_json()
         if self.correlator is not None:
@@ -319,17 +329,25 @@ class Pipeline:
             passes = passes | {now_s}
         held_times = set(after.fail_times) | set(after.recovery_times)
         self._confirm_times[v.box] = {t for t in passes if t in held_times}
+        flap, flap_events = flapping.step(self.flaps[v.box], v.healthy, now_s, self.flap_settings,
+                                          freeze_open=after.freeze_open, stopped=after.state == "stopped",
+                                          cycle=not confirm)
+        self.flaps[v.box] = flap
+        on = self.flap_settings.enabled and after.state != "stopped"
         out: list[CycleEvent] = [BoxObserved(v.box, now_s, v.healthy, v.layer, after.state, decision.up,
                                              rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm,
-                                             v.container)]
+                                             v.container, flap.degraded,
+                                             flap.percent_state_change if on else None,
+                                             flap.failed_share if on else None)]
         if self.macwatch is not None:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,
                             change.old)
                 out.append(MacChanged(v.box, change.time_s, change.address, change.old, change.new))
-        for ev in freeze_events:
+        for ev in (*freeze_events, *flap_events):
             _log_event(ev)
         out.extend(freeze_events)
+        out.extend(flap_events)
         return out
 
     def _correlate(self, events: Sequence[CycleEvent], now_s: float) -> list[CycleEvent]:
@@ -435,6 +453,8 @@ def _log_event(ev: Any) -> None:
         log.warning("box %s: freeze deepened %s -> %s", ev.box, ev.old_layer, ev.new_layer)
     elif isinstance(ev, FreezeClosed):
         log.warning("box %s: freeze over after %.1f s (%s)", ev.box, ev.duration_s, ev.layer)
+    elif isinstance(ev, DegradedChanged):
+        log.warning("box %s: %s (%s)", ev.box, "DEGRADED" if ev.degraded else "no longer degraded", ev.reason)
 
 
 def _iso(time_s: float) -> str:

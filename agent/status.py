@@ -34,6 +34,7 @@ class BoxStatus:
     held: dict | None = None          # {"kind", "segment", "since_s", "reason"} while remediation is held
     judged_s: float | None = None     # the last cycle that judged this box
     warnings: tuple[str, ...] = ()    # messages of the last cycle's warnings (certificates expiring, disks filling)
+    degraded: dict | None = None      # {"degraded", "percent_state_change", "failed_share", "reason"} (flapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,8 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
                                halted=bool(rem.get("halted")), halt_reason=rem.get("reason"),
                                held=b.get("held"), judged_s=b.get("judged_s"),
                                warnings=tuple(str(w.get("message")) for w in b.get("warnings") or ()
-                                              if isinstance(w, dict))))
+                                              if isinstance(w, dict)),
+                               degraded=b.get("degraded") if isinstance(b.get("degraded"), dict) else None))
     return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error")), None
 
 
@@ -119,9 +121,12 @@ def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
         state = row.get("state") or ("up" if row.get("up") == 1 else "down")
         since = fr["start_s"] if fr else last_down.get(box.name)
         budget = None if cap is None else max(cap - actions.get(box.name, 0), 0)
+        degraded = ({"degraded": bool(row.get("degraded")), "percent_state_change": row.get("percent_state_change"),
+                     "failed_share": row.get("failed_share"), "reason": None}
+                    if row.get("percent_state_change") is not None else None)
         boxes.append(BoxStatus(box.name, box.kind, state, row.get("layer") or "none", since,
                                rtts.get(box.name, {}), fr, budget, budget == 0 if budget is not None else False,
-                               "hourly cap reached" if budget == 0 else None))
+                               "hourly cap reached" if budget == 0 else None, degraded=degraded))
     return Snapshot("influxdb", updated, tuple(boxes))
 
 
@@ -145,7 +150,19 @@ def format_line(b: BoxStatus, now_s: float) -> str:
     else:
         budget = f"budget {b.budget_left}"
     line = f"{b.name:<16} {b.kind:<9} {b.state:<10} {b.layer:<4} {since:<14} {rtt:<44} {freeze:<16} {budget}"
+    if b.degraded and b.degraded.get("degraded"):
+        line += f"\n{'':<16} DEGRADED {degraded_text(b.degraded)} (not remediated for that)"
     return line + "".join(f"\n{'':<16} WARNING {w}" for w in b.warnings)
+
+
+def degraded_text(d: dict) -> str:
+    """A degraded box's figures: why (when known), percent state change and failed share of the window."""
+    figures = []
+    if d.get("percent_state_change") is not None:
+        figures.append(f"{float(d['percent_state_change']):.0f} % state change")
+    if d.get("failed_share") is not None:
+        figures.append(f"{100 * float(d['failed_share']):.0f} % of cycles failed")
+    return d.get("reason") or ", ".join(figures) or "degraded"
 
 
 def format_status(snap: Snapshot, now_s: float) -> str:

@@ -446,6 +446,25 @@ class CorrelationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FlappingConfig:
+    """[flapping]: boxes failing too often for a freeze (fail_cycles in a row) are `degraded`, never remediated."""
+
+    enabled: bool = _key("enabled", _boolean, "score flapping and loss per box; false: no box is ever degraded", True)
+    window_cycles: int = _key("window_cycles", _integer(3, 1000),
+                              "cycles in the window (Nagios and Icinga keep the last 21 check results)", 21)
+    low_threshold_percent: float = _key("low_threshold_percent", _number(0, 100),
+                                        "a flapping box stops flapping when its percent state change falls to this "
+                                        "or below (Icinga 2's flapping_threshold_low)", 25.0, unit="%")
+    high_threshold_percent: float = _key("high_threshold_percent", _number(0, 100),
+                                         "a box starts flapping when its percent state change (weighted verdict "
+                                         "changes over the window, newer ones counting more) rises above this "
+                                         "(Icinga 2's flapping_threshold_high)", 30.0, unit="%")
+    max_failed_share: float = _key("max_failed_share", _number(0, 1),
+                                   "a box with more than this share of failed cycles in the window is degraded "
+                                   "(0.25: more than a quarter)", 0.25)
+
+
+@dataclass(frozen=True, slots=True)
 class ForensicsConfig:
     """[forensics]: the packet flight recorder and the evidence bundle written for every freeze."""
 
@@ -600,6 +619,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     otlp: OtlpConfig = OtlpConfig()
+    flapping: FlappingConfig = FlappingConfig()
 
     def box(self, name: str) -> BoxConfig:
         """The box called name; KeyError naming the valid ones otherwise."""
@@ -624,6 +644,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "discovery": DiscoveryConfig,
     "otlp": OtlpConfig,
+    "flapping": FlappingConfig,
     "box": BoxConfig,
 }
 
@@ -987,6 +1008,15 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
             if key not in raw_influx:
                 errors.append(f"influxdb.{key}: missing (required for api = \"v2\")")
 
+    # [flapping]
+    flap = {f.name: f.default for f in fields(FlappingConfig)} | kw["flapping"]
+    raw_flap = data.get("flapping", {}) if isinstance(data.get("flapping", {}), dict) else {}
+    flap_converted = all(k not in raw_flap or f"{k}" in kw["flapping"]
+                         for k in ("low_threshold_percent", "high_threshold_percent"))
+    if flap_converted and flap["low_threshold_percent"] > flap["high_threshold_percent"]:
+        errors.append(f"flapping.low_threshold_percent: must be at most flapping.high_threshold_percent "
+                      f"({flap['high_threshold_percent']:g}), got {flap['low_threshold_percent']:g}")
+
     # [remediation]
     rem = kw["remediation"]
     if rem.get("webhook_listen") and not rem.get("webhook_token_file") \
@@ -1049,6 +1079,7 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         metrics=MetricsConfig(**kw["metrics"]),
         discovery=DiscoveryConfig(**kw["discovery"]),
         otlp=OtlpConfig(**kw["otlp"]),
+        flapping=FlappingConfig(**kw["flapping"]),
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
     )

@@ -2,7 +2,7 @@
 
 Per box: BoxObserved (every cycle), then what the freeze state machine (agent.core.freeze)
 and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
-FreezeLayerChanged, FreezeClosed, MacChanged. Then, for the whole cycle, what correlation
+FreezeLayerChanged, FreezeClosed, MacChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
 (agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
 BoxReleased. Last, CycleEnded. Consumers: points, evidence, remediation, status.
 """
@@ -107,6 +107,10 @@ class BoxObserved(Event):
     results: tuple[Any, ...]
     confirm: bool = False
     container: Any = None   # container boxes: its ContainerState (remediations.docker_events), None when unknown
+    # flapping (agent.core.flapping) after this cycle: degraded, the window's percent state change and failed share
+    degraded: bool = False
+    percent_state_change: float | None = None
+    failed_share: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,21 @@ class MacChanged(Event):
     address: str
     old: str
     new: str
+
+
+@dataclass(frozen=True, slots=True)
+class DegradedChanged(Event):
+    """The box became degraded (flapping, or too many failed cycles in the window) or stopped being so.
+
+    Never remediated for that alone. percent_state_change: Nagios/Icinga's weighted percent of
+    verdict changes over the window (0-100); failed_share: failed cycles / window (0-1);
+    reason: why, in words (agent.core.flapping).
+    """
+
+    degraded: bool
+    percent_state_change: float
+    failed_share: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,21 @@ class MetricsListener:
                            (*BOX_LABELS, "state"), registry=r)
         self.layer = Gauge("vobox_box_layer", "1 for the layer the box fails at (none when healthy), 0 for the others",
                            (*BOX_LABELS, "layer"), registry=r)
+        self.degraded = Gauge("vobox_box_degraded", "1 while the box is degraded: flapping, or more failed cycles in "
+                              "the window than [flapping] max_failed_share (never remediated for that alone)",
+                              BOX_LABELS, registry=r)
+        self.percent_state_change = Gauge("vobox_box_percent_state_change",
+                                          "Nagios/Icinga percent state change of the box's verdicts over the "
+                                          "[flapping] window (0-100, newer changes weigh more)", BOX_LABELS,
+                                          registry=r)
+        self.failed_ratio = Gauge("vobox_box_failed_cycles_ratio", "share of failed cycles in the [flapping] window "
+                                  "(0-1)", BOX_LABELS, registry=r)
+        self.box_cycles = Counter("vobox_box_cycles_total", "cycles that judged the box (stopped and confirmation "
+                                  "passes left out): the denominator of availability", BOX_LABELS, registry=r)
+        self.down_cycles = Counter("vobox_box_down_cycles_total", "cycles counted down, freeze-corrected (up=0 in "
+                                   "InfluxDB: a freeze's cycles from its first failing one)", BOX_LABELS, registry=r)
+        self.failed_cycles = Counter("vobox_box_failed_cycles_total", "cycles in which the box failed, every one "
+                                     "(lone failures too; `box`.healthy=0 in InfluxDB)", BOX_LABELS, registry=r)
         self.held = Gauge("vobox_box_remediation_held", "1 while automatic remediation of the box is held "
                           "(segment freeze or settling)", BOX_LABELS, registry=r)
         self.freeze_start = Gauge("vobox_box_freeze_start_timestamp_seconds",
@@ -107,6 +122,11 @@ class MetricsListener:
             self._set_state(box, "up", "none")
             self.up.labels(*self._box(box)).set(1)
             self.held.labels(*self._box(box)).set(0)
+            self.degraded.labels(*self._box(box)).set(0)
+            self.percent_state_change.labels(*self._box(box)).set(0)
+            self.failed_ratio.labels(*self._box(box)).set(0)
+            for counter in (self.box_cycles, self.down_cycles, self.failed_cycles):
+                counter.labels(*self._box(box))
             self.freeze_start.labels(*self._box(box)).set(0)
             self.mac_changes.labels(*self._box(box))
             self.freeze_duration.labels(*self._box(box))
@@ -160,8 +180,18 @@ class MetricsListener:
 
     def _observed(self, ev: BoxObserved) -> None:
         labels = self._box(ev.box)
-        if not ev.confirm:
+        if not ev.confirm and ev.up is not None:
             self.up.labels(*labels).set(ev.up)
+            self.box_cycles.labels(*labels).inc()
+            self.down_cycles.labels(*labels).inc(1 - ev.up)
+            self.failed_cycles.labels(*labels).inc(0 if ev.healthy else 1)
+        if ev.rewrite_down_times:   # earlier cycles written up=1 now belong to a freeze (as the points rewrite)
+            self.down_cycles.labels(*labels).inc(len(ev.rewrite_down_times))
+        self.degraded.labels(*labels).set(1 if ev.degraded else 0)
+        if ev.percent_state_change is not None:
+            self.percent_state_change.labels(*labels).set(ev.percent_state_change)
+        if ev.failed_share is not None:
+            self.failed_ratio.labels(*labels).set(ev.failed_share)
         self._set_state(ev.box, ev.state, ev.state_layer if ev.state != "up" else ev.layer)
         self.freeze_start.labels(*labels).set(ev.freeze_start_s or 0)
         by_kind: dict[str, list[Any]] = {}

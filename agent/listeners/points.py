@@ -81,8 +81,12 @@ class PointsListener:
                 out += [P.warning_point(box, kind, site, r.probe, _where(r), r.warning, r.time_s,
                                         days_left=r.cert_days_left, percent=getattr(r, "percent", None))
                         for r in ev.results if r.warning]
+                scored = ev.percent_state_change is not None
                 out.append(P.box_point(box, kind, site, ev.up, ev.state, ev.layer, ev.time_s,
-                                       getattr(ev.container, "state", None)))
+                                       getattr(ev.container, "state", None), healthy=ev.healthy,
+                                       degraded=ev.degraded if scored else None,
+                                       percent_state_change=ev.percent_state_change,
+                                       failed_share=ev.failed_share))
             out.extend(P.box_down_rewrite(box, kind, site, t) for t in ev.rewrite_down_times)
             if ev.freeze_start_s is not None and box not in self._fresh:
                 # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at

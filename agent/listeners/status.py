@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent import atomic, redact
-from agent.core.events import BoxHeld, BoxObserved, BoxReleased, CycleEnded, StateChanged
+from agent.core.events import BoxHeld, BoxObserved, BoxReleased, CycleEnded, DegradedChanged, StateChanged
 from agent.listeners import CycleEvent
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class StatusListener:
         self.secrets = tuple(secrets)
         self._last: dict[str, BoxObserved] = {}
         self._held: dict[str, BoxHeld] = {}
+        self._degraded_reason: dict[str, str | None] = {}   # box -> why it is degraded (DegradedChanged)
         self._error: str | None = None   # why the last cycle judged no box
         self._since: dict[str, float] = self._restore_since()
 
@@ -73,6 +74,8 @@ class StatusListener:
                 self._held[ev.box] = ev
             elif isinstance(ev, BoxReleased):
                 self._held.pop(ev.box, None)
+            elif isinstance(ev, DegradedChanged):
+                self._degraded_reason[ev.box] = ev.reason if ev.degraded else None
             elif isinstance(ev, CycleEnded):
                 self._error = ev.error
                 try:
@@ -114,6 +117,10 @@ class StatusListener:
                 "held": ({"kind": held.kind, "segment": held.segment, "since_s": held.time_s, "reason": held.reason}
                          if held is not None else None),
                 "container": _container(last.container) if last is not None and last.container is not None else None,
+                # flapping (agent.core.flapping): null when not scored (off, stopped, not judged yet)
+                "degraded": ({"degraded": last.degraded, "percent_state_change": round(last.percent_state_change, 1),
+                              "failed_share": round(last.failed_share, 3), "reason": self._degraded_reason.get(name)}
+                             if last is not None and last.percent_state_change is not None else None),
             }
         return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
                 "error": self._error, "boxes": boxes}

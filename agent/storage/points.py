@@ -4,7 +4,8 @@ Measurements (tags; fields):
   probe            box, kind, site, probe, address, port(tcp);  ok, rtt_ms, error, mac, layer, status_code,
                                                                 cert_days_left  (checks: probe = "check:<kind>",
                                                                 address = the path or argv[0])
-  box              box, kind, site;                             up, state, layer
+  box              box, kind, site;                             up, state, layer, container_state, healthy,
+                                                                degraded, percent_state_change, failed_share
   warning          box, kind, site, check, target;              message, days_left, percent (not a failure:
                                                                 a certificate or proxy expiring, a disk filling)
   freeze           box, kind, site;                             open, layer, duration_s, evidence
@@ -16,7 +17,11 @@ Measurements (tags; fields):
   mac_change       box, kind, site, address;                    old, new
   segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s
 Integers are written as integers (`1i`), so mean(up) is availability. A `site`
-of None leaves the tag out.
+of None leaves the tag out. `box`.up is freeze-corrected (0 exactly over freezes: mean(up) is the
+freeze-based availability); `box`.healthy is the cycle's raw verdict (0 for every failed cycle, a
+lone one too: mean(healthy) is the availability from every failed cycle); degraded (0/1),
+percent_state_change (0-100) and failed_share (0-1) are the flapping window after the cycle
+(agent.core.flapping), absent with [flapping] enabled = false.
 
 Text round-trips exactly: string fields (`detail`, `error`, ...) keep newlines, quotes, backslashes and
 any unicode (InfluxDB 1.x parses a quoted string to its closing quote). Tag values and names (measurement,
@@ -199,15 +204,22 @@ def warning_point(box: str, kind: str, site: str | None, check: str, target: str
 
 
 def box_point(box: str, kind: str, site: str | None, up: int | None, state: str, layer: str, time_s: float,
-              container_state: str | None = None) -> Point:
+              container_state: str | None = None, *, healthy: bool | None = None, degraded: bool | None = None,
+              percent_state_change: float | None = None, failed_share: float | None = None) -> Point:
     """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped, layer none|l2|l3|l4|l7.
 
-    up is absent while stopped (not observed: mean(up) leaves the cycle out); container_state:
-    container boxes, Docker's state (running, paused, exited, ...) when known.
+    up (and healthy) are absent while stopped (not observed: mean(up) leaves the cycle out);
+    container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
+    healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
+    the flapping window (agent.core.flapping), absent when not scored.
     """
     return Point("box", _tags(box, kind, site),
                  {"up": int(up) if up is not None else None, "state": state, "layer": layer,
-                  "container_state": container_state}, ns_from_s(time_s))
+                  "container_state": container_state,
+                  "healthy": None if healthy is None or up is None else int(healthy),
+                  "degraded": None if degraded is None else int(degraded),
+                  "percent_state_change": None if percent_state_change is None else float(percent_state_change),
+                  "failed_share": None if failed_share is None else float(failed_share)}, ns_from_s(time_s))
 
 
 def box_down_rewrite(box: str, kind: str, site: str | None, time_s: float) -> Point:
