@@ -101,7 +101,7 @@ def _reason(percent: float, share: float, flapping: bool, s: FlapSettings) -> st
     parts = []
     if flapping:
         parts.append(f"flapping: {percent:.0f} % state change over the last {s.window_cycles} cycles "
-                     f"(starts above {s.high_threshold_percent:g} %, stops below {s.low_threshold_percent:g} %)")
+                     f"(starts above {s.high_threshold_percent:g} %, stops at {s.low_threshold_percent:g} % or below)")
     if share > s.max_failed_share:
         parts.append(f"loss: {100 * share:.0f} % of the last {s.window_cycles} cycles failed "
                      f"(above {100 * s.max_failed_share:g} %)")
