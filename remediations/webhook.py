@@ -128,8 +128,8 @@ def parse_alerts(payload: Any, boxes: Collection[str]) -> tuple[list[tuple[str, 
 
     Only a payload that is not a notification at all (no `alerts` list, an alert that is not an
     object) is a BadRequest. Alerts that are not about a box (Grafana's DatasourceError/NoData,
-    other rules routed to the same contact point), not firing, or about an unknown box are
-    ignored with the reason; an unknown action is passed on (the engine refuses and records it).
+    other rules routed to the same contact point), not firing, labelled remediate="false", or about
+    an unknown box are ignored with the reason; an unknown action is passed on (the engine refuses and records it).
     """
     if not isinstance(payload, dict):
         raise BadRequest("payload must be a JSON object with an `alerts` list")
@@ -151,6 +151,9 @@ def parse_alerts(payload: Any, boxes: Collection[str]) -> tuple[list[tuple[str, 
 
         if status != "firing":
             ignore(f"status {status!r}: only firing alerts act")
+        elif labels.get("remediate") == "false":
+            ignore(f"alert {name!r} is labelled remediate=\"false\": it informs, it never acts "
+                   "(e.g. VoboxBoxDegraded: flapping is not fixed by a restart)")
         elif not isinstance(box, str) or not box:
             ignore(f"alert {name!r} has no label `box`: not about a box (e.g. Grafana's DatasourceError or "
                    "NoData, or another rule routed to this contact point)")

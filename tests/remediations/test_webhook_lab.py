@@ -196,6 +196,14 @@ def test_parse_alerts_table():
         parse_alerts({"alerts": ["x"]}, boxes)
 
 
+def test_an_alert_labelled_remediate_false_never_acts():
+    """VoboxBoxDegraded (prometheus/vobox-rules.yml) carries remediate="false": even routed here it only informs."""
+    pairs, ignored = parse_alerts({"status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "VoboxBoxDegraded", "box": "a", "remediate": "false"}}]},
+        {"a"})
+    assert pairs == [] and "remediate" in ignored[0]["reason"]
+
+
 def test_read_token(tmp_path):
     (tmp_path / "t").write_text(" abc \n")
     assert read_token(str(tmp_path / "t")) == "abc"
