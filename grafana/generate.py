@@ -305,6 +305,35 @@ def fleet_dashboard() -> dict:
                         "properties": [{"id": "unit", "value": "d"}, {"id": "decimals", "value": 1}]}],
                    description="days left of each TLS certificate (tls/https probes) and certificate or proxy "
                                "file (x509 checks) below the limit, last value in the range; negative: expired"))
+    p.append(row("Flapping and loss", 51))
+    p.append(panel("stat", "Availability, every failed cycle, per kind", (0, 52, 8, 5), [target(
+        f'SELECT mean("healthy") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
+        alias="$tag_kind")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
+        description="mean of `healthy` over every cycle: each failed cycle counts, a lone one too. The availability "
+                    "above counts freezes only (fail_cycles failing cycles in a row); the difference is the boxes "
+                    "failing too briefly to freeze"))
+    p.append(panel("bargauge", "Availability, every failed cycle, per box", (8, 52, 16, 5), [target(
+        f'SELECT mean("healthy") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter '
+        'GROUP BY "box", "kind"', alias="$tag_box ($tag_kind)")], unit="percent", decimals=3,
+        thresholds=AVAIL_THRESHOLDS, min_value=0, max_value=100,
+        options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                 "displayMode": "lcd", "orientation": "horizontal", "showUnfilled": True}))
+    p.append(panel("table", "Degraded boxes", (0, 57, 24, 7), [target(
+        f'SELECT max("degraded") AS "degraded", max("percent_state_change") AS "percent_state_change", '
+        f'mean("healthy") AS "healthy" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
+        fmt="table")], options=table_options("percent_state_change"), overrides=[
+            {"matcher": {"id": "byName", "options": "percent_state_change"},
+             "properties": [{"id": "unit", "value": "percent"}, {"id": "decimals", "value": 0}]},
+            {"matcher": {"id": "byName", "options": "healthy"},
+             "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 3},
+                            {"id": "displayName", "value": "healthy cycles"}]},
+            {"matcher": {"id": "byName", "options": "degraded"},
+             "properties": [{"id": "mappings", "value": [{"type": "value", "options": {
+                 "0": {"text": "no", "color": "green", "index": 0},
+                 "1": {"text": "DEGRADED", "color": "orange", "index": 1}}}]}]}],
+        description="degraded: flapping (Nagios/Icinga percent state change over [flapping] window_cycles, above "
+                    "high_threshold_percent until it falls to low_threshold_percent) or more failed cycles than "
+                    "max_failed_share, at some time in the range; never remediated for that alone"))
     return dashboard("vobox-fleet", "vobox: fleet stability",
                      "Availability, freezes, MTBF/MTTR and remediation: containers against VMs",
                      p, variables(box_multi=True), [annotation_segment_freeze(), annotation_freezes(F_FLEET)],
@@ -355,6 +384,17 @@ def box_dashboard() -> dict:
         f'SELECT "address", "old", "new" FROM "mac_change" WHERE {fb} AND $timeFilter ORDER BY time DESC',
         fmt="table")], options=table_options(),
         description="ARP/NDP answered with another MAC than before: stale caches on the LAN"))
+    p.append(panel("timeseries", "Flapping and loss", (0, 31, 24, 7), [
+        target(f'SELECT max("percent_state_change") FROM "box" WHERE {fb} AND $timeFilter '
+               'GROUP BY time($__interval) fill(null)', "A", alias="percent state change"),
+        target(f'SELECT max("failed_share") * 100 FROM "box" WHERE {fb} AND $timeFilter '
+               'GROUP BY time($__interval) fill(null)', "B", alias="failed cycles in the window")],
+        unit="percent", min_value=0, max_value=100,
+        custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False, "thresholdsStyle": {"mode": "line"}},
+        thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 30}],
+        description="the [flapping] window after each cycle: a box is degraded while flapping (percent state "
+                    "change above the high threshold, 30 % by default, until it falls to the low one) or while "
+                    "more of its cycles failed than max_failed_share; never remediated for that alone"))
     return dashboard("vobox-box", "vobox: box detail", "One box: probes, state, freezes, remediation, events",
                      p, variables(box_multi=False), [annotation_segment_freeze(), annotation_freezes(fb)], "now-24h")
 
