@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 from agent.report.stats import LAYERS, Report
-from agent.report.text import (HEADERS, _iso, comparison_lines, coverage, fmt_duration, fmt_estimate, fmt_pct,
-                               rows_for, segment_lines)
+from agent.report.text import (HEADERS, _iso, all_failures_lines, comparison_lines, coverage, fmt_duration,
+                               fmt_estimate, fmt_pct, rows_for, segment_lines)
 
 MAX_FREEZE_ROWS = 200
 
@@ -212,6 +212,15 @@ def render_html(report: Report) -> str:
                   _html_table(["start", "segment", "layer", "duration", "boxes"],
                               [[_iso(o.start_ms), o.segment, o.layer, "open" if o.open else fmt_duration(o.duration_s),
                                 ", ".join(o.box_names)] for o in obs.segment_outages])]
+    flap = all_failures_lines(report)
+    if flap:
+        parts += ["<h2>Every failed cycle</h2>", f"<p>{html.escape(flap[0])}</p>",
+                  _html_table(["", "every failed cycle", "freeze-based", "failed cycles", "down in freezes"],
+                              [[g.name, fmt_pct(g.availability_all_failures), fmt_pct(g.availability.value),
+                                str(g.failed_cycles), str(g.down_cycles)]
+                               for g in (*report.kinds, *report.boxes) if g.availability_all_failures is not None]),
+                  *(f"<p>{html.escape(line.strip())}</p>" for line in flap
+                    if line.startswith(("  they differ", "  degraded")))]
     if rem_rows:
         parts += ["<h2>Remediations</h2>", _html_table(["action", "actions", "recovered", "success"], rem_rows)]
     parts.append(f"<p class=\"note\">cycle {obs.interval_s:g}s. Intervals are 95%: exact Poisson on the number of "

@@ -38,8 +38,13 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
                site: str | None = None) -> FleetObservation:
     """Read box cycles, freezes, daily buckets and remediations with InfluxQL through `query(q) -> rows`."""
     w = _where(start_ms, end_ms, site)
+    # `healthy` (the raw verdict) and the flapping fields are read apart: data written before they existed has none
+    flaps = {(r["box"], r["kind"]): r for r in query(
+        f'SELECT count("healthy") AS "judged", sum("healthy") AS "healthy", max("degraded") AS "degraded", '
+        f'max("percent_state_change") AS "psc" FROM "box" WHERE {w} GROUP BY "box", "kind"')}
     boxes = tuple(sorted(
-        (BoxRecord(r["box"], r["kind"], int(r["cycles"] or 0), int(r["up"] or 0))
+        (BoxRecord(r["box"], r["kind"], int(r["cycles"] or 0), int(r["up"] or 0),
+                   *_flap_fields(flaps.get((r["box"], r["kind"]))))
          for r in query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE {w} '
                         'GROUP BY "box", "kind"')), key=lambda b: (b.kind, b.box)))
     freezes = tuple(sorted(
@@ -74,3 +79,10 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
                             outages)
 
 
+def _flap_fields(row: dict | None) -> tuple[int, int, bool, float | None]:
+    """BoxRecord's judged_cycles, healthy_cycles, degraded, max_percent_state_change from one row (or none)."""
+    if row is None:
+        return 0, 0, False, None
+    psc = row.get("psc")
+    return (int(row.get("judged") or 0), int(row.get("healthy") or 0), bool(row.get("degraded")),
+            None if psc is None else float(psc))

@@ -250,6 +250,10 @@ class BoxRecord:
     kind: str
     cycles: int
     up_cycles: int
+    judged_cycles: int = 0      # cycles with the raw verdict `healthy` (0 for data written before it existed)
+    healthy_cycles: int = 0     # of those, the ones in which every probe answered
+    degraded: bool = False      # degraded (flapping or lossy, agent.core.flapping) at some cycle of the range
+    max_percent_state_change: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +325,11 @@ class GroupStats:
     mtbf_s: Estimate
     mttr_s: Estimate
     freezes_by_layer: dict[str, int]
+    # every failed cycle counted (mean of `healthy`), not only freezes; None without `healthy` data
+    availability_all_failures: float | None = None
+    failed_cycles: int = 0      # cycles that failed (healthy=0), lone ones too
+    down_cycles: int = 0        # cycles inside freezes (up=0)
+    degraded_boxes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -345,9 +354,13 @@ def _group(name: str, kind: str, boxes: Sequence[BoxRecord], freezes: Sequence[F
                                                        fallback_duration_s)
     box_days = observed_s / DAY_S
     by_layer = {layer: sum(1 for f in freezes if f.layer == layer) for layer in LAYERS}
+    judged = sum(b.judged_cycles for b in boxes)
+    healthy = sum(b.healthy_cycles for b in boxes)
     return GroupStats(name, kind, len(boxes), box_days, availability(observed_s, frozen_s, k, mean_d), k,
                       sum(1 for f in freezes if f.open), rate_per_day(k, box_days),
-                      mtbf(observed_s - frozen_s, k), mttr([f.duration_s for f in freezes if not f.open]), by_layer)
+                      mtbf(observed_s - frozen_s, k), mttr([f.duration_s for f in freezes if not f.open]), by_layer,
+                      healthy / judged if judged else None, judged - healthy,
+                      sum(b.cycles - b.up_cycles for b in boxes), tuple(b.box for b in boxes if b.degraded))
 
 
 def build_report(obs: FleetObservation) -> Report:

@@ -83,6 +83,29 @@ def comparison_lines(report: Report) -> list[str]:
             f"{report.comparison_without_segments.sentence()}"]
 
 
+def all_failures_lines(report: Report) -> list[str]:
+    """Availability from every failed cycle next to the freeze-based one, and why they differ; [] without data."""
+    groups = [g for g in report.kinds if g.availability_all_failures is not None]
+    if not groups:
+        return []
+    lines = ["availability from every failed cycle (mean of `healthy`: each failed cycle counts) against the "
+             "freeze-based one above (mean of `up`: only cycles inside freezes count):"]
+    for g in [*groups, *(b for b in report.boxes if b.availability_all_failures is not None)]:
+        lone = max(0, g.failed_cycles - g.down_cycles)
+        lines.append(f"  {g.name:<16} {fmt_pct(g.availability_all_failures)} against {fmt_pct(g.availability.value)}: "
+                     f"{g.failed_cycles} failed cycles, {g.down_cycles} down in freezes"
+                     + (f", about {lone} lone failures" if lone else ""))
+    lines.append("  they differ because a freeze needs [freeze] fail_cycles failing cycles in a row: a lone failure, "
+                 "or a box failing every other cycle, is no freeze and leaves the freeze-based figure at 100 %; "
+                 "a freeze's healthy cycles during a recovery that relapsed count down in it.")
+    degraded = [b for b in report.boxes if b.degraded_boxes]
+    if degraded:
+        lines.append("  degraded (flapping or losing cycles) at some time in the range: " + ", ".join(
+            f"{b.name} ({_num(next((r.max_percent_state_change for r in report.observation.boxes if r.box == b.name), None))} % "
+            f"state change at most)" for b in degraded))
+    return lines
+
+
 def render_text(report: Report) -> str:
     """The terminal report."""
     obs = report.observation
@@ -93,6 +116,9 @@ def render_text(report: Report) -> str:
     for r in table:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     lines += [""] + comparison_lines(report)
+    flap = all_failures_lines(report)
+    if flap:
+        lines += [""] + flap
     seg = segment_lines(report)
     if seg:
         lines += [""] + seg

@@ -67,3 +67,27 @@ def test_a_box_freeze_outside_the_outage_or_of_another_box_is_not_part_of_it():
     assert outage.holds(stats.FreezeRecord("c1", "container", 600_000, "l2", 50.0, False))
     assert not outage.holds(stats.FreezeRecord("v1", "vm", 600_000, "l2", 50.0, False))
     assert not outage.holds(stats.FreezeRecord("c1", "container", 900_000, "l4", 30.0, False))
+
+
+def test_availability_from_every_failed_cycle_is_set_next_to_the_freeze_based_one_and_explained():
+    """A box failing every other cycle: no freeze, 100 % freeze-based, 50 % from every failed cycle."""
+    boxes = (stats.BoxRecord("c1", "container", 30, 30, 30, 15, True, 99.0),
+             stats.BoxRecord("v1", "vm", 30, 26, 30, 26, False, 5.9))
+    rep = stats.build_report(_obs(boxes=boxes, freezes=(stats.FreezeRecord("v1", "vm", 600_000, "l2", 40.0, False),),
+                                  cycles=30))
+    c1 = next(g for g in rep.boxes if g.name == "c1")
+    assert c1.availability.value == 1.0 and c1.availability_all_failures == 0.5
+    assert c1.failed_cycles == 15 and c1.down_cycles == 0 and c1.degraded_boxes == ("c1",)
+    text = render_text(rep)
+    assert "c1               50.000% against 100.000%: 15 failed cycles, 0 down in freezes, about 15 lone failures" \
+        in text
+    assert "v1               86.667% against 86.667%: 4 failed cycles, 4 down in freezes" in text
+    assert "a freeze needs [freeze] fail_cycles failing cycles in a row" in text
+    assert "degraded (flapping or losing cycles) at some time in the range: c1 (99 % state change at most)" in text
+    page = render_html(rep)
+    assert "Every failed cycle" in page and "50.000%" in page and "fail_cycles failing cycles in a row" in page
+
+
+def test_data_without_healthy_leaves_the_section_out():
+    text = render_text(stats.build_report(_obs()))
+    assert "every failed cycle" not in text
