@@ -32,6 +32,7 @@ OVERRIDES = {
     "site": ("agent", "site"),
     "fail_cycles": ("freeze", "fail_cycles"),
     "recover_cycles": ("freeze", "recover_cycles"),
+    "confirm_interval": ("freeze", "confirm_interval"),
     "url": ("influxdb", "url"),
     "influx_url": ("influxdb", "url"),
     "api": ("influxdb", "api"),
