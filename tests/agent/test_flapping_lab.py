@@ -74,6 +74,8 @@ def test_a_box_failing_every_other_cycle_is_degraded_not_frozen_not_remediated(c
     w = f"box = '{BOX}' AND time >= {start_ms}ms AND time < {end_ms}ms"
     (row,) = query(lab, f'SELECT count("up") AS n, mean("up") AS up, mean("healthy") AS healthy, '
                         f'max("degraded") AS degraded FROM box WHERE {w}', db)
+    print(f"\n{BOX} over {row['n']} cycles: status {degraded}; InfluxDB mean(up) {row['up']:.3f}, "
+          f"mean(healthy) {row['healthy']:.3f}, max(degraded) {row['degraded']}")
     assert row["n"] >= TOGGLED_CYCLES - 2, row
     assert row["up"] == 1.0 and row["degraded"] == 1, row             # freeze-based: 100 %; degraded stored
     assert 0.4 <= row["healthy"] <= 0.6, row                           # every failed cycle: about 50 %
