@@ -133,10 +133,12 @@ class Pipeline:
                     self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer))
                 self._holds.pop(name, None)
                 self._confirm_times.pop(name, None)
+                self.flaps.pop(name, None)
                 if self.correlator is not None:
                     self.correlator.members.pop(name, None)
             for name in added:
                 self.states[name] = saved.get(name, freeze.initial(name))
+                self.flaps[name] = flapping.initial(name)
             if self.macwatch is not None and removed:
                 self.macwatch.forget(new)
             self.boxes = new
@@ -329,7 +331,7 @@ class Pipeline:
             passes = passes | {now_s}
         held_times = set(after.fail_times) | set(after.recovery_times)
         self._confirm_times[v.box] = {t for t in passes if t in held_times}
-        flap, flap_events = flapping.step(self.flaps[v.box], v.healthy, now_s, self.flap_settings,
+        flap, flap_events = flapping.step(self.flaps.get(v.box) or flapping.initial(v.box), v.healthy, now_s, self.flap_settings,
                                           freeze_open=after.freeze_open, stopped=after.state == "stopped",
                                           cycle=not confirm)
         self.flaps[v.box] = flap

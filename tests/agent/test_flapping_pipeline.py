@@ -63,3 +63,15 @@ def test_the_window_survives_a_restart(tmp_path):
         assert len(json.load(fh)["flapping"]["a"]["history"]) == 21
     again = Pipeline(pipeline.config, [], sweep=script.sweep, clock=script.clock)
     assert again.flaps["a"] == pipeline.flaps["a"]
+
+
+def test_a_discovered_box_gets_a_window_and_a_removed_one_loses_it(tmp_path):
+    pipeline, script, metrics, rem = make(tmp_path)
+    boxes = pipeline.config.boxes
+    pipeline.set_boxes([b for b in boxes if b.name != "c"])
+    assert "c" not in pipeline.flaps
+    run(pipeline, script, [("a",), ()] * 3)
+    pipeline.set_boxes(boxes)
+    assert pipeline.flaps["c"].history == ()
+    run(pipeline, script, [("c",), ()] * 11)
+    assert pipeline.flaps["c"].degraded and len(pipeline.flaps["c"].history) == 21
