@@ -38,6 +38,12 @@ UNITS: dict[str, str] = {
     "vobox_box_state": "{box}",
     "vobox_box_layer": "{box}",
     "vobox_box_remediation_held": "{box}",
+    "vobox_box_degraded": "{box}",
+    "vobox_box_percent_state_change": "%",
+    "vobox_box_failed_cycles_ratio": "1",   # a ratio 0-1: its name already ends in _ratio
+    "vobox_box_cycles_total": "{cycle}",
+    "vobox_box_down_cycles_total": "{cycle}",
+    "vobox_box_failed_cycles_total": "{cycle}",
     "vobox_probe_success": "{box}",
     "vobox_freezes_total": "{freeze}",
     "vobox_mac_changes_total": "{change}",

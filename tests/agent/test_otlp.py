@@ -189,7 +189,7 @@ def test_every_metric_of_the_listener_has_a_unit():
     for fam in MetricsListener({"a": "container"}, "s").registry.collect():
         name = fam.name + ("_total" if fam.type == "counter" else "")
         assert unit_of(name)
-    assert all(u == "1" or (u.startswith("{") and u.endswith("}")) for u in UNITS.values())
+    assert all(u in ("1", "%") or (u.startswith("{") and u.endswith("}")) for u in UNITS.values())
     with pytest.raises(KeyError):
         unit_of("vobox_new_thing")
 
