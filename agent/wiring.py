@@ -153,7 +153,9 @@ def box_set_follower(cfg: Config, boxes: Callable[[], tuple[int, tuple[BoxConfig
         for listener in listeners:
             if isinstance(listener, EvidenceListener):
                 listener.boxes = {b.name: BoxRef.from_config(b, cfg.agent.site) for b in now}
-            elif hasattr(listener, "kinds"):   # points, status, metrics
+            elif hasattr(listener, "set_kinds"):   # metrics: series of removed boxes removed
+                listener.set_kinds(kinds)
+            elif hasattr(listener, "kinds"):   # points, status
                 listener.kinds = dict(kinds)
         if recorder is not None:
             recorder.set_boxes({b.name: b.addresses() for b in now})

@@ -119,23 +119,45 @@ class MetricsListener:
         if interval_s is not None:
             self.interval.labels(self.site).set(interval_s)
         for box in self.kinds:   # every box's series exist from the start (absent() alerts stay meaningful)
-            self._set_state(box, "up", "none")
-            self.up.labels(*self._box(box)).set(1)
-            self.held.labels(*self._box(box)).set(0)
-            self.degraded.labels(*self._box(box)).set(0)
-            self.percent_state_change.labels(*self._box(box)).set(0)
-            self.failed_ratio.labels(*self._box(box)).set(0)
-            for counter in (self.box_cycles, self.down_cycles, self.failed_cycles):
-                counter.labels(*self._box(box))
-            self.freeze_start.labels(*self._box(box)).set(0)
-            self.mac_changes.labels(*self._box(box))
-            self.freeze_duration.labels(*self._box(box))
+            self._start_series(box)
         for segment in sorted(set((segments or {}).values())):
             self.segment_frozen.labels(segment, self.site).set(0)
             self.segment_boxes.labels(segment, self.site).set(0)
         for metric in (self.cycles, self.cycle_errors, self.misfires, self.write_errors, self.dropped_points,
                        self.rejected_points):
             metric.labels(self.site)
+
+    def _start_series(self, box: str) -> None:
+        self._set_state(box, "up", "none")
+        self.up.labels(*self._box(box)).set(1)
+        self.held.labels(*self._box(box)).set(0)
+        self.degraded.labels(*self._box(box)).set(0)
+        self.percent_state_change.labels(*self._box(box)).set(0)
+        self.failed_ratio.labels(*self._box(box)).set(0)
+        for counter in (self.box_cycles, self.down_cycles, self.failed_cycles):
+            counter.labels(*self._box(box))
+        self.freeze_start.labels(*self._box(box)).set(0)
+        self.mac_changes.labels(*self._box(box))
+        self.freeze_duration.labels(*self._box(box))
+
+    def set_kinds(self, kinds: Mapping[str, str]) -> None:
+        """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.
+
+        Prometheus marks a series no longer exposed as stale, so a forgotten container leaves
+        no last value behind (https://prometheus.io/docs/prometheus/latest/querying/basics/#staleness).
+        """
+        removed = {b for b in self.kinds if b not in kinds}
+        added = [b for b in kinds if b not in self.kinds]
+        for metric in [m for m in vars(self).values() if isinstance(m, (Gauge, Counter, Histogram))]:
+            series = {tuple(v for k, v in sample.labels.items() if k != "le")   # label values, in label order
+                      for family in metric.collect() for sample in family.samples
+                      if sample.labels.get("box") in removed}
+            for values in series:
+                metric.remove(*values)
+        self.kinds = dict(kinds)
+        for box in added:
+            self._start_series(box)
+        self.boxes.labels(self.site).set(len(self.kinds))
 
     def _box(self, box: str) -> tuple[str, str, str]:
         return box, self.kinds.get(box, "container"), self.site

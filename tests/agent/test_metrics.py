@@ -216,3 +216,17 @@ def test_metrics_are_off_by_default(tmp_path):
     assert cfg.metrics.listen is None
     cfg = loads(config_text(str(tmp_path / "state")) + '[metrics]\nlisten = "[::1]:9788"\n')
     assert (cfg.metrics.host, cfg.metrics.port) == ("::1", 9788)
+
+
+def test_a_box_set_change_starts_new_series_and_removes_a_removed_boxs_series():
+    """Discovery: a forgotten container's series disappear (Prometheus marks them stale), a new box's start."""
+    m = MetricsListener({"a": "container", "b": "container"}, "site1")
+    m.on_remediation("b", "restart_container", "auto", "done", True, True)
+    m.rtt.labels("b", "container", "site1", "icmp").set(0.001)
+    m.set_kinds({"a": "container", "c": "container"})
+    families = list(text_string_to_metric_families(generate_latest(m.registry).decode()))
+    boxes = {s.labels.get("box") for f in families for s in f.samples if "box" in s.labels}
+    assert boxes == {"a", "c"}
+    assert next(s.value for f in families for s in f.samples if s.name == "vobox_agent_boxes") == 2
+    up_c = [s.value for f in families for s in f.samples if s.name == "vobox_box_up" and s.labels["box"] == "c"]
+    assert up_c == [1.0]
