@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vobox-agent: {exc}", file=sys.stderr)
         return EXIT_PRIVILEGE
 
+    _warn_missing_capabilities(cfg)
+
     stop = threading.Event()
     reload = threading.Event()   # SIGHUP: reload the files services read (the webhook's TLS certificate), not stop
     wake = threading.Event()     # set with either: the main thread waits on it
@@ -99,3 +101,19 @@ def run(args: argparse.Namespace) -> int:
     log.info("stopping: finishing the cycle in progress and flushing storage")
     assembly.stop()
     return EXIT_OK
+
+
+def _warn_missing_capabilities(cfg: Any) -> None:
+    """One WARNING per capability this config needs and the process lacks (what `doctor` says, at every start)."""
+    import os
+
+    from agent.ops.doctor.privileges import check_capabilities, read_proc_status
+
+    try:
+        results = check_capabilities(cfg, read_proc_status(), os.geteuid() == 0)
+    except OSError as exc:
+        log.warning("cannot read this process's capabilities: %s", exc)
+        return
+    for r in results:
+        if not r.ok or r.warning:
+            log.warning("%s: %s; %s", r.name, r.detail, r.fix or "")

@@ -137,3 +137,27 @@ def test_doctor_with_every_capability_passes_the_capability_lines(tmp_path):
     for cap in privileges.CAPABILITIES:
         assert f"PASS  capability {cap}: present" in out, out
     assert "PASS  raw-socket privilege" in out
+
+
+def test_run_warns_at_start_for_each_missing_capability_the_config_uses(tmp_path, monkeypatch, caplog):
+    """`run` says at every start what `doctor` would: a missing CAP_SYS_ADMIN disables the configured checks."""
+    import logging
+
+    from agent.commands import run as run_cmd
+    from agent.core.config import loads
+    cfg = loads(f'[agent]\nstate_dir = "{tmp_path}/state"\n[influxdb]\nurl = "http://127.0.0.1:9"\n'
+                '[[box]]\nname = "c1"\nkind = "container"\nipv4 = "192.0.2.10"\ncontainer = "c1"\n'
+                'network = "n"\n[[box.check]]\nkind = "path"\npath = "/cvmfs"\n')
+    every = sum(1 << b for b in privileges.CAP_BITS.values())
+    without_sys_admin = every & ~(1 << privileges.CAP_BITS["CAP_SYS_ADMIN"])
+    monkeypatch.setattr(privileges, "read_proc_status", lambda: f"Name:\tx\nCapEff:\t{without_sys_admin:016x}\n")
+    with caplog.at_level(logging.WARNING):
+        run_cmd._warn_missing_capabilities(cfg)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("capability CAP_SYS_ADMIN: missing: disables"), lines
+    assert "in-container checks" in lines[0]
+    caplog.clear()
+    monkeypatch.setattr(privileges, "read_proc_status", lambda: f"Name:\tx\nCapEff:\t{every:016x}\n")
+    with caplog.at_level(logging.WARNING):
+        run_cmd._warn_missing_capabilities(cfg)
+    assert [r.getMessage() for r in caplog.records] == []
