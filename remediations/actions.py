@@ -1,10 +1,13 @@
-"""Remediation actions (reconnect_network, restart_container, command) and the ACTIONS registry."""
+"""Remediation actions (reconnect_network, restart_container, exec, command) and the ACTIONS registry."""
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import signal
 import string
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -290,15 +293,16 @@ class RestartContainer(Action):
         return "; ".join(parts)
 
 
-def expand_command(target: RemediationTarget) -> list[str]:
-    """The box's argv template expanded (see expand_template; no shell involved); ActionError naming the argument."""
+def expand_command(target: RemediationTarget, key: str = "command") -> list[str]:
+    """The box's argv template KEY ("command" or "exec") expanded (see expand_template; no shell involved);
+    ActionError naming the argument."""
     values = {"box": target.box, "ipv4": target.ipv4, "ipv6": target.ipv6, "container": target.container}
     argv = []
-    for i, arg in enumerate(target.command):
+    for i, arg in enumerate(getattr(target, key)):
         try:
             argv.append(expand_template(arg, values))
         except ValueError as exc:
-            raise ActionError(f"command[{i}] {arg!r} of box {target.box!r}: {exc}") from None
+            raise ActionError(f"{key}[{i}] {arg!r} of box {target.box!r}: {exc}") from None
     return argv
 
 
@@ -339,7 +343,115 @@ class Command(Action):
         return detail
 
 
-ACTIONS: dict[str, Action] = {a.name: a for a in (ReconnectNetwork(), RestartContainer(), Command())}
+EXEC_POLL_S = 0.2     # how often a running exec is asked whether it has ended
+EXEC_REAP_S = 2.0     # how long a killed exec is given to be seen ended
+
+
+def _descendants(pid: int) -> list[int]:
+    """PID and every process below it (host PIDs, from /proc/PID/task/*/children); [] when PID is gone."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children", encoding="ascii") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def _kill_tree(pid: int) -> str:
+    """SIGKILL PID and its descendants (children first found, then killed all at once); what was done."""
+    if pid <= 0:
+        return "no process id known"
+    pids = _descendants(pid)
+    killed = 0
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            continue
+        except PermissionError as exc:
+            return f"cannot kill process {p}: {exc.strerror} (the agent needs the host's PID namespace)"
+    return f"killed {killed} process(es) (pid {pid})" if killed else f"process {pid} not visible here"
+
+
+class Exec(Action):
+    """Run the box's `exec` argv inside its container (Docker exec, no shell) with a hard timeout; exit 0 is success.
+
+    At the timeout the exec's process and its descendants are killed (SIGKILL to their host PIDs, read
+    from the exec's inspect) and the action fails: a hung command never holds the remediation worker.
+    """
+
+    name = "exec"
+    needs_container = True
+    skip_layers = frozenset({"l2", "l3"})   # the box cannot be reached; a command inside fixes no network
+
+    def unusable_reason(self, target: RemediationTarget) -> str | None:
+        reason = Action.unusable_reason(self, target)
+        if reason is None and not target.exec:
+            reason = f"box {target.box!r} has no exec configured; {self.name} refused"
+        return reason
+
+    def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        return (f"would run {expand_command(target, 'exec')} in container {target.container!r} "
+                f"(timeout {ctx.policy.exec_timeout_s:g} s)")
+
+    def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        argv = expand_command(target, "exec")
+        timeout_s = ctx.policy.exec_timeout_s
+        api = ctx.client().api
+        try:
+            created = api.exec_create(target.container, argv, stdout=True, stderr=True, stdin=False, tty=False)
+        except docker.errors.NotFound:
+            raise ActionError(f"container {target.container!r} not found") from None
+        except docker.errors.APIError as exc:   # 409: not running, or paused
+            raise ActionError(_truncate(f"exec {argv} in {target.container}: {exc.explanation or exc}")) from None
+        exec_id = created["Id"]
+        chunks: list[bytes] = []
+
+        def read() -> None:
+            # The output only: whether the exec ended is asked of exec_inspect, so a read timeout or a
+            # child that keeps stdout open cannot make a finished command look hung, or a hung one finished.
+            try:
+                for chunk in api.exec_start(exec_id, stream=True):
+                    chunks.append(chunk)
+            except Exception as exc:  # noqa: BLE001 - output is best effort; the exit code decides
+                chunks.append(f"\n[output lost: {type(exc).__name__}]".encode())
+
+        reader = threading.Thread(target=read, name=f"exec-{target.box}", daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout_s
+        info = api.exec_inspect(exec_id)
+        while info.get("Running") or (info.get("ExitCode") is None and reader.is_alive()):
+            if time.monotonic() >= deadline:
+                killed = _kill_tree(int(info.get("Pid") or 0))
+                end = time.monotonic() + EXEC_REAP_S
+                while time.monotonic() < end and api.exec_inspect(exec_id).get("Running"):
+                    time.sleep(EXEC_POLL_S)
+                reader.join(EXEC_POLL_S)
+                out = _truncate(b"".join(chunks).decode(errors="replace"))
+                raise ActionError(f"exec {argv} in {target.container} killed after timeout {timeout_s:g} s "
+                                  f"({killed}); output: {out}")
+            time.sleep(EXEC_POLL_S)
+            info = api.exec_inspect(exec_id)
+        reader.join(EXEC_REAP_S)
+        code = info.get("ExitCode")
+        detail = (f"exec {argv} in {target.container} exit {code}; "
+                  f"output: {_truncate(b''.join(chunks).decode(errors='replace'))}")
+        if code != 0:
+            raise ActionError(detail)
+        return detail
+
+
+ACTIONS: dict[str, Action] = {a.name: a for a in (ReconnectNetwork(), Exec(), RestartContainer(), Command())}
 
 
 def get_action(name: str) -> Action:

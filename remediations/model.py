@@ -22,6 +22,7 @@ class RemediationTarget:
     container: str | None = None       # the only container actions may touch
     network: str | None = None         # the only network actions may touch
     command: tuple[str, ...] = ()      # argv template for action "command"
+    exec: tuple[str, ...] = ()         # argv template for action "exec", run inside the container
     ladder: tuple[str, ...] = ()       # action names, in escalation order
     dry_run: bool = False              # per-box dry run
 
@@ -40,6 +41,7 @@ class RemediationPolicy:
     reset_after_s: float = 600.0
     stop_timeout_s: float = 10.0
     command_timeout_s: float = 60.0
+    exec_timeout_s: float = 60.0       # an `exec` still running then is killed and fails
     retry_deferred_s: float = 30.0
     announce: bool = True              # gratuitous ARP / unsolicited NA after reconnect
 

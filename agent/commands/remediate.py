@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run one remediation action on a box now (trigger=manual), or `reset BOX` to clear its halt and budget")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("box", help="box name from the config (or `reset`)")
-    p.add_argument("action", help="reconnect_network, restart_container or command (after `reset`: the box)")
+    p.add_argument("action", help="reconnect_network, exec, restart_container or command (after `reset`: the box)")
     p.add_argument("--dry-run", action="store_true", help="print and record what would be done, do nothing")
     p.add_argument("--no-verify", action="store_true",
                    help="do not wait [remediation] verify seconds and re-probe the box afterwards")

@@ -337,6 +337,9 @@ class RemediationConfig:
                                   _POLICY["stop_timeout_s"], unit="s")
     command_timeout_s: float = _key("command_timeout", _number(0, low_open=True),
                                     "timeout of a `command` action", _POLICY["command_timeout_s"], unit="s")
+    exec_timeout_s: float = _key("exec_timeout", _number(0, low_open=True),
+                                 "hard timeout of an `exec` action: a command still running in the container then "
+                                 "is killed and the step failed", _POLICY["exec_timeout_s"], unit="s")
     retry_deferred_s: float = _key("retry_deferred", _number(0, low_open=True),
                                    "retry a deferred action (e.g. Docker unreachable) after this long",
                                    _POLICY["retry_deferred_s"], unit="s")
@@ -373,7 +376,8 @@ class RemediationConfig:
             enabled=self.enabled, auto=self.auto, dry_run=self.dry_run or dry_run, cooldown_s=self.cooldown_s,
             max_per_box_per_hour=self.max_per_box_per_hour, max_per_hour=self.max_per_hour, verify_s=self.verify_s,
             reset_after_s=self.reset_after_s, stop_timeout_s=self.stop_timeout_s,
-            command_timeout_s=self.command_timeout_s, retry_deferred_s=self.retry_deferred_s)
+            command_timeout_s=self.command_timeout_s, retry_deferred_s=self.retry_deferred_s,
+            exec_timeout_s=self.exec_timeout_s)
 
     @property
     def webhook_host(self) -> str | None:
@@ -576,6 +580,10 @@ class BoxConfig:
                                            "argv for action `command`, no shell; placeholders "
                                            + ", ".join("{%s}" % p for p in COMMAND_PLACEHOLDERS)
                                            + "; {{ and }} for a literal { and }", None)
+    exec: tuple[str, ...] | None = _key("exec", _list_of(_ARG, min_len=1),
+                                        "kind = container: argv for action `exec`, run inside the container "
+                                        "(Docker exec), no shell; e.g. [\"/bin/sh\", \"-c\", \"service monalisa "
+                                        "restart\"]; placeholders as for `command`", None)
     dry_run: bool = _key("dry_run", _boolean, "this box: record remediation, do nothing", False)
     restart_stopped: bool = _key("restart_stopped", _boolean,
                                  "kind = container: a container stopped, killed or removed by someone else is a "
@@ -601,7 +609,7 @@ class BoxConfig:
         """What remediation needs of this box (remediations.model.RemediationTarget)."""
         return RemediationTarget(box=self.name, kind=self.kind, ipv4=self.ipv4, ipv6=self.ipv6,
                                  container=self.container, network=self.network, command=tuple(self.command or ()),
-                                 ladder=tuple(self.remediate), dry_run=self.dry_run)
+                                 exec=tuple(self.exec or ()), ladder=tuple(self.remediate), dry_run=self.dry_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,6 +756,12 @@ def _check_box(i: int, b: dict[str, Any], raw: dict[str, Any], errors: list[str]
         errors.append(f"{path}.command: missing (required because remediate lists \"command\")")
     if b.get("command") is not None:
         _placeholders(b["command"], f"{path}.command", raw, errors)
+    if "exec" in b.get("remediate", ()) and "exec" not in raw:
+        errors.append(f"{path}.exec: missing (required because remediate lists \"exec\")")
+    if kind == "vm" and "exec" in b:
+        errors.append(f"{path}.exec: only for kind = \"container\" (this box is a vm)")
+    if b.get("exec") is not None:
+        _placeholders(b["exec"], f"{path}.exec", raw, errors)
 
 
 # Which [[box.probe]] keys each kind takes: its spec's fields (probes/<kind>.py), plus kind and port.
@@ -1160,11 +1174,12 @@ def runtime_errors(config: Config) -> list[str]:
                         P.segment_freeze_point(box.segment_name(site), site, 0.0, (box.name,), "l2", False, 0.0)])
         except ValueError as exc:
             errors.append(f"{path}: its points cannot be written to InfluxDB: {exc}")
-        if box.command and "command" in box.remediate:
-            try:
-                expand_command(box.remediation_target())
-            except ActionError as exc:
-                errors.append(f"{path}.command: {exc}")
+        for key in ("command", "exec"):
+            if getattr(box, key) and key in box.remediate:
+                try:
+                    expand_command(box.remediation_target(), key)
+                except ActionError as exc:
+                    errors.append(f"{path}.{key}: {exc}")
     return errors
 
 

@@ -168,7 +168,7 @@ DELETE = object()
     pytest.param("box.1.remediate", ["restart_container"], 'box[1].remediate[0]: "restart_container" only '
                  'works on containers (this box is a vm; use "command")', id="vm-restart"),
     pytest.param("box.0.remediate", ["reboot"], 'box[0].remediate[0]: expected one of "reconnect_network", '
-                 '"restart_container", "command", got "reboot"', id="unknown-action"),
+                 '"exec", "restart_container", "command", got "reboot"', id="unknown-action"),
     pytest.param("box.1.command", DELETE, 'box[1].command: missing (required because remediate lists "command")',
                  id="command-missing"),
     pytest.param("box.1.command", [], "box[1].command: expected at least 1 element(s), got 0", id="command-empty"),
