@@ -101,13 +101,7 @@ def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
     for tags, row in query('SELECT last("up") FROM "box" WHERE "up" = 0 AND time > now() - 30d' + site +
                            ' GROUP BY "box"'):
         last_down[tags.get("box")] = row["time"] / 1000.0
-    actions: dict[str, int] = {}
-    try:
-        for tags, row in query('SELECT count("ok") FROM "remediation" WHERE "dry_run" = 0 '
-                               'AND time > now() - 1h' + site + ' GROUP BY "box"'):
-            actions[tags.get("box")] = int(row.get("count") or 0)
-    except QueryError:
-        pass  # no remediation measurement yet
+    remediation = _remediation_from_influx(query, site, now_s)
     cap = cfg.remediation.max_per_box_per_hour if cfg.remediation.enabled else None
     boxes = []
     updated = None
@@ -120,14 +114,61 @@ def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
         updated = max(updated or 0.0, row["time"] / 1000.0)
         state = row.get("state") or ("up" if row.get("up") == 1 else "down")
         since = fr["start_s"] if fr else last_down.get(box.name)
-        budget = None if cap is None else max(cap - actions.get(box.name, 0), 0)
+        rem = remediation.get(box.name, _BoxRemediation())
+        budget = None if cap is None else max(cap - rem.actions_last_hour, 0)
+        # Halted as the engine is: a cap refusal after the last action and reset, until the box has been
+        # up for reset_after (measured from its last down cycle here).
+        up_for_s = now_s - last_down[box.name] if state == "up" and box.name in last_down else None
+        halted = (cap is not None and rem.cap_reason is not None
+                  and not (up_for_s is not None and up_for_s >= cfg.remediation.reset_after_s))
+        held = None
+        if row.get("held"):
+            held = {"kind": row["held"], "segment": row.get("held_segment"), "since_s": row.get("held_since_s"),
+                    "reason": row.get("held_reason")}
         degraded = ({"degraded": bool(row.get("degraded")), "percent_state_change": row.get("percent_state_change"),
                      "failed_share": row.get("failed_share"), "reason": None}
                     if row.get("percent_state_change") is not None else None)
         boxes.append(BoxStatus(box.name, box.kind, state, row.get("layer") or "none", since,
-                               rtts.get(box.name, {}), fr, budget, budget == 0 if budget is not None else False,
-                               "hourly cap reached" if budget == 0 else None, degraded=degraded))
+                               rtts.get(box.name, {}), fr, budget, halted, rem.cap_reason if halted else None,
+                               held=held, judged_s=row["time"] / 1000.0, degraded=degraded))
     return Snapshot("influxdb", updated, tuple(boxes))
+
+
+@dataclass(frozen=True, slots=True)
+class _BoxRemediation:
+    """One box's remediation budget and halt as the engine counts them, from its `remediation` points."""
+
+    actions_last_hour: int = 0       # actions that ran (outcome done, not dry run) since the later of 1 h ago and the last reset
+    cap_reason: str | None = None    # the last cap refusal, when no action ran and no reset came after it
+
+
+def _remediation_from_influx(query: Query, site: str, now_s: float) -> dict[str, _BoxRemediation]:
+    """Per box: the engine's budget and halt rebuilt from the last hour's `remediation` points (see remediations.engine)."""
+    try:
+        rows = query('SELECT "outcome", "action", "dry_run", "reason" FROM "remediation" WHERE time > now() - 1h'
+                     + site + ' GROUP BY "box"')
+    except QueryError:
+        return {}   # no remediation measurement yet
+    by_box: dict[str, list[tuple[float, str, str, str]]] = {}
+    for tags, r in rows:
+        # outcome and action are tags: InfluxQL returns them in the row when selected by name
+        outcome = r.get("outcome") or tags.get("outcome") or "done"
+        action = r.get("action") or tags.get("action") or ""
+        if r.get("dry_run") == 1:
+            continue
+        by_box.setdefault(tags.get("box"), []).append((r["time"] / 1000.0, outcome, action, r.get("reason") or ""))
+    out = {}
+    for box, recs in by_box.items():
+        recs.sort()
+        reset_s = max((t for t, outcome, action, _ in recs if outcome == "reset" or action == "reset"),
+                      default=float("-inf"))
+        ran = [t for t, outcome, action, _ in recs if outcome == "done" and action != "reset" and t > reset_s]
+        cap_reason = None
+        for t, outcome, action, reason in recs:
+            if outcome == "refused" and reason.startswith("cap reached") and t > reset_s and (not ran or t > ran[-1]):
+                cap_reason = reason
+        out[box] = _BoxRemediation(len(ran), cap_reason)
+    return out
 
 
 def format_line(b: BoxStatus, now_s: float) -> str:

@@ -231,7 +231,7 @@ class Remediator:
             b.failed_steps = set()
             if b.frozen:
                 b.want_action = True
-            self._record(b, "reset", "manual", now_s, "done", "budget and halt cleared by an admin",
+            self._record(b, "reset", "manual", now_s, "reset", "budget and halt cleared by an admin",
                          detail="remediation budget and halt cleared", who=who, why=why)
 
     def apply_resets(self, resets: Mapping[str, float]) -> None:
@@ -457,7 +457,8 @@ class Remediator:
             b.want_action = False
             return []
         if b.held_kind is not None:
-            if b.held_kind == "segment" and not b.held_recorded:
+            # Every hold is recorded once (a settling one too: it explains why a frozen box waited a cycle).
+            if not b.held_recorded:
                 self._record(b, action, "auto", now_s, "held", b.held_reason or "held")
                 b.held_recorded = True
             return []  # judged again when released

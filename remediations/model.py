@@ -7,8 +7,9 @@ TRIGGERS = ("auto", "alert", "manual")
 # What a remediation decision was (the `outcome` tag of a `remediation` point): done = the action ran
 # (ok/recovered say how it went); refused = not run (cooldown, cap, busy, unknown action, box healthy...);
 # held = not run because a hold (segment freeze) holds the box; deferred = not run yet (Docker
-# unreachable), retried later; dry_run = described, not run. Only `done` spends budget.
-OUTCOMES = ("done", "refused", "held", "deferred", "dry_run")
+# unreachable), retried later; dry_run = described, not run; reset = an admin cleared the box's halt and
+# budget (`remediate reset`, action "reset"). Only `done` spends budget.
+OUTCOMES = ("done", "refused", "held", "deferred", "dry_run", "reset")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ BOX_LABELS = ("box", "kind", "site")
 FREEZE_BUCKETS_S = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 CYCLE_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 # done actions by result; other decisions by their outcome (remediations.model.OUTCOMES)
-REMEDIATION_RESULTS = ("recovered", "not_recovered", "failed", "refused", "held", "deferred", "dry_run")
+REMEDIATION_RESULTS = ("recovered", "not_recovered", "failed", "refused", "held", "deferred", "dry_run", "reset")
 
 
 class MetricsListener:
@@ -83,7 +83,7 @@ class MetricsListener:
         self.mac_changes = Counter("vobox_mac_changes_total", "ARP/NDP answers from a new MAC", BOX_LABELS,
                                    registry=r)
         self.remediations = Counter("vobox_remediations_total", "remediation decisions by result: recovered, "
-                                    "not_recovered, failed (actions done), refused, held, deferred, dry_run",
+                                    "not_recovered, failed (actions done), refused, held, deferred, dry_run, reset",
                                     (*BOX_LABELS, "action", "trigger", "result"), registry=r)
         self.segment_frozen = Gauge("vobox_segment_frozen", "1 while a segment freeze is open",
                                     ("segment", "site"), registry=r)

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from agent.core.events import (BoxObserved, CycleEnded, FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged,
-                               SegmentFreezeChanged)
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
+                               FreezeOpened, MacChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -42,6 +42,7 @@ class PointsListener:
         self.evidence_path = evidence_path
         self.host = host or socket.gethostname()
         self._fresh: set[str] = set()
+        self._held: dict[str, BoxHeld] = {}   # box -> its hold (BoxHeld until BoxReleased): on its box points
 
     def _evidence(self, box: str, start_s: float) -> str | None:
         return self.evidence_path(box, start_s) if self.evidence_path is not None else None
@@ -52,6 +53,11 @@ class PointsListener:
         end: CycleEnded | None = None
         # A freeze opened or deepened this cycle gets its point from that event, not the rewrite below.
         self._fresh = {ev.box for ev in events if isinstance(ev, (FreezeOpened, FreezeLayerChanged))}
+        for ev in events:   # holds are decided after the boxes are observed: the cycle's box point carries them
+            if isinstance(ev, BoxHeld):
+                self._held[ev.box] = ev
+            elif isinstance(ev, BoxReleased) and getattr(self._held.get(ev.box), "kind", None) == ev.kind:
+                del self._held[ev.box]
         for ev in events:
             if isinstance(ev, CycleEnded):
                 end = ev
@@ -86,7 +92,7 @@ class PointsListener:
                                        getattr(ev.container, "state", None), healthy=ev.healthy,
                                        degraded=ev.degraded if scored else None,
                                        percent_state_change=ev.percent_state_change,
-                                       failed_share=ev.failed_share))
+                                       failed_share=ev.failed_share, held=self._held.get(box)))
             out.extend(P.box_down_rewrite(box, kind, site, t) for t in ev.rewrite_down_times)
             if ev.freeze_start_s is not None and box not in self._fresh:
                 # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at

@@ -38,6 +38,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 FieldValue = int | float | str | bool
 
@@ -205,21 +206,28 @@ def warning_point(box: str, kind: str, site: str | None, check: str, target: str
 
 def box_point(box: str, kind: str, site: str | None, up: int | None, state: str, layer: str, time_s: float,
               container_state: str | None = None, *, healthy: bool | None = None, degraded: bool | None = None,
-              percent_state_change: float | None = None, failed_share: float | None = None) -> Point:
+              percent_state_change: float | None = None, failed_share: float | None = None,
+              held: Any = None) -> Point:
     """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped, layer none|l2|l3|l4|l7.
 
     up (and healthy) are absent while stopped (not observed: mean(up) leaves the cycle out);
     container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
     healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
-    the flapping window (agent.core.flapping), absent when not scored.
+    the flapping window (agent.core.flapping), absent when not scored. HELD: the box's hold
+    (agent.core.events.BoxHeld) while remediation is held: fields held (its kind, segment|settling),
+    held_segment, held_since_s (epoch s) and held_reason, so `status` rebuilt from InfluxDB shows it.
     """
-    return Point("box", _tags(box, kind, site),
-                 {"up": int(up) if up is not None else None, "state": state, "layer": layer,
-                  "container_state": container_state,
-                  "healthy": None if healthy is None or up is None else int(healthy),
-                  "degraded": None if degraded is None else int(degraded),
-                  "percent_state_change": None if percent_state_change is None else float(percent_state_change),
-                  "failed_share": None if failed_share is None else float(failed_share)}, ns_from_s(time_s))
+    fields: dict[str, FieldValue | None] = {
+        "up": int(up) if up is not None else None, "state": state, "layer": layer,
+        "container_state": container_state,
+        "healthy": None if healthy is None or up is None else int(healthy),
+        "degraded": None if degraded is None else int(degraded),
+        "percent_state_change": None if percent_state_change is None else float(percent_state_change),
+        "failed_share": None if failed_share is None else float(failed_share)}
+    if held is not None:
+        fields |= {"held": held.kind, "held_segment": held.segment, "held_since_s": float(held.time_s),
+                   "held_reason": held.reason or None}
+    return Point("box", _tags(box, kind, site), fields, ns_from_s(time_s))
 
 
 def box_down_rewrite(box: str, kind: str, site: str | None, time_s: float) -> Point:

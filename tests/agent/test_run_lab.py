@@ -388,9 +388,12 @@ def test_segment_freeze_holds_remediation(clean_lab, agents, tmp_path, request):
     assert (seg[0]["segment"], seg[0]["boxes"], seg[0]["open"], seg[0]["layer"]) == (segment, 3, 0, "l2")
     assert sorted(seg[0]["box_names"].split(",")) == sorted(names)
     rem = _rows(lab, db, "SELECT * FROM remediation")
-    assert sorted(r["box"] for r in rem) == sorted(names), rem
+    # a box that froze a cycle before the others waited (settling, recorded too) before the segment held it
+    seg_held = [r for r in rem if not r["reason"].startswith("waiting a cycle")]
+    assert sorted(r["box"] for r in seg_held) == sorted(names), rem
     for r in rem:   # recorded as held (nothing ran): no ok/recovered
         assert (r["trigger"], r["outcome"], r.get("ok"), r.get("recovered"), r["deferred"]) == ("auto", "held", None, None, 0), r
+    for r in seg_held:
         assert r["reason"].startswith(f"segment freeze of {segment} open since"), r
     assert {c: _started_at(c) for c in started} == started
     assert not marker.exists()

@@ -263,7 +263,7 @@ def test_reset_clears_halt_and_budget_and_is_recorded():
     st = sim.remediator.status(sim.now)["c1"]
     assert st.capped is None and st.actions_last_hour == 0
     rec = sim.remediator.take_records()[-1]
-    assert (rec.action, rec.outcome, rec.who, rec.why) == ("reset", "done", "alice", "cable replaced")
+    assert (rec.action, rec.outcome, rec.who, rec.why) == ("reset", "reset", "alice", "cable replaced")
     sim.tick()
     assert len(sim.actions("c1")) == n + 1   # acting resumes at once, the ladder from its start
     assert sim.actions("c1")[-1] == R
@@ -327,7 +327,7 @@ def test_reprobe_error_counts_as_not_recovered():
 
 
 @pytest.mark.parametrize("kind, recorded", [pytest.param("segment", True, id="segment-hold-recorded-once"),
-                                            pytest.param("settling", False, id="settling-not-recorded")])
+                                            pytest.param("settling", True, id="settling-hold-recorded-once")])
 def test_held_box_is_not_acted_on_until_the_hold_ends_then_judged_alone(kind, recorded):
     sim = Sim()
     sim.remediator.held("c1", kind, "held for a test", sim.now)
