@@ -9,7 +9,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "doctor",
         description=(
-            "Check what the agent needs before it runs: raw-socket privileges, the Docker API, InfluxDB (and "
+            "Check what the agent needs before it runs: the files the config names, raw-socket privileges, "
+            "the Docker API, InfluxDB (and "
             "its database or bucket), the macvlan host trap, and that every configured box answers. Each "
             "failure comes with the command that fixes it. Exit 0 when nothing failed, 1 otherwise."),
         help="check privileges, Docker, InfluxDB and every box; print fixes "
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.ops import doctor
     from agent.commands import EXIT_BAD_CONFIG, load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, check_files=False)   # the files are checks of their own (topic files)
     if cfg is None:
         return EXIT_BAD_CONFIG
     from agent.wiring import docker_factory

@@ -866,16 +866,30 @@ def read_headers(path: str) -> dict[str, str]:
 
 
 def _check_influx_tls(influx: dict[str, Any], raw: dict[str, Any], errors: list[str]) -> None:
-    """[influxdb] TLS keys: files exist and load, keys that go together, only with an https:// url."""
-    import ssl
-
+    """[influxdb] TLS keys that go together, only with an https:// url (the files: file_errors)."""
     tls_keys = [k for k in ("ca_file", "client_cert", "client_key", "insecure_skip_verify") if k in raw]
     url = influx.get("url", "")
     if tls_keys and url and not url.startswith("https://"):
         for k in tls_keys:
             errors.append(f"influxdb.{k}: only used with an https:// url (url is {_show(url)})")
         return
-    ca = influx.get("ca_file")
+    if influx.get("insecure_skip_verify") and influx.get("ca_file"):
+        errors.append("influxdb.insecure_skip_verify: give ca_file or insecure_skip_verify, not both")
+    if influx.get("client_key") and not influx.get("client_cert"):
+        errors.append("influxdb.client_key: needs influxdb.client_cert")
+
+
+def _influx_file_errors(influx: InfluxConfig, errors: list[str]) -> None:
+    """[influxdb] files: password_file, token_file readable and not empty; CA file/dir, client cert and key load."""
+    import ssl
+
+    if influx.api == "v1" and influx.password_file:
+        _read_token(influx.password_file, "influxdb.password_file", errors)
+    if influx.api == "v2" and influx.token_file:
+        _read_token(influx.token_file, "influxdb.token_file", errors)
+    if not influx.url.startswith("https://"):
+        return
+    ca = influx.ca_file
     if ca:
         if not os.path.exists(ca):
             errors.append(f"influxdb.ca_file: no such file or directory: {_show(ca)}")
@@ -886,11 +900,9 @@ def _check_influx_tls(influx: dict[str, Any], raw: dict[str, Any], errors: list[
                 errors.append(f"influxdb.ca_file: {_show(ca)} holds no usable PEM CA certificate ({exc})")
         elif not os.access(ca, os.R_OK | os.X_OK):
             errors.append(f"influxdb.ca_file: directory {_show(ca)} is not readable")
-    if influx.get("insecure_skip_verify") and ca:
-        errors.append("influxdb.insecure_skip_verify: give ca_file or insecure_skip_verify, not both")
-    cert, key = influx.get("client_cert"), influx.get("client_key")
+    cert, key = influx.client_cert, influx.client_key
     if key and not cert:
-        errors.append("influxdb.client_key: needs influxdb.client_cert")
+        return
     for k, path in (("client_cert", cert), ("client_key", key)):
         if path and not os.path.isfile(path):
             errors.append(f"influxdb.{k}: no such file: {_show(path)}")
@@ -957,8 +969,11 @@ def webhook_tls_errors(rem: RemediationConfig) -> list[str]:
     return errors
 
 
-def parse(data: dict[str, Any], source: str | None = None) -> Config:
-    """Validate a decoded TOML document; raise ConfigError listing every problem."""
+def parse(data: dict[str, Any], source: str | None = None, check_files: bool = False) -> Config:
+    """Validate a decoded TOML document; raise ConfigError listing every problem.
+
+    CHECK_FILES: also the files it names (file_errors), once everything else is valid.
+    """
     errors: list[str] = []
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a table, got {_show(data)}")
@@ -1006,16 +1021,14 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     elif api == "v1" and ("username" in raw_influx) != has_password:
         errors.append("influxdb.password: username and password go together"
                       if "username" in raw_influx else "influxdb.username: username and password go together")
-    if api == "v1" and influx.get("password_file"):
-        _read_token(influx["password_file"], "influxdb.password_file", errors)   # checked, not kept
-    _check_influx_tls(influx, raw_influx, errors)
+    _check_influx_tls(influx, raw_influx, errors)   # password_file and the TLS files: file_errors
     if api == "v2":
         if "token" in raw_influx and "token_file" in raw_influx:
             errors.append("influxdb.token_file: give token or token_file, not both")
         elif "token" not in raw_influx and "token_file" not in raw_influx:
             errors.append("influxdb.token: missing (api = \"v2\" needs token or token_file)")
         elif influx.get("token_file"):
-            token = _read_token(influx["token_file"], "influxdb.token_file", errors)
+            token = _read_token(influx["token_file"], "influxdb.token_file", [])   # unreadable: file_errors says so
             if token:
                 influx["token"] = token
         for key in ("org", "bucket"):
@@ -1098,6 +1111,8 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
         source=source,
     )
     errors = runtime_errors(config)
+    if not errors and check_files:
+        errors = file_errors(config)
     if errors:
         raise ConfigError(errors)
     return config
@@ -1183,13 +1198,13 @@ def runtime_errors(config: Config) -> list[str]:
     return errors
 
 
-def loads(text: str, source: str | None = None) -> Config:
-    """Parse TOML text; syntax errors become ConfigError too."""
+def loads(text: str, source: str | None = None, check_files: bool = False) -> Config:
+    """Parse TOML text; syntax errors become ConfigError too (CHECK_FILES: see parse)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source or 'config'}: TOML syntax error: {exc}") from None
-    return parse(data, source)
+    return parse(data, source, check_files)
 
 
 def load(path: str | os.PathLike[str], check_files: bool = True) -> Config:
@@ -1208,24 +1223,22 @@ def load(path: str | os.PathLike[str], check_files: bool = True) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8: {exc}") from None
-    cfg = loads(text, path)
-    problems = file_errors(cfg) if check_files else []
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return loads(text, path, check_files)
 
 
 def file_errors(cfg: Config) -> list[str]:
     """Files the config names that are missing or unusable on this machine, one error a line with its key path.
 
-    Checked by `load` (so by check-config and run): the webhook token file (readable, not empty), its TLS
-    certificate, key and client CAs (webhook_tls_errors), and
-    the executable of each box's `command` (an absolute path that is executable, or a name on PATH)
-    when its ladder uses it.
+    Checked by `parse` with check_files (so by `load`: check-config and run) and listed by `doctor`, one
+    failed check each: [influxdb] password_file / token_file (readable, not empty), ca_file (a PEM file or
+    a readable directory), client_cert and client_key (load together); the webhook token file, its TLS
+    certificate, key and client CAs (webhook_tls_errors); the executable of each box's `command` (an
+    absolute path that is executable, or a name on PATH) when its ladder uses it.
     """
     import shutil
 
     errors: list[str] = []
+    _influx_file_errors(cfg.influxdb, errors)
     rem = cfg.remediation
     if rem.webhook_listen and rem.webhook_token_file:
         _read_token(rem.webhook_token_file, "remediation.webhook_token_file", errors)

@@ -211,7 +211,8 @@ def test_v2_needs_token_org_bucket_and_reads_token_file(tmp_path):
     assert cfg.influxdb.token == "s3cret" and cfg.influxdb.org == "o"
     base["influxdb"]["token_file"] = str(tmp_path / "missing")
     with pytest.raises(ConfigError, match=r"influxdb.token_file: cannot read .*missing.*No such file"):
-        config.parse(base)
+        config.parse(base, check_files=True)
+    assert config.parse(base).influxdb.token is None   # without the file checks (status, report): no token
 
 
 def test_no_boxes_is_an_error():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.ops.doctor import boxes as _boxes
-from agent.ops.doctor import engine, influx, macvlan, privileges, webhook
+from agent.ops.doctor import engine, files, influx, macvlan, privileges, webhook
 from agent.ops.doctor.results import CheckResult, cfg_value, passed
 
 
@@ -27,6 +27,7 @@ class Context:
     docker: engine.DockerInfo | None = None
     networks: dict[str, dict] = field(default_factory=dict)           # network name -> inspect attrs
     observed: list[tuple[str, str, str]] = field(default_factory=list)  # (box, ipv4, mac) of running containers
+    pids: dict[str, int] = field(default_factory=dict)                # box -> PID of its running container
     stop: bool = False                                                # later topics cannot run
     proc_status: Callable[[], str] = privileges.read_proc_status       # /proc/self/status (CapEff)
     read_file: Callable[[str], str] = field(default=lambda path: _read_text(path))
@@ -35,6 +36,12 @@ class Context:
 def _read_text(path: str) -> str:
     with open(path, encoding="utf-8", errors="replace") as fh:
         return fh.read()
+
+
+def _files(ctx: Context) -> list[CheckResult]:
+    from agent.core.config import file_errors
+
+    return files.check_files(ctx.cfg, file_errors)
 
 
 def _privileges(ctx: Context) -> list[CheckResult]:
@@ -72,7 +79,14 @@ def _box_checks(ctx: Context) -> list[CheckResult]:
         if cattrs is not None and cattrs.get("State", {}).get("Status") == "running":
             ep = (cattrs.get("NetworkSettings", {}).get("Networks") or {}).get(cfg_value(box, "network")) or {}
             ctx.observed.append((cfg_value(box, "name"), ep.get("IPAddress"), ep.get("MacAddress")))
+            ctx.pids[cfg_value(box, "name")] = int(cattrs.get("State", {}).get("Pid") or 0) or None
     return out
+
+
+def _container_commands(ctx: Context) -> list[CheckResult]:
+    boxes = list(cfg_value(ctx.cfg, "boxes", "box", default=()) or ())
+    return files.check_container_commands((i, b, ctx.pids.get(cfg_value(b, "name")))
+                                          for i, b in enumerate(boxes) if b in ctx.containers)
 
 
 def _mac_on_connect(ctx: Context) -> list[CheckResult]:
@@ -85,11 +99,13 @@ def _macvlan_trap(ctx: Context) -> list[CheckResult]:
 
 # Topic name -> check, run in this order until one sets ctx.stop.
 CHECKS: dict[str, Callable[[Context], list[CheckResult]]] = {
+    "files": _files,
     "privileges": _privileges,
     "influxdb": _influxdb,
     "webhook": _webhook,
     "docker": _docker,
     "boxes": _box_checks,
+    "container-commands": _container_commands,
     "docker-mac": _mac_on_connect,
     "macvlan-trap": _macvlan_trap,
 }

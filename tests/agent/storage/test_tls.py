@@ -235,8 +235,8 @@ def test_config_errors_name_the_key(tmp_path, pki, keys, expected):
     subst = {"GARBAGE": str(garbage), "KEY": str(tmp_path / "k"), "CLIENT_CERT_ONLY": cert, "CA": good.pem,
              "PW": str(pw)}
     keys = {k: subst.get(v, v) if isinstance(v, str) else v for k, v in keys.items()}
-    with pytest.raises(ConfigError) as exc:
-        config.loads(config_text(tmp_path / "s", "https://127.0.0.1:8086", **keys))
+    with pytest.raises(ConfigError) as exc:   # the files are checked as `load` does (file_errors)
+        config.loads(config_text(tmp_path / "s", "https://127.0.0.1:8086", **keys), check_files=True)
     assert any(__import__("re").match(expected, e) for e in exc.value.errors), exc.value.errors
 
 
