@@ -1,7 +1,9 @@
 """Evidence collectors: each reads one thing about a frozen box (neighbour tables, counters, Docker state, events).
 
 Each takes a Context and returns {filename: JSON-able data}, or raises CollectorError (it failed:
-the message says what and why) or Skip (it does not apply to this box). COLLECTORS is the registry.
+the message says what and why), TargetGone (what it was reading went away meanwhile: the container
+was restarted, stopped or removed during collection; not an error of the collector) or Skip (it does
+not apply to this box). COLLECTORS is the registry.
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ MAX_EVENTS = 100
 
 class CollectorError(Exception):
     """A collector could not get its data; the message says what and why."""
+
+
+class TargetGone(CollectorError):
+    """The collector lost its target while collecting (the container restarted, stopped or was removed)."""
 
 
 class Skip(Exception):
@@ -137,6 +143,30 @@ def _container_pid(ctx: Context) -> int:
     return pid
 
 
+def gone_reason(ctx: Context, pid: int) -> str | None:
+    """Why the container's process PID (read earlier) is no longer its process, asked of Docker now; None when it is."""
+    import docker.errors
+
+    name = _need_container(ctx)
+    try:
+        state = (ctx.docker().api.inspect_container(name).get("State") or {})
+    except docker.errors.NotFound:
+        return f"container {name} removed during collection"
+    except Exception as exc:  # noqa: BLE001 - Docker unreachable: judge by the process alone
+        log.debug("evidence: box %s: inspect %s: %s", ctx.box.name, name, exc)
+        state = None
+    now_pid = int((state or {}).get("Pid") or 0)
+    if state is not None and now_pid != pid:
+        if now_pid > 0:
+            return f"container {name} restarted during collection (pid {pid} gone, now {now_pid})"
+        return f"container {name} stopped during collection (state {state.get('Status')}, pid {pid} gone)"
+    import os
+
+    if not os.path.exists(f"/proc/{pid}"):
+        return f"container {name}'s process {pid} gone during collection"
+    return None
+
+
 def collect_container_net(ctx: Context) -> dict[str, Any]:
     """The container's interface counters, neighbour table and routes, read in its network namespace."""
     pid = _container_pid(ctx)
@@ -144,7 +174,13 @@ def collect_container_net(ctx: Context) -> dict[str, Any]:
 
     def ns_ip(*args: str) -> Any:
         argv = prefix + list(args)
-        return json_of(ctx.run(argv, COMMAND_TIMEOUT_S), argv)
+        try:
+            return json_of(ctx.run(argv, COMMAND_TIMEOUT_S), argv)
+        except CollectorError as exc:
+            reason = gone_reason(ctx, pid)
+            if reason:   # e.g. "cannot open /proc/PID/ns/net": restart_container ran meanwhile
+                raise TargetGone(f"{reason}: {exc}") from None
+            raise
 
     return {"container_link.json": ns_ip("-s", "link", "show"),
             "container_neigh.json": ns_ip("neigh", "show"),

@@ -26,7 +26,7 @@ from agent.forensics import retention
 from agent.forensics.bundle import (ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, BoxRef, bundle_dir,
                                     evidence_root, iso, read_summary, write_json)
 from agent.forensics.collectors import (COLLECTORS, COMMAND_TIMEOUT_S, CollectorError, CommandRunner, Context, Skip,
-                                        event_line, json_of, run_command)
+                                        TargetGone, event_line, json_of, run_command)
 from agent.forensics.recorder import FlightRecorder, Snapshot, normalize_address, write_pcap
 from agent.forensics.render import render_text
 from agent.forensics.summary import Analysis, analyze
@@ -264,6 +264,9 @@ class EvidenceCollector:
                 status[name] = {"ok": True, "files": sorted(files)}
             except Skip as exc:
                 status[name] = {"ok": False, "error": f"skipped: {exc}"}
+            except TargetGone as exc:   # not a failure of ours: the box changed under us (kept apart from errors)
+                status[name] = {"ok": False, "target_gone": True, "error": f"target gone: {exc}"}
+                log.info("evidence: box %s: collector %s: target gone: %s", job.box.name, name, exc)
             except CollectorError as exc:
                 status[name] = {"ok": False, "error": f"failed: {exc}"}
                 log.warning("evidence: box %s: collector %s failed: %s", job.box.name, name, exc)

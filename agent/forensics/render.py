@@ -43,11 +43,16 @@ def render_text(summary: Mapping[str, Any]) -> str:
             lines.append("docker events at the end of the freeze (latest last):")
             lines += [f"  {line}" for line in rec["docker_events"]]
     lines.append("collectors:")
-    for name, status in (summary.get("collectors") or {}).items():
+    collectors = summary.get("collectors") or {}
+    for name, status in collectors.items():
         if status.get("ok"):
             lines.append(f"  {name}: ok ({', '.join(status.get('files', []))})")
-        else:
+        elif not status.get("target_gone"):
             lines.append(f"  {name}: {status.get('error')}")
+    gone = {n: s for n, s in collectors.items() if s.get("target_gone")}
+    if gone:   # not errors: the box changed under the collector (e.g. restart_container ran meanwhile)
+        lines.append("target gone during collection (not errors):")
+        lines += [f"  {name}: {s.get('error')}" for name, s in gone.items()]
     return "\n".join(lines) + "\n"
 
 
