@@ -95,7 +95,7 @@ def test_manual_restart_then_cap_counts_across_runs(rlab, tmp_path):
         # reset clears the box's budget (recorded); a plain request runs again.
         code, records, err = remediate(lab, cfg, "reset", "ctr1")
         assert code == 0, err
-        assert (records[0]["action"], records[0]["outcome"]) == ("reset", "done")
+        assert (records[0]["action"], records[0]["outcome"]) == ("reset", "reset")
         code, records, err = remediate(lab, cfg, "ctr1", "restart_container", "--no-verify")
         assert code in (0, 1) and records[0]["outcome"] == "done", err
         # Every record reached InfluxDB as a `remediation` point (trigger=manual); ok only where an action ran.
@@ -104,7 +104,7 @@ def test_manual_restart_then_cap_counts_across_runs(rlab, tmp_path):
                          f"WHERE site = '{site}' AND box = 'ctr1' AND \"trigger\" = 'manual'", db=lab.influx_database)
         assert [(r["outcome"], r["action"], r["ok"]) for r in rows] == [
             ("done", "restart_container", 1), ("refused", "restart_container", None),
-            ("done", "restart_container", 1), ("done", "reset", None), ("done", "restart_container", 1)]
+            ("done", "restart_container", 1), ("reset", "reset", None), ("done", "restart_container", 1)]
         assert rows[1]["reason"].startswith("cap reached")
     finally:
         ctr.reload()
