@@ -110,7 +110,7 @@ def _agent(lab, tmp_path, db: str, box: str, exec_argv: list[str], exec_timeout_
         if b.kind == "container":
             lab.set_proxy(b.name, 30)
     cfg = write_config(lab, str(tmp_path), database=db, services=True, interval=1.0, timeout=0.5,
-                       sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 3, "stop_timeout": 1,
+                       sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 6, "stop_timeout": 1,
                                                  "exec_timeout": exec_timeout_s}},
                        box_keys={box: {"remediate": ["reconnect_network", "exec", "restart_container"],
                                        "exec": exec_argv}})
@@ -121,14 +121,16 @@ def _agent(lab, tmp_path, db: str, box: str, exec_argv: list[str], exec_timeout_
 
 
 def _remediations(lab, db: str, box: str, done: int, timeout_s: float = 30.0) -> list[dict]:
-    """The box's remediation points once DONE of them ran and were verified (the record follows verification)."""
+    """The box's remediation points once DONE of them ran and were verified and one recovered it (the record
+    follows verification)."""
     from tests.agent.agent_proc import query
 
     end = time.time() + timeout_s
     while True:
         rows = query(lab, f"SELECT action, outcome, ok, recovered, detail FROM remediation WHERE box = '{box}' "
                           "ORDER BY time", db)
-        if sum(r["outcome"] == "done" for r in rows) >= done or time.time() > end:
+        ran = [r for r in rows if r["outcome"] == "done"]
+        if (len(ran) >= done and any(r["recovered"] for r in ran)) or time.time() > end:
             return rows
         time.sleep(0.5)
 
@@ -171,9 +173,10 @@ def test_lab_hung_exec_is_killed_at_its_timeout_then_the_ladder_restarts_the_con
         rows = _remediations(lab, db, box.name, 2)
         print("remediations:", rows)
         ran = [r for r in rows if r["outcome"] == "done"]
-        assert [r["action"] for r in ran] == ["exec", "restart_container"], rows
+        # under load a restarted box may answer only after the verify window: the restart is then repeated
+        assert ran[0]["action"] == "exec" and {r["action"] for r in ran[1:]} == {"restart_container"}, rows
         assert not ran[0]["ok"] and f"killed after timeout {timeout_s:g} s (killed 1 process" in ran[0]["detail"], ran[0]
-        assert ran[1]["ok"] and ran[1]["recovered"], ran[1]
+        assert ran[-1]["ok"] and ran[-1]["recovered"], ran
         assert _started_at(box.container) != started
         assert proc.stop() == 0
     finally:
