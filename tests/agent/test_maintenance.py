@@ -346,3 +346,32 @@ def test_the_command_fails_when_the_file_cannot_be_written(tmp_path, capsys):
         assert "NOT STARTED" in capsys.readouterr().err
     finally:
         os.chmod(state, 0o700)
+
+
+def test_the_webhook_refuses_an_alert_for_a_box_in_maintenance_with_the_reason():
+    """The real receiver over HTTP on loopback, the real service and engine (not started: nothing runs)."""
+    import http.client
+
+    from remediations import ActionContext, RemediationService, WebhookReceiver
+
+    records = []
+    eng = Remediator(POLICY, [CTR])
+    svc = RemediationService(eng, ActionContext(docker_factory=lambda: None), on_record=records.append)
+    eng.freeze_opened("c1", "l2", 100.0, 100.0)
+    svc.maintenance("c1", "rack move")
+    rx = WebhookReceiver("127.0.0.1", 0, "tok", ["c1"], lambda b, a: svc.request(b, a, "alert"), max_bytes=4096)
+    rx.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", rx.address[1], timeout=10)
+        body = {"status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "VOBoxFrozen",
+                                                                               "box": "c1"}}]}
+        conn.request("POST", "/webhook", json.dumps(body).encode(),
+                     {"Content-Type": "application/json", "Authorization": "Bearer tok"})
+        resp = conn.getresponse()
+        reply = json.loads(resp.read())
+        conn.close()
+    finally:
+        rx.stop()
+    assert resp.status == 202 and reply["queued"] == [], reply
+    assert [r["reason"] for r in reply["refused"]] == ["maintenance: rack move"], reply
+    assert [(r.outcome, r.trigger, r.reason) for r in records] == [("refused", "alert", "maintenance: rack move")]
