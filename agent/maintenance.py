@@ -83,15 +83,15 @@ def end(path: str, boxes: Sequence[str] | None, all_boxes: Sequence[str], now_s:
 
 
 class MaintenanceSource:
-    """`source(now_s) -> {box: Active}` for the pipeline: the config's recurring windows and the file's ad-hoc ones.
+    """`source(now_s, boxes) -> {box: Active}` for the pipeline: the config's recurring windows and the file's ad-hoc
+    ones, for the boxes the pipeline has now (discovery may change them).
 
     The file is read again only when its mtime or size changed; an unreadable file is logged once
     and the windows read before are kept (a half-edited file never ends a maintenance).
     """
 
-    def __init__(self, path: str, boxes: Sequence[str], recurring: Sequence[Recurring] = ()) -> None:
+    def __init__(self, path: str, recurring: Sequence[Recurring] = ()) -> None:
         self.path = path
-        self.boxes = tuple(boxes)
         self.recurring = tuple(recurring)
         self._windows: list[Window] = []
         self._seen: tuple[int, int] | None = None
@@ -112,7 +112,7 @@ class MaintenanceSource:
             return
         log.info("maintenance windows read from %s: %d", self.path, len(self._windows))
 
-    def __call__(self, now_s: float) -> dict[str, Active]:
-        """Box -> why it is in maintenance at now_s."""
+    def __call__(self, now_s: float, boxes: Sequence[str]) -> dict[str, Active]:
+        """Box (of BOXES) -> why it is in maintenance at now_s."""
         self._refresh()
-        return in_maintenance(self.boxes, self._windows, self.recurring, now_s)
+        return in_maintenance(boxes, self._windows, self.recurring, now_s)

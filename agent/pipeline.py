@@ -79,11 +79,11 @@ class Pipeline:
                  acting: Callable[[str], bool] | None = None,
                  checks: Callable[[Sequence[str]], Mapping[str, Sequence[probes.ProbeResult]]] | None = None,
                  container_states: Callable[[], Mapping[str, ContainerView]] | None = None,
-                 maintenance: Callable[[float], Mapping[str, Active]] | None = None) -> None:
+                 maintenance: Callable[[float, Sequence[str]], Mapping[str, Active]] | None = None) -> None:
         self.config = config
         # box -> its container's state, kept from Docker events (remediations.docker_events.ContainerStates)
         self.container_states = container_states
-        # now_s -> the boxes in a maintenance window and why (agent.maintenance.MaintenanceSource)
+        # (now_s, box names) -> those in a maintenance window and why (agent.maintenance.MaintenanceSource)
         self.maintenance = maintenance
         self._in_maintenance: dict[str, Active] = {}   # as of the last cycle (MaintenanceChanged on changes)
         self.listeners = list(listeners)
@@ -325,7 +325,7 @@ class Pipeline:
         if self.maintenance is None:
             return {}
         try:
-            return self.maintenance(now_s)
+            return self.maintenance(now_s, tuple(self.boxes))
         except Exception:  # noqa: BLE001 - a broken window source must not stop probing
             log.exception("cycle: maintenance windows unavailable; keeping those of the last cycle")
             return dict(self._in_maintenance)

@@ -55,8 +55,7 @@ def maintenance_source(cfg: Any) -> Any:
     """The maintenance windows of a Config: its [[maintenance]] and state_dir/maintenance.json (agent.maintenance)."""
     from agent.maintenance import MaintenanceSource, path_in
 
-    return MaintenanceSource(path_in(cfg.agent.state_dir), [b.name for b in cfg.boxes],
-                             [m.recurring() for m in cfg.maintenance])
+    return MaintenanceSource(path_in(cfg.agent.state_dir), [m.recurring() for m in cfg.maintenance])
 
 
 def host_routes() -> Callable[[str], Any]:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes],
                         reprobe=lambda _box: probe_box(box_cfg, cfg))
     from agent.wiring import maintenance_source
-    in_maintenance = maintenance_source(cfg)(now).get(box)
+    in_maintenance = maintenance_source(cfg)(now, [box]).get(box)
     if in_maintenance is not None:   # refused even with --force (issue 18): the engine says why
         engine.maintenance(box, in_maintenance.reason, now)
     engine.apply_resets(history.load_resets(path))

@@ -3,6 +3,7 @@ state machine in maintenance, the file and its source, the pipeline, the engine'
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 from datetime import datetime, timezone
@@ -198,19 +199,19 @@ def test_config_errors_name_the_key_path(body, error):
 
 def test_the_file_is_private_and_the_source_rereads_it_only_when_it_changes(tmp_path, caplog):
     path = store.path_in(str(tmp_path))
-    src = store.MaintenanceSource(path, BOXES, [Recurring(("c",), (), 0, 86400.0, "UTC", "always")])
-    assert set(src(1000.0)) == {"c"}
+    src = store.MaintenanceSource(path, [Recurring(("c",), (), 0, 86400.0, "UTC", "always")])
+    assert set(src(1000.0, BOXES)) == {"c"}
     store.start(path, ["a"], 1000.0, 60.0, "upgrade", "alice (uid 1000)")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert src(1001.0)["a"] == Active("upgrade", "alice (uid 1000)", 1060.0, "command")
-    assert "a" not in src(1060.0)
+    assert src(1001.0, BOXES)["a"] == Active("upgrade", "alice (uid 1000)", 1060.0, "command")
+    assert "a" not in src(1060.0, BOXES)
     with open(path, "w") as fh:   # a half-written file: the windows read before stay
         fh.write("{")
-    assert "a" in src(1001.0) and "unreadable" in caplog.text
+    assert "a" in src(1001.0, BOXES) and "unreadable" in caplog.text
     with pytest.raises(ValueError):
         store.start(path, ["b"], 1000.0, None, "x", None)   # a file that is not ours is left alone
     os.remove(path)
-    assert set(src(1001.0)) == {"c"}
+    assert set(src(1001.0, BOXES)) == {"c"}
 
 
 # ---- the remediation engine ------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_the_pipeline_marks_points_opens_no_freeze_and_announces_the_window(tmp_
                 for t in targets]
 
     p = Pipeline(cfg, [PointsListener(sink, None, {"a": "vm", "b": "vm"}), catch], sweep=sweep,
-                 clock=lambda: now[0], maintenance=lambda t: dict(active))
+                 clock=lambda: now[0], maintenance=lambda t, names: dict(active))
     p.run_cycle()
     active["a"] = Active("upgrade", "alice (uid 1000)", None, "command")
     for _ in range(6):
@@ -283,7 +284,7 @@ def test_the_pipeline_marks_points_opens_no_freeze_and_announces_the_window(tmp_
     assert {pt.measurement for pt in marked} == {"box", "probe"} and {pt.tags["box"] for pt in marked} == {"a"}
     assert all(pt.fields.get("up") is None for pt in marked if pt.measurement == "box")
     # A restart keeps the window known (no second start event); the end is announced once.
-    p2 = Pipeline(cfg, [catch], sweep=sweep, clock=lambda: now[0], maintenance=lambda t: dict(active))
+    p2 = Pipeline(cfg, [catch], sweep=sweep, clock=lambda: now[0], maintenance=lambda t, names: dict(active))
     catch.events.clear()
     del active["a"]
     now[0] += 10
@@ -375,3 +376,29 @@ def test_the_webhook_refuses_an_alert_for_a_box_in_maintenance_with_the_reason()
     assert resp.status == 202 and reply["queued"] == [], reply
     assert [r["reason"] for r in reply["refused"]] == ["maintenance: rack move"], reply
     assert [(r.outcome, r.trigger, r.reason) for r in records] == [("refused", "alert", "maintenance: rack move")]
+
+
+# ---- the report ----------------------------------------------------------------------------------------
+
+def test_the_report_shows_maintenance_time_and_leaves_it_out_of_every_figure():
+    from agent.report import stats
+    from agent.report.html import render_html
+    from agent.report.text import render_text
+
+    def report(maintenance_cycles: int):
+        boxes = (stats.BoxRecord("c1", "container", 8640, 8600, maintenance_cycles),
+                 stats.BoxRecord("v1", "vm", 8640, 8640))
+        freezes = (stats.FreezeRecord("c1", "container", 3_600_000, "l2", 400.0, False),)
+        return stats.build_report(stats.FleetObservation(0, 86_400_000 + maintenance_cycles * 10_000, 10.0, None,
+                                                         boxes, freezes, (), 86400, first_ms=0, last_ms=86_390_000))
+
+    plain, with_window = report(0), report(360)   # one hour in maintenance on top of the same judged day
+    c1, c1m = plain.boxes[0], with_window.boxes[0]
+    assert c1m.maintenance_s == 3600.0 and c1.maintenance_s == 0.0
+    assert (c1m.availability, c1m.rate_per_box_day, c1m.mtbf_s, c1m.mttr_s, c1m.box_days) == (
+        c1.availability, c1.rate_per_box_day, c1.mtbf_s, c1.mttr_s, c1.box_days)
+    assert with_window.kinds[0].maintenance_s == 3600.0
+    text = render_text(with_window)
+    header = text.splitlines()[3].split()
+    assert header[-1] == "maintenance" and "1h" in text and "left out of" in text
+    assert re.search(r"<th[^>]*>maintenance</th>", render_html(with_window))

@@ -236,7 +236,7 @@ def test_a_box_in_maintenance_has_state_maintenance_and_no_freeze(tmp_path):
     from agent.core.maintenance import Active
 
     pipeline, script, metrics, rem = make(tmp_path)
-    pipeline.maintenance = lambda now_s: {"a": Active("upgrade", "bob (uid 0)", None, "command")}
+    pipeline.maintenance = lambda now_s, names: {"a": Active("upgrade", "bob (uid 0)", None, "command")}
     run(pipeline, script, ["a"] * 5)
     s = samples(metrics)
     assert s[("vobox_box_state", box_labels("a", state="maintenance"))] == 1
