@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, check_files=False)
     if cfg is None:
         return EXIT_BAD_CONFIG
-    names = [b.name for b in cfg.boxes]
+    kinds = _known_boxes(cfg)
+    names = list(kinds)
     path = store.path_in(cfg.agent.state_dir)
     now_s = time.time()
     if args.maintenance_action == "list":
@@ -82,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"maintenance {args.maintenance_action}: name boxes or give --all (not both)", file=sys.stderr)
         return EXIT_BAD_CONFIG
     unknown = [b for b in args.boxes if b not in names]
-    if unknown:
+    if unknown and cfg.discovery.docker:
+        # A discovered box is known to the running agent only; its name is kept for the container of that name.
+        print(f"maintenance {args.maintenance_action}: {', '.join(map(repr, unknown))} not seen yet (not in the config "
+              "nor in the agent's status.json); kept for a discovered container of that name", file=sys.stderr)
+        names += unknown
+        kinds.update({b: "container" for b in unknown})
+    elif unknown:
         print(f"maintenance {args.maintenance_action}: unknown box {', '.join(map(repr, unknown))}; configured: "
               f"{', '.join(names)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"maintenance started for {', '.join(boxes) if boxes else 'every box'}: {reason!r} by {who}, "
               f"{_iso(w.end_s) if w.end_s is None else 'until ' + _iso(w.end_s)} ({path}; a running agent applies "
               "it from its next cycle)")
-        _record(cfg, boxes or names, "start", reason, who, w.end_s, now_s)
+        _record(cfg, kinds, boxes or names, "start", reason, who, w.end_s, now_s)
         return EXIT_OK
     from agent.core.maintenance import in_maintenance
     try:
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"box {name} stays in maintenance until {_iso(why.until_s)}: recurring window {why.reason!r} of the "
               "config ([[maintenance]])", file=sys.stderr)
     if ended:
-        _record(cfg, ended, "end", "ended by " + who, who, now_s, now_s)
+        _record(cfg, kinds, ended, "end", "ended by " + who, who, now_s, now_s)
     return EXIT_OK
 
 
@@ -171,12 +178,28 @@ def _list(cfg, path: str, names: list[str], now_s: float, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _record(cfg, boxes: list[str], event: str, reason: str, who: str, until_s: float | None, now_s: float) -> bool:
+def _known_boxes(cfg) -> dict[str, str]:
+    """Box name -> kind: the config's boxes and those the agent last wrote in status.json (discovered ones)."""
+    from agent.listeners.status import STATUS_FILE
+
+    kinds = {b.name: b.kind for b in cfg.boxes}
+    try:
+        with open(os.path.join(cfg.agent.state_dir, STATUS_FILE), encoding="utf-8") as fh:
+            seen = json.load(fh).get("boxes") or {}
+        for name, b in seen.items():
+            if isinstance(b, dict):
+                kinds.setdefault(name, str(b.get("kind") or "container"))
+    except (OSError, ValueError, AttributeError):
+        pass   # no agent ran yet, or its status is unreadable: the config's boxes
+    return kinds
+
+
+def _record(cfg, kinds: dict[str, str], boxes: list[str], event: str, reason: str, who: str, until_s: float | None,
+            now_s: float) -> bool:
     """Write one `maintenance` point per box (origin command) to InfluxDB; say so on stderr when that fails."""
     from agent.storage import points as P
     from agent.storage.influx import SinkError, make_writer
 
-    kinds = {b.name: b.kind for b in cfg.boxes}
     pts = [P.maintenance_point(b, kinds[b], cfg.agent.site, event, "command", reason, who, until_s, "command", now_s)
            for b in boxes]
     writer = make_writer(cfg.influxdb)

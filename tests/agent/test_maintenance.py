@@ -386,7 +386,7 @@ def test_the_report_shows_maintenance_time_and_leaves_it_out_of_every_figure():
     from agent.report.text import render_text
 
     def report(maintenance_cycles: int):
-        boxes = (stats.BoxRecord("c1", "container", 8640, 8600, maintenance_cycles),
+        boxes = (stats.BoxRecord("c1", "container", 8640, 8600, maintenance_cycles=maintenance_cycles),
                  stats.BoxRecord("v1", "vm", 8640, 8640))
         freezes = (stats.FreezeRecord("c1", "container", 3_600_000, "l2", 400.0, False),)
         return stats.build_report(stats.FleetObservation(0, 86_400_000 + maintenance_cycles * 10_000, 10.0, None,
@@ -402,3 +402,21 @@ def test_the_report_shows_maintenance_time_and_leaves_it_out_of_every_figure():
     header = text.splitlines()[3].split()
     assert header[-1] == "maintenance" and "1h" in text and "left out of" in text
     assert re.search(r"<th[^>]*>maintenance</th>", render_html(with_window))
+
+
+def test_with_discovery_a_window_may_name_a_box_not_in_the_config(tmp_path, capsys):
+    cfg = config.loads(BASE.format(state="/tmp/x") + '[discovery]\ndocker = true\n[[maintenance]]\nboxes = ["ctr-9"]\n'
+                       'start = "02:00"\nduration = 60\nreason = "r"\n')
+    assert cfg.maintenance[0].boxes == ("ctr-9",)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps({"boxes": {"found-1": {"kind": "container"}}}))
+    cfg_path = tmp_path / "agent.toml"
+    cfg_path.write_text(BASE.format(state=state) + '[influxdb]\nurl = "http://127.0.0.1:9"\nwrite_timeout = 1\n')
+    assert main(["maintenance", "start", "-c", str(cfg_path), "found-1"]) == 0   # seen by the agent
+    assert main(["maintenance", "start", "-c", str(cfg_path), "ctr-9"]) == 2     # discovery off: unknown
+    capsys.readouterr()
+    cfg_path.write_text(cfg_path.read_text() + "[discovery]\ndocker = true\n")
+    assert main(["maintenance", "start", "-c", str(cfg_path), "ctr-9"]) == 0
+    assert "not seen yet" in capsys.readouterr().err
+    assert {w.boxes for w in store.load(store.path_in(str(state)))} == {("found-1",), ("ctr-9",)}
