@@ -4,7 +4,9 @@ One cycle, in order (data flows one way):
   1. sweep every box's targets at once (probes.sweep);
   2. one verdict per box (agent.core.cycle), the freeze state machine (agent.core.freeze),
      the MAC memory (agent.core.macwatch) and flapping (agent.core.flapping): BoxObserved,
-     StateChanged, Freeze*, MacChanged, DegradedChanged;
+     StateChanged, Freeze*, MacChanged, DegradedChanged; a box in a maintenance window
+     (agent.core.maintenance, asked once per cycle) is not judged; MaintenanceChanged when one
+     enters or leaves a window;
   3. correlation (agent.core.correlation) over the cycle's freezes: SegmentFreezeChanged,
      and the holds of frozen boxes: BoxHeld / BoxReleased;
   4. CycleEnded; every listener (agent.listeners) gets the whole list in one call.
