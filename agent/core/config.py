@@ -638,7 +638,7 @@ _timezone.label = "an IANA time zone name"  # type: ignore[attr-defined]
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceConfig:
-    """[[maintenance]]: a recurring maintenance window; its boxes are probed and stored (marked), never frozen or remediated."""
+    """[[maintenance]]: a recurring maintenance window; its boxes are probed and stored, never frozen or remediated."""
 
     boxes: tuple[str, ...] | None = _key("boxes", _maintenance_boxes, 'the boxes in the window, or "all"',
                                          required=True)

@@ -25,7 +25,8 @@ class PointSink(Protocol):
 
 
 class PointsListener:
-    """probe, warning, box, freeze, mac_change, segment_freeze, maintenance and agent points; one storage write per cycle (+ the agent point).
+    """probe, warning, box, freeze, mac_change, segment_freeze, maintenance and agent points; one storage write per
+    cycle (+ the agent point).
 
     kinds: box name -> kind (container|vm); evidence_path(box, start_s): the evidence bundle of a
     freeze (agent.forensics.evidence.bundle_dir), or None when forensics is off.
