@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "agent.commands.doctor",
     "evidence": "agent.commands.evidence",
     "discover": "agent.commands.discover",
+    "maintenance": "agent.commands.maintenance",
 }
 
 

@@ -21,7 +21,8 @@ from agent.status import PROBE_ORDER, Snapshot, degraded_text, format_status
 from agent.timeparse import format_age
 
 STATE_STYLES = {"up": "green", "suspect": "yellow", "frozen": "bold red", "recovering": "cyan",
-                "down": "red", "unknown": "dim"}
+                "down": "red", "unknown": "dim",
+                "stopped": "dim", "maintenance": "blue"}
 EVENTS_KEPT = 8
 
 
@@ -49,7 +50,9 @@ def render(snap: Snapshot | None, now_s: float, events: list[str] | tuple[str, .
     for b in snap.boxes:
         rtt = " ".join(f"{p} {b.rtt_ms[p]:.2f}ms" for p in sorted(
             b.rtt_ms, key=lambda p: (PROBE_ORDER.index(p) if p in PROBE_ORDER else 99, p))) or "-"
-        if b.held:
+        if b.maintenance:
+            rem = Text(f"maintenance: {b.maintenance.get('reason')}", style="blue")
+        elif b.held:
             rem = Text(f"held ({b.held.get('kind')})", style="yellow")
         elif b.halted:
             rem = Text(f"halted ({b.halt_reason or 'cap'})", style="red")

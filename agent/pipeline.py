@@ -4,7 +4,9 @@ One cycle, in order (data flows one way):
   1. sweep every box's targets at once (probes.sweep);
   2. one verdict per box (agent.core.cycle), the freeze state machine (agent.core.freeze),
      the MAC memory (agent.core.macwatch) and flapping (agent.core.flapping): BoxObserved,
-     StateChanged, Freeze*, MacChanged, DegradedChanged;
+     StateChanged, Freeze*, MacChanged, DegradedChanged; a box in a maintenance window
+     (agent.core.maintenance, asked once per cycle) is not judged; MaintenanceChanged when one
+     enters or leaves a window;
   3. correlation (agent.core.correlation) over the cycle's freezes: SegmentFreezeChanged,
      and the holds of frozen boxes: BoxHeld / BoxReleased;
   4. CycleEnded; every listener (agent.listeners) gets the whole list in one call.
@@ -21,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -34,7 +36,9 @@ from agent.core.cycle import CyclePlan, ContainerView, box_targets, classify, pl
 from agent.core.cycle import Verdict as CycleVerdict
 from agent.core.cycle import with_container_state
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, DegradedChanged, FreezeClosed,
-                               FreezeLayerChanged, FreezeOpened, MacChanged, SegmentFreezeChanged, StateChanged, deeper)
+                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged,
+                               StateChanged, deeper)
+from agent.core.maintenance import Active
 from agent.core.macwatch import MacWatch
 from agent.listeners import CycleEvent, Listener
 
@@ -76,10 +80,14 @@ class Pipeline:
                  correlator: Correlator | None = None, macwatch: MacWatch | None = None,
                  acting: Callable[[str], bool] | None = None,
                  checks: Callable[[Sequence[str]], Mapping[str, Sequence[probes.ProbeResult]]] | None = None,
-                 container_states: Callable[[], Mapping[str, ContainerView]] | None = None) -> None:
+                 container_states: Callable[[], Mapping[str, ContainerView]] | None = None,
+                 maintenance: Callable[[float, Sequence[str]], Mapping[str, Active]] | None = None) -> None:
         self.config = config
         # box -> its container's state, kept from Docker events (remediations.docker_events.ContainerStates)
         self.container_states = container_states
+        # (now_s, box names) -> those in a maintenance window and why (agent.maintenance.MaintenanceSource)
+        self.maintenance = maintenance
+        self._in_maintenance: dict[str, Active] = {}   # as of the last cycle (MaintenanceChanged on changes)
         self.listeners = list(listeners)
         self._pending: list[CycleEvent] = []   # events of a box-set change, handed over with the next cycle
         self.sweep = sweep
@@ -165,6 +173,7 @@ class Pipeline:
                 self.flaps.update({k: v for k, v in saved_flaps.items() if k in self.boxes})
             except ValueError as exc:
                 log.warning("%s; flapping windows start afresh", exc)
+        self._in_maintenance = {k: Active(**v) for k, v in (data.get("maintenance") or {}).items() if k in self.boxes}
         if self.macwatch is not None and data.get("macwatch"):
             self.macwatch = MacWatch.from_json(data["macwatch"])
         if self.correlator is not None and data.get("correlation"):
@@ -177,7 +186,8 @@ class Pipeline:
     def _save(self) -> None:
         freeze.save_state(self._freeze_path, self.states)
         payload: dict[str, Any] = {"version": AGENT_STATE_VERSION, "holds": self._holds,
-                                   "confirm_times": {k: sorted(v) for k, v in self._confirm_times.items() if v}}
+                                   "confirm_times": {k: sorted(v) for k, v in self._confirm_times.items() if v},
+                                   "maintenance": {k: asdict(v) for k, v in self._in_maintenance.items()}}
         payload["flapping"] = flapping.to_json(self.flaps)
         if self.macwatch is not None:
             payload["macwatch"] = self.macwatch.to_json()
@@ -234,6 +244,7 @@ class Pipeline:
         self._pending = []
         unhealthy: list[str] = []
         containers = self._container_states()
+        active = self._maintenance_at(now_s)
         for v in verdicts(plan, results, now_s, checks()):
             box = self.boxes[v.box]
             if box.kind == "container" and box.container:
@@ -241,9 +252,11 @@ class Pipeline:
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
-                events.extend(self._judge(v, now_s, confirm))
+                events.extend(self._judge(v, now_s, confirm, active.get(v.box)))
             except Exception:  # noqa: BLE001 - one misbehaving box never stops the cycle
                 log.exception("box %s: cycle failed for this box", v.box)
+        if not confirm:
+            events.extend(self._maintenance_changes(active, now_s))
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
@@ -309,8 +322,34 @@ class Pipeline:
             raise first
         return results
 
-    def _judge(self, v: Any, now_s: float, confirm: bool = False) -> list[CycleEvent]:
-        """One box's verdict through the freeze state machine and the MAC memory."""
+    def _maintenance_at(self, now_s: float) -> Mapping[str, Active]:
+        """The boxes in maintenance this cycle; {} without windows, and the last answer when asking fails."""
+        if self.maintenance is None:
+            return {}
+        try:
+            return self.maintenance(now_s, tuple(self.boxes))
+        except Exception:  # noqa: BLE001 - a broken window source must not stop probing
+            log.exception("cycle: maintenance windows unavailable; keeping those of the last cycle")
+            return dict(self._in_maintenance)
+
+    def _maintenance_changes(self, active: Mapping[str, Active], now_s: float) -> list[CycleEvent]:
+        """MaintenanceChanged for the boxes that entered or left a window since the last cycle."""
+        out: list[CycleEvent] = []
+        for name in self.boxes:
+            old, new = self._in_maintenance.get(name), active.get(name)
+            if new is not None and new != old:
+                log.warning("box %s: maintenance (%s%s) until %s", name, new.reason,
+                            f", by {new.who}" if new.who else "", _iso(new.until_s) if new.until_s else "ended")
+                out.append(MaintenanceChanged(name, now_s, True, new.reason, new.who, new.until_s, new.source))
+            elif new is None and old is not None:
+                log.warning("box %s: maintenance over (%s)", name, old.reason)
+                out.append(MaintenanceChanged(name, now_s, False, old.reason, old.who, old.until_s, old.source))
+        self._in_maintenance = dict(active)
+        return out
+
+    def _judge(self, v: Any, now_s: float, confirm: bool = False, maintenance: Active | None = None
+               ) -> list[CycleEvent]:
+        """One box's verdict through the freeze state machine and the MAC memory (maintenance: its window, if any)."""
         before = self.states[v.box]
         layer = v.layer
         if (not v.healthy and before.freeze_open and self.acting is not None and layer != before.layer
@@ -319,8 +358,8 @@ class Pipeline:
             # the freeze keeps the layer its cause showed; a deeper failure after verification still counts.
             log.info("box %s: %s failure during our own remediation counted as %s", v.box, layer, before.layer)
             layer = before.layer
-        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer, v.stopped), now_s,
-                                           self.config.freeze)
+        after, freeze_events = freeze.step(before, freeze.Verdict(v.healthy, layer, v.stopped,
+                                                                  maintenance is not None), now_s, self.config.freeze)
         self.states[v.box] = after
         decision = freeze.up_decision(before, after)
         # Confirmation passes write no `box` point, so there is none to rewrite at their times; the pass
@@ -332,15 +371,16 @@ class Pipeline:
         held_times = set(after.fail_times) | set(after.recovery_times)
         self._confirm_times[v.box] = {t for t in passes if t in held_times}
         flap, flap_events = flapping.step(self.flaps.get(v.box) or flapping.initial(v.box), v.healthy, now_s, self.flap_settings,
-                                          freeze_open=after.freeze_open, stopped=after.state == "stopped",
+                                          freeze_open=after.freeze_open,
+                                          stopped=after.state in ("stopped", "maintenance"),   # not judged
                                           cycle=not confirm)
         self.flaps[v.box] = flap
-        on = self.flap_settings.enabled and after.state != "stopped"
+        on = self.flap_settings.enabled and after.state not in ("stopped", "maintenance")
         out: list[CycleEvent] = [BoxObserved(v.box, now_s, v.healthy, v.layer, after.state, decision.up,
                                              rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm,
                                              v.container, flap.degraded,
                                              flap.percent_state_change if on else None,
-                                             flap.failed_share if on else None)]
+                                             flap.failed_share if on else None, maintenance)]
         if self.macwatch is not None:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,

@@ -35,6 +35,7 @@ class BoxStatus:
     judged_s: float | None = None     # the last cycle that judged this box
     warnings: tuple[str, ...] = ()    # messages of the last cycle's warnings (certificates expiring, disks filling)
     degraded: dict | None = None      # {"degraded", "percent_state_change", "failed_share", "reason"} (flapping)
+    maintenance: dict | None = None   # {"reason", "who", "until_s", "source"} while in a maintenance window
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
                                rtt_ms={k: v for k, v in (b.get("rtt_ms") or {}).items() if v is not None},
                                open_freeze=b.get("open_freeze"), budget_left=rem.get("budget_left"),
                                halted=bool(rem.get("halted")), halt_reason=rem.get("reason"),
-                               held=b.get("held"), judged_s=b.get("judged_s"),
+                               held=b.get("held"), judged_s=b.get("judged_s"), maintenance=b.get("maintenance"),
                                warnings=tuple(str(w.get("message")) for w in b.get("warnings") or ()
                                               if isinstance(w, dict)),
                                degraded=b.get("degraded") if isinstance(b.get("degraded"), dict) else None))
@@ -180,7 +181,12 @@ def format_line(b: BoxStatus, now_s: float) -> str:
         freeze = f"freeze {b.open_freeze.get('layer') or '?'} {format_age(now_s - b.open_freeze['start_s'])}"
     else:
         freeze = "freeze -"
-    if b.held:
+    if b.maintenance:
+        until = b.maintenance.get("until_s")
+        budget = (f"MAINTENANCE {b.maintenance.get('reason')!r}"
+                  + (f" by {b.maintenance['who']}" if b.maintenance.get("who") else "")
+                  + (f", {format_age(until - now_s)} left" if until else ", until ended"))
+    elif b.held:
         budget = (f"remediation HELD ({b.held.get('kind')}"
                   + (f" {b.held['segment']}" if b.held.get("segment") else "")
                   + (f", {format_age(now_s - b.held['since_s'])}" if b.held.get("since_s") else "") + ")")

@@ -51,6 +51,13 @@ def record_point(rec: Any, site: str | None) -> Any:
                                who=rec.who, why=rec.why, forced=rec.forced)
 
 
+def maintenance_source(cfg: Any) -> Any:
+    """The maintenance windows of a Config: its [[maintenance]] and state_dir/maintenance.json (agent.maintenance)."""
+    from agent.maintenance import MaintenanceSource, path_in
+
+    return MaintenanceSource(path_in(cfg.agent.state_dir), [m.recurring() for m in cfg.maintenance])
+
+
 def host_routes() -> Callable[[str], Any]:
     """address -> the route this host (in this network namespace) takes to it; the tables are read once."""
     from probes import routing
@@ -372,7 +379,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         closers.append(checks.close)
     pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
                         acting=remediation.acting_on if remediation is not None else None, checks=checks,
-                        container_states=container_states)
+                        container_states=container_states, maintenance=maintenance_source(cfg))
     pipeline_box["p"] = pipeline
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 

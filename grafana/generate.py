@@ -169,6 +169,15 @@ def annotation_freezes(box_filter: str) -> dict:
             "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
 
 
+def annotation_maintenance(box_filter: str) -> dict:
+    """Maintenance windows entering and leaving (the agent's `maintenance` points), with the reason and who."""
+    q = ('SELECT "box", "event", "reason", "who" FROM "maintenance" '
+         f'WHERE "origin" = \'agent\' AND {box_filter} AND $timeFilter')
+    return {"name": "Maintenance", "datasource": DS_REF, "enable": True, "iconColor": "blue",
+            "query": q, "textColumn": "reason", "tagsColumn": "box,event",
+            "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[dict], templating: list[dict],
               annotations: list[dict], time_from: str) -> dict:
     """The dashboard envelope; panel ids assigned in order."""
@@ -194,7 +203,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict], templa
 UP_MAPPINGS = [{"type": "value", "options": {"0": {"text": "down", "color": "red", "index": 0},
                                                "1": {"text": "up", "color": "green", "index": 1}}}]
 # Each box state of agent.core.events.STATES gets a colour; a state without one fails the tests.
-STATE_COLOURS = {"up": "green", "suspect": "yellow", "frozen": "red", "recovering": "blue", "stopped": "purple"}
+STATE_COLOURS = {"up": "green", "suspect": "yellow", "frozen": "red", "recovering": "blue", "stopped": "purple",
+                 "maintenance": "text"}
 STATE_MAPPINGS = [{"type": "value", "options": {
     state: {"color": colour, "index": i} for i, (state, colour) in enumerate(STATE_COLOURS.items())}}]
 AVAIL_THRESHOLDS = [{"color": "red", "value": None}, {"color": "orange", "value": 99},
@@ -220,7 +230,8 @@ def fleet_dashboard() -> dict:
     p.append(panel("stat", "Availability per kind", (0, 1, 8, 5), [target(
         f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
         alias="$tag_kind")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
-        description="mean of `up` over every cycle of every box of the kind: box-time up / box-time observed"))
+        description="mean of `up` over every cycle of every box of the kind: box-time up / box-time observed "
+                    "(cycles in maintenance windows or stopped on purpose have no `up`: left out)"))
     p.append(panel("bargauge", "Availability per box", (8, 1, 16, 5), [target(
         f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
         alias="$tag_box ($tag_kind)")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS,
@@ -336,7 +347,8 @@ def fleet_dashboard() -> dict:
                     "max_failed_share, at some time in the range; never remediated for that alone"))
     return dashboard("vobox-fleet", "vobox: fleet stability",
                      "Availability, freezes, MTBF/MTTR and remediation: containers against VMs",
-                     p, variables(box_multi=True), [annotation_segment_freeze(), annotation_freezes(F_FLEET)],
+                     p, variables(box_multi=True), [annotation_segment_freeze(), annotation_freezes(F_FLEET),
+                                                       annotation_maintenance(F_FLEET)],
                      "now-7d")
 
 
@@ -396,7 +408,8 @@ def box_dashboard() -> dict:
                     "change above the high threshold, 30 % by default, until it falls to the low one) or while "
                     "more of its cycles failed than max_failed_share; never remediated for that alone"))
     return dashboard("vobox-box", "vobox: box detail", "One box: probes, state, freezes, remediation, events",
-                     p, variables(box_multi=False), [annotation_segment_freeze(), annotation_freezes(fb)], "now-24h")
+                     p, variables(box_multi=False), [annotation_segment_freeze(), annotation_freezes(fb),
+                                                        annotation_maintenance(fb)], "now-24h")
 
 
 # --------------------------------------------------------------------------- provisioning

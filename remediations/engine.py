@@ -64,6 +64,7 @@ class _Box:
     last_action_s: float | None = None
     capped: str | None = None
     no_action_logged: bool = False
+    maintenance: str | None = None                         # the reason while the box is in a maintenance window
 
 
 @dataclass(slots=True)
@@ -151,6 +152,15 @@ class Remediator:
             b.frozen, b.freeze_start_s, b.want_action, b.recovering = False, None, False, False
             b.up_since_s = now_s
 
+    def maintenance(self, box: str, reason: str | None, now_s: float) -> None:
+        """BOX is in a maintenance window (REASON) from now_s on, or out of it (None): no action at all meanwhile,
+        not even a forced one; a freeze left open is not acted on."""
+        with self._lock:
+            b = self._box(box)
+            b.maintenance = reason
+            if reason is None and b.frozen:
+                b.want_action = True
+
     def held(self, box: str, kind: str, reason: str, now_s: float) -> None:
         """A hold (kind "segment" or "settling") keeps automatic remediation off BOX from now_s on."""
         with self._lock:
@@ -195,6 +205,8 @@ class Remediator:
 
             if action is not None and action not in ACTIONS:
                 return refuse(f"unknown action {action!r}; valid: {', '.join(ACTIONS)}", action)
+            if b.maintenance is not None:   # before everything else: --force does not override a maintenance
+                return refuse(f"maintenance: {b.maintenance}", action)
             if not self._idle(b):
                 return refuse(f"busy: {self._busy(b)}", action)
             if trigger == "alert" and (not b.frozen or b.recovering):
@@ -313,6 +325,9 @@ class Remediator:
             for b in self._boxes.values():
                 if b.deferred and not b.running and now_s >= b.retry_at_s:
                     plan, b.deferred = b.deferred, None
+                    if b.maintenance is not None:
+                        self._record(b, plan.action, plan.trigger, now_s, "refused", f"maintenance: {b.maintenance}")
+                        continue
                     if plan.trigger == "auto" and (not b.frozen or b.recovering or b.held_kind):
                         log.info("box %s: deferred %s dropped: box %s", b.target.box, plan.action,
                                  "held" if b.held_kind else "no longer frozen")
@@ -323,7 +338,7 @@ class Remediator:
                         continue
                     plans.append(self._start(b, plan.action, plan.step, plan.trigger, now_s, plan.dry_run,
                                              force=plan.forced, who=plan.who, why=plan.why))
-                elif b.frozen and not b.recovering and b.want_action and self._idle(b):
+                elif b.frozen and not b.recovering and b.want_action and self._idle(b) and b.maintenance is None:
                     plans.extend(self._plan_next(b, now_s))
                 elif (not b.frozen and b.capped and b.up_since_s is not None
                       and now_s - b.up_since_s >= self.policy.reset_after_s):

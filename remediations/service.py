@@ -85,6 +85,10 @@ class RemediationService:
         """BOX failed again before its recovery was confirmed."""
         self.remediator.relapsed(box, self.clock())
 
+    def maintenance(self, box: str, reason: str | None) -> None:
+        """BOX entered a maintenance window (REASON) or left it (None): nothing is remediated meanwhile."""
+        self.remediator.maintenance(box, reason, self.clock())
+
     def held(self, box: str, kind: str, reason: str) -> None:
         """A hold keeps automatic remediation off BOX."""
         self.remediator.held(box, kind, reason, self.clock())

@@ -1,7 +1,8 @@
 """`vobox-agent remediate -c FILE BOX ACTION [--dry-run] [--force --reason WHY]` and `remediate -c FILE reset BOX`.
 
 One manual action under the same safety limits as the agent; --force bypasses cooldown and caps
-once (recorded with who and why); `reset BOX` clears a box's halt and hourly budget (recorded).
+once (recorded with who and why), never a maintenance window (refused, "maintenance: <reason>");
+`reset BOX` clears a box's halt and hourly budget (recorded).
 """
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     now = time.time()
     engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes],
                         reprobe=lambda _box: probe_box(box_cfg, cfg))
+    from agent.wiring import maintenance_source
+    in_maintenance = maintenance_source(cfg)(now, [box]).get(box)
+    if in_maintenance is not None:   # refused even with --force (issue 18): the engine says why
+        engine.maintenance(box, in_maintenance.reason, now)
     engine.apply_resets(history.load_resets(path))
     engine.merge_history(history.load(path, now))
     who, why = who_am_i(), args.reason

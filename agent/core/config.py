@@ -17,9 +17,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import probes
 from agent.checks import CHECK_KINDS, CHECKS, Check
+from agent.core.maintenance import WEEKDAYS, Recurring, parse_hhmm
 from remediations.actions import ACTIONS, PLACEHOLDERS, template_errors
 from remediations.model import RemediationPolicy, RemediationTarget
 from remediations.webhook import VERIFY_CLIENT
@@ -612,6 +614,56 @@ class BoxConfig:
                                  exec=tuple(self.exec or ()), ladder=tuple(self.remediate), dry_run=self.dry_run)
 
 
+def _maintenance_boxes(v: Any) -> tuple[str, ...] | None:
+    if v == "all":
+        return None
+    return _list_of(_text(_NAME_RE, "a box name"), min_len=1, unique=True)(v)
+
+
+_maintenance_boxes.label = '"all" or a list of box names'  # type: ignore[attr-defined]
+
+
+def _hhmm(v: Any) -> int:
+    try:
+        return parse_hhmm(v)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+_hhmm.label = 'a local time "HH:MM"'  # type: ignore[attr-defined]
+
+
+def _timezone(v: Any) -> str:
+    try:
+        ZoneInfo(v)
+    except (ValueError, TypeError, ZoneInfoNotFoundError):
+        raise _Invalid(f'expected an IANA time zone name ("UTC", "Europe/Zurich"), got {_show(v)}') from None
+    return v
+
+
+_timezone.label = "an IANA time zone name"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceConfig:
+    """[[maintenance]]: a recurring maintenance window; its boxes are probed and stored, never frozen or remediated."""
+
+    boxes: tuple[str, ...] | None = _key("boxes", _maintenance_boxes, 'the boxes in the window, or "all"',
+                                         required=True)
+    start_min: int = _key("start", _hhmm, "when each occurrence starts, local time in `timezone`", required=True)
+    duration_s: float = _key("duration", _number(0, 7 * 86400, low_open=True), "how long each occurrence lasts",
+                             unit="s", required=True)
+    reason: str = _key("reason", _text(), "why (shown by status, stored with the points)", required=True)
+    weekdays: tuple[str, ...] = _key("weekdays", _list_of(_choice(WEEKDAYS), unique=True),
+                                     "the days it starts on (mon ... sun); empty: every day", ())
+    timezone: str = _key("timezone", _timezone, "the time zone of `start` (daylight saving time followed)", "UTC")
+
+    def recurring(self) -> Recurring:
+        """The core's window (agent.core.maintenance.Recurring)."""
+        return Recurring(self.boxes, tuple(WEEKDAYS.index(d) for d in self.weekdays), self.start_min,
+                         self.duration_s, self.timezone, self.reason)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated agent configuration."""
@@ -628,6 +680,7 @@ class Config:
     discovery: DiscoveryConfig = DiscoveryConfig()
     otlp: OtlpConfig = OtlpConfig()
     flapping: FlappingConfig = FlappingConfig()
+    maintenance: tuple[MaintenanceConfig, ...] = ()   # [[maintenance]] recurring windows
 
     def box(self, name: str) -> BoxConfig:
         """The box called name; KeyError naming the valid ones otherwise."""
@@ -654,7 +707,10 @@ SECTIONS: dict[str, type] = {
     "otlp": OtlpConfig,
     "flapping": FlappingConfig,
     "box": BoxConfig,
+    "maintenance": MaintenanceConfig,
 }
+# Sections that are arrays of tables ([[box]], [[maintenance]]); describe() names their keys "box[].name".
+TABLE_ARRAYS: tuple[str, ...] = ("box", "maintenance")
 
 
 # --- self-description ---
@@ -676,7 +732,7 @@ def describe() -> list[KeyDoc]:
     """Every config key with type, default, unit and meaning, in section and field order."""
     out = []
     for section, cls in SECTIONS.items():
-        prefix = "box[]" if section == "box" else section
+        prefix = f"{section}[]" if section in TABLE_ARRAYS else section
         for f in fields(cls):
             md = f.metadata
             default = None if f.default is MISSING else f.default
@@ -987,7 +1043,7 @@ def parse(data: dict[str, Any], source: str | None = None, check_files: bool = F
                 errors.append(f"{key}: unknown section ({did}valid: {', '.join(SECTIONS)})")
     kw: dict[str, dict[str, Any]] = {}
     for section, cls in SECTIONS.items():
-        if section == "box":
+        if section in TABLE_ARRAYS:
             continue
         kw[section] = _section(cls, data.get(section, {}), section, errors) or {}
 
@@ -1094,6 +1150,9 @@ def parse(data: dict[str, Any], source: str | None = None, check_files: bool = F
                         errors.append(f"box[{i}].{fam}: duplicate address {b[fam]} (also {addrs[b[fam]]})")
                     addrs.setdefault(b[fam], f"box[{i}].{fam}")
 
+    maintenance = _maintenance_windows(data.get("maintenance", []), boxes_kw, bool(kw["discovery"].get("docker")),
+                                       errors)
+
     if errors:
         raise ConfigError(errors)
     config = Config(
@@ -1109,6 +1168,7 @@ def parse(data: dict[str, Any], source: str | None = None, check_files: bool = F
         flapping=FlappingConfig(**kw["flapping"]),
         boxes=tuple(BoxConfig(**b) for b in boxes_kw),
         source=source,
+        maintenance=maintenance,
     )
     errors = runtime_errors(config)
     if not errors and check_files:
@@ -1146,6 +1206,35 @@ def box_from_table(raw: dict[str, Any], config: Config, path: str = "box") -> Bo
     if errors:
         raise ConfigError(errors)
     return box
+
+
+def _maintenance_windows(raw: Any, boxes_kw: list[dict[str, Any]], discovery: bool, errors: list[str]
+                         ) -> tuple[MaintenanceConfig, ...]:
+    """[[maintenance]] tables -> MaintenanceConfig; each error names maintenance[i].key.
+
+    The boxes named must be [[box]] names, unless [discovery] docker is on (a discovered box is known at run only).
+    """
+    if not isinstance(raw, list):
+        errors.append(f"maintenance: expected [[maintenance]] tables, got {_show(raw)}")
+        return ()
+    names = [b["name"] for b in boxes_kw if "name" in b]
+    out = []
+    for i, table in enumerate(raw):
+        m = _section(MaintenanceConfig, table, f"maintenance[{i}]", errors)
+        if m is None:
+            continue
+        bad = False
+        for j, name in enumerate(m.get("boxes") or ()):
+            if name not in names and not discovery:
+                hint = difflib.get_close_matches(name, names, n=1)
+                did = f"did you mean {hint[0]!r}? " if hint else ""
+                errors.append(f"maintenance[{i}].boxes[{j}]: unknown box {_show(name)} ({did}configured: "
+                              f"{', '.join(names)})")
+                bad = True
+        required = [f.name for f in fields(MaintenanceConfig) if f.metadata["required"]]
+        if not bad and all(k in m for k in required):
+            out.append(MaintenanceConfig(**m))
+    return tuple(out)
 
 
 def runtime_errors(config: Config) -> list[str]:

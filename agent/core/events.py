@@ -14,7 +14,8 @@ from typing import Any
 from probes import LAYERS as PROBE_LAYERS
 
 # "stopped": not judged; its container was stopped, killed or removed by someone else (operator intent).
-STATES: tuple[str, ...] = ("up", "suspect", "frozen", "recovering", "stopped")
+# "maintenance": in a maintenance window (agent.core.maintenance): probed and stored, not judged, never remediated.
+STATES: tuple[str, ...] = ("up", "suspect", "frozen", "recovering", "stopped", "maintenance")
 # "none" (healthy) and the probe layers (probes.types.LAYERS is the one source: l2, l3, l4, l7).
 LAYERS: tuple[str, ...] = ("none", *PROBE_LAYERS)
 # How deep a failure is: l2 (ARP/NDP fail) is deeper than l3 (ping fails), deeper than l4 (a TCP port
@@ -111,6 +112,22 @@ class BoxObserved(Event):
     degraded: bool = False
     percent_state_change: float | None = None
     failed_share: float | None = None
+    maintenance: Any = None   # in a maintenance window: why (agent.core.maintenance.Active), else None
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceChanged(Event):
+    """The box entered (active) or left a maintenance window at time_s (the cycle's time).
+
+    reason, who (None: a window of the config), until_s (None: until ended) and source ("command" or
+    "config") describe the window entered, or the one left.
+    """
+
+    active: bool
+    reason: str
+    who: str | None
+    until_s: float | None
+    source: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,10 @@ Transitions (F = fail_cycles, R = recover_cycles):
                           run is dropped, an open freeze closes (FreezeClosed) at this cycle, or at
                           the first healthy cycle of a recovery in progress
   stopped    --stopped--> stopped;  --healthy--> up;  --fail--> suspect (a new run: frozen at once when F == 1)
+  any        --maintenance--> maintenance: as stopped (probed and stored, not judged): a suspect run is
+                          dropped, an open freeze closes at this cycle (the incident ends, as in Uptime
+                          Kuma, Gatus and Icinga downtimes); out of it like stopped (a fault that persists
+                          opens a new freeze after F failing cycles)
 
 Flap damping: a box must fail F cycles in a row to open a freeze and be healthy
 R cycles in a row to close it; a failing cycle while recovering does not close
@@ -66,15 +70,17 @@ class Verdict:
     """One box's cycle result: healthy, else the failing layer (l2: ARP/NDP, l3: ICMP, l4: TCP, l7: service).
 
     stopped: not judged at all (operator intent: its container was stopped on purpose); healthy
-    and layer are then ignored.
+    and layer are then ignored. maintenance: in a maintenance window (agent.core.maintenance):
+    not judged either (it wins over stopped).
     """
 
     healthy: bool
     layer: str = "none"
     stopped: bool = False
+    maintenance: bool = False
 
     def __post_init__(self) -> None:
-        if self.stopped:
+        if self.stopped or self.maintenance:
             return
         if self.layer not in LAYERS:
             raise ValueError(f"verdict layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
@@ -113,15 +119,16 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
     fail_n, rec_n = thresholds.fail_cycles, thresholds.recover_cycles
     s = replace(state, last_time_s=now_s)
 
-    if verdict.stopped:
+    if verdict.stopped or verdict.maintenance:
         if state.freeze_open:
             # The operator took the box over: the freeze ends here (or at the first healthy cycle of a
             # recovery in progress, which it was); the stop is not part of it.
             end_s = s.recovery_times[0] if old == "recovering" and s.recovery_times else now_s
             events.append(FreezeClosed(box, now_s, s.freeze_start_s, end_s, s.layer))
-        s = replace(s, state="stopped", fail_times=(), layer="none", freeze_start_s=None, recovery_times=())
+        s = replace(s, state="maintenance" if verdict.maintenance else "stopped", fail_times=(), layer="none",
+                    freeze_start_s=None, recovery_times=())
     elif verdict.healthy:
-        if old == "suspect" or old == "stopped":
+        if old in ("suspect", "stopped", "maintenance"):
             s = replace(s, state="up", fail_times=(), layer="none")
         elif old == "frozen" or old == "recovering":
             rec = (s.recovery_times if old == "recovering" else ()) + (now_s,)
@@ -131,7 +138,7 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
             else:
                 s = replace(s, state="recovering", recovery_times=rec)
     else:
-        if old in ("up", "suspect", "stopped"):
+        if old in ("up", "suspect", "stopped", "maintenance"):
             fails = (s.fail_times if old == "suspect" else ()) + (now_s,)
             layer = deeper(s.layer, verdict.layer) if old == "suspect" else verdict.layer
             if len(fails) >= fail_n:
@@ -166,9 +173,10 @@ def up_decision(before: BoxState, after: BoxState) -> UpDecision:
     healthy one. Cycles are written tentatively (suspect: 1, recovering: 1) and fixed
     when the outcome is known: a freeze opening rewrites its suspect cycles to 0; a
     recovery that fails back to frozen rewrites its healthy cycles to 0 (they belong to
-    the freeze, which continues). A stopped box is not observed: up is None.
+    the freeze, which continues). A stopped box, or one in maintenance, is not observed: up is None
+    (mean(up), availability, leaves the cycle out).
     """
-    if after.state == "stopped":
+    if after.state in ("stopped", "maintenance"):
         return UpDecision(None)
     if after.state == "frozen":
         if before.state in ("up", "suspect"):

@@ -6,6 +6,7 @@ segment, remediation action/trigger/result; no address, error text or time is a 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -46,7 +47,8 @@ class MetricsListener:
         self.counters = counters
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.up = Gauge("vobox_box_up", "1 when the box answered every probe this cycle (freeze-corrected), else 0",
+        self.up = Gauge("vobox_box_up", "1 when the box answered every probe this cycle (freeze-corrected), else 0; "
+                        "absent while not observed (stopped on purpose, in maintenance)",
                         BOX_LABELS, registry=r)
         self.state = Gauge("vobox_box_state", "1 for the box's current freeze state, 0 for the others",
                            (*BOX_LABELS, "state"), registry=r)
@@ -202,7 +204,12 @@ class MetricsListener:
 
     def _observed(self, ev: BoxObserved) -> None:
         labels = self._box(ev.box)
-        if not ev.confirm and ev.up is not None:
+        if not ev.confirm and ev.up is None:
+            # Not observed (stopped on purpose, in maintenance): no sample, as the `box` point has no up, so
+            # avg_over_time(vobox_box_up) leaves the time out like mean(up) does.
+            with contextlib.suppress(KeyError):
+                self.up.remove(*labels)
+        elif not ev.confirm:
             self.up.labels(*labels).set(ev.up)
             self.box_cycles.labels(*labels).inc()
             self.down_cycles.labels(*labels).inc(1 - ev.up)

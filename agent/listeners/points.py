@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, MacChanged, SegmentFreezeChanged)
+                               FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -25,7 +25,8 @@ class PointSink(Protocol):
 
 
 class PointsListener:
-    """probe, warning, box, freeze, mac_change, segment_freeze and agent points; one storage write per cycle (+ the agent point).
+    """probe, warning, box, freeze, mac_change, segment_freeze, maintenance and agent points; one storage write per
+    cycle (+ the agent point).
 
     kinds: box name -> kind (container|vm); evidence_path(box, start_s): the evidence bundle of a
     freeze (agent.forensics.evidence.bundle_dir), or None when forensics is off.
@@ -83,7 +84,8 @@ class PointsListener:
             if not ev.confirm:  # one probe and one box point per cycle: mean(up) is availability
                 out += [P.probe_point(box, kind, site, r.probe, r.target, r.port, r.ok, r.rtt_ms, r.error, r.mac,
                                       r.time_s, layer=r.layer, status_code=r.status_code,
-                                      cert_days_left=r.cert_days_left) for r in ev.results]
+                                      cert_days_left=r.cert_days_left, maintenance=ev.maintenance is not None)
+                        for r in ev.results]
                 out += [P.warning_point(box, kind, site, r.probe, _where(r), r.warning, r.time_s,
                                         days_left=r.cert_days_left, percent=getattr(r, "percent", None))
                         for r in ev.results if r.warning]
@@ -92,7 +94,8 @@ class PointsListener:
                                        getattr(ev.container, "state", None), healthy=ev.healthy,
                                        degraded=ev.degraded if scored else None,
                                        percent_state_change=ev.percent_state_change,
-                                       failed_share=ev.failed_share, held=self._held.get(box)))
+                                       failed_share=ev.failed_share, held=self._held.get(box),
+                                       maintenance=ev.maintenance is not None))
             out.extend(P.box_down_rewrite(box, kind, site, t) for t in ev.rewrite_down_times)
             if ev.freeze_start_s is not None and box not in self._fresh:
                 # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at
@@ -100,6 +103,9 @@ class PointsListener:
                 out.append(P.freeze_point(box, kind, site, ev.freeze_start_s, True, ev.state_layer,
                                           ev.time_s - ev.freeze_start_s, self._evidence(box, ev.freeze_start_s)))
             return out
+        if isinstance(ev, MaintenanceChanged):
+            return [P.maintenance_point(box, kind, site, "start" if ev.active else "end", "agent", ev.reason, ev.who,
+                                        ev.until_s, ev.source, ev.time_s)]
         if isinstance(ev, MacChanged):
             return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s)]
         if isinstance(ev, FreezeOpened):

@@ -30,6 +30,8 @@ class RemediationSink(Protocol):
 
     def held(self, box: str, kind: str, reason: str) -> None: ...
 
+    def maintenance(self, box: str, reason: str | None) -> None: ...
+
     def released(self, box: str) -> None: ...
 
     def tick(self) -> None: ...
@@ -48,6 +50,7 @@ class RemediationListener:
     def __init__(self, service: RemediationSink) -> None:
         self.service = service
         self._open: dict[str, float] = {}   # box -> start_s of the freeze the service was told about
+        self._maintenance: dict[str, str] = {}   # box -> the maintenance reason the service was told about
 
     def on_events(self, events: Sequence[CycleEvent]) -> None:
         """Hand the cycle's freeze events and holds over, then tick (unless the sweep failed)."""
@@ -66,6 +69,15 @@ class RemediationListener:
                 log.exception("remediation tick failed")
 
     def _apply(self, ev: CycleEvent) -> None:
+        if isinstance(ev, BoxObserved) and not ev.confirm:
+            # Every cycle says whether the box is in maintenance, so a restarted agent's service learns it too.
+            reason = ev.maintenance.reason if ev.maintenance is not None else None
+            if reason != self._maintenance.get(ev.box):
+                self.service.maintenance(ev.box, reason)
+                if reason is None:
+                    self._maintenance.pop(ev.box, None)
+                else:
+                    self._maintenance[ev.box] = reason
         if isinstance(ev, FreezeOpened):
             self._open[ev.box] = ev.start_s
             self.service.freeze_opened(ev.box, ev.layer, ev.start_s)

@@ -121,6 +121,9 @@ class StatusListener:
                 "degraded": ({"degraded": last.degraded, "percent_state_change": round(last.percent_state_change, 1),
                               "failed_share": round(last.failed_share, 3), "reason": self._degraded_reason.get(name)}
                              if last is not None and last.percent_state_change is not None else None),
+                "maintenance": ({"reason": last.maintenance.reason, "who": last.maintenance.who,
+                                 "until_s": last.maintenance.until_s, "source": last.maintenance.source}
+                                if last is not None and last.maintenance is not None else None),
             }
         return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
                 "error": self._error, "boxes": boxes}

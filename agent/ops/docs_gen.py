@@ -50,8 +50,8 @@ def render() -> str:
             cls = config.SUBSECTIONS[section]
             title = "[[" + section.replace("[]", "") + "]]"
         else:
-            cls = config.SECTIONS["box" if section == "box[]" else section]
-            title = "[[box]]" if section == "box[]" else f"[{section}]"
+            cls = config.SECTIONS[section.removesuffix("[]")]
+            title = f"[[{section[:-2]}]]" if section.endswith("[]") else f"[{section}]"
         summary = (cls.__doc__ or "").split(":", 1)[-1].strip()
         summary = summary[:1].upper() + summary[1:]
         out.append(f"\n## `{title}`\n\n{summary}\n")

@@ -42,11 +42,17 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
     flaps = {(r["box"], r["kind"]): r for r in query(
         f'SELECT count("healthy") AS "judged", sum("healthy") AS "healthy", max("degraded") AS "degraded", '
         f'max("percent_state_change") AS "psc" FROM "box" WHERE {w} GROUP BY "box", "kind"')}
+    # Cycles in a maintenance window have no up (left out of availability); counted apart to be shown.
+    maint = {(r["box"], r["kind"]): int(r["n"] or 0)
+             for r in query(f'SELECT count("state") AS "n" FROM "box" WHERE "maintenance" = \'true\' AND {w} '
+                            'GROUP BY "box", "kind"')}
+    judged = {(r["box"], r["kind"]): (int(r["cycles"] or 0), int(r["up"] or 0))
+              for r in query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE {w} '
+                             'GROUP BY "box", "kind"')}
     boxes = tuple(sorted(
-        (BoxRecord(r["box"], r["kind"], int(r["cycles"] or 0), int(r["up"] or 0),
-                   *_flap_fields(flaps.get((r["box"], r["kind"]))))
-         for r in query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE {w} '
-                        'GROUP BY "box", "kind"')), key=lambda b: (b.kind, b.box)))
+        (BoxRecord(box, kind, *judged.get((box, kind), (0, 0)), *_flap_fields(flaps.get((box, kind))),
+                   maintenance_cycles=maint.get((box, kind), 0))
+         for box, kind in set(judged) | set(maint)), key=lambda b: (b.kind, b.box)))
     freezes = tuple(sorted(
         (FreezeRecord(r["box"], r["kind"], int(r["time"]), str(r.get("layer") or "?"),
                       float(r.get("duration_s") or 0.0), bool(r.get("open")))

@@ -244,7 +244,8 @@ class FreezeRecord:
 
 @dataclass(frozen=True, slots=True)
 class BoxRecord:
-    """Cycles observed for one box."""
+    """Cycles observed for one box (cycles: judged ones, with an up; maintenance_cycles: in a maintenance window,
+    left out of cycles)."""
 
     box: str
     kind: str
@@ -254,6 +255,7 @@ class BoxRecord:
     healthy_cycles: int = 0     # of those, the ones in which every probe answered
     degraded: bool = False      # degraded (flapping or lossy, agent.core.flapping) at some cycle of the range
     max_percent_state_change: float | None = None
+    maintenance_cycles: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +332,7 @@ class GroupStats:
     failed_cycles: int = 0      # cycles that failed (healthy=0), lone ones too
     down_cycles: int = 0        # cycles inside freezes (up=0)
     degraded_boxes: tuple[str, ...] = ()
+    maintenance_s: float = 0.0     # time in maintenance windows: shown, left out of every figure above
 
 
 @dataclass(frozen=True)
@@ -360,7 +363,8 @@ def _group(name: str, kind: str, boxes: Sequence[BoxRecord], freezes: Sequence[F
                       sum(1 for f in freezes if f.open), rate_per_day(k, box_days),
                       mtbf(observed_s - frozen_s, k), mttr([f.duration_s for f in freezes if not f.open]), by_layer,
                       healthy / judged if judged else None, judged - healthy,
-                      sum(b.cycles - b.up_cycles for b in boxes), tuple(b.box for b in boxes if b.degraded))
+                      sum(b.cycles - b.up_cycles for b in boxes), tuple(b.box for b in boxes if b.degraded),
+                      sum(b.maintenance_cycles for b in boxes) * interval_s)
 
 
 def build_report(obs: FleetObservation) -> Report:

@@ -37,11 +37,12 @@ def rows_for(groups: Sequence[GroupStats]) -> list[list[str]]:
     return [[g.name, g.kind, str(g.boxes), f"{g.box_days:.2f}", fmt_estimate(g.availability, fmt_pct),
              f"{g.freezes}" + (f" ({g.open_freezes} open)" if g.open_freezes else ""),
              fmt_estimate(g.rate_per_box_day, lambda x: _num(x)), fmt_estimate(g.mtbf_s, fmt_duration),
-             fmt_estimate(g.mttr_s, fmt_duration)] for g in groups]
+             fmt_estimate(g.mttr_s, fmt_duration), fmt_duration(g.maintenance_s) if g.maintenance_s else "-"]
+            for g in groups]
 
 
 HEADERS = ["", "kind", "boxes", "box-days", "availability [95%]", "freezes", "freezes/box-day [95%]",
-           "MTBF [95%]", "MTTR [95%]"]
+           "MTBF [95%]", "MTTR [95%]", "maintenance"]
 
 
 def _iso(ms: int) -> str:
@@ -125,6 +126,9 @@ def render_text(report: Report) -> str:
     if obs.remediations:
         parts = [f"{a} {n} ({rec}/{n} recovered)" for a, (n, rec) in sorted(obs.remediations.items())]
         lines.append("remediations: " + ", ".join(parts))
+    if any(g.maintenance_s for g in report.boxes):
+        lines.append("maintenance: time in maintenance windows (column) is left out of box-days, availability, "
+                     "freeze rates, MTBF and MTTR")
     lines.append("intervals: exact Poisson on the number of freezes (cycles are autocorrelated; freezes are the "
                  "events); MTTR assumes exponential repair times")
     return "\n".join(lines) + "\n"

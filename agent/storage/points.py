@@ -1,10 +1,10 @@
 """Points, InfluxDB line protocol, and the schema builders every part of the agent uses (a public contract).
 
 Measurements (tags; fields):
-  probe            box, kind, site, probe, address, port(tcp);  ok, rtt_ms, error, mac, layer, status_code,
-                                                                cert_days_left  (checks: probe = "check:<kind>",
+  probe            box, kind, site, probe, address, port(tcp),  ok, rtt_ms, error, mac, layer, status_code,
+                   maintenance;                                 cert_days_left  (checks: probe = "check:<kind>",
                                                                 address = the path or argv[0])
-  box              box, kind, site;                             up, state, layer, container_state, healthy,
+  box              box, kind, site, maintenance;                up, state, layer, container_state, healthy,
                                                                 degraded, percent_state_change, failed_share
   warning          box, kind, site, check, target;              message, days_left, percent (not a failure:
                                                                 a certificate or proxy expiring, a disk filling)
@@ -16,6 +16,12 @@ Measurements (tags; fields):
   container_event  box, kind, site, event;                      n, detail, exit_code
   mac_change       box, kind, site, address;                    old, new
   segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s
+  maintenance      box, kind, site, event, origin;              reason, who, until_s, source (event start|end;
+                                                                origin agent: the box entered/left a window,
+                                                                one point per box and change, the dashboards'
+                                                                annotations; origin command: who asked)
+The tag maintenance = "true" marks probe and box points taken while the box was in a maintenance
+window (absent otherwise: `WHERE "maintenance" != 'true'` keeps the rest); its box points have no up.
 Integers are written as integers (`1i`), so mean(up) is availability. A `site`
 of None leaves the tag out. `box`.up is freeze-corrected (0 exactly over freezes: mean(up) is the
 freeze-based availability); `box`.healthy is the cycle's raw verdict (0 for every failed cycle, a
@@ -41,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FieldValue = int | float | str | bool
+# The value of the `maintenance` tag on probe and box points taken in a maintenance window.
+MAINTENANCE_TAG = "true"
 
 # Escaping follows the InfluxDB 1.x line protocol reference, "Special characters"
 # (https://docs.influxdata.com/influxdb/v1.6/write_protocols/line_protocol_reference/#special-characters):
@@ -177,7 +185,7 @@ def _tags(box: str, kind: str, site: str | None, **more: str | None) -> dict[str
 def probe_point(box: str, kind: str, site: str | None, probe: str, address: str, port: int | None, ok: bool,
                 rtt_ms: float | None, error: str | None, mac: str | None, time_s: float, *,
                 layer: str | None = None, status_code: int | None = None,
-                cert_days_left: float | None = None) -> Point:
+                cert_days_left: float | None = None, maintenance: bool = False) -> Point:
     """`probe`: one probe or check result (timestamp: when it answered or timed out); layer when it failed."""
     fields: dict[str, FieldValue | None] = {"ok": 1 if ok else 0}
     if ok and rtt_ms is not None:
@@ -193,7 +201,8 @@ def probe_point(box: str, kind: str, site: str | None, probe: str, address: str,
     if cert_days_left is not None:
         fields["cert_days_left"] = float(cert_days_left)
     return Point("probe", _tags(box, kind, site, probe=probe, address=address,
-                                port=str(port) if port is not None else None), fields, ns_from_s(time_s))
+                                port=str(port) if port is not None else None,
+                                maintenance=MAINTENANCE_TAG if maintenance else None), fields, ns_from_s(time_s))
 
 
 def warning_point(box: str, kind: str, site: str | None, check: str, target: str, message: str, time_s: float, *,
@@ -207,15 +216,16 @@ def warning_point(box: str, kind: str, site: str | None, check: str, target: str
 def box_point(box: str, kind: str, site: str | None, up: int | None, state: str, layer: str, time_s: float,
               container_state: str | None = None, *, healthy: bool | None = None, degraded: bool | None = None,
               percent_state_change: float | None = None, failed_share: float | None = None,
-              held: Any = None) -> Point:
-    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped, layer none|l2|l3|l4|l7.
+              held: Any = None, maintenance: bool = False) -> Point:
+    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped|maintenance, layer none|l2|...
 
-    up (and healthy) are absent while stopped (not observed: mean(up) leaves the cycle out);
+    up (and healthy) are absent while stopped or in maintenance (not observed: mean(up) leaves the cycle out);
     container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
     healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
-    the flapping window (agent.core.flapping), absent when not scored. HELD: the box's hold
-    (agent.core.events.BoxHeld) while remediation is held: fields held (its kind, segment|settling),
-    held_segment, held_since_s (epoch s) and held_reason, so `status` rebuilt from InfluxDB shows it.
+    the flapping window (agent.core.flapping), absent when not scored; maintenance: tagged maintenance = "true".
+    HELD: the box's hold (agent.core.events.BoxHeld) while remediation is held: fields held (its kind,
+    segment|settling), held_segment, held_since_s (epoch s) and held_reason, so `status` rebuilt from InfluxDB
+    shows it.
     """
     fields: dict[str, FieldValue | None] = {
         "up": int(up) if up is not None else None, "state": state, "layer": layer,
@@ -227,7 +237,43 @@ def box_point(box: str, kind: str, site: str | None, up: int | None, state: str,
     if held is not None:
         fields |= {"held": held.kind, "held_segment": held.segment, "held_since_s": float(held.time_s),
                    "held_reason": held.reason or None}
-    return Point("box", _tags(box, kind, site), fields, ns_from_s(time_s))
+    return Point("box", _tags(box, kind, site, maintenance=MAINTENANCE_TAG if maintenance else None), fields,
+                 ns_from_s(time_s))
+
+    up (and healthy) are absent while stopped or in maintenance (not observed: mean(up) leaves the cycle out);
+    container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
+    healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
+              held: Any = None, maintenance: bool = False) -> Point:
+    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped|maintenance, layer none|l2|...
+
+    up (and healthy) are absent while stopped or in maintenance (not observed: mean(up) leaves the cycle out);
+    container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
+    healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
+    the flapping window (agent.core.flapping), absent when not scored; maintenance: tagged maintenance = "true".
+    HELD: the box's hold (agent.core.events.BoxHeld) while remediation is held: fields held (its kind,
+    segment|settling), held_segment, held_since_s (epoch s) and held_reason, so `status` rebuilt from InfluxDB
+    shows it.
+    """
+    fields: dict[str, FieldValue | None] = {
+        "up": int(up) if up is not None else None, "state": state, "layer": layer,
+        "container_state": container_state,
+        "healthy": None if healthy is None or up is None else int(healthy),
+        "degraded": None if degraded is None else int(degraded),
+        "percent_state_change": None if percent_state_change is None else float(percent_state_change),
+        "failed_share": None if failed_share is None else float(failed_share)}
+    if held is not None:
+        fields |= {"held": held.kind, "held_segment": held.segment, "held_since_s": float(held.time_s),
+                   "held_reason": held.reason or None}
+    return Point("box", _tags(box, kind, site, maintenance=MAINTENANCE_TAG if maintenance else None), fields,
+                 ns_from_s(time_s))
+
+
+def maintenance_point(box: str, kind: str, site: str | None, event: str, origin: str, reason: str,
+                      who: str | None, until_s: float | None, source: str, time_s: float) -> Point:
+    """`maintenance`: event start|end of a window for BOX; origin agent (it entered/left) or command (who asked)."""
+    return Point("maintenance", _tags(box, kind, site, event=event, origin=origin),
+                 {"reason": reason, "who": who, "until_s": None if until_s is None else float(until_s),
+                  "source": source}, ns_from_s(time_s))
 
 
 def box_down_rewrite(box: str, kind: str, site: str | None, time_s: float) -> Point:

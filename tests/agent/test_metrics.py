@@ -230,3 +230,16 @@ def test_a_box_set_change_starts_new_series_and_removes_a_removed_boxs_series():
     assert next(s.value for f in families for s in f.samples if s.name == "vobox_agent_boxes") == 2
     up_c = [s.value for f in families for s in f.samples if s.name == "vobox_box_up" and s.labels["box"] == "c"]
     assert up_c == [1.0]
+
+
+def test_a_box_in_maintenance_has_state_maintenance_and_no_freeze(tmp_path):
+    from agent.core.maintenance import Active
+
+    pipeline, script, metrics, rem = make(tmp_path)
+    pipeline.maintenance = lambda now_s, names: {"a": Active("upgrade", "bob (uid 0)", None, "command")}
+    run(pipeline, script, ["a"] * 5)
+    s = samples(metrics)
+    assert s[("vobox_box_state", box_labels("a", state="maintenance"))] == 1
+    assert s[("vobox_box_state", box_labels("a", state="frozen"))] == 0
+    assert ("vobox_box_up", box_labels("a")) not in s and s[("vobox_box_up", box_labels("b"))] == 1  # not observed
+    assert running(rem) == {}

@@ -160,6 +160,11 @@ def test_annotation_queries(fleet_data, dash):
     for name, query in annotation_queries(dash):
         scenario = {} if dash is FLEET else {"box": "ctr1"}
         q = expand(dash, query, fleet_data, scenario)
+        if name == "Maintenance":
+            # The fleet run has no maintenance window; tests/agent/test_maintenance_lab.py runs this query
+            # on a run that has one and checks what it finds.
+            assert run(fleet_data, q) == [], f"annotation {name}: {q}"
+            continue
         nonempty(run(fleet_data, q), f"annotation {name}: {q}")
 
 
