@@ -366,11 +366,25 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill_tree(pid: int) -> str:
-    """SIGKILL PID and its descendants (children first found, then killed all at once); what was done."""
+def _in_container(pid: int, container_id: str) -> bool:
+    """Whether host PID runs in the container CONTAINER_ID (its cgroup path names the full ID, as Docker's
+    cgroupfs and systemd drivers both do). A PID read in another PID namespace, or reused, names another
+    process: it must never be killed."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="ascii", errors="replace") as fh:
+            return bool(container_id) and container_id in fh.read()
+    except OSError:
+        return False
+
+
+def _kill_tree(pid: int, container_id: str) -> str:
+    """SIGKILL PID and its descendants that run in CONTAINER_ID (children first found, then killed); what was done."""
     if pid <= 0:
         return "no process id known"
-    pids = _descendants(pid)
+    if not _in_container(pid, container_id):
+        return (f"process {pid} is not one of container {container_id[:12]}'s here (the agent needs the "
+                "host's PID namespace); nothing killed")
+    pids = [p for p in _descendants(pid) if _in_container(p, container_id)]
     killed = 0
     for p in pids:
         try:
@@ -432,7 +446,7 @@ class Exec(Action):
         info = api.exec_inspect(exec_id)
         while info.get("Running") or (info.get("ExitCode") is None and reader.is_alive()):
             if time.monotonic() >= deadline:
-                killed = _kill_tree(int(info.get("Pid") or 0))
+                killed = _kill_tree(int(info.get("Pid") or 0), str(info.get("ContainerID") or ""))
                 end = time.monotonic() + EXEC_REAP_S
                 while time.monotonic() < end and api.exec_inspect(exec_id).get("Running"):
                     time.sleep(EXEC_POLL_S)

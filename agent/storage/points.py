@@ -240,33 +240,6 @@ def box_point(box: str, kind: str, site: str | None, up: int | None, state: str,
     return Point("box", _tags(box, kind, site, maintenance=MAINTENANCE_TAG if maintenance else None), fields,
                  ns_from_s(time_s))
 
-    up (and healthy) are absent while stopped or in maintenance (not observed: mean(up) leaves the cycle out);
-    container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
-    healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
-              held: Any = None, maintenance: bool = False) -> Point:
-    """`box`: one per box per cycle; up 0/1, state up|suspect|frozen|recovering|stopped|maintenance, layer none|l2|...
-
-    up (and healthy) are absent while stopped or in maintenance (not observed: mean(up) leaves the cycle out);
-    container_state: container boxes, Docker's state (running, paused, exited, ...) when known;
-    healthy: the raw verdict 0/1; degraded 0/1, percent_state_change (%), failed_share (0-1):
-    the flapping window (agent.core.flapping), absent when not scored; maintenance: tagged maintenance = "true".
-    HELD: the box's hold (agent.core.events.BoxHeld) while remediation is held: fields held (its kind,
-    segment|settling), held_segment, held_since_s (epoch s) and held_reason, so `status` rebuilt from InfluxDB
-    shows it.
-    """
-    fields: dict[str, FieldValue | None] = {
-        "up": int(up) if up is not None else None, "state": state, "layer": layer,
-        "container_state": container_state,
-        "healthy": None if healthy is None or up is None else int(healthy),
-        "degraded": None if degraded is None else int(degraded),
-        "percent_state_change": None if percent_state_change is None else float(percent_state_change),
-        "failed_share": None if failed_share is None else float(failed_share)}
-    if held is not None:
-        fields |= {"held": held.kind, "held_segment": held.segment, "held_since_s": float(held.time_s),
-                   "held_reason": held.reason or None}
-    return Point("box", _tags(box, kind, site, maintenance=MAINTENANCE_TAG if maintenance else None), fields,
-                 ns_from_s(time_s))
-
 
 def maintenance_point(box: str, kind: str, site: str | None, event: str, origin: str, reason: str,
                       who: str | None, until_s: float | None, source: str, time_s: float) -> Point:

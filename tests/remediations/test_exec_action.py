@@ -209,3 +209,19 @@ def test_lab_exec_action_kills_the_whole_hung_command_and_reports_its_output(cle
     assert not any("sleep 3600" in " ".join(p) for p in top["Processes"]), top
     out = run(["/nonexistent"], 5)
     assert not out.ok and "/nonexistent" in out.detail, out.detail
+
+
+def test_the_timeout_kill_never_touches_a_process_outside_the_container():
+    """A PID from exec_inspect read in another PID namespace (or reused) names another process: never killed."""
+    import subprocess
+
+    from remediations import actions
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        done = actions._kill_tree(bystander.pid, "6a4072d64e2984c24d446ec84d7734f2ead6e5f63fc3d614b04642a336d53d7a")
+        assert "nothing killed" in done, done
+        assert bystander.poll() is None   # still running
+        assert actions._kill_tree(0, "x") == "no process id known"
+    finally:
+        bystander.kill()
+        bystander.wait()
