@@ -97,3 +97,20 @@ def test_doctor_command_shows_the_webhook_lines(tmp_path, ca):
     assert "WARN  webhook certificate: CN=vobox, key matches, 11 days left" in out or \
         "WARN  webhook certificate: CN=vobox, key matches, 12 days left" in out, out
     assert "PASS  webhook client CAs: directory" in out, out
+
+
+def test_doctor_names_a_missing_webhook_certificate_once(tmp_path):
+    """The webhook's TLS files are said by the webhook topic, not a second time by "config files"."""
+    token = tmp_path / "token"
+    token.write_text("x\n")
+    missing = tmp_path / "gone-cert.pem"
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n[influxdb]\nurl = "http://127.0.0.1:9"\n'
+                    f'[remediation]\nenabled = true\nwebhook_listen = "127.0.0.1:9787"\n'
+                    f'webhook_token_file = "{token}"\nwebhook_cert_file = "{missing}"\n'
+                    f'webhook_key_file = "{missing}"\n'
+                    '[[box]]\nname = "vm1"\nkind = "vm"\nipv4 = "192.0.2.20"\n')
+    out = subprocess.run([sys.executable, "-m", "agent", "doctor", "-c", str(path)], capture_output=True, text=True,
+                         cwd=REPO, timeout=120).stdout
+    lines = [line for line in out.splitlines() if str(missing) in line]
+    assert len(lines) == 1 and lines[0].startswith("FAIL  webhook certificate"), out
