@@ -22,8 +22,8 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
 }
 
 # Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.
-TAG_KEYS = frozenset({"box", "kind", "site", "probe", "address", "port", "action", "trigger", "event",
-                      "segment", "host"})
+TAG_KEYS = frozenset({"box", "kind", "site", "probe", "address", "port", "action", "trigger", "outcome", "event",
+                      "origin", "check", "target", "maintenance", "segment", "host"})
 
 Rows = Callable[[str], list[dict[str, Any]]]
 Query = Callable[[str], list[tuple[dict[str, str], dict[str, Any]]]]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from agent.commands.events import describe
-from agent.storage.read import EventRow
+from agent.storage import points
+from agent.storage.read import EventRow, split_row
 from agent.wiring import record_point
 from remediations.model import ActionRecord
 
@@ -37,6 +38,21 @@ def test_a_decision_is_stored_and_shown_as_what_it_was(record, fields, line):
     assert p.tags["outcome"] == record.outcome
     for k, v in fields.items():
         assert p.fields.get(k) == v, k
-    stored = {k: v for k, v in p.fields.items() if v is not None}   # what InfluxDB gives back
-    assert describe(EventRow(5.0, "remediation", "c1", dict(p.tags), stored)) == line
+    # what InfluxDB gives back: tags and fields merged in one row, split again by the read side
+    tags, stored = split_row({**{k: v for k, v in p.fields.items() if v is not None}, **p.tags})
+    assert tags == {k: v for k, v in p.tags.items() if v is not None}
+    assert describe(EventRow(5.0, "remediation", "c1", tags, stored)) == line
     p.to_line()  # encodable
+
+
+@pytest.mark.parametrize("point", [
+    points.remediation_point("c1", "container", "S", "reset", "manual", False, False, False, 0.0, "x", 5.0,
+                             outcome="reset"),
+    points.maintenance_point("c1", "container", "S", "start", "command", "upgrade", "root", 9.0, "command", 5.0),
+    points.warning_point("c1", "container", "S", "check:x509", "/tmp/x509up_u0", "expires", 5.0, days_left=3.0),
+    points.box_point("c1", "container", "S", None, "maintenance", "none", 5.0, maintenance=True),
+], ids=["remediation", "maintenance", "warning", "box"])
+def test_the_read_side_knows_every_tag_the_writer_writes(point):
+    tags, cols = split_row({**{k: v for k, v in point.fields.items() if v is not None}, **point.tags})
+    assert tags == {k: v for k, v in point.tags.items() if v is not None}
+    assert set(cols) == {k for k, v in point.fields.items() if v is not None}
