@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import sys
 
 # Subcommand name -> module under agent.commands. Each module exposes
 # `register(subparsers) -> None`, which adds its parser and sets `func`
@@ -88,4 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             netns.enter_for_process(args.netns)
         except OSError as exc:  # not a network namespace file, or no privilege to enter it
             raise SystemExit(f"vobox-agent: cannot enter network namespace {args.netns!r}: {exc}") from None
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `vobox-agent status | head`: the reader left; no traceback, and none at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
