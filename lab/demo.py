@@ -25,6 +25,31 @@ SCENARIO = (  # (box, fault): one after the other, round and round
 )
 
 
+class FaultWatch:
+    """One injected fault, followed through the agent's status: when the box left `up`, when it was back (mono s)."""
+
+    def __init__(self, box: str, fault: str, at_s: float, give_up_s: float = 60.0) -> None:
+        self.box, self.fault, self.at_s, self.give_up_s = box, fault, at_s, give_up_s
+        self.seen_s: float | None = None   # the agent first showed the box not up
+        self.up_s: float | None = None     # then up again
+
+    def observe(self, state: str | None, now_s: float) -> str | None:
+        """Take the box's state now; the closing note once healed or given up, else None."""
+        if state is not None and state != "up" and self.seen_s is None:
+            self.seen_s = now_s
+        if state == "up" and self.seen_s is not None and self.up_s is None:
+            self.up_s = now_s
+        if self.up_s is not None:
+            return (f">>> {self.box} is up again after {self.up_s - self.at_s:.0f} s "
+                    f"(the agent saw it {self.seen_s - self.at_s:.0f} s after the fault)")
+        if now_s - self.at_s > self.give_up_s:
+            if self.seen_s is None:
+                return (f">>> {self.box}: the agent did not see the {self.fault} fault in {self.give_up_s:.0f} s; "
+                        "clearing it")
+            return f">>> {self.box} is still {state} after {self.give_up_s:.0f} s; clearing the fault"
+        return None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the demo subcommand."""
     p = subparsers.add_parser("demo", help="bring up the demo lab, run the agent on it and inject freezes")
@@ -79,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     scenario = itertools.cycle(SCENARIO)
     next_fault = started + (args.fault_every or float("inf")) / 3
-    active: tuple[str, str, float] | None = None  # (box, fault, injected at)
+    active: FaultWatch | None = None
     try:
         while not stop["now"] and (not args.duration or time.monotonic() - started < args.duration):
             if agent.poll() is not None:
@@ -89,15 +114,15 @@ def run(args: argparse.Namespace) -> int:
             if active is None and now >= next_fault:
                 box, fault = next(scenario)
                 lab.fault(box, fault)
-                active = (box, fault, now)
+                active = FaultWatch(box, fault, now)
                 view.note(f">>> injected {fault} into {box}; watch it freeze and heal")
             snap, why = read_status_file(os.path.join(state_dir, "status.json"), time.time())
             if active is not None and snap is not None:
-                box, fault, at = active
-                state = next((b.state for b in snap.boxes if b.name == box), None)
-                if (state == "up" and now - at > 4 * args.interval) or now - at > 60:
-                    lab.clear(box, wait=False)  # healed by the agent (or given up): forget the fault
-                    view.note(f">>> {box} is {state} again after {now - at:.0f} s")
+                state = next((b.state for b in snap.boxes if b.name == active.box), None)
+                done = active.observe(state, now)
+                if done:
+                    lab.clear(active.box, wait=False)  # healed by the agent (or given up): forget the fault
+                    view.note(done)
                     active = None
                     next_fault = now + args.fault_every
             try:
