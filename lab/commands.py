@@ -18,7 +18,9 @@ def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     from lab.faults import FAULT_HELP
 
     parser.add_argument("--run-id", default=os.environ.get(ENV_RUN_ID),
-                        help=f"which lab (default: ${ENV_RUN_ID}, else the newest lab made by `vobox-lab up`)")
+                        help=f"which lab (default: ${ENV_RUN_ID}, else the lab made by `vobox-lab up` or a running "
+                             "demo: the newest for status and config; fault, clear, influx, segment and down "
+                             "need it to be the only one)")
     # --run-id is accepted after the action too (`vobox-lab down --run-id ID`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run-id", default=argparse.SUPPRESS, help="which lab (see `vobox-lab --help`)")
@@ -75,10 +77,11 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _load(args):
+def _load(args, sole: bool = False):
+    """The lab --run-id names; without one, the newest up (sole: the only one up, for commands that change it)."""
     from lab import Lab
 
-    return Lab.load(args.run_id)
+    return Lab.load(args.run_id, sole=sole)
 
 
 def format_status(st: dict) -> str:
@@ -160,7 +163,7 @@ def cmd_fault(args) -> int:
     from lab import LabError
 
     try:
-        lab = _load(args)
+        lab = _load(args, sole=True)
         lab.fault(args.box, args.kind)
     except LabError as exc:
         return _fail(str(exc))
@@ -174,7 +177,7 @@ def cmd_clear(args) -> int:
     from lab import LabError
 
     try:
-        lab = _load(args)
+        lab = _load(args, sole=True)
         before = lab.faults().get(args.box)
         lab.clear(args.box)
     except LabError as exc:
@@ -188,7 +191,7 @@ def cmd_influx(args) -> int:
     from lab import LabError
 
     try:
-        lab = _load(args)
+        lab = _load(args, sole=True)
         if not lab.status()["influx"].get("wanted"):
             return _fail(f"lab {lab.run_id} was made without InfluxDB (`lab up` without --no-influx)")
         lab.influx_stop() if args.action == "stop" else lab.influx_start()
@@ -203,7 +206,7 @@ def cmd_segment(args) -> int:
     from lab import LabError
 
     try:
-        lab = _load(args)
+        lab = _load(args, sole=True)
         if args.action == "down":
             lab.segment_down()
         else:
@@ -224,7 +227,7 @@ def cmd_down(args) -> int:
         print("removed labs: " + (", ".join(ids) or "none"))
         return 0
     try:
-        lab = _load(args)
+        lab = _load(args, sole=True)
     except LabError as exc:
         return _fail(str(exc))
     lab.down()

@@ -123,8 +123,11 @@ class Lab:
         return lab
 
     @classmethod
-    def load(cls, run_id: str | None = None) -> Lab:
-        """The lab with this run id, or (None) the newest lab an operator made: `vobox-lab up`, or a running demo."""
+    def load(cls, run_id: str | None = None, sole: bool = False) -> Lab:
+        """The lab with this run id, or (None) the newest lab an operator made: `vobox-lab up`, or a running demo.
+
+        sole: with no run id, LabError unless exactly one such lab is up (for commands that change a lab).
+        """
         if run_id is not None:
             names.check_run_id(run_id)
             st = state.read(run_id)
@@ -139,7 +142,11 @@ class Lab:
             live = [s["run_id"] for s in candidates if state.owner_alive(s)]
             hint = f" (labs of running processes: {', '.join(live)}; pick one with --run-id)" if live else ""
             raise LabError(f"no lab is up; make one with `vobox-lab up`{hint}")
-        return cls(max(persistent, key=lambda s: s.get("created_s", 0)))
+        persistent.sort(key=lambda s: s.get("created_s", 0), reverse=True)
+        if sole and len(persistent) > 1:
+            raise LabError(f"{len(persistent)} labs are up ({', '.join(s['run_id'] for s in persistent)}, newest "
+                           f"first); say which with --run-id or $VOBOX_LAB_RUN_ID")
+        return cls(persistent[0])
 
     def down(self) -> list[str]:
         """Remove everything this lab made (containers, network, namespaces, links, influxd, files)."""
