@@ -139,6 +139,8 @@ def remove_run(run_id: str) -> list[str]:
     for net in _match(names.NETWORK_RE, list_networks(), run_id):
         if shell.ok(["docker", "network", "rm", net], timeout_s=60):
             removed.append(f"network {net}")
+        else:
+            log.warning("lab %s: network %s not removed (a container is still on it?)", run_id, net)
     namespaces = _match(names.NETNS_RE, list_netns(), run_id)
     for ns in namespaces:
         kill_pids(_pids_of_netns(ns), f"processes in {ns}")
@@ -160,6 +162,23 @@ def remove_run(run_id: str) -> list[str]:
     if removed:
         log.info("lab %s removed: %s", run_id, ", ".join(removed))
     return removed
+
+
+def left_of_run(run_id: str, networks: list[str] | None = None) -> list[str]:
+    """What is still there of run_id (containers, networks with the containers still on them, namespaces, links)."""
+    left = [f"container {c}" for c in _match(names.CONTAINER_RE, list_containers(), run_id)] if networks is None \
+        else []
+    for net in networks if networks is not None else _match(names.NETWORK_RE, list_networks(), run_id):
+        proc = shell.run(["docker", "network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", net],
+                         check=False, timeout_s=60)
+        on = proc.stdout.split() if proc.returncode == 0 else []
+        left.append(f"network {net}" + (f" (containers not of the lab still on it: {', '.join(on)}; "
+                                        f"`docker network disconnect -f {net} NAME` or `docker rm -f NAME`, "
+                                        "then `vobox-lab cleanup`)" if on else ""))
+    if networks is None:
+        left += [f"netns {n}" for n in _match(names.NETNS_RE, list_netns(), run_id)]
+        left += [f"link {n}" for n in _match(names.LINK_RE, list_links(), run_id)]
+    return left
 
 
 def all_run_ids() -> set[str]:

@@ -221,6 +221,7 @@ def cmd_segment(args) -> int:
 def cmd_down(args) -> int:
     """Remove the lab (or every lab)."""
     from lab import LabError, remove_all
+    from lab.cleanup import left_of_run
 
     if args.all:
         ids = remove_all()
@@ -231,6 +232,9 @@ def cmd_down(args) -> int:
     except LabError as exc:
         return _fail(str(exc))
     lab.down()
+    left = left_of_run(lab.run_id)
+    if left:
+        return _fail(f"lab {lab.run_id} removed except: {'; '.join(left)}")
     print(f"lab {lab.run_id} removed")
     return 0
 
@@ -249,7 +253,12 @@ def cmd_config(args) -> int:
 def cmd_cleanup(args) -> int:
     """Remove leftovers of crashed labs."""
     from lab import cleanup_leftovers
+    from lab.cleanup import left_of_run
 
     ids = cleanup_leftovers()
-    print("removed leftover labs: " + (", ".join(ids) or "none"))
-    return 0
+    left = {i: left_of_run(i) for i in ids}
+    print("removed leftover labs: " + (", ".join(i for i in ids if not left[i]) or "none"))
+    for run_id, what in left.items():
+        if what:
+            _fail(f"lab {run_id} removed except: {'; '.join(what)}")
+    return 1 if any(left.values()) else 0
