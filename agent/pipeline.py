@@ -248,7 +248,9 @@ class Pipeline:
         for v in verdicts(plan, results, now_s, checks()):
             box = self.boxes[v.box]
             if box.kind == "container" and box.container:
-                v = with_container_state(v, box.container, containers.get(v.box), box.restart_stopped)
+                was = self.states.get(v.box)
+                v = with_container_state(v, box.container, containers.get(v.box), box.restart_stopped,
+                                         was.last_time_s if was is not None and was.state == "stopped" else None)
             if not v.healthy:
                 unhealthy.append(v.box)
             try:

@@ -76,6 +76,7 @@ class ContainerView(Protocol):
     health: str | None
     oom_killed: bool
     operator_stopped: bool
+    since_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +143,20 @@ def container_result(container: str, cs: ContainerView, time_s: float) -> ProbeR
                        layer=CONTAINER_STATE_LAYERS.get(cs.state, "l2"))
 
 
-def with_container_state(v: Verdict, container: str, cs: ContainerView | None, restart_stopped: bool = False
-                         ) -> Verdict:
+def with_container_state(v: Verdict, container: str, cs: ContainerView | None, restart_stopped: bool = False,
+                         stopped_at_s: float | None = None) -> Verdict:
     """V joined with the container's state: its `docker` result added and judged; stopped on operator intent.
 
     restart_stopped: the box wants a container stopped by someone else judged (a failure,
-    so remediated) instead of left alone.
+    so remediated) instead of left alone. stopped_at_s: the last cycle (epoch s) that judged the
+    box `stopped`, None when it was not: a container still down since then is still stopped on
+    purpose, whatever its exit code (a service that exits 0 on SIGTERM; an agent restarted since).
     """
     if cs is None:
         return v
-    if cs.operator_stopped and not restart_stopped:
+    still_stopped = (stopped_at_s is not None and cs.state in ("exited", "created", "removed")
+                     and (cs.since_s is None or cs.since_s <= stopped_at_s))
+    if (cs.operator_stopped or still_stopped) and not restart_stopped:
         return replace(v, healthy=True, layer="none", stopped=True, container=cs)
     results = v.results + (container_result(container, cs, v.time_s),)
     healthy, layer = classify(results)

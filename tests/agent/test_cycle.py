@@ -110,6 +110,23 @@ def test_restart_stopped_judges_an_operator_stop_as_failure():
     assert (v.healthy, v.layer, v.stopped) == (False, "l2", False)
 
 
+def test_a_box_stopped_before_stays_stopped_while_its_container_is_down_since_then_whatever_the_exit_code():
+    # `docker stop` of a service that exits 0 on SIGTERM, seen by an agent restarted since: the resync
+    # cannot tell a stop from a crash, but the box was `stopped` at its last cycle and the container has
+    # not run since.
+    down = ContainerState("exited", since_s=100.0, exit_code=0)
+    v = with_container_state(_ok_verdict(False, "l2"), "ctr1", down, stopped_at_s=150.0)
+    assert (v.healthy, v.stopped) == (True, True)
+    assert with_container_state(_ok_verdict(False, "l2"), "ctr1", ContainerState("removed"), stopped_at_s=150.0).stopped
+    # Started and crashed after that last stopped cycle: a failure again.
+    crashed = ContainerState("exited", since_s=160.0, exit_code=0)
+    v = with_container_state(_ok_verdict(False, "l2"), "ctr1", crashed, stopped_at_s=150.0)
+    assert (v.healthy, v.layer, v.stopped) == (False, "l2", False)
+    # Not stopped before: an exit 0 is a failure; restart_stopped still judges a stop.
+    assert not with_container_state(_ok_verdict(False, "l2"), "ctr1", down).stopped
+    assert not with_container_state(_ok_verdict(False, "l2"), "ctr1", down, True, stopped_at_s=150.0).stopped
+
+
 def test_unknown_container_state_leaves_the_verdict():
     v0 = _ok_verdict()
     assert with_container_state(v0, "ctr1", None) is v0

@@ -124,6 +124,46 @@ def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clea
     assert ev and ev[-1]["operator"] == 1 and ev[-1]["container_state"] == "exited", ev
 
 
+def test_a_box_stopped_by_hand_stays_stopped_across_an_agent_restart(clean_lab, agents, tmp_path, request):
+    """The upgrade path restarts the agent: a VO-Box an admin stopped must not be 'healed' by the new agent.
+
+    The lab's service exits 0 on SIGTERM (as supervisord and many services do), so the new agent's inspect
+    cannot tell the stop from a crash by the exit code; the box's own `stopped` state, kept in state_dir, can.
+    """
+    lab, db, box = clean_lab, _db(request), "ctr1"
+    ctr = lab.box(box).container
+    cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
+                       sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
+                       box_keys={box: {"remediate": ["reconnect_network", "restart_container"]}})
+    a = _start(agents, lab, cfg)
+    try:
+        a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
+        a.wait_cycles(2)
+        subprocess.run(["docker", "stop", "-t", "5", ctr], check=True, capture_output=True)
+        code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", ctr], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert code not in ("137", "143"), f"the lab's service should exit 0 on SIGTERM, got {code}"
+        a.wait_state(box, "stopped", timeout_s=10)
+        assert a.stop() == 0
+        b = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent2.log"))
+        agents.append(b)
+        b.wait_cycles(2)
+        deadline = time.monotonic() + (FAIL_CYCLES + 6) * INTERVAL_S
+        while time.monotonic() < deadline:
+            b.wait_cycles(1)
+            s = read_status(b.state_dir)["boxes"][box]
+            assert s["state"] == "stopped" and s["open_freeze"] is None, s
+            assert _docker_state(ctr) == "exited"
+        assert b.stop() == 0
+    finally:
+        if _docker_state(ctr) != "running":
+            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+            lab.wait_box(box, timeout_s=20)
+    assert errors_in_log(b.log_text()) == []
+    assert query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db) == []
+    assert query(lab, "SELECT * FROM remediation", db) == []
+
+
 def test_restart_stopped_makes_a_stop_by_hand_a_freeze_that_is_remediated(clean_lab, agents, tmp_path, request):
     lab, db, box = clean_lab, _db(request), "ctr1"
     ctr = lab.box(box).container
