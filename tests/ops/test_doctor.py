@@ -189,6 +189,31 @@ def test_missing_container_and_wrong_address(ops_lab):
 
 
 @pytest.mark.lab
+def test_a_stopped_container_is_checked_against_its_static_addresses_not_failed(ops_lab):
+    """`docker stop` leaves no live address: doctor warns it is stopped, and checks what it gets at start."""
+    import subprocess
+
+    ctr = next(b for b in ops_lab.boxes if b.kind == "container")
+    subprocess.run(["docker", "stop", "-t", "2", ctr.container], check=True, capture_output=True)
+    try:
+        with netns.entered(ops_lab.monitor_ns):
+            results = doctor.run_checks(config.loads(ops_lab.agent_config()))
+        wrong = config.loads(ops_lab.agent_config().replace(f'ipv4 = "{ctr.ipv4}"', 'ipv4 = "198.18.0.250"'))
+        with netns.entered(ops_lab.monitor_ns):
+            wrong_results = doctor.run_checks(wrong)
+    finally:
+        subprocess.run(["docker", "start", ctr.container], check=True, capture_output=True)
+        ops_lab.wait_box(ctr.name, timeout_s=30)
+    by_name = {r.name: r for r in results}
+    assert by_name[f"box {ctr.name}: container"].label == "WARN"
+    attached = by_name[f"box {ctr.name}: attached"]
+    assert attached.label == "PASS", doctor.format_results(results)
+    assert ctr.ipv4 in attached.detail and "static, container exited" in attached.detail
+    bad = {r.name: r for r in wrong_results}[f"box {ctr.name}: attached"]
+    assert bad.label == "FAIL" and f"IPv4 {ctr.ipv4} (configured 198.18.0.250)" in bad.detail
+
+
+@pytest.mark.lab
 def test_agent_on_the_macvlan_host_is_the_trap(ops_lab):
     cfg = _lab_cfg(ops_lab)
     results = doctor.run_checks(cfg)  # the root namespace: the lab's parent link is here

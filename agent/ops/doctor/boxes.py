@@ -63,6 +63,17 @@ def check_box(box: Any, client: Any) -> tuple[list[CheckResult], dict | None, di
                          f"`{connect}`"))
         return out, container.attrs, network.attrs
     have4, have6 = endpoint.get("IPAddress") or None, endpoint.get("GlobalIPv6Address") or None
+    held = ""
+    if state not in ("running", "paused") and not (have4 or have6):
+        # Not running: no live addresses; what it gets at start is its static --ip/--ip6 (IPAMConfig).
+        ipam = endpoint.get("IPAMConfig") or {}
+        have4, have6 = ipam.get("IPv4Address") or None, ipam.get("IPv6Address") or None
+        if not (have4 or have6):
+            out.append(warned(f"{name}: attached", f"container {cname!r} is {state}: on {nname!r}, but its addresses "
+                                                   "cannot be checked until it runs (no static --ip/--ip6)",
+                              f"`docker start {cname}`, then `doctor` again"))
+            return out, container.attrs, network.attrs
+        held = f" (static, container {state})"
     wrong = []
     if ipv4 and have4 != ipv4:
         wrong.append(f"IPv4 {have4 or 'none'} (configured {ipv4})")
@@ -73,6 +84,6 @@ def check_box(box: Any, client: Any) -> tuple[list[CheckResult], dict | None, di
                          f"fix the config, or `docker network disconnect {nname} {cname}` then `{connect}`"))
     else:
         addrs = ", ".join(a for a in (have4, have6) if a)
-        out.append(passed(f"{name}: attached", f"container {cname!r} on {nname!r} with {addrs}, "
+        out.append(passed(f"{name}: attached", f"container {cname!r} on {nname!r} with {addrs}{held}, "
                                               f"MAC {endpoint.get('MacAddress') or '?'}"))
     return out, container.attrs, network.attrs
