@@ -313,6 +313,23 @@ class Remediator:
             b.want_action = not healthy and b.frozen
             log.info("box %s: %s %s", box, plan.action, "recovered it" if healthy else "did not recover it")
 
+    def abandon_verifications(self, now_s: float) -> int:
+        """The agent stops: record every action still in its verify wait as ran but not verified; how many.
+
+        Its record has outcome done, ok as the action said, recovered None (unknown, so success
+        rates leave it out) and the reason; without this a restart that ran would have no record.
+        """
+        with self._lock:
+            waiting = [b for b in self._boxes.values() if b.verifying]
+            for b in waiting:
+                plan, outcome = b.verifying
+                b.verifying = None
+                waited_s = max(0.0, now_s - (b.verify_due_s - self.policy.verify_s))
+                self._emit(plan, outcome, None, "done",
+                           f"not verified: the agent stopped {waited_s:.0f} s into the {self.policy.verify_s:g} s "
+                           "verify wait")
+            return len(waiting)
+
     def tick(self, now_s: float) -> list[PlannedAction]:
         """Verify due actions (calls reprobe), retry deferred ones, act on frozen boxes; returns actions to run."""
         with self._lock:
@@ -519,7 +536,8 @@ class Remediator:
             dry_run=self._dry_run(b), duration_s=0.0, detail=detail if detail is not None else reason,
             time_s=now_s, outcome=outcome, reason=reason, who=who, why=why))
 
-    def _emit(self, plan: PlannedAction, outcome: ActionOutcome, recovered: bool, kind: str, reason: str) -> None:
+    def _emit(self, plan: PlannedAction, outcome: ActionOutcome, recovered: bool | None, kind: str,
+              reason: str) -> None:
         ran = kind == "done"
         self._records.append(ActionRecord(
             box=plan.box, kind=plan.target.kind, action=plan.action, trigger=plan.trigger,

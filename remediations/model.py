@@ -80,6 +80,7 @@ class ActionRecord:
     """One remediation decision, final; maps 1:1 to a `remediation` point.
 
     outcome: one of OUTCOMES; ok/recovered mean something only when outcome == "done" (else False);
+    recovered None: the action ran but was not verified (the agent stopped during the verify wait);
     reason: why it was refused/held/deferred (empty for done); who/why: a manual request's user and reason.
     """
 
@@ -88,7 +89,7 @@ class ActionRecord:
     action: str
     trigger: str
     ok: bool
-    recovered: bool
+    recovered: bool | None
     dry_run: bool
     duration_s: float
     detail: str

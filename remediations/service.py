@@ -59,6 +59,8 @@ class RemediationService:
         self._queue.put(None)
         if self._thread:
             self._thread.join(timeout_s)
+        if self.remediator.abandon_verifications(self.clock()):
+            log.warning("remediation: stopping with actions in their verify wait; recorded as not verified")
         self._flush()
 
     def batch(self):  # noqa: ANN201 - a context manager

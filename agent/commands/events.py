@@ -36,6 +36,8 @@ def describe(event: EventRow) -> str:
         flags.append("ok" if f.get("ok") == 1 else "FAILED")
         if f.get("recovered") is not None:
             flags.append("recovered" if f.get("recovered") == 1 else "not recovered")
+        elif f.get("ok") == 1 and f.get("reason"):
+            flags.append(f["reason"])   # ran, not verified (the agent stopped during the verify wait)
         if f.get("forced") == 1:
             flags.append(f"FORCED by {f.get('who') or '?'}" + (f" ({f['why']})" if f.get("why") else ""))
         detail = f" - {f['detail']}" if f.get("detail") else ""

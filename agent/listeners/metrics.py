@@ -85,7 +85,8 @@ class MetricsListener:
         self.mac_changes = Counter("vobox_mac_changes_total", "ARP/NDP answers from a new MAC", BOX_LABELS,
                                    registry=r)
         self.remediations = Counter("vobox_remediations_total", "remediation decisions by result: recovered, "
-                                    "not_recovered, failed (actions done), refused, held, deferred, dry_run, reset",
+                                    "not_recovered, unverified, failed (actions done), refused, held, deferred, "
+                                    "dry_run, reset",
                                     (*BOX_LABELS, "action", "trigger", "result"), registry=r)
         self.segment_frozen = Gauge("vobox_segment_frozen", "1 while a segment freeze is open",
                                     ("segment", "site"), registry=r)
@@ -249,9 +250,11 @@ class MetricsListener:
             self._add_delta(self.dropped_points, "dropped", c.dropped)
             self._add_delta(self.rejected_points, "rejected", c.rejected)
 
-    def on_remediation(self, box: str, action: str, trigger: str, outcome: str, ok: bool, recovered: bool) -> None:
+    def on_remediation(self, box: str, action: str, trigger: str, outcome: str, ok: bool,
+                       recovered: bool | None) -> None:
         """Count one remediation record (remediations.ActionRecord: outcome, ok, recovered), from the wiring's on_record."""
-        result = outcome if outcome != "done" else "recovered" if recovered else "not_recovered" if ok else "failed"
+        result = (outcome if outcome != "done" else "failed" if not ok else "unverified" if recovered is None
+                  else "recovered" if recovered else "not_recovered")
         self.remediations.labels(*self._box(box), action, trigger, result).inc()
 
 

@@ -273,18 +273,18 @@ def agent_point(site: str | None, time_s: float, *, cycle_s: float, misfires: in
 
 
 def remediation_point(box: str, kind: str, site: str | None, action: str, trigger: str, ok: bool,
-                      recovered: bool, dry_run: bool, duration_s: float, detail: str, time_s: float, *,
+                      recovered: bool | None, dry_run: bool, duration_s: float, detail: str, time_s: float, *,
                       outcome: str = "done", reason: str = "", who: str | None = None, why: str | None = None,
                       forced: bool = False) -> Point:
     """`remediation`: one decision (trigger auto|alert|manual; outcome done|refused|held|deferred|dry_run|reset).
 
     ok/recovered are written only for outcome done (an action that ran), so count("ok") and
-    mean("recovered") count actions that ran; reason says why it was refused/held/deferred;
+    mean("recovered") count actions that ran; recovered None (absent): ran, not verified (the agent stopped); reason says why it was refused/held/deferred;
     deferred=1 for outcome deferred (kept for older queries); who/why/forced for an admin's request.
     """
     ran = outcome == "done" and action != "reset"
     return Point("remediation", _tags(box, kind, site, action=action, trigger=trigger, outcome=outcome),
-                 {"ok": int(bool(ok)) if ran else None, "recovered": int(bool(recovered)) if ran else None,
+                 {"ok": int(bool(ok)) if ran else None, "recovered": int(bool(recovered)) if ran and recovered is not None else None,
                   "dry_run": int(bool(dry_run)), "deferred": int(outcome == "deferred"),
                   "duration_s": float(duration_s), "detail": detail, "reason": reason or None,
                   "who": who, "why": why, "forced": 1 if forced else None},

@@ -58,3 +58,35 @@ def test_wait_collected_is_bounded(tmp_path):
     assert collector.wait_collected("other-box", 0.3) is True
     assert collector.wait_collected("c1", 5.0) is True
     collector.close(5)
+
+
+def test_an_action_in_its_verify_wait_when_the_agent_stops_is_recorded_as_not_verified(tmp_path):
+    """A restart that ran is never lost: stopping during the verify wait records it, recovered unknown."""
+    from agent import wiring
+    from agent.commands.events import describe
+    from agent.storage.read import EventRow
+
+    marker = tmp_path / "ran"
+    target = RemediationTarget(box="vm1", kind="vm", ipv4="192.0.2.20", ladder=("command",),
+                               command=(sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write('x')",
+                                        str(marker)))
+    policy = RemediationPolicy(cooldown_s=0, verify_s=60)
+    records = []
+    svc = RemediationService(Remediator(policy, [target], reprobe=lambda box: True), ActionContext(policy=policy),
+                             records.append, tick_s=0.05)
+    svc.start()
+    svc.freeze_opened("vm1", "l3", time.time())
+    svc.tick()
+    assert wait_for(lambda: marker.exists(), 10)
+    assert wait_for(lambda: svc.acting_on("vm1"), 5)   # in its 60 s verify wait
+    svc.stop()
+    assert len(records) == 1, records
+    rec = records[0]
+    assert (rec.outcome, rec.ok, rec.recovered) == ("done", True, None)
+    assert rec.reason.startswith("not verified: the agent stopped"), rec.reason
+    point = wiring.record_point(rec, "site1")
+    assert "recovered" not in {k for k, v in point.fields.items() if v is not None}   # mean(recovered) leaves it out
+    assert point.fields["ok"] == 1
+    line = describe(EventRow(rec.time_s, "remediation", "vm1", point.tags,
+                             {k: v for k, v in point.fields.items() if v is not None}))
+    assert "ok, not verified: the agent stopped" in line and "FAILED" not in line, line
