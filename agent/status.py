@@ -203,13 +203,20 @@ def format_line(b: BoxStatus, now_s: float) -> str:
 
 
 def degraded_text(d: dict) -> str:
-    """A degraded box's figures: why (when known), percent state change and failed share of the window."""
+    """A degraded box's figures now (percent state change, failed share of the window), then why it became so.
+
+    The reason is the one given when the box became degraded (its figures then); the figures
+    before it are the last cycle's, so the line never shows a stale percentage as current.
+    """
     figures = []
     if d.get("percent_state_change") is not None:
         figures.append(f"{float(d['percent_state_change']):.0f} % state change")
     if d.get("failed_share") is not None:
         figures.append(f"{100 * float(d['failed_share']):.0f} % of cycles failed")
-    return d.get("reason") or ", ".join(figures) or "degraded"
+    now = ", ".join(figures)
+    if d.get("reason"):
+        return f"{now} now; became degraded on {d['reason']}" if now else str(d["reason"])
+    return now or "degraded"
 
 
 def format_status(snap: Snapshot, now_s: float) -> str:

@@ -118,16 +118,19 @@ def test_status_watch_refuses_json():
 
 def test_a_degraded_box_is_marked_in_the_live_view_and_in_status(tmp_path):
     from agent.status import format_status
-    d = {"degraded": True, "percent_state_change": 99.0, "failed_share": 0.524,
-         "reason": "flapping: 99 % state change over the last 21 cycles"}
+    d = {"degraded": True, "percent_state_change": 43.8, "failed_share": 0.524,
+         "reason": "flapping: 34 % state change over the last 21 cycles"}
     s = snap(tmp_path, **{"vobox-ctr-1": {"degraded": d}})
     console = Console(record=True, width=160, force_terminal=True, color_system="standard", file=io.StringIO())
     console.print(render(s, NOW))
     text = console.export_text(styles=False, clear=False)
     row = next(ln for ln in text.splitlines() if "vobox-ctr-1" in ln and "container" in ln)
     assert "up degraded" in row
-    assert "degraded vobox-ctr-1: flapping: 99 % state change over the last 21 cycles (not remediated" in text
+    # the figures now first (never the stale onset figure as current), then why it became degraded
+    assert ("degraded vobox-ctr-1: 44 % state change, 52 % of cycles failed now; became degraded on flapping: "
+            "34 % state change over the last 21 cycles (not remediated") in text
     plain = format_status(s, NOW)
-    assert "DEGRADED flapping: 99 % state change over the last 21 cycles (not remediated for that)" in plain
+    assert ("DEGRADED 44 % state change, 52 % of cycles failed now; became degraded on flapping: 34 % state "
+            "change over the last 21 cycles (not remediated for that)") in plain
     calm = snap(tmp_path, **{"vobox-ctr-1": {"degraded": {**d, "degraded": False}}})
     assert "DEGRADED" not in format_status(calm, NOW)
