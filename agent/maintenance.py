@@ -95,6 +95,7 @@ class MaintenanceSource:
         self.recurring = tuple(recurring)
         self._windows: list[Window] = []
         self._seen: tuple[int, int] | None = None
+        self._read_once = False
 
     def _refresh(self) -> None:
         try:
@@ -102,15 +103,17 @@ class MaintenanceSource:
             key = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             key = None
-        if key == self._seen:
+        if key == self._seen and self._read_once:
             return
-        self._seen = key
+        first, self._seen, self._read_once = not self._read_once, key, True
         try:
             self._windows = load(self.path) if key is not None else []
         except ValueError as exc:
             log.error("maintenance windows unreadable, keeping the %d read before: %s", len(self._windows), exc)
             return
-        log.info("maintenance windows read from %s: %d", self.path, len(self._windows))
+        # A change picked up by a running agent is news; the first read (every command does one) is not.
+        log.log(logging.DEBUG if first else logging.INFO, "maintenance windows read from %s: %d", self.path,
+                len(self._windows))
 
     def __call__(self, now_s: float, boxes: Sequence[str]) -> dict[str, Active]:
         """Box (of BOXES) -> why it is in maintenance at now_s."""
