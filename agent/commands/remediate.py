@@ -32,12 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run one remediation action on a box now (trigger=manual), or `reset BOX` to clear its halt and budget")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
     p.add_argument("box", help="box name from the config (or `reset`)")
-    p.add_argument("action", help="reconnect_network, exec, restart_container or command (after `reset`: the box)")
+    p.add_argument("action", nargs="?",
+                   help="reconnect_network, exec, restart_container or command (after `reset`: the box)")
     p.add_argument("--dry-run", action="store_true", help="print and record what would be done, do nothing")
     p.add_argument("--no-verify", action="store_true",
                    help="do not wait [remediation] verify seconds and re-probe the box afterwards")
     p.add_argument("--force", action="store_true", help="bypass cooldown and caps once (needs --reason)")
     p.add_argument("--reason", metavar="WHY", help="why (recorded with your user name; required with --force)")
+    p.add_argument("--json", action="store_true", help="print each record as one JSON object a line")
     p.set_defaults(func=run)
 
 
@@ -61,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     names = [b.name for b in cfg.boxes]
     resetting = args.box == "reset" and "reset" not in names
+    if args.action is None:
+        print("remediate: " + ("which box? `remediate -c FILE reset BOX`" if resetting else
+                               f"which action on {args.box}? `remediate -c FILE BOX ACTION` (reconnect_network, "
+                               "exec, restart_container or command)"), file=sys.stderr)
+        return EXIT_REFUSED
     box = args.action if resetting else args.box
     if box not in names:
         print(f"remediate: unknown box {box!r}; configured: {', '.join(names)}", file=sys.stderr)
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if resetting:
         history.reset_box(path, box, now)
         engine.reset(box, now, who=who, why=why)
-        return _finish(cfg, engine.take_records(), EXIT_OK)
+        return _finish(cfg, engine.take_records(), EXIT_OK, args.json)
     try:
         result = engine.request(box, args.action, "manual", now, force=args.force, who=who, why=why,
                                 dry_run=args.dry_run)
@@ -93,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if not result.accepted:
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
-        return _finish(cfg, engine.take_records(), EXIT_REFUSED)
+        return _finish(cfg, engine.take_records(), EXIT_REFUSED, args.json)
     plan = result.planned
     ctx = ActionContext(docker_factory=docker_factory(), policy=policy)
     outcome = execute(plan, ctx)
     engine.on_outcome(plan, outcome, time.time())
     if plan.dry_run:  # at once: nothing ran, nothing to verify, no budget spent
-        return _finish(cfg, engine.take_records(), EXIT_OK)
+        return _finish(cfg, engine.take_records(), EXIT_OK, args.json)
     if not (outcome.deferred_reason or outcome.refused_reason):
         history.merge_save(path, engine.history_entries(time.time()), time.time())
         if args.no_verify:
@@ -108,13 +115,28 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(policy.verify_s if outcome.ok else 0)
             engine.tick(time.time())
     return _finish(cfg, engine.take_records(), EXIT_OK if outcome.ok and not outcome.refused_reason
-                   else EXIT_FAILED)
+                   else EXIT_FAILED, args.json)
 
 
-def _finish(cfg, records, code: int) -> int:
-    """Print the records, write them; EXIT_UNRECORDED when they could not be written."""
+def describe(rec) -> str:
+    """One line a person reads for a remediations.ActionRecord (what was decided, and what came of it)."""
+    head = f"{rec.action} on {rec.box} ({rec.trigger})"
+    if rec.outcome == "reset":
+        return f"reset {rec.box}: halt and hourly budget cleared (by {rec.who or '?'})"
+    if rec.outcome == "dry_run":
+        return f"{head}: DRY RUN, nothing done - {rec.detail}"
+    if rec.outcome != "done":
+        return f"{head}: {rec.outcome.upper()} - {rec.reason or rec.detail}"
+    result = ("FAILED" if not rec.ok else "ok, recovered" if rec.recovered
+              else "ok, NOT recovered" if rec.recovered is False else f"ok, {rec.reason or 'not verified'}")
+    forced = f", FORCED by {rec.who} ({rec.why})" if rec.forced else ""
+    return f"{head}: {result}{forced}, {rec.duration_s:.1f} s" + (f" - {rec.detail}" if rec.detail else "")
+
+
+def _finish(cfg, records, code: int, as_json: bool = False) -> int:
+    """Print the records (a line each, or JSON), write them; EXIT_UNRECORDED when they could not be written."""
     for rec in records:
-        print(json.dumps({**dataclasses.asdict(rec)}))
+        print(json.dumps({**dataclasses.asdict(rec)}) if as_json else describe(rec))
     if not store_records(cfg, records) and code in (EXIT_OK, EXIT_FAILED):
         return EXIT_UNRECORDED
     return code

@@ -58,7 +58,8 @@ tcp_ports = {list(b.tcp_ports)}
 
 
 def remediate(lab, cfg, *args):
-    proc = subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "remediate", "-c", cfg, *args],
+    proc = subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "remediate", "--json", "-c", cfg,
+                           *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc.returncode, records, proc.stderr
