@@ -50,6 +50,11 @@ def describe(event: EventRow) -> str:
     if event.measurement == "mac_change":
         return f"MAC changed {f.get('old_mac', f.get('old', '?'))} -> {f.get('new_mac', f.get('new', '?'))}" + \
                (f" on {tags['address']}" if tags.get("address") else "")
+    if event.measurement == "maintenance":
+        what = tags.get("event", "?")
+        by = f" by {f['who']}" if f.get("who") else ""
+        until = f" until {_fmt_time(float(f['until_s']))}" if f.get("until_s") and what == "start" else ""
+        return f"maintenance {what}{by}{until}" + (f" - {f['reason']}" if f.get("reason") else "")
     if event.measurement == "segment_freeze":
         seg = tags.get("segment", "?")
         return f"segment {seg} freeze" + (" OPEN" if f.get("open") == 1 else "") + \
@@ -63,7 +68,12 @@ def format_events(events: list[EventRow]) -> str:
     if not events:
         return "no events"
     width = max((len(e.box or "-") for e in events), default=1)
-    return "\n".join(f"{_fmt_time(e.time_s)}  {(e.box or '-'):<{width}}  {describe(e)}" for e in events)
+    return "\n".join(f"{_fmt_time(e.time_s)}  {(e.box or '-'):<{width}}  {_one_line(describe(e))}" for e in events)
+
+
+def _one_line(text: str) -> str:
+    """An event on one line: a detail's own lines (a command's output) joined with " / "."""
+    return " / ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

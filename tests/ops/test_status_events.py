@@ -174,3 +174,20 @@ def test_status_and_events_cli(lab_with_history):
         ["freeze", "container_event", "remediation"]
     p = subprocess.run(run + ["events", "-c", path, "--box", "nope"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and "unknown box 'nope'" in p.stderr
+
+
+def test_events_lines_are_one_line_each_and_name_maintenance():
+    """A command's multi-line output stays on its event's line; maintenance start/end are events."""
+    from agent.commands.events import format_events
+    from agent.storage.read import EVENT_MEASUREMENTS, EventRow
+
+    assert EVENT_MEASUREMENTS["maintenance"] is True
+    rows = [EventRow(1_700_000_000.0, "remediation", "vm1", {"action": "command", "trigger": "auto",
+                                                             "outcome": "done"},
+                     {"ok": 1, "recovered": 1, "detail": "2026-11-30 12:00 hook: rebooting vm1\nexit 0\n"}),
+            EventRow(1_700_000_001.0, "maintenance", "vm1", {"event": "start", "origin": "command"},
+                     {"who": "alice (uid 0)", "reason": "kernel upgrade", "until_s": 1_700_007_200.0})]
+    lines = format_events(rows).splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith("hook: rebooting vm1 / exit 0"), lines[0]
+    assert "maintenance start by alice (uid 0) until " in lines[1] and lines[1].endswith("- kernel upgrade")
