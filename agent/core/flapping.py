@@ -20,7 +20,12 @@ defaults: 30 and 25); between the two it keeps what it was.
 Failed share: failed cycles / window_cycles over the same window. Cycles not seen yet (a new
 box, or after a freeze) count as healthy with no change, as Icinga's empty flapping buffer does.
 
-Degraded = flapping, or failed share above max_failed_share. Never remediated for that alone
+Loss has the same hysteresis: a box becomes lossy when the failed share rises above
+max_failed_share and stays so until it falls to max_failed_share x low/high threshold or below
+(0.25 x 25/30 = 0.21 at the defaults: with 21 cycles, lossy from 6 failed, clear again at 4), so a
+box at the edge does not switch on and off every cycle.
+
+Degraded = flapping, or lossy. Never remediated for that alone
 (the remediation listener does not read DegradedChanged). A freeze accounts for its own cycles:
 while one is open the box is not degraded, and opening one empties the window (its failures
 are counted by the freeze figures, not twice). A stopped box is not judged and its window is
@@ -68,6 +73,7 @@ class FlapState:
     history: tuple[bool, ...] = ()
     flapping: bool = False
     degraded: bool = False
+    lossy: bool = False
     percent_state_change: float = 0.0
     failed_share: float = 0.0
 
@@ -97,12 +103,12 @@ def failed_share(history: tuple[bool, ...], window_cycles: int) -> float:
     return sum(1 for ok in history[-window_cycles:] if not ok) / window_cycles
 
 
-def _reason(percent: float, share: float, flapping: bool, s: FlapSettings) -> str:
+def _reason(percent: float, share: float, flapping: bool, lossy: bool, s: FlapSettings) -> str:
     parts = []
     if flapping:
         parts.append(f"flapping: {percent:.0f} % state change over the last {s.window_cycles} cycles "
                      f"(starts above {s.high_threshold_percent:g} %, stops at {s.low_threshold_percent:g} % or below)")
-    if share > s.max_failed_share:
+    if lossy:
         parts.append(f"loss: {100 * share:.0f} % of the last {s.window_cycles} cycles failed "
                      f"(above {100 * s.max_failed_share:g} %)")
     return "; ".join(parts) or (f"{percent:.0f} % state change, {100 * share:.0f} % of the last "
@@ -132,9 +138,14 @@ def step(state: FlapState, healthy: bool, now_s: float, settings: FlapSettings, 
             flapping = percent > settings.low_threshold_percent
         else:
             flapping = percent > settings.high_threshold_percent
-        degraded = flapping or share > settings.max_failed_share
-        s = FlapState(state.box, history, flapping, degraded, percent, share)
-        why = _reason(percent, share, flapping, settings)
+        if state.lossy:
+            clear = settings.max_failed_share * settings.low_threshold_percent / settings.high_threshold_percent
+            lossy = share > clear
+        else:
+            lossy = share > settings.max_failed_share
+        degraded = flapping or lossy
+        s = FlapState(state.box, history, flapping, degraded, lossy, percent, share)
+        why = _reason(percent, share, flapping, lossy, settings)
     if s.degraded == state.degraded:
         return s, []
     return s, [DegradedChanged(s.box, now_s, s.degraded, s.percent_state_change, s.failed_share, why)]
@@ -143,7 +154,7 @@ def step(state: FlapState, healthy: bool, now_s: float, settings: FlapSettings, 
 def to_json(states: dict[str, FlapState]) -> dict[str, Any]:
     """The per-box windows as JSON (for the pipeline's agent-state.json)."""
     return {name: {"history": [1 if ok else 0 for ok in st.history], "flapping": st.flapping,
-                   "degraded": st.degraded} for name, st in states.items()}
+                   "degraded": st.degraded, "lossy": st.lossy} for name, st in states.items()}
 
 
 def from_json(data: Any, settings: FlapSettings) -> dict[str, FlapState]:
@@ -155,7 +166,8 @@ def from_json(data: Any, settings: FlapSettings) -> dict[str, FlapState]:
         if not isinstance(raw, dict) or not isinstance(raw.get("history"), list):
             raise ValueError(f"flapping state of box {name!r}: expected an object with a history list")
         history = tuple(bool(x) for x in raw["history"])[-settings.window_cycles:]
-        out[name] = replace(FlapState(name, history, bool(raw.get("flapping")), bool(raw.get("degraded"))),
+        out[name] = replace(FlapState(name, history, bool(raw.get("flapping")), bool(raw.get("degraded")),
+                                      bool(raw.get("lossy"))),
                             percent_state_change=percent_state_change(history, settings.window_cycles),
                             failed_share=failed_share(history, settings.window_cycles))
     return out

@@ -148,3 +148,22 @@ def test_config_section_and_its_errors():
     with pytest.raises(ConfigError) as e:   # a bad value is reported alone, not compared with the default
         loads(CONFIG + "\n[flapping]\nlow_threshold_percent = \"x\"\nhigh_threshold_percent = 10\n")
     assert len(e.value.errors) == 1
+
+
+def test_loss_has_hysteresis_a_box_at_the_edge_does_not_switch_every_cycle():
+    """Lossy above max_failed_share (6 of 21 failed), clear only at max x low/high or below (4 of 21)."""
+    s = F.FlapSettings(window_cycles=21, low_threshold_percent=25, high_threshold_percent=30, max_failed_share=0.25,
+                       enabled=True)
+    # failures in one block (no flapping: few changes), so only the share decides
+    def state_after(failed: int, lossy: bool):
+        history = (True,) * (20 - failed) + (False,) * failed
+        st, _ = F.step(F.FlapState("b", history, lossy=lossy, degraded=lossy), True, 1.0, s)
+        return st
+    assert not state_after(5, False).lossy      # 5/21 = 0.24: not yet
+    assert state_after(6, False).lossy          # 6/21 = 0.29 > 0.25: lossy
+    assert state_after(5, True).lossy           # back to 5/21: kept (above 0.21)
+    assert not state_after(4, True).lossy       # 4/21 = 0.19 <= 0.21: clear
+    st = state_after(6, False)
+    assert st.degraded and not st.flapping
+    back = F.from_json(F.to_json({"b": st}), s)["b"]
+    assert back.lossy and back.degraded   # survives a restart
