@@ -75,10 +75,16 @@ def test_loss_drops_about_n_percent_each_way_and_is_undone(clean_lab):
 
 def test_a_box_back_from_a_fault_gets_the_loss_again(clean_lab):
     lab = clean_lab
+    ctr = lab.box("ctr1")
     lab.loss(50)
+    _ping_loss(lab, ctr.ipv4, 200)
+    assert lab.loss_counters()["ctr1"][0] >= 200
     lab.fault("ctr1", "l2")   # network disconnect: its link is gone
     lab.clear("ctr1", wait=False)
-    assert lab.loss_counters()["ctr1"] == (0, 0)   # a new table on the new link
+    assert lab.loss_counters()["ctr1"][0] < 100   # a new table on the new link
+    # and it drops: a round trip loses about 1 - 0.5^2 = 75 %
+    assert _ping_loss(lab, ctr.ipv4, 400) > 0.6
+    assert lab.loss_counters()["ctr1"][1] > 100
     lab.loss(0)
     lab.wait_box("ctr1")
 
