@@ -227,7 +227,8 @@ class LossBench:
             if now >= end:
                 break
             free = [n for n in boxes if n not in active and resting.get(n, 0) <= now]
-            if free and len(active) < a.max_faults and self.rng.random() < rate:
+            # a fault starts only when it can be held in full before the end (every agent can detect it)
+            if free and len(active) < a.max_faults and now + self.hold_s < end and self.rng.random() < rate:
                 name = self.rng.choice(free)
                 kind = self.rng.choice(FAULTS[boxes[name].kind])
                 t = time.time()
