@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "bench"))
 
 import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
-from lab import Lab, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
+from lab import Lab, LabError, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
 
 TMP_PREFIX = "vbxl-"
 TIMEOUT_S, JITTER_S, FAIL_CYCLES, RECOVER_CYCLES = 1.0, 0.5, 3, 2   # the defaults
@@ -232,7 +232,15 @@ class LossBench:
                 name = self.rng.choice(free)
                 kind = self.rng.choice(FAULTS[boxes[name].kind])
                 t = time.time()
-                self.lab.fault(name, kind)
+                try:
+                    self.lab.fault(name, kind)
+                except LabError as exc:   # e.g. dockerd restarted by someone else: the level ends here
+                    print(f"  lab error, the run ends early: {exc}", flush=True)
+                    self.lab.clear_all(wait=False)
+                    for f in active.values():
+                        f.clear_s = f.healthy_s = time.time()
+                        done.append(f)
+                    return done
                 active[name] = Fault(name, kind, t)
                 print(f"  {time.strftime('%H:%M:%S')} {name} {kind} injected", flush=True)
             for run in self.agents:
@@ -256,7 +264,7 @@ class LossBench:
                 fig.mttr.append(over[0] - f.clear_s)
         for fr in self.query("SELECT * FROM freeze", run.db):
             start = _epoch(fr["time"])
-            if start < t0 - 1:
+            if start < t0 - 1 or start > t1:
                 continue
             stop = start + (fr.get("duration_s") or 0.0)
             if not any(f.box == fr["box"] and start <= f.healthy_s and stop >= f.start_s for f in faults):
@@ -282,8 +290,8 @@ class LossBench:
         print(f"loss {loss:g} %: {len(self.agents)} agents ({', '.join(r.label for r in self.agents)}) up; "
               f"faults for {a.duration:g} s (hold {self.hold_s:.1f} s, rest {self.rest_s:.1f} s)", flush=True)
         faults = self.inject(a.duration)
-        time.sleep(self.rest_s)
         t1 = time.time()
+        time.sleep(self.rest_s)
         counters = self.lab.loss_counters()
         self.stop_agents()
         seen = sum(s for s, _ in counters.values())
@@ -347,6 +355,7 @@ def main() -> int:
         for loss in args.loss_levels:
             level = b.level(loss)
             figs += level
+            print(table(level), flush=True)
             for f in level:
                 for what in f.false_freezes:
                     print(f"  false freeze (loss {loss:g} %, {f.mode}, interval {f.interval_s:g} s): {what}")
