@@ -39,6 +39,7 @@ OVERRIDES = {
     "database": ("influxdb", "database"),
     "retry_min": ("influxdb", "retry_min"),
     "retry_max": ("influxdb", "retry_max"),
+    "write_timeout": ("influxdb", "write_timeout"),
 }
 
 

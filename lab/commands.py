@@ -60,6 +60,12 @@ def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     segment.add_argument("action", choices=("down", "up"))
     segment.set_defaults(func=cmd_segment)
 
+    loss = sub.add_parser("loss", parents=[common],
+                          help="drop about PERCENT %% of the frames on the segment, each direction (nft numgen "
+                               "random in the monitor namespace); 0 = off")
+    loss.add_argument("percent", type=float, help="0..100 (steps of 0.01), 0 = off")
+    loss.set_defaults(func=cmd_loss)
+
     down = sub.add_parser("down", parents=[common], help="remove the lab (everything `up` made, InfluxDB included)")
     down.add_argument("--all", action="store_true", help="remove every lab on this machine, live or not")
     down.set_defaults(func=cmd_down)
@@ -98,7 +104,8 @@ def format_status(st: dict) -> str:
         f"lab {st['run_id']}" + (" (persistent: `lab down` removes it)" if st["persistent"] else ""),
         f"  monitor   netns {st['monitor_ns']}  link {st['monitor_link']}  {st['monitor_ipv4']}  {st['monitor_ipv6']}",
         f"  segment   {st['parent_link']} ({st['segment']})  docker network {st['network']}"
-        f"  {st['ipv4_subnet']}  {st['ipv6_subnet']}",
+        f"  {st['ipv4_subnet']}  {st['ipv6_subnet']}"
+        + (f"  loss {st['loss_percent']:g} % each way" if st.get("loss_percent") else ""),
         f"  influxdb  {influx_line}",
         "  boxes:",
     ]
@@ -215,6 +222,20 @@ def cmd_segment(args) -> int:
     except LabError as exc:
         return _fail(str(exc))
     print(f"lab {lab.run_id}: segment {lab.parent_link} {args.action}")
+    return 0
+
+
+def cmd_loss(args) -> int:
+    """Set the random loss on the lab's segment."""
+    from lab import LabError
+
+    try:
+        lab = _load(args)
+        lab.loss(args.percent)
+    except LabError as exc:
+        return _fail(str(exc))
+    print(f"lab {lab.run_id}: segment {lab.monitor_link} "
+          + (f"drops about {args.percent:g} % of frames each way" if args.percent else "loss off"))
     return 0
 
 

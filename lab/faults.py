@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -277,3 +278,73 @@ def clear(lab: Lab, box: LabBox, kind: str) -> None:
     check_kind(kind, box.kind)
     log.debug("lab %s: box %s clear fault %s", lab.run_id, box.name, kind)
     CLEAR[(box.kind, kind)](lab, box)
+
+
+# ----- segment-level random loss -------------------------------------------------------------------
+NFT_LOSS_TABLE = "vobox_lab_loss"
+LOSS_RESOLUTION = 10000   # numgen modulus: the loss share is set in steps of 0.01 %
+
+
+def check_loss_percent(percent: float) -> float:
+    """percent as a float when it is a loss share 0..100 (0 = off), else LabError."""
+    try:
+        value = float(percent)
+    except (TypeError, ValueError):
+        raise LabError(f"loss percent must be a number 0..100, got {percent!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise LabError(f"loss percent must be 0..100, got {value:g}")
+    return value
+
+
+def loss_rules(link: str, percent: float) -> str:
+    """nft text of a netdev table dropping about PERCENT % of every frame arriving on LINK (ARP and NDP too).
+
+    Only at ingress, on the receiving end: a drop at egress is reported to the sender (ENOBUFS from
+    sendmsg), which may send again, so it is not what a lossy wire does. The netdev ingress hook sits below
+    ARP, IP and protocol-bound AF_PACKET sockets. Named counters count the frames seen and dropped.
+    """
+    threshold = round(check_loss_percent(percent) / 100.0 * LOSS_RESOLUTION)
+    return (f"table netdev {NFT_LOSS_TABLE} {{\n"
+            f"  counter seen {{ }}\n  counter dropped {{ }}\n"
+            f"  chain ingress {{\n"
+            f"    type filter hook ingress device \"{link}\" priority -500; policy accept;\n"
+            f"    counter name \"seen\"\n"
+            f"    numgen random mod {LOSS_RESOLUTION} < {threshold} counter name \"dropped\" drop\n"
+            f"  }}\n}}\n")
+
+
+def set_loss(in_ns: list[str], link: str, percent: float) -> None:
+    """Replace the loss table in the namespace IN_NS enters (a command prefix) by one for LINK; 0 = none."""
+    proc = shell.run([*in_ns, "nft", "delete", "table", "netdev", NFT_LOSS_TABLE], check=False)
+    if proc.returncode != 0 and "no such file" not in proc.stderr.lower():
+        raise LabError(f"cannot remove nft table {NFT_LOSS_TABLE} ({' '.join(in_ns)}): {proc.stderr.strip()}")
+    if check_loss_percent(percent) > 0:
+        shell.run([*in_ns, "nft", "-f", "-"], input_text=loss_rules(link, percent))
+
+
+def loss_counters(in_ns: list[str]) -> tuple[int, int] | None:
+    """(frames seen, frames dropped) by the loss table in the namespace IN_NS enters; None without one."""
+    proc = shell.run([*in_ns, "nft", "-j", "list", "counters", "table", "netdev", NFT_LOSS_TABLE], check=False)
+    if proc.returncode != 0:
+        if "no such file" in proc.stderr.lower():
+            return None
+        raise LabError(f"cannot read the loss counters ({' '.join(in_ns)}): {proc.stderr.strip()}")
+    packets = {c["counter"]["name"]: int(c["counter"]["packets"])
+               for c in json.loads(proc.stdout)["nftables"] if "counter" in c}
+    return packets["seen"], packets["dropped"]
+
+
+def box_loss_target(lab: Lab, box: LabBox) -> tuple[list[str], str] | None:
+    """(namespace command prefix, link) where a box receives from the segment; None when it has no link now
+    (a container stopped or disconnected: clear() sets the loss again)."""
+    if box.kind == "vm":
+        return ["ip", "netns", "exec", box.netns], box.link
+    if _ctr_state(box) not in ("running", "paused"):
+        return None
+    in_ns = _in_box_ns(lab, box)
+    out = shell.run([*in_ns, "ip", "-o", "-4", "addr", "show"]).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].split("/")[0] == box.ipv4:
+            return in_ns, fields[1].split("@")[0]
+    return None

@@ -103,6 +103,7 @@ class Lab:
                 "influx": {"wanted": bool(influx), "running": False},
                 "faults": {},
                 "segment_down": False,
+                "loss_percent": 0.0,
                 "boxes": [],
             }
             state.write(st)
@@ -649,6 +650,9 @@ class Lab:
                 del self._st["faults"][name]
         if current is not None:
             log.info("lab %s: box %s fault %s cleared", self.run_id, name, current)
+            target = faults.box_loss_target(self, b) if self.loss_percent else None
+            if target is not None:   # a box that came back on a new link or namespace gets the loss again
+                faults.set_loss(*target, self.loss_percent)
         if wait and not self._st.get("segment_down"):
             self.wait_box(name, timeout_s)
 
@@ -656,6 +660,8 @@ class Lab:
         """Clear every box fault and bring the segment and InfluxDB (when wanted) back."""
         if self._st.get("segment_down"):
             self.segment_up()
+        if (state.read(self.run_id) or self._st).get("loss_percent"):   # another process may have set it
+            self.loss(0)
         for name in list(self.faults()):
             self.clear(name, wait=False)
         if self._st["influx"]["wanted"] and not self._st["influx"]["running"]:
@@ -676,6 +682,42 @@ class Lab:
             shell.run(["ip", "link", "set", self.parent_link, "up"])
             self._st["segment_down"] = False
         log.info("lab %s: segment %s up", self.run_id, self.parent_link)
+
+    @property
+    def loss_percent(self) -> float:
+        """The random loss share (%) on the segment, per direction; 0 when off."""
+        return float((state.read(self.run_id) or self._st).get("loss_percent") or 0.0)
+
+    def loss(self, percent: float) -> None:
+        """Drop about PERCENT % of the frames on the segment in each direction (nft numgen); 0 = off.
+
+        Each end drops a share of what it receives (the monitor link, every box's link), inside the lab's
+        namespaces only, so the sender never learns of a drop, as on a lossy wire; a ping round trip loses
+        about 1 - (1 - p)^2. clear() sets it again on a box that came back. LabError when not 0..100.
+        """
+        value = faults.check_loss_percent(percent)
+        with self._mutating():
+            faults.set_loss(["ip", "netns", "exec", self.monitor_ns], self.monitor_link, value)
+            for b in self.boxes:
+                target = faults.box_loss_target(self, b)
+                if target is not None:
+                    faults.set_loss(*target, value)
+            self._st["loss_percent"] = value
+        log.info("lab %s: random loss %g %% each way on the segment", self.run_id, value)
+
+    def loss_counters(self) -> dict[str, tuple[int, int]]:
+        """Frames (seen, dropped) on receipt, by where: "monitor" (box -> monitor) and each box name (monitor ->
+        box); {} when the loss is off."""
+        out = {}
+        mon = faults.loss_counters(["ip", "netns", "exec", self.monitor_ns])
+        if mon is not None:
+            out["monitor"] = mon
+        for b in self.boxes:
+            target = faults.box_loss_target(self, b)
+            got = faults.loss_counters(target[0]) if target is not None else None
+            if got is not None:
+                out[b.name] = got
+        return out
 
     # ----- InfluxDB ---------------------------------------------------------------------------
     def _influx_server(self):
@@ -769,6 +811,7 @@ class Lab:
             "monitor_ipv6": self.monitor_ipv6,
             "parent_link": self.parent_link,
             "segment": "down" if st.get("segment_down") else "up",
+            "loss_percent": float(st.get("loss_percent") or 0.0),
             "network": self.network,
             "ipv4_subnet": self.ipv4_subnet,
             "ipv6_subnet": self.ipv6_subnet,

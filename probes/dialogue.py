@@ -6,6 +6,11 @@ sweep costs about one timeout however many targets hang. What it reports per job
 where the conversation ended: a failed or timed-out connect is l4 (the port does not
 accept), anything after an accepted connection is l7 (the service does not answer, or
 answers wrong, or its TLS fails).
+
+A connect still unanswered after RETRY_SHARE of the timeout gets a second socket (the
+kernel would resend the SYN only after its initial RTO of 1 s, at or past a usual
+timeout): on a lossy link one lost SYN or SYN-ACK is not a dead port. Whichever
+attempt ends first decides; the deadline stays the one of the first attempt.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import selectors
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RESERVED_FDS = 64  # left for the rest of the process
 RECV_BYTES = 65536
+RETRY_SHARE = 0.5  # a connect pending this share of the timeout after it started gets a second attempt
 
 _ERRORS = {
     errno.ECONNREFUSED: "refused",
@@ -128,20 +135,43 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
     """Run every job once, all at once; each ends within TIMEOUT_S of its start. Results in input order."""
     count = len(jobs)
     done: list[Done | None] = [None] * count
-    budget = fd_budget(count)
+    budget = fd_budget(2 * count)   # room for the second attempts
     sel = selectors.DefaultSelector()
     next_index = 0
     live: dict[int, _Conn] = {}
+    twins: dict[int, _Conn] = {}          # index -> the second connect attempt of a live conn
+    retry_queue: deque[_Conn] = deque()   # live conns in start order, until their retry time has passed
+    retry_after_s = timeout_s * RETRY_SHARE
 
-    def finish(conn: _Conn, ok: bool, error: str | None, layer: str | None, now_s: float,
-               status_code: int | None = None) -> None:
-        live.pop(conn.index, None)
+    def drop(conn: _Conn) -> None:
         try:
             sel.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
         conn.sock.close()
+
+    def finish(conn: _Conn, ok: bool, error: str | None, layer: str | None, now_s: float,
+               status_code: int | None = None) -> None:
+        for other in (live.pop(conn.index, None), twins.pop(conn.index, None)):
+            if other is not None and other is not conn:
+                drop(other)
+        drop(conn)
         done[conn.index] = Done(ok, error, None if ok else layer, conn.start_s, now_s, status_code, conn.cert)
+
+    def open_conn(index: int, deadline_s: float) -> tuple[_Conn, int]:
+        job = jobs[index]
+        family = socket.AF_INET6 if ":" in job.address else socket.AF_INET  # a validated literal
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if interface:
+            try:
+                bind_to_device(sock, interface)
+            except ValueError:
+                sock.close()
+                raise
+        start_s = time.time()
+        code = sock.connect_ex((job.address, job.port))
+        return _Conn(index, sock, start_s, deadline_s), code
 
     def want(conn: _Conn, events: int) -> None:
         if events != conn.events:
@@ -199,34 +229,37 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
 
     try:
         while next_index < count or live:
-            while next_index < count and len(live) < budget:
+            while next_index < count and len(live) + len(twins) < budget:
                 index, next_index = next_index, next_index + 1
-                job = jobs[index]
-                family = socket.AF_INET6 if ":" in job.address else socket.AF_INET  # a validated literal
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                if interface:
-                    try:
-                        bind_to_device(sock, interface)
-                    except ValueError:
-                        sock.close()
-                        raise
-                start_s = time.time()
-                code = sock.connect_ex((job.address, job.port))
-                conn = _Conn(index, sock, start_s, time.monotonic() + timeout_s)
+                conn, code = open_conn(index, time.monotonic() + timeout_s)
                 if code in (errno.EINPROGRESS, 0):
                     live[index] = conn
-                    sel.register(sock, selectors.EVENT_WRITE, conn)
+                    sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+                    retry_queue.append(conn)
                 else:
                     finish(conn, False, error_text(code), "l4", time.time())
+            mono_s = time.monotonic()
+            while retry_queue and retry_queue[0].deadline_s - timeout_s + retry_after_s <= mono_s:
+                first = retry_queue.popleft()
+                if (live.get(first.index) is first and first.state == _CONNECT and first.index not in twins
+                        and len(live) + len(twins) < budget):
+                    twin, code = open_conn(first.index, first.deadline_s)
+                    if code in (errno.EINPROGRESS, 0):
+                        twins[first.index] = twin
+                        sel.register(twin.sock, selectors.EVENT_WRITE, twin)
+                    else:
+                        drop(twin)   # the first attempt still decides
             if not live:
                 continue
             # Every conn gets the same timeout and starts after the ones before it, so insertion order is
-            # deadline order (monotonic clock): the first live conn holds the next deadline.
+            # deadline order (monotonic clock): the first live conn holds the next deadline (a twin keeps
+            # the deadline of its first attempt and takes its place in `live` when it connects).
             wait_s = next(iter(live.values())).deadline_s - time.monotonic()
+            if retry_queue:
+                wait_s = min(wait_s, retry_queue[0].deadline_s - timeout_s + retry_after_s - time.monotonic())
             for key, _events in sel.select(max(0.0, wait_s)):
                 conn = key.data
-                if conn.index not in live:
+                if live.get(conn.index) is not conn and twins.get(conn.index) is not conn:
                     continue
                 now_s = time.time()
                 if conn.state == _CONNECT:
@@ -234,6 +267,12 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     if code:
                         finish(conn, False, error_text(code), "l4", now_s)
                         continue
+                    if twins.get(conn.index) is conn:   # the second attempt connected first: it takes over
+                        drop(live[conn.index])
+                        del twins[conn.index]
+                        live[conn.index] = conn   # same key: its place (deadline order) in `live` is kept
+                    elif conn.index in twins:           # the first attempt connected: the second one goes
+                        drop(twins.pop(conn.index))
                     job = jobs[conn.index]
                     if job.tls is None and not job.request and job.reader is None:
                         finish(conn, True, None, None, now_s)  # connect only: the fast path
@@ -265,7 +304,7 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     verdict = job.reader.at_deadline()  # type: ignore[union-attr]
                     finish(conn, False, verdict.error, "l7", end_s, verdict.status_code)
     finally:
-        for conn in live.values():
+        for conn in [*live.values(), *twins.values()]:
             conn.sock.close()
         sel.close()
     return done  # type: ignore[return-value]

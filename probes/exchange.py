@@ -5,6 +5,10 @@ rate (so neither our socket buffers nor the receiving side's backlog overflow),
 replies are drained between bursts, and the loop ends as soon as every request
 is answered or the last request's timeout has passed. The first in-time match
 for a request wins; duplicates and late replies are ignored.
+
+A request still unanswered after RESEND_SHARE of the timeout is sent once more (as
+fping and arping retry): on a lossy link one lost frame is not a failed probe. The
+timeout still counts from the first send; an answer after the resend is timed from it.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ SNDBUF_BYTES = 4 * 1024 * 1024
 _TIMESPEC = struct.Struct("qq")
 _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 _RETRY_ERRNOS = (errno.ENOBUFS, errno.EAGAIN)
+RESEND_SHARE = 0.5   # resend an unanswered request once, this share of the timeout after its first send
 _UNREACHABLE_ERRNOS = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL)
 
 # recorder(time_s, direction, probe, address, frame_bytes, linktype)
@@ -81,6 +86,7 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
     sock.setblocking(False)
     count = len(requests)
     sent_s: list[float | None] = [None] * count
+    resent_s: list[float | None] = [None] * count
     answered_s: list[float | None] = [None] * count
     errors: list[str | None] = ["timeout"] * count
     macs: list[str | None] = [None] * count
@@ -96,9 +102,32 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
     next_burst_s = clock()
     last_sent_s = next_burst_s
     retry_since_s: float | None = None
+    resend_after_s = timeout_s * RESEND_SHARE
+    resend_index = 0  # requests before it were resent or needed no resend (first sends go out in index order)
 
     while True:
         now_s = clock()
+        while resend_index < next_index:
+            first = sent_s[resend_index]
+            if first is not None and answered_s[resend_index] is None:
+                if now_s < first + resend_after_s:
+                    break
+                addr, data = requests[resend_index]
+                when_s = clock()
+                try:
+                    if addr is None:
+                        send(data)
+                    else:
+                        sendto(data, addr)
+                except OSError as exc:
+                    log.debug("probe %s: resend to %s failed: %s", probe, addresses[resend_index], exc)
+                else:
+                    resent_s[resend_index] = when_s
+                    if recorder is not None:
+                        frame = frame_out(resend_index, data) if frame_out else data
+                        if not _safe_record(recorder, when_s, "out", probe, addresses[resend_index], frame, linktype):
+                            recorder = None
+            resend_index += 1
         if next_index < count and now_s >= next_burst_s:
             stop = min(count, next_index + burst)
             while next_index < stop:
@@ -154,6 +183,9 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
             sent = sent_s[index]
             if sent is None or answered_s[index] is not None or when_s - sent > timeout_s:
                 continue  # not ours to take yet, a duplicate, or late
+            # Timed from the resend when it had gone out (a reply cannot say which copy it answers).
+            if resent_s[index] is not None and when_s >= resent_s[index]:
+                sent_s[index] = resent_s[index]
             answered_s[index] = when_s
             errors[index] = found.error
             macs[index] = found.mac
@@ -168,6 +200,8 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
                 break
         else:
             wait_s = max(0.0, next_burst_s - now_s)
+        if resend_index < next_index and sent_s[resend_index] is not None:
+            wait_s = min(wait_s, max(0.0, sent_s[resend_index] + resend_after_s - now_s))
         poller.poll(wait_s * 1000.0)
 
     return [Outcome(sent_s[i], answered_s[i] if errors[i] != "timeout" else None, errors[i], macs[i])

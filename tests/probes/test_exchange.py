@@ -65,7 +65,7 @@ def test_duplicates_strays_late_and_missing_replies():
     assert all(o.sent_s is not None for o in got)
     assert elapsed < 0.2 + 0.15 + 0.2  # ended one timeout after the last request, not later
     directions = [r[0] for r in recorded]
-    assert directions.count("out") == 3
+    assert directions.count("out") == 3 + 2  # the unanswered requests 1 and 2 went out once more
     assert ("in", "test", "a0", b"rep0:first") in recorded and ("in", "test", "a0", b"rep0:duplicate") in recorded
 
 
@@ -89,3 +89,29 @@ def test_ends_as_soon_as_everything_answered_and_survives_a_broken_recorder():
     assert all(o.error is None for o in got)
     assert elapsed < 1.0  # far below the 5 s timeout
     assert len(calls) == 1  # disabled after its first failure
+
+
+def test_a_request_lost_once_is_sent_again_and_answered_within_the_timeout():
+    """A lossy link: the peer never sees the first copy of a request; the resend at half the timeout is answered."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    seen: dict[int, int] = {}
+
+    def lose_first_copy(request: bytes, sock: socket.socket) -> None:
+        index = int(request[3:])
+        seen[index] = seen.get(index, 0) + 1
+        if seen[index] == 2:
+            sock.send(b"rep%d:x" % index)
+
+    peer(theirs, lose_first_copy)
+    timeout_s = 0.4
+    try:
+        got = exchange.run(ours, [(None, b"req%d" % i) for i in range(5)], parse, timeout_s, probe="test",
+                           addresses=[str(i) for i in range(5)], rate_pps=100000.0, burst=5)
+    finally:
+        ours.close()
+        theirs.close()
+    assert [o.error for o in got] == [None] * 5
+    assert seen == {i: 2 for i in range(5)}   # each sent exactly twice
+    for o in got:
+        # timed from the resend (which left at half the timeout), not from the lost first copy
+        assert o.answered_s - o.sent_s < timeout_s * exchange.RESEND_SHARE
