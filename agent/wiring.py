@@ -401,7 +401,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         if cfg.freeze.confirm_interval_s > 0:
             # Confirmation passes until the next cycle is due (its earliest start: interval - jitter).
             pipeline.confirm(started + cfg.agent.interval_s - cfg.agent.jitter_s, cfg.freeze.confirm_interval_s,
-                             stopping)
+                             stopping, since_monotonic_s=started)
 
     def count_misfire() -> None:
         pipeline.misfires += 1

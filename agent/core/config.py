@@ -264,10 +264,12 @@ class FreezeConfig:
                                "consecutive healthy cycles before a frozen box is up again; a failing cycle "
                                "during recovery continues the same freeze (flap damping)", 2)
     confirm_interval_s: float = _key("confirm_interval", _number(0),
-                                     "re-probe a box whose state is unsettled (suspect, recovering) this often "
-                                     "between cycles, each pass counting as a cycle for it, so a freeze is "
-                                     "confirmed in about fail_cycles x this instead of fail_cycles x "
-                                     "agent.interval; 0 = off", 1.0, unit="s")
+                                     "re-probe a box whose state is unsettled (suspect, recovering) between "
+                                     "cycles, a pass starting this long after the previous one (a failing pass "
+                                     "lasts agent.timeout, so with the defaults they run back to back), each "
+                                     "pass counting as a cycle for it: a freeze is confirmed about "
+                                     "fail_cycles x max(this, timeout) after its first failing probe instead of "
+                                     "fail_cycles x agent.interval; 0 = off", 1.0, unit="s")
 
 
 @dataclass(frozen=True, slots=True)

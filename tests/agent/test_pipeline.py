@@ -389,3 +389,27 @@ def test_reprobe_counts_the_container_state(tmp_path):
     assert agent.reprobe("a") is False and agent.reprobe("b") is True
     states["a"] = ContainerState("running")
     assert agent.reprobe("a") is True
+
+
+def test_confirmation_passes_are_spaced_start_to_start_so_failing_ones_run_back_to_back(tmp_path):
+    """A failing pass lasts its timeout; when that is at least confirm_interval the next starts at once."""
+    import threading
+    import time as _time
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    plain = script.sweep
+    starts = []
+
+    def slow_sweep(targets, timeout_s, interface=None, recorder=None):
+        starts.append(_time.monotonic())
+        _time.sleep(0.3)   # a failing probe waits its timeout
+        return plain(targets, timeout_s, interface, recorder)
+
+    agent.sweep = slow_sweep
+    script.failing = {BOXES["a"]}
+    cycle_start = _time.monotonic()
+    agent.run_cycle()
+    passes = agent.confirm(_time.monotonic() + 10.0, 0.2, threading.Event(), since_monotonic_s=cycle_start)
+    assert passes == 1 and agent.states["a"].state == "frozen"   # fail_cycles = 2: the cycle and one pass
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(0.29 <= g < 0.45 for g in gaps), gaps   # back to back: the pass's own 0.3 s, no extra 0.2 s wait
