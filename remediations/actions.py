@@ -142,12 +142,14 @@ class Action(ABC):
 
     name: ClassVar[str]
     needs_container: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()   # RemediationTarget fields the action cannot run without
     skip_layers: ClassVar[frozenset[str]] = frozenset()  # freeze layers this action cannot fix
 
     def unusable_reason(self, target: RemediationTarget) -> str | None:
-        """Why this action cannot run on TARGET at all (None when it can)."""
-        if self.needs_container and not target.container:
-            return f"box {target.box!r} has no container configured; {self.name} refused"
+        """Why this action cannot run on TARGET at all (None when it can): a field of `needs` not configured."""
+        for key in ("container",) * self.needs_container + self.needs:
+            if not getattr(target, key):
+                return f"box {target.box!r} has no {key} configured; {self.name} refused"
         return None
 
     def suits(self, layer: str) -> bool:
@@ -184,13 +186,8 @@ class ReconnectNetwork(Action):
 
     name = "reconnect_network"
     needs_container = True
+    needs = ("network",)
     skip_layers = frozenset({"l4", "l7"})   # the network answers: ports accept (l4 dead) or answer (l7)
-
-    def unusable_reason(self, target: RemediationTarget) -> str | None:
-        reason = Action.unusable_reason(self, target)
-        if reason is None and not target.network:
-            reason = f"box {target.box!r} has no network configured; {self.name} refused"
-        return reason
 
     def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
         return (f"would disconnect container {target.container!r} from network {target.network!r} and "
@@ -315,11 +312,7 @@ class Command(Action):
     """Run the box's argv template (no shell) with a timeout; exit status 0 is success."""
 
     name = "command"
-
-    def unusable_reason(self, target: RemediationTarget) -> str | None:
-        if not target.command:
-            return f"box {target.box!r} has no command configured; {self.name} refused"
-        return None
+    needs = ("command",)
 
     def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
         return f"would run {expand_command(target)} (timeout {ctx.policy.command_timeout_s:g} s)"
@@ -406,13 +399,8 @@ class Exec(Action):
 
     name = "exec"
     needs_container = True
+    needs = ("exec",)
     skip_layers = frozenset({"l2", "l3"})   # the box cannot be reached; a command inside fixes no network
-
-    def unusable_reason(self, target: RemediationTarget) -> str | None:
-        reason = Action.unusable_reason(self, target)
-        if reason is None and not target.exec:
-            reason = f"box {target.box!r} has no exec configured; {self.name} refused"
-        return reason
 
     def describe(self, target: RemediationTarget, ctx: ActionContext) -> str:
         return (f"would run {expand_command(target, 'exec')} in container {target.container!r} "

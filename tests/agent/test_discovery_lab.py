@@ -17,15 +17,6 @@ from tests.agent.agent_proc import AGENT_BIN, AgentProc, errors_in_log, query, r
 
 
 @pytest.fixture
-def agents():
-    """Agents started by a test; any still running at the end are killed."""
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
-
-
-@pytest.fixture
 def other_network(lab):
     """An internal bridge network that is not the lab's (198.18.0.0/26: the lab leaves 198.18.0.0/24 alone)."""
     name = f"vbl-{lab.run_id}-other"

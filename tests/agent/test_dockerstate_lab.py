@@ -10,22 +10,12 @@ import os
 import subprocess
 import time
 
-import pytest
 
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 0.5
 FAIL_CYCLES = 2
-
-
-@pytest.fixture
-def agents():
-    """Agents started by a test; any still running at the end are killed."""
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
 
 
 def _start(agents, lab, cfg_path) -> AgentProc:

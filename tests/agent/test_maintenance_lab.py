@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from agent import netns
 from agent.cli import build_parser
@@ -26,15 +25,6 @@ TIMEOUT_S = 0.5
 FAIL_CYCLES = 5          # room for the command to land while the box is still suspect
 REASON = "lab kernel upgrade"
 GRAFANA = os.path.join(os.path.dirname(__file__), "..", "..", "grafana", "dashboards")
-
-
-@pytest.fixture
-def agents():
-    """Agents started by a test; any still running at the end are killed."""
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
 
 
 def _maintenance(lab, *argv: str) -> int:

@@ -41,15 +41,6 @@ def wide_lab(lab_available):
         the_lab.down()
 
 
-@pytest.fixture
-def agents():
-    """Agents started by a test; any still running at the end are killed."""
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
-
-
 def _start(agents, lab, cfg_path, log_name="agent.log", cycles=0) -> AgentProc:
     a = AgentProc(lab, cfg_path, os.path.join(os.path.dirname(cfg_path), log_name), cycles=cycles)
     agents.append(a)
