@@ -10,7 +10,6 @@ import os
 import subprocess
 import time
 
-
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
 
 INTERVAL_S = 1.0
