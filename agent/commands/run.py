@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -50,16 +52,34 @@ def run(args: argparse.Namespace) -> int:
     _warn_missing_capabilities(cfg)
 
     stop = threading.Event()
-    reload = threading.Event()   # SIGHUP: reload the files services read (the webhook's TLS certificate), not stop
-    wake = threading.Event()     # set with either: the main thread waits on it
+    # The main thread waits on a pipe, never in a lock without a timeout: a process signal that the
+    # kernel delivers to another thread does not interrupt a lock wait, so the Python handler (run by
+    # the main thread only) would never run and SIGTERM would be lost. signal.set_wakeup_fd has the C
+    # handler write to the pipe from whichever thread got the signal; the handlers take no lock.
+    signals: list[int] = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
 
-    def request_stop(*_: Any) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals.append(signum)   # list.append is atomic, and takes no lock a thread could hold
+        try:
+            os.write(wake_w, b"\0")
+        except OSError:   # the pipe is full: the main thread is awake already
+            pass
+
+    def request_stop() -> None:   # from another thread (--cycles), never from a handler
         stop.set()
-        wake.set()
 
-    def request_reload(*_: Any) -> None:
-        reload.set()
-        wake.set()
+    def take_signals() -> bool:
+        """Act on the signals noted so far; True when SIGHUP asked for a reload."""
+        reload = False
+        while signals:
+            if signals.pop(0) == signal.SIGHUP:
+                reload = True
+            else:
+                stop.set()
+        return reload
 
     done_cycles = [0]
 
@@ -73,9 +93,8 @@ def run(args: argparse.Namespace) -> int:
         if args.cycles and done_cycles[0] >= args.cycles:
             request_stop()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before assembling: a signal during start-up stops cleanly too
-        signal.signal(sig, request_stop)
-    signal.signal(signal.SIGHUP, request_reload)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before assembling: a signal during start-up
+        signal.signal(sig, on_signal)                             # stops cleanly too
     from agent.wiring import SetupError, assemble
 
     try:
@@ -83,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     except SetupError as exc:
         print(f"vobox-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    take_signals()
     if stop.is_set():
         assembly.close()
         return EXIT_OK
@@ -91,10 +111,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("agent running: %d boxes, interval %g s, state in %s", len(cfg.boxes), cfg.agent.interval_s,
              cfg.agent.state_dir)
     while not stop.is_set():
-        wake.wait()
-        wake.clear()
-        if reload.is_set() and not stop.is_set():
-            reload.clear()
+        if select.select([wake_r], [], [], 0.5)[0]:
+            os.read(wake_r, 4096)
+        if take_signals() and not stop.is_set():
             log.info("SIGHUP: reloading the webhook's TLS certificate and token")
             assembly.reload()
     systemd.stopping()

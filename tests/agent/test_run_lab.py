@@ -444,3 +444,21 @@ def test_restart_with_a_full_spool_replays_it(clean_lab, agents, tmp_path, reque
     assert _rows(lab, db, "SELECT count(ok) FROM probe WHERE probe != 'docker'")[0]["count"] == 7 * targets
     assert _rows(lab, db, "SELECT count(up) FROM box")[0]["count"] == 7 * len(conf.boxes)
     assert [f for f in os.listdir(spool) if os.path.getsize(os.path.join(spool, f))] == []
+
+
+def test_sigterm_delivered_to_another_thread_still_stops_the_agent(clean_lab, agents, tmp_path, request):
+    """The kernel may hand a process's SIGTERM to any of its threads: the agent must still stop (it did not:
+    its main thread slept in a lock wait that only a signal to itself interrupts, and the handler never ran)."""
+    import ctypes
+
+    lab = clean_lab
+    cfg = write_config(lab, str(tmp_path), database=_db(request), interval=1, timeout=0.5)
+    a = _start(agents, lab, cfg)
+    a.wait_cycles(2, timeout_s=20)
+    others = [int(t) for t in os.listdir(f"/proc/{a.pid}/task") if int(t) != a.pid]
+    assert others, "the agent has worker threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_tgkill = 234   # x86_64 (linux/arch/x86/entry/syscalls/syscall_64.tbl)
+    assert libc.syscall(SYS_tgkill, a.pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+    assert a.wait_exit(15) == 0, a.log_text()[-2000:]
+    assert "stopping: finishing the cycle in progress" in a.log_text()
