@@ -104,12 +104,7 @@ def cleanup_leftovers() -> None:
         if not m or Path(f"/proc/{m.group(1)}").exists():
             continue
         for pidfile in d.glob("*/agent.pid"):
-            try:
-                pid = int(pidfile.read_text())
-                if str(d) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                    os.killpg(pid, signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+            bench_probes.kill_recorded_agent(pidfile, d, group=True)
         shutil.rmtree(d, ignore_errors=True)
         print(f"removed leftovers of an earlier run: {d}", file=sys.stderr)
     for removed in lab_cleanup_leftovers():

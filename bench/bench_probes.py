@@ -126,6 +126,17 @@ def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
 
 
+def kill_recorded_agent(pidfile: Path, owner_dir: Path, group: bool = False) -> None:
+    """SIGKILL the agent whose pid PIDFILE holds, only if its command line names OWNER_DIR (a reused pid is
+    someone else's); its process group with GROUP. Missing or stale files are ignored."""
+    try:
+        pid = int(pidfile.read_text())
+        if str(owner_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
 def cleanup_leftovers() -> None:
     """Remove namespaces of earlier bench runs whose process is gone."""
     for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:

@@ -82,12 +82,7 @@ def cleanup_leftovers() -> None:
         m = re.match(rf"{TMP_PREFIX}(\d+)-", d.name)
         if not m or Path(f"/proc/{m.group(1)}").exists():
             continue
-        try:
-            pid = int((d / "agent.pid").read_text())
-            if str(d) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+        bench_probes.kill_recorded_agent(d / "agent.pid", d)
         shutil.rmtree(d, ignore_errors=True)
         print(f"removed leftovers of an earlier run: {d}", file=sys.stderr)
     for removed in lab_cleanup_leftovers():

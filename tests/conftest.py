@@ -20,3 +20,12 @@ def pytest_runtest_makereport(item, call):
 
 # Lab fixtures (session-scoped `lab`, etc.) live in tests/lab_fixtures.py.
 pytest_plugins = ["tests.lab_fixtures"]
+
+
+@pytest.fixture
+def agents():
+    """Agents (tests.agent.agent_proc.AgentProc) started by a test; any still running at the end are killed."""
+    started: list = []
+    yield started
+    for a in started:
+        a.ensure_gone()

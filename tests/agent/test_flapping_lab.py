@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
 
@@ -15,15 +14,7 @@ BOX = "vm1"
 TOGGLED_CYCLES = 30     # more than the 21-cycle window
 
 
-@pytest.fixture
-def agent_procs():
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
-
-
-def test_a_box_failing_every_other_cycle_is_degraded_not_frozen_not_remediated(clean_lab, agent_procs, tmp_path):
+def test_a_box_failing_every_other_cycle_is_degraded_not_frozen_not_remediated(clean_lab, agents, tmp_path):
     lab, db = clean_lab, "t_flapping_every_other_cycle"
     vm = lab.box(BOX)
     # confirm_interval = 0: each failing cycle stays alone (with fast confirmation a fault lasting a whole
@@ -36,7 +27,7 @@ def test_a_box_failing_every_other_cycle_is_degraded_not_frozen_not_remediated(c
                                        "command": ["ip", "netns", "exec", vm.netns, "nft", "delete", "table", "inet",
                                                    "vobox_lab_l3"]}})
     a = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent.log"))
-    agent_procs.append(a)
+    agents.append(a)
     a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 30)
 
     # Toggle the real fault right after each cycle ends (status.json is written at the end of every cycle), so

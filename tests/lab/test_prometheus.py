@@ -21,15 +21,7 @@ def _started_at(container: str) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.fixture
-def agent_procs():
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
-
-
-def test_a_frozen_box_is_restarted_by_the_alertmanager_alert(clean_lab, agent_procs, tmp_path):
+def test_a_frozen_box_is_restarted_by_the_alertmanager_alert(clean_lab, agents, tmp_path):
     lab, db = clean_lab, "t_prometheus_alert_path"
     token_file = tmp_path / "webhook.token"
     token_file.write_text("lab-alertmanager-token\n")
@@ -44,7 +36,7 @@ def test_a_frozen_box_is_restarted_by_the_alertmanager_alert(clean_lab, agent_pr
         box_keys={"ctr1": {"remediate": ["restart_container"], "restart_stopped": True},
                   "ctr2": {"remediate": ["restart_container"], "restart_stopped": True}})
     agent = AgentProc(lab, cfg, os.path.join(tmp_path, "agent.log"))
-    agent_procs.append(agent)
+    agents.append(agent)
     agent.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 30)
     stack = lab.prometheus_start(f"127.0.0.1:{metrics_port}", f"http://127.0.0.1:{webhook_port}/webhook",
                                  str(token_file), interval_s=1.0)

@@ -70,15 +70,7 @@ def client_ctx(ca: CA, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-def agent_procs():
-    started: list[AgentProc] = []
-    yield started
-    for a in started:
-        a.ensure_gone()
-
-
-def test_tls_webhook_with_client_certificates_alertmanager_and_reload(clean_lab, agent_procs, tmp_path):
+def test_tls_webhook_with_client_certificates_alertmanager_and_reload(clean_lab, agents, tmp_path):
     lab, db = clean_lab, "t_webhook_tls"
     site, other = CA(tmp_path / "pki", "site"), CA(tmp_path / "pki", "intruder")
     # the grid layout: host certificate and key, and a CA directory with hashed names (openssl rehash)
@@ -106,7 +98,7 @@ def test_tls_webhook_with_client_certificates_alertmanager_and_reload(clean_lab,
         box_keys={"ctr1": {"remediate": ["restart_container"], "restart_stopped": True},
                   "ctr2": {"remediate": ["restart_container"], "restart_stopped": True}})
     agent = AgentProc(lab, cfg, os.path.join(tmp_path, "agent.log"))
-    agent_procs.append(agent)
+    agents.append(agent)
     agent.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 30)
     ctr2_before = _started_at(lab.box("ctr2").container)
 
