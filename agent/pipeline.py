@@ -206,33 +206,21 @@ class Pipeline:
         """Boxes whose state waits for more cycles to settle: suspect (freeze or not?) and recovering (over?)."""
         return tuple(n for n, s in self.states.items() if s.state in ("suspect", "recovering"))
 
-    def confirm(self, deadline_monotonic_s: float, interval_s: float, stop: threading.Event,
-                since_monotonic_s: float | None = None) -> int:
-        """Fast confirmation: re-probe only the unsettled boxes, a pass every interval_s, until they settle or the deadline.
+    def confirm_pass(self) -> int:
+        """One fast-confirmation pass: re-probe the unsettled boxes alone, now; returns how many (0: none, nothing ran).
 
-        interval_s spaces the *starts* of passes, counted from since_monotonic_s (the start of the
-        cycle that just ran; None: now). A failing pass lasts the probe timeout, so when the timeout
-        is at least interval_s the passes of a suspect box run back to back and a freeze is
-        detected fail_cycles x timeout after its first failing probe was sent; a box answering
-        again is re-probed every interval_s. Each pass is a cycle for those boxes alone
-        (freeze.step counts it); healthy boxes are not probed more often. A pass starts only if
-        its timeout ends before deadline_monotonic_s (the next cycle's earliest start). A freeze
-        still starts at its first failing cycle. Returns the number of passes run.
+        A pass is a cycle for those boxes alone: freeze.step counts it, its events reach the
+        listeners, but it writes no `box` or `agent` point (one of each per cycle keeps mean(up)
+        honest). Healthy boxes are never probed by a pass. When passes run is the probe loop's
+        choice (agent.schedule.ProbeLoop: start to start `[freeze] confirm_interval` apart, between
+        cycles, so a failing box is confirmed fail_cycles x max(timeout, confirm_interval) after
+        its first failing probe). A freeze still starts at its first failing cycle.
         """
-        passes = 0
-        last_start = time.monotonic() if since_monotonic_s is None else since_monotonic_s
-        while not stop.is_set():
+        with self._lock:
             names = self.unsettled()
-            wait_s = max(0.0, last_start + interval_s - time.monotonic())
-            if not names or time.monotonic() + wait_s + self.config.agent.timeout_s > deadline_monotonic_s:
-                break
-            if wait_s > 0 and stop.wait(wait_s):
-                break
-            last_start = time.monotonic()
-            with self._lock:
+            if names:
                 self._cycle(plan_cycle([self.boxes[n] for n in names]), confirm=True)
-            passes += 1
-        return passes
+            return len(names)
 
     def _cycle(self, plan: CyclePlan, confirm: bool = False) -> CycleSummary:
         started = time.monotonic()

@@ -7,7 +7,6 @@ made lazily so the agent starts even while dockerd is down.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,7 +207,6 @@ class Assembly:
     scheduler: Any
     services: list[Any] = field(default_factory=list)   # objects with start()/stop()
     closers: list[Callable[[], None]] = field(default_factory=list)
-    stopping: threading.Event = field(default_factory=threading.Event)   # ends confirmation passes at once
 
     def start(self) -> None:
         """Start the services, then the probe cycles."""
@@ -218,7 +216,6 @@ class Assembly:
 
     def stop(self) -> None:
         """Finish the running cycle, stop the services, flush storage (in that order)."""
-        self.stopping.set()
         self.scheduler.stop()
         for s in reversed(self.services):
             try:
@@ -254,7 +251,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     from agent.forensics.recorder import FlightRecorder
     from agent.ops import systemd
     from agent.pipeline import Pipeline
-    from agent.schedule import CycleScheduler
+    from agent.schedule import ProbeLoop
     from agent.storage import points as P
     from agent.storage.store import Storage
 
@@ -383,7 +380,6 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     pipeline_box["p"] = pipeline
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
 
-    stopping = threading.Event()
     follow_boxes = None
     if discovery is not None:
         follow_boxes = box_set_follower(cfg, discovery.boxes, pipeline, listeners, recorder=recorder,
@@ -391,21 +387,19 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                                         webhook=next((s for s in services if hasattr(s, "set_boxes")), None))
 
     def cycle() -> None:
-        started = time.monotonic()
         if follow_boxes is not None:
             follow_boxes()   # discovery's box set, swapped between cycles only
         summary = pipeline.run_cycle()
         systemd.watchdog()
         if on_cycle is not None:
             on_cycle(summary)
-        if cfg.freeze.confirm_interval_s > 0:
-            # Confirmation passes until the next cycle is due (its earliest start: interval - jitter).
-            pipeline.confirm(started + cfg.agent.interval_s - cfg.agent.jitter_s, cfg.freeze.confirm_interval_s,
-                             stopping, since_monotonic_s=started)
 
     def count_misfire() -> None:
         pipeline.misfires += 1
 
-    scheduler = CycleScheduler(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, on_misfire=count_misfire)
+    # One thread probes: cycles on the interval's slots, confirmation passes of unsettled boxes between them.
+    scheduler = ProbeLoop(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, confirm_pass=pipeline.confirm_pass,
+                          unsettled=pipeline.unsettled, confirm_interval_s=cfg.freeze.confirm_interval_s,
+                          on_misfire=count_misfire)
     closers += [storage.flush, pipeline.close, storage.close]
-    return Assembly(pipeline, scheduler, services, closers, stopping)
+    return Assembly(pipeline, scheduler, services, closers)

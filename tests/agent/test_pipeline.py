@@ -8,6 +8,7 @@ import pytest
 from agent.core.config import loads
 from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent import wiring
+from agent.schedule import ProbeLoop
 from agent.pipeline import Pipeline
 from agent.storage.store import StorageCounters
 from probes import ProbeResult
@@ -257,8 +258,9 @@ def test_fast_confirmation_reprobes_only_the_unsettled_box_and_keeps_the_freeze_
     script.failing = {BOXES["a"]}
     first_failure_s = script.now          # the cycle's time (read before its sweep)
     agent.run_cycle()
-    passes = agent.confirm(_time.monotonic() + 5.0, 0.01, threading.Event())
-    assert passes == 1                       # fail_cycles = 2: the cycle and one pass
+    assert agent.unsettled() == ("a",)
+    assert agent.confirm_pass() == 1         # fail_cycles = 2: the cycle and one pass (of one box)
+    assert agent.confirm_pass() == 0         # frozen is settled: nothing left to confirm
     assert probed[1] == {BOXES["a"]}         # healthy boxes were not probed again
     assert agent.states["a"].state == "frozen"
     assert agent.states["a"].freeze_start_s == first_failure_s
@@ -268,17 +270,20 @@ def test_fast_confirmation_reprobes_only_the_unsettled_box_and_keeps_the_freeze_
     assert len(agents) == 1                  # one agent point per cycle, none per confirmation pass
 
 
-def test_fast_confirmation_stops_at_the_deadline_and_when_told(tmp_path):
-    import threading
-    import time as _time
-
+def test_a_confirmation_pass_with_nothing_unsettled_probes_nothing(tmp_path):
     agent, script, storage, rem = make_agent(tmp_path)
-    script.failing = {BOXES["a"]}
+    probed: list[int] = []
+    plain = script.sweep
+
+    def sweep(targets, timeout_s, interface=None, recorder=None):
+        probed.append(len(targets))
+        return plain(targets, timeout_s, interface, recorder)
+
+    agent.sweep = sweep
     agent.run_cycle()
-    assert agent.confirm(_time.monotonic() + 0.5, 1.0, threading.Event()) == 0   # no room before the next cycle
-    stop = threading.Event()
-    stop.set()
-    assert agent.confirm(_time.monotonic() + 60, 0.01, stop) == 0
+    before = len(storage.points)
+    assert agent.unsettled() == () and agent.confirm_pass() == 0
+    assert len(probed) == 1 and len(storage.points) == before   # one sweep (the cycle); the pass did nothing
 
 
 def test_confirmation_passes_write_no_box_points_and_rewrite_only_cycles(tmp_path):
@@ -299,7 +304,8 @@ def test_confirmation_passes_write_no_box_points_and_rewrite_only_cycles(tmp_pat
     for _ in range(3):
         cycle_times.append(script.now)
         agent.run_cycle()
-        agent.confirm(_time.monotonic() + 5.0, 0.01, threading.Event())
+        while agent.confirm_pass():
+            pass
         script.now += 10
     box_a = {}
     for p in storage.points:
@@ -407,9 +413,17 @@ def test_confirmation_passes_are_spaced_start_to_start_so_failing_ones_run_back_
 
     agent.sweep = slow_sweep
     script.failing = {BOXES["a"]}
-    cycle_start = _time.monotonic()
-    agent.run_cycle()
-    passes = agent.confirm(_time.monotonic() + 10.0, 0.2, threading.Event(), since_monotonic_s=cycle_start)
-    assert passes == 1 and agent.states["a"].state == "frozen"   # fail_cycles = 2: the cycle and one pass
+    # the real probe loop: cycles every 5 s, passes 0.2 s apart start to start
+    loop = ProbeLoop(agent.run_cycle, 5.0, 0.0, confirm_pass=agent.confirm_pass, unsettled=agent.unsettled,
+                     confirm_interval_s=0.2)
+    loop.start()
+    try:
+        deadline = _time.monotonic() + 4.0
+        while agent.states.get("a") is None or agent.states["a"].state != "frozen":
+            assert _time.monotonic() < deadline, "not confirmed before the next cycle slot"
+            _time.sleep(0.02)
+    finally:
+        loop.stop()
+    assert (loop.cycles, loop.passes) == (1, 1)     # fail_cycles = 2: the cycle and one pass, no second cycle
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert all(0.29 <= g < 0.45 for g in gaps), gaps   # back to back: the pass's own 0.3 s, no extra 0.2 s wait
+    assert len(gaps) == 1 and 0.29 <= gaps[0] < 0.45, gaps   # back to back: the cycle's own 0.3 s, no 0.2 s wait

@@ -1,41 +1,141 @@
-"""The cycle scheduler (APScheduler 3.x, real): cycles never overlap, and each slot an overrunning cycle skips is
-one misfire. Since storage left the probe path (issue 15) the agent's own cycles cannot overrun the interval
-(timeout < interval and nothing else waits), so the overrun is made here by a cycle that sleeps."""
+"""The probe loop (real APScheduler 3.x slots, a real loop thread): cycles and confirmation passes never overlap;
+a cycle due during a pass or an overrunning cycle starts when it ends (late, not skipped); a slot lost while the
+one before still waits is one misfire; passes run start to start between cycles, back to back when they last
+longer than the confirm interval. The cycles here are made-up callables: the agent's own cycles are covered by
+tests/agent/test_pipeline.py and the lab tests."""
 from __future__ import annotations
 
 import threading
 import time
 
-from agent.schedule import CycleScheduler
-
-INTERVAL_S = 0.3
+from agent.schedule import ProbeLoop
 
 
-def test_overrunning_cycles_never_overlap_and_each_skipped_slot_is_one_misfire():
-    starts: list[float] = []
-    running = threading.Lock()
-    overlaps: list[float] = []
-    counted: list[int] = []
+class Recorder:
+    """Runs cycles and passes of given durations; records (kind, start, end) and any overlap."""
 
-    def cycle() -> None:
-        if not running.acquire(blocking=False):
-            overlaps.append(time.monotonic())
+    def __init__(self, cycle_s=lambda n: 0.01, pass_s=lambda n: 0.01) -> None:
+        self.runs: list[tuple[str, float, float]] = []
+        self.overlaps = 0
+        self._busy = threading.Lock()
+        self._cycle_s, self._pass_s = cycle_s, pass_s
+
+    def _run(self, kind: str, duration_s: float) -> None:
+        if not self._busy.acquire(blocking=False):
+            self.overlaps += 1
             return
         try:
-            starts.append(time.monotonic())
-            # cycles 2 and 4 overrun by more than one interval: each skips one or two slots
-            time.sleep(INTERVAL_S * 1.7 if len(starts) in (2, 4) else 0.01)
+            start = time.monotonic()
+            time.sleep(duration_s)
+            self.runs.append((kind, start, time.monotonic()))
         finally:
-            running.release()
+            self._busy.release()
 
-    sched = CycleScheduler(cycle, INTERVAL_S, 0.0, on_misfire=lambda: counted.append(1))
-    sched.start()
-    time.sleep(INTERVAL_S * 9)
-    sched.stop()
-    assert overlaps == []
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    skipped = sum(round(g / INTERVAL_S) - 1 for g in gaps)
-    assert all(abs(g - round(g / INTERVAL_S) * INTERVAL_S) < 0.1 for g in gaps), gaps   # on the interval grid
-    assert skipped >= 2, gaps                             # the overruns really skipped slots
-    assert sched.misfires == len(counted)
-    assert skipped <= sched.misfires <= skipped + 1, (gaps, sched.misfires)
+    def cycle(self) -> None:
+        self._run("cycle", self._cycle_s(len(self.starts("cycle"))))
+
+    def confirm(self) -> None:
+        self._run("pass", self._pass_s(len(self.starts("pass"))))
+
+    def starts(self, kind: str) -> list[float]:
+        return [s for k, s, _ in self.runs if k == kind]
+
+
+def test_an_overrunning_cycle_delays_the_next_slot_and_a_lost_slot_is_one_misfire():
+    interval_s = 0.3
+    rec = Recorder(cycle_s=lambda n: interval_s * 2.5 if n == 1 else 0.01)   # cycle 2 overruns by 1.5 slots
+    counted: list[int] = []
+    loop = ProbeLoop(rec.cycle, interval_s, 0.0, on_misfire=lambda: counted.append(1))
+    loop.start()
+    time.sleep(interval_s * 6.5)
+    loop.stop()
+    starts = rec.starts("cycle")
+    assert rec.overlaps == 0
+    overrun_end = rec.runs[1][2]
+    # the slot that fell due during the overrun ran at once when it ended, not at the next slot (APScheduler's
+    # max_instances would have skipped it, and the one after it would have started 0.15 s later)
+    assert abs(starts[2] - overrun_end) < 0.05, (starts, overrun_end)
+    assert loop.misfires == len(counted) == 1       # the second slot of the overrun waited behind the first
+    # every slot of the run either started a cycle or was counted lost
+    assert loop.cycles + loop.misfires in (7, 8), (loop.cycles, loop.misfires)
+    assert rec.starts("pass") == []
+
+
+def test_passes_run_between_cycles_start_to_start_and_a_cycle_due_during_a_pass_starts_when_it_ends():
+    interval_s, confirm_s, pass_s = 1.0, 0.2, 0.35
+    unsettled = threading.Event()
+    rec = Recorder(pass_s=lambda n: pass_s if n < 4 else 0.01)   # four failing passes, then answering ones
+    loop = ProbeLoop(rec.cycle, interval_s, 0.0, confirm_pass=rec.confirm,
+                     unsettled=lambda: ("a",) if unsettled.is_set() else (), confirm_interval_s=confirm_s)
+    unsettled.set()
+    t0 = time.monotonic()
+    loop.start()
+    time.sleep(2.5)
+    unsettled.clear()
+    time.sleep(1.2)
+    loop.stop()
+    assert rec.overlaps == 0 and loop.misfires == 0
+    runs = sorted(rec.runs, key=lambda r: r[1])
+    # the first cycle at once, the first pass confirm_s after its start
+    assert [k for k, _, _ in runs[:2]] == ["cycle", "pass"] and runs[0][1] - t0 < 0.2
+    assert 0.19 <= runs[1][1] - runs[0][1] < 0.3, runs[:2]
+    # a failing pass (0.35 s, longer than confirm_s) is followed at once: no extra 0.2 s wait
+    after_failing = [b[1] - a[1] for a, b in zip(runs, runs[1:]) if a[0] == "pass" and a[2] - a[1] > 0.3]
+    assert len(after_failing) == 4 and all(0.34 <= g < 0.42 for g in after_failing), runs
+    # the cycle of the 1 s slot fell due inside a pass and started when that pass ended: late, not skipped
+    second = [r for r in runs if r[0] == "cycle"][1]
+    in_pass = [r for r in runs if r[0] == "pass" and r[1] < t0 + interval_s < r[2]]
+    assert in_pass and abs(second[1] - in_pass[0][2]) < 0.05, (runs, t0)
+    # answering passes: start to start confirm_s
+    answering = [b[1] - a[1] for a, b in zip(runs, runs[1:]) if a[0] == b[0] == "pass" and a[2] - a[1] < 0.1]
+    assert answering and all(0.19 <= g < 0.3 for g in answering), runs
+    # nothing unsettled: cycles only, one per slot
+    late = [r for r in runs if r[1] > t0 + 2.5 + pass_s]
+    assert late and all(k == "cycle" for k, _, _ in late), late
+    assert len([r for r in runs if r[0] == "cycle"]) == 4   # slots at 0, 1, 2, 3 s
+
+
+def test_without_confirm_interval_no_pass_ever_runs():
+    rec = Recorder()
+    loop = ProbeLoop(rec.cycle, 0.2, 0.0, confirm_pass=rec.confirm, unsettled=lambda: ("a",), confirm_interval_s=0)
+    loop.start()
+    time.sleep(0.7)
+    loop.stop()
+    assert rec.starts("pass") == [] and len(rec.starts("cycle")) in (3, 4, 5)
+
+
+def test_stop_waits_for_the_probe_in_progress_and_starts_nothing_after():
+    rec = Recorder(cycle_s=lambda n: 0.5)
+    loop = ProbeLoop(rec.cycle, 10.0, 0.0, confirm_pass=rec.confirm, unsettled=lambda: ("a",),
+                     confirm_interval_s=0.05)
+    loop.start()
+    time.sleep(0.1)                  # the first cycle is running
+    t = time.monotonic()
+    loop.stop()
+    assert 0.3 < time.monotonic() - t < 1.0
+    assert [k for k, _, _ in rec.runs] == ["cycle"] and rec.runs[0][2] <= time.monotonic()
+    n = len(rec.runs)
+    time.sleep(0.2)
+    assert len(rec.runs) == n
+    idle = ProbeLoop(lambda: None, 10.0, 0.0)
+    idle.start()
+    time.sleep(0.1)                  # its first cycle ran at once
+    t = time.monotonic()
+    idle.stop()                      # waiting for a slot 10 s away: stops at once
+    assert time.monotonic() - t < 0.3
+
+
+def test_a_cycle_that_raises_is_logged_and_the_loop_goes_on(caplog):
+    calls: list[float] = []
+
+    def cycle() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("probe exploded")
+
+    loop = ProbeLoop(cycle, 0.2, 0.0)
+    loop.start()
+    time.sleep(0.5)
+    loop.stop()
+    assert len(calls) >= 2
+    assert any("probe cycle raised" in r.getMessage() and r.exc_info for r in caplog.records)
