@@ -60,7 +60,8 @@ class Fault:
 
     box: str
     kind: str
-    start_s: float
+    start_s: float                  # the injection begins (detection is counted from here)
+    placed_s: float = 0.0           # the injection returned: the fault is in place
     clear_s: float | None = None
     healthy_s: float | None = None
 
@@ -95,6 +96,8 @@ class Figures:
     mttr: list[float] = field(default_factory=list)
     misfires: int = 0
     cycles: int = 0
+    inject: list[float] = field(default_factory=list)   # how long each injection took, s
+    by_kind: dict[str, list[float]] = field(default_factory=dict)   # detection latencies per fault kind
 
 
 def cleanup_leftovers() -> None:
@@ -236,7 +239,7 @@ class LossBench:
                         f.clear_s = f.healthy_s = time.time()
                         done.append(f)
                     return done
-                active[name] = Fault(name, kind, t)
+                active[name] = Fault(name, kind, t, time.time())
                 print(f"  {time.strftime('%H:%M:%S')} {name} {kind} injected", flush=True)
             for run in self.agents:
                 if run.proc is None or run.proc.poll() is not None:
@@ -249,8 +252,10 @@ class LossBench:
         records = log_records(run.dir / "agent.log")
         for f in faults:
             frozen = [t for t, m in records if m.startswith(f"box {f.box}: FROZEN") and f.start_s <= t <= f.healthy_s]
+            fig.inject.append(f.placed_s - f.start_s)
             if frozen:
                 fig.detected.append(frozen[0] - f.start_s)
+                fig.by_kind.setdefault(f"{self.lab.box(f.box).kind} {f.kind}", []).append(frozen[0] - f.start_s)
             else:
                 fig.missed.append(f"{f.box} {f.kind}")
                 continue
@@ -357,6 +362,11 @@ def main() -> int:
                 for what in f.missed:
                     print(f"  missed (loss {loss:g} %, {f.mode}, interval {f.interval_s:g} s): {what}")
     print()
+    for f in figs:
+        kinds = ", ".join(f"{k} {fmt(pct(v, 50), 0).strip()}/{fmt(pct(v, 95), 0).strip()}"
+                          for k, v in sorted(f.by_kind.items()))
+        print(f"interval {f.interval_s:g} s {f.mode}, loss {f.loss:g} %: detect p50/p95 by fault: {kinds}; "
+              f"injection took p50 {1000 * (pct(f.inject, 50) or 0):.0f} ms, p95 {1000 * (pct(f.inject, 95) or 0):.0f} ms")
     print(table(figs))
     print("detect = fault start -> the agent's FROZEN record; MTTR = the clear starts -> the agent's `freeze over` "
           "(box up again); false = freezes overlapping no injected fault of their box")

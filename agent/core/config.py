@@ -265,8 +265,9 @@ class FreezeConfig:
                                "during recovery continues the same freeze (flap damping)", 2)
     confirm_interval_s: float = _key("confirm_interval", _number(0),
                                      "re-probe a box whose state is unsettled (suspect, recovering) between "
-                                     "cycles, a pass starting this long after the previous one (a failing pass "
-                                     "lasts agent.timeout, so with the defaults they run back to back), each "
+                                     "cycles, a pass starting this long after the cycle or pass before (a failing "
+                                     "pass lasts agent.timeout, so with the defaults they run back to back; a cycle "
+                                     "falling due meanwhile starts when the pass ends), each "
                                      "pass counting as a cycle for it: a freeze is confirmed about "
                                      "fail_cycles x max(this, timeout) after its first failing probe instead of "
                                      "fail_cycles x agent.interval; 0 = off", 1.0, unit="s")
