@@ -21,9 +21,10 @@ INTERVAL_S, TIMEOUT_S, JITTER_S = 2.0, 1.0, 0.5    # [agent] timeout and jitter 
 FAIL_CYCLES, CONFIRM_S = 3, 1.0                      # [freeze] defaults
 SOAK_S = 150.0
 FAULT_AT_S = 100.0
-# first failing cycle within interval + jitter of the fault, then fail_cycles - 1 confirmation passes, each
-# taking up to a timeout after its confirm interval; 2 s of slack for a loaded machine
-DETECT_BOUND_S = INTERVAL_S + JITTER_S + TIMEOUT_S + (FAIL_CYCLES - 1) * (CONFIRM_S + TIMEOUT_S) + 2.0
+# the first failing cycle starts within interval + jitter of the fault and lasts a timeout; the probe loop runs
+# the fail_cycles - 1 confirmation passes back to back after it (start to start max(confirm, timeout)), a
+# cycle falling due meanwhile waiting for them; 1 s of slack for a loaded machine
+DETECT_BOUND_S = INTERVAL_S + JITTER_S + FAIL_CYCLES * max(CONFIRM_S, TIMEOUT_S) + 1.0
 
 
 def _frozen_at(log_text: str, box: str) -> list[float]:
