@@ -1,7 +1,10 @@
 """The probe loop: one thread runs every probe, full cycles on APScheduler's slots and confirmation passes between.
 
-APScheduler (3.x) keeps the clock: an interval job with jitter whose only work is to mark a cycle due.
-The loop thread runs that cycle as soon as nothing else is probing, and in the time between cycles the
+APScheduler (3.x) keeps the clock: an interval job on an exact grid whose only work is to mark a cycle due,
+up to jitter_s after its slot (drawn per cycle). APScheduler's own jitter is not used: IntervalTrigger adds it
+to the previous *jittered* fire time, so the delays pile up and the cycles run every interval + jitter/2 on
+average instead of every interval (agronholm/apscheduler#746: "every 10-15 seconds" for interval 10, jitter 5).
+The loop thread runs a due cycle as soon as nothing else is probing, and in the time between cycles the
 confirmation passes of unsettled boxes (start to start `confirm_interval` apart). Because both live in one
 thread, a pass never overlaps a cycle, a cycle that falls due during a pass starts when the pass ends (late
 by at most one probe timeout) instead of being skipped, and a pass never waits for a cycle slot.
@@ -9,6 +12,7 @@ by at most one probe timeout) instead of being skipped, and a pass never waits f
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class ProbeLoop:
-    """Runs `cycle()` every interval_s (APScheduler jitter: each slot delayed by 0..jitter_s) and, between
-    cycles, `confirm_pass()` whenever `unsettled()` says a box waits to settle.
+    """Runs `cycle()` every interval_s, each start delayed by a random 0..jitter_s from its slot on the exact
+    grid (so cycles never drift and a periodic fault is sampled at random phases), and, between cycles,
+    `confirm_pass()` whenever `unsettled()` says a box waits to settle.
 
     - Cycles never overlap each other or a pass: one thread runs both.
     - A cycle due while a cycle or pass runs starts when it ends. A slot that falls due while the slot
@@ -44,24 +49,23 @@ class ProbeLoop:
         self._confirm_interval_s = confirm_interval_s
         self._on_misfire = on_misfire
         self._cond = threading.Condition()
-        self._due = False          # a cycle slot came and its cycle has not started yet
+        self._jitter_s = jitter_s
+        self._due_at: float | None = None   # monotonic start time of the slot's cycle that has not started yet
         self._stopped = False
         self.misfires = 0
         self.cycles = self.passes = 0
+        self._slots = 0            # slots so far; the first cycle runs at once, unjittered
         self._thread = threading.Thread(target=self._run, name="probe-loop", daemon=True)
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._scheduler.add_listener(self._listen, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
-        self._scheduler.add_job(
-            self._slot, IntervalTrigger(seconds=interval_s, jitter=jitter_s or None), id="probe-cycle",
-            max_instances=1, coalesce=True,
-            misfire_grace_time=max(1, int(interval_s / 2)),   # the scheduler thread itself was late
-            next_run_time=datetime.now(timezone.utc),          # the first cycle at once
-        )
+        self._interval_s = interval_s
 
     def _slot(self) -> None:
         with self._cond:
-            lost = self._due
-            self._due = True
+            lost = self._due_at is not None
+            delay_s = random.uniform(0, self._jitter_s) if self._jitter_s > 0 and self._slots else 0.0
+            self._slots += 1
+            self._due_at = time.monotonic() + delay_s
             self._cond.notify()
         if lost:
             self._misfire("the cycle of the slot before had not started yet")
@@ -84,14 +88,16 @@ class ProbeLoop:
         """Wait for the next thing to run: "cycle", "pass", or None when stopped."""
         with self._cond:
             while not self._stopped:
-                if self._due:
-                    self._due = False
+                now = time.monotonic()
+                if self._due_at is not None and self._due_at <= now:
+                    self._due_at = None
                     return "cycle"
-                wait_s = None
+                wait_s = None if self._due_at is None else self._due_at - now
                 if self._confirm_pass is not None and last_start is not None and self._unsettled():
-                    wait_s = last_start + self._confirm_interval_s - time.monotonic()
-                    if wait_s <= 0:
+                    pass_in_s = last_start + self._confirm_interval_s - now
+                    if pass_in_s <= 0:
                         return "pass"
+                    wait_s = pass_in_s if wait_s is None else min(wait_s, pass_in_s)
                 self._cond.wait(wait_s)
             return None
 
@@ -110,7 +116,11 @@ class ProbeLoop:
                 log.exception("probe %s raised", what)
 
     def start(self) -> None:
-        """Start; the first cycle runs at once."""
+        """Start; the first cycle runs at once, and the grid of slots is anchored here."""
+        self._scheduler.add_job(
+            self._slot, IntervalTrigger(seconds=self._interval_s), id="probe-cycle", max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, int(self._interval_s / 2)),   # the scheduler thread itself was late
+            next_run_time=datetime.now(timezone.utc))
         self._thread.start()
         self._scheduler.start()
 

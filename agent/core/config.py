@@ -246,7 +246,8 @@ class AgentConfig:
 
     interval_s: float = _key("interval", _number(0, low_open=True), "seconds between probe cycles", 10.0, unit="s")
     timeout_s: float = _key("timeout", _number(0, low_open=True), "reply timeout per probe", 1.0, unit="s")
-    jitter_s: float = _key("jitter", _number(0), "random delay added to each cycle start, up to this", 0.5, unit="s")
+    jitter_s: float = _key("jitter", _number(0), "random delay of each cycle start after its slot on the exact "
+                           "interval grid, drawn per cycle, up to this (cycles never drift)", 0.5, unit="s")
     state_dir: str = _key("state_dir", _text(), "freeze state, spool, rejected points, evidence",
                           "/var/lib/vobox-agent")
     interface: str | None = _key("interface", _text(), "where ARP/NDP go out (default: from routing)", None)

@@ -95,6 +95,24 @@ def test_passes_run_between_cycles_start_to_start_and_a_cycle_due_during_a_pass_
     assert len([r for r in runs if r[0] == "cycle"]) == 4   # slots at 0, 1, 2, 3 s
 
 
+def test_jitter_delays_each_cycle_from_its_slot_on_an_exact_grid_and_never_accumulates():
+    """APScheduler's own jitter is added to the previous jittered time (cycles every interval + jitter/2 on
+    average); here each start lies within jitter of its slot k x interval, for every k."""
+    interval_s, jitter_s = 0.2, 0.1
+    starts: list[float] = []
+    loop = ProbeLoop(lambda: starts.append(time.monotonic()), interval_s, jitter_s)
+    t0 = time.monotonic()
+    loop.start()
+    time.sleep(interval_s * 20 + 0.05)
+    loop.stop()
+    assert starts[0] - t0 < 0.05                                  # the first cycle at once
+    delays = [s - (t0 + k * interval_s) for k, s in enumerate(starts)]
+    assert len(starts) in (20, 21, 22), len(starts)               # drifting by jitter/2 a cycle would make 17
+    assert all(-0.03 <= d <= jitter_s + 0.05 for d in delays), delays
+    assert max(delays[1:]) - min(delays[1:]) > jitter_s / 3, delays   # really random per cycle
+    assert loop.misfires == 0
+
+
 def test_without_confirm_interval_no_pass_ever_runs():
     rec = Recorder()
     loop = ProbeLoop(rec.cycle, 0.2, 0.0, confirm_pass=rec.confirm, unsettled=lambda: ("a",), confirm_interval_s=0)
