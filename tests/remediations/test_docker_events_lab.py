@@ -42,8 +42,20 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
             got.append(rec)
 
     def events():
+        # resync: the gap record, checked below. The engine itself may report a quick pause/unpause twice
+        # (dockerd logs the pair on the API call and again when containerd's task events for it come in
+        # late: 202 pairs in `docker events` for 200 quick pause/unpause calls of the lab box image on a
+        # loaded machine, the extra unpause 0.7-1.5 ms after its pause; this test failed about 1 run in 20
+        # on it): one repeated pair counts once here; every record must still name our container.
         with lock:
-            return [r.event for r in got if r.event != "resync"]  # resync: the gap record, checked below
+            out = [r.event for r in got if r.event != "resync"]
+        i = 0
+        while i + 3 < len(out):
+            if out[i:i + 4] == ["pause", "unpause", "pause", "unpause"]:
+                del out[i + 2:i + 4]
+            else:
+                i += 1
+        return out
 
     w = DockerEventWatcher([t], lambda: docker.DockerClient(base_url=docker_proxy.base_url, version="1.41"),
                            sink, retry_s=0.5)
@@ -59,7 +71,7 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
         net.disconnect(ctr, force=True)
         net.connect(ctr, ipv4_address=b.ipv4, ipv6_address=b.ipv6)
         assert wait_for(lambda: events() == ["pause", "unpause", "network_disconnect", "network_connect"], 10), \
-            events()
+            " | ".join(f"{r.event}@{r.time_s:.6f} {r.detail}" for r in got) + f" reconnects={w.reconnects}"
         docker_proxy.stop()  # dockerd goes away for the watcher
         assert wait_for(lambda: not w.connected.is_set(), 10)
         ctr.pause()          # happens while the watcher cannot see dockerd
@@ -73,6 +85,8 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
     finally:
         w.stop()
     assert all(r.box == b.name and r.kind == "container" for r in got)
+    assert all(f"container {b.container} " in r.detail for r in got if r.event != "resync"), \
+        [r.detail for r in got]   # the other container's pause never shows up, not even as a repeated pair
 
 
 def test_state_cache_resyncs_at_start_follows_events_and_resyncs_after_a_gap(rlab, docker_proxy):
