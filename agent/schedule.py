@@ -44,12 +44,13 @@ class ProbeLoop:
                  confirm_pass: Callable[[], Any] | None = None, unsettled: Callable[[], Any] = lambda: (),
                  confirm_interval_s: float = 0.0, on_misfire: Callable[[], None] = lambda: None) -> None:
         self._cycle = cycle
+        self._interval_s = interval_s
+        self._jitter_s = jitter_s
         self._confirm_pass = confirm_pass if confirm_interval_s > 0 else None
         self._unsettled = unsettled
         self._confirm_interval_s = confirm_interval_s
         self._on_misfire = on_misfire
         self._cond = threading.Condition()
-        self._jitter_s = jitter_s
         self._due_at: float | None = None   # monotonic start time of the slot's cycle that has not started yet
         self._stopped = False
         self.misfires = 0
@@ -58,7 +59,6 @@ class ProbeLoop:
         self._thread = threading.Thread(target=self._run, name="probe-loop", daemon=True)
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._scheduler.add_listener(self._listen, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
-        self._interval_s = interval_s
 
     def _slot(self) -> None:
         with self._cond:

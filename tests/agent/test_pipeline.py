@@ -242,8 +242,6 @@ def test_a_cycle_that_judges_no_box_says_so_in_status(tmp_path):
 
 def test_fast_confirmation_reprobes_only_the_unsettled_box_and_keeps_the_freeze_start(tmp_path):
     """A first failure is confirmed by quick passes over that box alone; the freeze starts at the first failure."""
-    import threading
-    import time as _time
 
     agent, script, storage, rem = make_agent(tmp_path)
     probed: list[set[str]] = []
@@ -288,8 +286,6 @@ def test_a_confirmation_pass_with_nothing_unsettled_probes_nothing(tmp_path):
 
 def test_confirmation_passes_write_no_box_points_and_rewrite_only_cycles(tmp_path):
     """mean(up) stays one value per cycle: passes add no `box` point, and the rewrite to up=0 hits cycles only."""
-    import threading
-    import time as _time
 
     agent, script, storage, rem = make_agent(tmp_path)
     plain = script.sweep
@@ -399,7 +395,6 @@ def test_reprobe_counts_the_container_state(tmp_path):
 
 def test_confirmation_passes_are_spaced_start_to_start_so_failing_ones_run_back_to_back(tmp_path):
     """A failing pass lasts its timeout; when that is at least confirm_interval the next starts at once."""
-    import threading
     import time as _time
 
     agent, script, storage, rem = make_agent(tmp_path)
