@@ -9,7 +9,8 @@ One cycle, in order (data flows one way):
      enters or leaves a window;
   3. correlation (agent.core.correlation) over the cycle's freezes: SegmentFreezeChanged,
      and the holds of frozen boxes: BoxHeld / BoxReleased;
-  4. CycleEnded; every listener (agent.listeners) gets the whole list in one call.
+  4. CycleEnded; the whole list is published on the bus (agent.bus) as one message, CycleEvents,
+     so every listener (agent.listeners) gets it in one call.
 The pipeline's own state (freeze states, MAC memory, correlation, holds) is saved
 atomically every cycle, so a restart (even after kill -9) continues an open freeze
 instead of opening a new one. Correlation is a core step, not a listener: its events
@@ -32,15 +33,16 @@ from agent import atomic
 from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
-from agent.core.cycle import CyclePlan, ContainerView, box_targets, classify, plan_cycle, verdicts
-from agent.core.cycle import Verdict as CycleVerdict
+from agent.bus import Bus
+from agent.core.cycle import CyclePlan, ContainerView, plan_cycle, verdicts
 from agent.core.cycle import with_container_state
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, DegradedChanged, FreezeClosed,
-                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged,
-                               StateChanged, deeper)
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, CycleEvent, CycleEvents,
+                               DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged,
+                               MaintenanceChanged, SegmentFreezeChanged, StateChanged, deeper)
 from agent.core.maintenance import Active
 from agent.core.macwatch import MacWatch
-from agent.listeners import CycleEvent, Listener
+from agent.listeners import Listener
+from agent.prober import Checks, Prober, Sweep
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +74,40 @@ class CycleSummary:
 
 
 class Pipeline:
-    """Runs cycles; the edges (sweep, clock, recorder, listeners) are injected, the core (freeze, correlation) owned."""
+    """Runs cycles; the edges (prober, clock, recorder, bus) are injected, the core (freeze, correlation) owned.
 
-    def __init__(self, config: Config, listeners: Sequence[Listener], *,
-                 sweep: Callable[..., list[probes.ProbeResult]] = probes.sweep,
+    bus: the one way out (agent.bus.Bus), or the listeners to build one of; prober: the probes
+    the cycle uses (agent.prober.Prober), built from sweep, checks and container_states when not
+    given; memberships(boxes): the correlation memberships of boxes discovery adds
+    (agent.core.correlation.memberships_from_config), None: they join no segment.
+    """
+
+    def __init__(self, config: Config, bus: Bus | Sequence[Listener], *,
+                 sweep: Sweep = probes.sweep,
                  clock: Callable[[], float] = time.time, recorder: Recorder | None = None,
                  correlator: Correlator | None = None, macwatch: MacWatch | None = None,
                  acting: Callable[[str], bool] | None = None,
-                 checks: Callable[[Sequence[str]], Mapping[str, Sequence[probes.ProbeResult]]] | None = None,
+                 checks: Checks | None = None,
                  container_states: Callable[[], Mapping[str, ContainerView]] | None = None,
-                 maintenance: Callable[[float, Sequence[str]], Mapping[str, Active]] | None = None) -> None:
+                 maintenance: Callable[[float, Sequence[str]], Mapping[str, Active]] | None = None,
+                 prober: Prober | None = None,
+                 memberships: Callable[[Sequence[BoxConfig]], Mapping[str, Any]] | None = None) -> None:
         self.config = config
-        # box -> its container's state, kept from Docker events (remediations.docker_events.ContainerStates)
-        self.container_states = container_states
+        # sweep, in-container checks, the container state cache (remediations.docker_events.ContainerStates)
+        self.prober = prober or Prober(config, sweep=sweep, clock=clock, checks=checks,
+                                       container_states=container_states)
+        self.memberships = memberships
         # (now_s, box names) -> those in a maintenance window and why (agent.maintenance.MaintenanceSource)
         self.maintenance = maintenance
         self._in_maintenance: dict[str, Active] = {}   # as of the last cycle (MaintenanceChanged on changes)
-        self.listeners = list(listeners)
+        self.bus = bus if isinstance(bus, Bus) else Bus(bus)
         self._pending: list[CycleEvent] = []   # events of a box-set change, handed over with the next cycle
-        self.sweep = sweep
+        self._next_boxes: BoxSetChanged | None = None   # the newest box set published, taken at the next cycle
         self.clock = clock
         self.recorder = recorder
         self.correlator = correlator
         self.macwatch = macwatch
         self.acting = acting   # box -> a remediation action of ours runs on it or is being verified
-        self.checks = checks   # box names -> their in-container check results (agent.checks.runner.CheckRunner)
         self.boxes: dict[str, BoxConfig] = {b.name: b for b in config.boxes}
         self.plan = plan_cycle(config.boxes)
         self.misfires = 0
@@ -120,6 +131,55 @@ class Pipeline:
         if resumed:
             log.info("resuming open freezes of %s", ", ".join(sorted(resumed)))
 
+    # The prober's parts, read and replaced through the pipeline as before (tests script them).
+    @property
+    def sweep(self) -> Sweep:
+        """sweep(targets, timeout_s, interface, recorder) -> results (probes.sweep)."""
+        return self.prober.sweep
+
+    @sweep.setter
+    def sweep(self, sweep: Sweep) -> None:
+        self.prober.sweep = sweep
+
+    @property
+    def checks(self) -> Checks | None:
+        """box names -> their in-container check results (agent.checks.runner.CheckRunner), or None."""
+        return self.prober.checks
+
+    @checks.setter
+    def checks(self, checks: Checks | None) -> None:
+        self.prober.checks = checks
+
+    @property
+    def container_states(self) -> Callable[[], Mapping[str, ContainerView]] | None:
+        """box -> its container's state, kept from Docker events, or None."""
+        return self.prober.container_states
+
+    @container_states.setter
+    def container_states(self, read: Callable[[], Mapping[str, ContainerView]] | None) -> None:
+        self.prober.container_states = read
+
+    @property
+    def listeners(self) -> list[Any]:
+        """The listeners on the bus, in order."""
+        return list(self.bus.listeners)
+
+    def count_misfire(self) -> None:
+        """The probe loop could not start a cycle in time (its next CycleEnded carries the count)."""
+        self.misfires += 1
+
+    def box_set_changed(self, ev: BoxSetChanged) -> None:
+        """The bus's BoxSetChanged: kept, and taken at the start of the next cycle (never mid-cycle)."""
+        self._next_boxes = ev
+
+    def _take_box_set(self) -> None:
+        ev, self._next_boxes = self._next_boxes, None
+        if ev is None:
+            return
+        added, removed = self._set_boxes(ev.boxes)
+        if added or removed:
+            log.info("box set: %d boxes (+%s -%s)", len(ev.boxes), ",".join(added) or "0", ",".join(removed) or "0")
+
     def set_boxes(self, boxes: Sequence[BoxConfig]) -> tuple[list[str], list[str]]:
         """Swap the box set between cycles (discovery): (added, removed) names; removed boxes' state is dropped.
 
@@ -127,31 +187,37 @@ class Pipeline:
         restart), else afresh; a box whose config changed keeps its state.
         """
         with self._lock:
-            new = {b.name: b for b in boxes}
-            added = [n for n in new if n not in self.boxes]
-            removed = [n for n in self.boxes if n not in new]
-            saved = freeze.load_state(self._freeze_path) if added else {}
-            for name in removed:
-                gone = self.states.pop(name, None)
-                if gone is not None and gone.state in ("frozen", "recovering") and gone.freeze_start_s is not None:
-                    # Its container was removed while frozen: the freeze ends here, so the data has no freeze
-                    # left open forever (closed in the next cycle's events).
-                    now_s = self.clock()
-                    end_s = gone.recovery_times[0] if gone.state == "recovering" and gone.recovery_times else now_s
-                    self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer))
-                self._holds.pop(name, None)
-                self._confirm_times.pop(name, None)
-                self.flaps.pop(name, None)
-                if self.correlator is not None:
-                    self.correlator.members.pop(name, None)
-            for name in added:
-                self.states[name] = saved.get(name, freeze.initial(name))
-                self.flaps[name] = flapping.initial(name)
-            if self.macwatch is not None and removed:
-                self.macwatch.forget(new)
-            self.boxes = new
-            self.plan = plan_cycle(tuple(boxes))
-            return added, removed
+            return self._set_boxes(boxes)
+
+    def _set_boxes(self, boxes: Sequence[BoxConfig]) -> tuple[list[str], list[str]]:
+        new = {b.name: b for b in boxes}
+        added = [n for n in new if n not in self.boxes]
+        removed = [n for n in self.boxes if n not in new]
+        saved = freeze.load_state(self._freeze_path) if added else {}
+        for name in removed:
+            gone = self.states.pop(name, None)
+            if gone is not None and gone.state in ("frozen", "recovering") and gone.freeze_start_s is not None:
+                # Its container was removed while frozen: the freeze ends here, so the data has no freeze
+                # left open forever (closed in the next cycle's events).
+                now_s = self.clock()
+                end_s = gone.recovery_times[0] if gone.state == "recovering" and gone.recovery_times else now_s
+                self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer))
+            self._holds.pop(name, None)
+            self._confirm_times.pop(name, None)
+            self.flaps.pop(name, None)
+            if self.correlator is not None:
+                self.correlator.members.pop(name, None)
+        for name in added:
+            self.states[name] = saved.get(name, freeze.initial(name))
+            self.flaps[name] = flapping.initial(name)
+        if self.correlator is not None and added and self.memberships is not None:
+            self.correlator.members.update(self.memberships([new[n] for n in added]))
+        if self.macwatch is not None and removed:
+            self.macwatch.forget(new)
+        self.boxes = new
+        self.prober.set_boxes(tuple(boxes))
+        self.plan = plan_cycle(tuple(boxes))
+        return added, removed
 
     # ---- persistence ---------------------------------------------------------------------------
 
@@ -175,7 +241,7 @@ class Pipeline:
                 log.warning("%s; flapping windows start afresh", exc)
         self._in_maintenance = {k: Active(**v) for k, v in (data.get("maintenance") or {}).items() if k in self.boxes}
         if self.macwatch is not None and data.get("macwatch"):
-            self.macwatch = MacWatch.from_json(data["macwatch"])
+            self.macwatch.restore(data["macwatch"])   # in place: the evidence listener reads the same memory
         if self.correlator is not None and data.get("correlation"):
             try:
                 self.correlator = Correlator.from_json(data["correlation"], self.correlator.settings,
@@ -200,6 +266,7 @@ class Pipeline:
     def run_cycle(self) -> CycleSummary:
         """Probe every box once and hand the events to the listeners; never raises for a box, probe or listener."""
         with self._lock:  # the scheduler never overlaps cycles; this guards manual calls too
+            self._take_box_set()   # discovery's box set, swapped between cycles only
             return self._cycle(self.plan)
 
     def unsettled(self) -> tuple[str, ...]:
@@ -226,7 +293,7 @@ class Pipeline:
         started = time.monotonic()
         now_s = self.clock()
         record = self.recorder.record if self.recorder is not None else None
-        checks = self._start_checks([name for name, _, _ in plan.slices])
+        checks = self.prober.start_checks([name for name, _, _ in plan.slices])
         try:
             results = self._sweep_all(plan, record, now_s)
         except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
@@ -239,7 +306,7 @@ class Pipeline:
         events: list[CycleEvent] = self._pending
         self._pending = []
         unhealthy: list[str] = []
-        containers = self._container_states()
+        containers = self.prober.read_container_states()
         active = self._maintenance_at(now_s)
         for v in verdicts(plan, results, now_s, checks()):
             box = self.boxes[v.box]
@@ -258,39 +325,6 @@ class Pipeline:
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
-
-    def _start_checks(self, names: list[str]) -> Callable[[], Mapping[str, Sequence[probes.ProbeResult]]]:
-        """Run the boxes' in-container checks in a thread alongside the sweep; the returned call joins them.
-
-        Each check has its own hard timeout (agent.checks.runner), so the join is bounded too.
-        """
-        if self.checks is None:
-            return dict
-        found: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                found.update(self.checks(names))
-            except Exception:  # noqa: BLE001 - the checks runner never raises; a bug in it must not stop cycles
-                log.exception("cycle: in-container checks failed; boxes are judged on their probes alone")
-
-        thread = threading.Thread(target=run, name="checks", daemon=True)
-        thread.start()
-
-        def join() -> Mapping[str, Sequence[probes.ProbeResult]]:
-            thread.join()
-            return found
-        return join
-
-    def _container_states(self) -> Mapping[str, ContainerView]:
-        """One read of the container state cache per cycle; {} without one or when it fails."""
-        if self.container_states is None:
-            return {}
-        try:
-            return self.container_states()
-        except Exception:  # noqa: BLE001 - without states the boxes are judged on their probes alone
-            log.exception("cycle: container states unavailable; judging on probes alone")
-            return {}
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -444,11 +478,7 @@ class Pipeline:
                 error: str | None = None, confirm: bool = False) -> CycleSummary:
         frozen = tuple(n for n, s in self.states.items() if s.state == "frozen")
         events.append(CycleEnded(now_s, started, len(self.boxes), unhealthy, frozen, self.misfires, error, confirm))
-        for listener in self.listeners:
-            try:
-                listener.on_events(events)
-            except Exception:  # noqa: BLE001 - one bad listener never stops the others or the cycle
-                log.exception("listener %s failed on the cycle of %s", listener.name, _iso(now_s))
+        self.bus.publish(CycleEvents(tuple(events)))   # a listener that raises is logged; the others still run
         self.cycles += 0 if confirm else 1
         try:
             self._save()
@@ -456,23 +486,11 @@ class Pipeline:
             log.error("cannot save agent state in %s: %s", self.config.agent.state_dir, exc)
         return CycleSummary(now_s, time.monotonic() - started, len(self.boxes), unhealthy, frozen, len(events), error)
 
-    # ---- the one narrow method remediation may call ---------------------------------------------
+    # ---- reads ----------------------------------------------------------------------------------
 
     def reprobe(self, name: str) -> bool:
-        """Probe one box now (remediation's verification); True when every probe answers and its container runs.
-
-        A container box's Docker state counts as in a cycle: a still paused container answers
-        ping and TCP handshakes, so the probes alone would call a failed action a recovery.
-        """
-        box = self.boxes[name]
-        checks = self._start_checks([name])
-        results = self.sweep(box_targets(box), self.config.agent.timeout_s, self.config.agent.interface, None)
-        results = [*results, *checks().get(name, ())]
-        if box.kind != "container" or not box.container:
-            return classify(results)[0]
-        healthy, layer = classify(results)
-        v = CycleVerdict(name, healthy, layer, tuple(results), self.clock())
-        return with_container_state(v, box.container, self._container_states().get(name), box.restart_stopped).healthy
+        """Probe one box now (agent.prober.Prober.reprobe: remediation's verification asks the prober itself)."""
+        return self.prober.reprobe(name)
 
     def known_macs(self, name: str) -> dict[str, str]:
         """address -> the MAC last seen answering ARP/NDP for box NAME (empty without MAC memory)."""

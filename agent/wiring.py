@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.core.config import MIB, BoxConfig, Config
+from agent.listeners.points import record_point  # noqa: F401 - agent.commands.remediate writes records with it
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ class LazyDocker:
         if self._client is None:
             self._client = self._factory()
         return getattr(self._client, name)
-
-
-def record_point(rec: Any, site: str | None) -> Any:
-    """The `remediation` point (agent.storage.points) of a remediations.ActionRecord."""
-    from agent.storage import points as P
-
-    return P.remediation_point(rec.box, rec.kind, site, rec.action, rec.trigger, rec.ok, rec.recovered, rec.dry_run,
-                               rec.duration_s, rec.detail, rec.time_s, outcome=rec.outcome, reason=rec.reason,
-                               who=rec.who, why=rec.why, forced=rec.forced)
 
 
 def maintenance_source(cfg: Any) -> Any:
@@ -104,11 +96,11 @@ def _secrets(cfg: Config) -> tuple[str, ...]:
 
 def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evidence: Any = None,
                     known_macs: Callable[[str], Any] | None = None, metrics: Any = None) -> list[Any]:
-    """The pipeline's listeners, in the order they get each cycle: points, evidence, remediation, status, metrics.
+    """The listeners, in the order they get each message: points, evidence, remediation, status, metrics.
 
     storage: agent.storage.store.Storage (or anything with write/counters); remediation:
     remediations.RemediationService or None; evidence: agent.forensics.evidence.EvidenceCollector or None;
-    metrics: agent.listeners.metrics.MetricsListener or None.
+    metrics: agent.listeners.metrics.MetricsListener or None. Add them to a bus (agent.bus.Bus) to use them.
     """
     from agent.forensics.evidence import BoxRef, bundle_dir
     from agent.listeners.evidence import EvidenceListener
@@ -125,7 +117,7 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
     listeners: list[Any] = [PointsListener(storage, site, kinds, evidence_path=evidence_path)]
     if evidence is not None:
         listeners.append(EvidenceListener(evidence, {b.name: BoxRef.from_config(b, site) for b in cfg.boxes},
-                                          known_macs=known_macs))
+                                          known_macs=known_macs, site=site))
     if remediation is not None:
         listeners.append(RemediationListener(remediation))
     listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
@@ -137,46 +129,15 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
     return listeners
 
 
-def box_set_follower(cfg: Config, boxes: Callable[[], tuple[int, tuple[BoxConfig, ...]]], pipeline: Any,
-                     listeners: list[Any], *, recorder: Any = None, engine: Any = None,
-                     webhook: Any = None) -> Callable[[], None]:
-    """A call that brings the pipeline and its parts to the box set BOXES() gives, when its version changed."""
+def memberships(cfg: Config, route_of: Callable[[str], Any]) -> Callable[[Sequence[BoxConfig]], Any]:
+    """boxes -> their correlation memberships (segments: L2 domains), for the boxes discovery adds."""
     from dataclasses import replace
 
     from agent.core import correlation
-    from agent.forensics.evidence import BoxRef
-    from agent.listeners.evidence import EvidenceListener
 
-    seen = [None]
-
-    def follow() -> None:
-        version, now = boxes()
-        if version == seen[0]:
-            return
-        seen[0] = version
-        added, removed = pipeline.set_boxes(now)
-        kinds = {b.name: b.kind for b in now}
-        for listener in listeners:
-            if isinstance(listener, EvidenceListener):
-                listener.boxes = {b.name: BoxRef.from_config(b, cfg.agent.site) for b in now}
-            elif hasattr(listener, "set_kinds"):   # metrics: series of removed boxes removed
-                listener.set_kinds(kinds)
-            elif hasattr(listener, "kinds"):   # points, status
-                listener.kinds = dict(kinds)
-        if recorder is not None:
-            recorder.set_boxes({b.name: b.addresses() for b in now})
-        if pipeline.correlator is not None and added:
-            fresh = [b for b in now if b.name in added]
-            pipeline.correlator.members.update(
-                correlation.memberships_from_config(replace(cfg, boxes=tuple(fresh)), route_of=host_routes()))
-        if engine is not None:
-            engine.set_targets([b.remediation_target() for b in now])
-        if webhook is not None:
-            webhook.set_boxes(kinds)
-        if added or removed:
-            log.info("box set: %d boxes (+%s -%s)", len(now), ",".join(added) or "0", ",".join(removed) or "0")
-
-    return follow
+    def of(boxes: Sequence[BoxConfig]) -> Any:
+        return correlation.memberships_from_config(replace(cfg, boxes=tuple(boxes)), route_of=route_of)
+    return of
 
 
 def build_otlp(cfg: Config, registry: Any) -> Any:
@@ -207,6 +168,7 @@ class Assembly:
     scheduler: Any
     services: list[Any] = field(default_factory=list)   # objects with start()/stop()
     closers: list[Callable[[], None]] = field(default_factory=list)
+    bus: Any = None   # agent.bus.Bus: the one way out, with its listeners
 
     def start(self) -> None:
         """Start the services, then the probe cycles."""
@@ -242,164 +204,209 @@ class Assembly:
                 log.exception("closing failed")
 
 
-def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, monitor_netns: str | None = None,
-             make_docker: Callable[[], Any] | None = None) -> Assembly:
-    """Build the agent from a Config: storage, forensics, correlation, remediation, webhook, listeners, scheduler."""
-    from agent.core import correlation
-    from agent.core.macwatch import MacWatch
+def webhook_token(cfg: Config) -> str | None:
+    """The webhook's bearer token, read before anything is built: a missing file is SetupError (one line, exit 2)."""
+    rc = cfg.remediation
+    if not (rc.enabled and rc.webhook_listen and rc.webhook_token_file):
+        return None
+    from remediations.webhook import read_token
+
+    try:
+        return read_token(rc.webhook_token_file)
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"remediation.webhook_token_file: {exc}") from None
+
+
+def build_forensics(cfg: Config, make_docker: Callable[[], Any], monitor_netns: str | None) -> tuple[Any, Any]:
+    """(the packet flight recorder, the evidence collector), or (None, None) when [forensics] is off."""
+    if not cfg.forensics.enabled:
+        return None, None
     from agent.forensics.evidence import EvidenceCollector
     from agent.forensics.recorder import FlightRecorder
+
+    fx = cfg.forensics
+    # The ring must still hold the onset when the freeze is detected fail_cycles later.
+    recorder = FlightRecorder({b.name: b.addresses() for b in cfg.boxes},
+                              cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
+    evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=LazyDocker(make_docker),
+                                 monitor_netns=monitor_netns, interface=cfg.agent.interface,
+                                 max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB), secrets=_secrets(cfg))
+    return recorder, evidence
+
+
+def build_metrics(cfg: Config, storage: Any, members: Any) -> tuple[Any, list[Any]]:
+    """(the metrics listener, its services: the /metrics server and the OTLP pusher), or (None, []) when both
+    [metrics] listen and [otlp] endpoint are off."""
+    if not (cfg.metrics.listen or cfg.otlp.endpoint):
+        return None, []
+    from agent.listeners.metrics import MetricsListener, MetricsServer
+
+    metrics = MetricsListener({b.name: b.kind for b in cfg.boxes}, cfg.agent.site, counters=storage.counters,
+                              segments={name: m.segment for name, m in members.items()},
+                              interval_s=cfg.agent.interval_s)
+    services: list[Any] = []
+    if cfg.metrics.listen:
+        services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
+    if cfg.otlp.endpoint:   # the same registry, pushed
+        services.append(build_otlp(cfg, metrics.registry))
+    return metrics, services
+
+
+def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Callable[[str], bool],
+                      make_docker: Callable[[], Any], expected_events: Any, evidence: Any) -> Any:
+    """The remediation service (remediations.RemediationService): its records are published as decided."""
+    from remediations import ActionContext, RemediationService, Remediator, history
+    from remediations.docker_events import expecting_factory
+
+    policy = cfg.remediation.policy()
+    engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes], reprobe=reprobe)
+    # Containers our actions touch are marked, so their stop/start events are not operator intent.
+    action_docker = expecting_factory(make_docker, expected_events)
+    return RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy), publish,
+                              history_path=history.path_in(cfg.agent.state_dir),
+                              evidence_wait=evidence.wait_collected if evidence is not None else None)
+
+
+def build_webhook(cfg: Config, token: str | None, remediation: Any) -> Any:
+    """The Alertmanager/Grafana webhook (remediations.webhook.WebhookReceiver): alerts become requests."""
+    from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver
+
+    rc = cfg.remediation
+    tls = (TLSSettings(rc.webhook_cert_file, rc.webhook_key_file, rc.webhook_client_ca_file, rc.webhook_verify_client)
+           if rc.webhook_cert_file else None)
+    try:
+        return WebhookReceiver(rc.webhook_host, rc.webhook_port, token, [b.name for b in cfg.boxes],
+                               lambda box, action: remediation.request(box, action, "alert"),
+                               max_bytes=rc.webhook_max_bytes, tls=tls,
+                               limiter=AuthLimiter(rc.webhook_auth_failures_max, rc.webhook_auth_failures_window_s),
+                               token_file=rc.webhook_token_file)
+    except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError: the files changed since load
+        raise SetupError(f"remediation.webhook_listen: cannot serve the webhook: {exc}") from None
+
+
+def box_set_publisher(boxes: Callable[[], tuple[int, tuple[BoxConfig, ...]]], publish: Callable[[Any], None]
+                      ) -> Callable[[Sequence[Any], Sequence[Any]], None]:
+    """Discovery's on_change(added, removed) -> a BoxSetChanged with the whole set BOXES() gives, published now."""
+    from agent.core.events import BoxSetChanged
+
+    def on_change(added: Sequence[Any], removed: Sequence[Any]) -> None:
+        version, now = boxes()
+        publish(BoxSetChanged(time.time(), version, now, tuple(added), tuple(removed)))
+    return on_change
+
+
+def follow_box_set(bus: Any, pipeline: Any, *, recorder: Any = None, engine: Any = None, webhook: Any = None,
+                   watcher: Any = None) -> None:
+    """Subscribe the pipeline and the services to BoxSetChanged: the pipeline takes a new set at its next cycle,
+    the flight recorder, the remediation engine, the webhook and the Docker events watcher at once."""
+    from agent.core.events import BoxSetChanged
+
+    def targets(ev: BoxSetChanged) -> list[Any]:
+        return [b.remediation_target() for b in ev.boxes]
+
+    bus.subscribe(BoxSetChanged, pipeline.box_set_changed, name="pipeline")
+    if recorder is not None:
+        bus.subscribe(BoxSetChanged, lambda ev: recorder.set_boxes({b.name: b.addresses() for b in ev.boxes}),
+                      name="flight recorder")
+    if engine is not None:
+        bus.subscribe(BoxSetChanged, lambda ev: engine.set_targets(targets(ev)), name="remediation engine")
+    if webhook is not None:
+        bus.subscribe(BoxSetChanged, lambda ev: webhook.set_boxes(ev.kinds), name="webhook")
+    if watcher is not None:
+        bus.subscribe(BoxSetChanged, lambda ev: watcher.set_targets(targets(ev)), name="docker events")
+
+
+def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, monitor_netns: str | None = None,
+             make_docker: Callable[[], Any] | None = None) -> Assembly:
+    """Build the agent from a Config, step by step: files, bus and storage, forensics, correlation, metrics,
+    Docker events and discovery, the prober, remediation and its webhook, listeners, pipeline, probe loop.
+
+    Every way out is the bus (agent.bus): the listeners on it own every write and metric; the services
+    publish on it. SetupError (one line) when something the config names cannot be used.
+    """
+    from agent.bus import Bus
+    from agent.core import correlation
+    from agent.core.macwatch import MacWatch
     from agent.ops import systemd
     from agent.pipeline import Pipeline
+    from agent.prober import Prober
     from agent.schedule import ProbeLoop
-    from agent.storage import points as P
     from agent.storage.store import Storage
+    from remediations.docker_events import ExpectedEvents
 
-    token = None
-    if cfg.remediation.enabled and cfg.remediation.webhook_listen and cfg.remediation.webhook_token_file:
-        from remediations.webhook import read_token
-
-        try:  # before anything is built: a missing file is one line and exit 2, never a traceback
-            token = read_token(cfg.remediation.webhook_token_file)
-        except (OSError, ValueError) as exc:
-            raise SetupError(f"remediation.webhook_token_file: {exc}") from None
-    storage = Storage.from_config(cfg)
-    site = cfg.agent.site
-    kinds = {b.name: b.kind for b in cfg.boxes}
+    token = webhook_token(cfg)   # before anything is built
     make_docker = make_docker or docker_factory()
+    bus = Bus()
+    storage = Storage.from_config(cfg)
     services: list[Any] = []
     closers: list[Callable[[], None]] = []
-    pipeline_box: dict[str, Pipeline] = {}
 
-    recorder = evidence = None
-    fx = cfg.forensics
-    if fx.enabled:
-        # The ring must still hold the onset when the freeze is detected fail_cycles later.
-        recorder = FlightRecorder({b.name: b.addresses() for b in cfg.boxes},
-                                  cycles=fx.ring_cycles or cfg.freeze.fail_cycles + 2)
-        evidence = EvidenceCollector(cfg.agent.state_dir, recorder, docker_client=LazyDocker(make_docker),
-                                     monitor_netns=monitor_netns, interface=cfg.agent.interface,
-                                     max_bundles=fx.max_bundles, max_bytes=int(fx.max_mib * MIB),
-                                     secrets=_secrets(cfg))
+    recorder, evidence = build_forensics(cfg, make_docker, monitor_netns)
+    if evidence is not None:
         closers.append(lambda: evidence.close(10.0))
 
-    members = correlation.memberships_from_config(cfg, route_of=host_routes())   # segments: L2 domains
+    route_of = host_routes()
+    members = correlation.memberships_from_config(cfg, route_of=route_of)   # segments: L2 domains
     correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation), members)
-    metrics = None
-    if cfg.metrics.listen or cfg.otlp.endpoint:
-        from agent.listeners.metrics import MetricsListener, MetricsServer
 
-        metrics = MetricsListener(kinds, site, counters=storage.counters,
-                                  segments={name: m.segment for name, m in members.items()},
-                                  interval_s=cfg.agent.interval_s)
-        if cfg.metrics.listen:
-            services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
-        if cfg.otlp.endpoint:   # the same registry, pushed
-            services.append(build_otlp(cfg, metrics.registry))
-
-    remediation = None
-    targets = [b.remediation_target() for b in cfg.boxes]
-    from remediations.docker_events import ExpectedEvents, expecting_factory
+    metrics, metric_services = build_metrics(cfg, storage, members)
+    services += metric_services
 
     # Stops/restarts our remediation causes: the service marks them, the events watcher reads them.
     expected_events = ExpectedEvents()
-    if cfg.remediation.enabled:
-        from remediations import ActionContext, RemediationService, Remediator, history
-
-        policy = cfg.remediation.policy()
-
-        def on_record(rec: Any) -> None:
-            if rec.outcome in ("deferred", "refused", "held"):
-                log.warning("box %s: %s %s (%s): %s", rec.box, rec.action, rec.outcome, rec.trigger, rec.reason)
-            storage.write([record_point(rec, site)])
-            if metrics is not None:
-                metrics.on_remediation(rec.box, rec.action, rec.trigger, rec.outcome, rec.ok, rec.recovered)
-
-        engine = Remediator(policy, targets, reprobe=lambda name: pipeline_box["p"].reprobe(name))
-        wait = getattr(evidence, "wait_collected", None) if evidence is not None else None
-        # Containers our actions touch are marked, so their stop/start events are not operator intent.
-        action_docker = expecting_factory(make_docker, expected_events)
-        remediation = RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy),
-                                         on_record, history_path=history.path_in(cfg.agent.state_dir),
-                                         evidence_wait=wait)
-        services.append(remediation)
-        if cfg.remediation.webhook_listen:
-            from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver
-
-            rc = cfg.remediation
-            tls = (TLSSettings(rc.webhook_cert_file, rc.webhook_key_file, rc.webhook_client_ca_file,
-                               rc.webhook_verify_client) if rc.webhook_cert_file else None)
-            try:
-                services.append(WebhookReceiver(rc.webhook_host, rc.webhook_port, token, [b.name for b in cfg.boxes],
-                                                lambda box, action: remediation.request(box, action, "alert"),
-                                                max_bytes=rc.webhook_max_bytes, tls=tls,
-                                                limiter=AuthLimiter(rc.webhook_auth_failures_max,
-                                                                    rc.webhook_auth_failures_window_s),
-                                                token_file=rc.webhook_token_file))
-            except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError: the files changed since load
-                raise SetupError(f"remediation.webhook_listen: cannot serve the webhook: {exc}") from None
-    discovery = None
+    discovery = watcher = container_states = None
     if cfg.discovery.docker:
         from agent.discovery import DockerDiscovery
 
-        def on_discovered(added: Any, removed: Any) -> None:
-            now_s = time.time()
-            storage.write([P.container_event_point(f.box.name, "container", site, event, now_s,
-                                                   f"container {f.box.container} {what} "
-                                                   f"({' '.join(f.box.addresses())} on {f.box.network})")
-                           for fs, event, what in ((removed, "forgotten", "left the box set"),
-                                                   (added, "discovered", "joined the box set"))
-                           for f in fs])
-
-        discovery = DockerDiscovery(cfg, on_change=on_discovered)
-    container_states = None
-    if any(t.container for t in targets) or discovery is not None:
+        # Its changes are published as they happen (the set read back from it: discovery.boxes()).
+        discovery = DockerDiscovery(cfg, on_change=box_set_publisher(lambda: discovery.boxes(), bus.publish))
+    if any(b.container for b in cfg.boxes) or discovery is not None:
         from remediations.docker_events import ContainerStates, DockerEventWatcher
-
-        def on_event(rec: Any) -> None:
-            storage.write([P.container_event_point(rec.box, kinds.get(rec.box, "container"), site, rec.event,
-                                                   rec.time_s, rec.detail, rec.exit_code, rec.container_state,
-                                                   rec.operator if rec.container_state is not None else None)])
 
         # The container state cache: kept from the events, read by the pipeline once per cycle.
         container_states = ContainerStates()
-        watcher = DockerEventWatcher(targets, make_docker, on_event, states=container_states,
-                                     expected=expected_events, follow=discovery.follow if discovery else None)
-        if discovery is not None:
-            discovery.set_targets = watcher.set_targets
-        services.append(watcher)
+        watcher = DockerEventWatcher([b.remediation_target() for b in cfg.boxes], make_docker, bus.publish,
+                                     states=container_states, expected=expected_events,
+                                     follow=discovery.follow if discovery is not None else None)
 
-    listeners = build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
-                                known_macs=lambda box: pipeline_box["p"].known_macs(box), metrics=metrics)
     checks = build_checks(cfg, make_docker)
     if checks is not None:
         closers.append(checks.close)
-    pipeline = Pipeline(cfg, listeners, recorder=recorder, correlator=correlator, macwatch=MacWatch(),
-                        acting=remediation.acting_on if remediation is not None else None, checks=checks,
-                        container_states=container_states, maintenance=maintenance_source(cfg))
-    pipeline_box["p"] = pipeline
-    # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
+    # The probes the cycle uses; remediation's verification asks the same prober.
+    prober = Prober(cfg, checks=checks, container_states=container_states)
 
-    follow_boxes = None
-    if discovery is not None:
-        follow_boxes = box_set_follower(cfg, discovery.boxes, pipeline, listeners, recorder=recorder,
-                                        engine=remediation.remediator if remediation is not None else None,
-                                        webhook=next((s for s in services if hasattr(s, "set_boxes")), None))
+    remediation = webhook = None
+    if cfg.remediation.enabled:
+        remediation = build_remediation(cfg, bus.publish, prober.reprobe, make_docker, expected_events, evidence)
+        services.append(remediation)
+        if cfg.remediation.webhook_listen:
+            webhook = build_webhook(cfg, token, remediation)
+            services.append(webhook)
+    if watcher is not None:
+        services.append(watcher)
+
+    macwatch = MacWatch()
+    for listener in build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
+                                    known_macs=macwatch.last, metrics=metrics):
+        bus.add(listener)
+
+    pipeline = Pipeline(cfg, bus, prober=prober, recorder=recorder, correlator=correlator, macwatch=macwatch,
+                        acting=remediation.acting_on if remediation is not None else None,
+                        maintenance=maintenance_source(cfg), memberships=memberships(cfg, route_of))
+
+    follow_box_set(bus, pipeline, recorder=recorder, engine=remediation.remediator if remediation else None,
+                   webhook=webhook, watcher=watcher)
 
     def cycle() -> None:
-        if follow_boxes is not None:
-            follow_boxes()   # discovery's box set, swapped between cycles only
         summary = pipeline.run_cycle()
         systemd.watchdog()
         if on_cycle is not None:
             on_cycle(summary)
 
-    def count_misfire() -> None:
-        pipeline.misfires += 1
-
     # One thread probes: cycles on the interval's slots, confirmation passes of unsettled boxes between them.
     scheduler = ProbeLoop(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, confirm_pass=pipeline.confirm_pass,
                           unsettled=pipeline.unsettled, confirm_interval_s=cfg.freeze.confirm_interval_s,
-                          on_misfire=count_misfire)
+                          on_misfire=pipeline.count_misfire)
+    # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
     closers += [storage.flush, pipeline.close, storage.close]
-    return Assembly(pipeline, scheduler, services, closers)
+    return Assembly(pipeline, scheduler, services, closers, bus=bus)

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 class RemediationService:
     """Owns the worker thread; the probe cycle only hands events in and never waits for Docker.
 
+    on_record(record): every remediations.model.ActionRecord as it is decided (done, refused,
+    held, deferred, dry_run, reset), from the thread that decided it (the agent publishes it on
+    its bus, agent.bus); a sink that raises is logged and remediation goes on.
+
     evidence_wait(box, timeout_s) -> bool: blocks until the evidence of BOX's open freeze is
     collected (agent.forensics.evidence.EvidenceCollector.wait_collected); an automatic action
     waits for it at most evidence_timeout_s, so it never runs while a collector reads the box.
@@ -182,7 +186,11 @@ class RemediationService:
             self.remediator.merge_history(history.load(self.history_path, self.clock()))
 
     def _flush(self) -> None:
+        """Publish the engine's new records (on_record: the agent's bus), each as soon as it is decided."""
         for record in self.remediator.take_records():
+            if record.outcome in ("deferred", "refused", "held"):
+                log.warning("box %s: %s %s (%s): %s", record.box, record.action, record.outcome, record.trigger,
+                            record.reason)
             try:
                 self.on_record(record)
             except Exception:  # noqa: BLE001 - a failing sink must not stop remediation

@@ -4,12 +4,15 @@ Per box: BoxObserved (every cycle), then what the freeze state machine (agent.co
 and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
 FreezeLayerChanged, FreezeClosed, MacChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
 (agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
-BoxReleased. Last, CycleEnded. Consumers: points, evidence, remediation, status.
+BoxReleased. Last, CycleEnded. The pipeline publishes them as one message, CycleEvents, on the
+bus (agent.bus); consumers: points, evidence, remediation, status, metrics.
+
+Besides the cycle: BoxSetChanged (discovery changed the box set), published when it happens.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from probes import LAYERS as PROBE_LAYERS
 
@@ -207,3 +210,38 @@ class CycleEnded:
     misfires: int
     error: str | None = None
     confirm: bool = False
+
+
+CycleEvent: TypeAlias = Event | SegmentFreezeChanged | CycleEnded
+
+
+@dataclass(frozen=True, slots=True)
+class CycleEvents:
+    """One message on the bus per cycle or confirmation pass: its events in order, the last one a CycleEnded.
+
+    One message, so a listener sees a freeze together with the hold that applies to it.
+    """
+
+    events: tuple[CycleEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BoxSetChanged:
+    """Discovery changed the box set at time_s (epoch s); published as it happens, not at a cycle.
+
+    version: the set's version (agent.discovery.DockerDiscovery.boxes); boxes: the whole set now
+    (agent.core.config.BoxConfig, configured boxes first); added/removed: the discovered
+    containers that joined and left (agent.core.discovery.Found; a changed box is in both).
+    The pipeline takes the new set at its next cycle; the other subscribers at once.
+    """
+
+    time_s: float
+    version: int
+    boxes: tuple[Any, ...]
+    added: tuple[Any, ...] = ()
+    removed: tuple[Any, ...] = ()
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """box name -> kind (container|vm) of the new set."""
+        return {b.name: b.kind for b in self.boxes}

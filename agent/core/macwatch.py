@@ -87,3 +87,8 @@ class MacWatch:
                     raise ValueError(f"macwatch state: box {box!r} address {address!r}: MAC must be a string")
                 last[(str(box), _canon_address(str(address)))] = mac.lower()
         return cls(last)
+
+    def restore(self, data: Any) -> None:
+        """Replace the memory with to_json() data, in place (whoever holds this MacWatch reads the restored one);
+        ValueError naming what is wrong (the memory is then unchanged)."""
+        self._last = MacWatch.from_json(data)._last

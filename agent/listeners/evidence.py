@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import BoxObserved, FreezeClosed, FreezeOpened
+from agent.core.events import BoxObserved, BoxSetChanged, FreezeClosed, FreezeOpened
 from agent.forensics.evidence import BoxRef
-from agent.listeners import CycleEvent
+from agent.listeners import CycleEvent, CycleListener
 
 
 class EvidenceSink(Protocol):
@@ -19,19 +19,29 @@ class EvidenceSink(Protocol):
                       layer: str | None = None) -> str: ...
 
 
-class EvidenceListener:
+class EvidenceListener(CycleListener):
     """One bundle per freeze: opened at detection (onset capture, tables, Docker state), completed at recovery.
 
-    boxes: name -> BoxRef; known_macs(box): address -> the MAC last seen answering (agent.core.macwatch).
+    boxes: name -> BoxRef; known_macs(box): address -> the MAC last seen answering (agent.core.macwatch);
+    site: [agent] site, for the BoxRef of boxes discovery adds.
     """
 
     name = "evidence"
 
     def __init__(self, collector: EvidenceSink, boxes: Mapping[str, BoxRef],
-                 known_macs: Callable[[str], Mapping[str, str]] | None = None) -> None:
+                 known_macs: Callable[[str], Mapping[str, str]] | None = None, site: str | None = None) -> None:
         self.collector = collector
         self.boxes = dict(boxes)
         self.known_macs = known_macs
+        self.site = site
+
+    def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
+        """The cycle's events; box-set changes (the boxes bundles are made for)."""
+        return {**super().subscriptions(), BoxSetChanged: self.on_box_set}
+
+    def on_box_set(self, ev: BoxSetChanged) -> None:
+        """Discovery changed the box set: bundles for the new set."""
+        self.boxes = {b.name: BoxRef.from_config(b, self.site) for b in ev.boxes}
 
     def on_events(self, events: Sequence[CycleEvent]) -> None:
         """Queue a bundle for every FreezeOpened and complete it for every FreezeClosed of the cycle."""

@@ -15,9 +15,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from agent.core.events import (LAYERS, STATES, BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed,
-                               FreezeOpened, MacChanged, SegmentFreezeChanged)
-from agent.listeners import CycleEvent
+from agent.core.events import (LAYERS, STATES, BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+                               FreezeClosed, FreezeOpened, MacChanged, SegmentFreezeChanged)
+from agent.listeners import CycleEvent, CycleListener
+from remediations.model import ActionRecord
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ CYCLE_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 REMEDIATION_RESULTS = ("recovered", "not_recovered", "failed", "refused", "held", "deferred", "dry_run", "reset")
 
 
-class MetricsListener:
-    """Keeps the vobox_* metrics current from each cycle's events and from remediation records.
+class MetricsListener(CycleListener):
+    """Every metric: keeps the vobox_* metrics current from each cycle's events, remediation records (as each
+    is published) and box-set changes.
 
     kinds: box name -> kind; counters(): agent.storage.store.StorageCounters now (or None when
     there is no storage); segments: box name -> segment (their series exist from the start);
@@ -143,6 +145,11 @@ class MetricsListener:
         self.mac_changes.labels(*self._box(box))
         self.freeze_duration.labels(*self._box(box))
 
+    def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
+        """The cycle's events, remediation records, box-set changes."""
+        return {**super().subscriptions(), ActionRecord: self.on_record,
+                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds)}
+
     def set_kinds(self, kinds: Mapping[str, str]) -> None:
         """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.
 
@@ -250,9 +257,13 @@ class MetricsListener:
             self._add_delta(self.dropped_points, "dropped", c.dropped)
             self._add_delta(self.rejected_points, "rejected", c.rejected)
 
+    def on_record(self, rec: ActionRecord) -> None:
+        """Count one remediation record (remediations.model.ActionRecord) in vobox_remediations_total."""
+        self.on_remediation(rec.box, rec.action, rec.trigger, rec.outcome, rec.ok, rec.recovered)
+
     def on_remediation(self, box: str, action: str, trigger: str, outcome: str, ok: bool,
                        recovered: bool | None) -> None:
-        """Count one remediation record (remediations.ActionRecord: outcome, ok, recovered), from the wiring's on_record."""
+        """Count one remediation decision by result (recovered, not_recovered, unverified, failed, or its outcome)."""
         result = (outcome if outcome != "done" else "failed" if not ok else "unverified" if recovered is None
                   else "recovered" if recovered else "not_recovered")
         self.remediations.labels(*self._box(box), action, trigger, result).inc()

@@ -1,17 +1,19 @@
-"""Points listener: turns a cycle's events into InfluxDB points (agent.storage.points) and hands them to storage."""
+"""Points listener: every write to storage. A cycle's events, remediation records, engine events and box-set
+changes become InfluxDB points (agent.storage.points), handed to storage as they arrive."""
 from __future__ import annotations
 
 import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
-from agent.listeners import CycleEvent
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
+                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
+from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
+from remediations.model import ActionRecord, ContainerEventRecord
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,17 @@ class PointSink(Protocol):
     def counters(self) -> StorageCounters: ...
 
 
-class PointsListener:
+def record_point(rec: ActionRecord, site: str | None) -> P.Point:
+    """The `remediation` point (agent.storage.points) of a remediations.ActionRecord."""
+    return P.remediation_point(rec.box, rec.kind, site, rec.action, rec.trigger, rec.ok, rec.recovered, rec.dry_run,
+                               rec.duration_s, rec.detail, rec.time_s, outcome=rec.outcome, reason=rec.reason,
+                               who=rec.who, why=rec.why, forced=rec.forced)
+
+
+class PointsListener(CycleListener):
     """probe, warning, box, freeze, mac_change, segment_freeze, maintenance and agent points; one storage write per
-    cycle (+ the agent point).
+    cycle (+ the agent point); a remediation point per record and a container_event point per engine event or
+    discovered/forgotten container, written as each arrives (a stopped probe loop does not stop them).
 
     kinds: box name -> kind (container|vm); evidence_path(box, start_s): the evidence bundle of a
     freeze (agent.forensics.evidence.bundle_dir), or None when forensics is off.
@@ -44,6 +54,32 @@ class PointsListener:
         self.host = host or socket.gethostname()
         self._fresh: set[str] = set()
         self._held: dict[str, BoxHeld] = {}   # box -> its hold (BoxHeld until BoxReleased): on its box points
+
+    def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
+        """The cycle's events, remediation records, engine events, box-set changes."""
+        return {**super().subscriptions(), ActionRecord: self.on_record, ContainerEventRecord: self.on_container_event,
+                BoxSetChanged: self.on_box_set}
+
+    def on_record(self, rec: ActionRecord) -> None:
+        """One remediation decision: its `remediation` point, now."""
+        self.storage.write([record_point(rec, self.site)])
+
+    def on_container_event(self, rec: ContainerEventRecord) -> None:
+        """One engine event (or resync) of a box's container: its `container_event` point, now."""
+        self.storage.write([P.container_event_point(rec.box, self.kinds.get(rec.box, "container"), self.site,
+                                                    rec.event, rec.time_s, rec.detail, rec.exit_code,
+                                                    rec.container_state,
+                                                    rec.operator if rec.container_state is not None else None)])
+
+    def on_box_set(self, ev: BoxSetChanged) -> None:
+        """Discovery changed the box set: `container_event` points for the containers that left and joined."""
+        self.kinds = ev.kinds
+        self.storage.write([P.container_event_point(f.box.name, "container", self.site, event, ev.time_s,
+                                                    f"container {f.box.container} {what} "
+                                                    f"({' '.join(f.box.addresses())} on {f.box.network})")
+                            for fs, event, what in ((ev.removed, "forgotten", "left the box set"),
+                                                    (ev.added, "discovered", "joined the box set"))
+                            for f in fs])
 
     def _evidence(self, box: str, start_s: float) -> str | None:
         return self.evidence_path(box, start_s) if self.evidence_path is not None else None

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
                                FreezeOpened, StateChanged)
-from agent.listeners import CycleEvent
+from agent.listeners import CycleEvent, CycleListener
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class RemediationSink(Protocol):
     def tick(self) -> None: ...
 
 
-class RemediationListener:
+class RemediationListener(CycleListener):
     """Applies one cycle's freezes and holds to the service in one batch, then lets it decide (tick).
 
     A freeze the service does not know yet (the agent restarted with a freeze open) is handed over

@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent import atomic, redact
-from agent.core.events import BoxHeld, BoxObserved, BoxReleased, CycleEnded, DegradedChanged, StateChanged
-from agent.listeners import CycleEvent
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, DegradedChanged,
+                               StateChanged)
+from agent.listeners import CycleEvent, CycleListener
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def _container(cs: Any) -> dict[str, Any]:
             "operator_stopped": cs.operator_stopped, "exit_code": cs.exit_code}
 
 
-class StatusListener:
+class StatusListener(CycleListener):
     """Keeps each box's last verdict, state, since and hold; writes status.json atomically at CycleEnded.
 
     kinds: box name -> kind; remediation_status(): box -> remediations.BoxStatus (or None when
@@ -62,6 +63,14 @@ class StatusListener:
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("status %s unreadable (%s); since-times start afresh", self.path, exc)
             return {}
+
+    def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
+        """The cycle's events; box-set changes (the boxes status.json lists)."""
+        return {**super().subscriptions(), BoxSetChanged: self.on_box_set}
+
+    def on_box_set(self, ev: BoxSetChanged) -> None:
+        """Discovery changed the box set: the next status.json lists the new set."""
+        self.kinds = ev.kinds
 
     def on_events(self, events: Sequence[CycleEvent]) -> None:
         """Remember what the cycle said; write status.json at its end."""

@@ -268,6 +268,7 @@ def test_the_live_box_set_follows_start_destroy_and_keeps_a_disconnected_box():
 
 def test_the_pipeline_takes_a_new_box_set_between_cycles_and_drops_a_removed_boxs_state(tmp_path):
     from agent import wiring
+    from agent.core.events import BoxSetChanged
     from tests.agent.test_pipeline import BOXES, make_agent, running
 
     agent, script, storage, rem = make_agent(tmp_path)
@@ -275,8 +276,10 @@ def test_the_pipeline_takes_a_new_box_set_between_cycles_and_drops_a_removed_box
     newbox = C.box_from_table({"name": "disc1", "kind": "container", "ipv4": "192.0.2.99", "container": "disc1",
                                "network": "net1", "remediate": ["restart_container"]}, base)
     box_set = {"v": 1, "boxes": base.boxes}
-    follow = wiring.box_set_follower(base, lambda: (box_set["v"], box_set["boxes"]), agent, agent.listeners,
-                                     engine=rem.remediator)
+    wiring.follow_box_set(agent.bus, agent, engine=rem.remediator)
+
+    def follow():   # discovery publishes the new set; the pipeline takes it at its next cycle
+        agent.bus.publish(BoxSetChanged(script.now, box_set["v"], box_set["boxes"]))
     follow()
     agent.run_cycle()
     box_set.update(v=2, boxes=base.boxes + (newbox,))

@@ -256,7 +256,9 @@ def test_the_pipeline_marks_points_opens_no_freeze_and_announces_the_window(tmp_
             from agent.storage.store import StorageCounters
             return StorageCounters(0, 0, 0, 0, 0, 0)
 
-    class Catch:
+    from agent.listeners import CycleListener
+
+    class Catch(CycleListener):   # subscribes to the cycle's events
         name = "catch"
         events: list = []
 
