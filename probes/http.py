@@ -150,7 +150,7 @@ class ResponseReader:
 
 def job_for(target: Target, contexts: tls.Contexts) -> dialogue.Job | str:
     """The request an http target asks for, or why it cannot be tried."""
-    spec = target.spec or HttpSpec()
+    spec = target.spec if isinstance(target.spec, HttpSpec) else HttpSpec()   # validate() checked the type
     port: int = target.port  # type: ignore[assignment]
     conn = h11.Connection(our_role=h11.CLIENT)
     headers = [("Host", host_header(spec, target.address, port)), ("User-Agent", USER_AGENT), ("Accept", "*/*"),

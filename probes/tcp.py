@@ -94,7 +94,7 @@ class ExpectReader:
 
 def job_for(target: Target) -> dialogue.Job:
     """The conversation a tcp target asks for."""
-    spec = target.spec
+    spec = target.spec if isinstance(target.spec, TcpSpec) else None   # validate() checked the type
     if spec is None:
         return dialogue.Job(target.address, target.port)  # type: ignore[arg-type]
     reader = ExpectReader(compile_expect(spec.expect, "expect")) if spec.expect is not None else None

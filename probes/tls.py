@@ -98,7 +98,7 @@ def cert_dates(der: bytes) -> tuple[float, float]:
 
 def job_for(target: Target, contexts: Contexts) -> dialogue.Job | str:
     """The handshake a tls target asks for, or why it cannot be tried."""
-    spec = target.spec or TlsSpec()
+    spec = target.spec if isinstance(target.spec, TlsSpec) else TlsSpec()   # validate() checked the type
     ctx = contexts.get(spec.ca_file, spec.verify)
     if isinstance(ctx, str):
         return ctx
@@ -141,7 +141,7 @@ def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = N
             results.append(ProbeResult(target.address, NAME, target.port, False, None, d.error, None, d.end_s,
                                        d.layer))
             continue
-        spec = target.spec or TlsSpec()
+        spec = target.spec if isinstance(target.spec, TlsSpec) else TlsSpec()   # validate() checked the type
         error, warning, not_after_s, days_left = judge_cert(d.peer_cert_der, d.end_s, spec.warn_days)
         results.append(ProbeResult(target.address, NAME, target.port, error is None,
                                    (d.end_s - d.start_s) * 1000.0 if error is None else None, error, None, d.end_s,

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from probes.exchange import Outcome
-    from probes.http import HttpSpec
-    from probes.tcp import TcpSpec
-    from probes.tls import TlsSpec
 
 PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp", "http", "tls")
 
@@ -20,6 +17,18 @@ PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp", "http", "tls")
 # failed TLS handshake or certificate). A failure lower in the stack is deeper: it
 # explains every failure above it.
 LAYERS: tuple[str, ...] = ("l2", "l3", "l4", "l7")
+
+
+class ProbeSpec(Protocol):
+    """A probe kind's options on a Target, defined in its own file (its SPEC: probes.tcp.TcpSpec,
+    probes.http.HttpSpec, probes.tls.TlsSpec); probes.validate() checks the type matches the kind.
+
+    A Protocol, so this module needs none of the kinds' modules, which all import it.
+    """
+
+    def check(self) -> None:
+        """Raise ValueError naming the field that is wrong."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +43,7 @@ class Target:
     address: str
     probe: str
     port: int | None = None
-    spec: "TcpSpec | HttpSpec | TlsSpec | None" = None
+    spec: ProbeSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import atomic
-from agent.core.config import MIB
 from agent.storage.influx import SinkError, Writer, make_writer
 from agent.storage.points import Point
 from agent.storage.spool import Spool, SpoolWriteError
 
 log = logging.getLogger(__name__)
+
+MIB = 2**20   # bytes per MiB (IEC 80000-13), the unit of [influxdb] spool_max_mib; storage imports no core
 
 REJECTED_FILE = "rejected.lp"
 SPOOL_DIR = "spool"
