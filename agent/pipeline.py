@@ -30,17 +30,16 @@ from typing import Any, Protocol
 
 import probes
 from agent import atomic
+from agent.bus import Bus
 from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
-from agent.bus import Bus
-from agent.core.cycle import CyclePlan, ContainerView, plan_cycle, verdicts
-from agent.core.cycle import with_container_state
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, CycleEvent, CycleEvents,
-                               DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged,
-                               MaintenanceChanged, SegmentFreezeChanged, StateChanged, deeper)
-from agent.core.maintenance import Active
+from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
+from agent.core.events import (NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+                               CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
+                               MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
+from agent.core.maintenance import Active
 from agent.listeners import Listener
 from agent.prober import Checks, Prober, Sweep
 
@@ -196,11 +195,11 @@ class Pipeline:
         saved = freeze.load_state(self._freeze_path) if added else {}
         for name in removed:
             gone = self.states.pop(name, None)
-            if gone is not None and gone.state in ("frozen", "recovering") and gone.freeze_start_s is not None:
+            if gone is not None and gone.state in (State.FROZEN, State.RECOVERING) and gone.freeze_start_s is not None:
                 # Its container was removed while frozen: the freeze ends here, so the data has no freeze
                 # left open forever (closed in the next cycle's events).
                 now_s = self.clock()
-                end_s = gone.recovery_times[0] if gone.state == "recovering" and gone.recovery_times else now_s
+                end_s = gone.recovery_times[0] if gone.state == State.RECOVERING and gone.recovery_times else now_s
                 self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer))
             self._holds.pop(name, None)
             self._confirm_times.pop(name, None)
@@ -271,7 +270,7 @@ class Pipeline:
 
     def unsettled(self) -> tuple[str, ...]:
         """Boxes whose state waits for more cycles to settle: suspect (freeze or not?) and recovering (over?)."""
-        return tuple(n for n, s in self.states.items() if s.state in ("suspect", "recovering"))
+        return tuple(n for n, s in self.states.items() if s.state in (State.SUSPECT, State.RECOVERING))
 
     def confirm_pass(self) -> int:
         """One fast-confirmation pass: re-probe the unsettled boxes alone, now; returns how many (0: none, nothing ran).
@@ -310,10 +309,10 @@ class Pipeline:
         active = self._maintenance_at(now_s)
         for v in verdicts(plan, results, now_s, checks()):
             box = self.boxes[v.box]
-            if box.kind == "container" and box.container:
+            if box.kind == BoxKind.CONTAINER and box.container:
                 was = self.states.get(v.box)
                 v = with_container_state(v, box.container, containers.get(v.box), box.restart_stopped,
-                                         was.last_time_s if was is not None and was.state == "stopped" else None)
+                                         was.last_time_s if was is not None and was.state == State.STOPPED else None)
             if not v.healthy:
                 unhealthy.append(v.box)
             try:
@@ -404,10 +403,10 @@ class Pipeline:
         self._confirm_times[v.box] = {t for t in passes if t in held_times}
         flap, flap_events = flapping.step(self.flaps.get(v.box) or flapping.initial(v.box), v.healthy, now_s, self.flap_settings,
                                           freeze_open=after.freeze_open,
-                                          stopped=after.state in ("stopped", "maintenance"),   # not judged
+                                          stopped=after.state in NOT_JUDGED,   # not judged
                                           cycle=not confirm)
         self.flaps[v.box] = flap
-        on = self.flap_settings.enabled and after.state not in ("stopped", "maintenance")
+        on = self.flap_settings.enabled and after.state not in NOT_JUDGED
         out: list[CycleEvent] = [BoxObserved(v.box, now_s, v.healthy, v.layer, after.state, decision.up,
                                              rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm,
                                              v.container, flap.degraded,
@@ -446,11 +445,11 @@ class Pipeline:
     def _holds_of(self, now_s: float) -> list[CycleEvent]:
         """BoxHeld / BoxReleased where a frozen box's hold began, changed kind or ended (after correlation)."""
         out: list[CycleEvent] = []
-        suspect = [n for n, s in self.states.items() if s.state == "suspect"]
+        suspect = [n for n, s in self.states.items() if s.state == State.SUSPECT]
         for name, st in self.states.items():
             kind = reason = None
             segment = None
-            if st.state == "frozen" and self.correlator is not None:
+            if st.state == State.FROZEN and self.correlator is not None:
                 reason = self.correlator.holds(name)
                 kind = "segment" if reason else None
                 if reason is None:
@@ -476,7 +475,7 @@ class Pipeline:
 
     def _finish(self, events: list[CycleEvent], now_s: float, started: float, unhealthy: tuple[str, ...],
                 error: str | None = None, confirm: bool = False) -> CycleSummary:
-        frozen = tuple(n for n, s in self.states.items() if s.state == "frozen")
+        frozen = tuple(n for n, s in self.states.items() if s.state == State.FROZEN)
         events.append(CycleEnded(now_s, started, len(self.boxes), unhealthy, frozen, self.misfires, error, confirm))
         self.bus.publish(CycleEvents(tuple(events)))   # a listener that raises is logged; the others still run
         self.cycles += 0 if confirm else 1

@@ -14,6 +14,7 @@ from typing import Any
 import probes
 from agent.core.config import BoxConfig, Config
 from agent.core.cycle import ContainerView, Verdict, box_targets, classify, with_container_state
+from agent.core.events import BoxKind
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Prober:
         checks = self.start_checks([name])
         results = self.sweep(box_targets(box), self.timeout_s, self.interface, None)
         results = [*results, *checks().get(name, ())]
-        if box.kind != "container" or not box.container:
+        if box.kind != BoxKind.CONTAINER or not box.container:
             return classify(results)[0]
         healthy, layer = classify(results)
         v = Verdict(name, healthy, layer, tuple(results), self.clock())

@@ -18,9 +18,9 @@ from probes.privileges import PrivilegeError
 from probes.http import HttpSpec
 from probes.tcp import TcpSpec
 from probes.tls import TlsSpec
-from probes.types import LAYERS, PROBE_KINDS, ProbeResult, Target
+from probes.types import LAYERS, PROBE_KINDS, Layer, ProbeResult, Target
 
-__all__ = ["LAYERS", "PROBE_KINDS", "PROBES", "SERVICE_KINDS", "HttpSpec", "Probe", "PrivilegeError", "ProbeResult",
+__all__ = ["LAYERS", "PROBE_KINDS", "Layer", "PROBES", "SERVICE_KINDS", "HttpSpec", "Probe", "PrivilegeError", "ProbeResult",
            "Recorder", "Target", "TcpSpec", "TlsSpec", "sweep", "validate"]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -16,7 +17,17 @@ PROBE_KINDS = ("icmp", "icmp6", "arp", "ndp", "tcp", "http", "tls")
 # accepts but the service's dialogue fails: no or a wrong answer, a bad HTTP status, a
 # failed TLS handshake or certificate). A failure lower in the stack is deeper: it
 # explains every failure above it.
-LAYERS: tuple[str, ...] = ("l2", "l3", "l4", "l7")
+class Layer(StrEnum):
+    """A layer a failure points at, or NONE (healthy); the values are what is stored (`layer`) and shown."""
+
+    NONE = "none"
+    L2 = "l2"
+    L3 = "l3"
+    L4 = "l4"
+    L7 = "l7"
+
+
+LAYERS: tuple[str, ...] = tuple(layer.value for layer in Layer if layer is not Layer.NONE)
 
 
 class ProbeSpec(Protocol):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 TRIGGERS = ("auto", "alert", "manual")
 # What a remediation decision was (the `outcome` tag of a `remediation` point): done = the action ran
@@ -9,7 +10,18 @@ TRIGGERS = ("auto", "alert", "manual")
 # held = not run because a hold (segment freeze) holds the box; deferred = not run yet (Docker
 # unreachable), retried later; dry_run = described, not run; reset = an admin cleared the box's halt and
 # budget (`remediate reset`, action "reset"). Only `done` spends budget.
-OUTCOMES = ("done", "refused", "held", "deferred", "dry_run", "reset")
+class RecordOutcome(StrEnum):
+    """What a remediation decision was: the `outcome` tag of a `remediation` point (values stored as they are)."""
+
+    DONE = "done"
+    REFUSED = "refused"
+    HELD = "held"
+    DEFERRED = "deferred"
+    DRY_RUN = "dry_run"
+    RESET = "reset"
+
+
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in RecordOutcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +106,7 @@ class ActionRecord:
     duration_s: float
     detail: str
     time_s: float
-    outcome: str = "done"
+    outcome: str = RecordOutcome.DONE
     reason: str = ""
     forced: bool = False
     who: str | None = None
@@ -103,12 +115,12 @@ class ActionRecord:
     @property
     def deferred(self) -> bool:
         """outcome == "deferred" (nothing done yet, retried later)."""
-        return self.outcome == "deferred"
+        return self.outcome == RecordOutcome.DEFERRED
 
     @property
     def deferred_reason(self) -> str | None:
         """The reason of a deferred record, else None."""
-        return self.reason if self.outcome == "deferred" else None
+        return self.reason if self.outcome == RecordOutcome.DEFERRED else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from remediations import history
 from remediations.actions import ActionContext, execute
 from remediations.engine import BoxStatus, Remediator
-from remediations.model import ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RequestResult
+from remediations.model import ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome, RequestResult
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class RemediationService:
     def _flush(self) -> None:
         """Publish the engine's new records (on_record: the agent's bus), each as soon as it is decided."""
         for record in self.remediator.take_records():
-            if record.outcome in ("deferred", "refused", "held"):
+            if record.outcome in (RecordOutcome.DEFERRED, RecordOutcome.REFUSED, RecordOutcome.HELD):
                 log.warning("box %s: %s %s (%s): %s", record.box, record.action, record.outcome, record.trigger,
                             record.reason)
             try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from agent.core.events import deeper
-from probes import LAYERS, PROBES, ProbeResult, Target
+from probes import LAYERS, PROBES, Layer, ProbeResult, Target
 
 # Per address family, the probe kinds every address of that family gets (those that take no
 # port: ARP + ICMP for IPv4, NDP + ICMPv6 for IPv6), deepest layer first; each kind declares
@@ -64,9 +64,10 @@ class Verdict:
 #   nothing answers ARP/NDP, as the probes see too.
 # running but HEALTHCHECK unhealthy: l7 (the image's own check says its service is broken).
 CONTAINER_PROBE = "docker"
-CONTAINER_STATE_LAYERS: dict[str, str] = {"paused": "l7", "restarting": "l2", "exited": "l2", "dead": "l2",
-                                          "created": "l2", "removing": "l2", "removed": "l2"}
-UNHEALTHY_LAYER = "l7"
+CONTAINER_STATE_LAYERS: dict[str, str] = {"paused": Layer.L7, "restarting": Layer.L2, "exited": Layer.L2,
+                                          "dead": Layer.L2, "created": Layer.L2, "removing": Layer.L2,
+                                          "removed": Layer.L2}
+UNHEALTHY_LAYER = Layer.L7
 
 
 class ContainerView(Protocol):
@@ -124,11 +125,11 @@ def plan_cycle(boxes: Iterable[ProbedBox]) -> CyclePlan:
 
 def classify(results: Sequence[ProbeResult]) -> tuple[bool, str]:
     """(healthy, layer) of one box's results: the deepest failing layer wins."""
-    layer = "none"
+    layer: str = Layer.NONE
     for result in results:
         if not result.ok:
             layer = deeper(layer, result.layer or PROBES[result.probe].LAYER)
-    return layer == "none", layer
+    return layer == Layer.NONE, layer
 
 
 def container_result(container: str, cs: ContainerView, time_s: float) -> ProbeResult:
@@ -140,7 +141,7 @@ def container_result(container: str, cs: ContainerView, time_s: float) -> ProbeR
                            layer=UNHEALTHY_LAYER)
     error = cs.state + (" (OOM-killed)" if cs.oom_killed else "")
     return ProbeResult(container, CONTAINER_PROBE, None, False, None, error, None, time_s,
-                       layer=CONTAINER_STATE_LAYERS.get(cs.state, "l2"))
+                       layer=CONTAINER_STATE_LAYERS.get(cs.state, Layer.L2))
 
 
 def with_container_state(v: Verdict, container: str, cs: ContainerView | None, restart_stopped: bool = False,
@@ -157,14 +158,14 @@ def with_container_state(v: Verdict, container: str, cs: ContainerView | None, r
     still_stopped = (stopped_at_s is not None and cs.state in ("exited", "created", "removed")
                      and (cs.since_s is None or cs.since_s <= stopped_at_s))
     if (cs.operator_stopped or still_stopped) and not restart_stopped:
-        return replace(v, healthy=True, layer="none", stopped=True, container=cs)
+        return replace(v, healthy=True, layer=Layer.NONE, stopped=True, container=cs)
     results = v.results + (container_result(container, cs, v.time_s),)
     healthy, layer = classify(results)
     if cs.state == "paused":
         # Its TCP ports stop accepting once their listen backlogs are full: that is the pause (l7), not a
         # second failure, so a paused container's freeze keeps one layer however long it lasts. ARP/ping
         # failures at the same time are a network fault of their own and still count.
-        layer = deeper(UNHEALTHY_LAYER, classify([r for r in results if not r.ok and _layer(r) != "l4"])[1])
+        layer = deeper(UNHEALTHY_LAYER, classify([r for r in results if not r.ok and _layer(r) != Layer.L4])[1])
     return replace(v, healthy=healthy, layer=layer, results=results, container=cs)
 
 

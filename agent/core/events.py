@@ -12,19 +12,45 @@ Besides the cycle: BoxSetChanged (discovery changed the box set), published when
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 from probes import LAYERS as PROBE_LAYERS
+from probes import Layer
 
-# "stopped": not judged; its container was stopped, killed or removed by someone else (operator intent).
-# "maintenance": in a maintenance window (agent.core.maintenance): probed and stored, not judged, never remediated.
-STATES: tuple[str, ...] = ("up", "suspect", "frozen", "recovering", "stopped", "maintenance")
+
+class State(StrEnum):
+    """A box's freeze state (agent.core.freeze); the values are stored (`box` state) and shown (status.json).
+
+    STOPPED: not judged; its container was stopped, killed or removed by someone else (operator
+    intent). MAINTENANCE: in a maintenance window (agent.core.maintenance): probed and stored, not
+    judged, never remediated.
+    """
+
+    UP = "up"
+    SUSPECT = "suspect"
+    FROZEN = "frozen"
+    RECOVERING = "recovering"
+    STOPPED = "stopped"
+    MAINTENANCE = "maintenance"
+
+
+class BoxKind(StrEnum):
+    """What a box is (the `kind` tag, [[box]] kind); agent.core.config.BOX_KINDS lists the values."""
+
+    CONTAINER = "container"
+    VM = "vm"
+
+
+STATES: tuple[str, ...] = tuple(s.value for s in State)
 # "none" (healthy) and the probe layers (probes.types.LAYERS is the one source: l2, l3, l4, l7).
-LAYERS: tuple[str, ...] = ("none", *PROBE_LAYERS)
+LAYERS: tuple[str, ...] = (Layer.NONE.value, *PROBE_LAYERS)
+# States in which a box is not judged (its cycles are not counted for or against it).
+NOT_JUDGED: frozenset[str] = frozenset({State.STOPPED, State.MAINTENANCE})
 # How deep a failure is: l2 (ARP/NDP fail) is deeper than l3 (ping fails), deeper than l4 (a TCP port
 # does not accept), deeper than l7 (the service does not answer): a failure lower in the stack
 # explains every failure above it.
-LAYER_DEPTH: dict[str, int] = {"none": 0, **{layer: len(PROBE_LAYERS) - i for i, layer in enumerate(PROBE_LAYERS)}}
+LAYER_DEPTH: dict[str, int] = {Layer.NONE: 0, **{layer: len(PROBE_LAYERS) - i for i, layer in enumerate(PROBE_LAYERS)}}
 
 
 def deeper(a: str, b: str) -> str:

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probes import PROBES
+from probes import PROBES, Layer
 
 # The kinds whose answers carry the answering MAC: the layer-2 probes (ARP, NDP).
-L2_PROBES: tuple[str, ...] = tuple(k for k, p in PROBES.items() if p.LAYER == "l2")
+L2_PROBES: tuple[str, ...] = tuple(k for k, p in PROBES.items() if p.LAYER == Layer.L2)
 
 
 @dataclass(frozen=True, slots=True)

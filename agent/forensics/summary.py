@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from probes import PROBES
+from probes import PROBES, Layer
 
 from agent.forensics.recorder import Record, as_ethernet, normalize_address
 
@@ -30,8 +30,8 @@ FINDING_CODES: tuple[str, ...] = (
 )
 _RANK = {code: i for i, code in enumerate(FINDING_CODES)}
 # Probe kinds by the layer they declare (probes/<kind>.py): ARP/NDP at l2, the echoes at l3.
-_L2 = tuple(k for k, p in PROBES.items() if p.LAYER == "l2")
-_ICMP = tuple(k for k, p in PROBES.items() if p.LAYER == "l3")
+_L2 = tuple(k for k, p in PROBES.items() if p.LAYER == Layer.L2)
+_ICMP = tuple(k for k, p in PROBES.items() if p.LAYER == Layer.L3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from agent.core.events import (LAYERS, STATES, BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+from agent.core.events import (LAYERS, STATES, BoxHeld, BoxKind, Layer, State, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
                                FreezeClosed, FreezeOpened, MacChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
-from remediations.model import ActionRecord
+from remediations.model import ActionRecord, RecordOutcome
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class MetricsListener(CycleListener):
             metric.labels(self.site)
 
     def _start_series(self, box: str) -> None:
-        self._set_state(box, "up", "none")
+        self._set_state(box, State.UP, Layer.NONE)
         self.up.labels(*self._box(box)).set(1)
         self.held.labels(*self._box(box)).set(0)
         self.degraded.labels(*self._box(box)).set(0)
@@ -170,7 +170,7 @@ class MetricsListener(CycleListener):
         self.boxes.labels(self.site).set(len(self.kinds))
 
     def _box(self, box: str) -> tuple[str, str, str]:
-        return box, self.kinds.get(box, "container"), self.site
+        return box, self.kinds.get(box, BoxKind.CONTAINER), self.site
 
     def _set_state(self, box: str, state: str, layer: str) -> None:
         labels = self._box(box)
@@ -229,7 +229,7 @@ class MetricsListener(CycleListener):
             self.percent_state_change.labels(*labels).set(ev.percent_state_change)
         if ev.failed_share is not None:
             self.failed_ratio.labels(*labels).set(ev.failed_share)
-        self._set_state(ev.box, ev.state, ev.state_layer if ev.state != "up" else ev.layer)
+        self._set_state(ev.box, ev.state, ev.state_layer if ev.state != State.UP else ev.layer)
         self.freeze_start.labels(*labels).set(ev.freeze_start_s or 0)
         by_kind: dict[str, list[Any]] = {}
         for r in ev.results:
@@ -264,7 +264,7 @@ class MetricsListener(CycleListener):
     def on_remediation(self, box: str, action: str, trigger: str, outcome: str, ok: bool,
                        recovered: bool | None) -> None:
         """Count one remediation decision by result (recovered, not_recovered, unverified, failed, or its outcome)."""
-        result = (outcome if outcome != "done" else "failed" if not ok else "unverified" if recovered is None
+        result = (outcome if outcome != RecordOutcome.DONE else "failed" if not ok else "unverified" if recovered is None
                   else "recovered" if recovered else "not_recovered")
         self.remediations.labels(*self._box(box), action, trigger, result).inc()
 

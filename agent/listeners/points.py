@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
+from agent.core.events import (BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
                                FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
@@ -66,7 +66,7 @@ class PointsListener(CycleListener):
 
     def on_container_event(self, rec: ContainerEventRecord) -> None:
         """One engine event (or resync) of a box's container: its `container_event` point, now."""
-        self.storage.write([P.container_event_point(rec.box, self.kinds.get(rec.box, "container"), self.site,
+        self.storage.write([P.container_event_point(rec.box, self.kinds.get(rec.box, BoxKind.CONTAINER), self.site,
                                                     rec.event, rec.time_s, rec.detail, rec.exit_code,
                                                     rec.container_state,
                                                     rec.operator if rec.container_state is not None else None)])
@@ -74,7 +74,7 @@ class PointsListener(CycleListener):
     def on_box_set(self, ev: BoxSetChanged) -> None:
         """Discovery changed the box set: `container_event` points for the containers that left and joined."""
         self.kinds = ev.kinds
-        self.storage.write([P.container_event_point(f.box.name, "container", self.site, event, ev.time_s,
+        self.storage.write([P.container_event_point(f.box.name, BoxKind.CONTAINER, self.site, event, ev.time_s,
                                                     f"container {f.box.container} {what} "
                                                     f"({' '.join(f.box.addresses())} on {f.box.network})")
                             for fs, event, what in ((ev.removed, "forgotten", "left the box set"),
@@ -114,7 +114,7 @@ class PointsListener(CycleListener):
 
     def _box_points(self, ev: object) -> list[P.Point]:
         box = getattr(ev, "box", None)
-        kind, site = self.kinds.get(box, "container"), self.site
+        kind, site = self.kinds.get(box, BoxKind.CONTAINER), self.site
         if isinstance(ev, BoxObserved):
             out = []
             if not ev.confirm:  # one probe and one box point per cycle: mean(up) is availability

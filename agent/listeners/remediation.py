@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, StateChanged)
+                               FreezeOpened, State, StateChanged)
 from agent.listeners import CycleEvent, CycleListener
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,15 @@ class RemediationListener(CycleListener):
         elif isinstance(ev, FreezeClosed):
             self._open.pop(ev.box, None)
             self.service.freeze_closed(ev.box)
-        elif isinstance(ev, StateChanged) and ev.new == "recovering":
+        elif isinstance(ev, StateChanged) and ev.new == State.RECOVERING:
             self.service.recovering(ev.box)
-        elif isinstance(ev, StateChanged) and ev.old == "recovering" and ev.new == "frozen":
+        elif isinstance(ev, StateChanged) and ev.old == State.RECOVERING and ev.new == State.FROZEN:
             self.service.relapsed(ev.box)
         elif isinstance(ev, BoxHeld):
             self.service.held(ev.box, ev.kind, ev.reason)
         elif isinstance(ev, BoxReleased):
             self.service.released(ev.box)
-        elif (isinstance(ev, BoxObserved) and ev.state == "frozen" and ev.freeze_start_s is not None
+        elif (isinstance(ev, BoxObserved) and ev.state == State.FROZEN and ev.freeze_start_s is not None
               and self._open.get(ev.box) != ev.freeze_start_s):
             # A freeze resumed after a restart: no FreezeOpened for it, the service learns it here.
             self._open[ev.box] = ev.freeze_start_s

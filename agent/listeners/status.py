@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent import atomic, redact
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, DegradedChanged,
-                               StateChanged)
+from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, DegradedChanged, Layer,
+                               State, StateChanged)
 from agent.listeners import CycleEvent, CycleListener
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class StatusListener(CycleListener):
         boxes: dict[str, Any] = {}
         for name, kind in self.kinds.items():
             last = self._last.get(name)
-            state = last.state if last else "up"
+            state = last.state if last else State.UP
             rtt: dict[str, float] = {}
             for r in (last.results if last else ()):
                 if r.ok and r.rtt_ms is not None and r.probe not in rtt:
@@ -113,7 +113,7 @@ class StatusListener(CycleListener):
             boxes[name] = {
                 "kind": kind, "state": state,
                 "judged_s": last.time_s if last else None,   # the last cycle that judged this box
-                "layer": (last.state_layer if state != "up" else last.layer) if last else "none",
+                "layer": (last.state_layer if state != State.UP else last.layer) if last else Layer.NONE,
                 "since_s": self._since.get(name),
                 "rtt_ms": rtt,
                 "warnings": warnings,   # not failures: certificates/proxies expiring, disks filling

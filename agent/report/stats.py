@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agent.core.config import BOX_KINDS as KINDS
+from agent.core.events import BoxKind
 from probes import LAYERS
 
 CONFIDENCE = 0.95
 DAY_S = 86400.0
-KIND_LABELS = {"container": "all containers", "vm": "all VMs"}
+KIND_LABELS = {BoxKind.CONTAINER: "all containers", BoxKind.VM: "all VMs"}
 
 
 def regularized_gamma_p(a: float, x: float) -> float:
@@ -380,15 +381,15 @@ def build_report(obs: FleetObservation) -> Report:
     boxes = tuple(_group(b.box, b.kind, [b], [f for f in obs.freezes if f.box == b.box], obs.interval_s, fallback)
                   for b in obs.boxes)
     by = {g.kind: g for g in kinds}
-    c, v = by.get("container"), by.get("vm")
+    c, v = by.get(BoxKind.CONTAINER), by.get(BoxKind.VM)
     comparison = compare_rates(c.freezes if c else 0, c.box_days if c else 0.0,
                                v.freezes if v else 0, v.box_days if v else 0.0)
     in_segment = [f for f in obs.freezes if any(o.holds(f) for o in obs.segment_outages)]
     without = None
     if obs.segment_outages:
         rest = [f for f in obs.freezes if f not in in_segment]
-        without = compare_rates(sum(1 for f in rest if f.kind == "container"), c.box_days if c else 0.0,
-                                sum(1 for f in rest if f.kind == "vm"), v.box_days if v else 0.0)
+        without = compare_rates(sum(1 for f in rest if f.kind == BoxKind.CONTAINER), c.box_days if c else 0.0,
+                                sum(1 for f in rest if f.kind == BoxKind.VM), v.box_days if v else 0.0)
     return Report(obs, tuple(kinds), boxes, comparison, without, len(in_segment))
 
 

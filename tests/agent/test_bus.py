@@ -39,8 +39,9 @@ class Accumulator:
 
 
 def record(box: str = "a", outcome: str = "done", **kw: Any) -> ActionRecord:
-    fields = dict(box=box, kind="container", action="restart_container", trigger="auto", ok=True, recovered=True,
-                  dry_run=False, duration_s=1.5, detail="restarted", time_s=1_800_000_000.0, outcome=outcome)
+    fields: dict[str, Any] = {"box": box, "kind": "container", "action": "restart_container", "trigger": "auto",
+                              "ok": True, "recovered": True, "dry_run": False, "duration_s": 1.5,
+                              "detail": "restarted", "time_s": 1_800_000_000.0, "outcome": outcome}
     fields.update(kw)
     return ActionRecord(**fields)
 
@@ -86,7 +87,7 @@ def test_a_listener_subscribes_once():
 # ---- what the listeners receive ------------------------------------------------------------------------
 
 def test_a_cycle_is_one_message_with_every_event_of_the_cycle_in_order(tmp_path):
-    agent, script, storage, rem = make_agent(tmp_path)
+    agent, script, _storage, _rem = make_agent(tmp_path)
     acc = Accumulator("acc", (CycleEvents, ActionRecord))
     agent.bus.add(acc)
     run(agent, script, ["a", "a"])   # fail_cycles = 2: frozen at the second cycle
@@ -144,7 +145,7 @@ def test_engine_events_and_box_set_changes_become_points_and_reach_every_listene
 
 
 def test_a_new_box_set_reaches_the_pipeline_at_its_next_cycle_not_in_the_middle_of_one(tmp_path):
-    agent, script, storage, rem = make_agent(tmp_path)
+    agent, script, _storage, rem = make_agent(tmp_path)
     wiring.follow_box_set(agent.bus, agent, engine=rem.remediator)
     smaller = tuple(b for b in agent.config.boxes if b.name != "c")
     agent.bus.publish(BoxSetChanged(script.now, 2, smaller))
