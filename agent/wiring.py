@@ -122,7 +122,6 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
         listeners.append(RemediationListener(remediation))
     listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
                                     budget_per_hour=cfg.remediation.max_per_box_per_hour,
-                                    remediation_status=remediation.status if remediation is not None else None,
                                     evidence_path=evidence_path, secrets=_secrets(cfg)))
     if metrics is not None:
         listeners.append(metrics)
@@ -254,7 +253,8 @@ def build_metrics(cfg: Config, storage: Any, members: Any) -> tuple[Any, list[An
 
 def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Callable[[str], bool],
                       make_docker: Callable[[], Any], expected_events: Any, evidence: Any) -> Any:
-    """The remediation service (remediations.RemediationService): its records are published as decided."""
+    """The remediation service (remediations.RemediationService): its records are published as decided, its
+    status after each cycle's decisions."""
     from remediations import ActionContext, RemediationService, Remediator, history
     from remediations.docker_events import expecting_factory
 
@@ -264,7 +264,8 @@ def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Call
     action_docker = expecting_factory(make_docker, expected_events)
     return RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy), publish,
                               history_path=history.path_in(cfg.agent.state_dir),
-                              evidence_wait=evidence.wait_collected if evidence is not None else None)
+                              evidence_wait=evidence.wait_collected if evidence is not None else None,
+                              on_status=publish)
 
 
 def build_webhook(cfg: Config, token: str | None, remediation: Any) -> Any:

@@ -1,8 +1,10 @@
 """Plain data for remediation: targets and policy in, planned actions and records out."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 TRIGGERS = ("auto", "alert", "manual")
 # What a remediation decision was (the `outcome` tag of a `remediation` point): done = the action ran
@@ -138,6 +140,18 @@ class ContainerEventRecord:
     signal: str | None = None       # kill: the signal (e.g. "15")
     container_state: str | None = None   # the box's container state after this event (the state cache)
     operator: bool = False          # stopped, killed or removed by someone else (not our remediation, not a crash)
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationStatus:
+    """Every box's remediation status at time_s (epoch s): box -> remediations.engine.BoxStatus.
+
+    Published by the service after each cycle's decisions (RemediationService.publish_status), so
+    status.json shows budgets and halts without reading the service.
+    """
+
+    time_s: float
+    boxes: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

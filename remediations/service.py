@@ -12,7 +12,8 @@ from collections.abc import Callable
 from remediations import history
 from remediations.actions import ActionContext, execute
 from remediations.engine import BoxStatus, Remediator
-from remediations.model import ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome, RequestResult
+from remediations.model import (ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome,
+                                RemediationStatus, RequestResult)
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ class RemediationService:
 
     on_record(record): every remediations.model.ActionRecord as it is decided (done, refused,
     held, deferred, dry_run, reset), from the thread that decided it (the agent publishes it on
-    its bus, agent.bus); a sink that raises is logged and remediation goes on.
+    its bus, agent.bus); a sink that raises is logged and remediation goes on. on_status(status):
+    a remediations.model.RemediationStatus after each cycle's decisions (publish_status), or None.
 
     evidence_wait(box, timeout_s) -> bool: blocks until the evidence of BOX's open freeze is
     collected (agent.forensics.evidence.EvidenceCollector.wait_collected); an automatic action
@@ -33,8 +35,10 @@ class RemediationService:
                  on_record: Callable[[ActionRecord], None], clock: Callable[[], float] = time.time,
                  tick_s: float = 0.5, history_path: str | None = None,
                  evidence_wait: Callable[[str, float], bool] | None = None,
-                 evidence_timeout_s: float = 20.0) -> None:
+                 evidence_timeout_s: float = 20.0,
+                 on_status: Callable[[RemediationStatus], None] | None = None) -> None:
         self.remediator = remediator
+        self.on_status = on_status
         self.context = context
         self.on_record = on_record
         self.clock = clock
@@ -108,6 +112,11 @@ class RemediationService:
         for plan in self.remediator.tick(self.clock()):
             self._queue.put(plan)
         self._flush()
+
+    def publish_status(self) -> None:
+        """Hand every box's status now to on_status (the listener calls it at the end of each cycle)."""
+        if self.on_status is not None:
+            self.on_status(RemediationStatus(self.clock(), self.status()))
 
     def request(self, box: str, action: str | None, trigger: str, *, force: bool = False,
                 who: str | None = None, why: str | None = None) -> RequestResult:

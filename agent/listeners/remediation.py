@@ -36,6 +36,8 @@ class RemediationSink(Protocol):
 
     def tick(self) -> None: ...
 
+    def publish_status(self) -> None: ...
+
 
 class RemediationListener(CycleListener):
     """Applies one cycle's freezes and holds to the service in one batch, then lets it decide (tick).
@@ -53,7 +55,7 @@ class RemediationListener(CycleListener):
         self._maintenance: dict[str, str] = {}   # box -> the maintenance reason the service was told about
 
     def on_events(self, events: Sequence[CycleEvent]) -> None:
-        """Hand the cycle's freeze events and holds over, then tick (unless the sweep failed)."""
+        """Hand the cycle's freeze events and holds over, tick (unless the sweep failed), publish the status."""
         end = next((ev for ev in events if isinstance(ev, CycleEnded)), None)
         with self.service.batch():
             for ev in events:
@@ -67,6 +69,11 @@ class RemediationListener(CycleListener):
                 self.service.tick()
             except Exception:  # noqa: BLE001
                 log.exception("remediation tick failed")
+        if end is not None:
+            try:   # status.json (written at the end of this cycle's delivery) shows it
+                self.service.publish_status()
+            except Exception:  # noqa: BLE001
+                log.exception("remediation status failed")
 
     def _apply(self, ev: CycleEvent) -> None:
         if isinstance(ev, BoxObserved) and not ev.confirm:

@@ -11,6 +11,7 @@ from agent import atomic, redact
 from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, DegradedChanged, Layer,
                                State, StateChanged)
 from agent.listeners import CycleEvent, CycleListener
+from remediations.model import RemediationStatus
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +28,22 @@ def _container(cs: Any) -> dict[str, Any]:
 class StatusListener(CycleListener):
     """Keeps each box's last verdict, state, since and hold; writes status.json atomically at CycleEnded.
 
-    kinds: box name -> kind; remediation_status(): box -> remediations.BoxStatus (or None when
-    remediation is off); budget_per_hour: [remediation] max_per_box_per_hour;
+    kinds: box name -> kind; each box's remediation status comes on the bus (remediations.model.
+    RemediationStatus; none while remediation is off); budget_per_hour: [remediation] max_per_box_per_hour;
     evidence_path(box, start_s): the bundle of an open freeze, or None; secrets: values redacted from the file.
     """
 
     name = "status"
 
     def __init__(self, state_dir: str, kinds: Mapping[str, str], *, site: str | None, interval_s: float,
-                 budget_per_hour: int, remediation_status: Callable[[], Mapping[str, Any]] | None = None,
-                 evidence_path: Callable[[str, float], str] | None = None, secrets: Sequence[str] = ()) -> None:
+                 budget_per_hour: int, evidence_path: Callable[[str, float], str] | None = None,
+                 secrets: Sequence[str] = ()) -> None:
         self.path = os.path.join(state_dir, STATUS_FILE)
         self.kinds = dict(kinds)
         self.site = site
         self.interval_s = interval_s
         self.budget_per_hour = budget_per_hour
-        self.remediation_status = remediation_status
+        self._remediation: Mapping[str, Any] = {}   # box -> remediations.engine.BoxStatus, as last published
         self.evidence_path = evidence_path
         self.secrets = tuple(secrets)
         self._last: dict[str, BoxObserved] = {}
@@ -65,8 +66,12 @@ class StatusListener(CycleListener):
             return {}
 
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
-        """The cycle's events; box-set changes (the boxes status.json lists)."""
-        return {**super().subscriptions(), BoxSetChanged: self.on_box_set}
+        """The cycle's events; box-set changes (the boxes status.json lists); remediation status."""
+        return {**super().subscriptions(), BoxSetChanged: self.on_box_set, RemediationStatus: self.on_remediation}
+
+    def on_remediation(self, status: RemediationStatus) -> None:
+        """The remediation service's status of every box (published after each cycle's decisions)."""
+        self._remediation = dict(status.boxes)
 
     def on_box_set(self, ev: BoxSetChanged) -> None:
         """Discovery changed the box set: the next status.json lists the new set."""
@@ -94,7 +99,7 @@ class StatusListener(CycleListener):
 
     def status(self, now_s: float) -> dict[str, Any]:
         """The status.json payload (see docs/operator-guide.md)."""
-        rem = self.remediation_status() if self.remediation_status is not None else {}
+        rem = self._remediation
         boxes: dict[str, Any] = {}
         for name, kind in self.kinds.items():
             last = self._last.get(name)

@@ -19,7 +19,7 @@ from agent.core.discovery import Found
 from agent.core.events import BoxSetChanged, CycleEnded, CycleEvents, Event, FreezeOpened
 from agent.listeners import CycleListener
 from agent.listeners.metrics import MetricsListener
-from remediations.model import ActionRecord, ContainerEventRecord
+from remediations.model import ActionRecord, ContainerEventRecord, RemediationStatus
 from tests.agent.test_pipeline import BOXES, RecordingStorage, config_text, make_agent, run
 
 
@@ -209,6 +209,7 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
             "CycleEvents": ["points", "evidence", "remediation", "status", "metrics"],
             "ActionRecord": ["points", "metrics"],
             "ContainerEventRecord": ["points"],
+            "RemediationStatus": ["status"],
             "BoxSetChanged": ["points", "evidence", "status", "metrics", "pipeline", "flight recorder",
                               "remediation engine", "webhook", "docker events"],
         }
@@ -216,7 +217,7 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
         (service,) = [s for s in assembly.services if isinstance(s, RemediationService)]
         # verification asks the prober the pipeline cycles with; records go out by the bus
         assert service.remediator.reprobe == assembly.pipeline.prober.reprobe
-        assert service.on_record == assembly.bus.publish
+        assert service.on_record == service.on_status == assembly.bus.publish
         (watcher,) = [s for s in assembly.services if isinstance(s, DockerEventWatcher)]
         assert watcher.on_record == assembly.bus.publish
     finally:
@@ -233,7 +234,20 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
         assert assembly.services == []
         assert [x.name for x in assembly.bus.listeners] == ["points", "status"]
         assert assembly.bus.subscribers() == {"CycleEvents": ["points", "status"], "ActionRecord": ["points"],
-                                              "ContainerEventRecord": ["points"],
+                                              "ContainerEventRecord": ["points"], "RemediationStatus": ["status"],
                                               "BoxSetChanged": ["points", "status", "pipeline"]}
     finally:
         assembly.close()
+
+
+def test_status_json_shows_the_remediation_status_the_service_published(tmp_path):
+    """The status listener never reads the service: the status comes on the bus after the cycle's decisions."""
+    agent, script, _storage, rem = make_agent(tmp_path)
+    acc = Accumulator("acc", (RemediationStatus,))
+    agent.bus.add(acc)
+    run(agent, script, ["a", "a"])   # frozen at the second cycle: the service plans restart_container
+    assert len(acc.received) == 2 and acc.received[-1].boxes["a"].busy == "running restart_container"
+    with open(tmp_path / "state" / "status.json") as fh:
+        st = json.load(fh)["boxes"]
+    assert st["a"]["remediation"] == {"budget_left": 2, "halted": False, "reason": "running restart_container"}   # planned: counted
+    assert st["b"]["remediation"] == {"budget_left": 3, "halted": False, "reason": None}

@@ -17,13 +17,14 @@ from remediations import ActionContext, RemediationService, Remediator
 from tests.agent.test_pipeline import BOXES, RecordingStorage, Script, _no_docker, config_text, running
 
 
-def service(cfg, script, storage, auto: bool = True):
+def service(cfg, script, storage, auto: bool = True, on_status=None):
     """The real engine and service (not started: decided plans stay queued; no Docker is touched)."""
     assert cfg.remediation.policy().auto is auto   # [remediation] auto reaches the engine's policy
     engine = Remediator(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
                  reprobe=lambda box: BOXES[box] not in script.failing)
     return RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
-                              on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))
+                              on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]),
+                              on_status=on_status)
 
 
 def make(tmp_path, extra: str = ""):

@@ -8,6 +8,7 @@ import pytest
 from agent.core.config import loads
 from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent import wiring
+from agent.bus import Bus
 from agent.schedule import ProbeLoop
 from agent.pipeline import Pipeline
 from agent.storage.store import StorageCounters
@@ -95,10 +96,13 @@ def make_agent(tmp_path, script=None, storage=None):
     correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
     engine = Remediator(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
                         reprobe=lambda box: BOXES[box] not in script.failing)
+    bus = Bus()   # the service's status reaches status.json by it
     rem = RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
-                             on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))
-    listeners = wiring.build_listeners(cfg, storage, remediation=rem)
-    agent = Pipeline(cfg, listeners, sweep=script.sweep, clock=script.clock, correlator=correlator)
+                             on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]),
+                             on_status=bus.publish)
+    for listener in wiring.build_listeners(cfg, storage, remediation=rem):
+        bus.add(listener)
+    agent = Pipeline(cfg, bus, sweep=script.sweep, clock=script.clock, correlator=correlator)
     return agent, script, storage, rem
 
 

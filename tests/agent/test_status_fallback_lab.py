@@ -12,6 +12,7 @@ import time
 import pytest
 
 from agent import netns, wiring
+from agent.bus import Bus
 from agent.core.config import loads
 from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent.listeners.status import STATUS_FILE
@@ -85,11 +86,14 @@ class Run:
         correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
         engine = Remediator(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
                             reprobe=lambda box: BOXES[box] not in script.failing)
+        bus = Bus()   # the service's status reaches status.json by it
         self.rem = RemediationService(engine, ActionContext(docker_factory=_no_docker, policy=cfg.remediation.policy()),
                                       clock=script.clock,
-                                      on_record=lambda r: self.storage.write([wiring.record_point(r, cfg.agent.site)]))
-        self.pipeline = Pipeline(cfg, wiring.build_listeners(cfg, self.storage, remediation=self.rem),
-                                 sweep=script.sweep, clock=script.clock, correlator=correlator)
+                                      on_record=lambda r: self.storage.write([wiring.record_point(r, cfg.agent.site)]),
+                                      on_status=bus.publish)
+        for listener in wiring.build_listeners(cfg, self.storage, remediation=self.rem):
+            bus.add(listener)
+        self.pipeline = Pipeline(cfg, bus, sweep=script.sweep, clock=script.clock, correlator=correlator)
 
     def cycles(self, failing: str, n: int = 1) -> None:
         for _ in range(n):
