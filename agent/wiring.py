@@ -168,6 +168,7 @@ class Assembly:
     services: list[Any] = field(default_factory=list)   # objects with start()/stop()
     closers: list[Callable[[], None]] = field(default_factory=list)
     bus: Any = None   # agent.bus.Bus: the one way out, with its listeners
+    reloaders: list[Callable[[], object]] = field(default_factory=list)   # SIGHUP: load files again
 
     def start(self) -> None:
         """Start the services, then the probe cycles."""
@@ -186,13 +187,12 @@ class Assembly:
         self.close()
 
     def reload(self) -> None:
-        """SIGHUP: services with a reload() load their files again (the webhook's TLS certificate and token)."""
-        for s in self.services:
-            if hasattr(s, "reload"):
-                try:
-                    s.reload()
-                except Exception:  # noqa: BLE001 - a failed reload never stops the agent
-                    log.exception("reloading %r failed", s)
+        """SIGHUP: the reloaders load their files again (the webhook's TLS certificate and token)."""
+        for reload in self.reloaders:
+            try:
+                reload()
+            except Exception:  # noqa: BLE001 - a failed reload never stops the agent
+                log.exception("reloading %r failed", reload)
 
     def close(self) -> None:
         """Flush storage, save state, close files (also for an assembly that never started)."""
@@ -410,4 +410,5 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                           on_misfire=pipeline.count_misfire)
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
     closers += [storage.flush, pipeline.close, storage.close]
-    return Assembly(pipeline, scheduler, services, closers, bus=bus)
+    return Assembly(pipeline, scheduler, services, closers, bus=bus,
+                    reloaders=[webhook.reload] if webhook is not None else [])

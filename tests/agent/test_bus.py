@@ -218,6 +218,8 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
         # verification asks the prober the pipeline cycles with; records go out by the bus
         assert service.remediator.reprobe == assembly.pipeline.prober.reprobe
         assert service.on_record == service.on_status == assembly.bus.publish
+        (webhook,) = [s for s in assembly.services if isinstance(s, WebhookReceiver)]
+        assert assembly.reloaders == [webhook.reload]   # SIGHUP reloads the webhook's files
         (watcher,) = [s for s in assembly.services if isinstance(s, DockerEventWatcher)]
         assert watcher.on_record == assembly.bus.publish
     finally:
@@ -231,7 +233,7 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
                      if not line.startswith(("kind_was", "network =", "remediate ="))) + "\n[forensics]\nenabled = false\n"
     assembly = wiring.assemble(loads(text), make_docker=lambda: pytest.fail("no Docker here"))
     try:
-        assert assembly.services == []
+        assert assembly.services == [] and assembly.reloaders == []
         assert [x.name for x in assembly.bus.listeners] == ["points", "status"]
         assert assembly.bus.subscribers() == {"CycleEvents": ["points", "status"], "ActionRecord": ["points"],
                                               "ContainerEventRecord": ["points"], "RemediationStatus": ["status"],
