@@ -33,12 +33,16 @@ ADDRESS_PROBES: dict[int, tuple[str, ...]] = {
 
 
 class ProbedBox(Protocol):
-    """What a cycle needs to know of a configured box."""
+    """What a cycle needs to know of a configured box (read-only: agent.core.config.BoxConfig is frozen)."""
 
-    name: str
-    ipv4: str | None
-    ipv6: str | None
-    tcp_ports: tuple[int, ...]
+    @property
+    def name(self) -> str: ...
+    @property
+    def ipv4(self) -> str | None: ...
+    @property
+    def ipv6(self) -> str | None: ...
+    @property
+    def tcp_ports(self) -> tuple[int, ...]: ...
     # and optionally `probes`: [[box.probe]] (agent.core.config.ServiceProbe: kind, port, spec)
 
 
