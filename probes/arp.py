@@ -4,12 +4,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-from scapy.layers.l2 import ARP, Ether
-
 from probes import routing
 from probes.exchange import Recorder
 from probes.l2 import sweep_l2
-from probes.matching import ETH_P_ARP, ArpMatcher, arp_request
+from probes.matching import ETH_P_ARP, ArpMatcher, arp_request, arp_template
 from probes.types import ProbeResult, Target
 
 NAME = "arp"
@@ -20,8 +18,7 @@ LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS
 
 
 def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):
-    template = bytes(Ether(src=route.mac, dst="ff:ff:ff:ff:ff:ff")
-                     / ARP(op=1, hwsrc=route.mac, psrc=route.source, hwdst="00:00:00:00:00:00", pdst="0.0.0.0"))
+    template = arp_template(own_mac, own_address)
     matcher = ArpMatcher(index_by_address, own_address, own_mac)
     return (lambda target: arp_request(template, target)), matcher.match
 

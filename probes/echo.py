@@ -14,12 +14,8 @@ import struct
 import threading
 from collections.abc import Sequence
 
-from scapy.layers.inet import ICMP
-from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
-from scapy.packet import Raw
-
 from probes import exchange, routing
-from probes.matching import ECHO_PAYLOAD, EchoMatcher, echo_request, inet_checksum
+from probes.matching import ICMP6_ECHO, ICMP_ECHO, EchoMatcher, echo_request, echo_template, inet_checksum
 from probes.privileges import raw_socket
 from probes.routing import bind_to_device
 from probes.types import ProbeResult, Target, result_from
@@ -120,13 +116,7 @@ def sweep_echo(version: int, probe: str, targets: Sequence[Target], timeout_s: f
     ident = allocate_ident()
     token = os.urandom(8)
     padding = b"\0" * 16
-    if version == 4:
-        template = bytes(ICMP(type=8, code=0, id=ident, seq=0) / Raw(ECHO_PAYLOAD.pack(token, 0) + padding))
-    else:
-        # Built under an IPv6 header only to keep scapy quiet; the kernel computes ICMPv6 checksums.
-        template = bytes(IPv6(src="::", dst="::") / ICMPv6EchoRequest(id=ident, seq=0,
-                                                                       data=ECHO_PAYLOAD.pack(token, 0) + padding))[40:]
-        template = template[:2] + b"\0\0" + template[4:]
+    template = echo_template(ICMP_ECHO if version == 4 else ICMP6_ECHO, ident, token, padding)
     matcher = EchoMatcher(ident, token, packed)
     if version == 4:
         requests = [((a, 0), echo_request(template, i)) for i, a in enumerate(addresses)]

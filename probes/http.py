@@ -13,14 +13,16 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import h11
+from typing import TYPE_CHECKING
 
 from probes import dialogue, tls
 from probes.dialogue import Verdict
 from probes.exchange import Recorder
 from probes.tcp import compile_expect, excerpt
 from probes.types import ProbeResult, Target
+
+if TYPE_CHECKING:
+    import h11
 
 NAME = "http"
 FAMILY = None  # both
@@ -105,6 +107,8 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> Verdict | None:
         """Decide on the answer so far (b"": end of stream)."""
+        import h11
+
         self.received += len(data)
         if len(self.start) < 5:  # not HTTP at all (another protocol on the port): say so now, not at the deadline
             seen, self.start = self.start + data, (self.start + data)[:5]
@@ -150,6 +154,8 @@ class ResponseReader:
 
 def job_for(target: Target, contexts: tls.Contexts) -> dialogue.Job | str:
     """The request an http target asks for, or why it cannot be tried."""
+    import h11  # here, not at the top: `vobox-agent` starts without it unless http is probed
+
     spec = target.spec if isinstance(target.spec, HttpSpec) else HttpSpec()   # validate() checked the type
     port: int = target.port  # type: ignore[assignment]
     conn = h11.Connection(our_role=h11.CLIENT)

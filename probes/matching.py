@@ -53,11 +53,21 @@ def inet_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def echo_template(typ: int, ident: int, token: bytes, padding: bytes) -> bytes:
+    """The echo request every request of a sweep is patched from: TYP (ICMP_ECHO or ICMP6_ECHO), IDENT, TOKEN.
+
+    Layout (RFC 792, RFC 4443 4.1): type, code 0, checksum 0 (echo_request fills it in
+    for ICMP; the kernel for ICMPv6), identifier, sequence 0, then ECHO_PAYLOAD
+    (token, index 0) and PADDING.
+    """
+    return ECHO_HEADER.pack(typ, 0, 0, ident, 0) + ECHO_PAYLOAD.pack(token, 0) + padding
+
+
 def echo_request(template: bytes, index: int) -> bytes:
-    """An echo request for request INDEX from a scapy-built TEMPLATE (ICMP or ICMPv6 header + payload).
+    """An echo request for request INDEX from TEMPLATE (ICMP or ICMPv6 header + payload, see echo_template).
 
     Only the sequence, the index and the checksum change per request, so they are
-    patched with struct instead of building thousands of scapy packets. ICMPv6
+    patched with struct instead of building each packet. ICMPv6
     checksums are filled in by the kernel (they cover the IPv6 pseudo-header),
     the ICMP (IPv4) one is computed here.
     """
@@ -155,8 +165,18 @@ class EchoMatcher:
         return None
 
 
+def arp_template(own_mac: bytes, own_address: bytes) -> bytes:
+    """A broadcast ARP who-has from OWN_MAC and packed IPv4 OWN_ADDRESS, target 0.0.0.0 (42 bytes, unpadded).
+
+    Ethernet II (broadcast, EtherType 0x0806), then RFC 826: hardware type 1, protocol
+    0x0800, lengths 6 and 4, op 1 (request), sender MAC and address, target MAC zero.
+    """
+    return (b"\xff" * 6 + own_mac + _ETH_ARP + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+            + own_mac + own_address + b"\0" * 6 + b"\0" * 4)
+
+
 def arp_request(template: bytes, target: bytes) -> bytes:
-    """An ARP who-has for packed IPv4 TARGET from a scapy-built broadcast TEMPLATE (target at bytes 38-42)."""
+    """An ARP who-has for packed IPv4 TARGET from a broadcast TEMPLATE (arp_template; target at bytes 38-42)."""
     return template[:38] + target + template[42:]
 
 
@@ -188,8 +208,21 @@ def solicited_node(target: bytes) -> tuple[bytes, bytes]:
     return b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + tail, b"\x33\x33\xff" + tail
 
 
+def ndp_template(own_mac: bytes, own_address: bytes) -> bytes:
+    """A neighbour solicitation from OWN_MAC and packed IPv6 OWN_ADDRESS for target ::, with a source link-layer option.
+
+    Ethernet II (to 33:33:ff:00:00:00, EtherType 0x86DD), IPv6 (hop limit 255, to
+    ff02::1:ff00:0, RFC 4861 7.1.1), NS (type 135, code 0, checksum 0: ndp_solicit fills
+    in the target, the group and the checksum), option 1 of 8 bytes carrying OWN_MAC.
+    """
+    group, group_mac = solicited_node(bytes(16))
+    message = struct.pack("!BBHI", ND_NEIGHBOR_SOLICIT, 0, 0, 0) + bytes(16) + bytes((ND_OPT_SOURCE_LL, 1)) + own_mac
+    return (group_mac + own_mac + _ETH_IPV6 + struct.pack("!IHBB", 0x60000000, len(message), 58, 255)
+            + own_address + group + message)
+
+
 def ndp_solicit(template: bytes, target: bytes) -> bytes:
-    """A neighbour solicitation for packed IPv6 TARGET from a scapy-built TEMPLATE.
+    """A neighbour solicitation for packed IPv6 TARGET from TEMPLATE (ndp_template).
 
     Layout: Ethernet(14) IPv6(40) NS(24: type, code, checksum, reserved, target) + options.
     The Ethernet and IPv6 destinations become TARGET's solicited-node group; the

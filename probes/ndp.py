@@ -4,13 +4,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-from scapy.layers.inet6 import IPv6, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr
-from scapy.layers.l2 import Ether
-
 from probes import routing
 from probes.exchange import Recorder
 from probes.l2 import sweep_l2
-from probes.matching import ETH_P_IPV6, NdpMatcher, ndp_solicit
+from probes.matching import ETH_P_IPV6, NdpMatcher, ndp_solicit, ndp_template
 from probes.types import ProbeResult, Target
 
 NAME = "ndp"
@@ -21,9 +18,7 @@ LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS
 
 
 def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):
-    template = bytes(Ether(src=route.mac, dst="33:33:ff:00:00:00")
-                     / IPv6(src=route.source, dst="ff02::1:ff00:0", hlim=255)
-                     / ICMPv6ND_NS(tgt="::") / ICMPv6NDOptSrcLLAddr(lladdr=route.mac))
+    template = ndp_template(own_mac, own_address)
     matcher = NdpMatcher(index_by_address, own_address)
     return (lambda target: ndp_solicit(template, target)), matcher.match
 

@@ -14,8 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from probes import dialogue
 from probes.exchange import Recorder
 from probes.types import ProbeResult, Target
@@ -92,6 +90,8 @@ def server_hostname(name: str | None, address: str, verify: bool) -> str | None:
 
 def cert_dates(der: bytes) -> tuple[float, float]:
     """(notBefore, notAfter) of a DER certificate, epoch s."""
+    from cryptography import x509  # only when a certificate is read: importing it costs a CLI start ~40 ms
+
     cert = x509.load_der_x509_certificate(der)
     return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
 

@@ -14,10 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import docker
-import docker.errors
-import requests.exceptions
-
 from remediations import announce
 from remediations.model import ActionOutcome, PlannedAction, RemediationPolicy, RemediationTarget
 
@@ -100,6 +96,9 @@ class DockerUnavailable(Exception):
 
 def docker_unreachable_reason(exc: BaseException) -> str | None:
     """Reason string when EXC means the daemon is unreachable (not that a call failed), else None."""
+    import docker.errors
+    import requests.exceptions
+
     if isinstance(exc, DockerUnavailable):
         return str(exc)
     if isinstance(exc, requests.exceptions.ConnectionError):
@@ -113,6 +112,8 @@ def docker_unreachable_reason(exc: BaseException) -> str | None:
 def default_docker_factory(base_url: str | None = None, timeout_s: float = 60.0) -> Callable[[], Any]:
     """A factory returning a docker client for BASE_URL (default: the environment's daemon)."""
     def make() -> Any:
+        import docker
+
         if base_url is None:
             return docker.from_env(timeout=int(timeout_s))
         return docker.DockerClient(base_url=base_url, timeout=int(timeout_s))
@@ -166,6 +167,8 @@ class Action(ABC):
 
 
 def _get_container(client: Any, target: RemediationTarget) -> Any:
+    import docker.errors
+
     try:
         return client.containers.get(target.container)
     except docker.errors.NotFound:
@@ -194,6 +197,8 @@ class ReconnectNetwork(Action):
                 f"connect it again with ipv4={target.ipv4} ipv6={target.ipv6}")
 
     def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        import docker.errors
+
         client = ctx.client()
         ctr = _get_container(client, target)
         try:
@@ -407,6 +412,8 @@ class Exec(Action):
                 f"(timeout {ctx.policy.exec_timeout_s:g} s)")
 
     def run(self, target: RemediationTarget, ctx: ActionContext) -> str:
+        import docker.errors
+
         argv = expand_command(target, "exec")
         timeout_s = ctx.policy.exec_timeout_s
         api = ctx.client().api
@@ -471,6 +478,9 @@ def applicable_steps(ladder: Iterable[str], layer: str) -> list[str]:
 
 def execute(plan: PlannedAction, ctx: ActionContext, clock: Callable[[], float] = time.time) -> ActionOutcome:
     """Run PLAN (or only describe it under dry-run); expected failures come back as data."""
+    import docker.errors
+    import requests.exceptions
+
     action = get_action(plan.action)
     started_s = clock()
     t0 = time.monotonic()

@@ -6,10 +6,13 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from agent.commands import EXIT_BAD_CONFIG, load_config
-from agent.storage.read import EventRow, QueryError, fetch_events, influx_query
 from agent.timeparse import parse_duration_s
+
+if TYPE_CHECKING:
+    from agent.storage.read import EventRow
 
 
 def _fmt_time(t_s: float) -> str:
@@ -93,6 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the events; exit 1 when InfluxDB cannot be queried, 2 on bad arguments or config."""
+    from agent.storage.read import QueryError, fetch_events, influx_query
+
     try:
         since_s = parse_duration_s(args.since)
     except ValueError as exc:

@@ -9,9 +9,6 @@ import time
 from typing import Any
 
 from agent.commands import EXIT_BAD_CONFIG, load_config, number_in
-from agent.forensics import retention
-from agent.forensics.bundle import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, evidence_root
-from agent.forensics.render import decode_pcap, render_text
 from agent.timeparse import format_age, parse_duration_s
 
 DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
@@ -94,6 +91,8 @@ def _state_dir(args: argparse.Namespace) -> str | None:
 
 
 def _read(path: str) -> dict[str, Any] | None:
+    from agent.forensics.bundle import SUMMARY_JSON
+
     try:
         with open(os.path.join(path, SUMMARY_JSON), encoding="utf-8") as f:
             return json.load(f)
@@ -103,6 +102,9 @@ def _read(path: str) -> dict[str, Any] | None:
 
 def list_bundles(state_dir: str, box: str | None, since_s: float, as_json: bool, now_s: float | None = None) -> int:
     """Print one line per bundle (oldest first): start, box, state, duration, headline, path."""
+    from agent.forensics import retention
+    from agent.forensics.bundle import evidence_root
+
     now_s = time.time() if now_s is None else now_s
     bundles = [b for b in retention.scan(evidence_root(state_dir))
                if (box is None or b.box == box) and b.start_s >= now_s - since_s]
@@ -126,11 +128,16 @@ def list_bundles(state_dir: str, box: str | None, since_s: float, as_json: bool,
 
 def decode(pcap: str, around_s: float | None, packets: int) -> list[str]:
     """Summary lines of the capture, decoded by its own link type (render.decode_pcap), at most `packets`."""
+    from agent.forensics.render import decode_pcap
+
     return decode_pcap(pcap, around_s, packets)[1]
 
 
 def show(path: str, packets: int = DEFAULT_PACKETS) -> int:
     """Print a bundle's summary and its decoded captures (onset, recovery)."""
+    from agent.forensics.bundle import ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT
+    from agent.forensics.render import decode_pcap, render_text
+
     if os.path.isfile(path):
         path = os.path.dirname(path) or "."
     summary = _read(path)

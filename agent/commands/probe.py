@@ -7,19 +7,31 @@ import json
 import sys
 
 from agent.commands import load_config, number_in
-from probes import PROBE_KINDS as ALL_KINDS
-from probes import PROBES
 
+# `probes` is imported when the command runs or its help is shown: `vobox-agent --help` and
+# `--version` start without it.
 EXIT_OK = 0          # every probe answered
 EXIT_FAILED = 1      # some probe did not answer
 EXIT_USAGE = 2       # bad arguments, missing privileges, bad config
 
-# each kind declares its family in its own module
-_FAMILY_OF_KIND = {kind: probe.FAMILY for kind, probe in PROBES.items()}
 JSON_KEYS = ("target", "probe", "port", "ok", "rtt_ms", "error", "mac")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills `{kinds}` in a help text with the probe kinds (probes.PROBE_KINDS) when the help is printed."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if text and "{kinds}" in text:
+            from probes import PROBE_KINDS
+
+            text = text.replace("{kinds}", ",".join(PROBE_KINDS))
+        return text
+
+
 def _kinds(text: str) -> list[str]:
+    from probes import PROBE_KINDS as ALL_KINDS
+
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown or not kinds:
@@ -47,13 +59,13 @@ MAX_TIMEOUT_S = 60.0
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the probe subcommand."""
     p = subparsers.add_parser(
-        "probe", help="probe addresses once (icmp, icmp6, arp, ndp, tcp) and print the results",
+        "probe", formatter_class=_HelpFormatter, help="probe addresses once (icmp, icmp6, arp, ndp, tcp) and print the results",
         description="One sweep: every kind that applies to an address's family (icmp/arp for IPv4, "
                     "icmp6/ndp for IPv6, tcp for both when ports are given). Exit 0 when all answered, "
                     "1 when some did not, 2 on usage or privilege errors.")
     p.add_argument("addresses", nargs="*", metavar="ADDRESS", help="IPv4 or IPv6 literals")
     p.add_argument("--probe", type=_kinds, default=None, metavar="KINDS",
-                   help=f"comma list of {','.join(ALL_KINDS)} (default: all; tcp only with --port)")
+                   help="comma list of {kinds} (default: all; tcp only with --port)")
     p.add_argument("--port", type=_ports, action="extend", default=[], metavar="N",
                    help="TCP port to connect to; repeat or comma-separate for several")
     timeout = number_in(float, 0, MAX_TIMEOUT_S, f"a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g}", low_open=True)
@@ -68,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int]):
     """Targets for ADDRESSES: each applicable kind, tcp once per port. Raises ValueError naming what is wrong."""
-    from probes import Target
+    from probes import PROBE_KINDS as ALL_KINDS
+    from probes import PROBES, Target
 
     explicit = kinds is not None
     kinds = list(kinds) if explicit else [k for k in ALL_KINDS if PROBES[k].SPEC is None or (k == "tcp" and ports)]
@@ -83,7 +96,7 @@ def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int
         except ValueError:
             raise ValueError(f"{address!r} is not an IPv4 or IPv6 address") from None
         for kind in kinds:
-            family = _FAMILY_OF_KIND[kind]
+            family = PROBES[kind].FAMILY  # each kind declares its family in its own module
             if family is not None and family != version:
                 continue  # icmp/arp are IPv4 only, icmp6/ndp IPv6 only
             if kind == "tcp":

@@ -8,11 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from agent import redact
 from agent.commands import EXIT_BAD_CONFIG, load_config
-from agent.ops.logs import config_secrets
-from agent.status import STATUS_FILE, format_status, read_status_file, snapshot
-from agent.storage.read import QueryError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the status; exit 1 when neither status.json nor InfluxDB can be read, 2 on a bad config."""
+    from agent import redact
+    from agent.ops.logs import config_secrets
+    from agent.status import STATUS_FILE, format_status, read_status_file, snapshot
+    from agent.storage.read import QueryError
+
     cfg = load_config(args.config, check_files=False)
     if cfg is None:
         return EXIT_BAD_CONFIG

@@ -11,10 +11,34 @@ Wiring (the runner):
                             -> write `path` into the freeze point's `evidence` field
   freeze event (closed):    evidence.freeze_closed(BoxRef.from_config(box, site), start_s, end_s, box_results, layer)
   shutdown:                 evidence.close()
-"""
-from agent.forensics.evidence import BoxRef, EvidenceCollector, bundle_dir, read_summary
-from agent.forensics.recorder import DumpResult, FlightRecorder, Record, Snapshot, write_pcap
-from agent.forensics.summary import Analysis, Finding, analyze
 
-__all__ = ["Analysis", "BoxRef", "DumpResult", "EvidenceCollector", "Finding", "FlightRecorder", "Record",
-           "Snapshot", "analyze", "bundle_dir", "read_summary", "write_pcap"]
+The names below are loaded when first used (PEP 562): `evidence` listing bundles does not
+import the collectors and Docker.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.forensics.evidence import BoxRef, EvidenceCollector, bundle_dir, read_summary
+    from agent.forensics.recorder import DumpResult, FlightRecorder, Record, Snapshot, write_pcap
+    from agent.forensics.summary import Analysis, Finding, analyze
+
+_HOME = {name: f"agent.forensics.{module}" for module, names in {
+    "evidence": ("BoxRef", "EvidenceCollector", "bundle_dir", "read_summary"),
+    "recorder": ("DumpResult", "FlightRecorder", "Record", "Snapshot", "write_pcap"),
+    "summary": ("Analysis", "Finding", "analyze"),
+}.items() for name in names}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    """Load an exported name from its submodule on first use (then it is a plain module attribute)."""
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -10,6 +10,7 @@ from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRe
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
+from probes import matching
 from probes.matching import (ECHO_PAYLOAD, ArpMatcher, EchoMatcher, Match, NdpMatcher, arp_request, echo_request,
                              inet_checksum, ndp_solicit)
 
@@ -59,6 +60,20 @@ def test_echo_request_equals_scapy_built_packet_with_valid_checksum():
         want = bytes(ICMP(type=8, id=IDENT, seq=index & 0xFFFF) / Raw(ECHO_PAYLOAD.pack(TOKEN, index) + PAD))
         assert got == want
         assert inet_checksum(got) == 0
+
+
+@pytest.mark.parametrize("ident, token, pad", [
+    pytest.param(IDENT, TOKEN, PAD, id="sweep"), pytest.param(1, OTHER_TOKEN, b"", id="no-padding"),
+    pytest.param(0xFFFF, b"\xff" * 8, b"\x01" * 3, id="odd-padding")])
+def test_echo_template_is_the_scapy_built_request(ident, token, pad):
+    """The probes build their templates with struct (no scapy import at CLI start): same bytes as scapy's."""
+    want4 = bytes(ICMP(type=8, id=ident, seq=0) / Raw(ECHO_PAYLOAD.pack(token, 0) + pad))
+    got4 = matching.echo_template(matching.ICMP_ECHO, ident, token, pad)
+    for index in (0, 5, 70000):
+        assert echo_request(got4, index) == echo_request(want4, index)
+    want6 = bytes(IPv6(src="::", dst="::") / ICMPv6EchoRequest(id=ident, seq=0, data=ECHO_PAYLOAD.pack(token, 0) + pad))
+    want6 = want6[40:42] + b"\0\0" + want6[44:]
+    assert matching.echo_template(matching.ICMP6_ECHO, ident, token, pad) == want6
 
 
 def test_icmpv6_request_leaves_checksum_to_the_kernel():
@@ -161,7 +176,24 @@ def test_arp_matching(frame, expected):
     assert matcher.match(frame) == expected
 
 
+@pytest.mark.parametrize("mac, own", [("02:00:00:00:00:01", "198.51.100.1"), ("ff:fe:fd:fc:fb:fa", "203.0.113.254")])
+def test_arp_template_is_the_scapy_built_who_has(mac, own):
+    want = bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+                 / ARP(op=1, hwsrc=mac, psrc=own, hwdst="00:00:00:00:00:00", pdst="0.0.0.0"))
+    assert matching.arp_template(bytes.fromhex(mac.replace(":", "")), p4(own)) == want
+
+
 # ----- NDP -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mac, own, target", [("02:00:00:00:00:01", OWN6, TARGETS6[2]),
+                                              ("ff:fe:fd:fc:fb:fa", "2001:db8:ffff::abcd:ef01", "2001:db8:2::1:2:3")])
+def test_ndp_template_is_the_scapy_built_solicitation(mac, own, target):
+    template = bytes(Ether(src=mac, dst="33:33:ff:00:00:00") / IPv6(src=own, dst="ff02::1:ff00:0", hlim=255)
+                     / ICMPv6ND_NS(tgt="::") / ICMPv6NDOptSrcLLAddr(lladdr=mac))
+    ours = matching.ndp_template(bytes.fromhex(mac.replace(":", "")), p6(own))
+    assert ours[:54] + ours[58:] == template[:54] + template[58:]  # the template's checksum is never sent
+    assert ndp_solicit(ours, p6(target)) == ndp_solicit(template, p6(target))
+
+
 def test_ndp_solicit_equals_scapy_built_ns_to_the_solicited_node_group():
     template = bytes(Ether(src=OWN_MAC, dst="33:33:ff:00:00:00") / IPv6(src=OWN6, dst="ff02::1:ff00:0", hlim=255)
                      / ICMPv6ND_NS(tgt="::") / ICMPv6NDOptSrcLLAddr(lladdr=OWN_MAC))
