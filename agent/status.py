@@ -4,12 +4,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.listeners.status import STATUS_FILE, STATUS_VERSION
-from agent.storage.read import Query, QueryError, influx_query, quote_str
 from agent.timeparse import format_age
 from probes import LAYERS, PROBES
+
+if TYPE_CHECKING:
+    from agent.storage.read import Query
+
+# agent.storage.read (and its HTTP clients) is imported only when InfluxDB is asked: `status` with a
+# fresh status.json starts without it.
 
 STALE_INTERVALS = 3
 # RTT columns: IPv4 kinds, IPv6 kinds, then port probes; within a family the shallower layer first (icmp, arp).
@@ -83,6 +88,8 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
 
 def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
     """Rebuild the status from InfluxDB: last `box` point, last RTT per probe, open `freeze`, last hour's actions."""
+    from agent.storage.read import quote_str
+
     # one InfluxDB may hold many sites: only this agent's site
     site = f' AND "site" = {quote_str(cfg.agent.site)}' if cfg.agent.site else ""
     latest: dict[str, dict] = {}
@@ -145,6 +152,8 @@ class _BoxRemediation:
 
 def _remediation_from_influx(query: Query, site: str, now_s: float) -> dict[str, _BoxRemediation]:
     """Per box: the engine's budget and halt rebuilt from the last hour's `remediation` points (see remediations.engine)."""
+    from agent.storage.read import QueryError
+
     try:
         rows = query('SELECT "outcome", "action", "dry_run", "reason" FROM "remediation" WHERE time > now() - 1h'
                      + site + ' GROUP BY "box"')
@@ -237,5 +246,9 @@ def snapshot(cfg: Any, now_s: float, query: Query | None = None) -> Snapshot:
     snap, reason = read_status_file(path, now_s)
     if snap is not None:
         return snap
-    snap = from_influx(cfg, query or influx_query(cfg.influxdb), now_s)
+    if query is None:
+        from agent.storage.read import influx_query
+
+        query = influx_query(cfg.influxdb)
+    snap = from_influx(cfg, query, now_s)
     return Snapshot(snap.source, snap.updated_s, snap.boxes, reason)

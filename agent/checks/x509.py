@@ -1,8 +1,6 @@
 """`x509`: days left of a certificate or proxy file (PEM, first certificate = the leaf); expired fails, < warn_days warns."""
 from __future__ import annotations
 
-from cryptography import x509
-
 from agent.checks.types import Check, Judged
 
 NAME = "x509"
@@ -20,6 +18,8 @@ def judge(check: Check, returncode: int, stdout: bytes, now_s: float) -> Judged:
     """Parse the first PEM certificate; a proxy file's first one is the proxy, which expires first."""
     if returncode != 0:
         return Judged(False, f"cannot read {check.path} (exit {returncode})")
+    from cryptography import x509  # here: importing it costs every `vobox-agent` start ~40 ms
+
     try:
         cert = x509.load_pem_x509_certificate(stdout[:MAX_BYTES])
     except ValueError as exc:

@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from agent import redact
     from agent.ops.logs import config_secrets
     from agent.status import STATUS_FILE, format_status, read_status_file, snapshot
-    from agent.storage.read import QueryError
 
     cfg = load_config(args.config, check_files=False)
     if cfg is None:
@@ -45,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             print("vobox-agent status: --watch takes no --json and needs --interval > 0", file=sys.stderr)
             return EXIT_BAD_CONFIG
         from agent.live import watch
+        from agent.storage.read import QueryError
 
         def read(now: float):
             try:
@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         snap = snapshot(cfg, now_s)
-    except QueryError as exc:
+    except Exception as exc:
+        from agent.storage.read import QueryError  # loaded already when InfluxDB was asked: a fresh status.json skips it
+
+        if not isinstance(exc, QueryError):
+            raise
         reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now_s)[1]
         print(f"vobox-agent status: {reason}; and InfluxDB cannot be read: {exc}", file=sys.stderr)
         return 1
