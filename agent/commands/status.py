@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from agent.ops.logs import config_secrets
     from agent.status import STATUS_FILE, format_status, read_status_file, snapshot
 
+    if args.watch and (args.json or args.interval <= 0):   # a usage error, said before the config is read
+        print("vobox-agent status: --watch takes no --json and needs --interval > 0", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     cfg = load_config(args.config, check_files=False)
     if cfg is None:
         return EXIT_BAD_CONFIG
     if args.watch:
-        if args.json or args.interval <= 0:
-            print("vobox-agent status: --watch takes no --json and needs --interval > 0", file=sys.stderr)
-            return EXIT_BAD_CONFIG
         from agent.live import watch
         from agent.storage.read import QueryError
 

@@ -110,10 +110,16 @@ def test_status_watch_prints_plain_lines_when_piped_and_stops_on_ctrl_c(tmp_path
     assert "vobox-vm-1" in out and "frozen" in out
 
 
-def test_status_watch_refuses_json():
-    p = subprocess.run([sys.executable, "-m", "agent", "status", "-c", "/nonexistent.toml", "--watch", "--json"],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert p.returncode != 0
+def test_status_watch_refuses_json(tmp_path):
+    """Refused for the --json, said in one line, before (and whatever) the config: a usage error first."""
+    good = tmp_path / "agent.toml"
+    good.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[box]]\nname = "b"\nkind = "vm"\n'
+                    'ipv4 = "192.0.2.10"\n')
+    for cfg in (str(good), "/nonexistent.toml"):
+        p = subprocess.run([sys.executable, "-m", "agent", "status", "-c", cfg, "--watch", "--json"],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert p.returncode == 2, (cfg, p.stderr)
+        assert p.stderr == "vobox-agent status: --watch takes no --json and needs --interval > 0\n", (cfg, p.stderr)
 
 
 def test_a_degraded_box_is_marked_in_the_live_view_and_in_status(tmp_path):
