@@ -21,6 +21,23 @@ def pytest_runtest_makereport(item, call):
 # Lab fixtures (session-scoped `lab`, etc.) live in tests/lab_fixtures.py.
 pytest_plugins = ["tests.lab_fixtures"]
 
+# Fixtures that need root, a network namespace, a Docker engine or a server (InfluxDB): a test that uses one,
+# directly or through another fixture, is a lab test whatever its file says, so `-m 'not lab'` is a unit run.
+LAB_FIXTURES = frozenset({
+    "lab", "lab_available", "clean_lab",                                # tests/lab_fixtures.py
+    "ops_lab",                                                          # tests/ops/conftest.py
+    "rlab", "docker_proxy",                                             # tests/remediations/conftest.py
+    "segment",                                                          # tests/probes/conftest.py
+    "throwaway_netns", "bare_netns", "influx_server", "module_influx",  # tests/agent/storage/conftest.py
+})
+
+
+@pytest.hookimpl(tryfirst=True)   # before pytest's own -m selection reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if LAB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
 
 @pytest.fixture
 def agents():

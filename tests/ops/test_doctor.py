@@ -28,12 +28,14 @@ def _root():
 
 # ------------------------------------------------------------ raw socket
 
+@pytest.mark.lab   # root
 def test_raw_socket_passes_with_privilege():
     _root()
     r = doctor.check_raw_socket()
     assert r.ok and r.label == "PASS", r
 
 
+@pytest.mark.lab   # root
 @pytest.mark.parametrize("tool", ["capsh", "setpriv"])
 def test_raw_socket_fails_without_cap_net_raw(tool):
     _root()
@@ -259,6 +261,7 @@ def test_free_address_skips_used_ones():
     assert doctor.free_address(ipaddress.ip_network("2001:db8::/126"), []) == "2001:db8::3"
 
 
+@pytest.mark.lab   # root
 def test_cli_exit_codes(tmp_path):
     _root()
     bad = tmp_path / "bad.toml"

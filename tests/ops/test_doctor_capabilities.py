@@ -117,6 +117,7 @@ def _need_setpriv():
         pytest.skip("needs setpriv (util-linux)")
 
 
+@pytest.mark.lab   # root, to take capabilities away
 def test_doctor_under_setpriv_reports_the_missing_capabilities(tmp_path):
     _need_setpriv()
     code, out = _doctor(tmp_path, ["setpriv", "--inh-caps=-all", "--bounding-set=-net_raw,-sys_admin"])
@@ -131,6 +132,7 @@ def test_doctor_under_setpriv_reports_the_missing_capabilities(tmp_path):
     assert "Docker engine not reachable" in out and "restart_container and reconnect_network" in out
 
 
+@pytest.mark.lab   # root, to take capabilities away
 def test_doctor_with_every_capability_passes_the_capability_lines(tmp_path):
     _need_setpriv()
     code, out = _doctor(tmp_path, [])

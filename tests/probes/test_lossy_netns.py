@@ -13,6 +13,8 @@ from tests.probes.conftest import make_segment, remove_segment, run, segment_una
 
 import pytest
 
+pytestmark = pytest.mark.lab   # network namespaces, nftables, raw sockets: root
+
 TIMEOUT_S = 1.0
 
 

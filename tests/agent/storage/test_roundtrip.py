@@ -94,6 +94,7 @@ def test_points_round_trip_exactly_or_are_rejected(module_influx, p):
             assert type(got) is type(v) and got == v, (k, got, line)
 
 
+@pytest.mark.lab   # counts what the lab test above wrote to a real influxd
 def test_zz_enough_examples_reached_influxdb():
     """The property above must really have written and read back many points, not only rejected them."""
     assert next(_db_counter) >= 80
