@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:  # not a network namespace file, or no privilege to enter it
             raise SystemExit(f"vobox-agent: cannot enter network namespace {args.netns!r}: {exc}") from None
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()   # buffered output to a reader that left fails here, not as "Exception ignored" at exit
+        return code
     except BrokenPipeError:  # `vobox-agent status | head`: the reader left; no traceback, and none at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

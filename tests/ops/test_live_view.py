@@ -99,11 +99,15 @@ def test_status_watch_prints_plain_lines_when_piped_and_stops_on_ctrl_c(tmp_path
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'[agent]\nstate_dir = "{state_dir}"\n\n[[box]]\nname = "vobox-vm-1"\nkind = "vm"\n'
                    f'ipv4 = "192.0.2.10"\n')
+    # Ctrl-C as a terminal sends it: SIGINT at its default (a shell's background job inherits it ignored)
     proc = subprocess.Popen([sys.executable, "-m", "agent", "status", "-c", str(cfg), "--watch", "--interval",
-                             "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    time.sleep(2.5)
+                             "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = proc.stdout.readline()    # the first table is out: the loop runs
+    time.sleep(1.0)                   # five more redraw intervals with nothing changed
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    proc.wait(timeout=20)
+    out, err = first + proc.stdout.read(), proc.stderr.read()   # read() keeps what readline() buffered
     assert proc.returncode == 0, err
     assert "\x1b[" not in out
     assert out.count("source: agent") == 1, out       # nothing changed: printed once
