@@ -56,21 +56,34 @@ def regularized_gamma_p(a: float, x: float) -> float:
 
 
 def gamma_quantile(p: float, shape: float) -> float:
-    """x with P(shape, x) = p (unit scale), by bisection; chi2(p, k) = 2 * gamma_quantile(p, k/2)."""
+    """x with P(shape, x) = p (unit scale); chi2(p, k) = 2 * gamma_quantile(p, k/2).
+
+    Newton steps on P (its derivative is the gamma density) kept inside a bisection bracket
+    (Numerical Recipes' rtsafe): a handful of evaluations of P instead of ~45 by bisection alone,
+    the same 1e-12 relative tolerance.
+    """
     if not 0 < p < 1:
         raise ValueError(f"probability must be in (0, 1), got {p}")
     lo, hi = 0.0, max(1.0, shape)
     while regularized_gamma_p(shape, hi) < p:
-        hi *= 2
+        lo, hi = hi, hi * 2
+    log_norm = math.lgamma(shape)
+    x = min(max(shape, lo), hi)   # the mean: within a few standard deviations of every quantile used here
     for _ in range(200):
-        mid = (lo + hi) / 2
-        if regularized_gamma_p(shape, mid) < p:
-            lo = mid
+        f = regularized_gamma_p(shape, x) - p
+        if f < 0:
+            lo = x
         else:
-            hi = mid
-        if hi - lo <= 1e-12 * max(1.0, hi):
-            break
-    return (lo + hi) / 2
+            hi = x
+        density = math.exp((shape - 1) * math.log(x) - x - log_norm) if x > 0 else 0.0
+        step = f / density if density > 0 else math.inf
+        nxt = x - step
+        if not lo < nxt < hi:     # Newton would leave the bracket: bisect
+            nxt = (lo + hi) / 2
+        if abs(nxt - x) <= 1e-12 * max(1.0, nxt) or hi - lo <= 1e-12 * max(1.0, hi):
+            return nxt
+        x = nxt
+    return x
 
 
 def poisson_interval(k: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -119,6 +132,8 @@ def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
                 lo = mid
             else:
                 hi = mid
+            if hi - lo <= 1e-12 * hi:   # the tolerance of gamma_quantile; bisecting on adds nothing a report shows
+                break
         return (lo + hi) / 2
 
     lower = 0.0 if k == 0 else solve(upper_tail, increasing=True)
