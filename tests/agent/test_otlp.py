@@ -67,7 +67,7 @@ class Receiver:
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}/v1/metrics"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     def wait(self, n: int, timeout_s: float = 20.0) -> None:
         with self.arrived:

@@ -62,7 +62,7 @@ def influx2():
     _Influx2.buckets = []
     _Influx2.requests = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Influx2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

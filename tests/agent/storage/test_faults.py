@@ -143,7 +143,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 def scripted():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     srv.policy, srv.log = (lambda body: 204), []
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     t.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     yield srv

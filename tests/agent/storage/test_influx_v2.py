@@ -46,7 +46,7 @@ def server(bare_netns):
     with netns.entered(bare_netns):
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     srv.requests, srv.statuses, srv.netns = [], [], bare_netns
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     t.start()
     yield srv
     srv.shutdown()

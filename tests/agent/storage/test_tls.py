@@ -146,7 +146,7 @@ def tls_server(pki):
     ctx.load_verify_locations(cafile=good.pem)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.requests = []
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     t.start()
     srv.url = f"https://127.0.0.1:{srv.server_address[1]}"
     yield srv
