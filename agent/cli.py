@@ -45,34 +45,18 @@ describes each command. Operator guide (installed with the package):
   <prefix>/share/doc/vobox-agent/operator-guide.md, e.g. under /opt/vobox-agent."""
 
 
-class _VersionAction(argparse.Action):
-    """`--version`: looks the version up only when asked (importlib.metadata costs a start ~25 ms)."""
-
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="print the installed version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        print(f"{parser.prog} {version()}")  # on stdout, as argparse's own version action
-        parser.exit()
-
-
 def version() -> str:
-    """The installed distribution's version, or "unknown" when run from a bare source tree."""
-    from importlib import metadata
+    """The version of this source tree (agent.__version__, which the distribution's metadata is built from)."""
+    from agent import __version__
 
-    try:
-        return metadata.version("vobox-agent")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vobox-agent", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
     parser.add_argument("--netns", metavar="NAME", type=_netns_name,
