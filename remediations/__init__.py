@@ -10,12 +10,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from remediations.actions import (ACTIONS, Action, ActionContext, ActionError, DockerUnavailable,
-                                      default_docker_factory, execute, get_action)
-    from remediations.docker_events import ContainerState, ContainerStates, DockerEventWatcher, ExpectedEvents
+    from remediations.actions import (
+        ACTIONS,
+        Action,
+        ActionContext,
+        ActionError,
+        DockerUnavailable,
+        default_docker_factory,
+        execute,
+        get_action,
+    )
+    from remediations.docker_events import (
+        ContainerState,
+        ContainerStates,
+        DockerEventWatcher,
+        ExpectedEvents,
+    )
     from remediations.engine import BoxStatus, Remediator
-    from remediations.model import (TRIGGERS, ActionOutcome, ActionRecord, ContainerEventRecord, HistoryEntry,
-                                    PlannedAction, RemediationPolicy, RemediationTarget, RequestResult)
+    from remediations.model import (
+        TRIGGERS,
+        ActionOutcome,
+        ActionRecord,
+        ContainerEventRecord,
+        HistoryEntry,
+        PlannedAction,
+        RemediationPolicy,
+        RemediationTarget,
+        RequestResult,
+    )
     from remediations.service import RemediationService
     from remediations.webhook import WebhookReceiver, read_token
 
@@ -30,7 +52,11 @@ _HOME = {name: f"remediations.{module}" for module, names in {
     "webhook": ("WebhookReceiver", "read_token"),
 }.items() for name in names}
 
-__all__ = sorted(_HOME)
+__all__ = ["ACTIONS", "TRIGGERS", "Action", "ActionContext", "ActionError", "ActionOutcome", "ActionRecord",
+           "BoxStatus", "ContainerEventRecord", "ContainerState", "ContainerStates", "DockerEventWatcher",
+           "DockerUnavailable", "ExpectedEvents", "HistoryEntry", "PlannedAction", "RemediationPolicy",
+           "RemediationService", "RemediationTarget", "Remediator", "RequestResult", "WebhookReceiver",
+           "default_docker_factory", "execute", "get_action", "read_token"]
 
 
 def __getattr__(name: str) -> Any:

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         snap = snapshot(cfg, now_s)
     except Exception as exc:
-        from agent.storage.read import QueryError  # loaded already when InfluxDB was asked: a fresh status.json skips it
+        # agent.storage.read is loaded already when InfluxDB was asked; a fresh status.json never imports it
+        from agent.storage.read import QueryError
 
         if not isinstance(exc, QueryError):
             raise

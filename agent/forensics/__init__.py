@@ -21,8 +21,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.forensics.evidence import BoxRef, EvidenceCollector, bundle_dir, read_summary
-    from agent.forensics.recorder import DumpResult, FlightRecorder, Record, Snapshot, write_pcap
+    from agent.forensics.evidence import (
+        BoxRef,
+        EvidenceCollector,
+        bundle_dir,
+        read_summary,
+    )
+    from agent.forensics.recorder import (
+        DumpResult,
+        FlightRecorder,
+        Record,
+        Snapshot,
+        write_pcap,
+    )
     from agent.forensics.summary import Analysis, Finding, analyze
 
 _HOME = {name: f"agent.forensics.{module}" for module, names in {
@@ -31,7 +42,8 @@ _HOME = {name: f"agent.forensics.{module}" for module, names in {
     "summary": ("Analysis", "Finding", "analyze"),
 }.items() for name in names}
 
-__all__ = sorted(_HOME)
+__all__ = ["Analysis", "BoxRef", "DumpResult", "EvidenceCollector", "Finding", "FlightRecorder", "Record",
+           "Snapshot", "analyze", "bundle_dir", "read_summary", "write_pcap"]
 
 
 def __getattr__(name: str) -> Any:

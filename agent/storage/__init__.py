@@ -9,7 +9,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.storage.influx import QueryError, SinkError, V1Writer, V2Writer, make_writer, query
+    from agent.storage.influx import (
+        QueryError,
+        SinkError,
+        V1Writer,
+        V2Writer,
+        make_writer,
+        query,
+    )
     from agent.storage.points import Point
     from agent.storage.store import Storage, StorageCounters
 
@@ -17,7 +24,8 @@ _HOME = {"QueryError": "agent.storage.influx", "SinkError": "agent.storage.influ
          "V2Writer": "agent.storage.influx", "make_writer": "agent.storage.influx", "query": "agent.storage.influx",
          "Point": "agent.storage.points", "Storage": "agent.storage.store", "StorageCounters": "agent.storage.store"}
 
-__all__ = sorted(_HOME)
+__all__ = ["Point", "QueryError", "SinkError", "Storage", "StorageCounters", "V1Writer", "V2Writer",
+           "make_writer", "query"]
 
 
 def __getattr__(name: str) -> Any:

@@ -56,3 +56,12 @@ def test_version_prints_on_stdout_and_exits_0():
 def test_the_check_sees_a_heavy_import():
     """The harness itself: a library imported before the parser is built is reported (the test above can fail)."""
     assert "docker" in modules_after(["--version"], preload="import docker")
+
+
+@pytest.mark.parametrize("package", ["remediations", "agent.storage", "agent.forensics"])
+def test_lazy_packages_export_every_name_they_list(package):
+    """The packages that load their names on first use (PEP 562) still give each name in __all__, and only those."""
+    code = (f"import {package} as p, sys; names = sorted(p.__all__); "
+            "print(all(getattr(p, n) is getattr(sys.modules[p._HOME[n]], n) for n in names), names == sorted(p._HOME))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr
