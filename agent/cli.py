@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 
+# The one place of the version: pyproject.toml reads it ([tool.setuptools.dynamic]), `--version` prints it
+# without importlib.metadata (which costs a CLI start ~50 ms of CPU).
+__version__ = "0.1.0"
+
 # Subcommand name -> module under agent.commands. Each module exposes
 # `register(subparsers) -> None`, which adds its parser and sets `func`
 # (a callable taking the parsed args and returning an exit code).
@@ -46,9 +50,7 @@ describes each command. Operator guide (installed with the package):
 
 
 def version() -> str:
-    """The version of this source tree (agent.__version__, which the distribution's metadata is built from)."""
-    from agent import __version__
-
+    """The version of this source tree (__version__, which the distribution's metadata is built from)."""
     return __version__
 
 
