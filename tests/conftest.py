@@ -25,7 +25,7 @@ pytest_plugins = ["tests.lab_fixtures"]
 # directly or through another fixture, is a lab test whatever its file says, so `-m 'not lab'` is a unit run.
 LAB_FIXTURES = frozenset({
     "lab", "lab_available", "clean_lab",                                # tests/lab_fixtures.py
-    "ops_lab",                                                          # tests/ops/conftest.py
+    "ops_lab",                                                          # tests/agent/ops/conftest.py
     "rlab", "docker_proxy",                                             # tests/remediations/conftest.py
     "segment",                                                          # tests/probes/conftest.py
     "throwaway_netns", "bare_netns", "influx_server", "module_influx",  # tests/agent/storage/conftest.py

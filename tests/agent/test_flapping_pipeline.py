@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agent.pipeline import Pipeline
-from tests.agent.test_metrics import box_labels, make, run, samples
+from tests.agent.listeners.test_metrics import box_labels, make, run, samples
 from tests.agent.test_pipeline import remediation_points, running
 
 

@@ -161,7 +161,7 @@ def test_annotation_queries(fleet_data, dash):
         scenario = {} if dash is FLEET else {"box": "ctr1"}
         q = expand(dash, query, fleet_data, scenario)
         if name == "Maintenance":
-            # The fleet run has no maintenance window; tests/agent/test_maintenance_lab.py runs this query
+            # The fleet run has no maintenance window; tests/agent/test_maintenance_windows_lab.py runs this query
             # on a run that has one and checks what it finds.
             assert run(fleet_data, q) == [], f"annotation {name}: {q}"
             continue

@@ -257,7 +257,7 @@ def test_check_config_command(tmp_path, text, rc, out):
     f = tmp_path / "c.toml"
     f.write_text(with_files(tmp_path, text))
     proc = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(f)],
-                          capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+                          capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[3]))
     assert proc.returncode == rc, proc.stderr
     assert out in (proc.stdout if rc == 0 else proc.stderr)
 

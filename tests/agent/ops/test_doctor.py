@@ -17,7 +17,7 @@ from agent.core import config
 from agent.ops import doctor
 from agent import netns
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PY = sys.executable
 
 

@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
 from agent.forensics.recorder import FlightRecorder, as_ethernet, write_pcap
-from tests.forensics import frames as F
+from tests.agent.forensics import frames as F
 
 BOX_A = "192.0.2.10"
 BOX_B = "192.0.2.11"

@@ -17,7 +17,7 @@ import pytest
 from agent.forensics import collectors
 from agent.forensics.collectors import CollectorError, Context, TargetGone, run_command
 from agent.forensics.render import render_text
-from tests.forensics.test_lab_forensics import box_ref
+from tests.agent.forensics.test_forensics_lab import box_ref
 
 pytestmark = pytest.mark.lab
 

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from agent.live import LiveView, render, watch
 from agent.status import read_status_file
-from tests.ops.test_status_events import STATUS_FIXTURE
+from tests.agent.ops.test_status_events import STATUS_FIXTURE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOW = STATUS_FIXTURE["updated_s"] + 2

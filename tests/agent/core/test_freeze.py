@@ -196,8 +196,8 @@ for i in range(200):
     if i == 150:
         os.kill(os.getpid(), signal.SIGKILL)
 """
-    proc = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__)))))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))))
     assert proc.returncode == -9
     st = freeze.load_state(str(path))["b"]
     assert st.last_time_s == 150.0 and st.state == "frozen"

@@ -5,7 +5,7 @@ import pytest
 
 from agent.forensics.summary import analyze
 from probes.types import ProbeResult
-from tests.forensics import frames as F
+from tests.agent.forensics import frames as F
 
 A = "192.0.2.10"
 A6 = "2001:db8:1::10"

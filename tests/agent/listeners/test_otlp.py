@@ -20,7 +20,7 @@ from agent import wiring
 from agent.core.config import ConfigError, load, loads
 from agent.listeners.metrics import MetricsListener
 from agent.listeners.otlp import UNITS, OtlpPusher, unit_of
-from tests.agent.test_metrics import box_labels, make, run, samples
+from tests.agent.listeners.test_metrics import box_labels, make, run, samples
 from tests.agent.storage.test_tls import CA
 from tests.agent.test_pipeline import config_text
 

@@ -18,7 +18,7 @@ from agent.core import config as C
 from agent.core.discovery import discover, merged, qualifies, to_toml
 from agent.discovery import DockerDiscovery
 
-CASE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cases", "docker-inspect-macvlan-running.json")
+CASE = os.path.join(os.path.dirname(__file__), "..", "..", "cases", "docker-inspect-macvlan-running.json")
 with open(CASE, encoding="utf-8") as fh:
     RECORDED = json.load(fh)
 NET = next(iter(RECORDED["NetworkSettings"]["Networks"]))   # the recorded macvlan network

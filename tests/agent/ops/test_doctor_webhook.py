@@ -11,7 +11,7 @@ from agent.core import config
 from agent.ops import doctor
 from tests.pki import CA
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def rem(tmp_path, listen="127.0.0.1:9787", **keys):

@@ -10,7 +10,7 @@ from agent.forensics import evidence
 from agent.forensics.evidence import BoxRef, EvidenceCollector, bundle_dir, read_summary
 from agent.forensics.recorder import FlightRecorder
 from probes.types import ProbeResult
-from tests.forensics import frames as F
+from tests.agent.forensics import frames as F
 
 A = "192.0.2.10"
 MAC = "02:42:c0:00:02:0a"

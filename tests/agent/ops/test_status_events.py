@@ -16,7 +16,7 @@ from agent import timeparse
 from agent.commands import events
 from agent.storage import read
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # Exactly the format the runner writes to state_dir/status.json each cycle.
 STATUS_FIXTURE = {

@@ -14,7 +14,7 @@ import pytest
 from agent import cli
 from agent.status import STATUS_FILE, STATUS_VERSION
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DATA = "vobox_agent-0.1.0.data/data/"
 
 
