@@ -2,6 +2,7 @@
 
 Optionally over TLS (a server certificate reloaded by `reload()`, on SIGHUP) with client certificates
 verified against a CA file or a hashed CA directory; failed authentications are limited per peer (429).
+Served by remediations.httpserver (one event loop, bounded connections and deadlines), not a thread per client.
 """
 from __future__ import annotations
 
@@ -10,15 +11,14 @@ import json
 import logging
 import math
 import os
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, replace
 from typing import Any
 
+from remediations.httpserver import HTTPServer, Limits, Request, Response
 from remediations.model import RequestResult
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ DEFAULT_MAX_BYTES = 1 << 20
 # verify_client values (Apache's SSLVerifyClient none/optional/require): is a client certificate asked for, needed?
 VERIFY_CLIENT: dict[str, ssl.VerifyMode] = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                                             "required": ssl.CERT_REQUIRED}
-HANDSHAKE_TIMEOUT_S = 10.0
 # Short names of the subject attributes grid DNs use, for the log (OpenSSL's one-line form: /DC=ch/O=.../CN=...).
 _RDN_SHORT = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "L", "organizationName": "O",
               "organizationalUnitName": "OU", "commonName": "CN", "domainComponent": "DC",
@@ -36,10 +35,6 @@ _RDN_SHORT = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "
 
 class BadRequest(Exception):
     """A payload we refuse with 400; the message says what is wrong."""
-
-
-class TooLarge(Exception):
-    """A body over the size limit (413)."""
 
 
 def read_token(path: str) -> str:
@@ -166,119 +161,92 @@ def parse_alerts(payload: Any, boxes: Collection[str]) -> tuple[list[tuple[str, 
     return firing, ignored
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+def _json(code: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer; every error (>= 400) closes the connection."""
+    return Response(code, json.dumps(body).encode(), (("Content-Type", "application/json"), *(headers or {}).items()),
+                    close=code >= 400)
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # route http.server's access log to logging
-        log.debug("webhook %s: " + fmt, self.client_address[0], *args)
 
-    def _reply(self, code: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        if code >= 400:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+class _Webhook:
+    """The webhook's requests (remediations.httpserver.Handler): routes, limiter, token, body, alerts."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        if self.path == "/healthz":
-            self._reply(200, {"status": "ok"})
-        else:
-            self._reply(404, {"error": f"no such path {self.path}; use POST /webhook or GET /healthz"})
+    def __init__(self, token: str | None, boxes: Collection[str], submit: Callable[[str, str | None], RequestResult],
+                 max_bytes: int, limiter: AuthLimiter | None) -> None:
+        self.token, self.boxes, self.submit, self.max_bytes, self.limiter = token, frozenset(boxes), submit, max_bytes, \
+            limiter
 
-    def _peer(self) -> str:
+    def error(self, status: int, message: str) -> Response:
+        """The transport's own refusals (400, 413, 431), in the webhook's JSON form."""
+        if status != 413:
+            log.warning("webhook: %d: %s", status, message)
+        return _json(status, {"error": message})
+
+    @staticmethod
+    def _peer(request: Request) -> str:
         """The peer address, with the client certificate's subject when one was presented (for the log)."""
-        subject = cert_subject(self.request.getpeercert()) if isinstance(self.request, ssl.SSLSocket) else None
-        return f"{self.client_address[0]} ({subject})" if subject else self.client_address[0]
+        subject = cert_subject(request.peer_cert)
+        return f"{request.peer} ({subject})" if subject else request.peer
 
-    def _authorized(self) -> bool:
-        token = self.server.token
+    def _authorized(self, request: Request) -> bool:
+        token = self.token
         if token is None:   # verify_client = "required" and no token file: the verified certificate is the credential
             return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             return False
         return hmac.compare_digest(given.strip().encode(), token.encode())
 
-    def _body(self) -> bytes:
-        limit = self.server.max_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise BadRequest("malformed chunked encoding") from None
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                total += size
-                if total > limit:
-                    raise TooLarge(f"body over {limit} bytes")
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise BadRequest("Content-Length or chunked body required")
-        try:
-            n = int(length)
-        except ValueError:
-            raise BadRequest(f"bad Content-Length {length!r}") from None
-        if n < 0:
-            raise BadRequest(f"bad Content-Length {length!r}")
-        if n > limit:
-            raise TooLarge(f"body of {n} bytes over the limit of {limit} bytes")
-        return self.rfile.read(n)
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
-        if self.path != "/webhook":
-            self._reply(404, {"error": f"no such path {self.path}; use POST /webhook"})
-            return
-        limiter = self.server.limiter
-        wait_s = limiter.retry_after_s(self.client_address[0]) if limiter is not None else 0.0
+    def head(self, request: Request) -> Response | None:
+        """Answers that need no body: paths, 429 to a locked-out peer, 401, a Content-Length over the limit."""
+        if request.method == "GET":
+            if request.target == "/healthz":
+                return _json(200, {"status": "ok"})
+            return _json(404, {"error": f"no such path {request.target}; use POST /webhook or GET /healthz"})
+        if request.method != "POST":
+            return _json(405, {"error": f"method {request.method} not allowed; use POST /webhook or GET /healthz"},
+                         {"Allow": "GET, POST"})
+        if request.target != "/webhook":
+            return _json(404, {"error": f"no such path {request.target}; use POST /webhook"})
+        limiter = self.limiter
+        wait_s = limiter.retry_after_s(request.peer) if limiter is not None else 0.0
         if wait_s > 0:
-            log.debug("webhook: 429 to %s: locked out for another %.0f s", self._peer(), wait_s)
-            self._reply(429, {"error": "too many failed authentications from this address; retry later"},
-                        {"Retry-After": str(max(1, math.ceil(wait_s)))})
-            return
-        if not self._authorized():
+            log.debug("webhook: 429 to %s: locked out for another %.0f s", self._peer(request), wait_s)
+            return _json(429, {"error": "too many failed authentications from this address; retry later"},
+                         {"Retry-After": str(max(1, math.ceil(wait_s)))})
+        if not self._authorized(request):
             # The peer and its certificate subject, never what it sent as a token.
-            log.warning("webhook: refused request from %s: missing or wrong bearer token", self._peer())
-            if limiter is not None and limiter.failed(self.client_address[0]):
+            log.warning("webhook: refused request from %s: missing or wrong bearer token", self._peer(request))
+            if limiter is not None and limiter.failed(request.peer):
                 log.warning("webhook: %s locked out for %g s after %d failed authentications (429 until then)",
-                            self._peer(), limiter.window_s, limiter.max_failures)
-            self.close_connection = True
-            self._reply(401, {"error": "missing or wrong bearer token"})
-            return
+                            self._peer(request), limiter.window_s, limiter.max_failures)
+            return _json(401, {"error": "missing or wrong bearer token"})
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        length = request.headers.get("content-length")
+        if length is None and not chunked:
+            return self.error(400, "Content-Length or chunked body required")
+        if length is not None and not chunked:
+            # h11 refused a malformed Content-Length already (400); this is the size check, before reading.
+            if int(length) > self.max_bytes:
+                return _json(413, {"error": f"body of {int(length)} bytes over the limit of {self.max_bytes} bytes"})
+        return None
+
+    def handle(self, request: Request, body: bytes) -> Response:
+        """POST /webhook with its body: the alerts parsed and submitted; 202 with what was queued, refused, ignored."""
         try:
-            body = self._body()
             try:
                 payload = json.loads(body)
             except (UnicodeDecodeError, ValueError) as exc:
                 raise BadRequest(f"malformed JSON: {exc}") from None
-            firing, ignored = parse_alerts(payload, self.server.boxes)
-        except TooLarge as exc:
-            self._reply(413, {"error": str(exc)})
-            return
+            firing, ignored = parse_alerts(payload, self.boxes)
         except BadRequest as exc:
-            log.warning("webhook: 400 from %s: %s", self.client_address[0], exc)
-            self._reply(400, {"error": str(exc)})
-            return
+            log.warning("webhook: 400 from %s: %s", request.peer, exc)
+            return _json(400, {"error": str(exc)})
         queued, refused = [], []
         for item in ignored:
             log.info("webhook: alert ignored: %s", item["reason"])
         for box, action in firing:
             try:
-                res: RequestResult = self.server.submit(box, action)
+                res: RequestResult = self.submit(box, action)
             except Exception as exc:  # noqa: BLE001 - answer the alert, never drop it silently
                 log.exception("webhook: box %s action %s: request failed", box, action)
                 res = RequestResult(box, action, False, f"internal error: {type(exc).__name__}: {exc}",
@@ -290,63 +258,12 @@ class _Handler(BaseHTTPRequestHandler):
                 refused.append({**item, "reason": res.reason})
             log.info("webhook: box %s action %s %s", box, res.action,
                      "queued" if res.accepted else f"{res.outcome}: {res.reason}")
-        self._reply(202, {"queued": queued, "refused": refused, "ignored": ignored})
+        return _json(202, {"queued": queued, "refused": refused, "ignored": ignored})
 
 
 # TLS handshake failures that are a refused client certificate (counted as failed authentications).
 _CERT_REFUSALS = ("CERTIFICATE_VERIFY_FAILED", "PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED",
                   "NO_CERTIFICATE_RETURNED")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    token: str | None
-    boxes: Collection[str]
-    submit: Callable[[str, str | None], RequestResult]
-    max_bytes: int
-    limiter: AuthLimiter | None = None
-    tls: ssl.SSLContext | None = None   # swapped whole by reload(): new connections get the new context
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = self.socket.accept()
-        ctx = self.tls
-        if ctx is None:
-            return sock, addr
-        # No I/O here: the handshake runs in the connection's thread (finish_request), so a slow client
-        # never blocks accept.
-        return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            peer = client_address[0]
-            request.settimeout(HANDSHAKE_TIMEOUT_S)
-            try:
-                request.do_handshake()
-            except (ssl.SSLError, OSError) as exc:
-                self._handshake_failed(peer, exc)
-                return
-            request.settimeout(None)
-        super().finish_request(request, client_address)
-
-    def _handshake_failed(self, peer: str, exc: Exception) -> None:
-        """Log a failed TLS handshake with the peer; a refused client certificate counts as a failed authentication."""
-        why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
-        if not (isinstance(exc, ssl.SSLError) and any(r in str(exc) for r in _CERT_REFUSALS)):
-            hint = " (a plain HTTP request: this listener is TLS only, use https://)" if why == "HTTP_REQUEST" else ""
-            log.info("webhook: TLS handshake with %s failed: %s%s", peer, why, hint)
-            return
-        limiter = self.limiter
-        if limiter is not None and limiter.retry_after_s(peer) > 0:
-            log.debug("webhook: refused TLS client %s (locked out): %s", peer, why)
-            return
-        log.warning("webhook: refused TLS client %s: client certificate not accepted (%s)", peer, why)
-        if limiter is not None and limiter.failed(peer):
-            log.warning("webhook: %s locked out for %g s after %d failed authentications (429 until then)", peer,
-                        limiter.window_s, limiter.max_failures)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 class WebhookReceiver:
@@ -355,22 +272,39 @@ class WebhookReceiver:
     token: the bearer token every POST must carry; None only with tls.verify_client = "required" (the
     verified client certificate is then the credential). tls: TLSSettings, or None for plain HTTP.
     limiter: AuthLimiter for failed authentications, or None. token_file: re-read by reload().
+    limits: the transport's bounds (remediations.httpserver.Limits: deadlines, connections per source and in
+    all, header size); its max_body_bytes is set to max_bytes.
     """
 
     def __init__(self, host: str, port: int, token: str | None, boxes: Collection[str],
                  submit: Callable[[str, str | None], RequestResult], max_bytes: int = DEFAULT_MAX_BYTES, *,
                  tls: TLSSettings | None = None, limiter: AuthLimiter | None = None,
-                 token_file: str | None = None) -> None:
+                 token_file: str | None = None, limits: Limits | None = None) -> None:
         if not token and not (tls is not None and tls.verify_client == "required"):
             raise ValueError("webhook token must not be empty (only verify_client = \"required\" may go without)")
-        context = tls.context() if tls is not None else None   # unusable files fail here, before binding
-        server_cls = _Server6 if ":" in host else _Server
-        self._server = server_cls((host, port), _Handler)
-        self._server.token, self._server.boxes = token or None, frozenset(boxes)
-        self._server.submit, self._server.max_bytes = submit, max_bytes
-        self._server.limiter, self._server.tls = limiter, context
+        self._context = tls.context() if tls is not None else None   # unusable files fail here, before binding
+        self._server = _Webhook(token or None, boxes, submit, max_bytes, limiter)
+        self._http = HTTPServer(host, port, self._server, name="webhook",
+                                limits=replace(limits or Limits(), max_body_bytes=max_bytes),
+                                tls=(lambda: self._context) if tls is not None else None,
+                                on_handshake_failed=self._handshake_failed)
         self._tls, self._token_file = tls, token_file
-        self._thread: threading.Thread | None = None
+
+    def _handshake_failed(self, peer: str, exc: BaseException) -> None:
+        """Log a failed TLS handshake with the peer; a refused client certificate counts as a failed authentication."""
+        why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        if not (isinstance(exc, ssl.SSLError) and any(r in str(exc) for r in _CERT_REFUSALS)):
+            hint = " (a plain HTTP request: this listener is TLS only, use https://)" if why == "HTTP_REQUEST" else ""
+            log.info("webhook: TLS handshake with %s failed: %s%s", peer, why, hint)
+            return
+        limiter = self._server.limiter
+        if limiter is not None and limiter.retry_after_s(peer) > 0:
+            log.debug("webhook: refused TLS client %s (locked out): %s", peer, why)
+            return
+        log.warning("webhook: refused TLS client %s: client certificate not accepted (%s)", peer, why)
+        if limiter is not None and limiter.failed(peer):
+            log.warning("webhook: %s locked out for %g s after %d failed authentications (429 until then)", peer,
+                        limiter.window_s, limiter.max_failures)
 
     def set_boxes(self, boxes: Collection[str]) -> None:
         """Replace the box names alerts may name (discovery changes the box set)."""
@@ -381,7 +315,7 @@ class WebhookReceiver:
         ok = True
         if self._tls is not None:
             try:
-                self._server.tls = self._tls.context()
+                self._context = self._tls.context()
                 log.info("webhook: TLS certificate %s reloaded", self._tls.cert_file)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 log.error("webhook: TLS reload failed, still serving the previous certificate: %s", exc)
@@ -397,20 +331,18 @@ class WebhookReceiver:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) actually bound (port 0 picks a free one)."""
-        return self._server.server_address[:2]
+        return self._http.address
 
     def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
-        self._thread.start()
-        log.info("webhook: listening on %s:%d (%s)", *self.address,
-                 "plain HTTP" if self._tls is None else "TLS only, " + (
+        """Serve from the server's event-loop thread (remediations.httpserver)."""
+        self._http.start()
+        lim = self._http.limits
+        log.info("webhook: listening on %s:%d (%s; at most %d connections per source, %d in all, %g s per request)",
+                 *self.address, "plain HTTP" if self._tls is None else "TLS only, " + (
                      "no client certificates" if self._tls.verify_client == "none"
-                     else f"client certificates {self._tls.verify_client}"))
+                     else f"client certificates {self._tls.verify_client}"),
+                 lim.max_per_source, lim.max_connections, lim.request_timeout_s)
 
     def stop(self) -> None:
         """Stop serving and close the socket (safe when never started)."""
-        if self._thread:
-            self._server.shutdown()  # waits for serve_forever, so only when it runs
-            self._thread.join(5)
-        self._server.server_close()
+        self._http.stop()

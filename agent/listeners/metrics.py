@@ -7,17 +7,21 @@ segment, remediation action/trigger/result; no address, error text or time is a 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from agent.core.events import (LAYERS, STATES, BoxHeld, BoxKind, Layer, State, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
                                FreezeClosed, FreezeOpened, MacChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
+from remediations.httpserver import HTTPServer, Limits, Request, Response
 from remediations.model import ActionRecord, RecordOutcome
 
 log = logging.getLogger(__name__)
@@ -269,24 +273,57 @@ class MetricsListener(CycleListener):
         self.remediations.labels(*self._box(box), action, trigger, result).inc()
 
 
-class MetricsServer:
-    """Serves a registry on /metrics at host:port (prometheus_client's HTTP server, in a daemon thread)."""
+class _Exposition:
+    """GET of any path: the registry in the format the scraper accepts (as prometheus_client's own server)."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def error(self, status: int, message: str) -> Response:
+        """The transport's own refusals (400, 413, 431), as plain text."""
+        return Response(status, (message + "\n").encode(), (("Content-Type", "text/plain; charset=utf-8"),),
+                        close=True)
+
+    def head(self, request: Request) -> Response | None:
+        """Anything but GET is refused before a body is read."""
+        if request.method != "GET":
+            return Response(405, b"only GET\n", (("Allow", "GET"), ("Content-Type", "text/plain; charset=utf-8")),
+                            close=True)
+        return None
+
+    def handle(self, request: Request, body: bytes) -> Response:
+        """The exposition (text 0.0.4 or OpenMetrics by Accept, gzip by Accept-Encoding, `name[]` filter)."""
+        # What prometheus_client's own server does (exposition.MetricsHandler), on our transport.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        names = parse_qs(urlsplit(request.target).query).get("name[]")
+        output = encoder(self.registry.restricted_registry(names) if names else self.registry)
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(request.headers.get("accept-encoding", "")):
+            output = gzip.compress(output)
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, output, tuple(headers))
+
+
+class MetricsServer:
+    """Serves a registry on /metrics at host:port (remediations.httpserver: one event loop, bounded connections)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, limits: Limits | None = None) -> None:
         self.registry = registry
         self.host = host
         self.port = port
-        self._server: Any = None
+        self.limits = limits or Limits()
+        self._server: HTTPServer | None = None
 
     def start(self) -> None:
         """Bind and serve; OSError when the address is taken or not local."""
-        self._server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
-        self.port = self._server.server_port
+        self._server = HTTPServer(self.host, self.port, _Exposition(self.registry), name="metrics",
+                                  limits=self.limits)
+        self._server.start()
+        self.port = self._server.address[1]
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.stop()

@@ -1,0 +1,377 @@
+"""A small HTTP/1.1 server on one asyncio event loop (h11 parses): the webhook's and /metrics' transport.
+
+No thread per connection: one loop thread holds every connection, and request handlers run in a
+small bounded pool (`Limits.workers` threads), so 600 slow clients cost sockets, not threads.
+The rules, after Go's net/http.Server (ReadTimeout, IdleTimeout, MaxHeaderBytes) and nginx's
+`limit_conn`:
+- a TOTAL deadline (`request_timeout_s`) for request line, headers and body, counted from accept
+  (after the TLS handshake) or, on a kept-alive connection, from the request's first byte; a client
+  sending a byte a second is dropped when it runs out, not kept alive by each byte;
+- the TLS handshake has its own timeout (`handshake_timeout_s`); a connection idle between
+  requests is closed after `idle_timeout_s`;
+- at most `max_per_source` connections per source address and `max_connections` in all; one over
+  either bound is closed at accept (RST), and the refusals are logged with the source, at most
+  once a minute;
+- the request line and headers together at most `max_header_bytes` (431), a body at most
+  `max_body_bytes` (413), whether sent with Content-Length or chunked.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import h11
+
+log = logging.getLogger(__name__)
+
+# Go's net/http.DefaultMaxHeaderBytes is 1 MiB; nginx's large_client_header_buffers 4 x 8 KiB. Alertmanager and
+# Grafana send well under 2 KiB of headers, Prometheus under 1 KiB: 16 KiB leaves room, refuses the abusive.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+SUMMARY_EVERY_S = 60.0   # refused and dropped connections are logged at most this often (with their count)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of one server; every time in seconds, every size in bytes.
+
+    request_timeout_s: total time for request line, headers and body (a slow sender is dropped);
+    handshake_timeout_s: the TLS handshake; idle_timeout_s: a kept-alive connection between requests;
+    write_timeout_s: sending one response (a client that never reads is dropped);
+    max_per_source: open connections per source address; max_connections: open connections in all;
+    workers: threads that run handlers (the only threads besides the loop's).
+    """
+
+    request_timeout_s: float = 10.0
+    handshake_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    write_timeout_s: float = 10.0
+    max_per_source: int = 8
+    max_connections: int = 1024
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_body_bytes: int = 1 << 20
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("request_timeout_s", "handshake_timeout_s", "idle_timeout_s", "write_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_per_source", "max_connections", "max_header_bytes", "max_body_bytes", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request's head: method and target as sent, header names lower-case (repeated ones joined by ", ").
+
+    peer: the source address; peer_cert: the verified client certificate (SSLSocket.getpeercert() form) or None.
+    """
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    peer: str
+    peer_cert: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What to send: status, headers (Content-Length is added), body; close ends the connection after it."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    close: bool = False
+
+    def closing(self) -> Response:
+        """This response with close set (the connection ends after it)."""
+        return self if self.close else Response(self.status, self.body, self.headers, True)
+
+
+class Handler(Protocol):
+    """What a server serves: `head()` may answer before the body is read (auth, size), `handle()` the whole request.
+
+    head() runs on the event loop and must not block; handle() runs in the worker pool.
+    error(status, message) builds the server's own answers (400, 413, 431) in the handler's format.
+    """
+
+    def head(self, request: Request) -> Response | None: ...
+
+    def handle(self, request: Request, body: bytes) -> Response: ...
+
+    def error(self, status: int, message: str) -> Response: ...
+
+
+class _Drop(Exception):
+    """The connection ends without an answer (deadline passed, peer gone); the message says why (for the log)."""
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Connections refused or dropped since the last summary line, by reason; the last source seen for each."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    logged_at: float = float("-inf")
+
+
+class HTTPServer:
+    """Serves `handler` at (host, port) from one event-loop thread; TLS when `tls()` returns a context.
+
+    tls: called once per connection, so a context swapped by a reload applies to new connections only;
+    on_handshake_failed(peer, exc): a failed handshake that was not a timeout (e.g. a refused client
+    certificate). The socket is bound here: OSError when the address is taken or not local.
+    """
+
+    def __init__(self, host: str, port: int, handler: Handler, *, name: str, limits: Limits = Limits(),
+                 tls: Callable[[], ssl.SSLContext | None] | None = None,
+                 on_handshake_failed: Callable[[str, BaseException], None] | None = None) -> None:
+        self.name, self.limits, self._handler = name, limits, handler
+        self._tls, self._on_handshake_failed = tls, on_handshake_failed
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # The listen backlog covers a burst of connects (the kernel caps it at net.core.somaxconn).
+        self._sock = socket.create_server((host, port), family=family, backlog=limits.max_connections)
+        self._sock.setblocking(False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._stopped: asyncio.Event | None = None
+        self._open: dict[str, int] = {}   # source address -> open connections
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tally = _Tally()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) bound (port 0 picks a free one)."""
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return sum(self._open.values())
+
+    def start(self) -> None:
+        """Serve from a daemon thread; returns once the loop accepts connections."""
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix=f"{self.name}-w")
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting, close every connection and the socket (safe when never started)."""
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and self._thread is not None:
+            with contextlib.suppress(RuntimeError):   # the loop already ended
+                loop.call_soon_threadsafe(stopped.set)
+            self._thread.join(timeout_s)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sock.close()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(ready))
+        finally:
+            loop.close()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stopped = asyncio.Event()
+        server = await asyncio.start_server(self._accepted, sock=self._sock, limit=self.limits.max_header_bytes)
+        ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=2)
+
+    def _note(self, reason: str, peer: str) -> None:
+        """Count a refused or dropped connection; log the counts at most once a SUMMARY_EVERY_S."""
+        tally = self._tally
+        tally.counts[reason] = tally.counts.get(reason, 0) + 1
+        tally.sources[reason] = peer
+        now = time.monotonic()
+        if now - tally.logged_at >= SUMMARY_EVERY_S:
+            log.warning("%s: %s", self.name, "; ".join(
+                f"{n} connection(s) {why} (last from {tally.sources[why]})" for why, n in sorted(tally.counts.items())))
+            tally.counts.clear()
+            tally.sources.clear()
+            tally.logged_at = now
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if peername else "?"
+        lim = self.limits
+        if self._open.get(peer, 0) >= lim.max_per_source:
+            self._note(f"refused at accept: {lim.max_per_source} already open from one source", peer)
+            writer.transport.abort()
+            return
+        if self.connections >= lim.max_connections:
+            self._note(f"refused at accept: {lim.max_connections} open in all", peer)
+            writer.transport.abort()
+            return
+        self._open[peer] = self._open.get(peer, 0) + 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        clean = False   # ended by the protocol (answered, closed by the peer): close gracefully, else reset
+        try:
+            await self._connection(reader, writer, peer)
+            clean = True
+        except _Drop as exc:
+            self._note(f"dropped: {exc}", peer)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass   # the peer went away: nothing to answer
+        except asyncio.CancelledError:
+            pass   # stop()
+        except Exception:   # noqa: BLE001 - one connection's bug never stops the server
+            log.exception("%s: connection from %s failed", self.name, peer)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            left = self._open.get(peer, 1) - 1
+            if left > 0:
+                self._open[peer] = left
+            else:
+                self._open.pop(peer, None)
+            if clean:
+                writer.close()   # flushes what is buffered (a TLS close_notify too), then closes
+            else:
+                writer.transport.abort()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        lim = self.limits
+        loop = asyncio.get_running_loop()
+        ctx = self._tls() if self._tls is not None else None
+        peer_cert: dict[str, Any] | None = None
+        if ctx is not None:
+            try:
+                await writer.start_tls(ctx, ssl_handshake_timeout=lim.handshake_timeout_s)
+            except ConnectionAbortedError as exc:   # asyncio's handshake timeout
+                raise _Drop(f"TLS handshake over {lim.handshake_timeout_s:g} s") from exc
+            except (ssl.SSLError, OSError) as exc:
+                if self._on_handshake_failed is not None:
+                    self._on_handshake_failed(peer, exc)
+                return
+            sslobj = writer.get_extra_info("ssl_object")
+            peer_cert = sslobj.getpeercert() if sslobj is not None else None
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=lim.max_header_bytes)
+        first = True
+        while True:
+            if first:
+                deadline = loop.time() + lim.request_timeout_s
+            else:   # kept alive: wait for the next request's first bytes, then its whole deadline starts
+                if not conn.trailing_data[0]:
+                    try:
+                        data = await asyncio.wait_for(reader.read(65536), lim.idle_timeout_s)
+                    except TimeoutError:
+                        return
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                deadline = loop.time() + lim.request_timeout_s
+            first = False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    keep = await self._exchange(conn, reader, writer, peer, peer_cert)
+            except TimeoutError:
+                raise _Drop(f"request not complete within {lim.request_timeout_s:g} s") from None
+            if not keep or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            conn.receive_data(await reader.read(65536))
+
+    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response) -> None:
+        headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "connection")]
+        headers.append(("Content-Length", str(len(response.body))))
+        if response.close:
+            headers.append(("Connection", "close"))
+        data = conn.send(h11.Response(status_code=response.status, headers=headers))
+        data += conn.send(h11.Data(data=response.body)) if response.body else b""
+        data += conn.send(h11.EndOfMessage())
+        writer.write(data)
+        try:
+            async with asyncio.timeout(self.limits.write_timeout_s):
+                await writer.drain()
+        except TimeoutError:
+            raise _Drop(f"response not taken within {self.limits.write_timeout_s:g} s") from None
+
+    async def _exchange(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        peer: str, peer_cert: dict[str, Any] | None) -> bool:
+        """Read one request and answer it; True when the connection may carry another."""
+        handler = self._handler
+        try:
+            event = await self._next(conn, reader)
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            message = (f"request line and headers over {self.limits.max_header_bytes} bytes" if status == 431
+                       else f"malformed request: {exc}")
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self._send(conn, writer, handler.error(status, message).closing())
+            return False
+        if isinstance(event, h11.ConnectionClosed):
+            return False
+        if not isinstance(event, h11.Request):
+            return False
+        # h11 bounds what it buffers of an incomplete head; a head that arrived whole is measured here.
+        head_bytes = len(event.method) + len(event.target) + 12 + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if head_bytes > self.limits.max_header_bytes:
+            await self._send(conn, writer, handler.error(
+                431, f"request line and headers over {self.limits.max_header_bytes} bytes").closing())
+            return False
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        request = Request(event.method.decode("ascii"), event.target.decode("latin-1"), headers, peer, peer_cert)
+        early = handler.head(request)
+        if early is not None:
+            # Answered before the body: the rest of the request is never read, so the connection ends.
+            await self._send(conn, writer, early.closing())
+            return False
+        if conn.they_are_waiting_for_100_continue:
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        body = bytearray()
+        limit = self.limits.max_body_bytes
+        while True:
+            try:
+                event = await self._next(conn, reader)
+            except h11.RemoteProtocolError as exc:
+                await self._send(conn, writer, handler.error(400, f"malformed body: {exc}").closing())
+                return False
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > limit:
+                    await self._send(conn, writer, handler.error(413, f"body over {limit} bytes").closing())
+                    return False
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:   # ConnectionClosed: the body never came
+                return False
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self._pool, handler.handle, request, bytes(body))
+        await self._send(conn, writer, response)
+        return not response.close
