@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import resource
 import socket
 import ssl
 import threading
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 # Grafana send well under 2 KiB of headers, Prometheus under 1 KiB: 16 KiB leaves room, refuses the abusive.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 SUMMARY_EVERY_S = 60.0   # refused and dropped connections are logged at most this often (with their count)
+# Descriptors the rest of the agent needs beside the servers' connections. The bounds keep every descriptor
+# under 1024 with the usual soft RLIMIT_NOFILE (systemd's default LimitNOFILE=1024:524288): select(), which
+# scapy uses for its probe sockets, cannot wait on a descriptor >= 1024 (FD_SETSIZE), and one more than the
+# soft limit fails at accept or socket().
+FD_RESERVE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,7 @@ class Limits:
     idle_timeout_s: float = 30.0
     write_timeout_s: float = 10.0
     max_per_source: int = 8
-    max_connections: int = 1024
+    max_connections: int = 640
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_body_bytes: int = 1 << 20
     workers: int = 2
@@ -124,6 +130,70 @@ class _Tally:
     logged_at: float = float("-inf")
 
 
+class _Stream:
+    """A connection's bytes: plain, or TLS through memory BIOs (the handshake and every alert under our control)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.tls: ssl.SSLObject | None = None
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+
+    async def _flush(self) -> None:
+        pending = self._out.read()
+        if pending:
+            self.writer.write(pending)
+            await self.writer.drain()
+
+    async def handshake(self, ctx: ssl.SSLContext) -> None:
+        """The server side of a TLS handshake; ssl.SSLError (its alert sent to the peer first) or ConnectionError."""
+        tls = ctx.wrap_bio(self._in, self._out, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionResetError("the peer closed the connection during the TLS handshake") from None
+                self._in.write(data)
+            except ssl.SSLError:
+                with contextlib.suppress(OSError):
+                    await self._flush()   # the TLS alert, so the client learns why
+                raise
+        await self._flush()
+        self.tls = tls
+
+    async def recv(self) -> bytes:
+        """The next bytes the peer sent; b"" at its end (EOF, TLS close_notify)."""
+        if self.tls is None:
+            return await self.reader.read(65536)
+        while True:
+            try:
+                data = self.tls.read(65536)
+                await self._flush()   # TLS 1.3 post-handshake messages
+                return data
+            except ssl.SSLWantReadError:
+                data = await self.reader.read(65536)
+                if not data:
+                    return b""
+                self._in.write(data)
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def write(self, data: bytes) -> None:
+        """Queue DATA (encrypted under TLS); drain() sends it."""
+        if self.tls is None:
+            self.writer.write(data)
+        else:
+            self.tls.write(data)
+            self.writer.write(self._out.read())
+
+    async def drain(self) -> None:
+        """Wait until the queued bytes are with the kernel."""
+        await self.writer.drain()
+
+
 class HTTPServer:
     """Serves `handler` at (host, port) from one event-loop thread; TLS when `tls()` returns a context.
 
@@ -162,6 +232,11 @@ class HTTPServer:
 
     def start(self) -> None:
         """Serve from a daemon thread; returns once the loop accepts connections."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and self.limits.max_connections + FD_RESERVE > soft:
+            log.warning("%s: up to %d connections and the agent's own files need more descriptors than the soft "
+                        "RLIMIT_NOFILE of %d: connections beyond it fail at accept", self.name,
+                        self.limits.max_connections, soft)
         self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix=f"{self.name}-w")
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name, daemon=True)
@@ -241,7 +316,7 @@ class HTTPServer:
             pass   # the peer went away: nothing to answer
         except asyncio.CancelledError:
             pass   # stop()
-        except Exception:   # noqa: BLE001 - one connection's bug never stops the server
+        except Exception:   # one connection's bug never stops the server
             log.exception("%s: connection from %s failed", self.name, peer)
         finally:
             if task is not None:
@@ -252,26 +327,28 @@ class HTTPServer:
             else:
                 self._open.pop(peer, None)
             if clean:
-                writer.close()   # flushes what is buffered (a TLS close_notify too), then closes
+                writer.close()   # flushes what is buffered, then closes
             else:
                 writer.transport.abort()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         lim = self.limits
         loop = asyncio.get_running_loop()
+        stream = _Stream(reader, writer)
         ctx = self._tls() if self._tls is not None else None
         peer_cert: dict[str, Any] | None = None
         if ctx is not None:
             try:
-                await writer.start_tls(ctx, ssl_handshake_timeout=lim.handshake_timeout_s)
-            except ConnectionAbortedError as exc:   # asyncio's handshake timeout
-                raise _Drop(f"TLS handshake over {lim.handshake_timeout_s:g} s") from exc
+                async with asyncio.timeout(lim.handshake_timeout_s):
+                    await stream.handshake(ctx)
+            except TimeoutError:
+                raise _Drop(f"TLS handshake over {lim.handshake_timeout_s:g} s") from None
             except (ssl.SSLError, OSError) as exc:
+                # Reported while the connection is still open: the log line comes before the peer sees the close.
                 if self._on_handshake_failed is not None:
                     self._on_handshake_failed(peer, exc)
                 return
-            sslobj = writer.get_extra_info("ssl_object")
-            peer_cert = sslobj.getpeercert() if sslobj is not None else None
+            peer_cert = stream.tls.getpeercert() if stream.tls is not None else None
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=lim.max_header_bytes)
         first = True
         while True:
@@ -280,7 +357,8 @@ class HTTPServer:
             else:   # kept alive: wait for the next request's first bytes, then its whole deadline starts
                 if not conn.trailing_data[0]:
                     try:
-                        data = await asyncio.wait_for(reader.read(65536), lim.idle_timeout_s)
+                        async with asyncio.timeout(lim.idle_timeout_s):
+                            data = await stream.recv()
                     except TimeoutError:
                         return
                     if not data:
@@ -290,21 +368,21 @@ class HTTPServer:
             first = False
             try:
                 async with asyncio.timeout_at(deadline):
-                    keep = await self._exchange(conn, reader, writer, peer, peer_cert)
+                    keep = await self._exchange(conn, stream, peer, peer_cert)
             except TimeoutError:
                 raise _Drop(f"request not complete within {lim.request_timeout_s:g} s") from None
             if not keep or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
-    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    async def _next(self, conn: h11.Connection, stream: _Stream) -> Any:
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            conn.receive_data(await reader.read(65536))
+            conn.receive_data(await stream.recv())
 
-    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response) -> None:
+    async def _send(self, conn: h11.Connection, stream: _Stream, response: Response) -> None:
         headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "connection")]
         headers.append(("Content-Length", str(len(response.body))))
         if response.close:
@@ -312,25 +390,25 @@ class HTTPServer:
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
         data += conn.send(h11.Data(data=response.body)) if response.body else b""
         data += conn.send(h11.EndOfMessage())
-        writer.write(data)
+        stream.write(data)
         try:
             async with asyncio.timeout(self.limits.write_timeout_s):
-                await writer.drain()
+                await stream.drain()
         except TimeoutError:
             raise _Drop(f"response not taken within {self.limits.write_timeout_s:g} s") from None
 
-    async def _exchange(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        peer: str, peer_cert: dict[str, Any] | None) -> bool:
+    async def _exchange(self, conn: h11.Connection, stream: _Stream, peer: str,
+                        peer_cert: dict[str, Any] | None) -> bool:
         """Read one request and answer it; True when the connection may carry another."""
         handler = self._handler
         try:
-            event = await self._next(conn, reader)
+            event = await self._next(conn, stream)
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             message = (f"request line and headers over {self.limits.max_header_bytes} bytes" if status == 431
                        else f"malformed request: {exc}")
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                await self._send(conn, writer, handler.error(status, message).closing())
+                await self._send(conn, stream, handler.error(status, message).closing())
             return False
         if isinstance(event, h11.ConnectionClosed):
             return False
@@ -339,7 +417,7 @@ class HTTPServer:
         # h11 bounds what it buffers of an incomplete head; a head that arrived whole is measured here.
         head_bytes = len(event.method) + len(event.target) + 12 + sum(len(n) + len(v) + 4 for n, v in event.headers)
         if head_bytes > self.limits.max_header_bytes:
-            await self._send(conn, writer, handler.error(
+            await self._send(conn, stream, handler.error(
                 431, f"request line and headers over {self.limits.max_header_bytes} bytes").closing())
             return False
         headers: dict[str, str] = {}
@@ -350,22 +428,22 @@ class HTTPServer:
         early = handler.head(request)
         if early is not None:
             # Answered before the body: the rest of the request is never read, so the connection ends.
-            await self._send(conn, writer, early.closing())
+            await self._send(conn, stream, early.closing())
             return False
         if conn.they_are_waiting_for_100_continue:
-            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            stream.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         body = bytearray()
         limit = self.limits.max_body_bytes
         while True:
             try:
-                event = await self._next(conn, reader)
+                event = await self._next(conn, stream)
             except h11.RemoteProtocolError as exc:
-                await self._send(conn, writer, handler.error(400, f"malformed body: {exc}").closing())
+                await self._send(conn, stream, handler.error(400, f"malformed body: {exc}").closing())
                 return False
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > limit:
-                    await self._send(conn, writer, handler.error(413, f"body over {limit} bytes").closing())
+                    await self._send(conn, stream, handler.error(413, f"body over {limit} bytes").closing())
                     return False
             elif isinstance(event, h11.EndOfMessage):
                 break
@@ -373,5 +451,5 @@ class HTTPServer:
                 return False
         loop = asyncio.get_running_loop()
         response = await loop.run_in_executor(self._pool, handler.handle, request, bytes(body))
-        await self._send(conn, writer, response)
+        await self._send(conn, stream, response)
         return not response.close

@@ -224,10 +224,10 @@ class _Webhook:
         length = request.headers.get("content-length")
         if length is None and not chunked:
             return self.error(400, "Content-Length or chunked body required")
-        if length is not None and not chunked:
-            # h11 refused a malformed Content-Length already (400); this is the size check, before reading.
-            if int(length) > self.max_bytes:
-                return _json(413, {"error": f"body of {int(length)} bytes over the limit of {self.max_bytes} bytes"})
+        # h11 refused a malformed or conflicting Content-Length already (400); this is the size check, before reading.
+        n = int(length.split(",")[0]) if length is not None and not chunked else 0
+        if n > self.max_bytes:
+            return _json(413, {"error": f"body of {n} bytes over the limit of {self.max_bytes} bytes"})
         return None
 
     def handle(self, request: Request, body: bytes) -> Response:

@@ -273,6 +273,11 @@ class MetricsListener(CycleListener):
         self.remediations.labels(*self._box(box), action, trigger, result).inc()
 
 
+# One or two Prometheus servers scrape /metrics: 128 connections leave the webhook's 640 and the agent's own
+# descriptors under 1024 (remediations.httpserver.FD_RESERVE).
+METRICS_LIMITS = Limits(max_connections=128)
+
+
 class _Exposition:
     """GET of any path: the registry in the format the scraper accepts (as prometheus_client's own server)."""
 
@@ -311,7 +316,7 @@ class MetricsServer:
         self.registry = registry
         self.host = host
         self.port = port
-        self.limits = limits or Limits()
+        self.limits = limits or METRICS_LIMITS
         self._server: HTTPServer | None = None
 
     def start(self) -> None:

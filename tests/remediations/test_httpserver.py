@@ -42,9 +42,9 @@ def serve():
     """serve(limits, tls=None) -> (server, handler); stopped at the end."""
     made: list[HTTPServer] = []
 
-    def start(limits: Limits = Limits(), tls: ssl.SSLContext | None = None, **kw) -> tuple[HTTPServer, Echo]:
+    def start(limits: Limits | None = None, tls: ssl.SSLContext | None = None, **kw) -> tuple[HTTPServer, Echo]:
         handler = Echo()
-        srv = HTTPServer("127.0.0.1", 0, handler, name="test-http", limits=limits,
+        srv = HTTPServer("127.0.0.1", 0, handler, name="test-http", limits=limits or Limits(),
                          tls=(lambda: tls) if tls is not None else None, **kw)
         srv.start()
         made.append(srv)
@@ -131,7 +131,7 @@ def test_an_idle_tls_handshake_is_dropped_at_the_handshake_timeout(serve, tmp_pa
 
 
 def test_connections_per_source_are_bounded_and_the_refusal_is_logged_with_the_source(serve, caplog):
-    srv, handler = serve(Limits(max_per_source=3, request_timeout_s=30))
+    srv, _ = serve(Limits(max_per_source=3, request_timeout_s=30))
     held = [connect(srv) for _ in range(3)]
     try:
         deadline = time.monotonic() + 5

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -47,8 +47,8 @@ def attackers_namespace(lab):
 
     Names carry the lab's run id (lab.names), so a crashed run's leftovers are removed with the lab's."""
     ns, mon_end, hos_end = f"vbl-{lab.run_id}-hos", f"vbl{lab.run_id}h", f"vbl{lab.run_id}i"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True)            # a crashed earlier run's
-    subprocess.run(["ip", "-n", lab.monitor_ns, "link", "del", mon_end], capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)            # a crashed earlier run's
+    subprocess.run(["ip", "-n", lab.monitor_ns, "link", "del", mon_end], capture_output=True, check=False)
     _ip("netns", "add", ns)
     try:
         _ip("-n", lab.monitor_ns, "link", "add", mon_end, "type", "veth", "peer", "name", hos_end, "netns", ns)
@@ -60,8 +60,8 @@ def attackers_namespace(lab):
         _ip("-n", ns, "link", "set", "lo", "up")
         yield ns
     finally:
-        subprocess.run(["ip", "-n", lab.monitor_ns, "link", "del", mon_end], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "-n", lab.monitor_ns, "link", "del", mon_end], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 PIDS_CGROUP = "/sys/fs/cgroup/pids"   # cgroup v1 here; systemd's TasksMax= is this controller's pids.max
@@ -98,7 +98,7 @@ def tasks_max(lab, pid: int, limit: int):
 
 def threads(pid: int) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        return int(re.search(r"^Threads:\s+(\d+)", fh.read(), re.M).group(1))
+        return int(re.search(r"^Threads:\s+(\d+)", fh.read(), re.MULTILINE).group(1))
 
 
 def alertmanager_webhook_figures(stack) -> dict[str, float]:
@@ -124,7 +124,7 @@ def alertmanager_webhook_figures(stack) -> dict[str, float]:
 
 def fire(stack, box: str) -> None:
     """A VoboxBoxFrozen alert for BOX posted to Alertmanager's API (it routes it to the agent's webhook at once)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     alert = [{"labels": {"alertname": "VoboxBoxFrozen", "box": box, "severity": "critical"},
               "annotations": {"summary": f"{box} frozen (lab test of the servers)"},
               "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat()}]
