@@ -9,9 +9,9 @@ The rules, after Go's net/http.Server (ReadTimeout, IdleTimeout, MaxHeaderBytes)
   sending a byte a second is dropped when it runs out, not kept alive by each byte;
 - the TLS handshake has its own timeout (`handshake_timeout_s`); a connection idle between
   requests is closed after `idle_timeout_s`;
-- at most `max_per_source` connections per source address and `max_connections` in all; one over
-  either bound is closed at accept (RST), and the refusals are logged with the source, at most
-  once a minute;
+- at most `max_per_source` connections per source (an IPv4 address, an IPv6 /64: `source_key`) and
+  `max_connections` in all; one over either bound is reset at accept, and refusals and drops are
+  logged with their count and the last source, at most once a minute;
 - the request line and headers together at most `max_header_bytes` (431), a body at most
   `max_body_bytes` (413), whether sent with Content-Length or chunked.
 """
@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ipaddress
 import logging
 import resource
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +45,8 @@ SUMMARY_EVERY_S = 60.0   # refused and dropped connections are logged at most th
 # scapy uses for its probe sockets, cannot wait on a descriptor >= 1024 (FD_SETSIZE), and one more than the
 # soft limit fails at accept or socket().
 FD_RESERVE = 256
+LISTEN_BACKLOG = 4096
+ACCEPT_BATCH = 128   # connections accepted per readiness of the listening socket, before other work runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,23 @@ class _Stream:
         await self.writer.drain()
 
 
+def source_key(address: str) -> str:
+    """What the per-source bound counts by: an IPv4 address itself, an IPv6 address's /64.
+
+    One IPv6 host is given a whole /64 (RFC 6177) and may pick any address in it: counted per address, it
+    would pass the bound at will. An IPv4-mapped IPv6 address (a dual-stack listener) counts as its IPv4.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class HTTPServer:
     """Serves `handler` at (host, port) from one event-loop thread; TLS when `tls()` returns a context.
 
@@ -208,14 +229,15 @@ class HTTPServer:
         self.name, self.limits, self._handler = name, limits, handler
         self._tls, self._on_handshake_failed = tls, on_handshake_failed
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # The listen backlog covers a burst of connects (the kernel caps it at net.core.somaxconn).
-        self._sock = socket.create_server((host, port), family=family, backlog=limits.max_connections)
+        # The listen backlog absorbs a burst of connects while the loop is busy (the kernel caps it at
+        # net.core.somaxconn, 4096 since Linux 5.4): a full accept queue drops SYNs, 1 s to each client.
+        self._sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
         self._sock.setblocking(False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopped: asyncio.Event | None = None
-        self._open: dict[str, int] = {}   # source address -> open connections
+        self._open: dict[str, int] = {}   # source_key(peer) -> open connections
         self._tasks: set[asyncio.Task[None]] = set()
         self._tally = _Tally()
 
@@ -265,49 +287,90 @@ class HTTPServer:
             loop.close()
 
     async def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        server = await asyncio.start_server(self._accepted, sock=self._sock, limit=self.limits.max_header_bytes)
+        loop.add_reader(self._sock.fileno(), self._accept_ready)
         ready.set()
+        summary = asyncio.create_task(self._log_tally_every())
         try:
             await self._stopped.wait()
         finally:
-            server.close()
+            summary.cancel()
+            loop.remove_reader(self._sock.fileno())
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=2)
+
+    def _accept_ready(self) -> None:
+        """Accept what is queued; a connection over a bound is reset before any stream or task is made for it.
+
+        The refusal costs one accept and one close, so a flood of them keeps the accept queue short and the
+        legitimate client's SYN is not dropped (a dropped SYN costs the client a 1 s retransmission).
+        """
+        lim = self.limits
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:   # EMFILE/ENFILE/ENOBUFS: what is queued waits for the next readiness
+                self._note(f"not accepted: {exc.strerror or exc}", "?")
+                return
+            peer = str(address[0])
+            source = source_key(peer)
+            if self._open.get(source, 0) >= lim.max_per_source:
+                self._reset(sock, f"refused at accept: {lim.max_per_source} already open from one source", peer)
+            elif self.connections >= lim.max_connections:
+                self._reset(sock, f"refused at accept: {lim.max_connections} open in all", peer)
+            else:
+                self._open[source] = self._open.get(source, 0) + 1
+                task = asyncio.get_running_loop().create_task(self._accepted(sock, peer, source))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _reset(self, sock: socket.socket, why: str, peer: str) -> None:
+        """Close with a TCP reset (SO_LINGER 0): no FIN handshake and no TIME_WAIT for a refused connection."""
+        self._note(why, peer)   # before the close: the refusal is on record when the peer sees it
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
 
     def _note(self, reason: str, peer: str) -> None:
         """Count a refused or dropped connection; log the counts at most once a SUMMARY_EVERY_S."""
         tally = self._tally
         tally.counts[reason] = tally.counts.get(reason, 0) + 1
         tally.sources[reason] = peer
-        now = time.monotonic()
-        if now - tally.logged_at >= SUMMARY_EVERY_S:
+        if time.monotonic() - tally.logged_at >= SUMMARY_EVERY_S:
+            self._log_tally()
+
+    def _log_tally(self) -> None:
+        tally = self._tally
+        if tally.counts:
             log.warning("%s: %s", self.name, "; ".join(
                 f"{n} connection(s) {why} (last from {tally.sources[why]})" for why, n in sorted(tally.counts.items())))
-            tally.counts.clear()
-            tally.sources.clear()
-            tally.logged_at = now
+        tally.counts.clear()
+        tally.sources.clear()
+        tally.logged_at = time.monotonic()
 
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = str(peername[0]) if peername else "?"
-        lim = self.limits
-        if self._open.get(peer, 0) >= lim.max_per_source:
-            self._note(f"refused at accept: {lim.max_per_source} already open from one source", peer)
-            writer.transport.abort()
-            return
-        if self.connections >= lim.max_connections:
-            self._note(f"refused at accept: {lim.max_connections} open in all", peer)
-            writer.transport.abort()
-            return
-        self._open[peer] = self._open.get(peer, 0) + 1
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+    async def _log_tally_every(self) -> None:
+        """What was counted since the last line, once a SUMMARY_EVERY_S (the end of an attack is logged too)."""
+        while True:
+            await asyncio.sleep(SUMMARY_EVERY_S)
+            if self._tally.counts:
+                self._log_tally()
+
+    async def _accepted(self, sock: socket.socket, peer: str, source: str) -> None:
+        """Serve one accepted connection (already counted under SOURCE) to its end; uncount it."""
+        loop = asyncio.get_running_loop()
+        writer: asyncio.StreamWriter | None = None
         clean = False   # ended by the protocol (answered, closed by the peer): close gracefully, else reset
         try:
+            sock.setblocking(False)
+            reader = asyncio.StreamReader(limit=self.limits.max_header_bytes, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._connection(reader, writer, peer)
             clean = True
         except _Drop as exc:
@@ -319,14 +382,14 @@ class HTTPServer:
         except Exception:   # one connection's bug never stops the server
             log.exception("%s: connection from %s failed", self.name, peer)
         finally:
-            if task is not None:
-                self._tasks.discard(task)
-            left = self._open.get(peer, 1) - 1
+            left = self._open.get(source, 1) - 1
             if left > 0:
-                self._open[peer] = left
+                self._open[source] = left
             else:
-                self._open.pop(peer, None)
-            if clean:
+                self._open.pop(source, None)
+            if writer is None:
+                sock.close()
+            elif clean:
                 writer.close()   # flushes what is buffered, then closes
             else:
                 writer.transport.abort()

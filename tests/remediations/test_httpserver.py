@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from remediations.httpserver import HTTPServer, Limits, Request, Response
+from remediations.httpserver import HTTPServer, Limits, Request, Response, source_key
 from tests.pki import CA
 
 
@@ -253,3 +253,16 @@ def test_two_hundred_slow_clients_cost_no_thread_and_a_real_request_is_answered_
     # the loop thread and at most `workers` handler threads, whatever the number of clients
     assert started - before == 1 and threads - before <= 1 + Limits().workers, (before, started, threads)
     assert latency_s < 1.0, latency_s
+
+
+@pytest.mark.parametrize("address, key", [
+    pytest.param("192.0.2.7", "192.0.2.7", id="ipv4-itself"),
+    pytest.param("2001:db8:1:2::10", "2001:db8:1:2::/64", id="ipv6-its-64"),
+    pytest.param("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::/64", id="ipv6-same-64"),
+    pytest.param("2001:db8:1:3::10", "2001:db8:1:3::/64", id="ipv6-next-64"),
+    pytest.param("::ffff:198.51.100.4", "198.51.100.4", id="ipv4-mapped-is-ipv4"),
+    pytest.param("fe80::1%eth9", "fe80::/64", id="zone-dropped"),
+    pytest.param("?", "?", id="unknown-peer"),
+])
+def test_the_per_source_bound_counts_ipv4_addresses_and_ipv6_64s(address, key):
+    assert source_key(address) == key
