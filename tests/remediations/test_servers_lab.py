@@ -64,7 +64,8 @@ def attackers_namespace(lab):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-PIDS_CGROUP = "/sys/fs/cgroup/pids"   # cgroup v1 here; systemd's TasksMax= is this controller's pids.max
+# systemd's TasksMax= is the pids controller's pids.max: cgroup v1's hierarchy here, the unified one on v2 hosts
+PIDS_CGROUP = "/sys/fs/cgroup/pids" if os.path.isdir("/sys/fs/cgroup/pids") else "/sys/fs/cgroup"
 TASKS_MAX = 256                        # deploy/vobox-agent.service
 
 
@@ -78,8 +79,14 @@ def tasks_max(lab, pid: int, limit: int):
             if re.fullmatch(r"vbl-[0-9a-f]{6}-tasksmax", name):
                 with contextlib.suppress(OSError):
                     os.rmdir(os.path.join(PIDS_CGROUP, name))
+    if PIDS_CGROUP == "/sys/fs/cgroup":   # v2: the controller must be enabled for the children
+        with contextlib.suppress(OSError), open(os.path.join(PIDS_CGROUP, "cgroup.subtree_control"), "w") as fh:
+            fh.write("+pids")
     path = os.path.join(PIDS_CGROUP, f"vbl-{lab.run_id}-tasksmax")
     os.makedirs(path, exist_ok=True)
+    if not os.path.exists(os.path.join(path, "pids.max")):
+        os.rmdir(path)
+        pytest.fail(f"no pids cgroup controller under {PIDS_CGROUP}: cannot run the agent under TasksMax")
     try:
         with open(os.path.join(path, "pids.max"), "w") as fh:
             fh.write(str(limit))
