@@ -431,10 +431,16 @@ class HTTPServer:
             first = False
             try:
                 async with asyncio.timeout_at(deadline):
-                    keep = await self._exchange(conn, stream, peer, peer_cert)
+                    got = await self._read(conn, stream, peer, peer_cert)
             except TimeoutError:
                 raise _Drop(f"request not complete within {lim.request_timeout_s:g} s") from None
-            if not keep or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            if got is None:
+                return
+            # The deadline is the client's: the handler's time is not counted against it (an alert that was
+            # acted on is always answered).
+            response = await loop.run_in_executor(self._pool, self._handler.handle, *got)
+            await self._send(conn, stream, response)
+            if response.close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
@@ -460,9 +466,9 @@ class HTTPServer:
         except TimeoutError:
             raise _Drop(f"response not taken within {self.limits.write_timeout_s:g} s") from None
 
-    async def _exchange(self, conn: h11.Connection, stream: _Stream, peer: str,
-                        peer_cert: dict[str, Any] | None) -> bool:
-        """Read one request and answer it; True when the connection may carry another."""
+    async def _read(self, conn: h11.Connection, stream: _Stream, peer: str,
+                    peer_cert: dict[str, Any] | None) -> tuple[Request, bytes] | None:
+        """Read one request, head and body; None when it ended or was answered here (an error, head())."""
         handler = self._handler
         try:
             event = await self._next(conn, stream)
@@ -472,17 +478,17 @@ class HTTPServer:
                        else f"malformed request: {exc}")
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 await self._send(conn, stream, handler.error(status, message).closing())
-            return False
+            return None
         if isinstance(event, h11.ConnectionClosed):
-            return False
+            return None
         if not isinstance(event, h11.Request):
-            return False
+            return None
         # h11 bounds what it buffers of an incomplete head; a head that arrived whole is measured here.
         head_bytes = len(event.method) + len(event.target) + 12 + sum(len(n) + len(v) + 4 for n, v in event.headers)
         if head_bytes > self.limits.max_header_bytes:
             await self._send(conn, stream, handler.error(
                 431, f"request line and headers over {self.limits.max_header_bytes} bytes").closing())
-            return False
+            return None
         headers: dict[str, str] = {}
         for name, value in event.headers:
             key, text = name.decode("latin-1").lower(), value.decode("latin-1")
@@ -492,7 +498,7 @@ class HTTPServer:
         if early is not None:
             # Answered before the body: the rest of the request is never read, so the connection ends.
             await self._send(conn, stream, early.closing())
-            return False
+            return None
         if conn.they_are_waiting_for_100_continue:
             stream.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         body = bytearray()
@@ -502,17 +508,14 @@ class HTTPServer:
                 event = await self._next(conn, stream)
             except h11.RemoteProtocolError as exc:
                 await self._send(conn, stream, handler.error(400, f"malformed body: {exc}").closing())
-                return False
+                return None
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > limit:
                     await self._send(conn, stream, handler.error(413, f"body over {limit} bytes").closing())
-                    return False
+                    return None
             elif isinstance(event, h11.EndOfMessage):
                 break
             else:   # ConnectionClosed: the body never came
-                return False
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self._pool, handler.handle, request, bytes(body))
-        await self._send(conn, stream, response)
-        return not response.close
+                return None
+        return request, bytes(body)

@@ -33,6 +33,8 @@ class Echo:
 
     def handle(self, request: Request, body: bytes) -> Response:
         self.seen.append((request.method, request.target, body))
+        if request.target == "/slow":
+            time.sleep(1.0)
         return Response(200, json.dumps({"peer": request.peer, "len": len(body),
                                          "cert": request.peer_cert is not None}).encode())
 
@@ -266,3 +268,9 @@ def test_two_hundred_slow_clients_cost_no_thread_and_a_real_request_is_answered_
 ])
 def test_the_per_source_bound_counts_ipv4_addresses_and_ipv6_64s(address, key):
     assert source_key(address) == key
+
+
+def test_the_handlers_time_is_not_the_clients_deadline(serve):
+    """An alert that takes the engine a while is still answered: the deadline bounds what the client sends."""
+    srv, handler = serve(Limits(request_timeout_s=0.5))
+    assert get(srv, "/slow")[0] == 200 and handler.seen == [("GET", "/slow", b"")]
