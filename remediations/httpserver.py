@@ -46,6 +46,7 @@ SUMMARY_EVERY_S = 60.0   # refused and dropped connections are logged at most th
 # soft limit fails at accept or socket().
 FD_RESERVE = 256
 LISTEN_BACKLOG = 4096
+LINGER_S = 2.0   # after the answer, what the peer still sends is read (and dropped) this long before the close
 ACCEPT_BATCH = 128   # connections accepted per readiness of the listening socket, before other work runs
 
 
@@ -373,6 +374,7 @@ class HTTPServer:
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._connection(reader, writer, peer)
             clean = True
+            await self._linger(reader, writer)
         except _Drop as exc:
             self._note(f"dropped: {exc}", peer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
@@ -393,6 +395,24 @@ class HTTPServer:
                 writer.close()   # flushes what is buffered, then closes
             else:
                 writer.transport.abort()
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-close, then read and discard what the peer still sends, for LINGER_S at most (nginx's lingering_close).
+
+        A connection closed with unread bytes in the kernel is reset, and the reset can destroy the answer
+        before the client read it: an early 401 or 413, sent before the body was read, would be lost.
+        """
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof():
+                writer.write_eof()
+        drained = 0
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(LINGER_S):
+                while drained <= self.limits.max_body_bytes:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    drained += len(data)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         lim = self.limits
