@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 from collections.abc import Iterator
 
@@ -37,7 +38,7 @@ def entered(name: str) -> Iterator[None]:
         target = os.open(path_of(name), os.O_RDONLY)
     except FileNotFoundError:
         os.close(own)
-        raise FileNotFoundError(f"network namespace {name!r} does not exist ({path_of(name)})") from None
+        raise FileNotFoundError(f"network namespace {name!r} does not exist ({path_of(name)!r})") from None
     try:
         _setns(target)
         try:
@@ -54,8 +55,14 @@ def enter_for_process(name: str) -> None:
     try:
         fd = os.open(path_of(name), os.O_RDONLY)
     except FileNotFoundError:
-        raise SystemExit(f"vobox-agent: network namespace {name!r} does not exist ({path_of(name)})") from None
+        raise SystemExit(f"vobox-agent: network namespace {name!r} does not exist ({path_of(name)!r})") from None
+    except (OSError, ValueError) as exc:  # no permission, a NUL in the name: one line, the name quoted
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SystemExit(f"vobox-agent: network namespace {name!r} cannot be opened ({path_of(name)!r}: {why})") from None
     try:
         _setns(fd)
+    except OSError as exc:  # EINVAL: the file is no network namespace (a directory, '..'); EPERM: not root
+        what = "is not a network namespace" if exc.errno == errno.EINVAL else "cannot be entered"
+        raise SystemExit(f"vobox-agent: {path_of(name)!r} {what} ({exc.strerror})") from None
     finally:
         os.close(fd)
