@@ -477,12 +477,14 @@ class Pipeline:
                 error: str | None = None, confirm: bool = False) -> CycleSummary:
         frozen = tuple(n for n, s in self.states.items() if s.state == State.FROZEN)
         events.append(CycleEnded(now_s, started, len(self.boxes), unhealthy, frozen, self.misfires, error, confirm))
-        self.bus.publish(CycleEvents(tuple(events)))   # a listener that raises is logged; the others still run
-        self.cycles += 0 if confirm else 1
+        # Saved before the listeners hear of it: what status.json or InfluxDB announce is never ahead of the
+        # state a restart resumes from (a kill -9 between the two used to restart a freeze status had shown).
         try:
             self._save()
         except OSError as exc:
             log.error("cannot save agent state in %s: %s", self.config.agent.state_dir, exc)
+        self.bus.publish(CycleEvents(tuple(events)))   # a listener that raises is logged; the others still run
+        self.cycles += 0 if confirm else 1
         return CycleSummary(now_s, time.monotonic() - started, len(self.boxes), unhealthy, frozen, len(events), error)
 
     # ---- reads ----------------------------------------------------------------------------------

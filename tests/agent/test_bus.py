@@ -253,3 +253,23 @@ def test_status_json_shows_the_remediation_status_the_service_published(tmp_path
         st = json.load(fh)["boxes"]
     assert st["a"]["remediation"] == {"budget_left": 2, "halted": False, "reason": "running restart_container"}   # planned: counted
     assert st["b"]["remediation"] == {"budget_left": 3, "halted": False, "reason": None}
+
+
+def test_the_state_a_restart_resumes_from_is_saved_before_any_listener_hears_of_the_cycle(tmp_path):
+    """A kill -9 after status.json said FROZEN must not restart that freeze: the listeners run after the save."""
+    from agent.core import freeze
+    from agent.pipeline import FREEZE_STATE_FILE
+
+    agent, script, _storage, _rem = make_agent(tmp_path)
+    seen: list[str] = []
+
+    class ReadsTheSavedState(CycleListener):
+        name = "reads-saved-state"
+
+        def on_events(self, events) -> None:
+            saved = freeze.load_state(f"{agent.config.agent.state_dir}/{FREEZE_STATE_FILE}")
+            seen.append(str(saved["a"].state) if "a" in saved else "-")
+
+    agent.bus.add(ReadsTheSavedState())
+    run(agent, script, ["a", "a"])   # fail_cycles = 2: suspect, then frozen
+    assert seen == ["suspect", "frozen"], seen
