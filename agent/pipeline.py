@@ -7,7 +7,9 @@ One cycle, in order (data flows one way):
      StateChanged, Freeze*, MacChanged, DegradedChanged; a box in a maintenance window
      (agent.core.maintenance, asked once per cycle) is not judged; MaintenanceChanged when one
      enters or leaves a window;
-  3. correlation (agent.core.correlation) over the cycle's freezes: SegmentFreezeChanged,
+  3. correlation (agent.core.correlation): which boxes (and the `[correlation] witness`, probed
+     with the cycle: WitnessObserved) answered ARP/NDP or ping, then the cycle's freezes:
+     SegmentFreezeChanged (opened only while the segment shows no life, closed when it answers),
      and the holds of frozen boxes: BoxHeld / BoxReleased;
   4. CycleEnded; the whole list is published on the bus (agent.bus) as one message, CycleEvents,
      so every listener (agent.listeners) gets it in one call.
@@ -33,11 +35,13 @@ from agent import atomic
 from agent.bus import Bus
 from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
+from agent.core import correlation as corr
 from agent.core.correlation import Correlator
 from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
 from agent.core.events import (NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
                                CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
-                               MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, deeper)
+                               MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, WitnessObserved,
+                               deeper)
 from agent.core.macwatch import MacWatch
 from agent.core.maintenance import Active
 from agent.listeners import Listener
@@ -244,7 +248,7 @@ class Pipeline:
         if self.correlator is not None and data.get("correlation"):
             try:
                 self.correlator = Correlator.from_json(data["correlation"], self.correlator.settings,
-                                                       self.correlator.members)
+                                                       self.correlator.members, self.correlator.witness_segment)
             except ValueError as exc:
                 log.warning("%s; correlation starts afresh", exc)
 
@@ -293,6 +297,9 @@ class Pipeline:
         now_s = self.clock()
         record = self.recorder.record if self.recorder is not None else None
         checks = self.prober.start_checks([name for name, _, _ in plan.slices])
+        witness = self._witness_targets() if not confirm else []
+        if witness:   # after the boxes' targets: verdicts read the boxes' slices only
+            plan = CyclePlan(plan.targets + tuple(witness), plan.slices)
         try:
             results = self._sweep_all(plan, record, now_s)
         except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
@@ -321,9 +328,23 @@ class Pipeline:
                 log.exception("box %s: cycle failed for this box", v.box)
         if not confirm:
             events.extend(self._maintenance_changes(active, now_s))
+        if witness and len(results) == len(plan.targets):
+            events.append(self._witness_observed(results[-len(witness):], now_s))
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
+
+    def _witness_targets(self) -> list[probes.Target]:
+        """The witness's ARP/NDP and ping targets ([correlation] witness), none without one or without correlation."""
+        if self.correlator is None or self.correlator.settings.witness is None:
+            return []
+        return corr.witness_targets(self.correlator.settings.witness)
+
+    def _witness_observed(self, results: Sequence[probes.ProbeResult], now_s: float) -> WitnessObserved:
+        assert self.correlator is not None and self.correlator.settings.witness is not None
+        answered = bool(corr.answered(results))
+        return WitnessObserved(now_s, self.correlator.settings.witness, self.correlator.witness_segment, answered,
+                               tuple(results))
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -424,10 +445,16 @@ class Pipeline:
         return out
 
     def _correlate(self, events: Sequence[CycleEvent], now_s: float) -> list[CycleEvent]:
-        """Feed the cycle's freeze starts and ends to correlation; its segment freezes opened, grown or closed."""
+        """Feed the cycle's answers, then its freeze starts and ends to correlation; its segment freezes opened,
+        grown or closed (a segment that answers again ends its segment freeze: settle)."""
         if self.correlator is None:
             return []
         out: list[CycleEvent] = []
+        for ev in events:   # life first: an answer in this cycle counts for this cycle's freezes
+            if isinstance(ev, BoxObserved):
+                self.correlator.observe(ev.box, ev.time_s, corr.answered(ev.results))
+            elif isinstance(ev, WitnessObserved):
+                self.correlator.observe_witness(ev.time_s, ev.answered)
         for ev in events:
             if isinstance(ev, FreezeOpened):
                 found = self.correlator.freeze_started(ev.box, ev.start_s, ev.layer)
@@ -437,9 +464,8 @@ class Pipeline:
                 found = self.correlator.freeze_ended(ev.box, ev.end_s)
             else:
                 continue
-            out.extend(SegmentFreezeChanged(now_s, sf.segment, sf.site, sf.start_s, tuple(sf.boxes), sf.layer, sf.open,
-                                            ev.time_s - sf.start_s if sf.open else (sf.duration_s or 0.0))
-                       for sf in found)
+            out.extend(_segment_event(sf, now_s) for sf in found)
+        out.extend(_segment_event(sf, now_s) for sf in self.correlator.settle(now_s))
         return out
 
     def _holds_of(self, now_s: float) -> list[CycleEvent]:
@@ -453,7 +479,7 @@ class Pipeline:
                 reason = self.correlator.holds(name)
                 kind = "segment" if reason else None
                 if reason is None:
-                    reason = self.correlator.settling(name, suspect)
+                    reason = self.correlator.settling(name, suspect, st.freeze_start_s)
                     kind = "settling" if reason else None
                 member = self.correlator.members.get(name)
                 segment = member.segment if member else None
@@ -463,7 +489,7 @@ class Pipeline:
             if kind == old and not (kind is not None and self._reannounce_holds):
                 continue
             if old is not None and kind != old:
-                out.append(BoxReleased(name, now_s, old))
+                out.append(BoxReleased(name, now_s, old, self._release_reason(name, old, st)))
                 del self._holds[name]
             if kind is not None:
                 if kind == "segment":
@@ -472,6 +498,18 @@ class Pipeline:
                 self._holds[name] = kind
         self._reannounce_holds = False
         return out
+
+    def _release_reason(self, name: str, kind: str, st: freeze.BoxState) -> str:
+        """Why BOX's hold of KIND ended, in words (recorded with BoxReleased)."""
+        if st.state != "frozen":
+            return f"no longer frozen ({st.state})"
+        member = self.correlator.members.get(name) if self.correlator is not None else None
+        if kind == "segment" and member is not None and self.correlator is not None:
+            since = st.freeze_start_s if st.freeze_start_s is not None else 0.0
+            alive = self.correlator.life(member.segment, since)
+            return (f"segment freeze of {member.segment} over: the segment answers again ({alive}); judged alone"
+                    if alive else f"segment freeze of {member.segment} over; judged alone")
+        return "no other box of its segment failing any more; judged alone"
 
     def _finish(self, events: list[CycleEvent], now_s: float, started: float, unhealthy: tuple[str, ...],
                 error: str | None = None, confirm: bool = False) -> CycleSummary:
@@ -501,6 +539,11 @@ class Pipeline:
         """Save state (the end of `run`)."""
         with self._lock:
             self._save()
+
+
+def _segment_event(sf: corr.SegmentFreeze, now_s: float) -> SegmentFreezeChanged:
+    return SegmentFreezeChanged(now_s, sf.segment, sf.site, sf.start_s, tuple(sf.boxes), sf.layer, sf.open,
+                                now_s - sf.start_s if sf.open else (sf.duration_s or 0.0), sf.reason)
 
 
 def _log_event(ev: Any) -> None:

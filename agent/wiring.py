@@ -348,7 +348,8 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     route_of = host_routes()
     members = correlation.memberships_from_config(cfg, route_of=route_of)   # segments: L2 domains
-    correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation), members)
+    correlator = correlation.Correlator(correlation.CorrelationSettings.from_config(cfg.correlation), members,
+                                        correlation.witness_segment(cfg.correlation.witness, members, route_of))
 
     metrics, metric_services = build_metrics(cfg, storage, members)
     services += metric_services

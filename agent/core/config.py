@@ -440,6 +440,15 @@ class OtlpConfig:
                                None)
 
 
+def _witness_address(v: Any) -> str:
+    """An IPv4 or IPv6 address (the [correlation] witness)."""
+    family = 6 if isinstance(v, str) and ":" in v else 4
+    return _address(family)(v)
+
+
+_witness_address.label = "an IPv4 or IPv6 address"  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True, slots=True)
 class CorrelationConfig:
     """[correlation]: many boxes freezing together is a segment outage, not box freezes."""
@@ -453,6 +462,10 @@ class CorrelationConfig:
                            60.0, unit="s")
     hold_remediation: bool = _key("hold_remediation", _boolean,
                                   "defer automatic remediation of the boxes in an open segment freeze", True)
+    witness: str | None = _key("witness", _witness_address,
+                               "an address on the boxes' segment (e.g. the gateway), probed every cycle with ARP/NDP "
+                               "and ping and never remediated: its answer proves the segment works, so no segment "
+                               "freeze opens or lasts while it answers; absent = the boxes alone", None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,7 +187,8 @@ class DegradedChanged(Event):
 class SegmentFreezeChanged:
     """A segment freeze opened, grew (more boxes, deeper layer) or closed; box-less, so not an Event.
 
-    time_s: the cycle's time; duration_s: so far while open, final when closed.
+    time_s: the cycle's time; duration_s: so far while open, final when closed; reason: the evidence it
+    opened on (no life on the segment), and when closed the evidence that ended it (agent.core.correlation).
     """
 
     time_s: float
@@ -198,6 +199,22 @@ class SegmentFreezeChanged:
     layer: str
     open: bool
     duration_s: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessObserved:
+    """The `[correlation] witness` probed in a cycle (ARP/NDP + ping; never remediated); box-less, so not an Event.
+
+    answered: ARP/NDP or ping answered (life for its segment, agent.core.correlation); results: its
+    probes.ProbeResult list.
+    """
+
+    time_s: float
+    address: str
+    segment: str | None
+    answered: bool
+    results: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +232,10 @@ class BoxHeld(Event):
 
 @dataclass(frozen=True, slots=True)
 class BoxReleased(Event):
-    """The hold on a box ended at time_s (its segment freeze closed, or it is no longer frozen)."""
+    """The hold on a box ended at time_s (its segment freeze closed, or it is no longer frozen); reason: why."""
 
     kind: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +256,7 @@ class CycleEnded:
     confirm: bool = False
 
 
-CycleEvent: TypeAlias = Event | SegmentFreezeChanged | CycleEnded
+CycleEvent: TypeAlias = Event | SegmentFreezeChanged | WitnessObserved | CycleEnded
 
 
 @dataclass(frozen=True, slots=True)

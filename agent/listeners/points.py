@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.core.events import (BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
-                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
+                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged,
+                               WitnessObserved)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -100,7 +101,10 @@ class PointsListener(CycleListener):
                 end = ev
             elif isinstance(ev, SegmentFreezeChanged):
                 points.append(P.segment_freeze_point(ev.segment, ev.site, ev.start_s, ev.boxes, ev.layer, ev.open,
-                                                     ev.duration_s))
+                                                     ev.duration_s, ev.reason))
+            elif isinstance(ev, WitnessObserved):
+                points.extend(P.witness_point(self.site, r.probe, r.target, r.ok, r.rtt_ms, r.error, r.mac, r.time_s)
+                              for r in ev.results)
             else:
                 points.extend(self._box_points(ev))
         self.storage.write(points)

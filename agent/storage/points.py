@@ -15,7 +15,9 @@ Measurements (tags; fields):
                                                                 deferred, duration_s, detail, reason, who, why, forced
   container_event  box, kind, site, event;                      n, detail, exit_code
   mac_change       box, kind, site, address;                    old, new
-  segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s
+  segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s, reason
+  witness          site, probe, address;                        ok, rtt_ms, error, mac (the [correlation] witness:
+                                                                probed every cycle, never remediated)
   maintenance      box, kind, site, event, origin;              reason, who, until_s, source (event start|end;
                                                                 origin agent: the box entered/left a window,
                                                                 one point per box and change, the dashboards'
@@ -310,9 +312,20 @@ def mac_change_point(box: str, kind: str, site: str | None, address: str, old: s
 
 
 def segment_freeze_point(segment: str, site: str | None, start_s: float, boxes: Iterable[str], layer: str,
-                         open_: bool, duration_s: float) -> Point:
-    """`segment_freeze`: many boxes of one segment froze together; at its start, rewritten when it closes."""
+                         open_: bool, duration_s: float, reason: str = "") -> Point:
+    """`segment_freeze`: many boxes of one segment froze together; at its start, rewritten when it closes.
+
+    reason: the evidence it opened on, and once closed the evidence that ended it (agent.core.correlation).
+    """
     names = sorted(boxes)
     return Point("segment_freeze", {"segment": segment, "site": site},
                  {"boxes": len(names), "box_names": ",".join(names), "layer": layer, "open": 1 if open_ else 0,
-                  "duration_s": float(duration_s)}, ns_from_s(start_s))
+                  "duration_s": float(duration_s), "reason": reason or None}, ns_from_s(start_s))
+
+
+def witness_point(site: str | None, probe: str, address: str, ok: bool, rtt_ms: float | None, error: str | None,
+                  mac: str | None, time_s: float) -> Point:
+    """`witness`: one probe of the [correlation] witness (ARP/NDP or ping; timestamp: when it answered or timed out)."""
+    fields: dict[str, FieldValue | None] = {"ok": 1 if ok else 0, "rtt_ms": float(rtt_ms) if ok and rtt_ms is not None
+                                            else None, "error": None if ok else (error or "failed"), "mac": mac}
+    return Point("witness", {"site": site, "probe": probe, "address": address}, fields, ns_from_s(time_s))

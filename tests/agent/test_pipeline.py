@@ -154,25 +154,40 @@ def test_an_outage_seen_a_cycle_late_by_some_boxes_holds_every_box(tmp_path):
         "waiting a cycle"]
 
 
-def test_a_segment_hold_ends_when_the_boxes_no_longer_fail_together(tmp_path):
-    """Two unrelated faults at once (a, b of 3) make a segment freeze; when b recovers, a is judged alone."""
+def test_independent_faults_on_a_segment_that_answers_are_box_freezes(tmp_path):
+    """Two unrelated faults at once (a, b of 3) while c answers ARP and ping: no segment freeze, both acted on.
+
+    (Was: a segment freeze held both until b recovered; issue 26: a segment that answers works.)
+    """
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["ab", "ab"])
+    assert running(rem) == {"a": "running restart_container", "b": "running restart_container"}
+    assert [p for p in storage.points if p.measurement == "segment_freeze"] == []
+    assert [r for r in remediation_points(storage) if r[1] == "held"] == []
+
+
+def test_a_segment_hold_ends_when_the_segment_answers_again(tmp_path):
+    """Every box down: one segment freeze holds them; the first cycle in which c answers ends it, and says so:
+    a and b are then judged alone (acted on, still frozen)."""
     import json
 
     agent, script, storage, rem = make_agent(tmp_path)
-    run(agent, script, ["ab", "ab", "ab"])
+    run(agent, script, ["abc", "abc", "abc"])
     assert running(rem) == {}
     status = json.load(open(tmp_path / "state" / "status.json"))["boxes"]
     assert status["a"]["held"]["kind"] == "segment" and status["a"]["held"]["segment"] == "net1"
-    assert status["a"]["held"]["since_s"] is not None and status["c"]["held"] is None
-    run(agent, script, ["a", "a"])      # b up for recover_cycles: its freeze closes, and with it the segment's
-    assert running(rem) == {"a": "running restart_container"}
+    assert status["a"]["held"]["since_s"] is not None
+    assert "remediate --force" in status["a"]["held"]["reason"]
+    run(agent, script, ["ab"])      # c answers: the segment works, the hold's evidence is gone
+    assert running(rem) == {"a": "running restart_container", "b": "running restart_container"}
     status = json.load(open(tmp_path / "state" / "status.json"))["boxes"]
     assert status["a"]["held"] is None and status["a"]["state"] == "frozen"
     seg = {}
     for p in storage.points:
         if p.measurement == "segment_freeze":
-            seg[p.time_ns] = p.fields["open"]
-    assert list(seg.values()) == [0]
+            seg[p.time_ns] = (p.fields["open"], p.fields["reason"])
+    ((open_, reason),) = seg.values()
+    assert open_ == 0 and reason.startswith("the segment answers again: box c answered ARP/NDP or ping at "), reason
 
 
 def test_a_hold_survives_an_agent_restart(tmp_path):

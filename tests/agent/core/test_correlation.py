@@ -206,3 +206,117 @@ segment = "row-7"
     # without a route: the Docker network, else the site (as before)
     assert {b: m.segment for b, m in memberships_from_config(cfg, lambda a: None).items()} == {
         "ctr": "docknet", "vm": "CERN", "far": "CERN", "named": "row-7"}
+
+
+# Life (issue 26): ("seen", box, t, answered) | ("witness", t, answered) | ("start", box, t, layer) | ("end", box, t)
+# | ("settle", t). Expected per step: (segment, open, boxes) emitted.
+W = CorrelationSettings(min_boxes=3, min_share=0.5, window_s=60.0, witness="192.0.2.1")
+LIFE_CASES = [
+    pytest.param(S, [("seen", "d", 0, True), ("seen", "e", 0, True), ("start", "a", 0, "l2"),
+                     ("start", "b", 0, "l3"), ("start", "c", 0, "l3"), ("settle", 0)],
+                 [[], [], [], [], [], []], id="three-faults-while-two-boxes-answer-are-box-freezes"),
+    pytest.param(S, [("seen", "d", 0, True), ("start", "a", 10, "l2"), ("start", "b", 10, "l2"),
+                     ("start", "c", 10, "l2")],
+                 [[], [], [], [("net1", True, ("a", "b", "c"))]], id="an-answer-before-the-first-failure-is-no-life"),
+    pytest.param(S, [("seen", "d", 10, True), ("seen", "d", 20, False), ("start", "a", 10, "l2"),
+                     ("start", "b", 10, "l2"), ("start", "c", 10, "l2")],
+                 [[], [], [], [], [("net1", True, ("a", "b", "c"))]],
+                 id="a-box-gone-silent-since-is-no-life-outage-began-mid-sweep"),
+    pytest.param(S, [("seen", "x", 5, True), ("start", "a", 0, "l2"), ("start", "b", 0, "l2"),
+                     ("start", "c", 0, "l2")],
+                 [[], [], [], [("net1", True, ("a", "b", "c"))]], id="life-on-another-segment-does-not-count"),
+    pytest.param(S, [("seen", "d", 5, True), ("start", "a", 0, "l4"), ("start", "b", 0, "l2"),
+                     ("start", "c", 0, "l2")],
+                 [[], [], [], []], id="an-answering-box-with-its-own-service-fault-is-life"),
+    pytest.param(W, [("witness", 5, True), ("start", "a", 0, "l2"), ("start", "b", 0, "l2"),
+                     ("start", "c", 0, "l2")],
+                 [[], [], [], []], id="the-witness-answering-is-life"),
+    pytest.param(W, [("witness", 5, False), ("start", "a", 0, "l2"), ("start", "b", 0, "l2"),
+                     ("start", "c", 0, "l2")],
+                 [[], [], [], [("net1", True, ("a", "b", "c"))]], id="a-silent-witness-is-no-life"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("seen", "d", 30, True), ("start", "e", 30, "l2"), ("settle", 30)],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [], [], [("net1", False, ("a", "b", "c"))]],
+                 id="no-join-while-the-segment-answers-and-the-hold-ends"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("seen", "d", 30, False), ("start", "d", 30, "l2"), ("settle", 30)],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [], [("net1", True, ("a", "b", "c", "d"))], []],
+                 id="joins-while-nothing-answers"),
+    pytest.param(S, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("settle", 10), ("seen", "a", 40, True), ("settle", 40)],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [], [], [("net1", False, ("a", "b", "c"))]],
+                 id="ends-when-a-held-box-answers-again"),
+    pytest.param(W, [("start", "a", 0, "l2"), ("start", "b", 0, "l2"), ("start", "c", 0, "l2"),
+                     ("witness", 40, True), ("settle", 40)],
+                 [[], [], [("net1", True, ("a", "b", "c"))], [], [("net1", False, ("a", "b", "c"))]],
+                 id="ends-when-the-witness-answers-again"),
+]
+
+
+@pytest.mark.parametrize("settings, steps, expected", LIFE_CASES)
+def test_segment_freezes_rest_on_evidence(settings, steps, expected):
+    c = Correlator(settings, MEMBERS)
+    for step, want in zip(steps, expected, strict=True):
+        kind = step[0]
+        out = []
+        if kind == "seen":
+            c.observe(step[1], step[2], step[3])
+        elif kind == "witness":
+            c.observe_witness(step[1], step[2])
+        elif kind == "start":
+            out = c.freeze_started(step[1], step[2], step[3])
+        elif kind == "end":
+            out = c.freeze_ended(step[1], step[2])
+        else:
+            out = c.settle(step[1])
+        assert [(sf.segment, sf.open, sf.boxes) for sf in out] == want, step
+
+
+def test_reasons_name_the_evidence():
+    c = Correlator(W, MEMBERS)
+    for b in "abc":
+        c.freeze_started(b, 0.0, "l2")
+    (sf,) = c.open_freezes()
+    assert sf.reason == ("3 of 6 boxes froze within 60 s and nothing of the segment answered ARP/NDP or ping "
+                         "since 1970-01-01T00:00:00Z")
+    assert "remediate --force" in c.holds("a")
+    c.observe_witness(42.0, True)
+    (closed,) = c.settle(43.0)
+    assert closed.reason == "the segment answers again: witness 192.0.2.1 answered ARP/NDP or ping at 1970-01-01T00:00:42Z"
+    assert (closed.end_s, closed.duration_s, closed.still_down) == (42.0, 42.0, ("a", "b", "c"))
+    assert c.holds("a") is None
+
+
+def test_no_settling_wait_while_the_segment_answers():
+    c = Correlator(S, MEMBERS)
+    c.observe("d", 10.0, True)
+    assert c.settling("a", ["b"], since_s=10.0) is None
+    assert c.settling("a", ["b"], since_s=11.0) is not None   # no answer since a's freeze began
+
+
+@pytest.mark.parametrize("results, expected", [
+    pytest.param([("arp", False), ("icmp", True), ("tcp", False)], True, id="ping-answers"),
+    pytest.param([("arp", False), ("icmp", False), ("tcp", True)], False, id="only-tcp-is-no-life"),
+    pytest.param([("ndp", True)], True, id="ndp-answers"),
+    pytest.param([("tcp", True)], None, id="no-arp-nor-ping-sent"),
+])
+def test_answered(results, expected):
+    from types import SimpleNamespace
+
+    from agent.core.correlation import answered
+
+    assert answered([SimpleNamespace(probe=p, ok=ok) for p, ok in results]) is expected
+
+
+def test_life_survives_a_restart():
+    import json
+
+    c = Correlator(S, MEMBERS)
+    for b in "abc":
+        c.freeze_started(b, 0.0, "l2")
+    c.observe("d", 5.0, False)
+    d = Correlator.from_json(json.loads(json.dumps(c.to_json())), S, MEMBERS)
+    assert d.settle(6.0) == [] and d.holds("a") is not None
+    d.observe("d", 7.0, True)
+    (closed,) = d.settle(7.0)
+    assert closed.reason.startswith("the segment answers again: box d")
