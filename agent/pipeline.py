@@ -525,6 +525,50 @@ class Pipeline:
         self.cycles += 0 if confirm else 1
         return CycleSummary(now_s, time.monotonic() - started, len(self.boxes), unhealthy, frozen, len(events), error)
 
+    # ---- the narrow methods remediation may call ------------------------------------------------
+
+    def alert_witness(self, name: str) -> str | None:
+        """An alert names box NAME: a second witness. Returns the box's state as the agent sees it after.
+
+        A suspect box's freeze opens now (agent.core.freeze.open_by_alert: start = its first failing
+        cycle, the run's layer, opened_by "alert"), under the cycle lock; its events (StateChanged,
+        FreezeOpened, then correlation's SegmentFreezeChanged and holds) are published as one
+        CycleEvents like a cycle's, without CycleEnded (no cycle ran), so the remediation service knows
+        the freeze before the alert's request. Other states are returned as they are ("up", "frozen",
+        "recovering", "stopped", "maintenance"); "never" when the box was never probed, None when it
+        is not configured. The caller (agent.wiring.alert_handler) hands the state to
+        remediations.Remediator.request (the alert decision).
+        """
+        with self._lock:
+            st = self.states.get(name)
+            if st is None:
+                return None
+            if st.last_time_s is None:
+                return "never"
+            if st.state != "suspect":
+                return st.state
+            now_s = self.clock()
+            after, opened = freeze.open_by_alert(st, now_s)
+            self.states[name] = after
+            # Confirmation passes wrote no `box` point: their times are not rewritten (nothing to rewrite).
+            passes = self._confirm_times.pop(name, set())
+            events: list[CycleEvent] = []
+            for ev in opened:
+                if isinstance(ev, FreezeOpened):
+                    ev = FreezeOpened(ev.box, ev.time_s, ev.start_s, ev.layer,
+                                      tuple(t for t in ev.suspect_cycle_times if t not in passes), ev.opened_by)
+                    log.warning("box %s: FROZEN (%s) since %s: an alert confirms what the probes see", name, ev.layer,
+                                _iso(ev.start_s))
+                events.append(ev)
+            events.extend(self._correlate(events, now_s))
+            events.extend(self._holds_of(now_s))
+            self.bus.publish(CycleEvents(tuple(events)))
+            try:
+                self._save()
+            except OSError as exc:
+                log.error("cannot save agent state in %s: %s", self.config.agent.state_dir, exc)
+            return after.state
+
     # ---- reads ----------------------------------------------------------------------------------
 
     def reprobe(self, name: str) -> bool:

@@ -77,6 +77,15 @@ def probe_box(box: BoxConfig, cfg: Config, sweep: Callable[..., list] | None = N
     return classify(results)[0]
 
 
+def alert_handler(remediation: Any, pipeline: Callable[[], Any]) -> Callable[[str, str | None], Any]:
+    """The webhook's submit(box, action): the pipeline confirms a suspect box (Pipeline.alert_witness, its one
+    way back for alerts), then the remediation service decides with the box's state (Remediator.request)."""
+    def submit(box: str, action: str | None) -> Any:
+        seen = pipeline().alert_witness(box)
+        return remediation.request(box, action, "alert", seen=seen)
+    return submit
+
+
 def build_checks(cfg: Config, make_docker: Callable[[], Any]) -> Any:
     """The in-container checks runner (agent.checks.runner.CheckRunner), or None when no box has [[box.check]]."""
     from agent.checks.runner import BoxChecks, CheckRunner, ContainerPids
@@ -268,8 +277,11 @@ def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Call
                               on_status=publish)
 
 
-def build_webhook(cfg: Config, token: str | None, remediation: Any) -> Any:
-    """The Alertmanager/Grafana webhook (remediations.webhook.WebhookReceiver): alerts become requests."""
+def build_webhook(cfg: Config, token: str | None, submit: Callable[[str, str | None], Any]) -> Any:
+    """The Alertmanager/Grafana webhook (remediations.webhook.WebhookReceiver): alerts become requests.
+
+    submit(box, action): what an alert asks (alert_handler: the pipeline's view of the box, then the request).
+    """
     from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver
 
     rc = cfg.remediation
@@ -277,8 +289,7 @@ def build_webhook(cfg: Config, token: str | None, remediation: Any) -> Any:
            if rc.webhook_cert_file else None)
     try:
         return WebhookReceiver(rc.webhook_host, rc.webhook_port, token, [b.name for b in cfg.boxes],
-                               lambda box, action: remediation.request(box, action, "alert"),
-                               max_bytes=rc.webhook_max_bytes, tls=tls,
+                               submit, max_bytes=rc.webhook_max_bytes, tls=tls,
                                limiter=AuthLimiter(rc.webhook_auth_failures_max, rc.webhook_auth_failures_window_s),
                                token_file=rc.webhook_token_file)
     except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError: the files changed since load
@@ -381,9 +392,6 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     if cfg.remediation.enabled:
         remediation = build_remediation(cfg, bus.publish, prober.reprobe, make_docker, expected_events, evidence)
         services.append(remediation)
-        if cfg.remediation.webhook_listen:
-            webhook = build_webhook(cfg, token, remediation)
-            services.append(webhook)
     if watcher is not None:
         services.append(watcher)
 
@@ -395,6 +403,10 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     pipeline = Pipeline(cfg, bus, prober=prober, recorder=recorder, correlator=correlator, macwatch=macwatch,
                         acting=remediation.acting_on if remediation is not None else None,
                         maintenance=maintenance_source(cfg), memberships=memberships(cfg, route_of))
+    if remediation is not None and cfg.remediation.webhook_listen:
+        # An alert asks the pipeline first (Pipeline.alert_witness: a suspect box's freeze opens), then remediation.
+        webhook = build_webhook(cfg, token, alert_handler(remediation, lambda: pipeline))
+        services.insert(services.index(remediation) + 1, webhook)   # started after remediation, stopped before it
 
     follow_box_set(bus, pipeline, recorder=recorder, engine=remediation.remediator if remediation else None,
                    webhook=webhook, watcher=watcher)

@@ -40,6 +40,33 @@ class BoxStatus:
     held: str | None = None     # why a hold keeps automatic remediation off this box
 
 
+# Why an alert is refused, by the box's state as the agent sees it (Pipeline.alert_witness); issue 26.
+# Every reason starts "box X is not frozen" (what the alert asked about), then says why in this state.
+ALERT_REFUSALS: dict[str, str] = {
+    "up": "it is healthy: every probe answers (an alert acts on a box the agent sees failing)",
+    "recovering": "it is recovering: it answers again, its freeze closes after [freeze] recover_cycles",
+    "stopped": "it is stopped by an operator (its container was stopped on purpose): not remediated",
+    "maintenance": "it is in a maintenance window: not remediated",
+    "never": "it was never probed: the agent has not judged it yet",
+    "suspect": "it is failing but its freeze could not be opened",
+    "frozen": "the agent saw it frozen, but remediation was not told of the freeze yet",
+}
+
+
+def alert_refusal(box: str, frozen: bool, seen: str | None) -> str | None:
+    """Why an alert about BOX must not act (None: it may, within cooldown, caps, holds and maintenance).
+
+    frozen: remediation knows an open, not recovering freeze of BOX; seen: the agent's state of the
+    box (ALERT_REFUSALS keys; None: not asked, the old generic reason). An alert is a second witness
+    (issue 26): it confirms a failure the agent sees, it never replaces one.
+    """
+    if frozen:
+        return None
+    if seen is None:
+        return f"box {box!r} is not frozen (healthy, or not yet judged frozen by the agent)"
+    return f"box {box!r} is not frozen: {ALERT_REFUSALS.get(seen, f'state {seen}')}"
+
+
 @dataclass(slots=True)
 class _Box:
     target: RemediationTarget
@@ -112,8 +139,12 @@ class Remediator:
 
     # ---- freeze events and holds (state only; tick decides) ------------------------------------
 
-    def freeze_opened(self, box: str, layer: str, start_s: float, now_s: float) -> None:
-        """BOX froze (its freeze started at start_s); a new freeze gets a fresh ladder, a resumed one keeps its own."""
+    def freeze_opened(self, box: str, layer: str, start_s: float, now_s: float, opened_by: str = "probes") -> None:
+        """BOX froze (its freeze started at start_s); a new freeze gets a fresh ladder, a resumed one keeps its own.
+
+        opened_by "alert": the alert that opened it acts through request(); no automatic step is due
+        until that request is decided (so a tick in between does not take the alert's action).
+        """
         with self._lock:
             b = self._box(box)
             if b.frozen and b.freeze_start_s == start_s:
@@ -121,7 +152,7 @@ class Remediator:
                 return
             b.frozen, b.layer, b.freeze_start_s, b.up_since_s = True, layer, start_s, None
             b.failed_steps, b.dry_steps, b.recovering = set(), set(), False
-            b.want_action, b.no_action_logged, b.next_dry_s = True, False, 0.0
+            b.want_action, b.no_action_logged, b.next_dry_s = opened_by != "alert", False, 0.0
 
     def freeze_layer_changed(self, box: str, layer: str, now_s: float) -> None:
         """BOX's open freeze got deeper: a step that suits the new layer and has not run yet becomes due."""
@@ -181,11 +212,16 @@ class Remediator:
     # ---- explicit requests and admin controls --------------------------------------------------
 
     def request(self, box: str, action: str | None, trigger: str, now_s: float, *, force: bool = False,
-                who: str | None = None, why: str | None = None, dry_run: bool = False) -> RequestResult:
+                who: str | None = None, why: str | None = None, dry_run: bool = False,
+                seen: str | None = None) -> RequestResult:
         """An explicit request (alert or manual): ACTION or, when None, the box's next ladder step.
 
         Every refusal is recorded (outcome refused, or held for a held box); FORCE (manual only)
         bypasses cooldown and caps once; DRY_RUN plans a description that spends nothing.
+        SEEN (alerts): the box's state as the agent sees it (agent.pipeline.Pipeline.alert_witness:
+        up, suspect, frozen, recovering, stopped, maintenance, never); an alert acts only on a frozen
+        box (a suspect one was frozen by the alert first), any other state is refused with its own
+        reason (alert_refusal); None: judged on the freezes this engine was told about alone.
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}; valid: {', '.join(TRIGGERS)}")
@@ -199,6 +235,8 @@ class Remediator:
 
             def refuse(reason: str, name: str | None, outcome: str = "refused") -> RequestResult:
                 name = name or self._next_step(b)[1]   # the step that would have run, when none was named
+                if trigger == "alert" and b.frozen and not b.recovering:
+                    b.want_action = True   # a freeze an alert opened is the ladder's from now on
                 self._record(b, name or "none", trigger, now_s, outcome, reason, who=who, why=why)
                 log.warning("box %s: %s request for %s %s: %s", box, trigger, name or "next step", outcome, reason)
                 return RequestResult(box, name, False, reason, outcome=outcome)
@@ -209,8 +247,10 @@ class Remediator:
                 return refuse(f"maintenance: {b.maintenance}", action)
             if not self._idle(b):
                 return refuse(f"busy: {self._busy(b)}", action)
-            if trigger == "alert" and (not b.frozen or b.recovering):
-                return refuse(f"box {box!r} is not frozen (healthy, or not yet judged frozen by the agent)", action)
+            if trigger == "alert":
+                refusal = alert_refusal(box, b.frozen and not b.recovering, seen)
+                if refusal:
+                    return refuse(refusal, action)
             if trigger == "alert" and b.held_kind is not None:
                 return refuse(b.held_reason or "held", action, outcome="held")
             if action is None:

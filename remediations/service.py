@@ -75,9 +75,9 @@ class RemediationService:
         """Apply one cycle's events atomically (see Remediator.batch)."""
         return self.remediator.batch()
 
-    def freeze_opened(self, box: str, layer: str, start_s: float) -> None:
-        """BOX froze (see Remediator.freeze_opened); acted on at the next tick."""
-        self.remediator.freeze_opened(box, layer, start_s, self.clock())
+    def freeze_opened(self, box: str, layer: str, start_s: float, opened_by: str = "probes") -> None:
+        """BOX froze (see Remediator.freeze_opened); acted on at the next tick (opened by an alert: by its request)."""
+        self.remediator.freeze_opened(box, layer, start_s, self.clock(), opened_by)
 
     def freeze_layer_changed(self, box: str, layer: str) -> None:
         """BOX's open freeze got deeper."""
@@ -119,9 +119,12 @@ class RemediationService:
             self.on_status(RemediationStatus(self.clock(), self.status()))
 
     def request(self, box: str, action: str | None, trigger: str, *, force: bool = False,
-                who: str | None = None, why: str | None = None) -> RequestResult:
-        """Queue an explicit request (alert/manual) under the same limits; returns what was decided (recorded)."""
-        result = self.remediator.request(box, action, trigger, self.clock(), force=force, who=who, why=why)
+                who: str | None = None, why: str | None = None, seen: str | None = None) -> RequestResult:
+        """Queue an explicit request (alert/manual) under the same limits; returns what was decided (recorded).
+
+        seen: for alerts, the box's state as the agent sees it (see Remediator.request)."""
+        result = self.remediator.request(box, action, trigger, self.clock(), force=force, who=who, why=why,
+                                         seen=seen)
         if result.planned:
             self._queue.put(result.planned)
         self._flush()

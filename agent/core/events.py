@@ -81,12 +81,15 @@ class FreezeOpened(Event):
 
     suspect_cycle_times: the earlier failing cycles of this freeze (start_s first, the
     detecting cycle excluded) whose `box` points were written with up=1 and must now be
-    written again with up=0.
+    written again with up=0. opened_by: "probes" (fail_cycles failing cycles in a row), or
+    "alert" (an alert about the suspect box, a second witness: agent.core.freeze.open_by_alert; then
+    every failing cycle of its suspect run is in suspect_cycle_times, the pipeline rewrote none).
     """
 
     start_s: float
     layer: str
     suspect_cycle_times: tuple[float, ...]
+    opened_by: str = "probes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +265,8 @@ CycleEvent: TypeAlias = Event | SegmentFreezeChanged | WitnessObserved | CycleEn
 @dataclass(frozen=True, slots=True)
 class CycleEvents:
     """One message on the bus per cycle or confirmation pass: its events in order, the last one a CycleEnded.
+
+    (Also one, without CycleEnded, for the freeze an alert opens between cycles: agent.pipeline.Pipeline.alert_witness.)
 
     One message, so a listener sees a freeze together with the hold that applies to it.
     """

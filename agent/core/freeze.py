@@ -14,6 +14,7 @@ Transitions (F = fail_cycles, R = recover_cycles):
   any        --stopped--> stopped: not judged (its container was stopped by someone else); a suspect
                           run is dropped, an open freeze closes (FreezeClosed) at this cycle, or at
                           the first healthy cycle of a recovery in progress
+  suspect    --alert-->   frozen (open_by_alert: an alert is a second witness; same start and layer)
   stopped    --stopped--> stopped;  --healthy--> up;  --fail--> suspect (a new run: frozen at once when F == 1)
   any        --maintenance--> maintenance: as stopped (probed and stored, not judged): a suspect run is
                           dropped, an open freeze closes at this cycle (the incident ends, as in Uptime
@@ -156,6 +157,23 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
     if s.state != old:
         events.insert(0, StateChanged(box, now_s, old, s.state, s.layer if s.state != "up" else verdict.layer))
     return s, events
+
+
+def open_by_alert(state: BoxState, now_s: float) -> tuple[BoxState, list[Event]]:
+    """An alert about a suspect box is a second witness: its freeze opens now, as if confirmed.
+
+    The freeze starts at the suspect run's first failing cycle and takes the run's layer (the
+    deepest its failing cycles showed), so the report counts the whole outage; FreezeOpened has
+    opened_by "alert" and every cycle of the run in suspect_cycle_times (written up=1, to be
+    rewritten up=0). Any other state is returned unchanged with no events (issue 26: only a box
+    the agent itself sees failing is confirmed by an alert).
+    """
+    if state.state != "suspect" or not state.fail_times:
+        return state, []
+    start_s = state.fail_times[0]
+    after = replace(state, state="frozen", fail_times=(), freeze_start_s=start_s, recovery_times=())
+    return after, [StateChanged(state.box, now_s, "suspect", "frozen", state.layer),
+                   FreezeOpened(state.box, now_s, start_s, state.layer, state.fail_times, opened_by="alert")]
 
 
 @dataclass(frozen=True, slots=True)

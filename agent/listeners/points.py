@@ -149,8 +149,12 @@ class PointsListener(CycleListener):
         if isinstance(ev, MacChanged):
             return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s)]
         if isinstance(ev, FreezeOpened):
-            return [P.freeze_point(box, kind, site, ev.start_s, True, ev.layer, ev.time_s - ev.start_s,
-                                   self._evidence(box, ev.start_s))]
+            point = P.freeze_point(box, kind, site, ev.start_s, True, ev.layer, ev.time_s - ev.start_s,
+                                   self._evidence(box, ev.start_s), opened_by=ev.opened_by)
+            if ev.opened_by != "alert":
+                return [point]
+            # Opened between cycles by an alert: no BoxObserved rewrites its suspect cycles, this does.
+            return [point, *(P.box_down_rewrite(box, kind, site, t) for t in ev.suspect_cycle_times)]
         if isinstance(ev, FreezeLayerChanged):
             return [P.freeze_point(box, kind, site, ev.start_s, True, ev.new_layer, ev.time_s - ev.start_s,
                                    self._evidence(box, ev.start_s))]

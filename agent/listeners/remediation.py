@@ -18,7 +18,7 @@ class RemediationSink(Protocol):
 
     def batch(self) -> AbstractContextManager[None]: ...
 
-    def freeze_opened(self, box: str, layer: str, start_s: float) -> None: ...
+    def freeze_opened(self, box: str, layer: str, start_s: float, opened_by: str = "probes") -> None: ...
 
     def freeze_layer_changed(self, box: str, layer: str) -> None: ...
 
@@ -87,7 +87,7 @@ class RemediationListener(CycleListener):
                     self._maintenance[ev.box] = reason
         if isinstance(ev, FreezeOpened):
             self._open[ev.box] = ev.start_s
-            self.service.freeze_opened(ev.box, ev.layer, ev.start_s)
+            self.service.freeze_opened(ev.box, ev.layer, ev.start_s, ev.opened_by)
         elif isinstance(ev, FreezeLayerChanged):
             self.service.freeze_layer_changed(ev.box, ev.new_layer)
         elif isinstance(ev, FreezeClosed):

@@ -8,7 +8,7 @@ Measurements (tags; fields):
                                                                 degraded, percent_state_change, failed_share
   warning          box, kind, site, check, target;              message, days_left, percent (not a failure:
                                                                 a certificate or proxy expiring, a disk filling)
-  freeze           box, kind, site;                             open, layer, duration_s, evidence
+  freeze           box, kind, site;                             open, layer, duration_s, evidence, opened_by
   agent            site, host;                                  cycle_s, misfires, spool_points, write_errors,
                                                                 dropped, rejected, boxes, ...
   remediation      box, kind, site, action, trigger, outcome;   ok, recovered (outcome done only), dry_run,
@@ -257,11 +257,15 @@ def box_down_rewrite(box: str, kind: str, site: str | None, time_s: float) -> Po
 
 
 def freeze_point(box: str, kind: str, site: str | None, start_s: float, open_: bool, layer: str,
-                 duration_s: float, evidence: str | None = None) -> Point:
-    """`freeze`: at the freeze's start; written when detected (open=1) and again when it closes (open=0)."""
+                 duration_s: float, evidence: str | None = None, opened_by: str | None = None) -> Point:
+    """`freeze`: at the freeze's start; written when detected (open=1) and again when it closes (open=0).
+
+    opened_by (written when detected; later writes of the same point keep it, InfluxDB merges fields):
+    "probes" (fail_cycles failing cycles) or "alert" (an alert confirmed a suspect box, issue 26).
+    """
     return Point("freeze", _tags(box, kind, site),
-                 {"open": 1 if open_ else 0, "layer": layer, "duration_s": float(duration_s), "evidence": evidence},
-                 ns_from_s(start_s))
+                 {"open": 1 if open_ else 0, "layer": layer, "duration_s": float(duration_s), "evidence": evidence,
+                  "opened_by": opened_by}, ns_from_s(start_s))
 
 
 def agent_point(site: str | None, time_s: float, *, cycle_s: float, misfires: int, spool_points: int,

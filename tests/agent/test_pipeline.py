@@ -441,3 +441,57 @@ def test_confirmation_passes_are_spaced_start_to_start_so_failing_ones_run_back_
     assert (loop.cycles, loop.passes) == (1, 1)     # fail_cycles = 2: the cycle and one pass, no second cycle
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert len(gaps) == 1 and 0.29 <= gaps[0] < 0.45, gaps   # back to back: the cycle's own 0.3 s, no 0.2 s wait
+
+
+# ---- alerts as a second witness (issue 26.3) ---------------------------------------------------------
+
+
+def alert(agent, rem, box, action=None):
+    return wiring.alert_handler(rem, lambda: agent)(box, action)
+
+
+def test_an_alert_about_a_suspect_box_opens_its_freeze_and_acts_at_once(tmp_path):
+    """fail_cycles = 2: after one failing cycle a is suspect; an alert about it is the second witness."""
+    agent, script, storage, rem = make_agent(tmp_path)
+    first_s = script.now
+    run(agent, script, ["a"])
+    assert agent.states["a"].state == "suspect" and running(rem) == {}
+    result = alert(agent, rem, "a")
+    assert (result.accepted, result.outcome, result.action) == (True, "queued", "restart_container")
+    assert running(rem) == {"a": "running restart_container"} and rem._queue.qsize() == 1
+    st = agent.states["a"]
+    assert (st.state, st.freeze_start_s, st.layer) == ("frozen", first_s, "l2")
+    freeze = [p for p in storage.points if p.measurement == "freeze"]
+    assert [(p.tags["box"], p.time_ns, p.fields["open"], p.fields["layer"], p.fields["opened_by"]) for p in freeze] == [
+        ("a", int(first_s * 1e9), 1, "l2", "alert")]
+    # the suspect cycle's box point (written up=1) is rewritten up=0: the report counts the outage from its start
+    rewrites = [p for p in storage.points if p.measurement == "box" and p.tags["box"] == "a" and p.fields.get("up") == 0]
+    assert [p.time_ns for p in rewrites] == [int(first_s * 1e9)]
+    run(agent, script, ["a"])   # the next cycle continues the same freeze, the engine plans nothing more
+    assert agent.states["a"].freeze_start_s == first_s and rem._queue.qsize() == 1
+
+
+@pytest.mark.parametrize("cycles, box, reason", [
+    pytest.param(["a"], "b", "box 'b' is not frozen: it is healthy: every probe answers", id="healthy"),
+    pytest.param([], "a", "box 'a' is not frozen: it was never probed", id="never-probed"),
+])
+def test_an_alert_about_a_box_the_agent_does_not_see_failing_is_refused_with_its_reason(tmp_path, cycles, box,
+                                                                                        reason):
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, cycles)
+    before = dict(agent.states)
+    busy = running(rem)
+    result = alert(agent, rem, box)
+    assert (result.accepted, result.outcome) == (False, "refused") and result.reason.startswith(reason), result
+    assert agent.states == before and running(rem) == busy
+    assert ("refused" in [o for b, o, _ in remediation_points(storage) if b == box])
+
+
+def test_an_alert_on_a_dead_segment_is_held(tmp_path):
+    """Every box failing, nothing answers: the alert's freeze joins the segment's (opened now), the alert is held."""
+    agent, script, storage, rem = make_agent(tmp_path)
+    run(agent, script, ["abc", "abc"])            # all three frozen: a segment freeze holds them
+    run(agent, script, ["abc"])
+    result = alert(agent, rem, "a")
+    assert (result.accepted, result.outcome) == (False, "held") and result.reason.startswith("segment freeze of net1")
+    assert running(rem) == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from remediations.engine import Remediator
-from remediations.model import ActionOutcome, RemediationPolicy, RemediationTarget
+from remediations.model import ActionOutcome, HistoryEntry, RemediationPolicy, RemediationTarget
 
 CTR = RemediationTarget(box="c1", kind="container", ipv4="192.0.2.10", container="ctr1", network="net1",
                         ladder=("reconnect_network", "restart_container"))
@@ -349,3 +349,35 @@ def test_released_after_the_freeze_closed_does_nothing():
     sim.remediator.released("c1", sim.now)
     sim.advance(100)
     assert sim.actions() == []
+
+
+@pytest.mark.parametrize("seen, reason", [
+    pytest.param("up", "box 'c1' is not frozen: it is healthy: every probe answers", id="healthy"),
+    pytest.param("recovering", "box 'c1' is not frozen: it is recovering", id="recovering"),
+    pytest.param("stopped", "box 'c1' is not frozen: it is stopped by an operator", id="stopped-by-operator"),
+    pytest.param("maintenance", "box 'c1' is not frozen: it is in a maintenance window", id="maintenance"),
+    pytest.param("never", "box 'c1' is not frozen: it was never probed", id="never-probed"),
+    pytest.param(None, "box 'c1' is not frozen (healthy, or not yet judged frozen by the agent)", id="not-asked"),
+])
+def test_an_alert_about_a_box_not_seen_failing_is_refused_with_its_own_reason(seen, reason):
+    """Issue 26.3: each state the agent sees a box in has its own refusal; every one is recorded."""
+    sim = Sim()
+    res = sim.remediator.request("c1", S, "alert", sim.now, seen=seen)
+    assert (res.accepted, res.outcome) == (False, "refused") and res.reason.startswith(reason), res
+    rec, = sim.remediator.take_records()
+    assert (rec.trigger, rec.outcome, rec.reason) == ("alert", "refused", res.reason)
+
+
+def test_a_freeze_an_alert_opened_waits_for_the_alert_and_is_the_ladders_after_a_refusal():
+    """opened_by alert: no tick takes the alert's action; refused by cooldown, the ladder acts later as usual."""
+    sim = Sim()
+    sim.remediator.freeze_opened("c1", "l2", sim.now, sim.now, opened_by="alert")
+    assert sim.remediator.tick(sim.now) == []
+    res = sim.remediator.request("c1", None, "alert", sim.now, seen="frozen")
+    assert res.accepted and res.planned.trigger == "alert"
+    sim = Sim()
+    sim.remediator.merge_history([HistoryEntry(sim.now - 1, "c1", S, "auto", False)])
+    sim.remediator.freeze_opened("c1", "l2", sim.now, sim.now, opened_by="alert")
+    res = sim.remediator.request("c1", None, "alert", sim.now, seen="frozen")
+    assert res.outcome == "refused" and res.reason.startswith("cooldown")
+    assert sim.remediator.tick(sim.now + POLICY.cooldown_s + 1) != []   # the freeze's own ladder goes on

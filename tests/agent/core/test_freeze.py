@@ -217,3 +217,29 @@ def test_json_is_plain():
     doc = freeze.to_json({"b": st})
     assert json.loads(json.dumps(doc)) == doc
     assert freeze.from_json(doc) == {"b": st}
+
+
+@pytest.mark.parametrize("state, opens", [
+    pytest.param(BoxState("b", "suspect", fail_times=(10.0, 20.0), layer="l4", last_time_s=20.0), True, id="suspect"),
+    pytest.param(BoxState("b", "up", last_time_s=20.0), False, id="up"),
+    pytest.param(BoxState("b", "frozen", layer="l2", freeze_start_s=5.0, last_time_s=20.0), False, id="frozen"),
+    pytest.param(BoxState("b", "recovering", layer="l2", freeze_start_s=5.0, recovery_times=(20.0,)), False,
+                 id="recovering"),
+    pytest.param(BoxState("b", "stopped"), False, id="stopped"),
+    pytest.param(BoxState("b", "maintenance"), False, id="maintenance"),
+])
+def test_an_alert_opens_the_freeze_of_a_suspect_box_only(state, opens):
+    from agent.core.freeze import open_by_alert
+
+    after, events = open_by_alert(state, 25.0)
+    if not opens:
+        assert (after, events) == (state, [])
+        return
+    assert (after.state, after.freeze_start_s, after.layer, after.fail_times) == ("frozen", 10.0, "l4", ())
+    changed, opened = events
+    assert (changed.old, changed.new) == ("suspect", "frozen")
+    assert (opened.time_s, opened.start_s, opened.layer, opened.suspect_cycle_times, opened.opened_by) == (
+        25.0, 10.0, "l4", (10.0, 20.0), "alert")
+    # the next failing cycle continues the same freeze
+    nxt, evs = step(after, Verdict(False, "l4"), 30.0, FreezeThresholds(3, 2))
+    assert nxt.freeze_start_s == 10.0 and not [e for e in evs if type(e).__name__ == "FreezeOpened"]
