@@ -28,6 +28,7 @@ FOLDER_TITLE = "vobox"
 AGENT_INTERVAL_S = 10         # [agent].interval: the cycle length the dashboards and alerts assume
 SILENT_INTERVALS = 3          # "agent silent" fires after this many cycles without an `agent` point
 FROZEN_FOR = "30s"            # how long a box must stay frozen before the alert fires
+SEGMENT_HELD_FOR = "15m"      # how long a segment freeze holds before its alert fires (prometheus/: the same)
 EXPIRY_DAYS = 14              # certificates and proxies with fewer days left are listed and alerted on
 
 # Filters shared by the queries; the variables are regex-formatted by Grafana (see README).
@@ -494,9 +495,25 @@ def alert_rules_provisioning() -> dict:
                                    "{{ index .Labels \"address\" }} expires within " + str(EXPIRY_DAYS) + " days",
                         "description": "days left: {{ $values.B }} (negative: expired)"},
     }
+    held = {
+        # A segment freeze holds remediation only while nothing of the segment answers (issue 26); its point
+        # stands at its start with open=1 until it closes (open=0). One open for SEGMENT_HELD_FOR is a dead wire.
+        "uid": "vobox-segment-held", "title": "vobox segment freeze holding remediation", "condition": "C",
+        "data": [alert_query("A", 'SELECT last("open") AS "open" FROM "segment_freeze" WHERE $timeFilter '
+                                  'GROUP BY "segment", "site"', 7 * 86400),
+                 expr_reduce("B", "A", "last"), expr_threshold("C", "B", "gt", 0)],
+        "for": SEGMENT_HELD_FOR, "noDataState": "OK", "execErrState": "Error", "isPaused": False,
+        # not box_frozen: never routed to the webhook (the segment, not a box, is down)
+        "labels": {"vobox_alert": "segment_held", "severity": "critical"},
+        "annotations": {"summary": "segment {{ index .Labels \"segment\" }} (site {{ index .Labels \"site\" }}) "
+                                   "has held remediation for " + SEGMENT_HELD_FOR,
+                        "description": "nothing of the segment answers ARP/NDP or ping; the hold ends when it does. "
+                                       "To act anyway: vobox-agent remediate --force BOX"},
+    }
     # folderUID names the dashboards' folder; folder (the title) for Grafana versions that only read that
     return {"apiVersion": 1, "groups": [{"orgId": 1, "name": "vobox", "folderUID": FOLDER_UID, "folder": FOLDER_TITLE,
-                                         "interval": f"{AGENT_INTERVAL_S}s", "rules": [frozen, silent, expiring]}]}
+                                         "interval": f"{AGENT_INTERVAL_S}s",
+                                         "rules": [frozen, silent, expiring, held]}]}
 
 
 def contact_points_provisioning() -> dict:

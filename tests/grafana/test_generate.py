@@ -73,7 +73,7 @@ def test_contact_point_token_is_not_in_git():
 def test_rules_shape():
     groups = GEN.alert_rules_provisioning()["groups"]
     rules = {r["uid"]: r for grp in groups for r in grp["rules"]}
-    assert set(rules) == {"vobox-box-frozen", "vobox-agent-silent", "vobox-cert-expiring"}
+    assert set(rules) == {"vobox-box-frozen", "vobox-agent-silent", "vobox-cert-expiring", "vobox-segment-held"}
     frozen = rules["vobox-box-frozen"]
     assert frozen["labels"]["vobox_alert"] == "box_frozen"
     assert 'GROUP BY "box"' in frozen["data"][0]["model"]["query"]
@@ -89,6 +89,12 @@ def test_rules_shape():
     # a warning, never routed to the remediation webhook (only box_frozen is)
     routed = [m for r in GEN.policies_provisioning()["policies"][0]["routes"] for m in r["object_matchers"]]
     assert ["vobox_alert", "=", "cert_expiring"] not in routed and expiring["labels"]["severity"] == "warning"
+    # a segment freeze that holds for 15 minutes (issue 26); the segment, not a box: never routed to the webhook
+    held = rules["vobox-segment-held"]
+    assert 'last("open")' in held["data"][0]["model"]["query"] and 'FROM "segment_freeze"' in held["data"][0]["model"]["query"]
+    assert held["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0]}
+    assert held["for"] == "15m" and ["vobox_alert", "=", "segment_held"] not in routed
+    assert "remediate --force" in held["annotations"]["description"]
 
 
 @pytest.mark.parametrize("name", ["fleet-stability.json", "box-detail.json"])
