@@ -442,8 +442,12 @@ class OtlpConfig:
 
 def _witness_address(v: Any) -> str:
     """An IPv4 or IPv6 address (the [correlation] witness)."""
-    family = 6 if isinstance(v, str) and ":" in v else 4
-    return _address(family)(v)
+    if isinstance(v, str) and ":" in v:
+        return _address(6)(v)   # its own messages: zone ids, IPv4 for IPv6
+    try:
+        return _address(4)(v)
+    except _Invalid:
+        raise _Invalid(f"expected an IPv4 or IPv6 address, got {_show(v)}") from None
 
 
 _witness_address.label = "an IPv4 or IPv6 address"  # type: ignore[attr-defined]

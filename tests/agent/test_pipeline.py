@@ -495,3 +495,68 @@ def test_an_alert_on_a_dead_segment_is_held(tmp_path):
     result = alert(agent, rem, "a")
     assert (result.accepted, result.outcome) == (False, "held") and result.reason.startswith("segment freeze of net1")
     assert running(rem) == {}
+
+
+# ---- the [correlation] witness (issue 26.1) ------------------------------------------------------------
+
+WITNESS = "198.51.100.1"
+
+
+def make_witness_agent(tmp_path, script=None):
+    from remediations import ActionContext, RemediationService, Remediator
+
+    cfg = loads(config_text(str(tmp_path / "state")).replace("window = 60", f'window = 60\nwitness = "{WITNESS}"'))
+    script, storage = script or Script(), RecordingStorage()
+    correlator = Correlator(CorrelationSettings.from_config(cfg.correlation), memberships_from_config(cfg))
+    engine = Remediator(cfg.remediation.policy(), [b.remediation_target() for b in cfg.boxes],
+                        reprobe=lambda box: BOXES[box] not in script.failing)
+    rem = RemediationService(engine, ActionContext(docker_factory=_no_docker), clock=script.clock,
+                             on_record=lambda r: storage.write([wiring.record_point(r, cfg.agent.site)]))
+    agent = Pipeline(cfg, wiring.build_listeners(cfg, storage, remediation=rem), sweep=script.sweep,
+                     clock=script.clock, correlator=correlator)
+    return agent, script, storage, rem
+
+
+def test_the_witness_is_probed_every_cycle_stored_and_never_remediated(tmp_path):
+    agent, script, storage, rem = make_witness_agent(tmp_path)
+    probed = []
+    sweep = script.sweep
+
+    def recording_sweep(targets, *args, **kw):
+        probed.append([(t.address, t.probe) for t in targets if t.address == WITNESS])
+        return sweep(targets, *args, **kw)
+
+    agent.sweep = recording_sweep
+    run(agent, script, ["", ""])
+    assert probed == [[(WITNESS, "arp"), (WITNESS, "icmp")]] * 2
+    points = [p for p in storage.points if p.measurement == "witness"]
+    assert sorted((p.tags["probe"], p.tags["address"], p.fields["ok"]) for p in points) == [
+        ("arp", WITNESS, 1), ("arp", WITNESS, 1), ("icmp", WITNESS, 1), ("icmp", WITNESS, 1)]
+    assert WITNESS not in {p.tags.get("address") for p in storage.points if p.measurement == "probe"}
+    assert set(rem.status()) == set(BOXES)   # the witness is no box: nothing can remediate it
+
+
+@pytest.mark.parametrize("witness_answers, segment_freezes, acting", [
+    pytest.param(True, 0, {"a", "b", "c"}, id="witness-answers-every-box-is-its-own-freeze"),
+    pytest.param(False, 1, set(), id="witness-silent-too-one-segment-freeze-holds-all"),
+])
+def test_every_box_down_while_the_witness_answers_is_no_segment_freeze(tmp_path, witness_answers, segment_freezes,
+                                                                        acting):
+    agent, script, storage, rem = make_witness_agent(tmp_path)
+    for _ in range(3):
+        script.failing = {BOXES[b] for b in "abc"} | (set() if witness_answers else {WITNESS})
+        agent.run_cycle()
+        script.now += 10
+    seg = {p.time_ns for p in storage.points if p.measurement == "segment_freeze"}
+    assert len(seg) == segment_freezes
+    assert set(running(rem)) == acting
+
+
+def test_a_bad_witness_is_one_clear_error(tmp_path):
+    from agent.core.config import ConfigError
+
+    for value, message in (('"gateway"', 'correlation.witness: expected an IPv4 or IPv6 address, got "gateway"'),
+                           ("5", "correlation.witness: expected an IPv4 or IPv6 address, got 5")):
+        with pytest.raises(ConfigError) as exc:
+            loads(config_text(str(tmp_path)).replace("window = 60", f"window = 60\nwitness = {value}"))
+        assert str(exc.value) == message

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.grafana import grafana_sim as g
-from tests.grafana.fleet_data import (BOXES, EXAMPLE_WINDOW, FAIL_CYCLES, INTERVAL_S, KINDS, LAYERS, SITE, SLACK_S,
+from tests.grafana.fleet_data import (BOXES, EXAMPLE_WINDOW, FAIL_CYCLES, INTERVAL_S, KINDS, LAYERS, SEGMENT, SITE, SLACK_S,
                                       TIMEOUT_S, FleetData, Span)
 from tests.grafana.influxql import QueryError, by_tag, rows, run, single
 
@@ -501,3 +501,9 @@ def test_agent_silent_rule(fleet_data):
     assert abs(last_agent_ms - fleet_data.truth.last_cycle_s * 1000) <= 1
     assert evaluate(rule, fleet_data, last_agent_ms + 30_001) == {"NoData": True}
     assert evaluate(rule, fleet_data, last_agent_ms + 29_000) == {frozenset(): False}
+
+
+def test_segment_held_rule_runs_and_is_quiet_once_the_segment_freeze_closed(fleet_data):
+    """The run's one segment freeze (10 s) closed: the rule's query finds it and nothing fires (issue 26)."""
+    result = evaluate(RULES["vobox-segment-held"], fleet_data, fleet_data.end_ms)
+    assert result == {frozenset({("segment", SEGMENT), ("site", SITE)}): False}, result
