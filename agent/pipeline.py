@@ -489,7 +489,9 @@ class Pipeline:
             if kind == old and not (kind is not None and self._reannounce_holds):
                 continue
             if old is not None and kind != old:
-                out.append(BoxReleased(name, now_s, old, self._release_reason(name, old, st)))
+                why = self._release_reason(name, old, st)
+                log.info("box %s: %s hold released: %s", name, old, why)
+                out.append(BoxReleased(name, now_s, old, why))
                 del self._holds[name]
             if kind is not None:
                 if kind == "segment":
@@ -504,12 +506,14 @@ class Pipeline:
         if st.state != "frozen":
             return f"no longer frozen ({st.state})"
         member = self.correlator.members.get(name) if self.correlator is not None else None
-        if kind == "segment" and member is not None and self.correlator is not None:
-            since = st.freeze_start_s if st.freeze_start_s is not None else 0.0
-            alive = self.correlator.life(member.segment, since)
+        if member is None or self.correlator is None:
+            return "judged alone"
+        alive = self.correlator.life(member.segment, st.freeze_start_s if st.freeze_start_s is not None else 0.0)
+        if kind == "segment":
             return (f"segment freeze of {member.segment} over: the segment answers again ({alive}); judged alone"
                     if alive else f"segment freeze of {member.segment} over; judged alone")
-        return "no other box of its segment failing any more; judged alone"
+        return (f"the segment answers ({alive}); judged alone" if alive
+                else "no other box of its segment failing any more; judged alone")
 
     def _finish(self, events: list[CycleEvent], now_s: float, started: float, unhealthy: tuple[str, ...],
                 error: str | None = None, confirm: bool = False) -> CycleSummary:

@@ -560,3 +560,19 @@ def test_a_bad_witness_is_one_clear_error(tmp_path):
         with pytest.raises(ConfigError) as exc:
             loads(config_text(str(tmp_path)).replace("window = 60", f"window = 60\nwitness = {value}"))
         assert str(exc.value) == message
+
+
+def test_a_released_hold_says_why(tmp_path):
+    """BoxReleased carries the evidence that ended the hold (issue 26: a hold never outlives its evidence)."""
+    from agent.core.events import BoxReleased, CycleEvents
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    seen = []
+    agent.bus.subscribe(CycleEvents, lambda msg: seen.extend(msg.events), name="recording")
+    run(agent, script, ["abc", "abc", "abc", "ab"])
+    released = sorted((e.box, e.kind, e.reason) for e in seen if isinstance(e, BoxReleased))
+    assert [(b, k) for b, k, _ in released] == [("a", "segment"), ("b", "segment"), ("c", "segment")]
+    for box, _, reason in released[:2]:
+        assert reason.startswith("segment freeze of net1 over: the segment answers again (box c answered ARP/NDP or "
+                                 "ping at "), reason
+    assert released[2][2] == "no longer frozen (recovering)"
