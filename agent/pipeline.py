@@ -503,7 +503,7 @@ class Pipeline:
 
     def _release_reason(self, name: str, kind: str, st: freeze.BoxState) -> str:
         """Why BOX's hold of KIND ended, in words (recorded with BoxReleased)."""
-        if st.state != "frozen":
+        if st.state != State.FROZEN:
             return f"no longer frozen ({st.state})"
         member = self.correlator.members.get(name) if self.correlator is not None else None
         if member is None or self.correlator is None:
@@ -549,7 +549,7 @@ class Pipeline:
                 return None
             if st.last_time_s is None:
                 return "never"
-            if st.state != "suspect":
+            if st.state != State.SUSPECT:
                 return st.state
             now_s = self.clock()
             after, opened = freeze.open_by_alert(st, now_s)
