@@ -566,11 +566,11 @@ class Pipeline:
                 events.append(ev)
             events.extend(self._correlate(events, now_s))
             events.extend(self._holds_of(now_s))
-            self.bus.publish(CycleEvents(tuple(events)))
-            try:
+            try:   # saved before the listeners hear of it, as a cycle's (a restart resumes this freeze)
                 self._save()
             except OSError as exc:
                 log.error("cannot save agent state in %s: %s", self.config.agent.state_dir, exc)
+            self.bus.publish(CycleEvents(tuple(events)))
             return after.state
 
     # ---- reads ----------------------------------------------------------------------------------
