@@ -35,7 +35,7 @@ from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
 from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
-from agent.core.events import (NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+from agent.core.events import (AddressConflictChanged, NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
                                CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
                                MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
@@ -417,6 +417,13 @@ class Pipeline:
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,
                             change.old)
                 out.append(MacChanged(v.box, change.time_s, change.address, change.old, change.new))
+            for c in self.macwatch.observe_conflicts(v.box, v.results):
+                if c.open:
+                    log.warning("box %s: address conflict: %s answered from MACs %s", v.box, c.address,
+                                ", ".join(c.macs))
+                else:
+                    log.warning("box %s: address conflict on %s over (was %s)", v.box, c.address, ", ".join(c.macs))
+                out.append(AddressConflictChanged(v.box, c.time_s, c.address, c.macs, c.open))
         for ev in (*freeze_events, *flap_events):
             _log_event(ev)
         out.extend(freeze_events)
@@ -449,7 +456,13 @@ class Pipeline:
         for name, st in self.states.items():
             kind = reason = None
             segment = None
-            if st.state == State.FROZEN and self.correlator is not None:
+            conflicts = self.macwatch.conflicts(name) if self.macwatch is not None else {}
+            if st.state == State.FROZEN and conflicts:
+                # Another host answers for its address: no restart or reconnect can take it back.
+                kind = "address_conflict"
+                reason = "address conflict: " + "; ".join(f"{a} answered from MACs {', '.join(m)}"
+                                                          for a, m in sorted(conflicts.items()))
+            elif st.state == State.FROZEN and self.correlator is not None:
                 reason = self.correlator.holds(name)
                 kind = "segment" if reason else None
                 if reason is None:
@@ -466,7 +479,7 @@ class Pipeline:
                 out.append(BoxReleased(name, now_s, old))
                 del self._holds[name]
             if kind is not None:
-                if kind == "segment":
+                if kind in ("segment", "address_conflict"):
                     log.warning("box %s: automatic remediation deferred: %s", name, reason)
                 out.append(BoxHeld(name, now_s, kind, segment, reason or ""))
                 self._holds[name] = kind

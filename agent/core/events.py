@@ -2,7 +2,7 @@
 
 Per box: BoxObserved (every cycle), then what the freeze state machine (agent.core.freeze)
 and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
-FreezeLayerChanged, FreezeClosed, MacChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
+FreezeLayerChanged, FreezeClosed, MacChanged, AddressConflictChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
 (agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
 BoxReleased. Last, CycleEnded. The pipeline publishes them as one message, CycleEvents, on the
 bus (agent.bus); consumers: points, evidence, remediation, status, metrics.
@@ -169,6 +169,20 @@ class MacChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AddressConflictChanged(Event):
+    """ARP/NDP for `address` answered from several MACs in one sweep (open), or from one again (closed).
+
+    macs: every MAC that answered (closed: those of the conflict). While one is open the box's
+    automatic remediation is held (BoxHeld kind "address_conflict"): restarting or reconnecting
+    the box cannot take its address back from another host (agent.core.macwatch).
+    """
+
+    address: str
+    macs: tuple[str, ...]
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DegradedChanged(Event):
     """The box became degraded (flapping, or too many failed cycles in the window) or stopped being so.
 
@@ -204,8 +218,9 @@ class SegmentFreezeChanged:
 class BoxHeld(Event):
     """Automatic remediation of a frozen box must wait from time_s on; `reason` says why (for status and points).
 
-    kind: "segment" (an open segment freeze holds the box: the cause is the segment) or
-    "settling" (other boxes of its segment are failing too: wait a cycle for correlation).
+    kind: "segment" (an open segment freeze holds the box: the cause is the segment),
+    "settling" (other boxes of its segment are failing too: wait a cycle for correlation), or
+    "address_conflict" (another host answers for its address: AddressConflictChanged).
     """
 
     kind: str

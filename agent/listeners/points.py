@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import (BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
+from agent.core.events import (AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
                                FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
@@ -144,6 +144,8 @@ class PointsListener(CycleListener):
                                         ev.until_s, ev.source, ev.time_s)]
         if isinstance(ev, MacChanged):
             return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s)]
+        if isinstance(ev, AddressConflictChanged):
+            return [P.address_conflict_point(box, kind, site, ev.address, ev.macs, ev.open, ev.time_s)]
         if isinstance(ev, FreezeOpened):
             return [P.freeze_point(box, kind, site, ev.start_s, True, ev.layer, ev.time_s - ev.start_s,
                                    self._evidence(box, ev.start_s))]

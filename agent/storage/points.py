@@ -309,6 +309,14 @@ def mac_change_point(box: str, kind: str, site: str | None, address: str, old: s
     return Point("mac_change", _tags(box, kind, site, address=address), {"old": old, "new": new}, ns_from_s(time_s))
 
 
+def address_conflict_point(box: str, kind: str, site: str | None, address: str, macs: Iterable[str], open_: bool,
+                           time_s: float) -> Point:
+    """`address_conflict`: ARP/NDP for the address answered from several MACs in one sweep (open 1), or from one
+    again (open 0); macs: comma-separated, the first answerer first."""
+    return Point("address_conflict", _tags(box, kind, site, address=address),
+                 {"macs": ",".join(macs), "open": 1 if open_ else 0}, ns_from_s(time_s))
+
+
 def segment_freeze_point(segment: str, site: str | None, start_s: float, boxes: Iterable[str], layer: str,
                          open_: bool, duration_s: float) -> Point:
     """`segment_freeze`: many boxes of one segment froze together; at its start, rewritten when it closes."""

@@ -18,6 +18,7 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
     "remediation": True,
     "container_event": True,
     "mac_change": True,
+    "address_conflict": True,
     "maintenance": True,
     "segment_freeze": False,
 }

@@ -426,3 +426,44 @@ def test_confirmation_passes_are_spaced_start_to_start_so_failing_ones_run_back_
     assert (loop.cycles, loop.passes) == (1, 1)     # fail_cycles = 2: the cycle and one pass, no second cycle
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert len(gaps) == 1 and 0.29 <= gaps[0] < 0.45, gaps   # back to back: the cycle's own 0.3 s, no 0.2 s wait
+
+
+def test_an_address_conflict_is_an_event_a_point_a_hold_and_no_remediation(tmp_path):
+    """a's address answered from two MACs in one sweep while its service fails: the conflict opens (event,
+    point, metric), the freeze is held ("address_conflict"), nothing is remediated; one MAC again: released."""
+    from agent.core.macwatch import MacWatch
+
+    class Conflict(Script):
+        macs: tuple = ("02:00:00:00:00:0a", "02:00:00:00:00:0b")
+
+        def sweep(self, targets, timeout_s, interface=None, recorder=None):
+            out = []
+            for r in super().sweep(targets, timeout_s, interface, recorder):
+                if r.target == BOXES["a"] and r.probe == "arp":
+                    r = ProbeResult(r.target, r.probe, None, True, 0.2, None, self.macs[0], r.time_s, macs=self.macs)
+                elif r.target == BOXES["a"] and r.probe == "tcp":
+                    r = ProbeResult(r.target, r.probe, r.port, False, None, "timeout", None, r.time_s, layer="l4")
+                out.append(r)
+            return out
+
+    script = Conflict()
+    agent, _, storage, rem = make_agent(tmp_path, script=script)
+    agent.macwatch = MacWatch()
+    run(agent, script, ["", "", ""])
+    assert agent.states["a"].state == "frozen"
+    assert running(rem) == {}
+    assert [(b, o) for b, o, _ in remediation_points(storage)] in ([], [("a", "held")]), remediation_points(storage)
+    conflict = [p for p in storage.points if p.measurement == "address_conflict"]
+    assert [(p.tags["box"], p.tags["address"], p.fields["macs"], p.fields["open"]) for p in conflict] == \
+        [("a", BOXES["a"], "02:00:00:00:00:0a,02:00:00:00:00:0b", 1)]
+    st = agent.listeners[-1].status(script.now)["boxes"]["a"]
+    assert st["held"]["kind"] == "address_conflict", st
+    assert st["held"]["reason"] == (f"address conflict: {BOXES['a']} answered from MACs "
+                                    "02:00:00:00:00:0a, 02:00:00:00:00:0b"), st
+    assert [p for p in storage.points if p.measurement == "mac_change"] == []
+    script.macs = ("02:00:00:00:00:0a",)
+    run(agent, script, [""])
+    closed = [p for p in storage.points if p.measurement == "address_conflict"][-1]
+    assert closed.fields["open"] == 0
+    run(agent, script, [""])
+    assert running(rem) == {"a": "running restart_container"}   # judged alone again: the ladder runs
