@@ -110,3 +110,74 @@ def test_replaced_container_is_the_box_and_its_pause_is_detected_and_repaired(cl
     # Once the new container holds the name, no event of the old one (its stop, its removal) reaches the box.
     late_old = [e for e in events if e["time"] >= t_new * 1000 - 1 and f"(id {old_id[:12]})" in e["detail"]]
     assert not late_old, late_old
+
+
+class Impostor:
+    """A second namespace with a macvlan on the lab's segment (the same parent) holding a box's addresses:
+    another host answering ARP/NDP for them. Named so the lab's cleanup removes a crashed run's leftover."""
+
+    def __init__(self, lab, box) -> None:
+        self.ns, self.link = f"vbl-{lab.run_id}-imp", f"vbl{lab.run_id}i"
+        self.mac = "06:00:5e:00:53:28"   # locally administered, unicast
+        self.lab, self.box = lab, box
+
+    def __enter__(self) -> "Impostor":
+        self.__exit__()
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        subprocess.run(["ip", "link", "add", self.link, "link", self.lab.parent_link, "address", self.mac,
+                        "type", "macvlan", "mode", "bridge"], check=True)
+        subprocess.run(["ip", "link", "set", self.link, "netns", self.ns], check=True)
+        subprocess.run(["ip", "netns", "exec", self.ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+                        "net.ipv6.conf.default.accept_dad=0"], check=True)
+        self.lab.vm_addresses(self.ns, self.link, self.box.ipv4, self.box.ipv6)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", self.link, "up"], check=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["ip", "netns", "delete", self.ns], capture_output=True)   # takes its macvlan with it
+
+
+def test_a_second_host_holding_a_boxs_address_is_an_address_conflict_not_remediated(clean_lab, agents, tmp_path):
+    """The ARP and NDP probes keep every reply: the box's container and the impostor both answer. The agent
+    stores an open conflict with both MACs, remediates nothing while it lasts, and closes it when the
+    impostor goes."""
+    import probes
+    from agent.netns import entered
+    from probes.types import Target
+
+    lab, box = clean_lab, "ctr1"
+    b = lab.box(box)
+    ctr_mac = _docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{b.network}\").MacAddress}}}}",
+                      b.container).lower()
+    db = "t_engine_conflict"
+    cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
+                       sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
+                       box_keys={box: {"remediate": ["reconnect_network", "restart_container"]}})
+    a = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent.log"))
+    agents.append(a)
+    a.wait_until("all boxes up", lambda st: all(x["state"] == "up" for x in st["boxes"].values()), 30)
+    with Impostor(lab, b) as imp:
+        with entered(lab.monitor_ns):
+            got = probes.sweep([Target(b.ipv4, "arp"), Target(b.ipv6, "ndp")], 1.0)
+        for r in got:
+            assert r.ok and set(r.macs) == {ctr_mac, imp.mac}, (r, ctr_mac, imp.mac)
+        t_in = time.time()
+        a.wait_until("conflict stored", lambda st: len(query(lab, "SELECT * FROM address_conflict WHERE open = 1",
+                                                              db)) >= 2, 20)
+        a.wait_cycles(6)   # long enough for fail_cycles + a ladder step if anything were remediated
+        rem = query(lab, "SELECT * FROM remediation", db)
+        assert [r for r in rem if r.get("outcome") == "done"] == [], rem
+    t_out = time.time()
+    a.wait_until("conflict closed", lambda st: len(query(lab, "SELECT * FROM address_conflict WHERE open = 0",
+                                                          db)) >= 2, 20)
+    a.wait_state(box, "up", timeout_s=30)
+    assert a.stop() == 0
+    rows = query(lab, "SELECT * FROM address_conflict", db)
+    opened = [r for r in rows if r["open"] == 1]
+    assert {r["address"] for r in opened} == {b.ipv4, b.ipv6}, rows
+    assert all(set(r["macs"].split(",")) == {ctr_mac, imp.mac} for r in opened), rows
+    assert all(t_in * 1000 - 1 <= r["time"] for r in opened) and \
+        all(r["time"] >= t_out * 1000 - 1 for r in rows if r["open"] == 0), rows
+    assert query(lab, "SELECT * FROM mac_change", db) == []   # a conflict is not a MAC change
+    assert errors_in_log(a.log_text()) == []
+    print(f"\naddress conflict: {len(opened)} addresses, MACs {ctr_mac} and {imp.mac}")
