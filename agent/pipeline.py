@@ -35,7 +35,7 @@ from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
 from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
-from agent.core.events import (AddressConflictChanged, NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+from agent.core.events import (AddressConflictChanged, EngineDownChanged, NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
                                CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
                                MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, deeper)
 from agent.core.macwatch import MacWatch
@@ -96,6 +96,7 @@ class Pipeline:
         self.prober = prober or Prober(config, sweep=sweep, clock=clock, checks=checks,
                                        container_states=container_states)
         self.memberships = memberships
+        self._engine_down: tuple[float, str] | None = None   # (since_s, reason) while the container engine is away
         # (now_s, box names) -> those in a maintenance window and why (agent.maintenance.MaintenanceSource)
         self.maintenance = maintenance
         self._in_maintenance: dict[str, Active] = {}   # as of the last cycle (MaintenanceChanged on changes)
@@ -322,8 +323,27 @@ class Pipeline:
         if not confirm:
             events.extend(self._maintenance_changes(active, now_s))
         events.extend(self._correlate(events, now_s))
+        events.extend(self._engine_changes(now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
+
+    def _engine_changes(self, now_s: float) -> list[CycleEvent]:
+        """EngineDownChanged when the container engine became unreachable or came back (the state cache says)."""
+        read = getattr(self.prober.container_states, "engine_down", None)
+        try:
+            down = read() if callable(read) else None
+        except Exception:  # noqa: BLE001 - an unreadable engine state holds nothing
+            log.exception("cycle: container engine state unavailable")
+            down = None
+        was, self._engine_down = self._engine_down, down
+        if (down is None) == (was is None):
+            return []
+        if down is not None:
+            log.warning("container engine down since %.0f (%s): container boxes held", down[0], down[1])
+            return [EngineDownChanged(now_s, down[0], True, down[1])]
+        assert was is not None
+        log.warning("container engine back after %.1f s: each container box judged alone", now_s - was[0])
+        return [EngineDownChanged(now_s, was[0], False, was[1])]
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -457,7 +477,11 @@ class Pipeline:
             kind = reason = None
             segment = None
             conflicts = self.macwatch.conflicts(name) if self.macwatch is not None else {}
-            if st.state == State.FROZEN and conflicts:
+            box = self.boxes.get(name)
+            if st.state == State.FROZEN and self._engine_down is not None and box is not None and box.container:
+                # The engine cannot act: one cause for every container box, judged alone when it returns.
+                kind, reason = "engine_down", f"engine down: {self._engine_down[1]}"
+            elif st.state == State.FROZEN and conflicts:
                 # Another host answers for its address: no restart or reconnect can take it back.
                 kind = "address_conflict"
                 reason = "address conflict: " + "; ".join(f"{a} answered from MACs {', '.join(m)}"
@@ -479,7 +503,7 @@ class Pipeline:
                 out.append(BoxReleased(name, now_s, old))
                 del self._holds[name]
             if kind is not None:
-                if kind in ("segment", "address_conflict"):
+                if kind in ("segment", "address_conflict", "engine_down"):
                     log.warning("box %s: automatic remediation deferred: %s", name, reason)
                 out.append(BoxHeld(name, now_s, kind, segment, reason or ""))
                 self._holds[name] = kind

@@ -44,6 +44,9 @@ EXPECT_WINDOW_S = 120.0
 HINT_BEFORE_S = 60.0
 HINT_AFTER_S = 5.0
 STATE_FILE = "containers.json"
+# dockerd's default --shutdown-timeout (15 s): how long before its event stream is lost an engine stop may
+# already be stopping containers.
+ENGINE_STOP_LEAD_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,8 @@ def state_from_inspect(attrs: Mapping[str, Any], *, history: Sequence[EngineEven
     if status == "created" and started is None:
         return ContainerState("created", None, None, container_id=cid, reason="created, never started")
     if (last is not None and last.container_id == cid and last.state in ("exited", "dead")
-            and last.since_s is not None and finished is not None and abs(last.since_s - finished) < 0.001):
+            and last.since_s is not None and finished is not None and abs(last.since_s - finished) < 0.001
+            and (unseen is None or finished < unseen[0])):
         return replace(last, state=status)   # this exit was judged live: the persisted judgement stands
     cur = ContainerState("running", container_id=cid)
     code = int(exit_code) if exit_code is not None else None
@@ -221,6 +225,7 @@ class ContainerStates:
         self.path = path
         self._last: dict[str, ContainerState] = {}
         self.last_saved_s: float | None = None
+        self._engine_down: tuple[float, str] | None = None
         if path:
             self._last, self.last_saved_s = load_states(path)
 
@@ -230,6 +235,16 @@ class ContainerStates:
             return dict(self._states)
 
     __call__ = snapshot   # the pipeline's `container_states()` callable
+
+    def engine_down(self) -> tuple[float, str] | None:
+        """(since_s, reason) while the engine's event stream is lost; None while it is followed."""
+        with self._lock:
+            return self._engine_down
+
+    def set_engine_down(self, since_s: float | None, reason: str = "") -> None:
+        """The watcher's word on the engine: lost since since_s (REASON), or followed again (None)."""
+        with self._lock:
+            self._engine_down = None if since_s is None else (since_s, reason)
 
     def last_known(self, box: str) -> ContainerState | None:
         """BOX's state as this cache (or the file, before it synced) last knew it; None when never known."""
@@ -477,7 +492,9 @@ class DockerEventWatcher:
             self.cgroup_version = int(version) if str(version or "").isdigit() else None
         except Exception as exc:  # noqa: BLE001 - without it 137 stays "OOM or SIGKILL"
             log.info("docker events: cgroup version unknown: %s", exc)
-        seen_from_s = self._lost_s if self._lost_s is not None else self._unseen_from_s
+        # An engine stopping without live-restore stops its containers as `docker stop` does, possibly while the
+        # stream still delivers: exits from ENGINE_STOP_LEAD_S before the loss on are read again, not kept.
+        seen_from_s = self._lost_s - ENGINE_STOP_LEAD_S if self._lost_s is not None else self._unseen_from_s
         unseen = (seen_from_s, self.clock()) if seen_from_s is not None else None
         self.holders = {}
         for t in self.targets:
@@ -497,6 +514,7 @@ class DockerEventWatcher:
                     operator=bool(st and st.operator_stopped)))
         self._lost_s = None
         self._unseen_from_s = None
+        self.states.set_engine_down(None)
 
     def _emit(self, rec: ContainerEventRecord) -> None:
         try:
@@ -588,10 +606,14 @@ class DockerEventWatcher:
                         if prev is not None and ev.time_s - prev < 1.0:
                             continue
                     self.handle(client, ev)
+                why = "its event stream ended"
             except Exception as exc:  # noqa: BLE001 - dockerd gone: wait and reconnect
                 log.warning("docker events: %s; retrying in %.0f s", exc, self.retry_s)
+                why = f"{type(exc).__name__}: {exc}"[:300]
             if self.connected.is_set() or self._lost_s is None:
                 self._lost_s = self.clock()
+            if not self._stop.is_set():
+                self.states.set_engine_down(self._lost_s, why)
             self.connected.clear()
             self._stream = None
             if self._stop.wait(self.retry_s):

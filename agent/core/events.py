@@ -215,12 +215,29 @@ class SegmentFreezeChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineDownChanged:
+    """The container engine became unreachable (open) or reachable again (closed), seen at time_s (epoch s).
+
+    One event for the whole engine, like a segment freeze: while it is open the frozen
+    container boxes are held (BoxHeld kind "engine_down"), nothing is remediated; when the
+    engine returns each box still down is judged alone. since_s: when the agent lost the
+    engine's event stream; reason: why, in words.
+    """
+
+    time_s: float
+    since_s: float
+    open: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class BoxHeld(Event):
     """Automatic remediation of a frozen box must wait from time_s on; `reason` says why (for status and points).
 
     kind: "segment" (an open segment freeze holds the box: the cause is the segment),
-    "settling" (other boxes of its segment are failing too: wait a cycle for correlation), or
-    "address_conflict" (another host answers for its address: AddressConflictChanged).
+    "settling" (other boxes of its segment are failing too: wait a cycle for correlation),
+    "address_conflict" (another host answers for its address: AddressConflictChanged), or
+    "engine_down" (a container box while its engine is unreachable: EngineDownChanged).
     """
 
     kind: str

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import (AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
+from agent.core.events import (AddressConflictChanged, EngineDownChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
                                FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
@@ -101,6 +101,8 @@ class PointsListener(CycleListener):
             elif isinstance(ev, SegmentFreezeChanged):
                 points.append(P.segment_freeze_point(ev.segment, ev.site, ev.start_s, ev.boxes, ev.layer, ev.open,
                                                      ev.duration_s))
+            elif isinstance(ev, EngineDownChanged):
+                points.append(P.engine_down_point(self.site, ev.since_s, ev.open, ev.time_s - ev.since_s, ev.reason))
             else:
                 points.extend(self._box_points(ev))
         self.storage.write(points)

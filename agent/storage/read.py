@@ -21,6 +21,7 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
     "address_conflict": True,
     "maintenance": True,
     "segment_freeze": False,
+    "engine_down": False,
 }
 
 # Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.

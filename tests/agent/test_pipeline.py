@@ -467,3 +467,30 @@ def test_an_address_conflict_is_an_event_a_point_a_hold_and_no_remediation(tmp_p
     assert closed.fields["open"] == 0
     run(agent, script, [""])
     assert running(rem) == {"a": "running restart_container"}   # judged alone again: the ladder runs
+
+
+def test_the_engine_going_away_is_one_event_holding_the_frozen_container_boxes_then_each_is_judged_alone(tmp_path):
+    """The container engine is unreachable (the state cache says so): one EngineDownChanged, the frozen
+    container boxes held ("engine_down"), no action; back: one closing event, holds released, the ladder runs."""
+    from remediations.docker_events import ContainerStates
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    cache = ContainerStates()
+    agent.container_states = cache
+    run(agent, script, ["", ""])
+    cache.set_engine_down(script.now - 1, "ConnectionError: engine gone")
+    run(agent, script, ["a", "a", "a"])   # its container went with the engine
+    assert agent.states["a"].state == "frozen"
+    assert running(rem) == {}
+    st = agent.listeners[-1].status(script.now)["boxes"]
+    assert st["a"]["held"]["kind"] == "engine_down" and st["a"]["held"]["reason"] == \
+        "engine down: ConnectionError: engine gone", st["a"]
+    down = [p for p in storage.points if p.measurement == "engine_down"]
+    assert [(p.fields["open"], p.fields["reason"]) for p in down] == [(1, "ConnectionError: engine gone")]
+    cache.set_engine_down(None)
+    run(agent, script, ["a"])
+    down = [p for p in storage.points if p.measurement == "engine_down"]
+    assert [p.fields["open"] for p in down] == [1, 0] and down[1].fields["duration_s"] > 0
+    run(agent, script, ["a"])
+    assert running(rem) == {"a": "running restart_container"}
+    assert agent.listeners[-1].status(script.now)["boxes"]["a"]["held"] is None

@@ -221,3 +221,23 @@ def test_resync_reads_the_engine_history_and_the_persisted_state(tmp_path):
     # Exit inside a span the agent did not see, nothing in the history: a failure that says so.
     st = state_from_inspect(b, unseen=(fin - 100, fin + 100))
     assert not st.operator_stopped and "did not see the engine's events" in st.reason
+
+
+def test_exits_inside_the_unseen_span_are_read_from_the_history_not_from_how_they_looked_live():
+    """An engine stop (no live-restore) stops its containers the way `docker stop` does, maybe while the stream
+    still delivers: the live reading ("stopped by operator") of an exit inside the span the agent did not see
+    is not kept; with the engine restarted (no history) it is a failure, repaired."""
+    _, cases = exit_cases()
+    b = cases["B-stop-exit0"]
+    fin = 1762136047.0
+    live = advance(advance(ContainerState("running", container_id=b["Id"]), ev("stop", b["Id"], "vobox2", fin - 1),
+                           ours=False), ev("die", b["Id"], "vobox2", fin, exit_code=0), ours=False)
+    assert live.operator_stopped
+    gap = (fin - 15.0, fin + 30.0)   # the stream was lost at fin: ENGINE_STOP_LEAD_S before it counts
+    st = state_from_inspect(b, last=live, unseen=gap)
+    assert not st.operator_stopped and "engine stop or restart?" in st.reason
+    # The engine did not restart (only the stream was lost): its history names the stop, an operator's.
+    hist = [ev("kill", b["Id"], "vobox2", fin - 0.5, signal=15), ev("stop", b["Id"], "vobox2", fin)]
+    assert state_from_inspect(b, last=live, unseen=gap, history=hist).operator_stopped
+    # An exit before the span keeps its live reading.
+    assert state_from_inspect(b, last=live, unseen=(fin + 1, fin + 30)).operator_stopped
