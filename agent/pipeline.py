@@ -322,8 +322,8 @@ class Pipeline:
                 log.exception("box %s: cycle failed for this box", v.box)
         if not confirm:
             events.extend(self._maintenance_changes(active, now_s))
-        events.extend(self._correlate(events, now_s))
         events.extend(self._engine_changes(now_s))
+        events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
 
@@ -456,6 +456,10 @@ class Pipeline:
             return []
         out: list[CycleEvent] = []
         for ev in events:
+            box = self.boxes.get(getattr(ev, "box", ""))
+            if (self._engine_down is not None and box is not None and box.container
+                    and isinstance(ev, (FreezeOpened, FreezeLayerChanged))):
+                continue   # its engine is down: that is the cause (held "engine_down"), not the segment
             if isinstance(ev, FreezeOpened):
                 found = self.correlator.freeze_started(ev.box, ev.start_s, ev.layer)
             elif isinstance(ev, FreezeLayerChanged):   # an l4/l7 freeze that reached l3/l2 counts from now on

@@ -73,6 +73,8 @@ class ContainerState:
     container_id: str | None = None
     request: str | None = None
     request_ours: bool = False
+    in_gap: bool = False   # the exit fell in a span the agent did not see the engine's events: read from the
+                           # engine's history alone (no earlier `stopped` verdict of the box stands for it)
 
 
 class ExpectedEvents:
@@ -204,10 +206,11 @@ def state_from_inspect(attrs: Mapping[str, Any], *, history: Sequence[EngineEven
             cur = replace(cur, oom_killed=cur.oom_killed or oom)
         seen_request = seen_request or stop_request(ev) is not None
         cur = advance(cur, ev, bool(is_ours and ev is not die and is_ours(ev)), cgroup_version)
-    if unseen is not None and not seen_request and not cur.oom_killed and finished is not None \
-            and unseen[0] <= finished <= unseen[1]:
+    in_gap = unseen is not None and finished is not None and unseen[0] <= finished <= unseen[1]
+    if in_gap and not seen_request and not cur.oom_killed:
         intent = judge_exit(ExitEvidence(code, finished, False, None, False, cgroup_version, unseen))
         cur = replace(cur, operator_stopped=intent.operator, reason=intent.reason)
+    cur = replace(cur, in_gap=in_gap)
     return replace(cur, state=status if status in CONTAINER_STATES else "dead", since_s=finished)
 
 
@@ -245,6 +248,22 @@ class ContainerStates:
         """The watcher's word on the engine: lost since since_s (REASON), or followed again (None)."""
         with self._lock:
             self._engine_down = None if since_s is None else (since_s, reason)
+
+    def reopen_exits(self, from_s: float, lost_s: float) -> list[str]:
+        """The stream was lost at lost_s: exits since from_s lose their live reading (an engine stopping stops
+        containers as `docker stop` does); they are failures until the resync reads them again. The boxes."""
+        out = []
+        with self._lock:
+            for box, st in self._states.items():
+                if st.state in ("exited", "dead") and st.since_s is not None and st.since_s >= from_s:
+                    self._states[box] = replace(
+                        st, operator_stopped=False, in_gap=True,
+                        reason=f"exited at {at(st.since_s)} as the engine's event stream was lost (at {at(lost_s)}): "
+                               f"read again when the engine returns")
+                    out.append(box)
+            if out:
+                self._save()
+        return out
 
     def last_known(self, box: str) -> ContainerState | None:
         """BOX's state as this cache (or the file, before it synced) last knew it; None when never known."""
@@ -612,6 +631,10 @@ class DockerEventWatcher:
                 why = f"{type(exc).__name__}: {exc}"[:300]
             if self.connected.is_set() or self._lost_s is None:
                 self._lost_s = self.clock()
+                if not self._stop.is_set():
+                    for box in self.states.reopen_exits(self._lost_s - ENGINE_STOP_LEAD_S, self._lost_s):
+                        log.warning("box %s: its container exited as the engine's event stream was lost: "
+                                    "not taken as an operator stop until the engine says so", box)
             if not self._stop.is_set():
                 self.states.set_engine_down(self._lost_s, why)
             self.connected.clear()

@@ -479,8 +479,9 @@ def test_the_engine_going_away_is_one_event_holding_the_frozen_container_boxes_t
     agent.container_states = cache
     run(agent, script, ["", ""])
     cache.set_engine_down(script.now - 1, "ConnectionError: engine gone")
-    run(agent, script, ["a", "a", "a"])   # its container went with the engine
-    assert agent.states["a"].state == "frozen"
+    run(agent, script, [("a", "b")] * 3)   # their containers went with the engine
+    assert agent.states["a"].state == agent.states["b"].state == "frozen"
+    assert [p for p in storage.points if p.measurement == "segment_freeze"] == []   # the engine, not the segment
     assert running(rem) == {}
     st = agent.listeners[-1].status(script.now)["boxes"]
     assert st["a"]["held"]["kind"] == "engine_down" and st["a"]["held"]["reason"] == \
