@@ -23,8 +23,18 @@ from typing import Any
 
 import docker.errors
 
-from remediations.engine_events import (KINDS, EngineEvent, ExitEvidence, at, docker_time, follow_names,
-                                        from_docker, judge_exit, sorted_for_replay, stop_request)
+from remediations.engine_events import (
+    KINDS,
+    EngineEvent,
+    ExitEvidence,
+    at,
+    docker_time,
+    follow_names,
+    from_docker,
+    judge_exit,
+    sorted_for_replay,
+    stop_request,
+)
 from remediations.model import ContainerEventRecord, RemediationTarget
 
 log = logging.getLogger(__name__)

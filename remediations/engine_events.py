@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # Engine-neutral event kinds (Docker's container actions, network connect/disconnect prefixed).
@@ -119,7 +119,7 @@ def at(time_s: float | None) -> str:
     """TIME_S as the UTC text reasons use ("2025-11-03T02:14:07Z"; "an unknown time" for None)."""
     if time_s is None:
         return "an unknown time"
-    return datetime.fromtimestamp(time_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def exit_meaning(exit_code: int | None, oom: bool, cgroup_version: int | None) -> str:

@@ -15,7 +15,13 @@ import time
 
 import pytest
 
-from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
+from tests.agent.agent_proc import (
+    AgentProc,
+    errors_in_log,
+    query,
+    read_status,
+    write_config,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -121,7 +127,7 @@ class Impostor:
         self.mac = "06:00:5e:00:53:28"   # locally administered, unicast
         self.lab, self.box = lab, box
 
-    def __enter__(self) -> "Impostor":
+    def __enter__(self) -> Impostor:
         self.__exit__()
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         subprocess.run(["ip", "link", "add", self.link, "link", self.lab.parent_link, "address", self.mac,

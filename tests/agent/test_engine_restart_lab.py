@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.agent.agent_proc import AgentProc, errors_in_log, read_status
+from tests.agent.agent_proc import AgentProc, errors_in_log
 
 pytestmark = pytest.mark.lab
 

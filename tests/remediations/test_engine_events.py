@@ -10,10 +10,21 @@ import pathlib
 
 import pytest
 
-from remediations.docker_events import (ContainerState, ContainerStates, DockerEventWatcher, advance,
-                                        state_from_inspect)
-from remediations.engine_events import (EngineEvent, ExitEvidence, follow_names, from_docker, judge_exit,
-                                        stop_request)
+from remediations.docker_events import (
+    ContainerState,
+    ContainerStates,
+    DockerEventWatcher,
+    advance,
+    state_from_inspect,
+)
+from remediations.engine_events import (
+    EngineEvent,
+    ExitEvidence,
+    follow_names,
+    from_docker,
+    judge_exit,
+    stop_request,
+)
 from remediations.model import RemediationTarget
 
 CASES = pathlib.Path(__file__).resolve().parents[1] / "cases"
