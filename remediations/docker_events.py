@@ -53,6 +53,9 @@ EXPECT_WINDOW_S = 120.0
 # timeout lies between its kill and its die; Docker's default is 10 s) to HINT_AFTER_S after (the stop event).
 HINT_BEFORE_S = 60.0
 HINT_AFTER_S = 5.0
+# dockerd logs a `kill` after it delivered the signal (moby daemon/kill.go), so a SIGKILL's `kill` may come after
+# the `die` it caused, and a `docker stop`'s `stop` always does: a request this soon after an exit is its cause.
+REQUEST_AFTER_EXIT_S = HINT_AFTER_S
 STATE_FILE = "containers.json"
 # dockerd's default --shutdown-timeout (15 s): how long before its event stream is lost an engine stop may
 # already be stopping containers.
@@ -113,8 +116,9 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
 
     ours: EV falls in a window remediation opened (ExpectedEvents). A die is judged by
     remediations.engine_events.judge_exit from the stop request seen before it (kill with a
-    stop signal, stop), the oom event, the exit code and the cgroup version; a stop event after
-    the die (dockerd's order: kill, die, stop) names the request and judges it again.
+    stop signal, stop), the oom event, the exit code and the cgroup version; a request within
+    REQUEST_AFTER_EXIT_S after the die (dockerd's order: kill, die, stop; a SIGKILL's kill may
+    trail its die) names it and judges it again.
     """
     cur = cur or ContainerState("running")
     t = ev.time_s
@@ -152,8 +156,9 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
     if request is None:
         return cur
     if cur.state in ("exited", "dead"):
-        if ev.kind != "stop" or cur.oom_killed:
-            return cur   # a kill after the exit changes nothing
+        if cur.oom_killed or cur.since_s is None or t - cur.since_s > REQUEST_AFTER_EXIT_S:
+            return cur   # a request long after the exit changes nothing
+        request = "docker stop" if ev.kind == "stop" or cur.request == "docker stop" else request
         intent = judge_exit(ExitEvidence(cur.exit_code, cur.since_s, cur.oom_killed, request,
                                          ours or cur.request_ours, cgroup_version))
         return replace(cur, operator_stopped=intent.operator, reason=intent.reason, request=request,

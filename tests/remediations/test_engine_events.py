@@ -252,3 +252,18 @@ def test_exits_inside_the_unseen_span_are_read_from_the_history_not_from_how_the
     assert state_from_inspect(b, last=live, unseen=gap, history=hist).operator_stopped
     # An exit before the span keeps its live reading.
     assert state_from_inspect(b, last=live, unseen=(fin + 1, fin + 30)).operator_stopped
+
+
+def test_a_sigkills_kill_event_may_trail_its_die_and_still_names_the_request():
+    """dockerd logs `kill` after delivering the signal: for SIGKILL the `die` can come first (seen here under load).
+    A request within REQUEST_AFTER_EXIT_S of the exit is its cause; a kill long after changes nothing."""
+    st = ContainerState("running", container_id="c")
+    st = advance(st, ev("die", "c", "v", T, exit_code=137), ours=False, cgroup_version=1)
+    assert not st.operator_stopped and st.reason.startswith("failed: exit 137, killed (SIGKILL")
+    late = advance(st, ev("kill", "c", "v", T + 0.01, signal=9), ours=False, cgroup_version=1)
+    assert late.operator_stopped and late.reason.startswith("stopped by operator: docker kill (signal 9) at")
+    much_later = advance(st, ev("kill", "c", "v", T + 60, signal=9), ours=False)
+    assert much_later == st
+    oom = advance(advance(ContainerState("running"), ev("oom", "c", "v", T), ours=False),
+                  ev("die", "c", "v", T, exit_code=137), ours=False)
+    assert not advance(oom, ev("kill", "c", "v", T + 0.01, signal=9), ours=False).operator_stopped
