@@ -38,7 +38,8 @@ from agent.core.config import BoxConfig, Config
 from agent.core import correlation as corr
 from agent.core.correlation import Correlator
 from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
-from agent.core.events import (NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+from agent.core.events import (NOT_JUDGED, AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased,
+                               BoxSetChanged, CycleEnded, EngineDownChanged,
                                CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
                                MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, WitnessObserved,
                                deeper)
@@ -100,6 +101,7 @@ class Pipeline:
         self.prober = prober or Prober(config, sweep=sweep, clock=clock, checks=checks,
                                        container_states=container_states)
         self.memberships = memberships
+        self._engine_down: tuple[float, str] | None = None   # (since_s, reason) while the container engine is away
         # (now_s, box names) -> those in a maintenance window and why (agent.maintenance.MaintenanceSource)
         self.maintenance = maintenance
         self._in_maintenance: dict[str, Active] = {}   # as of the last cycle (MaintenanceChanged on changes)
@@ -330,6 +332,7 @@ class Pipeline:
             events.extend(self._maintenance_changes(active, now_s))
         if witness and len(results) == len(plan.targets):
             events.append(self._witness_observed(results[-len(witness):], now_s))
+        events.extend(self._engine_changes(now_s))
         events.extend(self._correlate(events, now_s))
         events.extend(self._holds_of(now_s))
         return self._finish(events, now_s, started, tuple(unhealthy), None, confirm)
@@ -345,6 +348,24 @@ class Pipeline:
         answered = bool(corr.answered(results))
         return WitnessObserved(now_s, self.correlator.settings.witness, self.correlator.witness_segment, answered,
                                tuple(results))
+
+    def _engine_changes(self, now_s: float) -> list[CycleEvent]:
+        """EngineDownChanged when the container engine became unreachable or came back (the state cache says)."""
+        read = getattr(self.prober.container_states, "engine_down", None)
+        try:
+            down = read() if callable(read) else None
+        except Exception:  # noqa: BLE001 - an unreadable engine state holds nothing
+            log.exception("cycle: container engine state unavailable")
+            down = None
+        was, self._engine_down = self._engine_down, down
+        if (down is None) == (was is None):
+            return []
+        if down is not None:
+            log.warning("container engine down since %.0f (%s): container boxes held", down[0], down[1])
+            return [EngineDownChanged(now_s, down[0], True, down[1])]
+        assert was is not None
+        log.warning("container engine back after %.1f s: each container box judged alone", now_s - was[0])
+        return [EngineDownChanged(now_s, was[0], False, was[1])]
 
     def _sweep_all(self, plan: CyclePlan, record: Any, now_s: float) -> list[probes.ProbeResult]:
         """One sweep of every target; if it raises, one sweep per box, so a probe error is that box's failure.
@@ -438,6 +459,13 @@ class Pipeline:
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,
                             change.old)
                 out.append(MacChanged(v.box, change.time_s, change.address, change.old, change.new))
+            for c in self.macwatch.observe_conflicts(v.box, v.results):
+                if c.open:
+                    log.warning("box %s: address conflict: %s answered from MACs %s", v.box, c.address,
+                                ", ".join(c.macs))
+                else:
+                    log.warning("box %s: address conflict on %s over (was %s)", v.box, c.address, ", ".join(c.macs))
+                out.append(AddressConflictChanged(v.box, c.time_s, c.address, c.macs, c.open))
         for ev in (*freeze_events, *flap_events):
             _log_event(ev)
         out.extend(freeze_events)
@@ -456,6 +484,10 @@ class Pipeline:
             elif isinstance(ev, WitnessObserved):
                 self.correlator.observe_witness(ev.time_s, ev.answered)
         for ev in events:
+            box = self.boxes.get(getattr(ev, "box", ""))
+            if (self._engine_down is not None and box is not None and box.container
+                    and isinstance(ev, (FreezeOpened, FreezeLayerChanged))):
+                continue   # its engine is down: that is the cause (held "engine_down"), not the segment
             if isinstance(ev, FreezeOpened):
                 found = self.correlator.freeze_started(ev.box, ev.start_s, ev.layer)
             elif isinstance(ev, FreezeLayerChanged):   # an l4/l7 freeze that reached l3/l2 counts from now on
@@ -475,7 +507,17 @@ class Pipeline:
         for name, st in self.states.items():
             kind = reason = None
             segment = None
-            if st.state == State.FROZEN and self.correlator is not None:
+            conflicts = self.macwatch.conflicts(name) if self.macwatch is not None else {}
+            box = self.boxes.get(name)
+            if st.state == State.FROZEN and self._engine_down is not None and box is not None and box.container:
+                # The engine cannot act: one cause for every container box, judged alone when it returns.
+                kind, reason = "engine_down", f"engine down: {self._engine_down[1]}"
+            elif st.state == State.FROZEN and conflicts:
+                # Another host answers for its address: no restart or reconnect can take it back.
+                kind = "address_conflict"
+                reason = "address conflict: " + "; ".join(f"{a} answered from MACs {', '.join(m)}"
+                                                          for a, m in sorted(conflicts.items()))
+            elif st.state == State.FROZEN and self.correlator is not None:
                 reason = self.correlator.holds(name)
                 kind = "segment" if reason else None
                 if reason is None:
@@ -494,7 +536,7 @@ class Pipeline:
                 out.append(BoxReleased(name, now_s, old, why))
                 del self._holds[name]
             if kind is not None:
-                if kind == "segment":
+                if kind in ("segment", "address_conflict", "engine_down"):
                     log.warning("box %s: automatic remediation deferred: %s", name, reason)
                 out.append(BoxHeld(name, now_s, kind, segment, reason or ""))
                 self._holds[name] = kind
@@ -505,6 +547,10 @@ class Pipeline:
         """Why BOX's hold of KIND ended, in words (recorded with BoxReleased)."""
         if st.state != State.FROZEN:
             return f"no longer frozen ({st.state})"
+        if kind == "engine_down":
+            return "the container engine answers again; judged alone"
+        if kind == "address_conflict":
+            return "one MAC answers for its addresses again; judged alone"
         member = self.correlator.members.get(name) if self.correlator is not None else None
         if member is None or self.correlator is None:
             return "judged alone"

@@ -7,6 +7,7 @@ made lazily so the agent starts even while dockerd is down.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -374,10 +375,10 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         # Its changes are published as they happen (the set read back from it: discovery.boxes()).
         discovery = DockerDiscovery(cfg, on_change=box_set_publisher(lambda: discovery.boxes(), bus.publish))
     if any(b.container for b in cfg.boxes) or discovery is not None:
-        from remediations.docker_events import ContainerStates, DockerEventWatcher
+        from remediations.docker_events import STATE_FILE, ContainerStates, DockerEventWatcher
 
         # The container state cache: kept from the events, read by the pipeline once per cycle.
-        container_states = ContainerStates()
+        container_states = ContainerStates(os.path.join(cfg.agent.state_dir, STATE_FILE))
         watcher = DockerEventWatcher([b.remediation_target() for b in cfg.boxes], make_docker, bus.publish,
                                      states=container_states, expected=expected_events,
                                      follow=discovery.follow if discovery is not None else None)

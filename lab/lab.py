@@ -354,10 +354,8 @@ class Lab:
                 "sysctls": {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"},
                 "labels": {"vobox-lab": self.run_id, "vobox-lab-box": name}}
 
-    def _run_container(self, index: int, image: str, ports: list[int]) -> LabBox:
-        name, ctr = names.container_box(index), names.container(self.run_id, index)
-        ipv4, ipv6 = self._addresses(CONTAINER_HOST_BASE + index)
-        tls_port = self._st["tls_port"]
+    def _run_args(self, name: str, ctr: str, ipv4: str, ipv6: str) -> list[str]:
+        """`docker run -d` of container box NAME as container CTR (without the image and its ports)."""
         spec = self._container_spec(name)
         args = ["docker", "run", "-d", "--name", ctr, "--hostname", name, "--network", self.network,
                 "--ip", ipv4, "--ip6", ipv6, "--restart", "no"]
@@ -369,7 +367,23 @@ class Lab:
             args += ["-v", f"{host}:{inside}:ro"]
         for k, v in spec["sysctls"].items():
             args += ["--sysctl", f"{k}={v}"]
-        shell.run([*args, image, *map(str, ports)], timeout_s=120)
+        return args
+
+    def run_replacement(self, name: str) -> str:
+        """Run a NEW container for box NAME under its container name, as the lab runs it (the old one must be
+        stopped and renamed or removed first: same name, same IPs); its id."""
+        from lab.image import ensure_image
+
+        b = self.box(name)
+        out = shell.run([*self._run_args(name, b.container, b.ipv4, b.ipv6), ensure_image(),
+                         *map(str, b.tcp_ports)], timeout_s=120)
+        return out.stdout.strip()
+
+    def _run_container(self, index: int, image: str, ports: list[int]) -> LabBox:
+        name, ctr = names.container_box(index), names.container(self.run_id, index)
+        ipv4, ipv6 = self._addresses(CONTAINER_HOST_BASE + index)
+        tls_port = self._st["tls_port"]
+        shell.run([*self._run_args(name, ctr, ipv4, ipv6), image, *map(str, ports)], timeout_s=120)
         mac = self.container_mac(ctr) or ""
         log.info("lab %s: box %s is container %s at %s %s %s", self.run_id, name, ctr, ipv4, ipv6, mac)
         return LabBox(name=name, kind="container", ipv4=ipv4, ipv6=ipv6, mac=mac, tcp_ports=tuple(ports),

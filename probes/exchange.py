@@ -3,8 +3,10 @@
 One socket, many requests: requests go out in small bursts at a fixed packet
 rate (so neither our socket buffers nor the receiving side's backlog overflow),
 replies are drained between bursts, and the loop ends as soon as every request
-is answered or the last request's timeout has passed. The first in-time match
-for a request wins; duplicates and late replies are ignored.
+is answered (plus `linger_s`, for the L2 probes) or the last request's timeout has
+passed. The first in-time match for a request wins; a later in-time match from
+another MAC is kept in `Outcome.macs` (two hosts answering one ARP/NDP request: an
+address conflict); other duplicates and late replies are ignored.
 
 A request still unanswered after RESEND_SHARE of the timeout is sent once more (as
 fping and arping retry): on a lossy link one lost frame is not a failed probe. The
@@ -49,6 +51,7 @@ class Outcome:
     answered_s: float | None  # wall clock of the matching reply (kernel receive timestamp)
     error: str | None        # None: answered fine; else "timeout", "unreachable", "send failed: ..."
     mac: str | None
+    macs: tuple[str, ...] = ()   # every MAC that answered in time, the first first (ARP/NDP)
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -76,8 +79,11 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
         timeout_s: float, *, probe: str, addresses: Sequence[str], rate_pps: float, burst: int,
         recorder: Recorder | None = None, linktype: int = 101,
         frame_out: Callable[[int, bytes], bytes] | None = None,
-        frame_in: Callable[[bytes, Any], bytes] | None = None) -> list[Outcome]:
+        frame_in: Callable[[bytes, Any], bytes] | None = None, linger_s: float = 0.0) -> list[Outcome]:
     """Send every (sockaddr, bytes) request in order, collect replies through MATCH(data, sockaddr).
+
+    LINGER_S: once every request is answered, keep receiving this long after the last answer
+    (never past the last timeout), so a second answerer of a request is seen too.
 
     sockaddr None means `send` on a bound socket (AF_PACKET). FRAME_OUT/FRAME_IN
     turn what the socket sees into the frame handed to RECORDER (e.g. prepend an
@@ -90,7 +96,9 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
     answered_s: list[float | None] = [None] * count
     errors: list[str | None] = ["timeout"] * count
     macs: list[str | None] = [None] * count
+    all_macs: list[list[str]] = [[] for _ in range(count)]
     finished = 0  # answered, or failed to send
+    linger_until_s = float("inf")
     interval_s = burst / rate_pps
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -181,6 +189,10 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
                 if not _safe_record(recorder, when_s, "in", probe, addresses[index], frame, linktype):
                     recorder = None
             sent = sent_s[index]
+            if (found.mac and answered_s[index] is not None and errors[index] is None and sent is not None
+                    and when_s - sent <= timeout_s and found.mac not in all_macs[index]):
+                all_macs[index].append(found.mac)   # another host answers the same request
+                continue
             if sent is None or answered_s[index] is not None or when_s - sent > timeout_s:
                 continue  # not ours to take yet, a duplicate, or late
             # Timed from the resend when it had gone out (a reply cannot say which copy it answers).
@@ -189,13 +201,20 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
             answered_s[index] = when_s
             errors[index] = found.error
             macs[index] = found.mac
+            if found.mac:
+                all_macs[index].append(found.mac)
             finished += 1
 
         if finished >= count:
-            break
+            if linger_s <= 0:
+                break
+            if linger_until_s == float("inf"):
+                linger_until_s = clock() + linger_s
+            if clock() >= min(linger_until_s, last_sent_s + timeout_s):
+                break
         now_s = clock()
         if next_index >= count:
-            wait_s = last_sent_s + timeout_s - now_s
+            wait_s = min(last_sent_s + timeout_s, linger_until_s) - now_s
             if wait_s <= 0:
                 break
         else:
@@ -204,5 +223,6 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
             wait_s = min(wait_s, max(0.0, sent_s[resend_index] + resend_after_s - now_s))
         poller.poll(wait_s * 1000.0)
 
-    return [Outcome(sent_s[i], answered_s[i] if errors[i] != "timeout" else None, errors[i], macs[i])
+    return [Outcome(sent_s[i], answered_s[i] if errors[i] != "timeout" else None, errors[i], macs[i],
+                    tuple(all_macs[i]))
             for i in range(count)]

@@ -1,5 +1,8 @@
 """Shared L2 sweep for ARP and NDP: per outgoing interface, one AF_PACKET socket bound to it.
 
+Every in-time reply is kept: a result's `macs` lists each MAC that answered its request
+(two or more: an address conflict), `mac` the first.
+
 Frames carry the interface's own MAC and the source address the kernel would use
 for the target, so replies come back to this host like any neighbour reply.
 """
@@ -29,6 +32,10 @@ PACKET_OUTGOING = 4
 # them to each container, so these go out gentler than unicast echo: 2000 in ~0.1 s.
 RATE_PPS = 20000.0
 BURST = 50
+# Once every request is answered, listen this much longer for a second answerer (an address conflict): hosts on
+# one segment answer ARP/NDP within ~1 ms (lab, macvlan); 0.2 s leaves room for a loaded host, and the sweep
+# still ends long before its timeout when all answer.
+CONFLICT_LINGER_S = 0.2
 
 # build(route, own_mac_bytes, own_address_bytes) -> (frame_for(target_bytes), matcher(frame) -> Match | None)
 Builder = Callable[[routing.Route, bytes, bytes, dict[bytes, int]],
@@ -108,7 +115,8 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
 
                 got = exchange.run(sock, requests, match, timeout_s, probe=probe,
                                    addresses=[targets[i].address for i in indexes],
-                                   rate_pps=RATE_PPS, burst=BURST, recorder=recorder, linktype=1)
+                                   rate_pps=RATE_PPS, burst=BURST, recorder=recorder, linktype=1,
+                                   linger_s=CONFLICT_LINGER_S)
                 for i, outcome in zip(indexes, got):
                     outcomes[i] = outcome
             except BaseException as exc:  # re-raised in the caller's thread

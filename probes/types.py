@@ -74,6 +74,8 @@ class ProbeResult:
     cert_not_after_s: float | None = None  # tls/https: the peer certificate's notAfter (epoch s)
     cert_days_left: float | None = None    # tls/https: days from time_s to notAfter (negative: expired)
     warning: str | None = None          # ok but worth a look (tls: "certificate expires in 3.0 days (< 14)")
+    macs: tuple[str, ...] = ()          # arp/ndp: every MAC that answered in time, `mac` first; two or more:
+                                        # an address conflict (RFC 5227's, seen from outside)
 
 
 def result_from(target: Target, outcome: "Outcome", timeout_s: float, layer: str) -> ProbeResult:
@@ -89,4 +91,5 @@ def result_from(target: Target, outcome: "Outcome", timeout_s: float, layer: str
     if rtt_ms is not None and rtt_ms < 0:
         rtt_ms = 0.0  # kernel receive stamp and our send stamp straddle a clock step
     return ProbeResult(target.address, target.probe, target.port, ok, rtt_ms, outcome.error,
-                       outcome.mac if ok else None, time_s, None if ok else layer)
+                       outcome.mac if ok else None, time_s, None if ok else layer,
+                       macs=tuple(getattr(outcome, "macs", ())) if ok else ())

@@ -2,49 +2,78 @@
 
 The cache (ContainerStates) knows every configured container's state (running, paused,
 restarting, exited, dead, removed), its Docker health status, whether it was OOM-killed and
-whether someone else stopped it, every cycle without an inspect per box per cycle: one inspect
-per container when the stream (re)connects, then only the events. ExpectedEvents is how the
+whether someone else stopped it (and why, as text), every cycle without an inspect per box per
+cycle: one inspect per container when the stream (re)connects, then only the events. The
+events are read as engine-neutral EngineEvents (remediations.engine_events: identity by name,
+the one reading of an exit); the resync reads an inspect through the same rules. The cache is
+saved to a file (the last-known state an agent restart reads back). ExpectedEvents is how the
 remediation service marks the stops/restarts it causes itself, so they are not operator intent.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import docker.errors
 
+from remediations.engine_events import (
+    KINDS,
+    EngineEvent,
+    ExitEvidence,
+    at,
+    docker_time,
+    follow_names,
+    from_docker,
+    judge_exit,
+    sorted_for_replay,
+    stop_request,
+)
 from remediations.model import ContainerEventRecord, RemediationTarget
 
 log = logging.getLogger(__name__)
 
-# Docker action -> our `event` tag value.
-CONTAINER_EVENTS = {"die": "die", "oom": "oom", "restart": "restart", "pause": "pause", "unpause": "unpause",
-                    "stop": "stop", "start": "start", "kill": "kill", "destroy": "destroy",
-                    "health_status": "health_status"}
-NETWORK_EVENTS = {"disconnect": "network_disconnect", "connect": "network_connect"}
-# Signals of `docker kill`/`docker stop` that end a container (a kill -HUP to reload a service does not).
-STOP_SIGNALS = frozenset({"9", "15", "2", "3", "SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "KILL", "TERM", "INT",
-                          "QUIT"})
-# Container states (Docker's State.Status, plus "removed": the container does not exist).
+# EngineEvent kind -> our `event` tag value (the container_event point); kinds not here make no record.
+RECORDED = {"die": "die", "oom": "oom", "restart": "restart", "pause": "pause", "unpause": "unpause",
+            "stop": "stop", "start": "start", "kill": "kill", "destroy": "destroy", "create": "create",
+            "rename": "rename", "health_status": "health_status", "network_connect": "network_connect",
+            "network_disconnect": "network_disconnect"}
+# Docker actions the stream asks for (its `event` filter).
+DOCKER_ACTIONS = sorted({k for k in KINDS if not k.startswith("network_")} | {"connect", "disconnect"})
+# Container states (Docker's State.Status, plus "removed": no container holds the name).
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead", "removed")
-# Exit codes of a container stopped from outside (SIGTERM, SIGKILL after the stop timeout).
-OPERATOR_EXIT_CODES = frozenset({137, 143})
 EXPECT_WINDOW_S = 120.0
+# The engine's history asked at a resync about one exit: from this long before FinishedAt (a `docker stop -t`
+# timeout lies between its kill and its die; Docker's default is 10 s) to HINT_AFTER_S after (the stop event).
+HINT_BEFORE_S = 60.0
+HINT_AFTER_S = 5.0
+# dockerd logs a `kill` after it delivered the signal (moby daemon/kill.go), so a SIGKILL's `kill` may come after
+# the `die` it caused, and a `docker stop`'s `stop` always does: a request this soon after an exit is its cause.
+REQUEST_AFTER_EXIT_S = HINT_AFTER_S
+STATE_FILE = "containers.json"
+# dockerd's default --shutdown-timeout (15 s): how long before its event stream is lost an engine stop may
+# already be stopping containers.
+ENGINE_STOP_LEAD_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerState:
-    """What Docker says of one configured container (times: epoch s).
+    """What the engine says of one configured container (times: epoch s).
 
     state: one of CONTAINER_STATES; health: healthy|unhealthy|starting, None without a
     HEALTHCHECK; since_s: when it entered that state (None: unknown); oom_killed: its last exit
-    was an OOM kill; operator_stopped: stopped, killed or removed by someone else (not by our
-    remediation, not a crash); exit_code: of the last exit.
+    was an OOM kill; operator_stopped: stopped, killed, renamed away or removed by someone else
+    (not by our remediation, not a crash: remediations.engine_events.judge_exit); exit_code: of
+    the last exit; reason: why it is not running, as stored and shown ("stopped by operator:
+    docker stop at T", "failed: exit 137, killed (OOM or SIGKILL) at T"); container_id: the
+    container holding the box's name; request: a stop request seen while it still runs
+    ("docker stop"), request_ours: that request was our remediation's.
     """
 
     state: str
@@ -53,6 +82,12 @@ class ContainerState:
     oom_killed: bool = False
     operator_stopped: bool = False
     exit_code: int | None = None
+    reason: str | None = None
+    container_id: str | None = None
+    request: str | None = None
+    request_ours: bool = False
+    in_gap: bool = False   # the exit fell in a span the agent did not see the engine's events: read from the
+                           # engine's history alone (no earlier `stopped` verdict of the box stands for it)
 
 
 class ExpectedEvents:
@@ -75,73 +110,142 @@ class ExpectedEvents:
             return any(time_s <= self._until.get(n, float("-inf")) for n in names if n)
 
 
-def state_from_inspect(attrs: Mapping[str, Any]) -> ContainerState:
-    """The ContainerState from `docker inspect` attributes (container.attrs).
+def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
+            cgroup_version: int | None = None) -> ContainerState:
+    """The state after one event of the container holding the box's name; pure.
 
-    An exited container with exit code 137/143 that was not OOM-killed counts as stopped by
-    someone (docker stop/kill); the engine does not record who, so this is the best guess on resync.
+    ours: EV falls in a window remediation opened (ExpectedEvents). A die is judged by
+    remediations.engine_events.judge_exit from the stop request seen before it (kill with a
+    stop signal, stop), the oom event, the exit code and the cgroup version; a request within
+    REQUEST_AFTER_EXIT_S after the die (dockerd's order: kill, die, stop; a SIGKILL's kill may
+    trail its die) names it and judges it again.
     """
-    st = attrs.get("State") or {}
-    status = str(st.get("Status") or "dead")
-    health = (st.get("Health") or {}).get("Status") or None
-    started, finished = _docker_time(st.get("StartedAt")), _docker_time(st.get("FinishedAt"))
-    exit_code = st.get("ExitCode")
-    oom = bool(st.get("OOMKilled"))
-    since = started if status in ("running", "paused", "restarting") else finished
-    operator = status in ("exited", "created") and not oom and exit_code in OPERATOR_EXIT_CODES
-    return ContainerState(status, health if status in ("running", "paused") else None, since, oom, operator,
-                          int(exit_code) if exit_code is not None and status in ("exited", "dead") else None)
-
-
-def _docker_time(text: Any) -> float | None:
-    """Epoch s of Docker's RFC 3339 time with nanoseconds (None for the zero time or garbage)."""
-    if not text or str(text).startswith("0001-"):
-        return None
-    main, _, frac = str(text).rstrip("Z").partition(".")
-    try:
-        base = datetime.fromisoformat(main + "+00:00").timestamp()
-    except ValueError:
-        return None
-    return base + (float("0." + frac[:9]) if frac[:9].isdigit() else 0.0)
+    cur = cur or ContainerState("running")
+    t = ev.time_s
+    if ev.kind == "health_status":
+        return replace(cur, health=ev.attrs.get("health") or None)
+    if ev.kind in ("start", "restart"):
+        return ContainerState("running", None, t, container_id=ev.container_id or cur.container_id)
+    if ev.kind == "unpause":
+        return replace(cur, state="running", since_s=t)
+    if ev.kind == "pause":
+        return replace(cur, state="paused", since_s=t)
+    if ev.kind == "create":
+        return ContainerState("created", None, t, reason=f"created, not started, at {at(t)}",
+                              container_id=ev.container_id)
+    if ev.kind == "oom":
+        return replace(cur, oom_killed=True)
+    if ev.kind == "rename":   # the box's container was renamed away (renamed into the name: re-inspected)
+        intent_op = not ours
+        return ContainerState("removed", None, t, cur.oom_killed, intent_op, cur.exit_code,
+                              f"renamed {'by operator' if intent_op else 'by the agent'} to "
+                              f"{ev.name or '?'} at {at(t)}: no container holds the name")
+    request = stop_request(ev)
+    if ev.kind == "die":
+        intent = judge_exit(ExitEvidence(ev.exit_code, t, cur.oom_killed, cur.request, cur.request_ours,
+                                         cgroup_version))
+        return ContainerState("exited", None, t, cur.oom_killed, intent.operator, ev.exit_code, intent.reason,
+                              ev.container_id or cur.container_id, cur.request, cur.request_ours)
+    if ev.kind == "destroy":
+        if ours:
+            return ContainerState("removed", None, t, cur.oom_killed, False, cur.exit_code,
+                                  f"removed by the agent's remediation at {at(t)}")
+        return ContainerState("removed", None, t, cur.oom_killed, True, cur.exit_code,
+                              f"removed by operator: docker rm at {at(t)}"
+                              + (f" (before: {cur.reason})" if cur.reason else ""))
+    if request is None:
+        return cur
+    if cur.state in ("exited", "dead"):
+        if cur.oom_killed or cur.since_s is None or t - cur.since_s > REQUEST_AFTER_EXIT_S:
+            return cur   # a request long after the exit changes nothing
+        request = "docker stop" if ev.kind == "stop" or cur.request == "docker stop" else request
+        intent = judge_exit(ExitEvidence(cur.exit_code, cur.since_s, cur.oom_killed, request,
+                                         ours or cur.request_ours, cgroup_version))
+        return replace(cur, operator_stopped=intent.operator, reason=intent.reason, request=request,
+                       request_ours=ours or cur.request_ours)
+    return replace(cur, request=request if ev.kind == "stop" or cur.request is None else cur.request,
+                   request_ours=ours or cur.request_ours)
 
 
 def next_state(old: ContainerState | None, event: str, action: str, time_s: float, exit_code: int | None,
                ours: bool, signal: str | None = None) -> ContainerState:
-    """The state after one container event (event: our tag, action: Docker's raw action); pure.
-
-    ours: the event falls in a window remediation opened (ExpectedEvents), so a stop is not
-    operator intent. A crash or an OOM kill (a die with no stop/kill before it) is not intent either.
-    """
-    cur = old or ContainerState("running")
+    """advance() for one event given as its parts (event: our tag, action: Docker's raw action); pure."""
+    attrs = {"action": action}
+    if exit_code is not None:
+        attrs["exit_code"] = str(exit_code)
+    if signal:
+        attrs["signal"] = signal
     if event == "health_status":
-        health = action.split(":", 1)[1].strip() if ":" in action else ""
-        return replace(cur, health=health or None)
-    if event in ("start", "restart", "unpause"):
-        fresh = event != "unpause"
-        return ContainerState("running", None if fresh else cur.health, time_s if fresh else time_s,
-                              False if fresh else cur.oom_killed, False, None)
-    if event == "pause":
-        return replace(cur, state="paused", since_s=time_s)
-    if event == "oom":
-        return replace(cur, oom_killed=True)
-    stopping = event in ("stop", "destroy") or (event == "kill" and (signal or "9") in STOP_SIGNALS)
-    operator = cur.operator_stopped or (stopping and not ours)
-    if event == "die":
-        return ContainerState("exited", None, time_s, cur.oom_killed, operator and not cur.oom_killed, exit_code)
-    if event == "destroy":
-        return ContainerState("removed", None, time_s, cur.oom_killed, operator, cur.exit_code)
-    if stopping:
-        return replace(cur, operator_stopped=operator)
-    return cur
+        attrs["health"] = action.split(":", 1)[1].strip() if ":" in action else ""
+    return advance(old, EngineEvent(event, "", "", attrs, time_s), ours)
+
+
+def state_from_inspect(attrs: Mapping[str, Any], *, history: Sequence[EngineEvent] = (),
+                       cgroup_version: int | None = None, last: ContainerState | None = None,
+                       unseen: tuple[float, float] | None = None,
+                       is_ours: Callable[[EngineEvent], bool] | None = None) -> ContainerState:
+    """The ContainerState from `docker inspect` attributes (container.attrs), read by the live rules.
+
+    An exited container is judged as its die would have been live: the stop requests and oom
+    events of HISTORY (the engine's events around FinishedAt: a hint, often empty), OOMKilled,
+    the exit code with CGROUP_VERSION. LAST, the persisted last-known state, decides when it
+    already judged this very exit (same container, same FinishedAt). UNSEEN: the span the agent
+    did not see the engine's events; an exit inside it with no request in HISTORY says so.
+    """
+    st = attrs.get("State") or {}
+    cid = str(attrs.get("Id") or "") or None
+    status = str(st.get("Status") or "dead")
+    health = (st.get("Health") or {}).get("Status") or None
+    started, finished = docker_time(st.get("StartedAt")), docker_time(st.get("FinishedAt"))
+    exit_code = st.get("ExitCode")
+    oom = bool(st.get("OOMKilled"))
+    if status in ("running", "paused", "restarting"):
+        return ContainerState(status, health if status in ("running", "paused") else None, started, oom,
+                              container_id=cid)
+    if status == "created" and started is None:
+        return ContainerState("created", None, None, container_id=cid, reason="created, never started")
+    if (last is not None and last.container_id == cid and last.state in ("exited", "dead")
+            and last.since_s is not None and finished is not None and abs(last.since_s - finished) < 0.001
+            and (unseen is None or finished < unseen[0])):
+        return replace(last, state=status)   # this exit was judged live: the persisted judgement stands
+    cur = ContainerState("running", container_id=cid)
+    code = int(exit_code) if exit_code is not None else None
+    die = EngineEvent("die", cid or "", "", {"exit_code": str(code)} if code is not None else {},
+                      finished if finished is not None else 0.0)
+    seen_request = False
+    for ev in sorted_for_replay([e for e in history if e.kind in ("kill", "oom", "stop")] + [die]):
+        if ev is not die and finished is not None and not (finished - HINT_BEFORE_S <= ev.time_s
+                                                            <= finished + HINT_AFTER_S):
+            continue
+        if ev is die:
+            cur = replace(cur, oom_killed=cur.oom_killed or oom)
+        seen_request = seen_request or stop_request(ev) is not None
+        cur = advance(cur, ev, bool(is_ours and ev is not die and is_ours(ev)), cgroup_version)
+    in_gap = unseen is not None and finished is not None and unseen[0] <= finished <= unseen[1]
+    if in_gap and not seen_request and not cur.oom_killed:
+        intent = judge_exit(ExitEvidence(code, finished, False, None, False, cgroup_version, unseen))
+        cur = replace(cur, operator_stopped=intent.operator, reason=intent.reason)
+    cur = replace(cur, in_gap=in_gap)
+    return replace(cur, state=status if status in CONTAINER_STATES else "dead", since_s=finished)
 
 
 class ContainerStates:
-    """The state cache: box -> ContainerState, kept from events and resyncs; thread-safe; call it for a snapshot."""
+    """The state cache: box -> ContainerState, kept from events and resyncs; thread-safe; call it for a snapshot.
 
-    def __init__(self) -> None:
+    path: the file the cache is saved to after every change (JSON, mode 0600; None: not saved);
+    what it held at start is `last_known()`, the evidence an agent restart reads back.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
         self._states: dict[str, ContainerState] = {}
         self._synced: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.path = path
+        self._last: dict[str, ContainerState] = {}
+        self.last_saved_s: float | None = None
+        self._engine_down: tuple[float, str] | None = None
+        if path:
+            self._last, self.last_saved_s = load_states(path)
 
     def snapshot(self) -> dict[str, ContainerState]:
         """box -> its container's state now (boxes never synced are missing)."""
@@ -150,67 +254,162 @@ class ContainerStates:
 
     __call__ = snapshot   # the pipeline's `container_states()` callable
 
+    def engine_down(self) -> tuple[float, str] | None:
+        """(since_s, reason) while the engine's event stream is lost; None while it is followed."""
+        with self._lock:
+            return self._engine_down
+
+    def set_engine_down(self, since_s: float | None, reason: str = "") -> None:
+        """The watcher's word on the engine: lost since since_s (REASON), or followed again (None)."""
+        with self._lock:
+            self._engine_down = None if since_s is None else (since_s, reason)
+
+    def reopen_exits(self, from_s: float, lost_s: float) -> list[str]:
+        """The stream was lost at lost_s: exits since from_s lose their live reading (an engine stopping stops
+        containers as `docker stop` does); they are failures until the resync reads them again. The boxes."""
+        out = []
+        with self._lock:
+            for box, st in self._states.items():
+                if st.state in ("exited", "dead") and st.since_s is not None and st.since_s >= from_s:
+                    self._states[box] = replace(
+                        st, operator_stopped=False, in_gap=True,
+                        reason=f"exited at {at(st.since_s)} as the engine's event stream was lost (at {at(lost_s)}): "
+                               f"read again when the engine returns")
+                    out.append(box)
+            if out:
+                self._save()
+        return out
+
+    def last_known(self, box: str) -> ContainerState | None:
+        """BOX's state as this cache (or the file, before it synced) last knew it; None when never known."""
+        with self._lock:
+            return self._states.get(box) or self._last.get(box)
+
     def drop(self, box: str) -> None:
         """Forget BOX (it left the box set)."""
         with self._lock:
             self._states.pop(box, None)
             self._synced.pop(box, None)
+            self._save()
 
     def set(self, box: str, state: ContainerState, synced_s: float) -> None:
         """Replace one box's state (a resync whose inspect ran at synced_s; older events are then ignored)."""
         with self._lock:
             self._states[box] = state
             self._synced[box] = synced_s
+            self._save()
 
-    def apply(self, rec: ContainerEventRecord, ours: bool) -> ContainerState | None:
-        """Advance the box's state by one container_event record; None for events that are not container states."""
+    def apply(self, rec: ContainerEventRecord, ours: bool, ev: EngineEvent | None = None,
+              cgroup_version: int | None = None) -> ContainerState | None:
+        """Advance the box's state by one record (EV: its EngineEvent); None for events that are not states."""
         if rec.event.startswith("network_") or rec.event == "resync":
             return None
         with self._lock:
             if rec.time_s < self._synced.get(rec.box, float("-inf")):
                 return self._states.get(rec.box)   # older than a resync's inspect, which already includes it
-            new = next_state(self._states.get(rec.box), rec.event, rec.action, rec.time_s, rec.exit_code, ours,
-                             rec.signal)
+            old = self._states.get(rec.box)
+            if ev is None:
+                new = next_state(old, rec.event, rec.action, rec.time_s, rec.exit_code, ours, rec.signal)
+            else:
+                new = advance(old, ev, ours, cgroup_version)
             self._states[rec.box] = new
+            if new != old:
+                self._save()
             return new
+
+    def save(self) -> None:
+        """Write the file now (at stop: its time bounds what the next start did not see)."""
+        with self._lock:
+            self._save()
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        saved_s = time.time()
+        data = {"saved_s": saved_s, "boxes": {b: asdict(s) for b, s in self._states.items()}}
+        try:
+            directory = os.path.dirname(self.path) or "."
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".containers.", dir=directory)   # mkstemp: mode 0600
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.path)
+            self.last_saved_s = saved_s
+        except OSError as exc:
+            log.warning("container states: cannot save %s: %s", self.path, exc)
+
+
+def load_states(path: str) -> tuple[dict[str, ContainerState], float | None]:
+    """(box -> ContainerState, saved_s) from a file ContainerStates saved; empty when missing or unreadable."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        names = {f.name for f in fields(ContainerState)}
+        boxes = {b: ContainerState(**{k: v for k, v in s.items() if k in names})
+                 for b, s in (data.get("boxes") or {}).items()}
+        return boxes, float(data["saved_s"]) if data.get("saved_s") is not None else None
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("container states: %s unreadable (%s); starting without last-known states", path, exc)
+        return {}, None
+
+
+def _detail(ev: EngineEvent, name: str) -> str:
+    what = ev.attrs.get("action", ev.kind)
+    if ev.kind.startswith("network_"):
+        return f"container {name} {what} network {ev.attrs.get('network', '')}"
+    detail = f"container {name} {what}"
+    if ev.attrs.get("signal"):
+        detail += f" signal {ev.attrs['signal']}"
+    if ev.kind == "rename":
+        detail += f" from {ev.attrs.get('old_name', '?')} to {ev.name}"
+    if ev.container_id:
+        detail += f" (id {ev.container_id[:12]})"
+    return detail
+
+
+def record_for(ev: EngineEvent, target: RemediationTarget) -> ContainerEventRecord | None:
+    """The container_event record of EV for TARGET's box (EV concerns it: follow_names); None when not recorded."""
+    event = RECORDED.get(ev.kind)
+    if event is None:
+        return None
+    if event.startswith("network_") and target.network and ev.attrs.get("network") != target.network:
+        return None   # only the box's own macvlan network matters
+    return ContainerEventRecord(box=target.box, kind=target.kind, event=event,
+                                action=ev.attrs.get("action", ev.kind) if not event.startswith("network_")
+                                else f"network {ev.attrs.get('action', '')}",
+                                exit_code=ev.exit_code, detail=_detail(ev, target.container or ev.name),
+                                time_s=ev.time_s, signal=ev.attrs.get("signal") or None)
 
 
 def record_from_event(ev: dict, by_name: dict[str, RemediationTarget],
                       by_id: dict[str, RemediationTarget]) -> ContainerEventRecord | None:
-    """The record for one decoded Docker event, or None when it is not about a configured container."""
-    typ, action = ev.get("Type"), str(ev.get("Action") or ev.get("status") or "")
-    actor = ev.get("Actor") or {}
-    attrs = actor.get("Attributes") or {}
-    time_s = (ev.get("timeNano") or 0) / 1e9 or float(ev.get("time") or 0)
-    if typ == "container":
-        base = action.split(":", 1)[0]
-        event = CONTAINER_EVENTS.get(base)
-        target = by_name.get(attrs.get("name", "")) or by_id.get(actor.get("ID", ""))
-        if event is None or target is None:
-            return None
-        exit_code = attrs.get("exitCode")
-        detail = f"container {attrs.get('name', actor.get('ID', '')[:12])} {action}"
-        if attrs.get("signal"):
-            detail += f" signal {attrs['signal']}"
-        return ContainerEventRecord(box=target.box, kind=target.kind, event=event, action=action,
-                                    exit_code=int(exit_code) if exit_code not in (None, "") else None,
-                                    detail=detail, time_s=time_s, signal=attrs.get("signal") or None)
-    if typ == "network":
-        event = NETWORK_EVENTS.get(action)
-        target = by_id.get(attrs.get("container", ""))
-        if event is None or target is None:
-            return None
-        net = attrs.get("name", "")
-        if target.network and net != target.network:
-            return None  # only the box's own macvlan network matters
-        return ContainerEventRecord(box=target.box, kind=target.kind, event=event, action=f"network {action}",
-                                    exit_code=None, detail=f"container {target.container} {action} network {net}",
-                                    time_s=time_s)
-    return None
+    """The record for one decoded Docker event, or None when it is not about a configured container.
+
+    by_name: container name -> target; by_id: id of the container holding that name -> target.
+    A container known by id no longer holding its box's name concerns no box.
+    """
+    e = from_docker(ev)
+    if e is None:
+        return None
+    target = by_id.get(e.container_id)
+    if target is None and e.name and e.kind in ("create", "start", "restart", "rename"):
+        target = by_name.get(e.name)
+    if target is None and e.name and not e.kind.startswith("network_"):
+        held = {t.box for t in by_id.values()}
+        t = by_name.get(e.name)
+        target = t if t is not None and t.box not in held else None
+    return record_for(e, target) if target is not None else None
 
 
 class DockerEventWatcher:
-    """A thread following `docker events` for configured containers; reconnects when dockerd comes back."""
+    """A thread following `docker events` for configured containers; reconnects when dockerd comes back.
+
+    A box follows the container holding its container name (remediations.engine_events.follow_names):
+    a new container with the name is the box from its create/start/rename on, and events of a
+    container that gave the name up change nothing.
+    """
 
     def __init__(self, targets: Iterable[RemediationTarget], docker_factory: Callable[[], Any],
                  on_record: Callable[[ContainerEventRecord], None], retry_s: float = 2.0,
@@ -224,13 +423,17 @@ class DockerEventWatcher:
         self._targets_changed = False
         self.states = states if states is not None else ContainerStates()
         self.expected = expected if expected is not None else ExpectedEvents(clock)
-        self._lost_s: float | None = None   # when the stream was lost (None: never connected or connected)
+        # When the agent last saw the engine's events: the stream lost, or (at start) the state file's last save.
+        self._lost_s: float | None = None
+        self._unseen_from_s: float | None = self.states.last_saved_s
         self.docker_factory = docker_factory
         self.on_record = on_record
         self.retry_s = retry_s
         self.clock = clock
         self.connected = threading.Event()
         self.reconnects = 0
+        self.cgroup_version: int | None = None
+        self.holders: dict[str, str] = {}   # container name -> id of the container holding it
         self._stop = threading.Event()
         self._stream: Any = None
         self._thread: threading.Thread | None = None
@@ -242,7 +445,7 @@ class DockerEventWatcher:
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop following and join the thread."""
+        """Stop following and join the thread; the state file is saved (its time: until when we watched)."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
@@ -252,6 +455,8 @@ class DockerEventWatcher:
                 pass
         if self._thread:
             self._thread.join(timeout_s)
+        if self.connected.is_set():
+            self.states.save()
 
     def set_targets(self, targets: Iterable[RemediationTarget]) -> None:
         """Replace the followed boxes (discovery); new ones are inspected before the next event is handled."""
@@ -266,40 +471,68 @@ class DockerEventWatcher:
         except Exception:  # noqa: BLE001 - discovery failing must not stop following the known containers
             log.exception("docker events: discovery failed on %s", (ev or {}).get("Action", "connect"))
 
-    def _retarget(self, client: Any, by_id: dict[str, RemediationTarget]) -> dict[str, RemediationTarget]:
-        """After set_targets: inspect the boxes that are new, forget the ones that left; the new by_id."""
+    def _history(self, client: Any, container_id: str, finished_s: float) -> list[EngineEvent]:
+        """The engine's events of one container around its exit (a hint: often nothing, never an error)."""
+        until_s = min(finished_s + HINT_AFTER_S, self.clock())
+        try:
+            got = client.api.events(since=f"{finished_s - HINT_BEFORE_S:.9f}", until=f"{until_s:.9f}",
+                                    filters={"type": ["container"], "container": [container_id]}, decode=True)
+            return [e for e in (from_docker(ev) for ev in got) if e is not None and e.container_id == container_id]
+        except Exception as exc:  # noqa: BLE001 - the history is a hint; without it the rules still decide
+            log.info("docker events: no history for container %s: %s", container_id[:12], exc)
+            return []
+
+    def _inspect(self, client: Any, t: RemediationTarget, unseen: tuple[float, float] | None) -> None:
+        """Inspect T's container by name: its holder id and its state through the rules (with history, last-known)."""
+        synced_s = self.clock()
+        try:
+            ctr = client.containers.get(t.container)
+        except docker.errors.NotFound:   # a missing container must not stop watching the others
+            log.warning("box %s: container %r not found; state removed", t.box, t.container)
+            self.holders.pop(t.container or "", None)
+            self.states.set(t.box, ContainerState("removed", since_s=None,
+                                                  reason=f"no container named {t.container}"), synced_s)
+            return
+        self.holders[t.container or ""] = ctr.id
+        st = (ctr.attrs.get("State") or {})
+        finished = docker_time(st.get("FinishedAt"))
+        history: list[EngineEvent] = []
+        if st.get("Status") in ("exited", "dead") and finished is not None:
+            history = self._history(client, ctr.id, finished)
+        state = state_from_inspect(
+            ctr.attrs, history=history, cgroup_version=self.cgroup_version, last=self.states.last_known(t.box),
+            unseen=unseen, is_ours=lambda e: self.expected.is_expected((t.container, e.container_id), e.time_s))
+        self.states.set(t.box, state, synced_s)
+        if state.reason and state.state not in ("running", "paused"):
+            log.warning("box %s: container %s %s: %s", t.box, t.container, state.state, state.reason)
+
+    def _retarget(self, client: Any) -> None:
+        """After set_targets: inspect the boxes that are new, forget the ones that left."""
         self._targets_changed = False
-        known = {t.box for t in by_id.values()}
         boxes = {t.box for t in self.targets}
-        by_id = {i: t for i, t in by_id.items() if t.box in boxes}
+        known = set(self.states.snapshot())
         for box in known - boxes:
             self.states.drop(box)
+        names = {t.container for t in self.targets}
+        self.holders = {n: i for n, i in self.holders.items() if n in names}
         for t in self.targets:
-            if t.box in known:
-                continue
-            synced_s = self.clock()
-            try:
-                ctr = client.containers.get(t.container)
-            except docker.errors.NotFound:
-                self.states.set(t.box, ContainerState("removed", since_s=None), synced_s)
-                continue
-            by_id[ctr.id] = t
-            self.states.set(t.box, state_from_inspect(ctr.attrs), synced_s)
-        return by_id
+            if t.box not in known:
+                self._inspect(client, t, None)
 
-    def _resync(self, client: Any) -> dict[str, RemediationTarget]:
-        """Inspect each configured container once: its id (for network events) and its state (the cache)."""
-        by_id = {}
+    def _resync(self, client: Any) -> None:
+        """Inspect each configured container once: the holder of its name (identity) and its state (the cache)."""
+        try:
+            version = (client.info() or {}).get("CgroupVersion")
+            self.cgroup_version = int(version) if str(version or "").isdigit() else None
+        except Exception as exc:  # noqa: BLE001 - without it 137 stays "OOM or SIGKILL"
+            log.info("docker events: cgroup version unknown: %s", exc)
+        # An engine stopping without live-restore stops its containers as `docker stop` does, possibly while the
+        # stream still delivers: exits from ENGINE_STOP_LEAD_S before the loss on are read again, not kept.
+        seen_from_s = self._lost_s - ENGINE_STOP_LEAD_S if self._lost_s is not None else self._unseen_from_s
+        unseen = (seen_from_s, self.clock()) if seen_from_s is not None else None
+        self.holders = {}
         for t in self.targets:
-            synced_s = self.clock()
-            try:
-                ctr = client.containers.get(t.container)
-            except docker.errors.NotFound:  # a missing container must not stop watching the others
-                log.warning("box %s: container %r not found; state removed", t.box, t.container)
-                self.states.set(t.box, ContainerState("removed", since_s=None), synced_s)
-                continue
-            by_id[ctr.id] = t
-            self.states.set(t.box, state_from_inspect(ctr.attrs), synced_s)
+            self._inspect(client, t, unseen)
         if self._lost_s is not None:
             gap_s = self.clock() - self._lost_s
             log.warning("docker events: reconnected after %.1f s without the stream; %d container states re-read",
@@ -307,13 +540,15 @@ class DockerEventWatcher:
             now = self.states.snapshot()
             for t in self.targets:
                 st = now.get(t.box)
+                why = f" ({st.reason})" if st and st.reason and st.state not in ("running", "paused") else ""
                 self._emit(ContainerEventRecord(
                     box=t.box, kind=t.kind, event="resync", action="resync", exit_code=None,
-                    detail=f"docker events stream down {gap_s:.1f} s; state re-read: {st.state if st else '?'}",
+                    detail=f"docker events stream down {gap_s:.1f} s; state re-read: {st.state if st else '?'}{why}",
                     time_s=self.clock(), container_state=st.state if st else None,
                     operator=bool(st and st.operator_stopped)))
         self._lost_s = None
-        return by_id
+        self._unseen_from_s = None
+        self.states.set_engine_down(None)
 
     def _emit(self, rec: ContainerEventRecord) -> None:
         try:
@@ -321,17 +556,45 @@ class DockerEventWatcher:
         except Exception:  # noqa: BLE001 - a failing sink must not stop the watcher
             log.exception("box %s: container_event sink failed", rec.box)
 
-    def _observe(self, rec: ContainerEventRecord, container_id: str | None) -> ContainerEventRecord:
+    def handle(self, client: Any, ev: EngineEvent) -> list[ContainerEventRecord]:
+        """Apply one EngineEvent: identity first, then each concerned box's state; the records (emitted too)."""
+        before = dict(self.holders)
+        self.holders, names = follow_names(self.holders, ev)
+        by_name = {t.container: t for t in self.targets}
+        out = []
+        for name in sorted(names):
+            t = by_name.get(name)
+            if t is None:
+                continue
+            rec = record_for(ev, t)
+            if rec is None:
+                continue
+            gained = self.holders.get(name) == ev.container_id and before.get(name) != ev.container_id
+            if ev.kind == "rename" and gained:
+                # Renamed INTO the box's name: that container is the box now, in whatever state it is.
+                self._inspect(client, t, None)
+                st = self.states.snapshot().get(t.box)
+                rec = replace(rec, container_state=st.state if st else None,
+                              operator=bool(st and st.operator_stopped))
+            else:
+                rec = self._observe(rec, ev, t)
+            self._emit(rec)
+            out.append(rec)
+        return out
+
+    def _observe(self, rec: ContainerEventRecord, ev: EngineEvent, t: RemediationTarget) -> ContainerEventRecord:
         """Advance the state cache by REC; the record with the state after it (and whether it was operator intent)."""
-        target = next((t for t in self.targets if t.box == rec.box), None)
-        ours = self.expected.is_expected((target.container if target else None, container_id), rec.time_s)
+        ours = self.expected.is_expected((t.container, ev.container_id), rec.time_s)
         before = self.states.snapshot().get(rec.box)
-        st = self.states.apply(rec, ours)
+        st = self.states.apply(rec, ours, ev, self.cgroup_version)
         if st is None:
             return rec
-        if st.operator_stopped and not (before and before.operator_stopped):
-            log.warning("box %s: container %s by someone else (%s): state stopped, not a freeze", rec.box,
-                        rec.event, rec.detail)
+        if st.reason and st != before and st.state not in ("running", "paused", "created"):
+            rec = replace(rec, detail=f"{rec.detail}; {st.reason}")
+            if st.operator_stopped and not (before and before.operator_stopped):
+                log.warning("box %s: %s (%s): state stopped, not a freeze", rec.box, st.reason, rec.detail)
+            elif not st.operator_stopped and st.state in ("exited", "dead", "removed"):
+                log.warning("box %s: %s", rec.box, st.reason)
         return replace(rec, container_state=st.state, operator=st.operator_stopped)
 
     def _run(self) -> None:
@@ -345,50 +608,50 @@ class DockerEventWatcher:
                 if self._since_ns is not None:
                     since = f"{self._since_ns // 10**9}.{self._since_ns % 10**9:09d}"  # API takes s.ns
                 stream = client.api.events(
-                    since=since,
-                    filters={"type": ["container", "network"],
-                             "event": sorted(set(CONTAINER_EVENTS) | set(NETWORK_EVENTS))},
-                    decode=True)
+                    since=since, filters={"type": ["container", "network"], "event": DOCKER_ACTIONS}, decode=True)
                 self._stream = stream
                 # The stream is open (the request was made): an inspect now misses nothing that follows.
                 self._follow(client, None)
                 self._targets_changed = False
-                by_id = self._resync(client)
-                by_name = {t.container: t for t in self.targets}
+                self._resync(client)
                 if self._since_ns is None:
                     self._since_ns = int(self.clock() * 1e9)
                 self.connected.set()
                 log.info("docker events: following %d containers", len(self.targets))
-                for ev in stream:
-                    key = (ev.get("timeNano"), ev.get("Action"), (ev.get("Actor") or {}).get("ID"))
+                for raw in stream:
+                    key = (raw.get("timeNano"), raw.get("Action"), (raw.get("Actor") or {}).get("ID"))
                     if key in seen:
                         continue  # a `since` replay may repeat the last events
                     if len(seen) > 10_000:
                         seen.clear()
                     seen.add(key)
-                    self._follow(client, ev)
+                    self._follow(client, raw)
                     if self._targets_changed:
-                        by_id = self._retarget(client, by_id)
-                        by_name = {t.container: t for t in self.targets}
-                    if ev.get("Type") == "container" and ev.get("Action") == "start":
-                        name = ((ev.get("Actor") or {}).get("Attributes") or {}).get("name", "")
-                        if name in by_name:
-                            by_id[ev["Actor"]["ID"]] = by_name[name]  # a recreated container has a new id
-                    rec = record_from_event(ev, by_name, by_id)
-                    if ev.get("timeNano"):
-                        self._since_ns = max(self._since_ns or 0, int(ev["timeNano"]) + 1)
-                    if rec is not None and rec.event.startswith("network_"):
-                        # Engine 20.10 emits a forced disconnect twice, microseconds apart: one record.
-                        prev = last_network.get((rec.box, rec.event))
-                        last_network[(rec.box, rec.event)] = rec.time_s
-                        if prev is not None and rec.time_s - prev < 1.0:
+                        self._retarget(client)
+                    if raw.get("timeNano"):
+                        self._since_ns = max(self._since_ns or 0, int(raw["timeNano"]) + 1)
+                    ev = from_docker(raw)
+                    if ev is None:
+                        continue
+                    if ev.kind.startswith("network_"):
+                        # Engine 20.10 emits a forced disconnect twice, microseconds apart: one event.
+                        prev = last_network.get((ev.container_id, ev.kind))
+                        last_network[(ev.container_id, ev.kind)] = ev.time_s
+                        if prev is not None and ev.time_s - prev < 1.0:
                             continue
-                    if rec is not None:
-                        self._emit(self._observe(rec, (ev.get("Actor") or {}).get("ID")))
+                    self.handle(client, ev)
+                why = "its event stream ended"
             except Exception as exc:  # noqa: BLE001 - dockerd gone: wait and reconnect
                 log.warning("docker events: %s; retrying in %.0f s", exc, self.retry_s)
+                why = f"{type(exc).__name__}: {exc}"[:300]
             if self.connected.is_set() or self._lost_s is None:
                 self._lost_s = self.clock()
+                if not self._stop.is_set():
+                    for box in self.states.reopen_exits(self._lost_s - ENGINE_STOP_LEAD_S, self._lost_s):
+                        log.warning("box %s: its container exited as the engine's event stream was lost: "
+                                    "not taken as an operator stop until the engine says so", box)
+            if not self._stop.is_set():
+                self.states.set_engine_down(self._lost_s, why)
             self.connected.clear()
             self._stream = None
             if self._stop.wait(self.retry_s):

@@ -159,8 +159,10 @@ def with_container_state(v: Verdict, container: str, cs: ContainerView | None, r
     """
     if cs is None:
         return v
+    # An exit the agent did not see happen (remediations.docker_events: `in_gap`, e.g. an engine stopping its
+    # containers) is read from the engine's history alone: an earlier `stopped` verdict does not stand for it.
     still_stopped = (stopped_at_s is not None and cs.state in ("exited", "created", "removed")
-                     and (cs.since_s is None or cs.since_s <= stopped_at_s))
+                     and (cs.since_s is None or cs.since_s <= stopped_at_s) and not getattr(cs, "in_gap", False))
     if (cs.operator_stopped or still_stopped) and not restart_stopped:
         return replace(v, healthy=True, layer=Layer.NONE, stopped=True, container=cs)
     results = v.results + (container_result(container, cs, v.time_s),)

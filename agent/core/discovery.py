@@ -6,7 +6,12 @@ OR network. Nothing else ever becomes a box. Its box is a [[box]] table as a con
 hold it (name: the container name; ipv4, ipv6, network from NetworkSettings.Networks; ports,
 probes, ladder from [discovery] unless its `vobox.*` labels say otherwise), validated by the
 config's own rules (agent.core.config.box_from_table), so what `vobox-agent discover` prints
-passes check-config. A bad label skips that container with a warning naming it and the label.
+passes check-config. Only the labels the agent defines (LABELS, and the [discovery] label) are
+read, strictly: a bad one skips that container with a warning naming it and the label. Other
+`vobox.*` labels (an image's own metadata, which a container inherits and cannot remove) are
+reported once per container as ignored, never a reason to skip it. A container on several
+networks is a box on one picked from its own state, so the same config and engine state give
+the same boxes live and at start, whatever networks are added later.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def _csv(text: str) -> list[str]:
 def _ports(text: str) -> list[int]:
     out = []
     for p in _csv(text):
-        if not p.isdigit():
+        if not (p.isascii() and p.isdigit()):   # str.isdigit() takes full-width and other scripts' digits
             raise ValueError(f"expected comma-separated port numbers, got {p!r}")
         out.append(int(p))
     return out
@@ -63,7 +68,8 @@ class Found:
 
 @dataclass(frozen=True, slots=True)
 class Discovery:
-    """What one discovery pass found: boxes, and one warning per container skipped (naming it and why)."""
+    """What one discovery pass found: boxes, and warnings naming the container: one per container skipped
+    (ending "not monitored"), and notes on boxes found (labels ignored, a network picked)."""
 
     found: tuple[Found, ...]
     warnings: tuple[str, ...]
@@ -99,8 +105,13 @@ def _addresses(net: Mapping[str, Any]) -> tuple[str | None, str | None]:
             net.get("GlobalIPv6Address") or ipam.get("IPv6Address") or None)
 
 
-def box_table(attrs: Mapping[str, Any], disc: DiscoveryConfig) -> dict[str, Any]:
-    """The [[box]] table of one qualifying container; ValueError naming the label or what is missing."""
+def box_table(attrs: Mapping[str, Any], disc: DiscoveryConfig, notes: list[str] | None = None) -> dict[str, Any]:
+    """The [[box]] table of one qualifying container; ValueError naming the label or what is missing.
+
+    NOTES (when given) gets what the table leaves out or picks: `vobox.*` labels that are not
+    the agent's (ignored), the network picked among several.
+    """
+    notes = notes if notes is not None else []
     name = container_name(attrs)
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     table: dict[str, Any] = {"name": name, "kind": "container"}
@@ -110,15 +121,18 @@ def box_table(attrs: Mapping[str, Any], disc: DiscoveryConfig) -> dict[str, Any]
         table["remediate"] = list(disc.remediate)
     if disc.restart_stopped:
         table["restart_stopped"] = True
+    ignored = []
     for label in sorted(labels):
         if not label.startswith(LABEL_PREFIX) or label == disc.label.partition("=")[0]:
             continue
         what = label[len(LABEL_PREFIX):]
         if what not in LABELS:
-            hint = difflib.get_close_matches(what, list(LABELS), n=1)
-            did = f"did you mean {LABEL_PREFIX}{hint[0]}? " if hint else ""
-            raise ValueError(f"label {label}: unknown ({did}valid: "
-                             f"{', '.join(LABEL_PREFIX + k for k in LABELS)})")
+            hint = difflib.get_close_matches(what, list(LABELS), n=1, cutoff=0.8)
+            if hint:   # one letter off one of ours: a typo that would silently lose a setting
+                raise ValueError(f"label {label}: unknown (did you mean {LABEL_PREFIX}{hint[0]}? valid: "
+                                 f"{', '.join(LABEL_PREFIX + k for k in LABELS)})")
+            ignored.append(label)
+            continue
         key, parse, _ = LABELS[what]
         try:
             value = parse(labels[label])
@@ -128,16 +142,21 @@ def box_table(attrs: Mapping[str, Any], disc: DiscoveryConfig) -> dict[str, Any]
         table[key] = value
         if key in ("tcp_ports", "remediate") and not value:
             del table[key]
+    if ignored:
+        notes.append(f"labels {', '.join(ignored)} ignored (not the agent's: it reads "
+                     f"{', '.join(LABEL_PREFIX + k for k in LABELS)})")
     nets = networks_of(attrs)
     chosen = table.pop("network", None)
     if chosen is None:
-        usable = [n for n in disc.networks if n in nets] or [n for n, v in nets.items() if any(_addresses(v))]
+        usable = [n for n in disc.networks if n in nets] or sorted(n for n, v in nets.items() if any(_addresses(v)))
         if not usable:
             raise ValueError(f"no address on any network (networks: {', '.join(sorted(nets)) or 'none'})")
         if len(usable) > 1 and not set(disc.networks) & set(nets):
-            raise ValueError(f"on several networks ({', '.join(sorted(usable))}): say which with label "
-                             f"{LABEL_PREFIX}network")
-        chosen = usable[0]
+            chosen, why = pick_network(attrs, usable)
+            notes.append(f"on several networks ({', '.join(usable)}): probing {chosen} ({why}); say which with "
+                         f"label {LABEL_PREFIX}network")
+        else:
+            chosen = usable[0]
     elif chosen not in nets:
         raise ValueError(f"label {LABEL_PREFIX}network={chosen!r}: not connected to it "
                          f"(networks: {', '.join(sorted(nets)) or 'none'})")
@@ -153,6 +172,15 @@ def box_table(attrs: Mapping[str, Any], disc: DiscoveryConfig) -> dict[str, Any]
         table["probe"] = [dict(p) for p in disc.probes]
     order = ["name", "kind", "ipv4", "ipv6", "tcp_ports", "container", "network"]
     return {k: table[k] for k in order if k in table} | {k: v for k, v in table.items() if k not in order}
+
+
+def pick_network(attrs: Mapping[str, Any], usable: Sequence[str]) -> tuple[str, str]:
+    """(network, why) among USABLE (sorted) when nothing names one: the network the container was created on
+    (HostConfig.NetworkMode; `docker network connect` later does not change it), else the first by name."""
+    mode = str((attrs.get("HostConfig") or {}).get("NetworkMode") or "")
+    if mode in usable:
+        return mode, "the network it was created on"
+    return usable[0], "the first by name"
 
 
 def discover(inspected: Iterable[Mapping[str, Any]], config: Config) -> Discovery:
@@ -175,8 +203,9 @@ def discover(inspected: Iterable[Mapping[str, Any]], config: Config) -> Discover
         if name in taken_names:
             overridden.append(name)
             continue
+        notes: list[str] = []
         try:
-            table = box_table(attrs, disc)
+            table = box_table(attrs, disc, notes)
             box = box_from_table(table, config, f"container {name}")
         except ValueError as exc:
             warnings.append(f"container {name}: {exc}; not monitored")
@@ -188,6 +217,7 @@ def discover(inspected: Iterable[Mapping[str, Any]], config: Config) -> Discover
         if clash:
             warnings.append(f"container {name}: address {clash} is already {taken_addrs[clash]}; not monitored")
             continue
+        warnings.extend(f"container {name}: {n}" for n in notes)
         taken_names.add(name)
         taken_addrs.update({a: f"container {name}" for a in box.addresses()})
         mac = (networks_of(attrs).get(box.network or "") or {}).get("MacAddress") or None

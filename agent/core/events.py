@@ -2,7 +2,7 @@
 
 Per box: BoxObserved (every cycle), then what the freeze state machine (agent.core.freeze)
 and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
-FreezeLayerChanged, FreezeClosed, MacChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
+FreezeLayerChanged, FreezeClosed, MacChanged, AddressConflictChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
 (agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
 BoxReleased. Last, CycleEnded. The pipeline publishes them as one message, CycleEvents, on the
 bus (agent.bus); consumers: points, evidence, remediation, status, metrics.
@@ -172,6 +172,20 @@ class MacChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AddressConflictChanged(Event):
+    """ARP/NDP for `address` answered from several MACs in one sweep (open), or from one again (closed).
+
+    macs: every MAC that answered (closed: those of the conflict). While one is open the box's
+    automatic remediation is held (BoxHeld kind "address_conflict"): restarting or reconnecting
+    the box cannot take its address back from another host (agent.core.macwatch).
+    """
+
+    address: str
+    macs: tuple[str, ...]
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DegradedChanged(Event):
     """The box became degraded (flapping, or too many failed cycles in the window) or stopped being so.
 
@@ -221,11 +235,29 @@ class WitnessObserved:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineDownChanged:
+    """The container engine became unreachable (open) or reachable again (closed), seen at time_s (epoch s).
+
+    One event for the whole engine, like a segment freeze: while it is open the frozen
+    container boxes are held (BoxHeld kind "engine_down"), nothing is remediated; when the
+    engine returns each box still down is judged alone. since_s: when the agent lost the
+    engine's event stream; reason: why, in words.
+    """
+
+    time_s: float
+    since_s: float
+    open: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class BoxHeld(Event):
     """Automatic remediation of a frozen box must wait from time_s on; `reason` says why (for status and points).
 
-    kind: "segment" (an open segment freeze holds the box: the cause is the segment) or
-    "settling" (other boxes of its segment are failing too: wait a cycle for correlation).
+    kind: "segment" (an open segment freeze holds the box: the cause is the segment),
+    "settling" (other boxes of its segment are failing too: wait a cycle for correlation),
+    "address_conflict" (another host answers for its address: AddressConflictChanged), or
+    "engine_down" (a container box while its engine is unreachable: EngineDownChanged).
     """
 
     kind: str

@@ -1,4 +1,10 @@
-"""MAC change detection: the last MAC that answered ARP/NDP per (box, address), and a record when it changes."""
+"""MAC memory: the last MAC that answered ARP/NDP per (box, address), a record when it changes, and address conflicts.
+
+Two different MACs answering the same ARP/NDP request within one sweep (the probes keep every
+reply: ProbeResult.macs) is an address conflict, open until a sweep hears one MAC again: a
+state of its own, not a MAC change. A MAC that differs from one sweep to the next is a MAC
+change (a Podman reconnect or a restart legitimately gives a new MAC).
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -23,6 +29,17 @@ class MacChange:
     time_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class AddressConflict:
+    """ARP/NDP for address answered from several MACs in one sweep (open), or from one again (closed)."""
+
+    box: str
+    address: str
+    macs: tuple[str, ...]   # open: every MAC that answered; closed: the ones that had, when it opened
+    open: bool
+    time_s: float
+
+
 def _canon_address(address: str) -> str:
     try:
         return str(ipaddress.ip_address(address))
@@ -39,6 +56,34 @@ class MacWatch:
 
     def __init__(self, last: Mapping[tuple[str, str], str] | None = None) -> None:
         self._last: dict[tuple[str, str], str] = dict(last or {})
+        self._conflicts: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def observe_conflicts(self, box: str, results: Iterable[Any]) -> list[AddressConflict]:
+        """Feed one cycle's results of a box; the conflicts that opened, changed their MACs, or closed.
+
+        An address answered from two or more MACs opens (or keeps) a conflict; answered from one
+        MAC it closes; unanswered, the conflict stays as it was (nothing new is known).
+        """
+        out: list[AddressConflict] = []
+        for r in results:
+            if _get(r, "probe") not in L2_PROBES or not _get(r, "ok"):
+                continue
+            macs = tuple(dict.fromkeys(str(m).lower() for m in (_get(r, "macs") or ()) if m))
+            key = (box, _canon_address(str(_get(r, "target"))))
+            old = self._conflicts.get(key)
+            time_s = float(_get(r, "time_s"))
+            if len(macs) > 1:
+                if old is None or set(old) != set(macs):
+                    out.append(AddressConflict(box, key[1], macs, True, time_s))
+                self._conflicts[key] = macs
+            elif old is not None:
+                del self._conflicts[key]
+                out.append(AddressConflict(box, key[1], old, False, time_s))
+        return out
+
+    def conflicts(self, box: str) -> dict[str, tuple[str, ...]]:
+        """address -> the MACs answering it, for BOX's open address conflicts."""
+        return {address: macs for (b, address), macs in self._conflicts.items() if b == box}
 
     def observe(self, box: str, results: Iterable[Any]) -> list[MacChange]:
         """Feed one cycle's results of a box (ProbeResult-like); failed and non-ARP/NDP results are ignored."""
@@ -47,8 +92,8 @@ class MacWatch:
             if _get(r, "probe") not in L2_PROBES or not _get(r, "ok"):
                 continue
             mac = _get(r, "mac")
-            if not mac:
-                continue
+            if not mac or len(set(_get(r, "macs") or ())) > 1:
+                continue   # several answered: an address conflict (observe_conflicts), not a change
             mac = str(mac).lower()
             key = (box, _canon_address(str(_get(r, "target"))))
             old = self._last.get(key)
@@ -65,6 +110,7 @@ class MacWatch:
         """Drop boxes no longer configured."""
         keep = set(keep_boxes)
         self._last = {k: v for k, v in self._last.items() if k[0] in keep}
+        self._conflicts = {k: v for k, v in self._conflicts.items() if k[0] in keep}
 
     def to_json(self) -> dict[str, dict[str, str]]:
         """{box: {address: mac}}, for the caller to persist."""

@@ -78,7 +78,7 @@ class Active:
 def parse_hhmm(text: str) -> int:
     """'02:30' -> 150 (minutes after midnight); ValueError for anything else."""
     parts = text.split(":") if isinstance(text, str) else []
-    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) == 2 for p in parts):
         raise ValueError(f'expected a time "HH:MM", got {text!r}')
     hour, minute = int(parts[0]), int(parts[1])
     if hour > 23 or minute > 59:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from agent.core.events import (LAYERS, STATES, BoxHeld, BoxKind, Layer, State, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+from agent.core.events import (AddressConflictChanged, LAYERS, STATES, BoxHeld, BoxKind, Layer, State, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
                                FreezeClosed, FreezeOpened, MacChanged, SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
 from remediations.httpserver import HTTPServer, Limits, Request, Response
@@ -90,6 +90,10 @@ class MetricsListener(CycleListener):
                                          BOX_LABELS, buckets=FREEZE_BUCKETS_S, registry=r)
         self.mac_changes = Counter("vobox_mac_changes_total", "ARP/NDP answers from a new MAC", BOX_LABELS,
                                    registry=r)
+        self.address_conflict = Gauge("vobox_address_conflict", "1 while another host answers ARP/NDP for one of "
+                                      "the box's addresses too (several MACs in one sweep), else 0", BOX_LABELS,
+                                      registry=r)
+        self._conflicts: dict[str, set[str]] = {}
         self.remediations = Counter("vobox_remediations_total", "remediation decisions by result: recovered, "
                                     "not_recovered, unverified, failed (actions done), refused, held, deferred, "
                                     "dry_run, reset",
@@ -147,6 +151,7 @@ class MetricsListener(CycleListener):
             counter.labels(*self._box(box))
         self.freeze_start.labels(*self._box(box)).set(0)
         self.mac_changes.labels(*self._box(box))
+        self.address_conflict.labels(*self._box(box)).set(0)
         self.freeze_duration.labels(*self._box(box))
 
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
@@ -200,6 +205,10 @@ class MetricsListener(CycleListener):
                 self.freeze_duration.labels(*self._box(ev.box)).observe(max(0.0, ev.duration_s))
             elif isinstance(ev, MacChanged):
                 self.mac_changes.labels(*self._box(ev.box)).inc()
+            elif isinstance(ev, AddressConflictChanged):
+                open_ = self._conflicts.setdefault(ev.box, set())
+                (open_.add if ev.open else open_.discard)(ev.address)
+                self.address_conflict.labels(*self._box(ev.box)).set(1 if open_ else 0)
             elif isinstance(ev, BoxHeld):
                 self.held.labels(*self._box(ev.box)).set(1)
             elif isinstance(ev, BoxReleased):

@@ -47,6 +47,7 @@ UNITS: dict[str, str] = {
     "vobox_probe_success": "{box}",
     "vobox_freezes_total": "{freeze}",
     "vobox_mac_changes_total": "{change}",
+    "vobox_address_conflict": "{box}",
     "vobox_remediations_total": "{remediation}",
     "vobox_segment_frozen": "{segment}",
     "vobox_segment_frozen_boxes": "{box}",

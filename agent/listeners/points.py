@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import (BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
-                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged,
-                               WitnessObserved)
+from agent.core.events import (AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged,
+                               CycleEnded, EngineDownChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged,
+                               MaintenanceChanged, SegmentFreezeChanged, WitnessObserved)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -105,6 +105,8 @@ class PointsListener(CycleListener):
             elif isinstance(ev, WitnessObserved):
                 points.extend(P.witness_point(self.site, r.probe, r.target, r.ok, r.rtt_ms, r.error, r.mac, r.time_s)
                               for r in ev.results)
+            elif isinstance(ev, EngineDownChanged):
+                points.append(P.engine_down_point(self.site, ev.since_s, ev.open, ev.time_s - ev.since_s, ev.reason))
             else:
                 points.extend(self._box_points(ev))
         self.storage.write(points)
@@ -148,6 +150,8 @@ class PointsListener(CycleListener):
                                         ev.until_s, ev.source, ev.time_s)]
         if isinstance(ev, MacChanged):
             return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s)]
+        if isinstance(ev, AddressConflictChanged):
+            return [P.address_conflict_point(box, kind, site, ev.address, ev.macs, ev.open, ev.time_s)]
         if isinstance(ev, FreezeOpened):
             point = P.freeze_point(box, kind, site, ev.start_s, True, ev.layer, ev.time_s - ev.start_s,
                                    self._evidence(box, ev.start_s), opened_by=ev.opened_by)

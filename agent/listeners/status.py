@@ -22,7 +22,8 @@ STATUS_VERSION = 1
 def _container(cs: Any) -> dict[str, Any]:
     """status.json's `container` object of a box (remediations.docker_events.ContainerState)."""
     return {"state": cs.state, "health": cs.health, "since_s": cs.since_s, "oom_killed": cs.oom_killed,
-            "operator_stopped": cs.operator_stopped, "exit_code": cs.exit_code}
+            "operator_stopped": cs.operator_stopped, "exit_code": cs.exit_code,
+            "reason": getattr(cs, "reason", None)}
 
 
 class StatusListener(CycleListener):

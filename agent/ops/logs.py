@@ -107,7 +107,7 @@ def parse_level(level: str | int) -> int:
     if isinstance(level, int):
         return level
     name = str(level).strip().upper()
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         return int(name)
     if name not in LEVELS:
         raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")

@@ -315,6 +315,20 @@ def mac_change_point(box: str, kind: str, site: str | None, address: str, old: s
     return Point("mac_change", _tags(box, kind, site, address=address), {"old": old, "new": new}, ns_from_s(time_s))
 
 
+def address_conflict_point(box: str, kind: str, site: str | None, address: str, macs: Iterable[str], open_: bool,
+                           time_s: float) -> Point:
+    """`address_conflict`: ARP/NDP for the address answered from several MACs in one sweep (open 1), or from one
+    again (open 0); macs: comma-separated, the first answerer first."""
+    return Point("address_conflict", _tags(box, kind, site, address=address),
+                 {"macs": ",".join(macs), "open": 1 if open_ else 0}, ns_from_s(time_s))
+
+
+def engine_down_point(site: str | None, since_s: float, open_: bool, duration_s: float, reason: str) -> Point:
+    """`engine_down`: the container engine unreachable from since_s (open 1), rewritten when it returns (open 0)."""
+    return Point("engine_down", {"site": site}, {"open": 1 if open_ else 0, "duration_s": float(duration_s),
+                                                 "reason": reason}, ns_from_s(since_s))
+
+
 def segment_freeze_point(segment: str, site: str | None, start_s: float, boxes: Iterable[str], layer: str,
                          open_: bool, duration_s: float, reason: str = "") -> Point:
     """`segment_freeze`: many boxes of one segment froze together; at its start, rewritten when it closes.

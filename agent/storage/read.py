@@ -18,8 +18,10 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
     "remediation": True,
     "container_event": True,
     "mac_change": True,
+    "address_conflict": True,
     "maintenance": True,
     "segment_freeze": False,
+    "engine_down": False,
 }
 
 # Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.

@@ -115,3 +115,63 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
     finally:
         for n in names:
             _rm(n)
+
+
+def test_inherited_image_labels_and_a_second_network_keep_the_box_live_and_across_a_restart(
+        clean_lab, agents, other_network, tmp_path):
+    """Issue 28: a container whose IMAGE carries its own vobox.* labels (inherited, cannot be removed) is a box,
+    with one warning naming the ignored labels; connected to a second network while it runs it stays the same
+    box (one warning naming vobox.network), and a restarted agent finds the same box."""
+    from lab.image import ensure_image
+
+    lab = clean_lab
+    db = "t_discovery_inherited"
+    label = f"vobox.monitor={lab.run_id}"
+    image = f"vbl-{lab.run_id}-inherit:1"
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "Dockerfile").write_text(f"FROM {ensure_image()}\nLABEL vobox.version=2.3.1 "
+                                      f"vobox.maintainer=alice-vobox@example.org vobox-lab={lab.run_id}\n")
+    subprocess.run(["docker", "build", "-q", "-t", image, str(build)], check=True, capture_output=True, timeout=300)
+    cfg = write_config(lab, str(tmp_path), database=db,
+                       sections={"discovery": {"docker": True, "label": label, "tcp_ports": [1093],
+                                               "remediate": ["reconnect_network"]}})
+    prefix4 = lab.ipv4_subnet.rsplit(".", 1)[0]
+    name = f"vbl-{lab.run_id}-ctr83"
+    agent_ok = False
+    try:
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", lab.network, "--ip", f"{prefix4}.83",
+                        "--restart", "no", "--label", label, image, "1093"], check=True, capture_output=True,
+                       timeout=120)
+        a = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent.log"))
+        agents.append(a)
+        st = a.wait_until("the inherited-label container up", lambda s: s["boxes"].get(name, {}).get("state") == "up",
+                          30)
+        assert st["boxes"][name]["kind"] == "container"
+        subprocess.run(["docker", "network", "connect", other_network, name], check=True, capture_output=True,
+                       timeout=60)
+        a.wait_cycles(4)
+        st = read_status(a.state_dir)
+        assert st["boxes"][name]["state"] == "up", st["boxes"][name]   # still the same box, still probed
+        assert a.stop() == 0
+        log1 = a.log_text()
+        ignored = [x for x in log1.splitlines() if "labels vobox.maintainer, vobox.version ignored" in x]
+        assert len(ignored) == 1 and name in ignored[0], ignored
+        assert not [x for x in log1.splitlines() if "not monitored" in x and name in x], log1[-2000:]
+        # A restarted agent with this engine state: the same box, on the network it was created on.
+        b = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent2.log"))
+        agents.append(b)
+        t_b = time.time()
+        b.wait_until("the same box after a restart", lambda s: s["updated_s"] > t_b
+                     and s["boxes"].get(name, {}).get("state") == "up", 30)
+        b.wait_cycles(2)
+        assert b.stop() == 0
+        log2 = b.log_text()
+        picked = [x for x in log2.splitlines() if "on several networks" in x and name in x]
+        assert len(picked) == 1 and f"probing {lab.network}" in picked[0] and "vobox.network" in picked[0], picked
+        assert not errors_in_log(log1) and not errors_in_log(log2)
+        agent_ok = True
+    finally:
+        _rm(name)
+        subprocess.run(["docker", "rmi", image], capture_output=True, timeout=60)
+    assert agent_ok

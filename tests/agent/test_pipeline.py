@@ -576,3 +576,72 @@ def test_a_released_hold_says_why(tmp_path):
         assert reason.startswith("segment freeze of net1 over: the segment answers again (box c answered ARP/NDP or "
                                  "ping at "), reason
     assert released[2][2] == "no longer frozen (recovering)"
+
+
+def test_an_address_conflict_is_an_event_a_point_a_hold_and_no_remediation(tmp_path):
+    """a's address answered from two MACs in one sweep while its service fails: the conflict opens (event,
+    point, metric), the freeze is held ("address_conflict"), nothing is remediated; one MAC again: released."""
+    from agent.core.macwatch import MacWatch
+
+    class Conflict(Script):
+        macs: tuple = ("02:00:00:00:00:0a", "02:00:00:00:00:0b")
+
+        def sweep(self, targets, timeout_s, interface=None, recorder=None):
+            out = []
+            for r in super().sweep(targets, timeout_s, interface, recorder):
+                if r.target == BOXES["a"] and r.probe == "arp":
+                    r = ProbeResult(r.target, r.probe, None, True, 0.2, None, self.macs[0], r.time_s, macs=self.macs)
+                elif r.target == BOXES["a"] and r.probe == "tcp":
+                    r = ProbeResult(r.target, r.probe, r.port, False, None, "timeout", None, r.time_s, layer="l4")
+                out.append(r)
+            return out
+
+    script = Conflict()
+    agent, _, storage, rem = make_agent(tmp_path, script=script)
+    agent.macwatch = MacWatch()
+    run(agent, script, ["", "", ""])
+    assert agent.states["a"].state == "frozen"
+    assert running(rem) == {}
+    assert [(b, o) for b, o, _ in remediation_points(storage)] in ([], [("a", "held")]), remediation_points(storage)
+    conflict = [p for p in storage.points if p.measurement == "address_conflict"]
+    assert [(p.tags["box"], p.tags["address"], p.fields["macs"], p.fields["open"]) for p in conflict] == \
+        [("a", BOXES["a"], "02:00:00:00:00:0a,02:00:00:00:00:0b", 1)]
+    st = agent.listeners[-1].status(script.now)["boxes"]["a"]
+    assert st["held"]["kind"] == "address_conflict", st
+    assert st["held"]["reason"] == (f"address conflict: {BOXES['a']} answered from MACs "
+                                    "02:00:00:00:00:0a, 02:00:00:00:00:0b"), st
+    assert [p for p in storage.points if p.measurement == "mac_change"] == []
+    script.macs = ("02:00:00:00:00:0a",)
+    run(agent, script, [""])
+    closed = [p for p in storage.points if p.measurement == "address_conflict"][-1]
+    assert closed.fields["open"] == 0
+    run(agent, script, [""])
+    assert running(rem) == {"a": "running restart_container"}   # judged alone again: the ladder runs
+
+
+def test_the_engine_going_away_is_one_event_holding_the_frozen_container_boxes_then_each_is_judged_alone(tmp_path):
+    """The container engine is unreachable (the state cache says so): one EngineDownChanged, the frozen
+    container boxes held ("engine_down"), no action; back: one closing event, holds released, the ladder runs."""
+    from remediations.docker_events import ContainerStates
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    cache = ContainerStates()
+    agent.container_states = cache
+    run(agent, script, ["", ""])
+    cache.set_engine_down(script.now - 1, "ConnectionError: engine gone")
+    run(agent, script, [("a", "b")] * 3)   # their containers went with the engine
+    assert agent.states["a"].state == agent.states["b"].state == "frozen"
+    assert [p for p in storage.points if p.measurement == "segment_freeze"] == []   # the engine, not the segment
+    assert running(rem) == {}
+    st = agent.listeners[-1].status(script.now)["boxes"]
+    assert st["a"]["held"]["kind"] == "engine_down" and st["a"]["held"]["reason"] == \
+        "engine down: ConnectionError: engine gone", st["a"]
+    down = [p for p in storage.points if p.measurement == "engine_down"]
+    assert [(p.fields["open"], p.fields["reason"]) for p in down] == [(1, "ConnectionError: engine gone")]
+    cache.set_engine_down(None)
+    run(agent, script, ["a"])
+    down = [p for p in storage.points if p.measurement == "engine_down"]
+    assert [p.fields["open"] for p in down] == [1, 0] and down[1].fields["duration_s"] > 0
+    run(agent, script, ["a"])
+    assert running(rem) == {"a": "running restart_container"}
+    assert agent.listeners[-1].status(script.now)["boxes"]["a"]["held"] is None

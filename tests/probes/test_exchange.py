@@ -115,3 +115,35 @@ def test_a_request_lost_once_is_sent_again_and_answered_within_the_timeout():
     for o in got:
         # timed from the resend (which left at half the timeout), not from the lost first copy
         assert o.answered_s - o.sent_s < timeout_s * exchange.RESEND_SHARE
+
+
+def test_every_answerer_is_kept_and_linger_waits_for_a_second_one_only_briefly():
+    """Two hosts answer one request (an address conflict): both MACs kept, the first stays `mac`; with linger_s
+    the loop listens that much after the last answer (not until the timeout); without it, it ends at once."""
+    def script(request: bytes, sock: socket.socket) -> None:
+        index = int(request[3:])
+        sock.send(b"rep%d:aa" % index)
+        sock.send(b"rep%d:aa" % index)        # the same host twice: one MAC
+        if index == 0:                          # a second host, 50 ms later (after request 1's answer)
+            def late() -> None:
+                try:
+                    sock.send(b"rep0:bb")
+                except OSError:
+                    pass
+            threading.Timer(0.05, late).start()
+    for linger_s, want in ((0.3, ("aa", "bb")), (0.0, ("aa",))):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        peer(theirs, script)
+        try:
+            start = time.time()
+            got = exchange.run(ours, [(None, b"req%d" % i) for i in range(2)], parse, 5.0, probe="test",
+                               addresses=["a0", "a1"], rate_pps=100000.0, burst=10, linger_s=linger_s)
+            elapsed = time.time() - start
+        finally:
+            ours.close()
+            theirs.close()
+        assert got[0].mac == "aa" and got[0].macs == want, (linger_s, got)
+        assert got[1].macs == ("aa",)
+        assert elapsed < 1.5, elapsed   # far below the 5 s timeout either way
+        if linger_s:
+            assert elapsed >= linger_s

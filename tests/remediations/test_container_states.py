@@ -61,7 +61,7 @@ INSPECT = {"State": {"Status": "running", "Running": True, "Paused": False, "OOM
     pytest.param({"Status": "paused", "Paused": True}, ("paused", None, False, False, None), id="paused"),
     pytest.param({"Health": {"Status": "unhealthy"}}, ("running", "unhealthy", False, False, None), id="unhealthy"),
     pytest.param({"Status": "exited", "ExitCode": 143, "FinishedAt": "2026-11-30T17:05:00.123456789Z"},
-                 ("exited", None, False, True, 143), id="exited-sigterm-guessed-operator"),
+                 ("exited", None, False, False, 143), id="exited-sigterm-no-evidence-is-a-failure"),
     pytest.param({"Status": "exited", "ExitCode": 137, "OOMKilled": True, "FinishedAt": "2026-11-30T17:05:00Z"},
                  ("exited", None, True, False, 137), id="oom-killed-not-operator"),
     pytest.param({"Status": "exited", "ExitCode": 2, "FinishedAt": "2026-11-30T17:05:00Z"},

@@ -142,8 +142,16 @@ def test_network_choice_named_networks_first_else_the_one_with_an_address_else_a
     other = {"backnet": {"IPAddress": "198.18.0.5", "GlobalIPv6Address": "", "MacAddress": "02:42:c6:12:00:05"}}
     assert discover([ctr("c1", ON, extra_nets=other)], cfg({"networks": ["backnet", NET]})).found[0].box.network \
         == "backnet"
+    # Several, none named: still a box (issue 28: the same boxes live and at start, whatever networks are
+    # added), on the network it was created on, else the first by name; a warning names the label that picks.
     amb = discover([ctr("c1", ON, extra_nets=other)], cfg())
-    assert amb.found == () and "on several networks" in amb.warnings[0] and "vobox.network" in amb.warnings[0]
+    assert [f.box.network for f in amb.found] == ["backnet"]
+    assert "on several networks" in amb.warnings[0] and "vobox.network" in amb.warnings[0], amb.warnings
+    created_on = ctr("c1", ON, extra_nets=other)
+    created_on["HostConfig"] = {"NetworkMode": NET}
+    amb = discover([created_on], cfg())
+    assert [(f.box.network, f.box.ipv4) for f in amb.found] == [(NET, "198.19.93.11")]
+    assert "probing " + NET + " (the network it was created on)" in amb.warnings[0], amb.warnings
     chosen = discover([ctr("c1", ON | {"vobox.network": "backnet"}, extra_nets=other)], cfg()).found[0].box
     assert (chosen.network, chosen.ipv4, chosen.ipv6) == ("backnet", "198.18.0.5", None)
 
@@ -306,3 +314,57 @@ def test_the_pipeline_takes_a_new_box_set_between_cycles_and_drops_a_removed_box
     n = len([p for p in storage.points if p.tags.get("box") == "disc1"])
     agent.run_cycle()
     assert len([p for p in storage.points if p.tags.get("box") == "disc1"]) == n   # no longer probed
+
+
+# --- issue 28: labels the image brings, digits, networks added (tests/cases/discovery-inherited-labels*) -----
+
+def _inherited_case():
+    base = os.path.join(os.path.dirname(__file__), "..", "..", "cases")
+    with open(os.path.join(base, "discovery-inherited-labels-inspect.json"), encoding="utf-8") as f:
+        inspect = json.load(f)["inspect"]
+    with open(os.path.join(base, "discovery-inherited-labels.toml"), "rb") as f:
+        config = C.parse(tomllib.load(f))
+    return inspect, config
+
+
+def test_inherited_image_labels_are_ignored_once_and_only_the_agents_labels_are_strict():
+    inspect, config = _inherited_case()
+    found = discover(inspect, config)
+    assert [f.box.name for f in found.found] == ["vobox1", "vobox2", "vobox5"]
+    by = {w.split(":", 1)[0]: w for w in found.warnings}
+    assert set(by) == {"container vobox1", "container vobox2", "container vobox3", "container vobox4"}, found.warnings
+    for n in ("vobox1", "vobox2"):   # reported once per container, both labels in one line; still monitored
+        w = by[f"container {n}"]
+        assert "labels vobox.maintainer, vobox.version ignored" in w and "not monitored" not in w, w
+        assert [x for x in found.warnings if x.startswith(f"container {n}:")] == [w]
+    assert "label vobox.ports='1093 8443'" in by["container vobox3"] and by["container vobox3"].endswith("not monitored")
+    # Full-width digits are refused naming the label, never read as 1093.
+    assert "label vobox.ports='１０９３,8443': expected comma-separated port numbers" in by["container vobox4"]
+    assert all(f.box.tcp_ports == (1093,) for f in found.found)
+
+
+@pytest.mark.parametrize("text", ["１０９３", "١٠٩٣", "1093,８４４３", "²"])
+def test_digits_outside_ascii_are_refused_naming_the_label(text):
+    found = discover([ctr("c1", ON | {"vobox.ports": text})], cfg())
+    assert found.found == () and found.warnings[0].startswith(f"container c1: label vobox.ports={text!r}: expected")
+
+
+def test_a_discovered_container_given_a_second_network_stays_the_same_box_live_and_at_start():
+    """Live: discovered on its network, then `docker network connect backnet` while it runs. At start (a restarted
+    agent) with that engine state: the same box. Both warn once, naming vobox.network."""
+    a = ctr("vobox1", ON)
+    a["HostConfig"] = {"NetworkMode": NET}
+    world = {a["Id"]: a}
+    client = _Client(world)
+    live = DockerDiscovery(cfg())
+    live.follow(client, None)
+    _, before = live.boxes()
+    world[a["Id"]]["NetworkSettings"]["Networks"]["backnet"] = {
+        "IPAddress": "198.18.0.5", "GlobalIPv6Address": "", "MacAddress": "02:42:c6:12:00:05"}
+    live.follow(client, _ev("network", "connect", a["Id"], name="backnet"))
+    _, after_live = live.boxes()
+    assert after_live == before and after_live[0].network == NET
+    restarted = DockerDiscovery(cfg())
+    restarted.follow(client, None)
+    assert restarted.boxes()[1] == after_live
+    assert any("vobox.network" in w for w in restarted._warned)
