@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import (BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, FreezeClosed,
-                               FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged)
+from agent.core.events import (BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, ClockStepped, CycleEnded,
+                               FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged, MaintenanceChanged,
+                               SegmentFreezeChanged)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -56,9 +57,13 @@ class PointsListener(CycleListener):
         self._held: dict[str, BoxHeld] = {}   # box -> its hold (BoxHeld until BoxReleased): on its box points
 
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
-        """The cycle's events, remediation records, engine events, box-set changes."""
+        """The cycle's events, remediation records, engine events, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record, ContainerEventRecord: self.on_container_event,
-                BoxSetChanged: self.on_box_set}
+                BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step}
+
+    def on_clock_step(self, ev: ClockStepped) -> None:
+        """A wall-clock step the probe loop saw: an `agent` point with tag event=clock_step, at the new wall time."""
+        self.storage.write([P.clock_step_point(self.site, ev.time_s, ev.step_s, host=self.host)])
 
     def on_record(self, rec: ActionRecord) -> None:
         """One remediation decision: its `remediation` point, now."""
