@@ -115,7 +115,8 @@ class PointsListener(CycleListener):
             self.storage.write([P.agent_point(self.site, end.time_s, cycle_s=cycle_s, misfires=end.misfires,
                                               spool_points=c.spool_points, write_errors=c.write_errors,
                                               dropped=c.dropped, rejected=c.rejected, host=self.host,
-                                              boxes=end.boxes, queued=c.queued, spool_errors=c.spool_errors)])
+                                              boxes=end.boxes, queued=c.queued, spool_errors=c.spool_errors,
+                                              retention_dropped=getattr(c, "retention_dropped", 0))])
 
     def _box_points(self, ev: object) -> list[P.Point]:
         box = getattr(ev, "box", None)
