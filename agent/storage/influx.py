@@ -152,8 +152,8 @@ class Writer(Protocol):
         """Release connections."""
 
     def retention_s(self) -> float | None:
-        """The retention period of where points go, in seconds (0: infinite), or None when it cannot be learned
-        (no read permission, an error); never raises."""
+        """The retention period of where points go, in seconds (0: infinite), or None when InfluxDB will not tell
+        (no read permission, an unexpected answer); raises SinkError when InfluxDB cannot be reached."""
 
 
 def parse_go_duration_s(text: str) -> float:
@@ -235,13 +235,25 @@ class V1Writer:
             raise _classify(resp.status_code, resp.text, f"write to {self.url} db {self.database!r}")
 
     def retention_s(self) -> float | None:
-        """The default retention policy's duration (SHOW RETENTION POLICIES; 0: infinite), None when unreadable."""
+        """The default retention policy's duration (SHOW RETENTION POLICIES; 0: infinite); None when refused (a
+        user without the privilege) or not understood; SinkError when InfluxDB cannot be reached."""
+        params = {"q": f'SHOW RETENTION POLICIES ON "{_quote_ident(self.database)}"'}
+        if self.username is not None:
+            params |= {"u": self.username, "p": self.password or ""}
         try:
-            rows = query(self.url, f'SHOW RETENTION POLICIES ON "{_quote_ident(self.database)}"',
-                         username=self.username, password=self.password, timeout_s=self.timeout_s, epoch=None,
-                         tls=self.tls)
-            durations = [parse_go_duration_s(str(r.get("duration"))) for r in rows if r.get("default")]
-        except (QueryError, ValueError) as exc:
+            resp = self._session.post(f"{self.url}/query", params=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise _transport_error(exc, self.url, self.tls) from None
+        try:
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            result = (resp.json().get("results") or [{}])[0]
+            if "error" in result:
+                raise ValueError(result["error"])
+            durations = [parse_go_duration_s(str(dict(zip(series["columns"], row)).get("duration")))
+                         for series in result.get("series", []) for row in series.get("values", [])
+                         if dict(zip(series["columns"], row)).get("default")]
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             log.info("influx: cannot learn the retention of %r at %s (%s)", self.database, self.url, exc)
             return None
         return durations[0] if durations else None
@@ -294,11 +306,21 @@ class V2Writer:
     def retention_s(self) -> float | None:
         """The bucket's expiry (the buckets API: retentionRules everySeconds; 0: infinite), None when it cannot
         be read (a write-only token sees no bucket)."""
+        import urllib3
+        from influxdb_client.rest import ApiException
+
         try:
             bucket = self._client.buckets_api().find_bucket_by_name(self.bucket)
-        except Exception as exc:  # noqa: BLE001 - ApiException, transport errors: unknown, never fatal
-            log.info("influx: cannot learn the retention of bucket %r at %s (%s)", self.bucket, self.url,
-                     str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        except ApiException as exc:
+            if not exc.status:
+                raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None
+            log.info("influx: cannot learn the retention of bucket %r at %s (HTTP %s)", self.bucket, self.url,
+                     exc.status)
+            return None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _transport_error(exc, self.url, self.tls) from None
+        except (ValueError, TypeError, AttributeError) as exc:   # an answer the client could not read
+            log.info("influx: cannot learn the retention of bucket %r at %s (%s)", self.bucket, self.url, exc)
             return None
         if bucket is None:
             log.info("influx: bucket %r not visible to this token at %s: its retention is unknown", self.bucket,

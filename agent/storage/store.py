@@ -320,9 +320,16 @@ class Storage:
         now = self._clock()
         if self._retention_asked_at is not None and now - self._retention_asked_at < RETENTION_REFRESH_S:
             return
-        self._retention_asked_at = now
         ask = getattr(self.writer, "retention_s", None)
-        learned = ask() if ask is not None else None
+        try:
+            learned = ask() if ask is not None else None
+        except SinkError as exc:   # unreachable: ask again before the next replay
+            log.debug("storage: cannot ask for the retention now: %s", exc)
+            return
+        except Exception:  # noqa: BLE001 - a writer bug never stops the writer thread
+            log.exception("storage: asking %r for the retention failed", self.writer)
+            learned = None
+        self._retention_asked_at = now
         if learned != self._retention_learned_s:
             log.info("storage: the retention of %r is %s", self.writer,
                      "unknown" if learned is None else "infinite" if learned == 0 else f"{learned:g} s")

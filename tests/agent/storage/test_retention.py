@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from agent.storage import Storage
+from agent.storage import Storage, V1Writer
 from agent.storage.influx import parse_go_duration_s, retention_dropped
 from tests.agent.storage.retention_server import (
     ANSWERS,
@@ -143,3 +143,72 @@ def test_go_durations(text, seconds):
 def test_a_bad_go_duration_is_an_error():
     with pytest.raises(ValueError, match="not a duration"):
         parse_go_duration_s("7 days")
+
+
+# --- the lab's real InfluxDB 1.6: a 1 h retention policy, points 2 h old ------------------------------------
+
+class CountingV1(V1Writer):
+    """The real V1Writer, recording the lines of every write request it sends."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.sent: list[list[bytes]] = []
+
+    def send(self, body: bytes) -> None:
+        self.sent.append(body.splitlines())
+        super().send(body)
+
+
+def one_hour_db(server, db: str) -> None:
+    server.create_database(db)
+    res = server.query(f'CREATE RETENTION POLICY "one_hour" ON "{db}" DURATION 1h REPLICATION 1 DEFAULT')
+    assert "error" not in res["results"][0], res
+
+
+def stored(server, db: str) -> int:
+    res = server.query("SELECT count(ok) FROM probe", db=db)["results"][0]
+    return res["series"][0]["values"][0][1] if "series" in res else 0
+
+
+@pytest.mark.lab
+def test_influxdb_1_6_partial_write_of_old_points_is_one_request_and_counted(influx_server, tmp_path, caplog):
+    from agent import netns
+
+    one_hour_db(influx_server, "ret1")
+    with netns.entered(influx_server.netns):
+        writer = CountingV1(influx_server.url, "ret1", timeout_s=5)
+        st = Storage(writer, str(tmp_path), retry_min_s=5)
+        st.write(points(100, 2 * 3600) + points(100, 0, first=1000))
+        assert st.flush(10)
+        c = st.counters()
+        st.close()
+    assert len(writer.sent) == 1                                  # no resend, no bisection
+    assert (c.retention_dropped, c.written, c.rejected, c.write_errors) == (100, 100, 0, 0)
+    assert stored(influx_server, "ret1") == 100
+    partial = [r.getMessage() for r in caplog.records if "older than its retention policy" in r.getMessage()]
+    assert len(partial) == 1 and "HTTP 400" in partial[0], partial
+    assert not (tmp_path / "rejected.lp").exists()
+
+
+@pytest.mark.lab
+def test_influxdb_1_6_retention_is_learned_and_old_spooled_points_are_never_sent(influx_server, tmp_path):
+    from agent import netns
+
+    one_hour_db(influx_server, "ret2")
+    with netns.entered(influx_server.netns):
+        writer = CountingV1(influx_server.url, "ret2", timeout_s=2)
+        st = Storage(writer, str(tmp_path), retry_min_s=0.1, retry_max_s=0.2)
+        influx_server.stop()
+        old, fresh = points(100, 2 * 3600), points(10, 0, first=1000)
+        st.write(old + fresh)
+        st.flush(5)
+        assert st.counters().spool_points == 110
+        tries = len(writer.sent)
+        influx_server.start()
+        assert st.flush(20)
+        c = st.counters()
+        st.close()
+    after = [line for lines in writer.sent[tries:] for line in lines]
+    assert sorted(after) == sorted(p.to_line("ms").encode() for p in fresh)   # the old ones never left the spool
+    assert (c.retention_dropped, c.written, c.spool_points) == (100, 10, 0)
+    assert stored(influx_server, "ret2") == 10
