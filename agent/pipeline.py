@@ -169,9 +169,9 @@ class Pipeline:
         """The listeners on the bus, in order."""
         return list(self.bus.listeners)
 
-    def count_misfire(self) -> None:
-        """The probe loop could not start a cycle in time (its next CycleEnded carries the count)."""
-        self.misfires += 1
+    def count_misfire(self, lost: int = 1) -> None:
+        """The probe loop lost LOST slots (a cycle could not start in time; its next CycleEnded carries the count)."""
+        self.misfires += lost
 
     def box_set_changed(self, ev: BoxSetChanged) -> None:
         """The bus's BoxSetChanged: kept, and taken at the start of the next cycle (never mid-cycle)."""

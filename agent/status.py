@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.listeners.status import STATUS_FILE, STATUS_VERSION
+from agent.listeners.status import STATUS_FILE, STATUS_VERSION, boot_id, boottime_s
 from agent.timeparse import format_age
 from probes import LAYERS, PROBES
 
@@ -52,10 +52,35 @@ class Snapshot:
     boxes: tuple[BoxStatus, ...]
     note: str | None = None  # e.g. why status.json was not used
     error: str | None = None  # why the last cycle judged no box
+    age_s: float | None = None  # status.json's age (monotonic when it says its boot, else wall clock)
 
 
-def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | None]:
-    """Parse the runner's status.json; (None, reason) when absent, unreadable or stale (> 3 intervals old)."""
+def status_age_s(data: dict, now_s: float, boot: str | None, boottime_now_s: float) -> tuple[float | None, str]:
+    """How old a status.json payload is, in seconds, and by which clock; (None, why) when it cannot be fresh.
+
+    Written in this boot (boot_id) with a CLOCK_BOOTTIME stamp: the monotonic age, whatever the wall clock did.
+    Written in another boot: None. Without those fields (an older agent): the wall-clock age, and None when it
+    is negative (the wall clock moved back since: the age is unknown, never taken for fresh).
+    """
+    stamp = data.get("boottime_s")
+    if data.get("boot_id") and isinstance(stamp, (int, float)):
+        if data["boot_id"] != boot:
+            return None, "written before the last boot (boot_id differs)"
+        age = boottime_now_s - float(stamp)
+        if age < 0:
+            return None, f"its monotonic stamp lies {-age:.0f} s ahead of this boot's clock"
+        return age, "monotonic"
+    age = now_s - float(data.get("updated_s", 0))
+    if age < 0:
+        return None, (f"written {format_age(-age)} in the future by the wall clock (the clock moved back; "
+                      "the file carries no monotonic stamp)")
+    return age, "wall"
+
+
+def read_status_file(path: str, now_s: float, *, boot: str | None = None,
+                     boottime_now_s: float | None = None) -> tuple[Snapshot | None, str | None]:
+    """Parse the runner's status.json; (None, reason) when absent, unreadable or stale (> 3 intervals old, or of
+    unknown age: see status_age_s). boot/boottime_now_s: this boot's id and CLOCK_BOOTTIME (read when None)."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -67,10 +92,13 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
         return None, f"{path}: unknown format version {data.get('version') if isinstance(data, dict) else '?'}"
     updated_s = float(data.get("updated_s", 0))
     interval_s = float(data.get("interval_s", 10))
-    age_s = now_s - updated_s
+    age_s, clock = status_age_s(data, now_s, boot_id() if boot is None else boot,
+                                boottime_s() if boottime_now_s is None else boottime_now_s)
+    if age_s is None:
+        return None, f"{path} is not fresh: {clock} (is the agent running?)"
     if age_s > STALE_INTERVALS * interval_s:
         return None, (f"{path} is stale: last written {format_age(age_s)} ago, more than {STALE_INTERVALS} "
-                      f"intervals of {interval_s:g} s (is the agent running?)")
+                      f"intervals of {interval_s:g} s, by the {clock} clock (is the agent running?)")
     boxes = []
     for name, b in sorted((data.get("boxes") or {}).items()):
         rem = b.get("remediation") or {}
@@ -83,7 +111,7 @@ def read_status_file(path: str, now_s: float) -> tuple[Snapshot | None, str | No
                                warnings=tuple(str(w.get("message")) for w in b.get("warnings") or ()
                                               if isinstance(w, dict)),
                                degraded=b.get("degraded") if isinstance(b.get("degraded"), dict) else None))
-    return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error")), None
+    return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error"), age_s), None
 
 
 def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
@@ -232,7 +260,7 @@ def format_status(snap: Snapshot, now_s: float) -> str:
     """A header naming the source, then one line per box."""
     head = f"source: {snap.source}"
     if snap.updated_s:
-        head += f", updated {format_age(now_s - snap.updated_s)} ago"
+        head += f", updated {format_age(snap.age_s if snap.age_s is not None else now_s - snap.updated_s)} ago"
     lines = [head] if snap.note is None else [f"note: {snap.note}", head]
     if snap.error:
         lines.append(f"LAST CYCLE JUDGED NO BOX: {snap.error} (states below are from earlier cycles)")

@@ -339,6 +339,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     """
     from agent.bus import Bus
     from agent.core import correlation
+    from agent.core.events import ClockStepped
     from agent.core.macwatch import MacWatch
     from agent.ops import systemd
     from agent.pipeline import Pipeline
@@ -418,10 +419,13 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         if on_cycle is not None:
             on_cycle(summary)
 
-    # One thread probes: cycles on the interval's slots, confirmation passes of unsettled boxes between them.
+    def on_clock_step(step: Any) -> None:   # agent.schedule.ClockStep: published once per step
+        bus.publish(ClockStepped(step.wall_s, step.step_s, step.monotonic_s))
+
+    # One thread probes: cycles on the interval's slots (monotonic), confirmation passes of unsettled boxes between.
     scheduler = ProbeLoop(cycle, cfg.agent.interval_s, cfg.agent.jitter_s, confirm_pass=pipeline.confirm_pass,
                           unsettled=pipeline.unsettled, confirm_interval_s=cfg.freeze.confirm_interval_s,
-                          on_misfire=pipeline.count_misfire)
+                          on_misfire=pipeline.count_misfire, on_clock_step=on_clock_step)
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
     closers += [storage.flush, pipeline.close, storage.close]
     return Assembly(pipeline, scheduler, services, closers, bus=bus,

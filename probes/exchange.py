@@ -11,6 +11,13 @@ address conflict); other duplicates and late replies are ignored.
 A request still unanswered after RESEND_SHARE of the timeout is sent once more (as
 fping and arping retry): on a lossy link one lost frame is not a failed probe. The
 timeout still counts from the first send; an answer after the resend is timed from it.
+
+Time: the loop runs on the monotonic clock (a wall-clock step during a sweep can neither
+stretch a wait to an hour nor make every reply "late"); stamps are turned into wall-clock
+time with one offset per sweep, so an RTT is a monotonic difference. A kernel receive
+stamp (CLOCK_REALTIME) is used only when it falls between the sweep's start and now on
+that scale, else the reply is timed when read (the wall clock stepped, or a process-local
+clock such as libfaketime's disagrees with the kernel's).
 """
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ SNDBUF_BYTES = 4 * 1024 * 1024
 _TIMESPEC = struct.Struct("qq")
 _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 _RETRY_ERRNOS = (errno.ENOBUFS, errno.EAGAIN)
+# A kernel receive stamp and our reading of the clocks may disagree by this much (two clock reads apart).
+KERNEL_STAMP_SLACK_S = 0.005
 RESEND_SHARE = 0.5   # resend an unanswered request once, this share of the timeout after its first send
 _UNREACHABLE_ERRNOS = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL)
 
@@ -64,6 +73,13 @@ def tune_socket(sock: socket.socket) -> None:
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, plain, size)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def _wall_clock_recorder(recorder: Recorder, wall_offset_s: float) -> Recorder:
+    """RECORDER taking the loop's monotonic stamps as wall-clock time."""
+    def record(time_s: float, direction: str, probe: str, address: str, frame: bytes, linktype: int) -> None:
+        recorder(time_s + wall_offset_s, direction, probe, address, frame, linktype)
+    return record
 
 
 def _safe_record(recorder: Recorder, *args: Any) -> bool:
@@ -105,7 +121,11 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
     recvmsg = sock.recvmsg
     sendto = sock.sendto
     send = sock.send
-    clock = time.time
+    clock = time.monotonic
+    wall_offset_s = time.time() - clock()   # monotonic -> wall clock, fixed for the sweep
+    sweep_start_s = clock()
+    if recorder is not None:
+        recorder = _wall_clock_recorder(recorder, wall_offset_s)
     next_index = 0
     next_burst_s = clock()
     last_sent_s = next_burst_s
@@ -179,11 +199,12 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
             if found is None:
                 continue
             index = found.index
+            when_s = clock()
             if anc:
                 seconds, nanoseconds = _TIMESPEC.unpack(anc[0][2])
-                when_s = seconds + nanoseconds / 1e9
-            else:
-                when_s = clock()
+                stamped_s = seconds + nanoseconds / 1e9 - wall_offset_s
+                if sweep_start_s <= stamped_s <= when_s + KERNEL_STAMP_SLACK_S:
+                    when_s = stamped_s
             if recorder is not None:
                 frame = frame_in(data, addr) if frame_in else data
                 if not _safe_record(recorder, when_s, "in", probe, addresses[index], frame, linktype):
@@ -196,8 +217,9 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
             if sent is None or answered_s[index] is not None or when_s - sent > timeout_s:
                 continue  # not ours to take yet, a duplicate, or late
             # Timed from the resend when it had gone out (a reply cannot say which copy it answers).
-            if resent_s[index] is not None and when_s >= resent_s[index]:
-                sent_s[index] = resent_s[index]
+            resent = resent_s[index]
+            if resent is not None and when_s >= resent:
+                sent_s[index] = resent
             answered_s[index] = when_s
             errors[index] = found.error
             macs[index] = found.mac
@@ -219,10 +241,13 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
                 break
         else:
             wait_s = max(0.0, next_burst_s - now_s)
-        if resend_index < next_index and sent_s[resend_index] is not None:
-            wait_s = min(wait_s, max(0.0, sent_s[resend_index] + resend_after_s - now_s))
+        first_unanswered = sent_s[resend_index] if resend_index < next_index else None
+        if first_unanswered is not None:
+            wait_s = min(wait_s, max(0.0, first_unanswered + resend_after_s - now_s))
         poller.poll(wait_s * 1000.0)
 
+    sent_s = [None if t is None else t + wall_offset_s for t in sent_s]            # wall-clock stamps out
+    answered_s = [None if t is None else t + wall_offset_s for t in answered_s]
     return [Outcome(sent_s[i], answered_s[i] if errors[i] != "timeout" else None, errors[i], macs[i],
                     tuple(all_macs[i]))
             for i in range(count)]

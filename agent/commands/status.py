@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if snap is None:
             print(f"vobox-agent status: unhealthy: {reason}", file=sys.stderr)
             return 1
-        print(f"healthy: status.json written {now_s - (snap.updated_s or 0):.0f} s ago, {len(snap.boxes)} boxes")
+        print(f"healthy: status.json written {snap.age_s or 0:.0f} s ago, {len(snap.boxes)} boxes")
         return 0
     try:
         snap = snapshot(cfg, now_s)

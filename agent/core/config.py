@@ -305,6 +305,11 @@ class InfluxConfig:
     queue_max_points: int = _key("queue_max_points", _integer(1000, 100_000_000),
                                  "points held in memory between the probe cycle and the writer thread (and while "
                                  "the spool's disk is full); over it the oldest are dropped and counted", 200_000)
+    retention_s: float | None = _key("retention", _number(0, low_open=True),
+                                     "the retention period of the database/bucket: spooled points older than "
+                                     "this are dropped (and counted) before sending; default: learned from "
+                                     "InfluxDB (SHOW RETENTION POLICIES on v1, the buckets API on v2) when the "
+                                     "credentials may read it, else none dropped", None, unit="s")
     ca_file: str | None = _key("ca_file", _text(),
                                "https: CA certificates (a PEM file, or a directory hashed with c_rehash, e.g. "
                                "/etc/grid-security/certificates) to verify InfluxDB with; default: the system CAs",

@@ -307,6 +307,17 @@ class CycleEvents:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockStepped:
+    """The probe loop saw the wall clock step by step_s seconds (negative: back) against the monotonic clock;
+    time_s: the wall clock after the step (epoch s), monotonic_s: time.monotonic() then. Published once per step
+    (agent.schedule.StepDetector), not at a cycle; the loop's rhythm is unchanged."""
+
+    time_s: float
+    step_s: float
+    monotonic_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class BoxSetChanged:
     """Discovery changed the box set at time_s (epoch s); published as it happens, not at a cycle.
 

@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from agent.core.events import (AddressConflictChanged, LAYERS, STATES, BoxHeld, BoxKind, Layer, State, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
-                               FreezeClosed, FreezeOpened, MacChanged, SegmentFreezeChanged)
+from agent.core.events import (LAYERS, STATES, AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased,
+                               BoxSetChanged, ClockStepped, CycleEnded, FreezeClosed, FreezeOpened, Layer, MacChanged,
+                               SegmentFreezeChanged, State)
 from agent.listeners import CycleEvent, CycleListener
 from remediations.httpserver import HTTPServer, Limits, Request, Response
 from remediations.model import ActionRecord, RecordOutcome
@@ -126,6 +127,13 @@ class MetricsListener(CycleListener):
                                       ("site",), registry=r)
         self.rejected_points = Counter("vobox_agent_rejected_points_total", "points InfluxDB refused", ("site",),
                                        registry=r)
+        self.retention_dropped_points = Counter(
+            "vobox_agent_retention_dropped_points_total", "points InfluxDB dropped as older than its retention "
+            "policy (partial writes), or the spool dropped before sending as older than the known retention",
+            ("site",), registry=r)
+        self.clock_steps = Counter("vobox_agent_clock_steps_total", "wall-clock steps the probe loop saw (wall - "
+                                   "monotonic moved by more than 1 s); the loop keeps its monotonic rhythm",
+                                   ("site",), registry=r)
         self._open_segments: set[str] = set()
         self._seen: dict[str, int] = {}   # cumulative source counters already added to our Counters
         self.boxes.labels(self.site).set(len(self.kinds))
@@ -137,7 +145,7 @@ class MetricsListener(CycleListener):
             self.segment_frozen.labels(segment, self.site).set(0)
             self.segment_boxes.labels(segment, self.site).set(0)
         for metric in (self.cycles, self.cycle_errors, self.misfires, self.write_errors, self.dropped_points,
-                       self.rejected_points):
+                       self.rejected_points, self.retention_dropped_points, self.clock_steps):
             metric.labels(self.site)
 
     def _start_series(self, box: str) -> None:
@@ -155,9 +163,9 @@ class MetricsListener(CycleListener):
         self.freeze_duration.labels(*self._box(box))
 
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
-        """The cycle's events, remediation records, box-set changes."""
+        """The cycle's events, remediation records, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record,
-                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds)}
+                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds), ClockStepped: self.on_clock_step}
 
     def set_kinds(self, kinds: Mapping[str, str]) -> None:
         """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.
@@ -269,6 +277,11 @@ class MetricsListener(CycleListener):
             self._add_delta(self.write_errors, "write_errors", c.write_errors)
             self._add_delta(self.dropped_points, "dropped", c.dropped)
             self._add_delta(self.rejected_points, "rejected", c.rejected)
+            self._add_delta(self.retention_dropped_points, "retention_dropped", getattr(c, "retention_dropped", 0))
+
+    def on_clock_step(self, ev: ClockStepped | None = None) -> None:
+        """Count one wall-clock step (the bus's ClockStepped)."""
+        self.clock_steps.labels(self.site).inc()
 
     def on_record(self, rec: ActionRecord) -> None:
         """Count one remediation record (remediations.model.ActionRecord) in vobox_remediations_total."""

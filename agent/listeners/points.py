@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.core.events import (AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged,
-                               CycleEnded, EngineDownChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened, MacChanged,
-                               MaintenanceChanged, SegmentFreezeChanged, WitnessObserved)
+                               ClockStepped, CycleEnded, EngineDownChanged, FreezeClosed, FreezeLayerChanged,
+                               FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged, WitnessObserved)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -57,9 +57,13 @@ class PointsListener(CycleListener):
         self._held: dict[str, BoxHeld] = {}   # box -> its hold (BoxHeld until BoxReleased): on its box points
 
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
-        """The cycle's events, remediation records, engine events, box-set changes."""
+        """The cycle's events, remediation records, engine events, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record, ContainerEventRecord: self.on_container_event,
-                BoxSetChanged: self.on_box_set}
+                BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step}
+
+    def on_clock_step(self, ev: ClockStepped) -> None:
+        """A wall-clock step the probe loop saw: an `agent` point with tag event=clock_step, at the new wall time."""
+        self.storage.write([P.clock_step_point(self.site, ev.time_s, ev.step_s, host=self.host)])
 
     def on_record(self, rec: ActionRecord) -> None:
         """One remediation decision: its `remediation` point, now."""
@@ -116,7 +120,8 @@ class PointsListener(CycleListener):
             self.storage.write([P.agent_point(self.site, end.time_s, cycle_s=cycle_s, misfires=end.misfires,
                                               spool_points=c.spool_points, write_errors=c.write_errors,
                                               dropped=c.dropped, rejected=c.rejected, host=self.host,
-                                              boxes=end.boxes, queued=c.queued, spool_errors=c.spool_errors)])
+                                              boxes=end.boxes, queued=c.queued, spool_errors=c.spool_errors,
+                                              retention_dropped=getattr(c, "retention_dropped", 0))])
 
     def _box_points(self, ev: object) -> list[P.Point]:
         box = getattr(ev, "box", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,23 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 STATUS_VERSION = 1
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boottime_s() -> float:
+    """Seconds since boot on CLOCK_BOOTTIME: monotonic, shared by every process of the host (containers too),
+    counting suspend, untouched by wall-clock steps (and by libfaketime's FAKETIME_DONT_FAKE_MONOTONIC)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def boot_id(path: str = BOOT_ID_PATH) -> str | None:
+    """This boot's id (proc(5): a new random UUID each boot), or None when unreadable; CLOCK_BOOTTIME stamps
+    compare only within one boot."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 def _container(cs: Any) -> dict[str, Any]:
@@ -38,7 +56,8 @@ class StatusListener(CycleListener):
 
     def __init__(self, state_dir: str, kinds: Mapping[str, str], *, site: str | None, interval_s: float,
                  budget_per_hour: int, evidence_path: Callable[[str, float], str] | None = None,
-                 secrets: Sequence[str] = ()) -> None:
+                 secrets: Sequence[str] = (), monotonic: Callable[[], float] = boottime_s,
+                 boot: str | None = None) -> None:
         self.path = os.path.join(state_dir, STATUS_FILE)
         self.kinds = dict(kinds)
         self.site = site
@@ -52,6 +71,9 @@ class StatusListener(CycleListener):
         self._degraded_reason: dict[str, str | None] = {}   # box -> why it is degraded (DegradedChanged)
         self._error: str | None = None   # why the last cycle judged no box
         self._since: dict[str, float] = self._restore_since()
+        self._monotonic = monotonic
+        self._boot_id = boot if boot is not None else boot_id()
+        self._cycles = 0   # probe cycles ended (confirmation passes excluded): progress no clock step fakes
 
     def _restore_since(self) -> dict[str, float]:
         """Since when each box is in its state, from the previous status.json (a restart keeps it)."""
@@ -93,6 +115,7 @@ class StatusListener(CycleListener):
                 self._degraded_reason[ev.box] = ev.reason if ev.degraded else None
             elif isinstance(ev, CycleEnded):
                 self._error = ev.error
+                self._cycles += 0 if getattr(ev, "confirm", False) else 1
                 try:
                     atomic.write_json(self.path, redact.data(self.status(ev.time_s), self.secrets))
                 except OSError as exc:
@@ -140,5 +163,7 @@ class StatusListener(CycleListener):
                                  "until_s": last.maintenance.until_s, "source": last.maintenance.source}
                                 if last is not None and last.maintenance is not None else None),
             }
+        # boot_id + boottime_s: freshness that no wall-clock step fakes (status --check, the HEALTHCHECK)
         return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
+                "boot_id": self._boot_id, "boottime_s": round(self._monotonic(), 3), "cycles": self._cycles,
                 "error": self._error, "boxes": boxes}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,23 @@ PRECISION = "ms"
 REJECT_STATUSES = frozenset({400, 422})
 # Too large: split the batch; a single point this large is rejected.
 TOO_LARGE_STATUS = 413
+# A retention partial write: the points older than the retention policy were dropped, the rest of the batch
+# was stored. 1.x: 400 "partial write: points beyond retention policy dropped=N"; 2.0.x: 500 "...unexpected error
+# writing points to database: partial write: points beyond retention policy dropped=N" (influxdata/influxdb#20359);
+# 2.x: 422 "...partial write: dropped N points outside retention policy of duration ...".
+RETENTION_STATUSES = frozenset({400, 422, 500})
+_RETENTION_RES = (re.compile(r"points beyond retention policy dropped=(\d+)"),
+                  re.compile(r"dropped (\d+) points outside retention policy"))
+
+
+def retention_dropped(status: int, text: str) -> int | None:
+    """N when (status, body) is a retention partial write (see RETENTION_STATUSES), else None."""
+    if status not in RETENTION_STATUSES:
+        return None
+    for regex in _RETENTION_RES:
+        if m := regex.search(text or ""):
+            return int(m.group(1))
+    return None
 
 
 class SinkError(Exception):
@@ -30,11 +48,14 @@ class SinkError(Exception):
     kind: "tls" (certificate/handshake), "auth" (401/403), "http" (another status), "transport" (connect, timeout).
     """
 
-    def __init__(self, message: str, status: int | None = None, retryable: bool = True, kind: str = "") -> None:
+    def __init__(self, message: str, status: int | None = None, retryable: bool = True, kind: str = "",
+                 retention_dropped: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.kind = kind or ("auth" if status in AUTH_STATUSES else "http" if status else "transport")
+        # a retention partial write: this many points were dropped as too old, the rest of the batch was stored
+        self.retention_dropped = retention_dropped
 
 
 AUTH_STATUSES = frozenset({401, 403})
@@ -130,10 +151,28 @@ class Writer(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    def retention_s(self) -> float | None:
+        """The retention period of where points go, in seconds (0: infinite), or None when InfluxDB will not tell
+        (no read permission, an unexpected answer); raises SinkError when InfluxDB cannot be reached."""
+
+
+def parse_go_duration_s(text: str) -> float:
+    """Seconds of a Go duration as InfluxDB prints it ("168h0m0s", "1h0m0s", "30m0s", "0s"); ValueError if not."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", text or "")
+    if not text or parts is None:
+        raise ValueError(f"not a duration: {text!r}")
+    h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+    return h * 3600 + m * 60 + sec
+
 
 def _classify(status: int, text: str, what: str) -> SinkError:
-    """400/422 refused, 413 split, 401/403 credentials (retryable: fixing them delivers), 5xx and others retryable."""
+    """Retention partial write (400/422/500 naming it), 400/422 refused, 413 split, 401/403 credentials
+    (retryable: fixing them delivers), 5xx and others retryable."""
     text = (text or "").strip().replace("\n", " ")[:500]
+    dropped = retention_dropped(status, text)
+    if dropped is not None:
+        return SinkError(f"{what}: HTTP {status}: {text}", status, retryable=False, kind="retention",
+                         retention_dropped=dropped)
     if status in REJECT_STATUSES or status == TOO_LARGE_STATUS:
         return SinkError(f"{what}: HTTP {status}: {text}", status, retryable=False)
     if status in AUTH_STATUSES:
@@ -195,6 +234,30 @@ class V1Writer:
                 continue
             raise _classify(resp.status_code, resp.text, f"write to {self.url} db {self.database!r}")
 
+    def retention_s(self) -> float | None:
+        """The default retention policy's duration (SHOW RETENTION POLICIES; 0: infinite); None when refused (a
+        user without the privilege) or not understood; SinkError when InfluxDB cannot be reached."""
+        params = {"q": f'SHOW RETENTION POLICIES ON "{_quote_ident(self.database)}"'}
+        if self.username is not None:
+            params |= {"u": self.username, "p": self.password or ""}
+        try:
+            resp = self._session.post(f"{self.url}/query", params=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise _transport_error(exc, self.url, self.tls) from None
+        try:
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            result = (resp.json().get("results") or [{}])[0]
+            if "error" in result:
+                raise ValueError(result["error"])
+            durations = [parse_go_duration_s(str(dict(zip(series["columns"], row)).get("duration")))
+                         for series in result.get("series", []) for row in series.get("values", [])
+                         if dict(zip(series["columns"], row)).get("default")]
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            log.info("influx: cannot learn the retention of %r at %s (%s)", self.database, self.url, exc)
+            return None
+        return durations[0] if durations else None
+
     def close(self) -> None:
         """Close the HTTP session."""
         self._session.close()
@@ -234,10 +297,37 @@ class V2Writer:
         except ApiException as exc:
             if not exc.status:                      # no HTTP answer: influxdb-client wraps the transport error
                 raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None
-            raise _classify(exc.status or 0, exc.body if isinstance(exc.body, str) else str(exc.reason),
+            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+            raise _classify(exc.status or 0, body if isinstance(body, str) else str(exc.reason),
                             f"write to {self.url} bucket {self.bucket!r}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _transport_error(exc, self.url, self.tls) from None
+
+    def retention_s(self) -> float | None:
+        """The bucket's expiry (the buckets API: retentionRules everySeconds; 0: infinite), None when it cannot
+        be read (a write-only token sees no bucket)."""
+        import urllib3
+        from influxdb_client.rest import ApiException
+
+        try:
+            bucket = self._client.buckets_api().find_bucket_by_name(self.bucket)
+        except ApiException as exc:
+            if not exc.status:
+                raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None
+            log.info("influx: cannot learn the retention of bucket %r at %s (HTTP %s)", self.bucket, self.url,
+                     exc.status)
+            return None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _transport_error(exc, self.url, self.tls) from None
+        except (ValueError, TypeError, AttributeError) as exc:   # an answer the client could not read
+            log.info("influx: cannot learn the retention of bucket %r at %s (%s)", self.bucket, self.url, exc)
+            return None
+        if bucket is None:
+            log.info("influx: bucket %r not visible to this token at %s: its retention is unknown", self.bucket,
+                     self.url)
+            return None
+        rules = [r for r in (bucket.retention_rules or []) if getattr(r, "type", "expire") == "expire"]
+        return float(rules[0].every_seconds or 0) if rules else 0.0
 
     def close(self) -> None:
         """Close the client."""

@@ -10,7 +10,9 @@ Measurements (tags; fields):
                                                                 a certificate or proxy expiring, a disk filling)
   freeze           box, kind, site;                             open, layer, duration_s, evidence, opened_by
   agent            site, host;                                  cycle_s, misfires, spool_points, write_errors,
-                                                                dropped, rejected, boxes, ...
+                                                                dropped, rejected, retention_dropped, boxes, ...
+                   site, host, event=clock_step;                clock_step_s (negative: back), detail (one
+                                                                point per wall-clock step the probe loop saw)
   remediation      box, kind, site, action, trigger, outcome;   ok, recovered (outcome done only), dry_run,
                                                                 deferred, duration_s, detail, reason, who, why, forced
   container_event  box, kind, site, event;                      n, detail, exit_code
@@ -276,6 +278,15 @@ def agent_point(site: str | None, time_s: float, *, cycle_s: float, misfires: in
                  {"cycle_s": float(cycle_s), "misfires": int(misfires), "spool_points": int(spool_points),
                   "write_errors": int(write_errors), "dropped": int(dropped), "rejected": int(rejected), **extra},
                  ns_from_s(time_s))
+
+
+def clock_step_point(site: str | None, time_s: float, step_s: float, host: str | None = None) -> Point:
+    """`agent` with tag event=clock_step: the wall clock stepped by step_s seconds (negative: back) against the
+    monotonic clock, seen by the probe loop at time_s (the new wall time; agent.schedule.StepDetector)."""
+    detail = (f"wall clock stepped {'forward' if step_s > 0 else 'back'} by {abs(step_s):.3f} s; probing kept its "
+              "rhythm on the monotonic clock")
+    return Point("agent", {"site": site, "host": host, "event": "clock_step"},
+                 {"clock_step_s": float(step_s), "detail": detail}, ns_from_s(time_s))
 
 
 def remediation_point(box: str, kind: str, site: str | None, action: str, trigger: str, ok: bool,

@@ -30,6 +30,8 @@ SPOOL_DIR = "spool"
 DEFAULT_QUEUE_MAX_POINTS = 200_000
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 MIN_BACKOFF_S = 0.05
+# How often the retention is asked again (v1 SHOW RETENTION POLICIES, v2 buckets API), when not configured.
+RETENTION_REFRESH_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class StorageCounters:
     queued: int = 0        # points handed over by write() and not yet delivered or spooled
     spool_errors: int = 0  # appends the disk refused (disk full, quota, I/O error); the points stayed queued
     backoff_s: float = 0.0  # current wait between write attempts (0: the sink is fine)
+    retention_dropped: int = 0  # points older than the retention policy: dropped by InfluxDB (a retention
+                                # partial write) or by the agent before sending (the retention is known)
 
 
 class Storage:
@@ -57,7 +61,8 @@ class Storage:
                  batch_points: int = 5000, retry_min_s: float = 1.0, retry_max_s: float = 30.0,
                  queue_max_points: int = DEFAULT_QUEUE_MAX_POINTS,
                  flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, retention_s: float | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.writer = writer
         self.state_dir = state_dir
         atomic.private_dir(state_dir)   # 0700: spool, status, evidence and history live here
@@ -69,6 +74,11 @@ class Storage:
         self.queue_max_points = queue_max_points
         self.flush_timeout_s = flush_timeout_s
         self._clock = clock
+        self._wall = wall              # the points' clock: what is older than the retention is judged on it
+        self._retention_config_s = retention_s      # [influxdb] retention (None: learn it)
+        self._retention_learned_s: float | None = None
+        self._retention_asked_at: float | None = None   # monotonic time of the last question to InfluxDB
+        self._retention_dropped = 0
         self._cond = threading.Condition()
         self._queue: collections.deque[bytes] = collections.deque()
         self._thread: threading.Thread | None = None
@@ -97,7 +107,8 @@ class Storage:
         return cls(make_writer(ic), cfg.agent.state_dir, spool_max_bytes=int(ic.spool_max_mib * MIB),
                    batch_points=ic.batch_points, retry_min_s=ic.retry_min_s,
                    retry_max_s=max(ic.retry_max_s, ic.retry_min_s),
-                   queue_max_points=getattr(ic, "queue_max_points", DEFAULT_QUEUE_MAX_POINTS))
+                   queue_max_points=getattr(ic, "queue_max_points", DEFAULT_QUEUE_MAX_POINTS),
+                   retention_s=getattr(ic, "retention_s", None))
 
     # --- public ---
 
@@ -155,7 +166,7 @@ class Storage:
         with self._cond:
             return StorageCounters(self.spool.points, self.spool.bytes, self._written, self._write_errors,
                                    self.spool.dropped + self._queue_dropped, self._rejected, len(self._queue),
-                                   self._spool_errors, self._backoff_s)
+                                   self._spool_errors, self._backoff_s, self._retention_dropped)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Flush (bounded), stop the writer thread, close the spool and the writer; what is left stays spooled."""
@@ -298,8 +309,52 @@ class Storage:
             log.error("storage: %d queued points over the queue bound (%d) dropped, oldest first; %d dropped "
                       "from the queue in total", over, self.queue_max_points, self._queue_dropped)
 
+    def _retention_s(self) -> float | None:
+        """The retention in force: [influxdb] retention, else the one InfluxDB told (None: unknown, 0: infinite)."""
+        return self._retention_config_s if self._retention_config_s is not None else self._retention_learned_s
+
+    def _learn_retention(self) -> None:
+        """Ask the writer for the retention (before a replay: old points wait in the spool), at most hourly."""
+        if self._retention_config_s is not None:
+            return
+        now = self._clock()
+        if self._retention_asked_at is not None and now - self._retention_asked_at < RETENTION_REFRESH_S:
+            return
+        ask = getattr(self.writer, "retention_s", None)
+        try:
+            learned = ask() if ask is not None else None
+        except SinkError as exc:   # unreachable: ask again before the next replay
+            log.debug("storage: cannot ask for the retention now: %s", exc)
+            return
+        except Exception:  # noqa: BLE001 - a writer bug never stops the writer thread
+            log.exception("storage: asking %r for the retention failed", self.writer)
+            learned = None
+        self._retention_asked_at = now
+        if learned != self._retention_learned_s:
+            log.info("storage: the retention of %r is %s", self.writer,
+                     "unknown" if learned is None else "infinite" if learned == 0 else f"{learned:g} s")
+        self._retention_learned_s = learned
+
+    def _drop_expired(self, lines: list[bytes]) -> list[bytes]:
+        """Drop (and count, one log line) the lines stamped before now - retention: InfluxDB would drop them."""
+        retention = self._retention_s()
+        if not retention or not lines:
+            return lines
+        cutoff_ms = (self._wall() - retention) * 1000
+        keep = [line for line in lines if not _older(line, cutoff_ms)]
+        dropped = len(lines) - len(keep)
+        if dropped:
+            with self._cond:
+                self._retention_dropped += dropped
+            log.warning("storage: dropped %d of %d points older than the retention (%g s%s) before sending; "
+                        "%d dropped for retention in total", dropped, len(lines), retention,
+                        ", [influxdb] retention" if self._retention_config_s is not None else ", told by InfluxDB",
+                        self._retention_dropped)
+        return keep
+
     def _deliver(self, lines: list[bytes]) -> list[bytes]:
         """Send in batches; return the lines not delivered because the sink is unavailable (empty: all done)."""
+        lines = self._drop_expired(lines)
         i = 0
         while i < len(lines):
             n = self._batch_now
@@ -325,6 +380,9 @@ class Storage:
                     raise SinkError(f"{type(exc).__name__}: {exc}") from exc
             except SinkError as exc:
                 self.last_write_ms = max(0.0, (self._clock() - started) * 1000)
+                if exc.retention_dropped is not None:
+                    self._retention_partial(part, exc)
+                    continue
                 with self._cond:
                     self._write_errors += 1
                 if exc.retryable:
@@ -346,8 +404,22 @@ class Storage:
             self._ok()
         return []
 
+    def _retention_partial(self, part: list[bytes], exc: SinkError) -> None:
+        """A retention partial write: InfluxDB stored the batch but the N points older than its retention policy.
+        Nothing is resent or bisected (the old points would be dropped again); one log line per batch."""
+        dropped = min(int(exc.retention_dropped or 0), len(part))
+        with self._cond:
+            self._written += len(part) - dropped
+            self._retention_dropped += dropped
+            total = self._retention_dropped
+        log.warning("storage: InfluxDB dropped %d of %d points of a batch as older than its retention policy and "
+                    "stored the rest (HTTP %s, a partial write: nothing resent); %d dropped for retention in total",
+                    dropped, len(part), exc.status, total)
+        self._ok()
+
     def _replay(self) -> bool:
         """Deliver spooled segments oldest first; True when the spool is empty afterwards."""
+        self._learn_retention()
         self.spool.seal()
         total = self.spool.points
         for name in self.spool.segments():
@@ -427,3 +499,13 @@ class Storage:
                 log.error("storage: point %s %s cannot be encoded (%s); not written", p.measurement,
                           dict(p.tags), exc)
         return lines
+
+
+def _older(line: bytes, cutoff_ms: float) -> bool:
+    """True when the line's timestamp (the last field, ms: PRECISION) is before cutoff_ms; no timestamp: False.
+
+    A string field ends with its closing quote, so a last token of digits is the timestamp."""
+    head, _, last = line.rstrip().rpartition(b" ")
+    if not head or not last.lstrip(b"-").isdigit():
+        return False
+    return int(last) < cutoff_ms

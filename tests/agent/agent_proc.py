@@ -69,7 +69,8 @@ def read_status(state_dir: str) -> dict[str, Any] | None:
 class AgentProc:
     """One `vobox-agent --netns NS run` subprocess with its log file."""
 
-    def __init__(self, lab, config_path: str, log_path: str, cycles: int = 0, global_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, lab, config_path: str, log_path: str, cycles: int = 0, global_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.lab = lab
         self.config_path = config_path
         self.log_path = log_path
@@ -78,9 +79,9 @@ class AgentProc:
         if cycles:
             argv += ["--cycles", str(cycles)]
         self._log = open(log_path, "ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")} | (env or {})
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+                                     env=environ, start_new_session=True)
 
     @property
     def pid(self) -> int:

@@ -212,6 +212,7 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
             "RemediationStatus": ["status"],
             "BoxSetChanged": ["points", "evidence", "status", "metrics", "pipeline", "flight recorder",
                               "remediation engine", "webhook", "docker events"],
+            "ClockStepped": ["points", "metrics"],
         }
         assert assembly.pipeline.bus is assembly.bus
         (service,) = [s for s in assembly.services if isinstance(s, RemediationService)]
@@ -237,7 +238,8 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
         assert [x.name for x in assembly.bus.listeners] == ["points", "status"]
         assert assembly.bus.subscribers() == {"CycleEvents": ["points", "status"], "ActionRecord": ["points"],
                                               "ContainerEventRecord": ["points"], "RemediationStatus": ["status"],
-                                              "BoxSetChanged": ["points", "status", "pipeline"]}
+                                              "BoxSetChanged": ["points", "status", "pipeline"],
+                                              "ClockStepped": ["points"]}
     finally:
         assembly.close()
 

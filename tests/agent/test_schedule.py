@@ -1,5 +1,5 @@
-"""The probe loop (real APScheduler 3.x slots, a real loop thread): cycles and confirmation passes never overlap;
-a cycle due during a pass or an overrunning cycle starts when it ends (late, not skipped); a slot lost while the
+"""The probe loop (real threads and time; then an injected clock for the monotonic rhythm and wall-clock steps):
+cycles and confirmation passes never overlap; a cycle due during a pass or an overrunning cycle starts when it ends (late, not skipped); a slot lost while the
 one before still waits is one misfire; passes run start to start between cycles, back to back when they last
 longer than the confirm interval. The cycles here are made-up callables: the agent's own cycles are covered by
 tests/agent/test_pipeline.py and the lab tests."""
@@ -8,7 +8,9 @@ from __future__ import annotations
 import threading
 import time
 
-from agent.schedule import ProbeLoop
+import pytest
+
+from agent.schedule import MAX_SLEW_PPM, ClockStep, ProbeLoop, StepDetector
 
 
 class Recorder:
@@ -45,7 +47,7 @@ def test_an_overrunning_cycle_delays_the_next_slot_and_a_lost_slot_is_one_misfir
     interval_s = 0.3
     rec = Recorder(cycle_s=lambda n: interval_s * 2.5 if n == 1 else 0.01)   # cycle 2 overruns by 1.5 slots
     counted: list[int] = []
-    loop = ProbeLoop(rec.cycle, interval_s, 0.0, on_misfire=lambda: counted.append(1))
+    loop = ProbeLoop(rec.cycle, interval_s, 0.0, on_misfire=counted.append)
     loop.start()
     time.sleep(interval_s * 6.5)
     loop.stop()
@@ -55,7 +57,7 @@ def test_an_overrunning_cycle_delays_the_next_slot_and_a_lost_slot_is_one_misfir
     # the slot that fell due during the overrun ran at once when it ended, not at the next slot (APScheduler's
     # max_instances would have skipped it, and the one after it would have started 0.15 s later)
     assert abs(starts[2] - overrun_end) < 0.05, (starts, overrun_end)
-    assert loop.misfires == len(counted) == 1       # the second slot of the overrun waited behind the first
+    assert loop.misfires == sum(counted) == 1       # the second slot of the overrun waited behind the first
     # every slot of the run either started a cycle or was counted lost
     assert loop.cycles + loop.misfires in (7, 8), (loop.cycles, loop.misfires)
     assert rec.starts("pass") == []
@@ -157,3 +159,130 @@ def test_a_cycle_that_raises_is_logged_and_the_loop_goes_on(caplog):
     loop.stop()
     assert len(calls) >= 2
     assert any("probe cycle raised" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+# ---- the monotonic rhythm, with an injected clock (no sleeps: time moves only when the loop waits) ----------
+
+
+class FakeClock:
+    """Monotonic and wall clocks that move together when the loop waits; a test steps the wall clock alone."""
+
+    def __init__(self, mono_s: float = 5000.0, wall_s: float = 1_800_000_000.0) -> None:
+        self.mono_s, self.wall_s = mono_s, wall_s
+        self.waits = 0
+
+    def monotonic(self) -> float:
+        return self.mono_s
+
+    def time(self) -> float:
+        return self.wall_s
+
+    def wait(self, cond, timeout_s: float) -> None:
+        self.waits += 1
+        self.advance(timeout_s)
+
+    def advance(self, seconds: float) -> None:
+        self.mono_s += seconds
+        self.wall_s += seconds
+
+
+def run_fake(interval_s, *, cycles, during=lambda n, clock: None, jitter_s=0.0, uniform=None, **kw):
+    """Run a ProbeLoop on a FakeClock in this thread for `cycles` cycles; during(n, clock) runs inside cycle n
+    (0-based). Returns (loop, clock, starts as (monotonic, wall), steps seen)."""
+    clock = FakeClock()
+    starts: list[tuple[float, float]] = []
+    steps: list[ClockStep] = []
+    box: dict = {}
+
+    def cycle() -> None:
+        starts.append((clock.monotonic(), clock.time()))
+        during(len(starts) - 1, clock)
+        clock.advance(0.05)                      # the cycle's own work
+        if len(starts) >= cycles:
+            box["loop"].stop()
+
+    extra = {"uniform": uniform} if uniform else {}
+    loop = ProbeLoop(cycle, interval_s, jitter_s, clock=clock, on_clock_step=steps.append, **extra, **kw)
+    box["loop"] = loop
+    loop.run()
+    return loop, clock, starts, steps
+
+
+@pytest.mark.parametrize("step_s", [
+    pytest.param(-3600.0, id="back-1h"),
+    pytest.param(-2.0, id="back-2s"),
+    pytest.param(5.0, id="forward-5s"),
+    pytest.param(90 * 86400.0, id="forward-90d"),
+    pytest.param(300 * 86400.0, id="forward-300d"),
+    pytest.param(-300 * 86400.0, id="back-300d"),
+])
+def test_a_wall_clock_step_changes_nothing_of_the_rhythm_and_is_reported_once(step_s, caplog):
+    interval_s = 1.0
+
+    def during(n: int, clock: FakeClock) -> None:
+        if n == 9:                                # after the 10th cycle's start: the wall clock steps
+            clock.wall_s += step_s
+
+    loop, clock, starts, steps = run_fake(interval_s, cycles=20, during=during)
+    monos = [m for m, _ in starts]
+    # every cycle on its monotonic slot: 10 in the 10 s before the step, 10 in the 10 s after
+    assert monos == pytest.approx([monos[0] + k * interval_s for k in range(20)])
+    assert len([m for m in monos if m < monos[0] + 10]) == 10 and len(monos) == 20
+    assert loop.misfires == 0 and loop.cycles == 20
+    # points carry wall-clock stamps: the new wall time after the step
+    assert starts[10][1] - starts[9][1] == pytest.approx(interval_s + step_s)
+    # one step, seen once (at the next start), with its size
+    assert len(steps) == 1 and loop.clock_steps == 1
+    assert steps[0].step_s == pytest.approx(step_s) and steps[0].wall_s == starts[10][1]
+    warned = [r for r in caplog.records if "wall clock stepped" in r.getMessage()]
+    assert len(warned) == 1 and ("back" if step_s < 0 else "forward") in warned[0].getMessage()
+    # no slot walking: the loop waited once per cycle, whatever the step (20 waits, not millions)
+    assert clock.waits <= 21
+
+
+def test_a_long_stall_of_the_loop_thread_is_one_misfire_count_in_constant_time_and_memory(caplog):
+    """The loop thread itself held up for a million slots (a cycle that hung 11.6 days of monotonic time)."""
+    lost: list[int] = []
+    draws: list[float] = []
+
+    def uniform(a: float, b: float) -> float:
+        draws.append(b)
+        return 0.0
+
+    def during(n: int, clock: FakeClock) -> None:
+        if n == 2:
+            clock.advance(1_000_000.0)
+
+    loop, _clock, starts, _ = run_fake(1.0, cycles=5, during=during, jitter_s=0.5, uniform=uniform,
+                                      on_misfire=lost.append)
+    monos = [m - starts[0][0] for m, _ in starts]
+    # the cycle after the stall runs at once (the latest lost slot is due), then on the grid again
+    assert monos[3] == pytest.approx(1_000_002.05)
+    assert monos[4] == pytest.approx(1_000_003.0)
+    assert loop.misfires == sum(lost) == 999_999 and len(lost) == 1
+    assert len([r for r in caplog.records if "misfired" in r.getMessage()]) == 1
+    assert len(draws) == 4            # one jitter draw per slot that got a cycle, none per lost slot
+
+
+def test_jitter_on_the_injected_clock_stays_within_its_slot():
+    delays = iter([0.3, 0.0, 0.49, 0.1] * 5)
+    loop, _, starts, _ = run_fake(1.0, cycles=15, jitter_s=0.5, uniform=lambda a, b: next(delays))
+    t0 = starts[0][0]
+    offsets = [m - t0 - k for k, (m, _) in enumerate(starts)]
+    assert offsets[0] == 0.0                                      # the first cycle at once, unjittered
+    assert offsets[1:5] == pytest.approx([0.3, 0.0, 0.49, 0.1])   # each from its own slot: never accumulated
+    assert loop.misfires == 0
+
+
+def test_a_slew_is_not_a_step_and_a_step_is_measured():
+    d = StepDetector(threshold_s=1.0)
+    assert d.observe(1000.0, 10.0) is None
+    # NTP slewing at its maximum (500 ppm) for a day: 43 s of drift, never a step
+    mono, wall = 10.0, 1000.0
+    for _ in range(8640):
+        mono += 10.0
+        wall += 10.0 * (1 + MAX_SLEW_PPM * 1e-6)
+        assert d.observe(wall, mono) is None
+    step = d.observe(wall + 10.0 - 1.5, mono + 10.0)
+    assert step is not None and step.step_s == pytest.approx(-1.5) and step.monotonic_s == mono + 10.0
+    assert d.observe(wall + 20.0 - 1.5, mono + 20.0) is None        # the new offset is the reference

@@ -147,3 +147,72 @@ def test_every_answerer_is_kept_and_linger_waits_for_a_second_one_only_briefly()
         assert elapsed < 1.5, elapsed   # far below the 5 s timeout either way
         if linger_s:
             assert elapsed >= linger_s
+
+
+def _stamped_pair() -> tuple[socket.socket, socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setsockopt(socket.SOL_SOCKET, exchange.SO_TIMESTAMPNS, 1)   # kernel receive stamps (CLOCK_REALTIME)
+    return ours, theirs
+
+
+def test_a_process_wall_clock_an_hour_behind_the_kernels_times_replies_when_read(monkeypatch):
+    """libfaketime, or a step between the kernel's stamp and ours: the kernel stamp lies outside the sweep, so the
+    reply is timed when read (before: every reply was 3600 s "late" and every probe a timeout)."""
+    ours, theirs = _stamped_pair()
+    peer(theirs, lambda request, sock: sock.send(b"rep%d:x" % int(request[3:])))
+    real_time = time.time
+    monkeypatch.setattr(exchange.time, "time", lambda: real_time() - 3600.0)
+    try:
+        got = exchange.run(ours, [(None, b"req%d" % i) for i in range(5)], parse, 1.0, probe="test",
+                           addresses=[str(i) for i in range(5)], rate_pps=100000.0, burst=5)
+    finally:
+        ours.close()
+        theirs.close()
+    assert [o.error for o in got] == [None] * 5
+    for o in got:
+        assert 0 <= o.answered_s - o.sent_s < 0.5
+        assert abs(o.answered_s - (real_time() - 3600.0)) < 5      # stamps on the process's wall clock
+
+
+def test_kernel_stamps_are_used_when_the_clocks_agree():
+    ours, theirs = _stamped_pair()
+    recorded = []
+    peer(theirs, lambda request, sock: (time.sleep(0.05), sock.send(b"rep%d:x" % int(request[3:]))))
+    try:
+        got = exchange.run(ours, [(None, b"req0")], parse, 1.0, probe="test", addresses=["0"], rate_pps=10.0,
+                           burst=1, recorder=lambda *args: recorded.append(args))
+        time.sleep(0.01)
+    finally:
+        ours.close()
+        theirs.close()
+    assert got[0].error is None and 0.04 < got[0].answered_s - got[0].sent_s < 0.5
+    reply = [r for r in recorded if r[1] == "in"]
+    assert reply and reply[0][0] == got[0].answered_s                 # the recorder gets the same wall stamp
+    assert abs(reply[0][0] - time.time()) < 1.0
+
+
+def test_a_wall_clock_step_back_during_a_sweep_does_not_stretch_its_wait(monkeypatch):
+    """The wall clock steps back an hour after the sweep started; an unanswered request still ends the sweep one
+    timeout after it was sent (before: poll() waited for the wall clock to catch up, an hour)."""
+    ours, theirs = _stamped_pair()
+    peer(theirs, lambda request, sock: None)                        # never answers
+    real_time = time.time
+    calls = []
+
+    def stepping() -> float:
+        calls.append(1)
+        return real_time() - (3600.0 if len(calls) > 1 else 0.0)
+
+    monkeypatch.setattr(exchange.time, "time", stepping)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(exchange.run(
+        ours, [(None, b"req0")], parse, 0.3, probe="test", addresses=["0"], rate_pps=10.0, burst=1)), daemon=True)
+    start = time.monotonic()
+    try:
+        t.start()
+        t.join(5.0)
+    finally:
+        ours.close()
+        theirs.close()
+    assert result and result[0][0].error == "timeout", "the sweep did not end within 5 s"
+    assert time.monotonic() - start < 1.0

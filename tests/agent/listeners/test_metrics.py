@@ -244,3 +244,27 @@ def test_a_box_in_maintenance_has_state_maintenance_and_no_freeze(tmp_path):
     assert s[("vobox_box_state", box_labels("a", state="frozen"))] == 0
     assert ("vobox_box_up", box_labels("a")) not in s and s[("vobox_box_up", box_labels("b"))] == 1  # not observed
     assert running(rem) == {}
+
+
+def test_retention_drops_and_clock_steps_are_counters(tmp_path):
+    pipeline, script, metrics, _ = make(tmp_path)
+    counts = {"retention_dropped": 200}
+
+    class C:
+        spool_points, queued, dropped, rejected, write_errors = 0, 0, 0, 0, 0
+
+        @property
+        def retention_dropped(self):
+            return counts["retention_dropped"]
+
+    metrics.counters = C
+    site = (("site", "test"),)
+    assert samples(metrics)[("vobox_agent_clock_steps_total", site)] == 0       # exported from the start
+    assert samples(metrics)[("vobox_agent_retention_dropped_points_total", site)] == 0
+    run(pipeline, script, [()])
+    counts["retention_dropped"] = 250
+    metrics.on_clock_step()
+    run(pipeline, script, [()])
+    s = samples(metrics)
+    assert s[("vobox_agent_retention_dropped_points_total", site)] == 250
+    assert s[("vobox_agent_clock_steps_total", site)] == 1

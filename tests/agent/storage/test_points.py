@@ -95,3 +95,12 @@ def test_ns_from_s_rounds_to_ms():
 ])
 def test_schema(point, line):
     assert point.to_line() == line
+
+
+def test_clock_step_point_is_an_agent_point_tagged_with_its_event():
+    from agent.storage.points import clock_step_point
+
+    p = clock_step_point("lab", 1_800_000_000.5, -3600.0, host="vobox1")
+    assert p.to_line("ms") == ('agent,event=clock_step,host=vobox1,site=lab clock_step_s=-3600.0,detail="wall clock '
+                               'stepped back by 3600.000 s; probing kept its rhythm on the monotonic clock" '
+                               '1800000000500')
