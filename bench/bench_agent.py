@@ -53,6 +53,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "bench"))
 
 import bench_probes  # noqa: E402  (the segment builder; bench/ is not a package)
+
 from lab.influx import InfluxServer, kill_stale  # noqa: E402
 
 TMP_PREFIX = "vbxa-"          # /tmp/vbxa-<pid>-XXXX: influx data, configs, state dirs, logs

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "bench"))
 
 import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
+
 from lab import Lab, LabError, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
 
 TMP_PREFIX = "vbxl-"

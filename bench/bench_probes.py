@@ -36,8 +36,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
-from agent import netns  # noqa: E402
 import probes  # noqa: E402
+from agent import netns  # noqa: E402
 from probes import HttpSpec, Target  # noqa: E402
 
 PREFIX = "vbxb"  # namespaces vbxb-m<pid>/vbxb-t<pid>, veths vbxbm<pid>/vbxbt<pid>

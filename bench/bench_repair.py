@@ -22,6 +22,7 @@ Everything is removed at exit, also on Ctrl-C/SIGTERM; leftovers of a crashed ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -31,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import json
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "bench"))
 
 import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
+
 from lab import Lab, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
 from lab.faults import NFT_TABLE  # noqa: E402
 

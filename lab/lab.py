@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from agent import netns
 from lab import addressing, cleanup, credentials, cvmfs, faults, names, shell, state
-from lab.box import BOX_KINDS, LabBox
+from lab.box import LabBox
 from lab.errors import LabError, UnknownBoxError
 from lab.image import ensure_image
 

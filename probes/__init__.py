@@ -14,8 +14,8 @@ from typing import Protocol
 
 from probes import arp, http, icmp, icmp6, ndp, privileges, tcp, tls
 from probes.exchange import Recorder
-from probes.privileges import PrivilegeError
 from probes.http import HttpSpec
+from probes.privileges import PrivilegeError
 from probes.tcp import TcpSpec
 from probes.tls import TlsSpec
 from probes.types import LAYERS, PROBE_KINDS, Layer, ProbeResult, Target

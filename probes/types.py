@@ -76,7 +76,7 @@ class ProbeResult:
     warning: str | None = None          # ok but worth a look (tls: "certificate expires in 3.0 days (< 14)")
 
 
-def result_from(target: Target, outcome: "Outcome", timeout_s: float, layer: str) -> ProbeResult:
+def result_from(target: Target, outcome: Outcome, timeout_s: float, layer: str) -> ProbeResult:
     """Turn an exchange Outcome into a ProbeResult; a failure points at LAYER."""
     ok = outcome.error is None
     if outcome.answered_s is not None:

@@ -54,7 +54,7 @@ class FlapSettings:
     max_failed_share: float = 0.25
 
     @classmethod
-    def from_config(cls, section: Any) -> "FlapSettings":
+    def from_config(cls, section: Any) -> FlapSettings:
         """From agent.core.config.FlappingConfig (or anything with these attributes)."""
         return cls(enabled=section.enabled, window_cycles=section.window_cycles,
                    low_threshold_percent=section.low_threshold_percent,

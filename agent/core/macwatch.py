@@ -74,7 +74,7 @@ class MacWatch:
         return out
 
     @classmethod
-    def from_json(cls, data: Any) -> "MacWatch":
+    def from_json(cls, data: Any) -> MacWatch:
         """Restore from to_json(); ValueError naming what is wrong."""
         if not isinstance(data, Mapping):
             raise ValueError(f"macwatch state: expected an object of boxes, got {type(data).__name__}")

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.forensics.bundle import BoxRef
@@ -201,7 +201,7 @@ def event_line(event: Mapping[str, Any]) -> str:
     t_s = t / 1e9 if t else float(event.get("time") or 0)
     attrs = (event.get("Actor") or {}).get("Attributes") or {}
     where = f" (network {attrs['name']})" if event.get("Type") == "network" and attrs.get("name") else ""
-    return (f"{datetime.fromtimestamp(t_s, tz=timezone.utc).strftime('%H:%M:%SZ')} "
+    return (f"{datetime.fromtimestamp(t_s, tz=UTC).strftime('%H:%M:%SZ')} "
             f"{event.get('Type')} {event.get('Action')}{where}")
 
 

@@ -6,9 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from probes import PROBES, Layer
-
 from agent.forensics.recorder import Record, as_ethernet, normalize_address
+from probes import PROBES, Layer
 
 log = logging.getLogger(__name__)
 

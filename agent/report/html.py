@@ -8,8 +8,18 @@ import time
 from collections.abc import Callable
 
 from agent.report.stats import LAYERS, Report
-from agent.report.text import (HEADERS, _iso, all_failures_lines, comparison_lines, coverage, fmt_duration,
-                               fmt_estimate, fmt_pct, rows_for, segment_lines)
+from agent.report.text import (
+    HEADERS,
+    _iso,
+    all_failures_lines,
+    comparison_lines,
+    coverage,
+    fmt_duration,
+    fmt_estimate,
+    fmt_pct,
+    rows_for,
+    segment_lines,
+)
 
 MAX_FREEZE_ROWS = 200
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.report.stats import Bucket, BoxRecord, FleetObservation, FreezeRecord, SegmentOutage
+from agent.report.stats import BoxRecord, Bucket, FleetObservation, FreezeRecord, SegmentOutage
 from agent.storage.read import Rows, describe_source, influx_rows, quote_str
 
 MIN_QUERY_TIMEOUT_S = 30.0  # the report's aggregations over weeks take longer than a write

@@ -3,10 +3,10 @@ state machine in maintenance, the file and its source, the pipeline, the engine'
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,7 +24,7 @@ BOXES = ("a", "b", "c")
 
 
 def utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 # ---- the pure core ------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_a_recurring_window_follows_its_time_zone_across_dst():
     winter = datetime(2026, 1, 15, 2, 30, tzinfo=ZoneInfo("Europe/Zurich")).timestamp()
     summer = datetime(2026, 7, 15, 2, 30, tzinfo=ZoneInfo("Europe/Zurich")).timestamp()
     assert r.occurrence(winter) == (winter, winter + 3600) and r.occurrence(summer) == (summer, summer + 3600)
-    assert summer - datetime(2026, 7, 15, tzinfo=timezone.utc).timestamp() == 30 * 60   # 02:30 CEST = 00:30 UTC
+    assert summer - datetime(2026, 7, 15, tzinfo=UTC).timestamp() == 30 * 60   # 02:30 CEST = 00:30 UTC
 
 
 def test_ending_some_boxes_keeps_the_others_and_drops_windows_over():

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-
 from agent import netns
 from agent.cli import build_parser
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config

@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent.core.config import loads
-from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent import wiring
 from agent.bus import Bus
-from agent.schedule import ProbeLoop
+from agent.core.config import loads
+from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent.pipeline import Pipeline
+from agent.schedule import ProbeLoop
 from agent.storage.store import StorageCounters
 from probes import ProbeResult
 

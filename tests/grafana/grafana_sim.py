@@ -15,7 +15,6 @@ Sources followed (Grafana 10/11):
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 

@@ -192,7 +192,7 @@ def _served_cert(lab, box: str) -> x509.Certificate:
 
 
 def _days_left(cert: x509.Certificate) -> float:
-    return (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    return (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds() / 86400
 
 
 def test_tls_service_serves_the_certificate_the_test_sets(clean_lab):

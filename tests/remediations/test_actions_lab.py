@@ -10,8 +10,16 @@ import time
 import docker
 import pytest
 
-from remediations import (ActionContext, PlannedAction, RemediationPolicy, RemediationService, RemediationTarget,
-                          Remediator, default_docker_factory, execute)
+from remediations import (
+    ActionContext,
+    PlannedAction,
+    RemediationPolicy,
+    RemediationService,
+    RemediationTarget,
+    Remediator,
+    default_docker_factory,
+    execute,
+)
 from remediations.announce import announce_from_pid
 from tests.remediations.conftest import box_healthy, neigh_mac, ping_ok, tcp_ok, wait_for
 

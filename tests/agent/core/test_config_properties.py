@@ -12,10 +12,8 @@ import itertools
 import json
 import re
 
-import pytest
 import requests
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import probes
 from agent import netns

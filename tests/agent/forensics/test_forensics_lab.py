@@ -14,9 +14,9 @@ from scapy.utils import rdpcap
 
 from agent import netns
 from agent.core.correlation import CorrelationSettings, Correlator, Membership
+from agent.core.macwatch import MacWatch
 from agent.forensics.evidence import BoxRef, EvidenceCollector, read_summary
 from agent.forensics.recorder import FlightRecorder
-from agent.core.macwatch import MacWatch
 from remediations import default_docker_factory
 
 pytestmark = pytest.mark.lab

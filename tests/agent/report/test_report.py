@@ -9,8 +9,17 @@ import sys
 import pytest
 
 from agent import report as r
-from tests.grafana.fleet_data import (LAYERS, BOXES, DATABASE, INTERVAL_S, KINDS, SITE, Span, _entered,  # noqa: F401
-                                      fleet_data)  # the session fixture (one agent run per lab, shared with tests/grafana)
+from tests.grafana.fleet_data import (  # noqa: F401
+    BOXES,
+    DATABASE,
+    INTERVAL_S,
+    KINDS,
+    LAYERS,
+    SITE,
+    Span,
+    _entered,
+    fleet_data,  # the session fixture (one agent run per lab, shared with tests/grafana)
+)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
