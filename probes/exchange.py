@@ -184,8 +184,9 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
             if sent is None or answered_s[index] is not None or when_s - sent > timeout_s:
                 continue  # not ours to take yet, a duplicate, or late
             # Timed from the resend when it had gone out (a reply cannot say which copy it answers).
-            if resent_s[index] is not None and when_s >= resent_s[index]:
-                sent_s[index] = resent_s[index]
+            resent = resent_s[index]
+            if resent is not None and when_s >= resent:
+                sent_s[index] = resent
             answered_s[index] = when_s
             errors[index] = found.error
             macs[index] = found.mac
@@ -200,8 +201,9 @@ def run(sock: socket.socket, requests: Sequence[tuple[Any, bytes]], match: Calla
                 break
         else:
             wait_s = max(0.0, next_burst_s - now_s)
-        if resend_index < next_index and sent_s[resend_index] is not None:
-            wait_s = min(wait_s, max(0.0, sent_s[resend_index] + resend_after_s - now_s))
+        first_unanswered = sent_s[resend_index] if resend_index < next_index else None
+        if first_unanswered is not None:
+            wait_s = min(wait_s, max(0.0, first_unanswered + resend_after_s - now_s))
         poller.poll(wait_s * 1000.0)
 
     return [Outcome(sent_s[i], answered_s[i] if errors[i] != "timeout" else None, errors[i], macs[i])

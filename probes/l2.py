@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from probes import exchange, routing
 from probes.exchange import Outcome, Recorder
@@ -39,7 +40,7 @@ def _routes(targets: Sequence[Target], interface: str | None) -> list[routing.Ro
     """Route per target, or an error string for targets that cannot be probed at L2."""
     version = ipaddress.ip_address(targets[0].address).version
     table = routing.route_table(version) if interface is None else []
-    cache: dict[tuple, routing.Route | str] = {}
+    cache: dict[tuple[str, ...], routing.Route | str] = {}
     out: list[routing.Route | str] = []
     for target in targets:
         if interface is None:
@@ -50,7 +51,7 @@ def _routes(targets: Sequence[Target], interface: str | None) -> list[routing.Ro
             if entry.gateway is not None:
                 out.append(f"not on-link (routed via {entry.gateway} on {entry.interface})")
                 continue
-            key: tuple = (entry.interface, entry.network)
+            key: tuple[str, ...] = (entry.interface, str(entry.network))
         else:
             key = (interface,)
         if key not in cache:
@@ -87,7 +88,7 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
         def one(sock: socket.socket, indexes: list[int]) -> None:
             try:
                 route = routes[indexes[0]]
-                assert isinstance(route, routing.Route)
+                assert isinstance(route, routing.Route) and route.mac is not None  # grouped: resolved, with a MAC
                 sock.bind((route.interface, ethertype))
                 try:
                     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -103,18 +104,18 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
                 frame_for, matcher = build(route, own_mac, own_address, index_by_address)
                 requests = [(None, frame_for(p)) for p in packed]
 
-                def match(frame: bytes, addr: tuple) -> Match | None:
+                def match(frame: bytes, addr: tuple[Any, ...]) -> Match | None:  # AF_PACKET's address tuple
                     return None if addr[2] == PACKET_OUTGOING else matcher(frame)
 
                 got = exchange.run(sock, requests, match, timeout_s, probe=probe,
                                    addresses=[targets[i].address for i in indexes],
                                    rate_pps=RATE_PPS, burst=BURST, recorder=recorder, linktype=1)
-                for i, outcome in zip(indexes, got):
+                for i, outcome in zip(indexes, got, strict=True):
                     outcomes[i] = outcome
-            except BaseException as exc:  # re-raised in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which re-raises it
                 failures.append(exc)
 
-        jobs = list(zip(socks, groups.values()))
+        jobs = list(zip(socks, groups.values(), strict=True))
         threads = [threading.Thread(target=one, args=job, name=f"probe-{probe}-{job[1][0]}") for job in jobs[1:]]
         for t in threads:
             t.start()
@@ -127,4 +128,4 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
     finally:
         for s in socks:
             s.close()
-    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes)]  # type: ignore[arg-type]
+    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes, strict=True)]  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probes import PROBES, Layer
+from probes import PROBES, Layer, ProbeResult
 
 # The kinds whose answers carry the answering MAC: the layer-2 probes (ARP, NDP).
 L2_PROBES: tuple[str, ...] = tuple(k for k, p in PROBES.items() if p.LAYER == Layer.L2)
@@ -30,30 +30,23 @@ def _canon_address(address: str) -> str:
         return address
 
 
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
 class MacWatch:
     """Last answering MAC per (box, address); `observe` returns the changes. No I/O: the caller persists to_json()."""
 
     def __init__(self, last: Mapping[tuple[str, str], str] | None = None) -> None:
         self._last: dict[tuple[str, str], str] = dict(last or {})
 
-    def observe(self, box: str, results: Iterable[Any]) -> list[MacChange]:
-        """Feed one cycle's results of a box (ProbeResult-like); failed and non-ARP/NDP results are ignored."""
+    def observe(self, box: str, results: Iterable[ProbeResult]) -> list[MacChange]:
+        """Feed one cycle's results of a box; failed and non-ARP/NDP results are ignored."""
         changes: list[MacChange] = []
         for r in results:
-            if _get(r, "probe") not in L2_PROBES or not _get(r, "ok"):
+            if r.probe not in L2_PROBES or not r.ok or not r.mac:
                 continue
-            mac = _get(r, "mac")
-            if not mac:
-                continue
-            mac = str(mac).lower()
-            key = (box, _canon_address(str(_get(r, "target"))))
+            mac = r.mac.lower()
+            key = (box, _canon_address(r.target))
             old = self._last.get(key)
             if old is not None and old != mac:
-                changes.append(MacChange(box=box, address=key[1], old=old, new=mac, time_s=float(_get(r, "time_s"))))
+                changes.append(MacChange(box=box, address=key[1], old=old, new=mac, time_s=float(r.time_s)))
             self._last[key] = mac
         return changes
 
