@@ -77,7 +77,7 @@ class AgentProc:
         argv = [AGENT_BIN, *global_args, "--netns", lab.monitor_ns, "run", "-c", config_path]
         if cycles:
             argv += ["--cycles", str(cycles)]
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the agent's log while it runs, closed by stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
@@ -137,7 +137,7 @@ class AgentProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"agent did not exit within {timeout_s:.0f} s of signal {sig}:\n{self._tail()}")
+            raise AssertionError(f"agent did not exit within {timeout_s:.0f} s of signal {sig}:\n{self._tail()}") from None
         finally:
             self._log.close()
 

@@ -113,7 +113,7 @@ def test_maintenance_closes_an_open_freeze_and_opens_none_then_a_persisting_faul
         t += 10
     assert st.state == "frozen" and st.freeze_start_s == 100.0
     st, evs = step(st, Verdict(False, "l2", maintenance=True), t, TH)   # at 130
-    assert st.state == "maintenance" and [type(e) for e in evs if not e.__class__.__name__ == "StateChanged"] == [
+    assert st.state == "maintenance" and [type(e) for e in evs if e.__class__.__name__ != "StateChanged"] == [
         FreezeClosed]
     assert evs[-1].end_s == 130.0 and up_decision(initial("a"), st).up is None
     for _ in range(10):   # failing all along: nothing opens

@@ -94,7 +94,7 @@ def healthy_after(rlab):
             subprocess.run(["ip", "netns", "exec", b.netns, "nft", "delete", "table", "inet", "vobox_lab_l3"],
                            stderr=subprocess.DEVNULL)
     for b in rlab.boxes:
-        assert wait_for(lambda: box_healthy(rlab, b.name), 30), f"box {b.name} did not come back"
+        assert wait_for(lambda b=b: box_healthy(rlab, b.name), 30), f"box {b.name} did not come back"
 
 
 def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):
