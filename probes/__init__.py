@@ -37,7 +37,7 @@ class Probe(Protocol):
     def LAYER(self) -> str: ...           # the layer a failure points at, one of LAYERS (tcp/http/tls: a failed
                                           # connect is l4, a failed dialogue after it l7; each result has its own)
     @property
-    def SPEC(self) -> type[object] | None: ...  # the frozen spec class a Target may carry (None: takes none)
+    def SPEC(self) -> type[TcpSpec | HttpSpec | TlsSpec] | None: ...  # the spec a Target may carry (None: none)
 
     def sweep(self, targets: Sequence[Target], timeout_s: float, interface: str | None = None,
               recorder: Recorder | None = None) -> list[ProbeResult]:
