@@ -63,11 +63,12 @@ def tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 
 
-def _safe_record(recorder: Recorder, *args: Any) -> bool:
+def _safe_record(recorder: Recorder, time_s: float, direction: str, probe: str, address: str, frame: bytes,
+                 linktype: int) -> bool:
     try:
-        recorder(*args)
+        recorder(time_s, direction, probe, address, frame, linktype)
     except Exception:  # one bad consumer must not stop a sweep
-        log.exception("probe %s: recorder failed; not calling it again in this sweep", args[2])
+        log.exception("probe %s: recorder failed; not calling it again in this sweep", probe)
         return False
     return True
 
