@@ -128,4 +128,7 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
     finally:
         for s in socks:
             s.close()
-    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes, strict=True)]  # type: ignore[arg-type]
+    done = [o for o in outcomes if o is not None]
+    if len(done) != len(targets):  # each target got a routing error or its exchange's outcome above
+        raise RuntimeError(f"{probe}: {len(targets) - len(done)} of {len(targets)} targets have no outcome")
+    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, done, strict=True)]
