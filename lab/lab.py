@@ -24,7 +24,8 @@ from lab.errors import LabError, UnknownBoxError
 from lab.image import ensure_image
 
 if TYPE_CHECKING:
-    from lab.prometheus import PrometheusStack  # imported when started: it is not needed otherwise
+    from lab.influx import InfluxServer  # imported when started: not needed otherwise
+    from lab.prometheus import PrometheusStack
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Lab:
 
     def __init__(self, st: dict) -> None:
         self._st = st
-        self._influx = None  # InfluxServer started by this process, if any
+        self._influx: InfluxServer | None = None  # started by this process, if any
         self._prometheus: PrometheusStack | None = None  # started by this process, if any
         self._listeners: dict[str, list[subprocess.Popen]] = {}
 
