@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import probes
@@ -35,9 +35,27 @@ from agent.core import flapping, freeze
 from agent.core.config import BoxConfig, Config
 from agent.core.correlation import Correlator
 from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
-from agent.core.events import (NOT_JUDGED, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
-                               CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
-                               MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, deeper)
+from agent.core.events import (
+    NOT_JUDGED,
+    BoxHeld,
+    BoxKind,
+    BoxObserved,
+    BoxReleased,
+    BoxSetChanged,
+    CycleEnded,
+    CycleEvent,
+    CycleEvents,
+    DegradedChanged,
+    FreezeClosed,
+    FreezeLayerChanged,
+    FreezeOpened,
+    MacChanged,
+    MaintenanceChanged,
+    SegmentFreezeChanged,
+    State,
+    StateChanged,
+    deeper,
+)
 from agent.core.macwatch import MacWatch
 from agent.core.maintenance import Active
 from agent.listeners import Listener
@@ -295,7 +313,7 @@ class Pipeline:
         checks = self.prober.start_checks([name for name, _, _ in plan.slices])
         try:
             results = self._sweep_all(plan, record, now_s)
-        except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
+        except Exception as exc:  # a broken probe must not stop the agent; no verdicts this cycle
             log.exception("cycle: sweep failed for every box, no box is judged this cycle")
             return self._finish([], now_s, started, (), f"sweep failed: {type(exc).__name__}: {exc}", confirm)
         finally:
@@ -317,7 +335,7 @@ class Pipeline:
                 unhealthy.append(v.box)
             try:
                 events.extend(self._judge(v, now_s, confirm, active.get(v.box)))
-            except Exception:  # noqa: BLE001 - one misbehaving box never stops the cycle
+            except Exception:  # one misbehaving box never stops the cycle
                 log.exception("box %s: cycle failed for this box", v.box)
         if not confirm:
             events.extend(self._maintenance_changes(active, now_s))
@@ -359,7 +377,7 @@ class Pipeline:
             return {}
         try:
             return self.maintenance(now_s, tuple(self.boxes))
-        except Exception:  # noqa: BLE001 - a broken window source must not stop probing
+        except Exception:  # a broken window source must not stop probing
             log.exception("cycle: maintenance windows unavailable; keeping those of the last cycle")
             return dict(self._in_maintenance)
 
@@ -517,4 +535,4 @@ def _log_event(ev: Any) -> None:
 
 
 def _iso(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -86,13 +86,18 @@ UNHEALTHY_LAYER = Layer.L7
 
 
 class ContainerView(Protocol):
-    """What a cycle needs of a container's state (remediations.docker_events.ContainerState fits)."""
+    """What a cycle needs of a container's state (read-only: remediations.docker_events.ContainerState fits)."""
 
-    state: str
-    health: str | None
-    oom_killed: bool
-    operator_stopped: bool
-    since_s: float | None
+    @property
+    def state(self) -> str: ...
+    @property
+    def health(self) -> str | None: ...
+    @property
+    def oom_killed(self) -> bool: ...
+    @property
+    def operator_stopped(self) -> bool: ...
+    @property
+    def since_s(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,11 @@
 
 Per box: BoxObserved (every cycle), then what the freeze state machine (agent.core.freeze)
 and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
-FreezeLayerChanged, FreezeClosed, MacChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
-(agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
-BoxReleased. Last, CycleEnded. The pipeline publishes them as one message, CycleEvents, on the
-bus (agent.bus); consumers: points, evidence, remediation, status, metrics.
+FreezeLayerChanged, FreezeClosed, MacChanged; then flapping (agent.core.flapping): DegradedChanged.
+Then, for the whole cycle, what correlation (agent.core.correlation) made of the freeze
+events: SegmentFreezeChanged, BoxHeld, BoxReleased. Last, CycleEnded. The pipeline publishes
+them as one message, CycleEvents, on the bus (agent.bus); consumers: points, evidence,
+remediation, status, metrics.
 
 Besides the cycle: BoxSetChanged (discovery changed the box set), published when it happens.
 """
@@ -130,7 +131,7 @@ class BoxObserved(Event):
     healthy: bool
     layer: str
     state: str
-    up: int
+    up: int | None   # None: not observed (stopped on purpose), as agent.core.freeze.UpDecision says
     rewrite_down_times: tuple[float, ...]
     freeze_start_s: float | None
     state_layer: str
