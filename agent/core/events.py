@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeAlias
 
-from probes import LAYERS as PROBE_LAYERS
-from probes import Layer
+from probes import LAYERS as PROBE_LAYERS, Layer as Layer  # Layer: re-exported, the events' layer type
 
 
 class State(StrEnum):

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from agent.core.events import (LAYERS, STATES, BoxHeld, BoxKind, Layer, State, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
-                               FreezeClosed, FreezeOpened, MacChanged, SegmentFreezeChanged)
+from agent.core.events import (LAYERS, STATES, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded,
+                               FreezeClosed, FreezeOpened, Layer, MacChanged, SegmentFreezeChanged, State)
 from agent.listeners import CycleEvent, CycleListener
 from remediations.httpserver import HTTPServer, Limits, Request, Response
 from remediations.model import ActionRecord, RecordOutcome

@@ -15,7 +15,7 @@ from probes import LAYERS
 
 CONFIDENCE = 0.95
 DAY_S = 86400.0
-KIND_LABELS = {BoxKind.CONTAINER: "all containers", BoxKind.VM: "all VMs"}
+KIND_LABELS: dict[str, str] = {BoxKind.CONTAINER: "all containers", BoxKind.VM: "all VMs"}  # StrEnum keys: "vm" finds VM
 
 
 def regularized_gamma_p(a: float, x: float) -> float:
