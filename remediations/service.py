@@ -12,8 +12,15 @@ from contextlib import AbstractContextManager
 from remediations import history
 from remediations.actions import ActionContext, execute
 from remediations.engine import BoxStatus, Remediator
-from remediations.model import (ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome,
-                                RemediationStatus, RequestResult)
+from remediations.model import (
+    ActionOutcome,
+    ActionRecord,
+    HistoryEntry,
+    PlannedAction,
+    RecordOutcome,
+    RemediationStatus,
+    RequestResult,
+)
 
 log = logging.getLogger(__name__)
 
