@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 
+import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
