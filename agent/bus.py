@@ -62,7 +62,7 @@ class Bus:
         for name, handler in self._route(type(message)):
             try:
                 handler(message)
-            except Exception:  # noqa: BLE001 - one bad listener never stops the others or the publisher
+            except Exception:  # one bad listener never stops the others or the publisher
                 log.exception("listener %s failed on %s", name, type(message).__name__)
 
     def _route(self, kind: type) -> list[tuple[str, Handler]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -27,7 +27,7 @@ EVENTS_KEPT = 8
 
 
 def _clock(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, timezone.utc).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(time_s, UTC).strftime("%H:%M:%S")
 
 
 def render(snap: Snapshot | None, now_s: float, events: list[str] | tuple[str, ...] = (),

@@ -27,22 +27,40 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import probes
 from agent import atomic
 from agent.bus import Bus
-from agent.core import flapping, freeze
+from agent.core import correlation as corr, flapping, freeze
 from agent.core.config import BoxConfig, Config
-from agent.core import correlation as corr
 from agent.core.correlation import Correlator
 from agent.core.cycle import ContainerView, CyclePlan, plan_cycle, verdicts, with_container_state
-from agent.core.events import (NOT_JUDGED, AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased,
-                               BoxSetChanged, CycleEnded, EngineDownChanged,
-                               CycleEvent, CycleEvents, DegradedChanged, FreezeClosed, FreezeLayerChanged, FreezeOpened,
-                               MacChanged, MaintenanceChanged, SegmentFreezeChanged, State, StateChanged, WitnessObserved,
-                               deeper)
+from agent.core.events import (
+    NOT_JUDGED,
+    AddressConflictChanged,
+    BoxHeld,
+    BoxKind,
+    BoxObserved,
+    BoxReleased,
+    BoxSetChanged,
+    CycleEnded,
+    CycleEvent,
+    CycleEvents,
+    DegradedChanged,
+    EngineDownChanged,
+    FreezeClosed,
+    FreezeLayerChanged,
+    FreezeOpened,
+    MacChanged,
+    MaintenanceChanged,
+    SegmentFreezeChanged,
+    State,
+    StateChanged,
+    WitnessObserved,
+    deeper,
+)
 from agent.core.macwatch import MacWatch
 from agent.core.maintenance import Active
 from agent.listeners import Listener
@@ -304,7 +322,7 @@ class Pipeline:
             plan = CyclePlan(plan.targets + tuple(witness), plan.slices)
         try:
             results = self._sweep_all(plan, record, now_s)
-        except Exception as exc:  # noqa: BLE001 - a broken probe must not stop the agent; no verdicts this cycle
+        except Exception as exc:  # a broken probe must not stop the agent; no verdicts this cycle
             log.exception("cycle: sweep failed for every box, no box is judged this cycle")
             return self._finish([], now_s, started, (), f"sweep failed: {type(exc).__name__}: {exc}", confirm)
         finally:
@@ -326,7 +344,7 @@ class Pipeline:
                 unhealthy.append(v.box)
             try:
                 events.extend(self._judge(v, now_s, confirm, active.get(v.box)))
-            except Exception:  # noqa: BLE001 - one misbehaving box never stops the cycle
+            except Exception:  # one misbehaving box never stops the cycle
                 log.exception("box %s: cycle failed for this box", v.box)
         if not confirm:
             events.extend(self._maintenance_changes(active, now_s))
@@ -354,7 +372,7 @@ class Pipeline:
         read = getattr(self.prober.container_states, "engine_down", None)
         try:
             down = read() if callable(read) else None
-        except Exception:  # noqa: BLE001 - an unreadable engine state holds nothing
+        except Exception:
             log.exception("cycle: container engine state unavailable")
             down = None
         was, self._engine_down = self._engine_down, down
@@ -401,7 +419,7 @@ class Pipeline:
             return {}
         try:
             return self.maintenance(now_s, tuple(self.boxes))
-        except Exception:  # noqa: BLE001 - a broken window source must not stop probing
+        except Exception:  # a broken window source must not stop probing
             log.exception("cycle: maintenance windows unavailable; keeping those of the last cycle")
             return dict(self._in_maintenance)
 
@@ -654,4 +672,4 @@ def _log_event(ev: Any) -> None:
 
 
 def _iso(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -59,7 +59,7 @@ class Prober:
         def run() -> None:
             try:
                 found.update(checks(names))
-            except Exception:  # noqa: BLE001 - the checks runner never raises; a bug in it must not stop cycles
+            except Exception:  # the checks runner never raises; a bug in it must not stop cycles
                 log.exception("cycle: in-container checks failed; boxes are judged on their probes alone")
 
         thread = threading.Thread(target=run, name="checks", daemon=True)
@@ -76,7 +76,7 @@ class Prober:
             return {}
         try:
             return self.container_states()
-        except Exception:  # noqa: BLE001 - without states the boxes are judged on their probes alone
+        except Exception:  # without states the boxes are judged on their probes alone
             log.exception("cycle: container states unavailable; judging on probes alone")
             return {}
 

@@ -73,7 +73,7 @@ def data(obj: Any, secrets: Iterable[str] = ()) -> Any:
 
 def _data(obj: Any, known: tuple[str, ...]) -> Any:
     if isinstance(obj, Mapping):
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in obj.items():
             if str(k).lower() == "env" and isinstance(v, (list, tuple)):
                 out[k] = env(v)

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 STALE_INTERVALS = 3
 # RTT columns: IPv4 kinds, IPv6 kinds, then port probes; within a family the shallower layer first (icmp, arp).
-PROBE_ORDER: tuple[str, ...] = tuple(sorted(PROBES, key=lambda k: ({4: 0, 6: 1}.get(PROBES[k].FAMILY, 2),
+_FAMILY_ORDER: dict[int | None, int] = {4: 0, 6: 1}  # None (both families): the port probes, last
+PROBE_ORDER: tuple[str, ...] = tuple(sorted(PROBES, key=lambda k: (_FAMILY_ORDER.get(PROBES[k].FAMILY, 2),
                                                                    -LAYERS.index(PROBES[k].LAYER))))
 
 
@@ -123,32 +124,32 @@ def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
     latest: dict[str, dict] = {}
     for tags, row in query(f'SELECT * FROM "box" WHERE time > now() - 7d{site} GROUP BY "box" '
                            'ORDER BY time DESC LIMIT 1'):
-        latest[tags.get("box") or row.get("box")] = row
+        latest[tags.get("box") or row.get("box") or ""] = row
     rtts: dict[str, dict[str, float]] = {}
     for tags, row in query('SELECT last("rtt_ms") FROM "probe" WHERE time > now() - 1h' + site +
                            ' GROUP BY "box", "probe"'):
         if row.get("last") is not None:
-            rtts.setdefault(tags.get("box"), {})[tags.get("probe")] = float(row["last"])
+            rtts.setdefault(tags.get("box", ""), {})[tags.get("probe", "")] = float(row["last"])
     freezes: dict[str, dict] = {}
     for tags, row in query('SELECT * FROM "freeze" WHERE "open" = 1 AND time > now() - 30d' + site +
                            ' GROUP BY "box"'):
-        freezes[tags.get("box")] = {"start_s": row["time"] / 1000.0, "layer": row.get("layer")}
+        freezes[tags.get("box", "")] = {"start_s": row["time"] / 1000.0, "layer": row.get("layer")}
     last_down: dict[str, float] = {}
     for tags, row in query('SELECT last("up") FROM "box" WHERE "up" = 0 AND time > now() - 30d' + site +
                            ' GROUP BY "box"'):
-        last_down[tags.get("box")] = row["time"] / 1000.0
+        last_down[tags.get("box", "")] = row["time"] / 1000.0
     remediation = _remediation_from_influx(query, site, now_s)
     cap = cfg.remediation.max_per_box_per_hour if cfg.remediation.enabled else None
     boxes = []
     updated = None
     for box in cfg.boxes:
-        row = latest.get(box.name)
+        box_row = latest.get(box.name)
         fr = freezes.get(box.name)
-        if row is None:
+        if box_row is None:
             boxes.append(BoxStatus(box.name, box.kind, "unknown", "none", None, rtts.get(box.name, {}), fr))
             continue
-        updated = max(updated or 0.0, row["time"] / 1000.0)
-        state = row.get("state") or ("up" if row.get("up") == 1 else "down")
+        updated = max(updated or 0.0, box_row["time"] / 1000.0)
+        state = box_row.get("state") or ("up" if box_row.get("up") == 1 else "down")
         since = fr["start_s"] if fr else last_down.get(box.name)
         rem = remediation.get(box.name, _BoxRemediation())
         budget = None if cap is None else max(cap - rem.actions_last_hour, 0)
@@ -158,15 +159,15 @@ def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
         halted = (cap is not None and rem.cap_reason is not None
                   and not (up_for_s is not None and up_for_s >= cfg.remediation.reset_after_s))
         held = None
-        if row.get("held"):
-            held = {"kind": row["held"], "segment": row.get("held_segment"), "since_s": row.get("held_since_s"),
-                    "reason": row.get("held_reason")}
-        degraded = ({"degraded": bool(row.get("degraded")), "percent_state_change": row.get("percent_state_change"),
-                     "failed_share": row.get("failed_share"), "reason": None}
-                    if row.get("percent_state_change") is not None else None)
-        boxes.append(BoxStatus(box.name, box.kind, state, row.get("layer") or "none", since,
+        if box_row.get("held"):
+            held = {"kind": box_row["held"], "segment": box_row.get("held_segment"), "since_s": box_row.get("held_since_s"),
+                    "reason": box_row.get("held_reason")}
+        degraded = ({"degraded": bool(box_row.get("degraded")), "percent_state_change": box_row.get("percent_state_change"),
+                     "failed_share": box_row.get("failed_share"), "reason": None}
+                    if box_row.get("percent_state_change") is not None else None)
+        boxes.append(BoxStatus(box.name, box.kind, state, box_row.get("layer") or "none", since,
                                rtts.get(box.name, {}), fr, budget, halted, rem.cap_reason if halted else None,
-                               held=held, judged_s=row["time"] / 1000.0, degraded=degraded))
+                               held=held, judged_s=box_row["time"] / 1000.0, degraded=degraded))
     return Snapshot("influxdb", updated, tuple(boxes))
 
 
@@ -194,7 +195,7 @@ def _remediation_from_influx(query: Query, site: str, now_s: float) -> dict[str,
         action = r.get("action") or tags.get("action") or ""
         if r.get("dry_run") == 1:
             continue
-        by_box.setdefault(tags.get("box"), []).append((r["time"] / 1000.0, outcome, action, r.get("reason") or ""))
+        by_box.setdefault(tags.get("box", ""), []).append((r["time"] / 1000.0, outcome, action, r.get("reason") or ""))
     out = {}
     for box, recs in by_box.items():
         recs.sort()
@@ -202,7 +203,7 @@ def _remediation_from_influx(query: Query, site: str, now_s: float) -> dict[str,
                       default=float("-inf"))
         ran = [t for t, outcome, action, _ in recs if outcome == "done" and action != "reset" and t > reset_s]
         cap_reason = None
-        for t, outcome, action, reason in recs:
+        for t, outcome, _action, reason in recs:
             if outcome == "refused" and reason.startswith("cap reached") and t > reset_s and (not ran or t > ran[-1]):
                 cap_reason = reason
         out[box] = _BoxRemediation(len(ran), cap_reason)

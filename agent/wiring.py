@@ -11,10 +11,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.core.config import MIB, BoxConfig, Config
 from agent.listeners.points import record_point  # noqa: F401 - agent.commands.remediate writes records with it
+
+if TYPE_CHECKING:
+    from agent.discovery import DockerDiscovery  # imported where discovery is on
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,8 @@ def build_otlp(cfg: Config, registry: Any) -> Any:
             headers = read_headers(cfg.otlp.headers_file)
         except (OSError, ValueError) as exc:
             raise SetupError(f"otlp.headers_file: {exc}") from None
+    if cfg.otlp.endpoint is None:
+        raise SetupError("otlp.endpoint: not set, nothing to push to")
     return OtlpPusher(registry, cfg.otlp.endpoint, interval_s=cfg.otlp.interval_s, timeout_s=cfg.otlp.timeout_s,
                       headers=headers, ca_file=cfg.otlp.ca_file)
 
@@ -176,7 +181,7 @@ class Assembly:
     pipeline: Any
     scheduler: Any
     services: list[Any] = field(default_factory=list)   # objects with start()/stop()
-    closers: list[Callable[[], None]] = field(default_factory=list)
+    closers: list[Callable[[], object]] = field(default_factory=list)
     bus: Any = None   # agent.bus.Bus: the one way out, with its listeners
     reloaders: list[Callable[[], object]] = field(default_factory=list)   # SIGHUP: load files again
 
@@ -192,7 +197,7 @@ class Assembly:
         for s in reversed(self.services):
             try:
                 s.stop()
-            except Exception:  # noqa: BLE001 - keep stopping the rest
+            except Exception:  # keep stopping the rest
                 log.exception("stopping %r failed", s)
         self.close()
 
@@ -201,7 +206,7 @@ class Assembly:
         for reload in self.reloaders:
             try:
                 reload()
-            except Exception:  # noqa: BLE001 - a failed reload never stops the agent
+            except Exception:  # a failed reload never stops the agent
                 log.exception("reloading %r failed", reload)
 
     def close(self) -> None:
@@ -209,7 +214,7 @@ class Assembly:
         for close in self.closers:
             try:
                 close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("closing failed")
 
 
@@ -254,8 +259,9 @@ def build_metrics(cfg: Config, storage: Any, members: Any) -> tuple[Any, list[An
                               segments={name: m.segment for name, m in members.items()},
                               interval_s=cfg.agent.interval_s)
     services: list[Any] = []
-    if cfg.metrics.listen:
-        services.append(MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port))
+    host, port = cfg.metrics.host, cfg.metrics.port   # both set when metrics.listen is
+    if host is not None and port is not None:
+        services.append(MetricsServer(metrics.registry, host, port))
     if cfg.otlp.endpoint:   # the same registry, pushed
         services.append(build_otlp(cfg, metrics.registry))
     return metrics, services
@@ -288,6 +294,8 @@ def build_webhook(cfg: Config, token: str | None, submit: Callable[[str, str | N
     rc = cfg.remediation
     tls = (TLSSettings(rc.webhook_cert_file, rc.webhook_key_file, rc.webhook_client_ca_file, rc.webhook_verify_client)
            if rc.webhook_cert_file else None)
+    if rc.webhook_host is None or rc.webhook_port is None:
+        raise SetupError("remediation.webhook_listen: not set, no webhook to serve")
     try:
         return WebhookReceiver(rc.webhook_host, rc.webhook_port, token, [b.name for b in cfg.boxes],
                                submit, max_bytes=rc.webhook_max_bytes, tls=tls,
@@ -353,7 +361,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     bus = Bus()
     storage = Storage.from_config(cfg)
     services: list[Any] = []
-    closers: list[Callable[[], None]] = []
+    closers: list[Callable[[], object]] = []   # called for their effect; storage.flush returns whether it got through
 
     recorder, evidence = build_forensics(cfg, make_docker, monitor_netns)
     if evidence is not None:
@@ -369,12 +377,14 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     # Stops/restarts our remediation causes: the service marks them, the events watcher reads them.
     expected_events = ExpectedEvents()
-    discovery = watcher = container_states = None
+    discovery: DockerDiscovery | None = None
+    watcher = container_states = None
     if cfg.discovery.docker:
         from agent.discovery import DockerDiscovery
 
-        # Its changes are published as they happen (the set read back from it: discovery.boxes()).
-        discovery = DockerDiscovery(cfg, on_change=box_set_publisher(lambda: discovery.boxes(), bus.publish))
+        # Its changes are published as they happen (the set read back from it: found.boxes()).
+        found = DockerDiscovery(cfg, on_change=box_set_publisher(lambda: found.boxes(), bus.publish))
+        discovery = found
     if any(b.container for b in cfg.boxes) or discovery is not None:
         from remediations.docker_events import STATE_FILE, ContainerStates, DockerEventWatcher
 

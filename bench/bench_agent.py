@@ -48,12 +48,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's product and lab
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_probes  # noqa: E402  (the segment builder; bench/ is not a package)
-from lab.influx import InfluxServer, kill_stale  # noqa: E402
+import bench_probes  # the segment builder; bench/ is not a package
+
+from lab.influx import InfluxServer, kill_stale
+
+HERE = Path(__file__).resolve().parent.parent
 
 TMP_PREFIX = "vbxa-"          # /tmp/vbxa-<pid>-XXXX: influx data, configs, state dirs, logs
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -201,7 +203,7 @@ class Bench:
         rows: list[dict] = []
         for r in res.get("results", []):
             for s in r.get("series", []) or []:
-                rows += [dict(zip(s["columns"], v)) for v in s["values"]]
+                rows += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
         return rows
 
     # --- one run ---

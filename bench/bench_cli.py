@@ -32,12 +32,14 @@ import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's product
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers; bench/ is not a package
 
-from agent import atomic, netns  # noqa: E402
-from bench.bench_probes import (TCP_PORT, Segment, arpscan_ok, cleanup_leftovers, fping_ok, med,  # noqa: E402
-                                run_main, sh)
+from bench_probes import TCP_PORT, Segment, arpscan_ok, cleanup_leftovers, fping_ok, med, run_main, sh
+
+from agent import atomic, netns
+
+HERE = Path(__file__).resolve().parent.parent
 
 SECTIONS = ("version", "help", "status", "probe")
 STATUS_BOXES = 50

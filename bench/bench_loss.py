@@ -41,12 +41,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's product and lab
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
-from lab import Lab, LabError, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
+import bench_probes  # shared bench helpers; bench/ is not a package
+
+from lab import Lab, LabError, cleanup_leftovers as lab_cleanup_leftovers
+
+HERE = Path(__file__).resolve().parent.parent
 
 TMP_PREFIX = "vbxl-"
 TIMEOUT_S, JITTER_S, FAIL_CYCLES, RECOVER_CYCLES = 1.0, 0.5, 3, 2   # the defaults
@@ -199,7 +201,7 @@ class LossBench:
         rows: list[dict] = []
         for r in res.get("results", []):
             for s in r.get("series", []) or []:
-                rows += [dict(zip(s["columns"], v)) for v in s["values"]]
+                rows += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
         return rows
 
     def inject(self, duration_s: float) -> list[Fault]:
@@ -250,22 +252,24 @@ class LossBench:
         fig = Figures(loss, run.interval_s, run.mode, len(self.lab.boxes) * (t1 - t0) / 3600, len(faults))
         records = log_records(run.dir / "agent.log")
         for f in faults:
-            frozen = [t for t, m in records if m.startswith(f"box {f.box}: FROZEN") and f.start_s <= t <= f.healthy_s]
+            healthy_s, clear_s = f.healthy_s, f.clear_s
+            assert healthy_s is not None and clear_s is not None  # inject() returns only cleared faults
+            frozen = [t for t, m in records if m.startswith(f"box {f.box}: FROZEN") and f.start_s <= t <= healthy_s]
             if frozen:
                 fig.detected.append(frozen[0] - f.start_s)
                 fig.by_kind.setdefault(f"{self.lab.box(f.box).kind} {f.kind}", []).append(frozen[0] - f.start_s)
             else:
                 fig.missed.append(f"{f.box} {f.kind}")
                 continue
-            over = [t for t, m in records if m.startswith(f"box {f.box}: freeze over") and t >= f.clear_s]
+            over = [t for t, m in records if m.startswith(f"box {f.box}: freeze over") and t >= clear_s]
             if over:
-                fig.mttr.append(over[0] - f.clear_s)
+                fig.mttr.append(over[0] - clear_s)
         for fr in self.query("SELECT * FROM freeze", run.db):
             start = _epoch(fr["time"])
             if start < t0 - 1 or start > t1:
                 continue
             stop = start + (fr.get("duration_s") or 0.0)
-            if not any(f.box == fr["box"] and start <= f.healthy_s and stop >= f.start_s for f in faults):
+            if not any(f.box == fr["box"] and start <= (f.healthy_s or 0.0) and stop >= f.start_s for f in faults):
                 fig.false_freezes.append(f"{fr['box']} {fr['layer']} at {time.strftime('%H:%M:%S', time.localtime(start))} "
                                          f"for {stop - start:.1f} s")
         rows = self.query(f"SELECT cycle_s, misfires FROM agent WHERE time >= {int(t0 * 1e9)}", run.db)
@@ -317,7 +321,7 @@ def table(figs: list[Figures]) -> str:
         verdict = "-" if p95 is None else ("PASS" if p95 <= target else "FAIL")
         lines.append(f"{f.loss:>6g} {f.interval_s:>10g} {f.mode:<7} {f.box_h:>6.2f} {f.faults:>6} {len(f.missed):>6} "
                      f"{len(f.false_freezes):>5} {len(f.false_freezes) / f.box_h if f.box_h else 0:>11.2f} "
-                     f"{fmt(pct(f.detected, 50), 10)} {fmt(p95)} {('<= %g ' % target) + verdict:>10} "
+                     f"{fmt(pct(f.detected, 50), 10)} {fmt(p95)} {f'<= {target:g} ' + verdict:>10} "
                      f"{fmt(pct(f.mttr, 50), 8)} {fmt(pct(f.mttr, 95))} {f.misfires:>8}")
     return "\n".join(lines)
 

@@ -33,15 +33,16 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's product and lab
 
-from agent import netns  # noqa: E402
-import probes  # noqa: E402
-from probes import HttpSpec, Target  # noqa: E402
+import probes
+from agent import netns
+from probes import HttpSpec, Target
+
+HERE = Path(__file__).resolve().parent.parent
 
 PREFIX = "vbxb"  # namespaces vbxb-m<pid>/vbxb-t<pid>, veths vbxbm<pid>/vbxbt<pid>
-POOL = ipaddress.ip_network("198.18.0.0/15")
+POOL = ipaddress.IPv4Network("198.18.0.0/15")
 TCP_PORT = 18084
 HTTP_PORT = 18085
 SECTIONS = ("icmp", "arp", "tcp", "http")
@@ -146,14 +147,14 @@ def cleanup_leftovers() -> None:
             print(f"removed leftover namespace {name}", file=sys.stderr)
 
 
-def used_networks() -> list[ipaddress._BaseNetwork]:
+def used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Every IPv4 address/prefix configured on the host and in any named namespace."""
     out = sh("ip", "-o", "-4", "addr", "show").stdout
     for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
         out += sh("ip", "-n", name, "-o", "-4", "addr", "show", check=False).stdout
         out += sh("ip", "-n", name, "-4", "route", "show", check=False).stdout
     out += sh("ip", "-4", "route", "show").stdout
-    nets = []
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for token in re.findall(r"\b(\d+\.\d+\.\d+\.\d+(?:/\d+)?)\b", out):
         try:
             nets.append(ipaddress.ip_network(token, strict=False))
@@ -306,11 +307,14 @@ def main() -> int:
             for _ in range(args.reps):
                 seg.flush_neighbours()
                 w, lost, c = ours(seg, our_targets, timeout_s)
-                w_o.append(w); l_o.append(lost); c_o.append(c)
+                w_o.append(w)
+                l_o.append(lost)
+                c_o.append(c)
                 if ref_argv:
                     seg.flush_neighbours()
                     w, ok = tool(seg, ref_argv, ref_ok)
-                    w_r.append(w); l_r.append(len(our_targets) - ok)
+                    w_r.append(w)
+                    l_r.append(len(our_targets) - ok)
             n = len(our_targets)
             row = (f"{label:<28} ours {med(w_o):6.3f} s  lost {max(l_o):4d}  cpu {1000 * med(c_o) / n:6.3f} s/1000"
                    + (f" | ref {med(w_r):6.3f} s  lost {max(l_r):4d} | ratio {med(w_o) / med(w_r):5.2f}"

@@ -25,7 +25,7 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.forensics.recorder import FlightRecorder  # noqa: E402
+from agent.forensics.recorder import FlightRecorder
 
 
 def frames():
@@ -48,7 +48,7 @@ def bench_hot_path(n: int = 1_000_000) -> float:
     record = rec.record
     gc.collect()
     t0 = time.process_time()
-    for i in range(n):
+    for _ in range(n):
         record(1.0, "out", "icmp", "198.18.200.1", out, lt)
     cpu = time.process_time() - t0
     return cpu / n * 1000 * 1e6
@@ -69,7 +69,9 @@ def bench_cycles(boxes: int, cycles: int, interval_s: float) -> dict:
     f = frames()
     addrs = [(f"198.18.{200 + i // 250}.{i % 250 + 1}", f"2001:db8:f0::{i + 1:x}") for i in range(boxes)]
     rec = FlightRecorder({f"b{i}": a for i, a in enumerate(addrs)}, cycles=cycles)
-    noop = lambda *a: None  # noqa: E731
+    def noop(*_: object) -> None:
+        return None
+
     with_rec: list[float] = []
     baseline: list[float] = []
     tracemalloc.start()

@@ -22,6 +22,7 @@ Everything is removed at exit, also on Ctrl-C/SIGTERM; leftovers of a crashed ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -31,19 +32,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import json
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's product and lab
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_probes  # noqa: E402  (shared bench helpers; bench/ is not a package)
-from lab import Lab, cleanup_leftovers as lab_cleanup_leftovers  # noqa: E402
-from lab.faults import NFT_TABLE  # noqa: E402
+import bench_probes  # shared bench helpers; bench/ is not a package
+
+from lab import Lab, cleanup_leftovers as lab_cleanup_leftovers
+from lab.faults import NFT_TABLE
+
+HERE = Path(__file__).resolve().parent.parent
 
 TMP_PREFIX = "vbxr-"
 TARGET_S = 15.0
@@ -111,7 +113,7 @@ class RepairBench:
             "l2-reconnect": Case("l2-reconnect", ctr2, "l2", ("reconnect_network",), TARGET_S),
             "l3-command": Case("l3-command", vm1, "l3", ("command",), None),
         }
-        self.command = ["ip", "netns", "exec", vm.netns, "nft", "delete", "table", "inet", NFT_TABLE]
+        self.command = ["ip", "netns", "exec", vm.vm_netns, "nft", "delete", "table", "inet", NFT_TABLE]
         self.agent: subprocess.Popen | None = None
         stack.callback(self.stop_agent)
         self.status_path = Path(self.lab.run_dir) / "agent" / "status.json"
@@ -152,7 +154,7 @@ class RepairBench:
         rows: list[dict] = []
         for r in res.get("results", []):
             for s in r.get("series", []) or []:
-                rows += [dict(zip(s["columns"], v)) for v in s["values"]]
+                rows += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
         return rows
 
     def box_status(self, box: str) -> dict:
@@ -277,12 +279,12 @@ def main() -> int:
         mx = max(xs) if xs else None
         verdict = "-"
         if case.target_s is not None:
-            good = bool(xs) and not missed and mx <= case.target_s
+            good = mx is not None and not missed and mx <= case.target_s  # mx: None when nothing was repaired
             ok_all &= good
             verdict = "PASS" if good else "FAIL"
         what = f"{case.box} {case.fault} -> {','.join(case.ladder)}"
         print(f"{name:<14}{what:<42}{n:>3}{fmt(med):>10}{fmt(mx):>8}"
-              f"{('<= %g' % case.target_s) if case.target_s else '':>9}  {verdict}"
+              f"{f'<= {case.target_s:g}' if case.target_s else '':>9}  {verdict}"
               + (f" ({missed} not repaired)" if missed else ""))
         det = [r.detected_s for r in results if r.case == name and r.detected_s is not None]
         act = [r.action_start_s for r in results if r.case == name and r.action_start_s is not None]

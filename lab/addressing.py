@@ -16,8 +16,8 @@ def subnets(index: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
     """The IPv4 /24 and IPv6 /64 of subnet number `index` (1..511)."""
     if not 1 <= index < SUBNET_COUNT:
         raise ValueError(f"lab subnet index must be 1..{SUBNET_COUNT - 1}, got {index}")
-    v4 = ipaddress.ip_network((int(V4_POOL.network_address) + (index << 8), 24))
-    v6 = ipaddress.ip_network(f"2001:db8:18:{index:x}::/64")
+    v4 = ipaddress.IPv4Network((int(V4_POOL.network_address) + (index << 8), 24))
+    v6 = ipaddress.IPv6Network(f"2001:db8:18:{index:x}::/64")
     return v4, v6
 
 

@@ -12,13 +12,20 @@ from lab.box import LabBox
 class Lab(Protocol):
     """What rendering needs of a lab (lab.lab.Lab provides it)."""
 
-    run_id: str
-    run_dir: str
-    monitor_ns: str
-    monitor_link: str
-    influx_url: str | None
-    influx_database: str
-    boxes: Sequence[LabBox]
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def run_dir(self) -> str: ...
+    @property
+    def monitor_ns(self) -> str: ...
+    @property
+    def monitor_link(self) -> str: ...
+    @property
+    def influx_url(self) -> str | None: ...
+    @property
+    def influx_database(self) -> str: ...
+    @property
+    def boxes(self) -> Sequence[LabBox]: ...
 
     def box(self, name: str) -> LabBox: ...
 

@@ -202,9 +202,8 @@ def is_leftover(run_id: str, include_persistent: bool = False) -> bool:
         return True  # never recorded: a crash before the state file, or a half-removed lab
     if state.owner_alive(st):
         return False
-    if st.get("persistent") and st.get("complete") and not include_persistent:
-        return False
-    return True
+    # a finished persistent lab stays unless asked
+    return not (st.get("persistent") and st.get("complete") and not include_persistent)
 
 
 def cleanup_leftovers(include_persistent: bool = False) -> list[str]:

@@ -17,7 +17,7 @@ BACKDATE = dt.timedelta(days=30)
 
 def _window(days: float) -> tuple[dt.datetime, dt.datetime]:
     """(not before, not after) for a certificate that expires `days` from now (negative: already expired)."""
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     not_after = now + dt.timedelta(days=days)
     return min(now, not_after) - BACKDATE, not_after
 

@@ -133,7 +133,10 @@ def make_operations(mode_dir: str, boxes: list[str]):
             return 0
 
         def read(self, path, size, offset, fh):
-            return FILES[self._inner(path)[1]][offset:offset + size]
+            inner = self._inner(path)[1]
+            if inner is None or inner not in FILES:  # open() let only FILES through
+                raise FuseOSError(errno.ENOENT)
+            return FILES[inner][offset:offset + size]
 
         def statfs(self, path):
             return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": 1024, "f_bfree": 512, "f_bavail": 512,

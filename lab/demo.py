@@ -39,7 +39,7 @@ class FaultWatch:
             self.seen_s = now_s
         if state == "up" and self.seen_s is not None and self.up_s is None:
             self.up_s = now_s
-        if self.up_s is not None:
+        if self.up_s is not None and self.seen_s is not None:  # up_s is only set after seen_s
             return (f">>> {self.box} is up again after {self.up_s - self.at_s:.0f} s "
                     f"(the agent saw it {self.seen_s - self.at_s:.0f} s after the fault)")
         if now_s - self.at_s > self.give_up_s:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         fh.write(demo_config(lab, args.interval))
     state_dir = os.path.join(lab.run_dir, "agent")
     log_path = os.path.join(lab.run_dir, "agent.log")
-    log_fh = open(log_path, "w", encoding="utf-8")
+    log_fh = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the agent's log, open while it runs
     agent = subprocess.Popen([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "run", "-c", cfg_path],
                              stdout=log_fh, stderr=subprocess.STDOUT)
     print(f"agent pid {agent.pid} probing from namespace {lab.monitor_ns}; config {cfg_path}; log {log_path}")

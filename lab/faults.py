@@ -17,8 +17,10 @@ from lab.errors import LabError
 class Lab(Protocol):
     """What the faults need of a lab (lab.lab.Lab provides it); faults never import the Lab itself."""
 
-    run_id: str
-    cvmfs_mode_dir: str
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def cvmfs_mode_dir(self) -> str: ...
 
     def container_pid(self, name: str) -> int: ...
 
@@ -82,7 +84,7 @@ def check_kind(kind: str, box_kind: str | None = None) -> str:
 def _in_box_ns(lab: Lab, box: LabBox) -> list[str]:
     if box.kind == "container":
         return ["nsenter", "-t", str(lab.container_pid(box.name)), "-n"]
-    return ["ip", "netns", "exec", box.netns]
+    return ["ip", "netns", "exec", box.vm_netns]
 
 
 def _nft_drop(lab: Lab, box: LabBox) -> None:
@@ -103,25 +105,25 @@ def _nft_undrop(lab: Lab, box: LabBox) -> None:
 
 
 def _ctr_state(box: LabBox) -> str:
-    return shell.run(["docker", "inspect", "-f", "{{.State.Status}}", box.container]).stdout.strip()
+    return shell.run(["docker", "inspect", "-f", "{{.State.Status}}", box.container_name]).stdout.strip()
 
 
 def _ctr_networks(box: LabBox) -> list[str]:
     out = shell.run(["docker", "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-                     box.container]).stdout
+                     box.container_name]).stdout
     return out.split()
 
 
 def _ctr_disconnect(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "network", "disconnect", "-f", box.network, box.container])
+    shell.run(["docker", "network", "disconnect", "-f", box.container_network, box.container_name])
 
 
 def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
     # Clears tolerate a box someone else healed meanwhile (e.g. a remediation test reconnected it).
     if box.network not in _ctr_networks(box):
-        shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.network,
-                   box.container])
-    mac = lab.container_mac(box.container)
+        shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.container_network,
+                   box.container_name])
+    mac = lab.container_mac(box.container_name)
     if mac and box.mac and mac != box.mac:
         log.warning("lab %s: box %s came back with MAC %s (was %s)", lab.run_id, box.name, mac, box.mac)
 
@@ -149,7 +151,7 @@ def _ctr_undrop_ports(lab: Lab, box: LabBox) -> None:
 def _ctr_pause(lab: Lab, box: LabBox) -> None:
     # Nothing else: a paused container's kernel still answers ping and completes TCP handshakes into
     # each listen backlog until it is full; that is how a frozen VO-Box looks, and the lab keeps it so.
-    shell.run(["docker", "pause", box.container])
+    shell.run(["docker", "pause", box.container_name])
 
 
 SERVICE_PROCESSES = ("httpd", "openssl")  # the container box's services (lab/image/serve.sh, tls.sh)
@@ -157,7 +159,7 @@ SERVICE_PROCESSES = ("httpd", "openssl")  # the container box's services (lab/im
 
 def _ctr_signal_services(box: LabBox, sig: str) -> None:
     names = " ".join(SERVICE_PROCESSES)
-    shell.run(["docker", "exec", box.container, "sh", "-c", f"pids=$(pidof {names}); [ -z \"$pids\" ] || kill -{sig} $pids"])
+    shell.run(["docker", "exec", box.container_name, "sh", "-c", f"pids=$(pidof {names}); [ -z \"$pids\" ] || kill -{sig} $pids"])
 
 
 def _ctr_hang(lab: Lab, box: LabBox) -> None:
@@ -180,24 +182,24 @@ def _ctr_cvmfs(mode: str | None) -> Action:
 
 
 def _ctr_stop(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "stop", "-t", "3", box.container])
+    shell.run(["docker", "stop", "-t", "3", box.container_name])
 
 
 def _ctr_start(lab: Lab, box: LabBox) -> None:
     status = _ctr_state(box)
     if status == "paused":
-        shell.run(["docker", "unpause", box.container])
+        shell.run(["docker", "unpause", box.container_name])
     elif status != "running":
-        shell.run(["docker", "start", box.container])
+        shell.run(["docker", "start", box.container_name])
 
 
 def _vm_link_down(lab: Lab, box: LabBox) -> None:
-    shell.run(["ip", "-n", box.netns, "link", "set", box.link, "down"])
+    shell.run(["ip", "-n", box.vm_netns, "link", "set", box.vm_link, "down"])
 
 
 def _vm_link_up(lab: Lab, box: LabBox) -> None:
-    shell.run(["ip", "-n", box.netns, "link", "set", box.link, "up"])
-    lab.vm_addresses(box.netns, box.link, box.ipv4, box.ipv6)
+    shell.run(["ip", "-n", box.vm_netns, "link", "set", box.vm_link, "up"])
+    lab.vm_addresses(box.vm_netns, box.vm_link, box.ipv4, box.ipv6)
 
 
 def _vm_kill_listeners(lab: Lab, box: LabBox) -> None:
@@ -210,7 +212,7 @@ def _vm_start_listeners(lab: Lab, box: LabBox) -> None:
 
 
 def _vm_signal_listeners(box: LabBox, sig: signal.Signals) -> None:
-    pids = [int(p) for p in shell.run(["ip", "netns", "pids", box.netns]).stdout.split() if p.isdigit()]
+    pids = [int(p) for p in shell.run(["ip", "netns", "pids", box.vm_netns]).stdout.split() if p.isdigit()]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -338,7 +340,7 @@ def box_loss_target(lab: Lab, box: LabBox) -> tuple[list[str], str] | None:
     """(namespace command prefix, link) where a box receives from the segment; None when it has no link now
     (a container stopped or disconnected: clear() sets the loss again)."""
     if box.kind == "vm":
-        return ["ip", "netns", "exec", box.netns], box.link
+        return ["ip", "netns", "exec", box.vm_netns], box.vm_link
     if _ctr_state(box) not in ("running", "paused"):
         return None
     in_ns = _in_box_ns(lab, box)

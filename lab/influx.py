@@ -218,15 +218,13 @@ class InfluxServer:
         argv = [INFLUXD, "-config", self.config_path]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
-        logf = open(self.log_path, "ab")
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          close_fds=True)
+            with open(self.log_path, "ab") as logf:  # influxd holds its own copy of the descriptor
+                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                              stderr=subprocess.STDOUT, start_new_session=True,
+                                              close_fds=True)
         except FileNotFoundError as exc:
             raise InfluxStartError(f"cannot run {argv[0]!r}: {exc} (apt-get install influxdb)") from None
-        finally:
-            logf.close()
         tmp = self.pidfile + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"pid": self._proc.pid, "netns": self.netns, "http_port": self.http_port}, f)

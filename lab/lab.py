@@ -14,13 +14,18 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from agent import netns
 from lab import addressing, cleanup, credentials, cvmfs, faults, names, shell, state
-from lab.box import BOX_KINDS, LabBox
+from lab.box import LabBox
 from lab.errors import LabError, UnknownBoxError
 from lab.image import ensure_image
+
+if TYPE_CHECKING:
+    from lab.influx import InfluxServer  # imported when started: not needed otherwise
+    from lab.prometheus import PrometheusStack
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,8 @@ class Lab:
 
     def __init__(self, st: dict) -> None:
         self._st = st
-        self._influx = None  # InfluxServer started by this process, if any
-        self._prometheus = None  # lab.prometheus.PrometheusStack started by this process, if any
+        self._influx: InfluxServer | None = None  # started by this process, if any
+        self._prometheus: PrometheusStack | None = None  # started by this process, if any
         self._listeners: dict[str, list[subprocess.Popen]] = {}
 
     # ----- creation / loading / removal -------------------------------------------------------
@@ -405,12 +410,13 @@ class Lab:
         client = docker.from_env(version="1.41")
         try:
             api = client.api
-            api.remove_container(b.container, force=True)
+            api.remove_container(b.container_name, force=True)
             host = api.create_host_config(restart_policy={"Name": "no"}, network_mode=b.network,
                                           sysctls=spec["sysctls"],
                                           binds={h: {"bind": i, "mode": "ro"} for h, i in spec["binds"].items()})
-            net = api.create_networking_config({b.network: api.create_endpoint_config(ipv4_address=b.ipv4,
-                                                                                       ipv6_address=b.ipv6)})
+            endpoint = api.create_endpoint_config(ipv4_address=b.ipv4, ipv6_address=b.ipv6)
+            # types-docker types the argument as one EndpointConfig; docker-py takes {network: EndpointConfig}
+            net = api.create_networking_config({b.container_network: endpoint})  # type: ignore[arg-type]
             ctr = api.create_container(ensure_image(), [str(p) for p in b.tcp_ports], name=b.container,
                                        hostname=name, mac_address=mac, labels=spec["labels"],
                                        environment=spec["env"], host_config=host, networking_config=net)
@@ -431,7 +437,7 @@ class Lab:
     def container_pid(self, name: str) -> int:
         """Host pid of a container box's init process (for nsenter into its namespace)."""
         b = self.box(name)
-        proc = shell.run(["docker", "inspect", "-f", "{{.State.Pid}}", b.container])
+        proc = shell.run(["docker", "inspect", "-f", "{{.State.Pid}}", b.container_name])
         pid = int(proc.stdout.strip() or 0)
         if pid <= 0:
             raise LabError(f"container {b.container} of box {name} is not running")
@@ -443,7 +449,7 @@ class Lab:
 
     def _write_tls_cert(self, name: str, days: float) -> bytes:
         """Write a new certificate and key for a box's TLS service (read by it at its next start)."""
-        addresses = ()
+        addresses: tuple[str, ...] = ()
         for b in self._st.get("boxes", []):
             if b["name"] == name:
                 addresses = (b["ipv4"], b["ipv6"])
@@ -471,9 +477,9 @@ class Lab:
         b = self._container_box(name)
         pem = self._write_tls_cert(name, days)
         want = x509_der(pem)
-        shell.run(["docker", "exec", b.container, "sh", "-c", "kill $(pidof openssl) 2>/dev/null; true"])
+        shell.run(["docker", "exec", b.container_name, "sh", "-c", "kill $(pidof openssl) 2>/dev/null; true"])
         deadline = time.monotonic() + timeout_s
-        while self.tls_peer_cert(b.ipv4, b.tls_port) != want:
+        while self.tls_peer_cert(b.ipv4, b.container_tls_port) != want:
             if time.monotonic() > deadline:
                 raise LabError(f"lab {self.run_id}: box {name} does not serve its new certificate on "
                                f"{b.ipv4}:{b.tls_port} after {timeout_s:.0f}s")
@@ -502,7 +508,7 @@ class Lab:
         """Write a grid proxy (proxy cert, key, user cert) expiring `days` from now into a container box; its PEM."""
         b = self._container_box(name)
         pem = credentials.proxy_pem(days)
-        shell.run(["docker", "exec", "-i", b.container, "sh", "-c",
+        shell.run(["docker", "exec", "-i", b.container_name, "sh", "-c",
                    'umask 077 && cat > "$1.tmp" && mv "$1.tmp" "$1"', "sh", path], input_text=pem.decode())
         return pem
 
@@ -575,7 +581,7 @@ class Lab:
         procs = []
         for port in box.tcp_ports:
             procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", box.netns, busybox, "httpd", "-f", "-p", str(port), "-h", www],
+                ["ip", "netns", "exec", box.vm_netns, busybox, "httpd", "-f", "-p", str(port), "-h", www],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True))
         self._listeners.setdefault(box.name, []).extend(procs)
@@ -583,7 +589,7 @@ class Lab:
 
     def stop_vm_listeners(self, box: LabBox) -> None:
         """Kill every process in a VM box's namespace (its listeners)."""
-        pids = [int(p) for p in shell.run(["ip", "netns", "pids", box.netns]).stdout.split() if p.isdigit()]
+        pids = [int(p) for p in shell.run(["ip", "netns", "pids", box.vm_netns]).stdout.split() if p.isdigit()]
         cleanup.kill_pids(pids, f"listeners of box {box.name}")
         for proc in self._listeners.pop(box.name, []):
             with contextlib.suppress(Exception):
@@ -801,14 +807,14 @@ class Lab:
         for b in self.boxes:
             entry = {**asdict(b), "tcp_ports": list(b.tcp_ports), "fault": st["faults"].get(b.name)}
             if b.kind == "container":
-                proc = shell.run(["docker", "inspect", "-f", "{{.State.Status}}", b.container], check=False)
+                proc = shell.run(["docker", "inspect", "-f", "{{.State.Status}}", b.container_name], check=False)
                 entry["state"] = proc.stdout.strip() or "missing"
-                entry["mac_now"] = self.container_mac(b.container)
+                entry["mac_now"] = self.container_mac(b.container_name)
             else:
-                proc = shell.run(["ip", "-n", b.netns, "-br", "link", "show", b.link], check=False)
+                proc = shell.run(["ip", "-n", b.vm_netns, "-br", "link", "show", b.vm_link], check=False)
                 fields = proc.stdout.split()
                 entry["state"] = fields[1].lower() if len(fields) > 1 else "missing"
-                pids = shell.run(["ip", "netns", "pids", b.netns], check=False).stdout.split()
+                pids = shell.run(["ip", "netns", "pids", b.vm_netns], check=False).stdout.split()
                 entry["listeners"] = len(pids)
             boxes.append(entry)
         influx = dict(st["influx"])

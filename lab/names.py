@@ -73,7 +73,7 @@ def vm_box(index: int) -> str:
 def vm_mac(run_id: str, index: int) -> str:
     """Locally administered unicast MAC of a VM stand-in, derived from the run id."""
     b = bytes.fromhex(run_id)
-    return "06:%02x:%02x:%02x:%02x:%02x" % (b[0], b[1], b[2], index >> 8 & 0xFF, index & 0xFF)
+    return f"06:{b[0]:02x}:{b[1]:02x}:{b[2]:02x}:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
 
 
 for _n in (parent_link("abcdef"), monitor_link("abcdef"), vm_link("abcdef", 99)):

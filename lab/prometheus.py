@@ -119,7 +119,7 @@ class PrometheusStack:
             ],
         }
         paths = (os.path.join(self.base_dir, "prometheus.yml"), os.path.join(self.base_dir, "alertmanager.yml"))
-        for path, obj in zip(paths, (prom, am)):
+        for path, obj in zip(paths, (prom, am), strict=True):
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(_yaml(obj))
         return paths
@@ -127,15 +127,13 @@ class PrometheusStack:
     def _spawn(self, name: str, argv: list[str]) -> None:
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
-        logf = open(os.path.join(self.base_dir, f"{name}.log"), "ab")
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+            with open(os.path.join(self.base_dir, f"{name}.log"), "ab") as logf:  # the server holds its own copy
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True)
         except FileNotFoundError as exc:
             raise PrometheusStartError(f"cannot run {argv[0]!r}: {exc} (apt-get install prometheus "
                                        f"prometheus-alertmanager)") from None
-        finally:
-            logf.close()
         self._procs[name] = proc
         with open(os.path.join(self.base_dir, f"{name}.pid"), "w") as f:
             f.write(str(proc.pid))

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from probes import arp, http, icmp, icmp6, ndp, privileges, tcp, tls
 from probes.exchange import Recorder
-from probes.privileges import PrivilegeError
 from probes.http import HttpSpec
+from probes.privileges import PrivilegeError
 from probes.tcp import TcpSpec
 from probes.tls import TlsSpec
 from probes.types import LAYERS, PROBE_KINDS, Layer, ProbeResult, Target
@@ -25,14 +25,19 @@ __all__ = ["LAYERS", "PROBE_KINDS", "Layer", "PROBES", "SERVICE_KINDS", "HttpSpe
 
 
 class Probe(Protocol):
-    """What a probe kind provides (each probes/<kind>.py module is one)."""
+    """What a probe kind provides (each probes/<kind>.py module is one, its constants read-only here)."""
 
-    NAME: str
-    FAMILY: int | None   # 4 or 6: the address family it applies to; None: both
-    NEEDS_RAW: bool      # needs CAP_NET_RAW
-    LAYER: str           # the layer a failure points at, one of LAYERS (tcp/http/tls: a failed connect is l4,
-                         # a failed dialogue after it l7; each result carries its own `layer`)
-    SPEC: type | None    # the frozen spec class a Target of this kind may carry (None: takes none)
+    @property
+    def NAME(self) -> str: ...
+    @property
+    def FAMILY(self) -> int | None: ...   # 4 or 6: the address family it applies to; None: both
+    @property
+    def NEEDS_RAW(self) -> bool: ...      # needs CAP_NET_RAW
+    @property
+    def LAYER(self) -> str: ...           # the layer a failure points at, one of LAYERS (tcp/http/tls: a failed
+                                          # connect is l4, a failed dialogue after it l7; each result has its own)
+    @property
+    def SPEC(self) -> type[TcpSpec | HttpSpec | TlsSpec] | None: ...  # the spec a Target may carry (None: none)
 
     def sweep(self, targets: Sequence[Target], timeout_s: float, interface: str | None = None,
               recorder: Recorder | None = None) -> list[ProbeResult]:
@@ -116,8 +121,8 @@ def sweep(targets: Iterable[Target], timeout_s: float, interface: str | None = N
     def run(kind: str, unique: list[Target]) -> None:
         try:
             results = PROBES[kind].sweep(unique, timeout_s, interface, recorder)
-            found.update(zip(unique, results))
-        except BaseException as exc:  # re-raised in the caller's thread
+            found.update(zip(unique, results, strict=True))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which re-raises it
             failures.append(exc)
 
     jobs = [(kind, list(unique)) for kind, unique in groups.items()]

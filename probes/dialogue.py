@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from probes.routing import bind_to_device
 
@@ -119,7 +119,8 @@ class _Conn:
 
     def __init__(self, index: int, sock: socket.socket, start_s: float, deadline_s: float):
         self.index, self.sock, self.start_s, self.deadline_s = index, sock, start_s, deadline_s
-        self.state, self.sent, self.cert, self.events = _CONNECT, 0, None, selectors.EVENT_WRITE
+        self.state, self.sent, self.events = _CONNECT, 0, selectors.EVENT_WRITE
+        self.cert: bytes | None = None  # the peer's DER certificate, after a TLS handshake
 
 
 def _tls_error(exc: ssl.SSLError) -> str:
@@ -183,8 +184,9 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
         job = jobs[conn.index]
         while True:
             if conn.state == _HANDSHAKE:
+                tls_sock = cast(ssl.SSLSocket, conn.sock)  # wrapped when the state became _HANDSHAKE
                 try:
-                    conn.sock.do_handshake()  # type: ignore[attr-defined]
+                    tls_sock.do_handshake()
                 except ssl.SSLWantReadError:
                     return want(conn, selectors.EVENT_READ)
                 except ssl.SSLWantWriteError:
@@ -193,7 +195,7 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     return finish(conn, False, _tls_error(exc), "l7", now_s)
                 except OSError as exc:
                     return finish(conn, False, f"tls: {error_text(exc.errno or 0)}", "l7", now_s)
-                conn.cert = conn.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+                conn.cert = tls_sock.getpeercert(binary_form=True)
                 conn.state = _SEND
             elif conn.state == _SEND:
                 if conn.sent < len(job.request):
@@ -210,6 +212,10 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     return finish(conn, True, None, None, now_s)
                 conn.state = _RECV
             else:  # _RECV: drain what is there (TLS may hold decrypted bytes the selector cannot see)
+                reader = job.reader
+                if reader is None:  # _RECV is entered only with a reader
+                    return finish(conn, True, None, None, now_s)
+                verdict: Verdict | None
                 try:
                     data = conn.sock.recv(RECV_BYTES)
                 except (BlockingIOError, ssl.SSLWantReadError):
@@ -221,7 +227,7 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                 except OSError as exc:
                     verdict = Verdict(False, error_text(exc.errno or 0))
                 else:
-                    verdict = job.reader.feed(data)  # type: ignore[union-attr]
+                    verdict = reader.feed(data)
                     if verdict is None and not data:
                         verdict = Verdict(False, "closed")  # a Reader must decide at end of stream
                 if verdict is not None:
@@ -300,11 +306,16 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
                     finish(conn, False, "tls: handshake timeout", "l7", end_s)
                 elif conn.state == _SEND:
                     finish(conn, False, "send timeout", "l7", end_s)
+                elif job.reader is None:  # _RECV is entered only with a reader
+                    finish(conn, True, None, None, end_s)
                 else:
-                    verdict = job.reader.at_deadline()  # type: ignore[union-attr]
+                    verdict = job.reader.at_deadline()
                     finish(conn, False, verdict.error, "l7", end_s, verdict.status_code)
     finally:
         for conn in [*live.values(), *twins.values()]:
             conn.sock.close()
         sel.close()
-    return done  # type: ignore[return-value]
+    finished = [d for d in done if d is not None]
+    if len(finished) != count:  # every job ends above, by its verdict or its deadline
+        raise RuntimeError(f"dialogue: {count - len(finished)} of {count} jobs never finished")
+    return finished

@@ -12,10 +12,11 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from probes import exchange, routing
-from probes.matching import ICMP6_ECHO, ICMP_ECHO, EchoMatcher, echo_request, echo_template, inet_checksum
+from probes.matching import ICMP6_ECHO, ICMP_ECHO, EchoMatcher, Match, echo_request, echo_template, inet_checksum
 from probes.privileges import raw_socket
 from probes.routing import bind_to_device
 from probes.types import ProbeResult, Target, result_from
@@ -118,13 +119,19 @@ def sweep_echo(version: int, probe: str, targets: Sequence[Target], timeout_s: f
     padding = b"\0" * 16
     template = echo_template(ICMP_ECHO if version == 4 else ICMP6_ECHO, ident, token, padding)
     matcher = EchoMatcher(ident, token, packed)
+    match: Callable[[bytes, Any], Match | None]
+    requests: list[tuple[tuple[Any, ...], bytes]]  # (socket address, datagram)
     if version == 4:
         requests = [((a, 0), echo_request(template, i)) for i, a in enumerate(addresses)]
-        match = lambda data, _addr: matcher.match4(data)  # noqa: E731
+
+        def match(data: bytes, _addr: Any) -> Match | None:
+            return matcher.match4(data)
     else:
         requests = [((a, 0, 0, 0), echo_request(template, i)) for i, a in enumerate(addresses)]
         inet_pton = socket.inet_pton
-        match = lambda data, addr: matcher.match6(data, inet_pton(family, addr[0].split("%")[0]))  # noqa: E731
+
+        def match(data: bytes, addr: Any) -> Match | None:  # addr: the socket's address tuple
+            return matcher.match6(data, inet_pton(family, addr[0].split("%")[0]))
 
     frame_out = frame_in = None
     if recorder is not None:
@@ -145,7 +152,7 @@ def sweep_echo(version: int, probe: str, targets: Sequence[Target], timeout_s: f
             def frame_out(index: int, data: bytes) -> bytes:
                 return _ip6_frame(source_of(index), packed[index], data)
 
-            def frame_in(data: bytes, addr: tuple) -> bytes:
+            def frame_in(data: bytes, addr: tuple[Any, ...]) -> bytes:
                 found = matcher.match6(data, socket.inet_pton(family, addr[0].split("%")[0]))
                 source = socket.inet_pton(family, addr[0].split("%")[0])
                 return _ip6_frame(source, source_of(found.index) if found else bytes(16), data)
@@ -160,4 +167,4 @@ def sweep_echo(version: int, probe: str, targets: Sequence[Target], timeout_s: f
             sock.close()
     finally:
         release_ident(ident)
-    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes)]
+    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes, strict=True)]

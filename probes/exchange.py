@@ -84,9 +84,9 @@ def _wall_clock_recorder(recorder: Recorder, wall_offset_s: float) -> Recorder:
 
 def _safe_record(recorder: Recorder, *args: Any) -> bool:
     try:
-        recorder(*args)
+        recorder(time_s, direction, probe, address, frame, linktype)
     except Exception:  # one bad consumer must not stop a sweep
-        log.exception("probe %s: recorder failed; not calling it again in this sweep", args[2])
+        log.exception("probe %s: recorder failed; not calling it again in this sweep", probe)
         return False
     return True
 

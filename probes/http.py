@@ -19,7 +19,7 @@ from probes import dialogue, tls
 from probes.dialogue import Verdict
 from probes.exchange import Recorder
 from probes.tcp import compile_expect, excerpt
-from probes.types import ProbeResult, Target
+from probes.types import ProbeResult, Target, service_port, spec_as
 
 if TYPE_CHECKING:
     import h11
@@ -103,7 +103,8 @@ class ResponseReader:
     def __init__(self, spec: HttpSpec, conn: h11.Connection):
         self.spec, self.conn = spec, conn
         self.body_re = compile_expect(spec.body, "body") if spec.body is not None else None
-        self.body, self.status_code, self.received, self.start = b"", None, 0, b""
+        self.body, self.received, self.start = b"", 0, b""
+        self.status_code: int | None = None
 
     def feed(self, data: bytes) -> Verdict | None:
         """Decide on the answer so far (b"": end of stream)."""
@@ -156,8 +157,8 @@ def job_for(target: Target, contexts: tls.Contexts) -> dialogue.Job | str:
     """The request an http target asks for, or why it cannot be tried."""
     import h11  # here, not at the top: `vobox-agent` starts without it unless http is probed
 
-    spec = target.spec if isinstance(target.spec, HttpSpec) else HttpSpec()   # validate() checked the type
-    port: int = target.port  # type: ignore[assignment]
+    spec = spec_as(target, HttpSpec) or HttpSpec()
+    port = service_port(target)
     conn = h11.Connection(our_role=h11.CLIENT)
     headers = [("Host", host_header(spec, target.address, port)), ("User-Agent", USER_AGENT), ("Accept", "*/*"),
                ("Connection", "close")]
@@ -182,7 +183,7 @@ def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = N
     jobs = [job_for(t, contexts) for t in targets]
     outcomes = iter(dialogue.run([j for j in jobs if isinstance(j, dialogue.Job)], timeout_s, interface))
     results = []
-    for target, job in zip(targets, jobs):
+    for target, job in zip(targets, jobs, strict=True):
         if isinstance(job, str):
             results.append(ProbeResult(target.address, NAME, target.port, False, None, job, None, time.time(), LAYER))
             continue

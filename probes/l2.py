@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from probes import exchange, routing
 from probes.exchange import Outcome, Recorder
@@ -46,7 +47,7 @@ def _routes(targets: Sequence[Target], interface: str | None) -> list[routing.Ro
     """Route per target, or an error string for targets that cannot be probed at L2."""
     version = ipaddress.ip_address(targets[0].address).version
     table = routing.route_table(version) if interface is None else []
-    cache: dict[tuple, routing.Route | str] = {}
+    cache: dict[tuple[str, ...], routing.Route | str] = {}
     out: list[routing.Route | str] = []
     for target in targets:
         if interface is None:
@@ -57,7 +58,7 @@ def _routes(targets: Sequence[Target], interface: str | None) -> list[routing.Ro
             if entry.gateway is not None:
                 out.append(f"not on-link (routed via {entry.gateway} on {entry.interface})")
                 continue
-            key: tuple = (entry.interface, entry.network)
+            key: tuple[str, ...] = (entry.interface, str(entry.network))
         else:
             key = (interface,)
         if key not in cache:
@@ -94,7 +95,7 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
         def one(sock: socket.socket, indexes: list[int]) -> None:
             try:
                 route = routes[indexes[0]]
-                assert isinstance(route, routing.Route)
+                assert isinstance(route, routing.Route) and route.mac is not None  # grouped: resolved, with a MAC
                 sock.bind((route.interface, ethertype))
                 try:
                     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -110,19 +111,19 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
                 frame_for, matcher = build(route, own_mac, own_address, index_by_address)
                 requests = [(None, frame_for(p)) for p in packed]
 
-                def match(frame: bytes, addr: tuple) -> Match | None:
+                def match(frame: bytes, addr: tuple[Any, ...]) -> Match | None:  # AF_PACKET's address tuple
                     return None if addr[2] == PACKET_OUTGOING else matcher(frame)
 
                 got = exchange.run(sock, requests, match, timeout_s, probe=probe,
                                    addresses=[targets[i].address for i in indexes],
                                    rate_pps=RATE_PPS, burst=BURST, recorder=recorder, linktype=1,
                                    linger_s=CONFLICT_LINGER_S)
-                for i, outcome in zip(indexes, got):
+                for i, outcome in zip(indexes, got, strict=True):
                     outcomes[i] = outcome
-            except BaseException as exc:  # re-raised in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which re-raises it
                 failures.append(exc)
 
-        jobs = list(zip(socks, groups.values()))
+        jobs = list(zip(socks, groups.values(), strict=True))
         threads = [threading.Thread(target=one, args=job, name=f"probe-{probe}-{job[1][0]}") for job in jobs[1:]]
         for t in threads:
             t.start()
@@ -135,4 +136,7 @@ def sweep_l2(probe: str, ethertype: int, family: int, build: Builder, targets: S
     finally:
         for s in socks:
             s.close()
-    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, outcomes)]  # type: ignore[arg-type]
+    done = [o for o in outcomes if o is not None]
+    if len(done) != len(targets):  # each target got a routing error or its exchange's outcome above
+        raise RuntimeError(f"{probe}: {len(targets) - len(done)} of {len(targets)} targets have no outcome")
+    return [result_from(t, o, timeout_s, LAYER) for t, o in zip(targets, done, strict=True)]

@@ -47,7 +47,8 @@ def inet_checksum(data: bytes) -> int:
     """RFC 1071 Internet checksum of DATA."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    words: tuple[int, ...] = struct.unpack(f"!{len(data) // 2}H", data)
+    total = sum(words)
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -99,6 +100,9 @@ class EchoMatcher:
         """
         if len(icmp) < offset + 8:
             return None
+        ident: int
+        seq: int
+        index: int
         _typ, _code, _csum, ident, seq = ECHO_HEADER.unpack_from(icmp, offset)
         if ident != self.ident:
             return None

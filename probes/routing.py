@@ -119,7 +119,8 @@ def source_address(address: str, interface: str | None = None) -> str:
         except OSError as exc:
             raise RoutingError(f"no route to {address}"
                                + (f" on interface {interface}" if interface else "") + f": {exc.strerror}") from None
-        return s.getsockname()[0]
+        source: str = s.getsockname()[0]  # (host, port[, flow, scope]) of an AF_INET/AF_INET6 socket
+        return source
 
 
 def bind_to_device(sock: socket.socket, interface: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from probes import dialogue
 from probes.dialogue import Verdict
 from probes.exchange import Recorder
-from probes.types import ProbeResult, Target
+from probes.types import ProbeResult, Target, service_port, spec_as
 
 NAME = "tcp"
 FAMILY = None  # both
@@ -94,11 +94,11 @@ class ExpectReader:
 
 def job_for(target: Target) -> dialogue.Job:
     """The conversation a tcp target asks for."""
-    spec = target.spec if isinstance(target.spec, TcpSpec) else None   # validate() checked the type
+    spec = spec_as(target, TcpSpec)
     if spec is None:
-        return dialogue.Job(target.address, target.port)  # type: ignore[arg-type]
+        return dialogue.Job(target.address, service_port(target))
     reader = ExpectReader(compile_expect(spec.expect, "expect")) if spec.expect is not None else None
-    return dialogue.Job(target.address, target.port, request=spec.request(), reader=reader)  # type: ignore[arg-type]
+    return dialogue.Job(target.address, service_port(target), request=spec.request(), reader=reader)
 
 
 def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = None,
@@ -106,7 +106,7 @@ def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = N
     """Connect (and converse, per spec) with every target once, all at once; results in input order."""
     outcomes = dialogue.run([job_for(t) for t in targets], timeout_s, interface)
     return [ProbeResult(t.address, NAME, t.port, d.ok, (d.end_s - d.start_s) * 1000.0 if d.ok else None, d.error,
-                        None, d.end_s, d.layer) for t, d in zip(targets, outcomes)]
+                        None, d.end_s, d.layer) for t, d in zip(targets, outcomes, strict=True)]
 
 
 SPEC = TcpSpec

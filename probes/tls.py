@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from probes import dialogue
 from probes.exchange import Recorder
-from probes.types import ProbeResult, Target
+from probes.types import ProbeResult, Target, service_port, spec_as
 
 NAME = "tls"
 FAMILY = None  # both
@@ -98,11 +98,11 @@ def cert_dates(der: bytes) -> tuple[float, float]:
 
 def job_for(target: Target, contexts: Contexts) -> dialogue.Job | str:
     """The handshake a tls target asks for, or why it cannot be tried."""
-    spec = target.spec if isinstance(target.spec, TlsSpec) else TlsSpec()   # validate() checked the type
+    spec = spec_as(target, TlsSpec) or TlsSpec()
     ctx = contexts.get(spec.ca_file, spec.verify)
     if isinstance(ctx, str):
         return ctx
-    return dialogue.Job(target.address, target.port, tls=ctx,  # type: ignore[arg-type]
+    return dialogue.Job(target.address, service_port(target), tls=ctx,
                         server_hostname=server_hostname(spec.server_name, target.address, spec.verify))
 
 
@@ -132,7 +132,7 @@ def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = N
     runnable = [j for j in jobs if isinstance(j, dialogue.Job)]
     outcomes = iter(dialogue.run(runnable, timeout_s, interface))
     results = []
-    for target, job in zip(targets, jobs):
+    for target, job in zip(targets, jobs, strict=True):
         if isinstance(job, str):
             results.append(ProbeResult(target.address, NAME, target.port, False, None, job, None, time.time(), LAYER))
             continue
@@ -141,7 +141,7 @@ def sweep(targets: Sequence[Target], timeout_s: float, interface: str | None = N
             results.append(ProbeResult(target.address, NAME, target.port, False, None, d.error, None, d.end_s,
                                        d.layer))
             continue
-        spec = target.spec if isinstance(target.spec, TlsSpec) else TlsSpec()   # validate() checked the type
+        spec = spec_as(target, TlsSpec) or TlsSpec()
         error, warning, not_after_s, days_left = judge_cert(d.peer_cert_der, d.end_s, spec.warn_days)
         results.append(ProbeResult(target.address, NAME, target.port, error is None,
                                    (d.end_s - d.start_s) * 1000.0 if error is None else None, error, None, d.end_s,

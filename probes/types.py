@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from probes.exchange import Outcome
@@ -78,7 +78,29 @@ class ProbeResult:
                                         # an address conflict (RFC 5227's, seen from outside)
 
 
-def result_from(target: Target, outcome: "Outcome", timeout_s: float, layer: str) -> ProbeResult:
+SpecT = TypeVar("SpecT")
+
+
+def service_port(target: Target) -> int:
+    """The port of a tcp/http/tls TARGET (probes.validate checked it); TypeError when it has none."""
+    if target.port is None:
+        raise TypeError(f"{target.probe} target {target.address} has no port")
+    return target.port
+
+
+def spec_as(target: Target, spec_class: type[SpecT]) -> SpecT | None:
+    """TARGET's spec, checked to be a SPEC_CLASS (probes.validate ensures it); None when it has none.
+
+    Raises TypeError for a spec of another kind.
+    """
+    spec = target.spec
+    if spec is not None and not isinstance(spec, spec_class):
+        raise TypeError(f"{target.probe} target {target.address}: spec {type(spec).__name__} "
+                        f"is not a {spec_class.__name__}")
+    return spec
+
+
+def result_from(target: Target, outcome: Outcome, timeout_s: float, layer: str) -> ProbeResult:
     """Turn an exchange Outcome into a ProbeResult; a failure points at LAYER."""
     ok = outcome.error is None
     if outcome.answered_s is not None:
@@ -87,7 +109,8 @@ def result_from(target: Target, outcome: "Outcome", timeout_s: float, layer: str
         time_s = outcome.sent_s + timeout_s
     else:
         time_s = time.time()
-    rtt_ms = (outcome.answered_s - outcome.sent_s) * 1000.0 if ok and outcome.sent_s is not None else None
+    answered_s, sent_s = outcome.answered_s, outcome.sent_s
+    rtt_ms = (answered_s - sent_s) * 1000.0 if ok and answered_s is not None and sent_s is not None else None
     if rtt_ms is not None and rtt_ms < 0:
         rtt_ms = 0.0  # kernel receive stamp and our send stamp straddle a clock step
     return ProbeResult(target.address, target.probe, target.port, ok, rtt_ms, outcome.error,

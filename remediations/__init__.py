@@ -10,12 +10,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from remediations.actions import (ACTIONS, Action, ActionContext, ActionError, DockerUnavailable,
-                                      default_docker_factory, execute, get_action)
+    from remediations.actions import (
+        ACTIONS,
+        Action,
+        ActionContext,
+        ActionError,
+        DockerUnavailable,
+        default_docker_factory,
+        execute,
+        get_action,
+    )
     from remediations.docker_events import ContainerState, ContainerStates, DockerEventWatcher, ExpectedEvents
     from remediations.engine import BoxStatus, Remediator
-    from remediations.model import (TRIGGERS, ActionOutcome, ActionRecord, ContainerEventRecord, HistoryEntry,
-                                    PlannedAction, RemediationPolicy, RemediationTarget, RequestResult)
+    from remediations.model import (
+        TRIGGERS,
+        ActionOutcome,
+        ActionRecord,
+        ContainerEventRecord,
+        HistoryEntry,
+        PlannedAction,
+        RemediationPolicy,
+        RemediationTarget,
+        RequestResult,
+    )
     from remediations.service import RemediationService
     from remediations.webhook import WebhookReceiver, read_token
 

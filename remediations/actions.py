@@ -69,7 +69,7 @@ def template_errors(arg: str, available: Iterable[str] = PLACEHOLDERS) -> list[s
             continue
         if name not in PLACEHOLDERS:
             errors.append(f"unknown placeholder {{{name}}} in {shown} "
-                          f"(valid: {', '.join('{%s}' % p for p in PLACEHOLDERS)}; {{{{ and }}}} for a literal {{ and }})")
+                          f"(valid: {', '.join(f'{{{p}}}' for p in PLACEHOLDERS)}; {{{{ and }}}} for a literal {{ and }})")
         elif spec or conv:
             errors.append(f"placeholder {{{name}}} in {shown} takes no conversion or format spec")
         elif name not in available:
@@ -131,7 +131,7 @@ class ActionContext:
         """A docker client; DockerUnavailable when the daemon cannot be reached."""
         try:
             return self.docker_factory()
-        except Exception as exc:  # noqa: BLE001 - classified, re-raised when not "unreachable"
+        except Exception as exc:  # classified, re-raised when not "unreachable"
             reason = docker_unreachable_reason(exc)
             if reason:
                 raise DockerUnavailable(reason) from exc

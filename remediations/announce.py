@@ -33,7 +33,7 @@ def garp_frame(mac: str, ipv4: str) -> bytes:
 
 def unsolicited_na_frame(mac: str, ipv6: str) -> bytes:
     """An unsolicited neighbour advertisement for IPV6 at MAC to all-nodes, override flag set."""
-    from scapy.layers.inet6 import IPv6, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
     from scapy.layers.l2 import Ether
     return bytes(Ether(src=mac, dst="33:33:00:00:00:01") /
                  IPv6(src=ipv6, dst="ff02::1", hlim=255) /

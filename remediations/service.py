@@ -1,19 +1,26 @@
 """Thin executor: runs the engine's planned actions, verifications and retries in one worker thread."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from remediations import history
 from remediations.actions import ActionContext, execute
 from remediations.engine import BoxStatus, Remediator
-from remediations.model import (ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome,
-                                RemediationStatus, RequestResult)
+from remediations.model import (
+    ActionOutcome,
+    ActionRecord,
+    HistoryEntry,
+    PlannedAction,
+    RecordOutcome,
+    RemediationStatus,
+    RequestResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +78,7 @@ class RemediationService:
             log.warning("remediation: stopping with actions in their verify wait; recorded as not verified")
         self._flush()
 
-    def batch(self):  # noqa: ANN201 - a context manager
+    def batch(self) -> AbstractContextManager[None]:
         """Apply one cycle's events atomically (see Remediator.batch)."""
         return self.remediator.batch()
 
@@ -157,7 +164,7 @@ class RemediationService:
                 for nxt in self.remediator.tick(self.clock()):
                     self._queue.put(nxt)
                 self._flush()
-            except Exception:  # noqa: BLE001 - one bad action or sink must not stop remediation
+            except Exception:  # one bad action or sink must not stop remediation
                 log.exception("remediation worker: unexpected error (continuing)")
 
     def _execute(self, plan: PlannedAction) -> None:
@@ -166,11 +173,11 @@ class RemediationService:
                 if not self.evidence_wait(plan.box, self.evidence_timeout_s):
                     log.warning("box %s: evidence not collected after %g s; running %s anyway", plan.box,
                                 self.evidence_timeout_s, plan.action)
-            except Exception:  # noqa: BLE001 - evidence trouble never blocks remediation
+            except Exception:  # evidence trouble never blocks remediation
                 log.exception("box %s: waiting for evidence failed", plan.box)
         try:
             outcome = execute(plan, self.context, self.clock)
-        except Exception as exc:  # noqa: BLE001 - unexpected: keep the engine consistent, say so loudly
+        except Exception as exc:  # unexpected: keep the engine consistent, say so loudly
             log.exception("box %s: action %s raised unexpectedly", plan.box, plan.action)
             outcome = ActionOutcome(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}",
                                     duration_s=0.0, started_s=self.clock())
@@ -205,5 +212,5 @@ class RemediationService:
                             record.reason)
             try:
                 self.on_record(record)
-            except Exception:  # noqa: BLE001 - a failing sink must not stop remediation
+            except Exception:  # a failing sink must not stop remediation
                 log.exception("box %s: record sink failed for %s", record.box, record.action)

@@ -46,10 +46,12 @@ class Judged:
 
 
 class CheckKind(Protocol):
-    """What a check kind module provides."""
+    """What a check kind module provides (its constants read-only here)."""
 
-    NAME: str
-    KEYS: tuple[str, ...]
+    @property
+    def NAME(self) -> str: ...
+    @property
+    def KEYS(self) -> tuple[str, ...]: ...
 
     def argv(self, check: Check) -> list[str]: ...
 

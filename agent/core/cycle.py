@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from agent.core.events import deeper
-from probes import LAYERS, PROBES, Layer, ProbeResult, Target
+from probes import LAYERS, PROBES, HttpSpec, Layer, ProbeResult, Target, TcpSpec, TlsSpec
 
 # Per address family, the probe kinds every address of that family gets (those that take no
 # port: ARP + ICMP for IPv4, NDP + ICMPv6 for IPv6), deepest layer first; each kind declares
@@ -43,7 +43,18 @@ class ProbedBox(Protocol):
     def ipv6(self) -> str | None: ...
     @property
     def tcp_ports(self) -> tuple[int, ...]: ...
-    # and optionally `probes`: [[box.probe]] (agent.core.config.ServiceProbe: kind, port, spec)
+    # and optionally `probes`: [[box.probe]] (ServiceProbeView)
+
+
+class ServiceProbeView(Protocol):
+    """What a cycle needs of one [[box.probe]] (agent.core.config.ServiceProbe fits)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def spec(self) -> TcpSpec | HttpSpec | TlsSpec | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +86,18 @@ UNHEALTHY_LAYER = Layer.L7
 
 
 class ContainerView(Protocol):
-    """What a cycle needs of a container's state (remediations.docker_events.ContainerState fits)."""
+    """What a cycle needs of a container's state (read-only: remediations.docker_events.ContainerState fits)."""
 
-    state: str
-    health: str | None
-    oom_killed: bool
-    operator_stopped: bool
-    since_s: float | None
+    @property
+    def state(self) -> str: ...
+    @property
+    def health(self) -> str | None: ...
+    @property
+    def oom_killed(self) -> bool: ...
+    @property
+    def operator_stopped(self) -> bool: ...
+    @property
+    def since_s(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +118,9 @@ def address_targets(box: ProbedBox) -> list[Target]:
     return targets
 
 
-def service_targets(box: ProbedBox, probe: object) -> list[Target]:
+def service_targets(box: ProbedBox, probe: ServiceProbeView) -> list[Target]:
     """One [[box.probe]] (kind, port, spec) on every address of the box."""
-    return [Target(address, probe.kind, probe.port, probe.spec)  # type: ignore[attr-defined]
-            for address in (box.ipv4, box.ipv6) if address]
+    return [Target(address, probe.kind, probe.port, probe.spec) for address in (box.ipv4, box.ipv6) if address]
 
 
 def box_targets(box: ProbedBox) -> list[Target]:

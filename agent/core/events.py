@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeAlias
 
-from probes import LAYERS as PROBE_LAYERS
-from probes import Layer
+from probes import LAYERS as PROBE_LAYERS, Layer as Layer  # Layer: re-exported, the events' layer type
 
 
 class State(StrEnum):
@@ -133,7 +132,7 @@ class BoxObserved(Event):
     healthy: bool
     layer: str
     state: str
-    up: int
+    up: int | None   # None: not observed (stopped on purpose), as agent.core.freeze.UpDecision says
     rewrite_down_times: tuple[float, ...]
     freeze_start_s: float | None
     state_layer: str

@@ -34,13 +34,28 @@ emptied too. Only cycles count, not fast-confirmation passes (one entry per `box
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from agent.core.events import DegradedChanged, Event
 
 # Icinga 2's weights: the oldest possible change counts 0.8, a change at the newest place 1.2.
 WEIGHT_OLDEST = 0.8
 WEIGHT_SPAN = 0.4
+
+
+class FlapConfigView(Protocol):
+    """What FlapSettings takes from the [flapping] section (agent.core.config.FlappingConfig fits)."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def window_cycles(self) -> int: ...
+    @property
+    def low_threshold_percent(self) -> float: ...
+    @property
+    def high_threshold_percent(self) -> float: ...
+    @property
+    def max_failed_share(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +69,7 @@ class FlapSettings:
     max_failed_share: float = 0.25
 
     @classmethod
-    def from_config(cls, section: Any) -> "FlapSettings":
+    def from_config(cls, section: FlapConfigView) -> FlapSettings:
         """From agent.core.config.FlappingConfig (or anything with these attributes)."""
         return cls(enabled=section.enabled, window_cycles=section.window_cycles,
                    low_threshold_percent=section.low_threshold_percent,

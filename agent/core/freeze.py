@@ -52,10 +52,12 @@ STATE_FILE_VERSION = 1
 
 
 class Thresholds(Protocol):
-    """Anything with fail_cycles and recover_cycles (agent.core.config.FreezeConfig fits)."""
+    """Anything with fail_cycles and recover_cycles (read-only: the frozen agent.core.config.FreezeConfig fits)."""
 
-    fail_cycles: int
-    recover_cycles: int
+    @property
+    def fail_cycles(self) -> int: ...
+    @property
+    def recover_cycles(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

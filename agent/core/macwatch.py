@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probes import PROBES, Layer
+from probes import PROBES, Layer, ProbeResult
 
 # The kinds whose answers carry the answering MAC: the layer-2 probes (ARP, NDP).
 L2_PROBES: tuple[str, ...] = tuple(k for k, p in PROBES.items() if p.LAYER == Layer.L2)
@@ -45,10 +45,6 @@ def _canon_address(address: str) -> str:
         return str(ipaddress.ip_address(address))
     except ValueError:
         return address
-
-
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
 class MacWatch:
@@ -85,11 +81,11 @@ class MacWatch:
         """address -> the MACs answering it, for BOX's open address conflicts."""
         return {address: macs for (b, address), macs in self._conflicts.items() if b == box}
 
-    def observe(self, box: str, results: Iterable[Any]) -> list[MacChange]:
-        """Feed one cycle's results of a box (ProbeResult-like); failed and non-ARP/NDP results are ignored."""
+    def observe(self, box: str, results: Iterable[ProbeResult]) -> list[MacChange]:
+        """Feed one cycle's results of a box; failed and non-ARP/NDP results are ignored."""
         changes: list[MacChange] = []
         for r in results:
-            if _get(r, "probe") not in L2_PROBES or not _get(r, "ok"):
+            if r.probe not in L2_PROBES or not r.ok or not r.mac:
                 continue
             mac = _get(r, "mac")
             if not mac or len(set(_get(r, "macs") or ())) > 1:
@@ -98,7 +94,7 @@ class MacWatch:
             key = (box, _canon_address(str(_get(r, "target"))))
             old = self._last.get(key)
             if old is not None and old != mac:
-                changes.append(MacChange(box=box, address=key[1], old=old, new=mac, time_s=float(_get(r, "time_s"))))
+                changes.append(MacChange(box=box, address=key[1], old=old, new=mac, time_s=float(r.time_s)))
             self._last[key] = mac
         return changes
 
@@ -120,7 +116,7 @@ class MacWatch:
         return out
 
     @classmethod
-    def from_json(cls, data: Any) -> "MacWatch":
+    def from_json(cls, data: Any) -> MacWatch:
         """Restore from to_json(); ValueError naming what is wrong."""
         if not isinstance(data, Mapping):
             raise ValueError(f"macwatch state: expected an object of boxes, got {type(data).__name__}")

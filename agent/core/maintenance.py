@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 # Weekday names as the config spells them (datetime.weekday(): Monday is 0).
@@ -140,14 +141,14 @@ def end_boxes(windows: Sequence[Window], boxes: Sequence[str] | None, all_boxes:
     return out
 
 
-def to_json(windows: Sequence[Window]) -> dict:
+def to_json(windows: Sequence[Window]) -> dict[str, Any]:
     """The maintenance file's document."""
     return {"version": 1, "windows": [
         {"boxes": list(w.boxes) if w.boxes is not None else None, "start_s": w.start_s, "end_s": w.end_s,
          "reason": w.reason, "who": w.who} for w in windows]}
 
 
-def from_json(data: Mapping) -> list[Window]:
+def from_json(data: Any) -> list[Window]:  # parsed JSON of the maintenance file
     """Inverse of to_json; ValueError naming what is wrong."""
     if not isinstance(data, Mapping) or data.get("version") != 1 or not isinstance(data.get("windows"), list):
         raise ValueError("not a maintenance document of version 1")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from agent import atomic
@@ -38,7 +38,7 @@ class BoxRef:
     site: str | None = None
 
     @classmethod
-    def from_config(cls, box: Any, site: str | None = None) -> "BoxRef":
+    def from_config(cls, box: Any, site: str | None = None) -> BoxRef:
         """From an agent.core.config.BoxConfig (or anything with name, kind, ipv4, ipv6, container, network)."""
         addresses = tuple(a for a in (getattr(box, "ipv4", None), getattr(box, "ipv6", None)) if a)
         return cls(name=box.name, kind=box.kind, addresses=addresses, container=getattr(box, "container", None),
@@ -59,7 +59,7 @@ def iso(time_s: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds."""
     if time_s is None:
         return None
-    return datetime.fromtimestamp(time_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(time_s, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_json(path: str, data: Any) -> None:

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.forensics.bundle import BoxRef
@@ -115,7 +115,7 @@ def collect_docker_inspect(ctx: Context) -> dict[str, Any]:
     client = ctx.docker()
     try:
         inspect = client.api.inspect_container(name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any engine error (docker, requests, OSError) fails this collector
         raise CollectorError(f"docker inspect {name}: {exc}") from None
     ctx.inspect = inspect
     networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
@@ -125,7 +125,7 @@ def collect_docker_inspect(ctx: Context) -> dict[str, Any]:
             net = client.api.inspect_network(ctx.box.network)
             out["network"] = {k: net.get(k) for k in ("Name", "Id", "Driver", "Options", "IPAM")}
             out["network_endpoint"] = (net.get("Containers") or {}).get(inspect.get("Id"))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any engine error: recorded, the container part stands
             out["network_error"] = f"docker network inspect {ctx.box.network}: {exc}"
     return {"docker_inspect.json": out}
 
@@ -135,7 +135,7 @@ def _container_pid(ctx: Context) -> int:
     if ctx.inspect is None:
         try:
             ctx.inspect = ctx.docker().api.inspect_container(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any engine error fails this collector
             raise CollectorError(f"docker inspect {name}: {exc}") from None
     pid = int(((ctx.inspect or {}).get("State") or {}).get("Pid") or 0)
     if pid <= 0:
@@ -201,7 +201,7 @@ def event_line(event: Mapping[str, Any]) -> str:
     t_s = t / 1e9 if t else float(event.get("time") or 0)
     attrs = (event.get("Actor") or {}).get("Attributes") or {}
     where = f" (network {attrs['name']})" if event.get("Type") == "network" and attrs.get("name") else ""
-    return (f"{datetime.fromtimestamp(t_s, tz=timezone.utc).strftime('%H:%M:%SZ')} "
+    return (f"{datetime.fromtimestamp(t_s, tz=UTC).strftime('%H:%M:%SZ')} "
             f"{event.get('Type')} {event.get('Action')}{where}")
 
 
@@ -212,7 +212,7 @@ def collect_docker_events(ctx: Context) -> dict[str, Any]:
     if ctx.inspect is None:
         try:  # network events name the container by id only
             ctx.inspect = client.api.inspect_container(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - without the id the events are matched by name only
             log.debug("evidence: box %s: inspect %s for its id: %s", ctx.box.name, name, exc)
     container_id = (ctx.inspect or {}).get("Id")
     since = int(ctx.start_s - EVENTS_LOOKBACK_S)
@@ -231,7 +231,7 @@ def collect_docker_events(ctx: Context) -> dict[str, Any]:
             close = getattr(stream, "close", None)
             if close:
                 close()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any engine or stream error fails this collector
         raise CollectorError(f"docker events for {name}: {exc}") from None
     events = events[-MAX_EVENTS:]
     ctx.notes["docker_events"] = [event_line(e) for e in events[-10:]]

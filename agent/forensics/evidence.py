@@ -23,10 +23,30 @@ from typing import Any
 
 from agent import atomic, redact
 from agent.forensics import retention
-from agent.forensics.bundle import (ONSET_PCAP, RECOVERY_PCAP, SUMMARY_JSON, SUMMARY_TXT, BoxRef, bundle_dir,
-                                    evidence_root, iso, read_summary, write_json)
-from agent.forensics.collectors import (COLLECTORS, COMMAND_TIMEOUT_S, CollectorError, CommandRunner, Context, Skip,
-                                        TargetGone, event_line, json_of, run_command)
+from agent.forensics.bundle import (
+    ONSET_PCAP,
+    RECOVERY_PCAP,
+    SUMMARY_JSON,
+    SUMMARY_TXT,
+    BoxRef,
+    bundle_dir,
+    evidence_root,
+    iso,
+    read_summary,
+    write_json,
+)
+from agent.forensics.collectors import (
+    COLLECTORS,
+    COMMAND_TIMEOUT_S,
+    CollectorError,
+    CommandRunner,
+    Context,
+    Skip,
+    TargetGone,
+    event_line,
+    json_of,
+    run_command,
+)
 from agent.forensics.recorder import FlightRecorder, Snapshot, normalize_address, write_pcap
 from agent.forensics.render import render_text
 from agent.forensics.summary import Analysis, analyze

@@ -128,9 +128,9 @@ class Snapshot:
         # Byte bound per box: drop oldest records first.
         total = 0
         kept_rev: list[list[Record]] = []
-        for cycle in reversed(picked):
+        for box_cycle in reversed(picked):
             keep: list[Record] = []
-            for r in reversed(cycle):
+            for r in reversed(box_cycle):
                 total += len(r[4])
                 if total > max_bytes:
                     break

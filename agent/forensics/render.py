@@ -63,7 +63,7 @@ LINKTYPE_NAMES = {1: "Ethernet", 101: "raw IP", 228: "raw IPv4", 229: "raw IPv6"
 def _dissector(linktype: int) -> Any:
     """The scapy class for a capture's link type; ValueError naming it when we do not decode it."""
     # Importing the layers binds ICMP/TCP/ARP/NDP under Ether and IP, so the summaries go down to them.
-    from scapy.layers import inet, inet6, l2  # noqa: F401
+    from scapy.layers import inet, inet6, l2
 
     if linktype == 1:
         return l2.Ether
@@ -74,7 +74,7 @@ def _dissector(linktype: int) -> Any:
     raise ValueError(f"link type {linktype} is not decoded (Ethernet 1, raw IP 101/228/229 are)")
 
 
-def _RawIP(data: bytes) -> Any:  # noqa: N802 - stands in for a scapy class: a raw IP packet of either version
+def _RawIP(data: bytes) -> Any:  # named as the scapy class it stands in for: a raw IP packet of either version
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
 

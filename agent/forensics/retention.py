@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +17,13 @@ DEFAULT_MAX_BYTES = 500 * 1024 * 1024
 
 def stamp(time_s: float) -> str:
     """A freeze start as UTC ISO basic, e.g. 20261127T231500Z (the bundle directory name)."""
-    return datetime.fromtimestamp(time_s, tz=timezone.utc).strftime(STAMP_FORMAT)
+    return datetime.fromtimestamp(time_s, tz=UTC).strftime(STAMP_FORMAT)
 
 
 def parse_stamp(name: str) -> float | None:
     """Epoch seconds of a bundle directory name; None when it is not one."""
     try:
-        return datetime.strptime(name, STAMP_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(name, STAMP_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 

@@ -6,9 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from probes import PROBES, Layer
-
 from agent.forensics.recorder import Record, as_ethernet, normalize_address
+from probes import PROBES, Layer
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def _parse(record: Record) -> _Parsed:
         elif ICMP in pkt:
             icmp_type = int(pkt[ICMP].type)
             out.icmp_kind = {0: "echo-reply", 3: "unreachable", 8: "echo-request"}.get(icmp_type, str(icmp_type))
-    except Exception as exc:  # a malformed frame must not stop the analysis
+    except Exception as exc:  # noqa: BLE001 - scapy raises anything on a malformed frame; it must not stop the analysis
         log.debug("summary: cannot dissect a %s frame of probe %s: %s", direction, probe, exc)
     return out
 

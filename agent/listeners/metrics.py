@@ -238,7 +238,7 @@ class MetricsListener(CycleListener):
             # avg_over_time(vobox_box_up) leaves the time out like mean(up) does.
             with contextlib.suppress(KeyError):
                 self.up.remove(*labels)
-        elif not ev.confirm:
+        elif not ev.confirm and ev.up is not None:
             self.up.labels(*labels).set(ev.up)
             self.box_cycles.labels(*labels).inc()
             self.down_cycles.labels(*labels).inc(1 - ev.up)

@@ -23,9 +23,19 @@ from typing import Any
 import requests
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk.metrics.export import (AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
-                                              MetricExportResult, MetricsData, NumberDataPoint, ResourceMetrics,
-                                              ScopeMetrics, Sum)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -135,7 +145,9 @@ def _histogram_points(fam: Any, now: int, start_s: float) -> list[HistogramDataP
         bounds = [le for le, _ in buckets if not math.isinf(le)]
         points.append(HistogramDataPoint(attributes=dict(key), start_time_unix_nano=_ns(e.get("_created", start_s)),
                             time_unix_nano=now, count=int(e.get("_count", 0)), sum=e.get("_sum", 0.0),
-                            bucket_counts=counts, explicit_bounds=bounds, min=None, max=None))
+                            bucket_counts=counts, explicit_bounds=bounds,
+                            # not measured: None leaves them unset in the protobuf message (the SDK types them float)
+                            min=None, max=None))  # type: ignore[arg-type]
     return points
 
 
@@ -195,7 +207,8 @@ class OtlpPusher:
         session = requests.Session()
         session.trust_env = False
         self.exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout_s,
-                                           certificate_file=ca_file or True, session=session,
+                                           certificate_file=ca_file or True,  # type: ignore[arg-type]  # True: verify, env ignored (above)
+                                           session=session,
                                            compression=Compression.Gzip)   # OTLP/HTTP servers must take gzip
         self.exports = 0          # successful pushes
         self.failures = 0         # failed pushes

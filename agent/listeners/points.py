@@ -8,9 +8,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.core.events import (AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased, BoxSetChanged,
-                               ClockStepped, CycleEnded, EngineDownChanged, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, MacChanged, MaintenanceChanged, SegmentFreezeChanged, WitnessObserved)
+from agent.core.events import (
+    AddressConflictChanged,
+    BoxHeld,
+    BoxKind,
+    BoxObserved,
+    BoxReleased,
+    BoxSetChanged,
+    ClockStepped,
+    CycleEnded,
+    EngineDownChanged,
+    FreezeClosed,
+    FreezeLayerChanged,
+    FreezeOpened,
+    MacChanged,
+    MaintenanceChanged,
+    SegmentFreezeChanged,
+    WitnessObserved,
+)
 from agent.listeners import CycleEvent, CycleListener
 from agent.storage import points as P
 from agent.storage.store import StorageCounters
@@ -124,7 +139,7 @@ class PointsListener(CycleListener):
                                               retention_dropped=getattr(c, "retention_dropped", 0))])
 
     def _box_points(self, ev: object) -> list[P.Point]:
-        box = getattr(ev, "box", None)
+        box: str = getattr(ev, "box", "")   # every event with points names its box
         kind, site = self.kinds.get(box, BoxKind.CONTAINER), self.site
         if isinstance(ev, BoxObserved):
             out = []
@@ -173,9 +188,18 @@ class PointsListener(CycleListener):
         return []
 
 
-def _where(result: object) -> str:
+class _Located(Protocol):
+    """What _where reads of a result (probes.ProbeResult and agent.checks.CheckResult fit)."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+
+
+def _where(result: _Located) -> str:
     """A result's target as one text: address:port (IPv6 bracketed), else the address or path."""
-    target, port = getattr(result, "target"), getattr(result, "port")
+    target, port = result.target, result.port
     if port is None:
         return target
     return f"[{target}]:{port}" if ":" in target else f"{target}:{port}"

@@ -9,8 +9,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent import atomic, redact
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, BoxSetChanged, CycleEnded, DegradedChanged, Layer,
-                               State, StateChanged)
+from agent.core.events import (
+    BoxHeld,
+    BoxObserved,
+    BoxReleased,
+    BoxSetChanged,
+    CycleEnded,
+    DegradedChanged,
+    Layer,
+    State,
+    StateChanged,
+)
 from agent.listeners import CycleEvent, CycleListener
 from remediations.model import RemediationStatus
 
@@ -146,7 +155,7 @@ class StatusListener(CycleListener):
                 "since_s": self._since.get(name),
                 "rtt_ms": rtt,
                 "warnings": warnings,   # not failures: certificates/proxies expiring, disks filling
-                "open_freeze": ({"start_s": start, "layer": last.state_layer,
+                "open_freeze": ({"start_s": start, "layer": last.state_layer if last is not None else None,
                                  "evidence": self.evidence_path(name, start) if self.evidence_path else None}
                                 if start is not None else None),
                 "remediation": ({"budget_left": max(0, self.budget_per_hour - rs.actions_last_hour),
@@ -157,7 +166,7 @@ class StatusListener(CycleListener):
                 "container": _container(last.container) if last is not None and last.container is not None else None,
                 # flapping (agent.core.flapping): null when not scored (off, stopped, not judged yet)
                 "degraded": ({"degraded": last.degraded, "percent_state_change": round(last.percent_state_change, 1),
-                              "failed_share": round(last.failed_share, 3), "reason": self._degraded_reason.get(name)}
+                              "failed_share": round(last.failed_share or 0.0, 3), "reason": self._degraded_reason.get(name)}
                              if last is not None and last.percent_state_change is not None else None),
                 "maintenance": ({"reason": last.maintenance.reason, "who": last.maintenance.who,
                                  "until_s": last.maintenance.until_s, "source": last.maintenance.source}

@@ -33,8 +33,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 obj[key] = value
-        if record.exc_info or record.exc_text:
-            obj["exc"] = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            obj["exc"] = record.exc_text
+        elif record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
         return json.dumps(obj, ensure_ascii=False, default=str)
 
 

@@ -24,10 +24,33 @@ from __future__ import annotations
 
 from agent.report.html import MAX_FREEZE_ROWS, chart_availability, chart_freezes_per_day, chart_mttr, render_html
 from agent.report.read import ReportSource, read_fleet, source_from_config
-from agent.report.stats import (CONFIDENCE, DAY_S, KIND_LABELS, KINDS, LAYERS, Bucket, BoxRecord, Estimate,
-                                FleetObservation, FreezeRecord, GroupStats, RateComparison, Report, availability,
-                                binomial_pmf, binomial_two_sided_p, build_report, clopper_pearson, compare_rates,
-                                gamma_quantile, mtbf, mttr, poisson_interval, rate_per_day, regularized_gamma_p)
+from agent.report.stats import (
+                                CONFIDENCE,
+                                DAY_S,
+                                KIND_LABELS,
+                                KINDS,
+                                LAYERS,
+                                BoxRecord,
+                                Bucket,
+                                Estimate,
+                                FleetObservation,
+                                FreezeRecord,
+                                GroupStats,
+                                RateComparison,
+                                Report,
+                                availability,
+                                binomial_pmf,
+                                binomial_two_sided_p,
+                                build_report,
+                                clopper_pearson,
+                                compare_rates,
+                                gamma_quantile,
+                                mtbf,
+                                mttr,
+                                poisson_interval,
+                                rate_per_day,
+                                regularized_gamma_p,
+)
 from agent.report.text import HEADERS, fmt_duration, fmt_estimate, fmt_pct, render_text, rows_for
 
 __all__ = [

@@ -8,13 +8,24 @@ import time
 from collections.abc import Callable
 
 from agent.report.stats import LAYERS, Report
-from agent.report.text import (HEADERS, _iso, all_failures_lines, comparison_lines, coverage, fmt_duration,
-                               fmt_estimate, fmt_pct, rows_for, segment_lines)
+from agent.report.text import (
+    HEADERS,
+    _iso,
+    all_failures_lines,
+    comparison_lines,
+    coverage,
+    fmt_duration,
+    fmt_estimate,
+    fmt_pct,
+    rows_for,
+    segment_lines,
+)
 
 MAX_FREEZE_ROWS = 200
 
 
-_COLORS = {"container": "#1f77b4", "vm": "#d62728", "l2": "#9467bd", "l3": "#ff7f0e", "l4": "#2ca02c", "l7": "#8c564b", "?": "#7f7f7f"}
+_COLORS = {"container": "#1f77b4", "vm": "#d62728",
+           "l2": "#9467bd", "l3": "#ff7f0e", "l4": "#2ca02c", "l7": "#8c564b", "?": "#7f7f7f"}
 _W, _H, _L, _R, _T, _B = 720, 260, 64, 110, 20, 40
 
 
@@ -128,8 +139,9 @@ def chart_freezes_per_day(report: Report) -> str:
             if not n:
                 continue
             y1, y0 = y_of(acc + n), y_of(acc)
+            day = time.strftime("%Y-%m-%d", time.gmtime(d / 1000))
             body.append(f'<rect x="{_L + i * slot + slot * 0.15:.1f}" y="{y1:.1f}" width="{slot * 0.7:.1f}" '
-                        f'height="{y0 - y1:.1f}" fill="{_COLORS[layer]}"><title>{time.strftime("%Y-%m-%d", time.gmtime(d / 1000))}'
+                        f'height="{y0 - y1:.1f}" fill="{_COLORS[layer]}"><title>{day}'
                         f' {layer}: {n}</title></rect>')
             acc += n
     body += _legend([(layer, _COLORS[layer]) for layer in LAYERS])
@@ -155,6 +167,8 @@ def chart_mttr(report: Report) -> str:
     for i, g in enumerate(groups):
         cx = _L + (i + 0.5) * slot
         v, lo, hi = g.mttr_s.value, g.mttr_s.low, g.mttr_s.high
+        if v is None:  # groups holds only kinds with an MTTR
+            continue
         body.append(f'<rect x="{cx - slot * 0.2:.1f}" y="{y_of(v):.1f}" width="{slot * 0.4:.1f}" '
                     f'height="{y_of(0) - y_of(v):.1f}" fill="{_COLORS.get(g.kind, "#333")}" opacity="0.8">'
                     f'<title>{g.name}: {fmt_estimate(g.mttr_s, fmt_duration)}</title></rect>')
@@ -163,8 +177,9 @@ def chart_mttr(report: Report) -> str:
                         f'stroke="#000"/><line x1="{cx - 8:.1f}" y1="{y_of(min(hi, top)):.1f}" x2="{cx + 8:.1f}" '
                         f'y2="{y_of(min(hi, top)):.1f}" stroke="#000"/><line x1="{cx - 8:.1f}" y1="{y_of(lo):.1f}" '
                         f'x2="{cx + 8:.1f}" y2="{y_of(lo):.1f}" stroke="#000"/>')
+        closed = sum(1 for f in report.observation.freezes if f.kind == g.kind and not f.open)
         body.append(f'<text x="{cx + slot * 0.22:.1f}" y="{y_of(v) - 4:.1f}" font-size="11">'
-                    f'{html.escape(fmt_duration(v))} (n={sum(1 for f in report.observation.freezes if f.kind == g.kind and not f.open)})</text>')
+                    f'{html.escape(fmt_duration(v))} (n={closed})</text>')
     return _svg(body, "MTTR per kind (mean repair time of closed freezes, 95% interval)")
 
 
@@ -203,7 +218,8 @@ def render_html(report: Report) -> str:
         "<h2>Per kind</h2>", _html_table(HEADERS, rows_for(report.kinds)),
         chart_availability(report), chart_freezes_per_day(report), chart_mttr(report),
         "<h2>Per box</h2>", _html_table(HEADERS, rows_for(report.boxes)),
-        f"<h2>Freezes ({len(freeze_rows)}{', the last ' + str(MAX_FREEZE_ROWS) + ' shown' if len(freeze_rows) > MAX_FREEZE_ROWS else ''})</h2>",
+        f"<h2>Freezes ({len(freeze_rows)}"
+        f"{', the last ' + str(MAX_FREEZE_ROWS) + ' shown' if len(freeze_rows) > MAX_FREEZE_ROWS else ''})</h2>",
         _html_table(["start", "box", "kind", "layer", "duration", ""], freeze_rows[:MAX_FREEZE_ROWS]),
     ]
     if obs.segment_outages:

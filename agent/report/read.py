@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.report.stats import Bucket, BoxRecord, FleetObservation, FreezeRecord, SegmentOutage
+from agent.report.stats import BoxRecord, Bucket, FleetObservation, FreezeRecord, SegmentOutage
 from agent.storage.read import Rows, describe_source, influx_rows, quote_str
 
 MIN_QUERY_TIMEOUT_S = 30.0  # the report's aggregations over weeks take longer than a write
@@ -49,10 +49,13 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
     judged = {(r["box"], r["kind"]): (int(r["cycles"] or 0), int(r["up"] or 0))
               for r in query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE {w} '
                              'GROUP BY "box", "kind"')}
-    boxes = tuple(sorted(
-        (BoxRecord(box, kind, *judged.get((box, kind), (0, 0)), *_flap_fields(flaps.get((box, kind))),
-                   maintenance_cycles=maint.get((box, kind), 0))
-         for box, kind in set(judged) | set(maint)), key=lambda b: (b.kind, b.box)))
+
+    def record(box: str, kind: str) -> BoxRecord:
+        cycles, up_cycles = judged.get((box, kind), (0, 0))
+        judged_cycles, healthy_cycles, degraded, max_psc = _flap_fields(flaps.get((box, kind)))
+        return BoxRecord(box, kind, cycles, up_cycles, judged_cycles, healthy_cycles, degraded, max_psc,
+                         maintenance_cycles=maint.get((box, kind), 0))
+    boxes = tuple(sorted((record(box, kind) for box, kind in set(judged) | set(maint)), key=lambda b: (b.kind, b.box)))
     freezes = tuple(sorted(
         (FreezeRecord(r["box"], r["kind"], int(r["time"]), str(r.get("layer") or "?"),
                       float(r.get("duration_s") or 0.0), bool(r.get("open")))

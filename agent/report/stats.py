@@ -1,6 +1,7 @@
 """Stability statistics: 95% intervals for availability, freeze rate, MTBF, MTTR, and containers vs VMs.
 
-Pure functions (stdlib only; box kinds and layers from their one place), from a FleetObservation to a Report; see agent.report for why these intervals.
+Pure functions (stdlib only; box kinds and layers from their one place), from a FleetObservation to a
+Report; see agent.report for why these intervals.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from probes import LAYERS
 
 CONFIDENCE = 0.95
 DAY_S = 86400.0
-KIND_LABELS = {BoxKind.CONTAINER: "all containers", BoxKind.VM: "all VMs"}
+KIND_LABELS: dict[str, str] = {BoxKind.CONTAINER: "all containers", BoxKind.VM: "all VMs"}  # StrEnum keys: "vm" finds VM
 
 
 def regularized_gamma_p(a: float, x: float) -> float:
@@ -392,7 +393,8 @@ def build_report(obs: FleetObservation) -> Report:
         bs = [b for b in obs.boxes if b.kind == kind]
         if not bs:
             continue
-        kinds.append(_group(KIND_LABELS.get(kind, kind), kind, bs, [f for f in obs.freezes if f.kind == kind], obs.interval_s, fallback))
+        freezes = [f for f in obs.freezes if f.kind == kind]
+        kinds.append(_group(KIND_LABELS.get(kind, kind), kind, bs, freezes, obs.interval_s, fallback))
     boxes = tuple(_group(b.box, b.kind, [b], [f for f in obs.freezes if f.box == b.box], obs.interval_s, fallback)
                   for b in obs.boxes)
     by = {g.kind: g for g in kinds}

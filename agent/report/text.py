@@ -115,7 +115,8 @@ def render_text(report: Report) -> str:
     lines = [f"vobox stability, range {_iso(obs.start_ms)} .. {_iso(obs.end_ms)}"
              + (f"  site {obs.site}" if obs.site else "") + f"  (cycle {obs.interval_s:g}s)", coverage(report), ""]
     for r in table:
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        cells = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        lines.append("  ".join(cells).rstrip())
     lines += [""] + comparison_lines(report)
     flap = all_failures_lines(report)
     if flap:

@@ -78,7 +78,7 @@ class AgentProc:
         argv = [AGENT_BIN, *global_args, "--netns", lab.monitor_ns, "run", "-c", config_path]
         if cycles:
             argv += ["--cycles", str(cycles)]
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the agent's log while it runs, closed by stop()
         environ = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")} | (env or {})
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=environ, start_new_session=True)
@@ -138,7 +138,7 @@ class AgentProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"agent did not exit within {timeout_s:.0f} s of signal {sig}:\n{self._tail()}")
+            raise AssertionError(f"agent did not exit within {timeout_s:.0f} s of signal {sig}:\n{self._tail()}") from None
         finally:
             self._log.close()
 

@@ -253,7 +253,8 @@ def test_status_json_shows_the_remediation_status_the_service_published(tmp_path
     assert len(acc.received) == 2 and acc.received[-1].boxes["a"].busy == "running restart_container"
     with open(tmp_path / "state" / "status.json") as fh:
         st = json.load(fh)["boxes"]
-    assert st["a"]["remediation"] == {"budget_left": 2, "halted": False, "reason": "running restart_container"}   # planned: counted
+    # planned: counted
+    assert st["a"]["remediation"] == {"budget_left": 2, "halted": False, "reason": "running restart_container"}
     assert st["b"]["remediation"] == {"budget_left": 3, "halted": False, "reason": None}
 
 

@@ -3,8 +3,6 @@ about 50 % loss; no freeze is opened and nothing is remediated (issue 13, item 5
 from __future__ import annotations
 
 import os
-import time
-
 
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
 

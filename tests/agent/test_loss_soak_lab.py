@@ -9,6 +9,7 @@ import json
 import os
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_no_false_freeze_at_1_percent_loss_and_a_fault_is_still_detected(clean_l
     lab, db = clean_lab, "t_loss_soak"
     cfg = write_config(lab, str(tmp_path), database=db, interval=INTERVAL_S, timeout=TIMEOUT_S, jitter=JITTER_S,
                        fail_cycles=FAIL_CYCLES, recover_cycles=2)
-    assert "confirm_interval" not in open(cfg).read()   # the default
+    assert "confirm_interval" not in Path(cfg).read_text()   # the default
     lab.loss(LOSS_PERCENT)
     a = AgentProc(lab, cfg, os.path.join(str(tmp_path), "agent.log"), global_args=("--log-json",))
     t_start = time.time()

@@ -3,10 +3,10 @@ state machine in maintenance, the file and its source, the pipeline, the engine'
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,7 +24,7 @@ BOXES = ("a", "b", "c")
 
 
 def utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 # ---- the pure core ------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_a_recurring_window_follows_its_time_zone_across_dst():
     winter = datetime(2026, 1, 15, 2, 30, tzinfo=ZoneInfo("Europe/Zurich")).timestamp()
     summer = datetime(2026, 7, 15, 2, 30, tzinfo=ZoneInfo("Europe/Zurich")).timestamp()
     assert r.occurrence(winter) == (winter, winter + 3600) and r.occurrence(summer) == (summer, summer + 3600)
-    assert summer - datetime(2026, 7, 15, tzinfo=timezone.utc).timestamp() == 30 * 60   # 02:30 CEST = 00:30 UTC
+    assert summer - datetime(2026, 7, 15, tzinfo=UTC).timestamp() == 30 * 60   # 02:30 CEST = 00:30 UTC
 
 
 def test_ending_some_boxes_keeps_the_others_and_drops_windows_over():
@@ -113,7 +113,7 @@ def test_maintenance_closes_an_open_freeze_and_opens_none_then_a_persisting_faul
         t += 10
     assert st.state == "frozen" and st.freeze_start_s == 100.0
     st, evs = step(st, Verdict(False, "l2", maintenance=True), t, TH)   # at 130
-    assert st.state == "maintenance" and [type(e) for e in evs if not e.__class__.__name__ == "StateChanged"] == [
+    assert st.state == "maintenance" and [type(e) for e in evs if e.__class__.__name__ != "StateChanged"] == [
         FreezeClosed]
     assert evs[-1].end_s == 130.0 and up_decision(initial("a"), st).up is None
     for _ in range(10):   # failing all along: nothing opens

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-
 from agent import netns
 from agent.cli import build_parser
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
@@ -128,7 +127,9 @@ def test_a_maintenance_window_mid_fault_opens_no_freeze_acts_on_nothing_and_leav
     assert [(r["event"], r["reason"]) for r in anno] == [("start", REASON), ("end", REASON)], anno
 
     # The report: the window is shown per box and left out of availability.
-    rows = lambda q: query(lab, q, db)   # noqa: E731
+    def rows(q: str) -> list:
+        return query(lab, q, db)
+
     report = build_report(read_fleet(rows, t0_ms, t_stop_ms, INTERVAL_S))
     g = next(x for x in report.boxes if x.name == box)
     window_s = t_end - t_start

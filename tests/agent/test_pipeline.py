@@ -1,16 +1,17 @@
 """The cycle pipeline with its real listeners and scripted probe results (pure: no sockets, no InfluxDB, no Docker)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
 
-from agent.core.config import loads
-from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent import wiring
 from agent.bus import Bus
-from agent.schedule import ProbeLoop
+from agent.core.config import loads
+from agent.core.correlation import CorrelationSettings, Correlator, memberships_from_config
 from agent.pipeline import Pipeline
+from agent.schedule import ProbeLoop
 from agent.storage.store import StorageCounters
 from probes import ProbeResult
 
@@ -174,7 +175,7 @@ def test_a_segment_hold_ends_when_the_segment_answers_again(tmp_path):
     agent, script, storage, rem = make_agent(tmp_path)
     run(agent, script, ["abc", "abc", "abc"])
     assert running(rem) == {}
-    status = json.load(open(tmp_path / "state" / "status.json"))["boxes"]
+    status = json.loads((tmp_path / "state" / "status.json").read_text())["boxes"]
     assert status["a"]["held"]["kind"] == "segment" and status["a"]["held"]["segment"] == "net1"
     assert status["a"]["held"]["since_s"] is not None
     assert "remediate --force" in status["a"]["held"]["reason"]
@@ -439,7 +440,7 @@ def test_confirmation_passes_are_spaced_start_to_start_so_failing_ones_run_back_
     finally:
         loop.stop()
     assert (loop.cycles, loop.passes) == (1, 1)     # fail_cycles = 2: the cycle and one pass, no second cycle
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 1 and 0.29 <= gaps[0] < 0.45, gaps   # back to back: the cycle's own 0.3 s, no 0.2 s wait
 
 

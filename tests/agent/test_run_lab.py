@@ -18,7 +18,7 @@ import pytest
 from agent import netns
 from agent.core.config import load as load_config
 from agent.core.cycle import plan_cycle
-from tests.agent.agent_proc import free_port, AgentProc, errors_in_log, query, read_status, write_config
+from tests.agent.agent_proc import AgentProc, errors_in_log, free_port, query, read_status, write_config
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 0.5

@@ -5,6 +5,7 @@ longer than the confirm interval. The cycles here are made-up callables: the age
 tests/agent/test_pipeline.py and the lab tests."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -82,14 +83,14 @@ def test_passes_run_between_cycles_start_to_start_and_a_cycle_due_during_a_pass_
     assert [k for k, _, _ in runs[:2]] == ["cycle", "pass"] and runs[0][1] - t0 < 0.2
     assert 0.19 <= runs[1][1] - runs[0][1] < 0.3, runs[:2]
     # a failing pass (0.35 s, longer than confirm_s) is followed at once: no extra 0.2 s wait
-    after_failing = [b[1] - a[1] for a, b in zip(runs, runs[1:]) if a[0] == "pass" and a[2] - a[1] > 0.3]
+    after_failing = [b[1] - a[1] for a, b in itertools.pairwise(runs) if a[0] == "pass" and a[2] - a[1] > 0.3]
     assert len(after_failing) == 4 and all(0.34 <= g < 0.42 for g in after_failing), runs
     # the cycle of the 1 s slot fell due inside a pass and started when that pass ended: late, not skipped
     second = [r for r in runs if r[0] == "cycle"][1]
     in_pass = [r for r in runs if r[0] == "pass" and r[1] < t0 + interval_s < r[2]]
     assert in_pass and abs(second[1] - in_pass[0][2]) < 0.05, (runs, t0)
     # answering passes: start to start confirm_s
-    answering = [b[1] - a[1] for a, b in zip(runs, runs[1:]) if a[0] == b[0] == "pass" and a[2] - a[1] < 0.1]
+    answering = [b[1] - a[1] for a, b in itertools.pairwise(runs) if a[0] == b[0] == "pass" and a[2] - a[1] < 0.1]
     assert answering and all(0.19 <= g < 0.3 for g in answering), runs
     # nothing unsettled: cycles only, one per slot
     late = [r for r in runs if r[1] > t0 + 2.5 + pass_s]

@@ -16,6 +16,7 @@ import secrets
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,7 @@ def _config(lab, tmp_path, planted, port: int, influx_url: str | None = None) ->
                                                   "webhook_token_file": str(token_file)}},
                         box_keys={"ctr1": {"remediate": ["restart_container"]}},
                         **({"influx_url": influx_url} if influx_url else {}))
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     head, sep, tail = text.partition("[influxdb]\n")
     assert sep, text
     with open(path, "w", encoding="utf-8") as fh:

@@ -18,8 +18,7 @@ from agent.core.correlation import CorrelationSettings, Correlator, memberships_
 from agent.listeners.status import STATUS_FILE
 from agent.pipeline import Pipeline
 from agent.status import format_status, from_influx, read_status_file
-from agent.storage import influx
-from agent.storage import points as P
+from agent.storage import influx, points as P
 from agent.storage.read import influx_query
 from tests.agent.test_pipeline import BOXES, RecordingStorage, Script
 

@@ -15,7 +15,6 @@ Sources followed (Grafana 10/11):
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -81,11 +80,10 @@ class Variable:
 def _in_regex(query: str, start: int) -> bool:
     """Is position `start` inside `=~ /.../` or `!~ /.../`?"""
     before = query[:start]
-    m = None
-    for m in re.finditer(r"[=!]~\s*/", before):
-        pass
-    if m is None:
+    opened = list(re.finditer(r"[=!]~\s*/", before))
+    if not opened:
         return False
+    m = opened[-1]
     return "/" not in before[m.end():].replace("\\/", "")
 
 

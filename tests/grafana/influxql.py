@@ -38,7 +38,7 @@ def run(fleet: FleetData, query: str) -> list[dict]:
 
 def rows(series: dict) -> list[dict]:
     """One dict per row of a series (columns -> values)."""
-    return [dict(zip(series["columns"], v)) for v in series["values"]]
+    return [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
 
 
 def by_tag(series_list: list[dict], tag: str, column: str) -> dict[str, float]:

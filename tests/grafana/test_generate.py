@@ -10,8 +10,6 @@ import sys
 import pytest
 import yaml
 
-from tests.grafana import grafana_sim as g
-
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 GENERATE = os.path.join(ROOT, "grafana", "generate.py")
 

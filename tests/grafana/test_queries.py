@@ -10,8 +10,20 @@ import pytest
 import yaml
 
 from tests.grafana import grafana_sim as g
-from tests.grafana.fleet_data import (BOXES, EXAMPLE_WINDOW, FAIL_CYCLES, INTERVAL_S, KINDS, LAYERS, SEGMENT, SITE, SLACK_S,
-                                      TIMEOUT_S, FleetData, Span)
+from tests.grafana.fleet_data import (
+    BOXES,
+    EXAMPLE_WINDOW,
+    FAIL_CYCLES,
+    INTERVAL_S,
+    KINDS,
+    LAYERS,
+    SEGMENT,
+    SITE,
+    SLACK_S,
+    TIMEOUT_S,
+    FleetData,
+    Span,
+)
 from tests.grafana.influxql import QueryError, by_tag, rows, run, single
 
 GRAFANA = os.path.join(os.path.dirname(__file__), "..", "..", "grafana")

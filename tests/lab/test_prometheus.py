@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.agent.agent_proc import free_port, AgentProc, errors_in_log, query, write_config
+from tests.agent.agent_proc import AgentProc, errors_in_log, free_port, query, write_config
 
 pytestmark = pytest.mark.lab
 

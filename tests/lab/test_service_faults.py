@@ -147,7 +147,8 @@ def test_cvmfs_hang_blocks_every_operation_until_cleared(clean_lab):
     lab = clean_lab
     lab.fault("ctr1", "cvmfs-hang")
     blocked = [_in_container(lab, "ctr1", *argv)
-               for argv in (["stat", VERSION], ["cat", VERSION], ["ls", "/cvmfs/alice.cern.ch"], ["stat", "/cvmfs/alice.cern.ch"])]
+               for argv in (["stat", VERSION], ["cat", VERSION], ["ls", "/cvmfs/alice.cern.ch"],
+                            ["stat", "/cvmfs/alice.cern.ch"])]
     try:
         time.sleep(SILENCE_S)
         assert [p.poll() for p in blocked] == [None] * len(blocked), "an operation on a hung /cvmfs returned"
@@ -192,7 +193,7 @@ def _served_cert(lab, box: str) -> x509.Certificate:
 
 
 def _days_left(cert: x509.Certificate) -> float:
-    return (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    return (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds() / 86400
 
 
 def test_tls_service_serves_the_certificate_the_test_sets(clean_lab):

@@ -30,7 +30,7 @@ def _name(cn: str) -> x509.Name:
 def make_ca(directory: Path, cn: str) -> Ca:
     """A self-signed CA valid for ten years around now, written to DIRECTORY/<cn>.pem."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - 365 * DAY)
             .not_valid_after(now + 3650 * DAY)
@@ -67,4 +67,4 @@ def make_leaf(directory: Path, name: str, ca: Ca, addresses: list[str], not_befo
 
 def now() -> datetime.datetime:
     """The current time, UTC."""
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

@@ -85,10 +85,13 @@ def make_segment(hosts: int = 4, net4_third: int | None = None) -> Segment:
         listener = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, str(HERE / "listener.py"),
                                      str(port)], stdout=subprocess.PIPE, text=True)
         assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
-        mac = lambda ns, link: run("ip", "-n", ns, "-br", "link", "show", link).stdout.split()[2]  # noqa: E731
-        v6 = lambda tail: str(ipaddress.IPv6Address(f"{net6}::{tail}"))  # noqa: E731
-        return Segment(monitor, target, mlink, tlink, f"{net4}.1", v6(1), ipv4, ipv6, f"{net4}.250", v6("fa"), mac(target, tlink), mac(monitor, mlink), port, port + 1000,
-                       listener)
+        def mac(ns: str, link: str) -> str:
+            return run("ip", "-n", ns, "-br", "link", "show", link).stdout.split()[2]
+
+        def v6(tail: object) -> str:
+            return str(ipaddress.IPv6Address(f"{net6}::{tail}"))
+        return Segment(monitor, target, mlink, tlink, f"{net4}.1", v6(1), ipv4, ipv6, f"{net4}.250", v6("fa"),
+                       mac(target, tlink), mac(monitor, mlink), port, port + 1000, listener)
     except BaseException:
         run("ip", "netns", "del", monitor, check=False)
         run("ip", "netns", "del", target, check=False)

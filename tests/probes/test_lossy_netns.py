@@ -6,12 +6,12 @@ from __future__ import annotations
 import ipaddress
 import json
 
+import pytest
+
 import probes
 from agent import netns
 from probes import Target
 from tests.probes.conftest import make_segment, remove_segment, run, segment_unavailable_reason
-
-import pytest
 
 pytestmark = pytest.mark.lab   # network namespaces, nftables, raw sockets: root
 

@@ -5,14 +5,31 @@ import socket
 
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
-                                ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6)
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6NDOptDstLLAddr,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+)
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from probes import matching
-from probes.matching import (ECHO_PAYLOAD, ArpMatcher, EchoMatcher, Match, NdpMatcher, arp_request, echo_request,
-                             inet_checksum, ndp_solicit)
+from probes.matching import (
+    ECHO_PAYLOAD,
+    ArpMatcher,
+    EchoMatcher,
+    Match,
+    NdpMatcher,
+    arp_request,
+    echo_request,
+    inet_checksum,
+    ndp_solicit,
+)
 
 IDENT, TOKEN = 0x4242, b"tok12345"
 OTHER_TOKEN = b"other!!!"

@@ -10,8 +10,16 @@ import time
 import docker
 import pytest
 
-from remediations import (ActionContext, PlannedAction, RemediationPolicy, RemediationService, RemediationTarget,
-                          Remediator, default_docker_factory, execute)
+from remediations import (
+    ActionContext,
+    PlannedAction,
+    RemediationPolicy,
+    RemediationService,
+    RemediationTarget,
+    Remediator,
+    default_docker_factory,
+    execute,
+)
 from remediations.announce import announce_from_pid
 from tests.remediations.conftest import box_healthy, neigh_mac, ping_ok, tcp_ok, wait_for
 
@@ -86,7 +94,7 @@ def healthy_after(rlab):
             subprocess.run(["ip", "netns", "exec", b.netns, "nft", "delete", "table", "inet", "vobox_lab_l3"],
                            stderr=subprocess.DEVNULL)
     for b in rlab.boxes:
-        assert wait_for(lambda: box_healthy(rlab, b.name), 30), f"box {b.name} did not come back"
+        assert wait_for(lambda b=b: box_healthy(rlab, b.name), 30), f"box {b.name} did not come back"
 
 
 def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):

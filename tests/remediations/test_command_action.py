@@ -6,10 +6,9 @@ import sys
 
 import pytest
 
-from tests.cases import case
-
 from remediations import ActionContext, PlannedAction, RemediationPolicy, RemediationTarget, execute
 from remediations.actions import ActionError, expand_command
+from tests.cases import case
 
 
 def run(command, timeout_s=5.0, **kw):
@@ -28,7 +27,6 @@ def test_placeholders_are_filled_and_no_shell_is_involved():
 def test_literal_braces_as_check_config_recommends():
     """shared/cases/config-command-literal-braces.toml: a JSON body in an argument, braces doubled."""
     import tomllib
-    from pathlib import Path
 
     from agent.core.config import parse
 

@@ -13,8 +13,8 @@ import pytest
 
 from agent.core import config
 from remediations.actions import ACTIONS, applicable_steps
-from tests.remediations.test_engine import POLICY, Sim
 from remediations.model import RemediationTarget
+from tests.remediations.test_engine import POLICY, Sim
 
 E, S, R = "exec", "restart_container", "reconnect_network"
 CTR = RemediationTarget(box="c1", kind="container", ipv4="192.0.2.10", container="ctr1", network="net1",

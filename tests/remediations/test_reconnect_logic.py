@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cases import case
-
 from remediations import ActionContext, PlannedAction, RemediationPolicy, RemediationTarget, execute
+from tests.cases import case
 
 
 class FakeContainer:

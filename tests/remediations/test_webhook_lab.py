@@ -9,11 +9,19 @@ import time
 import docker
 import pytest
 
-from tests.cases import case
-
-from remediations import (ActionContext, RemediationPolicy, RemediationService, RemediationTarget, Remediator,
-                          RequestResult, WebhookReceiver, default_docker_factory, read_token)
+from remediations import (
+    ActionContext,
+    RemediationPolicy,
+    RemediationService,
+    RemediationTarget,
+    Remediator,
+    RequestResult,
+    WebhookReceiver,
+    default_docker_factory,
+    read_token,
+)
 from remediations.webhook import BadRequest, parse_alerts
+from tests.cases import case
 from tests.remediations.conftest import box_healthy, wait_for
 
 pytestmark = pytest.mark.lab

@@ -10,8 +10,16 @@ from agent.ops.doctor.boxes import check_box, container_boxes
 from agent.ops.doctor.checks import CHECKS, Context, run_checks
 from agent.ops.doctor.engine import MAC_ON_CONNECT_API, DockerInfo, check_docker, check_mac_on_connect, derived_mac
 from agent.ops.doctor.influx import check_influx
-from agent.ops.doctor.macvlan import (SHIM_NAME, IpToolMissing, Route, check_macvlan_trap, free_address, link_exists,
-                                      route_to, shim_commands)
+from agent.ops.doctor.macvlan import (
+                                      SHIM_NAME,
+                                      IpToolMissing,
+                                      Route,
+                                      check_macvlan_trap,
+                                      free_address,
+                                      link_exists,
+                                      route_to,
+                                      shim_commands,
+)
 from agent.ops.doctor.privileges import SETCAP_FIX, check_raw_socket
 from agent.ops.doctor.results import CheckResult, exit_code, format_results
 from agent.ops.doctor.webhook import check_webhook

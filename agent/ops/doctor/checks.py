@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.ops.doctor import boxes as _boxes
-from agent.ops.doctor import engine, files, influx, macvlan, privileges, webhook
+from agent.ops.doctor import boxes as _boxes, engine, files, influx, macvlan, privileges, webhook
 from agent.ops.doctor.results import CheckResult, cfg_value, passed
 
 

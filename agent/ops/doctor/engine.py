@@ -34,7 +34,7 @@ def check_docker(factory: Callable[[], Any]) -> tuple[CheckResult, DockerInfo | 
     try:
         client = factory()
         version = client.version()
-    except Exception as exc:  # docker.errors.DockerException, requests errors: all mean unreachable
+    except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests errors: all mean unreachable
         return failed(name, f"Docker engine not reachable: {exc}; this disables the container boxes' state "
                            "(docker pseudo probe), the Docker evidence (docker_inspect, docker_events, "
                            "container_net), restart_container and reconnect_network, and in-container checks",

@@ -24,7 +24,7 @@ NOW_S = 1_800_000_000.0
 def _pem(days: float) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "box")])
-    now = dt.datetime.fromtimestamp(NOW_S, dt.timezone.utc)
+    now = dt.datetime.fromtimestamp(NOW_S, dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - dt.timedelta(days=30))
             .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))

@@ -9,6 +9,7 @@ import pytest
 
 from agent.core import config
 from agent.core.config import ConfigError
+from tests.cases import case
 
 GOOD_TOML = """
 [agent]
@@ -274,8 +275,6 @@ def test_forensics_section_defaults_and_strictness():
     with pytest.raises(ConfigError, match=r"forensics\.ring_cycle: unknown key"):
         parse(base | {"forensics": {"ring_cycle": 7}})
 
-
-from tests.cases import case  # noqa: E402
 
 
 def _one_box(**keys):

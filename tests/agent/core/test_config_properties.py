@@ -14,8 +14,7 @@ import re
 
 import pytest
 import requests
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import probes
 from agent import netns
@@ -24,7 +23,9 @@ from agent.core.cycle import box_targets, plan_cycle
 from agent.storage import points as P
 from agent.storage.influx import V1Writer
 from remediations.actions import expand_command
-from tests.agent.storage.conftest import module_influx  # noqa: F401 - the fixture
+from tests.agent.storage import conftest as storage_fixtures
+
+module_influx = storage_fixtures.module_influx  # the module-scoped InfluxDB fixture, used here too
 
 TRICKY = st.sampled_from(list(' ,="\\\n\t#{}%/é€😀') + ["a", "b", "Z", "0", "-", "_", "."])
 TEXT = st.lists(st.one_of(TRICKY, st.characters(codec="utf-8")), min_size=0, max_size=12).map("".join)
@@ -62,7 +63,7 @@ def _toml_str(s: str) -> str:
 @st.composite
 def configs(draw) -> str:
     lines = ["[agent]", 'state_dir = "/tmp/vobox-prop"', f"site = {_toml_str(draw(SITE))}"]
-    for i in range(draw(st.integers(1, 3))):
+    for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["container", "vm"]))
         lines += ["", "[[box]]", f"name = {_toml_str(draw(NAME))}", f'kind = "{kind}"']
         if draw(st.sampled_from([True, True, False])):

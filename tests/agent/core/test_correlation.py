@@ -58,10 +58,7 @@ CASES = [
 def test_correlation_table(settings, steps, expected):
     c = Correlator(settings, MEMBERS)
     for step, want in zip(steps, expected, strict=True):
-        if step[0] == "start":
-            out = c.freeze_started(step[1], step[2], step[3])
-        else:
-            out = c.freeze_ended(step[1], step[2])
+        out = c.freeze_started(step[1], step[2], step[3]) if step[0] == "start" else c.freeze_ended(step[1], step[2])
         assert [(sf.segment, sf.open, sf.boxes) for sf in out] == want, step
 
 

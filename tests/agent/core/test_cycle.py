@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent.core.cycle import box_targets, classify, plan_cycle, verdicts
+from agent.core.cycle import Verdict as CycleVerdict, box_targets, classify, plan_cycle, verdicts, with_container_state
 from probes import ProbeResult, Target
+from remediations.docker_events import ContainerState
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,6 @@ def test_verdicts_refuse_a_short_result_list():
 
 
 # ---- a container box's Docker state joined to its verdict (pseudo probe "docker") ----------------------
-from agent.core.cycle import Verdict as CycleVerdict, with_container_state  # noqa: E402
-from remediations.docker_events import ContainerState  # noqa: E402
 
 
 def _ok_verdict(healthy=True, layer="none"):

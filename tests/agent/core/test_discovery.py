@@ -207,7 +207,7 @@ class _Api:
     def __init__(self, containers: dict[str, dict]) -> None:
         self.all = containers
 
-    def containers(self, all: bool, filters: dict) -> list[dict]:   # noqa: A002 - docker-py's name
+    def containers(self, all: bool, filters: dict) -> list[dict]:   # `all`: docker-py's keyword
         out = []
         for a in self.all.values():
             labels = a["Config"]["Labels"]

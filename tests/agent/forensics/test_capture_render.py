@@ -12,9 +12,8 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import wrpcap
 
 from agent.forensics import analyze
-from agent.forensics.render import render_text
 from agent.forensics.recorder import write_pcap
-from agent.forensics.render import decode_pcap
+from agent.forensics.render import decode_pcap, render_text
 
 A = "192.0.2.10"
 

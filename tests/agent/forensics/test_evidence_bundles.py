@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from scapy.utils import rdpcap
 
@@ -77,7 +78,7 @@ def test_bundle_layout_summary_and_failed_collectors_noted(tmp_path):
     assert "docker daemon unreachable" in s["collectors"]["docker_inspect"]["error"]
     txt = (tmp_path / path / "summary.txt").read_text()
     assert "seen: ARP 192.0.2.10: no ARP reply" in txt and "TCP 192.0.2.10 port 1093: no SYN-ACK (timeout)" in txt
-    assert json.loads(open(os.path.join(path, "monitor_neigh.json")).read())[A][0]["state"] == ["FAILED"]
+    assert json.loads(Path(path, "monitor_neigh.json").read_text())[A][0]["state"] == ["FAILED"]
     pkts = rdpcap(os.path.join(path, "onset.pcap"))
     assert len(pkts) == 2 + 3 * 2
     ec.close()
@@ -126,7 +127,7 @@ def test_vm_skips_container_collectors_and_close_adds_recovery(tmp_path):
     assert s["recovery"]["headline"] == ("ARP answered with a different MAC than before for 192.0.2.10 "
                                          "(02:42:c0:00:02:0a -> 02:42:c0:00:02:99)")
     assert os.path.exists(os.path.join(path, "recovery.pcap"))
-    assert "state: closed at" in open(os.path.join(path, "summary.txt")).read()
+    assert "state: closed at" in Path(path, "summary.txt").read_text()
     ec.close()
 
 

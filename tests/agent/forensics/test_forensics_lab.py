@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import ICMP
@@ -14,9 +15,9 @@ from scapy.utils import rdpcap
 
 from agent import netns
 from agent.core.correlation import CorrelationSettings, Correlator, Membership
+from agent.core.macwatch import MacWatch
 from agent.forensics.evidence import BoxRef, EvidenceCollector, read_summary
 from agent.forensics.recorder import FlightRecorder
-from agent.core.macwatch import MacWatch
 from remediations import default_docker_factory
 
 pytestmark = pytest.mark.lab
@@ -99,13 +100,13 @@ def test_l2_container_bundle_names_no_arp_reply_and_holds_the_evidence(clean_lab
     failed = {k: v for k, v in s["collectors"].items() if not v["ok"]}
     assert failed == {}, failed
     assert any("network disconnect" in line for line in s["docker_events"]), s["docker_events"]
-    neigh = json.load(open(os.path.join(path, "monitor_neigh.json")))
+    neigh = json.loads(Path(path, "monitor_neigh.json").read_text())
     assert set(neigh) == {b.ipv4, b.ipv6}
-    link = json.load(open(os.path.join(path, "monitor_link.json")))
+    link = json.loads(Path(path, "monitor_link.json").read_text())
     assert lab.monitor_link in link and "stats64" in link[lab.monitor_link][0]
-    inspect = json.load(open(os.path.join(path, "docker_inspect.json")))
+    inspect = json.loads(Path(path, "docker_inspect.json").read_text())
     assert inspect["container"]["Name"] == "/" + b.container and inspect["network"]["Driver"] == "macvlan"
-    routes = json.load(open(os.path.join(path, "container_routes.json")))
+    routes = json.loads(Path(path, "container_routes.json").read_text())
     assert "ipv4" in routes
     # Recovery: cleared, a healthy cycle, closed with recovery.pcap.
     lab.clear("ctr1")

@@ -17,7 +17,7 @@ def need_lab_prereqs() -> None:
         import docker
 
         docker.from_env(timeout=5).ping()
-    except Exception as exc:  # any failure to reach the engine means: no lab here
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the engine means: no lab here
         pytest.skip(f"lab test: needs a running Docker engine ({exc})")
 
 

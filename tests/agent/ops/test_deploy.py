@@ -42,7 +42,8 @@ def test_socket_proxy_unit_has_no_docker_group_and_the_other_says_the_risk():
     assert "SupplementaryGroups=docker" in group and "DOCKER_HOST" not in group
     assert "root-equivalent" in group
     # the same sandbox otherwise
-    strip = lambda text: [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    def strip(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert set(strip(proxy)) ^ set(strip(group)) == {"Environment=DOCKER_HOST=tcp://127.0.0.1:2375",
                                                     "SupplementaryGroups=docker"}
 

@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
+from agent import netns
 from agent.core import config
 from agent.ops import doctor
-from agent import netns
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PY = sys.executable

@@ -32,7 +32,7 @@ class _Influx2(BaseHTTPRequestHandler):
         if code != 204:
             self.wfile.write(data)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.requests.append(("GET", url.path, q, self.headers.get("Authorization")))
@@ -48,7 +48,7 @@ class _Influx2(BaseHTTPRequestHandler):
             return self._send(200, {"orgs": [{"id": "0123456789abcdef", "name": "wlcg"}]})
         return self._send(404)
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append(("POST", self.path, body, self.headers.get("Authorization")))
         if self.path == "/api/v2/buckets" and body.get("orgID") == "0123456789abcdef":

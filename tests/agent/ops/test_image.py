@@ -14,6 +14,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ def buildkit_docker() -> list[str]:
     pytest.fail("no docker CLI with BuildKit here: install buildx (docker-buildx) or Debian's docker.io CLI")
 
 
-PEM = "".join(open(p).read() for p in sorted(glob.glob("/usr/local/share/ca-certificates/*.crt")))
+PEM = "".join(Path(p).read_text() for p in sorted(glob.glob("/usr/local/share/ca-certificates/*.crt")))
 INDEX_MARK = "https://vobox-build-secret.invalid/simple"  # a pip.conf line that must not reach the image
 
 

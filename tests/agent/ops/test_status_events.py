@@ -9,11 +9,9 @@ import time
 
 import pytest
 
-from agent.core import config
-from agent import netns
-from agent import status
-from agent import timeparse
+from agent import netns, status, timeparse
 from agent.commands import events
+from agent.core import config
 from agent.storage import read
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -93,10 +91,9 @@ def _write_points(lab, lines: list[str]) -> None:
 
     body = "\n".join(lines).encode()
     url = f"{lab.influx_url}/write?db={lab.influx_database}&precision=ms"
-    with netns.entered(lab.monitor_ns):
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                urllib.request.Request(url, data=body, method="POST"), timeout=5) as resp:
-            assert resp.status == 204
+    with netns.entered(lab.monitor_ns), urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            urllib.request.Request(url, data=body, method="POST"), timeout=5) as resp:
+        assert resp.status == 204
 
 
 @pytest.fixture

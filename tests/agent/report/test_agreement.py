@@ -30,8 +30,10 @@ from agent.report import build_report, read_fleet
 from agent.storage.influx import query as influx_query
 from agent.storage.store import Storage
 from probes import ProbeResult
-from tests.agent.storage.conftest import module_influx  # noqa: F401 - the fixture
+from tests.agent.storage import conftest as storage_fixtures
 from tests.grafana import grafana_sim as g
+
+module_influx = storage_fixtures.module_influx  # the module-scoped InfluxDB fixture, used here too
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 INTERVAL_S = 10

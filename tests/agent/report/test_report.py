@@ -9,9 +9,19 @@ import sys
 import pytest
 
 from agent import report as r
-from tests.grafana.fleet_data import (LAYERS, BOXES, DATABASE, INTERVAL_S, KINDS, SITE, Span, _entered,  # noqa: F401
-                                      fleet_data)  # the session fixture (one agent run per lab, shared with tests/grafana)
+from tests.grafana import fleet_data as fleet_module
+from tests.grafana.fleet_data import (
+    BOXES,
+    DATABASE,
+    INTERVAL_S,
+    KINDS,
+    LAYERS,
+    SITE,
+    Span,
+    _entered,
+)
 
+fleet_data = fleet_module.fleet_data  # the session fixture (one agent run per lab, shared with tests/grafana)
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
@@ -30,7 +40,7 @@ def _in(value, span: Span, what: str) -> None:
     assert value in span, f"{what}: {value!r} not in [{span.lo:.4f}, {span.hi:.4f}]"
 
 
-def test_report_on_fleet_data(fleet_data):  # noqa: F811
+def test_report_on_fleet_data(fleet_data):
     t = fleet_data.truth
     obs = r.read_fleet(_query(fleet_data), fleet_data.start_ms, fleet_data.end_ms, fleet_data.interval_s, SITE)
     assert {b.box: b.cycles for b in obs.boxes} == {b: t.cycles for b in BOXES}
@@ -65,7 +75,7 @@ def test_report_on_fleet_data(fleet_data):  # noqa: F811
     assert r.read_fleet(_query(fleet_data), fleet_data.start_ms, fleet_data.end_ms, INTERVAL_S, "elsewhere").boxes == ()
 
 
-def test_report_command(fleet_data, tmp_path):  # noqa: F811
+def test_report_command(fleet_data, tmp_path):
     t = fleet_data.truth
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'[agent]\ninterval = {INTERVAL_S:g}\nsite = "{SITE}"\n\n[influxdb]\nurl = "{fleet_data.influx_url}"\n'

@@ -7,7 +7,6 @@ import pytest
 
 from agent.report import stats as r
 
-
 # ----------------------------------------------------------------------------- pure statistics
 
 @pytest.mark.parametrize("a,x", [(1, 0.5), (1, 3.0), (0.5, 0.2), (0.5, 4.0), (3, 2.5), (10, 12.0), (50, 40.0)])
