@@ -12,7 +12,6 @@ more), ERROR log lines, fresh points stored, and the storage counters. The reten
 from __future__ import annotations
 
 import argparse
-import http.server
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent.storage import Storage
 from tests.agent.storage.retention_server import (
     ANSWERS,
-    Influx,
+    RetentionServer,
     points,
     writer_for,
     writes,
@@ -44,11 +43,8 @@ class Count(logging.Handler):
 
 
 def one(version: str, n_old: int, n_fresh: int) -> str:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Influx)
-    srv.version, srv.down, srv.readable, srv.requests, srv.stored = version, True, False, [], []
-    srv.answered, srv.refused = [], []
+    srv = RetentionServer(version, down=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     errors = Count()
     logging.getLogger("agent").addHandler(errors)
     try:

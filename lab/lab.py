@@ -380,7 +380,7 @@ class Lab:
         from lab.image import ensure_image
 
         b = self.box(name)
-        out = shell.run([*self._run_args(name, b.container, b.ipv4, b.ipv6), ensure_image(),
+        out = shell.run([*self._run_args(name, b.container_name, b.ipv4, b.ipv6), ensure_image(),
                          *map(str, b.tcp_ports)], timeout_s=120)
         return out.stdout.strip()
 

@@ -82,7 +82,8 @@ def _wall_clock_recorder(recorder: Recorder, wall_offset_s: float) -> Recorder:
     return record
 
 
-def _safe_record(recorder: Recorder, *args: Any) -> bool:
+def _safe_record(recorder: Recorder, time_s: float, direction: str, probe: str, address: str, frame: bytes,
+                 linktype: int) -> bool:
     try:
         recorder(time_s, direction, probe, address, frame, linktype)
     except Exception:  # one bad consumer must not stop a sweep

@@ -181,7 +181,8 @@ class CheckRunner:
                 days_left: float | None = None, not_after_s: float | None = None,
                 percent: float | None = None) -> CheckResult:
         return CheckResult(check.target, PROBE_PREFIX + check.kind, None, ok, rtt_ms, None if ok else error, None,
-                           self.clock(), None if ok else LAYER, None, not_after_s, days_left, warning, percent)
+                           self.clock(), layer=None if ok else LAYER, cert_not_after_s=not_after_s,
+                           cert_days_left=days_left, warning=warning, percent=percent)
 
     def close(self) -> None:
         """Stop the worker threads (after the last cycle)."""

@@ -13,7 +13,8 @@ The rule (issue 26; the operator guide's "a box whose ping answers proves the se
   joins    a later l2/l3 freeze joins an open segment freeze only while the segment shows no life.
   ends     when its evidence ends: anything of the segment answers again (`settle`), or its boxes
            no longer fail together by the min_boxes/min_share rule; the reason is recorded.
-Several independent failures on a segment that answers are box freezes, each remediated alone. A segment is an L2 domain as the probing host sees it:
+Several independent failures on a segment that answers are box freezes, each remediated alone.
+A segment is an L2 domain as the probing host sees it:
 the interface and on-link prefix it reaches the box through (containers on a macvlan
 network and VMs on the same wire and subnet share one), unless the box names its
 `segment`; without a route, its Docker network, else the site.

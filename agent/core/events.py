@@ -2,7 +2,8 @@
 
 Per box: BoxObserved (every cycle), then what the freeze state machine (agent.core.freeze)
 and the MAC memory (agent.core.macwatch) made of it: StateChanged, FreezeOpened,
-FreezeLayerChanged, FreezeClosed, MacChanged, AddressConflictChanged; then flapping (agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
+FreezeLayerChanged, FreezeClosed, MacChanged, AddressConflictChanged; then flapping
+(agent.core.flapping): DegradedChanged. Then, for the whole cycle, what correlation
 (agent.core.correlation) made of the freeze events: SegmentFreezeChanged, BoxHeld,
 BoxReleased. Last, CycleEnded. The pipeline publishes them as one message, CycleEvents, on the
 bus (agent.bus); consumers: points, evidence, remediation, status, metrics.
@@ -290,7 +291,7 @@ class CycleEnded:
     confirm: bool = False
 
 
-CycleEvent: TypeAlias = Event | SegmentFreezeChanged | WitnessObserved | CycleEnded
+CycleEvent: TypeAlias = Event | SegmentFreezeChanged | WitnessObserved | EngineDownChanged | CycleEnded
 
 
 @dataclass(frozen=True, slots=True)

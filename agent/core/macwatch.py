@@ -54,7 +54,7 @@ class MacWatch:
         self._last: dict[tuple[str, str], str] = dict(last or {})
         self._conflicts: dict[tuple[str, str], tuple[str, ...]] = {}
 
-    def observe_conflicts(self, box: str, results: Iterable[Any]) -> list[AddressConflict]:
+    def observe_conflicts(self, box: str, results: Iterable[ProbeResult]) -> list[AddressConflict]:
         """Feed one cycle's results of a box; the conflicts that opened, changed their MACs, or closed.
 
         An address answered from two or more MACs opens (or keeps) a conflict; answered from one
@@ -62,12 +62,12 @@ class MacWatch:
         """
         out: list[AddressConflict] = []
         for r in results:
-            if _get(r, "probe") not in L2_PROBES or not _get(r, "ok"):
+            if r.probe not in L2_PROBES or not r.ok:
                 continue
-            macs = tuple(dict.fromkeys(str(m).lower() for m in (_get(r, "macs") or ()) if m))
-            key = (box, _canon_address(str(_get(r, "target"))))
+            macs = tuple(dict.fromkeys(m.lower() for m in r.macs if m))
+            key = (box, _canon_address(r.target))
             old = self._conflicts.get(key)
-            time_s = float(_get(r, "time_s"))
+            time_s = float(r.time_s)
             if len(macs) > 1:
                 if old is None or set(old) != set(macs):
                     out.append(AddressConflict(box, key[1], macs, True, time_s))
@@ -87,11 +87,10 @@ class MacWatch:
         for r in results:
             if r.probe not in L2_PROBES or not r.ok or not r.mac:
                 continue
-            mac = _get(r, "mac")
-            if not mac or len(set(_get(r, "macs") or ())) > 1:
+            if len(set(r.macs)) > 1:
                 continue   # several answered: an address conflict (observe_conflicts), not a change
-            mac = str(mac).lower()
-            key = (box, _canon_address(str(_get(r, "target"))))
+            mac = r.mac.lower()
+            key = (box, _canon_address(r.target))
             old = self._last.get(key)
             if old is not None and old != mac:
                 changes.append(MacChange(box=box, address=key[1], old=old, new=mac, time_s=float(r.time_s)))

@@ -297,8 +297,8 @@ class V2Writer:
         except ApiException as exc:
             if not exc.status:                      # no HTTP answer: influxdb-client wraps the transport error
                 raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None
-            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
-            raise _classify(exc.status or 0, body if isinstance(body, str) else str(exc.reason),
+            text = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+            raise _classify(exc.status or 0, text if isinstance(text, str) else str(exc.reason),
                             f"write to {self.url} bucket {self.bucket!r}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _transport_error(exc, self.url, self.tls) from None

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,14 +49,14 @@ class OwnDockerd:
         return subprocess.run(["docker", "-H", self.host, *argv], capture_output=True, text=True, **kw)
 
     def start(self) -> None:
-        self.log = open(os.path.join(self.base, "dockerd.log"), "ab")
+        self.log = open(os.path.join(self.base, "dockerd.log"), "ab")  # noqa: SIM115 - dockerd's log, closed by stop()
         self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.docker("version", timeout=10).returncode == 0:
                 return
-            assert self.proc.poll() is None, open(os.path.join(self.base, "dockerd.log")).read()[-2000:]
+            assert self.proc.poll() is None, Path(self.base, "dockerd.log").read_text(errors="replace")[-2000:]
             time.sleep(0.3)
         raise AssertionError("own dockerd did not come up in 60 s")
 

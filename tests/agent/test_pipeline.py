@@ -181,7 +181,7 @@ def test_a_segment_hold_ends_when_the_segment_answers_again(tmp_path):
     assert "remediate --force" in status["a"]["held"]["reason"]
     run(agent, script, ["ab"])      # c answers: the segment works, the hold's evidence is gone
     assert running(rem) == {"a": "running restart_container", "b": "running restart_container"}
-    status = json.load(open(tmp_path / "state" / "status.json"))["boxes"]
+    status = json.loads((tmp_path / "state" / "status.json").read_text())["boxes"]
     assert status["a"]["held"] is None and status["a"]["state"] == "frozen"
     seg = {}
     for p in storage.points:
@@ -573,7 +573,7 @@ def test_a_released_hold_says_why(tmp_path):
     run(agent, script, ["abc", "abc", "abc", "ab"])
     released = sorted((e.box, e.kind, e.reason) for e in seen if isinstance(e, BoxReleased))
     assert [(b, k) for b, k, _ in released] == [("a", "segment"), ("b", "segment"), ("c", "segment")]
-    for box, _, reason in released[:2]:
+    for _box, _, reason in released[:2]:
         assert reason.startswith("segment freeze of net1 over: the segment answers again (box c answered ARP/NDP or "
                                  "ping at "), reason
     assert released[2][2] == "no longer frozen (recovering)"

@@ -1,5 +1,6 @@
 """The probe loop (real threads and time; then an injected clock for the monotonic rhythm and wall-clock steps):
-cycles and confirmation passes never overlap; a cycle due during a pass or an overrunning cycle starts when it ends (late, not skipped); a slot lost while the
+cycles and confirmation passes never overlap; a cycle due during a pass or an overrunning cycle starts when it ends
+(late, not skipped); a slot lost while the
 one before still waits is one misfire; passes run start to start between cycles, back to back when they last
 longer than the confirm interval. The cycles here are made-up callables: the agent's own cycles are covered by
 tests/agent/test_pipeline.py and the lab tests."""

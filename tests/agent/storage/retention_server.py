@@ -34,9 +34,25 @@ BUCKETS = {"links": {"self": "/api/v2/buckets?descending=false&limit=20&name=vob
     "createdAt": "2026-11-01T00:00:00Z", "updatedAt": "2026-11-01T00:00:00Z", "labels": []}]}
 
 
+class RetentionServer(http.server.ThreadingHTTPServer):
+    """The server Influx answers for: which version it plays, whether it is down (503), whether the credentials may
+    read the retention; every request, status and line it saw."""
+
+    def __init__(self, version: str = "1.x", down: bool = False, readable: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), Influx)
+        self.version, self.down, self.readable = version, down, readable
+        self.requests: list[tuple[str, str, list[bytes]]] = []
+        self.stored: list[bytes] = []
+        self.answered: list[int] = []    # statuses answered
+        self.refused: list[bytes] = []   # lines sent while down (503)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
 class Influx(http.server.BaseHTTPRequestHandler):
     """A write endpoint with a 1 h retention policy: server.version, server.down (503), server.readable (may the
     credentials read the retention); records every request and the lines stored."""
+
+    server: RetentionServer
 
     def _answer(self, status: int, body: str = "") -> None:
         self.server.answered.append(status)

@@ -16,6 +16,7 @@ import pytest
 from agent.storage import Storage, V1Writer
 from agent.storage.influx import parse_go_duration_s, retention_dropped
 from tests.agent.storage.retention_server import (
+    RetentionServer,
     ANSWERS,
     Influx,
     points,
@@ -26,11 +27,8 @@ from tests.agent.storage.retention_server import (
 
 @pytest.fixture
 def influx():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Influx)
-    srv.version, srv.down, srv.readable, srv.requests, srv.stored = "1.x", False, False, [], []
-    srv.answered, srv.refused = [], []          # statuses answered; lines sent while down (503)
+    srv = RetentionServer("1.x")
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     yield srv
     srv.shutdown()
     srv.server_close()
