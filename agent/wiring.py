@@ -282,11 +282,10 @@ def build_webhook(cfg: Config, token: str | None, submit: Callable[[str, str | N
 
     submit(box, action): what an alert asks (alert_handler: the pipeline's view of the box, then the request).
     """
-    from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver
+    from remediations.webhook import AuthLimiter, WebhookReceiver
 
     rc = cfg.remediation
-    tls = (TLSSettings(rc.webhook_cert_file, rc.webhook_key_file, rc.webhook_client_ca_file, rc.webhook_verify_client)
-           if rc.webhook_cert_file else None)
+    tls = rc.tls()   # agent.tls.TLSSettings, None for plain HTTP
     try:
         return WebhookReceiver(rc.webhook_host, rc.webhook_port, token, [b.name for b in cfg.boxes],
                                submit, max_bytes=rc.webhook_max_bytes, tls=tls,

@@ -3,7 +3,8 @@
 - every module of ours is in a room of the rooms table, and imports only what its room's "may import"
   column allows (ROOMS below, which must be the table in docs/ARCHITECTURE.md, row for row);
 - probes/ imports nothing of ours;
-- remediations/ imports nothing of agent/ but the event types (agent.core.events);
+- remediations/ imports nothing of agent/ but the event types (agent.core.events) and the leaf modules
+  agent.tls (the one TLS type) and agent.secretfile (the one secret-file reader), which import nothing of ours;
 - nothing of the product (agent/, probes/, remediations/) imports the lab;
 - no command (agent/commands/<name>.py) imports another;
 - no import circles between our modules, counting the imports made for type hints only
@@ -209,8 +210,14 @@ def test_probes_import_nothing_of_ours():
 
 
 def test_remediations_import_only_the_event_types_of_the_agent():
+    # agent.tls and agent.secretfile import nothing of ours (checked below): every room may use them
     assert _violations("remediations", lambda t: not t.startswith(("agent", "lab", "grafana"))
-                       or t == "agent.core.events") == []
+                       or t in ("agent.core.events", "agent.tls", "agent.secretfile")) == []
+
+
+@pytest.mark.parametrize("module", ["agent.tls", "agent.secretfile"])
+def test_the_shared_leaf_modules_import_nothing_of_ours(module):
+    assert GRAPH[module] == set()
 
 
 @pytest.mark.parametrize("package", ["agent", "probes", "remediations"])

@@ -27,7 +27,13 @@ MIB = 2**20   # bytes per MiB (IEC 80000-13), the unit of [influxdb] spool_max_m
 
 REJECTED_FILE = "rejected.lp"
 SPOOL_DIR = "spool"
-DEFAULT_QUEUE_MAX_POINTS = 200_000
+# The defaults of the [influxdb] keys that tune the storage live here; the config reads them (one place).
+MIB = 2**20                          # sizes in the config are MiB (`*_mib`)
+DEFAULT_QUEUE_MAX_POINTS = 200_000   # queue_max_points
+DEFAULT_BATCH_POINTS = 5000          # batch_points
+DEFAULT_SPOOL_MAX_BYTES = 100 * MIB  # spool_max_mib
+DEFAULT_RETRY_MIN_S = 1.0            # retry_min
+DEFAULT_RETRY_MAX_S = 30.0           # retry_max
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 MIN_BACKOFF_S = 0.05
 
@@ -53,8 +59,9 @@ class Storage:
     Errors: write() never raises and never blocks on the sink; flush() waits at most its timeout.
     """
 
-    def __init__(self, writer: Writer, state_dir: str, *, spool_max_bytes: int = 100 * 2**20,
-                 batch_points: int = 5000, retry_min_s: float = 1.0, retry_max_s: float = 30.0,
+    def __init__(self, writer: Writer, state_dir: str, *, spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+                 batch_points: int = DEFAULT_BATCH_POINTS, retry_min_s: float = DEFAULT_RETRY_MIN_S,
+                 retry_max_s: float = DEFAULT_RETRY_MAX_S,
                  queue_max_points: int = DEFAULT_QUEUE_MAX_POINTS,
                  flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -49,7 +49,7 @@ def test_each_missing_file_is_a_failed_check_naming_the_key_and_the_file(tmp_pat
     details = [r.detail for r in results]
     assert all(r.label == "FAIL" and r.fix for r in results), details
     want = {"influxdb.password_file": "missing-pw", "influxdb.ca_file": "missing-ca.pem",
-            "remediation.webhook_token_file": "missing-token", "box[0].command[0]": "missing-hook"}
+            "remediation.webhook_token_file": "missing-token", '[[box]] "vm1" (#1, line 16).command[0]': "missing-hook"}
     for key, file in want.items():
         assert any(d.startswith(key + ":") and file in d for d in details), (key, details)
     # the same list check-config prints: one function
