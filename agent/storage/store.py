@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import atomic
+from agent.storage.defaults import (
+    DEFAULT_BATCH_POINTS,
+    DEFAULT_QUEUE_MAX_POINTS,
+    DEFAULT_RETRY_MAX_S,
+    DEFAULT_RETRY_MIN_S,
+    DEFAULT_SPOOL_MAX_BYTES,
+    MIB,
+)
 from agent.storage.influx import SinkError, Writer, make_writer
 from agent.storage.points import Point
 from agent.storage.spool import Spool, SpoolWriteError
@@ -27,13 +35,6 @@ MIB = 2**20   # bytes per MiB (IEC 80000-13), the unit of [influxdb] spool_max_m
 
 REJECTED_FILE = "rejected.lp"
 SPOOL_DIR = "spool"
-# The defaults of the [influxdb] keys that tune the storage live here; the config reads them (one place).
-MIB = 2**20                          # sizes in the config are MiB (`*_mib`)
-DEFAULT_QUEUE_MAX_POINTS = 200_000   # queue_max_points
-DEFAULT_BATCH_POINTS = 5000          # batch_points
-DEFAULT_SPOOL_MAX_BYTES = 100 * MIB  # spool_max_mib
-DEFAULT_RETRY_MIN_S = 1.0            # retry_min
-DEFAULT_RETRY_MAX_S = 30.0           # retry_max
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 MIN_BACKOFF_S = 0.05
 

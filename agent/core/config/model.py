@@ -4,7 +4,7 @@ Each field carries its TOML key, converter (type), unit and meaning in its metad
 `describe()` lists every key, docs/config-reference.md and the JSON Schema are generated from it. Each
 section's `check(kw, raw, path, ctx)` holds the rules between its own keys, as blackbox_exporter's config
 types do in UnmarshalYAML. A component's default lives in the component and is read here
-(remediations.model.RemediationPolicy, agent.storage.store, agent.forensics.retention, agent.atomic).
+(remediations.model.RemediationPolicy, agent.storage.defaults, agent.forensics.retention, agent.atomic).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from agent.core.config.convert import (
 )
 from agent.core.maintenance import WEEKDAYS, Recurring, parse_hhmm
 from agent.forensics import retention
-from agent.storage import store
+from agent.storage import defaults as storage_defaults
 from agent.tls import VERIFY, TLSSettings
 from agent.tls import client as tls_client
 from agent.tls import server as tls_server
@@ -64,7 +64,7 @@ COMMAND_PLACEHOLDERS: tuple[str, ...] = PLACEHOLDERS
 # The remediation timing and limits default to remediations.model.RemediationPolicy's (one place).
 _POLICY = {f.name: f.default for f in fields(RemediationPolicy)}
 # Sizes in the config are MiB (2**20 bytes) everywhere, and the keys say so (`*_mib`); the storage's unit.
-MIB = store.MIB
+MIB = storage_defaults.MIB
 # Service probe kinds a [[box.probe]] may name (those that take a port and a spec: tcp, http, tls).
 SERVICE_PROBE_KINDS: tuple[str, ...] = probes.SERVICE_KINDS
 _ACTION = _choice(REMEDIATION_ACTIONS)
@@ -154,20 +154,20 @@ class InfluxConfig:
     write_timeout_s: float = _key("write_timeout", _number(0, low_open=True),
                                   "HTTP timeout of one write or query", 5.0, unit="s")
     batch_points: int = _key("batch_points", _integer(1, 1_000_000), "points per HTTP write request",
-                             store.DEFAULT_BATCH_POINTS)
+                             storage_defaults.DEFAULT_BATCH_POINTS)
     spool_max_mib: float = _key("spool_max_mib", _number(0, low_open=True),
                                "on-disk spool bound; oldest points are dropped (and counted) only when full",
-                               store.DEFAULT_SPOOL_MAX_BYTES / MIB, unit="MiB")
+                               storage_defaults.DEFAULT_SPOOL_MAX_BYTES / MIB, unit="MiB")
     retry_min_s: float = _key("retry_min", _number(0, low_open=True),
                               "after a failed write, spool for this long before trying again (doubles on "
-                              "each failure)", store.DEFAULT_RETRY_MIN_S, unit="s")
+                              "each failure)", storage_defaults.DEFAULT_RETRY_MIN_S, unit="s")
     retry_max_s: float = _key("retry_max", _number(0, low_open=True),
                               "longest wait between two write attempts while InfluxDB is down",
-                              store.DEFAULT_RETRY_MAX_S, unit="s")
+                              storage_defaults.DEFAULT_RETRY_MAX_S, unit="s")
     queue_max_points: int = _key("queue_max_points", _integer(1000, 100_000_000),
                                  "points held in memory between the probe cycle and the writer thread (and while "
                                  "the spool's disk is full); over it the oldest are dropped and counted",
-                                 store.DEFAULT_QUEUE_MAX_POINTS)
+                                 storage_defaults.DEFAULT_QUEUE_MAX_POINTS)
     ca_file: str | None = _key("ca_file", _text(),
                                "https: CA certificates (a PEM file, or a directory hashed with c_rehash, e.g. "
                                "/etc/grid-security/certificates) to verify InfluxDB with; default: the system CAs",
