@@ -249,7 +249,8 @@ def _url(v: Any) -> str:
     problem = _host_problem(m.group(1).strip("[]"), "peer")
     if problem:
         raise _Invalid(f"expected an http:// or https:// URL of a server, got {_show(v)}: {problem}")
-    return v.rstrip("/")
+    url: str = v
+    return url.rstrip("/")
 
 
 _url.label = "an http(s) URL"  # type: ignore[attr-defined]
@@ -263,7 +264,8 @@ def _listen(v: Any) -> str:
     problem = _host_problem(m.group(1).strip("[]"), "listen")
     if problem:
         raise _Invalid(f'expected "host:port" to listen on, got {_show(v)}: {problem}')
-    return v
+    listen: str = v
+    return listen
 
 
 _listen.label = '"host:port"'  # type: ignore[attr-defined]
@@ -296,7 +298,7 @@ def _list_of(item: Conv, *, min_len: int = 0, unique: bool = False) -> Conv:
         schema["uniqueItems"] = True
 
     @_labelled(label, schema)
-    def conv(v: Any) -> tuple:
+    def conv(v: Any) -> tuple[Any, ...]:
         if not isinstance(v, list):
             raise _Invalid(f"expected {label}, got {_show(v)}")
         if len(v) < min_len:
@@ -322,7 +324,7 @@ def _tables(what: str) -> Conv:
     label = f"[[{what}]] tables"
 
     @_labelled(label, {"type": "array", "items": {"type": "object"}})
-    def conv(v: Any) -> tuple:
+    def conv(v: Any) -> tuple[Any, ...]:
         if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
             raise _Invalid(f"expected {label}, got {_show(v)}")
         return tuple(v)

@@ -80,7 +80,7 @@ def parse(data: dict[str, Any], source: str | None = None, check_files: bool = F
     raw_agent = _present(data.get("agent", {}))
     converted = all(k not in raw_agent or f in kw["agent"]
                     for k, f in (("interval", "interval_s"), ("timeout", "timeout_s"), ("jitter", "jitter_s")))
-    agent = {f.name: f.default for f in fields(AgentConfig)} | kw["agent"]
+    agent: dict[str, Any] = {f.name: f.default for f in fields(AgentConfig)} | kw["agent"]
     ctx = Context(interval_s=agent["interval_s"] if converted else math.inf, interface=agent["interface"],
                   discovery=bool(kw["discovery"].get("docker")))
     for section, cls in SECTIONS.items():   # each section's own cross-key rules (sections without any have no check)

@@ -104,7 +104,7 @@ class AgentConfig:
         if any(k in raw and f not in kw for k, f in (("interval", "interval_s"), ("timeout", "timeout_s"),
                                                      ("jitter", "jitter_s"))):
             return []   # the bad value is already reported; comparing defaults would only add noise
-        a = {f.name: f.default for f in fields(AgentConfig)} | kw
+        a: dict[str, Any] = {f.name: f.default for f in fields(AgentConfig)} | kw
         errors = []
         if a["timeout_s"] >= a["interval_s"]:
             errors.append(f"{path}.timeout: must be less than agent.interval ({a['interval_s']:g} s), "
@@ -375,7 +375,7 @@ class OtlpConfig:
     @staticmethod
     def check(kw: dict[str, Any], raw: dict[str, Any], path: str, ctx: Context) -> list[str]:
         """timeout below interval; ca_file only with an https endpoint."""
-        o = {f.name: f.default for f in fields(OtlpConfig)} | kw
+        o: dict[str, Any] = {f.name: f.default for f in fields(OtlpConfig)} | kw
         errors = []
         if o["timeout_s"] >= o["interval_s"]:
             errors.append(f"{path}.timeout: must be less than otlp.interval ({o['interval_s']:g} s), "
@@ -444,7 +444,7 @@ class FlappingConfig:
         keys = ("low_threshold_percent", "high_threshold_percent")
         if any(k in raw and k not in kw for k in keys):
             return []
-        f = {f.name: f.default for f in fields(FlappingConfig)} | kw
+        f: dict[str, Any] = {f.name: f.default for f in fields(FlappingConfig)} | kw
         if f["low_threshold_percent"] > f["high_threshold_percent"]:
             return [f"{path}.low_threshold_percent: must be at most flapping.high_threshold_percent "
                     f"({f['high_threshold_percent']:g}), got {f['low_threshold_percent']:g}"]
@@ -488,7 +488,7 @@ class DiscoveryConfig:
                                       "ladder of a discovered box (label vobox.ladder overrides)", ())
     restart_stopped: bool = _key("restart_stopped", _boolean, "restart_stopped of a discovered box (label "
                                  "vobox.restart_stopped overrides)", False)
-    probes: tuple[dict, ...] = _key("probe", _tables("discovery.probe"),
+    probes: tuple[dict[str, Any], ...] = _key("probe", _tables("discovery.probe"),
                                     "service probes of every discovered box ([[discovery.probe]] tables, the keys "
                                     "of [[box.probe]])", ())
 
@@ -535,14 +535,15 @@ class ProbeConfig:
             if kw is None or len(errors) > n or "kind" not in kw:
                 continue
             spec_cls = probes.PROBES[kw["kind"]].SPEC
+            assert spec_cls is not None   # SERVICE_PROBE_KINDS: the kinds with a spec
             takes = {f.name for f in fields(spec_cls)}
             spec_kw = {}
             for name, value in kw.items():
                 if name in ("kind", "port"):
                     continue
                 if name not in takes:
-                    users = [k for k in SERVICE_PROBE_KINDS
-                             if name in {f.name for f in fields(probes.PROBES[k].SPEC)}]
+                    users = [k for k, spec in ((k, probes.PROBES[k].SPEC) for k in SERVICE_PROBE_KINDS)
+                             if spec is not None and name in {f.name for f in fields(spec)}]
                     errors.append(f"{here}.{field_keys[name]}: only for kind = "
                                   f"{' or '.join(json.dumps(u) for u in users)} (this probe is {_show(kw['kind'])})")
                     continue
@@ -730,7 +731,8 @@ class BoxConfig:
 def _maintenance_boxes(v: Any) -> tuple[str, ...] | None:
     if v == "all":
         return None
-    return _BOX_NAMES(v)
+    names: tuple[str, ...] = _BOX_NAMES(v)
+    return names
 
 
 _maintenance_boxes.label = '"all" or a list of box names'  # type: ignore[attr-defined]
