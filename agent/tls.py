@@ -7,6 +7,7 @@ Used by the config (are the files usable), doctor, the webhook (server side) and
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -32,7 +33,7 @@ class TLSFileError(ValueError):
 
 
 def _show(path: str) -> str:
-    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return json.dumps(path, ensure_ascii=False)   # quoted, one line whatever the path holds
 
 
 @dataclass(frozen=True, slots=True)
