@@ -4,7 +4,8 @@ Each field carries its TOML key, converter (type), unit and meaning in its metad
 `describe()` lists every key, docs/config-reference.md and the JSON Schema are generated from it. Each
 section's `check(kw, raw, path, ctx)` holds the rules between its own keys, as blackbox_exporter's config
 types do in UnmarshalYAML. A component's default lives in the component and is read here
-(remediations.model.RemediationPolicy, agent.storage.defaults, agent.forensics.retention, agent.atomic).
+(remediations.model.RemediationPolicy, agent.core.freeze/correlation/flapping settings,
+agent.storage.defaults, agent.forensics.retention, agent.atomic).
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ from agent.core.config.convert import (
     _url,
     is_link_local,
 )
+from agent.core.correlation import CorrelationSettings
+from agent.core.flapping import FlapSettings
+from agent.core.freeze import FreezeThresholds
 from agent.core.maintenance import WEEKDAYS, Recurring, parse_hhmm
 from agent.forensics import retention
 from agent.storage import defaults as storage_defaults
@@ -49,6 +53,7 @@ from agent.tls import client as tls_client
 from agent.tls import server as tls_server
 from remediations.actions import ACTIONS, PLACEHOLDERS, template_errors
 from remediations.model import RemediationPolicy, RemediationTarget
+from remediations.webhook import DEFAULT_MAX_BYTES as WEBHOOK_DEFAULT_MAX_BYTES
 
 # Remediation action names a box's `remediate` ladder may use: the remediations registry.
 REMEDIATION_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
@@ -61,8 +66,19 @@ INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
 WEBHOOK_VERIFY_CLIENT: tuple[str, ...] = tuple(VERIFY)
 # Placeholders allowed in a box's `command` argv (remediations.actions expands them).
 COMMAND_PLACEHOLDERS: tuple[str, ...] = PLACEHOLDERS
-# The remediation timing and limits default to remediations.model.RemediationPolicy's (one place).
-_POLICY = {f.name: f.default for f in fields(RemediationPolicy)}
+
+
+def _defaults_of(cls: Any) -> dict[str, Any]:
+    """Field name -> default of a component's settings dataclass: the one place of those defaults."""
+    return {f.name: f.default for f in fields(cls)}
+
+
+# The components' defaults the sections read (one place each): the remediation policy, the freeze
+# thresholds, correlation and flapping settings (agent/core/{freeze,correlation,flapping}.py).
+_POLICY = _defaults_of(RemediationPolicy)
+_FREEZE = _defaults_of(FreezeThresholds)
+_CORRELATION = _defaults_of(CorrelationSettings)
+_FLAPPING = _defaults_of(FlapSettings)
 # Sizes in the config are MiB (2**20 bytes) everywhere, and the keys say so (`*_mib`); the storage's unit.
 MIB = storage_defaults.MIB
 # Service probe kinds a [[box.probe]] may name (those that take a port and a spec: tcp, http, tls).
@@ -120,10 +136,11 @@ class FreezeConfig:
     """[freeze]: thresholds of the per-box freeze state machine."""
 
     fail_cycles: int = _key("fail_cycles", _integer(1, 1000),
-                            "consecutive failing cycles before a box is frozen", 3)
+                            "consecutive failing cycles before a box is frozen", _FREEZE["fail_cycles"])
     recover_cycles: int = _key("recover_cycles", _integer(1, 1000),
                                "consecutive healthy cycles before a frozen box is up again; a failing cycle "
-                               "during recovery continues the same freeze (flap damping)", 2)
+                               "during recovery continues the same freeze (flap damping)",
+                               _FREEZE["recover_cycles"])
     confirm_interval_s: float = _key("confirm_interval", _number(0),
                                      "re-probe a box whose state is unsettled (suspect, recovering) between "
                                      "cycles, a pass starting this long after the cycle or pass before (a failing "
@@ -257,7 +274,7 @@ class RemediationConfig:
                                           "file holding the webhook bearer token (required with webhook_listen "
                                           'unless webhook_verify_client = "required"); re-read on SIGHUP', None)
     webhook_max_bytes: int = _key("webhook_max_bytes", _integer(1), "largest accepted webhook body (413 above)",
-                                  1_048_576, unit="bytes")
+                                  WEBHOOK_DEFAULT_MAX_BYTES, unit="bytes")
     webhook_cert_file: str | None = _key("webhook_cert_file", _text(),
                                          "serve the webhook over TLS only, with this server certificate (PEM, "
                                          "chain after it); reloaded on SIGHUP; absent = plain HTTP", None)
@@ -405,15 +422,18 @@ _witness_address.schema = {"type": "string"}  # type: ignore[attr-defined]
 class CorrelationConfig:
     """[correlation]: many boxes freezing together is a segment outage, not box freezes."""
 
-    enabled: bool = _key("enabled", _boolean, "detect segment freezes", True)
-    min_boxes: int = _key("min_boxes", _integer(2), "this many boxes freezing within `window` is a segment freeze", 3)
+    enabled: bool = _key("enabled", _boolean, "detect segment freezes", _CORRELATION["enabled"])
+    min_boxes: int = _key("min_boxes", _integer(2), "this many boxes freezing within `window` is a segment freeze",
+                          _CORRELATION["min_boxes"])
     min_share: float = _key("min_share", _number(0, 1, low_open=True),
                             "or this share of one segment's boxes (segment = box.segment, else the L2 domain "
-                            "the agent reaches the box through: interface and on-link prefix)", 0.5)
+                            "the agent reaches the box through: interface and on-link prefix)",
+                            _CORRELATION["min_share"])
     window_s: float = _key("window", _number(0, low_open=True), "seconds within which the freezes must start",
-                           60.0, unit="s")
+                           _CORRELATION["window_s"], unit="s")
     hold_remediation: bool = _key("hold_remediation", _boolean,
-                                  "defer automatic remediation of the boxes in an open segment freeze", True)
+                                  "defer automatic remediation of the boxes in an open segment freeze",
+                                  _CORRELATION["hold_remediation"])
     witness: str | None = _key("witness", _witness_address,
                                "an address on the boxes' segment (e.g. the gateway), probed every cycle with ARP/NDP "
                                "and ping and never remediated: its answer proves the segment works, so no segment "
@@ -424,19 +444,23 @@ class CorrelationConfig:
 class FlappingConfig:
     """[flapping]: boxes failing too often for a freeze (fail_cycles in a row) are `degraded`, never remediated."""
 
-    enabled: bool = _key("enabled", _boolean, "score flapping and loss per box; false: no box is ever degraded", True)
+    enabled: bool = _key("enabled", _boolean, "score flapping and loss per box; false: no box is ever degraded",
+                         _FLAPPING["enabled"])
     window_cycles: int = _key("window_cycles", _integer(3, 1000),
-                              "cycles in the window (Nagios and Icinga keep the last 21 check results)", 21)
+                              "cycles in the window (Nagios and Icinga keep the last 21 check results)",
+                              _FLAPPING["window_cycles"])
     low_threshold_percent: float = _key("low_threshold_percent", _number(0, 100),
                                         "a flapping box stops flapping when its percent state change falls to this "
-                                        "or below (Icinga 2's flapping_threshold_low)", 25.0, unit="%")
+                                        "or below (Icinga 2's flapping_threshold_low)",
+                                        _FLAPPING["low_threshold_percent"], unit="%")
     high_threshold_percent: float = _key("high_threshold_percent", _number(0, 100),
                                          "a box starts flapping when its percent state change (weighted verdict "
                                          "changes over the window, newer ones counting more) rises above this "
-                                         "(Icinga 2's flapping_threshold_high)", 30.0, unit="%")
+                                         "(Icinga 2's flapping_threshold_high)",
+                                         _FLAPPING["high_threshold_percent"], unit="%")
     max_failed_share: float = _key("max_failed_share", _number(0, 1),
                                    "a box with more than this share of failed cycles in the window is degraded "
-                                   "(0.25: more than a quarter)", 0.25)
+                                   "(0.25: more than a quarter)", _FLAPPING["max_failed_share"])
 
     @staticmethod
     def check(kw: dict[str, Any], raw: dict[str, Any], path: str, ctx: Context) -> list[str]:
