@@ -217,8 +217,13 @@ def test_host_errors_name_the_box_and_read_the_route_table_once_per_family():
 def test_check_config_and_run_refuse_an_on_link_broadcast_box_in_a_real_namespace(tmp_path, command):
     """The routes of the namespace the agent runs in decide: the segment's /24 is on-link in the monitor
     namespace; a box behind a gateway keeps the network address of its remote prefix."""
-    from tests.probes.conftest import cleanup_leftovers, make_segment, remove_segment, run, \
-        segment_unavailable_reason
+    from tests.probes.conftest import (
+        cleanup_leftovers,
+        make_segment,
+        remove_segment,
+        run,
+        segment_unavailable_reason,
+    )
 
     reason = segment_unavailable_reason()
     if reason:

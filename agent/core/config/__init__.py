@@ -9,8 +9,20 @@ public contract; everything importers used from `agent.core.config` is re-export
 from __future__ import annotations
 
 from agent.core.config.convert import ROLES, ConfigError, address_problem
-from agent.core.config.files import file_errors, host_errors, on_link_problem, webhook_tls_errors
-from agent.core.config.load import box_from_table, box_lines, box_value, load, loads, parse
+from agent.core.config.files import (
+    file_errors,
+    host_errors,
+    on_link_problem,
+    webhook_tls_errors,
+)
+from agent.core.config.load import (
+    box_from_table,
+    box_lines,
+    box_value,
+    load,
+    loads,
+    parse,
+)
 from agent.core.config.model import (
     BOX_KINDS,
     COMMAND_PLACEHOLDERS,

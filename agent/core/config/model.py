@@ -20,12 +20,12 @@ import probes
 from agent.atomic import DEFAULT_STATE_DIR
 from agent.checks import CHECK_KINDS, CHECKS, Check
 from agent.core.config.convert import (
+    _ARG,
     _DOCKER_NAME_RE,
     _NAME_RE,
     _PORT,
     _TAG_TEXT_RE,
     _address,
-    _ARG,
     _boolean,
     _choice,
     _integer,
