@@ -251,3 +251,26 @@ def test_check_config_and_run_refuse_an_on_link_broadcast_box_in_a_real_namespac
         assert want in proc.stderr and "routed" not in proc.stderr, proc.stderr
     finally:
         remove_segment(seg)
+
+
+@pytest.mark.parametrize("section, keys, where", [
+    pytest.param("influxdb", 'url = "https://127.0.0.1:8086"\nca_file = "{bad}"\n', "influxdb.ca_file", id="influxdb"),
+    pytest.param("otlp", 'endpoint = "https://127.0.0.1:4318"\nca_file = "{bad}"\n', "otlp.ca_file", id="otlp"),
+    pytest.param("remediation", 'webhook_listen = "127.0.0.1:9787"\nwebhook_token_file = "{token}"\n'
+                 'webhook_cert_file = "{cert}"\nwebhook_key_file = "{key}"\nwebhook_verify_client = "required"\n'
+                 'webhook_client_ca_file = "{bad}"\n', "remediation.webhook_client_ca_file", id="webhook"),
+])
+def test_every_tls_ca_file_is_asked_once_through_the_one_tls_type(tmp_path, section, keys, where):
+    """The same question (agent.tls.TLSSettings.problems) and the same answer for every CA file the config names."""
+    from tests.pki import CA
+
+    cert, key = CA(tmp_path / "pki", "site").issue("server")
+    bad = tmp_path / "garbage.pem"
+    bad.write_text("not a certificate\n")
+    token = tmp_path / "token"
+    token.write_text("x\n")
+    text = box_toml(extra=f"[{section}]\n" + keys.format(bad=bad, token=token, cert=cert, key=key))
+    with pytest.raises(ConfigError) as exc:
+        config.loads(text, check_files=True)
+    [err] = exc.value.errors
+    assert err.startswith(f'{where}: "{bad}" holds no usable PEM CA certificate'), err

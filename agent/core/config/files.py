@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from agent.core.config.model import Config, RemediationConfig
 from agent.secretfile import SecretFileError, read_headers, read_secret
 from agent.tls import TLSSettings
+from agent.tls import client as tls_client
 from probes.routing import RouteEntry, lookup, route_table
 
 # TOML key of each agent.tls.TLSSettings field, per section.
@@ -47,7 +48,7 @@ def file_errors(cfg: Config) -> list[str]:
     Checked by `parse` with check_files (so by `load`: check-config and run) and listed by `doctor`, one
     failed check each: [influxdb] password_file / token_file (readable, not empty), its TLS files (ca_file,
     client_cert, client_key: agent.tls); the webhook token file and its TLS files; otlp.headers_file and
-    ca_file; the executable of each box's `command` (an absolute path that is executable, or a name on PATH)
+    ca_file (agent.tls); the executable of each box's `command` (an absolute path that is executable, or a name on PATH)
     when its ladder uses it.
     """
     errors: list[str] = []
@@ -68,8 +69,8 @@ def file_errors(cfg: Config) -> list[str]:
             errors.append(f"otlp.headers_file: cannot read {cfg.otlp.headers_file!r}: {exc.strerror}")
         except ValueError as exc:
             errors.append(f"otlp.headers_file: {exc}")
-    if cfg.otlp.endpoint and cfg.otlp.ca_file and not os.path.exists(cfg.otlp.ca_file):
-        errors.append(f"otlp.ca_file: {cfg.otlp.ca_file!r} does not exist")
+    if cfg.otlp.endpoint and cfg.otlp.ca_file:   # the collector's CAs: a client's ca_file, asked as InfluxDB's is
+        errors += tls_errors(tls_client(ca_file=cfg.otlp.ca_file), "otlp", {"ca_file": "ca_file"})
     if rem.webhook_listen:
         errors += webhook_tls_errors(rem)
     for i, b in enumerate(cfg.boxes):
