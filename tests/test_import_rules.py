@@ -104,7 +104,8 @@ FULL_GRAPH = {name: {p for t in _imports(name, path, type_only=True)
 PRODUCT = ("agent", "probes", "remediations")
 ROOMS: dict[str, tuple[str, ...]] = {
     "probes": (),
-    "agent.core": ("probes", "remediations", "agent.checks", "agent.atomic", "agent.storage.points"),
+    "agent.core": ("probes", "remediations", "agent.checks", "agent.atomic", "agent.storage.points",
+                   "agent.storage.defaults", "agent.forensics", "agent.tls", "agent.secretfile"),
     "agent.checks": ("probes",),
     "agent.bus": (),
     "agent.prober": ("probes", "agent.core"),
@@ -113,7 +114,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
                         "remediations.model", "remediations.httpserver"),
     "agent.wiring": PRODUCT,
     "agent.schedule": (),
-    "agent.storage": ("agent.atomic", "agent.storage.points"),
+    "agent.storage": ("agent.atomic", "agent.storage.points", "agent.tls", "agent.secretfile"),
     "agent.storage.points": (),
     "agent.forensics": ("probes", "agent.atomic", "agent.redact"),
     "agent.report": ("probes", "agent.core", "agent.storage"),
@@ -123,13 +124,15 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.maintenance": ("agent.core", "agent.atomic"),
     "agent.discovery": ("agent.core",),
     "agent.atomic": (),
+    "agent.tls": (),
+    "agent.secretfile": (),
     "agent.redact": (),
     "agent.netns": (),
-    "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact"),
+    "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact", "agent.tls", "agent.secretfile"),
     "agent.commands": PRODUCT,
     "agent.cli": ("agent.commands", "agent.ops", "agent.netns"),
     "agent": ("agent.cli",),   # the package itself and __main__ (`python -m agent`)
-    "remediations": ("agent.core.events",),
+    "remediations": ("agent.core.events", "agent.tls", "agent.secretfile"),
     "grafana": ("probes",),
     "lab": (*PRODUCT, "lab"),
 }
@@ -281,4 +284,5 @@ def test_no_import_circles():
 def test_the_full_graph_counts_type_only_imports_and_package_inits():
     assert "probes.exchange" in FULL_GRAPH["probes.types"]   # under `if TYPE_CHECKING:`
     assert "probes.exchange" not in GRAPH["probes.types"]
-    assert "agent.storage" in FULL_GRAPH["agent.core.config"]   # importing agent.storage.points runs it
+    # importing agent.storage.points runs agent/storage/__init__ (the config's runtime check, agent/core/config/)
+    assert "agent.storage" in FULL_GRAPH["agent.core.config.runtime"]

@@ -31,8 +31,6 @@ from agent.storage.spool import Spool, SpoolWriteError
 
 log = logging.getLogger(__name__)
 
-MIB = 2**20   # bytes per MiB (IEC 80000-13), the unit of [influxdb] spool_max_mib; storage imports no core
-
 REJECTED_FILE = "rejected.lp"
 SPOOL_DIR = "spool"
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
