@@ -43,6 +43,7 @@ from agent.core.config.convert import (
     is_link_local,
 )
 from agent.core.correlation import CorrelationSettings
+from agent.core.events import BoxKind
 from agent.core.flapping import FlapSettings
 from agent.core.freeze import FreezeThresholds
 from agent.core.maintenance import WEEKDAYS, Recurring, parse_hhmm
@@ -59,8 +60,9 @@ from remediations.webhook import DEFAULT_MAX_BYTES as WEBHOOK_DEFAULT_MAX_BYTES
 REMEDIATION_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that act on a Docker container, so only valid for kind = "container".
 CONTAINER_ACTIONS: frozenset[str] = frozenset(name for name, a in ACTIONS.items() if a.needs_container)
-# What a box is: a Docker container (the talk's macvlan VO-Box) or a VM; the tag `kind` everywhere.
-BOX_KINDS: tuple[str, ...] = ("container", "vm")
+# What a box is: a Docker container (the talk's macvlan VO-Box) or a VM; the tag `kind` everywhere
+# (agent.core.events.BoxKind, the one place).
+BOX_KINDS: tuple[str, ...] = tuple(k.value for k in BoxKind)
 INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
 # [remediation] webhook_verify_client values: the one TLS type's (Apache's SSLVerifyClient none/optional/require).
 WEBHOOK_VERIFY_CLIENT: tuple[str, ...] = tuple(VERIFY)
