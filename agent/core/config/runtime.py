@@ -26,8 +26,7 @@ def runtime_errors(config: Config, box_paths: Sequence[str] | None = None) -> li
     site = config.agent.site
     for i, box in enumerate(config.boxes):
         path = box_paths[i] if box_paths is not None else config.box_path(i)
-        # ProbedBox (agent.core.cycle) declares settable attributes; a frozen BoxConfig has read-only ones
-        targets = address_targets(box)   # type: ignore[arg-type]
+        targets = address_targets(box)
         for t in targets:
             try:
                 probes.validate(t)
@@ -35,7 +34,7 @@ def runtime_errors(config: Config, box_paths: Sequence[str] | None = None) -> li
                 key = "tcp_ports" if t.port is not None else ("ipv4" if t.address == box.ipv4 else "ipv6")
                 errors.append(f"{path}.{key}: {exc}")
         for j, sp in enumerate(box.probes):
-            for t in service_targets(box, sp):   # type: ignore[arg-type]
+            for t in service_targets(box, sp):
                 targets.append(t)
                 try:
                     probes.validate(t)

@@ -15,7 +15,7 @@ from agent.core.config import ConfigError
 from probes.routing import RouteEntry
 from tests.cases import case
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def box_toml(*, agent: str = "", extra: str = "", **keys: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from agent.core import config
 from agent.core.config.schema import json_schema
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 EXAMPLE = os.path.join(ROOT, "deploy", "agent.example.toml")
 
 
