@@ -11,6 +11,9 @@ from typing import IO, Any
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+# Where the agent keeps everything (freeze state, spool, status.json, evidence, history) unless [agent] state_dir
+# says otherwise (FHS 5.8: /var/lib/<package>); the config and the commands that run without one read it here.
+DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
 
 
 def private_dir(path: str) -> str:

@@ -289,11 +289,10 @@ def build_webhook(cfg: Config, token: str | None, submit: Callable[[str, str | N
 
     submit(box, action): what an alert asks (alert_handler: the pipeline's view of the box, then the request).
     """
-    from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver
+    from remediations.webhook import AuthLimiter, WebhookReceiver
 
     rc = cfg.remediation
-    tls = (TLSSettings(rc.webhook_cert_file, rc.webhook_key_file, rc.webhook_client_ca_file, rc.webhook_verify_client)
-           if rc.webhook_cert_file else None)
+    tls = rc.tls()   # agent.tls.TLSSettings, None for plain HTTP
     if rc.webhook_host is None or rc.webhook_port is None:
         raise SetupError("remediation.webhook_listen: not set, no webhook to serve")
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -58,7 +59,7 @@ def template_errors(arg: str, available: Iterable[str] = PLACEHOLDERS) -> list[s
 
     Syntax: {box} {ipv4} {ipv6} {container} are replaced; {{ and }} are a literal { and }.
     """
-    shown = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    shown = json.dumps(arg, ensure_ascii=False)   # quoted, and one line whatever the argument holds
     try:
         parsed = list(string.Formatter().parse(arg))
     except ValueError as exc:

@@ -10,14 +10,15 @@ import hmac
 import json
 import logging
 import math
-import os
 import ssl
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from agent.secretfile import read_secret as read_token  # the one secret-file reader
+from agent.tls import VERIFY, TLSSettings  # the one TLS type: the server context is TLSSettings.context()
 from remediations.httpserver import HTTPServer, Limits, Request, Response
 from remediations.model import RequestResult
 
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 1 << 20
 # verify_client values (Apache's SSLVerifyClient none/optional/require): is a client certificate asked for, needed?
-VERIFY_CLIENT: dict[str, ssl.VerifyMode] = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
-                                            "required": ssl.CERT_REQUIRED}
+VERIFY_CLIENT: dict[str, ssl.VerifyMode] = VERIFY
 # Short names of the subject attributes grid DNs use, for the log (OpenSSL's one-line form: /DC=ch/O=.../CN=...).
 _RDN_SHORT = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "L", "organizationName": "O",
               "organizationalUnitName": "OU", "commonName": "CN", "domainComponent": "DC",
@@ -35,46 +35,6 @@ _RDN_SHORT = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "
 
 class BadRequest(Exception):
     """A payload we refuse with 400; the message says what is wrong."""
-
-
-def read_token(path: str) -> str:
-    """The bearer token from PATH (whitespace stripped); ValueError when the file is empty."""
-    with open(path, encoding="utf-8") as fh:
-        token = fh.read().strip()
-    if not token:
-        raise ValueError(f"webhook token file {path} is empty")
-    return token
-
-
-@dataclass(frozen=True, slots=True)
-class TLSSettings:
-    """The webhook's TLS files: server certificate and key (PEM), the client CAs (a PEM file or a hashed directory).
-
-    verify_client: "none" (no client certificate asked), "optional" (verified when sent), "required".
-    A CA directory is read as OpenSSL's CApath: files named <subject hash>.0 (`openssl rehash DIR`).
-    """
-
-    cert_file: str
-    key_file: str | None = None
-    client_ca: str | None = None
-    verify_client: str = "none"
-
-    def context(self) -> ssl.SSLContext:
-        """A new server SSLContext from the files as they are now; ssl.SSLError/OSError/ValueError when unusable."""
-        if self.verify_client not in VERIFY_CLIENT:
-            raise ValueError(f"verify_client {self.verify_client!r}: expected one of {', '.join(VERIFY_CLIENT)}")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert_file, self.key_file)
-        ctx.verify_mode = VERIFY_CLIENT[self.verify_client]
-        if self.verify_client != "none":
-            if not self.client_ca:
-                raise ValueError(f"verify_client {self.verify_client!r} needs a client CA file or directory")
-            if os.path.isdir(self.client_ca):
-                ctx.load_verify_locations(capath=self.client_ca)
-            else:
-                ctx.load_verify_locations(cafile=self.client_ca)
-        return ctx
 
 
 class AuthLimiter:
@@ -269,7 +229,7 @@ _CERT_REFUSALS = ("CERTIFICATE_VERIFY_FAILED", "PEER_DID_NOT_RETURN_A_CERTIFICAT
 class WebhookReceiver:
     """The alert receiver; `submit(box, action)` is e.g. `lambda b, a: service.request(b, a, "alert")`.
 
-    token: the bearer token every POST must carry; None only with tls.verify_client = "required" (the
+    token: the bearer token every POST must carry; None only with tls.verify = "required" (the
     verified client certificate is then the credential). tls: TLSSettings, or None for plain HTTP.
     limiter: AuthLimiter for failed authentications, or None. token_file: re-read by reload().
     limits: the transport's bounds (remediations.httpserver.Limits: deadlines, connections per source and in
@@ -280,7 +240,7 @@ class WebhookReceiver:
                  submit: Callable[[str, str | None], RequestResult], max_bytes: int = DEFAULT_MAX_BYTES, *,
                  tls: TLSSettings | None = None, limiter: AuthLimiter | None = None,
                  token_file: str | None = None, limits: Limits | None = None) -> None:
-        if not token and not (tls is not None and tls.verify_client == "required"):
+        if not token and not (tls is not None and tls.verify == "required"):
             raise ValueError("webhook token must not be empty (only verify_client = \"required\" may go without)")
         self._context = tls.context() if tls is not None else None   # unusable files fail here, before binding
         self._server = _Webhook(token or None, boxes, submit, max_bytes, limiter)
@@ -339,8 +299,8 @@ class WebhookReceiver:
         lim = self._http.limits
         log.info("webhook: listening on %s:%d (%s; at most %d connections per source, %d in all, %g s per request)",
                  *self.address, "plain HTTP" if self._tls is None else "TLS only, " + (
-                     "no client certificates" if self._tls.verify_client == "none"
-                     else f"client certificates {self._tls.verify_client}"),
+                     "no client certificates" if self._tls.verify == "none"
+                     else f"client certificates {self._tls.verify}"),
                  lim.max_per_source, lim.max_connections, lim.request_timeout_s)
 
     def stop(self) -> None:

@@ -3,7 +3,8 @@
 - every module of ours is in a room of the rooms table, and imports only what its room's "may import"
   column allows (ROOMS below, which must be the table in docs/ARCHITECTURE.md, row for row);
 - probes/ imports nothing of ours;
-- remediations/ imports nothing of agent/ but the event types (agent.core.events);
+- remediations/ imports nothing of agent/ but the event types (agent.core.events) and the leaf modules
+  agent.tls (the one TLS type) and agent.secretfile (the one secret-file reader), which import nothing of ours;
 - nothing of the product (agent/, probes/, remediations/) imports the lab;
 - no command (agent/commands/<name>.py) imports another;
 - no import circles between our modules, counting the imports made for type hints only
@@ -103,7 +104,8 @@ FULL_GRAPH = {name: {p for t in _imports(name, path, type_only=True)
 PRODUCT = ("agent", "probes", "remediations")
 ROOMS: dict[str, tuple[str, ...]] = {
     "probes": (),
-    "agent.core": ("probes", "remediations", "agent.checks", "agent.atomic", "agent.storage.points"),
+    "agent.core": ("probes", "remediations", "agent.checks", "agent.atomic", "agent.storage.points",
+                   "agent.storage.defaults", "agent.forensics", "agent.tls", "agent.secretfile"),
     "agent.checks": ("probes",),
     "agent.bus": (),
     "agent.prober": ("probes", "agent.core"),
@@ -112,7 +114,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
                         "remediations.model", "remediations.httpserver"),
     "agent.wiring": PRODUCT,
     "agent.schedule": (),
-    "agent.storage": ("agent.atomic", "agent.storage.points"),
+    "agent.storage": ("agent.atomic", "agent.storage.points", "agent.tls", "agent.secretfile"),
     "agent.storage.points": (),
     "agent.forensics": ("probes", "agent.atomic", "agent.redact"),
     "agent.report": ("probes", "agent.core", "agent.storage"),
@@ -122,13 +124,15 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.maintenance": ("agent.core", "agent.atomic"),
     "agent.discovery": ("agent.core",),
     "agent.atomic": (),
+    "agent.tls": (),
+    "agent.secretfile": (),
     "agent.redact": (),
     "agent.netns": (),
-    "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact"),
+    "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact", "agent.tls", "agent.secretfile"),
     "agent.commands": PRODUCT,
     "agent.cli": ("agent.commands", "agent.ops", "agent.netns"),
     "agent": ("agent.cli",),   # the package itself and __main__ (`python -m agent`)
-    "remediations": ("agent.core.events",),
+    "remediations": ("agent.core.events", "agent.tls", "agent.secretfile"),
     "grafana": ("probes",),
     "lab": (*PRODUCT, "lab"),
 }
@@ -209,8 +213,14 @@ def test_probes_import_nothing_of_ours():
 
 
 def test_remediations_import_only_the_event_types_of_the_agent():
+    # agent.tls and agent.secretfile import nothing of ours (checked below): every room may use them
     assert _violations("remediations", lambda t: not t.startswith(("agent", "lab", "grafana"))
-                       or t == "agent.core.events") == []
+                       or t in ("agent.core.events", "agent.tls", "agent.secretfile")) == []
+
+
+@pytest.mark.parametrize("module", ["agent.tls", "agent.secretfile"])
+def test_the_shared_leaf_modules_import_nothing_of_ours(module):
+    assert GRAPH[module] == set()
 
 
 @pytest.mark.parametrize("package", ["agent", "probes", "remediations"])
@@ -274,4 +284,5 @@ def test_no_import_circles():
 def test_the_full_graph_counts_type_only_imports_and_package_inits():
     assert "probes.exchange" in FULL_GRAPH["probes.types"]   # under `if TYPE_CHECKING:`
     assert "probes.exchange" not in GRAPH["probes.types"]
-    assert "agent.storage" in FULL_GRAPH["agent.core.config"]   # importing agent.storage.points runs it
+    # importing agent.storage.points runs agent/storage/__init__ (the config's runtime check, agent/core/config/)
+    assert "agent.storage" in FULL_GRAPH["agent.core.config.runtime"]

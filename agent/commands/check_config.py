@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Validate FILE strictly (unknown keys are errors) and print every problem with its key path. Exit"
             " 0 when valid, 2 when not."),
         help="validate a config file and exit (0 valid, 2 invalid)")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("-c", "--config", metavar="FILE", help="agent config (TOML)")
+    what.add_argument("--schema", action="store_true",
+                      help="print the config's JSON Schema (for editors, e.g. taplo / Even Better TOML) and exit")
     p.set_defaults(func=run)
 
 
@@ -35,7 +38,14 @@ def summary(cfg) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the config; print "OK: ..." (exit 0) or every error, one a line (exit 2)."""
+    """Load the config; print "OK: ..." (exit 0) or every error, one a line (exit 2); --schema: the JSON Schema."""
+    if args.schema:
+        import json
+
+        from agent.core.config.schema import json_schema
+
+        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+        return EXIT_OK
     from agent.commands import load_config
 
     cfg = load_config(args.config)

@@ -8,10 +8,10 @@ import sys
 import time
 from typing import Any
 
+from agent.atomic import DEFAULT_STATE_DIR
 from agent.commands import EXIT_BAD_CONFIG, load_config, number_in
 from agent.timeparse import format_age, parse_duration_s
 
-DEFAULT_STATE_DIR = "/var/lib/vobox-agent"
 DEFAULT_PACKETS = 40
 MAX_PACKETS = 100_000
 

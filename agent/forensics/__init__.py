@@ -21,8 +21,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.forensics.evidence import BoxRef, EvidenceCollector, bundle_dir, read_summary
-    from agent.forensics.recorder import DumpResult, FlightRecorder, Record, Snapshot, write_pcap
+    from agent.forensics.evidence import (
+        BoxRef,
+        EvidenceCollector,
+        bundle_dir,
+        read_summary,
+    )
+    from agent.forensics.recorder import (
+        DumpResult,
+        FlightRecorder,
+        Record,
+        Snapshot,
+        write_pcap,
+    )
     from agent.forensics.summary import Analysis, Finding, analyze
 
 _HOME = {name: f"agent.forensics.{module}" for module, names in {

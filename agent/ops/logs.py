@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from agent import redact
+from agent.secretfile import SecretFileError, read_secret
 
 # Fields a caller may attach with `extra={"box": ..., "probe": ..., "action": ...}`;
 # the JSON formatter copies them out, the plain formatter appends them as key=value.
@@ -88,9 +89,12 @@ REDACT = RedactFilter()
 
 
 def read_secret_file(path: str) -> str:
-    """The text of a secret file (a token or password file); OSError when unreadable."""
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
+    """The secret in a token or password file (agent.secretfile.read_secret, the one reader); "" when unreadable
+    or empty (nothing to redact; the config check reports the file)."""
+    try:
+        return read_secret(path)
+    except SecretFileError:
+        return ""
 
 
 def config_secrets(cfg: Any) -> tuple[str, ...]:

@@ -9,7 +9,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.storage.influx import QueryError, SinkError, V1Writer, V2Writer, make_writer, query
+    from agent.storage.influx import (
+        QueryError,
+        SinkError,
+        V1Writer,
+        V2Writer,
+        make_writer,
+        query,
+    )
     from agent.storage.points import Point
     from agent.storage.store import Storage, StorageCounters
 

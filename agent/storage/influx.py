@@ -6,15 +6,16 @@ no verification at all.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import ssl
 import warnings
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
 import urllib3
+
+from agent.secretfile import SecretFileError, read_secret
+from agent.tls import TLSSettings, client as tls_client
 
 log = logging.getLogger(__name__)
 
@@ -61,49 +62,19 @@ class SinkError(Exception):
 AUTH_STATUSES = frozenset({401, 403})
 
 
-@dataclass(frozen=True, slots=True)
-class TLSOptions:
-    """How to verify InfluxDB's certificate and which client certificate to show (paths; None: not used)."""
-
-    ca_file: str | None = None          # a PEM bundle or a directory of hashed CA certificates (c_rehash)
-    client_cert: str | None = None
-    client_key: str | None = None
-    insecure_skip_verify: bool = False
-
-    @property
-    def requests_verify(self) -> bool | str:
-        """The `verify` argument of requests: False, True (system CAs) or the CA file/directory."""
-        if self.insecure_skip_verify:
-            return False
-        return self.ca_file or True
-
-    @property
-    def requests_cert(self) -> tuple[str, str] | str | None:
-        """The `cert` argument of requests."""
-        if self.client_cert and self.client_key:
-            return (self.client_cert, self.client_key)
-        return self.client_cert
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """An SSLContext with these options (for clients that take one, like influxdb-client)."""
-        ctx = ssl.create_default_context()
-        if self.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif self.ca_file:
-            if os.path.isdir(self.ca_file):
-                ctx.load_verify_locations(capath=self.ca_file)
-            else:
-                ctx.load_verify_locations(cafile=self.ca_file)
-        if self.client_cert:
-            ctx.load_cert_chain(self.client_cert, self.client_key)
-        return ctx
+# The one TLS type (agent/tls.py): the config checks it, it builds the SSLContext, requests' verify/cert come from it.
+TLSOptions = TLSSettings
 
 
-def tls_from_config(influx_cfg: Any) -> TLSOptions:
-    """TLSOptions from an agent.core.config.InfluxConfig; logs a WARNING when verification is off."""
-    tls = TLSOptions(getattr(influx_cfg, "ca_file", None), getattr(influx_cfg, "client_cert", None),
-                     getattr(influx_cfg, "client_key", None), bool(getattr(influx_cfg, "insecure_skip_verify", False)))
+def _tls_of(influx_cfg: Any) -> TLSSettings:
+    """The client-side agent.tls.TLSSettings of an [influxdb] section (InfluxConfig.tls(), or its keys)."""
+    return tls_client(getattr(influx_cfg, "ca_file", None), getattr(influx_cfg, "client_cert", None),
+                      getattr(influx_cfg, "client_key", None), bool(getattr(influx_cfg, "insecure_skip_verify", False)))
+
+
+def tls_from_config(influx_cfg: Any) -> TLSSettings:
+    """agent.tls.TLSSettings from an agent.core.config.InfluxConfig; logs a WARNING when verification is off."""
+    tls = _tls_of(influx_cfg)
     if tls.insecure_skip_verify:
         log.warning("influx: influxdb.insecure_skip_verify = true: the certificate of %s is NOT verified; anyone on "
                     "the path can read and change what the agent writes. Use influxdb.ca_file instead.",
@@ -114,18 +85,14 @@ def tls_from_config(influx_cfg: Any) -> TLSOptions:
 
 
 def read_password(path: str) -> str:
-    """The password in a file (surrounding whitespace stripped); raise SinkError when unreadable or empty."""
+    """The password in a file (agent.secretfile.read_secret); raise SinkError when unreadable or empty."""
     try:
-        with open(path) as f:
-            pw = f.read().strip()
-    except OSError as exc:
-        raise SinkError(f"influxdb.password_file: cannot read {path!r}: {exc.strerror}", retryable=False) from None
-    if not pw:
-        raise SinkError(f"influxdb.password_file: {path!r} is empty", retryable=False)
-    return pw
+        return read_secret(path)
+    except SecretFileError as exc:
+        raise SinkError(f"influxdb.password_file: {exc}", retryable=False) from None
 
 
-def _transport_error(exc: Exception, url: str, tls: TLSOptions | None) -> SinkError:
+def _transport_error(exc: Exception, url: str, tls: TLSSettings | None) -> SinkError:
     """A requests/urllib3 exception as a SinkError; TLS failures name the config keys to check."""
     text = f"{type(exc).__name__}: {exc}"
     is_tls = isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError, urllib3.exceptions.SSLError)) or (
@@ -184,13 +151,13 @@ class V1Writer:
     """InfluxDB 1.x: POST {url}/write?db=&precision=ms, creating the database when missing."""
 
     def __init__(self, url: str, database: str, username: str | None = None, password: str | None = None,
-                 timeout_s: float = 5.0, tls: TLSOptions | None = None) -> None:
+                 timeout_s: float = 5.0, tls: TLSSettings | None = None) -> None:
         self.url = url.rstrip("/")
         self.database = database
         self.username = username
         self.password = password
         self.timeout_s = timeout_s
-        self.tls = tls or TLSOptions()
+        self.tls = tls or TLSSettings()
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy from the environment for the sink
         self._session.verify = self.tls.requests_verify
@@ -267,18 +234,18 @@ class V2Writer:
     """InfluxDB 2.x / 3.x / 1.8+: influxdb-client's synchronous WriteApi (url, token, org, bucket)."""
 
     def __init__(self, url: str, token: str, org: str, bucket: str, timeout_s: float = 5.0,
-                 gzip: bool = False, tls: TLSOptions | None = None) -> None:
+                 gzip: bool = False, tls: TLSSettings | None = None) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.url = url.rstrip("/")
         self.org = org
         self.bucket = bucket
-        self.tls = tls or TLSOptions()
+        self.tls = tls or TLSSettings()
         extra: dict[str, Any] = {}
         if self.url.startswith("https:"):
             # one SSLContext carries CA file or directory and the client certificate (influxdb-client >= 1.37)
-            extra = {"ssl_context": self.tls.ssl_context(), "verify_ssl": not self.tls.insecure_skip_verify}
+            extra = {"ssl_context": self.tls.context(), "verify_ssl": not self.tls.insecure_skip_verify}
         self._client = InfluxDBClient(url=self.url, token=token, org=org, timeout=int(timeout_s * 1000),
                                       enable_gzip=gzip, **extra)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
@@ -349,8 +316,7 @@ def credentials(influx_cfg: Any) -> dict[str, str | None]:
 
 def query_kwargs(influx_cfg: Any) -> dict[str, Any]:
     """Keyword arguments of query() for this [influxdb] section: credentials, TLS and timeout."""
-    tls = TLSOptions(getattr(influx_cfg, "ca_file", None), getattr(influx_cfg, "client_cert", None),
-                     getattr(influx_cfg, "client_key", None), bool(getattr(influx_cfg, "insecure_skip_verify", False)))
+    tls = _tls_of(influx_cfg)
     return credentials(influx_cfg) | {"tls": tls, "timeout_s": influx_cfg.write_timeout_s}
 
 
@@ -371,14 +337,14 @@ def _quote_ident(name: str) -> str:
 
 def query(url: str, influxql: str, *, db: str | None = None, username: str | None = None,
           password: str | None = None, token: str | None = None, timeout_s: float = 10.0,
-          epoch: str | None = "ms", tls: TLSOptions | None = None) -> list[dict[str, Any]]:
+          epoch: str | None = "ms", tls: TLSSettings | None = None) -> list[dict[str, Any]]:
     """Run InfluxQL over /query (1.x, 2.x/3.x v1-compat with token) and return rows as dicts.
 
     Each row has the series columns plus "_measurement" and the series' GROUP BY tags.
     Times are epoch integers in `epoch` units (None: RFC3339 strings). `tls`: CA/client certificate
     for an https:// url. Raises QueryError.
     """
-    tls = tls or TLSOptions()
+    tls = tls or TLSSettings()
     params: dict[str, str] = {"q": influxql}
     if db:
         params["db"] = db

@@ -17,17 +17,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import atomic
+from agent.storage.defaults import (
+    DEFAULT_BATCH_POINTS,
+    DEFAULT_QUEUE_MAX_POINTS,
+    DEFAULT_RETRY_MAX_S,
+    DEFAULT_RETRY_MIN_S,
+    DEFAULT_SPOOL_MAX_BYTES,
+    MIB,
+)
 from agent.storage.influx import SinkError, Writer, make_writer
 from agent.storage.points import Point
 from agent.storage.spool import Spool, SpoolWriteError
 
 log = logging.getLogger(__name__)
 
-MIB = 2**20   # bytes per MiB (IEC 80000-13), the unit of [influxdb] spool_max_mib; storage imports no core
-
 REJECTED_FILE = "rejected.lp"
 SPOOL_DIR = "spool"
-DEFAULT_QUEUE_MAX_POINTS = 200_000
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 MIN_BACKOFF_S = 0.05
 # How often the retention is asked again (v1 SHOW RETENTION POLICIES, v2 buckets API), when not configured.
@@ -57,8 +62,9 @@ class Storage:
     Errors: write() never raises and never blocks on the sink; flush() waits at most its timeout.
     """
 
-    def __init__(self, writer: Writer, state_dir: str, *, spool_max_bytes: int = 100 * 2**20,
-                 batch_points: int = 5000, retry_min_s: float = 1.0, retry_max_s: float = 30.0,
+    def __init__(self, writer: Writer, state_dir: str, *, spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+                 batch_points: int = DEFAULT_BATCH_POINTS, retry_min_s: float = DEFAULT_RETRY_MIN_S,
+                 retry_max_s: float = DEFAULT_RETRY_MAX_S,
                  queue_max_points: int = DEFAULT_QUEUE_MAX_POINTS,
                  flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic, retention_s: float | None = None,

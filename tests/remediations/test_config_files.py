@@ -39,9 +39,10 @@ def agent(*args):
 @pytest.mark.parametrize("token, executable, error", [
     pytest.param("missing", "true", "remediation.webhook_token_file: cannot read", id="token-file-missing"),
     pytest.param("empty", "true", "remediation.webhook_token_file:", id="token-file-empty"),
-    pytest.param("ok", "/nonexistent/vobox-reset", "box[0].command[0]: '/nonexistent/vobox-reset' does not exist",
+    pytest.param("ok", "/nonexistent/vobox-reset",
+                 "[[box]] \"vm1\" (#1, line 8).command[0]: '/nonexistent/vobox-reset' does not exist",
                  id="command-path-missing"),
-    pytest.param("ok", "vobox-no-such-hook", "box[0].command[0]: 'vobox-no-such-hook' not found on PATH",
+    pytest.param("ok", "vobox-no-such-hook", "[[box]] \"vm1\" (#1, line 8).command[0]: 'vobox-no-such-hook' not found on PATH",
                  id="command-not-on-path"),
     pytest.param("ok", "NOT_EXECUTABLE", "is not executable", id="command-not-executable"),
 ])

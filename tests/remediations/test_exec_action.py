@@ -67,14 +67,14 @@ def errors(box: dict, remediation: dict | None = None) -> list[str]:
 
 @pytest.mark.parametrize("box, remediation, want", [
     pytest.param(BOX | {"remediate": ["exec"]}, None,
-                 'box[0].exec: missing (required because remediate lists "exec")', id="missing"),
-    pytest.param(BOX | {"remediate": ["exec"], "exec": []}, None, "box[0].exec: ", id="empty"),
+                 '[[box]] "c1" (#1).exec: missing (required because remediate lists "exec")', id="missing"),
+    pytest.param(BOX | {"remediate": ["exec"], "exec": []}, None, "[[box]] \"c1\" (#1).exec: ", id="empty"),
     pytest.param(BOX | {"remediate": ["exec"], "exec": ["kill", "{pid}"]}, None,
-                 "box[0].exec[1]: unknown placeholder {pid}", id="bad-placeholder"),
+                 "[[box]] \"c1\" (#1).exec[1]: unknown placeholder {pid}", id="bad-placeholder"),
     pytest.param({"name": "v", "kind": "vm", "ipv4": "192.0.2.20", "exec": ["true"]}, None,
-                 'box[0].exec: only for kind = "container"', id="vm-exec-key"),
+                 '[[box]] "v" (#1).exec: only for kind = "container"', id="vm-exec-key"),
     pytest.param({"name": "v", "kind": "vm", "ipv4": "192.0.2.20", "remediate": ["exec"], "exec": ["true"]}, None,
-                 'box[0].remediate[0]: "exec" only works on containers', id="vm-exec-step"),
+                 '[[box]] "v" (#1).remediate[0]: "exec" only works on containers', id="vm-exec-step"),
     pytest.param(BOX | {"remediate": ["exec"], "exec": ["true"]}, {"exec_timeout": 0},
                  "remediation.exec_timeout: ", id="zero-timeout"),
 ])

@@ -13,8 +13,12 @@ import subprocess
 
 import pytest
 
+from agent.tls import (
+    TLSFileError,
+    server as server_tls,  # the webhook's agent.tls.TLSSettings
+)
 from remediations import RequestResult
-from remediations.webhook import AuthLimiter, TLSSettings, WebhookReceiver, cert_subject
+from remediations.webhook import AuthLimiter, WebhookReceiver, cert_subject
 from tests.pki import CA
 
 TOKEN = "tls-test-token"
@@ -100,7 +104,7 @@ def refused(rx, ctx) -> bool:
 # --- the token/certificate matrix ----------------------------------------------------------------
 
 def test_tls_without_client_certificates_still_needs_the_token(pki, serve):
-    rx, calls = serve(TLSSettings(*pki["server"]))
+    rx, calls = serve(server_tls(*pki["server"]))
     assert post(rx, client_context(pki["ca"]), token=None)[0] == 401
     assert post(rx, client_context(pki["ca"]))[0] == 202 and calls == [("ctr1", None)]
 
@@ -108,7 +112,7 @@ def test_tls_without_client_certificates_still_needs_the_token(pki, serve):
 @pytest.mark.parametrize("ca_kind", ["file", "hashed-directory"])
 def test_required_client_certificate_is_the_credential(pki, serve, ca_kind, caplog):
     ca = pki["ca"].pem if ca_kind == "file" else pki["ca"].hashed_dir()
-    rx, calls = serve(TLSSettings(*pki["server"], client_ca=ca, verify_client="required"), token=None)
+    rx, calls = serve(server_tls(*pki["server"], client_ca=ca, verify_client="required"), token=None)
     with caplog.at_level(logging.INFO, logger="remediations.webhook"):
         assert refused(rx, client_context(pki["ca"]))                       # no certificate
         assert refused(rx, client_context(pki["ca"], pki["wrong_ca"]))      # another CA's
@@ -123,14 +127,14 @@ def test_required_client_certificate_is_the_credential(pki, serve, ca_kind, capl
 
 
 def test_required_client_certificate_and_a_token_file_need_both(pki, serve):
-    rx, calls = serve(TLSSettings(*pki["server"], client_ca=pki["ca"].pem, verify_client="required"))
+    rx, calls = serve(server_tls(*pki["server"], client_ca=pki["ca"].pem, verify_client="required"))
     assert refused(rx, client_context(pki["ca"]))                           # the token alone is not enough
     assert post(rx, client_context(pki["ca"], pki["client"]), token=None)[0] == 401
     assert post(rx, client_context(pki["ca"], pki["client"]))[0] == 202 and len(calls) == 1
 
 
 def test_optional_client_certificate_is_verified_when_sent_and_the_token_is_still_needed(pki, serve, caplog):
-    rx, calls = serve(TLSSettings(*pki["server"], client_ca=pki["ca"].pem, verify_client="optional"))
+    rx, calls = serve(server_tls(*pki["server"], client_ca=pki["ca"].pem, verify_client="optional"))
     assert refused(rx, client_context(pki["ca"], pki["wrong_ca"]))
     with caplog.at_level(logging.WARNING, logger="remediations.webhook"):
         assert post(rx, client_context(pki["ca"], pki["client"]), token=PLANTED)[0] == 401
@@ -142,18 +146,19 @@ def test_optional_client_certificate_is_verified_when_sent_and_the_token_is_stil
 
 
 def test_an_unhashed_ca_directory_verifies_nothing(pki, serve):
-    """OpenSSL's CApath finds CAs by hashed name only: why config and doctor ask for `openssl rehash`."""
+    """OpenSSL's CApath finds CAs by hashed name only (a server on it refuses every client certificate: see
+    tests/agent/test_tls.py): the one TLS type refuses such a directory, so the webhook never serves with one."""
     d = pki["ca"].plain_dir()
-    rx, _ = serve(TLSSettings(*pki["server"], client_ca=d, verify_client="required"), token=None)
-    assert refused(rx, client_context(pki["ca"], pki["client"]))
+    with pytest.raises(TLSFileError, match=r"has no hashed CA names .*openssl rehash"):
+        serve(server_tls(*pki["server"], client_ca=d, verify_client="required"), token=None)
     subprocess.run(["openssl", "rehash", d], check=True, capture_output=True)
-    rx2, calls = serve(TLSSettings(*pki["server"], client_ca=d, verify_client="required"), token=None)
+    rx2, calls = serve(server_tls(*pki["server"], client_ca=d, verify_client="required"), token=None)
     assert post(rx2, client_context(pki["ca"], pki["client"]), token=None)[0] == 202 and calls
 
 
 def test_a_plain_request_to_the_tls_port_gets_nothing(pki, serve, caplog):
     """A token sniffed from a plain request is useless: no plain listener exists when TLS is configured."""
-    rx, calls = serve(TLSSettings(*pki["server"]))
+    rx, calls = serve(server_tls(*pki["server"]))
     with caplog.at_level(logging.INFO, logger="remediations.webhook"):
         try:
             status = post(rx, None)[0]      # plain HTTP, the right token
@@ -167,7 +172,7 @@ def test_a_plain_request_to_the_tls_port_gets_nothing(pki, serve, caplog):
 def test_empty_token_without_required_client_certificates_is_refused(pki):
     with pytest.raises(ValueError, match="token must not be empty"):
         WebhookReceiver("127.0.0.1", 0, None, ["ctr1"], lambda b, a: None,
-                        tls=TLSSettings(*pki["server"], client_ca=pki["ca"].pem, verify_client="optional"))
+                        tls=server_tls(*pki["server"], client_ca=pki["ca"].pem, verify_client="optional"))
 
 
 # --- reload (SIGHUP) -----------------------------------------------------------------------------
@@ -176,7 +181,7 @@ def test_reload_serves_the_new_certificate_to_new_connections(pki, serve, tmp_pa
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
     shutil.copy(pki["server"][0], cert)
     shutil.copy(pki["server"][1], key)
-    rx, calls = serve(TLSSettings(str(cert), str(key)))
+    rx, calls = serve(server_tls(str(cert), str(key)))
     first = served_cert(rx)
     # an open connection keeps going across the reload
     keep = http.client.HTTPSConnection("127.0.0.1", rx.address[1], context=client_context(pki["ca"]), timeout=10)
@@ -206,7 +211,7 @@ def test_reload_serves_the_new_certificate_to_new_connections(pki, serve, tmp_pa
 def test_reload_reads_a_rotated_token(pki, serve, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    rx, _ = serve(TLSSettings(*pki["server"]), token_file=str(token_file))
+    rx, _ = serve(server_tls(*pki["server"]), token_file=str(token_file))
     token_file.write_text("rotated-token\n")
     assert post(rx, client_context(pki["ca"]))[0] == 202
     rx.reload()
@@ -217,7 +222,7 @@ def test_reload_reads_a_rotated_token(pki, serve, tmp_path):
 # --- failed authentications: 429 per peer, logged with the peer and never the token --------------
 
 def test_failed_authentications_are_limited_per_peer_with_retry_after(pki, serve, caplog):
-    rx, calls = serve(TLSSettings(*pki["server"]), limiter=AuthLimiter(3, 60.0))
+    rx, calls = serve(server_tls(*pki["server"]), limiter=AuthLimiter(3, 60.0))
     ctx = client_context(pki["ca"])
     with caplog.at_level(logging.DEBUG, logger="remediations.webhook"):
         assert [post(rx, ctx, token=PLANTED)[0] for _ in range(3)] == [401, 401, 401]
@@ -226,7 +231,7 @@ def test_failed_authentications_are_limited_per_peer_with_retry_after(pki, serve
     assert 1 <= int(headers["Retry-After"]) <= 60
     assert calls == []
     # another peer address is not affected (127.0.0.2 is loopback too)
-    other = TLSSettings(*pki["ca"].issue("webhook-server-2", addresses=("127.0.0.2",)))
+    other = server_tls(*pki["ca"].issue("webhook-server-2", addresses=("127.0.0.2",)))
     calls2: list[str] = []
     rx2 = WebhookReceiver("127.0.0.2", 0, TOKEN, ["ctr1"], lambda b, a: calls2.append(b) or
                           RequestResult(b, "restart_container", True, "queued"), tls=other,
@@ -243,7 +248,7 @@ def test_failed_authentications_are_limited_per_peer_with_retry_after(pki, serve
 
 
 def test_refused_client_certificates_count_as_failed_authentications(pki, serve):
-    rx, _ = serve(TLSSettings(*pki["server"], client_ca=pki["ca"].pem, verify_client="optional"),
+    rx, _ = serve(server_tls(*pki["server"], client_ca=pki["ca"].pem, verify_client="optional"),
                   limiter=AuthLimiter(2, 60.0))
     assert refused(rx, client_context(pki["ca"], pki["wrong_ca"]))
     assert refused(rx, client_context(pki["ca"], pki["expired"]))

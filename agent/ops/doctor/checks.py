@@ -86,7 +86,8 @@ def _box_checks(ctx: Context) -> list[CheckResult]:
 
 def _container_commands(ctx: Context) -> list[CheckResult]:
     boxes = list(cfg_value(ctx.cfg, "boxes", "box", default=()) or ())
-    return files.check_container_commands((i, b, ctx.pids.get(cfg_value(b, "name")))
+    path = getattr(ctx.cfg, "box_path", lambda i: f"box[{i}]")   # a Config names boxes as its errors do
+    return files.check_container_commands((path(i), b, ctx.pids.get(cfg_value(b, "name")))
                                           for i, b in enumerate(boxes) if b in ctx.containers)
 
 

@@ -40,26 +40,28 @@ def _in_root(root: str, exe: str) -> str | None:
     return None
 
 
-def container_commands(box: Any, index: int) -> Iterable[tuple[str, str]]:
-    """(key path, argv[0]) of the commands run inside BOX's container: its `exec` step and its exec checks."""
+def container_commands(box: Any, path: str) -> Iterable[tuple[str, str]]:
+    """(key path, argv[0]) of the commands run inside BOX's container: its `exec` step and its exec checks.
+
+    PATH names the box as config errors do (Config.box_path: `[[box]] "name" (#1, line 12)`)."""
     exec_argv = cfg_value(box, "exec") or ()
     if exec_argv and "exec" in (cfg_value(box, "remediate") or ()) and "{" not in exec_argv[0]:
-        yield f"box[{index}].exec[0]", exec_argv[0]
+        yield f"{path}.exec[0]", exec_argv[0]
     for j, check in enumerate(cfg_value(box, "checks") or ()):
         if getattr(check, "kind", None) == "exec" and check.argv:
-            yield f"box[{index}].check[{j}].argv[0]", check.argv[0]
+            yield f"{path}.check[{j}].argv[0]", check.argv[0]
 
 
-def check_container_commands(boxes: Iterable[tuple[int, Any, int | None]]) -> list[CheckResult]:
-    """For each (config index, box, PID of its running container): its in-container commands exist there.
+def check_container_commands(boxes: Iterable[tuple[str, Any, int | None]]) -> list[CheckResult]:
+    """For each (key path of the box, box, PID of its running container): its in-container commands exist there.
 
     Looked up under /proc/PID/root (needs root and the host's PID namespace, as the checks themselves);
     a container that is not running is reported by the boxes topic, its commands are not judged here.
     """
     out = []
-    for index, box, pid in boxes:
+    for path, box, pid in boxes:
         name = f"box {cfg_value(box, 'name')} commands"
-        wanted = list(container_commands(box, index))
+        wanted = list(container_commands(box, path))
         if not wanted or pid is None:
             continue
         root = f"/proc/{pid}/root"

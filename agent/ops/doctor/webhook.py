@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import ssl
 import time
 from typing import Any
 
+from agent import tls
 from agent.ops.doctor.results import CheckResult, cfg_value, failed, passed, warned
 
 # A certificate expiring within this many days is a warning (renew it, then `systemctl reload vobox-agent`).
 WARN_DAYS = 30.0
-_HASHED = re.compile(r"^[0-9a-f]{8}\.\d+$")
 _RELOAD = "renew it, then `systemctl reload vobox-agent` (SIGHUP: the new certificate is served without a restart)"
 
 
@@ -40,7 +39,8 @@ def check_webhook(rem: Any, now_s: float | None = None) -> list[CheckResult]:
     results = [_check_cert(cert_file, cfg_value(rem, "webhook_key_file"), now_s)]
     verify = cfg_value(rem, "webhook_verify_client", default="none")
     if verify != "none":
-        results.append(_check_ca(cfg_value(rem, "webhook_client_ca_file"), verify))
+        results.append(_check_ca(cfg_value(rem, "webhook_client_ca_file"), verify, cert_file,
+                                 cfg_value(rem, "webhook_key_file")))
     return results
 
 
@@ -81,32 +81,36 @@ def _check_cert(cert_file: str, key_file: str | None, now_s: float) -> CheckResu
     if cert.not_valid_before_utc.timestamp() > now_s:
         return failed(name, f"{subject}: not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
                       "check the clock, or wait")
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
-    except (ssl.SSLError, OSError) as exc:
-        return failed(name, f"OpenSSL refuses {cert_file}: {exc}")
+    refused = tls.server(cert_file, key_file).problems()   # the one "is it usable" (agent.tls), as the webhook loads it
+    if refused:
+        return failed(name, f"OpenSSL refuses {cert_file}: {refused[0].message}")
     detail = f"{subject}, key matches, {days:.0f} days left (until {cert.not_valid_after_utc:%Y-%m-%d})"
     if days < WARN_DAYS:
         return warned(name, detail, _RELOAD)
     return passed(name, detail)
 
 
-def _check_ca(ca: str | None, verify: str) -> CheckResult:
+def _check_ca(ca: str | None, verify: str, cert_file: str, key_file: str | None) -> CheckResult:
     name = "webhook client CAs"
     if not ca:
         return failed(name, f"webhook_verify_client = {verify!r} but no webhook_client_ca_file",
                       "set webhook_client_ca_file (a PEM file or /etc/grid-security/certificates)")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    if os.path.isdir(ca):
-        try:
-            hashed = [n for n in os.listdir(ca) if _HASHED.match(n)]
-        except OSError as exc:
-            return failed(name, f"directory {ca}: {exc.strerror}", "make it readable by the agent's user")
-        if not hashed:
-            return failed(name, f"directory {ca} has no hashed CA names (<hash>.0): OpenSSL finds no CA in it",
+    # the one "is it usable" (agent.tls), as the webhook loads it
+    problems = [p for p in tls.server(cert_file, key_file, ca, verify).problems() if p.field == "ca_file"]
+    if problems:
+        message = problems[0].message
+        if "hashed CA names" in message:
+            return failed(name, f"{message}: OpenSSL finds no CA in it",
                           f"`openssl rehash {ca}` (fetch-crl/IGTF packages keep /etc/grid-security/certificates "
                           "hashed)")
-        broken = []
+        if "not readable" in message:
+            return failed(name, message, "make it readable by the agent's user")
+        return failed(name, message, "point webhook_client_ca_file at the PEM file of the CAs that issue the "
+                      "clients' certificates")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if os.path.isdir(ca):
+        hashed = [n for n in os.listdir(ca) if tls.HASHED_NAME.match(n)]
+        broken = []   # which hashed names hold no certificate: a detail for the admin, beyond "usable"
         for n in sorted(hashed):
             try:
                 ctx.load_verify_locations(cafile=os.path.join(ca, n))
@@ -118,10 +122,6 @@ def _check_ca(ca: str | None, verify: str) -> CheckResult:
         if broken:
             return warned(name, detail + f"; unreadable: {', '.join(broken[:5])}", f"`openssl rehash {ca}`")
         return passed(name, detail)
-    try:
-        ctx.load_verify_locations(cafile=ca)
-    except (ssl.SSLError, OSError) as exc:
-        return failed(name, f"{ca}: no usable PEM CA certificate ({exc})", "point webhook_client_ca_file at the "
-                      "PEM file of the CAs that issue the clients' certificates")
+    ctx.load_verify_locations(cafile=ca)
     count = ctx.cert_store_stats().get("x509_ca", 0)
     return passed(name, f"{ca}: {count} CA certificate(s), clients {verify}")

@@ -151,21 +151,25 @@ timeout = 2
 
 @pytest.mark.parametrize("table, error", [
     pytest.param('[[box.probe]]\nkind = "http"\nport = 80\nsend = "x"',
-                 'box[0].probe[0].send: only for kind = "tcp" (this probe is "http")', id="key-of-another-kind"),
-    pytest.param('[[box.probe]]\nkind = "http"\nport = 80\nmethod = "FETCH"', "box[0].probe[0]: method must be",
+                 '[[box]] "a" (#1, line 2).probe[0].send: only for kind = "tcp" (this probe is "http")',
+                 id="key-of-another-kind"),
+    pytest.param('[[box.probe]]\nkind = "http"\nport = 80\nmethod = "FETCH"',
+                 "[[box]] \"a\" (#1, line 2).probe[0]: method must be",
                  id="spec-check"),
-    pytest.param('[[box.probe]]\nkind = "udp"\nport = 80', 'box[0].probe[0].kind: expected one of "tcp", "http"',
+    pytest.param('[[box.probe]]\nkind = "udp"\nport = 80',
+                 '[[box]] "a" (#1, line 2).probe[0].kind: expected one of "tcp", "http"',
                  id="unknown-kind"),
     pytest.param('[[box.probe]]\nkind = "tls"\nport = 8443\nwarn_dayz = 3',
-                 "box[0].probe[0].warn_dayz: unknown key (did you mean 'warn_days'?", id="typo"),
-    pytest.param('[[box.check]]\nkind = "x509"', 'box[0].check[0].path: missing (required for kind = "x509")',
+                 "[[box]] \"a\" (#1, line 2).probe[0].warn_dayz: unknown key (did you mean 'warn_days'?", id="typo"),
+    pytest.param('[[box.check]]\nkind = "x509"', '[[box]] "a" (#1, line 2).check[0].path: missing (required for kind = "x509")',
                  id="check-missing-path"),
     pytest.param('[[box.check]]\nkind = "path"\npath = "/x"\nwarn_days = 3',
-                 'box[0].check[0].warn_days: only for kind = "x509" (this check is "path")', id="check-key"),
-    pytest.param('[[box.check]]\nkind = "path"\npath = "relative"', "box[0].check[0].path: expected an absolute path",
+                 '[[box]] "a" (#1, line 2).check[0].warn_days: only for kind = "x509" (this check is "path")', id="check-key"),
+    pytest.param('[[box.check]]\nkind = "path"\npath = "relative"',
+                 "[[box]] \"a\" (#1, line 2).check[0].path: expected an absolute path",
                  id="check-relative-path"),
     pytest.param('[[box.check]]\nkind = "path"\npath = "/x"\ntimeout = 20',
-                 "box[0].check[0].timeout: must be less than agent.interval", id="check-timeout"),
+                 "[[box]] \"a\" (#1, line 2).check[0].timeout: must be less than agent.interval", id="check-timeout"),
 ])
 def test_config_errors_name_the_key_path(table, error):
     with pytest.raises(config.ConfigError) as exc:
@@ -176,14 +180,14 @@ def test_config_errors_name_the_key_path(table, error):
 def test_checks_only_for_containers():
     with pytest.raises(config.ConfigError) as exc:
         config.loads('[[box]]\nname = "v"\nkind = "vm"\nipv4 = "192.0.2.9"\n[[box.check]]\nkind = "path"\npath = "/"')
-    assert exc.value.errors[0].startswith('box[0].check: only for kind = "container"')
+    assert exc.value.errors[0].startswith('[[box]] "v" (#1, line 1).check: only for kind = "container"')
 
 
 def test_runtime_errors_name_the_probe_key_path():
     cfg = config.loads(BOX)
     bad = dataclasses.replace(cfg.boxes[0], probes=(config.ServiceProbe("tcp", 0),))
     errors = config.runtime_errors(dataclasses.replace(cfg, boxes=(bad,)))
-    assert errors and all(e.startswith("box[0].probe[0]: ") for e in errors), errors
+    assert errors and all(e.startswith("[[box]] \"a\" (#1, line 2).probe[0]: ") for e in errors), errors
     assert not any("tcp_ports" in e for e in errors)
 
 

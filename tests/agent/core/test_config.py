@@ -111,6 +111,8 @@ def _set(path: str, value):
 
 
 DELETE = object()
+# How errors name the two boxes of GOOD_TOML (parsed from a dict: no header lines).
+CTR, VM = '[[box]] "vobox-ctr-1" (#1)', '[[box]] "vobox-vm-1" (#2)'
 
 
 @pytest.mark.parametrize("path,value,expected", [
@@ -143,42 +145,43 @@ DELETE = object()
     pytest.param("freezing", {}, "freezing: unknown section (did you mean [freeze]? valid: agent, freeze, "
                  "influxdb, remediation, correlation, forensics, metrics, discovery, otlp, flapping, box, "
                  "maintenance)", id="unknown-section"),
-    pytest.param("box.0.tcp_ports", [1093, "x"], 'box[0].tcp_ports[1]: expected an integer 1-65535, got "x"',
+    pytest.param("box.0.tcp_ports", [1093, "x"], CTR + '.tcp_ports[1]: expected an integer 1-65535, got "x"',
                  id="port-string"),
-    pytest.param("box.0.tcp_ports", [0], "box[0].tcp_ports[0]: expected an integer 1-65535, got 0", id="port-0"),
-    pytest.param("box.0.tcp_ports", [80, 80], "box[0].tcp_ports[1]: duplicate 80", id="port-dup"),
-    pytest.param("box.0.tcp_ports", 80, "box[0].tcp_ports: expected a list of an integer 1-65535, got 80",
+    pytest.param("box.0.tcp_ports", [0], CTR + ".tcp_ports[0]: expected an integer 1-65535, got 0", id="port-0"),
+    pytest.param("box.0.tcp_ports", [80, 80], CTR + ".tcp_ports[1]: duplicate 80", id="port-dup"),
+    pytest.param("box.0.tcp_ports", 80, CTR + ".tcp_ports: expected a list of an integer 1-65535, got 80",
                  id="ports-not-list"),
-    pytest.param("box.1.ipv4", "192.0.2.300", 'box[1].ipv4: expected an IPv4 address, got "192.0.2.300"',
+    pytest.param("box.1.ipv4", "192.0.2.300", VM + '.ipv4: expected an IPv4 address, got "192.0.2.300"',
                  id="bad-ipv4"),
-    pytest.param("box.1.ipv4", "2001:db8::5", 'box[1].ipv4: expected an IPv4 address, got "2001:db8::5" '
+    pytest.param("box.1.ipv4", "2001:db8::5", VM + '.ipv4: expected an IPv4 address, got "2001:db8::5" '
                  "(an IPv6 address)", id="v6-in-ipv4"),
-    pytest.param("box.1.ipv4", "192.0.2.10", "box[1].ipv4: duplicate address 192.0.2.10 (also box[0].ipv4)",
+    pytest.param("box.1.ipv4", "192.0.2.10", VM + ".ipv4: duplicate address 192.0.2.10 (also " + CTR + ".ipv4)",
                  id="dup-address"),
-    pytest.param("box.1.name", "vobox-ctr-1", 'box[1].name: duplicate "vobox-ctr-1" (also box[0])', id="dup-name"),
-    pytest.param("box.1.name", "a b", 'box[1].name: expected a name of letters, digits, _ . - (max 128), '
+    pytest.param("box.1.name", "vobox-ctr-1", '[[box]] "vobox-ctr-1" (#2).name: duplicate "vobox-ctr-1" (also '
+                 + CTR + ')', id="dup-name"),
+    pytest.param("box.1.name", "a b", '[[box]] "a b" (#2).name: expected a name of letters, digits, _ . - (max 128), '
                  'got "a b"', id="name-charset"),
-    pytest.param("box.1.ipv4", DELETE, ("box[1]: needs ipv4 or ipv6 (or both)",
-                 "box[1].command[3]: placeholder {ipv4} but the box has no ipv4"), id="no-address"),
-    pytest.param("box.1.kind", "lxc", 'box[1].kind: expected one of "container", "vm", got "lxc"', id="kind"),
-    pytest.param("box.0.name", DELETE, "box[0].name: missing (required: unique box name (tag `box`))",
+    pytest.param("box.1.ipv4", DELETE, (VM + ": needs ipv4 or ipv6 (or both)",
+                 VM + ".command[3]: placeholder {ipv4} but the box has no ipv4"), id="no-address"),
+    pytest.param("box.1.kind", "lxc", VM + '.kind: expected one of "container", "vm", got "lxc"', id="kind"),
+    pytest.param("box.0.name", DELETE, "[[box]] (#1).name: missing (required: unique box name (tag `box`))",
                  id="name-missing"),
-    pytest.param("box.0.network", DELETE, 'box[0].network: missing (required for kind = "container")',
+    pytest.param("box.0.network", DELETE, CTR + '.network: missing (required for kind = "container")',
                  id="container-needs-network"),
-    pytest.param("box.1.container", "c", 'box[1].container: only for kind = "container" (this box is a vm)',
+    pytest.param("box.1.container", "c", VM + '.container: only for kind = "container" (this box is a vm)',
                  id="vm-with-container"),
-    pytest.param("box.1.remediate", ["restart_container"], 'box[1].remediate[0]: "restart_container" only '
+    pytest.param("box.1.remediate", ["restart_container"], VM + '.remediate[0]: "restart_container" only '
                  'works on containers (this box is a vm; use "command")', id="vm-restart"),
-    pytest.param("box.0.remediate", ["reboot"], 'box[0].remediate[0]: expected one of "reconnect_network", '
+    pytest.param("box.0.remediate", ["reboot"], CTR + '.remediate[0]: expected one of "reconnect_network", '
                  '"exec", "restart_container", "command", got "reboot"', id="unknown-action"),
-    pytest.param("box.1.command", DELETE, 'box[1].command: missing (required because remediate lists "command")',
+    pytest.param("box.1.command", DELETE, VM + '.command: missing (required because remediate lists "command")',
                  id="command-missing"),
-    pytest.param("box.1.command", [], "box[1].command: expected at least 1 element(s), got 0", id="command-empty"),
-    pytest.param("box.1.command", ["x", "{host}"], "box[1].command[1]: unknown placeholder {host} in \"{host}\" "
+    pytest.param("box.1.command", [], VM + ".command: expected at least 1 element(s), got 0", id="command-empty"),
+    pytest.param("box.1.command", ["x", "{host}"], VM + ".command[1]: unknown placeholder {host} in \"{host}\" "
                  "(valid: {box}, {ipv4}, {ipv6}, {container}; {{ and }} for a literal { and })", id="placeholder-unknown"),
-    pytest.param("box.1.command", ["x", "{ipv6}"], "box[1].command[1]: placeholder {ipv6} but the box has no ipv6",
+    pytest.param("box.1.command", ["x", "{ipv6}"], VM + ".command[1]: placeholder {ipv6} but the box has no ipv6",
                  id="placeholder-absent"),
-    pytest.param("box.0.dry_run", 1, "box[0].dry_run: expected true or false, got 1", id="box-dry-run"),
+    pytest.param("box.0.dry_run", 1, CTR + ".dry_run: expected true or false, got 1", id="box-dry-run"),
     pytest.param("box", {"name": "x"}, "box: expected [[box]] tables, got a table", id="box-not-array"),
 ])
 def test_one_bad_value_one_error(path, value, expected):
@@ -195,7 +198,7 @@ def test_all_errors_reported_together():
     with pytest.raises(ConfigError) as exc:
         config.parse(data)
     assert [e.split(":")[0] for e in exc.value.errors] == [
-        "agent.interval", "influxdb.colour", "box[0].tcp_ports[0]", "box[1].kind"]
+        "agent.interval", "influxdb.colour", CTR + ".tcp_ports[0]", VM + ".kind"]
     assert str(exc.value).count("\n") == 3
 
 
@@ -277,6 +280,9 @@ def test_forensics_section_defaults_and_strictness():
 
 
 
+B1 = '[[box]] "b1" (#1, line 5)'   # the box of _one_box()
+
+
 def _one_box(**keys):
     lines = ['[agent]', 'state_dir = "/tmp/vobox-test"', 'site = "CERN"', '', '[[box]]', 'name = "b1"']
     keys.setdefault("kind", "vm")
@@ -287,13 +293,13 @@ def _one_box(**keys):
 
 
 @pytest.mark.parametrize("keys, where, what", [
-    pytest.param({"ipv6": "2001:db8::21%eth1"}, "box[0].ipv6", "zone id", id="ipv6-zone"),
-    pytest.param({"ipv6": "fe80::1%2"}, "box[0].ipv6", "zone id", id="ipv6-numeric-zone"),
-    pytest.param({"kind": "container", "container": "vobox 1", "network": "docknet"}, "box[0].container",
+    pytest.param({"ipv6": "2001:db8::21%eth1"}, B1 + ".ipv6", "zone id", id="ipv6-zone"),
+    pytest.param({"ipv6": "fe80::1%2"}, B1 + ".ipv6", "zone id", id="ipv6-numeric-zone"),
+    pytest.param({"kind": "container", "container": "vobox 1", "network": "docknet"}, B1 + ".container",
                  "Docker container name", id="container-name-with-space"),
-    pytest.param({"kind": "container", "container": "vobox1", "network": "dock\nnet"}, "box[0].network",
+    pytest.param({"kind": "container", "container": "vobox1", "network": "dock\nnet"}, B1 + ".network",
                  "Docker network name", id="network-name-with-newline"),
-    pytest.param({"segment": "row\n7"}, "box[0].segment", "control characters", id="segment-newline"),
+    pytest.param({"segment": "row\n7"}, B1 + ".segment", "control characters", id="segment-newline"),
 ])
 def test_values_that_run_could_not_use_are_refused_at_load(keys, where, what):
     """Values that parse but would break a sweep, a Docker call or line protocol fail at load, naming the key."""
@@ -307,7 +313,7 @@ def test_the_shared_zone_case_names_the_key_and_keeps_the_healthy_box_reported()
     text = case("config-ipv6-zone.toml").read_text()
     with pytest.raises(ConfigError) as err:
         config.loads(text)
-    assert [e.split(":")[0] for e in err.value.errors] == ["box[1].ipv6"]
+    assert [e.split(":")[0] for e in err.value.errors] == ['[[box]] "vobox-vm-2" (#2, line 13).ipv6']
 
 
 def test_site_with_a_line_break_is_refused():
@@ -324,4 +330,4 @@ def test_runtime_checks_run_the_probes_own_validation():
                                        "ipv4": "2001:db8::5"})  # an IPv6 where IPv4 belongs: arp refuses it
     errs = config.runtime_errors(cfg.__class__(**{**{f: getattr(cfg, f) for f in cfg.__slots__},
                                                   "boxes": (broken,)}))
-    assert errs and all(e.startswith("box[0].ipv4:") for e in errs), errs
+    assert errs and all(e.startswith(B1 + ".ipv4:") for e in errs), errs

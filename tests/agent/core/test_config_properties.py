@@ -1,16 +1,21 @@
 """Property-based (hypothesis): whatever config check-config accepts runs.
 
-Generated configs (names, sites, segments, Docker names, addresses as people type them, ports,
-service probes, command templates with placeholders and literal braces): every config that
+Generated configs (names, sites, segments, Docker names, addresses as people type them and addresses of
+every kind that cannot be one host's (IPv4-mapped and -compatible IPv6, unspecified, loopback, multicast,
+broadcast, 0.0.0.0/8, 240.0.0.0/4, link-local without [agent] interface), ports, service probes, command
+templates with placeholders and literal braces, maintenance windows with time zones the zone database
+cannot load as a zone (directories, paths, over-long names)): every config that
 `agent.core.config.loads` accepts plans a cycle, passes every probe's own validation, builds points
 that encode as line protocol, expands its command templates, and its encoded lines are accepted by
 the lab's real InfluxDB 1.6. A config that is refused names a key path.
 """
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -18,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import probes
 from agent import netns
-from agent.core.config import ConfigError, loads
+from agent.core.config import ConfigError, address_problem, loads
 from agent.core.cycle import box_targets, plan_cycle
 from agent.storage import points as P
 from agent.storage.influx import V1Writer
@@ -46,10 +51,23 @@ PRINTABLE = st.lists(st.one_of(st.sampled_from(list(' ,="\\#{}%/é€😀abZ0-_.
 SITE = mostly(PRINTABLE, TEXT)
 GOOD_V4 = st.ip_addresses(v=4, network="198.18.0.0/15").map(str)
 GOOD_V6 = st.ip_addresses(v=6, network="2001:db8::/32").map(str)
+# Addresses of the kinds no box can have (refused at load, by kind): 0.0.0.0/8, loopback, multicast, limited
+# broadcast, 240.0.0.0/4, link-local without [agent] interface; and ranges that stay valid (RFC 1918, ULA).
+BAD_KIND_V4 = ["0.0.0.0", "0.1.2.3", "127.0.0.1", "127.1.2.3", "224.0.0.1", "239.255.255.250", "255.255.255.255",
+               "240.0.0.1", "250.1.2.3", "169.254.1.1"]
+BAD_KIND_V6 = ["::", "::1", "::ffff:192.0.2.1", "::ffff:7f00:1", "::192.0.2.1", "ff02::1", "ff05::1:3", "fe80::1",
+               "fe80::21:1"]
 IPV4 = mostly(GOOD_V4, st.sampled_from(["192.0.2.10", "198.51.100.7", "203.0.113.200", "198.18.5.9", "0192.0.2.1",
-                                  "192.0.2.256", "192.0.2.10/24", " 192.0.2.10", ""]))
+                                  "192.0.2.256", "192.0.2.10/24", " 192.0.2.10", "", "10.1.2.3", "172.16.0.9",
+                                  "192.168.1.20"] + BAD_KIND_V4))
 IPV6 = mostly(GOOD_V6, st.sampled_from(["2001:db8::21", "2001:DB8:1::0010", "2001:db8::21%eth1", "fe80::1%2",
-                                  "2001:db8::1/64", "::ffff:192.0.2.1", "2001:db8:::1", ""]))
+                                  "2001:db8::1/64", "2001:db8:::1", "", "fd00::21", "fd12:3456::1"] + BAD_KIND_V6))
+# Time zones: good ones, and names the zone database cannot load as a zone (a directory, paths, "../",
+# over-long names, a file that is not a zone, a NUL).
+TIMEZONE = mostly(st.sampled_from(["UTC", "Europe/Zurich", "America/Chicago", "Asia/Kolkata"]),
+                  st.sampled_from(["Europe", "America/", "../etc/passwd", "/usr/share/zoneinfo/UTC", "Europe/../UTC",
+                                   "x" * 300, "Europe/" + "y" * 300, "zone.tab", "tzdata.zi", "Etc/", "UTC\x00",
+                                   "", "Mars/Olympus"]))
 PORT = mostly(st.integers(1, 65535), st.sampled_from([0, 65536, -1]))
 ARG = st.one_of(TEXT, st.sampled_from(["{box}", "{ipv4}", "{ipv6}", "{container}", "{{literal}}",
                                        '{{"vm": "{box}"}}', "{nope}", "{", "}", "{0}", "{box!r}"]))
@@ -63,6 +81,8 @@ def _toml_str(s: str) -> str:
 @st.composite
 def configs(draw) -> str:
     lines = ["[agent]", 'state_dir = "/tmp/vobox-prop"', f"site = {_toml_str(draw(SITE))}"]
+    if draw(st.integers(0, 3)) == 0:
+        lines.append('interface = "eth1"')   # names the link: link-local box addresses become valid
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["container", "vm"]))
         lines += ["", "[[box]]", f"name = {_toml_str(draw(NAME))}", f'kind = "{kind}"']
@@ -79,6 +99,9 @@ def configs(draw) -> str:
         if kind == "vm" and draw(st.booleans()):
             argv = ["true"] + draw(st.lists(ARG, max_size=3))   # /bin/true exists: file checks are not the point
             lines += ['remediate = ["command"]', f"command = [{', '.join(map(_toml_str, argv))}]"]
+    if draw(st.booleans()):
+        lines += ["", "[[maintenance]]", 'boxes = "all"', 'start = "06:00"', "duration = 3600",
+                  'reason = "intervention"', f"timezone = {_toml_str(draw(TIMEZONE))}"]
     return "\n".join(lines) + "\n"
 
 
@@ -94,11 +117,20 @@ def test_every_accepted_config_plans_validates_encodes_and_is_written(module_inf
         cfg = loads(text)
     except ConfigError as exc:
         event("refused")
-        for err in exc.errors:   # each error names where: a key path (box[0].ipv6: ...) or a section
-            assert re.match(r"^(agent|box|box\[\d+\])(\.[a-z_0-9]+)?(\[\d+\])?[.:]", err), err
+        for err in exc.errors:   # each error names where: a key path ([[box]] "b" (#1, line 5).ipv6: ...) or a section
+            assert re.match(r'^(agent|box|maintenance\[\d+\]|\[\[box\]\] (?:"(?:[^"\\]|\\.)*" )?\(#\d+, line \d+\))'
+                            r"(\.[a-z_0-9]+)?(\[\d+\])?[.:]", err), err
+            assert "\n" not in err and "Traceback" not in err, err
         return
     event("accepted")
     next(_accepted)
+    for box in cfg.boxes:   # no address of a kind that cannot be one host's got through
+        for address in box.addresses():
+            assert address_problem(ipaddress.ip_address(address), "host",
+                                   link_local_ok=cfg.agent.interface is not None) is None, (text, address)
+    for window in cfg.maintenance:   # its zone loads as a zone, and the core can place an occurrence with it
+        ZoneInfo(window.timezone)
+        window.recurring().occurrence(1.7e9)
     plan = plan_cycle(cfg.boxes)
     for t in plan.targets:
         probes.validate(t)                                   # what every sweep would do

@@ -49,7 +49,7 @@ def test_each_missing_file_is_a_failed_check_naming_the_key_and_the_file(tmp_pat
     details = [r.detail for r in results]
     assert all(r.label == "FAIL" and r.fix for r in results), details
     want = {"influxdb.password_file": "missing-pw", "influxdb.ca_file": "missing-ca.pem",
-            "remediation.webhook_token_file": "missing-token", "box[0].command[0]": "missing-hook"}
+            "remediation.webhook_token_file": "missing-token", '[[box]] "vm1" (#1, line 16).command[0]': "missing-hook"}
     for key, file in want.items():
         assert any(d.startswith(key + ":") and file in d for d in details), (key, details)
     # the same list check-config prints: one function
@@ -114,8 +114,10 @@ def test_container_commands_are_looked_up_inside_the_running_container(ops_lab):
         results = doctor.run_checks(cfg)
     out = doctor.format_results(results)
     good = [r for r in results if r.name == f"box {ctr[0].name} commands"]
-    assert [r.label for r in good] == ["PASS"] and "box[0].exec[0] /bin/sh" in good[0].detail, out
+    first, second = (cfg.box_path(i) for i, b in enumerate(cfg.boxes) if b.name in (ctr[0].name, ctr[1].name))
+    assert first.startswith(f'[[box]] "{ctr[0].name}" (#') and ", line " in first, first
+    assert [r.label for r in good] == ["PASS"] and f"{first}.exec[0] /bin/sh" in good[0].detail, out
     bad = [r for r in results if r.name == f"box {ctr[1].name} commands"]
     assert [r.label for r in bad] == ["FAIL", "FAIL"], out
-    assert bad[0].detail.startswith("box[1].exec[0]: '/opt/monalisa/bin/restart' not found"), out
-    assert bad[1].detail.startswith("box[1].check[0].argv[0]: 'no-such-status-cmd' not found"), out
+    assert bad[0].detail.startswith(f"{second}.exec[0]: '/opt/monalisa/bin/restart' not found"), out
+    assert bad[1].detail.startswith(f"{second}.check[0].argv[0]: 'no-such-status-cmd' not found"), out

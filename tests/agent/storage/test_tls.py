@@ -14,7 +14,8 @@ from agent import netns
 from agent.core import config
 from agent.core.config import ConfigError
 from agent.storage import SinkError, Storage, V1Writer, V2Writer, query
-from agent.storage.influx import TLSOptions, make_writer
+from agent.storage.influx import make_writer
+from agent.tls import client as client_tls   # InfluxDB's agent.tls.TLSSettings
 from agent.storage.points import probe_point
 from tests.pki import CA
 
@@ -49,7 +50,7 @@ def batch(n: int, start: int) -> list:
 
 def count(server, ca: str) -> int:
     with netns.entered(server.netns):
-        rows = query(server.url, 'SELECT count("ok") FROM "probe"', db=DB, tls=TLSOptions(ca_file=ca))
+        rows = query(server.url, 'SELECT count("ok") FROM "probe"', db=DB, tls=client_tls(ca_file=ca))
     return rows[0]["count"] if rows else 0
 
 
@@ -164,7 +165,7 @@ def test_client_certificate_is_shown_and_required(tls_server, pki, api):
             return V1Writer(tls_server.url, DB, timeout_s=2, tls=tls)
         return V2Writer(tls_server.url, "tok", "org", "bucket", timeout_s=2, tls=tls)
 
-    w = writer(TLSOptions(ca_file=good.pem, client_cert=cert, client_key=key))
+    w = writer(client_tls(ca_file=good.pem, client_cert=cert, client_key=key))
     w.send(b"m f=1i 1\n")
     w.close()
     path, body, peer = tls_server.requests[-1]
@@ -172,8 +173,8 @@ def test_client_certificate_is_shown_and_required(tls_server, pki, api):
     assert ("commonName", "agent-client") in [item for rdn in peer["subject"] for item in rdn]
     assert path.startswith("/write" if api == "v1" else "/api/v2/write")
     n = len(tls_server.requests)
-    for tls in (TLSOptions(ca_file=good.pem),                                   # no client certificate
-                TLSOptions(ca_file=other.pem, client_cert=cert, client_key=key)):  # wrong CA
+    for tls in (client_tls(ca_file=good.pem),                                   # no client certificate
+                client_tls(ca_file=other.pem, client_cert=cert, client_key=key)):  # wrong CA
         w = writer(tls)
         with pytest.raises(SinkError) as exc:
             w.send(b"m f=1i 2\n")
