@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import probes
 from agent.checks import CHECK_KINDS, CHECKS, Check
+from agent.core.events import BoxKind
 from agent.core.maintenance import WEEKDAYS, Recurring, parse_hhmm
 from remediations.actions import ACTIONS, PLACEHOLDERS, template_errors
 from remediations.model import RemediationPolicy, RemediationTarget
@@ -31,7 +32,7 @@ REMEDIATION_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that act on a Docker container, so only valid for kind = "container".
 CONTAINER_ACTIONS: frozenset[str] = frozenset(name for name, a in ACTIONS.items() if a.needs_container)
 # What a box is: a Docker container (the talk's macvlan VO-Box) or a VM; the tag `kind` everywhere.
-BOX_KINDS: tuple[str, ...] = ("container", "vm")
+BOX_KINDS: tuple[str, ...] = tuple(k.value for k in BoxKind)
 INFLUX_APIS: tuple[str, ...] = ("v1", "v2")
 # [remediation] webhook_verify_client values: the webhook's (Apache's SSLVerifyClient none/optional/require).
 WEBHOOK_VERIFY_CLIENT: tuple[str, ...] = tuple(VERIFY_CLIENT)
