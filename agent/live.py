@@ -17,12 +17,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from agent.core.events import State
 from agent.status import PROBE_ORDER, Snapshot, degraded_text, format_status
 from agent.timeparse import format_age
+from probes import Layer
 
-STATE_STYLES = {"up": "green", "suspect": "yellow", "frozen": "bold red", "recovering": "cyan",
-                "down": "red", "unknown": "dim",
-                "stopped": "dim", "maintenance": "blue"}
+# Keyed by State, plus the InfluxDB fallback's "down" and "unknown" (agent.status), which are no State.
+STATE_STYLES: dict[str, str] = {State.UP: "green", State.SUSPECT: "yellow", State.FROZEN: "bold red",
+                                State.RECOVERING: "cyan", "down": "red", "unknown": "dim",
+                                State.STOPPED: "dim", State.MAINTENANCE: "blue"}
 EVENTS_KEPT = 8
 
 
@@ -62,7 +65,7 @@ def render(snap: Snapshot | None, now_s: float, events: list[str] | tuple[str, .
         if b.degraded and b.degraded.get("degraded"):
             state.append(" degraded", style="bold yellow")
         table.add_row(b.name, b.kind, state,
-                      b.layer if b.layer != "none" else "-",
+                      b.layer if b.layer != Layer.NONE else "-",
                       format_age(now_s - b.since_s) if b.since_s else "-", rtt, rem)
     parts.append(table)
     for b in snap.boxes:
@@ -129,7 +132,7 @@ class LiveView:
             for b in snap.boxes:
                 old = self._states.get(b.name)
                 if old is not None and old != b.state:
-                    self.note(f"{b.name}: {old} -> {b.state}" + (f" ({b.layer})" if b.layer != "none" else ""),
+                    self.note(f"{b.name}: {old} -> {b.state}" + (f" ({b.layer})" if b.layer != Layer.NONE else ""),
                               now_s)
                 self._states[b.name] = b.state
         if self._live is not None:

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from agent.core.events import State
 from remediations.actions import ACTIONS, get_action
-from remediations.model import (TRIGGERS, ActionOutcome, ActionRecord, HistoryEntry, PlannedAction,
+from remediations.model import (TRIGGERS, ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome,
                                 RemediationPolicy, RemediationTarget, RequestResult)
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,13 @@ class BoxStatus:
 # Why an alert is refused, by the box's state as the agent sees it (Pipeline.alert_witness); issue 26.
 # Every reason starts "box X is not frozen" (what the alert asked about), then says why in this state.
 ALERT_REFUSALS: dict[str, str] = {
-    "up": "it is healthy: every probe answers (an alert acts on a box the agent sees failing)",
-    "recovering": "it is recovering: it answers again, its freeze closes after [freeze] recover_cycles",
-    "stopped": "it is stopped by an operator (its container was stopped on purpose): not remediated",
-    "maintenance": "it is in a maintenance window: not remediated",
+    State.UP: "it is healthy: every probe answers (an alert acts on a box the agent sees failing)",
+    State.RECOVERING: "it is recovering: it answers again, its freeze closes after [freeze] recover_cycles",
+    State.STOPPED: "it is stopped by an operator (its container was stopped on purpose): not remediated",
+    State.MAINTENANCE: "it is in a maintenance window: not remediated",
     "never": "it was never probed: the agent has not judged it yet",
-    "suspect": "it is failing but its freeze could not be opened",
-    "frozen": "the agent saw it frozen, but remediation was not told of the freeze yet",
+    State.SUSPECT: "it is failing but its freeze could not be opened",
+    State.FROZEN: "the agent saw it frozen, but remediation was not told of the freeze yet",
 }
 
 
@@ -230,10 +231,10 @@ class Remediator:
         with self._lock:
             b = self._boxes.get(box)
             if b is None:
-                return RequestResult(box, action, False,
-                                     f"unknown box {box!r}; configured: {', '.join(self._boxes)}", outcome="refused")
+                return RequestResult(box, action, False, f"unknown box {box!r}; configured: {', '.join(self._boxes)}",
+                                     outcome=RecordOutcome.REFUSED)
 
-            def refuse(reason: str, name: str | None, outcome: str = "refused") -> RequestResult:
+            def refuse(reason: str, name: str | None, outcome: str = RecordOutcome.REFUSED) -> RequestResult:
                 name = name or self._next_step(b)[1]   # the step that would have run, when none was named
                 if trigger == "alert" and b.frozen and not b.recovering:
                     b.want_action = True   # a freeze an alert opened is the ladder's from now on
@@ -252,7 +253,7 @@ class Remediator:
                 if refusal:
                     return refuse(refusal, action)
             if trigger == "alert" and b.held_kind is not None:
-                return refuse(b.held_reason or "held", action, outcome="held")
+                return refuse(b.held_reason or "held", action, outcome=RecordOutcome.HELD)
             if action is None:
                 step, action = self._next_step(b)
                 if action is None:
@@ -273,7 +274,7 @@ class Remediator:
                         return refuse(refusal, action)
             plan = self._start(b, action, step, trigger, now_s, dry, force=force and not dry, who=who, why=why)
             return RequestResult(box, action, True, "queued" if not dry else "dry run", plan,
-                                 outcome="queued" if not dry else "dry_run")
+                                 outcome="queued" if not dry else RecordOutcome.DRY_RUN)
 
     def reset(self, box: str, now_s: float, who: str | None = None, why: str | None = None) -> None:
         """Clear BOX's halt and hourly budget (an admin's `remediate reset`); recorded (action reset)."""
@@ -283,7 +284,7 @@ class Remediator:
             b.failed_steps = set()
             if b.frozen:
                 b.want_action = True
-            self._record(b, "reset", "manual", now_s, "reset", "budget and halt cleared by an admin",
+            self._record(b, "reset", "manual", now_s, RecordOutcome.RESET, "budget and halt cleared by an admin",
                          detail="remediation budget and halt cleared", who=who, why=why)
 
     def apply_resets(self, resets: Mapping[str, float]) -> None:
@@ -309,7 +310,7 @@ class Remediator:
             if b.running is plan:
                 b.running = None
             if plan.dry_run:
-                self._emit(plan, outcome, False, "dry_run", "")
+                self._emit(plan, outcome, False, RecordOutcome.DRY_RUN, "")
                 if plan.step >= 0:
                     b.dry_steps.add(plan.step)
                 b.next_dry_s = now_s + self.policy.cooldown_s
@@ -321,13 +322,13 @@ class Remediator:
                 b.last_action_s = mine[-1] if mine else None  # nothing was done: no cooldown from it
                 b.deferred, b.deferred_reason = plan, outcome.deferred_reason
                 b.retry_at_s = now_s + self.policy.retry_deferred_s
-                self._emit(plan, outcome, False, "deferred", outcome.deferred_reason)
+                self._emit(plan, outcome, False, RecordOutcome.DEFERRED, outcome.deferred_reason)
                 return
             if outcome.refused_reason:
                 self._unreserve(plan)
                 mine = [e.time_s for e in self._history if e.box == plan.box]
                 b.last_action_s = mine[-1] if mine else None
-                self._emit(plan, outcome, False, "refused", outcome.refused_reason)
+                self._emit(plan, outcome, False, RecordOutcome.REFUSED, outcome.refused_reason)
                 if plan.step >= 0:
                     b.failed_steps.add(plan.step)  # cannot run here: do not pick it again in this freeze
                 b.want_action = b.frozen
@@ -344,7 +345,7 @@ class Remediator:
                 return
             plan, outcome = b.verifying
             b.verifying = None
-            self._emit(plan, outcome, healthy, "done", "")
+            self._emit(plan, outcome, healthy, RecordOutcome.DONE, "")
             if not healthy:
                 ladder = b.target.ladder
                 step = plan.step if plan.step >= 0 else (ladder.index(plan.action) if plan.action in ladder else -1)
@@ -365,7 +366,7 @@ class Remediator:
                 plan, outcome = b.verifying
                 b.verifying = None
                 waited_s = max(0.0, now_s - (b.verify_due_s - self.policy.verify_s))
-                self._emit(plan, outcome, None, "done",
+                self._emit(plan, outcome, None, RecordOutcome.DONE,
                            f"not verified: the agent stopped {waited_s:.0f} s into the {self.policy.verify_s:g} s "
                            "verify wait")
             return len(waiting)
@@ -383,7 +384,8 @@ class Remediator:
                 if b.deferred and not b.running and now_s >= b.retry_at_s:
                     plan, b.deferred = b.deferred, None
                     if b.maintenance is not None:
-                        self._record(b, plan.action, plan.trigger, now_s, "refused", f"maintenance: {b.maintenance}")
+                        self._record(b, plan.action, plan.trigger, now_s, RecordOutcome.REFUSED,
+                                     f"maintenance: {b.maintenance}")
                         continue
                     if plan.trigger == "auto" and (not b.frozen or b.recovering or b.held_kind):
                         log.info("box %s: deferred %s dropped: box %s", b.target.box, plan.action,
@@ -391,7 +393,7 @@ class Remediator:
                         continue
                     refusal = None if plan.forced else self._refusal(b, now_s, cooldown=False)
                     if refusal:
-                        self._record(b, plan.action, plan.trigger, now_s, "refused", refusal)
+                        self._record(b, plan.action, plan.trigger, now_s, RecordOutcome.REFUSED, refusal)
                         continue
                     plans.append(self._start(b, plan.action, plan.step, plan.trigger, now_s, plan.dry_run,
                                              force=plan.forced, who=plan.who, why=plan.why))
@@ -531,7 +533,7 @@ class Remediator:
         if b.held_kind is not None:
             # Every hold is recorded once (a settling one too: it explains why a frozen box waited a cycle).
             if not b.held_recorded:
-                self._record(b, action, "auto", now_s, "held", b.held_reason or "held")
+                self._record(b, action, "auto", now_s, RecordOutcome.HELD, b.held_reason or "held")
                 b.held_recorded = True
             return []  # judged again when released
         if not self.policy.enabled:
@@ -544,7 +546,7 @@ class Remediator:
         if refusal:
             if refusal.startswith("cap reached") and b.capped is None:  # once per halt, not every tick
                 log.warning("box %s: %s refused: %s", box, action, refusal)
-                self._record(b, action, "auto", now_s, "refused", refusal)
+                self._record(b, action, "auto", now_s, RecordOutcome.REFUSED, refusal)
                 b.capped = refusal
             elif refusal.startswith("cap reached"):
                 b.capped = refusal
@@ -578,7 +580,7 @@ class Remediator:
 
     def _emit(self, plan: PlannedAction, outcome: ActionOutcome, recovered: bool | None, kind: str,
               reason: str) -> None:
-        ran = kind == "done"
+        ran = kind == RecordOutcome.DONE
         self._records.append(ActionRecord(
             box=plan.box, kind=plan.target.kind, action=plan.action, trigger=plan.trigger,
             ok=outcome.ok if ran else False, recovered=recovered if ran else False, dry_run=plan.dry_run,

@@ -20,7 +20,7 @@ from typing import Any
 from agent.secretfile import read_secret as read_token  # the one secret-file reader
 from agent.tls import VERIFY, TLSSettings  # the one TLS type: the server context is TLSSettings.context()
 from remediations.httpserver import HTTPServer, Limits, Request, Response
-from remediations.model import RequestResult
+from remediations.model import RecordOutcome, RequestResult
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class _Webhook:
             except Exception as exc:  # noqa: BLE001 - answer the alert, never drop it silently
                 log.exception("webhook: box %s action %s: request failed", box, action)
                 res = RequestResult(box, action, False, f"internal error: {type(exc).__name__}: {exc}",
-                                    outcome="refused")
+                                    outcome=RecordOutcome.REFUSED)
             item = {"box": box, "action": res.action, "outcome": res.outcome}
             if res.accepted:
                 queued.append(item)

@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Protocol
 
 from agent import atomic
-from agent.core.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, StateChanged,
-                          deeper)
+from agent.core.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, State,
+                               StateChanged, deeper)
+from probes import Layer
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Verdict:
     """
 
     healthy: bool
-    layer: str = "none"
+    layer: str = Layer.NONE
     stopped: bool = False
     maintenance: bool = False
 
@@ -87,7 +88,7 @@ class Verdict:
             return
         if self.layer not in LAYERS:
             raise ValueError(f"verdict layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if not self.healthy and self.layer == "none":
+        if not self.healthy and self.layer == Layer.NONE:
             raise ValueError(f"a failing verdict needs a layer ({', '.join(LAYERS[1:])})")
 
 
@@ -96,9 +97,9 @@ class BoxState:
     """A box's freeze state between cycles (JSON-serialisable)."""
 
     box: str
-    state: str = "up"
+    state: str = State.UP
     fail_times: tuple[float, ...] = ()       # failing cycles of the current run while suspect
-    layer: str = "none"                      # deepest layer of the current suspect run / open freeze
+    layer: str = Layer.NONE                  # deepest layer of the current suspect run / open freeze
     freeze_start_s: float | None = None      # set while a freeze is open (frozen or recovering)
     recovery_times: tuple[float, ...] = ()   # healthy cycles of the current recovery
     last_time_s: float | None = None
@@ -126,38 +127,38 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
         if state.freeze_open:
             # The operator took the box over: the freeze ends here (or at the first healthy cycle of a
             # recovery in progress, which it was); the stop is not part of it.
-            end_s = s.recovery_times[0] if old == "recovering" and s.recovery_times else now_s
+            end_s = s.recovery_times[0] if old == State.RECOVERING and s.recovery_times else now_s
             events.append(FreezeClosed(box, now_s, s.freeze_start_s, end_s, s.layer))
-        s = replace(s, state="maintenance" if verdict.maintenance else "stopped", fail_times=(), layer="none",
-                    freeze_start_s=None, recovery_times=())
+        s = replace(s, state=State.MAINTENANCE if verdict.maintenance else State.STOPPED, fail_times=(),
+                    layer=Layer.NONE, freeze_start_s=None, recovery_times=())
     elif verdict.healthy:
-        if old in ("suspect", "stopped", "maintenance"):
-            s = replace(s, state="up", fail_times=(), layer="none")
-        elif old == "frozen" or old == "recovering":
-            rec = (s.recovery_times if old == "recovering" else ()) + (now_s,)
+        if old in (State.SUSPECT, State.STOPPED, State.MAINTENANCE):
+            s = replace(s, state=State.UP, fail_times=(), layer=Layer.NONE)
+        elif old == State.FROZEN or old == State.RECOVERING:
+            rec = (s.recovery_times if old == State.RECOVERING else ()) + (now_s,)
             if len(rec) >= rec_n:
                 events.append(FreezeClosed(box, now_s, s.freeze_start_s, rec[0], s.layer))
-                s = replace(s, state="up", fail_times=(), layer="none", freeze_start_s=None, recovery_times=())
+                s = replace(s, state=State.UP, fail_times=(), layer=Layer.NONE, freeze_start_s=None, recovery_times=())
             else:
-                s = replace(s, state="recovering", recovery_times=rec)
+                s = replace(s, state=State.RECOVERING, recovery_times=rec)
     else:
-        if old in ("up", "suspect", "stopped", "maintenance"):
-            fails = (s.fail_times if old == "suspect" else ()) + (now_s,)
-            layer = deeper(s.layer, verdict.layer) if old == "suspect" else verdict.layer
+        if old in (State.UP, State.SUSPECT, State.STOPPED, State.MAINTENANCE):
+            fails = (s.fail_times if old == State.SUSPECT else ()) + (now_s,)
+            layer = deeper(s.layer, verdict.layer) if old == State.SUSPECT else verdict.layer
             if len(fails) >= fail_n:
                 events.append(FreezeOpened(box, now_s, fails[0], layer, fails[:-1]))
-                s = replace(s, state="frozen", fail_times=(), layer=layer, freeze_start_s=fails[0],
+                s = replace(s, state=State.FROZEN, fail_times=(), layer=layer, freeze_start_s=fails[0],
                             recovery_times=())
             else:
-                s = replace(s, state="suspect", fail_times=fails, layer=layer)
+                s = replace(s, state=State.SUSPECT, fail_times=fails, layer=layer)
         else:  # frozen or recovering: the same freeze goes on
             layer = deeper(s.layer, verdict.layer)
             if layer != s.layer:
                 events.append(FreezeLayerChanged(box, now_s, s.freeze_start_s, s.layer, layer))
-            s = replace(s, state="frozen", layer=layer, recovery_times=())
+            s = replace(s, state=State.FROZEN, layer=layer, recovery_times=())
 
     if s.state != old:
-        events.insert(0, StateChanged(box, now_s, old, s.state, s.layer if s.state != "up" else verdict.layer))
+        events.insert(0, StateChanged(box, now_s, old, s.state, s.layer if s.state != State.UP else verdict.layer))
     return s, events
 
 
@@ -170,11 +171,11 @@ def open_by_alert(state: BoxState, now_s: float) -> tuple[BoxState, list[Event]]
     rewritten up=0). Any other state is returned unchanged with no events (issue 26: only a box
     the agent itself sees failing is confirmed by an alert).
     """
-    if state.state != "suspect" or not state.fail_times:
+    if state.state != State.SUSPECT or not state.fail_times:
         return state, []
     start_s = state.fail_times[0]
-    after = replace(state, state="frozen", fail_times=(), freeze_start_s=start_s, recovery_times=())
-    return after, [StateChanged(state.box, now_s, "suspect", "frozen", state.layer),
+    after = replace(state, state=State.FROZEN, fail_times=(), freeze_start_s=start_s, recovery_times=())
+    return after, [StateChanged(state.box, now_s, State.SUSPECT, State.FROZEN, state.layer),
                    FreezeOpened(state.box, now_s, start_s, state.layer, state.fail_times, opened_by="alert")]
 
 
@@ -196,12 +197,12 @@ def up_decision(before: BoxState, after: BoxState) -> UpDecision:
     the freeze, which continues). A stopped box, or one in maintenance, is not observed: up is None
     (mean(up), availability, leaves the cycle out).
     """
-    if after.state in ("stopped", "maintenance"):
+    if after.state in (State.STOPPED, State.MAINTENANCE):
         return UpDecision(None)
-    if after.state == "frozen":
-        if before.state in ("up", "suspect"):
-            return UpDecision(0, before.fail_times if before.state == "suspect" else ())
-        if before.state == "recovering":
+    if after.state == State.FROZEN:
+        if before.state in (State.UP, State.SUSPECT):
+            return UpDecision(0, before.fail_times if before.state == State.SUSPECT else ())
+        if before.state == State.RECOVERING:
             return UpDecision(0, before.recovery_times)
         return UpDecision(0)
     return UpDecision(1)

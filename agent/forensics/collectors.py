@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.core.events import BoxKind
 from agent.forensics.bundle import BoxRef
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def collect_monitor_link(ctx: Context) -> dict[str, Any]:
 
 
 def _need_container(ctx: Context) -> str:
-    if ctx.box.kind != "container" or not ctx.box.container:
+    if ctx.box.kind != BoxKind.CONTAINER or not ctx.box.container:
         raise Skip("not a container")
     return ctx.box.container
 

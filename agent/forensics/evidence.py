@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent import atomic, redact
+from agent.core.events import BoxKind
 from agent.forensics import retention
 from agent.forensics.bundle import (
     ONSET_PCAP,
@@ -327,7 +328,7 @@ class EvidenceCollector:
         recovery["results"] = [_result_dict(r) for r in job.results]
         if job.layer:
             summary["layer"] = job.layer
-        if "docker_events" in self.collectors and job.box.kind == "container" and job.box.container:
+        if "docker_events" in self.collectors and job.box.kind == BoxKind.CONTAINER and job.box.container:
             # Again at the end: what happened during the freeze (a reconnect, a restart) is on record too.
             status, notes = self._collect(job, light=False, only=("docker_events",))
             summary.setdefault("collectors", {})["docker_events"] = status["docker_events"]
