@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
+import os
 import resource
 import socket
 import ssl
@@ -40,14 +41,38 @@ log = logging.getLogger(__name__)
 # Grafana send well under 2 KiB of headers, Prometheus under 1 KiB: 16 KiB leaves room, refuses the abusive.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 SUMMARY_EVERY_S = 60.0   # refused and dropped connections are logged at most this often (with their count)
-# Descriptors the rest of the agent needs beside the servers' connections. The bounds keep every descriptor
-# under 1024 with the usual soft RLIMIT_NOFILE (systemd's default LimitNOFILE=1024:524288): select(), which
-# scapy uses for its probe sockets, cannot wait on a descriptor >= 1024 (FD_SETSIZE), and one more than the
-# soft limit fails at accept or socket().
+# Descriptors the rest of the agent needs beside the servers' connections. systemd's default LimitNOFILE is
+# 1024:524288 (soft:hard); a server raises the soft limit towards the hard one as far as its bound needs, as the
+# Go runtime does for every Go server since 1.19 (Prometheus, Alertmanager). Nothing of the agent waits with
+# select() on a descriptor opened after start (probes use poll/epoll), so descriptors past 1024 are safe.
 FD_RESERVE = 256
 LISTEN_BACKLOG = 4096
 LINGER_S = 2.0   # after the answer, what the peer still sends is read (and dropped) this long before the close
 ACCEPT_BATCH = 128   # connections accepted per readiness of the listening socket, before other work runs
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to NEEDED more descriptors than are open now, at most to the hard limit.
+
+    Returns the soft limit in force after (never lowered). Source of the practice: Go 1.19's os package raises
+    the soft limit to the hard one at start for the same reason (golang/go#46279).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 0
+    want = needed + in_use
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if new > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise RLIMIT_NOFILE to %d: %s", new, exc)
+    return soft
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +280,7 @@ class HTTPServer:
 
     def start(self) -> None:
         """Serve from a daemon thread; returns once the loop accepts connections."""
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft = raise_nofile(self.limits.max_connections + FD_RESERVE)
         if soft != resource.RLIM_INFINITY and self.limits.max_connections + FD_RESERVE > soft:
             log.warning("%s: up to %d connections and the agent's own files need more descriptors than the soft "
                         "RLIMIT_NOFILE of %d: connections beyond it fail at accept", self.name,

@@ -295,9 +295,9 @@ class MetricsListener(CycleListener):
         self.remediations.labels(*self._box(box), action, trigger, result).inc()
 
 
-# One or two Prometheus servers scrape /metrics: 128 connections leave the webhook's 640 and the agent's own
-# descriptors under 1024 (remediations.httpserver.FD_RESERVE).
-METRICS_LIMITS = Limits(max_connections=128)
+# The webhook's bounds: 8 per source and 640 in all, so 600 connections of 60 hostile sources (8 each at most:
+# 480) leave room for Prometheus; the server raises RLIMIT_NOFILE for them (remediations.httpserver.raise_nofile).
+METRICS_LIMITS = Limits()
 
 
 class _Exposition:
