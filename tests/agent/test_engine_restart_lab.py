@@ -30,8 +30,9 @@ BOXES = {"eng1": "203.0.113.11", "eng2": "203.0.113.12"}
 class OwnDockerd:
     """A second dockerd with its own socket, roots, pidfile and no bridge/iptables; start() and stop() at will."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, netns: str | None = None) -> None:
         self.base = base
+        self.netns = netns
         self.sock = os.path.join(base, "docker.sock")
         self.host = f"unix://{self.sock}"
         self.proc: subprocess.Popen | None = None
@@ -40,7 +41,10 @@ class OwnDockerd:
 
     def argv(self) -> list[str]:
         b = self.base
-        return ["dockerd", "-H", self.host, "--data-root", os.path.join(b, "data"), "--exec-root",
+        # In a network namespace of its own: a dockerd without a bridge deletes any `docker0` it sees at start
+        # (moby's removeDefaultBridgeInterface), which in the root namespace is the shared engine's bridge.
+        netns = [] if self.netns is None else ["nsenter", f"--net=/run/netns/{self.netns}"]
+        return [*netns, "dockerd", "-H", self.host, "--data-root", os.path.join(b, "data"), "--exec-root",
                 os.path.join(b, "exec"), "--pidfile", os.path.join(b, "docker.pid"), "--bridge=none",
                 "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--config-file",
                 os.path.join(b, "daemon.json"), "--log-level", "warn"]
@@ -76,11 +80,12 @@ class OwnDockerd:
 
 @pytest.fixture
 def own_engine(lab, tmp_path_factory):
-    """Own dockerd + own segment (veth: parent in the root namespace, the other end in an own monitor ns)."""
+    """Own dockerd + own segment (veth: the parent in the own dockerd's namespace, the other end in an own monitor
+    ns); the shared engine's namespace, bridge and containers are never touched."""
     from lab.image import ensure_image
 
     rid = lab.run_id
-    ns, parent, mon = f"vbl-{rid}-eng", f"vbl{rid}e", f"vbl{rid}f"
+    ns, dns, parent, mon = f"vbl-{rid}-eng", f"vbl-{rid}-engd", f"vbl{rid}e", f"vbl{rid}f"
     base = f"/tmp/vbl-{rid}-dockerd"   # short: the exec-root holds unix sockets (108-byte path limit)
 
     def teardown(d: OwnDockerd | None) -> None:
@@ -89,20 +94,23 @@ def own_engine(lab, tmp_path_factory):
                 d.docker("rm", "-f", name, timeout=60)
             d.stop()
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
-        subprocess.run(["ip", "link", "delete", parent], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", dns], capture_output=True)
+        subprocess.run(["ip", "link", "delete", parent], capture_output=True)   # an earlier layout's leftover
         subprocess.run(["umount", "-R", os.path.join(base, "exec")], capture_output=True)
         subprocess.run(["rm", "-rf", base], capture_output=True)
 
     teardown(None)   # a crashed earlier run's leftovers of this lab
     os.makedirs(base, mode=0o700)
     subprocess.run(["ip", "netns", "add", ns], check=True)
-    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", mon], check=True)
-    subprocess.run(["ip", "link", "set", mon, "netns", ns], check=True)
+    subprocess.run(["ip", "netns", "add", dns], check=True)
+    subprocess.run(["ip", "-n", dns, "link", "add", parent, "type", "veth", "peer", "name", mon], check=True)
+    subprocess.run(["ip", "-n", dns, "link", "set", mon, "netns", ns], check=True)
     subprocess.run(["ip", "-n", ns, "addr", "add", f"{GW4}/24", "dev", mon], check=True)
     subprocess.run(["ip", "-n", ns, "link", "set", mon, "up"], check=True)
     subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
-    d = OwnDockerd(base)
+    subprocess.run(["ip", "-n", dns, "link", "set", parent, "up"], check=True)
+    subprocess.run(["ip", "-n", dns, "link", "set", "lo", "up"], check=True)
+    d = OwnDockerd(base, dns)
     try:
         d.start()
         image = ensure_image()
