@@ -172,7 +172,7 @@ class ProbeLoop:
                     "%d misfires so far", lost, self.misfires)
         try:
             self._on_misfire(lost)
-        except Exception:  # noqa: BLE001 - a listener error never stops the loop
+        except Exception:  # a listener error never stops the loop
             log.exception("misfire listener failed")
 
     def _next(self, last_start: float | None) -> str | None:
@@ -205,7 +205,7 @@ class ProbeLoop:
                     "forward" if step.step_s > 0 else "back", abs(step.step_s), self.clock_steps)
         try:
             self._on_clock_step(step)
-        except Exception:  # noqa: BLE001 - a listener error never stops the loop
+        except Exception:  # a listener error never stops the loop
             log.exception("clock step listener failed")
 
     def run(self) -> None:
@@ -225,7 +225,7 @@ class ProbeLoop:
                 elif self._confirm_pass is not None:
                     self.passes += 1
                     self._confirm_pass()
-            except Exception:  # noqa: BLE001 - one broken cycle never stops probing
+            except Exception:  # one broken cycle never stops probing
                 log.exception("probe %s raised", what)
 
     def start(self) -> None:

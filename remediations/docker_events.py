@@ -468,7 +468,7 @@ class DockerEventWatcher:
             return
         try:
             self.follow(client, ev)
-        except Exception:  # noqa: BLE001 - discovery failing must not stop following the known containers
+        except Exception:  # discovery failing must not stop following the known containers
             log.exception("docker events: discovery failed on %s", (ev or {}).get("Action", "connect"))
 
     def _history(self, client: Any, container_id: str, finished_s: float) -> list[EngineEvent]:
@@ -553,7 +553,7 @@ class DockerEventWatcher:
     def _emit(self, rec: ContainerEventRecord) -> None:
         try:
             self.on_record(rec)
-        except Exception:  # noqa: BLE001 - a failing sink must not stop the watcher
+        except Exception:  # a failing sink must not stop the watcher
             log.exception("box %s: container_event sink failed", rec.box)
 
     def handle(self, client: Any, ev: EngineEvent) -> list[ContainerEventRecord]:

@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 
 from agent.core.events import State
 from remediations.actions import ACTIONS, get_action
-from remediations.model import (TRIGGERS, ActionOutcome, ActionRecord, HistoryEntry, PlannedAction, RecordOutcome,
-                                RemediationPolicy, RemediationTarget, RequestResult)
+from remediations.model import (
+    TRIGGERS,
+    ActionOutcome,
+    ActionRecord,
+    HistoryEntry,
+    PlannedAction,
+    RecordOutcome,
+    RemediationPolicy,
+    RemediationTarget,
+    RequestResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +486,7 @@ class Remediator:
             return False
         try:
             return bool(self.reprobe(box))
-        except Exception:  # noqa: BLE001 - a broken reprobe must not stop remediation of other boxes
+        except Exception:  # a broken reprobe must not stop remediation of other boxes
             log.exception("box %s: reprobe failed; counting as not recovered", box)
             return False
 

@@ -100,24 +100,23 @@ def parse_alerts(payload: Any, boxes: Collection[str]) -> tuple[list[tuple[str, 
         status = alert.get("status", payload.get("status"))
         box, action = labels.get("box"), labels.get("action")
         name = labels.get("alertname")
-
-        def ignore(reason: str) -> None:
-            ignored.append({"alert": i, "alertname": name, "box": box, "status": status, "reason": reason})
-
+        reason: str | None = None   # why this alert is ignored; None: it acts
         if status != "firing":
-            ignore(f"status {status!r}: only firing alerts act")
+            reason = f"status {status!r}: only firing alerts act"
         elif labels.get("remediate") == "false":
-            ignore(f"alert {name!r} is labelled remediate=\"false\": it informs, it never acts "
-                   "(e.g. VoboxBoxDegraded: flapping is not fixed by a restart)")
+            reason = (f"alert {name!r} is labelled remediate=\"false\": it informs, it never acts "
+                      "(e.g. VoboxBoxDegraded: flapping is not fixed by a restart)")
         elif not isinstance(box, str) or not box:
-            ignore(f"alert {name!r} has no label `box`: not about a box (e.g. Grafana's DatasourceError or "
-                   "NoData, or another rule routed to this contact point)")
+            reason = (f"alert {name!r} has no label `box`: not about a box (e.g. Grafana's DatasourceError or "
+                      "NoData, or another rule routed to this contact point)")
         elif box not in boxes:
-            ignore(f"unknown box {box!r}; configured: {', '.join(sorted(boxes))}")
+            reason = f"unknown box {box!r}; configured: {', '.join(sorted(boxes))}"
         elif action is not None and not isinstance(action, str):
-            ignore(f"label `action` must be a string, got {action!r}")
+            reason = f"label `action` must be a string, got {action!r}"
         elif (box, action) not in firing:
             firing.append((box, action))
+        if reason is not None:
+            ignored.append({"alert": i, "alertname": name, "box": box, "status": status, "reason": reason})
     return firing, ignored
 
 
@@ -207,7 +206,7 @@ class _Webhook:
         for box, action in firing:
             try:
                 res: RequestResult = self.submit(box, action)
-            except Exception as exc:  # noqa: BLE001 - answer the alert, never drop it silently
+            except Exception as exc:  # answer the alert, never drop it silently
                 log.exception("webhook: box %s action %s: request failed", box, action)
                 res = RequestResult(box, action, False, f"internal error: {type(exc).__name__}: {exc}",
                                     outcome=RecordOutcome.REFUSED)

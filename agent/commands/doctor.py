@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, run every check, print the results; exit 0 when nothing failed, 1 otherwise (2: bad config)."""
-    from agent.ops import doctor
     from agent.commands import EXIT_BAD_CONFIG, load_config
+    from agent.ops import doctor
 
     cfg = load_config(args.config, check_files=False)   # the files are checks of their own (topic files)
     if cfg is None:

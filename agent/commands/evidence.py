@@ -159,7 +159,7 @@ def show(path: str, packets: int = DEFAULT_PACKETS) -> int:
             continue
         try:
             linktype, lines = decode_pcap(pcap, around_s, packets)
-        except Exception as exc:  # a damaged capture: say so, keep the rest
+        except Exception as exc:  # noqa: BLE001 - any damage in a capture file: say so, keep the rest
             print(f"\n{name}: cannot decode {pcap}: {exc}")
             continue
         print(f"\n{name}: decoded exchange ({linktype} frames), times relative to the {label}:")

@@ -80,8 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int]):
     """Targets for ADDRESSES: each applicable kind, tcp once per port. Raises ValueError naming what is wrong."""
-    from probes import PROBE_KINDS as ALL_KINDS
-    from probes import PROBES, Target
+    from probes import PROBE_KINDS as ALL_KINDS, PROBES, Target
 
     explicit = kinds is not None
     kinds = list(kinds) if explicit else [k for k in ALL_KINDS if PROBES[k].SPEC is None or (k == "tcp" and ports)]
@@ -132,7 +131,7 @@ def as_table(results) -> str:
         rows.append((r.target, r.probe, "" if r.port is None else str(r.port), "yes" if r.ok else "no",
                      "" if r.rtt_ms is None else f"{r.rtt_ms:.3f}", r.error or "", r.mac or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def run(args: argparse.Namespace) -> int:

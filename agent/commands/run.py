@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (or --cycles N): finish the cycle, flush storage, exit 0."""
-    from agent.ops import systemd
     from agent.commands import load_config
+    from agent.ops import systemd
     from probes import PrivilegeError
     from probes.privileges import require_raw
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from probes import LAYERS, PROBES, Target
@@ -50,7 +50,7 @@ class CorrelationSettings:
     witness: str | None = None   # an address whose ARP/NDP or ping answer is life for its segment (e.g. the gateway)
 
     @classmethod
-    def from_config(cls, section: Any) -> "CorrelationSettings":
+    def from_config(cls, section: Any) -> CorrelationSettings:
         """From agent.core.config.CorrelationConfig (or anything with these attributes)."""
         return cls(enabled=section.enabled, min_boxes=section.min_boxes, min_share=section.min_share,
                    window_s=section.window_s, hold_remediation=section.hold_remediation,
@@ -126,7 +126,7 @@ def witness_targets(address: str) -> list[Target]:
 
 
 def _lowest_layer(layers: Iterable[str | None]) -> str:
-    known = [l for l in layers if l in LAYERS]
+    known = [layer for layer in layers if layer in LAYERS]
     return min(known, key=LAYERS.index) if known else "none"
 
 
@@ -156,7 +156,7 @@ def memberships_from_config(config: Any, route_of: Callable[[str], Any] | None =
 
 
 def _iso(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def witness_segment(address: str | None, members: Mapping[str, Membership],
@@ -375,7 +375,7 @@ class Correlator:
 
     def to_json(self) -> dict[str, Any]:
         """State for the caller to persist (restored by from_json)."""
-        return {"frozen": {b: [s, l] for b, (s, l) in self._frozen.items()},
+        return {"frozen": {b: [s, layer] for b, (s, layer) in self._frozen.items()},
                 "open": [{"segment": o.freeze.segment, "site": o.freeze.site, "boxes": list(o.freeze.boxes),
                           "layer": o.freeze.layer, "start_s": o.freeze.start_s, "down": sorted(o.down),
                           "last_end_s": o.last_end_s, "reason": o.freeze.reason} for o in self._open.values()],
@@ -383,7 +383,7 @@ class Correlator:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], settings: CorrelationSettings,
-                  members: Mapping[str, Membership], witness_segment: str | None = None) -> "Correlator":
+                  members: Mapping[str, Membership], witness_segment: str | None = None) -> Correlator:
         """Restore state saved by to_json(); ValueError naming what is wrong."""
         c = cls(settings, members, witness_segment)
         try:

@@ -43,8 +43,17 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Protocol
 
 from agent import atomic
-from agent.core.events import (LAYERS, STATES, Event, FreezeClosed, FreezeLayerChanged, FreezeOpened, State,
-                               StateChanged, deeper)
+from agent.core.events import (
+    LAYERS,
+    STATES,
+    Event,
+    FreezeClosed,
+    FreezeLayerChanged,
+    FreezeOpened,
+    State,
+    StateChanged,
+    deeper,
+)
 from probes import Layer
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,24 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from agent.core.events import (LAYERS, STATES, AddressConflictChanged, BoxHeld, BoxKind, BoxObserved, BoxReleased,
-                               BoxSetChanged, ClockStepped, CycleEnded, FreezeClosed, FreezeOpened, Layer, MacChanged,
-                               SegmentFreezeChanged, State)
+from agent.core.events import (
+    LAYERS,
+    STATES,
+    AddressConflictChanged,
+    BoxHeld,
+    BoxKind,
+    BoxObserved,
+    BoxReleased,
+    BoxSetChanged,
+    ClockStepped,
+    CycleEnded,
+    FreezeClosed,
+    FreezeOpened,
+    Layer,
+    MacChanged,
+    SegmentFreezeChanged,
+    State,
+)
 from agent.listeners import CycleEvent, CycleListener
 from remediations.httpserver import HTTPServer, Limits, Request, Response
 from remediations.model import ActionRecord, RecordOutcome

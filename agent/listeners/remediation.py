@@ -6,8 +6,17 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from agent.core.events import (BoxHeld, BoxObserved, BoxReleased, CycleEnded, FreezeClosed, FreezeLayerChanged,
-                               FreezeOpened, State, StateChanged)
+from agent.core.events import (
+    BoxHeld,
+    BoxObserved,
+    BoxReleased,
+    CycleEnded,
+    FreezeClosed,
+    FreezeLayerChanged,
+    FreezeOpened,
+    State,
+    StateChanged,
+)
 from agent.listeners import CycleEvent, CycleListener
 
 log = logging.getLogger(__name__)
@@ -61,18 +70,18 @@ class RemediationListener(CycleListener):
             for ev in events:
                 try:
                     self._apply(ev)
-                except Exception:  # noqa: BLE001 - remediation trouble never stops probing
+                except Exception:  # remediation trouble never stops probing
                     log.exception("box %s: remediation feed failed on %s", getattr(ev, "box", "?"),
                                   type(ev).__name__)
         if end is not None and end.error is None:
             try:
                 self.service.tick()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("remediation tick failed")
         if end is not None:
             try:   # status.json (written at the end of this cycle's delivery) shows it
                 self.service.publish_status()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("remediation status failed")
 
     def _apply(self, ev: CycleEvent) -> None:

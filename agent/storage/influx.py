@@ -217,9 +217,9 @@ class V1Writer:
             result = (resp.json().get("results") or [{}])[0]
             if "error" in result:
                 raise ValueError(result["error"])
-            durations = [parse_go_duration_s(str(dict(zip(series["columns"], row)).get("duration")))
+            durations = [parse_go_duration_s(str(dict(zip(series["columns"], row, strict=False)).get("duration")))
                          for series in result.get("series", []) for row in series.get("values", [])
-                         if dict(zip(series["columns"], row)).get("default")]
+                         if dict(zip(series["columns"], row, strict=False)).get("default")]
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             log.info("influx: cannot learn the retention of %r at %s (%s)", self.database, self.url, exc)
             return None
@@ -371,5 +371,5 @@ def query(url: str, influxql: str, *, db: str | None = None, username: str | Non
             base = {"_measurement": series.get("name"), **series.get("tags", {})}
             cols = series["columns"]
             for values in series.get("values", []):
-                rows.append(base | dict(zip(cols, values)))
+                rows.append(base | dict(zip(cols, values, strict=False)))
     return rows

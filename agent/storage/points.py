@@ -62,8 +62,9 @@ MAINTENANCE_TAG = "true"
 #                                    scans a quoted string to its closing quote, so it round-trips)
 # Other backslashes are written as they are. The parser un-escapes "\," "\=" "\ " and '\"' in names and
 # tag values, so a backslash there cannot stand before one of those, nor at the end (it would escape the
-# separator). Such values, newlines/CR/other ASCII control characters in names or tag values, empty names, the reserved key "time",
-# names starting with "#" (a comment line) and a name used as both tag and field key are rejected:
+# separator). Such values, newlines/CR/other ASCII control characters in names or tag values, empty names,
+# the reserved key "time", names starting with "#" (a comment line) and a name used as both tag and field
+# key are rejected:
 # to_line raises LineProtocolError naming the part.
 _MEASUREMENT_ESC = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -296,12 +297,14 @@ def remediation_point(box: str, kind: str, site: str | None, action: str, trigge
     """`remediation`: one decision (trigger auto|alert|manual; outcome done|refused|held|deferred|dry_run|reset).
 
     ok/recovered are written only for outcome done (an action that ran), so count("ok") and
-    mean("recovered") count actions that ran; recovered None (absent): ran, not verified (the agent stopped); reason says why it was refused/held/deferred;
+    mean("recovered") count actions that ran; recovered None (absent): ran, not verified (the agent stopped);
+    reason says why it was refused/held/deferred;
     deferred=1 for outcome deferred (kept for older queries); who/why/forced for an admin's request.
     """
     ran = outcome == "done" and action != "reset"
     return Point("remediation", _tags(box, kind, site, action=action, trigger=trigger, outcome=outcome),
-                 {"ok": int(bool(ok)) if ran else None, "recovered": int(bool(recovered)) if ran and recovered is not None else None,
+                 {"ok": int(bool(ok)) if ran else None,
+                  "recovered": int(bool(recovered)) if ran and recovered is not None else None,
                   "dry_run": int(bool(dry_run)), "deferred": int(outcome == "deferred"),
                   "duration_s": float(duration_s), "detail": detail, "reason": reason or None,
                   "who": who, "why": why, "forced": 1 if forced else None},

@@ -133,7 +133,7 @@ class Storage:
                 self._trim_queue()
                 self._start()
                 self._cond.notify_all()
-        except Exception:  # noqa: BLE001 - a storage bug must not stop the probe cycle
+        except Exception:  # a storage bug must not stop the probe cycle
             log.exception("storage: unexpected error queueing points; they may be lost")
 
     def flush(self, timeout_s: float | None = None) -> bool:
@@ -196,7 +196,7 @@ class Storage:
         self.spool.close()
         try:
             self.writer.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("storage: closing %r", self.writer)
 
     # --- the writer thread ---
@@ -238,7 +238,7 @@ class Storage:
                 self._busy = True
             try:
                 self._pass(forced or stopping)
-            except Exception:  # noqa: BLE001 - the writer thread must survive its own bugs
+            except Exception:  # the writer thread must survive its own bugs
                 log.exception("storage: unexpected error in the writer thread")
                 with self._cond:
                     self._fail_backoff()
@@ -332,7 +332,7 @@ class Storage:
         except SinkError as exc:   # unreachable: ask again before the next replay
             log.debug("storage: cannot ask for the retention now: %s", exc)
             return
-        except Exception:  # noqa: BLE001 - a writer bug never stops the writer thread
+        except Exception:  # a writer bug never stops the writer thread
             log.exception("storage: asking %r for the retention failed", self.writer)
             learned = None
         self._retention_asked_at = now
@@ -381,7 +381,7 @@ class Storage:
                     self.writer.send(b"\n".join(part) + b"\n")
                 except SinkError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - a writer bug: keep the points, retry later
+                except Exception as exc:  # a writer bug: keep the points, retry later
                     log.exception("storage: %r failed unexpectedly; spooling", self.writer)
                     raise SinkError(f"{type(exc).__name__}: {exc}") from exc
             except SinkError as exc:

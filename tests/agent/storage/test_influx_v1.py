@@ -98,7 +98,7 @@ def test_restarted_storage_replays_non_empty_spool(influx_server, tmp_path):
         influx_server.stop()
         first.write(batch(300, 10))
         first.close(timeout_s=5)
-        assert first.counters().spool_points == 300                                   # the agent exits (or is killed) with a spool
+        assert first.counters().spool_points == 300   # the agent exits (or is killed) with a spool
         influx_server.start()
         second = Storage(V1Writer(influx_server.url, DB, timeout_s=2), state, retry_min_s=0.1)
         assert second.counters().spool_points == 300

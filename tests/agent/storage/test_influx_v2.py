@@ -17,7 +17,7 @@ from agent.storage.points import probe_point
 class Recorder(http.server.BaseHTTPRequestHandler):
     """Records each request; answers with the next status from server.statuses (default 204)."""
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         length = int(self.headers.get("Content-Length", 0))
         body = self.rfile.read(length)
         self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})

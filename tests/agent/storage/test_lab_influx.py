@@ -12,6 +12,14 @@ from agent import netns
 from lab.influx import InfluxServer, kill_stale
 
 
+def _gone_or_zombie(pid: int) -> bool:
+    """The process PID has exited: no /proc entry, or a zombie not yet reaped."""
+    if not os.path.exists(f"/proc/{pid}"):
+        return True
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] == "Z"
+
+
 def _write(server: InfluxServer, db: str, body: bytes) -> int:
     req = urllib.request.Request(f"{server.url}/write?db={db}&precision=ms", data=body, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -32,7 +40,7 @@ def test_start_ping_write_query_stop(influx_server):
     pid = influx_server.pid
     influx_server.stop()
     assert not influx_server.running and influx_server.pid is None
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert _gone_or_zombie(pid)
     assert not influx_server.ping()
     assert not os.path.exists(influx_server.pidfile)
 
@@ -73,7 +81,7 @@ def test_kill_stale_finds_crashed_runs_influxd(throwaway_netns, tmp_path):
         assert kill_stale(base) == orphan
         time.sleep(0.2)
         subprocess.run(["true"])
-        assert not os.path.exists(f"/proc/{orphan}") or open(f"/proc/{orphan}/stat").read().split()[2] == "Z"
+        assert _gone_or_zombie(orphan)
         assert kill_stale(base) is None
         second.start()               # the port is free again
         assert second.ping()

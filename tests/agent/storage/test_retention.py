@@ -6,7 +6,6 @@ The server keeps a 1 h retention policy: a batch with points older than now - 1 
 answered with the version's partial write (influxdata/influxdb#20359, influxdata/telegraf#8571)."""
 from __future__ import annotations
 
-import http.server
 import logging
 import threading
 import time
@@ -16,9 +15,8 @@ import pytest
 from agent.storage import Storage, V1Writer
 from agent.storage.influx import parse_go_duration_s, retention_dropped
 from tests.agent.storage.retention_server import (
-    RetentionServer,
     ANSWERS,
-    Influx,
+    RetentionServer,
     points,
     writer_for,
     writes,

@@ -5,8 +5,7 @@ import itertools
 
 import pytest
 import requests
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from agent import netns
 from agent.storage import query

@@ -125,7 +125,7 @@ def test_queue_bound_drops_oldest_and_counts_while_stalled(bare_netns, tmp_path)
 class Scripted(http.server.BaseHTTPRequestHandler):
     """Answers /write with server.policy(body) -> status; records (time, status, lines)."""
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status = self.server.policy(body)
         self.server.log.append((time.monotonic(), status, body.splitlines()))
@@ -173,7 +173,7 @@ def test_5xx_spools_retries_with_backoff_and_delivers_in_order(scripted, tmp_pat
     assert c.spool_points + c.queued == 50 and c.written == 0 and c.dropped == 0
     assert 0.1 <= c.backoff_s <= 0.4
     times = [t for t, s, _ in scripted.log if s == status]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps[0] >= 0.09 and max(gaps) >= 0.19              # waits between tries, doubling
     scripted.policy = lambda body: 204
     assert st.flush()

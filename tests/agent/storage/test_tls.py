@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import logging
-import os
 import ssl
 import threading
 
@@ -15,8 +14,8 @@ from agent.core import config
 from agent.core.config import ConfigError
 from agent.storage import SinkError, Storage, V1Writer, V2Writer, query
 from agent.storage.influx import make_writer
-from agent.tls import client as client_tls   # InfluxDB's agent.tls.TLSSettings
 from agent.storage.points import probe_point
+from agent.tls import client as client_tls  # InfluxDB's agent.tls.TLSSettings
 from tests.pki import CA
 
 DB = "vobox"
@@ -123,7 +122,7 @@ def test_insecure_skip_verify_writes_and_warns_at_every_start(https_influx, tmp_
 # --- client certificates and v2 (a local TLS server: no such InfluxDB can run here) -------------
 
 class Recorder(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         peer = self.connection.getpeercert()
         self.server.requests.append((self.path, body, peer))
