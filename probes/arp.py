@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from probes import routing
 from probes.exchange import Recorder
-from probes.l2 import sweep_l2
+from probes.l2 import Built, sweep_l2
 from probes.matching import ETH_P_ARP, ArpMatcher, arp_request, arp_template
 from probes.types import ProbeResult, Target
 
@@ -17,7 +17,7 @@ SPEC = None  # takes no spec
 LAYER = "l2"  # the layer a failure of this probe points at (probes.types.LAYERS)
 
 
-def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]):
+def _build(route: routing.Route, own_mac: bytes, own_address: bytes, index_by_address: dict[bytes, int]) -> Built:
     template = arp_template(own_mac, own_address)
     matcher = ArpMatcher(index_by_address, own_address, own_mac)
     return (lambda target: arp_request(template, target)), matcher.match

@@ -38,9 +38,10 @@ BURST = 50
 # still ends long before its timeout when all answer.
 CONFLICT_LINGER_S = 0.2
 
-# build(route, own_mac_bytes, own_address_bytes) -> (frame_for(target_bytes), matcher(frame) -> Match | None)
-Builder = Callable[[routing.Route, bytes, bytes, dict[bytes, int]],
-                   tuple[Callable[[bytes], bytes], Callable[[bytes], Match | None]]]
+# build(route, own_mac_bytes, own_address_bytes, index_by_address) -> Built:
+# (frame_for(target_bytes), matcher(frame) -> Match | None)
+Built = tuple[Callable[[bytes], bytes], Callable[[bytes], Match | None]]
+Builder = Callable[[routing.Route, bytes, bytes, dict[bytes, int]], Built]
 
 
 def _routes(targets: Sequence[Target], interface: str | None) -> list[routing.Route | str]:

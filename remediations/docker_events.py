@@ -522,8 +522,8 @@ class DockerEventWatcher:
     def _resync(self, client: Any) -> None:
         """Inspect each configured container once: the holder of its name (identity) and its state (the cache)."""
         try:
-            version = (client.info() or {}).get("CgroupVersion")
-            self.cgroup_version = int(version) if str(version or "").isdigit() else None
+            version = str((client.info() or {}).get("CgroupVersion") or "")
+            self.cgroup_version = int(version) if version.isdigit() else None
         except Exception as exc:  # noqa: BLE001 - without it 137 stays "OOM or SIGKILL"
             log.info("docker events: cgroup version unknown: %s", exc)
         # An engine stopping without live-restore stops its containers as `docker stop` does, possibly while the

@@ -370,9 +370,8 @@ class Remediator:
         rates leave it out) and the reason; without this a restart that ran would have no record.
         """
         with self._lock:
-            waiting = [b for b in self._boxes.values() if b.verifying]
-            for b in waiting:
-                plan, outcome = b.verifying
+            waiting = [(b, b.verifying) for b in self._boxes.values() if b.verifying]
+            for b, (plan, outcome) in waiting:
                 b.verifying = None
                 waited_s = max(0.0, now_s - (b.verify_due_s - self.policy.verify_s))
                 self._emit(plan, outcome, None, RecordOutcome.DONE,

@@ -82,8 +82,7 @@ def build_targets(addresses: list[str], kinds: list[str] | None, ports: list[int
     """Targets for ADDRESSES: each applicable kind, tcp once per port. Raises ValueError naming what is wrong."""
     from probes import PROBE_KINDS as ALL_KINDS, PROBES, Target
 
-    explicit = kinds is not None
-    kinds = list(kinds) if explicit else [k for k in ALL_KINDS if PROBES[k].SPEC is None or (k == "tcp" and ports)]
+    kinds = list(kinds) if kinds is not None else [k for k in ALL_KINDS if PROBES[k].SPEC is None or (k == "tcp" and ports)]
     if "tcp" in kinds and not ports:
         raise ValueError("--probe tcp needs at least one --port")
     if ports and "tcp" not in kinds:

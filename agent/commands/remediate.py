@@ -98,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"remediate: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    if not result.accepted:
+    plan = result.planned
+    if not result.accepted or plan is None:   # an accepted request comes with its plan (Remediator.request)
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
         return _finish(cfg, engine.take_records(), EXIT_REFUSED, args.json)
-    plan = result.planned
     ctx = ActionContext(docker_factory=docker_factory(), policy=policy)
     outcome = execute(plan, ctx)
     engine.on_outcome(plan, outcome, time.time())

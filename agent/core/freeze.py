@@ -124,6 +124,13 @@ def initial(box: str) -> BoxState:
     return BoxState(box=box)
 
 
+def _open_start(s: BoxState) -> float:
+    """The open freeze's start: set with every frozen/recovering state (step and open_by_alert set them together)."""
+    if s.freeze_start_s is None:
+        raise ValueError(f"box {s.box!r} is {s.state} with no freeze_start_s")
+    return s.freeze_start_s
+
+
 def step(state: BoxState, verdict: Verdict, now_s: float,
          thresholds: Thresholds) -> tuple[BoxState, list[Event]]:
     """Advance one box by one cycle at cycle time now_s; return the new state and its events."""
@@ -133,7 +140,7 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
     s = replace(state, last_time_s=now_s)
 
     if verdict.stopped or verdict.maintenance:
-        if state.freeze_open:
+        if s.freeze_start_s is not None:   # a freeze is open (BoxState.freeze_open)
             # The operator took the box over: the freeze ends here (or at the first healthy cycle of a
             # recovery in progress, which it was); the stop is not part of it.
             end_s = s.recovery_times[0] if old == State.RECOVERING and s.recovery_times else now_s
@@ -146,7 +153,7 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
         elif old == State.FROZEN or old == State.RECOVERING:
             rec = (s.recovery_times if old == State.RECOVERING else ()) + (now_s,)
             if len(rec) >= rec_n:
-                events.append(FreezeClosed(box, now_s, s.freeze_start_s, rec[0], s.layer))
+                events.append(FreezeClosed(box, now_s, _open_start(s), rec[0], s.layer))
                 s = replace(s, state=State.UP, fail_times=(), layer=Layer.NONE, freeze_start_s=None, recovery_times=())
             else:
                 s = replace(s, state=State.RECOVERING, recovery_times=rec)
@@ -163,7 +170,7 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
         else:  # frozen or recovering: the same freeze goes on
             layer = deeper(s.layer, verdict.layer)
             if layer != s.layer:
-                events.append(FreezeLayerChanged(box, now_s, s.freeze_start_s, s.layer, layer))
+                events.append(FreezeLayerChanged(box, now_s, _open_start(s), s.layer, layer))
             s = replace(s, state=State.FROZEN, layer=layer, recovery_times=())
 
     if s.state != old:
@@ -219,7 +226,7 @@ def up_decision(before: BoxState, after: BoxState) -> UpDecision:
 
 # --- persistence (survives kill -9: atomic rename + fsync) ---
 
-def to_json(states: dict[str, BoxState]) -> dict:
+def to_json(states: dict[str, BoxState]) -> dict[str, object]:
     """A JSON-ready dict of the per-box states."""
     boxes = {}
     for name, st in states.items():
@@ -229,7 +236,7 @@ def to_json(states: dict[str, BoxState]) -> dict:
     return {"version": STATE_FILE_VERSION, "boxes": boxes}
 
 
-def from_json(data: dict) -> dict[str, BoxState]:
+def from_json(data: object) -> dict[str, BoxState]:
     """Inverse of to_json; ValueError when the data is not a state document."""
     if not isinstance(data, dict) or data.get("version") != STATE_FILE_VERSION or not isinstance(
             data.get("boxes"), dict):

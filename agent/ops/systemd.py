@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,10 @@ def _address(value: str) -> str | bytes:
     return value
 
 
-def notify(message: str, env: dict[str, str] | None = None) -> bool:
+def notify(message: str, env: Mapping[str, str] | None = None) -> bool:
     """Send MESSAGE (newline-separated VAR=value lines) to $NOTIFY_SOCKET; True when sent."""
-    env = os.environ if env is None else env
-    target = env.get("NOTIFY_SOCKET")
+    environ: Mapping[str, str] = os.environ if env is None else env
+    target = environ.get("NOTIFY_SOCKET")
     if not target:
         return False
     if not (target.startswith("/") or target.startswith("@")):
@@ -57,13 +58,13 @@ def status(text: str) -> bool:
     return notify("STATUS=" + text.replace("\n", " "))
 
 
-def watchdog_interval_s(env: dict[str, str] | None = None) -> float | None:
+def watchdog_interval_s(env: Mapping[str, str] | None = None) -> float | None:
     """How often to call watchdog(): half of $WATCHDOG_USEC in seconds, or None when no watchdog is set for us."""
-    env = os.environ if env is None else env
-    raw = env.get("WATCHDOG_USEC")
+    environ: Mapping[str, str] = os.environ if env is None else env
+    raw = environ.get("WATCHDOG_USEC")
     if not raw:
         return None
-    pid = env.get("WATCHDOG_PID")
+    pid = environ.get("WATCHDOG_PID")
     if pid and pid.strip() != str(os.getpid()):
         return None  # the watchdog is meant for another process (e.g. our parent)
     try:

@@ -260,7 +260,9 @@ class V2Writer:
         from influxdb_client.rest import ApiException
 
         try:
-            self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.MS)
+            self._write_api.write(bucket=self.bucket, org=self.org, record=body,
+                                  # influxdb-client annotates WritePrecision; its own constants are str ("ms")
+                                  write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except ApiException as exc:
             if not exc.status:                      # no HTTP answer: influxdb-client wraps the transport error
                 raise _transport_error(Exception(str(exc.reason)), self.url, self.tls) from None

@@ -137,8 +137,8 @@ class Point:
     """One InfluxDB point: measurement, tags, fields, epoch time in ns."""
 
     measurement: str
-    tags: Mapping[str, str]
-    fields: Mapping[str, FieldValue]
+    tags: Mapping[str, str | None]            # None or "": the tag is left out
+    fields: Mapping[str, FieldValue | None]   # None: the field is left out
     time_ns: int = field(default=0)
 
     def to_line(self, precision: str = "ms") -> str:
@@ -162,15 +162,15 @@ class Point:
                 tag_keys.add(k)
                 parts.append(f",{k.translate(_KEY_ESC)}={str(v).translate(_KEY_ESC)}")
         fields_txt = []
-        for k, v in self.fields.items():
-            if v is None:
+        for k, value in self.fields.items():
+            if value is None:
                 continue
             _check_name("field key", k)
             if k == "time":
                 raise LineProtocolError("field key 'time': reserved by InfluxDB")
             if k in tag_keys:
                 raise LineProtocolError(f"field key {k!r}: also a tag key of this point")
-            txt = _field(k, v)
+            txt = _field(k, value)
             if txt is not None:
                 fields_txt.append(f"{k.translate(_KEY_ESC)}={txt}")
         if not fields_txt:

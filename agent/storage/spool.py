@@ -16,6 +16,14 @@ from agent import atomic
 log = logging.getLogger(__name__)
 
 _SEGMENT_RE = re.compile(r"^(\d{12})\.lps?$")
+
+
+def _segment_number(name: str) -> int:
+    """The sequence number of a segment file name (one _SEGMENT_RE matches)."""
+    m = _SEGMENT_RE.match(name)
+    if m is None:
+        raise ValueError(f"not a spool segment name: {name!r}")
+    return int(m.group(1))
 _SUFFIX = ".lps"
 _UNESCAPE_RE = re.compile(rb"\\(.)", re.S)
 
@@ -71,7 +79,7 @@ class Spool:
                     os.fsync(f.fileno())
                 data = data[:cut]
             self._set(name, len(data), data.count(b"\n"))
-        self._next = max((int(_SEGMENT_RE.match(n).group(1)) for n in self._sizes), default=0) + 1
+        self._next = max((_segment_number(n) for n in self._sizes), default=0) + 1
         if self.points:
             log.info("spool %s: %d points (%d bytes) waiting from before", directory, self.points, self.bytes)
 
@@ -130,7 +138,7 @@ class Spool:
         self._make_room(len(data))
         created = False
         try:
-            if self._open_fd is None or self._open_size >= self.segment_bytes:
+            if self._open_fd is None or self._open_name is None or self._open_size >= self.segment_bytes:
                 self.seal()
                 name = f"{self._next:012d}{_SUFFIX}"
                 self._open_fd = os.open(os.path.join(self.directory, name),
@@ -153,7 +161,7 @@ class Spool:
 
     def _undo_append(self, created: bool) -> None:
         """Cut the open segment back to what was acknowledged (a partial write must not become a record)."""
-        if self._open_fd is None:
+        if self._open_fd is None or self._open_name is None:   # both set together by append, cleared by seal
             return
         name = self._open_name
         try:

@@ -25,8 +25,8 @@ class Context:
     containers: list[Any] = field(default_factory=list)
     docker: engine.DockerInfo | None = None
     networks: dict[str, dict] = field(default_factory=dict)           # network name -> inspect attrs
-    observed: list[tuple[str, str, str]] = field(default_factory=list)  # (box, ipv4, mac) of running containers
-    pids: dict[str, int] = field(default_factory=dict)                # box -> PID of its running container
+    observed: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # (box, ipv4, mac) running
+    pids: dict[str, int | None] = field(default_factory=dict)         # box -> PID of its running container
     stop: bool = False                                                # later topics cannot run
     proc_status: Callable[[], str] = privileges.read_proc_status       # /proc/self/status (CapEff)
     read_file: Callable[[str], str] = field(default=lambda path: _read_text(path))
@@ -70,10 +70,17 @@ def _docker(ctx: Context) -> list[CheckResult]:
     return [result]
 
 
+def _engine(ctx: Context) -> engine.DockerInfo:
+    """What the docker topic learned; the topics after it run only when it reached the engine."""
+    if ctx.docker is None:
+        raise RuntimeError("doctor: a Docker topic ran without the docker topic reaching the engine")
+    return ctx.docker
+
+
 def _box_checks(ctx: Context) -> list[CheckResult]:
     out: list[CheckResult] = []
     for box in ctx.containers:
-        box_results, cattrs, nattrs = _boxes.check_box(box, ctx.docker.client)
+        box_results, cattrs, nattrs = _boxes.check_box(box, _engine(ctx).client)
         out += box_results
         if nattrs is not None:
             ctx.networks[cfg_value(box, "network")] = nattrs
@@ -92,7 +99,7 @@ def _container_commands(ctx: Context) -> list[CheckResult]:
 
 
 def _mac_on_connect(ctx: Context) -> list[CheckResult]:
-    return [engine.check_mac_on_connect(ctx.docker, ctx.observed)]
+    return [engine.check_mac_on_connect(_engine(ctx), ctx.observed)]
 
 
 def _macvlan_trap(ctx: Context) -> list[CheckResult]:

@@ -51,7 +51,7 @@ def derived_mac(ipv4: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ipv4).packed)
 
 
-def check_mac_on_connect(info: DockerInfo, observed: Sequence[tuple[str, str, str]] = ()) -> CheckResult:
+def check_mac_on_connect(info: DockerInfo, observed: Sequence[tuple[str, str | None, str | None]] = ()) -> CheckResult:
     """Does the engine keep a container's MAC over reconnect_network? OBSERVED: (box, ipv4, mac) now."""
     name = "docker MAC on connect"
     api = _api_tuple(info.api)
