@@ -54,15 +54,23 @@ def _show(value: Any) -> str:
 
 # --- converters: value -> value, raising _Invalid; `.label` describes the expected type ---
 
-Conv = Callable[[Any], Any]
+class Conv:
+    """A converter (a function of the TOML value) with the expected type's label (errors, describe()), its JSON
+    Schema fragment (check-config --schema) and, for a list of tables, the tables' own section (else None)."""
+
+    def __init__(self, fn: Callable[[Any], Any], label: str, schema: dict[str, Any] | None = None,
+                 table: str | None = None) -> None:
+        self.fn, self.label, self.schema, self.table = fn, label, schema or {}, table
+
+    def __call__(self, value: Any) -> Any:   # a TOML value in, the field's value out
+        return self.fn(value)
 
 
-def _labelled(label: str, schema: dict[str, Any] | None = None) -> Callable[[Conv], Conv]:
-    """Attach the expected type's LABEL (errors, describe()) and its JSON Schema fragment (check-config --schema)."""
-    def deco(fn: Conv) -> Conv:
-        fn.label = label  # type: ignore[attr-defined]
-        fn.schema = schema or {}  # type: ignore[attr-defined]
-        return fn
+def _labelled(label: str, schema: dict[str, Any] | None = None, *,
+              table: str | None = None) -> Callable[[Callable[[Any], Any]], Conv]:
+    """The decorated function as a Conv with LABEL, SCHEMA and TABLE."""
+    def deco(fn: Callable[[Any], Any]) -> Conv:
+        return Conv(fn, label, schema, table)
     return deco
 
 
@@ -207,7 +215,7 @@ def _address(version: int) -> Conv:
     which the box checks against [agent] interface), normalised."""
     label = f"an IPv{version} address"
 
-    @_labelled(label)
+    @_labelled(label, {"type": "string", "format": f"ipv{version}"})
     def conv(v: Any) -> str:
         if not isinstance(v, str):
             raise _Invalid(f"expected {label}, got {_show(v)}")
@@ -224,7 +232,6 @@ def _address(version: int) -> Conv:
         if problem:
             raise _Invalid(f"expected {label} of one host, got {_show(v)}: {problem}")
         return str(addr)  # normalised: lower case, compressed
-    conv.schema = {"type": "string", "format": f"ipv{version}"}  # type: ignore[attr-defined]
     return conv
 
 
@@ -242,6 +249,7 @@ def _host_problem(host: str, role: str) -> str | None:
 _URL_RE = re.compile(r"^https?://(?:[^/\s@]*@)?(\[[0-9A-Fa-f:.]+\]|[^/\s:@\[\]]+)(?::\d{1,5})?(?:/\S*)?$")
 
 
+@_labelled("an http(s) URL", {"type": "string", "pattern": "^https?://"})
 def _url(v: Any) -> str:
     m = _URL_RE.match(v) if isinstance(v, str) else None
     if not m:
@@ -253,10 +261,10 @@ def _url(v: Any) -> str:
     return url.rstrip("/")
 
 
-_url.label = "an http(s) URL"  # type: ignore[attr-defined]
-_url.schema = {"type": "string", "pattern": "^https?://"}  # type: ignore[attr-defined]
+_LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$"
 
 
+@_labelled('"host:port"', {"type": "string", "pattern": _LISTEN_PATTERN})
 def _listen(v: Any) -> str:
     m = re.match(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", v) if isinstance(v, str) else None
     if not m or not 1 <= int(m.group(2)) <= 65535:
@@ -268,11 +276,7 @@ def _listen(v: Any) -> str:
     return listen
 
 
-_listen.label = '"host:port"'  # type: ignore[attr-defined]
-_LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$"
-_listen.schema = {"type": "string", "pattern": _LISTEN_PATTERN}  # type: ignore[attr-defined]
-
-
+@_labelled("an IANA time zone name", {"type": "string"})
 def _timezone(v: Any) -> str:
     """A zone the zone database loads as a zone; directories ("Europe"), paths, "../", over-long or non-TZif
     names are refused here (ZoneInfo raises OSError for some of them on CPython < 3.13, python/cpython#85702)."""
@@ -283,10 +287,6 @@ def _timezone(v: Any) -> str:
     except (ValueError, TypeError, OSError, ZoneInfoNotFoundError):
         raise _Invalid(f'expected an IANA time zone name ("UTC", "Europe/Zurich"), got {_show(v)}') from None
     return v
-
-
-_timezone.label = "an IANA time zone name"  # type: ignore[attr-defined]
-_timezone.schema = {"type": "string"}  # type: ignore[attr-defined]
 
 
 def _list_of(item: Conv, *, min_len: int = 0, unique: bool = False) -> Conv:
@@ -323,12 +323,12 @@ def _tables(what: str) -> Conv:
     """A list of tables ([[box.probe]]): kept raw here, each parsed with its own key paths in parse()."""
     label = f"[[{what}]] tables"
 
-    @_labelled(label, {"type": "array", "items": {"type": "object"}})
+    # table: the JSON Schema refers to the table's own section
+    @_labelled(label, {"type": "array", "items": {"type": "object"}}, table=what)
     def conv(v: Any) -> tuple[Any, ...]:
         if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
             raise _Invalid(f"expected {label}, got {_show(v)}")
         return tuple(v)
-    conv.table = what  # type: ignore[attr-defined]   # the JSON Schema refers to the table's own section
     return conv
 
 
@@ -342,8 +342,6 @@ def _key(key: str, conv: Conv, doc: str, default: Any = MISSING, *, unit: str = 
     if default is MISSING:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
-
-
 
 
 def _unknown(path: str, key: str, valid: list[str]) -> str:

@@ -31,6 +31,7 @@ from agent.core.config.convert import (
     _integer,
     _Invalid,
     _key,
+    _labelled,
     _list_of,
     _listen,
     _number,
@@ -367,13 +368,10 @@ class MetricsConfig:
         return int(self.listen.rsplit(":", 1)[1]) if self.listen else None
 
 
+@_labelled("an http(s) URL", _url.schema)
 def _otlp_url(v: Any) -> str:
-    url = _url(v)
+    url: str = _url(v)
     return url if re.match(r"^https?://[^/]+/", url) else url + "/v1/metrics"
-
-
-_otlp_url.label = "an http(s) URL"  # type: ignore[attr-defined]
-_otlp_url.schema = _url.schema  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +405,7 @@ class OtlpConfig:
         return errors
 
 
+@_labelled("an IPv4 or IPv6 address", {"type": "string"})
 def _witness_address(v: Any) -> str:
     """An IPv4 or IPv6 address (the [correlation] witness), by the box addresses' rules (_address)."""
     if isinstance(v, str) and ":" in v:
@@ -417,10 +416,6 @@ def _witness_address(v: Any) -> str:
         if isinstance(v, str) and "of one host" in exc.msg:
             raise
         raise _Invalid(f"expected an IPv4 or IPv6 address, got {_show(v)}") from None
-
-
-_witness_address.label = "an IPv4 or IPv6 address"  # type: ignore[attr-defined]
-_witness_address.schema = {"type": "string"}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,6 +752,10 @@ class BoxConfig:
                                  exec=tuple(self.exec or ()), ladder=tuple(self.remediate), dry_run=self.dry_run)
 
 
+_BOX_NAMES = _list_of(_text(_NAME_RE, "a box name"), min_len=1, unique=True)
+
+
+@_labelled('"all" or a list of box names', {"oneOf": [{"const": "all"}, _BOX_NAMES.schema]})
 def _maintenance_boxes(v: Any) -> tuple[str, ...] | None:
     if v == "all":
         return None
@@ -764,20 +763,12 @@ def _maintenance_boxes(v: Any) -> tuple[str, ...] | None:
     return names
 
 
-_maintenance_boxes.label = '"all" or a list of box names'  # type: ignore[attr-defined]
-_BOX_NAMES = _list_of(_text(_NAME_RE, "a box name"), min_len=1, unique=True)
-_maintenance_boxes.schema = {"oneOf": [{"const": "all"}, _BOX_NAMES.schema]}  # type: ignore[attr-defined]
-
-
+@_labelled('a local time "HH:MM"', {"type": "string", "pattern": "^[0-9]{1,2}:[0-9]{2}$"})
 def _hhmm(v: Any) -> int:
     try:
         return parse_hhmm(v)
     except (ValueError, TypeError) as exc:
         raise _Invalid(str(exc)) from None
-
-
-_hhmm.label = 'a local time "HH:MM"'  # type: ignore[attr-defined]
-_hhmm.schema = {"type": "string", "pattern": "^[0-9]{1,2}:[0-9]{2}$"}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
