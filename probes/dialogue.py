@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
 from probes.routing import bind_to_device
 
@@ -184,7 +184,9 @@ def run(jobs: Sequence[Job], timeout_s: float, interface: str | None = None) -> 
         job = jobs[conn.index]
         while True:
             if conn.state == _HANDSHAKE:
-                tls_sock = cast(ssl.SSLSocket, conn.sock)  # wrapped when the state became _HANDSHAKE
+                tls_sock = conn.sock   # wrapped (SSLContext.wrap_socket) when the state became _HANDSHAKE
+                if not isinstance(tls_sock, ssl.SSLSocket):
+                    raise TypeError(f"TLS handshake on an unwrapped socket {tls_sock!r}")
                 try:
                     tls_sock.do_handshake()
                 except ssl.SSLWantReadError:
