@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeAlias
 
-from probes import LAYERS as PROBE_LAYERS, Layer as Layer  # Layer: re-exported, the events' layer type
+from agent.core.maintenance import Active
+from probes import LAYERS as PROBE_LAYERS, Layer as Layer, ProbeResult  # Layer: re-exported, the events' layer type
 
 
 class State(StrEnum):
@@ -137,14 +138,14 @@ class BoxObserved(Event):
     rewrite_down_times: tuple[float, ...]
     freeze_start_s: float | None
     state_layer: str
-    results: tuple[Any, ...]
+    results: tuple[ProbeResult, ...]
     confirm: bool = False
     container: Any = None   # container boxes: its ContainerState (remediations.docker_events), None when unknown
     # flapping (agent.core.flapping) after this cycle: degraded, the window's percent state change and failed share
     degraded: bool = False
     percent_state_change: float | None = None
     failed_share: float | None = None
-    maintenance: Any = None   # in a maintenance window: why (agent.core.maintenance.Active), else None
+    maintenance: Active | None = None   # in a maintenance window: why, else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,7 @@ class WitnessObserved:
     address: str
     segment: str | None
     answered: bool
-    results: tuple[Any, ...]
+    results: tuple[ProbeResult, ...]
 
 
 @dataclass(frozen=True, slots=True)
