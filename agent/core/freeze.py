@@ -249,6 +249,9 @@ def from_json(data: object) -> dict[str, BoxState]:
         raw = dict(raw)
         for key in ("fail_times", "recovery_times"):
             raw[key] = tuple(float(t) for t in raw.get(key, ()))
+        if raw["state"] in (State.FROZEN, State.RECOVERING) and not isinstance(raw.get("freeze_start_s"), int | float):
+            # step() needs the open freeze's start: refused here, so the file is moved aside (load_state)
+            raise ValueError(f"box {name!r} is {raw['state']} with no freeze_start_s")
         out[name] = BoxState(**raw)
     return out
 

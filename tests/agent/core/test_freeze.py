@@ -212,6 +212,18 @@ def test_missing_and_corrupt_state(tmp_path, caplog):
     assert "unreadable" in caplog.text
 
 
+@pytest.mark.parametrize("raw", [
+    pytest.param('{"box": "b", "state": "frozen", "layer": "l2"}', id="frozen-without-start"),
+    pytest.param('{"box": "b", "state": "recovering", "layer": "l3", "freeze_start_s": "x"}', id="recovering-bad-start"),
+])
+def test_an_open_freeze_without_its_start_is_a_corrupt_state_file(tmp_path, raw):
+    """step() needs the start of an open freeze: such a file is moved aside, not read into a box that raises."""
+    path = tmp_path / "freeze.json"
+    path.write_text('{"version": 1, "boxes": {"b": ' + raw + "}}")
+    assert freeze.load_state(str(path)) == {}
+    assert (tmp_path / "freeze.json.corrupt").exists()
+
+
 def test_json_is_plain():
     st = BoxState("b", "suspect", (1.0, 2.0), "l3", None, (), 2.0)
     doc = freeze.to_json({"b": st})
