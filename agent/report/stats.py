@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 from agent.core.config import BOX_KINDS as KINDS
 from agent.core.events import BoxKind
@@ -60,8 +61,8 @@ def gamma_quantile(p: float, shape: float) -> float:
     """x with P(shape, x) = p (unit scale); chi2(p, k) = 2 * gamma_quantile(p, k/2).
 
     Newton steps on P (its derivative is the gamma density) kept inside a bisection bracket
-    (Numerical Recipes' rtsafe): a handful of evaluations of P instead of ~45 by bisection alone,
-    the same 1e-12 relative tolerance.
+    (Numerical Recipes' rtsafe), from the Wilson-Hilferty approximation: a handful of evaluations of P instead
+    of ~45 by bisection alone, the same 1e-12 relative tolerance.
     """
     if not 0 < p < 1:
         raise ValueError(f"probability must be in (0, 1), got {p}")
@@ -69,7 +70,11 @@ def gamma_quantile(p: float, shape: float) -> float:
     while regularized_gamma_p(shape, hi) < p:
         lo, hi = hi, hi * 2
     log_norm = math.lgamma(shape)
-    x = min(max(shape, lo), hi)   # the mean: within a few standard deviations of every quantile used here
+    # From shape 5 on, start from the Wilson-Hilferty approximation (relative error below 1e-3 there): half the
+    # evaluations of P of a start from the mean; below, and when it falls outside the bracket, from the mean.
+    cube = 1 - 1 / (9 * shape) + NormalDist().inv_cdf(p) / (3 * math.sqrt(shape))
+    guess = shape * cube ** 3 if shape >= 5 and cube > 0 else shape
+    x = guess if lo < guess < hi else min(max(shape, lo), hi)
     for _ in range(200):
         f = regularized_gamma_p(shape, x) - p
         if f < 0:

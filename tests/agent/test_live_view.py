@@ -101,10 +101,10 @@ def test_status_watch_prints_plain_lines_when_piped_and_stops_on_ctrl_c(tmp_path
                    f'ipv4 = "192.0.2.10"\n')
     # Ctrl-C as a terminal sends it: SIGINT at its default (a shell's background job inherits it ignored)
     proc = subprocess.Popen([sys.executable, "-m", "agent", "status", "-c", str(cfg), "--watch", "--interval",
-                             "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                             "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.readline()    # the first table is out: the loop runs
-    time.sleep(1.0)                   # five more redraw intervals with nothing changed
+    time.sleep(0.5)                   # five more redraw intervals with nothing changed
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=20)
     out, err = first + proc.stdout.read(), proc.stderr.read()   # read() keeps what readline() buffered

@@ -1,4 +1,5 @@
-"""The probe loop (real threads and time; then an injected clock for the monotonic rhythm and wall-clock steps):
+"""The probe loop (real threads and time for what only they show, stop() waiting for the probe in progress; an
+injected clock for the rhythm, the monotonic grid and wall-clock steps):
 cycles and confirmation passes never overlap; a cycle due during a pass or an overrunning cycle starts when it ends
 (late, not skipped); a slot lost while the
 one before still waits is one misfire; passes run start to start between cycles, back to back when they last
@@ -16,22 +17,25 @@ from agent.schedule import MAX_SLEW_PPM, ClockStep, ProbeLoop, StepDetector
 
 
 class Recorder:
-    """Runs cycles and passes of given durations; records (kind, start, end) and any overlap."""
+    """Runs cycles and passes of given durations; records (kind, start, end) and any overlap. Durations pass on
+    `clock` (real time by default; a FakeClock's advance in the injected-clock tests)."""
 
-    def __init__(self, cycle_s=lambda n: 0.01, pass_s=lambda n: 0.01) -> None:
+    def __init__(self, cycle_s=lambda n: 0.01, pass_s=lambda n: 0.01, clock=None) -> None:
         self.runs: list[tuple[str, float, float]] = []
         self.overlaps = 0
         self._busy = threading.Lock()
         self._cycle_s, self._pass_s = cycle_s, pass_s
+        self._now = clock.monotonic if clock else time.monotonic
+        self._sleep = clock.advance if clock else time.sleep
 
     def _run(self, kind: str, duration_s: float) -> None:
         if not self._busy.acquire(blocking=False):
             self.overlaps += 1
             return
         try:
-            start = time.monotonic()
-            time.sleep(duration_s)
-            self.runs.append((kind, start, time.monotonic()))
+            start = self._now()
+            self._sleep(duration_s)
+            self.runs.append((kind, start, self._now()))
         finally:
             self._busy.release()
 
@@ -45,132 +49,39 @@ class Recorder:
         return [s for k, s, _ in self.runs if k == kind]
 
 
-def test_an_overrunning_cycle_delays_the_next_slot_and_a_lost_slot_is_one_misfire():
-    interval_s = 0.3
-    rec = Recorder(cycle_s=lambda n: interval_s * 2.5 if n == 1 else 0.01)   # cycle 2 overruns by 1.5 slots
-    counted: list[int] = []
-    loop = ProbeLoop(rec.cycle, interval_s, 0.0, on_misfire=counted.append)
-    loop.start()
-    time.sleep(interval_s * 6.5)
-    loop.stop()
-    starts = rec.starts("cycle")
-    assert rec.overlaps == 0
-    overrun_end = rec.runs[1][2]
-    # the slot that fell due during the overrun ran at once when it ended, not at the next slot (APScheduler's
-    # max_instances would have skipped it, and the one after it would have started 0.15 s later)
-    assert abs(starts[2] - overrun_end) < 0.05, (starts, overrun_end)
-    assert loop.misfires == sum(counted) == 1       # the second slot of the overrun waited behind the first
-    # every slot of the run either started a cycle or was counted lost
-    assert loop.cycles + loop.misfires in (7, 8), (loop.cycles, loop.misfires)
-    assert rec.starts("pass") == []
-
-
-def test_passes_run_between_cycles_start_to_start_and_a_cycle_due_during_a_pass_starts_when_it_ends():
-    interval_s, confirm_s, pass_s = 1.0, 0.2, 0.35
-    unsettled = threading.Event()
-    rec = Recorder(pass_s=lambda n: pass_s if n < 4 else 0.01)   # four failing passes, then answering ones
-    loop = ProbeLoop(rec.cycle, interval_s, 0.0, confirm_pass=rec.confirm,
-                     unsettled=lambda: ("a",) if unsettled.is_set() else (), confirm_interval_s=confirm_s)
-    unsettled.set()
-    t0 = time.monotonic()
-    loop.start()
-    time.sleep(2.5)
-    unsettled.clear()
-    time.sleep(1.2)
-    loop.stop()
-    assert rec.overlaps == 0 and loop.misfires == 0
-    runs = sorted(rec.runs, key=lambda r: r[1])
-    # the first cycle at once, the first pass confirm_s after its start
-    assert [k for k, _, _ in runs[:2]] == ["cycle", "pass"] and runs[0][1] - t0 < 0.2
-    assert 0.19 <= runs[1][1] - runs[0][1] < 0.3, runs[:2]
-    # a failing pass (0.35 s, longer than confirm_s) is followed at once: no extra 0.2 s wait
-    after_failing = [b[1] - a[1] for a, b in itertools.pairwise(runs) if a[0] == "pass" and a[2] - a[1] > 0.3]
-    assert len(after_failing) == 4 and all(0.34 <= g < 0.42 for g in after_failing), runs
-    # the cycle of the 1 s slot fell due inside a pass and started when that pass ended: late, not skipped
-    second = [r for r in runs if r[0] == "cycle"][1]
-    in_pass = [r for r in runs if r[0] == "pass" and r[1] < t0 + interval_s < r[2]]
-    assert in_pass and abs(second[1] - in_pass[0][2]) < 0.05, (runs, t0)
-    # answering passes: start to start confirm_s
-    answering = [b[1] - a[1] for a, b in itertools.pairwise(runs) if a[0] == b[0] == "pass" and a[2] - a[1] < 0.1]
-    assert answering and all(0.19 <= g < 0.3 for g in answering), runs
-    # nothing unsettled: cycles only, one per slot
-    late = [r for r in runs if r[1] > t0 + 2.5 + pass_s]
-    assert late and all(k == "cycle" for k, _, _ in late), late
-    assert len([r for r in runs if r[0] == "cycle"]) == 4   # slots at 0, 1, 2, 3 s
-
-
-def test_jitter_delays_each_cycle_from_its_slot_on_an_exact_grid_and_never_accumulates():
-    """APScheduler's own jitter is added to the previous jittered time (cycles every interval + jitter/2 on
-    average); here each start lies within jitter of its slot k x interval, for every k."""
-    interval_s, jitter_s = 0.2, 0.1
-    starts: list[float] = []
-    loop = ProbeLoop(lambda: starts.append(time.monotonic()), interval_s, jitter_s)
-    t0 = time.monotonic()
-    loop.start()
-    time.sleep(interval_s * 20 + 0.05)
-    loop.stop()
-    assert starts[0] - t0 < 0.05                                  # the first cycle at once
-    delays = [s - (t0 + k * interval_s) for k, s in enumerate(starts)]
-    assert len(starts) in (20, 21, 22), len(starts)               # drifting by jitter/2 a cycle would make 17
-    assert all(-0.03 <= d <= jitter_s + 0.05 for d in delays), delays
-    assert max(delays[1:]) - min(delays[1:]) > jitter_s / 3, delays   # really random per cycle
-    assert loop.misfires == 0
-
-
-def test_without_confirm_interval_no_pass_ever_runs():
-    rec = Recorder()
-    loop = ProbeLoop(rec.cycle, 0.2, 0.0, confirm_pass=rec.confirm, unsettled=lambda: ("a",), confirm_interval_s=0)
-    loop.start()
-    time.sleep(0.7)
-    loop.stop()
-    assert rec.starts("pass") == [] and len(rec.starts("cycle")) in (3, 4, 5)
+# ---- real threads: only they show that stop() waits for the probe another thread runs ----------------------
 
 
 def test_stop_waits_for_the_probe_in_progress_and_starts_nothing_after():
-    rec = Recorder(cycle_s=lambda n: 0.5)
+    rec = Recorder(cycle_s=lambda n: 0.3)
     loop = ProbeLoop(rec.cycle, 10.0, 0.0, confirm_pass=rec.confirm, unsettled=lambda: ("a",),
                      confirm_interval_s=0.05)
     loop.start()
-    time.sleep(0.1)                  # the first cycle is running
+    time.sleep(0.05)                 # the first cycle is running
     t = time.monotonic()
     loop.stop()
-    assert 0.3 < time.monotonic() - t < 1.0
+    assert 0.15 < time.monotonic() - t < 1.0
     assert [k for k, _, _ in rec.runs] == ["cycle"] and rec.runs[0][2] <= time.monotonic()
     n = len(rec.runs)
-    time.sleep(0.2)
+    time.sleep(0.15)                 # three confirm intervals: a pass would have started
     assert len(rec.runs) == n
     idle = ProbeLoop(lambda: None, 10.0, 0.0)
     idle.start()
-    time.sleep(0.1)                  # its first cycle ran at once
+    time.sleep(0.05)                 # its first cycle ran at once
     t = time.monotonic()
     idle.stop()                      # waiting for a slot 10 s away: stops at once
     assert time.monotonic() - t < 0.3
 
 
-def test_a_cycle_that_raises_is_logged_and_the_loop_goes_on(caplog):
-    calls: list[float] = []
-
-    def cycle() -> None:
-        calls.append(time.monotonic())
-        if len(calls) == 1:
-            raise RuntimeError("probe exploded")
-
-    loop = ProbeLoop(cycle, 0.2, 0.0)
-    loop.start()
-    time.sleep(0.5)
-    loop.stop()
-    assert len(calls) >= 2
-    assert any("probe cycle raised" in r.getMessage() and r.exc_info for r in caplog.records)
-
-
-# ---- the monotonic rhythm, with an injected clock (no sleeps: time moves only when the loop waits) ----------
-
-
 class FakeClock:
-    """Monotonic and wall clocks that move together when the loop waits; a test steps the wall clock alone."""
+    """Monotonic and wall clocks that move together when the loop waits; a test steps the wall clock alone.
+    With `until` (seconds after the start) the loop is stopped when a wait would pass it (the test's own sleep)."""
 
-    def __init__(self, mono_s: float = 5000.0, wall_s: float = 1_800_000_000.0) -> None:
+    def __init__(self, mono_s: float = 5000.0, wall_s: float = 1_800_000_000.0, until: float | None = None) -> None:
         self.mono_s, self.wall_s = mono_s, wall_s
+        self.t0 = mono_s
+        self.until = until
+        self.on_until = lambda: None
         self.waits = 0
 
     def monotonic(self) -> float:
@@ -181,11 +92,135 @@ class FakeClock:
 
     def wait(self, cond, timeout_s: float) -> None:
         self.waits += 1
+        if self.until is not None and self.mono_s + timeout_s >= self.t0 + self.until:
+            self.advance(self.t0 + self.until - self.mono_s)
+            self.on_until()
+            return
         self.advance(timeout_s)
 
     def advance(self, seconds: float) -> None:
         self.mono_s += seconds
         self.wall_s += seconds
+
+
+# ---- the rhythm, with an injected clock (no sleeps: time moves only when the loop waits or a probe runs) ----
+
+
+def run_until(until_s, make_loop):
+    """Run make_loop(clock) in this thread on a FakeClock until `until_s` seconds after its start."""
+    clock = FakeClock(until=until_s)
+    loop = make_loop(clock)
+    clock.on_until = loop.stop
+    loop.run()
+    return loop, clock
+
+
+def test_an_overrunning_cycle_delays_the_next_slot_and_a_lost_slot_is_one_misfire():
+    interval_s = 0.3
+    counted: list[int] = []
+    box: dict = {}
+
+    def make(clock):
+        box["rec"] = Recorder(cycle_s=lambda n: interval_s * 2.5 if n == 1 else 0.01, clock=clock)  # cycle 2 overruns
+        return ProbeLoop(box["rec"].cycle, interval_s, 0.0, on_misfire=counted.append, clock=clock)
+
+    loop, _ = run_until(interval_s * 6.5, make)
+    rec = box["rec"]
+    starts = rec.starts("cycle")
+    assert rec.overlaps == 0
+    overrun_end = rec.runs[1][2]
+    # the slot that fell due during the overrun ran at once when it ended, not at the next slot (APScheduler's
+    # max_instances would have skipped it, and the one after it would have started 0.15 s later)
+    assert abs(starts[2] - overrun_end) < 0.05, (starts, overrun_end)
+    assert starts[2] == overrun_end
+    assert loop.misfires == sum(counted) == 1       # the second slot of the overrun waited behind the first
+    # every slot of the run either started a cycle or was counted lost
+    assert loop.cycles + loop.misfires in (7, 8), (loop.cycles, loop.misfires)
+    assert rec.starts("pass") == []
+
+
+def test_passes_run_between_cycles_start_to_start_and_a_cycle_due_during_a_pass_starts_when_it_ends():
+    interval_s, confirm_s, pass_s = 1.0, 0.2, 0.35
+    box: dict = {}
+
+    def make(clock):
+        box["rec"] = rec = Recorder(pass_s=lambda n: pass_s if n < 4 else 0.01, clock=clock)  # four failing passes
+        # unsettled for the first 2.5 s, then settled
+        return ProbeLoop(rec.cycle, interval_s, 0.0, confirm_pass=rec.confirm,
+                         unsettled=lambda: ("a",) if clock.monotonic() - clock.t0 < 2.5 else (),
+                         confirm_interval_s=confirm_s, clock=clock)
+
+    loop, clock = run_until(3.7, make)
+    rec, t0 = box["rec"], clock.t0
+    assert rec.overlaps == 0 and loop.misfires == 0
+    runs = sorted(rec.runs, key=lambda r: r[1])
+    # the first cycle at once, the first pass confirm_s after its start
+    assert [k for k, _, _ in runs[:2]] == ["cycle", "pass"] and runs[0][1] - t0 < 0.2
+    assert 0.19 <= runs[1][1] - runs[0][1] < 0.3, runs[:2]
+    # a failing pass (0.35 s, longer than confirm_s) is followed at once: no extra 0.2 s wait
+    after_failing = [b[1] - a[1] for a, b in itertools.pairwise(runs) if a[0] == "pass" and a[2] - a[1] > 0.3]
+    assert len(after_failing) == 4 and all(0.34 <= g < 0.42 for g in after_failing), runs
+    assert after_failing == pytest.approx([pass_s] * 4)
+    # the cycle of the 1 s slot fell due inside a pass and started when that pass ended: late, not skipped
+    second = [r for r in runs if r[0] == "cycle"][1]
+    in_pass = [r for r in runs if r[0] == "pass" and r[1] < t0 + interval_s < r[2]]
+    assert in_pass and abs(second[1] - in_pass[0][2]) < 0.05, (runs, t0)
+    assert second[1] == in_pass[0][2]
+    # answering passes: start to start confirm_s
+    answering = [b[1] - a[1] for a, b in itertools.pairwise(runs) if a[0] == b[0] == "pass" and a[2] - a[1] < 0.1]
+    assert answering and all(0.19 <= g < 0.3 for g in answering), runs
+    assert answering == pytest.approx([confirm_s] * len(answering))
+    # nothing unsettled: cycles only, one per slot
+    late = [r for r in runs if r[1] > t0 + 2.5 + pass_s]
+    assert late and all(k == "cycle" for k, _, _ in late), late
+    assert len([r for r in runs if r[0] == "cycle"]) == 4   # slots at 0, 1, 2, 3 s
+
+
+def test_jitter_delays_each_cycle_from_its_slot_on_an_exact_grid_and_never_accumulates():
+    """APScheduler's own jitter is added to the previous jittered time (cycles every interval + jitter/2 on
+    average); here each start lies within jitter of its slot k x interval, for every k (the real random.uniform)."""
+    interval_s, jitter_s = 0.2, 0.1
+    starts: list[float] = []
+    loop, clock = run_until(interval_s * 20 + 0.05, lambda clock: ProbeLoop(
+        lambda: (starts.append(clock.monotonic()), clock.advance(0.01)), interval_s, jitter_s, clock=clock))
+    t0 = clock.t0
+    assert starts[0] - t0 < 0.05                                  # the first cycle at once
+    assert starts[0] == t0
+    delays = [s - (t0 + k * interval_s) for k, s in enumerate(starts)]
+    assert len(starts) in (20, 21, 22), len(starts)               # drifting by jitter/2 a cycle would make 17
+    assert all(-0.03 <= d <= jitter_s + 0.05 for d in delays), delays
+    assert all(-1e-9 <= d <= jitter_s + 1e-9 for d in delays), delays
+    assert max(delays[1:]) - min(delays[1:]) > jitter_s / 3, delays   # really random per cycle
+    assert loop.misfires == 0
+
+
+def test_without_confirm_interval_no_pass_ever_runs():
+    box: dict = {}
+
+    def make(clock):
+        box["rec"] = rec = Recorder(clock=clock)
+        return ProbeLoop(rec.cycle, 0.2, 0.0, confirm_pass=rec.confirm, unsettled=lambda: ("a",),
+                         confirm_interval_s=0, clock=clock)
+
+    run_until(0.7, make)
+    rec = box["rec"]
+    assert rec.starts("pass") == [] and len(rec.starts("cycle")) in (3, 4, 5)
+
+
+def test_a_cycle_that_raises_is_logged_and_the_loop_goes_on(caplog):
+    calls: list[float] = []
+
+    def make(clock):
+        def cycle() -> None:
+            calls.append(clock.monotonic())
+            clock.advance(0.01)
+            if len(calls) == 1:
+                raise RuntimeError("probe exploded")
+        return ProbeLoop(cycle, 0.2, 0.0, clock=clock)
+
+    run_until(0.5, make)
+    assert len(calls) >= 2
+    assert any("probe cycle raised" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 def run_fake(interval_s, *, cycles, during=lambda n, clock: None, jitter_s=0.0, uniform=None, **kw):

@@ -34,7 +34,7 @@ class Echo:
     def handle(self, request: Request, body: bytes) -> Response:
         self.seen.append((request.method, request.target, body))
         if request.target == "/slow":
-            time.sleep(1.0)
+            time.sleep(0.6)
         return Response(200, json.dumps({"peer": request.peer, "len": len(body),
                                          "cert": request.peer_cert is not None}).encode())
 
@@ -100,7 +100,7 @@ def get(srv: HTTPServer, path: str = "/x", source: str = "127.0.0.1", body: byte
 
 
 def test_a_slow_sender_is_dropped_at_the_total_deadline_whatever_it_trickles(serve):
-    srv, handler = serve(Limits(request_timeout_s=1.0))
+    srv, handler = serve(Limits(request_timeout_s=0.5))
     sock = connect(srv)
     request = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"y" * 100
     t0 = time.monotonic()
@@ -115,7 +115,7 @@ def test_a_slow_sender_is_dropped_at_the_total_deadline_whatever_it_trickles(ser
     dropped = closed_after(sock, 5)
     elapsed = time.monotonic() - t0
     sock.close()
-    assert dropped is not None and 0.9 <= elapsed < 3.0, (elapsed, sent)
+    assert dropped is not None and 0.4 <= elapsed < 2.5, (elapsed, sent)
     assert sent < len(request) and handler.seen == []
 
 
@@ -280,5 +280,5 @@ def test_the_per_source_bound_counts_ipv4_addresses_and_ipv6_64s(address, key):
 
 def test_the_handlers_time_is_not_the_clients_deadline(serve):
     """An alert that takes the engine a while is still answered: the deadline bounds what the client sends."""
-    srv, handler = serve(Limits(request_timeout_s=0.5))
+    srv, handler = serve(Limits(request_timeout_s=0.25))   # the handler takes 0.6 s, over twice the deadline
     assert get(srv, "/slow")[0] == 200 and handler.seen == [("GET", "/slow", b"")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from agent.forensics.bundle import BoxRef
@@ -15,7 +16,7 @@ def test_the_first_action_waits_for_the_freeze_evidence(tmp_path):
     order = []
 
     def slow_collector(ctx):
-        time.sleep(0.8)
+        time.sleep(0.4)               # far longer than a tick (0.05 s) and the command's start
         order.append(("evidence", time.monotonic()))
         return {"slow.json": {"ok": True}}
 
@@ -46,8 +47,10 @@ def test_the_first_action_waits_for_the_freeze_evidence(tmp_path):
 
 
 def test_wait_collected_is_bounded(tmp_path):
+    release = threading.Event()
+
     def stuck(ctx):
-        time.sleep(1.5)
+        release.wait(10)              # stuck until the test has seen the bounded wait give up
         return {}
 
     collector = EvidenceCollector(str(tmp_path / "state"), None, collectors={"stuck": stuck})
@@ -56,6 +59,7 @@ def test_wait_collected_is_bounded(tmp_path):
     assert collector.wait_collected("c1", 0.3) is False
     assert time.monotonic() - t0 < 1.0
     assert collector.wait_collected("other-box", 0.3) is True
+    release.set()
     assert collector.wait_collected("c1", 5.0) is True
     collector.close(5)
 

@@ -19,7 +19,8 @@ def arp_reply(address: str, mac: str) -> bytes:
 
 
 def ns(address: str) -> bytes:
-    return bytes(Ether(src=MON_MAC) / IPv6(src=MON_IP6, dst=address) / ICMPv6ND_NS(tgt=address))
+    # dst given: without it scapy solicits the address's MAC itself (1 s timeout, then broadcast, these bytes)
+    return bytes(Ether(src=MON_MAC, dst="ff:ff:ff:ff:ff:ff") / IPv6(src=MON_IP6, dst=address) / ICMPv6ND_NS(tgt=address))
 
 
 def na(address: str, mac: str) -> bytes:

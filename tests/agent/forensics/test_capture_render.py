@@ -73,8 +73,10 @@ def _summary(results, cycles=()) -> dict:
     pytest.param("refused", "RST (refused)", id="rst"),
 ])
 def test_summary_names_what_the_tcp_probe_saw_when_the_capture_has_no_tcp(error, seen):
-    icmp_out = (1.0, "out", "icmp", A, bytes(Ether() / IP(src="192.0.2.1", dst=A) / ICMP()), 1)
-    icmp_in = (1.001, "in", "icmp", A, bytes(Ether() / IP(src=A, dst="192.0.2.1") / ICMP(type=0)), 1)
+    # MACs given: an Ether() without dst has scapy ARP for it (getmacbyip, a 1 s timeout for each frame)
+    box, agent = "02:00:00:00:00:10", "02:00:00:00:00:01"
+    icmp_out = (1.0, "out", "icmp", A, bytes(Ether(src=agent, dst=box) / IP(src="192.0.2.1", dst=A) / ICMP()), 1)
+    icmp_in = (1.001, "in", "icmp", A, bytes(Ether(src=box, dst=agent) / IP(src=A, dst="192.0.2.1") / ICMP(type=0)), 1)
     results = [{"target": A, "probe": "icmp", "ok": True},
                {"target": A, "probe": "tcp", "port": 8443, "ok": False, "error": error}]
     text = render_text(_summary(results, [[icmp_out, icmp_in]]))

@@ -26,7 +26,7 @@ from tests.agent.storage.retention_server import (
 @pytest.fixture
 def influx():
     srv = RetentionServer("1.x")
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield srv
     srv.shutdown()
     srv.server_close()
