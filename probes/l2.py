@@ -33,10 +33,11 @@ PACKET_OUTGOING = 4
 # them to each container, so these go out gentler than unicast echo: 2000 in ~0.1 s.
 RATE_PPS = 20000.0
 BURST = 50
-# Once every request is answered, listen this much longer for a second answerer (an address conflict): hosts on
-# one segment answer ARP/NDP within ~1 ms (lab, macvlan); 0.2 s leaves room for a loaded host, and the sweep
-# still ends long before its timeout when all answer.
-CONFLICT_LINGER_S = 0.2
+# Once every request is answered, listen this much longer for a second answerer (an address conflict): both
+# hosts get the same broadcast request at once and their kernels answer it in softirq, within ~1 ms of each
+# other (lab, macvlan, loaded or not); 50 ms is fifty times that, and keeps a 500-address ARP sweep under 0.3x
+# arp-scan's time (bench/bench_cli.py; 0.2 s made it 0.37x).
+CONFLICT_LINGER_S = 0.05
 
 # build(route, own_mac_bytes, own_address_bytes, index_by_address) -> Built:
 # (frame_for(target_bytes), matcher(frame) -> Match | None)
