@@ -186,7 +186,7 @@ TABLE6 = routes(("2001:db8:1::/64", None, "eth1"), ("2001:db8:2::/64", "2001:db8
     pytest.param("198.51.100.0", None, id="routed-network-address-stays-valid"),
     pytest.param("198.51.100.255", None, id="routed-broadcast-stays-valid"),
     pytest.param("198.18.0.8", None, id="point-to-point-31"),
-    pytest.param("192.168.1.0", None, id="no-route"),
+    pytest.param("198.18.1.0", None, id="no-route"),
     pytest.param("2001:db8:1::", "Subnet-Router anycast address of the on-link prefix 2001:db8:1::/64",
                  id="v6-subnet-router-anycast"),
     pytest.param("2001:db8:1::10", None, id="v6-host"),
