@@ -108,6 +108,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
                    "agent.storage.defaults", "agent.forensics", "agent.tls", "agent.secretfile"),
     "agent.checks": ("probes",),
     "agent.bus": (),
+    "agent.audit": (),
     "agent.prober": ("probes", "agent.core"),
     "agent.pipeline": ("probes", "agent.core", "agent.atomic", "agent.bus", "agent.listeners", "agent.prober"),
     "agent.listeners": ("agent.core", "agent.storage", "agent.forensics", "agent.atomic", "agent.redact",
