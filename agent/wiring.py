@@ -304,6 +304,23 @@ def build_webhook(cfg: Config, token: str | None, submit: Callable[[str, str | N
         raise SetupError(f"remediation.webhook_listen: cannot serve the webhook: {exc}") from None
 
 
+def build_auditor(cfg: Config, bus: Any, make_docker: Callable[[], Any], discovering: bool) -> Any:
+    """The isolation audit service (agent.auditor.AuditService) of `[audit]`, subscribed to the engine events (a
+    box's create/start/restart/resync audits it again) and box-set changes; None when off or no box is a container."""
+    if not cfg.audit.enabled or not (discovering or any(b.container for b in cfg.boxes)):
+        return None
+    from agent.auditor import AuditService
+    from agent.core.events import BoxSetChanged
+    from remediations.model import ContainerEventRecord
+
+    auditor = AuditService({b.name: b.container for b in cfg.boxes if b.container}, make_docker, bus.publish,
+                           interval_s=cfg.audit.interval_s, state_dir=cfg.agent.state_dir)
+    bus.subscribe(ContainerEventRecord, auditor.on_container_event, name="audit")
+    bus.subscribe(BoxSetChanged, lambda ev: auditor.set_boxes({b.name: b.container for b in ev.boxes if b.container}),
+                  name="audit")
+    return auditor
+
+
 def box_set_publisher(boxes: Callable[[], tuple[int, tuple[BoxConfig, ...]]], publish: Callable[[Any], None]
                       ) -> Callable[[Sequence[Any], Sequence[Any]], None]:
     """Discovery's on_change(added, removed) -> a BoxSetChanged with the whole set BOXES() gives, published now."""
@@ -410,6 +427,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     for listener in build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                     known_macs=macwatch.last, metrics=metrics):
         bus.add(listener)
+
+    # The isolation audit: its own thread, started with the services (never on the probe path).
+    auditor = build_auditor(cfg, bus, make_docker, discovery is not None)
+    if auditor is not None:
+        services.append(auditor)
 
     pipeline = Pipeline(cfg, bus, prober=prober, recorder=recorder, correlator=correlator, macwatch=macwatch,
                         acting=remediation.acting_on if remediation is not None else None,

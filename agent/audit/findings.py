@@ -116,13 +116,14 @@ def selinux(inp: AuditInput) -> Found | None:
 def capabilities(inp: AuditInput) -> Found | None:
     """5.3: capabilities beyond the engine's default set (EngineDefaults.default_caps, read from the host).
 
-    Running: the bounding set of its main process (/proc/PID/status CapBnd); created or stopped: HostConfig.CapAdd.
+    Running: the bounding set of its main process (/proc/PID/status CapBnd); created or stopped, or with the
+    default set unknown: HostConfig.CapAdd.
     A privileged box is 5.4's (it has every capability). docker-bench compares CapAdd with a fixed list of
     Docker's defaults; Podman's default set is smaller, so the list is the engine's own.
     """
     if inp.host_config.get("Privileged") is True:
         return None
-    if inp.proc is not None:
+    if inp.proc is not None and inp.engine.caps_known:
         beyond, evidence = inp.proc.cap_bnd - inp.engine.default_caps, "/proc/PID/status CapBnd"
     else:
         beyond, evidence = caps.names(inp.host_config.get("CapAdd")) - inp.engine.default_caps, "HostConfig.CapAdd"

@@ -64,6 +64,7 @@ class EngineDefaults:
     caps_source: str
     lsms: frozenset[str] = frozenset()
     sockets: tuple[str, ...] = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")
+    caps_known: bool = True   # False: the default set could not be read (5.3 then counts every --cap-add)
 
 
 @dataclass(frozen=True, slots=True)

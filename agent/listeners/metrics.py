@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from agent.audit.model import AUDIT_CLASSES, AuditClass, AuditCompleted, PrivilegesChanged
 from agent.core.events import (
     LAYERS,
     STATES,
@@ -149,6 +150,16 @@ class MetricsListener(CycleListener):
         self.clock_steps = Counter("vobox_agent_clock_steps_total", "wall-clock steps the probe loop saw (wall - "
                                    "monotonic moved by more than 1 s); the loop keeps its monotonic rhythm",
                                    ("site",), registry=r)
+        # the isolation audit (agent.audit): series from a box's first audit on (a VM has none)
+        self.audit_findings = Gauge("vobox_audit_findings", "findings of the box's last isolation audit, by severity",
+                                    (*BOX_LABELS, "severity"), registry=r)
+        self.audit_privileged = Gauge("vobox_audit_privileged", "1 when the box's last audit found it privileged "
+                                      "(--privileged, or every capability), else 0", BOX_LABELS, registry=r)
+        self.audit_class = Gauge("vobox_audit_class", "1 for the class of the box's last audit (privileged, elevated, "
+                                 "default, unknown: not audited), 0 for the others", (*BOX_LABELS, "class"),
+                                 registry=r)
+        self.audit_changes = Counter("vobox_audit_privilege_changes_total", "audits whose privileges differed from "
+                                     "the box's previous audit", BOX_LABELS, registry=r)
         self._open_segments: set[str] = set()
         self._seen: dict[str, int] = {}   # cumulative source counters already added to our Counters
         self.boxes.labels(self.site).set(len(self.kinds))
@@ -180,7 +191,24 @@ class MetricsListener(CycleListener):
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
         """The cycle's events, remediation records, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record,
-                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds), ClockStepped: self.on_clock_step}
+                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds), ClockStepped: self.on_clock_step,
+                AuditCompleted: self.on_audit, PrivilegesChanged: self.on_privileges_changed}
+
+    def on_audit(self, msg: AuditCompleted) -> None:
+        """A box's audit: its findings by severity, privileged 0/1 and class (an audit that failed: unknown)."""
+        a, labels = msg.audit, self._box(msg.audit.box)
+        cls = AuditClass.UNKNOWN if a.error is not None else a.audit_class
+        if a.error is None:   # a failed audit keeps the last findings (the class says unknown)
+            for severity, n in a.counts().items():
+                self.audit_findings.labels(*labels, severity).set(n)
+            self.audit_privileged.labels(*labels).set(int(cls is AuditClass.PRIVILEGED))
+        for c in AUDIT_CLASSES:
+            self.audit_class.labels(*labels, c).set(int(c == cls))
+        self.audit_changes.labels(*labels)
+
+    def on_privileges_changed(self, ev: PrivilegesChanged) -> None:
+        """Privileges changed between two audits of a box: counted."""
+        self.audit_changes.labels(*self._box(ev.box)).inc()
 
     def set_kinds(self, kinds: Mapping[str, str]) -> None:
         """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.

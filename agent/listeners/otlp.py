@@ -73,6 +73,10 @@ UNITS: dict[str, str] = {
     "vobox_agent_rejected_points_total": "{point}",
     "vobox_agent_retention_dropped_points_total": "{point}",
     "vobox_agent_clock_steps_total": "{step}",
+    "vobox_audit_findings": "{finding}",
+    "vobox_audit_privileged": "{box}",
+    "vobox_audit_class": "{box}",
+    "vobox_audit_privilege_changes_total": "{change}",
 }
 # The exporter logs every failed attempt; we log the first failure and the recovery (see _Quiet).
 _EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.metric_exporter"

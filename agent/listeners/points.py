@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from agent.audit.model import AuditCompleted, PrivilegesChanged
 from agent.core.events import (
     AddressConflictChanged,
     BoxHeld,
@@ -50,7 +51,7 @@ def record_point(rec: ActionRecord, site: str | None) -> P.Point:
 
 
 class PointsListener(CycleListener):
-    """probe, warning, box, freeze, mac_change, segment_freeze, maintenance and agent points; one storage write per
+    """probe, warning, box, freeze, mac_change, segment_freeze, maintenance and agent points; audit points; one storage write per
     cycle (+ the agent point); a remediation point per record and a container_event point per engine event or
     discovered/forgotten container, written as each arrives (a stopped probe loop does not stop them).
 
@@ -74,7 +75,23 @@ class PointsListener(CycleListener):
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
         """The cycle's events, remediation records, engine events, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record, ContainerEventRecord: self.on_container_event,
-                BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step}
+                BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step,
+                AuditCompleted: self.on_audit, PrivilegesChanged: self.on_privileges_changed}
+
+    def on_audit(self, msg: AuditCompleted) -> None:
+        """A box's isolation audit: an `audit` point per finding and its `audit_box` point, now."""
+        a = msg.audit
+        kind, cls = self.kinds.get(a.box, BoxKind.CONTAINER), a.audit_class.value
+        self.storage.write([*(P.audit_point(a.box, kind, self.site, f.id, f.severity.value, cls, f.detail, f.evidence,
+                                            f.fix, f.bench, a.time_s) for f in a.findings),
+                            P.audit_box_point(a.box, kind, self.site, cls, a.counts(), a.privileges, a.proc,
+                                              msg.trigger, a.error, a.time_s)])
+
+    def on_privileges_changed(self, ev: PrivilegesChanged) -> None:
+        """A box's privileges changed between two audits: its `audit_change` point, now."""
+        self.storage.write([P.audit_change_point(ev.box, self.kinds.get(ev.box, BoxKind.CONTAINER), self.site,
+                                                 ev.added, ev.removed, ev.old_class, ev.new_class, ev.text,
+                                                 ev.time_s)])
 
     def on_clock_step(self, ev: ClockStepped) -> None:
         """A wall-clock step the probe loop saw: an `agent` point with tag event=clock_step, at the new wall time."""

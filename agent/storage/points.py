@@ -24,6 +24,14 @@ Measurements (tags; fields):
                                                                 origin agent: the box entered/left a window,
                                                                 one point per box and change, the dashboards'
                                                                 annotations; origin command: who asked)
+  audit            box, kind, site, finding, severity;          audit_class, detail, evidence, fix, bench, n
+                                                                (one point per finding per audit: agent.audit)
+  audit_box        box, kind, site;                             audit_class, high, medium, low, privileges,
+                                                                proc, trigger, error (one point per box per
+                                                                audit; the report's class in force at a time)
+  audit_change     box, kind, site;                             added, removed, old_class, new_class, detail
+                                                                (privileges changed between two audits: the
+                                                                dashboards' annotations)
 The tag maintenance = "true" marks probe and box points taken while the box was in a maintenance
 window (absent otherwise: `WHERE "maintenance" != 'true'` keeps the rest); its box points have no up.
 Integers are written as integers (`1i`), so mean(up) is availability. A `site`
@@ -361,3 +369,28 @@ def witness_point(site: str | None, probe: str, address: str, ok: bool, rtt_ms: 
     fields: dict[str, FieldValue | None] = {"ok": 1 if ok else 0, "rtt_ms": float(rtt_ms) if ok and rtt_ms is not None
                                             else None, "error": None if ok else (error or "failed"), "mac": mac}
     return Point("witness", {"site": site, "probe": probe, "address": address}, fields, ns_from_s(time_s))
+
+
+def audit_point(box: str, kind: str, site: str | None, finding: str, severity: str, audit_class: str, detail: str,
+                evidence: str, fix: str, bench: str, time_s: float) -> Point:
+    """`audit`: one finding of a box's isolation audit (agent.audit; finding = its id, e.g. "5.4")."""
+    return Point("audit", _tags(box, kind, site, finding=finding, severity=severity),
+                 {"audit_class": audit_class, "detail": detail, "evidence": evidence, "fix": fix, "bench": bench,
+                  "n": 1}, ns_from_s(time_s))
+
+
+def audit_box_point(box: str, kind: str, site: str | None, audit_class: str, counts: Mapping[str, int],
+                    privileges: Iterable[str], proc: str, trigger: str, error: str | None, time_s: float) -> Point:
+    """`audit_box`: a box's audit (class, findings by severity, privileges space-separated); error: not audited."""
+    return Point("audit_box", _tags(box, kind, site),
+                 {"audit_class": audit_class, **{s: int(n) for s, n in counts.items()},
+                  "privileges": " ".join(sorted(privileges)), "proc": proc, "trigger": trigger, "error": error},
+                 ns_from_s(time_s))
+
+
+def audit_change_point(box: str, kind: str, site: str | None, added: Iterable[str], removed: Iterable[str],
+                       old_class: str, new_class: str, detail: str, time_s: float) -> Point:
+    """`audit_change`: a box's privileges changed between two audits ("privileges changed: +CAP_SYS_ADMIN")."""
+    return Point("audit_change", _tags(box, kind, site),
+                 {"added": " ".join(added), "removed": " ".join(removed), "old_class": old_class,
+                  "new_class": new_class, "detail": detail}, ns_from_s(time_s))

@@ -185,6 +185,7 @@ def free_port() -> int:
 
 def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_path):
     """remediation with its webhook, metrics, forensics: who is subscribed to what, which services run."""
+    from agent.auditor import AuditService
     from agent.listeners.metrics import MetricsServer
     from remediations import RemediationService
     from remediations.docker_events import DockerEventWatcher
@@ -202,17 +203,19 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
     assembly = wiring.assemble(loads(text), make_docker=lambda: pytest.fail("no Docker here"))
     try:
         assert [type(s) for s in assembly.services] == [MetricsServer, RemediationService, WebhookReceiver,
-                                                        DockerEventWatcher]
+                                                        DockerEventWatcher, AuditService]
         assert [x.name for x in assembly.bus.listeners] == ["points", "evidence", "remediation", "status",
                                                             "metrics"]
         assert assembly.bus.subscribers() == {
             "CycleEvents": ["points", "evidence", "remediation", "status", "metrics"],
             "ActionRecord": ["points", "metrics"],
-            "ContainerEventRecord": ["points"],
+            "ContainerEventRecord": ["points", "audit"],
             "RemediationStatus": ["status"],
-            "BoxSetChanged": ["points", "evidence", "status", "metrics", "pipeline", "flight recorder",
+            "BoxSetChanged": ["points", "evidence", "status", "metrics", "audit", "pipeline", "flight recorder",
                               "remediation engine", "webhook", "docker events"],
             "ClockStepped": ["points", "metrics"],
+            "AuditCompleted": ["points", "metrics"],
+            "PrivilegesChanged": ["points", "metrics"],
         }
         assert assembly.pipeline.bus is assembly.bus
         (service,) = [s for s in assembly.services if isinstance(s, RemediationService)]
@@ -239,7 +242,8 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
         assert assembly.bus.subscribers() == {"CycleEvents": ["points", "status"], "ActionRecord": ["points"],
                                               "ContainerEventRecord": ["points"], "RemediationStatus": ["status"],
                                               "BoxSetChanged": ["points", "status", "pipeline"],
-                                              "ClockStepped": ["points"]}
+                                              "ClockStepped": ["points"], "AuditCompleted": ["points"],
+                                              "PrivilegesChanged": ["points"]}
     finally:
         assembly.close()
 

@@ -36,6 +36,7 @@ from agent.core.config.model import (
     TABLE_ARRAYS,
     WEBHOOK_VERIFY_CLIENT,
     AgentConfig,
+    AuditConfig,
     BoxConfig,
     CheckConfig,
     Config,
@@ -61,7 +62,7 @@ from agent.secretfile import read_headers
 __all__ = [
     "BOX_KINDS", "COMMAND_PLACEHOLDERS", "CONTAINER_ACTIONS", "INFLUX_APIS", "MIB", "REMEDIATION_ACTIONS", "ROLES",
     "SECTIONS", "SERVICE_PROBE_KINDS", "SUBSECTIONS", "TABLE_ARRAYS", "WEBHOOK_VERIFY_CLIENT", "AgentConfig",
-    "BoxConfig", "CheckConfig", "Config", "ConfigError", "CorrelationConfig", "DiscoveryConfig", "FlappingConfig",
+    "AuditConfig", "BoxConfig", "CheckConfig", "Config", "ConfigError", "CorrelationConfig", "DiscoveryConfig", "FlappingConfig",
     "ForensicsConfig", "FreezeConfig", "InfluxConfig", "KeyDoc", "MaintenanceConfig", "MetricsConfig", "OtlpConfig",
     "ProbeConfig", "RemediationConfig", "ServiceProbe", "address_problem", "box_from_table", "box_label",
     "box_lines", "box_value", "describe", "file_errors", "host_errors", "load", "loads", "on_link_problem", "parse",

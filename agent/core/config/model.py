@@ -804,6 +804,18 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """[audit]: the isolation audit of every container box (agent.audit: docker-bench-security 1.6.0's section 5,
+    capabilities against the engine's own default set), stored and watched for privilege changes."""
+
+    enabled: bool = _key("enabled", _boolean, "audit the container boxes at start, on each create/start event of "
+                         "their containers and every `interval`, in a thread of its own (never on the probe path)",
+                         True)
+    interval_s: float = _key("interval", _number(0, low_open=True), "seconds between two audits of every box", 3600.0,
+                             unit="s")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated agent configuration."""
 
@@ -819,6 +831,7 @@ class Config:
     discovery: DiscoveryConfig = DiscoveryConfig()
     otlp: OtlpConfig = OtlpConfig()
     flapping: FlappingConfig = FlappingConfig()
+    audit: AuditConfig = AuditConfig()
     maintenance: tuple[MaintenanceConfig, ...] = ()   # [[maintenance]] recurring windows
     # line of each [[box]] header in the TOML text (load.box_lines); () when parsed from a dict
     box_lines: tuple[int, ...] = field(default=(), compare=False)
@@ -852,6 +865,7 @@ SECTIONS: dict[str, type] = {
     "discovery": DiscoveryConfig,
     "otlp": OtlpConfig,
     "flapping": FlappingConfig,
+    "audit": AuditConfig,
     "box": BoxConfig,
     "maintenance": MaintenanceConfig,
 }
