@@ -261,3 +261,62 @@ class AuditService:
             except Exception:  # the service goes on: the next trigger or interval tries again
                 log.exception("audit failed")
             self._wake.wait(max(0.0, due - time.monotonic()))
+
+
+TRIAL_LABEL = "vobox.audit.trial"
+
+
+def trial_runner(client: Any, inspect: Mapping[str, Any], variant: Any, checks: Any, name: str, *,
+                 settle_s: float = 1.0, timeout_s: float = 10.0) -> Callable[[frozenset[str]], dict[str, bool]]:
+    """run_checks(cap_add) for agent.audit.suggest.trial: start the variant next to the box (NAME, the box's image,
+    command and user, network none, the variant's devices and mounts, CAP_ADD), check it still runs after
+    settle_s, run each of the box's in-container checks in it (`exec`: the variant's own capabilities), remove it.
+
+    checks: the box's agent.checks.Check tuple; a check's name is "<kind>:<target>". The variant carries the
+    label vobox.audit.trial (remove_trials() finds leftovers of a crashed run).
+    """
+    from agent.audit import suggest
+    from agent.checks import CHECKS
+
+    cfg = inspect.get("Config") or {}
+
+    def run_checks(cap_add: frozenset[str]) -> dict[str, bool]:
+        remove_trials(client, name)
+        hc = client.api.create_host_config(
+            network_mode="none", cap_add=sorted(caps.short(c) for c in cap_add) or None,
+            devices=list(variant.devices) or None,
+            binds=[f"{s}:{d}:{'ro' if ro else 'rw'}" + (f",{p}" if p and p != "rprivate" else "")
+                   for s, d, ro, p in variant.mounts] or None)
+        ctr = client.api.create_container(cfg.get("Image"), command=cfg.get("Cmd"), entrypoint=cfg.get("Entrypoint"),
+                                          user=cfg.get("User") or None, name=name, host_config=hc,
+                                          labels={TRIAL_LABEL: "1"}, network_disabled=False)
+        out: dict[str, bool] = {}
+        try:
+            client.api.start(ctr["Id"])
+            time.sleep(settle_s)
+            running = bool((client.api.inspect_container(ctr["Id"]).get("State") or {}).get("Running"))
+            out[suggest.RUNNING] = running
+            for check in checks:
+                kind = CHECKS[check.kind]
+                label = f"{check.kind}:{check.target}"
+                if not running:
+                    out[label] = False
+                    continue
+                ex = client.api.exec_create(ctr["Id"], kind.argv(check), stdout=True, stderr=False)
+                stdout = client.api.exec_start(ex["Id"])
+                rc = client.api.exec_inspect(ex["Id"]).get("ExitCode")
+                out[label] = rc is not None and kind.judge(check, int(rc), stdout or b"", time.time()).ok
+        finally:
+            client.api.remove_container(ctr["Id"], force=True)
+        return out
+
+    return run_checks
+
+
+def remove_trials(client: Any, name: str | None = None) -> None:
+    """Remove trial variants (label vobox.audit.trial; only NAME when given), e.g. leftovers of a crashed run."""
+    filters: dict[str, Any] = {"label": TRIAL_LABEL}
+    if name is not None:
+        filters["name"] = f"^/{name}$"
+    for c in client.api.containers(all=True, filters=filters):
+        client.api.remove_container(c["Id"], force=True)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "evidence": "agent.commands.evidence",
     "discover": "agent.commands.discover",
     "maintenance": "agent.commands.maintenance",
+    "audit": "agent.commands.audit",
 }
 
 

@@ -124,7 +124,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.timeparse": (),
     "agent.maintenance": ("agent.core", "agent.atomic"),
     "agent.discovery": ("agent.core",),
-    "agent.auditor": ("agent.audit", "agent.atomic"),
+    "agent.auditor": ("agent.audit", "agent.atomic", "agent.checks"),
     "agent.atomic": (),
     "agent.tls": (),
     "agent.secretfile": (),
