@@ -27,7 +27,7 @@ def promtool(*args: str, cwd: str) -> subprocess.CompletedProcess:
 def test_promtool_check_rules_accepts_the_rules():
     proc = promtool("check", "rules", RULES, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 16 rules found" in proc.stdout
+    assert "SUCCESS: 17 rules found" in proc.stdout
 
 
 def test_promtool_unit_tests_of_the_rules_pass():
