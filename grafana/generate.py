@@ -179,6 +179,15 @@ def annotation_maintenance(box_filter: str) -> dict:
             "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
 
 
+def annotation_audit_changes(box_filter: str) -> dict:
+    """Privilege changes between two isolation audits (the agent's `audit_change` points): "+CAP_SYS_ADMIN"."""
+    q = ('SELECT "box", "detail", "old_class", "new_class" FROM "audit_change" '
+         f'WHERE {box_filter} AND $timeFilter')
+    return {"name": "Privilege changes", "datasource": DS_REF, "enable": True, "iconColor": "orange",
+            "query": q, "textColumn": "detail", "tagsColumn": "box,new_class",
+            "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[dict], templating: list[dict],
               annotations: list[dict], time_from: str) -> dict:
     """The dashboard envelope; panel ids assigned in order."""
@@ -349,7 +358,8 @@ def fleet_dashboard() -> dict:
     return dashboard("vobox-fleet", "vobox: fleet stability",
                      "Availability, freezes, MTBF/MTTR and remediation: containers against VMs",
                      p, variables(box_multi=True), [annotation_segment_freeze(), annotation_freezes(F_FLEET),
-                                                       annotation_maintenance(F_FLEET)],
+                                                       annotation_maintenance(F_FLEET),
+                                                       annotation_audit_changes(F_FLEET)],
                      "now-7d")
 
 
@@ -408,9 +418,19 @@ def box_dashboard() -> dict:
         description="the [flapping] window after each cycle: a box is degraded while flapping (percent state "
                     "change above the high threshold, 30 % by default, until it falls to the low one) or while "
                     "more of its cycles failed than max_failed_share; never remediated for that alone"))
+    p.append(panel("timeseries", "Isolation audit", (0, 38, 24, 7), [
+        target(f'SELECT last("{sev}") FROM "audit_box" WHERE {fb} AND $timeFilter '
+               'GROUP BY time($__interval) fill(previous)', ref, alias=f"{sev} findings")
+        for sev, ref in (("high", "A"), ("medium", "B"), ("low", "C"))],
+        min_value=0, custom={"drawStyle": "line", "lineInterpolation": "stepAfter", "lineWidth": 1,
+                             "spanNulls": True},
+        description="findings of each isolation audit (vobox-agent audit: docker-bench-security 1.6.0 section 5, "
+                    "capabilities against the engine's default set) by severity; the annotations mark each "
+                    "privilege change between two audits (\"privileges changed: +CAP_SYS_ADMIN\")"))
     return dashboard("vobox-box", "vobox: box detail", "One box: probes, state, freezes, remediation, events",
                      p, variables(box_multi=False), [annotation_segment_freeze(), annotation_freezes(fb),
-                                                        annotation_maintenance(fb)], "now-24h")
+                                                        annotation_maintenance(fb), annotation_audit_changes(fb)],
+                     "now-24h")
 
 
 # --------------------------------------------------------------------------- provisioning

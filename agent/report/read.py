@@ -4,7 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.report.stats import BoxRecord, Bucket, FleetObservation, FreezeRecord, SegmentOutage
+from agent.core.events import BoxKind
+from agent.report.stats import (
+    BoxRecord,
+    Bucket,
+    ClassPeriod,
+    ClassSlice,
+    FleetObservation,
+    FreezeRecord,
+    SegmentOutage,
+    class_windows,
+)
 from agent.storage.read import Rows, describe_source, influx_rows, quote_str
 
 MIN_QUERY_TIMEOUT_S = 30.0  # the report's aggregations over weeks take longer than a write
@@ -81,11 +91,41 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
                        tuple(n for n in str(r.get("box_names") or "").split(",") if n))
          for r in query(f'SELECT "duration_s", "layer", "open", "box_names" FROM "segment_freeze" WHERE {w} '
                         'GROUP BY "segment"')), key=lambda o: (o.start_ms, o.segment)))
+    periods, slices = read_audit_classes(query, start_ms, end_ms, site, boxes)
     return FleetObservation(start_ms, end_ms, interval_s, site, boxes, freezes, buckets, bucket_s, remediations,
                             first[0] if first else None, last[0] if last else None,
                             # older data without `agent` points: the most cycles any box saw
                             cycles[0] if cycles and cycles[0] else max((b.cycles for b in boxes), default=0),
-                            outages)
+                            outages, audit_periods=periods, class_slices=slices)
+
+
+def read_audit_classes(query: Rows, start_ms: int, end_ms: int, site: str | None,
+                       boxes: tuple[BoxRecord, ...]) -> tuple[tuple[ClassPeriod, ...], tuple[ClassSlice, ...]]:
+    """The container boxes' audit classes (`audit_box` points: the last before the range and those in it) and
+    their cycles cut where the class changed (one count per window). A box without an audit is "unknown" for
+    the whole range; ((), ()) when no box of the range was ever audited (no split is shown)."""
+    w = _where(start_ms, end_ms, site)
+    before = f'time < {int(start_ms)}ms' + (f' AND "site" = {quote_str(site)}' if site else "")
+    rows = [*query(f'SELECT last("audit_class") AS "audit_class" FROM "audit_box" WHERE {before} GROUP BY "box"'),
+            *query(f'SELECT "audit_class" FROM "audit_box" WHERE {w} GROUP BY "box"')]
+    periods = tuple(sorted((ClassPeriod(str(r["box"]), max(int(r["time"]), int(start_ms)),
+                                        str(r.get("audit_class") or "unknown")) for r in rows if r.get("box")),
+                           key=lambda p: (p.box, p.start_ms)))
+    if not periods:
+        return (), ()
+    slices = []
+    for b in boxes:
+        if b.kind != BoxKind.CONTAINER:
+            continue
+        windows = class_windows(periods, b.box, start_ms, end_ms)
+        if len(windows) == 1:
+            slices.append(ClassSlice(b.box, b.kind, windows[0][2], b.cycles, b.up_cycles))
+            continue
+        for a, z, cls in windows:
+            (r,) = query(f'SELECT count("up") AS "cycles", sum("up") AS "up" FROM "box" WHERE "box" = '
+                         f'{quote_str(b.box)} AND {_where(a, z, site)}') or [{}]
+            slices.append(ClassSlice(b.box, b.kind, cls, int(r.get("cycles") or 0), int(r.get("up") or 0)))
+    return periods, tuple(slices)
 
 
 def _flap_fields(row: dict | None) -> tuple[int, int, bool, float | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 from agent.core.config import BOX_KINDS as KINDS
@@ -308,6 +308,88 @@ class SegmentOutage:
         return f.box in self.box_names and self.start_ms - 30_000 <= f.start_ms <= end_ms
 
 
+@dataclass(frozen=True, slots=True)
+class ClassPeriod:
+    """From start_ms on (until the box's next period), the box's audit class (an `audit_box` point's)."""
+
+    box: str
+    start_ms: int
+    audit_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClassSlice:
+    """A box's cycles (as BoxRecord's cycles, up_cycles) while one audit class was in force."""
+
+    box: str
+    kind: str
+    audit_class: str
+    cycles: int
+    up_cycles: int
+
+
+# the classes of agent.audit.AuditClass, in the report's order; "unknown": no audit in force (never "default")
+AUDIT_CLASSES: tuple[str, ...] = ("privileged", "elevated", "default", "unknown")
+
+
+def class_at(periods: Sequence[ClassPeriod], box: str, t_ms: int) -> str:
+    """The audit class of BOX in force at t_ms: its latest period starting at or before t_ms, else unknown."""
+    best: ClassPeriod | None = None
+    for p in periods:
+        if p.box == box and p.start_ms <= t_ms and (best is None or p.start_ms >= best.start_ms):
+            best = p
+    return best.audit_class if best is not None else "unknown"
+
+
+def class_windows(periods: Sequence[ClassPeriod], box: str, start_ms: int, end_ms: int) -> list[tuple[int, int, str]]:
+    """[start, end) windows of [start_ms, end_ms) with BOX's class in each (adjacent equal classes merged)."""
+    cuts = sorted({p.start_ms for p in periods if p.box == box and start_ms < p.start_ms < end_ms})
+    edges = [start_ms, *cuts, end_ms]
+    out: list[tuple[int, int, str]] = []
+    for a, b in zip(edges, edges[1:], strict=False):
+        cls = class_at(periods, box, a)
+        if out and out[-1][2] == cls:
+            out[-1] = (out[-1][0], b, cls)
+        else:
+            out.append((a, b, cls))
+    return out
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """The container/VM comparison split by the containers' audit class: per class, the containers' stability
+    while in that class (exposure and freezes counted for the class in force at the time) and its comparison
+    with all VMs, with the same intervals as the kinds'."""
+
+    groups: tuple[GroupStats, ...]
+    comparisons: dict[str, RateComparison]
+
+
+def split_by_audit_class(obs: FleetObservation, fallback_duration_s: float | None = None) -> ClassSplit | None:
+    """ClassSplit of an observation with class slices (None without): each container class's cycles from its
+    slices, its freezes those that started while the class was in force; VMs are the reference, whole."""
+    if not obs.class_slices:
+        return None
+    vms = [b for b in obs.boxes if b.kind == BoxKind.VM]
+    vm_freezes = [f for f in obs.freezes if f.kind == BoxKind.VM]
+    vm = _group(KIND_LABELS[BoxKind.VM], BoxKind.VM, vms, vm_freezes, obs.interval_s, fallback_duration_s) \
+        if vms else None
+    groups, comparisons = [], {}
+    for cls in AUDIT_CLASSES:
+        slices = [s for s in obs.class_slices if s.kind == BoxKind.CONTAINER and s.audit_class == cls]
+        if not slices:
+            continue
+        records = [BoxRecord(f"{s.box}", s.kind, s.cycles, s.up_cycles) for s in slices]
+        freezes = [f for f in obs.freezes if f.kind == BoxKind.CONTAINER
+                   and class_at(obs.audit_periods, f.box, f.start_ms) == cls]
+        g = _group(f"containers {cls}", BoxKind.CONTAINER, records, freezes, obs.interval_s, fallback_duration_s)
+        groups.append(replace(g, boxes=len({s.box for s in slices})))
+        comparisons[cls] = compare_rates(g.freezes, g.box_days, vm.freezes if vm else 0, vm.box_days if vm else 0.0)
+    if vm is not None:
+        groups.append(vm)
+    return ClassSplit(tuple(groups), comparisons)
+
+
 @dataclass(frozen=True)
 class FleetObservation:
     """Everything the report reads from InfluxDB for [start_ms, end_ms)."""
@@ -325,6 +407,10 @@ class FleetObservation:
     last_ms: int | None = None
     cycles: int | None = None      # the agent's probe cycles in the range (its `agent` points)
     segment_outages: tuple[SegmentOutage, ...] = ()
+    # the isolation audit (agent.audit): each box's class from each audit on (`audit_box` points), and the
+    # boxes' cycles cut where their class changed; empty: no split (data without audits)
+    audit_periods: tuple[ClassPeriod, ...] = ()
+    class_slices: tuple[ClassSlice, ...] = ()
 
     @property
     def observed_s(self) -> float:
@@ -368,6 +454,7 @@ class Report:
     # the comparison without the box freezes that are part of segment outages; None when there are none
     comparison_without_segments: RateComparison | None = None
     segment_freezes: int = 0       # box freezes inside segment outages
+    by_audit_class: ClassSplit | None = None   # the comparison split by audit class (None: no audit data read)
 
 
 def _group(name: str, kind: str, boxes: Sequence[BoxRecord], freezes: Sequence[FreezeRecord],
@@ -412,7 +499,8 @@ def build_report(obs: FleetObservation) -> Report:
         rest = [f for f in obs.freezes if f not in in_segment]
         without = compare_rates(sum(1 for f in rest if f.kind == BoxKind.CONTAINER), c.box_days if c else 0.0,
                                 sum(1 for f in rest if f.kind == BoxKind.VM), v.box_days if v else 0.0)
-    return Report(obs, tuple(kinds), boxes, comparison, without, len(in_segment))
+    return Report(obs, tuple(kinds), boxes, comparison, without, len(in_segment),
+                  split_by_audit_class(obs, fallback))
 
 
 def _num(x: float | None, digits: int = 3) -> str:

@@ -107,6 +107,24 @@ def all_failures_lines(report: Report) -> list[str]:
     return lines
 
 
+def audit_class_lines(report: Report) -> list[str]:
+    """The container/VM comparison split by audit class (agent.audit): a table row per class, then each class's
+    containers against all VMs; [] without audit data."""
+    split = report.by_audit_class
+    if split is None:
+        return []
+    table = [HEADERS] + rows_for(split.groups)
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
+    lines = ["by audit class (vobox-agent audit; exposure and freezes count for the class in force at the time; "
+             "unknown: no audit):"]
+    for r in table:
+        lines.append("  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                      for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    for cls, comparison in split.comparisons.items():
+        lines.append(f"  {comparison.sentence(f'{cls} containers')}")
+    return lines
+
+
 def render_text(report: Report) -> str:
     """The terminal report."""
     obs = report.observation
@@ -118,6 +136,9 @@ def render_text(report: Report) -> str:
         cells = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         lines.append("  ".join(cells).rstrip())
     lines += [""] + comparison_lines(report)
+    split = audit_class_lines(report)
+    if split:
+        lines += [""] + split
     flap = all_failures_lines(report)
     if flap:
         lines += [""] + flap
