@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from lab import shell
+from lab import cleanup, names, shell, state
 from lab.image import ensure_image
 
 FIRST_INDEX = 100
@@ -26,6 +26,20 @@ class PrivilegeBox:
     container: str
     flags: tuple[str, ...]
     started: bool
+
+
+def claim_run() -> str:
+    """A new run id recorded as owned by this process (a state file, not visible to `vobox-lab status`), so the
+    leftover cleanup of other labs running at the same time leaves its containers alone; lab.cleanup.remove_run
+    removes the containers, the run directory and the state file."""
+    with state.locked():
+        existing = cleanup.all_run_ids()
+        run_id = names.new_run_id()
+        while run_id in existing:
+            run_id = names.new_run_id()
+        state.write({"run_id": run_id, "owner_pid": os.getpid(), "owner_start": state.process_start_ticks(os.getpid()),
+                     "persistent": False, "visible": False, "complete": True, "privilege_boxes": True})
+    return run_id
 
 
 def specs(cvmfs_dir: str) -> dict[str, tuple[tuple[str, ...], bool]]:

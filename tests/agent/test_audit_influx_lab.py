@@ -66,10 +66,10 @@ database = "audit"
 
 @pytest.fixture(scope="module")
 def privilege_boxes(module_influx, tmp_path_factory):
-    from lab import names, privileges
+    from lab import privileges
     from lab.cleanup import remove_run
 
-    run_id = names.new_run_id()
+    run_id = privileges.claim_run()
     cvmfs = str(tmp_path_factory.mktemp("cvmfs"))
     made = {}
     try:

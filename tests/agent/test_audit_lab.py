@@ -38,10 +38,10 @@ EXPECTED = {   # role -> finding ids (besides BASE, for all but clean)
 def boxes(lab_available, tmp_path_factory):
     if lab_available:
         pytest.skip(lab_available)
-    from lab import names, privileges
+    from lab import privileges
     from lab.cleanup import remove_run
 
-    run_id = names.new_run_id()
+    run_id = privileges.claim_run()
     made = {}
     cvmfs = str(tmp_path_factory.mktemp("cvmfs"))
     try:
