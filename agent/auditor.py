@@ -80,7 +80,8 @@ def engine_defaults(client: Any, status: Callable[[int], str] = read_status,
                     conf_caps: Callable[[], tuple[frozenset[str], str] | None] = podman_conf_caps) -> EngineDefaults:
     """What the host's engine gives a container by default: its LSMs (/info) and its default capability set,
     measured as the bounding set (/proc/PID/status CapBnd) of a running container started without --cap-add,
-    --cap-drop or --privileged; Podman without such a container: containers.conf default_capabilities; else
+    --cap-drop or --privileged; Podman without such a container: `podman info`'s host.security.capabilities (the
+    libpod API's /info), else containers.conf default_capabilities; else
     unknown (then 5.3 counts every --cap-add and not /proc). Engine errors propagate (the caller reports them)."""
     info = client.info()
     engine = _engine_name(client)
@@ -100,6 +101,9 @@ def engine_defaults(client: Any, status: Callable[[int], str] = read_status,
             continue
         name = A.container_name(attrs)
         return EngineDefaults(engine, bnd, f"/proc/{pid}/status CapBnd of {name} (no --cap-add/--cap-drop)", lsms)
+    listed = ((info.get("host") or {}).get("security") or {}).get("capabilities")   # `podman info`'s
+    if isinstance(listed, str) and listed.strip():
+        return EngineDefaults(engine, caps.names(listed.split(",")), "podman info host.security.capabilities", lsms)
     if engine == "podman" and (conf := conf_caps()) is not None:
         return EngineDefaults(engine, conf[0], conf[1], lsms)
     return EngineDefaults(engine, frozenset(), "unknown (no running container without --cap-add/--cap-drop to "

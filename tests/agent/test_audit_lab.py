@@ -224,3 +224,66 @@ def test_suggest_try_adds_back_only_the_capability_a_check_needs(boxes, tmp_path
         assert left == []
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_the_engine_events_on_the_bus_trigger_the_audit_of_a_recreated_box(boxes, client, tmp_path):
+    """End to end as wired (agent.wiring.build_auditor): the real events watcher publishes the recreated
+    container's events on the bus, the audit service audits the box again, one PrivilegesChanged follows."""
+    from agent.bus import Bus
+    from agent.wiring import build_auditor
+    from lab import privileges
+    from remediations.docker_events import ContainerStates, DockerEventWatcher
+
+    run_id, made, _cvmfs = boxes
+    name = privileges.container_name(run_id, 197)
+    image = client.api.inspect_container(made["clean"].container)["Config"]["Image"]
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", image, "1093"], check=True,
+                   capture_output=True)
+    text = f"""
+[agent]
+interval = 10
+timeout = 2.0
+state_dir = "{tmp_path / 'state'}"
+
+[[box]]
+name = "rebuilt"
+kind = "container"
+ipv4 = "192.0.2.150"
+container = "{name}"
+network = "none"
+"""
+    cfg = loads(text)
+    bus = Bus()
+    got: list = []
+    cond = threading.Condition()
+
+    def keep(msg):
+        with cond:
+            got.append(msg)
+            cond.notify_all()
+    for kind in (AuditCompleted, PrivilegesChanged, ContainerEventRecord):
+        bus.subscribe(kind, keep, name="test")
+    make = lambda: docker_factory(timeout_s=30)()   # noqa: E731 - the wiring's factory
+    auditor_ = build_auditor(cfg, bus, make, discovering=False)
+    watcher = DockerEventWatcher([b.remediation_target() for b in cfg.boxes], make, bus.publish,
+                                 states=ContainerStates(str(tmp_path / "containers.json")))
+    auditor_.start()
+    watcher.start()
+    try:
+        assert watcher.connected.wait(30)
+        with cond:
+            assert cond.wait_for(lambda: any(isinstance(m, AuditCompleted) for m in got), 60)
+        subprocess.run(["docker", "rm", "-f", name], check=True, capture_output=True)
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--cap-add", "SYS_ADMIN",
+                        "--pid", "host", image, "1093"], check=True, capture_output=True)
+        with cond:
+            assert cond.wait_for(lambda: any(isinstance(m, PrivilegesChanged) for m in got), 60), got
+        time.sleep(1.0)   # the create and start events: still one change
+    finally:
+        watcher.stop()
+        auditor_.stop()
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    (change,) = [m for m in got if isinstance(m, PrivilegesChanged)]
+    assert change.text == "privileges changed: +CAP_SYS_ADMIN +pid=host" and change.new_class == "elevated"
+    triggers = [m.trigger for m in got if isinstance(m, AuditCompleted)]
+    assert triggers[0] == "start" and set(triggers[1:]) <= {"start", "create", "resync"} and len(triggers) >= 2

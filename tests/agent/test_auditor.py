@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agent import audit as A
 from agent.auditor import AuditService, lsms_of, podman_conf_caps
 from remediations.model import ContainerEventRecord
@@ -63,3 +65,31 @@ def test_podmans_default_capabilities_from_containers_conf(tmp_path):
     etc.write_text('[containers]\ndefault_capabilities = ["CHOWN"]\n')
     assert podman_conf_caps((str(usr), str(etc)))[0] == {"CAP_CHOWN"}   # the last that sets it wins
     assert podman_conf_caps((str(tmp_path / "none"),)) is None
+
+
+class _NoContainersPodman:
+    """The two answers engine_defaults reads when no container runs: a Podman's version and libpod-shaped info
+    (`podman info --format json`'s host.security, as Podman 4.3 prints it)."""
+
+    class api:   # docker-py's attribute name
+        @staticmethod
+        def containers():
+            return []
+
+    @staticmethod
+    def version():
+        return {"Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}
+
+    @staticmethod
+    def info():
+        return {"host": {"security": {"capabilities": "CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FOWNER,CAP_FSETID,CAP_KILL",
+                                      "seccompEnabled": True, "selinuxEnabled": False}}}
+
+
+def test_podmans_defaults_from_its_info_when_no_container_runs():
+    from agent.auditor import engine_defaults
+
+    d = engine_defaults(_NoContainersPodman(), conf_caps=lambda: pytest.fail("info had them"))
+    assert d.engine == "podman" and d.caps_known and d.lsms == {"seccomp"}
+    assert d.default_caps == {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL"}
+    assert d.caps_source == "podman info host.security.capabilities"
