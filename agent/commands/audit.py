@@ -138,7 +138,7 @@ def _suggest(args: argparse.Namespace, cfg: Any, client: Any, container: str, de
             return 0
         print(f"{box} (container {container}), class {a.audit_class}: least-privilege variant (the engine's "
               f"default capabilities, the box's devices and mounts):")
-        print(f"  {suggest.flags_text(suggest.run_flags(variant))}")
+        print(f"  {suggest.flags_text(suggest.run_flags(variant)) or '(no flags: the defaults are the variant)'}")
         for line in variant.left_out:
             print(f"  left out: {line}")
         if variant.candidates:
