@@ -12,6 +12,7 @@ from agent.report.text import (
     HEADERS,
     _iso,
     all_failures_lines,
+    audit_class_lines,
     comparison_lines,
     coverage,
     fmt_duration,
@@ -222,6 +223,12 @@ def render_html(report: Report) -> str:
         f"{', the last ' + str(MAX_FREEZE_ROWS) + ' shown' if len(freeze_rows) > MAX_FREEZE_ROWS else ''})</h2>",
         _html_table(["start", "box", "kind", "layer", "duration", ""], freeze_rows[:MAX_FREEZE_ROWS]),
     ]
+    split = audit_class_lines(report)
+    if report.by_audit_class is not None:
+        parts += ["<h2>By audit class</h2>", f"<p>{html.escape(split[0])}</p>",
+                  _html_table(HEADERS, rows_for(report.by_audit_class.groups)),
+                  *(f"<p class=\"verdict\">{html.escape(line.strip())}</p>" for line in split[1 + len(
+                      report.by_audit_class.groups) + 1:])]
     if obs.segment_outages:
         seg = segment_lines(report)
         parts += [f"<h2>Segment outages</h2><p>{html.escape(seg[0].rstrip(':'))}</p>",

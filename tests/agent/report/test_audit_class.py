@@ -1,6 +1,7 @@
 """The container/VM comparison split by audit class (agent.report.stats.split_by_audit_class, pure)."""
 from __future__ import annotations
 
+from agent.report.html import render_html
 from agent.report.stats import (
     DAY_S,
     BoxRecord,
@@ -51,8 +52,12 @@ def test_exposure_and_freezes_count_for_the_class_in_force_with_the_same_interva
     assert split.comparisons["elevated"].k1 == 2 and split.comparisons["elevated"].k2 == 1
     text = render_text(r)
     assert "by audit class" in text and "elevated containers vs VMs" in text and "containers unknown" in text
+    page = render_html(r)
+    assert "<h2>By audit class</h2>" in page and "containers elevated</td>" in page
+    assert page.count("elevated containers vs VMs") == 1
 
 
 def test_no_audit_data_no_split():
     r = build_report(obs([], [], []))
     assert r.by_audit_class is None and "by audit class" not in render_text(r)
+    assert "By audit class" not in render_html(r)
