@@ -271,10 +271,11 @@ TRIAL_LABEL = "vobox.audit.trial"
 
 
 def trial_runner(client: Any, inspect: Mapping[str, Any], variant: Any, checks: Any, name: str, *,
-                 settle_s: float = 1.0, timeout_s: float = 10.0) -> Callable[[frozenset[str]], dict[str, bool]]:
+                 settle_s: float = 1.0) -> Callable[[frozenset[str]], dict[str, bool]]:
     """run_checks(cap_add) for agent.audit.suggest.trial: start the variant next to the box (NAME, the box's image,
-    command and user, network none, the variant's devices and mounts, CAP_ADD), check it still runs after
-    settle_s, run each of the box's in-container checks in it (`exec`: the variant's own capabilities), remove it.
+    command, user, environment and working directory, network none, the variant's devices and mounts, CAP_ADD),
+    check it still runs after settle_s, run each of the box's in-container checks in it (`exec`: the variant's own
+    capabilities; each bounded by the client's request timeout), remove it.
 
     checks: the box's agent.checks.Check tuple; a check's name is "<kind>:<target>". The variant carries the
     label vobox.audit.trial (remove_trials() finds leftovers of a crashed run).
@@ -291,9 +292,12 @@ def trial_runner(client: Any, inspect: Mapping[str, Any], variant: Any, checks: 
             devices=list(variant.devices) or None,
             binds=[f"{s}:{d}:{'ro' if ro else 'rw'}" + (f",{p}" if p and p != "rprivate" else "")
                    for s, d, ro, p in variant.mounts] or None)
+        # the box's image, command, user, environment and working directory: it starts as the box does (no
+        # network: whatever its environment names, it reaches nothing)
         ctr = client.api.create_container(cfg.get("Image"), command=cfg.get("Cmd"), entrypoint=cfg.get("Entrypoint"),
-                                          user=cfg.get("User") or None, name=name, host_config=hc,
-                                          labels={TRIAL_LABEL: "1"}, network_disabled=False)
+                                          user=cfg.get("User") or None, environment=cfg.get("Env") or None,
+                                          working_dir=cfg.get("WorkingDir") or None, name=name, host_config=hc,
+                                          labels={TRIAL_LABEL: "1"})
         out: dict[str, bool] = {}
         try:
             client.api.start(ctr["Id"])
