@@ -27,6 +27,8 @@ STATE_FILE = "audit.json"
 # events stream reconnected (something may have changed unseen).
 TRIGGER_EVENTS = frozenset({"create", "start", "restart", "resync", "discovered"})
 # Podman's containers.conf, in the order Podman reads them (containers.conf(5)); the last that sets it wins.
+# Running containers without --cap-add/--cap-drop/--privileged whose bounding sets make the engine's default set.
+DEFAULT_SAMPLES = 3
 CONTAINERS_CONF = ("/usr/share/containers/containers.conf", "/etc/containers/containers.conf")
 
 
@@ -79,13 +81,14 @@ def podman_conf_caps(paths: tuple[str, ...] = CONTAINERS_CONF) -> tuple[frozense
 def engine_defaults(client: Any, status: Callable[[int], str] = read_status,
                     conf_caps: Callable[[], tuple[frozenset[str], str] | None] = podman_conf_caps) -> EngineDefaults:
     """What the host's engine gives a container by default: its LSMs (/info) and its default capability set,
-    measured as the bounding set (/proc/PID/status CapBnd) of a running container started without --cap-add,
-    --cap-drop or --privileged; Podman without such a container: `podman info`'s host.security.capabilities (the
-    libpod API's /info), else containers.conf default_capabilities; else
+    measured as the bounding set (/proc/PID/status CapBnd) of running containers started without --cap-add,
+    --cap-drop or --privileged (the union of up to DEFAULT_SAMPLES); without such a container: `podman info`'s
+    host.security.capabilities (the libpod API's /info), else Podman's containers.conf default_capabilities; else
     unknown (then 5.3 counts every --cap-add and not /proc). Engine errors propagate (the caller reports them)."""
     info = client.info()
     engine = _engine_name(client)
     lsms = lsms_of(info)
+    measured: list[tuple[frozenset[str], str]] = []   # (CapBnd, whose)
     for summary in client.api.containers():   # running ones
         try:
             attrs = client.api.inspect_container(summary["Id"])
@@ -96,11 +99,16 @@ def engine_defaults(client: Any, status: Callable[[int], str] = read_status,
         if hc.get("Privileged") or hc.get("CapAdd") or hc.get("CapDrop") or pid <= 0:
             continue
         try:
-            bnd = A.parse_proc_status(status(pid)).cap_bnd
+            measured.append((A.parse_proc_status(status(pid)).cap_bnd, f"/proc/{pid}/status of "
+                             f"{A.container_name(attrs)}"))
         except (OSError, ValueError):
             continue
-        name = A.container_name(attrs)
-        return EngineDefaults(engine, bnd, f"/proc/{pid}/status CapBnd of {name} (no --cap-add/--cap-drop)", lsms)
+        if len(measured) == DEFAULT_SAMPLES:
+            break
+    if measured:
+        # the union: a process that lowered its own bounding set (capsh, systemd inside) must not shrink the default
+        return EngineDefaults(engine, frozenset().union(*(m[0] for m in measured)),
+                              f"CapBnd of {', '.join(m[1] for m in measured)} (no --cap-add/--cap-drop)", lsms)
     listed = ((info.get("host") or {}).get("security") or {}).get("capabilities")   # `podman info`'s
     if isinstance(listed, str) and listed.strip():
         return EngineDefaults(engine, caps.names(listed.split(",")), "podman info host.security.capabilities", lsms)
