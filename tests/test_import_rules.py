@@ -123,6 +123,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.timeparse": (),
     "agent.maintenance": ("agent.core", "agent.atomic"),
     "agent.discovery": ("agent.core",),
+    "agent.resolve": ("agent.core",),
     "agent.atomic": (),
     "agent.tls": (),
     "agent.secretfile": (),
