@@ -135,7 +135,8 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
         listeners.append(RemediationListener(remediation))
     listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
                                     budget_per_hour=cfg.remediation.max_per_box_per_hour,
-                                    evidence_path=evidence_path, secrets=_secrets(cfg)))
+                                    evidence_path=evidence_path, secrets=_secrets(cfg),
+                                    addresses={b.name: b.addresses() for b in cfg.boxes}))
     if metrics is not None:
         listeners.append(metrics)
     return listeners

@@ -26,8 +26,10 @@ from agent.core.events import (
     BoxKind,
     BoxObserved,
     BoxReleased,
+    AddressChanged,
     BoxSetChanged,
     ClockStepped,
+    NameStateChanged,
     CycleEnded,
     FreezeClosed,
     FreezeOpened,
@@ -110,6 +112,14 @@ class MetricsListener(CycleListener):
                                       "the box's addresses too (several MACs in one sweep), else 0", BOX_LABELS,
                                       registry=r)
         self._conflicts: dict[str, set[str]] = {}
+        # Boxes by name (agent.resolve): the name next to the addresses probed, and its resolver state.
+        self.name_info = Gauge("vobox_box_name_info", "1 for a box configured by hostname: the name, its resolver "
+                               "state (resolved, multiple, nxdomain, servfail, timeout, ...) and the addresses the "
+                               "box is probed at (empty: not probed)",
+                               (*BOX_LABELS, "hostname", "state", "ipv4", "ipv6"), registry=r)
+        self.address_changes = Counter("vobox_box_address_changes_total", "new addresses a box's hostname resolved "
+                                       "to (the probes follow from the next cycle)", BOX_LABELS, registry=r)
+        self._name_series: dict[str, tuple[str, ...]] = {}
         self.remediations = Counter("vobox_remediations_total", "remediation decisions by result: recovered, "
                                     "not_recovered, unverified, failed (actions done), refused, held, deferred, "
                                     "dry_run, reset",
@@ -180,7 +190,21 @@ class MetricsListener(CycleListener):
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
         """The cycle's events, remediation records, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record,
-                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds), ClockStepped: self.on_clock_step}
+                BoxSetChanged: lambda ev: self.set_kinds(ev.kinds), ClockStepped: self.on_clock_step,
+                NameStateChanged: self.on_name, AddressChanged: self.on_address}
+
+    def on_name(self, ev: NameStateChanged) -> None:
+        """A box's name changed state: its one vobox_box_name_info series is replaced."""
+        old = self._name_series.pop(ev.box, None)
+        if old is not None:
+            self.name_info.remove(*old)
+        labels = (*self._box(ev.box), ev.hostname, ev.state, ev.ipv4 or "", ev.ipv6 or "")
+        self.name_info.labels(*labels).set(1)
+        self._name_series[ev.box] = labels
+
+    def on_address(self, ev: AddressChanged) -> None:
+        """A box's name resolved to a new address."""
+        self.address_changes.labels(*self._box(ev.box)).inc()
 
     def set_kinds(self, kinds: Mapping[str, str]) -> None:
         """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.

@@ -73,6 +73,8 @@ UNITS: dict[str, str] = {
     "vobox_agent_rejected_points_total": "{point}",
     "vobox_agent_retention_dropped_points_total": "{point}",
     "vobox_agent_clock_steps_total": "{step}",
+    "vobox_box_name_info": "1",
+    "vobox_box_address_changes_total": "{address}",
 }
 # The exporter logs every failed attempt; we log the first failure and the recovery (see _Quiet).
 _EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.metric_exporter"

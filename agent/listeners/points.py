@@ -14,8 +14,10 @@ from agent.core.events import (
     BoxKind,
     BoxObserved,
     BoxReleased,
+    AddressChanged,
     BoxSetChanged,
     ClockStepped,
+    NameStateChanged,
     CycleEnded,
     EngineDownChanged,
     FreezeClosed,
@@ -74,7 +76,19 @@ class PointsListener(CycleListener):
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
         """The cycle's events, remediation records, engine events, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record, ContainerEventRecord: self.on_container_event,
-                BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step}
+                BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step,
+                NameStateChanged: self.on_name, AddressChanged: self.on_name}
+
+    def on_name(self, ev: NameStateChanged | AddressChanged) -> None:
+        """A box's name changed state or address (agent.resolve): its `name` point, now."""
+        kind = self.kinds.get(ev.box, BoxKind.VM)
+        if isinstance(ev, NameStateChanged):
+            point = P.name_point(ev.box, kind, self.site, ev.hostname, "state", ev.time_s, state=ev.state,
+                                 detail=ev.detail, ipv4=ev.ipv4, ipv6=ev.ipv6)
+        else:
+            point = P.name_point(ev.box, kind, self.site, ev.hostname, "address", ev.time_s, family=ev.family,
+                                 old=ev.old, new=ev.new)
+        self.storage.write([point])
 
     def on_clock_step(self, ev: ClockStepped) -> None:
         """A wall-clock step the probe loop saw: an `agent` point with tag event=clock_step, at the new wall time."""

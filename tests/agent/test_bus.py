@@ -213,6 +213,8 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
             "BoxSetChanged": ["points", "evidence", "status", "metrics", "pipeline", "flight recorder",
                               "remediation engine", "webhook", "docker events"],
             "ClockStepped": ["points", "metrics"],
+            "NameStateChanged": ["points", "status", "metrics"],
+            "AddressChanged": ["points", "metrics"],
         }
         assert assembly.pipeline.bus is assembly.bus
         (service,) = [s for s in assembly.services if isinstance(s, RemediationService)]
@@ -239,7 +241,9 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
         assert assembly.bus.subscribers() == {"CycleEvents": ["points", "status"], "ActionRecord": ["points"],
                                               "ContainerEventRecord": ["points"], "RemediationStatus": ["status"],
                                               "BoxSetChanged": ["points", "status", "pipeline"],
-                                              "ClockStepped": ["points"]}
+                                              "ClockStepped": ["points"],
+                                              "NameStateChanged": ["points", "status"],
+                                              "AddressChanged": ["points"]}
     finally:
         assembly.close()
 

@@ -1,0 +1,161 @@
+"""Boxes by name through the wiring (issue 34): the resolver's answers decide what the pipeline probes, what
+status.json shows and whether remediation may act. The DNS lookup is a scripted stand-in whose requests are
+checked; the real one against dnsmasq is tests/agent/test_names_lab.py."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent import wiring
+from agent.core.config import loads
+from agent.core.resolve import AddressChanged, Answer, NameStateChanged, Outcome
+from agent.resolve import NameResolver, box_problem
+from probes import ProbeResult
+
+
+class ScriptedDns:
+    """lookup(name, family): the answers set per (name, family); every request is recorded."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, int], Answer] = {}
+        self.asked: list[tuple[str, int]] = []
+
+    def set(self, name: str, v4: Answer, v6: Answer = Answer(Outcome.NODATA)) -> None:
+        self.answers[(name, 4)], self.answers[(name, 6)] = v4, v6
+
+    def __call__(self, name: str, family: int) -> Answer:
+        self.asked.append((name, family))
+        return self.answers[(name, family)]
+
+
+def _ok(*addresses: str) -> Answer:
+    return Answer(Outcome.OK, addresses)
+
+
+def config(tmp_path) -> str:
+    return f"""
+[agent]
+interval = 10
+timeout = 1.0
+state_dir = "{tmp_path / 'state'}"
+nameservers = ["198.51.100.53"]
+resolve_interval = 30
+
+[remediation]
+enabled = true
+
+[[box]]
+name = "named"
+kind = "vm"
+hostname = "vobox1.example.org"
+remediate = ["command"]
+command = ["true"]
+
+[[box]]
+name = "lost"
+kind = "vm"
+hostname = "vobox2.example.org"
+
+[[box]]
+name = "plain"
+kind = "vm"
+ipv4 = "192.0.2.3"
+"""
+
+
+def test_the_pipeline_probes_the_names_addresses_and_follows_a_change(tmp_path):
+    dns = ScriptedDns()
+    dns.set("vobox1.example.org", _ok("192.0.2.10"))
+    dns.set("vobox2.example.org", Answer(Outcome.NXDOMAIN), Answer(Outcome.NXDOMAIN))
+    assembly = wiring.assemble(loads(config(tmp_path)), lookup=dns, make_docker=lambda: pytest.fail("no Docker"))
+    swept: list[list[str]] = []
+
+    def sweep(targets, timeout_s, interface, recorder):
+        swept.append(sorted({t.address for t in targets}))
+        return [ProbeResult(t.address, t.probe, t.port, True, 1.0, None, None, 0.0) for t in targets]
+
+    try:
+        assert sorted(dns.asked) == [("vobox1.example.org", 4), ("vobox1.example.org", 6),
+                                     ("vobox2.example.org", 4), ("vobox2.example.org", 6)]
+        pipeline = assembly.pipeline
+        pipeline.sweep = sweep
+        (resolver,) = [s for s in assembly.services if isinstance(s, NameResolver)]
+        resolver.announce()
+        pipeline.run_cycle()
+        assert swept[-1] == ["192.0.2.10", "192.0.2.3"]   # "lost" never resolved: not probed
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["boxes"]["named"]["addresses"] == ["192.0.2.10"]
+        assert status["boxes"]["named"]["name"]["hostname"] == "vobox1.example.org"
+        assert status["boxes"]["named"]["name"]["state"] == "resolved"
+        assert set(status["boxes"]) == {"named", "plain"}
+        assert status["unprobed"]["lost"]["state"] == "nxdomain"
+        assert "not probed" in status["unprobed"]["lost"]["detail"]
+
+        seen: list[object] = []
+        assembly.bus.subscribe(AddressChanged, seen.append, name="test")
+        dns.set("vobox1.example.org", _ok("192.0.2.20"))
+        dns.set("vobox2.example.org", _ok("192.0.2.30"))
+        resolver.resolve()
+        assert [(e.box, e.old, e.new) for e in seen] == [("named", "192.0.2.10", "192.0.2.20"),
+                                                        ("lost", None, "192.0.2.30")]
+        pipeline.run_cycle()   # the probes follow from the next cycle
+        assert swept[-1] == ["192.0.2.20", "192.0.2.3", "192.0.2.30"]
+
+        # the name stops resolving: the box keeps its last address, is probed there, the state says why
+        dns.set("vobox1.example.org", Answer(Outcome.SERVFAIL, (), "198.51.100.53: SERVFAIL"),
+                Answer(Outcome.SERVFAIL, (), "198.51.100.53: SERVFAIL"))
+        resolver.resolve()
+        pipeline.run_cycle()
+        assert swept[-1] == ["192.0.2.20", "192.0.2.3", "192.0.2.30"]
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["boxes"]["named"]["name"]["state"] == "servfail"
+        assert "probed at its last address 192.0.2.20" in status["boxes"]["named"]["name"]["detail"]
+    finally:
+        assembly.close()
+
+
+def test_before_an_action_the_name_is_resolved_and_a_stale_one_defers_it():
+    dns = ScriptedDns()
+    dns.set("vobox1.example.org", _ok("192.0.2.10"))
+    published: list[object] = []
+    cfg = loads('[[box]]\nname = "named"\nkind = "vm"\nhostname = "vobox1.example.org"\n'
+                '[[box]]\nname = "plain"\nkind = "vm"\nipv4 = "192.0.2.3"\n')
+    resolver = NameResolver(cfg.boxes, dns, published.append, interval_s=60, problem=box_problem(None))
+    resolver.resolve()
+    dns.asked.clear()
+    assert resolver.before_action("named") is None
+    assert dns.asked == [("vobox1.example.org", 4), ("vobox1.example.org", 6)]   # asked now, before acting
+    assert resolver.before_action("plain") is None and len(dns.asked) == 2     # no name: nothing asked
+    dns.set("vobox1.example.org", Answer(Outcome.TIMEOUT, (), "198.51.100.53: no answer in 2 s"),
+            Answer(Outcome.TIMEOUT, (), "198.51.100.53: no answer in 2 s"))
+    reason = resolver.before_action("named")
+    assert reason is not None and reason.startswith("name vobox1.example.org does not resolve (timeout:")
+    dns.set("vobox1.example.org", _ok("192.0.2.99"))
+    reason = resolver.before_action("named")
+    assert reason is not None and "now resolves elsewhere (192.0.2.10 -> 192.0.2.99)" in reason
+    assert [type(e) for e in published][-2:] == [AddressChanged, NameStateChanged]
+
+
+def test_remediation_defers_an_action_while_the_name_does_not_resolve():
+    """RemediationService asks before_action; a reason is a deferred record and nothing runs."""
+    from remediations import ActionContext, RemediationService, Remediator
+    from remediations.model import RemediationPolicy
+
+    cfg = loads('[[box]]\nname = "named"\nkind = "vm"\nhostname = "vobox1.example.org"\n'
+                'remediate = ["command"]\ncommand = ["/bin/false"]\n')
+    policy = RemediationPolicy(enabled=True, cooldown_s=0)
+    records: list[object] = []
+    ran: list[str] = []
+    service = RemediationService(Remediator(policy, [cfg.boxes[0].remediation_target()], reprobe=lambda b: True),
+                                 ActionContext(docker_factory=lambda: pytest.fail("no Docker"), policy=policy),
+                                 records.append, tick_s=0.01,
+                                 before_action=lambda box: ran.append(box) or "name vobox1.example.org does not "
+                                                                              "resolve (nxdomain: ...)")
+    service.freeze_opened("named", "l3", 1.0)
+    (plan,) = service.remediator.tick(2.0)
+    service._execute(plan)
+    service._flush()
+    assert ran == ["named"]
+    outcomes = [(getattr(r, "outcome", None), getattr(r, "reason", None)) for r in records]
+    assert ("deferred", "name vobox1.example.org does not resolve (nxdomain: ...)") in outcomes
