@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 DOMAIN = "lab.example.org"   # RFC 2606: example.org is reserved for documentation
 
 
+# The root zone's KSK-2017 (https://data.iana.org/root-anchors/root-anchors.xml): a validating resolver with it
+# and no signed zone upstream finds every answer bogus and says SERVFAIL (RFC 4035 5.5), as a site's
+# resolver does when its DNSSEC validation breaks.
+ROOT_TRUST_ANCHOR = ".,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D"
+
+
 class DnsServer:
     """dnsmasq in namespace NETNS listening on ADDRESS:53, answering for DOMAIN from the names given.
 
@@ -46,16 +52,28 @@ class DnsServer:
 
     def start(self, names: Mapping[str, Sequence[str]], timeout_s: float = 10.0) -> None:
         """Write the names and start dnsmasq; LabError when it does not answer within timeout_s."""
+        os.makedirs(self.hosts_dir, exist_ok=True)
+        self.set_names(names)
+        self._spawn(["--no-hosts", "--no-poll", f"--hostsdir={self.hosts_dir}", f"--local=/{self.domain}/",
+                     "--local-ttl=0", "--cache-size=0"], "dnsmasq", timeout_s)
+        log.info("lab dns: dnsmasq in %s at %s serves %s", self.netns, self.address, ", ".join(names))
+
+    def start_servfail(self, upstream: str, timeout_s: float = 10.0) -> None:
+        """Start a validating resolver at ADDRESS forwarding to UPSTREAM (a DnsServer): nothing upstream is
+        signed, so it answers every question SERVFAIL (a site resolver whose DNSSEC validation broke)."""
+        os.makedirs(self.dir, exist_ok=True)
+        self._spawn(["--no-hosts", f"--server={upstream}", "--dnssec", f"--trust-anchor={ROOT_TRUST_ANCHOR}",
+                     "--dnssec-check-unsigned"], "servfail", timeout_s)
+        log.info("lab dns: validating dnsmasq in %s at %s (SERVFAIL for everything)", self.netns, self.address)
+
+    def _spawn(self, args: list[str], what: str, timeout_s: float) -> None:
         binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         if not os.path.exists(binary):
             raise LabError("dnsmasq is missing (Debian's dnsmasq-base; run scripts/setup)")
-        os.makedirs(self.hosts_dir, exist_ok=True)
-        self.set_names(names)
         argv = ["ip", "netns", "exec", self.netns, binary, "--conf-file=/dev/null", "--keep-in-foreground",
-                "--no-resolv", "--no-hosts", "--no-poll", f"--hostsdir={self.hosts_dir}", f"--local=/{self.domain}/",
-                f"--listen-address={self.address}", "--bind-interfaces", "--port=53", "--user=root",
-                "--local-ttl=0", "--cache-size=0", f"--pid-file={os.path.join(self.dir, 'dnsmasq.pid')}",
-                f"--log-facility={os.path.join(self.dir, 'dnsmasq.log')}"]
+                "--no-resolv", *args, f"--listen-address={self.address}", "--bind-interfaces", "--port=53",
+                "--user=root", f"--pid-file={os.path.join(self.dir, what + '.pid')}",
+                f"--log-facility={os.path.join(self.dir, what + '.log')}"]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -64,7 +82,6 @@ class DnsServer:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise LabError(f"dnsmasq in {self.netns} exited ({self.proc.returncode}): {err.strip()[:300]}")
             if self._answers():
-                log.info("lab dns: dnsmasq in %s at %s serves %s", self.netns, self.address, ", ".join(names))
                 return
             time.sleep(0.1)
         self.stop()
@@ -73,7 +90,7 @@ class DnsServer:
     def _answers(self) -> bool:
         probe = subprocess.run(["ip", "netns", "exec", self.netns, "ss", "-Hlnu", "sport = :53"],
                                capture_output=True, text=True, timeout=10)
-        return f"{self.address}:53" in probe.stdout
+        return f"{self.address}:53" in probe.stdout or f"[{self.address}]:53" in probe.stdout
 
     def set_names(self, names: Mapping[str, Sequence[str]]) -> None:
         """Replace the served names (fully qualified) and their addresses; dnsmasq re-reads the file at once."""

@@ -190,3 +190,34 @@ def test_two_a_records_are_their_own_state_naming_them(named):
         assert _up(read_status(agent.state_dir) or {}) and set(states) == {"up"}
     finally:
         _restore(dns, agent, box)
+
+
+def test_the_lookup_tells_nxdomain_servfail_and_timeout_apart(named):
+    """agent.resolve.DnsLookup from the monitor namespace against real resolvers: the lab's dnsmasq (NOERROR,
+    NXDOMAIN, and a timeout while it is stopped) and a validating one whose DNSSEC finds everything bogus
+    (SERVFAIL, asked over IPv6); SERVFAIL moves on to the next nameserver as a stub resolver does."""
+    from agent import netns
+    from agent.core.resolve import Outcome
+    from agent.resolve import DnsLookup
+
+    lab, dns, agent, box = named
+    front = DnsServer(lab.monitor_ns, lab.monitor_ipv6, os.path.join(lab.run_dir, f"names-front-{os.getpid()}"))
+    front.start_servfail(lab.monitor_ipv4)
+    try:
+        with netns.entered(lab.monitor_ns):
+            good, broken = DnsLookup([lab.monitor_ipv4], 1.0), DnsLookup([lab.monitor_ipv6], 1.0)
+            assert good(dns.fqdn(BOX), 4).addresses == (box.ipv4,)
+            assert good(dns.fqdn(BOX), 6).addresses == (box.ipv6,)
+            assert good(dns.fqdn("nobody"), 4).outcome == Outcome.NXDOMAIN
+            answer = broken(dns.fqdn(BOX), 4)
+            assert (answer.outcome, answer.detail) == (Outcome.SERVFAIL, f"{lab.monitor_ipv6}: SERVFAIL")
+            both = DnsLookup([lab.monitor_ipv6, lab.monitor_ipv4], 1.0)(dns.fqdn(BOX), 4)
+            assert (both.outcome, both.addresses) == (Outcome.OK, (box.ipv4,))
+            dns.pause()
+            try:
+                answer = good(dns.fqdn(BOX), 4)
+            finally:
+                dns.resume()
+            assert (answer.outcome, answer.detail) == (Outcome.TIMEOUT, f"{lab.monitor_ipv4}: no answer in 1 s")
+    finally:
+        front.stop()
