@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 # [agent] resolve_interval: its default and floor (s). 60 s follows a renumbering within a minute; the
 # floor keeps a large fleet of names from flooding the site's resolvers (two queries per name a pass).
@@ -204,7 +204,16 @@ def step(rec: NameRecord, a: Answer, aaaa: Answer, now_s: float, problem: Callab
     return new, events
 
 
-B = TypeVar("B")
+class BoxLike(Protocol):
+    """What apply needs of a box: a dataclass (agent.core.config.BoxConfig) with a name, ipv4 and ipv6."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def name(self) -> str: ...
+
+
+B = TypeVar("B", bound=BoxLike)
 
 
 def apply(boxes: Sequence[B], records: dict[str, NameRecord]) -> tuple[B, ...]:
@@ -212,11 +221,11 @@ def apply(boxes: Sequence[B], records: dict[str, NameRecord]) -> tuple[B, ...]:
     one without any address is left out (not probed; its record says why). Boxes without a record pass."""
     out = []
     for box in boxes:
-        rec = records.get(getattr(box, "name"))
+        rec = records.get(box.name)
         if rec is None:
             out.append(box)
         elif rec.ipv4 or rec.ipv6:
-            out.append(replace(box, ipv4=rec.ipv4, ipv6=rec.ipv6))  # type: ignore[type-var]
+            out.append(replace(box, ipv4=rec.ipv4, ipv6=rec.ipv6))
     return tuple(out)
 
 

@@ -9,15 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.core.events import (
+    AddressChanged,
     AddressConflictChanged,
     BoxHeld,
     BoxKind,
     BoxObserved,
     BoxReleased,
-    AddressChanged,
     BoxSetChanged,
     ClockStepped,
-    NameStateChanged,
     CycleEnded,
     EngineDownChanged,
     FreezeClosed,
@@ -25,6 +24,7 @@ from agent.core.events import (
     FreezeOpened,
     MacChanged,
     MaintenanceChanged,
+    NameStateChanged,
     SegmentFreezeChanged,
     WitnessObserved,
 )

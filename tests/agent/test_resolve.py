@@ -13,6 +13,8 @@ from agent.core.resolve import AddressChanged, Answer, NameStateChanged, Outcome
 from agent.resolve import NameResolver, box_problem
 from probes import ProbeResult
 
+NODATA = Answer(Outcome.NODATA)
+
 
 class ScriptedDns:
     """lookup(name, family): the answers set per (name, family); every request is recorded."""
@@ -21,7 +23,7 @@ class ScriptedDns:
         self.answers: dict[tuple[str, int], Answer] = {}
         self.asked: list[tuple[str, int]] = []
 
-    def set(self, name: str, v4: Answer, v6: Answer = Answer(Outcome.NODATA)) -> None:
+    def set(self, name: str, v4: Answer, v6: Answer = NODATA) -> None:
         self.answers[(name, 4)], self.answers[(name, 6)] = v4, v6
 
     def __call__(self, name: str, family: int) -> Answer:
