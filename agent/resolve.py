@@ -47,20 +47,21 @@ from agent.core.resolve import (
 log = logging.getLogger(__name__)
 
 RESOLV_CONF = "/etc/resolv.conf"
+NETNS_ETC = "/etc/netns"   # ip-netns(8): per-namespace files bind-mounted over /etc by `ip netns exec`
 
 
 class ResolverConfigError(Exception):
     """No nameserver to ask: [agent] nameservers is empty and resolv.conf names none (one line)."""
 
 
-def resolv_conf(netns: str | None = None) -> str:
-    """The resolv.conf the agent uses: with a network namespace NETNS, /etc/netns/NETNS/resolv.conf when it
-    exists (ip-netns(8): `ip netns exec` bind-mounts it over /etc/resolv.conf), else /etc/resolv.conf."""
+def resolv_conf(netns: str | None = None, netns_etc: str = NETNS_ETC, default: str = RESOLV_CONF) -> str:
+    """The resolv.conf the agent uses: with a network namespace NETNS, NETNS_ETC/NETNS/resolv.conf when it
+    exists (ip-netns(8): `ip netns exec` bind-mounts it over /etc/resolv.conf), else DEFAULT."""
     if netns:
-        path = os.path.join("/etc/netns", netns, "resolv.conf")
+        path = os.path.join(netns_etc, netns, "resolv.conf")
         if os.path.exists(path):
             return path
-    return RESOLV_CONF
+    return default
 
 
 def nameservers_of(path: str) -> tuple[str, ...]:

@@ -161,3 +161,37 @@ def test_remediation_defers_an_action_while_the_name_does_not_resolve():
     assert ran == ["named"]
     outcomes = [(getattr(r, "outcome", None), getattr(r, "reason", None)) for r in records]
     assert ("deferred", "name vobox1.example.org does not resolve (nxdomain: ...)") in outcomes
+
+
+def test_the_namespace_resolv_conf_is_used_with_netns(tmp_path):
+    """`run --netns NAME` reads NAME's resolv.conf as `ip netns exec` would, else the host's; its nameservers
+    are what DnsLookup asks; a resolv.conf without one is a one-line error naming the file."""
+    from agent.resolve import ResolverConfigError, nameservers_of, resolv_conf
+
+    etc = tmp_path / "netns"
+    (etc / "mon").mkdir(parents=True)
+    (etc / "mon" / "resolv.conf").write_text("search lab.example.org\nnameserver 198.51.100.53\n"
+                                             "nameserver 2001:db8::53\noptions timeout:1\n")
+    host = tmp_path / "resolv.conf"
+    host.write_text("# nothing\n")
+    assert resolv_conf("mon", str(etc), str(host)) == str(etc / "mon" / "resolv.conf")
+    assert resolv_conf("other", str(etc), str(host)) == str(host)
+    assert resolv_conf(None, str(etc), str(host)) == str(host)
+    assert nameservers_of(str(etc / "mon" / "resolv.conf")) == ("198.51.100.53", "2001:db8::53")
+    with pytest.raises(ResolverConfigError) as exc:
+        nameservers_of(str(host))
+    assert str(exc.value) == (f"{host}: no nameserver to resolve the boxes' hostnames with "
+                              "(NoResolverConfiguration); set [agent] nameservers")
+
+
+def test_a_config_without_a_nameserver_is_a_setup_error(tmp_path, monkeypatch):
+    from agent import resolve
+
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("")
+    monkeypatch.setattr(resolve, "RESOLV_CONF", str(empty))
+    monkeypatch.setattr(resolve, "resolv_conf", lambda netns=None: str(empty))
+    cfg = loads(f'[agent]\nstate_dir = "{tmp_path}"\n[[box]]\nname = "n"\nkind = "vm"\nhostname = "a.example.org"\n')
+    with pytest.raises(wiring.SetupError) as exc:
+        wiring.build_resolver(cfg, lambda ev: None)
+    assert str(exc.value).startswith(f"agent.nameservers: {empty}: no nameserver")
