@@ -195,3 +195,35 @@ def test_a_config_without_a_nameserver_is_a_setup_error(tmp_path, monkeypatch):
     with pytest.raises(wiring.SetupError) as exc:
         wiring.build_resolver(cfg, lambda ev: None)
     assert str(exc.value).startswith(f"agent.nameservers: {empty}: no nameserver")
+
+
+def test_status_and_events_show_the_name_beside_the_address(tmp_path):
+    from agent.commands.events import describe
+    from agent.status import format_status, read_status_file
+    from agent.storage.read import EventRow
+
+    now = 1_800_000_000.0
+    data = {"version": 1, "updated_s": now, "interval_s": 10, "boxes": {
+        "named": {"kind": "vm", "state": "up", "layer": "none", "since_s": now - 60, "addresses": ["192.0.2.20"],
+                  "name": {"hostname": "vobox1.example.org", "state": "resolved", "detail": "192.0.2.20",
+                           "since_s": now - 60}},
+        "stale": {"kind": "vm", "state": "up", "layer": "none", "since_s": now - 60, "addresses": ["192.0.2.21"],
+                  "name": {"hostname": "vobox3.example.org", "state": "servfail",
+                           "detail": "A: servfail (198.51.100.53: SERVFAIL)", "since_s": now - 5}}},
+        "unprobed": {"lost": {"hostname": "vobox2.example.org", "state": "nxdomain",
+                              "detail": "the name does not exist (NXDOMAIN); not probed", "since_s": now}}}
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps(data))
+    snap, why = read_status_file(str(path), now, boot="x", boottime_now_s=0.0)
+    assert why is None and snap is not None
+    text = format_status(snap, now)
+    assert "name vobox1.example.org -> 192.0.2.20" in text
+    assert "name vobox3.example.org SERVFAIL (A: servfail (198.51.100.53: SERVFAIL)); probed at 192.0.2.21" in text
+    assert ("lost             NOT PROBED: name vobox2.example.org NXDOMAIN (the name does not exist (NXDOMAIN); "
+            "not probed)") in text
+    moved = EventRow(now, "name", "named", {"box": "named", "hostname": "vobox1.example.org", "event": "address"},
+                     {"family": 4, "old": "192.0.2.10", "new": "192.0.2.20"})
+    assert describe(moved) == "name vobox1.example.org: IPv4 address 192.0.2.10 -> 192.0.2.20"
+    state = EventRow(now, "name", "named", {"box": "named", "hostname": "vobox1.example.org", "event": "state"},
+                     {"state": "timeout", "detail": "A: timeout", "ipv4": "192.0.2.20", "ipv6": ""})
+    assert describe(state) == "name vobox1.example.org timeout (192.0.2.20) - A: timeout"
