@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.report.stats import BoxRecord, Bucket, FleetObservation, FreezeRecord, SegmentOutage
+from agent.report.stats import BoxRecord, Bucket, FleetObservation, FreezeRecord, NameHistory, SegmentOutage
 from agent.storage.read import Rows, describe_source, influx_rows, quote_str
 
 MIN_QUERY_TIMEOUT_S = 30.0  # the report's aggregations over weeks take longer than a write
@@ -85,7 +85,31 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
                             first[0] if first else None, last[0] if last else None,
                             # older data without `agent` points: the most cycles any box saw
                             cycles[0] if cycles and cycles[0] else max((b.cycles for b in boxes), default=0),
-                            outages)
+                            outages, read_names(query, w))
+
+
+# Resolver states in which a name does not resolve (agent.core.resolve.NOT_RESOLVING but `pending`).
+_NOT_RESOLVING = frozenset({"nxdomain", "servfail", "timeout", "refused", "error"})
+
+
+def read_names(query: Rows, where: str) -> tuple[NameHistory, ...]:
+    """Boxes by name from their `name` points (agent.storage.points.name_point) matching WHERE, in time order."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    rows = query(f'SELECT "state", "ipv4", "ipv6", "new" FROM "name" WHERE {where} GROUP BY "box", "hostname", '
+                 '"event"')
+    for r in sorted(rows, key=lambda r: int(r.get("time") or 0)):
+        h = seen.setdefault((str(r.get("box")), str(r.get("hostname"))),
+                            {"addresses": [], "changes": 0, "lost": 0, "state": "?"})
+        if r.get("event") == "address":
+            h["changes"] += 1 if r.get("new") else 0
+            news = [r.get("new")]
+        else:
+            h["state"] = str(r.get("state") or "?")
+            h["lost"] += 1 if h["state"] in _NOT_RESOLVING else 0
+            news = [r.get("ipv4"), r.get("ipv6")]
+        h["addresses"] += [a for a in news if a and a not in h["addresses"]]
+    return tuple(NameHistory(box, host, tuple(h["addresses"]), h["changes"], h["lost"], h["state"])
+                 for (box, host), h in sorted(seen.items()))
 
 
 def _flap_fields(row: dict | None) -> tuple[int, int, bool, float | None]:

@@ -309,6 +309,19 @@ class SegmentOutage:
 
 
 @dataclass(frozen=True)
+class NameHistory:
+    """A box by name over the range (its `name` points, agent.resolve): the hostname, the addresses it was probed
+    at in order, how often it resolved elsewhere, how often it stopped resolving, its last resolver state."""
+
+    box: str
+    hostname: str
+    addresses: tuple[str, ...]
+    address_changes: int
+    not_resolving: int     # state changes to nxdomain, servfail, timeout, refused or error
+    last_state: str
+
+
+@dataclass(frozen=True)
 class FleetObservation:
     """Everything the report reads from InfluxDB for [start_ms, end_ms)."""
 
@@ -325,6 +338,7 @@ class FleetObservation:
     last_ms: int | None = None
     cycles: int | None = None      # the agent's probe cycles in the range (its `agent` points)
     segment_outages: tuple[SegmentOutage, ...] = ()
+    names: tuple[NameHistory, ...] = ()   # boxes by name (their `name` points)
 
     @property
     def observed_s(self) -> float:

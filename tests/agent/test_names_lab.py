@@ -221,3 +221,27 @@ def test_the_lookup_tells_nxdomain_servfail_and_timeout_apart(named):
             assert (answer.outcome, answer.detail) == (Outcome.TIMEOUT, f"{lab.monitor_ipv4}: no answer in 1 s")
     finally:
         front.stop()
+
+
+def test_the_report_shows_the_name_next_to_the_addresses(named):
+    """The `name` points reach InfluxDB 1.6 and the report reads them back (agent.report.read.read_names)."""
+    from agent.report.read import read_names
+    from tests.agent.agent_proc import query
+
+    lab, dns, agent, box = named
+    _settled(agent)
+    try:
+        dns.set_names({})
+        agent.wait_until("vm1's name nxdomain", lambda st: _name(st) == "nxdomain", RESOLVE_INTERVAL_S + 10)
+    finally:
+        _restore(dns, agent, box)
+    database = f"names_{os.getpid()}"
+    deadline = time.monotonic() + 15   # the points are written by the storage thread, in batches
+    while True:
+        (vm1,) = [n for n in read_names(lambda q: query(lab, q, database), "time > now() - 1h") if n.box == BOX] \
+            or [None]
+        if vm1 is not None and vm1.not_resolving >= 1 and vm1.last_state == "resolved" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert vm1 is not None and vm1.hostname == dns.fqdn(BOX)
+    assert {box.ipv4, box.ipv6} <= set(vm1.addresses) and vm1.not_resolving >= 1 and vm1.last_state == "resolved"

@@ -227,3 +227,16 @@ def test_status_and_events_show_the_name_beside_the_address(tmp_path):
     state = EventRow(now, "name", "named", {"box": "named", "hostname": "vobox1.example.org", "event": "state"},
                      {"state": "timeout", "detail": "A: timeout", "ipv4": "192.0.2.20", "ipv6": ""})
     assert describe(state) == "name vobox1.example.org timeout (192.0.2.20) - A: timeout"
+
+
+def test_the_report_text_has_the_names_line():
+    from agent.report import build_report
+    from agent.report.stats import FleetObservation, NameHistory
+    from agent.report.text import render_text
+
+    obs = FleetObservation(0, 3_600_000, 10.0, None, (), (), (), 3600, names=(
+        NameHistory("named", "vobox1.example.org", ("192.0.2.10", "192.0.2.20"), 1, 2, "resolved"),
+        NameHistory("lost", "vobox2.example.org", (), 0, 1, "nxdomain")))
+    text = render_text(build_report(obs))
+    assert ("names: named = vobox1.example.org -> 192.0.2.10 192.0.2.20, resolved elsewhere 1x, stopped resolving "
+            "2x; lost = vobox2.example.org -> never resolved, stopped resolving 1x, now nxdomain") in text
