@@ -240,3 +240,31 @@ def test_the_report_text_has_the_names_line():
     text = render_text(build_report(obs))
     assert ("names: named = vobox1.example.org -> 192.0.2.10 192.0.2.20, resolved elsewhere 1x, stopped resolving "
             "2x; lost = vobox2.example.org -> never resolved, stopped resolving 1x, now nxdomain") in text
+
+
+def test_a_pass_asks_its_questions_in_parallel():
+    """100 names against a resolver that never answers: one pass lasts a few query timeouts, not 200."""
+    import threading
+    import time
+
+    delay_s = 0.2
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(name: str, family: int) -> Answer:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(delay_s)
+        with lock:
+            in_flight[0] -= 1
+        return Answer(Outcome.TIMEOUT, (), "198.51.100.53: no answer")
+
+    text = "".join(f'[[box]]\nname = "b{i}"\nkind = "vm"\nhostname = "b{i}.example.org"\n' for i in range(100))
+    resolver = NameResolver(loads(text).boxes, slow, lambda ev: None, interval_s=60, problem=box_problem(None))
+    started = time.monotonic()
+    events = resolver.resolve()
+    took_s = time.monotonic() - started
+    assert len(events) == 100 and all(isinstance(e, NameStateChanged) and e.state == "timeout" for e in events)
+    assert most[0] == 32
+    assert took_s < 200 * delay_s / 4, took_s   # ceil(200 / 32) = 7 rounds of 0.2 s, against 40 s one by one
