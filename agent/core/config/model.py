@@ -665,7 +665,8 @@ def box_label(index: int, name: Any = None, line: int | None = None) -> str:
 
 def _placeholders(argv: tuple[str, ...], path: str, raw: dict[str, Any], errors: list[str]) -> None:
     """Each argument's template through remediations.actions.template_errors (the one expansion rule)."""
-    available = ["box"] + [k for k in ("ipv4", "ipv6", "container") if k in raw]
+    # a box by name has the addresses its name resolves to (a family it has none of fails the action, named)
+    available = ["box"] + [k for k in ("ipv4", "ipv6", "container") if k in raw or (k != "container" and "hostname" in raw)]
     for i, arg in enumerate(argv):
         for problem in template_errors(arg, available):
             errors.append(f"{path}[{i}]: {problem}")

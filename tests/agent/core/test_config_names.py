@@ -61,3 +61,12 @@ def test_one_line_errors(box, agent, error):
     with pytest.raises(ConfigError) as exc:
         parse(_cfg(box, agent))
     assert exc.value.errors == (error,)
+
+
+def test_a_box_by_name_may_use_the_address_placeholders():
+    cfg = parse(_cfg({"hostname": "vobox1.example.org", "remediate": ["command"],
+                      "command": ["ssh", "root@{ipv4}", "reboot"]}))
+    assert cfg.boxes[0].command == ("ssh", "root@{ipv4}", "reboot")
+    with pytest.raises(ConfigError) as exc:
+        parse(_cfg({"ipv6": "2001:db8::1", "remediate": ["command"], "command": ["ssh", "{ipv4}"]}))
+    assert exc.value.errors == (VM + ".command[1]: placeholder {ipv4} but the box has no ipv4",)
