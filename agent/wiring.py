@@ -286,6 +286,29 @@ def build_resolver(cfg: Config, publish: Callable[[Any], None], netns: str | Non
                         problem=box_problem(cfg.agent.interface))
 
 
+def resolve_boxes(cfg: Config, names: Sequence[str], netns: str | None = None,
+                  lookup: Callable[[str, int], Any] | None = None) -> tuple[Config, dict[str, str]]:
+    """Resolve the hostnames of boxes NAMES once (a manual remediation, before it acts): (the config with their
+    names' addresses, box -> why no action should run on it now: its name does not resolve or gives no usable
+    address). Boxes without a name are left as they are. SetupError when there is no nameserver."""
+    from agent.core.resolve import deferral
+
+    resolver = build_resolver(cfg, lambda ev: None, netns, lookup)
+    if resolver is None:
+        return cfg, {}
+    resolver.resolve([n for n in names if cfg.box(n).hostname], publish=False)
+    recs = {n: r for n, r in resolver.records().items() if n in names}
+    boxes = tuple(replace(b, ipv4=recs[b.name].ipv4, ipv6=recs[b.name].ipv6) if b.name in recs else b
+                  for b in cfg.boxes)
+    waits = {}
+    for name, rec in recs.items():
+        why = deferral(rec) or (None if rec.addresses() else
+                                f"name {rec.hostname} gives no usable address ({rec.state.value}: {rec.detail})")
+        if why:
+            waits[name] = why
+    return replace(cfg, boxes=boxes), waits
+
+
 def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Callable[[str], bool],
                       make_docker: Callable[[], Any], expected_events: Any, evidence: Any,
                       before_action: Callable[[str], str | None] | None = None) -> Any:

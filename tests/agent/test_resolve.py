@@ -268,3 +268,19 @@ def test_a_pass_asks_its_questions_in_parallel():
     assert len(events) == 100 and all(isinstance(e, NameStateChanged) and e.state == "timeout" for e in events)
     assert most[0] == 32
     assert took_s < 200 * delay_s / 4, took_s   # ceil(200 / 32) = 7 rounds of 0.2 s, against 40 s one by one
+
+
+def test_a_manual_remediation_resolves_the_box_first(tmp_path):
+    cfg = loads(config(tmp_path))
+    dns = ScriptedDns()
+    dns.set("vobox1.example.org", _ok("192.0.2.10"))
+    dns.set("vobox2.example.org", Answer(Outcome.NXDOMAIN), Answer(Outcome.NXDOMAIN))
+    resolved, waits = wiring.resolve_boxes(cfg, ["named"], lookup=dns)
+    assert dns.asked == [("vobox1.example.org", 4), ("vobox1.example.org", 6)]   # only the box acted on
+    assert resolved.box("named").ipv4 == "192.0.2.10" and waits == {}
+    assert resolved.box("named").remediation_target().ipv4 == "192.0.2.10"
+    _, waits = wiring.resolve_boxes(cfg, ["lost"], lookup=dns)
+    assert waits["lost"].startswith("name vobox2.example.org does not resolve (nxdomain:")
+    dns.set("vobox1.example.org", Answer(Outcome.OK, ("192.0.2.10", "192.0.2.11")))
+    _, waits = wiring.resolve_boxes(cfg, ["named"], lookup=dns)
+    assert waits["named"].startswith("name vobox1.example.org gives no usable address (multiple: 2 A records")
