@@ -121,6 +121,10 @@ class DnsLookup:
         return Answer(Outcome.ERROR, (), "no nameserver asked")   # not reached: nameservers is never empty
 
 
+def _norm(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
 def _address_key(address: str) -> int:
     return int(ipaddress.ip_address(address))
 
@@ -153,6 +157,8 @@ class NameResolver:
         self.clock = clock
         self.on_addresses = on_addresses
         self._configured = {b.name: (b.ipv4, b.ipv6) for b in boxes if b.hostname}
+        # the boxes' fixed addresses: a name resolving to one is refused, as the config refuses a duplicate
+        self._fixed = {_norm(a): b.name for b in boxes if not b.hostname for a in b.addresses()}
         self._records = {b.name: initial(b.name, b.hostname, b.ipv4, b.ipv6) for b in boxes if b.hostname}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -185,7 +191,7 @@ class NameResolver:
                 cur = self._records.get(rec.box)
                 if cur is None:
                     continue
-                new, evs = step(cur, a, aaaa, self.clock(), self.problem, self._configured[rec.box])
+                new, evs = step(cur, a, aaaa, self.clock(), self._problem_of(rec.box), self._configured[rec.box])
                 self._records[rec.box] = new
             for ev in evs:
                 _log(ev)
@@ -197,6 +203,19 @@ class NameResolver:
         if changed and self.on_addresses is not None:
             self.on_addresses()
         return events
+
+    def _problem_of(self, box: str) -> Callable[[str], str | None]:
+        """problem(address) for BOX: the config's rule for a box's address, and no other box's address (the
+        config refuses a duplicate address; two boxes probed at one address would report one host twice)."""
+        def problem(address: str) -> str | None:
+            why = self.problem(address)
+            if why:
+                return why
+            taken = {**self._fixed, **{_norm(a): r.box for r in self._records.values() if r.box != box
+                                       for a in r.addresses()}}
+            other = taken.get(_norm(address))
+            return f"duplicate address {address} (also box {other!r}'s)" if other and other != box else None
+        return problem
 
     def _ask_all(self, hostnames: Sequence[str]) -> dict[tuple[str, int], Answer]:
         """Every name's A and AAAA answer, asked at once (up to MAX_PARALLEL queries in flight): a pass over many

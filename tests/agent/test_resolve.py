@@ -284,3 +284,21 @@ def test_a_manual_remediation_resolves_the_box_first(tmp_path):
     dns.set("vobox1.example.org", Answer(Outcome.OK, ("192.0.2.10", "192.0.2.11")))
     _, waits = wiring.resolve_boxes(cfg, ["named"], lookup=dns)
     assert waits["named"].startswith("name vobox1.example.org gives no usable address (multiple: 2 A records")
+
+
+def test_a_name_resolving_to_another_boxes_address_is_refused_as_the_config_refuses_a_duplicate():
+    dns = ScriptedDns()
+    dns.set("vobox1.example.org", _ok("192.0.2.3"))        # plain's fixed address
+    dns.set("vobox2.example.org", _ok("192.0.2.40"))
+    cfg = loads('[[box]]\nname = "named"\nkind = "vm"\nhostname = "vobox1.example.org"\n'
+                '[[box]]\nname = "other"\nkind = "vm"\nhostname = "vobox2.example.org"\n'
+                '[[box]]\nname = "plain"\nkind = "vm"\nipv4 = "192.0.2.3"\n')
+    resolver = NameResolver(cfg.boxes, dns, lambda ev: None, interval_s=60, problem=box_problem(None))
+    resolver.resolve()
+    recs = resolver.records()
+    assert (recs["named"].state, recs["named"].ipv4) == ("unsuitable", None)
+    assert recs["named"].detail.startswith("A record 192.0.2.3: duplicate address 192.0.2.3 (also box 'plain''s)")
+    dns.set("vobox1.example.org", _ok("192.0.2.40"))     # other's resolved address
+    resolver.resolve()
+    assert "duplicate address 192.0.2.40 (also box 'other''s)" in resolver.records()["named"].detail
+    assert [b.name for b in resolver.apply(cfg.boxes)] == ["other", "plain"]

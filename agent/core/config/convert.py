@@ -395,6 +395,13 @@ def _hostname(v: Any) -> str:
     except ValueError:
         pass
     name = v[:-1] if v.endswith(".") else v
+    if not name.isascii():   # an internationalised name travels as its IDNA (xn--) form (RFC 5890)
+        try:
+            ascii_form = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_form = None
+        raise _Invalid(f"expected a DNS host name in ASCII, got {_show(v)}"
+                       + (f": write its IDNA form {_show(ascii_form)}" if ascii_form else ""))
     labels = name.split(".")
     bad = next((lab for lab in labels if not _HOSTNAME_LABEL_RE.match(lab)), None)
     if len(name) > 253 or bad is not None:

@@ -45,6 +45,11 @@ def test_defaults():
                  'label "" is not 1-63 letters, digits or inner hyphens', id="empty-label"),
     pytest.param({"hostname": "1.2.3"}, None, VM + '.hostname: expected a DNS host name, got "1.2.3": all-numeric '
                  'names are not host names (RFC 1123 2.1)', id="all-numeric"),
+    pytest.param({"hostname": "vöbox.example.org"}, None, VM + '.hostname: expected a DNS host name in ASCII, got '
+                 '"v\\u00f6box.example.org": write its IDNA form "xn--vbox-5qa.example.org"', id="idn"),
+    pytest.param({"hostname": "a" * 64 + ".example.org"}, None, VM + '.hostname: expected a DNS host name (RFC 1123), '
+                 'got "' + "a" * 64 + '.example.org": label "' + "a" * 64 + '" is not 1-63 letters, digits or inner '
+                 'hyphens', id="long-label"),
     pytest.param({"hostname": 5}, None, VM + ".hostname: expected a DNS host name (RFC 1123), got 5", id="type"),
     pytest.param({"ipv4": "192.0.2.1"}, {"nameservers": ["dns.example.org"]},
                  'agent.nameservers[0]: expected the IP address of a DNS server (not a name: it would need a resolver '
