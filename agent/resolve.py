@@ -159,7 +159,7 @@ class NameResolver:
         self._configured = {b.name: (b.ipv4, b.ipv6) for b in boxes if b.hostname}
         # the boxes' fixed addresses: a name resolving to one is refused, as the config refuses a duplicate
         self._fixed = {_norm(a): b.name for b in boxes if not b.hostname for a in b.addresses()}
-        self._records = {b.name: initial(b.name, b.hostname, b.ipv4, b.ipv6) for b in boxes if b.hostname}
+        self._records = {b.name: initial(b.name, b.hostname, b.ipv4, b.ipv6, b.kind) for b in boxes if b.hostname}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -256,7 +256,7 @@ class NameResolver:
         """Publish every name's state as it is now (a NameStateChanged each): the listeners' starting point."""
         for rec in self.records().values():
             self.publish(NameStateChanged(rec.box, rec.since_s if rec.since_s is not None else self.clock(),
-                                          rec.hostname, rec.state.value, rec.detail, rec.ipv4, rec.ipv6))
+                                          rec.hostname, rec.state.value, rec.detail, rec.ipv4, rec.ipv6, rec.kind))
 
     def start(self) -> None:
         """Announce the names' states, then resolve every resolve_interval in a daemon thread."""

@@ -93,6 +93,7 @@ class NameRecord:
     detail: str = "not resolved yet"
     since_s: float | None = None
     resolved_s: float | None = None
+    kind: str = ""   # the box's kind (agent.core.events.BoxKind), carried into its events
 
     def addresses(self) -> tuple[str, ...]:
         """The addresses the box is probed at (IPv4 first); () when it is not probed."""
@@ -116,6 +117,7 @@ class NameStateChanged:
     detail: str
     ipv4: str | None
     ipv6: str | None
+    kind: str = ""   # the box's kind: a box not probed is in no listener's box set
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +131,15 @@ class AddressChanged:
     family: int
     old: str | None
     new: str | None
+    kind: str = ""
 
 
 NameEvent = NameStateChanged | AddressChanged
 
 
-def initial(box: str, hostname: str, ipv4: str | None = None, ipv6: str | None = None) -> NameRecord:
+def initial(box: str, hostname: str, ipv4: str | None = None, ipv6: str | None = None, kind: str = "") -> NameRecord:
     """A name not asked yet; IPV4/IPV6: the configured addresses next to it, probed until it resolves."""
-    return NameRecord(box, hostname, ipv4, ipv6)
+    return NameRecord(box, hostname, ipv4, ipv6, kind=kind)
 
 
 def _family(fam: int, ans: Answer, last: str | None, configured: str | None,
@@ -194,13 +197,13 @@ def step(rec: NameRecord, a: Answer, aaaa: Answer, now_s: float, problem: Callab
         detail += f"; probed at its last address {' '.join(x for x in (ipv4, ipv6) if x)}"
     elif not (ipv4 or ipv6):
         detail += "; not probed"
-    events: list[NameEvent] = [AddressChanged(rec.box, now_s, rec.hostname, fam, old, new)
+    events: list[NameEvent] = [AddressChanged(rec.box, now_s, rec.hostname, fam, old, new, rec.kind)
                                for fam, old, new in ((4, rec.ipv4, ipv4), (6, rec.ipv6, ipv6)) if old != new]
     resolved_s = now_s if state in (NameState.RESOLVED, NameState.NO_ADDRESS) else rec.resolved_s
     since_s = rec.since_s if state == rec.state and rec.since_s is not None else now_s
-    new = NameRecord(rec.box, rec.hostname, ipv4, ipv6, state, detail, since_s, resolved_s)
+    new = NameRecord(rec.box, rec.hostname, ipv4, ipv6, state, detail, since_s, resolved_s, rec.kind)
     if (state, detail) != (rec.state, rec.detail) or events:
-        events.append(NameStateChanged(rec.box, now_s, rec.hostname, state.value, detail, ipv4, ipv6))
+        events.append(NameStateChanged(rec.box, now_s, rec.hostname, state.value, detail, ipv4, ipv6, rec.kind))
     return new, events
 
 

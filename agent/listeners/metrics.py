@@ -198,13 +198,14 @@ class MetricsListener(CycleListener):
         old = self._name_series.pop(ev.box, None)
         if old is not None:
             self.name_info.remove(*old)
-        labels = (*self._box(ev.box), ev.hostname, ev.state, ev.ipv4 or "", ev.ipv6 or "")
+        labels = (ev.box, ev.kind or self.kinds.get(ev.box, BoxKind.CONTAINER), self.site, ev.hostname, ev.state,
+                  ev.ipv4 or "", ev.ipv6 or "")
         self.name_info.labels(*labels).set(1)
         self._name_series[ev.box] = labels
 
     def on_address(self, ev: AddressChanged) -> None:
         """A box's name resolved to a new address."""
-        self.address_changes.labels(*self._box(ev.box)).inc()
+        self.address_changes.labels(ev.box, ev.kind or self.kinds.get(ev.box, BoxKind.CONTAINER), self.site).inc()
 
     def set_kinds(self, kinds: Mapping[str, str]) -> None:
         """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.

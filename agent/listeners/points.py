@@ -81,7 +81,7 @@ class PointsListener(CycleListener):
 
     def on_name(self, ev: NameStateChanged | AddressChanged) -> None:
         """A box's name changed state or address (agent.resolve): its `name` point, now."""
-        kind = self.kinds.get(ev.box, BoxKind.VM)
+        kind = ev.kind or self.kinds.get(ev.box, BoxKind.VM)
         if isinstance(ev, NameStateChanged):
             point = P.name_point(ev.box, kind, self.site, ev.hostname, "state", ev.time_s, state=ev.state,
                                  detail=ev.detail, ipv4=ev.ipv4, ipv6=ev.ipv6)
