@@ -411,6 +411,9 @@ def _hostname(v: Any) -> str:
     if re.fullmatch(r"[0-9.]+", name):
         raise _Invalid(f"expected a DNS host name, got {_show(v)}: all-numeric names are not host names "
                        "(RFC 1123 2.1)")
+    if len(labels) < 2:   # asked as an absolute name: resolv.conf's search list is not applied
+        raise _Invalid(f"expected a fully qualified DNS name, got {_show(v)}: no search list is applied; "
+                       f"write e.g. {_show(name + '.example.org')}")
     return name.lower()
 
 

@@ -50,6 +50,8 @@ def test_defaults():
     pytest.param({"hostname": "a" * 64 + ".example.org"}, None, VM + '.hostname: expected a DNS host name (RFC 1123), '
                  'got "' + "a" * 64 + '.example.org": label "' + "a" * 64 + '" is not 1-63 letters, digits or inner '
                  'hyphens', id="long-label"),
+    pytest.param({"hostname": "vobox1"}, None, VM + '.hostname: expected a fully qualified DNS name, got "vobox1": '
+                 'no search list is applied; write e.g. "vobox1.example.org"', id="short-name"),
     pytest.param({"hostname": 5}, None, VM + ".hostname: expected a DNS host name (RFC 1123), got 5", id="type"),
     pytest.param({"ipv4": "192.0.2.1"}, {"nameservers": ["dns.example.org"]},
                  'agent.nameservers[0]: expected the IP address of a DNS server (not a name: it would need a resolver '
