@@ -51,10 +51,18 @@ recover_cycles = 2
 url = "{lab.influx_url}"
 database = "names_{os.getpid()}"
 
+[remediation]
+enabled = true
+cooldown = 0
+verify = 1
+retry_deferred = 1
+
 [[box]]
 name = "{BOX}"
 kind = "vm"
 hostname = "{dns.fqdn(BOX)}"
+remediate = ["command"]
+command = ["/bin/true", "{{box}}", "{{ipv4}}"]
 """)
     agent = AgentProc(lab, str(cfg), str(directory / "agent.log"))
     try:
@@ -245,3 +253,34 @@ def test_the_report_shows_the_name_next_to_the_addresses(named):
         time.sleep(0.5)
     assert vm1 is not None and vm1.hostname == dns.fqdn(BOX)
     assert {box.ipv4, box.ipv6} <= set(vm1.addresses) and vm1.not_resolving >= 1 and vm1.last_state == "resolved"
+
+
+def test_no_action_runs_on_a_frozen_box_while_its_name_does_not_resolve(named):
+    """The box at its last address stops answering while its name is NXDOMAIN: the freeze is seen, but the action
+    is deferred with the resolver's reason (the address may be stale) until the name resolves again."""
+    from tests.agent.agent_proc import query
+
+    lab, dns, agent, box = named
+    _settled(agent)
+    database = f"names_{os.getpid()}"
+    since_ms = int(time.time() * 1000)
+    try:
+        dns.set_names({})
+        agent.wait_until("vm1's name nxdomain", lambda st: _name(st) == "nxdomain", RESOLVE_INTERVAL_S + 10)
+        lab.fault(BOX, "l3")
+        agent.wait_state(BOX, "frozen", 30)
+        reason = f"name {dns.fqdn(BOX)} does not resolve (nxdomain"
+        deadline = time.monotonic() + 20
+        while reason not in agent.log_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f"box {BOX}: command deferred: {reason}" in agent.log_text()
+        time.sleep(3)   # deferred again every retry_deferred (1 s): still nothing done
+        done = [r for r in query(lab, f'SELECT * FROM "remediation" WHERE time >= {since_ms}ms', database)
+                if r.get("outcome") == "done"]
+        assert done == [] and f"box {BOX}: action command" not in agent.log_text()   # neither done nor failed
+    finally:
+        lab.clear(BOX)
+        _restore(dns, agent, box)
+    deferred = [r for r in query(lab, f'SELECT * FROM "remediation" WHERE time >= {since_ms}ms', database)
+                if r.get("outcome") == "deferred"]
+    assert deferred and all(str(r.get("reason", "")).startswith(reason) for r in deferred)
