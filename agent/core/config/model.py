@@ -683,8 +683,8 @@ class BoxConfig:
     ipv6: str | None = _key("ipv6", _address(6), "probed with icmp6 + ndp (+ tcp)", None)
     hostname: str | None = _key("hostname", _hostname,
                                 "the box's fully qualified DNS name (no search list), resolved off the probe path "
-                                "(one A and one AAAA record; [agent] nameservers, resolve_interval); the probes follow its addresses from the "
-                                "next cycle; ipv4/ipv6 next to it are the addresses probed until it first "
+                                "(one A and one AAAA record; [agent] nameservers, resolve_interval); the probes "
+                                "follow its addresses from the next cycle; ipv4/ipv6 next to it are the addresses probed until it first "
                                 "resolves; not for discovered containers (the engine gives their addresses)", None)
     tcp_ports: tuple[int, ...] = _key("tcp_ports", _list_of(_PORT, unique=True),
                                       "TCP ports that must accept a connection", ())
