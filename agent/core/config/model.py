@@ -684,8 +684,9 @@ class BoxConfig:
     hostname: str | None = _key("hostname", _hostname,
                                 "the box's fully qualified DNS name (no search list), resolved off the probe path "
                                 "(one A and one AAAA record; [agent] nameservers, resolve_interval); the probes "
-                                "follow its addresses from the next cycle; ipv4/ipv6 next to it are the addresses probed until it first "
-                                "resolves; not for discovered containers (the engine gives their addresses)", None)
+                                "follow its addresses from the next cycle; ipv4/ipv6 next to it are the addresses "
+                                "probed until it first resolves; not for discovered containers (the engine gives "
+                                "their addresses)", None)
     tcp_ports: tuple[int, ...] = _key("tcp_ports", _list_of(_PORT, unique=True),
                                       "TCP ports that must accept a connection", ())
     container: str | None = _key("container", _text(_DOCKER_NAME_RE, "a Docker container name or id"),
