@@ -182,6 +182,8 @@ def step(rec: NameRecord, a: Answer, aaaa: Answer, now_s: float, problem: Callab
         any_records = a.outcome == Outcome.OK or aaaa.outcome == Outcome.OK
         state = NameState.RESOLVED if any_records else NameState.NO_ADDRESS
     details = [d for _, st, d in results.values() if st is not None and d]
+    if len(details) == 2 and details[0].removeprefix("A: ") == details[1].removeprefix("AAAA: "):
+        details = ["A, AAAA: " + details[0].removeprefix("A: ")]   # both families said the same
     ipv4, ipv6 = results[4][0], results[6][0]
     if state == NameState.NXDOMAIN:
         detail = "the name does not exist (NXDOMAIN)"

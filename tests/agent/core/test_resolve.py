@@ -97,3 +97,8 @@ def test_apply_and_deferral():
     assert deferral(ok) is None
     stale, _ = step(ok, SERVFAIL, SERVFAIL, 2.0, problem)
     assert "does not resolve (servfail" in (deferral(stale) or "")
+
+
+def test_the_same_trouble_of_both_families_is_said_once():
+    rec, _ = step(initial("vm1", "vobox1.example.org", "192.0.2.10"), SERVFAIL, SERVFAIL, 1.0, problem)
+    assert rec.detail == "A, AAAA: servfail (198.51.100.53: SERVFAIL); probed at its last address 192.0.2.10"
