@@ -42,6 +42,8 @@ class BoxStatus:
     warnings: tuple[str, ...] = ()    # messages of the last cycle's warnings (certificates expiring, disks filling)
     degraded: dict | None = None      # {"degraded", "percent_state_change", "failed_share", "reason"} (flapping)
     maintenance: dict | None = None   # {"reason", "who", "until_s", "source"} while in a maintenance window
+    addresses: tuple[str, ...] = ()   # the addresses the box is probed at (status.json only)
+    resolution: dict | None = None    # {"hostname", "state", "detail", "since_s"}: a box by name (agent.resolve)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Snapshot:
     note: str | None = None  # e.g. why status.json was not used
     error: str | None = None  # why the last cycle judged no box
     age_s: float | None = None  # status.json's age (monotonic when it says its boot, else wall clock)
+    unprobed: tuple[tuple[str, dict], ...] = ()  # (box, its name) for boxes by name not probed: never resolved
 
 
 def status_age_s(data: dict, now_s: float, boot: str | None, boottime_now_s: float) -> tuple[float | None, str]:
@@ -111,8 +114,11 @@ def read_status_file(path: str, now_s: float, *, boot: str | None = None,
                                held=b.get("held"), judged_s=b.get("judged_s"), maintenance=b.get("maintenance"),
                                warnings=tuple(str(w.get("message")) for w in b.get("warnings") or ()
                                               if isinstance(w, dict)),
-                               degraded=b.get("degraded") if isinstance(b.get("degraded"), dict) else None))
-    return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error"), age_s), None
+                               degraded=b.get("degraded") if isinstance(b.get("degraded"), dict) else None,
+                               addresses=tuple(b.get("addresses") or ()),
+                               resolution=b.get("name") if isinstance(b.get("name"), dict) else None))
+    unprobed = tuple((box, n) for box, n in sorted((data.get("unprobed") or {}).items()) if isinstance(n, dict))
+    return Snapshot("agent", updated_s, tuple(boxes), None, data.get("error"), age_s, unprobed), None
 
 
 def from_influx(cfg: Any, query: Query, now_s: float) -> Snapshot:
@@ -235,9 +241,21 @@ def format_line(b: BoxStatus, now_s: float) -> str:
     else:
         budget = f"budget {b.budget_left}"
     line = f"{b.name:<16} {b.kind:<9} {b.state:<10} {b.layer:<4} {since:<14} {rtt:<44} {freeze:<16} {budget}"
+    if b.resolution:
+        line += f"\n{'':<16} {name_text(b.resolution, b.addresses)}"
     if b.degraded and b.degraded.get("degraded"):
         line += f"\n{'':<16} DEGRADED {degraded_text(b.degraded)} (not remediated for that)"
     return line + "".join(f"\n{'':<16} WARNING {w}" for w in b.warnings)
+
+
+def name_text(name: dict, addresses: tuple[str, ...] = ()) -> str:
+    """A box's hostname beside the addresses it is probed at, and its resolver state when not resolved."""
+    at = " ".join(addresses)
+    state = str(name.get("state", "?"))
+    if state == "resolved":
+        return f"name {name.get('hostname', '?')} -> {at or 'not probed'}"
+    return f"name {name.get('hostname', '?')} {state.upper()} ({name.get('detail', '')})" + \
+        (f"; probed at {at}" if at else "")
 
 
 def degraded_text(d: dict) -> str:
@@ -266,6 +284,7 @@ def format_status(snap: Snapshot, now_s: float) -> str:
     if snap.error:
         lines.append(f"LAST CYCLE JUDGED NO BOX: {snap.error} (states below are from earlier cycles)")
     lines += [format_line(b, now_s) for b in snap.boxes]
+    lines += [f"{box:<16} NOT PROBED: {name_text(n)}" for box, n in snap.unprobed]
     return "\n".join(lines)
 
 

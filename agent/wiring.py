@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from agent.core.config import MIB, BoxConfig, Config
@@ -135,7 +135,8 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
         listeners.append(RemediationListener(remediation))
     listeners.append(StatusListener(cfg.agent.state_dir, kinds, site=site, interval_s=cfg.agent.interval_s,
                                     budget_per_hour=cfg.remediation.max_per_box_per_hour,
-                                    evidence_path=evidence_path, secrets=_secrets(cfg)))
+                                    evidence_path=evidence_path, secrets=_secrets(cfg),
+                                    addresses={b.name: b.addresses() for b in cfg.boxes}))
     if metrics is not None:
         listeners.append(metrics)
     return listeners
@@ -267,8 +268,50 @@ def build_metrics(cfg: Config, storage: Any, members: Any) -> tuple[Any, list[An
     return metrics, services
 
 
+def build_resolver(cfg: Config, publish: Callable[[Any], None], netns: str | None = None,
+                   lookup: Callable[[str, int], Any] | None = None) -> Any:
+    """The resolver of the boxes' `hostname`s (agent.resolve.NameResolver) against [agent] nameservers, else the
+    resolv.conf of this host (of the namespace NETNS: agent.resolve.resolv_conf); None when no box has a name.
+    SetupError (one line) when there is no nameserver to ask."""
+    if not any(b.hostname for b in cfg.boxes):
+        return None
+    from agent.resolve import DnsLookup, NameResolver, ResolverConfigError, box_problem, nameservers_of, resolv_conf
+
+    if lookup is None:
+        try:
+            lookup = DnsLookup(cfg.agent.nameservers or nameservers_of(resolv_conf(netns)))
+        except ResolverConfigError as exc:
+            raise SetupError(f"agent.nameservers: {exc}") from None
+    return NameResolver(cfg.boxes, lookup, publish, interval_s=cfg.agent.resolve_interval_s,
+                        problem=box_problem(cfg.agent.interface))
+
+
+def resolve_boxes(cfg: Config, names: Sequence[str], netns: str | None = None,
+                  lookup: Callable[[str, int], Any] | None = None) -> tuple[Config, dict[str, str]]:
+    """Resolve the hostnames of boxes NAMES once (a manual remediation, before it acts): (the config with their
+    names' addresses, box -> why no action should run on it now: its name does not resolve or gives no usable
+    address). Boxes without a name are left as they are. SetupError when there is no nameserver."""
+    from agent.core.resolve import deferral
+
+    resolver = build_resolver(cfg, lambda ev: None, netns, lookup)
+    if resolver is None:
+        return cfg, {}
+    resolver.resolve([n for n in names if cfg.box(n).hostname], publish=False)
+    recs = {n: r for n, r in resolver.records().items() if n in names}
+    boxes = tuple(replace(b, ipv4=recs[b.name].ipv4, ipv6=recs[b.name].ipv6) if b.name in recs else b
+                  for b in cfg.boxes)
+    waits = {}
+    for name, rec in recs.items():
+        why = deferral(rec) or (None if rec.addresses() else
+                                f"name {rec.hostname} gives no usable address ({rec.state.value}: {rec.detail})")
+        if why:
+            waits[name] = why
+    return replace(cfg, boxes=boxes), waits
+
+
 def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Callable[[str], bool],
-                      make_docker: Callable[[], Any], expected_events: Any, evidence: Any) -> Any:
+                      make_docker: Callable[[], Any], expected_events: Any, evidence: Any,
+                      before_action: Callable[[str], str | None] | None = None) -> Any:
     """The remediation service (remediations.RemediationService): its records are published as decided, its
     status after each cycle's decisions."""
     from remediations import ActionContext, RemediationService, Remediator, history
@@ -281,7 +324,7 @@ def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Call
     return RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy), publish,
                               history_path=history.path_in(cfg.agent.state_dir),
                               evidence_wait=evidence.wait_collected if evidence is not None else None,
-                              on_status=publish)
+                              on_status=publish, before_action=before_action)
 
 
 def build_webhook(cfg: Config, token: str | None, submit: Callable[[str, str | None], Any]) -> Any:
@@ -354,12 +397,14 @@ def follow_box_set(bus: Any, pipeline: Any, *, recorder: Any = None, engine: Any
 
 
 def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, monitor_netns: str | None = None,
-             make_docker: Callable[[], Any] | None = None) -> Assembly:
+             make_docker: Callable[[], Any] | None = None,
+             lookup: Callable[[str, int], Any] | None = None) -> Assembly:
     """Build the agent from a Config, step by step: files, bus and storage, forensics, correlation, metrics,
     Docker events and discovery, the prober, remediation and its webhook, listeners, pipeline, probe loop.
 
     Every way out is the bus (agent.bus): the listeners on it own every write and metric; the services
-    publish on it. SetupError (one line) when something the config names cannot be used.
+    publish on it. SetupError (one line) when something the config names cannot be used. lookup(name, family):
+    the DNS lookup of the boxes' hostnames (agent.resolve.DnsLookup of the config when None).
     """
     from agent.bus import Bus
     from agent.core import correlation
@@ -375,6 +420,14 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     token = webhook_token(cfg)   # before anything is built
     make_docker = make_docker or docker_factory()
     bus = Bus()
+    # Boxes by name: resolved once now, so the first cycle probes the names' addresses; a box whose name gave
+    # none is left out of the set until it does (the resolver publishes why). Discovery keeps the config as
+    # written (its set goes through the resolver too).
+    configured = cfg
+    resolver = build_resolver(cfg, bus.publish, monitor_netns, lookup)
+    if resolver is not None:
+        resolver.resolve(publish=False)   # announced when the services start (NameResolver.start)
+        cfg = replace(cfg, boxes=resolver.apply(cfg.boxes))
     storage = Storage.from_config(cfg)
     services: list[Any] = []
     closers: list[Callable[[], object]] = []   # called for their effect; storage.flush returns whether it got through
@@ -391,6 +444,10 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     metrics, metric_services = build_metrics(cfg, storage, members)
     services += metric_services
 
+    def resolved(versioned: tuple[int, tuple[BoxConfig, ...]]) -> tuple[int, tuple[BoxConfig, ...]]:
+        """A box set with the names' addresses (a named box with none left out)."""
+        return versioned if resolver is None else (versioned[0], resolver.apply(versioned[1]))
+
     # Stops/restarts our remediation causes: the service marks them, the events watcher reads them.
     expected_events = ExpectedEvents()
     discovery: DockerDiscovery | None = None
@@ -399,7 +456,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         from agent.discovery import DockerDiscovery
 
         # Its changes are published as they happen (the set read back from it: found.boxes()).
-        found = DockerDiscovery(cfg, on_change=box_set_publisher(lambda: found.boxes(), bus.publish))
+        found = DockerDiscovery(configured, on_change=box_set_publisher(lambda: resolved(found.boxes()), bus.publish))
         discovery = found
     if any(b.container for b in cfg.boxes) or discovery is not None:
         from remediations.docker_events import STATE_FILE, ContainerStates, DockerEventWatcher
@@ -418,7 +475,8 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
 
     remediation = webhook = None
     if cfg.remediation.enabled:
-        remediation = build_remediation(cfg, bus.publish, prober.reprobe, make_docker, expected_events, evidence)
+        remediation = build_remediation(cfg, bus.publish, prober.reprobe, make_docker, expected_events, evidence,
+                                        before_action=resolver.before_action if resolver is not None else None)
         services.append(remediation)
     if watcher is not None:
         services.append(watcher)
@@ -441,6 +499,12 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         webhook = build_webhook(cfg, token, alert_handler(remediation, lambda: pipeline))
         services.insert(services.index(remediation) + 1, webhook)   # started after remediation, stopped before it
 
+    if resolver is not None:
+        # A name's new address: the whole set again (discovery's, when on), taken by the pipeline at its next cycle.
+        renumbered = box_set_publisher(lambda: resolved(discovery.boxes() if discovery is not None
+                                                        else (0, configured.boxes)), bus.publish)
+        resolver.on_addresses = lambda: renumbered((), ())
+        services.insert(0, resolver)   # started first: its announcement reaches the listeners before any cycle
     follow_box_set(bus, pipeline, recorder=recorder, engine=remediation.remediator if remediation else None,
                    webhook=webhook, watcher=watcher)
 

@@ -36,6 +36,10 @@ class RemediationService:
     evidence_wait(box, timeout_s) -> bool: blocks until the evidence of BOX's open freeze is
     collected (agent.forensics.evidence.EvidenceCollector.wait_collected); an automatic action
     waits for it at most evidence_timeout_s, so it never runs while a collector reads the box.
+
+    before_action(box) -> a reason to wait, or None: asked before every action that would run (not dry
+    runs), e.g. agent.resolve.NameResolver.before_action (the box's name resolved now); a reason makes the
+    action deferred (nothing done, retried after retry_deferred_s), the reason recorded.
     """
 
     def __init__(self, remediator: Remediator, context: ActionContext,
@@ -43,8 +47,10 @@ class RemediationService:
                  tick_s: float = 0.5, history_path: str | None = None,
                  evidence_wait: Callable[[str, float], bool] | None = None,
                  evidence_timeout_s: float = 20.0,
-                 on_status: Callable[[RemediationStatus], None] | None = None) -> None:
+                 on_status: Callable[[RemediationStatus], None] | None = None,
+                 before_action: Callable[[str], str | None] | None = None) -> None:
         self.remediator = remediator
+        self.before_action = before_action
         self.on_status = on_status
         self.context = context
         self.on_record = on_record
@@ -176,7 +182,13 @@ class RemediationService:
             except Exception:  # evidence trouble never blocks remediation
                 log.exception("box %s: waiting for evidence failed", plan.box)
         try:
-            outcome = execute(plan, self.context, self.clock)
+            wait = self.before_action(plan.box) if self.before_action is not None and not plan.dry_run else None
+            if wait:
+                log.warning("box %s: %s deferred: %s", plan.box, plan.action, wait)
+                outcome = ActionOutcome(ok=False, detail=wait, duration_s=0.0, started_s=self.clock(),
+                                        deferred_reason=wait)
+            else:
+                outcome = execute(plan, self.context, self.clock)
         except Exception as exc:  # unexpected: keep the engine consistent, say so loudly
             log.exception("box %s: action %s raised unexpectedly", plan.box, plan.action)
             outcome = ActionOutcome(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}",

@@ -125,6 +125,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.maintenance": ("agent.core", "agent.atomic"),
     "agent.discovery": ("agent.core",),
     "agent.auditor": ("agent.audit", "agent.atomic", "agent.checks"),
+    "agent.resolve": ("agent.core",),
     "agent.atomic": (),
     "agent.tls": (),
     "agent.secretfile": (),

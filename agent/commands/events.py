@@ -58,6 +58,12 @@ def describe(event: EventRow) -> str:
         by = f" by {f['who']}" if f.get("who") else ""
         until = f" until {_fmt_time(float(f['until_s']))}" if f.get("until_s") and what == "start" else ""
         return f"maintenance {what}{by}{until}" + (f" - {f['reason']}" if f.get("reason") else "")
+    if event.measurement == "name":   # boxes by name (agent.resolve): the name beside the address
+        if tags.get("event") == "address":
+            return (f"name {tags.get('hostname', '?')}: IPv{f.get('family', '?')} address "
+                    f"{f.get('old') or 'none'} -> {f.get('new') or 'none'}")
+        probed = " ".join(a for a in (f.get("ipv4"), f.get("ipv6")) if a) or "not probed"
+        return f"name {tags.get('hostname', '?')} {f.get('state', '?')} ({probed}) - {f.get('detail', '')}"
     if event.measurement == "segment_freeze":
         seg = tags.get("segment", "?")
         return f"segment {seg} freeze" + (" OPEN" if f.get("open") == 1 else "") + \

@@ -76,6 +76,19 @@ def run(args: argparse.Namespace) -> int:
         print("remediate: --force needs --reason WHY (it is recorded with your user name)", file=sys.stderr)
         return EXIT_REFUSED
     box_cfg = cfg.box(box)
+    if box_cfg.hostname and not resetting:   # a box by name: resolved now, before anything acts on it
+        from agent.wiring import SetupError, resolve_boxes
+
+        try:
+            cfg, waits = resolve_boxes(cfg, [box], getattr(args, "netns", None))
+        except SetupError as exc:
+            print(f"remediate: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        box_cfg = cfg.box(box)
+        if box in waits and not (args.force and box_cfg.addresses()):
+            print(f"remediate: refused: {waits[box]}" + (" (--force --reason WHY acts at its last address)"
+                                                         if box_cfg.addresses() else ""), file=sys.stderr)
+            return EXIT_REFUSED
     policy = cfg.remediation.policy()
     path = history.path_in(cfg.agent.state_dir)
     now = time.time()

@@ -8,7 +8,9 @@ FreezeLayerChanged, FreezeClosed, MacChanged, AddressConflictChanged; then flapp
 BoxReleased. Last, CycleEnded. The pipeline publishes them as one message, CycleEvents, on the
 bus (agent.bus); consumers: points, evidence, remediation, status, metrics.
 
-Besides the cycle: BoxSetChanged (discovery changed the box set), published when it happens.
+Besides the cycle: BoxSetChanged (discovery or a box's name changed the box set), published when it happens;
+the names' NameStateChanged and AddressChanged (agent.core.resolve, re-exported here), published by the
+resolver service (agent.resolve) off the probe path.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 from agent.core.maintenance import Active
+from agent.core.resolve import AddressChanged as AddressChanged, NameStateChanged as NameStateChanged  # re-exported
 from probes import LAYERS as PROBE_LAYERS, Layer as Layer, ProbeResult  # Layer: re-exported, the events' layer type
 
 

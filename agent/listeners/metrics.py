@@ -22,6 +22,7 @@ from agent.audit.model import AUDIT_CLASSES, AuditClass, AuditCompleted, Privile
 from agent.core.events import (
     LAYERS,
     STATES,
+    AddressChanged,
     AddressConflictChanged,
     BoxHeld,
     BoxKind,
@@ -34,6 +35,7 @@ from agent.core.events import (
     FreezeOpened,
     Layer,
     MacChanged,
+    NameStateChanged,
     SegmentFreezeChanged,
     State,
 )
@@ -111,6 +113,14 @@ class MetricsListener(CycleListener):
                                       "the box's addresses too (several MACs in one sweep), else 0", BOX_LABELS,
                                       registry=r)
         self._conflicts: dict[str, set[str]] = {}
+        # Boxes by name (agent.resolve): the name next to the addresses probed, and its resolver state.
+        self.name_info = Gauge("vobox_box_name_info", "1 for a box configured by hostname: the name, its resolver "
+                               "state (resolved, multiple, nxdomain, servfail, timeout, ...) and the addresses the "
+                               "box is probed at (empty: not probed)",
+                               (*BOX_LABELS, "hostname", "state", "ipv4", "ipv6"), registry=r)
+        self.address_changes = Counter("vobox_box_address_changes_total", "new addresses a box's hostname resolved "
+                                       "to (the probes follow from the next cycle)", BOX_LABELS, registry=r)
+        self._name_series: dict[str, tuple[str, ...]] = {}
         self.remediations = Counter("vobox_remediations_total", "remediation decisions by result: recovered, "
                                     "not_recovered, unverified, failed (actions done), refused, held, deferred, "
                                     "dry_run, reset",
@@ -192,7 +202,8 @@ class MetricsListener(CycleListener):
         """The cycle's events, remediation records, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record,
                 BoxSetChanged: lambda ev: self.set_kinds(ev.kinds), ClockStepped: self.on_clock_step,
-                AuditCompleted: self.on_audit, PrivilegesChanged: self.on_privileges_changed}
+                AuditCompleted: self.on_audit, PrivilegesChanged: self.on_privileges_changed,
+                NameStateChanged: self.on_name, AddressChanged: self.on_address}
 
     def on_audit(self, msg: AuditCompleted) -> None:
         """A box's audit: its findings by severity, privileged 0/1 and class (an audit that failed: unknown)."""
@@ -209,6 +220,20 @@ class MetricsListener(CycleListener):
     def on_privileges_changed(self, ev: PrivilegesChanged) -> None:
         """Privileges changed between two audits of a box: counted."""
         self.audit_changes.labels(*self._box(ev.box)).inc()
+
+    def on_name(self, ev: NameStateChanged) -> None:
+        """A box's name changed state: its one vobox_box_name_info series is replaced."""
+        old = self._name_series.pop(ev.box, None)
+        if old is not None:
+            self.name_info.remove(*old)
+        labels = (ev.box, ev.kind or self.kinds.get(ev.box, BoxKind.CONTAINER), self.site, ev.hostname, ev.state,
+                  ev.ipv4 or "", ev.ipv6 or "")
+        self.name_info.labels(*labels).set(1)
+        self._name_series[ev.box] = labels
+
+    def on_address(self, ev: AddressChanged) -> None:
+        """A box's name resolved to a new address."""
+        self.address_changes.labels(ev.box, ev.kind or self.kinds.get(ev.box, BoxKind.CONTAINER), self.site).inc()
 
     def set_kinds(self, kinds: Mapping[str, str]) -> None:
         """Follow a new box set (discovery): new boxes' series start, a removed box's series are removed.

@@ -77,6 +77,8 @@ UNITS: dict[str, str] = {
     "vobox_audit_privileged": "{box}",
     "vobox_audit_class": "{box}",
     "vobox_audit_privilege_changes_total": "{change}",
+    "vobox_box_name_info": "1",
+    "vobox_box_address_changes_total": "{address}",
 }
 # The exporter logs every failed attempt; we log the first failure and the recovery (see _Quiet).
 _EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.metric_exporter"

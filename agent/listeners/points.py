@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from agent.audit.model import AuditCompleted, PrivilegesChanged
 from agent.core.events import (
+    AddressChanged,
     AddressConflictChanged,
     BoxHeld,
     BoxKind,
@@ -24,6 +25,7 @@ from agent.core.events import (
     FreezeOpened,
     MacChanged,
     MaintenanceChanged,
+    NameStateChanged,
     SegmentFreezeChanged,
     WitnessObserved,
 )
@@ -76,7 +78,8 @@ class PointsListener(CycleListener):
         """The cycle's events, remediation records, engine events, box-set changes, wall-clock steps."""
         return {**super().subscriptions(), ActionRecord: self.on_record, ContainerEventRecord: self.on_container_event,
                 BoxSetChanged: self.on_box_set, ClockStepped: self.on_clock_step,
-                AuditCompleted: self.on_audit, PrivilegesChanged: self.on_privileges_changed}
+                AuditCompleted: self.on_audit, PrivilegesChanged: self.on_privileges_changed,
+                NameStateChanged: self.on_name, AddressChanged: self.on_name}
 
     def on_audit(self, msg: AuditCompleted) -> None:
         """A box's isolation audit: an `audit` point per finding and its `audit_box` point, now."""
@@ -92,6 +95,17 @@ class PointsListener(CycleListener):
         self.storage.write([P.audit_change_point(ev.box, self.kinds.get(ev.box, BoxKind.CONTAINER), self.site,
                                                  ev.added, ev.removed, ev.old_class, ev.new_class, ev.text,
                                                  ev.time_s)])
+
+    def on_name(self, ev: NameStateChanged | AddressChanged) -> None:
+        """A box's name changed state or address (agent.resolve): its `name` point, now."""
+        kind = ev.kind or self.kinds.get(ev.box, BoxKind.VM)
+        if isinstance(ev, NameStateChanged):
+            point = P.name_point(ev.box, kind, self.site, ev.hostname, "state", ev.time_s, state=ev.state,
+                                 detail=ev.detail, ipv4=ev.ipv4, ipv6=ev.ipv6)
+        else:
+            point = P.name_point(ev.box, kind, self.site, ev.hostname, "address", ev.time_s, family=ev.family,
+                                 old=ev.old, new=ev.new)
+        self.storage.write([point])
 
     def on_clock_step(self, ev: ClockStepped) -> None:
         """A wall-clock step the probe loop saw: an `agent` point with tag event=clock_step, at the new wall time."""

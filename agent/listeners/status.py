@@ -17,6 +17,7 @@ from agent.core.events import (
     CycleEnded,
     DegradedChanged,
     Layer,
+    NameStateChanged,
     State,
     StateChanged,
 )
@@ -66,9 +67,12 @@ class StatusListener(CycleListener):
     def __init__(self, state_dir: str, kinds: Mapping[str, str], *, site: str | None, interval_s: float,
                  budget_per_hour: int, evidence_path: Callable[[str, float], str] | None = None,
                  secrets: Sequence[str] = (), monotonic: Callable[[], float] = boottime_s,
-                 boot: str | None = None) -> None:
+                 boot: str | None = None, addresses: Mapping[str, Sequence[str]] | None = None) -> None:
         self.path = os.path.join(state_dir, STATUS_FILE)
         self.kinds = dict(kinds)
+        # box -> the addresses it is probed at (from the config, then each box set); box -> its name's state
+        self.addresses = {k: list(v) for k, v in (addresses or {}).items()}
+        self._names: dict[str, NameStateChanged] = {}
         self.site = site
         self.interval_s = interval_s
         self.budget_per_hour = budget_per_hour
@@ -99,15 +103,21 @@ class StatusListener(CycleListener):
 
     def subscriptions(self) -> Mapping[type, Callable[[Any], None]]:
         """The cycle's events; box-set changes (the boxes status.json lists); remediation status."""
-        return {**super().subscriptions(), BoxSetChanged: self.on_box_set, RemediationStatus: self.on_remediation}
+        return {**super().subscriptions(), BoxSetChanged: self.on_box_set, RemediationStatus: self.on_remediation,
+                NameStateChanged: self.on_name}
+
+    def on_name(self, ev: NameStateChanged) -> None:
+        """A box's name changed state (agent.resolve): shown beside its address from the next status.json."""
+        self._names[ev.box] = ev
 
     def on_remediation(self, status: RemediationStatus) -> None:
         """The remediation service's status of every box (published after each cycle's decisions)."""
         self._remediation = dict(status.boxes)
 
     def on_box_set(self, ev: BoxSetChanged) -> None:
-        """Discovery changed the box set: the next status.json lists the new set."""
+        """Discovery or a name changed the box set: the next status.json lists the new set and addresses."""
         self.kinds = ev.kinds
+        self.addresses = {b.name: list(b.addresses()) for b in ev.boxes}
 
     def on_events(self, events: Sequence[CycleEvent]) -> None:
         """Remember what the cycle said; write status.json at its end."""
@@ -150,6 +160,8 @@ class StatusListener(CycleListener):
             held = self._held.get(name)
             boxes[name] = {
                 "kind": kind, "state": state,
+                "addresses": self.addresses.get(name, []),
+                "name": _name(self._names.get(name)),   # the box's hostname and its resolver state, or null
                 "judged_s": last.time_s if last else None,   # the last cycle that judged this box
                 "layer": (last.state_layer if state != State.UP else last.layer) if last else Layer.NONE,
                 "since_s": self._since.get(name),
@@ -175,4 +187,13 @@ class StatusListener(CycleListener):
         # boot_id + boottime_s: freshness that no wall-clock step fakes (status --check, the HEALTHCHECK)
         return {"version": STATUS_VERSION, "updated_s": now_s, "interval_s": self.interval_s, "site": self.site,
                 "boot_id": self._boot_id, "boottime_s": round(self._monotonic(), 3), "cycles": self._cycles,
-                "error": self._error, "boxes": boxes}
+                "error": self._error, "boxes": boxes,
+                # boxes by name that are not probed (their name never gave a usable address) and why
+                "unprobed": {n: _name(ev) for n, ev in self._names.items() if n not in self.kinds}}
+
+
+def _name(ev: NameStateChanged | None) -> dict[str, Any] | None:
+    """status.json's `name` of a box: hostname, resolver state (agent.core.resolve.NameState), detail, since."""
+    if ev is None:
+        return None
+    return {"hostname": ev.hostname, "state": ev.state, "detail": ev.detail, "since_s": ev.time_s}

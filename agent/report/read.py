@@ -12,6 +12,7 @@ from agent.report.stats import (
     ClassSlice,
     FleetObservation,
     FreezeRecord,
+    NameHistory,
     SegmentOutage,
     class_windows,
 )
@@ -96,7 +97,7 @@ def read_fleet(query: Rows, start_ms: int, end_ms: int, interval_s: float,
                             first[0] if first else None, last[0] if last else None,
                             # older data without `agent` points: the most cycles any box saw
                             cycles[0] if cycles and cycles[0] else max((b.cycles for b in boxes), default=0),
-                            outages, audit_periods=periods, class_slices=slices)
+                            outages, names=read_names(query, w), audit_periods=periods, class_slices=slices)
 
 
 def read_audit_classes(query: Rows, start_ms: int, end_ms: int, site: str | None,
@@ -126,6 +127,30 @@ def read_audit_classes(query: Rows, start_ms: int, end_ms: int, site: str | None
                          f'{quote_str(b.box)} AND {_where(a, z, site)}') or [{}]
             slices.append(ClassSlice(b.box, b.kind, cls, int(r.get("cycles") or 0), int(r.get("up") or 0)))
     return periods, tuple(slices)
+
+
+# Resolver states in which a name does not resolve (agent.core.resolve.NOT_RESOLVING but `pending`).
+_NOT_RESOLVING = frozenset({"nxdomain", "servfail", "timeout", "refused", "error"})
+
+
+def read_names(query: Rows, where: str) -> tuple[NameHistory, ...]:
+    """Boxes by name from their `name` points (agent.storage.points.name_point) matching WHERE, in time order."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    rows = query(f'SELECT "state", "ipv4", "ipv6", "new" FROM "name" WHERE {where} GROUP BY "box", "hostname", '
+                 '"event"')
+    for r in sorted(rows, key=lambda r: int(r.get("time") or 0)):
+        h = seen.setdefault((str(r.get("box")), str(r.get("hostname"))),
+                            {"addresses": [], "changes": 0, "lost": 0, "state": "?"})
+        if r.get("event") == "address":
+            h["changes"] += 1 if r.get("new") else 0
+            news = [r.get("new")]
+        else:
+            h["state"] = str(r.get("state") or "?")
+            h["lost"] += 1 if h["state"] in _NOT_RESOLVING else 0
+            news = [r.get("ipv4"), r.get("ipv6")]
+        h["addresses"] += [a for a in news if a and a not in h["addresses"]]
+    return tuple(NameHistory(box, host, tuple(h["addresses"]), h["changes"], h["lost"], h["state"])
+                 for (box, host), h in sorted(seen.items()))
 
 
 def _flap_fields(row: dict | None) -> tuple[int, int, bool, float | None]:

@@ -391,6 +391,19 @@ def split_by_audit_class(obs: FleetObservation, fallback_duration_s: float | Non
 
 
 @dataclass(frozen=True)
+class NameHistory:
+    """A box by name over the range (its `name` points, agent.resolve): the hostname, the addresses it was probed
+    at in order, how often it resolved elsewhere, how often it stopped resolving, its last resolver state."""
+
+    box: str
+    hostname: str
+    addresses: tuple[str, ...]
+    address_changes: int
+    not_resolving: int     # state changes to nxdomain, servfail, timeout, refused or error
+    last_state: str
+
+
+@dataclass(frozen=True)
 class FleetObservation:
     """Everything the report reads from InfluxDB for [start_ms, end_ms)."""
 
@@ -411,6 +424,7 @@ class FleetObservation:
     # boxes' cycles cut where their class changed; empty: no split (data without audits)
     audit_periods: tuple[ClassPeriod, ...] = ()
     class_slices: tuple[ClassSlice, ...] = ()
+    names: tuple[NameHistory, ...] = ()   # boxes by name (their `name` points)
 
     @property
     def observed_s(self) -> float:

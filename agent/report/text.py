@@ -145,6 +145,12 @@ def render_text(report: Report) -> str:
     seg = segment_lines(report)
     if seg:
         lines += [""] + seg
+    if obs.names:   # boxes by name: the name next to the addresses it was probed at
+        lines.append("names: " + "; ".join(
+            f"{n.box} = {n.hostname} -> {' '.join(n.addresses) or 'never resolved'}"
+            + (f", resolved elsewhere {n.address_changes}x" if n.address_changes else "")
+            + (f", stopped resolving {n.not_resolving}x" if n.not_resolving else "")
+            + (f", now {n.last_state}" if n.last_state != "resolved" else "") for n in obs.names))
     if obs.remediations:
         parts = [f"{a} {n} ({rec}/{n} recovered)" for a, (n, rec) in sorted(obs.remediations.items())]
         lines.append("remediations: " + ", ".join(parts))

@@ -17,6 +17,9 @@ Measurements (tags; fields):
                                                                 deferred, duration_s, detail, reason, who, why, forced
   container_event  box, kind, site, event;                      n, detail, exit_code
   mac_change       box, kind, site, address;                    old, new
+  name             box, kind, site, hostname, event;            state, detail, ipv4, ipv6 (event state: the
+                                                                name's resolver state changed); family, old,
+                                                                new (event address: it resolved elsewhere)
   segment_freeze   segment, site;                               boxes, box_names, layer, open, duration_s, reason
   witness          site, probe, address;                        ok, rtt_ms, error, mac (the [correlation] witness:
                                                                 probed every cycle, never remediated)
@@ -335,6 +338,19 @@ def mac_change_point(box: str, kind: str, site: str | None, address: str, old: s
                      time_s: float) -> Point:
     """`mac_change`: ARP/NDP answered with a different MAC than last seen for the address."""
     return Point("mac_change", _tags(box, kind, site, address=address), {"old": old, "new": new}, ns_from_s(time_s))
+
+
+def name_point(box: str, kind: str, site: str | None, hostname: str, event: str, time_s: float, *,
+               state: str | None = None, detail: str | None = None, ipv4: str | None = None,
+               ipv6: str | None = None, family: int | None = None, old: str | None = None,
+               new: str | None = None) -> Point:
+    """`name`: a box's hostname (agent.resolve) changed resolver state (event "state": state, detail and the
+    addresses probed, "" for none) or resolved to a new address (event "address": family 4|6, old, new; ""
+    for none)."""
+    fields: dict[str, FieldValue | None] = (
+        {"state": state, "detail": detail, "ipv4": ipv4 or "", "ipv6": ipv6 or ""} if event == "state"
+        else {"family": family, "old": old or "", "new": new or ""})
+    return Point("name", _tags(box, kind, site, hostname=hostname, event=event), fields, ns_from_s(time_s))
 
 
 def address_conflict_point(box: str, kind: str, site: str | None, address: str, macs: Iterable[str], open_: bool,

@@ -20,13 +20,14 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
     "mac_change": True,
     "address_conflict": True,
     "maintenance": True,
+    "name": True,   # a box's hostname changed resolver state or address (agent.resolve)
     "segment_freeze": False,
     "engine_down": False,
 }
 
 # Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.
 TAG_KEYS = frozenset({"box", "kind", "site", "probe", "address", "port", "action", "trigger", "outcome", "event",
-                      "origin", "check", "target", "maintenance", "segment", "host"})
+                      "origin", "check", "target", "maintenance", "segment", "host", "hostname"})
 
 Rows = Callable[[str], list[dict[str, Any]]]
 Query = Callable[[str], list[tuple[dict[str, str], dict[str, Any]]]]

@@ -216,6 +216,8 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
             "ClockStepped": ["points", "metrics"],
             "AuditCompleted": ["points", "metrics"],
             "PrivilegesChanged": ["points", "metrics"],
+            "NameStateChanged": ["points", "status", "metrics"],
+            "AddressChanged": ["points", "metrics"],
         }
         assert assembly.pipeline.bus is assembly.bus
         (service,) = [s for s in assembly.services if isinstance(s, RemediationService)]
@@ -243,7 +245,9 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
                                               "ContainerEventRecord": ["points"], "RemediationStatus": ["status"],
                                               "BoxSetChanged": ["points", "status", "pipeline"],
                                               "ClockStepped": ["points"], "AuditCompleted": ["points"],
-                                              "PrivilegesChanged": ["points"]}
+                                              "PrivilegesChanged": ["points"],
+                                              "NameStateChanged": ["points", "status"],
+                                              "AddressChanged": ["points"]}
     finally:
         assembly.close()
 

@@ -375,3 +375,60 @@ def _section(cls: type, table: Any, path: str, errors: list[str]) -> dict[str, A
         elif md["required"]:
             errors.append(f"{path}.{key}: missing (required: {md['doc']})")
     return kwargs
+
+
+# A DNS host name (RFC 1123 2.1 over RFC 952): dot-separated labels of letters, digits and inner hyphens,
+# each 1-63 characters, at most 253 in all (RFC 1035 2.3.4), one trailing dot allowed; not all-numeric
+# (RFC 1123 2.1: a name must not look like a dotted-decimal address).
+_HOSTNAME_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+@_labelled("a DNS host name (RFC 1123)", {"type": "string", "minLength": 1, "maxLength": 254})
+def _hostname(v: Any) -> str:
+    """A box's DNS name, lower-cased without the trailing dot; an address here is refused with a pointer to
+    ipv4/ipv6 (a name is resolved, an address is not)."""
+    if not isinstance(v, str) or not v:
+        raise _Invalid(f"expected a DNS host name (RFC 1123), got {_show(v)}")
+    try:
+        ipaddress.ip_address(v)
+        raise _Invalid(f"expected a DNS host name, got the address {_show(v)}: write it as ipv4 or ipv6")
+    except ValueError:
+        pass
+    name = v[:-1] if v.endswith(".") else v
+    if not name.isascii():   # an internationalised name travels as its IDNA (xn--) form (RFC 5890)
+        try:
+            ascii_form = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_form = None
+        raise _Invalid(f"expected a DNS host name in ASCII, got {_show(v)}"
+                       + (f": write its IDNA form {_show(ascii_form)}" if ascii_form else ""))
+    labels = name.split(".")
+    bad = next((lab for lab in labels if not _HOSTNAME_LABEL_RE.match(lab)), None)
+    if len(name) > 253 or bad is not None:
+        why = (f"label {_show(bad)} is not 1-63 letters, digits or inner hyphens" if bad is not None
+               else "longer than 253 characters")
+        raise _Invalid(f"expected a DNS host name (RFC 1123), got {_show(v)}: {why}")
+    if re.fullmatch(r"[0-9.]+", name):
+        raise _Invalid(f"expected a DNS host name, got {_show(v)}: all-numeric names are not host names "
+                       "(RFC 1123 2.1)")
+    if len(labels) < 2:   # asked as an absolute name: resolv.conf's search list is not applied
+        raise _Invalid(f"expected a fully qualified DNS name, got {_show(v)}: no search list is applied; "
+                       f"write e.g. {_show(name + '.example.org')}")
+    return name.lower()
+
+
+def _nameserver_conv(v: Any) -> str:
+    if not isinstance(v, str) or "%" in v:
+        raise _Invalid(f"expected the IP address of a DNS server, got {_show(v)}")
+    try:
+        addr = ipaddress.ip_address(v)
+    except ValueError:
+        raise _Invalid(f"expected the IP address of a DNS server (not a name: it would need a resolver "
+                       f"itself), got {_show(v)}") from None
+    problem = address_problem(addr, "peer")
+    if problem:
+        raise _Invalid(f"expected the IP address of a DNS server, got {_show(v)}: {problem}")
+    return str(addr)
+
+
+_nameserver = Conv(_nameserver_conv, "an IP address of a DNS server", {"type": "string"})

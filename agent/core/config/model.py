@@ -28,12 +28,14 @@ from agent.core.config.convert import (
     _address,
     _boolean,
     _choice,
+    _hostname,
     _integer,
     _Invalid,
     _key,
     _labelled,
     _list_of,
     _listen,
+    _nameserver,
     _number,
     _section,
     _show,
@@ -48,6 +50,7 @@ from agent.core.events import BoxKind
 from agent.core.flapping import FlapSettings
 from agent.core.freeze import FreezeThresholds
 from agent.core.maintenance import WEEKDAYS, Recurring, parse_hhmm
+from agent.core.resolve import RESOLVE_DEFAULT_S, RESOLVE_FLOOR_S
 from agent.forensics import retention
 from agent.storage import defaults as storage_defaults
 from agent.tls import VERIFY, TLSSettings, client as tls_client, server as tls_server
@@ -114,6 +117,15 @@ class AgentConfig:
     interface: str | None = _key("interface", _text(), "where ARP/NDP go out (default: from routing)", None)
     site: str | None = _key("site", _text(_TAG_TEXT_RE, "a non-empty string without control characters"),
                             "tag `site` on every point", None)
+    nameservers: tuple[str, ...] = _key("nameservers", _list_of(_nameserver, min_len=1, unique=True),
+                                        "DNS servers the boxes' `hostname`s are resolved with (agent.resolve); "
+                                        "default: the system's resolv.conf (with run --netns NAME: "
+                                        "/etc/netns/NAME/resolv.conf when it exists, as `ip netns exec` does)", ())
+    resolve_interval_s: float = _key("resolve_interval", _number(RESOLVE_FLOOR_S),
+                                     "seconds between two resolutions of the boxes' `hostname`s (also resolved "
+                                     f"at start and before each remediation); at least {RESOLVE_FLOOR_S:g} s, "
+                                     "so a fleet of names never floods the site's resolvers",
+                                     RESOLVE_DEFAULT_S, unit="s")
 
     @staticmethod
     def check(kw: dict[str, Any], raw: dict[str, Any], path: str, ctx: Context) -> list[str]:
@@ -653,7 +665,8 @@ def box_label(index: int, name: Any = None, line: int | None = None) -> str:
 
 def _placeholders(argv: tuple[str, ...], path: str, raw: dict[str, Any], errors: list[str]) -> None:
     """Each argument's template through remediations.actions.template_errors (the one expansion rule)."""
-    available = ["box"] + [k for k in ("ipv4", "ipv6", "container") if k in raw]
+    # a box by name has the addresses its name resolves to (a family it has none of fails the action, named)
+    available = ["box"] + [k for k in ("ipv4", "ipv6", "container") if k in raw or (k != "container" and "hostname" in raw)]
     for i, arg in enumerate(argv):
         for problem in template_errors(arg, available):
             errors.append(f"{path}[{i}]: {problem}")
@@ -668,6 +681,12 @@ class BoxConfig:
     kind: str = _key("kind", _choice(BOX_KINDS), "what the box is (tag `kind`)", required=True)
     ipv4: str | None = _key("ipv4", _address(4), "probed with icmp + arp (+ tcp)", None)
     ipv6: str | None = _key("ipv6", _address(6), "probed with icmp6 + ndp (+ tcp)", None)
+    hostname: str | None = _key("hostname", _hostname,
+                                "the box's fully qualified DNS name (no search list), resolved off the probe path "
+                                "(one A and one AAAA record; [agent] nameservers, resolve_interval); the probes "
+                                "follow its addresses from the next cycle; ipv4/ipv6 next to it are the addresses "
+                                "probed until it first resolves; not for discovered containers (the engine gives "
+                                "their addresses)", None)
     tcp_ports: tuple[int, ...] = _key("tcp_ports", _list_of(_PORT, unique=True),
                                       "TCP ports that must accept a connection", ())
     container: str | None = _key("container", _text(_DOCKER_NAME_RE, "a Docker container name or id"),
@@ -705,8 +724,8 @@ class BoxConfig:
         """
         errors: list[str] = []
         kind = kw.get("kind")
-        if "ipv4" not in raw and "ipv6" not in raw:
-            errors.append(f"{path}: needs ipv4 or ipv6 (or both)")
+        if "ipv4" not in raw and "ipv6" not in raw and "hostname" not in raw:
+            errors.append(f"{path}: needs ipv4, ipv6 or hostname")
         for fam in ("ipv4", "ipv6"):
             if kw.get(fam) and ctx.interface is None and is_link_local(kw[fam]):
                 errors.append(f"{path}.{fam}: {_show(kw[fam])} is link-local: set [agent] interface to the link "

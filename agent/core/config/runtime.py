@@ -7,6 +7,7 @@ Kept out of the model because it imports the cycle, the probes, the storage sche
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import probes
 from agent.core.config.model import Config
@@ -54,7 +55,10 @@ def runtime_errors(config: Config, box_paths: Sequence[str] | None = None) -> li
         for key in ("command", "exec"):
             if getattr(box, key) and key in box.remediate:
                 try:
-                    expand_command(box.remediation_target(), key)
+                    target = box.remediation_target()
+                    if box.hostname:   # its addresses come from its name at run: checked with stand-ins
+                        target = replace(target, ipv4=target.ipv4 or "192.0.2.1", ipv6=target.ipv6 or "2001:db8::1")
+                    expand_command(target, key)
                 except ActionError as exc:
                     errors.append(f"{path}.{key}: {exc}")
     return errors

@@ -117,7 +117,7 @@ CTR, VM = '[[box]] "vobox-ctr-1" (#1)', '[[box]] "vobox-vm-1" (#2)'
 
 @pytest.mark.parametrize("path,value,expected", [
     pytest.param("agent.intervall", 5, "agent.intervall: unknown key (did you mean 'interval'? valid: interval, "
-                 "timeout, jitter, state_dir, interface, site)", id="unknown-key-with-hint"),
+                 "timeout, jitter, state_dir, interface, site, nameservers, resolve_interval)", id="unknown-key-with-hint"),
     pytest.param("agent.interval", 0, "agent.interval: expected a number > 0, got 0", id="interval-zero"),
     pytest.param("agent.interval", "10", 'agent.interval: expected a number > 0, got "10"', id="interval-string"),
     pytest.param("agent.timeout", 10, "agent.timeout: must be less than agent.interval (10 s), got 10",
@@ -161,7 +161,7 @@ CTR, VM = '[[box]] "vobox-ctr-1" (#1)', '[[box]] "vobox-vm-1" (#2)'
                  + CTR + ')', id="dup-name"),
     pytest.param("box.1.name", "a b", '[[box]] "a b" (#2).name: expected a name of letters, digits, _ . - (max 128), '
                  'got "a b"', id="name-charset"),
-    pytest.param("box.1.ipv4", DELETE, (VM + ": needs ipv4 or ipv6 (or both)",
+    pytest.param("box.1.ipv4", DELETE, (VM + ": needs ipv4, ipv6 or hostname",
                  VM + ".command[3]: placeholder {ipv4} but the box has no ipv4"), id="no-address"),
     pytest.param("box.1.kind", "lxc", VM + '.kind: expected one of "container", "vm", got "lxc"', id="kind"),
     pytest.param("box.0.name", DELETE, "[[box]] (#1).name: missing (required: unique box name (tag `box`))",

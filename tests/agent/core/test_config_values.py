@@ -149,7 +149,7 @@ def test_boxes_are_named_by_name_and_header_line_and_all_errors_come_together():
             '[[box]]\nkind = "vm"\nipv4 = "192.0.2.12"\n')
     assert config.box_lines(text) == (4, 13, 19)
     assert errors_of(text) == (
-        '[[box]] "vobox-ctr-1" (#1, line 4).notes: unknown key (valid: name, kind, ipv4, ipv6, tcp_ports, container, '
+        '[[box]] "vobox-ctr-1" (#1, line 4).notes: unknown key (valid: name, kind, ipv4, ipv6, hostname, tcp_ports, container, '
         'network, remediate, command, exec, dry_run, restart_stopped, segment, probe, check)',
         '[[box]] "vobox-vm-2" (#2, line 13).tcp_ports[1]: expected an integer 1-65535, got 0',
         '[[box]] (#3, line 19).name: missing (required: unique box name (tag `box`))')
