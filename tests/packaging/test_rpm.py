@@ -190,3 +190,66 @@ def test_wheelhouse_installs_offline(release, tmp_path):
     assert proc.returncode == 0, proc.stderr
     ver = _run(str(venv / "bin" / "vobox-agent"), "--version", env=env, cwd=str(tmp_path))
     assert ver.stdout == f"vobox-agent {TAG}\n", ver.stdout + ver.stderr
+
+
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+BASE_TAG = "vobox-agent-base:bookworm"   # deploy/make-base-image.sh, as tests/agent/ops/test_image.py builds it
+
+
+@pytest.fixture
+def os_root(tmp_path):
+    """A root file system with a shell, getent, useradd and /usr/bin/python3.11: the Debian base image, exported.
+
+    It stands in for an EL9 root (none can be had here): what the scriptlets and the venv need of it is the same.
+    """
+    if shutil.which("docker") is None or _run("docker", "info").returncode != 0:
+        pytest.skip("no Docker engine (scripts/setup starts dockerd)")
+    if _run("docker", "image", "inspect", BASE_TAG).returncode != 0:
+        made = _run(os.path.join(REPO, "deploy", "make-base-image.sh"), BASE_TAG, timeout_s=1800)
+        assert made.returncode == 0, made.stderr[-2000:]
+    root = tmp_path / "osroot"
+    root.mkdir()
+    ctr = _run("docker", "create", BASE_TAG, "true").stdout.strip()
+    try:
+        export = subprocess.Popen(["docker", "export", ctr], stdout=subprocess.PIPE)
+        untar = _run("tar", "-x", "-C", str(root), stdin=export.stdout)
+        export.wait(timeout=300)
+        assert untar.returncode == 0 and export.returncode == 0, untar.stderr
+    finally:
+        _run("docker", "rm", "-f", ctr)
+    assert (root / "usr/bin/python3.11").exists()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)   # ~200 MB
+
+
+@pytest.mark.lab
+def test_rpm_scriptlets_user_and_config_in_a_real_root(release, os_root):
+    """rpm -i WITH its scriptlets into a root that has a shell (chrooted by rpm): %pre makes the user and group
+    before the files land, so the config is root:vobox-agent 0640; the agent runs at its real path, reads its
+    config as vobox-agent; rpm -e keeps an edited config as .rpmsave."""
+    _, out = release
+    rpm = str(out / f"vobox-agent-{TAG}-1.x86_64.rpm")
+    proc = _run("rpm", "--root", str(os_root), "--nodeps", "-i", rpm)      # --nodeps: the root's packages are debs
+    assert proc.returncode == 0, proc.stderr
+    assert "does not exist" not in proc.stderr, proc.stderr                 # the group existed when files landed
+    user = _run(CHROOT, str(os_root), "getent", "passwd", "vobox-agent").stdout.strip().split(":")
+    assert user[0] == "vobox-agent" and user[5] == "/var/lib/vobox-agent" and user[6] == "/sbin/nologin", user
+    assert int(user[2]) < 1000                                              # a system user (useradd -r)
+    owner = _run(CHROOT, str(os_root), "stat", "-c", "%U:%G %a", "/etc/vobox-agent", "/etc/vobox-agent/agent.toml")
+    assert owner.stdout.split("\n")[:2] == ["root:vobox-agent 750", "root:vobox-agent 640"], owner.stdout
+    ver = _run(CHROOT, str(os_root), "/usr/bin/vobox-agent", "--version")
+    assert ver.returncode == 0 and ver.stdout == f"vobox-agent {TAG}\n", ver.stdout + ver.stderr
+    as_agent = [CHROOT, "--userspec=vobox-agent:vobox-agent", str(os_root)]
+    check = _run(*as_agent, "/opt/vobox-agent/bin/vobox-agent", "check-config", "-c", "/etc/vobox-agent/agent.toml",
+                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"})
+    # read as the agent's user: valid but for the example's VM hook, `virsh`, which this root does not have
+    assert check.returncode == 2 and "1 error" in check.stdout + check.stderr, check.stdout + check.stderr
+    assert "'virsh' not found" in check.stdout + check.stderr
+    nobody = _run(CHROOT, "--userspec=nobody:nogroup", str(os_root), "/opt/vobox-agent/bin/vobox-agent",
+                  "check-config", "-c", "/etc/vobox-agent/agent.toml", env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    assert nobody.returncode != 0 and "ermission denied" in nobody.stdout + nobody.stderr, nobody
+    (os_root / "etc/vobox-agent/agent.toml").write_text("# the site's edits\n")
+    erase = _run("rpm", "--root", str(os_root), "-e", "vobox-agent")
+    assert erase.returncode == 0, erase.stderr
+    assert (os_root / "etc/vobox-agent/agent.toml.rpmsave").read_text() == "# the site's edits\n"
+    assert not (os_root / "opt/vobox-agent/bin").exists()
