@@ -253,3 +253,24 @@ def test_rpm_scriptlets_user_and_config_in_a_real_root(release, os_root):
     assert erase.returncode == 0, erase.stderr
     assert (os_root / "etc/vobox-agent/agent.toml.rpmsave").read_text() == "# the site's edits\n"
     assert not (os_root / "opt/vobox-agent/bin").exists()
+
+
+@pytest.mark.lab
+def test_release_rebuilds_offline_from_a_wheelhouse(release, tmp_path):
+    """scripts/release --wheels DIR --no-rpm with every index and proxy pointed at a closed loopback port."""
+    src, out = release
+    with tarfile.open(out / f"vobox-agent-wheelhouse-{TAG}.tar.gz") as tar:
+        tar.extractall(tmp_path / "given", filter="data")
+        first = sorted(os.path.basename(n) for n in tar.getnames() if n.endswith(".whl"))
+    dead = "http://127.0.0.1:9"                                   # discard port: nothing listens, nothing leaves
+    env = {k: val for k, val in os.environ.items() if not k.startswith(("PIP_", "VOBOX_AGENT"))}
+    env.update(VOBOX_VENV=VENV, PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL=dead + "/simple", HTTP_PROXY=dead,
+               HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead)
+    proc = _run("bash", os.path.join(src, "scripts", "release"), "--out", str(tmp_path / "out"), "--no-rpm",
+                "--wheels", str(tmp_path / "given" / "wheelhouse"), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(["SHA256SUMS", f"vobox_agent-{TAG}-py3-none-any.whl",
+                                                          f"vobox_agent-{TAG}.tar.gz",
+                                                          f"vobox-agent-wheelhouse-{TAG}.tar.gz"])
+    with tarfile.open(tmp_path / "out" / f"vobox-agent-wheelhouse-{TAG}.tar.gz") as tar:
+        assert sorted(os.path.basename(n) for n in tar.getnames() if n.endswith(".whl")) == first
