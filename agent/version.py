@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import subprocess
 
 # A clone or export without any `v*` tag (before the first release, a shallow clone, a tarball without .git)
 # reports this: the version the first tag (v0.1.0, CHANGELOG.md) gives.
@@ -57,6 +56,8 @@ def from_git(root: str, timeout_s: float = 10.0) -> str | None:
     """
     if not os.path.exists(os.path.join(root, ".git")):
         return None
+    import subprocess  # here, not at the top: every CLI start imports this module, only --version runs git
+
     try:
         proc = subprocess.run(["git", "-C", root, *DESCRIBE_ARGS], capture_output=True, text=True,
                               timeout=timeout_s, check=False)
