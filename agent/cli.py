@@ -53,6 +53,13 @@ def version() -> str:
     return _version.version()
 
 
+def __getattr__(name: str) -> str:
+    """`agent.cli.__version__`, as before versions came from tags (PEP 562: computed when read, not at import)."""
+    if name == "__version__":
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class _VersionAction(argparse.Action):
     """`--version`, asked only when given: a checkout's version runs `git describe`, which no other command pays."""
 
