@@ -7,9 +7,7 @@ import logging
 import os
 import sys
 
-# The one place of the version: pyproject.toml reads it ([tool.setuptools.dynamic]), `--version` prints it
-# without importlib.metadata (which costs a CLI start ~50 ms of CPU).
-__version__ = "0.1.0"
+from agent import version as _version
 
 # Subcommand name -> module under agent.commands. Each module exposes
 # `register(subparsers) -> None`, which adds its parser and sets `func`
@@ -51,15 +49,39 @@ describes each command. Operator guide (installed with the package):
 
 
 def version() -> str:
-    """The version of this source tree (__version__, which the distribution's metadata is built from)."""
-    return __version__
+    """The version (agent.version: the build's, else the checkout's git tag), as the distribution's metadata has it."""
+    return _version.version()
+
+
+def __getattr__(name: str) -> str:
+    """`agent.cli.__version__`, as before versions came from tags (PEP 562: computed when read, not at import)."""
+    if name == "__version__":
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, asked only when given: a checkout's version runs `git describe`, which no other command pays."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show the version and exit") -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        try:
+            text = version()
+        except ValueError as exc:   # a tag or $VOBOX_AGENT_VERSION that is no release version
+            parser.exit(2, f"vobox-agent: {exc}\n")
+        sys.stdout.write(f"{parser.prog} {text}\n")   # stdout, as argparse's own version action
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vobox-agent", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
     parser.add_argument("--netns", metavar="NAME", type=_netns_name,

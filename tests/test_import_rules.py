@@ -133,7 +133,8 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.netns": (),
     "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact", "agent.tls", "agent.secretfile"),
     "agent.commands": PRODUCT,
-    "agent.cli": ("agent.commands", "agent.ops", "agent.netns"),
+    "agent.cli": ("agent.commands", "agent.ops", "agent.netns", "agent.version"),
+    "agent.version": (),
     "agent": ("agent.cli",),   # the package itself and __main__ (`python -m agent`)
     "remediations": ("agent.core.events", "agent.tls", "agent.secretfile"),
     "grafana": ("probes",),

@@ -11,11 +11,15 @@ import zipfile
 
 import pytest
 
-from agent import cli
+from agent import cli, version
 from agent.status import STATUS_FILE, STATUS_VERSION
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-DATA = "vobox_agent-0.1.0.data/data/"
+# The version of this checkout by its git tags (agent.version, tested in tests/agent/test_version.py): 0.1.0 without
+# a tag, as this assertion said before versions came from tags; X.Y.Z.postN+gSHA N commits after vX.Y.Z.
+VERSION = version.version(REPO)
+DIST = f"vobox_agent-{VERSION}"
+DATA = f"{DIST}.data/data/"
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +36,18 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_the_product_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"agent", "probes", "remediations", "vobox_agent-0.1.0.dist-info", "vobox_agent-0.1.0.data"}, tops
+    assert tops == {"agent", "probes", "remediations", f"{DIST}.dist-info", f"{DIST}.data"}, tops
     assert not [n for n in names if n.startswith(("lab/", "tests/", "bench/", "scripts/")) or "/tests/" in n]
     assert "agent/cli.py" in names and "probes/icmp.py" in names
-    assert "vobox_agent-0.1.0.dist-info/licenses/LICENSE" in names
+    assert f"{DIST}.dist-info/licenses/LICENSE" in names
 
 
 def test_wheel_metadata_says_apache_and_has_no_lab_script(wheel):
     zf = zipfile.ZipFile(wheel)
-    meta = zf.read("vobox_agent-0.1.0.dist-info/METADATA").decode()
+    meta = zf.read(f"{DIST}.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in meta
-    assert zf.read("vobox_agent-0.1.0.dist-info/licenses/LICENSE").decode().lstrip().startswith("Apache License")
-    scripts = zf.read("vobox_agent-0.1.0.dist-info/entry_points.txt").decode()
+    assert zf.read(f"{DIST}.dist-info/licenses/LICENSE").decode().lstrip().startswith("Apache License")
+    scripts = zf.read(f"{DIST}.dist-info/entry_points.txt").decode()
     assert "vobox-agent = agent.cli:main" in scripts and "vobox-lab" not in scripts
 
 
@@ -72,7 +76,7 @@ def test_unit_documentation_points_where_the_wheel_installs_the_guide(wheel, tmp
     (site / "deps.pth").write_text(next(p for p in sys.path if p.endswith("site-packages")) + "\n")
     out = subprocess.run([str(prefix / "bin" / "vobox-agent"), "--version"], capture_output=True, text=True,
                          timeout=60, cwd=str(tmp_path))
-    assert out.stdout.strip() == "vobox-agent 0.1.0", out
+    assert out.stdout.strip() == f"vobox-agent {VERSION}", out
     which = subprocess.run([str(prefix / "bin" / "python"), "-c", "import agent; print(agent.__file__)"],
                            capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert which.stdout.strip() == str(site / "agent" / "__init__.py"), which
@@ -82,7 +86,7 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--version"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.strip() == "vobox-agent 0.1.0"
+    assert capsys.readouterr().out.strip() == f"vobox-agent {VERSION}"
 
 
 def _helps() -> dict[str, str]:
