@@ -107,6 +107,13 @@ class MetricsListener(CycleListener):
                                (*BOX_LABELS, "layer"), registry=r)
         self.freeze_duration = Histogram("vobox_freeze_duration_seconds", "duration of closed freezes",
                                          BOX_LABELS, buckets=FREEZE_BUCKETS_S, registry=r)
+        # `report --prometheus` counts freezes by the layer InfluxDB's `freeze`.layer holds (the deepest), exactly:
+        # vobox_freezes_total has the layer at detection, which a freeze can leave for a deeper one.
+        self.freezes_closed = Counter("vobox_freezes_closed_total", "freezes closed, by the deepest layer they "
+                                      "reached", (*BOX_LABELS, "layer"), registry=r)
+        self.maintenance_cycles = Counter("vobox_box_maintenance_cycles_total", "cycles the box spent in a "
+                                          "maintenance window (not judged; `box` points with maintenance=true)",
+                                          BOX_LABELS, registry=r)
         self.mac_changes = Counter("vobox_mac_changes_total", "ARP/NDP answers from a new MAC", BOX_LABELS,
                                    registry=r)
         self.address_conflict = Gauge("vobox_address_conflict", "1 while another host answers ARP/NDP for one of "
@@ -191,7 +198,7 @@ class MetricsListener(CycleListener):
         self.degraded.labels(*self._box(box)).set(0)
         self.percent_state_change.labels(*self._box(box)).set(0)
         self.failed_ratio.labels(*self._box(box)).set(0)
-        for counter in (self.box_cycles, self.down_cycles, self.failed_cycles):
+        for counter in (self.box_cycles, self.down_cycles, self.failed_cycles, self.maintenance_cycles):
             counter.labels(*self._box(box))
         self.freeze_start.labels(*self._box(box)).set(0)
         self.mac_changes.labels(*self._box(box))
@@ -277,8 +284,13 @@ class MetricsListener(CycleListener):
                 self._observed(ev)
             elif isinstance(ev, FreezeOpened):
                 self.freezes.labels(*self._box(ev.box), ev.layer).inc()
+                # opened by an alert: its suspect cycles become down here (the points rewrite them, see
+                # agent.listeners.points); opened by probes, the BoxObserved's rewrite_down_times do it
+                if ev.opened_by == "alert":
+                    self.down_cycles.labels(*self._box(ev.box)).inc(len(ev.suspect_cycle_times))
             elif isinstance(ev, FreezeClosed):
                 self.freeze_duration.labels(*self._box(ev.box)).observe(max(0.0, ev.duration_s))
+                self.freezes_closed.labels(*self._box(ev.box), ev.layer).inc()
             elif isinstance(ev, MacChanged):
                 self.mac_changes.labels(*self._box(ev.box)).inc()
             elif isinstance(ev, AddressConflictChanged):
@@ -306,6 +318,8 @@ class MetricsListener(CycleListener):
             # avg_over_time(vobox_box_up) leaves the time out like mean(up) does.
             with contextlib.suppress(KeyError):
                 self.up.remove(*labels)
+            if ev.maintenance is not None:
+                self.maintenance_cycles.labels(*labels).inc()
         elif not ev.confirm and ev.up is not None:
             self.up.labels(*labels).set(ev.up)
             self.box_cycles.labels(*labels).inc()

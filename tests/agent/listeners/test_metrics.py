@@ -27,9 +27,9 @@ def service(cfg, script, storage, auto: bool = True, on_status=None):
                               on_status=on_status)
 
 
-def make(tmp_path, extra: str = ""):
+def make(tmp_path, extra: str = "", storage=None):
     cfg = loads(config_text(str(tmp_path / "state")) + extra)
-    script, storage = Script(), RecordingStorage()
+    script, storage = Script(), storage if storage is not None else RecordingStorage()
     rem = service(cfg, script, storage, auto=cfg.remediation.auto)
     metrics = MetricsListener({b.name: b.kind for b in cfg.boxes}, cfg.agent.site, counters=storage.counters,
                               segments={b.name: b.segment_name(cfg.agent.site) for b in cfg.boxes})
@@ -268,3 +268,39 @@ def test_retention_drops_and_clock_steps_are_counters(tmp_path):
     s = samples(metrics)
     assert s[("vobox_agent_retention_dropped_points_total", site)] == 250
     assert s[("vobox_agent_clock_steps_total", site)] == 1
+
+
+def _influx_view(points):
+    """What InfluxDB would hold of the recorded points: the last write per (measurement, tags, time) wins."""
+    last = {}
+    for p in points:
+        last[(p.measurement, tuple(sorted((k, v) for k, v in p.tags.items() if v is not None)), p.time_ns)] = p
+    return list(last.values())
+
+
+def test_the_counters_report_reads_agree_with_the_points_exactly(tmp_path):
+    """The counters `report --prometheus` reads count what InfluxDB's points hold (agent.report.prom):
+    down cycles (a freeze opened by an alert too), freezes closed by their deepest layer, maintenance cycles."""
+    from agent.core.maintenance import Active
+
+    storage = RecordingStorage()
+    pipeline, script, metrics, _ = make(tmp_path, storage=storage)
+    run(pipeline, script, [(), ("a",), ("a",), ("a",), (), (), ()])    # a freeze of a, closed
+    run(pipeline, script, [("b",)])                                   # b suspect ...
+    assert pipeline.alert_witness("b") == "frozen"                   # ... opened by an alert
+    run(pipeline, script, [("b",), (), (), ()])
+    pipeline.maintenance = lambda now_s, names: {"a": Active("upgrade", "bob (uid 0)", None, "command")}
+    run(pipeline, script, [(), ()])
+    s = samples(metrics)
+    points = _influx_view(storage.points)
+    for box in ("a", "b"):
+        ups = [p.fields["up"] for p in points if p.measurement == "box" and p.tags["box"] == box
+               and p.fields.get("up") is not None]
+        assert s[("vobox_box_cycles_total", box_labels(box))] == len(ups)
+        assert s[("vobox_box_down_cycles_total", box_labels(box))] == ups.count(0) > 0, box
+        closed = [p for p in points if p.measurement == "freeze" and p.tags["box"] == box and not p.fields["open"]]
+        assert len(closed) == 1
+        assert s[("vobox_freezes_closed_total", box_labels(box, layer=closed[0].fields["layer"]))] == 1
+    maint = [p for p in points if p.measurement == "box" and p.tags.get("maintenance") == "true"]
+    assert s[("vobox_box_maintenance_cycles_total", box_labels("a"))] == len(maint) == 2
+    assert s[("vobox_box_maintenance_cycles_total", box_labels("b"))] == 0
