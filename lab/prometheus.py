@@ -76,6 +76,8 @@ class PrometheusStack:
         self.base_dir = os.path.abspath(base_dir)
         self.netns = netns
         self.target = target
+        # several agents (e.g. two sites) scraped by one Prometheus: "host:port,host:port"
+        self.scrape_targets = [t.strip() for t in target.split(",") if t.strip()]
         self.webhook_url = webhook_url
         self.token_file = os.path.abspath(token_file)
         self.interval_s = interval_s
@@ -103,7 +105,7 @@ class PrometheusStack:
             "global": {"scrape_interval": every, "evaluation_interval": every, "scrape_timeout": every},
             "rule_files": [self.rules],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
-            "scrape_configs": [{"job_name": "vobox-agent", "static_configs": [{"targets": [self.target]}]}],
+            "scrape_configs": [{"job_name": "vobox-agent", "static_configs": [{"targets": self.scrape_targets}]}],
         }
         am = {
             "route": {"receiver": "null", "group_by": ["alertname", "box"], "group_wait": "0s",

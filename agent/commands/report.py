@@ -21,11 +21,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "outages (every box down at once) apart. --html FILE also writes a self-contained page with "
             "charts."),
         help="stability report per kind and per box with 95%% intervals")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="agent config (TOML): [influxdb] to read and [agent] site (needed without --prometheus)")
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 4w (default 7d)")
     p.add_argument("--until", default=None, metavar="TIME",
                    help="end of the range: epoch seconds or ISO 8601 with a UTC offset (default: now)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
+    p.add_argument("--prometheus", metavar="URL",
+                   help="read the agents' metrics from this Prometheus query API (Prometheus, Thanos Query, Mimir's "
+                        ".../prometheus; only Prometheus is tested) instead of InfluxDB")
+    p.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                   help="an HTTP header for --prometheus, e.g. X-Scope-OrgID:tenant (repeatable)")
+    p.add_argument("--bearer-token-file", metavar="FILE",
+                   help="--prometheus: send the token in FILE as Authorization: Bearer")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--site", metavar="NAME", help="the boxes of this site (default: the config's [agent] site)")
+    where.add_argument("--all-sites", action="store_true",
+                       help="the whole fleet: every site's boxes in one table (named SITE/BOX)")
     p.set_defaults(func=run)
 
 
@@ -44,23 +56,43 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vobox-agent report: --until: {exc}", file=sys.stderr)
         return 2
-    cfg = load_config(args.config, check_files=False)
-    if cfg is None:
-        return EXIT_BAD_CONFIG
-    source = source_from_config(cfg)
+    cfg = None
+    if args.config is not None:
+        cfg = load_config(args.config, check_files=False)
+        if cfg is None:
+            return EXIT_BAD_CONFIG
+    elif args.prometheus is None:
+        print("vobox-agent report: -c FILE is needed to read InfluxDB (or --prometheus URL)", file=sys.stderr)
+        return 2
+    site = None if args.all_sites else args.site if args.site is not None else cfg.agent.site if cfg else None
     end_ms = int(end_s * 1000)
     start_ms = end_ms - int(since_s * 1000)
-    try:
-        obs = read_fleet(source.query, start_ms, end_ms, source.interval_s, source.site)
-    except QueryError as exc:
-        print(f"vobox-agent report: cannot read {source.where}: {exc}", file=sys.stderr)
-        return 1
+    footer = ""
+    if args.prometheus is not None:
+        if site is None and not args.all_sites and cfg is None:
+            print("vobox-agent report: --prometheus needs --site NAME or --all-sites (or -c FILE for its site)",
+                  file=sys.stderr)
+            return 2
+        read = _read_prometheus(args, start_ms, end_ms, site)
+        if isinstance(read, int):
+            return read
+        obs, footer = read
+        where = args.prometheus
+    else:
+        assert cfg is not None
+        source = source_from_config(cfg)
+        where = source.where
+        try:
+            obs = read_fleet(source.query, start_ms, end_ms, source.interval_s, site)
+        except QueryError as exc:
+            print(f"vobox-agent report: cannot read {source.where}: {exc}", file=sys.stderr)
+            return 1
     if not obs.boxes:
-        print(f"vobox-agent report: no `box` points in {source.where} for the last {args.since}"
-              + (f" at site {source.site!r}" if source.site else ""), file=sys.stderr)
+        print(f"vobox-agent report: no boxes in {where} for the last {args.since}"
+              + (f" at site {site!r}" if site else ""), file=sys.stderr)
         return 1
     report = build_report(obs)
-    sys.stdout.write(render_text(report))
+    sys.stdout.write(render_text(report) + footer)
     if args.html:
         tmp = args.html + ".tmp"
         try:
@@ -72,3 +104,34 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"wrote {args.html}")
     return 0
+
+
+def _read_prometheus(args: argparse.Namespace, start_ms: int, end_ms: int, site: str | None):
+    """(observation, footer line) from --prometheus, or an exit code after a one-line error."""
+    from agent.report.prom import Api, PromError, http_fetch, read_prometheus
+    from agent.secretfile import SecretFileError, read_secret
+
+    headers: dict[str, str] = {}
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t\r\n") or any(c in value for c in "\r\n"):
+            print(f"vobox-agent report: --header {h!r}: expected NAME:VALUE (e.g. X-Scope-OrgID:tenant)",
+                  file=sys.stderr)
+            return 2
+        headers[name.strip()] = value.strip()
+    if args.bearer_token_file:
+        try:
+            headers["Authorization"] = "Bearer " + read_secret(args.bearer_token_file)
+        except SecretFileError as exc:
+            print(f"vobox-agent report: --bearer-token-file: {exc}", file=sys.stderr)
+            return 2
+    try:
+        read = read_prometheus(Api(http_fetch(args.prometheus, headers)), start_ms, end_ms, site)
+    except PromError as exc:
+        print(f"vobox-agent report: cannot read Prometheus: {exc}", file=sys.stderr)
+        return 1
+    scrape = f"{read.scrape_interval_s:g} s" if read.scrape_interval_s else "-"
+    footer = (f"source: {args.prometheus} (Prometheus), sites {', '.join(s or '(none)' for s in read.sites) or '-'}, "
+              f"scrape interval {scrape}, unobserved {read.unobserved_s:.0f} s (no sample for 2 scrape intervals); "
+              "per-freeze start times and segment outages are read from InfluxDB only\n")
+    return read.observation, footer
