@@ -401,18 +401,29 @@ def _span(r: Reader) -> _Span:
 
 
 def _buckets(api: Api, site: str | None, start_s: float, end_s: float, bucket_s: int) -> tuple[Bucket, ...]:
-    """Cycles and up cycles per kind per bucket (aligned to the epoch, as InfluxQL's GROUP BY time())."""
-    first = math.floor(start_s / bucket_s) * bucket_s
-    edges_end = math.ceil(end_s / bucket_s) * bucket_s
+    """Cycles and up cycles per kind per bucket (aligned to the epoch, as InfluxQL's GROUP BY time()): each
+    series' counter at the range's start (none: 0), at every bucket edge inside the range, and at its end;
+    a delta belongs to the bucket of its earlier edge, a drop is a reset (counts the new value)."""
+    first_edge = math.ceil(start_s / bucket_s) * bucket_s
+    last_edge = math.floor((end_s - 0.001) / bucket_s) * bucket_s
     totals: dict[tuple[int, str], list[float]] = {}
     for i, metric in enumerate(("vobox_box_cycles_total", "vobox_box_down_cycles_total")):
-        for lab, values in api.range(_selector(metric, site), first, edges_end, bucket_s):
-            prev: float | None = None
-            prev_t: float | None = None
-            for t, v in values:
-                if prev is not None and prev_t is not None and t - prev_t == bucket_s:
-                    delta = v - prev if v >= prev else v
-                    slot = totals.setdefault((int(prev_t * 1000), lab.get("kind", "")), [0.0, 0.0])
-                    slot[i] += delta
-                prev, prev_t = v, t
-    return tuple(Bucket(t, kind, round(c), round(c - d)) for (t, kind), (c, d) in sorted(totals.items()))
+        sel = _selector(metric, site)
+        series: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+        for lab, v in api.vector(sel, start_s):
+            series.setdefault(tuple(sorted(lab.items())), []).append((start_s, v))
+        if first_edge <= last_edge:
+            for lab, values in api.range(sel, first_edge, last_edge, bucket_s):
+                series.setdefault(tuple(sorted(lab.items())), []).extend(values)
+        for lab, v in api.vector(sel, end_s - 0.001):
+            series.setdefault(tuple(sorted(lab.items())), []).append((end_s, v))
+        for key, points in series.items():
+            kind = dict(key).get("kind", "")
+            prev_t, prev = start_s, 0.0
+            for t, v in sorted(points):
+                if t > prev_t:
+                    slot = totals.setdefault((int(math.floor(prev_t / bucket_s) * bucket_s * 1000), kind), [0.0, 0.0])
+                    slot[i] += v - prev if v >= prev else v
+                prev_t, prev = t, v
+    return tuple(Bucket(t, kind, round(c), round(c - d)) for (t, kind), (c, d) in sorted(totals.items())
+                 if round(c))
