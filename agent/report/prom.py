@@ -5,10 +5,11 @@ Prometheus, Thanos Query, Mimir (its `.../prometheus` prefix); only Prometheus 2
 
 How each figure is read (the agreement with the InfluxDB report, issue 31):
   - counts are differences of raw counter samples, never increase()/rate() (which extrapolate): for each
-    series, its last sample at or before the range's end minus its last sample at or before the start
-    (`BASELINE_S` back; none: the series began inside the range, from 0, as the agent starts every counter
-    at 0); a series whose `resets()` is not 0 (the agent restarted) is read as raw samples and summed
-    delta by delta, a drop counting the new value (Prometheus' own reading of a reset);
+    series, its samples at the range's start (`BASELINE_S` back; none: the series began inside the range,
+    from 0, as the agent starts every counter at 0), at each bucket edge inside the range and at its end,
+    taken by the server (a range query); a step in which `resets()` is not 0 (the agent restarted) is read
+    as raw samples and summed delta by delta, a drop counting the new value (Prometheus' reading of a
+    reset): a month of 500 boxes is a few dozen queries, an agent restart one more per counter;
   - cycles, down cycles, failed cycles, maintenance cycles per box: vobox_box_*_cycles_total; the
     availability, exposure and MTBF follow from them as from the `box` points' count(up) and sum(up);
   - freezes per box and layer: vobox_freezes_closed_total{layer} (the deepest layer, as `freeze`.layer)
@@ -163,6 +164,18 @@ def counter_increase(samples: Sequence[tuple[float, float]], start_s: float) -> 
     return total
 
 
+def _lt(labels: Labels) -> tuple[tuple[str, str], ...]:
+    """A series' identity: its labels without the metric name (functions such as resets() drop it)."""
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def _edges(after_s: float, until_s: float, step_s: float, end_s: float) -> list[float]:
+    """The step edges in (after_s, until_s], and end_s when it is until_s (the resets() windows end there)."""
+    first = math.floor(after_s / step_s) * step_s + step_s
+    out = [first + k * step_s for k in range(int((until_s - first) // step_s) + 1)] if first <= until_s else []
+    return out + ([end_s] if until_s == end_s else [])
+
+
 def _key(labels: Labels, *extra: str) -> tuple[str, ...]:
     return (labels.get(SITE_LABEL, ""), labels.get("box", ""), labels.get("kind", ""),
             *(labels.get(e, "") for e in extra))
@@ -191,25 +204,69 @@ class Reader:
         self.end_s = end_s
         self.site = site
         self.window = _dur(end_s - start_s + BASELINE_S)   # the range and the baseline before it
+        self._steps: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[tuple[float, float]]]] = {}
+        self.step_s = 86400 if end_s - start_s >= 3 * 86400 else 3600   # the report's buckets (read.py)
 
     def counters(self, metric: str, extra: Sequence[str] = ()) -> dict[tuple[str, ...], float]:
         """Per series (site, box, kind, *extra labels): what the counter counted in the range."""
+        return {key: sum(d for _, d in steps) for key, steps in self.counter_steps(metric, extra).items()}
+
+    def counter_steps(self, metric: str, extra: Sequence[str] = ()) -> dict[tuple[str, ...], list[tuple[float, float]]]:
+        """Per series: (from s, counted until the next edge) over the range (cached per metric; _counter_steps)."""
+        if (metric, tuple(extra)) not in self._steps:
+            self._steps[(metric, tuple(extra))] = self._counter_steps(metric, extra)
+        return self._steps[(metric, tuple(extra))]
+
+    def _counter_steps(self, metric: str, extra: Sequence[str]) -> dict[tuple[str, ...], list[tuple[float, float]]]:
+        """Per series: (from s, what the counter counted from there to the next edge) for the range's start, each
+        edge of step_s (epoch-aligned) inside the range, and its end.
+
+        The values at the edges come from the server (a range query); a step whose counter dropped or whose
+        `resets()` is not 0 (the agent restarted in it) is read as raw samples and summed delta by delta (one
+        query per such step for the metric, whatever the number of series). A series without a sample in the
+        hour before the start began in the range: it counts from 0.
+        """
         sel = _selector(metric, self.site)
-        ends = self.api.vector(f"last_over_time({sel}[{_dur(self.end_s - self.start_s)}])", self.end_s)
-        bases = {_key(lab, *extra): v
-                 for lab, v in self.api.vector(f"last_over_time({sel}[{_dur(BASELINE_S)}])", self.start_s)}
-        resets = {_key(lab, *extra) for lab, v in self.api.vector(f"resets({sel}[{self.window}])", self.end_s) if v}
-        out: dict[tuple[str, ...], float] = {}
-        for lab, v in ends:
-            key = _key(lab, *extra)
-            if key in resets:
-                continue
-            out[key] = out.get(key, 0.0) + v - bases.get(key, 0.0)
-        for site_ in sorted({k[0] for k in resets}):   # a site whose agent restarted: its raw samples, delta by delta
-            for lab, samples in self.raw_series(_selector(metric, None, {SITE_LABEL: site_} if site_ else None)):
-                key = _key(lab, *extra)
-                if key in resets:
-                    out[key] = out.get(key, 0.0) + counter_increase(samples, self.start_s)
+        step = self.step_s
+        first_edge = math.ceil(self.start_s / step) * step
+        last_edge = math.floor((self.end_s - 0.001) / step) * step
+        points: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+        for lab, v in self.api.vector(f"last_over_time({sel}[{_dur(BASELINE_S)}])", self.start_s):
+            points.setdefault(_lt(lab), []).append((self.start_s, v))
+        reset_at: set[tuple[tuple[tuple[str, str], ...], float]] = set()
+        slack = 300   # a drop between the sample before a window and its first one is in the next window
+        if first_edge <= last_edge:
+            for lab, values in self.api.range(sel, first_edge, last_edge, step):
+                points.setdefault(_lt(lab), []).extend(values)
+            for lab, values in self.api.range(f"resets({sel}[{_dur(step + slack)}]) > 0", first_edge, last_edge,
+                                              step):
+                reset_at.update((_lt(lab), t) for t, _ in values)
+        for lab, v in self.api.vector(sel, self.end_s - 0.001):
+            points.setdefault(_lt(lab), []).append((self.end_s, v))
+        since = last_edge if first_edge <= last_edge else self.start_s
+        for lab, _ in self.api.vector(f"resets({sel}[{_dur(self.end_s - since + slack)}]) > 0", self.end_s):
+            reset_at.add((_lt(lab), self.end_s))
+        raw: dict[tuple[float, float], dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]] = {}
+        out: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+        for lt, pts in points.items():
+            pts.sort()
+            prev_t, prev = self.start_s, 0.0
+            steps: list[tuple[float, float]] = []
+            for t, v in pts:
+                if t <= prev_t:
+                    prev = v           # the baseline at the start
+                    continue
+                if v < prev or any((lt, e) in reset_at for e in _edges(prev_t, t, step, self.end_s)):
+                    if (prev_t, t) not in raw:
+                        raw[(prev_t, t)] = {_lt(lab): smp for lab, smp in
+                                            self.api.matrix(f"{sel}[{_dur(t - prev_t + slack)}]", t)}
+                    delta = counter_increase([x for x in raw[(prev_t, t)].get(lt, []) if x[0] <= t], prev_t)
+                else:
+                    delta = v - prev
+                steps.append((prev_t, delta))
+                prev_t, prev = t, v
+            key = _key(dict(lt), *extra)
+            out.setdefault(key, []).extend(steps)
         return out
 
     def raw_series(self, sel: str) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
@@ -296,9 +353,8 @@ def read_prometheus(api: Api, start_ms: int, end_ms: int, site: str | None) -> P
             continue
         n, rec = remediations.get(action, (0, 0))
         remediations[action] = (n + round(v), rec + (round(v) if result == "recovered" else 0))
-    bucket_s = 86400 if end_s - start_s >= 3 * 86400 else 3600
     obs = FleetObservation(start_ms, end_ms, interval_s, site, tuple(boxes), freezes,
-                           _buckets(api, site, start_s, end_s, bucket_s), bucket_s, remediations,
+                           _buckets(r), r.step_s, remediations,
                            span.first_ms, span.last_ms, round(sum(agent_cycles.values())) or None)
     return PromObservation(obs, sites, span.scrape_interval_s, span.unobserved_s)
 
@@ -400,30 +456,14 @@ def _span(r: Reader) -> _Span:
                  unobserved_s)
 
 
-def _buckets(api: Api, site: str | None, start_s: float, end_s: float, bucket_s: int) -> tuple[Bucket, ...]:
-    """Cycles and up cycles per kind per bucket (aligned to the epoch, as InfluxQL's GROUP BY time()): each
-    series' counter at the range's start (none: 0), at every bucket edge inside the range, and at its end;
-    a delta belongs to the bucket of its earlier edge, a drop is a reset (counts the new value)."""
-    first_edge = math.ceil(start_s / bucket_s) * bucket_s
-    last_edge = math.floor((end_s - 0.001) / bucket_s) * bucket_s
+def _buckets(r: Reader) -> tuple[Bucket, ...]:
+    """Cycles and up cycles per kind per bucket (aligned to the epoch, as InfluxQL's GROUP BY time()), from the
+    counters' steps (Reader.counter_steps: its step is the bucket)."""
     totals: dict[tuple[int, str], list[float]] = {}
     for i, metric in enumerate(("vobox_box_cycles_total", "vobox_box_down_cycles_total")):
-        sel = _selector(metric, site)
-        series: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
-        for lab, v in api.vector(sel, start_s):
-            series.setdefault(tuple(sorted(lab.items())), []).append((start_s, v))
-        if first_edge <= last_edge:
-            for lab, values in api.range(sel, first_edge, last_edge, bucket_s):
-                series.setdefault(tuple(sorted(lab.items())), []).extend(values)
-        for lab, v in api.vector(sel, end_s - 0.001):
-            series.setdefault(tuple(sorted(lab.items())), []).append((end_s, v))
-        for key, points in series.items():
-            kind = dict(key).get("kind", "")
-            prev_t, prev = start_s, 0.0
-            for t, v in sorted(points):
-                if t > prev_t:
-                    slot = totals.setdefault((int(math.floor(prev_t / bucket_s) * bucket_s * 1000), kind), [0.0, 0.0])
-                    slot[i] += v - prev if v >= prev else v
-                prev_t, prev = t, v
+        for key, steps in r.counter_steps(metric).items():
+            for t, d in steps:
+                slot = totals.setdefault((int(math.floor(t / r.step_s) * r.step_s * 1000), key[2]), [0.0, 0.0])
+                slot[i] += d
     return tuple(Bucket(t, kind, round(c), round(c - d)) for (t, kind), (c, d) in sorted(totals.items())
                  if round(c))

@@ -1,8 +1,9 @@
 """`report --prometheus` on a backfilled Prometheus against the same fleet in InfluxDB (tests/agent/report/fleet_synth.py).
 
 Real Prometheus 2.42 (blocks from `promtool tsdb create-blocks-from openmetrics`) and real InfluxDB 1.6 hold
-one synthetic fleet of 6 boxes over 2 days at 60 s: deepening freezes, remediations, maintenance, an agent
-restart half way (counter resets), a freeze open across the second range's start. Scrapes fall half a cycle
+one synthetic fleet of 6 boxes over 4 days at 60 s: deepening freezes, remediations, maintenance, an agent
+restart half way (counter resets), a freeze open across the second range's start; the third range is short
+enough for hourly buckets (the others: daily), with the restart inside. Scrapes fall half a cycle
 after each cycle, so every figure agrees exactly, not only the counts: a difference is the reader's error.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ def stores(tmp_path_factory):
     missing = [b for b in ("influxd", "prometheus", "promtool") if shutil.which(b) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (scripts/setup)")
-    s = SynthStores(Fleet(6, 2), str(tmp_path_factory.mktemp("synth")))
+    s = SynthStores(Fleet(6, 4), str(tmp_path_factory.mktemp("synth")))
     try:
         s.build()
         yield s
@@ -40,10 +41,12 @@ def _table(report):
 
 
 @pytest.mark.parametrize("site", ["s0", "s1", None], ids=["s0", "s1-restarted", "all-sites"])
-@pytest.mark.parametrize("from_s", [0, STRADDLE_S], ids=["whole", "from-inside-a-freeze"])
-def test_the_prometheus_reading_equals_the_influxdb_reading(stores, site, from_s):
+@pytest.mark.parametrize(("from_s", "to_s"), [(0, None), (STRADDLE_S, None), (86400, 2.5 * 86400)],
+                         ids=["whole", "from-inside-a-freeze", "hourly-across-the-restart"])
+def test_the_prometheus_reading_equals_the_influxdb_reading(stores, site, from_s, to_s):
     fleet = stores.fleet
-    start_ms, end_ms = (fleet.t0_s + from_s) * 1000, fleet.t(fleet.cycles) * 1000
+    start_ms = (fleet.t0_s + from_s) * 1000
+    end_ms = fleet.t(fleet.cycles) * 1000 if to_s is None else int((fleet.t0_s + to_s) * 1000)
     influx = read_fleet(stores.influx_rows(), start_ms, end_ms, fleet.interval_s, site)
     prom = read_prometheus(Api(http_fetch(stores.prometheus_url)), start_ms, end_ms, site)
     p = prom.observation
@@ -63,5 +66,6 @@ def test_the_prometheus_reading_equals_the_influxdb_reading(stores, site, from_s
     assert abs(p.last_ms - influx.last_ms) <= fleet.interval_s * 1000
     assert _table(build_report(p)) == _table(build_report(influx))
     assert prom.scrape_interval_s == fleet.interval_s and prom.unobserved_s == 0
-    if from_s:   # box b001 (site s1) had a freeze open across the start: left out by both
+    assert p.bucket_s == influx.bucket_s == (3600 if to_s else 86400)
+    if from_s == STRADDLE_S:   # box b001 (site s1) had a freeze open across the start: left out by both
         assert all(f.start_ms >= start_ms for f in influx.freezes)
