@@ -9,9 +9,11 @@ grafana-foundation-sdk would add a pinned dependency without removing any code.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import yaml
 
@@ -40,14 +42,56 @@ F_ACTED = '"dry_run" = 0 AND "deferred" = 0'   # remediations that were really d
 F_FLEET = f"{F_SITE} AND {F_KIND} AND {F_BOX}"
 LAYERS = PROBE_LAYERS        # the layer order has one definition: probes.types.LAYERS
 
+# The Prometheus dashboards: the same panel definitions, each query's PromQL (Prom) instead of its InfluxQL.
+PROM_DS_REF = {"type": "prometheus", "uid": "${datasource}"}
+P_FLEET = 'site=~"$site",kind=~"$kind",box=~"$box"'   # the variables' regexes, as F_FLEET
+P_ONE_BOX = 'site=~"$site",box=~"$box"'
+P_RAN = 'result=~"recovered|not_recovered|unverified|failed"'   # actions that ran (as F_ACTED's count("ok"))
+_PROM = "_prom"              # private keys of the definitions, never written
+_PROM_PANEL = "_prom_panel"
+
+
+def _eq(label: str, value: str) -> str:
+    """',label="value"': one more matcher."""
+    return f',{label}="{value}"'
+
+
+def _inc(metric: str, matchers: str, window: str = "$__range") -> str:
+    """increase() of a counter over the window (the dashboards' estimate; `report --prometheus` counts exactly)."""
+    return f"increase({metric}{{{matchers}}}[{window}])"
+
+
+def p_availability(matchers: str, by: str, down: str = "vobox_box_down_cycles_total",
+                   window: str = "$__range") -> str:
+    """100 x (1 - down cycles / cycles) summed by BY: mean(up) of the `box` points."""
+    grp = f" by ({by})" if by else ""
+    return (f"100 * (1 - sum{grp} ({_inc(down, matchers, window)}) / "
+            f"sum{grp} ({_inc('vobox_box_cycles_total', matchers, window)}))")
+
 
 # --------------------------------------------------------------------------- building blocks
 
-def target(query: str, ref_id: str = "A", alias: str | None = None, fmt: str = "time_series") -> dict:
-    """One raw InfluxQL query of a panel."""
+class Prom(NamedTuple):
+    """The PromQL of a panel's query (the same panel's second query language): expr, legend, an instant query
+    (one value per series over the dashboard's range, as the InfluxQL without GROUP BY time) or a range one."""
+
+    expr: str
+    legend: str = ""
+    instant: bool = False
+    fmt: str = "time_series"
+
+
+NOT_NEEDED = Prom("")   # a query PromQL does without (another query of the panel computes the figure itself)
+
+
+def target(query: str, ref_id: str = "A", alias: str | None = None, fmt: str = "time_series",
+           prom: Prom | None = None) -> dict:
+    """One query of a panel: raw InfluxQL, and its PromQL when the agent's /metrics can answer it too."""
     t = {"datasource": DS_REF, "rawQuery": True, "query": query, "refId": ref_id, "resultFormat": fmt}
     if alias:
         t["alias"] = alias
+    if prom is not None:
+        t[_PROM] = prom
     return t
 
 
@@ -56,8 +100,9 @@ def panel(kind: str, title: str, grid: tuple[int, int, int, int], targets: list[
           options: dict | None = None, custom: dict | None = None, mappings: list | None = None,
           thresholds: list | None = None, overrides: list | None = None,
           transformations: list | None = None, min_value=None, max_value=None,
-          display_name: str | None = None) -> dict:
-    """A panel of type `kind` at grid (x, y, w, h)."""
+          display_name: str | None = None, prom_panel: dict | None = None) -> dict:
+    """A panel of type `kind` at grid (x, y, w, h); prom_panel: keys of the panel that differ for Prometheus
+    (e.g. no transformation where PromQL computes the figure itself)."""
     x, y, w, h = grid
     defaults: dict = {}
     if unit:
@@ -88,6 +133,8 @@ def panel(kind: str, title: str, grid: tuple[int, int, int, int], targets: list[
     }
     if transformations:
         p["transformations"] = transformations
+    if prom_panel is not None:
+        p[_PROM_PANEL] = prom_panel
     return p
 
 
@@ -188,6 +235,95 @@ def annotation_audit_changes(box_filter: str) -> dict:
             "target": {"query": q, "rawQuery": True, "refId": "Anno", "resultFormat": "table"}}
 
 
+def render(dash: dict, language: str) -> dict:
+    """The dashboard for an InfluxDB ("influxql") or a Prometheus ("promql") datasource from one definition.
+
+    promql: every query becomes its PromQL (legend, instant or range), the panel takes its prom_panel keys,
+    the datasource, variables (label_values) and annotations are Prometheus'; a panel with a query that has
+    no PromQL (what only InfluxDB's points hold: the freeze and event lists) is left out and named in the
+    description; the uid and title say Prometheus.
+    """
+    if language not in ("influxql", "promql"):
+        raise ValueError(f"unknown query language {language!r}: influxql, promql")
+    dash = copy.deepcopy(dash)
+    if language == "influxql":
+        for p in dash["panels"]:
+            p.pop(_PROM_PANEL, None)
+            if "targets" in p:   # a query PromQL needs and InfluxQL does without has no InfluxQL
+                p["targets"] = [t for t in p["targets"] if t["query"]]
+            for t in p.get("targets", []):
+                t.pop(_PROM, None)
+        return dash
+    panels, left_out = [], []
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            panels.append(p)
+            continue
+        if not all(_PROM in t for t in p["targets"]):
+            left_out.append(p["title"])
+            continue
+        p["targets"] = [_prom_target(t[_PROM], t["refId"]) for t in p["targets"] if t[_PROM].expr]
+        p["datasource"] = PROM_DS_REF
+        for key, value in p.pop(_PROM_PANEL, {}).items():
+            if value is None:
+                p.pop(key, None)
+            elif key == "fieldConfig.defaults":
+                merged = {**p["fieldConfig"]["defaults"], **value}
+                p["fieldConfig"]["defaults"] = {k: v for k, v in merged.items() if v is not None}
+            else:
+                p[key] = value
+        panels.append(p)
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    dash["panels"] = panels
+    dash["uid"] += "-prometheus"
+    dash["title"] += " (Prometheus)"
+    if left_out:
+        dash["description"] += "; InfluxDB only: " + ", ".join(left_out)
+    box_filter = P_ONE_BOX if dash["uid"].startswith("vobox-box") else P_FLEET
+    dash["templating"]["list"] = prom_variables(box_multi=box_filter == P_FLEET)
+    dash["annotations"]["list"] = [dash["annotations"]["list"][0], *prom_annotations(box_filter)]
+    return dash
+
+
+def _prom_target(q: Prom, ref_id: str) -> dict:
+    t = {"datasource": PROM_DS_REF, "refId": ref_id, "expr": q.expr, "legendFormat": q.legend or "__auto",
+         "range": not q.instant, "instant": q.instant, "format": q.fmt, "editorMode": "code"}
+    return t
+
+
+def prom_variables(box_multi: bool) -> list[dict]:
+    """The datasource (any Prometheus), site, kind, box from label_values(), and the cycle length constant."""
+    def lv(name: str, label: str, selector: str, multi: bool, include_all: bool) -> dict:
+        v = query_variable(name, label, f"label_values({selector}, {name})", multi=multi, include_all=include_all)
+        v["datasource"] = PROM_DS_REF
+        return v
+
+    return [
+        {"type": "datasource", "name": "datasource", "label": "Prometheus", "query": "prometheus", "regex": "",
+         "hide": 0, "multi": False, "includeAll": False, "options": [], "refresh": 1},
+        lv("site", "Site", "vobox_box_cycles_total", True, True),
+        lv("kind", "Kind", 'vobox_box_cycles_total{site=~"$site"}', True, True),
+        lv("box", "Box", 'vobox_box_cycles_total{site=~"$site",kind=~"$kind"}', box_multi, box_multi),
+        constant_variable("cycle_s", str(AGENT_INTERVAL_S),
+                          "the agent's [agent].interval in seconds (regenerate when it differs)"),
+    ]
+
+
+def prom_annotations(box_filter: str) -> list[dict]:
+    """Segment freezes, box freezes and maintenance windows from the gauges (while they hold)."""
+    def anno(name: str, expr: str, colour: str, title: str, enable: bool = True) -> dict:
+        return {"name": name, "datasource": PROM_DS_REF, "enable": enable, "iconColor": colour, "expr": expr,
+                "step": f"{AGENT_INTERVAL_S}s", "titleFormat": title, "useValueForTime": False}
+
+    return [anno("Segment freezes", 'vobox_segment_frozen{site=~"$site"} == 1', "purple", "segment {{segment}}"),
+            anno("Freezes", f"max by (box, layer) (vobox_box_layer{{{box_filter},layer!=\"none\"}} == 1) "
+                 f"and on (box) (vobox_box_freeze_start_timestamp_seconds{{{box_filter}}} > 0)", "red",
+                 "{{box}} frozen at {{layer}}", enable=False),
+            anno("Maintenance", f'vobox_box_state{{{box_filter},state="maintenance"}} == 1', "blue",
+                 "{{box}} in maintenance")]
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[dict], templating: list[dict],
               annotations: list[dict], time_from: str) -> dict:
     """The dashboard envelope; panel ids assigned in order."""
@@ -233,45 +369,65 @@ def expiring_query(box_filter: str, time_filter: str) -> str:
             f'AND {box_filter} AND {time_filter} GROUP BY "box", "kind", "site", "probe", "address"')
 
 
-def fleet_dashboard() -> dict:
-    """Fleet stability: containers against VMs over the selected range."""
+def fleet_dashboard(language: str = "influxql") -> dict:
+    """Fleet stability: containers against VMs over the selected range, for an InfluxDB or Prometheus datasource."""
+    return render(_fleet_definition(), language)
+
+
+def box_dashboard(language: str = "influxql") -> dict:
+    """Box detail, for an InfluxDB or Prometheus datasource."""
+    return render(_box_definition(), language)
+
+
+def _fleet_definition() -> dict:
+    """Fleet stability: the panel definitions (each query in InfluxQL, and in PromQL where /metrics answers it)."""
     p: list[dict] = []
     p.append(row("Availability", 0))
     p.append(panel("stat", "Availability per kind", (0, 1, 8, 5), [target(
         f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
-        alias="$tag_kind")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
+        alias="$tag_kind", prom=Prom(p_availability(P_FLEET, "kind"), "{{kind}}", instant=True))],
+        unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
         description="mean of `up` over every cycle of every box of the kind: box-time up / box-time observed "
                     "(cycles in maintenance windows or stopped on purpose have no `up`: left out)"))
     p.append(panel("bargauge", "Availability per box", (8, 1, 16, 5), [target(
         f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
-        alias="$tag_box ($tag_kind)")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS,
-        min_value=0, max_value=100,
+        alias="$tag_box ($tag_kind)", prom=Prom(p_availability(P_FLEET, "box, kind"), "{{box}} ({{kind}})",
+                                                 instant=True))],
+        unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, min_value=0, max_value=100,
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                  "displayMode": "lcd", "orientation": "horizontal", "showUnfilled": True}))
     p.append(panel("timeseries", "Availability over time per kind", (0, 6, 24, 7), [target(
         f'SELECT mean("up") * 100 FROM "box" WHERE {F_FLEET} AND $timeFilter '
-        'GROUP BY time($__interval), "kind" fill(null)', alias="$tag_kind")], unit="percent",
+        'GROUP BY time($__interval), "kind" fill(null)', alias="$tag_kind",
+        prom=Prom(p_availability(P_FLEET, "kind", window="$__rate_interval"), "{{kind}}"))], unit="percent",
         custom={"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "spanNulls": False}))
 
     p.append(row("Freezes", 13))
     p.append(panel("stat", "Freezes", (0, 14, 6, 5), [target(
         f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
-        alias="$tag_kind")], unit="none", options=stat_options(),
+        alias="$tag_kind", prom=Prom(f"round(sum by (kind) ({_inc('vobox_freezes_total', P_FLEET)}))", "{{kind}}",
+                                     instant=True))], unit="none", options=stat_options(),
         description="freezes that started in the range (open ones included)"))
     # From the cycles, not sum(freeze.duration_s): an open freeze's point holds only its length at detection.
     p.append(panel("stat", "Total frozen time", (6, 14, 6, 5), [target(
         f'SELECT (count("up") - sum("up")) * $cycle_s AS "frozen_s" FROM "box" WHERE {F_FLEET} AND $timeFilter '
-        'GROUP BY "kind"', alias="$tag_kind")], unit="s", options=stat_options(),
+        'GROUP BY "kind"', alias="$tag_kind",
+        prom=Prom(f"sum by (kind) ({_inc('vobox_box_down_cycles_total', P_FLEET)}) * $cycle_s", "{{kind}}",
+                  instant=True))], unit="s", options=stat_options(),
         description="box-time down in the range (down cycles x $cycle_s); open freezes count as long as they last"))
     p.append(panel("stat", "MTBF", (12, 14, 6, 5), [
         target(f'SELECT sum("up") * $cycle_s AS "uptime_s" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
-               "A", fmt="table"),
+               "A", fmt="table", prom=Prom(
+                   f"(sum by (kind) ({_inc('vobox_box_cycles_total', P_FLEET)}) - sum by (kind) "
+                   f"({_inc('vobox_box_down_cycles_total', P_FLEET)})) * $cycle_s / sum by (kind) "
+                   f"({_inc('vobox_freezes_total', P_FLEET)})", "{{kind}}", instant=True)),
         target(f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
-               "B", fmt="table")],
+               "B", fmt="table", prom=NOT_NEEDED)],
         unit="s", options={**stat_options(), "reduceOptions": {"calcs": ["lastNotNull"], "fields": "/^mtbf_s$/",
                                                                 "values": True}},
         description="box-time up / number of freezes, per kind (up cycles x $cycle_s)",
         display_name="${__data.fields.kind}",
+        prom_panel={"transformations": None, "options": stat_options(), "fieldConfig.defaults": {"displayName": None}},
         transformations=[
             {"id": "merge", "options": {}},
             {"id": "calculateField", "options": {
@@ -281,11 +437,15 @@ def fleet_dashboard() -> dict:
         ]))
     p.append(panel("stat", "MTTR", (18, 14, 6, 5), [target(
         f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {F_FLEET} AND $timeFilter '
-        'GROUP BY "kind"', alias="$tag_kind")], unit="s", options=stat_options(),
-        description="mean duration of the closed freezes"))
+        'GROUP BY "kind"', alias="$tag_kind", prom=Prom(
+            f"sum by (kind) ({_inc('vobox_freeze_duration_seconds_sum', P_FLEET)}) / sum by (kind) "
+            f"({_inc('vobox_freeze_duration_seconds_count', P_FLEET)})", "{{kind}}", instant=True))],
+        unit="s", options=stat_options(), description="mean duration of the closed freezes"))
     p.append(panel("bargauge", "Freezes by layer", (0, 19, 8, 7), [target(
         f'SELECT count("duration_s") AS "{layer}" FROM "freeze" WHERE "layer" = \'{layer}\' AND {F_FLEET} '
-        'AND $timeFilter GROUP BY "kind"', ref_id=layer.upper(), alias=f"{layer} $tag_kind") for layer in LAYERS],
+        'AND $timeFilter GROUP BY "kind"', ref_id=layer.upper(), alias=f"{layer} $tag_kind",
+        prom=Prom(f"round(sum by (kind) ({_inc('vobox_freezes_total', P_FLEET + _eq('layer', layer))}))",
+                  f"{layer} {{{{kind}}}}", instant=True)) for layer in LAYERS],
         unit="none", options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                               "displayMode": "basic", "orientation": "horizontal"},
         description="l2: ARP/NDP unanswered; l3: ARP answered, ping not; l4: ping answered, a TCP port not; "
@@ -301,20 +461,28 @@ def fleet_dashboard() -> dict:
     p.append(row("Remediation", 26))
     p.append(panel("stat", "Remediations", (0, 27, 8, 5), [target(
         f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {F_FLEET} AND $timeFilter '
-        'GROUP BY "action"', alias="$tag_action")], unit="none", options=stat_options()))
+        'GROUP BY "action"', alias="$tag_action",
+        prom=Prom(f"round(sum by (action) ({_inc('vobox_remediations_total', P_FLEET + ',' + P_RAN)}))",
+                  "{{action}}", instant=True))], unit="none", options=stat_options()))
     p.append(panel("stat", "Remediation success rate", (8, 27, 8, 5), [target(
         f'SELECT mean("recovered") * 100 AS "success" FROM "remediation" WHERE {F_ACTED} AND {F_FLEET} '
-        'AND $timeFilter GROUP BY "action"', alias="$tag_action")], unit="percent", options=stat_options(),
+        'AND $timeFilter GROUP BY "action"', alias="$tag_action",
+        prom=Prom(f"100 * sum by (action) ({_inc('vobox_remediations_total', P_FLEET + _eq('result', 'recovered'))})"
+                  f" / sum by (action) ({_inc('vobox_remediations_total', P_FLEET + ',' + P_RAN)})", "{{action}}",
+                  instant=True))], unit="percent", options=stat_options(),
         description="share of actions after which the box was healthy at verification"))
     p.append(panel("stat", "Remediations by trigger", (16, 27, 8, 5), [target(
         f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {F_FLEET} AND $timeFilter GROUP BY "trigger"',
-        alias="$tag_trigger")], unit="none", options=stat_options(),
+        alias="$tag_trigger",
+        prom=Prom(f"round(sum by (trigger) ({_inc('vobox_remediations_total', P_FLEET + ',' + P_RAN)}))",
+                  "{{trigger}}", instant=True))], unit="none", options=stat_options(),
         description="auto (agent), alert (Grafana/Alertmanager webhook), manual; dry runs left out as everywhere"))
 
     p.append(row("State", 32))
     p.append(panel("state-timeline", "Up/down per box", (0, 33, 24, 10), [target(
         f'SELECT min("up") FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY time($__interval), "box" fill(null)',
-        alias="$tag_box")], mappings=UP_MAPPINGS, thresholds=[{"color": "red", "value": None},
+        alias="$tag_box", prom=Prom(f"min by (box) (min_over_time(vobox_box_up{{{P_FLEET}}}[$__interval]))",
+                                    "{{box}}"))], mappings=UP_MAPPINGS, thresholds=[{"color": "red", "value": None},
                                                                 {"color": "green", "value": 1}],
         options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8, "alignValue": "left"},
         description="down when any cycle in the interval was down (min of up)"))
@@ -329,20 +497,35 @@ def fleet_dashboard() -> dict:
     p.append(row("Flapping and loss", 51))
     p.append(panel("stat", "Availability, every failed cycle, per kind", (0, 52, 8, 5), [target(
         f'SELECT mean("healthy") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "kind"',
-        alias="$tag_kind")], unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
+        alias="$tag_kind", prom=Prom(p_availability(P_FLEET, "kind", down="vobox_box_failed_cycles_total"),
+                                     "{{kind}}", instant=True))],
+        unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options(),
         description="mean of `healthy` over every cycle: each failed cycle counts, a lone one too. The availability "
                     "above counts freezes only (fail_cycles failing cycles in a row); the difference is the boxes "
                     "failing too briefly to freeze"))
     p.append(panel("bargauge", "Availability, every failed cycle, per box", (8, 52, 16, 5), [target(
         f'SELECT mean("healthy") * 100 AS "availability" FROM "box" WHERE {F_FLEET} AND $timeFilter '
-        'GROUP BY "box", "kind"', alias="$tag_box ($tag_kind)")], unit="percent", decimals=3,
+        'GROUP BY "box", "kind"', alias="$tag_box ($tag_kind)",
+        prom=Prom(p_availability(P_FLEET, "box, kind", down="vobox_box_failed_cycles_total"), "{{box}} ({{kind}})",
+                  instant=True))], unit="percent", decimals=3,
         thresholds=AVAIL_THRESHOLDS, min_value=0, max_value=100,
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                  "displayMode": "lcd", "orientation": "horizontal", "showUnfilled": True}))
     p.append(panel("table", "Degraded boxes", (0, 57, 24, 7), [target(
         f'SELECT max("degraded") AS "degraded", max("percent_state_change") AS "percent_state_change", '
         f'mean("healthy") AS "healthy" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
-        fmt="table")], options=table_options("percent_state_change"), overrides=[
+        fmt="table", prom=Prom(f"max by (box, kind) (max_over_time(vobox_box_degraded{{{P_FLEET}}}[$__range]))",
+                               instant=True, fmt="table")),
+        target("", "B", prom=Prom(f"max by (box, kind) (max_over_time(vobox_box_percent_state_change{{{P_FLEET}}}"
+                                  "[$__range]))", instant=True, fmt="table"), fmt="table"),
+        target("", "C", prom=Prom(f"1 - sum by (box, kind) ({_inc('vobox_box_failed_cycles_total', P_FLEET)}) / "
+                                  f"sum by (box, kind) ({_inc('vobox_box_cycles_total', P_FLEET)})", instant=True,
+                                  fmt="table"), fmt="table")],
+        prom_panel={"transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": {
+                "Value #A": "degraded", "Value #B": "percent_state_change", "Value #C": "healthy"}}}]},
+        options=table_options("percent_state_change"), overrides=[
             {"matcher": {"id": "byName", "options": "percent_state_change"},
              "properties": [{"id": "unit", "value": "percent"}, {"id": "decimals", "value": 0}]},
             {"matcher": {"id": "byName", "options": "healthy"},
@@ -363,35 +546,45 @@ def fleet_dashboard() -> dict:
                      "now-7d")
 
 
-def box_dashboard() -> dict:
+def _box_definition() -> dict:
     """Box detail: one box's probes, state, freezes and what was done about them."""
     fb = F_ONE_BOX
     p: list[dict] = []
     p.append(panel("stat", "Availability", (0, 0, 6, 4), [target(
-        f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {fb} AND $timeFilter')],
+        f'SELECT mean("up") * 100 AS "availability" FROM "box" WHERE {fb} AND $timeFilter',
+        prom=Prom(p_availability(P_ONE_BOX, ""), instant=True))],
         unit="percent", decimals=3, thresholds=AVAIL_THRESHOLDS, options=stat_options("value")))
     p.append(panel("stat", "Freezes", (6, 0, 6, 4), [target(
-        f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {fb} AND $timeFilter')],
+        f'SELECT count("duration_s") AS "freezes" FROM "freeze" WHERE {fb} AND $timeFilter',
+        prom=Prom(f"round(sum({_inc('vobox_freezes_total', P_ONE_BOX)}))", instant=True))],
         unit="none", options=stat_options("value")))
     p.append(panel("stat", "MTTR", (12, 0, 6, 4), [target(
-        f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {fb} AND $timeFilter')],
+        f'SELECT mean("duration_s") AS "mttr_s" FROM "freeze" WHERE "open" = 0 AND {fb} AND $timeFilter',
+        prom=Prom(f"sum({_inc('vobox_freeze_duration_seconds_sum', P_ONE_BOX)}) / "
+                  f"sum({_inc('vobox_freeze_duration_seconds_count', P_ONE_BOX)})", instant=True))],
         unit="s", options=stat_options("value")))
     p.append(panel("stat", "Remediations", (18, 0, 6, 4), [target(
-        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {fb} AND $timeFilter')],
+        f'SELECT count("ok") AS "actions" FROM "remediation" WHERE {F_ACTED} AND {fb} AND $timeFilter',
+        prom=Prom(f"round(sum({_inc('vobox_remediations_total', P_ONE_BOX + ',' + P_RAN)}))", instant=True))],
         unit="none", options=stat_options("value"), description="actions really done (dry runs left out)"))
     p.append(panel("state-timeline", "State", (0, 4, 24, 5), [
         target(f'SELECT last("state") AS "state" FROM "box" WHERE {fb} AND $timeFilter '
-               'GROUP BY time($__interval) fill(null)', "A", alias="state"),
+               'GROUP BY time($__interval) fill(null)', "A", alias="state",
+               prom=Prom(f"max by (state) (vobox_box_state{{{P_ONE_BOX}}}) == 1", "{{state}}")),
         target(f'SELECT last("layer") AS "layer" FROM "box" WHERE {fb} AND $timeFilter '
-               'GROUP BY time($__interval) fill(null)', "B", alias="layer")],
+               'GROUP BY time($__interval) fill(null)', "B", alias="layer",
+               prom=Prom(f"max by (layer) (vobox_box_layer{{{P_ONE_BOX}}}) == 1", "layer {{layer}}"))],
         mappings=STATE_MAPPINGS, options={"showValue": "auto", "mergeValues": True, "rowHeight": 0.8}))
     p.append(panel("timeseries", "RTT per probe", (0, 9, 12, 8), [target(
         f'SELECT mean("rtt_ms") FROM "probe" WHERE {fb} AND "ok" = 1 AND $timeFilter '
-        'GROUP BY time($__interval), "probe", "port" fill(null)', alias="$tag_probe $tag_port")], unit="ms",
+        'GROUP BY time($__interval), "probe", "port" fill(null)', alias="$tag_probe $tag_port",
+        prom=Prom(f"1000 * max by (probe) (vobox_probe_rtt_seconds{{{P_ONE_BOX}}})", "{{probe}}"))], unit="ms",
         custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False}))
     p.append(panel("timeseries", "Loss per probe", (12, 9, 12, 8), [target(
         f'SELECT (1 - mean("ok")) * 100 FROM "probe" WHERE {fb} AND $timeFilter '
-        'GROUP BY time($__interval), "probe", "port" fill(null)', alias="$tag_probe $tag_port")], unit="percent",
+        'GROUP BY time($__interval), "probe", "port" fill(null)', alias="$tag_probe $tag_port",
+        prom=Prom(f"100 * (1 - min by (probe) (avg_over_time(vobox_probe_success{{{P_ONE_BOX}}}[$__rate_interval])))",
+                  "{{probe}}"))], unit="percent",
         min_value=0, max_value=100, custom={"drawStyle": "line", "lineWidth": 1, "fillOpacity": 20}))
     p.append(panel("table", "Freezes", (0, 17, 12, 7), [target(freeze_table_query(fb), fmt="table")],
                    options=table_options(), overrides=[{"matcher": {"id": "byName", "options": "duration_s"},
@@ -409,9 +602,11 @@ def box_dashboard() -> dict:
         description="ARP/NDP answered with another MAC than before: stale caches on the LAN"))
     p.append(panel("timeseries", "Flapping and loss", (0, 31, 24, 7), [
         target(f'SELECT max("percent_state_change") FROM "box" WHERE {fb} AND $timeFilter '
-               'GROUP BY time($__interval) fill(null)', "A", alias="percent state change"),
+               'GROUP BY time($__interval) fill(null)', "A", alias="percent state change",
+               prom=Prom(f"max(vobox_box_percent_state_change{{{P_ONE_BOX}}})", "percent state change")),
         target(f'SELECT max("failed_share") * 100 FROM "box" WHERE {fb} AND $timeFilter '
-               'GROUP BY time($__interval) fill(null)', "B", alias="failed cycles in the window")],
+               'GROUP BY time($__interval) fill(null)', "B", alias="failed cycles in the window",
+               prom=Prom(f"100 * max(vobox_box_failed_cycles_ratio{{{P_ONE_BOX}}})", "failed cycles in the window"))],
         unit="percent", min_value=0, max_value=100,
         custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False, "thresholdsStyle": {"mode": "line"}},
         thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 30}],
@@ -571,6 +766,8 @@ def outputs() -> dict[str, str]:
     return {
         "dashboards/fleet-stability.json": j(fleet_dashboard()),
         "dashboards/box-detail.json": j(box_dashboard()),
+        "dashboards/fleet-stability-prometheus.json": j(fleet_dashboard("promql")),
+        "dashboards/box-detail-prometheus.json": j(box_dashboard("promql")),
         "provisioning/datasources/vobox-influxdb.yaml": y(datasource_provisioning()),
         "provisioning/dashboards/vobox.yaml": y(dashboards_provisioning()),
         "provisioning/alerting/vobox-rules.yaml": y(alert_rules_provisioning()),
