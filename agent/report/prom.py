@@ -21,7 +21,8 @@ How each figure is read (the agreement with the InfluxDB report, issue 31):
     unverified, failed), as count("ok") of the `remediation` points;
   - buckets (the charts): the cycle counters at each bucket's edges (query_range, step = the bucket).
 Per-freeze start times are not read (the counters do not carry them): a closed freeze's record has the
-range's start and the mean duration; segment outages are not read (their box lists are InfluxDB's only).
+start of the bucket (day or hour) it closed in and its box's mean duration; segment outages are not read
+(their box lists are InfluxDB's only).
 """
 from __future__ import annotations
 
@@ -369,7 +370,8 @@ def _by(counts: Mapping[tuple[str, ...], float], *idx: int) -> dict[tuple[str, .
 
 def _freezes(r: Reader, name: Callable[[str, str], str]) -> tuple[FreezeRecord, ...]:
     """The freezes that started in the range, by box and deepest layer (see the module)."""
-    closed = r.counters("vobox_freezes_closed_total", ("layer",))
+    closed_steps = r.counter_steps("vobox_freezes_closed_total", ("layer",))
+    closed = {k: sum(d for _, d in steps) for k, steps in closed_steps.items()}
     dur_sum = r.counters("vobox_freeze_duration_seconds_sum")
     dur_n = r.counters("vobox_freeze_duration_seconds_count")
     start_at_end = r.gauges("vobox_box_freeze_start_timestamp_seconds", r.end_s)
@@ -379,21 +381,22 @@ def _freezes(r: Reader, name: Callable[[str, str], str]) -> tuple[FreezeRecord, 
     for key in sorted({k[:3] for k, v in closed.items() if round(v)} | {k for k, v in start_at_end.items() if v}
                       | {k for k, v in start_at_start.items() if v}):
         site_, box, kind = key
-        by_layer = {layer: round(closed.get((*key, layer), 0.0)) for layer in LAYERS}
+        # each closed freeze at the start of the bucket it closed in (its own start is not in the counters)
+        at = {layer: sorted(t for t, d in closed_steps.get((*key, layer), []) for _ in range(round(d)))
+              for layer in LAYERS}
         total_s, n = dur_sum.get(key, 0.0), round(dur_n.get(key, 0.0))
         before = start_at_start.get(key, 0.0)
         if before and before < r.start_s and start_at_end.get(key) != before:
             # open at the start, closed in the range: its close is taken out (its start is before the range)
             layer, duration_s = _first_close(r, {SITE_LABEL: site_, "box": box, "kind": kind} if site_ else
                                              {"box": box, "kind": kind})
-            if layer in by_layer and by_layer[layer] > 0:
-                by_layer[layer] -= 1
+            if at.get(layer):
+                at[layer].pop(0)
                 total_s -= duration_s
                 n -= 1
         mean_s = total_s / n if n > 0 else 0.0
         for layer in LAYERS:
-            records += [FreezeRecord(name(site_, box), kind, int(r.start_s * 1000), layer, mean_s, False)
-                        for _ in range(by_layer[layer])]
+            records += [FreezeRecord(name(site_, box), kind, int(t * 1000), layer, mean_s, False) for t in at[layer]]
         now_start = start_at_end.get(key, 0.0)
         if now_start and now_start >= r.start_s:
             records.append(FreezeRecord(name(site_, box), kind, int(now_start * 1000),

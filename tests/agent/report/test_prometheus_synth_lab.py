@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from agent.report import build_report, read_fleet
+from agent.report import build_report, read_fleet, render_html, render_text
 from agent.report.prom import Api, http_fetch, read_prometheus
 from tests.agent.report.fleet_synth import STRADDLE_S, Fleet, SynthStores
 
@@ -65,6 +65,11 @@ def test_the_prometheus_reading_equals_the_influxdb_reading(stores, site, from_s
     assert abs(p.first_ms - influx.first_ms) <= fleet.interval_s * 1000
     assert abs(p.last_ms - influx.last_ms) <= fleet.interval_s * 1000
     assert _table(build_report(p)) == _table(build_report(influx))
+    # each closed freeze is charted in the bucket it closed in: the freezes per day add up
+    per_bucket = sorted(f.start_ms // (p.bucket_s * 1000) for f in p.freezes if not f.open)
+    assert len(per_bucket) == sum(1 for f in influx.freezes if not f.open)
+    assert all(start_ms <= f.start_ms < end_ms for f in p.freezes)
+    assert "<svg" in render_html(build_report(p)) and "freezes" in render_text(build_report(p))
     assert prom.scrape_interval_s == fleet.interval_s and prom.unobserved_s == 0
     assert p.bucket_s == influx.bucket_s == (3600 if to_s else 86400)
     if from_s == STRADDLE_S:   # box b001 (site s1) had a freeze open across the start: left out by both
