@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="an HTTP header for --prometheus, e.g. X-Scope-OrgID:tenant (repeatable)")
     p.add_argument("--bearer-token-file", metavar="FILE",
                    help="--prometheus: send the token in FILE as Authorization: Bearer")
+    p.add_argument("--site-label", default="site", metavar="NAME",
+                   help="--prometheus: the label that carries the site (default site; the name your scrape "
+                        "config gives it when it sets its own `site`)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--site", metavar="NAME", help="the boxes of this site (default: the config's [agent] site)")
     where.add_argument("--all-sites", action="store_true",
@@ -126,7 +129,7 @@ def _read_prometheus(args: argparse.Namespace, start_ms: int, end_ms: int, site:
             print(f"vobox-agent report: --bearer-token-file: {exc}", file=sys.stderr)
             return 2
     try:
-        read = read_prometheus(Api(http_fetch(args.prometheus, headers)), start_ms, end_ms, site)
+        read = read_prometheus(Api(http_fetch(args.prometheus, headers)), start_ms, end_ms, site, args.site_label)
     except PromError as exc:
         print(f"vobox-agent report: cannot read Prometheus: {exc}", file=sys.stderr)
         return 1

@@ -177,13 +177,14 @@ def _edges(after_s: float, until_s: float, step_s: float, end_s: float) -> list[
     return out + ([end_s] if until_s == end_s else [])
 
 
-def _key(labels: Labels, *extra: str) -> tuple[str, ...]:
-    return (labels.get(SITE_LABEL, ""), labels.get("box", ""), labels.get("kind", ""),
+def _key(labels: Labels, *extra: str, site_label: str = SITE_LABEL) -> tuple[str, ...]:
+    return (labels.get(site_label, ""), labels.get("box", ""), labels.get("kind", ""),
             *(labels.get(e, "") for e in extra))
 
 
-def _selector(metric: str, site: str | None, more: Mapping[str, str] | None = None) -> str:
-    matchers = {**({SITE_LABEL: site} if site is not None else {}), **(more or {})}
+def _selector(metric: str, site: str | None, more: Mapping[str, str] | None = None,
+              site_label: str = SITE_LABEL) -> str:
+    matchers = {**({site_label: site} if site is not None else {}), **(more or {})}
     inner = ",".join(f'{k}="{_escape(v)}"' for k, v in matchers.items())
     return f"{metric}{{{inner}}}" if inner else metric
 
@@ -199,8 +200,10 @@ def _dur(s: float) -> str:
 class Reader:
     """Reads one range of one site (or all) through an Api; every count exact, as the module says."""
 
-    def __init__(self, api: Api, start_s: float, end_s: float, site: str | None) -> None:
+    def __init__(self, api: Api, start_s: float, end_s: float, site: str | None,
+                 site_label: str = SITE_LABEL) -> None:
         self.api = api
+        self.site_label = site_label
         self.start_s = start_s
         self.end_s = end_s
         self.site = site
@@ -227,7 +230,7 @@ class Reader:
         query per such step for the metric, whatever the number of series). A series without a sample in the
         hour before the start began in the range: it counts from 0.
         """
-        sel = _selector(metric, self.site)
+        sel = _selector(metric, self.site, site_label=self.site_label)
         step = self.step_s
         first_edge = math.ceil(self.start_s / step) * step
         last_edge = math.floor((self.end_s - 0.001) / step) * step
@@ -266,7 +269,7 @@ class Reader:
                     delta = v - prev
                 steps.append((prev_t, delta))
                 prev_t, prev = t, v
-            key = _key(dict(lt), *extra)
+            key = _key(dict(lt), *extra, site_label=self.site_label)
             out.setdefault(key, []).extend(steps)
         return out
 
@@ -284,12 +287,13 @@ class Reader:
 
     def gauges(self, metric: str, at_s: float, extra: Sequence[str] = ()) -> dict[tuple[str, ...], float]:
         """Per series: the gauge's value at at_s (Prometheus' 5-minute lookback)."""
-        return {_key(lab, *extra): v for lab, v in self.api.vector(_selector(metric, self.site), at_s)}
+        return {_key(lab, *extra, site_label=self.site_label): v
+                for lab, v in self.api.vector(_selector(metric, self.site, site_label=self.site_label), at_s)}
 
     def max_over_range(self, metric: str) -> dict[tuple[str, ...], float]:
         """Per series: the largest sample in the range."""
-        sel = _selector(metric, self.site)
-        return {_key(lab): v for lab, v in
+        sel = _selector(metric, self.site, site_label=self.site_label)
+        return {_key(lab, site_label=self.site_label): v for lab, v in
                 self.api.vector(f"max_over_time({sel}[{_dur(self.end_s - self.start_s)}])", self.end_s)}
 
     def raw(self, metric: str, labels: Labels) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
@@ -307,14 +311,16 @@ class PromObservation:
     unobserved_s: float      # time with no sample of a site's agent for 2 scrape intervals, summed over sites
 
 
-def read_prometheus(api: Api, start_ms: int, end_ms: int, site: str | None) -> PromObservation:
+def read_prometheus(api: Api, start_ms: int, end_ms: int, site: str | None,
+                    site_label: str = SITE_LABEL) -> PromObservation:
     """The FleetObservation of [start_ms, end_ms) for SITE (None: every site, boxes named SITE/BOX when there
     are several). Raises PromError (one line) when a query fails, and when the sites probe at different
-    intervals (the report's figures are cycles x the interval: report those sites one --site at a time)."""
+    intervals (the report's figures are cycles x the interval: report those sites one --site at a time).
+    site_label: the label that carries the site (`site`, or the name the scrape config gives it)."""
     start_s, end_s = start_ms / 1000, end_ms / 1000
-    r = Reader(api, start_s, end_s, site)
-    intervals = {lab.get(SITE_LABEL, ""): v for lab, v in
-                 api.vector(f"last_over_time({_selector('vobox_agent_cycle_interval_seconds', site)}"
+    r = Reader(api, start_s, end_s, site, site_label)
+    intervals = {lab.get(site_label, ""): v for lab, v in
+                 api.vector(f"last_over_time({_selector('vobox_agent_cycle_interval_seconds', site, None, site_label)}"
                             f"[{_dur(end_s - start_s)}])", end_s)}
     cycles = r.counters("vobox_box_cycles_total")
     sites = tuple(sorted({k[0] for k in cycles} | set(intervals)))
@@ -388,7 +394,7 @@ def _freezes(r: Reader, name: Callable[[str, str], str]) -> tuple[FreezeRecord, 
         before = start_at_start.get(key, 0.0)
         if before and before < r.start_s and start_at_end.get(key) != before:
             # open at the start, closed in the range: its close is taken out (its start is before the range)
-            layer, duration_s = _first_close(r, {SITE_LABEL: site_, "box": box, "kind": kind} if site_ else
+            layer, duration_s = _first_close(r, {r.site_label: site_, "box": box, "kind": kind} if site_ else
                                              {"box": box, "kind": kind})
             if at.get(layer):
                 at[layer].pop(0)
@@ -443,7 +449,7 @@ def _span(r: Reader) -> _Span:
     """First and last sample of the agents in the range, the scrape interval (the median spacing of a site's
     samples; the largest over the sites), and the time without a sample for 2 scrape intervals."""
     first_s, last_s, unobserved_s, spacing = math.inf, -math.inf, 0.0, []
-    for _, samples in r.raw_series(_selector("vobox_agent_cycles_total", r.site)):
+    for _, samples in r.raw_series(_selector("vobox_agent_cycles_total", r.site, site_label=r.site_label)):
         times = [t for t, _ in samples if t > r.start_s]
         if not times:
             continue

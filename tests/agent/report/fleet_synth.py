@@ -61,6 +61,7 @@ class Fleet:
     t0_s: int = 1_700_000_000 // 86400 * 86400
     seed: int = 31
     sites: tuple[str, ...] = ("s0", "s1")
+    site_label: str = "site"    # the label carrying the site in Prometheus (InfluxDB: the tag `site`)
 
     @property
     def cycles(self) -> int:
@@ -163,15 +164,16 @@ def influx_agent_lines(fleet: Fleet) -> Iterator[str]:
 
 
 # ----- OpenMetrics ------------------------------------------------------------------------------------------
-def _labels(box: Box, **more: str) -> str:
+def _labels(box: Box, site_label: str, **more: str) -> str:
     extra = "".join(f',{k}="{v}"' for k, v in more.items())
-    return f'box="{box.name}",kind="{box.kind}",site="{box.site}"{extra}'
+    return f'box="{box.name}",kind="{box.kind}",{site_label}="{box.site}"{extra}'
 
 
 def openmetrics(fleet: Fleet, boxes: list[Box], lo: int, hi: int, carry: dict[tuple[str, str], float]) -> Iterator[str]:
     """OpenMetrics text of the scrapes after cycles [lo, hi), family by family (promtool wants each family in one
     piece); carry: the counters' values at cycle lo (updated to hi). Ends with `# EOF` (one file per chunk)."""
     ts_all = [f"{fleet.scrape(i) / 1000:.3f}" for i in range(lo, hi)]
+    sl = fleet.site_label
     restart = fleet.restart_cycle
 
     def counter(family: str, key_label: str, box: Box, deltas: dict[int, float] | None, per_cycle=None,
@@ -195,7 +197,7 @@ def openmetrics(fleet: Fleet, boxes: list[Box], lo: int, hi: int, carry: dict[tu
                        ("vobox_box_maintenance_cycles_total", lambda b: (lambda i: 1 if i in b.maintenance else 0))):
         yield f"# TYPE {family.removesuffix('_total')} counter"
         for b in boxes:
-            yield from counter(family, _labels(b), b, None, fn(b))
+            yield from counter(family, _labels(b, sl), b, None, fn(b))
     detected: dict[str, dict[tuple[str, str], dict[int, float]]] = {"open": {}, "closed": {}}
     hist: dict[str, dict[int, float]] = {}
     rems: dict[str, dict[int, float]] = {}
@@ -210,41 +212,41 @@ def openmetrics(fleet: Fleet, boxes: list[Box], lo: int, hi: int, carry: dict[tu
     for family, which in (("vobox_freezes_total", "open"), ("vobox_freezes_closed_total", "closed")):
         yield f"# TYPE {family.removesuffix('_total')} counter"
         for (name, layer), deltas in sorted(detected[which].items()):
-            yield from counter(family, _labels(by_name[name], layer=layer), by_name[name], deltas)
+            yield from counter(family, _labels(by_name[name], sl, layer=layer), by_name[name], deltas)
     yield "# TYPE vobox_freeze_duration_seconds histogram"
     for b in boxes:
         ev = hist.get(b.name, {})
         n_ev = {i: 1.0 for i in ev}
-        yield from counter("vobox_freeze_duration_seconds_bucket", _labels(b, le="+Inf"), b, n_ev)
-        yield from counter("vobox_freeze_duration_seconds_count", _labels(b), b, n_ev)
-        yield from counter("vobox_freeze_duration_seconds_sum", _labels(b), b, ev)
+        yield from counter("vobox_freeze_duration_seconds_bucket", _labels(b, sl, le="+Inf"), b, n_ev)
+        yield from counter("vobox_freeze_duration_seconds_count", _labels(b, sl), b, n_ev)
+        yield from counter("vobox_freeze_duration_seconds_sum", _labels(b, sl), b, ev)
     yield "# TYPE vobox_remediations counter"
     for name, deltas in sorted(rems.items()):
         b = by_name[name]
         yield from counter("vobox_remediations_total",
-                           _labels(b, action="restart_container", trigger="auto", result="recovered"), b, deltas)
+                           _labels(b, sl, action="restart_container", trigger="auto", result="recovered"), b, deltas)
     yield "# TYPE vobox_box_freeze_start_timestamp_seconds gauge"
     for b in boxes:
-        lab = _labels(b)
+        lab = _labels(b, sl)
         yield from (f"vobox_box_freeze_start_timestamp_seconds{{{lab}}} {b.start_s[i]:g} {ts_all[j]}"
                     for j, i in enumerate(range(lo, hi)))
     yield "# TYPE vobox_box_layer gauge"
     for b in boxes:
         for li, layer in enumerate(GAUGE_LAYERS):
-            lab = _labels(b, layer=layer)
+            lab = _labels(b, sl, layer=layer)
             yield from (f"vobox_box_layer{{{lab}}} {1 if b.layer[i] == li else 0} {ts_all[j]}"
                         for j, i in enumerate(range(lo, hi)))
     for family in ("vobox_box_degraded", "vobox_box_percent_state_change"):
         yield f"# TYPE {family} gauge"
         for b in boxes:
-            lab = _labels(b)
+            lab = _labels(b, sl)
             yield from (f"{family}{{{lab}}} 0 {ts}" for ts in ts_all)
     yield "# TYPE vobox_agent_cycles counter"
     for site in fleet.sites:
-        yield from counter("vobox_agent_cycles_total", f'site="{site}"', boxes[0], None, lambda i: 1, site=site)
+        yield from counter("vobox_agent_cycles_total", f'{sl}="{site}"', boxes[0], None, lambda i: 1, site=site)
     yield "# TYPE vobox_agent_cycle_interval_seconds gauge"
     for site in fleet.sites:
-        yield from (f'vobox_agent_cycle_interval_seconds{{site="{site}"}} {fleet.interval_s} {ts}' for ts in ts_all)
+        yield from (f'vobox_agent_cycle_interval_seconds{{{sl}="{site}"}} {fleet.interval_s} {ts}' for ts in ts_all)
     yield "# EOF"
 
 

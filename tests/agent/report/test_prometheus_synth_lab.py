@@ -3,8 +3,10 @@
 Real Prometheus 2.42 (blocks from `promtool tsdb create-blocks-from openmetrics`) and real InfluxDB 1.6 hold
 one synthetic fleet of 6 boxes over 4 days at 60 s: deepening freezes, remediations, maintenance, an agent
 restart half way (counter resets), a freeze open across the second range's start; the third range is short
-enough for hourly buckets (the others: daily), with the restart inside. Scrapes fall half a cycle
-after each cycle, so every figure agrees exactly, not only the counts: a difference is the reader's error.
+enough for hourly buckets (the others: daily), with the restart inside. The site is in the label
+`vobox_site` (a scrape config that sets its own `site`: `report --site-label`); the lab test reads `site`.
+Scrapes fall half a cycle after each cycle, so every figure agrees exactly, not only the counts: a
+difference is the reader's error.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def stores(tmp_path_factory):
     missing = [b for b in ("influxd", "prometheus", "promtool") if shutil.which(b) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (scripts/setup)")
-    s = SynthStores(Fleet(6, 4), str(tmp_path_factory.mktemp("synth")))
+    s = SynthStores(Fleet(6, 4, site_label="vobox_site"), str(tmp_path_factory.mktemp("synth")))
     try:
         s.build()
         yield s
@@ -48,7 +50,7 @@ def test_the_prometheus_reading_equals_the_influxdb_reading(stores, site, from_s
     start_ms = (fleet.t0_s + from_s) * 1000
     end_ms = fleet.t(fleet.cycles) * 1000 if to_s is None else int((fleet.t0_s + to_s) * 1000)
     influx = read_fleet(stores.influx_rows(), start_ms, end_ms, fleet.interval_s, site)
-    prom = read_prometheus(Api(http_fetch(stores.prometheus_url)), start_ms, end_ms, site)
+    prom = read_prometheus(Api(http_fetch(stores.prometheus_url)), start_ms, end_ms, site, fleet.site_label)
     p = prom.observation
     if site is None:   # the fleet's boxes are named SITE/BOX; InfluxDB's plain names are unique here
         boxes = {b.name: b.site for b in fleet.boxes()}
