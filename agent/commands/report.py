@@ -136,5 +136,5 @@ def _read_prometheus(args: argparse.Namespace, start_ms: int, end_ms: int, site:
     scrape = f"{read.scrape_interval_s:g} s" if read.scrape_interval_s else "-"
     footer = (f"source: {args.prometheus} (Prometheus), sites {', '.join(s or '(none)' for s in read.sites) or '-'}, "
               f"scrape interval {scrape}, unobserved {read.unobserved_s:.0f} s (no sample for 2 scrape intervals); "
-              "per-freeze start times and segment outages are read from InfluxDB only\n")
+              "per-freeze start times, segment outages and audit classes are read from InfluxDB only\n")
     return read.observation, footer

@@ -21,8 +21,9 @@ How each figure is read (the agreement with the InfluxDB report, issue 31):
     unverified, failed), as count("ok") of the `remediation` points;
   - buckets (the charts): the cycle counters at each bucket's edges (query_range, step = the bucket).
 Per-freeze start times are not read (the counters do not carry them): a closed freeze's record has the
-start of the bucket (day or hour) it closed in and its box's mean duration; segment outages are not read
-(their box lists are InfluxDB's only).
+start of the bucket (day or hour) it closed in and its box's mean duration; segment outages and the split
+by audit class are not read (their box lists and audit periods are InfluxDB's only). Series that differ only
+in other labels (job, instance) are summed: deduplicate HA replicas first (Thanos, Mimir do).
 """
 from __future__ import annotations
 
