@@ -16,10 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         description=(
             "Availability, freezes and time to recovery per kind (container, VM) and per box, with 95%% "
-            "confidence intervals, from InfluxDB over --since up to --until (default now). The report states "
-            "the span it really covers (first to last point), the boxes and cycles in it, and lists segment "
-            "outages (every box down at once) apart. --html FILE also writes a self-contained page with "
-            "charts."),
+            "confidence intervals, from InfluxDB (or a Prometheus query API: --prometheus) over --since up to "
+            "--until (default now). The report states the span it really covers (first to last point), the "
+            "boxes and cycles in it, and lists segment outages (every box down at once) apart. --html FILE also "
+            "writes a self-contained page with charts."),
         help="stability report per kind and per box with 95%% intervals")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="agent config (TOML): [influxdb] to read and [agent] site (needed without --prometheus)")
