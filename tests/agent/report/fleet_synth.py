@@ -17,6 +17,7 @@ import random
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 FAIL_CYCLES = 2
 RECOVER_CYCLES = 2
@@ -283,8 +284,8 @@ class SynthStores:
         self.base_dir = base_dir
         self.influx_dir = os.path.join(base_dir, "influx")
         self.tsdb_dir = os.path.join(base_dir, "tsdb")
-        self.influx = None
-        self.prom_proc = None
+        self.influx: Any = None   # lab.influx.InfluxServer once built
+        self.prom_proc: Any = None   # subprocess.Popen once started
         self.prom_port = 0
         self.timings: dict[str, float] = {}
 
