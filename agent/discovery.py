@@ -1,7 +1,8 @@
-"""Box discovery from the Docker engine, live: the inspected candidates, the box set, and its version.
+"""Box discovery from the container engine (dockerd or Podman), live: the inspected candidates, the box set, its version.
 
-Rides the Docker events stream the container state cache already follows
-(remediations.docker_events.DockerEventWatcher's `follow` hook): at every (re)connect it lists
+Rides the engine's events stream the container state cache already follows
+(agent.engines.watcher.DockerEventWatcher's `follow` hook, with engine-neutral EngineEvents, so
+Podman's network events, which name the container, read as dockerd's): at every (re)connect it lists
 the candidate containers (the label, and each of [discovery] networks) and inspects them; then
 a container start, destroy, network connect or disconnect re-inspects that one container. The
 pure part (agent.core.discovery) turns the inspects into boxes. A box leaves the set only when
@@ -19,6 +20,7 @@ import docker.errors
 
 from agent.core.config import BoxConfig, Config, DiscoveryConfig
 from agent.core.discovery import Found, discover, label_matches, merged, qualifies
+from agent.engines.events import EngineEvent
 
 log = logging.getLogger(__name__)
 
@@ -66,31 +68,27 @@ class DockerDiscovery:
         with self._lock:
             return self._version, self._boxes
 
-    def follow(self, client: Any, ev: dict | None) -> None:
-        """DockerEventWatcher's hook: a full sync at (re)connect (ev None), else one event."""
+    def follow(self, client: Any, ev: EngineEvent | None) -> None:
+        """DockerEventWatcher's hook: a full sync at (re)connect (ev None), else one decoded event."""
         disc = self.config.discovery
         if ev is None:
             self._attrs = dict(inspect_candidates(client, disc))
             self._recompute()
             self.synced.set()
             return
-        typ, action = ev.get("Type"), str(ev.get("Action") or "")
-        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
-        if typ == "container":
-            cid = (ev.get("Actor") or {}).get("ID", "")
-            if action == "destroy":
-                if self._attrs.pop(cid, None) is not None:
-                    self._recompute()
-                return
-            if action != "start" or (cid not in self._attrs and not disc.networks
-                                      and not label_matches(attrs, disc.label)):
-                return   # only a start can change addresses; unlabelled containers matter only with networks
-        elif typ == "network" and action in ("connect", "disconnect"):
-            cid = attrs.get("container", "")
-            if action == "disconnect" and cid in self._attrs and self._is_box(cid):
+        cid = ev.container_id
+        if ev.kind == "destroy":
+            if self._attrs.pop(cid, None) is not None:
+                self._recompute()
+            return
+        if ev.kind == "start":
+            if cid not in self._attrs and not disc.networks and not label_matches(ev.attributes, disc.label):
+                return   # unlabelled containers matter only with networks
+        elif ev.kind in ("network_connect", "network_disconnect"):
+            if ev.kind == "network_disconnect" and cid in self._attrs and self._is_box(cid):
                 return   # disconnected from its network: a freeze of that box, which keeps its addresses
         else:
-            return
+            return   # only a start or a network change can change addresses
         try:
             fresh = client.api.inspect_container(cid)
         except docker.errors.NotFound:

@@ -115,7 +115,7 @@ class Pipeline:
                  prober: Prober | None = None,
                  memberships: Callable[[Sequence[BoxConfig]], Mapping[str, Any]] | None = None) -> None:
         self.config = config
-        # sweep, in-container checks, the container state cache (remediations.docker_events.ContainerStates)
+        # sweep, in-container checks, the container state cache (agent.engines.watcher.ContainerStates)
         self.prober = prober or Prober(config, sweep=sweep, clock=clock, checks=checks,
                                        container_states=container_states)
         self.memberships = memberships

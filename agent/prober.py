@@ -27,7 +27,7 @@ class Prober:
 
     sweep(targets, timeout_s, interface, recorder): probes.sweep; checks(box names): their
     in-container check results (agent.checks.runner.CheckRunner), or None; container_states():
-    box -> its container's state (remediations.docker_events.ContainerStates), or None.
+    box -> its container's state (agent.engines.watcher.ContainerStates), or None.
     timeout_s and interface are the config's [agent] timeout and interface.
     """
 

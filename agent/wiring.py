@@ -315,7 +315,7 @@ def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Call
     """The remediation service (remediations.RemediationService): its records are published as decided, its
     status after each cycle's decisions."""
     from remediations import ActionContext, RemediationService, Remediator, history
-    from remediations.docker_events import expecting_factory
+    from agent.engines.watcher import expecting_factory
 
     policy = cfg.remediation.policy()
     engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes], reprobe=reprobe)
@@ -415,7 +415,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     from agent.prober import Prober
     from agent.schedule import ProbeLoop
     from agent.storage.store import Storage
-    from remediations.docker_events import ExpectedEvents
+    from agent.engines.watcher import ExpectedEvents
 
     token = webhook_token(cfg)   # before anything is built
     make_docker = make_docker or docker_factory()
@@ -459,7 +459,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
         found = DockerDiscovery(configured, on_change=box_set_publisher(lambda: resolved(found.boxes()), bus.publish))
         discovery = found
     if any(b.container for b in cfg.boxes) or discovery is not None:
-        from remediations.docker_events import STATE_FILE, ContainerStates, DockerEventWatcher
+        from agent.engines.watcher import STATE_FILE, ContainerStates, DockerEventWatcher
 
         # The container state cache: kept from the events, read by the pipeline once per cycle.
         container_states = ContainerStates(os.path.join(cfg.agent.state_dir, STATE_FILE))

@@ -1,4 +1,4 @@
-"""Remediation: actions (ACTIONS registry), the escalation/safety engine, its executor, Docker events, alert webhook.
+"""Remediation: actions (ACTIONS registry), the escalation/safety engine, its executor, alert webhook (the engine's events: agent.engines).
 
 The names below are loaded when first used (PEP 562), so importing one submodule
 (e.g. `remediations.model` for the config) does not import Docker, the webhook
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
         execute,
         get_action,
     )
-    from remediations.docker_events import ContainerState, ContainerStates, DockerEventWatcher, ExpectedEvents
     from remediations.engine import BoxStatus, Remediator
     from remediations.model import (
         TRIGGERS,
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 _HOME = {name: f"remediations.{module}" for module, names in {
     "actions": ("ACTIONS", "Action", "ActionContext", "ActionError", "DockerUnavailable", "default_docker_factory",
                 "execute", "get_action"),
-    "docker_events": ("ContainerState", "ContainerStates", "DockerEventWatcher", "ExpectedEvents"),
     "engine": ("BoxStatus", "Remediator"),
     "model": ("TRIGGERS", "ActionOutcome", "ActionRecord", "ContainerEventRecord", "HistoryEntry", "PlannedAction",
               "RemediationPolicy", "RemediationTarget", "RequestResult"),
@@ -48,8 +46,7 @@ _HOME = {name: f"remediations.{module}" for module, names in {
 }.items() for name in names}
 
 __all__ = ["ACTIONS", "TRIGGERS", "Action", "ActionContext", "ActionError", "ActionOutcome", "ActionRecord",
-           "BoxStatus", "ContainerEventRecord", "ContainerState", "ContainerStates", "DockerEventWatcher",
-           "DockerUnavailable", "ExpectedEvents", "HistoryEntry", "PlannedAction", "RemediationPolicy",
+           "BoxStatus", "ContainerEventRecord", "DockerUnavailable", "HistoryEntry", "PlannedAction", "RemediationPolicy",
            "RemediationService", "RemediationTarget", "Remediator", "RequestResult", "WebhookReceiver",
            "default_docker_factory", "execute", "get_action", "read_token"]
 

@@ -3,8 +3,9 @@
 - every module of ours is in a room of the rooms table, and imports only what its room's "may import"
   column allows (ROOMS below, which must be the table in docs/ARCHITECTURE.md, row for row);
 - probes/ imports nothing of ours;
-- remediations/ imports nothing of agent/ but the event types (agent.core.events) and the leaf modules
-  agent.tls (the one TLS type) and agent.secretfile (the one secret-file reader), which import nothing of ours;
+- remediations/ imports nothing of agent/ but the event types (agent.core.events), the container engine
+  package (agent.engines) and the leaf modules agent.tls (the one TLS type) and agent.secretfile (the one
+  secret-file reader), which import nothing of ours;
 - nothing of the product (agent/, probes/, remediations/) imports the lab;
 - no command (agent/commands/<name>.py) imports another;
 - no import circles between our modules, counting the imports made for type hints only
@@ -106,7 +107,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "probes": (),
     "agent.core": ("probes", "remediations", "agent.checks", "agent.atomic", "agent.storage.points",
                    "agent.storage.defaults", "agent.forensics", "agent.tls", "agent.secretfile"),
-    "agent.checks": ("probes",),
+    "agent.checks": ("probes", "agent.engines"),
     "agent.bus": (),
     "agent.audit": (),
     "agent.prober": ("probes", "agent.core"),
@@ -117,13 +118,14 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.schedule": (),
     "agent.storage": ("agent.atomic", "agent.storage.points", "agent.tls", "agent.secretfile"),
     "agent.storage.points": (),
-    "agent.forensics": ("probes", "agent.atomic", "agent.redact", "agent.core.events"),
+    "agent.forensics": ("probes", "agent.atomic", "agent.redact", "agent.core.events", "agent.engines"),
     "agent.report": ("probes", "agent.core", "agent.storage"),
     "agent.status": ("probes", "agent.storage", "agent.timeparse", "agent.listeners.status"),
     "agent.live": ("agent.status", "agent.timeparse", "probes", "agent.core.events"),
     "agent.timeparse": (),
     "agent.maintenance": ("agent.core", "agent.atomic"),
-    "agent.discovery": ("agent.core",),
+    "agent.discovery": ("agent.core", "agent.engines"),
+    "agent.engines": ("remediations.model",),
     "agent.auditor": ("agent.audit", "agent.atomic", "agent.checks"),
     "agent.resolve": ("agent.core",),
     "agent.atomic": (),
@@ -131,12 +133,13 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.secretfile": (),
     "agent.redact": (),
     "agent.netns": (),
-    "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact", "agent.tls", "agent.secretfile"),
+    "agent.ops": ("remediations", "agent.core", "agent.storage", "agent.redact", "agent.tls", "agent.secretfile",
+                  "agent.engines"),
     "agent.commands": PRODUCT,
     "agent.cli": ("agent.commands", "agent.ops", "agent.netns", "agent.version"),
     "agent.version": (),
     "agent": ("agent.cli",),   # the package itself and __main__ (`python -m agent`)
-    "remediations": ("agent.core.events", "agent.tls", "agent.secretfile"),
+    "remediations": ("agent.core.events", "agent.tls", "agent.secretfile", "agent.engines"),
     "grafana": ("probes",),
     "lab": (*PRODUCT, "lab"),
 }
@@ -218,8 +221,11 @@ def test_probes_import_nothing_of_ours():
 
 def test_remediations_import_only_the_event_types_of_the_agent():
     # agent.tls and agent.secretfile import nothing of ours (checked below): every room may use them
+    # agent.engines (the container engine: client, decoders, traits) is the engines' room, shared with checks,
+    # forensics and discovery
     assert _violations("remediations", lambda t: not t.startswith(("agent", "lab", "grafana"))
-                       or t in ("agent.core.events", "agent.tls", "agent.secretfile")) == []
+                       or t in ("agent.core.events", "agent.tls", "agent.secretfile")
+                       or t == "agent.engines" or t.startswith("agent.engines.")) == []
 
 
 @pytest.mark.parametrize("module", ["agent.tls", "agent.secretfile"])

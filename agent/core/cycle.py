@@ -86,7 +86,7 @@ UNHEALTHY_LAYER = Layer.L7
 
 
 class ContainerView(Protocol):
-    """What a cycle needs of a container's state (read-only: remediations.docker_events.ContainerState fits)."""
+    """What a cycle needs of a container's state (read-only: agent.engines.watcher.ContainerState fits)."""
 
     @property
     def state(self) -> str: ...
@@ -174,7 +174,7 @@ def with_container_state(v: Verdict, container: str, cs: ContainerView | None, r
     """
     if cs is None:
         return v
-    # An exit the agent did not see happen (remediations.docker_events: `in_gap`, e.g. an engine stopping its
+    # An exit the agent did not see happen (agent.engines.watcher: `in_gap`, e.g. an engine stopping its
     # containers) is read from the engine's history alone: an earlier `stopped` verdict does not stand for it.
     still_stopped = (stopped_at_s is not None and cs.state in ("exited", "created", "removed")
                      and (cs.since_s is None or cs.since_s <= stopped_at_s) and not getattr(cs, "in_gap", False))

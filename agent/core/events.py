@@ -143,7 +143,7 @@ class BoxObserved(Event):
     state_layer: str
     results: tuple[ProbeResult, ...]
     confirm: bool = False
-    container: Any = None   # container boxes: its ContainerState (remediations.docker_events), None when unknown
+    container: Any = None   # container boxes: its ContainerState (agent.engines.watcher), None when unknown
     # flapping (agent.core.flapping) after this cycle: degraded, the window's percent state change and failed share
     degraded: bool = False
     percent_state_change: float | None = None

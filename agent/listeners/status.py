@@ -48,7 +48,7 @@ def boot_id(path: str = BOOT_ID_PATH) -> str | None:
 
 
 def _container(cs: Any) -> dict[str, Any]:
-    """status.json's `container` object of a box (remediations.docker_events.ContainerState)."""
+    """status.json's `container` object of a box (agent.engines.watcher.ContainerState)."""
     return {"state": cs.state, "health": cs.health, "since_s": cs.since_s, "oom_killed": cs.oom_killed,
             "operator_stopped": cs.operator_stopped, "exit_code": cs.exit_code,
             "reason": getattr(cs, "reason", None)}

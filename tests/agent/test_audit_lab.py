@@ -232,7 +232,7 @@ def test_the_engine_events_on_the_bus_trigger_the_audit_of_a_recreated_box(boxes
     from agent.bus import Bus
     from agent.wiring import build_auditor
     from lab import privileges
-    from remediations.docker_events import ContainerStates, DockerEventWatcher
+    from agent.engines.watcher import ContainerStates, DockerEventWatcher
 
     run_id, made, _cvmfs = boxes
     name = privileges.container_name(run_id, 197)

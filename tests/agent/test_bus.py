@@ -188,7 +188,7 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
     from agent.auditor import AuditService
     from agent.listeners.metrics import MetricsServer
     from remediations import RemediationService
-    from remediations.docker_events import DockerEventWatcher
+    from agent.engines.watcher import DockerEventWatcher
     from remediations.webhook import WebhookReceiver
 
     webhook_port, metrics_port = free_port(), free_port()

@@ -365,7 +365,7 @@ def make_agent_with_states(tmp_path, states):
 
 
 def test_a_paused_container_whose_network_answers_is_an_l7_freeze_shown_and_stored(tmp_path):
-    from remediations.docker_events import ContainerState
+    from agent.engines.watcher import ContainerState
 
     states = {"a": ContainerState("paused", since_s=1_799_999_999.0)}
     agent, script, storage, rem = make_agent_with_states(tmp_path, states)
@@ -387,7 +387,7 @@ def test_a_paused_container_whose_network_answers_is_an_l7_freeze_shown_and_stor
 
 
 def test_a_container_stopped_by_an_operator_is_stopped_not_frozen_not_remediated_not_observed(tmp_path):
-    from remediations.docker_events import ContainerState
+    from agent.engines.watcher import ContainerState
 
     states = {"a": ContainerState("exited", since_s=1.0, operator_stopped=True, exit_code=143)}
     agent, script, storage, rem = make_agent_with_states(tmp_path, states)
@@ -404,7 +404,7 @@ def test_a_container_stopped_by_an_operator_is_stopped_not_frozen_not_remediated
 
 def test_reprobe_counts_the_container_state(tmp_path):
     """Remediation's verification: a container still paused is not recovered although every probe answers."""
-    from remediations.docker_events import ContainerState
+    from agent.engines.watcher import ContainerState
 
     states = {"a": ContainerState("paused")}
     agent, script, storage, rem = make_agent_with_states(tmp_path, states)
@@ -623,7 +623,7 @@ def test_an_address_conflict_is_an_event_a_point_a_hold_and_no_remediation(tmp_p
 def test_the_engine_going_away_is_one_event_holding_the_frozen_container_boxes_then_each_is_judged_alone(tmp_path):
     """The container engine is unreachable (the state cache says so): one EngineDownChanged, the frozen
     container boxes held ("engine_down"), no action; back: one closing event, holds released, the ladder runs."""
-    from remediations.docker_events import ContainerStates
+    from agent.engines.watcher import ContainerStates
 
     agent, script, storage, rem = make_agent(tmp_path)
     cache = ContainerStates()

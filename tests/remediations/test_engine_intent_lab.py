@@ -13,7 +13,8 @@ import uuid
 import docker
 import pytest
 
-from remediations import ContainerStates, DockerEventWatcher, RemediationTarget
+from agent.engines.watcher import ContainerStates, DockerEventWatcher
+from remediations import RemediationTarget
 from tests.remediations.conftest import wait_for
 
 pytestmark = pytest.mark.lab

@@ -7,7 +7,7 @@ import pytest
 
 from agent.core.cycle import Verdict as CycleVerdict, box_targets, classify, plan_cycle, verdicts, with_container_state
 from probes import ProbeResult, Target
-from remediations.docker_events import ContainerState
+from agent.engines.watcher import ContainerState
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from remediations.docker_events import ContainerState, ContainerStates, ExpectedEvents, next_state, state_from_inspect
+from agent.engines.watcher import ContainerState, ContainerStates, ExpectedEvents, next_state, state_from_inspect
 from remediations.model import ContainerEventRecord
 
 RUN = ContainerState("running", since_s=1.0)

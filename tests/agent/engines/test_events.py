@@ -10,24 +10,24 @@ import pathlib
 
 import pytest
 
-from remediations.docker_events import (
+from agent.engines.watcher import (
     ContainerState,
     ContainerStates,
     DockerEventWatcher,
     advance,
     state_from_inspect,
 )
-from remediations.engine_events import (
+from agent.engines.events import (
     EngineEvent,
     ExitEvidence,
     follow_names,
-    from_docker,
     judge_exit,
     stop_request,
 )
+from agent.engines.docker import decode as from_docker
 from remediations.model import RemediationTarget
 
-CASES = pathlib.Path(__file__).resolve().parents[1] / "cases"
+CASES = pathlib.Path(__file__).resolve().parents[2] / "cases"
 OLD, NEW, OTHER = "old" * 3, "new" * 3, "oth" * 3
 
 

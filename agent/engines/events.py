@@ -1,4 +1,4 @@
-"""Container engine events, engine-neutral: the EngineEvent type, the Docker decoder, and the pure rules over them.
+"""Container engine events, engine-neutral: the EngineEvent type and the pure rules over them.
 
 Two rules live here, both pure and shared by the live stream and the resync (one reading):
 
@@ -12,8 +12,10 @@ Two rules live here, both pure and shared by the live stream and the resync (one
   whether our remediation caused it, the exit code read with the cgroup version. A stop no
   one can be named for is a failure. Every decision carries its reason as text.
 
-A Podman decoder only has to produce EngineEvents (Podman's network events name the
-container in `name`, dockerd's the network: the decoders absorb that).
+Each engine's decoder (agent.engines.docker, agent.engines.podman; the registry in
+agent.engines) turns its raw events into EngineEvents, so nothing below knows the engine:
+Podman's network events name the container in `name` where dockerd's name the network, and
+Podman says `remove` where dockerd says `destroy`; the decoders absorb that.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class EngineEvent:
     kind: one of KINDS; name: the container's name at the event, without a leading slash
     ("" when the engine does not say, as dockerd's network events); attrs: engine-neutral
     strings: `exit_code` (die), `signal` (kill), `old_name` (rename), `network` (network_*),
-    `health` (health_status), `action` (the engine's raw action text).
+    `health` (health_status), `action` (the engine's raw action text). attributes: the engine's own
+    `Actor.Attributes` as strings (the container's labels among them: discovery reads them).
     """
 
     kind: str
@@ -50,38 +53,13 @@ class EngineEvent:
     name: str
     attrs: Mapping[str, str] = field(default_factory=dict)
     time_s: float = 0.0
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def exit_code(self) -> int | None:
         """The exit code of a die (None when absent or not a number)."""
         text = self.attrs.get("exit_code", "")
         return int(text) if text.isascii() and text.lstrip("-").isdigit() else None
-
-
-def from_docker(ev: Mapping[str, Any]) -> EngineEvent | None:
-    """The EngineEvent of one decoded dockerd event (`/events` JSON), None for kinds outside KINDS."""
-    typ, action = ev.get("Type"), str(ev.get("Action") or ev.get("status") or "")
-    actor = ev.get("Actor") or {}
-    attrs = actor.get("Attributes") or {}
-    time_s = (ev.get("timeNano") or 0) / 1e9 or float(ev.get("time") or 0)
-    if typ == "container":
-        kind = action.split(":", 1)[0]
-        if kind not in KINDS:
-            return None
-        out = {"action": action}
-        if attrs.get("exitCode") not in (None, ""):
-            out["exit_code"] = str(attrs["exitCode"])
-        if attrs.get("signal"):
-            out["signal"] = str(attrs["signal"])
-        if kind == "rename" and attrs.get("oldName"):
-            out["old_name"] = str(attrs["oldName"]).lstrip("/")
-        if kind == "health_status":
-            out["health"] = action.split(":", 1)[1].strip() if ":" in action else ""
-        return EngineEvent(kind, str(actor.get("ID") or ""), str(attrs.get("name") or "").lstrip("/"), out, time_s)
-    if typ == "network" and action in ("connect", "disconnect"):
-        return EngineEvent(f"network_{action}", str(attrs.get("container") or ""), "",
-                           {"action": action, "network": str(attrs.get("name") or "")}, time_s)
-    return None
 
 
 def follow_names(holders: Mapping[str, str], ev: EngineEvent) -> tuple[dict[str, str], frozenset[str]]:
@@ -96,9 +74,9 @@ def follow_names(holders: Mapping[str, str], ev: EngineEvent) -> tuple[dict[str,
     before = {n for n, cid in holders.items() if cid == ev.container_id}
     after = dict(holders)
     if ev.kind == "rename":
-        old = ev.attrs.get("old_name", "")
-        if after.get(old) == ev.container_id:
-            del after[old]
+        # A container holds one name: a rename gives up whatever it held (Podman's rename event does not
+        # name the old one; dockerd's `oldName` is the same name).
+        after = {n: cid for n, cid in after.items() if cid != ev.container_id}
     if ev.name and (ev.kind in TAKES_NAME or (ev.kind != "destroy" and ev.name not in after)):
         after[ev.name] = ev.container_id
     if ev.kind == "destroy":

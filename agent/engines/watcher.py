@@ -1,13 +1,17 @@
-"""Follow Docker's event stream for the configured containers: container_event records and a container state cache.
+"""Follow the container engine's event stream (dockerd or Podman) for the configured containers: container_event
+records and a container state cache.
 
 The cache (ContainerStates) knows every configured container's state (running, paused,
 restarting, exited, dead, removed), its Docker health status, whether it was OOM-killed and
 whether someone else stopped it (and why, as text), every cycle without an inspect per box per
 cycle: one inspect per container when the stream (re)connects, then only the events. The
-events are read as engine-neutral EngineEvents (remediations.engine_events: identity by name,
+events are read as engine-neutral EngineEvents (agent.engines.events: identity by name,
 the one reading of an exit); the resync reads an inspect through the same rules. The cache is
 saved to a file (the last-known state an agent restart reads back). ExpectedEvents is how the
 remediation service marks the stops/restarts it causes itself, so they are not operator intent.
+Which engine answers is asked at every (re)connect (agent.engines.identify); its decoder and its
+differences (agent.engines.EngineTraits: the stream's filter, how to read its history, whether health
+changes come as events or must be read from inspects) are used from then on.
 """
 from __future__ import annotations
 
@@ -23,18 +27,19 @@ from typing import Any
 
 import docker.errors
 
-from remediations.engine_events import (
+from agent.engines.events import (
     KINDS,
     EngineEvent,
     ExitEvidence,
     at,
     docker_time,
     follow_names,
-    from_docker,
     judge_exit,
     sorted_for_replay,
     stop_request,
 )
+from agent.engines import ENGINES, Engine, Identity, identify_client
+from agent.engines.docker import decode as from_docker
 from remediations.model import ContainerEventRecord, RemediationTarget
 
 log = logging.getLogger(__name__)
@@ -44,8 +49,12 @@ RECORDED = {"die": "die", "oom": "oom", "restart": "restart", "pause": "pause", 
             "stop": "stop", "start": "start", "kill": "kill", "destroy": "destroy", "create": "create",
             "rename": "rename", "health_status": "health_status", "network_connect": "network_connect",
             "network_disconnect": "network_disconnect"}
-# Docker actions the stream asks for (its `event` filter).
-DOCKER_ACTIONS = sorted({k for k in KINDS if not k.startswith("network_")} | {"connect", "disconnect"})
+# How often the health of containers with a HEALTHCHECK is read from inspects on an engine whose events do not
+# report health changes (Podman 4.3: agent.engines.podman); a probe cycle is 10 s by default.
+HEALTH_POLL_S = 5.0
+# How long a `since` stream is read for an exit's history on an engine whose `until` returns nothing (the span is
+# replayed at once: measured ~10 ms on Podman 4.3.1).
+HISTORY_READ_S = 0.5
 # Container states (Docker's State.Status, plus "removed": no container holds the name).
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead", "removed")
 EXPECT_WINDOW_S = 120.0
@@ -69,7 +78,7 @@ class ContainerState:
     state: one of CONTAINER_STATES; health: healthy|unhealthy|starting, None without a
     HEALTHCHECK; since_s: when it entered that state (None: unknown); oom_killed: its last exit
     was an OOM kill; operator_stopped: stopped, killed, renamed away or removed by someone else
-    (not by our remediation, not a crash: remediations.engine_events.judge_exit); exit_code: of
+    (not by our remediation, not a crash: agent.engines.events.judge_exit); exit_code: of
     the last exit; reason: why it is not running, as stored and shown ("stopped by operator:
     docker stop at T", "failed: exit 137, killed (OOM or SIGKILL) at T"); container_id: the
     container holding the box's name; request: a stop request seen while it still runs
@@ -115,7 +124,7 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
     """The state after one event of the container holding the box's name; pure.
 
     ours: EV falls in a window remediation opened (ExpectedEvents). A die is judged by
-    remediations.engine_events.judge_exit from the stop request seen before it (kill with a
+    agent.engines.events.judge_exit from the stop request seen before it (kill with a
     stop signal, stop), the oom event, the exit code and the cgroup version; a request within
     REQUEST_AFTER_EXIT_S after the die (dockerd's order: kill, die, stop; a SIGKILL's kill may
     trail its die) names it and judges it again.
@@ -384,13 +393,15 @@ def record_for(ev: EngineEvent, target: RemediationTarget) -> ContainerEventReco
 
 
 def record_from_event(ev: dict, by_name: dict[str, RemediationTarget],
-                      by_id: dict[str, RemediationTarget]) -> ContainerEventRecord | None:
-    """The record for one decoded Docker event, or None when it is not about a configured container.
+                      by_id: dict[str, RemediationTarget],
+                      decode: Callable[[Mapping[str, Any]], EngineEvent | None] = from_docker,
+                      ) -> ContainerEventRecord | None:
+    """The record for one raw engine event (DECODE: the engine's decoder), None when it concerns no configured box.
 
     by_name: container name -> target; by_id: id of the container holding that name -> target.
     A container known by id no longer holding its box's name concerns no box.
     """
-    e = from_docker(ev)
+    e = decode(ev)
     if e is None:
         return None
     target = by_id.get(e.container_id)
@@ -406,7 +417,7 @@ def record_from_event(ev: dict, by_name: dict[str, RemediationTarget],
 class DockerEventWatcher:
     """A thread following `docker events` for configured containers; reconnects when dockerd comes back.
 
-    A box follows the container holding its container name (remediations.engine_events.follow_names):
+    A box follows the container holding its container name (agent.engines.events.follow_names):
     a new container with the name is the box from its create/start/rename on, and events of a
     container that gave the name up change nothing.
     """
@@ -415,10 +426,11 @@ class DockerEventWatcher:
                  on_record: Callable[[ContainerEventRecord], None], retry_s: float = 2.0,
                  clock: Callable[[], float] = time.time, states: ContainerStates | None = None,
                  expected: ExpectedEvents | None = None,
-                 follow: Callable[[Any, dict | None], None] | None = None) -> None:
+                 follow: Callable[[Any, EngineEvent | None], None] | None = None,
+                 health_poll_s: float = HEALTH_POLL_S) -> None:
         self.targets = [t for t in targets if t.container]
-        # follow(client, None) at every (re)connect before the resync, follow(client, event) for every event
-        # (any container's): the box discovery (agent.discovery) rides this stream instead of opening its own.
+        # follow(client, None) at every (re)connect before the resync, follow(client, event) for every decoded
+        # event (any container's): the box discovery (agent.discovery) rides this stream instead of opening its own.
         self.follow = follow
         self._targets_changed = False
         self.states = states if states is not None else ContainerStates()
@@ -438,11 +450,22 @@ class DockerEventWatcher:
         self._stream: Any = None
         self._thread: threading.Thread | None = None
         self._since_ns: int | None = None
+        # The engine that answers (asked at every connect); dockerd's rules until then.
+        self.engine: Engine = ENGINES["docker"]
+        self.identity: Identity | None = None
+        self.health_poll_s = health_poll_s
+        self.health_polls = 0
+        # handle() and the resync run in the stream's thread, the health reads in their own: one at a time.
+        self._lock = threading.RLock()
+        self._health_thread: threading.Thread | None = None
+        self._healthchecked: set[str] = set()   # boxes whose container has a HEALTHCHECK (seen in an inspect)
 
     def start(self) -> None:
         """Start following events (returns at once)."""
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
         self._thread.start()
+        self._health_thread = threading.Thread(target=self._poll_health, name="engine-health", daemon=True)
+        self._health_thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop following and join the thread; the state file is saved (its time: until when we watched)."""
@@ -455,6 +478,8 @@ class DockerEventWatcher:
                 pass
         if self._thread:
             self._thread.join(timeout_s)
+        if self._health_thread:
+            self._health_thread.join(timeout_s)
         if self.connected.is_set():
             self.states.save()
 
@@ -463,21 +488,26 @@ class DockerEventWatcher:
         self.targets = [t for t in targets if t.container]
         self._targets_changed = True
 
-    def _follow(self, client: Any, ev: dict | None) -> None:
+    def _follow(self, client: Any, ev: EngineEvent | None) -> None:
         if self.follow is None:
             return
         try:
             self.follow(client, ev)
         except Exception:  # discovery failing must not stop following the known containers
-            log.exception("docker events: discovery failed on %s", (ev or {}).get("Action", "connect"))
+            log.exception("docker events: discovery failed on %s", ev.kind if ev is not None else "connect")
 
     def _history(self, client: Any, container_id: str, finished_s: float) -> list[EngineEvent]:
         """The engine's events of one container around its exit (a hint: often nothing, never an error)."""
         until_s = min(finished_s + HINT_AFTER_S, self.clock())
+        filters = {"type": ["container"], "container": [container_id]}
         try:
-            got = client.api.events(since=f"{finished_s - HINT_BEFORE_S:.9f}", until=f"{until_s:.9f}",
-                                    filters={"type": ["container"], "container": [container_id]}, decode=True)
-            return [e for e in (from_docker(ev) for ev in got) if e is not None and e.container_id == container_id]
+            if self.engine.traits.history_until_works:
+                got = list(client.api.events(since=f"{finished_s - HINT_BEFORE_S:.9f}", until=f"{until_s:.9f}",
+                                             filters=filters, decode=True))
+            else:
+                got = read_span(client, finished_s - HINT_BEFORE_S, until_s, filters, HISTORY_READ_S)
+            decoded = (self.engine.decode(ev) for ev in got)
+            return [e for e in decoded if e is not None and e.container_id == container_id]
         except Exception as exc:  # noqa: BLE001 - the history is a hint; without it the rules still decide
             log.info("docker events: no history for container %s: %s", container_id[:12], exc)
             return []
@@ -495,6 +525,10 @@ class DockerEventWatcher:
             return
         self.holders[t.container or ""] = ctr.id
         st = (ctr.attrs.get("State") or {})
+        if (st.get("Health") or {}).get("Status"):
+            self._healthchecked.add(t.box)
+        else:
+            self._healthchecked.discard(t.box)
         finished = docker_time(st.get("FinishedAt"))
         history: list[EngineEvent] = []
         if st.get("Status") in ("exited", "dead") and finished is not None:
@@ -558,6 +592,10 @@ class DockerEventWatcher:
 
     def handle(self, client: Any, ev: EngineEvent) -> list[ContainerEventRecord]:
         """Apply one EngineEvent: identity first, then each concerned box's state; the records (emitted too)."""
+        with self._lock:
+            return self._handle(client, ev)
+
+    def _handle(self, client: Any, ev: EngineEvent) -> list[ContainerEventRecord]:
         before = dict(self.holders)
         self.holders, names = follow_names(self.holders, ev)
         by_name = {t.container: t for t in self.targets}
@@ -603,17 +641,22 @@ class DockerEventWatcher:
         while not self._stop.is_set():
             try:
                 client = self.docker_factory()
-                # `since` closes the gap of a short disconnect; events of a restarted dockerd are gone anyway.
+                self._identify(client)
+                # `since` closes the gap of a short disconnect; events of a restarted dockerd are gone anyway
+                # (Podman's file/journald event log keeps them: its replay fills the gap).
                 since = None
                 if self._since_ns is not None:
                     since = f"{self._since_ns // 10**9}.{self._since_ns % 10**9:09d}"  # API takes s.ns
-                stream = client.api.events(
-                    since=since, filters={"type": ["container", "network"], "event": DOCKER_ACTIONS}, decode=True)
+                filters: dict[str, list[str]] = {"type": ["container", "network"]}
+                if self.engine.traits.event_actions is not None:
+                    filters["event"] = list(self.engine.traits.event_actions)
+                stream = client.api.events(since=since, filters=filters, decode=True)
                 self._stream = stream
                 # The stream is open (the request was made): an inspect now misses nothing that follows.
                 self._follow(client, None)
                 self._targets_changed = False
-                self._resync(client)
+                with self._lock:
+                    self._resync(client)
                 if self._since_ns is None:
                     self._since_ns = int(self.clock() * 1e9)
                 self.connected.set()
@@ -625,14 +668,15 @@ class DockerEventWatcher:
                     if len(seen) > 10_000:
                         seen.clear()
                     seen.add(key)
-                    self._follow(client, raw)
-                    if self._targets_changed:
-                        self._retarget(client)
                     if raw.get("timeNano"):
                         self._since_ns = max(self._since_ns or 0, int(raw["timeNano"]) + 1)
-                    ev = from_docker(raw)
+                    ev = self.engine.decode(raw)
                     if ev is None:
                         continue
+                    self._follow(client, ev)
+                    if self._targets_changed:
+                        with self._lock:
+                            self._retarget(client)
                     if ev.kind.startswith("network_"):
                         # Engine 20.10 emits a forced disconnect twice, microseconds apart: one event.
                         prev = last_network.get((ev.container_id, ev.kind))
@@ -657,6 +701,52 @@ class DockerEventWatcher:
             if self._stop.wait(self.retry_s):
                 break
             self.reconnects += 1
+
+    def _identify(self, client: Any) -> None:
+        """Ask which engine answers (its decoder and traits from now on); dockerd's when it cannot be told."""
+        try:
+            identity = identify_client(client)
+        except Exception as exc:  # noqa: BLE001 - /version failing: the events request that follows says why
+            log.info("docker events: engine not identified (%s); reading it as dockerd", exc)
+            return
+        if identity != self.identity:
+            log.info("docker events: engine %s", identity)
+        self.identity, self.engine = identity, ENGINES[identity.engine]
+
+    def _poll_health(self) -> None:
+        """For an engine whose events do not report health changes: read State.Health of the followed running
+        containers that have a HEALTHCHECK every health_poll_s; a change is handled as a health_status event."""
+        client: Any = None
+        while not self._stop.wait(self.health_poll_s):
+            if not self.connected.is_set() or self.engine.traits.health_events:
+                continue
+            try:
+                client = client or self.docker_factory()
+                self.poll_health_once(client)
+            except Exception as exc:  # noqa: BLE001 - engine gone: the stream's loss says so; try again later
+                log.info("engine health read failed: %s", exc)
+                client = None
+
+    def poll_health_once(self, client: Any) -> list[ContainerEventRecord]:
+        """One health read of every followed running container that has a HEALTHCHECK; the records of changes."""
+        self.health_polls += 1
+        out: list[ContainerEventRecord] = []
+        states = self.states.snapshot()
+        for t in list(self.targets):
+            st = states.get(t.box)
+            if (st is None or t.box not in self._healthchecked or st.state not in ("running", "paused")
+                    or not t.container):
+                continue
+            try:
+                attrs = client.api.inspect_container(t.container)
+            except docker.errors.NotFound:
+                continue   # its removal comes as an event
+            health = ((attrs.get("State") or {}).get("Health") or {}).get("Status") or None
+            if health and health != st.health and attrs.get("Id") == st.container_id:
+                ev = EngineEvent("health_status", str(attrs.get("Id")), t.container,
+                                 {"action": f"health_status: {health}", "health": health}, self.clock())
+                out += self.handle(client, ev)
+        return out
 
 
 def expecting_factory(factory: Callable[[], Any], expected: ExpectedEvents,
@@ -692,3 +782,27 @@ class _ExpectingClient:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any], read_s: float) -> list[dict]:
+    """The engine's past events from since_s to until_s (epoch s) by a `since` stream read for READ_S seconds.
+
+    For an engine whose `/events?since&until` returns nothing (Podman 4.3.1, agent.engines.podman): its
+    `since` stream replays the span at once, then waits for new events; it is closed at the first event
+    after until_s or after READ_S.
+    """
+    stream = client.api.events(since=f"{since_s:.9f}", filters=dict(filters), decode=True)
+    timer = threading.Timer(read_s, stream.close)
+    timer.start()
+    out: list[dict] = []
+    try:
+        for raw in stream:
+            if (raw.get("timeNano") or 0) / 1e9 > until_s:
+                break
+            out.append(raw)
+    except Exception as exc:  # noqa: BLE001 - the stream closed by the timer ends the read, whatever it raises
+        log.debug("engine history read ended: %s", exc)
+    finally:
+        timer.cancel()
+        stream.close()
+    return out
