@@ -17,6 +17,7 @@ import pytest
 from agent.core import config as C
 from agent.core.discovery import discover, merged, qualifies, to_toml
 from agent.discovery import DockerDiscovery
+from agent.engines import ENGINES
 
 CASE = os.path.join(os.path.dirname(__file__), "..", "..", "cases", "docker-inspect-macvlan-running.json")
 with open(CASE, encoding="utf-8") as fh:
@@ -232,13 +233,28 @@ class _Client:
         self.api = _Api(containers)
 
 
-def _ev(typ: str, action: str, cid: str, **attrs) -> dict:
+def _docker_ev(typ: str, action: str, cid: str, ctr_name: str = "", **attrs):
+    """An event as dockerd sends it (a network event: `name` is the network, `container` the id), decoded."""
     if typ == "network":
-        return {"Type": "network", "Action": action, "Actor": {"ID": "net", "Attributes": {"container": cid, **attrs}}}
-    return {"Type": "container", "Action": action, "Actor": {"ID": cid, "Attributes": attrs}}
+        raw = {"Type": "network", "Action": action, "Actor": {"ID": "net", "Attributes": {"container": cid, **attrs}}}
+    else:
+        raw = {"Type": "container", "Action": action, "Actor": {"ID": cid, "Attributes": attrs}}
+    return ENGINES["docker"].decode(raw)
 
 
-def test_the_live_box_set_follows_start_destroy_and_keeps_a_disconnected_box():
+def _podman_ev(typ: str, action: str, cid: str, ctr_name: str = "", **attrs):
+    """The same event as Podman 4.3 sends it (tests/data/podman-4.3-events.jsonl): a network event names the
+    CONTAINER (id and name) and not the network; a removal is `remove`."""
+    if typ == "network":
+        raw = {"Type": "network", "Action": action, "Actor": {"ID": cid, "Attributes": {"name": ctr_name}}}
+    else:
+        raw = {"Type": "container", "Action": {"destroy": "remove"}.get(action, action),
+               "Actor": {"ID": cid, "Attributes": attrs}}
+    return ENGINES["podman"].decode(raw)
+
+
+@pytest.mark.parametrize("_ev", [_docker_ev, _podman_ev], ids=["docker", "podman"])
+def test_the_live_box_set_follows_start_destroy_and_keeps_a_disconnected_box(_ev):
     a = ctr("vobox1", ON)
     world = {a["Id"]: a}
     client = _Client(world)
@@ -261,11 +277,11 @@ def test_the_live_box_set_follows_start_destroy_and_keeps_a_disconnected_box():
     u = ctr("plain", {}, net="othernet", ipv4="198.18.0.9", ipv6=None)
     world[u["Id"]] = u
     d.follow(client, _ev("container", "start", u["Id"], name="plain"))
-    d.follow(client, _ev("network", "connect", u["Id"], name="othernet"))
+    d.follow(client, _ev("network", "connect", u["Id"], "plain", name="othernet"))
     assert d.boxes() == (v2, boxes)
     # disconnected from its network: still a box (a freeze to see and heal), same addresses
     world[b["Id"]]["NetworkSettings"]["Networks"] = {}
-    d.follow(client, _ev("network", "disconnect", b["Id"], name=NET))
+    d.follow(client, _ev("network", "disconnect", b["Id"], "vobox2", name=NET))
     assert d.boxes()[1] == boxes
     # destroyed: gone
     del world[b["Id"]]
@@ -361,7 +377,7 @@ def test_a_discovered_container_given_a_second_network_stays_the_same_box_live_a
     _, before = live.boxes()
     world[a["Id"]]["NetworkSettings"]["Networks"]["backnet"] = {
         "IPAddress": "198.18.0.5", "GlobalIPv6Address": "", "MacAddress": "02:42:c6:12:00:05"}
-    live.follow(client, _ev("network", "connect", a["Id"], name="backnet"))
+    live.follow(client, _docker_ev("network", "connect", a["Id"], name="backnet"))
     _, after_live = live.boxes()
     assert after_live == before and after_live[0].network == NET
     restarted = DockerDiscovery(cfg())
