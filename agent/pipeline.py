@@ -476,7 +476,8 @@ class Pipeline:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,
                             change.old)
-                out.append(MacChanged(v.box, change.time_s, change.address, change.old, change.new))
+                out.append(MacChanged(v.box, change.time_s, change.address, change.old, change.new,
+                                      ours=bool(self.acting is not None and self.acting(v.box))))
             for c in self.macwatch.observe_conflicts(v.box, v.results):
                 if c.open:
                     log.warning("box %s: address conflict: %s answered from MACs %s", v.box, c.address,

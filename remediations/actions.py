@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from agent.engines import ENGINES, EngineTraits, identify_client
+from agent.engines.client import NoEngineSocket, client_factory
 from remediations import announce
 from remediations.model import ActionOutcome, PlannedAction, RemediationPolicy, RemediationTarget
 
@@ -102,6 +104,8 @@ def docker_unreachable_reason(exc: BaseException) -> str | None:
 
     if isinstance(exc, DockerUnavailable):
         return str(exc)
+    if isinstance(exc, NoEngineSocket):
+        return str(exc)
     if isinstance(exc, requests.exceptions.ConnectionError):
         return f"docker daemon unreachable: {exc}"
     if (isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
@@ -111,14 +115,23 @@ def docker_unreachable_reason(exc: BaseException) -> str | None:
 
 
 def default_docker_factory(base_url: str | None = None, timeout_s: float = 60.0) -> Callable[[], Any]:
-    """A factory returning a docker client for BASE_URL (default: the environment's daemon)."""
-    def make() -> Any:
-        import docker
+    """A factory returning an engine client for BASE_URL (default: agent.engines.client's choice of socket)."""
+    return client_factory(base_url, timeout_s)
 
-        if base_url is None:
-            return docker.from_env(timeout=int(timeout_s))
-        return docker.DockerClient(base_url=base_url, timeout=int(timeout_s))
-    return make
+
+def engine_traits(client: Any) -> EngineTraits:
+    """The differences of CLIENT's engine (one `/version` request); dockerd's when it cannot be told."""
+    try:
+        return identify_client(client).traits
+    except Exception as exc:  # noqa: BLE001 - docker/requests errors: the action's own request will say why
+        log.info("engine not identified (%s); acting as on dockerd", exc)
+        return ENGINES["docker"].traits
+
+
+def _macs(ctr: Any) -> dict[str, str | None]:
+    """network name -> the container's MAC on it (canonical), from its inspect."""
+    nets = (ctr.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return {name: canonical_mac((ep or {}).get("MacAddress")) for name, ep in nets.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +193,15 @@ def _endpoint(ctr: Any, network_name: str) -> dict | None:
     return (ctr.attrs.get("NetworkSettings", {}).get("Networks") or {}).get(network_name)
 
 
-def _api_at_least(client: Any, version: str) -> bool:
-    from docker.utils import version_gte
-    return version_gte(client.api.api_version, version)
+def _announce(ctr: Any, mac: str | None, ipv4: str | None, ipv6: str | None) -> str:
+    """Gratuitous ARP / unsolicited NA for the addresses at MAC from the container's namespace; what was done."""
+    pid = int((ctr.attrs.get("State") or {}).get("Pid") or 0)
+    if pid <= 0 or not mac:
+        return "not announced (no running process)"
+    try:
+        return "announced " + ",".join(announce.announce_from_pid(pid, mac, ipv4, ipv6))
+    except OSError as exc:
+        return f"announce failed: {exc}"
 
 
 class ReconnectNetwork(Action):
@@ -220,8 +239,12 @@ class ReconnectNetwork(Action):
         if not ipv4 and not ipv6:
             raise ActionError(f"no address known for container {target.container!r} on {net.name!r}")
         extra: dict[str, Any] = {}
-        if old_mac and _api_at_least(client, "1.54"):
-            extra["mac_address"] = old_mac  # Engine API < 1.54 ignores a MAC passed on connect
+        # By engine, not by API version: Podman applies a MAC passed on connect while reporting API 1.41;
+        # dockerd from API 1.54 (agent.engines: TRAITS.mac_on_connect_min_api).
+        traits = engine_traits(client)
+        mac_passed = bool(old_mac and traits.honours_mac_on_connect(str(client.api.api_version)))
+        if mac_passed:
+            extra["mac_address"] = old_mac
         if before:
             net.disconnect(ctr, force=True)
         for attempt in (1, 2):
@@ -252,26 +275,26 @@ class ReconnectNetwork(Action):
         if old_mac is None:
             parts.append(f"mac={new_mac} (previous unknown: was disconnected)")
         elif new_mac == old_mac:
-            parts.append(f"mac unchanged {new_mac}")
+            parts.append(f"mac unchanged {new_mac}" + (" (passed on connect, verified)" if mac_passed else ""))
+        elif mac_passed:
+            parts.append(f"MAC CHANGED {old_mac} -> {new_mac} ({traits.name} did not apply the MAC passed on connect)")
         else:
-            parts.append(f"MAC CHANGED {old_mac} -> {new_mac}")
+            parts.append(f"MAC CHANGED {old_mac} -> {new_mac} ({traits.name} at API {client.api.api_version} "
+                         "ignores a MAC passed on connect)")
         if problems:
             raise ActionError("; ".join(parts + ["address mismatch: " + ", ".join(problems)]))
         if ctx.policy.announce:
-            pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
-            if pid <= 0 or not new_mac:
-                parts.append("not announced (no running process)")
-            else:
-                try:
-                    sent = announce.announce_from_pid(pid, new_mac, got4, got6)
-                    parts.append("announced " + ",".join(sent))
-                except OSError as exc:
-                    parts.append(f"announce failed: {exc}")
+            parts.append(_announce(ctr, new_mac, got4, got6))
         return "; ".join(parts)
 
 
 class RestartContainer(Action):
-    """Unpause the container if paused, then restart it with the policy's stop timeout."""
+    """Unpause the container if paused, then restart it with the policy's stop timeout.
+
+    The MAC of each network is compared before and after: an engine may give a new one at every start
+    (Podman with netavark: agent.engines.podman); a changed MAC is said in the detail (the change is ours)
+    and, with the policy's announce, announced by gratuitous ARP / unsolicited NA from the container.
+    """
 
     name = "restart_container"
     needs_container = True
@@ -287,12 +310,23 @@ class RestartContainer(Action):
         if ctr.attrs.get("State", {}).get("Paused"):
             ctr.unpause()
             parts.append("unpaused")
+        before = _macs(ctr)
         ctr.restart(timeout=max(0, int(round(ctx.policy.stop_timeout_s))))
         ctr.reload()
         status = ctr.attrs.get("State", {}).get("Status")
         if status != "running":
             raise ActionError("; ".join(parts + [f"restarted {target.container}, but status is {status}"]))
         parts.append(f"restarted {target.container} (stop timeout {ctx.policy.stop_timeout_s:g} s), running")
+        nets = (ctr.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        for name, mac in sorted(_macs(ctr).items()):
+            old = before.get(name)
+            if not old or not mac or old == mac:
+                continue
+            ep = nets.get(name) or {}
+            parts.append(f"MAC CHANGED on {name} {old} -> {mac} by the restart (ours)")
+            if ctx.policy.announce:
+                parts.append(_announce(ctr, mac, canonical_address(ep.get("IPAddress") or None),
+                                       canonical_address(ep.get("GlobalIPv6Address") or None)))
         return "; ".join(parts)
 
 

@@ -168,11 +168,16 @@ class MaintenanceChanged(Event):
 
 @dataclass(frozen=True, slots=True)
 class MacChanged(Event):
-    """ARP/NDP for `address` answered from MAC `new` where it answered from `old` before (time_s: the answer)."""
+    """ARP/NDP for `address` answered from MAC `new` where it answered from `old` before (time_s: the answer).
+
+    ours: seen while a remediation action of ours ran on the box or was being verified (a reconnect or
+    restart on an engine that gives a new MAC, e.g. Podman's restart): the change is the agent's own.
+    """
 
     address: str
     old: str
     new: str
+    ours: bool = False
 
 
 @dataclass(frozen=True, slots=True)

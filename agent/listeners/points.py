@@ -200,7 +200,7 @@ class PointsListener(CycleListener):
             return [P.maintenance_point(box, kind, site, "start" if ev.active else "end", "agent", ev.reason, ev.who,
                                         ev.until_s, ev.source, ev.time_s)]
         if isinstance(ev, MacChanged):
-            return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s)]
+            return [P.mac_change_point(box, kind, site, ev.address, ev.old, ev.new, ev.time_s, ev.ours)]
         if isinstance(ev, AddressConflictChanged):
             return [P.address_conflict_point(box, kind, site, ev.address, ev.macs, ev.open, ev.time_s)]
         if isinstance(ev, FreezeOpened):

@@ -335,9 +335,13 @@ def container_event_point(box: str, kind: str, site: str | None, event: str, tim
 
 
 def mac_change_point(box: str, kind: str, site: str | None, address: str, old: str, new: str,
-                     time_s: float) -> Point:
-    """`mac_change`: ARP/NDP answered with a different MAC than last seen for the address."""
-    return Point("mac_change", _tags(box, kind, site, address=address), {"old": old, "new": new}, ns_from_s(time_s))
+                     time_s: float, ours: bool = False) -> Point:
+    """`mac_change`: ARP/NDP answered with a different MAC than last seen for the address; `ours` 1 (else absent)
+    when a remediation action of ours on the box caused it (agent.core.events.MacChanged)."""
+    fields: dict[str, FieldValue | None] = {"old": old, "new": new}
+    if ours:
+        fields["ours"] = 1
+    return Point("mac_change", _tags(box, kind, site, address=address), fields, ns_from_s(time_s))
 
 
 def name_point(box: str, kind: str, site: str | None, hostname: str, event: str, time_s: float, *,

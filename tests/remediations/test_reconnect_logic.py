@@ -24,7 +24,7 @@ class FakeNetwork:
     name = "net1"
 
     def __init__(self, ctr, new_mac):
-        self.ctr, self.new_mac, self.calls = ctr, new_mac, []
+        self.ctr, self.new_mac, self.calls, self.ignores_mac = ctr, new_mac, [], False
 
     def disconnect(self, ctr, force=False):
         self.calls.append(("disconnect", force))
@@ -32,17 +32,31 @@ class FakeNetwork:
 
     def connect(self, ctr, **kw):
         self.calls.append(("connect", kw))
+        mac = self.new_mac if self.ignores_mac else kw.get("mac_address") or self.new_mac
         self.ctr.ep = {"IPAddress": kw["ipv4_address"], "GlobalIPv6Address": kw["ipv6_address"],
-                       "MacAddress": kw.get("mac_address") or self.new_mac, "Aliases": kw["aliases"]}
+                       "MacAddress": mac, "Aliases": kw["aliases"]}
+
+
+# `/version` as each engine answers it (Podman: captured from 4.3.1's compat API, trimmed).
+DOCKERD_VERSION = {"Version": "20.10.24", "ApiVersion": "1.41", "Components": [{"Name": "Engine",
+                                                                                 "Version": "20.10.24"}]}
+PODMAN_VERSION = {"Version": "4.3.1", "ApiVersion": "1.41", "Components": [
+    {"Name": "Podman Engine", "Version": "4.3.1", "Details": {"APIVersion": "4.3.1", "MinAPIVersion": "4.0.0"}},
+    {"Name": "Conmon", "Version": "conmon version 2.1.6, commit: unknown"}]}
 
 
 class FakeClient:
-    def __init__(self, api_version, ep, new_mac):
+    def __init__(self, api_version, ep, new_mac, version=None, ignores_mac=False):
         self.ctr = FakeContainer(ep)
         self.net = FakeNetwork(self.ctr, new_mac)
+        self.net.ignores_mac = ignores_mac
+        self._version = version or dict(DOCKERD_VERSION, ApiVersion=api_version)
         self.api = type("Api", (), {"api_version": api_version})()
         self.containers = type("C", (), {"get": lambda _s, name: self._get("ctr1", name, self.ctr)})()
         self.networks = type("N", (), {"get": lambda _s, name: self._get("net1", name, self.net)})()
+
+    def version(self):
+        return self._version
 
     @staticmethod
     def _get(expected, name, obj):
@@ -64,9 +78,13 @@ T = RemediationTarget(box="c1", kind="container", ipv4="192.0.2.10", ipv6="2001:
     pytest.param("1.44", "02:99:00:00:00:01", False, "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01",
                  id="api-1.44-ignores-mac-on-connect"),
     pytest.param("1.54", "02:99:00:00:00:01", True, "mac unchanged 02:42:c0:00:02:0a", id="api-1.54-keeps-mac"),
+    # Podman reports API 1.41 but applies the MAC passed on connect: by engine, not by API version
+    pytest.param("1.41", "02:99:00:00:00:01", True,
+                 "mac unchanged 02:42:c0:00:02:0a (passed on connect, verified)", id="podman-keeps-mac"),
 ])
 def test_reconnect_mac_handling(api, new_mac, passes_mac, says):
-    client = FakeClient(api, dict(EP), new_mac)
+    version = PODMAN_VERSION if "verified" in says else None
+    client = FakeClient(api, dict(EP), new_mac, version)
     out = execute(PlannedAction("c1", "reconnect_network", "manual", T, False, -1, 0.0),
                   ActionContext(lambda: client, RemediationPolicy()))
     assert out.ok and says in out.detail
@@ -160,3 +178,15 @@ def test_canonical_mac(mac, canonical):
     from remediations.actions import canonical_mac
 
     assert canonical_mac(mac) == canonical
+
+
+def test_a_mac_passed_on_connect_is_verified_and_a_change_said():
+    """An engine that takes the MAC but gives another: the reconnect is done (the addresses answer) and the
+    detail says the MAC was not kept, so the mac_change that follows is understood."""
+    client = FakeClient("1.41", dict(EP), "02:99:00:00:00:01", PODMAN_VERSION, ignores_mac=True)
+    out = execute(PlannedAction("c1", "reconnect_network", "manual", T, False, -1, 0.0),
+                  ActionContext(lambda: client, RemediationPolicy()))
+    assert out.ok
+    assert "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01 (podman did not apply the MAC passed on connect)" \
+        in out.detail
+    assert client.net.calls[1][1]["mac_address"] == "02:42:c0:00:02:0a"

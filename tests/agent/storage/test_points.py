@@ -89,6 +89,10 @@ def test_ns_from_s_rounds_to_ms():
                                     "02:00:00:00:00:02", 7.0),
                  'mac_change,address=192.0.2.10,box=b1,kind=container old="02:00:00:00:00:01",'
                  'new="02:00:00:00:00:02" 7000', id="mac-change"),
+    pytest.param(P.mac_change_point("b1", "container", None, "192.0.2.10", "02:00:00:00:00:01",
+                                    "02:00:00:00:00:02", 7.0, ours=True),
+                 'mac_change,address=192.0.2.10,box=b1,kind=container old="02:00:00:00:00:01",'
+                 'new="02:00:00:00:00:02",ours=1i 7000', id="mac-change-ours"),
     pytest.param(P.segment_freeze_point("docknet", "S", 8.0, ["b2", "b1"], "l2", True, 0.0),
                  'segment_freeze,segment=docknet,site=S boxes=2i,box_names="b1,b2",layer="l2",open=1i,'
                  'duration_s=0.0 8000', id="segment-freeze"),
