@@ -1,8 +1,9 @@
 """The one wiring module: builds storage, the pipeline, its listeners and the services around it from a Config.
 
 Commands only parse arguments and format output; whatever needs more than one part of the
-product is built here. The Docker client comes from one factory (remediations.default_docker_factory),
-made lazily so the agent starts even while dockerd is down.
+product is built here. The engine's client comes from one factory (agent.engines.client: `[engine] socket`,
+DOCKER_HOST, CONTAINER_HOST, the default sockets of dockerd and Podman), made lazily so the agent starts even
+while the engine is down.
 """
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ class SetupError(Exception):
     """Something the config names cannot be used at run (a missing file...): one line, the command exits 2."""
 
 
-def docker_factory(timeout_s: float = 60.0) -> Callable[[], Any]:
-    """The one Docker client factory: DOCKER_HOST (e.g. a socket proxy), else /var/run/docker.sock."""
-    from remediations import default_docker_factory
+def docker_factory(timeout_s: float = 60.0, socket: str | None = None) -> Callable[[], Any]:
+    """The one engine client factory (dockerd or Podman): SOCKET (`[engine] socket`), else DOCKER_HOST, else
+    CONTAINER_HOST when unix://, else /run/docker.sock or /run/podman/podman.sock (agent.engines.client)."""
+    from agent.engines.client import client_factory
 
-    return default_docker_factory(timeout_s=timeout_s)
+    return client_factory(socket, timeout_s)
 
 
 class LazyDocker:
@@ -418,7 +420,7 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     from agent.engines.watcher import ExpectedEvents
 
     token = webhook_token(cfg)   # before anything is built
-    make_docker = make_docker or docker_factory()
+    make_docker = make_docker or docker_factory(socket=cfg.engine.socket)
     bus = Bus()
     # Boxes by name: resolved once now, so the first cycle probes the names' addresses; a box whose name gave
     # none is left out of the set until it does (the resolver publishes why). Discovery keeps the config as

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = C.parse({"discovery": {"docker": True}})
     try:
-        found = discover_now(cfg, docker_factory(timeout_s=10)())
+        found = discover_now(cfg, docker_factory(timeout_s=10, socket=cfg.engine.socket)())
     except Exception as exc:  # noqa: BLE001 - Docker unreachable or refusing: one line, exit 1
         print(f"discover: cannot ask the Docker engine: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     from agent.wiring import docker_factory
 
-    results = doctor.run_checks(cfg, docker_factory=docker_factory(timeout_s=10),
+    results = doctor.run_checks(cfg, docker_factory=docker_factory(timeout_s=10, socket=cfg.engine.socket),
                                 create_database=args.create_database)
     from agent import redact
     from agent.ops.logs import config_secrets

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.accepted or plan is None:   # an accepted request comes with its plan (Remediator.request)
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
         return _finish(cfg, engine.take_records(), EXIT_REFUSED, args.json)
-    ctx = ActionContext(docker_factory=docker_factory(), policy=policy)
+    ctx = ActionContext(docker_factory=docker_factory(socket=cfg.engine.socket), policy=policy)
     outcome = execute(plan, ctx)
     engine.on_outcome(plan, outcome, time.time())
     if plan.dry_run:  # at once: nothing ran, nothing to verify, no budget spent

@@ -42,6 +42,7 @@ from agent.core.config.model import (
     Config,
     CorrelationConfig,
     DiscoveryConfig,
+    EngineConfig,
     FlappingConfig,
     ForensicsConfig,
     FreezeConfig,
@@ -62,7 +63,8 @@ from agent.secretfile import read_headers
 __all__ = [
     "BOX_KINDS", "COMMAND_PLACEHOLDERS", "CONTAINER_ACTIONS", "INFLUX_APIS", "MIB", "REMEDIATION_ACTIONS", "ROLES",
     "SECTIONS", "SERVICE_PROBE_KINDS", "SUBSECTIONS", "TABLE_ARRAYS", "WEBHOOK_VERIFY_CLIENT", "AgentConfig",
-    "AuditConfig", "BoxConfig", "CheckConfig", "Config", "ConfigError", "CorrelationConfig", "DiscoveryConfig", "FlappingConfig",
+    "AuditConfig", "BoxConfig", "CheckConfig", "Config", "ConfigError", "CorrelationConfig", "DiscoveryConfig",
+    "EngineConfig", "FlappingConfig",
     "ForensicsConfig", "FreezeConfig", "InfluxConfig", "KeyDoc", "MaintenanceConfig", "MetricsConfig", "OtlpConfig",
     "ProbeConfig", "RemediationConfig", "ServiceProbe", "address_problem", "box_from_table", "box_label",
     "box_lines", "box_value", "describe", "file_errors", "host_errors", "load", "loads", "on_link_problem", "parse",

@@ -504,6 +504,20 @@ class ForensicsConfig:
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*(=[^\x00-\x1f\x7f]*)?$")
 
 
+# The engine's socket: an absolute path, or unix:// / tcp:// / http(s):// followed by something.
+_ENGINE_SOCKET_RE = re.compile(r"^(/[^\x00-\x1f\x7f]+|(unix|tcp|http|https)://[^\x00-\x1f\x7f]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """[engine]: which container engine (dockerd or Podman) the agent talks to (agent.engines.client)."""
+
+    socket: str | None = _key("socket", _text(_ENGINE_SOCKET_RE, 'a socket path ("/run/podman/podman.sock") or URL '
+                                             '("unix://...", "tcp://host:port")'),
+                              "the engine's API socket; absent: DOCKER_HOST, CONTAINER_HOST (unix://), "
+                              "/run/docker.sock, /run/podman/podman.sock, the first that is set or exists", None)
+
+
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     """[discovery]: container boxes found from the Docker engine and followed live (see the operator guide)."""
@@ -851,6 +865,7 @@ class Config:
     otlp: OtlpConfig = OtlpConfig()
     flapping: FlappingConfig = FlappingConfig()
     audit: AuditConfig = AuditConfig()
+    engine: EngineConfig = EngineConfig()
     maintenance: tuple[MaintenanceConfig, ...] = ()   # [[maintenance]] recurring windows
     # line of each [[box]] header in the TOML text (load.box_lines); () when parsed from a dict
     box_lines: tuple[int, ...] = field(default=(), compare=False)
@@ -885,6 +900,7 @@ SECTIONS: dict[str, type] = {
     "otlp": OtlpConfig,
     "flapping": FlappingConfig,
     "audit": AuditConfig,
+    "engine": EngineConfig,
     "box": BoxConfig,
     "maintenance": MaintenanceConfig,
 }

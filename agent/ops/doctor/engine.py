@@ -1,4 +1,5 @@
-"""Topic Docker engine: reachable, which engine and API, and whether a MAC survives reconnect_network."""
+"""Topic container engine: reachable, which engine (dockerd or Podman), version and API, and whether a MAC survives
+reconnect_network and restart_container."""
 from __future__ import annotations
 
 import ipaddress
@@ -6,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.engines import Identity, identify
 from agent.ops.doctor.results import CheckResult, failed, passed, warned
 
 # Engine API version from which POST /networks/{id}/connect applies the MacAddress
@@ -26,24 +28,28 @@ class DockerInfo:
     client: Any
     engine: str
     api: str
+    identity: Identity | None = None
 
 
 def check_docker(factory: Callable[[], Any]) -> tuple[CheckResult, DockerInfo | None]:
-    """Is the Docker engine reachable, and which engine and API version is it?"""
+    """Is the engine reachable, and which engine (dockerd or Podman: agent.engines.identify), version and API?"""
     name = "docker engine"
     try:
         client = factory()
-        version = client.version()
+        version = client.version() or {}
     except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests errors: all mean unreachable
         return failed(name, f"Docker engine not reachable: {exc}; this disables the container boxes' state "
                            "(docker pseudo probe), the Docker evidence (docker_inspect, docker_events, "
                            "container_net), restart_container and reconnect_network, and in-container checks",
-                     "start dockerd, or mount the socket (-v /var/run/docker.sock:/var/run/docker.sock) "
-                     "or point DOCKER_HOST at a socket proxy (tcp://HOST:2375) that allows "
-                     "containers, networks, events, version and _ping"), None
-    engine = str(version.get("Version", "?"))
-    api = str(version.get("ApiVersion", "?"))
-    return passed(name, f"engine {engine}, API {api}"), DockerInfo(client, engine, api)
+                     "start dockerd (or Podman's API: systemctl enable --now podman.socket), or mount the socket "
+                     "(-v /var/run/docker.sock:/var/run/docker.sock), or set [engine] socket, or point DOCKER_HOST "
+                     "at a socket proxy (tcp://HOST:2375) that allows containers, networks, events, version and "
+                     "_ping"), None
+    identity = identify(version)
+    socket = getattr(client, "engine_socket", None)
+    where = f" at {socket}" if socket is not None else ""
+    return (passed(name, f"{identity.engine} {identity.version}, API {identity.api}{where}"),
+            DockerInfo(client, identity.version, identity.api, identity))
 
 
 def derived_mac(ipv4: str) -> str:
@@ -54,6 +60,14 @@ def derived_mac(ipv4: str) -> str:
 def check_mac_on_connect(info: DockerInfo, observed: Sequence[tuple[str, str | None, str | None]] = ()) -> CheckResult:
     """Does the engine keep a container's MAC over reconnect_network? OBSERVED: (box, ipv4, mac) now."""
     name = "docker MAC on connect"
+    traits = info.identity.traits if info.identity is not None else None
+    if traits is not None and traits.mac_on_connect_min_api is None:
+        restart = ("" if traits.restart_keeps_mac else
+                   f"; a restart gives a new MAC on {traits.name}, which restart_container announces "
+                   "(gratuitous ARP / unsolicited NA) and records as its own")
+        return passed(name, f"{traits.name} applies a MAC address passed on network connect whatever API version "
+                           f"it reports ({info.api}): reconnect_network reconnects with the same MAC and verifies "
+                           f"it{restart}")
     api = _api_tuple(info.api)
     if api >= MAC_ON_CONNECT_API:
         return passed(name, f"API {info.api} >= 1.54 honours a MAC address on network connect: "

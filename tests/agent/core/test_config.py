@@ -143,8 +143,8 @@ CTR, VM = '[[box]] "vobox-ctr-1" (#1)', '[[box]] "vobox-vm-1" (#2)'
     pytest.param("correlation.min_share", 1.5, "correlation.min_share: expected a number > 0 and <= 1, got 1.5",
                  id="share"),
     pytest.param("freezing", {}, "freezing: unknown section (did you mean [freeze]? valid: agent, freeze, "
-                 "influxdb, remediation, correlation, forensics, metrics, discovery, otlp, flapping, audit, box, "
-                 "maintenance)", id="unknown-section"),
+                 "influxdb, remediation, correlation, forensics, metrics, discovery, otlp, flapping, audit, "
+                 "engine, box, maintenance)", id="unknown-section"),
     pytest.param("box.0.tcp_ports", [1093, "x"], CTR + '.tcp_ports[1]: expected an integer 1-65535, got "x"',
                  id="port-string"),
     pytest.param("box.0.tcp_ports", [0], CTR + ".tcp_ports[0]: expected an integer 1-65535, got 0", id="port-0"),

@@ -304,3 +304,15 @@ def test_cli_in_the_monitor_namespace_exits_0_and_on_the_host_exits_1(ops_lab, t
                           cwd=REPO, timeout=60)
     assert host.returncode == 1
     assert f"FAIL  macvlan host trap ({ops_lab.network})" in host.stdout and "ip link add vobox-shim" in host.stdout
+
+
+def test_doctor_names_podman_and_its_mac_on_connect():
+    """Podman's compat API reports API 1.41; doctor names the engine from its components and judges the MAC on
+    connect by engine (captured `/version` of Podman 4.3.1, trimmed)."""
+    version = {"Version": "4.3.1", "ApiVersion": "1.41",
+               "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}, {"Name": "Conmon", "Version": "2.1.6"}]}
+    client = type("C", (), {"version": lambda _s: version})()
+    r, info = doctor.check_docker(lambda: client)
+    assert r.ok and "podman 4.3.1, API 1.41" in r.detail
+    m = doctor.check_mac_on_connect(info, [("b", "198.18.1.11", "5a:1e:00:00:00:01")])
+    assert m.label == "PASS" and "podman applies a MAC" in m.detail and "restart gives a new MAC" in m.detail
