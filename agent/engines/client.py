@@ -8,10 +8,14 @@ where /var/run is /run), /run/podman/podman.sock (rootful `podman.socket`, EL9).
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/podman/podman.sock")
 DEFAULT_TIMEOUT_S = 60.0
@@ -75,3 +79,48 @@ def client_factory(configured: str | None = None, timeout_s: float = DEFAULT_TIM
         client.engine_socket = choice
         return client
     return make
+
+
+def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any], read_s: float) -> list[dict]:
+    """The engine's past events from since_s to until_s (epoch s) by a `since` stream read for at most READ_S s.
+
+    For an engine whose `/events?since&until` returns nothing (Podman 4.3.1: agent.engines.podman, TRAITS
+    history_until_works): its `since` stream replays the span at once, then waits for new events; it is
+    closed at the first event after until_s, or after READ_S. Docker errors of the request pass through.
+    """
+    stream = client.api.events(since=f"{since_s:.9f}", filters=dict(filters), decode=True)
+    timer = threading.Timer(read_s, stream.close)
+    timer.start()
+    out: list[dict] = []
+    try:
+        for raw in stream:
+            if (raw.get("timeNano") or 0) / 1e9 > until_s:
+                break
+            out.append(raw)
+    except Exception as exc:  # noqa: BLE001 - the stream closed by the timer ends the read, whatever it raises
+        log.debug("engine history read ended: %s", exc)
+    finally:
+        timer.cancel()
+        stream.close()
+    return out
+
+
+def past_events(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any],
+                read_s: float = 0.5) -> list[dict]:
+    """The engine's raw events from since_s to until_s (epoch s), whichever engine answers (one `/version`
+    request to tell); docker errors pass through."""
+    from agent.engines import ENGINES, identify_client
+
+    try:
+        until_works = identify_client(client).traits.history_until_works
+    except Exception:  # noqa: BLE001 - /version failing: the events request says why, as on dockerd
+        until_works = ENGINES["docker"].traits.history_until_works
+    if not until_works:
+        return read_span(client, since_s, until_s, filters, read_s)
+    stream = client.api.events(since=f"{since_s:.9f}", until=f"{until_s:.6f}", filters=dict(filters), decode=True)
+    try:
+        return list(stream)
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()

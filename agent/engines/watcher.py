@@ -39,6 +39,7 @@ from agent.engines.events import (
     stop_request,
 )
 from agent.engines import ENGINES, Engine, Identity, identify_client
+from agent.engines.client import read_span
 from agent.engines.docker import decode as from_docker
 from remediations.model import ContainerEventRecord, RemediationTarget
 
@@ -783,26 +784,3 @@ class _ExpectingClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-
-def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any], read_s: float) -> list[dict]:
-    """The engine's past events from since_s to until_s (epoch s) by a `since` stream read for READ_S seconds.
-
-    For an engine whose `/events?since&until` returns nothing (Podman 4.3.1, agent.engines.podman): its
-    `since` stream replays the span at once, then waits for new events; it is closed at the first event
-    after until_s or after READ_S.
-    """
-    stream = client.api.events(since=f"{since_s:.9f}", filters=dict(filters), decode=True)
-    timer = threading.Timer(read_s, stream.close)
-    timer.start()
-    out: list[dict] = []
-    try:
-        for raw in stream:
-            if (raw.get("timeNano") or 0) / 1e9 > until_s:
-                break
-            out.append(raw)
-    except Exception as exc:  # noqa: BLE001 - the stream closed by the timer ends the read, whatever it raises
-        log.debug("engine history read ended: %s", exc)
-    finally:
-        timer.cancel()
-        stream.close()
-    return out

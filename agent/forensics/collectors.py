@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.core.events import BoxKind
+from agent.engines.client import past_events
 from agent.forensics.bundle import BoxRef
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,9 @@ def event_line(event: Mapping[str, Any]) -> str:
     t = event.get("timeNano")
     t_s = t / 1e9 if t else float(event.get("time") or 0)
     attrs = (event.get("Actor") or {}).get("Attributes") or {}
-    where = f" (network {attrs['name']})" if event.get("Type") == "network" and attrs.get("name") else ""
+    # dockerd's network event: `name` is the network, `container` the id; Podman's: `name` is the container.
+    where = (f" (network {attrs['name']})" if event.get("Type") == "network" and attrs.get("name")
+             and attrs.get("container") else "")
     return (f"{datetime.fromtimestamp(t_s, tz=UTC).strftime('%H:%M:%SZ')} "
             f"{event.get('Type')} {event.get('Action')}{where}")
 
@@ -217,21 +220,13 @@ def collect_docker_events(ctx: Context) -> dict[str, Any]:
             log.debug("evidence: box %s: inspect %s for its id: %s", ctx.box.name, name, exc)
     container_id = (ctx.inspect or {}).get("Id")
     since = int(ctx.start_s - EVENTS_LOOKBACK_S)
-    # Now (fractional seconds, so events of this very second count): the daemon replays and closes the stream.
-    until = f"{ctx.now_s:.6f}"
     events: list[Any] = []
     try:
-        # A `container` filter would miss network connect/disconnect (their actor is the network).
-        stream = client.api.events(since=since, until=until, filters={"type": ["container", "network"]},
-                                   decode=True)
-        try:
-            for event in stream:
-                if _event_is_about(event, name, container_id):
-                    events.append(event)
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
+        # A `container` filter would miss dockerd's network connect/disconnect (their actor is the network).
+        # Until now (fractional seconds, so events of this very second count); on Podman, whose `until` returns
+        # nothing, a `since` stream read for a moment (agent.engines.client.past_events).
+        got = past_events(client, since, ctx.now_s, {"type": ["container", "network"]})
+        events = [e for e in got if _event_is_about(e, name, container_id)]
     except Exception as exc:  # noqa: BLE001 - any engine or stream error fails this collector
         raise CollectorError(f"docker events for {name}: {exc}") from None
     events = events[-MAX_EVENTS:]
