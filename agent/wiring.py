@@ -313,9 +313,11 @@ def resolve_boxes(cfg: Config, names: Sequence[str], netns: str | None = None,
 
 def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Callable[[str], bool],
                       make_docker: Callable[[], Any], expected_events: Any, evidence: Any,
-                      before_action: Callable[[str], str | None] | None = None) -> Any:
+                      before_action: Callable[[str], str | None] | None = None,
+                      known_macs: Callable[[str], Any] | None = None) -> Any:
     """The remediation service (remediations.RemediationService): its records are published as decided, its
-    status after each cycle's decisions."""
+    status after each cycle's decisions. known_macs: box -> {address: MAC last seen} (the pipeline's MAC memory:
+    reconnect_network keeps that MAC for a container found disconnected)."""
     from remediations import ActionContext, RemediationService, Remediator, history
     from agent.engines.watcher import expecting_factory
 
@@ -323,7 +325,8 @@ def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Call
     engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes], reprobe=reprobe)
     # Containers our actions touch are marked, so their stop/start events are not operator intent.
     action_docker = expecting_factory(make_docker, expected_events)
-    return RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy), publish,
+    return RemediationService(engine, ActionContext(docker_factory=action_docker, policy=policy,
+                                                    known_macs=known_macs), publish,
                               history_path=history.path_in(cfg.agent.state_dir),
                               evidence_wait=evidence.wait_collected if evidence is not None else None,
                               on_status=publish, before_action=before_action)
@@ -476,14 +479,15 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     prober = Prober(cfg, checks=checks, container_states=container_states)
 
     remediation = webhook = None
+    macwatch = MacWatch()
     if cfg.remediation.enabled:
         remediation = build_remediation(cfg, bus.publish, prober.reprobe, make_docker, expected_events, evidence,
-                                        before_action=resolver.before_action if resolver is not None else None)
+                                        before_action=resolver.before_action if resolver is not None else None,
+                                        known_macs=macwatch.last)
         services.append(remediation)
     if watcher is not None:
         services.append(watcher)
 
-    macwatch = MacWatch()
     for listener in build_listeners(cfg, storage, remediation=remediation, evidence=evidence,
                                     known_macs=macwatch.last, metrics=metrics):
         bus.add(listener)

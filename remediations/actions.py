@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -136,10 +136,12 @@ def _macs(ctr: Any) -> dict[str, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class ActionContext:
-    """What actions get from outside: a docker client factory, the policy, the announce switch."""
+    """What actions get from outside: a docker client factory, the policy, the announce switch, and
+    known_macs: box -> {address: the MAC ARP/NDP last answered from} (the agent's MAC memory), or None."""
 
     docker_factory: Callable[[], Any] = field(default_factory=default_docker_factory)
     policy: RemediationPolicy = field(default_factory=RemediationPolicy)
+    known_macs: Callable[[str], Mapping[str, str]] | None = None
 
     def client(self) -> Any:
         """A docker client; DockerUnavailable when the daemon cannot be reached."""
@@ -236,6 +238,13 @@ class ReconnectNetwork(Action):
             old_mac = canonical_mac(before.get("MacAddress"))
         # Addresses are compared and passed as addresses: an engine may echo them as the user typed them.
         ipv4, ipv6 = canonical_address(ipv4), canonical_address(ipv6)
+        mac_from = "its endpoint"
+        if old_mac is None and ctx.known_macs is not None:
+            # Found disconnected: the MAC the box answered ARP/NDP from before (an engine that picks a MAC at
+            # every connect, as Podman does, would otherwise give it a new one).
+            seen = {canonical_address(a): canonical_mac(m) for a, m in ctx.known_macs(target.box).items()}
+            old_mac = seen.get(ipv4) or seen.get(ipv6)
+            mac_from = "the MAC last seen answering ARP/NDP"
         if not ipv4 and not ipv6:
             raise ActionError(f"no address known for container {target.container!r} on {net.name!r}")
         extra: dict[str, Any] = {}
@@ -275,9 +284,11 @@ class ReconnectNetwork(Action):
         if old_mac is None:
             parts.append(f"mac={new_mac} (previous unknown: was disconnected)")
         elif new_mac == old_mac:
-            parts.append(f"mac unchanged {new_mac}" + (" (passed on connect, verified)" if mac_passed else ""))
+            parts.append(f"mac unchanged {new_mac}" + (f" (passed on connect, verified; from {mac_from})"
+                                                        if mac_passed else ""))
         elif mac_passed:
-            parts.append(f"MAC CHANGED {old_mac} -> {new_mac} ({traits.name} did not apply the MAC passed on connect)")
+            parts.append(f"MAC CHANGED {old_mac} -> {new_mac} ({traits.name} did not apply the MAC passed on connect;"
+                         f" from {mac_from})")
         else:
             parts.append(f"MAC CHANGED {old_mac} -> {new_mac} ({traits.name} at API {client.api.api_version} "
                          "ignores a MAC passed on connect)")

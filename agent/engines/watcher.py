@@ -368,7 +368,7 @@ def load_states(path: str) -> tuple[dict[str, ContainerState], float | None]:
 def _detail(ev: EngineEvent, name: str) -> str:
     what = ev.attrs.get("action", ev.kind)
     if ev.kind.startswith("network_"):
-        return f"container {name} {what} network {ev.attrs.get('network', '')}"
+        return f"container {name} {what} network {ev.attrs.get('network') or '(not named by the engine)'}"
     detail = f"container {name} {what}"
     if ev.attrs.get("signal"):
         detail += f" signal {ev.attrs['signal']}"
@@ -384,8 +384,9 @@ def record_for(ev: EngineEvent, target: RemediationTarget) -> ContainerEventReco
     event = RECORDED.get(ev.kind)
     if event is None:
         return None
-    if event.startswith("network_") and target.network and ev.attrs.get("network") != target.network:
-        return None   # only the box's own macvlan network matters
+    network = ev.attrs.get("network")
+    if event.startswith("network_") and target.network and network and network != target.network:
+        return None   # only the box's own macvlan network matters (Podman's events name none: each is recorded)
     return ContainerEventRecord(box=target.box, kind=target.kind, event=event,
                                 action=ev.attrs.get("action", ev.kind) if not event.startswith("network_")
                                 else f"network {ev.attrs.get('action', '')}",

@@ -80,7 +80,7 @@ T = RemediationTarget(box="c1", kind="container", ipv4="192.0.2.10", ipv6="2001:
     pytest.param("1.54", "02:99:00:00:00:01", True, "mac unchanged 02:42:c0:00:02:0a", id="api-1.54-keeps-mac"),
     # Podman reports API 1.41 but applies the MAC passed on connect: by engine, not by API version
     pytest.param("1.41", "02:99:00:00:00:01", True,
-                 "mac unchanged 02:42:c0:00:02:0a (passed on connect, verified)", id="podman-keeps-mac"),
+                 "mac unchanged 02:42:c0:00:02:0a (passed on connect, verified; from its endpoint)", id="podman-keeps-mac"),
 ])
 def test_reconnect_mac_handling(api, new_mac, passes_mac, says):
     version = PODMAN_VERSION if "verified" in says else None
@@ -187,6 +187,6 @@ def test_a_mac_passed_on_connect_is_verified_and_a_change_said():
     out = execute(PlannedAction("c1", "reconnect_network", "manual", T, False, -1, 0.0),
                   ActionContext(lambda: client, RemediationPolicy()))
     assert out.ok
-    assert "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01 (podman did not apply the MAC passed on connect)" \
+    assert "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01 (podman did not apply the MAC passed on connect; from its endpoint)" \
         in out.detail
     assert client.net.calls[1][1]["mac_address"] == "02:42:c0:00:02:0a"
