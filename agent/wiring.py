@@ -318,8 +318,8 @@ def build_remediation(cfg: Config, publish: Callable[[Any], None], reprobe: Call
     """The remediation service (remediations.RemediationService): its records are published as decided, its
     status after each cycle's decisions. known_macs: box -> {address: MAC last seen} (the pipeline's MAC memory:
     reconnect_network keeps that MAC for a container found disconnected)."""
-    from remediations import ActionContext, RemediationService, Remediator, history
     from agent.engines.watcher import expecting_factory
+    from remediations import ActionContext, RemediationService, Remediator, history
 
     policy = cfg.remediation.policy()
     engine = Remediator(policy, [b.remediation_target() for b in cfg.boxes], reprobe=reprobe)
@@ -415,12 +415,12 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     from agent.core import correlation
     from agent.core.events import ClockStepped
     from agent.core.macwatch import MacWatch
+    from agent.engines.watcher import ExpectedEvents
     from agent.ops import systemd
     from agent.pipeline import Pipeline
     from agent.prober import Prober
     from agent.schedule import ProbeLoop
     from agent.storage.store import Storage
-    from agent.engines.watcher import ExpectedEvents
 
     token = webhook_token(cfg)   # before anything is built
     make_docker = make_docker or docker_factory(socket=cfg.engine.socket)

@@ -1,4 +1,6 @@
-"""Remediation: actions (ACTIONS registry), the escalation/safety engine, its executor, alert webhook (the engine's events: agent.engines).
+"""Remediation: actions (ACTIONS registry), the escalation/safety engine, its executor, alert webhook.
+
+The container engine's events and client are agent.engines.
 
 The names below are loaded when first used (PEP 562), so importing one submodule
 (e.g. `remediations.model` for the config) does not import Docker, the webhook

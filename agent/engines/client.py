@@ -73,7 +73,7 @@ def client_factory(configured: str | None = None, timeout_s: float = DEFAULT_TIM
         environ = os.environ if env is None else env
         choice = choose_socket(environ, configured)
         if choice.source == "DOCKER_HOST":   # with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, as docker-py reads them
-            client = docker.from_env(timeout=int(timeout_s), environment=dict(environ))
+            client: Any = docker.from_env(timeout=int(timeout_s), environment=dict(environ))
         else:
             client = docker.DockerClient(base_url=choice.url, timeout=int(timeout_s))
         client.engine_socket = choice
@@ -81,7 +81,8 @@ def client_factory(configured: str | None = None, timeout_s: float = DEFAULT_TIM
     return make
 
 
-def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any], read_s: float) -> list[dict]:
+def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any],
+              read_s: float) -> list[dict[str, Any]]:
     """The engine's past events from since_s to until_s (epoch s) by a `since` stream read for at most READ_S s.
 
     For an engine whose `/events?since&until` returns nothing (Podman 4.3.1: agent.engines.podman, TRAITS
@@ -91,7 +92,7 @@ def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str,
     stream = client.api.events(since=f"{since_s:.9f}", filters=dict(filters), decode=True)
     timer = threading.Timer(read_s, stream.close)
     timer.start()
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     try:
         for raw in stream:
             if (raw.get("timeNano") or 0) / 1e9 > until_s:
@@ -106,7 +107,7 @@ def read_span(client: Any, since_s: float, until_s: float, filters: Mapping[str,
 
 
 def past_events(client: Any, since_s: float, until_s: float, filters: Mapping[str, Any],
-                read_s: float = 0.5) -> list[dict]:
+                read_s: float = 0.5) -> list[dict[str, Any]]:
     """The engine's raw events from since_s to until_s (epoch s), whichever engine answers (one `/version`
     request to tell); docker errors pass through."""
     from agent.engines import ENGINES, identify_client

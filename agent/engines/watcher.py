@@ -27,8 +27,10 @@ from typing import Any
 
 import docker.errors
 
+from agent.engines import ENGINES, Engine, Identity, identify_client
+from agent.engines.client import read_span
+from agent.engines.docker import decode as from_docker
 from agent.engines.events import (
-    KINDS,
     EngineEvent,
     ExitEvidence,
     at,
@@ -38,9 +40,6 @@ from agent.engines.events import (
     sorted_for_replay,
     stop_request,
 )
-from agent.engines import ENGINES, Engine, Identity, identify_client
-from agent.engines.client import read_span
-from agent.engines.docker import decode as from_docker
 from remediations.model import ContainerEventRecord, RemediationTarget
 
 log = logging.getLogger(__name__)
@@ -394,7 +393,7 @@ def record_for(ev: EngineEvent, target: RemediationTarget) -> ContainerEventReco
                                 time_s=ev.time_s, signal=ev.attrs.get("signal") or None)
 
 
-def record_from_event(ev: dict, by_name: dict[str, RemediationTarget],
+def record_from_event(ev: dict[str, Any], by_name: dict[str, RemediationTarget],
                       by_id: dict[str, RemediationTarget],
                       decode: Callable[[Mapping[str, Any]], EngineEvent | None] = from_docker,
                       ) -> ContainerEventRecord | None:
@@ -638,7 +637,7 @@ class DockerEventWatcher:
         return replace(rec, container_state=st.state, operator=st.operator_stopped)
 
     def _run(self) -> None:
-        seen: set[tuple] = set()
+        seen: set[tuple[Any, ...]] = set()
         last_network: dict[tuple[str, str], float] = {}
         while not self._stop.is_set():
             try:

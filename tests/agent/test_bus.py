@@ -186,9 +186,9 @@ def free_port() -> int:
 def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_path):
     """remediation with its webhook, metrics, forensics: who is subscribed to what, which services run."""
     from agent.auditor import AuditService
+    from agent.engines.watcher import DockerEventWatcher
     from agent.listeners.metrics import MetricsServer
     from remediations import RemediationService
-    from agent.engines.watcher import DockerEventWatcher
     from remediations.webhook import WebhookReceiver
 
     webhook_port, metrics_port = free_port(), free_port()

@@ -6,9 +6,8 @@ import threading
 import docker
 import pytest
 
-from agent.engines.watcher import DockerEventWatcher
+from agent.engines.watcher import DockerEventWatcher, record_from_event
 from remediations import RemediationTarget
-from agent.engines.watcher import record_from_event
 from tests.remediations.conftest import wait_for
 
 pytestmark = pytest.mark.lab
@@ -93,8 +92,7 @@ def test_watcher_follows_configured_containers_and_survives_dockerd_going_away(r
 def test_state_cache_resyncs_at_start_follows_events_and_resyncs_after_a_gap(rlab, docker_proxy):
     """Real engine: states from one inspect at connect, then only events; a stop by hand is operator intent,
     one we marked as expected is not; after the stream was lost, a resync re-reads what happened meanwhile."""
-    from agent.engines.watcher import ContainerStates, ExpectedEvents
-    from agent.engines.watcher import expecting_factory
+    from agent.engines.watcher import ContainerStates, ExpectedEvents, expecting_factory
 
     b = rlab.box("ctr1")
     t = RemediationTarget(box=b.name, kind="container", container=b.container, network=b.network)
@@ -158,8 +156,8 @@ def test_state_cache_follows_docker_health_status(lab_available):
     import os
 
     from agent.core.cycle import Verdict, with_container_state
-    from lab.image import ensure_image
     from agent.engines.watcher import ContainerStates
+    from lab.image import ensure_image
 
     cli = docker.from_env()
     name = f"vobox-dockerstate-health-{os.getpid()}"

@@ -187,6 +187,6 @@ def test_a_mac_passed_on_connect_is_verified_and_a_change_said():
     out = execute(PlannedAction("c1", "reconnect_network", "manual", T, False, -1, 0.0),
                   ActionContext(lambda: client, RemediationPolicy()))
     assert out.ok
-    assert "MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01 (podman did not apply the MAC passed on connect; from its endpoint)" \
-        in out.detail
+    assert ("MAC CHANGED 02:42:c0:00:02:0a -> 02:99:00:00:00:01 (podman did not apply the MAC passed on connect; "
+            "from its endpoint)") in out.detail
     assert client.net.calls[1][1]["mac_address"] == "02:42:c0:00:02:0a"

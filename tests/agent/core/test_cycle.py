@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import pytest
 
 from agent.core.cycle import Verdict as CycleVerdict, box_targets, classify, plan_cycle, verdicts, with_container_state
-from probes import ProbeResult, Target
 from agent.engines.watcher import ContainerState
+from probes import ProbeResult, Target
 
 
 @dataclass(frozen=True)

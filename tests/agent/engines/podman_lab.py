@@ -84,10 +84,9 @@ class PodmanLab:
     def start_service(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
-        log = open(self.dir / "service.log", "ab")
-        self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", self.url], env=self.env,
-                                     stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        with open(self.dir / "service.log", "ab") as log:
+            self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", self.url], env=self.env,
+                                         stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 30
         while not os.path.exists(self.socket):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -170,7 +169,7 @@ def podman_lab():
         '[network]\n'
         f'network_config_dir = "{d}/networks"\n')
     try:
-        if not lab.podman("image", "exists", IMAGE, check=False).returncode == 0:
+        if lab.podman("image", "exists", IMAGE, check=False).returncode != 0:
             ctx = d / "image"
             (ctx / "bin").mkdir(parents=True)
             shutil.copy("/bin/busybox", ctx / "bin" / "busybox")

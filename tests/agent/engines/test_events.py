@@ -10,13 +10,7 @@ import pathlib
 
 import pytest
 
-from agent.engines.watcher import (
-    ContainerState,
-    ContainerStates,
-    DockerEventWatcher,
-    advance,
-    state_from_inspect,
-)
+from agent.engines.docker import decode as from_docker
 from agent.engines.events import (
     EngineEvent,
     ExitEvidence,
@@ -24,7 +18,13 @@ from agent.engines.events import (
     judge_exit,
     stop_request,
 )
-from agent.engines.docker import decode as from_docker
+from agent.engines.watcher import (
+    ContainerState,
+    ContainerStates,
+    DockerEventWatcher,
+    advance,
+    state_from_inspect,
+)
 from remediations.model import RemediationTarget
 
 CASES = pathlib.Path(__file__).resolve().parents[2] / "cases"

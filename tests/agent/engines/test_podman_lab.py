@@ -131,7 +131,8 @@ def test_checks_run_in_the_container_through_nsenter(plab):
     assert [r.ok for r in got] == [True, False], got
     # the PID Podman reports is the container's PID 1 on the host (its cgroup names the container)
     cid = client(plab).api.inspect_container(name)["Id"]
-    assert cid in open(f"/proc/{pids.pid(name)}/cgroup").read()
+    with open(f"/proc/{pids.pid(name)}/cgroup") as fh:
+        assert cid in fh.read()
 
 
 def test_events_are_decoded_and_a_service_restart_is_one_resync(plab):
