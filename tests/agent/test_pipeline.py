@@ -357,6 +357,32 @@ def test_a_failure_caused_by_our_own_action_keeps_the_freeze_layer(tmp_path, act
     agent.run_cycle()
     assert agent.states["a"].layer == layer
 
+@pytest.mark.parametrize("acting", [pytest.param(True, id="during-our-action"), pytest.param(False, id="otherwise")])
+def test_a_mac_change_during_our_own_action_is_recorded_as_ours(tmp_path, acting):
+    """A Podman restart gives the box a new MAC: the mac_change the next ARP answer shows is ours (ours=1)."""
+    from agent.core.macwatch import MacWatch
+
+    agent, script, storage, rem = make_agent(tmp_path)
+    agent.macwatch = MacWatch()
+    agent.acting = lambda box: acting and box == "a"
+    mac = {"a": "02:00:00:00:00:01"}
+
+    def sweep(targets, timeout_s, interface=None, recorder=None):
+        return [ProbeResult(t.address, t.probe, t.port, True, 0.2, None,
+                            mac["a"] if t.probe == "arp" and t.address == BOXES["a"] else None, script.now + 0.1)
+                for t in targets]
+
+    agent.sweep = sweep
+    agent.run_cycle()
+    script.now += 10
+    mac["a"] = "02:00:00:00:00:02"
+    agent.run_cycle()
+    points = [p for p in storage.points if p.measurement == "mac_change"]
+    assert [(p.tags["box"], p.fields["old"], p.fields["new"]) for p in points] == [
+        ("a", "02:00:00:00:00:01", "02:00:00:00:00:02")]
+    assert points[0].fields.get("ours") == (1 if acting else None)
+
+
 # ---- the container state cache joined to the verdict ------------------------------------------------
 def make_agent_with_states(tmp_path, states):
     agent, script, storage, rem = make_agent(tmp_path)
