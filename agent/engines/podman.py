@@ -65,6 +65,8 @@ def decode(ev: Mapping[str, Any]) -> EngineEvent | None:
                 out["exit_code"] = str(code)
         if attrs.get("signal"):
             out["signal"] = str(attrs["signal"])
+        elif kind == "kill":
+            out["signal_reported"] = "no"   # 4.3's kill event carries no signal: agent.engines.events
         if kind == "health_status":
             return None   # carries the status before the check (4.3.1): health comes from inspect instead
         return EngineEvent(kind, cid, name, out, time_s, raw)

@@ -31,6 +31,7 @@ from agent.engines import ENGINES, Engine, Identity, identify_client
 from agent.engines.client import read_span
 from agent.engines.docker import decode as from_docker
 from agent.engines.events import (
+    UNREPORTED_KILL_WINDOW_S,
     EngineEvent,
     ExitEvidence,
     at,
@@ -97,6 +98,7 @@ class ContainerState:
     request_ours: bool = False
     in_gap: bool = False   # the exit fell in a span the agent did not see the engine's events: read from the
                            # engine's history alone (no earlier `stopped` verdict of the box stands for it)
+    request_s: float | None = None   # when `request` was seen (a kill with an unreported signal expires)
 
 
 class ExpectedEvents:
@@ -151,6 +153,9 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
                               f"{ev.name or '?'} at {at(t)}: no container holds the name")
     request = stop_request(ev)
     if ev.kind == "die":
+        if (cur.request is not None and cur.request.startswith("kill (signal not reported")
+                and (cur.request_s is None or t - cur.request_s > UNREPORTED_KILL_WINDOW_S)):
+            cur = replace(cur, request=None, request_ours=False, request_s=None)   # that kill did not end it
         intent = judge_exit(ExitEvidence(ev.exit_code, t, cur.oom_killed, cur.request, cur.request_ours,
                                          cgroup_version))
         return ContainerState("exited", None, t, cur.oom_killed, intent.operator, ev.exit_code, intent.reason,
@@ -172,8 +177,9 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
                                          ours or cur.request_ours, cgroup_version))
         return replace(cur, operator_stopped=intent.operator, reason=intent.reason, request=request,
                        request_ours=ours or cur.request_ours)
-    return replace(cur, request=request if ev.kind == "stop" or cur.request is None else cur.request,
-                   request_ours=ours or cur.request_ours)
+    keep = not (ev.kind == "stop" or cur.request is None or cur.request.startswith("kill (signal not reported"))
+    return replace(cur, request=cur.request if keep else request, request_ours=ours or cur.request_ours,
+                   request_s=cur.request_s if keep else t)
 
 
 def next_state(old: ContainerState | None, event: str, action: str, time_s: float, exit_code: int | None,

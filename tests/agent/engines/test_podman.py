@@ -136,3 +136,26 @@ def test_engine_socket_config_key():
         config.loads(base + '[engine]\nsocket = "podman.sock"\n')
     assert exc.value.errors == ('engine.socket: expected a socket path ("/run/podman/podman.sock") or URL '
                                 '("unix://...", "tcp://host:port"), got "podman.sock"',)
+
+
+def _kill_then_die(gap_s):
+    kill = ENGINES["podman"].decode({"Type": "container", "Action": "kill", "timeNano": int(100e9),
+                                     "Actor": {"ID": CID, "Attributes": {"name": "c"}}})
+    die = ENGINES["podman"].decode({"Type": "container", "Action": "die", "timeNano": int((100 + gap_s) * 1e9),
+                                    "Actor": {"ID": CID, "Attributes": {"name": "c", "exitCode": "137"}}})
+    state = advance(ContainerState("running", container_id=CID), kill, ours=False, cgroup_version=1)
+    assert state.state == "running" and state.request == "kill (signal not reported by the engine)"
+    return advance(state, die, ours=False, cgroup_version=1)
+
+
+@pytest.mark.parametrize("gap_s, operator", [
+    pytest.param(0.047, True, id="podman-kill-then-die-at-once"),   # measured: kill -> die 47 ms
+    pytest.param(600.0, False, id="a-reload-kill-then-a-crash-later"),
+])
+def test_a_kill_whose_signal_podman_does_not_report_is_a_stop_only_when_the_exit_follows(gap_s, operator):
+    got = _kill_then_die(gap_s)
+    assert got.state == "exited" and got.operator_stopped is operator, got.reason
+    if operator:
+        assert got.reason.startswith("stopped by operator: kill (signal not reported by the engine)")
+    else:
+        assert got.reason.startswith("failed: exit 137")
