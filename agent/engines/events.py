@@ -172,19 +172,22 @@ def judge_exit(e: ExitEvidence) -> Intent:
 # A kill whose signal the engine does not report (Podman 4.3) is a stop request only for an exit this soon after it:
 # a SIGKILL's die follows in milliseconds (measured on Podman 4.3.1: 47 ms), a reload signal leaves it running.
 UNREPORTED_KILL_WINDOW_S = 5.0
+UNREPORTED_SIGNAL = "(signal not reported by the engine)"
 
 
 def stop_request(ev: EngineEvent) -> str | None:
     """The stop request EV is, if any: "docker stop" for a stop, "docker kill (signal N)" for a stopping kill,
-    "kill (signal not reported by the engine)" for a kill of an engine that does not say its signal."""
+    "podman kill (signal not reported by the engine)" for a kill of an engine that does not say its signal;
+    named by the engine that reported it (attrs `engine`: "podman stop" on Podman)."""
+    cli = ev.attrs.get("engine") or "docker"   # the decoder's engine: the command the operator typed
     if ev.kind == "stop":
-        return "docker stop"
+        return f"{cli} stop"
     if ev.kind == "kill":
         if ev.attrs.get("signal_reported") == "no":
-            return "kill (signal not reported by the engine)"
+            return f"{cli} kill {UNREPORTED_SIGNAL}"
         sig = ev.attrs.get("signal") or "9"
         if sig in STOP_SIGNALS:
-            return f"docker kill (signal {sig})"
+            return f"{cli} kill (signal {sig})"
     return None
 
 

@@ -58,7 +58,7 @@ def decode(ev: Mapping[str, Any]) -> EngineEvent | None:
         kind = ACTIONS.get(action, action.split(":", 1)[0])
         if kind not in KINDS:
             return None
-        out = {"action": action}
+        out = {"action": action, "engine": NAME}
         if kind == "die":
             code = attrs.get("exitCode", attrs.get("containerExitCode"))
             if code not in (None, ""):

@@ -32,6 +32,7 @@ from agent.engines.client import read_span
 from agent.engines.docker import decode as from_docker
 from agent.engines.events import (
     UNREPORTED_KILL_WINDOW_S,
+    UNREPORTED_SIGNAL,
     EngineEvent,
     ExitEvidence,
     at,
@@ -153,7 +154,7 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
                               f"{ev.name or '?'} at {at(t)}: no container holds the name")
     request = stop_request(ev)
     if ev.kind == "die":
-        if (cur.request is not None and cur.request.startswith("kill (signal not reported")
+        if (cur.request is not None and cur.request.endswith(UNREPORTED_SIGNAL)
                 and (cur.request_s is None or t - cur.request_s > UNREPORTED_KILL_WINDOW_S)):
             cur = replace(cur, request=None, request_ours=False, request_s=None)   # that kill did not end it
         intent = judge_exit(ExitEvidence(ev.exit_code, t, cur.oom_killed, cur.request, cur.request_ours,
@@ -165,19 +166,20 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
             return ContainerState("removed", None, t, cur.oom_killed, False, cur.exit_code,
                                   f"removed by the agent's remediation at {at(t)}")
         return ContainerState("removed", None, t, cur.oom_killed, True, cur.exit_code,
-                              f"removed by operator: docker rm at {at(t)}"
+                              f"removed by operator: {ev.attrs.get('engine') or 'docker'} rm at {at(t)}"
                               + (f" (before: {cur.reason})" if cur.reason else ""))
     if request is None:
         return cur
     if cur.state in ("exited", "dead"):
         if cur.oom_killed or cur.since_s is None or t - cur.since_s > REQUEST_AFTER_EXIT_S:
             return cur   # a request long after the exit changes nothing
-        request = "docker stop" if ev.kind == "stop" or cur.request == "docker stop" else request
+        if ev.kind != "stop" and cur.request is not None and cur.request.endswith(" stop"):
+            request = cur.request   # a stop's own kill (dockerd: kill, die, stop) names the stop
         intent = judge_exit(ExitEvidence(cur.exit_code, cur.since_s, cur.oom_killed, request,
                                          ours or cur.request_ours, cgroup_version))
         return replace(cur, operator_stopped=intent.operator, reason=intent.reason, request=request,
                        request_ours=ours or cur.request_ours)
-    keep = not (ev.kind == "stop" or cur.request is None or cur.request.startswith("kill (signal not reported"))
+    keep = not (ev.kind == "stop" or cur.request is None or cur.request.endswith(UNREPORTED_SIGNAL))
     return replace(cur, request=cur.request if keep else request, request_ours=ours or cur.request_ours,
                    request_s=cur.request_s if keep else t)
 

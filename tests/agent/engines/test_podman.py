@@ -144,7 +144,7 @@ def _kill_then_die(gap_s):
     die = ENGINES["podman"].decode({"Type": "container", "Action": "die", "timeNano": int((100 + gap_s) * 1e9),
                                     "Actor": {"ID": CID, "Attributes": {"name": "c", "exitCode": "137"}}})
     state = advance(ContainerState("running", container_id=CID), kill, ours=False, cgroup_version=1)
-    assert state.state == "running" and state.request == "kill (signal not reported by the engine)"
+    assert state.state == "running" and state.request == "podman kill (signal not reported by the engine)"
     return advance(state, die, ours=False, cgroup_version=1)
 
 
@@ -156,6 +156,15 @@ def test_a_kill_whose_signal_podman_does_not_report_is_a_stop_only_when_the_exit
     got = _kill_then_die(gap_s)
     assert got.state == "exited" and got.operator_stopped is operator, got.reason
     if operator:
-        assert got.reason.startswith("stopped by operator: kill (signal not reported by the engine)")
+        assert got.reason.startswith("stopped by operator: podman kill (signal not reported by the engine)")
     else:
         assert got.reason.startswith("failed: exit 137")
+
+
+def test_podman_requests_are_named_as_the_operator_typed_them():
+    from agent.engines.events import stop_request
+
+    stop = next(e for e in decoded() if e.kind == "stop")
+    assert stop_request(stop) == "podman stop"
+    gone = next(e for e in decoded() if e.kind == "destroy")
+    assert advance(ContainerState("exited"), gone, ours=False).reason.startswith("removed by operator: podman rm")
