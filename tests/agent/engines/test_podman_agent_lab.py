@@ -8,13 +8,17 @@ the figures (fault -> freeze -> repaired, in seconds, and the MACs).
 """
 from __future__ import annotations
 
+import json
+import os
+import random
 import re
+import subprocess
 import time
 
 import docker
 import pytest
 
-from tests.agent.agent_proc import AgentProc
+from tests.agent.agent_proc import AGENT_BIN, AgentProc
 from tests.agent.engines import podman_lab
 
 pytestmark = pytest.mark.lab
@@ -31,8 +35,8 @@ def plab():
         yield lab
 
 
-def _config(lab, directory, name) -> str:
-    ipv4, ipv6 = lab.address(20)
+def _config(lab, directory, name, n=20, remediation="") -> str:
+    ipv4, ipv6 = lab.address(n)
     text = f"""[agent]
 interval = 1
 timeout = 0.5
@@ -56,7 +60,7 @@ verify = 4
 max_per_box_per_hour = 30
 max_per_hour = 60
 stop_timeout = 1
-
+{remediation}
 [[box]]
 name = "{BOX}"
 kind = "container"
@@ -139,3 +143,40 @@ def test_a_fault_at_every_layer_is_detected_and_repaired_on_podman(plab, tmp_pat
         for f in figures:
             print("FIGURE", *f)
     assert [f[0] for f in figures] == ["l7", "l4", "l2", "l3"]
+
+
+def test_maintenance_and_the_webhook_path_on_podman(plab, tmp_path):
+    """A box in maintenance is not judged; once it ends, the paused container is an l7 freeze that an alert (the
+    webhook, Alertmanager's payload) repairs with restart_container on Podman; automatic remediation is off."""
+    from tests.remediations.test_webhook_lab import TOKEN, Client, alertmanager
+
+    name = plab.run_box(21)
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    os.chmod(token, 0o600)
+    port = random.randint(20000, 60000)
+    cfg = _config(plab, str(tmp_path), name, n=21, remediation=f'auto = false\nwebhook_listen = "127.0.0.1:{port}"\n'
+                                                              f'webhook_token_file = "{token}"\n')
+    agent = AgentProc(plab, cfg, str(tmp_path / "agent.log"))
+    try:
+        agent.wait_state(BOX, "up", 60)
+        subprocess.run([AGENT_BIN, "maintenance", "start", "-c", cfg, BOX, "--for", "10m", "--reason", "podman lab"],
+                       check=True, capture_output=True, timeout=60)
+        agent.wait_state(BOX, "maintenance", 30)
+        plab.podman("pause", name)
+        agent.wait_cycles(4)
+        assert agent.wait_state(BOX, "maintenance", 5)["boxes"][BOX]["maintenance"]["reason"] == "podman lab"
+        subprocess.run([AGENT_BIN, "maintenance", "end", "-c", cfg, BOX], check=True, capture_output=True,
+                       timeout=60)
+        st = agent.wait_state(BOX, "frozen", 60)
+        assert st["boxes"][BOX]["layer"] == "l7" and st["boxes"][BOX]["container"]["state"] == "paused"
+        agent.wait_cycles(3)
+        assert "action restart_container done" not in agent.log_text()   # auto is off: nothing acts on its own
+        code, body = Client(plab, port).post(alertmanager(BOX, action="restart_container"))
+        assert (code, body["queued"]) == (202, [{"box": BOX, "action": "restart_container", "outcome": "queued"}]), \
+            json.dumps(body)
+        agent.wait_until("the alert's restart done", lambda _st: re.search(
+            r"action restart_container done: unpaused; restarted", agent.log_text()) is not None, 60)
+        agent.wait_state(BOX, "up", 60)
+    finally:
+        agent.stop()
