@@ -240,3 +240,24 @@ def test_decoder_reads_a_live_podman_stream(plab):
     kinds = [e.kind for e in (ENGINES["podman"].decode(r) for r in got) if e is not None and e.name == name]
     assert kinds[:2] == ["create", "start"] and kinds[-1] == "destroy", kinds
     assert "restart" in kinds and "die" in kinds
+
+
+
+def test_a_resync_reads_an_exit_from_podmans_history(plab):
+    """An exit while the agent was away is read at the resync with the engine's history around it (Podman's
+    `until` returns nothing: a `since` stream read for a moment): the `podman kill` before it names it operator
+    intent. (`podman stop` is not used: 4.3 often emits no `stop` event, see the operator guide.)"""
+    name = plab.run_box(19)
+    plab.podman("kill", name)
+    t = target(plab, 19, name)
+    states = ContainerStates()
+    w = DockerEventWatcher([t], lambda: client(plab), lambda _r: None, retry_s=0.5, states=states)
+    w.start()
+    try:
+        assert w.connected.wait(30)
+        st = states.snapshot()["b19"]
+        assert st.state == "exited" and st.operator_stopped, st
+        assert st.reason.startswith("stopped by operator: podman kill (signal not reported by the engine) at "), \
+            st.reason
+    finally:
+        w.stop()
