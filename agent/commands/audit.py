@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.wiring import docker_factory
 
     try:
-        client = docker_factory(timeout_s=30)()
+        client = docker_factory(timeout_s=30, socket=cfg.engine.socket if cfg is not None else None)()
         targets = _targets(args, cfg, client)
         if isinstance(targets, str):
             print(targets, file=sys.stderr)

@@ -230,9 +230,9 @@ def test_the_engine_events_on_the_bus_trigger_the_audit_of_a_recreated_box(boxes
     """End to end as wired (agent.wiring.build_auditor): the real events watcher publishes the recreated
     container's events on the bus, the audit service audits the box again, one PrivilegesChanged follows."""
     from agent.bus import Bus
+    from agent.engines.watcher import ContainerStates, DockerEventWatcher
     from agent.wiring import build_auditor
     from lab import privileges
-    from agent.engines.watcher import ContainerStates, DockerEventWatcher
 
     run_id, made, _cvmfs = boxes
     name = privileges.container_name(run_id, 197)
