@@ -11,17 +11,19 @@ import math
 import re
 from datetime import datetime
 
-UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# One part of a duration: a number and a unit; a duration is one or more parts (1h30m).
-_PART_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?[smhdw])+$")
+UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# One part of a duration: a number and a unit; a duration is one or more parts (1h30m). "ms" is tried
+# before "m" (Go's time.ParseDuration and Telegraf's config durations read "500ms" the same way).
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|[smhdw])")
+_DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|[smhdw]))+$")
 MAX_DURATION_S = 1000 * 365.25 * 86400   # 1000 years: far more than any retention, still exact in float ms
 MAX_EPOCH_S = 253402300799.0            # 9999-12-31T23:59:59Z, the last second datetime and gmtime print
-DURATION_FORMS = "a number and a unit s, m, h, d or w, or several (e.g. 90m, 24h, 1h30m, 7d)"
+DURATION_FORMS = "a number and a unit ms, s, m, h, d or w, or several (e.g. 500ms, 90m, 24h, 1h30m, 7d)"
+CONFIG_DURATION_FORMS = 'a number of seconds, or a number and a unit ms, s, m, h, d or w (e.g. 1.5, "500ms", "2m")'
 
 
 def parse_duration_s(text: str) -> float:
-    """'90s', '15m', '24h', '1h30m', '7d', '2w' -> seconds; ValueError naming the accepted forms."""
+    """'500ms', '90s', '15m', '24h', '1h30m', '7d', '2w' -> seconds; ValueError naming the accepted forms."""
     compact = str(text).strip()
     if not _DURATION_RE.match(compact):
         raise ValueError(f"duration {text!r}: expected {DURATION_FORMS}")
@@ -29,6 +31,25 @@ def parse_duration_s(text: str) -> float:
     if not seconds <= MAX_DURATION_S:
         raise ValueError(f"duration {text!r}: longer than the limit of {MAX_DURATION_S / 86400 / 365.25:.0f} years")
     return seconds
+
+
+def config_seconds(value: object) -> float:
+    """A config value in seconds: a TOML number as it is, or a string with units ('1s', '500ms', '2m') -> seconds.
+
+    Booleans and other types are refused. ValueError naming CONFIG_DURATION_FORMS; the range is the caller's.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected {CONFIG_DURATION_FORMS}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"expected {CONFIG_DURATION_FORMS}")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration_s(value)
+        except ValueError:
+            raise ValueError(f"expected {CONFIG_DURATION_FORMS}") from None
+    raise ValueError(f"expected {CONFIG_DURATION_FORMS}")
 
 
 def parse_time_s(text: str) -> float:

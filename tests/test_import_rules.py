@@ -106,7 +106,7 @@ PRODUCT = ("agent", "probes", "remediations")
 ROOMS: dict[str, tuple[str, ...]] = {
     "probes": (),
     "agent.core": ("probes", "remediations", "agent.checks", "agent.atomic", "agent.storage.points",
-                   "agent.storage.defaults", "agent.forensics", "agent.tls", "agent.secretfile"),
+                   "agent.storage.defaults", "agent.forensics", "agent.tls", "agent.secretfile", "agent.timeparse"),
     "agent.checks": ("probes", "agent.engines"),
     "agent.bus": (),
     "agent.audit": (),

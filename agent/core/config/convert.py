@@ -15,6 +15,8 @@ from dataclasses import MISSING, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agent.timeparse import config_seconds
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Docker's rule for container and network names (daemon/names: [a-zA-Z0-9][a-zA-Z0-9_.-]+); ids are hex, so fit too.
 _DOCKER_NAME_RE = re.compile(r"^/?[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -334,10 +336,40 @@ def _tables(what: str) -> Conv:
 
 _ARG = _text(what="a non-empty string")
 
+# A string duration as the config takes it (agent.timeparse): one or more number+unit parts.
+DURATION_PATTERN = r"^([0-9]+([.][0-9]+)?(ms|[smhdw]))+$"
+_DURATION_EXAMPLES = '"500ms", "1s", "2m"'
+
+
+def _seconds(number: Conv) -> Conv:
+    """NUMBER (a `_number` converter in seconds) that also takes a duration string with units ("500ms", "2m").
+
+    A TOML number keeps NUMBER's own errors; a string is read by agent.timeparse.config_seconds, then held to
+    NUMBER's range. Every key with unit "s" takes this (see `_key`), the way Telegraf and Gatus take durations.
+    """
+    label = f"{number.label} (seconds, or a duration: {_DURATION_EXAMPLES})"
+    schema = {"oneOf": [number.schema, {"type": "string", "pattern": DURATION_PATTERN}]}
+
+    @_labelled(label, schema)
+    def conv(v: Any) -> float:
+        if not isinstance(v, str):
+            return float(number(v))
+        try:
+            return float(number(config_seconds(v)))
+        except (ValueError, _Invalid):
+            raise _Invalid(f"expected {number.label} or a duration with a unit ({_DURATION_EXAMPLES}), "
+                           f"got {_show(v)}") from None
+    return conv
+
 
 def _key(key: str, conv: Conv, doc: str, default: Any = MISSING, *, unit: str = "",
          required: bool = False) -> Any:
-    """A dataclass field bound to a TOML key, with its converter, unit and meaning."""
+    """A dataclass field bound to a TOML key, with its converter, unit and meaning.
+
+    A key in seconds (UNIT "s") also takes a duration string with units: its converter is wrapped by `_seconds`.
+    """
+    if unit == "s" and conv.table is None:
+        conv = _seconds(conv)
     meta = {"key": key, "conv": conv, "doc": doc, "unit": unit, "required": required}
     if default is MISSING:
         return field(metadata=meta)

@@ -119,7 +119,13 @@ CTR, VM = '[[box]] "vobox-ctr-1" (#1)', '[[box]] "vobox-vm-1" (#2)'
     pytest.param("agent.intervall", 5, "agent.intervall: unknown key (did you mean 'interval'? valid: interval, "
                  "timeout, jitter, state_dir, interface, site, nameservers, resolve_interval)", id="unknown-key-with-hint"),
     pytest.param("agent.interval", 0, "agent.interval: expected a number > 0, got 0", id="interval-zero"),
-    pytest.param("agent.interval", "10", 'agent.interval: expected a number > 0, got "10"', id="interval-string"),
+    pytest.param("agent.interval", "10", 'agent.interval: expected a number > 0 or a duration with a unit '
+                 '("500ms", "1s", "2m"), got "10"', id="interval-string-no-unit"),
+    pytest.param("agent.interval", "0s", 'agent.interval: expected a number > 0 or a duration with a unit '
+                 '("500ms", "1s", "2m"), got "0s"', id="interval-zero-duration"),
+    pytest.param("agent.interval", "1 s", 'agent.interval: expected a number > 0 or a duration with a unit '
+                 '("500ms", "1s", "2m"), got "1 s"', id="interval-space"),
+    pytest.param("agent.timeout", True, "agent.timeout: expected a number > 0, got true", id="timeout-bool"),
     pytest.param("agent.timeout", 10, "agent.timeout: must be less than agent.interval (10 s), got 10",
                  id="timeout-not-below-interval"),
     pytest.param("agent.jitter", -1, "agent.jitter: expected a number >= 0, got -1", id="jitter-negative"),
