@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "agent.commands.doctor",
     "evidence": "agent.commands.evidence",
     "discover": "agent.commands.discover",
+    "init": "agent.commands.init",
     "maintenance": "agent.commands.maintenance",
     "audit": "agent.commands.audit",
 }

@@ -46,3 +46,18 @@ def agents():
     yield started
     for a in started:
         a.ensure_gone()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_default_config(tmp_path_factory):
+    """Without -c a command reads $VOBOX_AGENT_CONFIG, else /etc/vobox-agent/agent.toml (issue 33): point the
+    variable at a file that does not exist, for this process and every command a test starts, so no test reads
+    this machine's /etc. A test that wants a default config sets the variable itself (monkeypatch.setenv)."""
+    absent = str(tmp_path_factory.mktemp("no-default-config") / "absent.toml")
+    old = os.environ.get("VOBOX_AGENT_CONFIG")
+    os.environ["VOBOX_AGENT_CONFIG"] = absent
+    yield absent
+    if old is None:
+        os.environ.pop("VOBOX_AGENT_CONFIG", None)
+    else:
+        os.environ["VOBOX_AGENT_CONFIG"] = old

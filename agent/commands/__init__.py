@@ -3,20 +3,64 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 EXIT_BAD_CONFIG = 2
 
+# The config a command reads when -c is not given (issue 33): $VOBOX_AGENT_CONFIG, else DEFAULT_CONFIG, as
+# Telegraf (/etc/telegraf/telegraf.conf, $TELEGRAF_CONFIG_PATH) and Prometheus do. Tests set the variable,
+# so nothing reads this machine's /etc.
+CONFIG_ENV = "VOBOX_AGENT_CONFIG"
+DEFAULT_CONFIG = "/etc/vobox-agent/agent.toml"
+CONFIG_HELP = f"agent config (TOML); default ${CONFIG_ENV}, else {DEFAULT_CONFIG}"
 
-def load_config(path: str, *, check_files: bool = True) -> Any:
+
+def add_config_option(p: argparse.ArgumentParser, help: str = CONFIG_HELP) -> None:
+    """-c/--config FILE, not required: without it the command reads the default (`default_config`)."""
+    p.add_argument("-c", "--config", metavar="FILE", default=None, help=help)
+
+
+def default_config(environ: Mapping[str, str] | None = None, default: str | None = None) -> tuple[str, str]:
+    """(path, where it came from) when -c is not given: $VOBOX_AGENT_CONFIG when set and not empty, else DEFAULT."""
+    env = os.environ if environ is None else environ
+    chosen = env.get(CONFIG_ENV, "")
+    if chosen:
+        return chosen, f"${CONFIG_ENV}"
+    return (DEFAULT_CONFIG if default is None else default), "the default"
+
+
+def optional_config(given: str | None) -> str | None:
+    """For a command that works without a config: -c FILE, else the default only when that file exists (said on
+    stderr), else None."""
+    if given is not None:
+        return given
+    path, source = default_config()
+    if not os.path.isfile(path):
+        return None
+    print(f"vobox-agent: reading config {path} ({source}; -c FILE to choose another)", file=sys.stderr)
+    return path
+
+
+def load_config(path: str | None, *, check_files: bool = True) -> Any:
     """The validated Config, or None after printing every error (one a line) to stderr; callers exit 2.
 
-    check_files=False for commands that only read what the agent stored (see agent.core.config.load).
+    PATH None (no -c): the default config (`default_config`), said on stderr in one line; a missing default is
+    one line saying what was looked for and how to write one. check_files=False for commands that only read what
+    the agent stored (see agent.core.config.load).
     """
     from agent.core import config
 
+    if path is None:
+        path, source = default_config()
+        if not os.path.isfile(path):
+            print(f"vobox-agent: no config: -c FILE not given and {path} ({source}) "
+                  f"{'is not a file' if os.path.exists(path) else 'does not exist'}; write one with "
+                  f"`vobox-agent init --output {path}` or set ${CONFIG_ENV}", file=sys.stderr)
+            return None
+        print(f"vobox-agent: reading config {path} ({source}; -c FILE to choose another)", file=sys.stderr)
     try:
         cfg = config.load(path, check_files=check_files)
     except config.ConfigError as exc:
@@ -48,3 +92,20 @@ def number_in(convert: Callable[[str], float], low: float, high: float, what: st
         return value
 
     return parse
+
+
+def _reason(exc: BaseException, limit: int = 200) -> str:
+    """EXC's first line without a URL's query string (it may hold an InfluxQL query or a password), shortened."""
+    import re
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"(https?://[^\s?'\"]*)\?[^\s'\")]*", r"\1?...", text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def engine_problem(exc: BaseException) -> str:
+    """One line for a container engine that could not be asked: where (DOCKER_HOST or the default socket), why, and
+    what to check."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return (f"cannot ask the container engine at {host} ({type(exc).__name__}: {_reason(exc)}); check that dockerd "
+            "(or podman.socket) runs and that this user may use its socket (DOCKER_HOST chooses another)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from agent.commands import CONFIG_HELP
+
 EXIT_OK = 0
 EXIT_INVALID = 2
 
@@ -16,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Validate FILE strictly (unknown keys are errors) and print every problem with its key path. Exit"
             " 0 when valid, 2 when not."),
         help="validate a config file and exit (0 valid, 2 invalid)")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("-c", "--config", metavar="FILE", help="agent config (TOML)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     what.add_argument("--schema", action="store_true",
                       help="print the config's JSON Schema (for editors, e.g. taplo / Even Better TOML) and exit")
     p.set_defaults(func=run)

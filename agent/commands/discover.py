@@ -17,21 +17,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "on stderr. Exit 0, 1 when Docker cannot be asked, 2 for a bad config."),
         help="print the [[box]] TOML of the containers discovery finds")
     p.add_argument("-c", "--config", metavar="FILE",
-                   help="agent config whose [discovery] (and [[box]] overrides) apply; default: the label "
-                        "vobox.monitor=true only")
+                   help="agent config whose [discovery] (and [[box]] overrides) apply; default: $VOBOX_AGENT_CONFIG, "
+                        "else /etc/vobox-agent/agent.toml when it exists, else the label vobox.monitor=true only")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the TOML; warnings and overridden containers as comments on stderr."""
-    from agent.commands import EXIT_BAD_CONFIG, load_config
+    from agent.commands import EXIT_BAD_CONFIG, load_config, optional_config
     from agent.core import config as C
     from agent.core.discovery import to_toml
     from agent.discovery import discover_now
     from agent.wiring import docker_factory
 
-    if args.config:
-        cfg = load_config(args.config, check_files=False)
+    config_path = optional_config(args.config)
+    if config_path is not None:
+        cfg = load_config(config_path, check_files=False)
         if cfg is None:
             return EXIT_BAD_CONFIG
     else:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from agent.commands import add_config_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the doctor subcommand."""
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "failure comes with the command that fixes it. Exit 0 when nothing failed, 1 otherwise."),
         help="check privileges, Docker, InfluxDB and every box; print fixes "
                                              "(exit 0 when nothing failed, 1 otherwise)")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    add_config_option(p)
     p.add_argument("--create-database", action="store_true",
                    help="create the InfluxDB database (v1) or bucket (v2) when it is missing")
     p.set_defaults(func=run)

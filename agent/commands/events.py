@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.commands import EXIT_BAD_CONFIG, add_config_option, load_config
 from agent.timeparse import parse_duration_s
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Print freezes, remediations and Docker container events of the last --since from InfluxDB, "
             "oldest first, one a line (or JSON with --json)."),
         help="freezes, remediations and container events from InfluxDB, in time order")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    add_config_option(p)
     p.add_argument("--since", default="24h", help="how far back, e.g. 90m, 24h, 7d (default 24h)")
     p.add_argument("--box", help="only this box")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from agent.atomic import DEFAULT_STATE_DIR
-from agent.commands import EXIT_BAD_CONFIG, load_config, number_in
+from agent.commands import EXIT_BAD_CONFIG, load_config, number_in, optional_config
 from agent.timeparse import format_age, parse_duration_s
 
 DEFAULT_PACKETS = 40
@@ -19,7 +19,8 @@ MAX_PACKETS = 100_000
 def _add_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
     p.add_argument("-c", "--config", metavar="FILE", default=d(None),
-                   help="agent config (TOML): its agent.state_dir is used")
+                   help="agent config (TOML): its agent.state_dir is used (default: $VOBOX_AGENT_CONFIG, else "
+                        "/etc/vobox-agent/agent.toml, when it exists)")
     p.add_argument("--state-dir", metavar="DIR", default=d(None),
                    help=f"state directory (default: from -c, else {DEFAULT_STATE_DIR})")
     p.add_argument("--since", default=d("24h"), help="list bundles of freezes that started this recently (default 24h)")
@@ -81,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _state_dir(args: argparse.Namespace) -> str | None:
-    """--state-dir, else the config's agent.state_dir (None after printing the config's errors), else the default."""
+    """--state-dir, else the config's agent.state_dir (-c, else the default config when it exists; None after
+    printing the config's errors), else the default state directory."""
     if args.state_dir:
         return args.state_dir
-    if args.config:
-        cfg = load_config(args.config, check_files=False)
+    config_path = optional_config(args.config)
+    if config_path is not None:
+        cfg = load_config(config_path, check_files=False)
         return None if cfg is None else cfg.agent.state_dir
     return DEFAULT_STATE_DIR
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.commands import EXIT_BAD_CONFIG, add_config_option, load_config
 
 EXIT_OK = 0
 EXIT_NOT_WRITTEN = 1
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "cycle; recurring windows are [[maintenance]] tables of the config."),
         help="start, end or list maintenance windows (no freeze, no remediation, left out of availability)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    add_config_option(common)
     sub = p.add_subparsers(dest="maintenance_action", metavar="ACTION", required=True)
     s = sub.add_parser("start", parents=[common], help="put boxes in maintenance now",
                        description="Put BOX... (or --all) in maintenance from now, for --for or until `end`.")

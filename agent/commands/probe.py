@@ -6,7 +6,7 @@ import ipaddress
 import json
 import sys
 
-from agent.commands import load_config, number_in
+from agent.commands import CONFIG_HELP, load_config, number_in, optional_config
 
 # `probes` is imported when the command runs or its help is shown: `vobox-agent --help` and
 # `--version` start without it.
@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--interface", metavar="IF", help="send out of this interface (default: from routing)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("-c", "--config", metavar="FILE",
-                   help="probe the configured boxes (when no ADDRESS is given)")
+                   help="probe the configured boxes (when no ADDRESS is given); " + CONFIG_HELP.split("; ", 1)[1]
+                   + " when it exists")
     p.set_defaults(func=run)
 
 
@@ -141,17 +142,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.addresses:
             targets = build_targets(args.addresses, args.probe, args.port)
-        elif args.config:
+        elif (config_path := optional_config(args.config)) is not None:
             if args.port:
                 raise ValueError("--port applies to ADDRESS arguments; with -c the config's tcp_ports are used")
-            cfg = load_config(args.config, check_files=False)
+            cfg = load_config(config_path, check_files=False)
             if cfg is None:
                 return EXIT_USAGE
             targets, cfg_timeout_s, cfg_interface = _config_targets(cfg, args.probe)
             timeout_s = timeout_s or cfg_timeout_s
             interface = interface or cfg_interface
         else:
-            raise ValueError("give at least one ADDRESS (or -c CONFIG)")
+            raise ValueError("give at least one ADDRESS (or -c CONFIG; no default config was found)")
         if not targets:
             raise ValueError("nothing to probe")
         results = probes.sweep(targets, timeout_s or 1.0, interface=interface)

@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from agent.commands import add_config_option
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             " that wait and re-probe. --dry-run prints and records what would be done, at once, without doing it. "
             "`remediate -c FILE reset BOX` clears the box's halt and hourly budget (recorded)."),
         help="run one remediation action on a box now (trigger=manual), or `reset BOX` to clear its halt and budget")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    add_config_option(p)
     p.add_argument("box", help="box name from the config (or `reset`)")
     p.add_argument("action", nargs="?",
                    help="reconnect_network, exec, restart_container or command (after `reset`: the box)")

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.commands import EXIT_BAD_CONFIG, load_config, optional_config
 from agent.timeparse import parse_duration_s, parse_time_s
 
 
@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "writes a self-contained page with charts."),
         help="stability report per kind and per box with 95%% intervals")
     p.add_argument("-c", "--config", metavar="FILE",
-                   help="agent config (TOML): [influxdb] to read and [agent] site (needed without --prometheus)")
+                   help="agent config (TOML): [influxdb] to read and [agent] site (needed without --prometheus); "
+                        "default $VOBOX_AGENT_CONFIG, else /etc/vobox-agent/agent.toml")
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 4w (default 7d)")
     p.add_argument("--until", default=None, metavar="TIME",
                    help="end of the range: epoch seconds or ISO 8601 with a UTC offset (default: now)")
@@ -60,13 +61,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"vobox-agent report: --until: {exc}", file=sys.stderr)
         return 2
     cfg = None
-    if args.config is not None:
-        cfg = load_config(args.config, check_files=False)
+    # InfluxDB needs a config: -c, else the default (issue 33); --prometheus reads the default only when it exists
+    config_path = args.config if args.config is not None or args.prometheus is None else optional_config(None)
+    if config_path is not None or args.prometheus is None:
+        cfg = load_config(config_path, check_files=False)
         if cfg is None:
             return EXIT_BAD_CONFIG
-    elif args.prometheus is None:
-        print("vobox-agent report: -c FILE is needed to read InfluxDB (or --prometheus URL)", file=sys.stderr)
-        return 2
     site = None if args.all_sites else args.site if args.site is not None else cfg.agent.site if cfg else None
     end_ms = int(end_s * 1000)
     start_ms = end_ms - int(since_s * 1000)

@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import Any
 
+from agent.commands import add_config_option
+
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "token. Under systemd it notifies readiness and the "
             "watchdog."),
         help="run the agent: probe cycles, freeze detection, storage, remediation")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    add_config_option(p)
     p.add_argument("--cycles", type=int, default=0, metavar="N", help="stop after N cycles (0: run until signalled)")
     p.set_defaults(func=run)
 

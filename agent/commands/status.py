@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from agent.commands import EXIT_BAD_CONFIG, load_config
+from agent.commands import EXIT_BAD_CONFIG, add_config_option, load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "InfluxDB. --check reads status.json only and exits 0 when it is fresh, 1 when it is missing or "
             "stale (a container HEALTHCHECK)."),
         help="one line per box: state, layer, since, RTTs, open freeze, budget")
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="agent config (TOML)")
+    add_config_option(p)
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     p.add_argument("--check", action="store_true",
                    help="health check: exit 0 when the running agent's status.json is fresh, 1 otherwise")
