@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     what.add_argument("--schema", action="store_true",
                       help="print the config's JSON Schema (for editors, e.g. taplo / Even Better TOML) and exit")
+    p.add_argument("--json", action="store_true",
+                   help="print the verdict as one JSON object: valid, file, boxes or errors "
+                        "(schema: docs/schemas/check-config.json)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +42,39 @@ def summary(cfg) -> str:
             f"interval {cfg.agent.interval_s:g} s; {sink}; {rem}")
 
 
+def summary_data(cfg, path: str) -> dict:
+    """What `summary` says, as data (check-config --json): the boxes, the sink, remediation and discovery."""
+    rem = ("dry_run" if cfg.remediation.dry_run else "on") if cfg.remediation.enabled else "off"
+    return {"valid": True, "file": path, "errors": [],
+            "boxes": [{"name": b.name, "kind": b.kind, "ipv4": b.ipv4, "ipv6": b.ipv6} for b in cfg.boxes],
+            "interval_s": cfg.agent.interval_s, "timeout_s": cfg.agent.timeout_s, "site": cfg.agent.site,
+            "influxdb": {"api": cfg.influxdb.api, "url": cfg.influxdb.url}, "remediation": rem,
+            "discovery": {"docker": cfg.discovery.docker, "label": cfg.discovery.label,
+                          "networks": list(cfg.discovery.networks)}}
+
+
+def _run_json(path: str | None) -> int:
+    """check-config --json: the verdict on stdout as one object (errors in it too); exit 0 / 2 as without."""
+    import json
+
+    from agent.commands import default_config
+    from agent.core import config
+
+    if path is None:
+        path = default_config()[0]
+    try:
+        cfg = config.load(path, check_files=True)
+    except config.ConfigError as exc:
+        print(json.dumps({"valid": False, "file": path, "errors": list(exc.errors)}, indent=2))
+        return EXIT_INVALID
+    except OSError as exc:   # load says a missing file with ConfigError; anything else the OS says, too
+        why = exc.strerror or str(exc)
+        print(json.dumps({"valid": False, "file": path, "errors": [f"{path}: {why}"]}, indent=2))
+        return EXIT_INVALID
+    print(json.dumps(summary_data(cfg, path), indent=2))
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the config; print "OK: ..." (exit 0) or every error, one a line (exit 2); --schema: the JSON Schema."""
     if args.schema:
@@ -48,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
         return EXIT_OK
+    if args.json:
+        return _run_json(args.config)
     from agent.commands import load_config
 
     cfg = load_config(args.config)

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", metavar="FILE",
                    help="agent config whose [discovery] (and [[box]] overrides) apply; default: $VOBOX_AGENT_CONFIG, "
                         "else /etc/vobox-agent/agent.toml when it exists, else the label vobox.monitor=true only")
+    p.add_argument("--json", action="store_true",
+                   help="print the boxes found as one JSON object (schema: docs/schemas/discover.json)")
     p.set_defaults(func=run)
 
 
@@ -40,8 +42,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         found = discover_now(cfg, docker_factory(timeout_s=10, socket=cfg.engine.socket)())
     except Exception as exc:  # noqa: BLE001 - Docker unreachable or refusing: one line, exit 1
-        print(f"discover: cannot ask the Docker engine: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from agent.commands import engine_problem
+
+        print(f"vobox-agent discover: {engine_problem(exc)}", file=sys.stderr)
         return 1
+    if args.json:
+        import json
+
+        print(json.dumps({"boxes": [{"table": f.table, "container_id": f.container_id, "mac": f.mac}
+                                    for f in found.found],
+                          "overridden": list(found.overridden), "warnings": list(found.warnings),
+                          "label": cfg.discovery.label, "networks": list(cfg.discovery.networks)}, indent=2))
+        return 0
     for name in found.overridden:
         print(f"# container {name}: already a [[box]] of the config, left out", file=sys.stderr)
     for w in found.warnings:

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_option(p)
     p.add_argument("--create-database", action="store_true",
                    help="create the InfluxDB database (v1) or bucket (v2) when it is missing")
+    p.add_argument("--json", action="store_true",
+                   help="print the checks as one JSON object (schema: docs/schemas/doctor.json)")
     p.set_defaults(func=run)
 
 
@@ -39,5 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from agent.ops.logs import config_secrets
 
     # an error text may quote a request URL with the InfluxDB password in it: values redacted
-    print(redact.text(doctor.format_results(results), config_secrets(cfg)))
+    if args.json:
+        import json
+
+        print(json.dumps(redact.data(doctor.results_data(results), config_secrets(cfg)), indent=2))
+    else:
+        print(redact.text(doctor.format_results(results), config_secrets(cfg)))
     return doctor.exit_code(results)

@@ -41,15 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--for", dest="for_", metavar="DURATION",
                    help="how long: 90s, 15m, 2h, 1d (default: until `maintenance end`)")
     s.add_argument("--reason", default="", metavar="TEXT", help="why (shown by status, stored with the points)")
+    s.add_argument("--json", action="store_true",
+                   help="print what was done as one JSON object (schema: docs/schemas/maintenance-change.json)")
     e = sub.add_parser("end", parents=[common], help="end the maintenance of boxes now",
                        description="End the ad-hoc maintenance of BOX... (or --all) now; recurring windows of "
                                    "the config are not ended (edit the config for those).")
     e.add_argument("boxes", nargs="*", metavar="BOX", help="box names from the config")
     e.add_argument("--all", action="store_true", help="every box")
+    e.add_argument("--json", action="store_true",
+                   help="print what was done as one JSON object (schema: docs/schemas/maintenance-change.json)")
     li = sub.add_parser("list", parents=[common], help="the boxes in maintenance now and the windows",
                         description="The boxes in maintenance now (and why, by whom, until when), the ad-hoc "
                                     "windows of the state_dir and the recurring ones of the config.")
-    li.add_argument("--json", action="store_true", help="print as JSON")
+    li.add_argument("--json", action="store_true", help="print as JSON (schema: docs/schemas/maintenance-list.json)")
     p.set_defaults(func=run)
 
 
@@ -113,10 +117,14 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"maintenance start: NOT STARTED: cannot write {path}: {exc}", file=sys.stderr)
             return EXIT_NOT_WRITTEN
-        print(f"maintenance started for {', '.join(boxes) if boxes else 'every box'}: {reason!r} by {who}, "
-              f"{_iso(w.end_s) if w.end_s is None else 'until ' + _iso(w.end_s)} ({path}; a running agent applies "
-              "it from its next cycle)")
-        _record(cfg, kinds, boxes or names, "start", reason, who, w.end_s, now_s)
+        if not args.json:
+            print(f"maintenance started for {', '.join(boxes) if boxes else 'every box'}: {reason!r} by {who}, "
+                  f"{_iso(w.end_s) if w.end_s is None else 'until ' + _iso(w.end_s)} ({path}; a running agent "
+                  "applies it from its next cycle)")
+        recorded = _record(cfg, kinds, boxes or names, "start", reason, who, w.end_s, now_s, quiet=args.json)
+        if args.json:
+            print(json.dumps({"action": "start", "boxes": boxes if boxes else "all", "reason": reason, "who": who,
+                              "start_s": now_s, "end_s": w.end_s, "file": path, "recorded": recorded}, indent=2))
         return EXIT_OK
     from agent.core.maintenance import in_maintenance
     try:
@@ -127,14 +135,18 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_NOT_WRITTEN
     targets = boxes or names
     ended = [b for b in targets if in_maintenance([b], before, (), now_s)]
-    print(f"maintenance ended for {', '.join(ended) if ended else 'no box (none was in an ad-hoc window)'} "
-          f"({path}; a running agent applies it from its next cycle)")
+    if not args.json:
+        print(f"maintenance ended for {', '.join(ended) if ended else 'no box (none was in an ad-hoc window)'} "
+              f"({path}; a running agent applies it from its next cycle)")
     still = in_maintenance(targets, (), [m.recurring() for m in cfg.maintenance], now_s)
     for name, why in sorted(still.items()):
         print(f"box {name} stays in maintenance until {_iso(why.until_s)}: recurring window {why.reason!r} of the "
               "config ([[maintenance]])", file=sys.stderr)
-    if ended:
-        _record(cfg, kinds, ended, "end", "ended by " + who, who, now_s, now_s)
+    recorded = _record(cfg, kinds, ended, "end", "ended by " + who, who, now_s, now_s, quiet=args.json) \
+        if ended else None
+    if args.json:
+        print(json.dumps({"action": "end", "boxes": ended, "who": who, "end_s": now_s, "file": path,
+                          "still_in_maintenance": sorted(still), "recorded": recorded}, indent=2))
     return EXIT_OK
 
 
@@ -195,8 +207,9 @@ def _known_boxes(cfg) -> dict[str, str]:
 
 
 def _record(cfg, kinds: dict[str, str], boxes: list[str], event: str, reason: str, who: str, until_s: float | None,
-            now_s: float) -> bool:
-    """Write one `maintenance` point per box (origin command) to InfluxDB; say so on stderr when that fails."""
+            now_s: float, quiet: bool = False) -> bool:
+    """Write one `maintenance` point per box (origin command) to InfluxDB; say so on stderr when that fails (and
+    on stdout when it worked, unless QUIET: --json prints one object)."""
     from agent.storage import points as P
     from agent.storage.influx import SinkError, make_writer
 
@@ -205,7 +218,8 @@ def _record(cfg, kinds: dict[str, str], boxes: list[str], event: str, reason: st
     writer = make_writer(cfg.influxdb)
     try:
         writer.send("\n".join(P.to_lines(pts)).encode())
-        print(f"recorded in InfluxDB ({len(pts)} maintenance point{'s' if len(pts) != 1 else ''})")
+        if not quiet:
+            print(f"recorded in InfluxDB ({len(pts)} maintenance point{'s' if len(pts) != 1 else ''})")
         return True
     except Exception as exc:  # noqa: BLE001 - SinkError and connection trouble alike: say so; the file counts
         kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--site", metavar="NAME", help="the boxes of this site (default: the config's [agent] site)")
     where.add_argument("--all-sites", action="store_true",
                        help="the whole fleet: every site's boxes in one table (named SITE/BOX)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object (schema: docs/schemas/report.json)")
     p.set_defaults(func=run)
 
 
@@ -95,7 +97,17 @@ def run(args: argparse.Namespace) -> int:
               + (f" at site {site!r}" if site else ""), file=sys.stderr)
         return 1
     report = build_report(obs)
-    sys.stdout.write(render_text(report) + footer)
+    if args.json:
+        import json
+
+        from agent.report.data import report_data
+
+        data = report_data(report)
+        # where the figures come from; the footer's Prometheus details stay in the text
+        data["source"] = {"kind": "prometheus" if args.prometheus is not None else "influxdb", "where": where}
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_text(report) + footer)
     if args.html:
         tmp = args.html + ".tmp"
         try:
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"vobox-agent report: cannot write --html {args.html}: {exc}", file=sys.stderr)
             return 1
-        print(f"wrote {args.html}")
+        print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -21,12 +21,12 @@ from agent.ops.doctor.macvlan import (
                                       shim_commands,
 )
 from agent.ops.doctor.privileges import SETCAP_FIX, check_raw_socket
-from agent.ops.doctor.results import CheckResult, exit_code, format_results
+from agent.ops.doctor.results import CheckResult, exit_code, format_results, results_data
 from agent.ops.doctor.webhook import check_webhook
 
 __all__ = [
     "CHECKS", "MAC_ON_CONNECT_API", "SETCAP_FIX", "SHIM_NAME", "CheckResult", "Context", "DockerInfo",
     "IpToolMissing", "Route", "check_box", "check_docker", "check_influx", "check_mac_on_connect",
-    "check_macvlan_trap", "check_raw_socket", "check_webhook", "container_boxes", "derived_mac", "exit_code", "format_results",
-    "free_address", "link_exists", "route_to", "run_checks", "shim_commands",
+    "check_macvlan_trap", "check_raw_socket", "check_webhook", "container_boxes", "derived_mac", "exit_code",
+    "format_results", "free_address", "link_exists", "results_data", "route_to", "run_checks", "shim_commands",
 ]

@@ -64,6 +64,17 @@ def format_results(results: Sequence[CheckResult]) -> str:
     return "\n".join(lines)
 
 
+def results_data(results: Sequence[CheckResult]) -> dict[str, Any]:
+    """The checks as data (doctor --json, docs/schemas/doctor.json): each with its status PASS/WARN/FAIL and fix,
+    and the counts `format_results` ends with."""
+    failed = sum(not r.ok for r in results)
+    warned = sum(r.ok and r.warning for r in results)
+    return {"checks": [{"name": r.name, "status": r.label, "detail": r.detail,
+                        "fix": r.fix if r.label != "PASS" else None} for r in results],
+            "passed": len(results) - failed - warned, "warnings": warned, "failed": failed,
+            "exit_code": exit_code(results)}
+
+
 def exit_code(results: Sequence[CheckResult]) -> int:
     """0 when nothing failed (warnings allowed), 1 otherwise."""
     return 0 if all(r.ok for r in results) else 1
