@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             timeout_s = timeout_s or cfg_timeout_s
             interface = interface or cfg_interface
         else:
-            raise ValueError("give at least one ADDRESS (or -c CONFIG; no default config was found)")
+            raise ValueError("give at least one ADDRESS (or -c CONFIG), no default config was found")
         if not targets:
             raise ValueError("nothing to probe")
         results = probes.sweep(targets, timeout_s or 1.0, interface=interface)
