@@ -6,7 +6,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 EXIT_BAD_CONFIG = 2
 
@@ -109,3 +109,34 @@ def engine_problem(exc: BaseException) -> str:
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     return (f"cannot ask the container engine at {host} ({type(exc).__name__}: {_reason(exc)}); check that dockerd "
             "(or podman.socket) runs and that this user may use its socket (DOCKER_HOST chooses another)")
+
+
+def countdown(seconds: float, what: str, *, stream: TextIO | None = None, clock: Callable[[], float] | None = None,
+              sleep: Callable[[float], None] | None = None, tick_s: float = 1.0) -> None:
+    """Wait SECONDS for WHAT (e.g. "vm1 to answer icmp, arp"), saying so on STREAM (default stderr): on a terminal
+    one line redrawn every TICK_S with the seconds left; otherwise one line when it starts and one when it ends
+    (a log or a pipe gets no redraws).
+
+    CLOCK (monotonic seconds, default time.monotonic) and SLEEP (default time.sleep) are injected for tests; the
+    wait ends at start + SECONDS by CLOCK.
+    """
+    import time
+
+    stream = sys.stderr if stream is None else stream
+    clock = time.monotonic if clock is None else clock
+    sleep = time.sleep if sleep is None else sleep
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    end = clock() + max(0.0, seconds)
+    if not tty:
+        print(f"verify: waiting {seconds:g} s for {what}", file=stream, flush=True)
+    while (left := end - clock()) > 0:
+        if tty:
+            stream.write(f"\rverify: {math.ceil(left)} s left, waiting for {what}\x1b[K")
+            stream.flush()
+        sleep(min(tick_s, left))
+    done = f"verify: waited {seconds:g} s for {what}; re-probing"
+    if tty:
+        stream.write(f"\r{done}\x1b[K\n")
+        stream.flush()
+    else:
+        print(done, file=stream, flush=True)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     Exit 0 done (or dry run, or reset), 1 failed/deferred, 2 refused or bad arguments, 3 the
     record could not be written to InfluxDB (what was done is printed).
     """
-    from agent.commands import load_config
+    from agent.commands import countdown, load_config
     from agent.wiring import docker_factory, probe_box
     from remediations import ActionContext, Remediator, execute, history
 
@@ -118,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"remediate: refused: {result.reason}", file=sys.stderr)
         return _finish(cfg, engine.take_records(), EXIT_REFUSED, args.json)
     ctx = ActionContext(docker_factory=docker_factory(socket=cfg.engine.socket), policy=policy)
+    if not plan.dry_run:   # progress on stderr: stdout stays the records (--json)
+        print(f"remediate: running {args.action} on {box} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
     outcome = execute(plan, ctx)
+    if not plan.dry_run:
+        print(f"remediate: {args.action} on {box} " + ("done" if outcome.ok else "FAILED")
+              + f" after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     engine.on_outcome(plan, outcome, time.time())
     if plan.dry_run:  # at once: nothing ran, nothing to verify, no budget spent
         return _finish(cfg, engine.take_records(), EXIT_OK, args.json)
@@ -127,10 +133,20 @@ def run(args: argparse.Namespace) -> int:
         if args.no_verify:
             engine.on_verified(box, False, time.time())
         else:
-            time.sleep(policy.verify_s if outcome.ok else 0)
+            if outcome.ok:
+                countdown(policy.verify_s, _verify_what(box_cfg))
             engine.tick(time.time())
     return _finish(cfg, engine.take_records(), EXIT_OK if outcome.ok and not outcome.refused_reason
                    else EXIT_FAILED, args.json)
+
+
+def _verify_what(box_cfg) -> str:
+    """What the verify wait waits for: the box answering the probes its re-probe sends ("vm1 to answer icmp, arp,
+    tcp/1093")."""
+    from agent.core.cycle import plan_cycle
+
+    kinds = dict.fromkeys(f"{t.probe}/{t.port}" if t.port else t.probe for t in plan_cycle([box_cfg]).targets)
+    return f"{box_cfg.name} to answer {', '.join(kinds) or 'its probes'}"
 
 
 def describe(rec) -> str:
