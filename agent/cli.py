@@ -120,3 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vobox-agent status | head`: the reader left; no traceback, and none at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:
+        # A server (InfluxDB, Prometheus, the engine, the webhook) that a command's own handling missed: one line,
+        # exit 1 (issue 33). Anything else is a bug and keeps its traceback.
+        from agent.commands import EXIT_FAILED, unreachable_problem
+
+        problem = unreachable_problem(exc)
+        if problem is None:
+            raise
+        logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
+        print(f"vobox-agent {args.command}: {problem}", file=sys.stderr)
+        return EXIT_FAILED

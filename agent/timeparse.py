@@ -18,8 +18,8 @@ _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|[smhdw])")
 _DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|[smhdw]))+$")
 MAX_DURATION_S = 1000 * 365.25 * 86400   # 1000 years: far more than any retention, still exact in float ms
 MAX_EPOCH_S = 253402300799.0            # 9999-12-31T23:59:59Z, the last second datetime and gmtime print
-DURATION_FORMS = "a number and a unit ms, s, m, h, d or w, or several (e.g. 500ms, 90m, 24h, 1h30m, 7d)"
-CONFIG_DURATION_FORMS = 'a number of seconds, or a number and a unit ms, s, m, h, d or w (e.g. 1.5, "500ms", "2m")'
+DURATION_FORMS = "a number and a unit s, m, h, d or w (or ms), or several (e.g. 90m, 24h, 1h30m, 7d, 500ms)"
+CONFIG_DURATION_FORMS = 'a number of seconds, or a number and a unit s, m, h, d or w (or ms) (e.g. 1.5, "500ms", "2m")'
 
 
 def parse_duration_s(text: str) -> float:

@@ -107,11 +107,28 @@ def docker_unreachable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, NoEngineSocket):
         return str(exc)
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return f"docker daemon unreachable: {exc}"
+        return f"docker daemon unreachable: {_why(exc)}"
     if (isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
             and "Error while fetching server API version" in str(exc)):
-        return f"docker daemon unreachable: {exc}"
+        return f"docker daemon unreachable: {_why(exc)}"
     return None
+
+
+# The words of the OS or of http.client that say why a connection failed, in the order they are looked for.
+_WHY = ("Connection refused", "timed out", "No such file or directory", "Permission denied", "Name or service not known",
+        "No route to host", "Remote end closed connection", "BadStatusLine", "Connection reset", "Expecting value",
+        "Expecting property name")
+
+
+def _why(exc: BaseException) -> str:
+    """Why the engine could not be asked, in a few words (issue 33: one line a person reads, not urllib3's repr
+    with the request's URL): the first of _WHY found in the error's text, else its first 120 characters."""
+    text = " ".join(str(exc).split())
+    for words in _WHY:
+        if words in text:
+            return {"BadStatusLine": "the answer is not HTTP", "Expecting value": "the answer is not JSON",
+                    "Expecting property name": "the answer is not JSON"}.get(words, words)
+    return text[:120]
 
 
 def default_docker_factory(base_url: str | None = None, timeout_s: float = 60.0) -> Callable[[], Any]:

@@ -17,6 +17,16 @@ CONFIG_ENV = "VOBOX_AGENT_CONFIG"
 DEFAULT_CONFIG = "/etc/vobox-agent/agent.toml"
 CONFIG_HELP = f"agent config (TOML); default ${CONFIG_ENV}, else {DEFAULT_CONFIG}"
 
+# Exit codes every command keeps to (each command's --help and the operator guide list its own meaning of 1):
+EXIT_OK = 0
+EXIT_FAILED = 1          # the command ran and something failed: a server unreachable, a check failed, a box down
+EXIT_USAGE = 2           # bad arguments or config (said in one line each, before anything acted)
+EXIT_UNRECORDED = 3      # remediate only: the action ran but its record is not in InfluxDB
+EXIT_CODES = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNRECORDED)
+# What to check when InfluxDB cannot be read or written (after "what was tried": the URL and the reason).
+INFLUX_CHECK = ("check that InfluxDB runs there and the config's [influxdb] url, database or bucket and credentials "
+                "(`vobox-agent doctor` tests them)")
+
 
 def add_config_option(p: argparse.ArgumentParser, help: str = CONFIG_HELP) -> None:
     """-c/--config FILE, not required: without it the command reads the default (`default_config`)."""
@@ -94,21 +104,31 @@ def number_in(convert: Callable[[str], float], low: float, high: float, what: st
     return parse
 
 
-def _reason(exc: BaseException, limit: int = 200) -> str:
-    """EXC's first line without a URL's query string (it may hold an InfluxQL query or a password), shortened."""
-    import re
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"(https?://[^\s?'\"]*)\?[^\s'\")]*", r"\1?...", text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def engine_problem(exc: BaseException) -> str:
     """One line for a container engine that could not be asked: where (DOCKER_HOST or the default socket), why, and
     what to check."""
+    from agent.storage.influx import transport_reason
+
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return (f"cannot ask the container engine at {host} ({type(exc).__name__}: {_reason(exc)}); check that dockerd "
+    return (f"cannot ask the container engine at {host}: {transport_reason(exc)}; check that dockerd "
             "(or podman.socket) runs and that this user may use its socket (DOCKER_HOST chooses another)")
+
+
+def unreachable_problem(exc: BaseException) -> str | None:
+    """One line for a server the command could not reach or understand (InfluxDB, Prometheus, the container engine,
+    the webhook: requests, urllib3, docker-py or socket errors, the storage's own errors), else None: anything else
+    is a bug and keeps its traceback (agent.cli)."""
+    from agent.storage.influx import transport_reason
+
+    module = type(exc).__module__.split(".")[0]
+    if module == "docker":
+        return engine_problem(exc)
+    name = type(exc).__name__
+    if module in ("requests", "urllib3", "http") or name in ("QueryError", "SinkError") \
+            or isinstance(exc, (ConnectionError, TimeoutError)):
+        detail = " ".join(str(exc).split()) if name in ("QueryError", "SinkError") else transport_reason(exc)
+        return f"a server did not answer as expected: {detail}; check the addresses in the config (`vobox-agent doctor`)"
+    return None
 
 
 def countdown(seconds: float, what: str, *, stream: TextIO | None = None, clock: Callable[[], float] | None = None,
@@ -140,3 +160,13 @@ def countdown(seconds: float, what: str, *, stream: TextIO | None = None, clock:
         stream.flush()
     else:
         print(done, file=stream, flush=True)
+
+
+def influx_reason(exc: BaseException) -> str:
+    """A write's failure in one line without a query string: a SinkError's own text (it names the URL and the
+    reason), else the transport reason of agent.storage.influx."""
+    from agent.storage.influx import SinkError, transport_reason
+
+    if isinstance(exc, SinkError):
+        return " ".join(str(exc).split())
+    return transport_reason(exc)

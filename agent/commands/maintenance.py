@@ -14,7 +14,13 @@ import os
 import sys
 import time
 
-from agent.commands import EXIT_BAD_CONFIG, add_config_option, load_config
+from agent.commands import (
+    EXIT_BAD_CONFIG,
+    INFLUX_CHECK,
+    add_config_option,
+    influx_reason as _influx_reason,
+    load_config,
+)
 
 EXIT_OK = 0
 EXIT_NOT_WRITTEN = 1
@@ -211,7 +217,7 @@ def _record(cfg, kinds: dict[str, str], boxes: list[str], event: str, reason: st
     """Write one `maintenance` point per box (origin command) to InfluxDB; say so on stderr when that fails (and
     on stdout when it worked, unless QUIET: --json prints one object)."""
     from agent.storage import points as P
-    from agent.storage.influx import SinkError, make_writer
+    from agent.storage.influx import make_writer
 
     pts = [P.maintenance_point(b, kinds[b], cfg.agent.site, event, "command", reason, who, until_s, "command", now_s)
            for b in boxes]
@@ -222,9 +228,8 @@ def _record(cfg, kinds: dict[str, str], boxes: list[str], event: str, reason: st
             print(f"recorded in InfluxDB ({len(pts)} maintenance point{'s' if len(pts) != 1 else ''})")
         return True
     except Exception as exc:  # noqa: BLE001 - SinkError and connection trouble alike: say so; the file counts
-        kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "
-        print(f"maintenance {event}: not recorded in InfluxDB ({kind}{exc}); the window itself is in effect",
-              file=sys.stderr)
+        print(f"maintenance {event}: not recorded in InfluxDB ({_influx_reason(exc)}); the window itself is in "
+              f"effect; {INFLUX_CHECK}", file=sys.stderr)
         return False
     finally:
         writer.close()

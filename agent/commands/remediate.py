@@ -177,7 +177,7 @@ def store_records(cfg, records) -> bool:
     """Write the records as `remediation` points straight to InfluxDB (not through the running agent's spool,
     which another process owns); False after saying so on stderr when that fails (the action itself stands)."""
     from agent.storage import points as P
-    from agent.storage.influx import SinkError, make_writer
+    from agent.storage.influx import make_writer
     from agent.wiring import record_point
 
     if not records:
@@ -188,8 +188,10 @@ def store_records(cfg, records) -> bool:
         writer.send("\n".join(P.to_lines(pts)).encode())
         return True
     except Exception as exc:  # noqa: BLE001 - SinkError and connection trouble alike: say so, exit non-zero
-        kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "
-        print(f"remediate: NOT RECORDED: the record is not in InfluxDB ({kind}{exc})", file=sys.stderr)
+        from agent.commands import INFLUX_CHECK, influx_reason
+
+        print(f"remediate: NOT RECORDED: the record is not in InfluxDB ({influx_reason(exc)}); {INFLUX_CHECK}",
+              file=sys.stderr)
         return False
     finally:
         writer.close()

@@ -92,6 +92,42 @@ def read_password(path: str) -> str:
         raise SinkError(f"influxdb.password_file: {exc}", retryable=False) from None
 
 
+def transport_reason(exc: BaseException) -> str:
+    """A short reason for a failed HTTP exchange, for one line a person reads: no URL, no query string (an InfluxQL
+    statement or a password may be in it), no nested exception reprs. "connection refused", "timed out after ..."."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 8:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    for args in (getattr(e, "args", ()) for e in chain):
+        text += " " + " ".join(map(repr, args))
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or "ConnectTimeout" in text:
+        return "no connection within the timeout (timed out)"
+    if isinstance(exc, (requests.exceptions.ReadTimeout, TimeoutError)) or "timed out" in text:
+        return "no answer within the timeout (timed out)"
+    if "Connection refused" in text or "ECONNREFUSED" in text:
+        return "connection refused (nothing listens there)"
+    if "Name or service not known" in text or "nodename nor servname" in text or "NameResolutionError" in text \
+            or "Temporary failure in name resolution" in text:
+        return "the host name does not resolve"
+    if "No route to host" in text or "Network is unreachable" in text:
+        return "no route to the host"
+    if "No such file or directory" in text or "FileNotFoundError" in text:
+        return "the socket does not exist"
+    if "Permission denied" in text or "PermissionError" in text:
+        return "permission denied (may this user use it?)"
+    if "JSONDecodeError" in text or "Expecting value" in text or "Expecting property name" in text:
+        return "the answer is not the JSON expected (is it the right server and port?)"
+    if "BadStatusLine" in text or "RemoteDisconnected" in text or "Connection aborted" in text \
+            or "Connection reset" in text:
+        return "the connection was closed without an HTTP answer (is it the right port?)"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = re.sub(r"\?\S*", "", first) if "?" in first else first
+    return f"{type(exc).__name__}" + (f": {first[:160]}" if first else "")
+
+
 def _transport_error(exc: Exception, url: str, tls: TLSSettings | None) -> SinkError:
     """A requests/urllib3 exception as a SinkError; TLS failures name the config keys to check."""
     text = f"{type(exc).__name__}: {exc}"
@@ -102,7 +138,7 @@ def _transport_error(exc: Exception, url: str, tls: TLSSettings | None) -> SinkE
         reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text else "TLS handshake failed"
         return SinkError(f"TLS to {url}: {reason} (verifying against {ca}; check influxdb.ca_file, "
                          f"influxdb.client_cert/client_key): {text[:300]}", kind="tls")
-    return SinkError(f"write to {url}: {text}", kind="transport")
+    return SinkError(f"write to {url}: {transport_reason(exc)}", kind="transport")
 
 
 class QueryError(Exception):
@@ -362,16 +398,23 @@ def query(url: str, influxql: str, *, db: str | None = None, username: str | Non
             s.cert = tls.requests_cert
             resp = s.post(f"{url.rstrip('/')}/query", params=params, headers=headers, timeout=timeout_s)
     except requests.RequestException as exc:
-        raise QueryError(f"query {url}: {type(exc).__name__}: {exc}") from None
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise QueryError(f"query {url}: {_transport_error(exc, url, tls)}") from None
+        raise QueryError(f"query {url}: {transport_reason(exc)}") from None
     if resp.status_code != 200:
-        raise QueryError(f"query {url}: HTTP {resp.status_code}: {resp.text[:300]}")
+        body = " ".join(resp.text.split())[:200]
+        raise QueryError(f"query {url}: HTTP {resp.status_code}" + (f": {body}" if body else ""))
     rows: list[dict[str, Any]] = []
-    for result in resp.json().get("results", []):
-        if "error" in result:
-            raise QueryError(f"query {influxql!r}: {result['error']}")
-        for series in result.get("series", []):
-            base = {"_measurement": series.get("name"), **series.get("tags", {})}
-            cols = series["columns"]
-            for values in series.get("values", []):
-                rows.append(base | dict(zip(cols, values, strict=False)))
+    # The answer's shape is InfluxDB's (docs.influxdata.com, /query response); anything else is not InfluxDB.
+    try:
+        for result in resp.json().get("results", []):
+            if "error" in result:
+                raise QueryError(f"query {url}: InfluxDB refused the statement: {result['error']}")
+            for series in result.get("series", []):
+                base = {"_measurement": series.get("name"), **series.get("tags", {})}
+                cols = series["columns"]
+                for values in series.get("values", []):
+                    rows.append(base | dict(zip(cols, values, strict=False)))
+    except (ValueError, AttributeError, KeyError, TypeError):   # JSON decode errors are ValueErrors
+        raise QueryError(f"query {url}: the answer is not InfluxDB's /query JSON (is the url InfluxDB's?)") from None
     return rows

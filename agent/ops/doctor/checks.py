@@ -53,7 +53,11 @@ def _privileges(ctx: Context) -> list[CheckResult]:
 
 def _influxdb(ctx: Context) -> list[CheckResult]:
     cfg_influx = cfg_value(ctx.cfg, "influxdb", "influx")
-    return [] if cfg_influx is None else influx.check_influx(cfg_influx, ctx.session, ctx.create_database)
+    if cfg_influx is None:
+        return []
+    # the config's own timeout (a server that accepts and never answers fails the check in that time, as writes do)
+    timeout_s = float(cfg_value(cfg_influx, "write_timeout_s", default=5.0))
+    return influx.check_influx(cfg_influx, ctx.session, ctx.create_database, timeout_s=timeout_s)
 
 
 def _webhook(ctx: Context) -> list[CheckResult]:
