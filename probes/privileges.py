@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import socket
 
-MESSAGE = ("raw sockets need CAP_NET_RAW: run as root or grant it "
-           "(e.g. `setcap cap_net_raw+ep $(readlink -f $(which python3))`); tcp probes work without it")
+# Never a setcap on the system's interpreter (every local user would get the capability): the unit's
+# AmbientCapabilities first, else a copy of the interpreter that only the agent's group may run (operator guide).
+MESSAGE = ("raw sockets need CAP_NET_RAW: run as root or grant it (AmbientCapabilities=CAP_NET_RAW in the "
+           "systemd unit; or `setcap cap_net_raw+ep` on a copy of the interpreter that only the agent's group may "
+           "run, mode 0750 root:GROUP, never on the system's python3); tcp probes work without it")
 
 
 class PrivilegeError(Exception):

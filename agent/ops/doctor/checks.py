@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ class Context:
     pids: dict[str, int | None] = field(default_factory=dict)         # box -> PID of its running container
     stop: bool = False                                                # later topics cannot run
     proc_status: Callable[[], str] = privileges.read_proc_status       # /proc/self/status (CapEff)
+    executable: str = sys.executable                                  # the interpreter (its file capabilities)
     read_file: Callable[[str], str] = field(default=lambda path: _read_text(path))
 
 
@@ -48,7 +50,7 @@ def _files(ctx: Context) -> list[CheckResult]:
 def _privileges(ctx: Context) -> list[CheckResult]:
     return ([privileges.check_raw_socket(ctx.open_socket)]
             + privileges.check_capabilities(ctx.cfg, ctx.proc_status(), os.geteuid() == 0)
-            + [privileges.check_proc(ctx.read_file)])
+            + [privileges.check_interpreter_caps(ctx.executable), privileges.check_proc(ctx.read_file)])
 
 
 def _influxdb(ctx: Context) -> list[CheckResult]:

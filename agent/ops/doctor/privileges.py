@@ -1,6 +1,7 @@
 """Topic privileges: the raw sockets the probes need, and every capability the agent uses (CapEff), per feature."""
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -8,10 +9,15 @@ from typing import Any
 
 from agent.ops.doctor.results import CheckResult, failed, passed, warned
 
-SETCAP_FIX = ("run as root, or grant the capability: "
-              "`setcap cap_net_raw,cap_net_admin+ep $(readlink -f $(which python3))` "
-              "(or, under systemd, AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN; "
-              "in a container, --cap-add NET_RAW --cap-add NET_ADMIN)")
+# The safe order (issue 33): the unit's AmbientCapabilities; in a container --cap-add; only where neither applies a
+# file capability, on a copy of the interpreter that root and the agent's group alone may run (never the system's
+# /usr/bin/python3.X, which every local user runs). The operator guide, "Privileges", says it at length.
+SETCAP_FIX = ("run as root, or grant the capability: under systemd AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN "
+              "(the unit shipped in share/vobox-agent does); in a container --cap-add NET_RAW --cap-add NET_ADMIN; "
+              "else a copy of the interpreter for the agent alone: `install -m 0750 -o root -g vobox "
+              "$(readlink -f venv/bin/python3) venv/bin/python3-caps && setcap cap_net_raw,cap_net_admin+ep "
+              "venv/bin/python3-caps` (never setcap the system's python3: every local user would hold the capability)")
+XATTR_CAPS = "security.capability"   # the file capabilities (linux/capability.h, struct vfs_cap_data)
 
 
 def check_raw_socket(open_socket: Callable[..., socket.socket] = socket.socket) -> CheckResult:
@@ -154,6 +160,52 @@ def check_capabilities(cfg: Any, status_text: str, as_root: bool) -> list[CheckR
         else:
             out.append(warned(name, "missing: disables " + "; ".join(f.text for f in used), fix))
     return out
+
+
+def file_caps(raw: bytes) -> int:
+    """The permitted capability mask of a `security.capability` value (struct vfs_cap_data, little-endian: magic,
+    then permitted/inheritable pairs of 32 bits, one pair for revision 1, two for 2 and 3); ValueError when short."""
+    if len(raw) < 12:
+        raise ValueError(f"{len(raw)} bytes")
+    words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw) - len(raw) % 4, 4)]
+    permitted = words[1]
+    if len(words) >= 5:
+        permitted |= words[3] << 32
+    return permitted
+
+
+def _cap_names(mask: int) -> str:
+    names = {bit: name for name, bit in CAP_BITS.items()}
+    return ",".join(names.get(b, f"cap {b}") for b in range(64) if mask >> b & 1) or "no capability"
+
+
+def check_interpreter_caps(executable: str, getxattr: Callable[[str, str], bytes] = os.getxattr,
+                           stat: Callable[[str], os.stat_result] = os.stat) -> CheckResult:
+    """Does the interpreter running the agent carry file capabilities that other users may use too?
+
+    EXECUTABLE is resolved (a venv's python3 is a link to the system's). With file capabilities and the execute bit
+    for others (mode & 0o001), every local user gets them by running it: a warning with the safe set-up (the unit's
+    AmbientCapabilities; else a 0750 root:<agent group> copy). GETXATTR and STAT are injected for tests.
+    """
+    name = "interpreter capabilities"
+    path = os.path.realpath(executable)
+    try:
+        raw = getxattr(path, XATTR_CAPS)
+    except OSError:   # ENODATA: no file capabilities (the usual case); ENOTSUP: a filesystem without them
+        return passed(name, f"{path} carries no file capability (the unit's AmbientCapabilities, or root, give "
+                            "the agent its capabilities)")
+    try:
+        caps = _cap_names(file_caps(raw))
+    except ValueError as exc:
+        caps = f"an unreadable capability set ({exc})"
+    mode = stat(path).st_mode
+    if mode & 0o001:
+        return warned(name, f"{path} carries {caps} and every local user may run it (mode {mode & 0o7777:04o}): "
+                            "any user's script gets those capabilities",
+                      f"`setcap -r {path}` and use AmbientCapabilities= in the unit; where a file capability is "
+                      f"needed, put it on a copy only the agent's group may run: `install -m 0750 -o root -g "
+                      f"GROUP {path} COPY && setcap cap_net_raw,cap_net_admin+ep COPY`, and run the agent with COPY")
+    return passed(name, f"{path} carries {caps}; only its owner and group may run it (mode {mode & 0o7777:04o})")
 
 
 def check_proc(read: Callable[[str], str]) -> CheckResult:
