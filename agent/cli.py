@@ -43,9 +43,13 @@ failed, store everything in InfluxDB, and remediate (reconnect the network,
 restart the container, a VM hook) within a budget."""
 
 EPILOG = """\
-Start with `vobox-agent doctor -c /etc/vobox-agent/agent.toml`, then
-`vobox-agent run -c ...` (or the systemd unit). `vobox-agent COMMAND --help`
-describes each command. Operator guide (installed with the package):
+Start with `vobox-agent init --output /etc/vobox-agent/agent.toml` (a config for
+this host), `vobox-agent doctor`, then `vobox-agent run` (or the systemd unit).
+Without -c FILE the commands read $VOBOX_AGENT_CONFIG, else
+/etc/vobox-agent/agent.toml. `vobox-agent COMMAND --help` describes each command;
+--json prints results as JSON (docs/schemas/). Exit 0 ok, 1 failed, 2 bad
+arguments or config, 3 remediate not recorded. Operator guide (installed with
+the package):
   <prefix>/share/doc/vobox-agent/operator-guide.md, e.g. under /opt/vobox-agent."""
 
 
