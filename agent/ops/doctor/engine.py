@@ -38,7 +38,9 @@ def check_docker(factory: Callable[[], Any]) -> tuple[CheckResult, DockerInfo | 
         client = factory()
         version = client.version() or {}
     except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests errors: all mean unreachable
-        return failed(name, f"Docker engine not reachable: {exc}; this disables the container boxes' state "
+        from agent.storage.influx import transport_reason   # the reason in a few words, not urllib3's repr
+
+        return failed(name, f"Docker engine not reachable: {transport_reason(exc)}; this disables the container boxes' state "
                            "(docker pseudo probe), the Docker evidence (docker_inspect, docker_events, "
                            "container_net), restart_container and reconnect_network, and in-container checks",
                      "start dockerd (or Podman's API: systemctl enable --now podman.socket), or mount the socket "
