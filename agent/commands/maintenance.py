@@ -148,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
     for name, why in sorted(still.items()):
         print(f"box {name} stays in maintenance until {_iso(why.until_s)}: recurring window {why.reason!r} of the "
               "config ([[maintenance]])", file=sys.stderr)
-    recorded = _record(cfg, kinds, ended, "end", "ended by " + who, who, now_s, now_s, quiet=args.json) \
-        if ended else None
+    ended_recorded: bool | None = None   # None: nothing ended, nothing to record
+    if ended:
+        ended_recorded = _record(cfg, kinds, ended, "end", "ended by " + who, who, now_s, now_s, quiet=args.json)
     if args.json:
         print(json.dumps({"action": "end", "boxes": ended, "who": who, "end_s": now_s, "file": path,
-                          "still_in_maintenance": sorted(still), "recorded": recorded}, indent=2))
+                          "still_in_maintenance": sorted(still), "recorded": ended_recorded}, indent=2))
     return EXIT_OK
 
 
