@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from agent.commands import CONFIG_HELP
@@ -61,7 +62,8 @@ def _run_json(path: str | None) -> int:
     from agent.core import config
 
     if path is None:
-        path = default_config()[0]
+        path, source = default_config()
+        print(f"vobox-agent: reading config {path} ({source}; -c FILE to choose another)", file=sys.stderr)
     try:
         cfg = config.load(path, check_files=True)
     except config.ConfigError as exc:

@@ -35,6 +35,7 @@ def env_config(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv", [
     pytest.param(["check-config"], id="check-config"),
+    pytest.param(["check-config", "--json"], id="check-config-json"),
     pytest.param(["maintenance", "list"], id="maintenance-list"),
 ])
 def test_a_command_that_needs_a_config_reads_the_default_and_says_which(argv, env_config):
