@@ -85,6 +85,17 @@ def load_config(path: str | None, *, check_files: bool = True) -> Any:
     return cfg
 
 
+def seconds(text: str) -> float:
+    """A number of seconds ('1.5') or a duration with units ('500ms', '2m'; agent.timeparse): the command line's
+    seconds options read like the config's. ValueError when neither."""
+    from agent.timeparse import parse_duration_s
+
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration_s(text)
+
+
 def number_in(convert: Callable[[str], float], low: float, high: float, what: str, *,
               low_open: bool = False) -> Callable[[str], Any]:
     """An argparse type: TEXT converted (int or float), finite and within [low, high] ((low, high] with low_open).

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import sys
 
-from agent.commands import CONFIG_HELP, load_config, number_in, optional_config
+from agent.commands import CONFIG_HELP, load_config, number_in, optional_config, seconds
 
 # `probes` is imported when the command runs or its help is shown: `vobox-agent --help` and
 # `--version` start without it.
@@ -68,9 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma list of {kinds} (default: all; tcp only with --port)")
     p.add_argument("--port", type=_ports, action="extend", default=[], metavar="N",
                    help="TCP port to connect to; repeat or comma-separate for several")
-    timeout = number_in(float, 0, MAX_TIMEOUT_S, f"a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g}", low_open=True)
+    timeout = number_in(seconds, 0, MAX_TIMEOUT_S, f"a timeout in seconds > 0 and <= {MAX_TIMEOUT_S:g} (or e.g. 500ms)",
+                        low_open=True)
     p.add_argument("--timeout", type=timeout, default=None, metavar="S",
-                   help="reply timeout in seconds (default 1, or the config's agent.timeout)")
+                   help="reply timeout in seconds, or with a unit: 500ms (default 1, or the config's agent.timeout)")
     p.add_argument("--interface", metavar="IF", help="send out of this interface (default: from routing)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("-c", "--config", metavar="FILE",

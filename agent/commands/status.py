@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, add_config_option, load_config
+from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, add_config_option, load_config, number_in, seconds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="health check: exit 0 when the running agent's status.json is fresh, 1 otherwise")
     p.add_argument("--watch", action="store_true",
                    help="redraw one table in place until Ctrl-C (plain lines when not a terminal)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="--watch: seconds between redraws")
+    interval = number_in(seconds, 0, 3600, "an interval in seconds > 0 and <= 3600 (or e.g. 500ms)", low_open=True)
+    p.add_argument("--interval", type=interval, default=1.0, metavar="S",
+                   help="--watch: seconds between redraws, or with a unit: 500ms")
     p.set_defaults(func=run)
 
 

@@ -38,7 +38,7 @@ def check_docker(factory: Callable[[], Any]) -> tuple[CheckResult, DockerInfo | 
         client = factory()
         version = client.version() or {}
     except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests errors: all mean unreachable
-        from agent.storage.influx import transport_reason   # the reason in a few words, not urllib3's repr
+        from agent.storage.influx import transport_reason  # the reason in a few words, not urllib3's repr
 
         return failed(name, f"Docker engine not reachable: {transport_reason(exc)}; this disables the container boxes' state "
                            "(docker pseudo probe), the Docker evidence (docker_inspect, docker_events, "

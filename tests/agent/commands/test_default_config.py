@@ -86,3 +86,14 @@ def test_a_command_that_works_without_a_config_never_fails_on_a_missing_default(
 def test_evidence_reads_the_default_when_it_exists(env_config, tmp_path):
     code, out, err = run_cli(["evidence", "--since", "1h"])
     assert code == 0 and f"reading config {env_config}" in err, (code, out, err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    pytest.param(["probe", "--timeout", "500ms"], "give at least one ADDRESS", id="probe-timeout-ms"),
+    pytest.param(["probe", "--timeout", "2m"], "expected a timeout in seconds > 0 and <= 60", id="probe-timeout-2m"),
+    pytest.param(["status", "--interval", "0s", "--watch"], "expected an interval in seconds > 0", id="interval-0s"),
+])
+def test_seconds_options_take_units(argv, message):
+    """The command line's seconds read like the config's: "500ms" is half a second (then the usual usage error)."""
+    code, _, err = run_cli(argv)
+    assert code == 2 and message in err, err
