@@ -142,14 +142,14 @@ def unreachable_problem(exc: BaseException) -> str | None:
     return None
 
 
-def countdown(seconds: float, what: str, *, stream: TextIO | None = None, clock: Callable[[], float] | None = None,
+def countdown(wait_s: float, what: str, *, stream: TextIO | None = None, clock: Callable[[], float] | None = None,
               sleep: Callable[[float], None] | None = None, tick_s: float = 1.0) -> None:
-    """Wait SECONDS for WHAT (e.g. "vm1 to answer icmp, arp"), saying so on STREAM (default stderr): on a terminal
+    """Wait WAIT_S seconds for WHAT (e.g. "vm1 to answer icmp, arp"), saying so on STREAM (default stderr): on a terminal
     one line redrawn every TICK_S with the seconds left; otherwise one line when it starts and one when it ends
     (a log or a pipe gets no redraws).
 
     CLOCK (monotonic seconds, default time.monotonic) and SLEEP (default time.sleep) are injected for tests; the
-    wait ends at start + SECONDS by CLOCK.
+    wait ends at start + WAIT_S by CLOCK.
     """
     import time
 
@@ -157,15 +157,15 @@ def countdown(seconds: float, what: str, *, stream: TextIO | None = None, clock:
     clock = time.monotonic if clock is None else clock
     sleep = time.sleep if sleep is None else sleep
     tty = bool(getattr(stream, "isatty", lambda: False)())
-    end = clock() + max(0.0, seconds)
+    end = clock() + max(0.0, wait_s)
     if not tty:
-        print(f"verify: waiting {seconds:g} s for {what}", file=stream, flush=True)
+        print(f"verify: waiting {wait_s:g} s for {what}", file=stream, flush=True)
     while (left := end - clock()) > 0:
         if tty:
             stream.write(f"\rverify: {math.ceil(left)} s left, waiting for {what}\x1b[K")
             stream.flush()
         sleep(min(tick_s, left))
-    done = f"verify: waited {seconds:g} s for {what}; re-probing"
+    done = f"verify: waited {wait_s:g} s for {what}; re-probing"
     if tty:
         stream.write(f"\r{done}\x1b[K\n")
         stream.flush()
