@@ -126,6 +126,19 @@ def _ask_engine() -> tuple[list[str], list[Any], str | None]:
     return networks, found, None
 
 
+AGENT_GROUP = "vobox-agent"   # the group of the shipped systemd units' user (operator guide, "Install")
+
+
+def _agent_group() -> int | None:
+    """The gid of AGENT_GROUP, or None when this host has no such group."""
+    import grp
+
+    try:
+        return grp.getgrnam(AGENT_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the config (stdout or --output); exit 0 written, 1 not written, 2 the text failed check-config."""
     from agent.core import config
@@ -151,11 +164,16 @@ def run(args: argparse.Namespace) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        group = _agent_group()
+        if group is not None and os.geteuid() == 0:   # the units run as vobox-agent: it must read its config
+            os.chown(tmp, 0, group)
         os.replace(tmp, args.output)
     except OSError as exc:
         print(f"vobox-agent init: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_NOT_WRITTEN
-    print(f"wrote {args.output}: {len(networks)} macvlan network{'s' if len(networks) != 1 else ''}, "
-          f"{len(found)} container{'s' if len(found) != 1 else ''} found; check it with "
-          f"`vobox-agent check-config -c {args.output}`", file=sys.stderr)
+    owner = f"owner root:{AGENT_GROUP}" if _agent_group() is not None and os.geteuid() == 0 else \
+        f"`chgrp {AGENT_GROUP} {args.output}` lets the agent's user read it"
+    print(f"wrote {args.output} (mode 0640; {owner}): {len(networks)} macvlan network"
+          f"{'s' if len(networks) != 1 else ''}, {len(found)} container{'s' if len(found) != 1 else ''} found; "
+          f"check it with `vobox-agent check-config -c {args.output}`", file=sys.stderr)
     return EXIT_OK
