@@ -26,8 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="audit container boxes' privileges (docker-bench-security items, fixes); --suggest a least-privilege "
              "variant")
     p.add_argument("boxes", nargs="*", metavar="BOX", help="boxes (with -c) or containers to audit; default: all")
-    p.add_argument("-c", "--config", metavar="FILE", help="agent config: its container boxes and their checks")
-    p.add_argument("--json", action="store_true", help="print JSON (one object: boxes, each with its findings)")
+    p.add_argument("-c", "--config", metavar="FILE", help="agent config: its container boxes and their checks "
+                                                         "(default: $VOBOX_AGENT_CONFIG, else "
+                                                         "/etc/vobox-agent/agent.toml, when it exists)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object: boxes, each with its findings; "
+                                                       "schema: docs/schemas/audit.json)")
     p.add_argument("--suggest", metavar="BOX", help="print run flags of a least-privilege variant of BOX")
     p.add_argument("--try", dest="trial", action="store_true",
                    help="with --suggest: start the variant next to the box and run its checks (needs -c and --yes)")
@@ -53,7 +56,7 @@ def _targets(args: argparse.Namespace, cfg: Any, client: Any) -> dict[str, str] 
 
 def run(args: argparse.Namespace) -> int:
     """Audit, print (text or JSON); exit 0/1/2 as the description says."""
-    from agent.commands import EXIT_BAD_CONFIG, load_config
+    from agent.commands import EXIT_BAD_CONFIG, engine_problem, load_config, optional_config
 
     if args.trial and not args.suggest:
         print("audit: --try needs --suggest BOX", file=sys.stderr)
@@ -63,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_BAD_CONFIG
     cfg = None
-    if args.config:
-        cfg = load_config(args.config, check_files=False)
+    config_path = optional_config(args.config)   # -c, else the default config when it exists (issue 33)
+    if config_path is not None:
+        cfg = load_config(config_path, check_files=False)
         if cfg is None:
             return EXIT_BAD_CONFIG
     from agent import auditor
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_BAD_CONFIG
         defaults = auditor.engine_defaults(client)
     except Exception as exc:  # noqa: BLE001 - the engine unreachable or refusing: one line, exit 1
-        print(f"audit: cannot ask the container engine: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"vobox-agent audit: {engine_problem(exc)}", file=sys.stderr)
         return 1
     import time
 

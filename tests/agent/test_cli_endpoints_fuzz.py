@@ -145,6 +145,9 @@ def _args(command: str, cfg: str, out: str):
         return st.tuples(st.sampled_from([c, []]), _flags("--json"))
     if command == "init":
         return st.tuples(st.sampled_from([["--output", out], ["--output", out, "--force"], []]))
+    if command == "audit":   # never --try --yes (it would start containers); the engine is one of ours
+        return st.tuples(st.sampled_from([c, []]), st.sampled_from([[], ["c"], ["nope"], ["--suggest", "c"],
+                                                                     ["--suggest", "c", "--try"]]), _flags("--json"))
     if command == "probe":   # no ADDRESS and no config: it never sends a packet
         return st.tuples(st.sampled_from([[], ["--probe", "icmp"], ["--probe", "tcp", "--port", "80"], ["--json"],
                                           ["--timeout", "0"], ["--port", "x"]]))
@@ -152,7 +155,7 @@ def _args(command: str, cfg: str, out: str):
 
 
 COMMANDS = ["check-config", "doctor", "status", "events", "report", "evidence", "maintenance", "remediate",
-            "discover", "init", "probe"]
+            "discover", "init", "probe", "audit"]
 
 
 def test_every_command_but_run_is_fuzzed():

@@ -36,7 +36,7 @@ def test_every_schema_is_valid_and_named_by_a_help_text():
     from agent.cli import build_parser
 
     names = sorted(n for n in os.listdir(SCHEMAS) if n.endswith(".json"))
-    assert len(names) >= 11, names
+    assert len(names) >= 12, names
     for n in names:
         with open(os.path.join(SCHEMAS, n), encoding="utf-8") as f:
             Draft202012Validator.check_schema(json.load(f))
@@ -46,7 +46,7 @@ def test_every_schema_is_valid_and_named_by_a_help_text():
     for maint in ("start", "end", "list"):
         text += sub["maintenance"]._subparsers._group_actions[0].choices[maint].format_help()
     text = "".join(text.split())   # argparse wraps long help lines
-    for n in ("check-config", "doctor", "report", "discover", "maintenance-change", "maintenance-list"):
+    for n in ("check-config", "doctor", "report", "discover", "maintenance-change", "maintenance-list", "audit"):
         assert f"docs/schemas/{n}.json" in text, n
 
 
@@ -188,4 +188,7 @@ def test_probe_and_discover_on_the_lab(clean_lab):
     validate("probe.json", json.loads(proc.stdout))
     found = _json(["discover", "--json"])
     validate("discover.json", found)
+    audit = _json(["audit", "--json", ctr.container], codes=(0, 1))   # 1: a high-severity finding
+    validate("audit.json", audit)
+    assert [b["container"] for b in audit["boxes"]] == [ctr.container]
 
