@@ -3,7 +3,8 @@ errors, no traceback, no query string (issue 33 item 3).
 
 Hypothesis draws, per example, the command's arguments and what the servers do: InfluxDB's URL and DOCKER_HOST
 point at a loopback port that refuses, at one that accepts and never answers, or at one that answers the bytes
-hypothesis chose (not HTTP, HTTP with any status and body, JSON of the wrong shape). Commands run in this process
+hypothesis chose (not HTTP, HTTP with any status and body, JSON of the wrong shape); `report --prometheus` reads
+the same server as a Prometheus query API. Commands run in this process
 (agent.cli.main). Nothing leaves the machine: every server is on 127.0.0.1; `probe` gets no ADDRESS and no config
 (it never sends a packet), `remediate` always has --no-verify (no re-probe), and `run` (which probes) is left out.
 The container engine is never the silent server in the draws (docker-py's own timeout is 10-60 s):
@@ -113,8 +114,10 @@ def _flags(*names: str):
     return st.lists(st.sampled_from(names), unique=True, max_size=len(names))
 
 
-def _args(command: str, cfg: str, out: str):
-    """The strategy of COMMAND's arguments (its options drawn in any combination, some values garbage)."""
+def _args(command: str, cfg: str, out: str, url: str | None):
+    """The strategy of COMMAND's arguments (its options drawn in any combination, some values garbage); URL: the
+    drawn server as an HTTP URL (report --prometheus), None for the silent one (the Prometheus reader waits its
+    60 s query timeout there: `test_a_silent_prometheus_is_one_line` covers it once)."""
     c = ["-c", cfg]
     if command == "check-config":
         return st.tuples(st.sampled_from([c, c + ["--json"], ["--json"], ["--schema"]]))
@@ -128,7 +131,9 @@ def _args(command: str, cfg: str, out: str):
     if command == "report":
         return st.tuples(st.just(c), st.tuples(st.just("--since"), _durations), _flags("--json"),
                          st.sampled_from([[], ["--until", "2026-10-25T02:30:00+02:00"], ["--until", "x"],
-                                          ["--html", out]]))
+                                          ["--html", out]] + ([] if url is None else [
+                                              ["--prometheus", url, "--site", "s"],
+                                              ["--prometheus", url, "--all-sites"], ["--prometheus", url]])))
     if command == "evidence":
         return st.tuples(st.just(c), st.tuples(st.just("--since"), _durations), _flags("--json"),
                          st.sampled_from([[], ["v"], ["show", out]]))
@@ -192,7 +197,8 @@ def test_no_server_failure_gives_a_traceback(command, servers, tmp_path, monkeyp
         engine = servers["refuse"] if kind == "silent" else port
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{engine}")
         cfg = _config(tmp_path, port, n)
-        parts = data.draw(_args(command, cfg, str(tmp_path / f"out{n}")))
+        url = None if kind == "silent" else f"http://127.0.0.1:{port}"
+        parts = data.draw(_args(command, cfg, str(tmp_path / f"out{n}"), url))
         _check([command] + [a for part in parts for a in (part if isinstance(part, (list, tuple)) else [part])])
 
     check()
@@ -206,6 +212,20 @@ def test_a_silent_engine_is_one_line(servers, monkeypatch):
     assert err.strip() == (f"vobox-agent discover: cannot ask the container engine at tcp://127.0.0.1:"
                            f"{servers['silent'].port}: no answer within the timeout (timed out); check that dockerd "
                            "(or podman.socket) runs and that this user may use its socket (DOCKER_HOST chooses another)")
+
+
+def test_a_silent_prometheus_is_one_line(servers, monkeypatch):
+    """report --prometheus against a server that accepts and never answers: the reader's timeout, one line, exit 1."""
+    import agent.report.prom as prom
+
+    real = prom.http_fetch
+    monkeypatch.setattr(prom, "http_fetch", lambda url, headers=None, **kw: real(url, headers, timeout_s=0.3))
+    url = f"http://127.0.0.1:{servers['silent'].port}"
+    code, out, err = run_cli(["report", "--prometheus", url, "--site", "s"])
+    assert code == 1 and out == "" and "Traceback" not in err, (code, err)
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"vobox-agent report: cannot read Prometheus: POST {url}/api/v1/query") and \
+        "timed out" in line, line
 
 
 @pytest.mark.parametrize("server, expect", [

@@ -167,6 +167,7 @@ def test_report_events_status_from_the_real_influxdb(lab_with_history):  # noqa:
         snap = _json(["status", "-c", path, "--json"])
     validate("report.json", report)
     assert {b["name"] for b in report["boxes"]} == {ctr.name, vm.name} and report["site"] == cfg_obj.agent.site
+    assert report["source"]["kind"] == "influxdb"
     assert events
     for row in events:
         validate("events.json", row)
