@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, load_config, optional_config
+from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, default_config, load_config, optional_config
 from agent.timeparse import parse_duration_s, parse_time_s
 
 
@@ -65,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = None
     # InfluxDB needs a config: -c, else the default (issue 33); --prometheus reads the default only when it exists
     config_path = args.config if args.config is not None or args.prometheus is None else optional_config(None)
+    if config_path is None and args.prometheus is None:
+        default, source = default_config()
+        if not os.path.isfile(default):
+            print(f"vobox-agent report: -c FILE is needed to read InfluxDB (or --prometheus URL): the default "
+                  f"{default} ({source}) does not exist; write one with `vobox-agent init --output {default}`",
+                  file=sys.stderr)
+            return EXIT_BAD_CONFIG
     if config_path is not None or args.prometheus is None:
         cfg = load_config(config_path, check_files=False)
         if cfg is None:
