@@ -115,14 +115,22 @@ def number_in(convert: Callable[[str], float], low: float, high: float, what: st
     return parse
 
 
-def engine_problem(exc: BaseException) -> str:
-    """One line for a container engine that could not be asked: where (DOCKER_HOST or the default socket), why, and
-    what to check."""
+def engine_problem(exc: BaseException, configured: str | None = None) -> str:
+    """One line for a container engine that could not be asked: which socket and why it was chosen
+    (agent.engines.client.choose_socket: CONFIGURED, the config's [engine] socket, else DOCKER_HOST ...), the reason
+    in a few words, and what to check."""
+    from agent.engines.client import NoEngineSocket, choose_socket
     from agent.storage.influx import transport_reason
 
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return (f"cannot ask the container engine at {host}: {transport_reason(exc)}; check that dockerd "
-            "(or podman.socket) runs and that this user may use its socket (DOCKER_HOST chooses another)")
+    hint = ("check that dockerd (or podman.socket) runs and that this user may use its socket ([engine] socket or "
+            "DOCKER_HOST chooses another)")
+    if isinstance(exc, NoEngineSocket):
+        return f"cannot ask the container engine: {exc}; {hint}"
+    try:
+        where = str(choose_socket(os.environ, configured))
+    except NoEngineSocket:
+        where = "its socket"
+    return f"cannot ask the container engine at {where}: {transport_reason(exc)}; {hint}"
 
 
 def unreachable_problem(exc: BaseException) -> str | None:

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_BAD_CONFIG
         defaults = auditor.engine_defaults(client)
     except Exception as exc:  # noqa: BLE001 - the engine unreachable or refusing: one line, exit 1
-        print(f"vobox-agent audit: {engine_problem(exc)}", file=sys.stderr)
+        print(f"vobox-agent audit: {engine_problem(exc, cfg.engine.socket if cfg is not None else None)}",
+              file=sys.stderr)
         return 1
     import time
 

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - Docker unreachable or refusing: one line, exit 1
         from agent.commands import engine_problem
 
-        print(f"vobox-agent discover: {engine_problem(exc)}", file=sys.stderr)
+        print(f"vobox-agent discover: {engine_problem(exc, cfg.engine.socket)}", file=sys.stderr)
         return 1
     if args.json:
         import json

@@ -210,8 +210,9 @@ def test_a_silent_engine_is_one_line(servers, monkeypatch):
     code, out, err = run_cli(["discover"])
     assert code == 1 and out == "" and "Traceback" not in err
     assert err.strip() == (f"vobox-agent discover: cannot ask the container engine at tcp://127.0.0.1:"
-                           f"{servers['silent'].port}: no answer within the timeout (timed out); check that dockerd "
-                           "(or podman.socket) runs and that this user may use its socket (DOCKER_HOST chooses another)")
+                           f"{servers['silent'].port} (from DOCKER_HOST): no answer within the timeout (timed out); "
+                           "check that dockerd (or podman.socket) runs and that this user may use its socket "
+                           "([engine] socket or DOCKER_HOST chooses another)")
 
 
 def test_a_silent_prometheus_is_one_line(servers, monkeypatch):
