@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     # InfluxDB needs a config: -c, else the default (issue 33); --prometheus reads the default only when it exists
     config_path = args.config if args.config is not None or args.prometheus is None else optional_config(None)
     if config_path is None and args.prometheus is None:
-        default, source = default_config()
+        default, chosen_by = default_config()
         if not os.path.isfile(default):
             print(f"vobox-agent report: -c FILE is needed to read InfluxDB (or --prometheus URL): the default "
-                  f"{default} ({source}) does not exist; write one with `vobox-agent init --output {default}`",
+                  f"{default} ({chosen_by}) does not exist; write one with `vobox-agent init --output {default}`",
                   file=sys.stderr)
             return EXIT_BAD_CONFIG
     if config_path is not None or args.prometheus is None:
