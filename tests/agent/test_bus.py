@@ -252,6 +252,28 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
         assembly.close()
 
 
+def test_without_influxdb_there_is_no_points_listener_and_no_storage(tmp_path, caplog):
+    """issue 31 item 1: no [influxdb], no writer and no spool; one INFO line names the stores that are on."""
+    import logging
+
+    text = config_text(str(tmp_path / "state")).replace('[influxdb]\ndatabase = "vobox"\n', "")
+    text += f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n[forensics]\nenabled = false\n'
+    cfg = loads(text)
+    assert cfg.influxdb is None
+    with caplog.at_level(logging.INFO, logger="agent.wiring"):
+        assembly = wiring.assemble(cfg, make_docker=lambda: pytest.fail("no Docker here"))
+    try:
+        assert [x.name for x in assembly.bus.listeners] == ["remediation", "status", "metrics"]
+        assert "points" not in sum(assembly.bus.subscribers().values(), [])
+        (metrics,) = [x for x in assembly.bus.listeners if x.name == "metrics"]
+        assert metrics.counters is None
+        assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("stores:")] == [
+            f"stores: prometheus /metrics on {cfg.metrics.listen}"]
+    finally:
+        assembly.close()
+    assert not (tmp_path / "state" / "spool").exists()
+
+
 def test_status_json_shows_the_remediation_status_the_service_published(tmp_path):
     """The status listener never reads the service: the status comes on the bus after the cycle's decisions."""
     agent, script, _storage, rem = make_agent(tmp_path)

@@ -52,11 +52,11 @@ def file_errors(cfg: Config) -> list[str]:
     """
     errors: list[str] = []
     influx = cfg.influxdb
-    if influx.api == "v1" and influx.password_file:
+    if influx is not None and influx.api == "v1" and influx.password_file:
         errors += _secret(influx.password_file, "influxdb.password_file")
-    if influx.api == "v2" and influx.token_file:
+    if influx is not None and influx.api == "v2" and influx.token_file:
         errors += _secret(influx.token_file, "influxdb.token_file")
-    if influx.url.startswith("https://") and not (influx.client_key and not influx.client_cert):
+    if influx is not None and influx.url.startswith("https://") and not (influx.client_key and not influx.client_cert):
         errors += tls_errors(influx.tls(), "influxdb", _INFLUX_TLS_KEYS)
     rem = cfg.remediation
     if rem.webhook_listen and rem.webhook_token_file:

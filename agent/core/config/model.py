@@ -166,7 +166,7 @@ class FreezeConfig:
 
 @dataclass(frozen=True, slots=True)
 class InfluxConfig:
-    """[influxdb]: where points go (v1: /write with database; v2: influxdb-client with token/org/bucket)."""
+    """[influxdb]: where points go (v1 /write, v2 influxdb-client); absent: no InfluxDB, no spool, no point written."""
 
     url: str = _key("url", _url, "InfluxDB base URL", "http://127.0.0.1:8086")
     api: str = _key("api", _choice(INFLUX_APIS), '"v1": InfluxDB 1.x; "v2": 2.x, 3.x, 1.8+', "v1")
@@ -854,7 +854,7 @@ class Config:
 
     agent: AgentConfig
     freeze: FreezeConfig
-    influxdb: InfluxConfig
+    influxdb: InfluxConfig | None   # None: no [influxdb] section, no InfluxDB (stores() says which are on)
     remediation: RemediationConfig
     correlation: CorrelationConfig
     forensics: ForensicsConfig
@@ -869,6 +869,19 @@ class Config:
     maintenance: tuple[MaintenanceConfig, ...] = ()   # [[maintenance]] recurring windows
     # line of each [[box]] header in the TOML text (load.box_lines); () when parsed from a dict
     box_lines: tuple[int, ...] = field(default=(), compare=False)
+
+    def stores(self) -> tuple[str, ...]:
+        """Where the agent's figures go, one line each: InfluxDB ([influxdb]), the Prometheus scrape ([metrics]
+        listen), the OTLP push ([otlp] endpoint); () when none is configured (the agent then keeps only its
+        state files and status.json)."""
+        out = []
+        if self.influxdb is not None:
+            out.append(f"influxdb {self.influxdb.api} {self.influxdb.url}")
+        if self.metrics.listen:
+            out.append(f"prometheus /metrics on {self.metrics.listen}")
+        if self.otlp.endpoint:
+            out.append(f"otlp {self.otlp.endpoint}")
+        return tuple(out)
 
     def box_path(self, index: int) -> str:
         """How errors name the box at INDEX: box_label() with its name and header line."""
