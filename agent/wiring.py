@@ -260,16 +260,25 @@ def build_metrics(cfg: Config, storage: Any, members: Any) -> tuple[Any, list[An
     [metrics] listen and [otlp] endpoint are off."""
     if not (cfg.metrics.listen or cfg.otlp.endpoint):
         return None, []
-    from agent.listeners.metrics import MetricsListener, MetricsServer
+    from agent.listeners.metrics import MetricsListener, MetricsServer, ScrapeAuth, add_runtime_collectors
 
+    mc = cfg.metrics
     metrics = MetricsListener({b.name: b.kind for b in cfg.boxes}, cfg.agent.site,
                               counters=storage.counters if storage is not None else None,
                               segments={name: m.segment for name, m in members.items()},
-                              interval_s=cfg.agent.interval_s)
+                              interval_s=cfg.agent.interval_s, site_label=mc.site_label)
+    add_runtime_collectors(metrics.registry)   # process_*, python_info, python_gc_*
+    if cfg.remediation.enabled and cfg.remediation.webhook_listen:
+        metrics.set_server_certificate("webhook", cfg.remediation.webhook_cert_file)
     services: list[Any] = []
-    host, port = cfg.metrics.host, cfg.metrics.port   # both set when metrics.listen is
+    host, port = mc.host, mc.port   # both set when metrics.listen is
     if host is not None and port is not None:
-        services.append(MetricsServer(metrics.registry, host, port))
+        auth = ScrapeAuth(mc.token_file, mc.basic_auth_username, mc.basic_auth_password_file)
+        try:
+            services.append(MetricsServer(metrics.registry, host, port, tls=mc.tls(), auth=auth,
+                                          on_certificate=lambda f: metrics.set_server_certificate("metrics", f)))
+        except (OSError, ValueError) as exc:   # the files changed since load (TLSFileError, SecretFileError)
+            raise SetupError(f"metrics.listen: cannot serve /metrics: {exc}") from None
     if cfg.otlp.endpoint:   # the same registry, pushed
         services.append(build_otlp(cfg, metrics.registry))
     return metrics, services
@@ -538,5 +547,12 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                           on_misfire=pipeline.count_misfire, on_clock_step=on_clock_step)
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
     closers += [storage.flush, pipeline.close, storage.close] if storage is not None else [pipeline.close]
-    return Assembly(pipeline, scheduler, services, closers, bus=bus,
-                    reloaders=[webhook.reload] if webhook is not None else [])
+    reloaders: list[Callable[[], object]] = [webhook.reload] if webhook is not None else []
+    if webhook is not None and metrics is not None and cfg.remediation.webhook_cert_file:
+        cert = cfg.remediation.webhook_cert_file
+        reloaders.append(lambda: metrics.set_server_certificate("webhook", cert))
+    if metrics is not None:   # SIGHUP: the /metrics server's TLS files and credential files too
+        from agent.listeners.metrics import MetricsServer
+
+        reloaders += [s.reload for s in metric_services if isinstance(s, MetricsServer)]
+    return Assembly(pipeline, scheduler, services, closers, bus=bus, reloaders=reloaders)
