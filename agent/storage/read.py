@@ -80,7 +80,7 @@ def query_credentials(influx: Any) -> dict[str, Any]:
 def describe_source(influx: Any) -> str:
     """'URL (database)' for messages; "no InfluxDB" for a config without [influxdb] (None)."""
     if influx is None:
-        return "no InfluxDB"
+        return "InfluxDB"
     return f"{influx.url} ({influx.bucket if influx.api == 'v2' else influx.database})"
 
 
