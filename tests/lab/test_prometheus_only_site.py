@@ -44,7 +44,8 @@ def test_an_agent_without_influxdb_probes_remediates_and_is_scraped(clean_lab, a
     token_file = tmp_path / "metrics.token"
     token_file.write_text(TOKEN + "\n")
     metrics_port = free_port(lab.monitor_ns)
-    lab.set_proxy("ctr1", 2.0)
+    lab.set_proxy("ctr1", 2.0)      # every container box's x509 check reads a proxy file: each gets one
+    lab.set_proxy("ctr2", 30.0)
     cfg_path = write_config(
         lab, str(tmp_path), database="unused", services=True,
         sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 3, "stop_timeout": 2},
@@ -86,7 +87,11 @@ def test_an_agent_without_influxdb_probes_remediates_and_is_scraped(clean_lab, a
     labels = series[0]["metric"]
     assert labels["site"] == "lab-target" and labels["vobox_site"] == "lab" and "exported_site" not in labels
     assert stack.query('vobox_build_info{vobox_site="lab"}') and stack.query("process_resident_memory_bytes")
-    assert float(stack.query('sum(vobox_remediations_total{box="ctr1",result="recovered"})')[0]["value"][1]) >= 1
+    deadline = time.monotonic() + 30   # the action is counted once verified ([remediation] verify), then scraped
+    while not stack.query('vobox_remediations_total{box="ctr1",action="restart_container",result="recovered"} >= 1'):
+        assert time.monotonic() < deadline, (stack.query('vobox_remediations_total{box="ctr1"}'),
+                                             agent.log_text()[-3000:])
+        time.sleep(0.5)
 
     body = _scrape(lab, metrics_port)
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True, timeout=60)
