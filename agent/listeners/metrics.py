@@ -126,8 +126,8 @@ class MetricsListener(CycleListener):
         self.failed_cycles = Counter("vobox_box_failed_cycles_total", "cycles in which the box failed, every one "
                                      "(lone failures too; `box`.healthy=0 in InfluxDB)", box_labels, registry=r)
         self.halted = Gauge("vobox_box_remediation_halted", "1 while automatic remediation of the box is halted: a "
-                            "cap ([remediation] max_per_box_per_hour, max_per_hour) was reached or its ladder ran "
-                            "out (status.json's remediation.halted), until reset_after", box_labels, registry=r)
+                            "cap ([remediation] max_per_box_per_hour, max_per_hour) was reached (status.json's "
+                            "remediation.halted), until the box is up for reset_after", box_labels, registry=r)
         self.cert_expiry = Gauge("vobox_certificate_expiry_timestamp_seconds",
                                  "notAfter (epoch s) of the certificate a box serves or holds: probe tls/http "
                                  "(target: the port; the earliest over the box's addresses) or check:x509 "
