@@ -44,8 +44,11 @@ LAYERS = PROBE_LAYERS        # the layer order has one definition: probes.types.
 
 # The Prometheus dashboards: the same panel definitions, each query's PromQL (Prom) instead of its InfluxQL.
 PROM_DS_REF = {"type": "prometheus", "uid": "${datasource}"}
-P_FLEET = 'site=~"$site",kind=~"$kind",box=~"$box"'   # the variables' regexes, as F_FLEET
-P_ONE_BOX = 'site=~"$site",box=~"$box"'
+# The label the agents export the site in: [metrics] site_label's default (agent.core.config.model
+# DEFAULT_SITE_LABEL; not imported: the generator needs no config). Another site_label: change it and regenerate.
+P_SITE_LABEL = "vobox_site"
+P_FLEET = f'{P_SITE_LABEL}=~"$site",kind=~"$kind",box=~"$box"'   # the variables' regexes, as F_FLEET
+P_ONE_BOX = f'{P_SITE_LABEL}=~"$site",box=~"$box"'
 P_RAN = 'result=~"recovered|not_recovered|unverified|failed"'   # actions that ran (as F_ACTED's count("ok"))
 _PROM = "_prom"              # private keys of the definitions, never written
 _PROM_PANEL = "_prom_panel"
@@ -294,17 +297,18 @@ def _prom_target(q: Prom, ref_id: str) -> dict:
 
 def prom_variables(box_multi: bool) -> list[dict]:
     """The datasource (any Prometheus), site, kind, box from label_values(), and the cycle length constant."""
-    def lv(name: str, label: str, selector: str, multi: bool, include_all: bool) -> dict:
-        v = query_variable(name, label, f"label_values({selector}, {name})", multi=multi, include_all=include_all)
+    def lv(name: str, label: str, selector: str, multi: bool, include_all: bool, of: str | None = None) -> dict:
+        v = query_variable(name, label, f"label_values({selector}, {of or name})", multi=multi,
+                           include_all=include_all)
         v["datasource"] = PROM_DS_REF
         return v
 
     return [
         {"type": "datasource", "name": "datasource", "label": "Prometheus", "query": "prometheus", "regex": "",
          "hide": 0, "multi": False, "includeAll": False, "options": [], "refresh": 1},
-        lv("site", "Site", "vobox_box_cycles_total", True, True),
-        lv("kind", "Kind", 'vobox_box_cycles_total{site=~"$site"}', True, True),
-        lv("box", "Box", 'vobox_box_cycles_total{site=~"$site",kind=~"$kind"}', box_multi, box_multi),
+        lv("site", "Site", "vobox_box_cycles_total", True, True, of=P_SITE_LABEL),
+        lv("kind", "Kind", f'vobox_box_cycles_total{{{P_SITE_LABEL}=~"$site"}}', True, True),
+        lv("box", "Box", f'vobox_box_cycles_total{{{P_SITE_LABEL}=~"$site",kind=~"$kind"}}', box_multi, box_multi),
         constant_variable("cycle_s", str(AGENT_INTERVAL_S),
                           "the agent's [agent].interval in seconds (regenerate when it differs)"),
     ]
@@ -316,7 +320,7 @@ def prom_annotations(box_filter: str) -> list[dict]:
         return {"name": name, "datasource": PROM_DS_REF, "enable": enable, "iconColor": colour, "expr": expr,
                 "step": f"{AGENT_INTERVAL_S}s", "titleFormat": title, "useValueForTime": False}
 
-    return [anno("Segment freezes", 'vobox_segment_frozen{site=~"$site"} == 1', "purple", "segment {{segment}}"),
+    return [anno("Segment freezes", f'vobox_segment_frozen{{{P_SITE_LABEL}=~"$site"}} == 1', "purple", "segment {{segment}}"),
             anno("Freezes", f"max by (box, layer) (vobox_box_layer{{{box_filter},layer!=\"none\"}} == 1) "
                  f"and on (box) (vobox_box_freeze_start_timestamp_seconds{{{box_filter}}} > 0)", "red",
                  "{{box}} frozen at {{layer}}", enable=False),

@@ -82,13 +82,16 @@ def test_an_agent_without_influxdb_probes_remediates_and_is_scraped(clean_lab, a
     agent.wait_until("ctr1 up again", lambda st: st["boxes"]["ctr1"]["state"] == "up", 60)
 
     # Prometheus: the target's `site` and the agent's `vobox_site`, side by side, nothing renamed
-    series = stack.query('vobox_box_up{box="ctr2"}')
+    inst = f'instance="127.0.0.1:{metrics_port}"'   # the lab's Prometheus may still hold an earlier test's series
+    series = stack.query(f'vobox_box_up{{box="ctr2",{inst}}}')
     assert len(series) == 1, series
     labels = series[0]["metric"]
     assert labels["site"] == "lab-target" and labels["vobox_site"] == "lab" and "exported_site" not in labels
-    assert stack.query('vobox_build_info{vobox_site="lab"}') and stack.query("process_resident_memory_bytes")
+    assert stack.query(f'vobox_build_info{{vobox_site="lab",{inst}}}')
+    assert stack.query(f"process_resident_memory_bytes{{{inst}}}")
     deadline = time.monotonic() + 30   # the action is counted once verified ([remediation] verify), then scraped
-    while not stack.query('vobox_remediations_total{box="ctr1",action="restart_container",result="recovered"} >= 1'):
+    while not stack.query(f'vobox_remediations_total{{box="ctr1",action="restart_container",result="recovered",{inst}}}'
+                          ' >= 1'):
         assert time.monotonic() < deadline, (stack.query('vobox_remediations_total{box="ctr1"}'),
                                              agent.log_text()[-3000:])
         time.sleep(0.5)
