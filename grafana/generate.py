@@ -520,7 +520,7 @@ def _fleet_definition() -> dict:
         f'mean("healthy") AS "healthy" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
         fmt="table", prom=Prom(f"max by (box, kind) (max_over_time(vobox_box_degraded{{{P_FLEET}}}[$__range]))",
                                instant=True, fmt="table")),
-        target("", "B", prom=Prom(f"max by (box, kind) (max_over_time(vobox_box_percent_state_change{{{P_FLEET}}}"
+        target("", "B", prom=Prom(f"100 * max by (box, kind) (max_over_time(vobox_box_state_change_ratio{{{P_FLEET}}}"
                                   "[$__range]))", instant=True, fmt="table"), fmt="table"),
         target("", "C", prom=Prom(f"1 - sum by (box, kind) ({_inc('vobox_box_failed_cycles_total', P_FLEET)}) / "
                                   f"sum by (box, kind) ({_inc('vobox_box_cycles_total', P_FLEET)})", instant=True,
@@ -607,7 +607,7 @@ def _box_definition() -> dict:
     p.append(panel("timeseries", "Flapping and loss", (0, 31, 24, 7), [
         target(f'SELECT max("percent_state_change") FROM "box" WHERE {fb} AND $timeFilter '
                'GROUP BY time($__interval) fill(null)', "A", alias="percent state change",
-               prom=Prom(f"max(vobox_box_percent_state_change{{{P_ONE_BOX}}})", "percent state change")),
+               prom=Prom(f"100 * max(vobox_box_state_change_ratio{{{P_ONE_BOX}}})", "percent state change")),
         target(f'SELECT max("failed_share") * 100 FROM "box" WHERE {fb} AND $timeFilter '
                'GROUP BY time($__interval) fill(null)', "B", alias="failed cycles in the window",
                prom=Prom(f"100 * max(vobox_box_failed_cycles_ratio{{{P_ONE_BOX}}})", "failed cycles in the window"))],
