@@ -224,7 +224,8 @@ class Pipeline:
                 # left open forever (closed in the next cycle's events).
                 now_s = self.clock()
                 end_s = gone.recovery_times[0] if gone.state == State.RECOVERING and gone.recovery_times else now_s
-                self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer))
+                self._pending.append(FreezeClosed(name, now_s, gone.freeze_start_s, end_s, gone.layer,
+                                                  gone.detected_layer))
             self._holds.pop(name, None)
             self._confirm_times.pop(name, None)
             self.flaps.pop(name, None)
@@ -471,7 +472,8 @@ class Pipeline:
                                              rewrite, after.freeze_start_s, after.layer, tuple(v.results), confirm,
                                              v.container, flap.degraded,
                                              flap.percent_state_change if on else None,
-                                             flap.failed_share if on else None, maintenance)]
+                                             flap.failed_share if on else None, maintenance,
+                                             after.detected_layer)]
         if self.macwatch is not None:
             for change in self.macwatch.observe(v.box, v.results):
                 log.warning("box %s: %s answered from MAC %s (was %s)", v.box, change.address, change.new,

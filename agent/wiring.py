@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from agent import atomic
 from agent.core.config import MIB, BoxConfig, Config
 from agent.listeners.points import record_point  # noqa: F401 - agent.commands.remediate writes records with it
 
@@ -113,7 +114,8 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
                     known_macs: Callable[[str], Any] | None = None, metrics: Any = None) -> list[Any]:
     """The listeners, in the order they get each message: points, evidence, remediation, status, metrics.
 
-    storage: agent.storage.store.Storage (or anything with write/counters); remediation:
+    storage: agent.storage.store.Storage (or anything with write/counters), None without [influxdb] (then no
+    points listener: nothing is encoded, spooled or sent); remediation:
     remediations.RemediationService or None; evidence: agent.forensics.evidence.EvidenceCollector or None;
     metrics: agent.listeners.metrics.MetricsListener or None. Add them to a bus (agent.bus.Bus) to use them.
     """
@@ -129,7 +131,9 @@ def build_listeners(cfg: Config, storage: Any, *, remediation: Any = None, evide
         def evidence_path(box: str, start_s: float) -> str:
             return bundle_dir(cfg.agent.state_dir, box, start_s)
 
-    listeners: list[Any] = [PointsListener(storage, site, kinds, evidence_path=evidence_path)]
+    listeners: list[Any] = []
+    if storage is not None:
+        listeners.append(PointsListener(storage, site, kinds, evidence_path=evidence_path))
     if evidence is not None:
         listeners.append(EvidenceListener(evidence, {b.name: BoxRef.from_config(b, site) for b in cfg.boxes},
                                           known_macs=known_macs, site=site))
@@ -256,15 +260,25 @@ def build_metrics(cfg: Config, storage: Any, members: Any) -> tuple[Any, list[An
     [metrics] listen and [otlp] endpoint are off."""
     if not (cfg.metrics.listen or cfg.otlp.endpoint):
         return None, []
-    from agent.listeners.metrics import MetricsListener, MetricsServer
+    from agent.listeners.metrics import MetricsListener, MetricsServer, ScrapeAuth, add_runtime_collectors
 
-    metrics = MetricsListener({b.name: b.kind for b in cfg.boxes}, cfg.agent.site, counters=storage.counters,
+    mc = cfg.metrics
+    metrics = MetricsListener({b.name: b.kind for b in cfg.boxes}, cfg.agent.site,
+                              counters=storage.counters if storage is not None else None,
                               segments={name: m.segment for name, m in members.items()},
-                              interval_s=cfg.agent.interval_s)
+                              interval_s=cfg.agent.interval_s, site_label=mc.site_label)
+    add_runtime_collectors(metrics.registry)   # process_*, python_info, python_gc_*
+    if cfg.remediation.enabled and cfg.remediation.webhook_listen:
+        metrics.set_server_certificate("webhook", cfg.remediation.webhook_cert_file)
     services: list[Any] = []
-    host, port = cfg.metrics.host, cfg.metrics.port   # both set when metrics.listen is
+    host, port = mc.host, mc.port   # both set when metrics.listen is
     if host is not None and port is not None:
-        services.append(MetricsServer(metrics.registry, host, port))
+        auth = ScrapeAuth(mc.token_file, mc.basic_auth_username, mc.basic_auth_password_file)
+        try:
+            services.append(MetricsServer(metrics.registry, host, port, tls=mc.tls(), auth=auth,
+                                          on_certificate=lambda f: metrics.set_server_certificate("metrics", f)))
+        except (OSError, ValueError) as exc:   # the files changed since load (TLSFileError, SecretFileError)
+            raise SetupError(f"metrics.listen: cannot serve /metrics: {exc}") from None
     if cfg.otlp.endpoint:   # the same registry, pushed
         services.append(build_otlp(cfg, metrics.registry))
     return metrics, services
@@ -433,7 +447,11 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
     if resolver is not None:
         resolver.resolve(publish=False)   # announced when the services start (NameResolver.start)
         cfg = replace(cfg, boxes=resolver.apply(cfg.boxes))
-    storage = Storage.from_config(cfg)
+    atomic.private_dir(cfg.agent.state_dir)   # 0700: freeze state, status.json, evidence, history
+    # Stores are optional (issue 31): InfluxDB only with [influxdb]; without it no writer, no spool, no points.
+    storage = Storage.from_config(cfg) if cfg.influxdb is not None else None
+    log.info("stores: %s", ", ".join(cfg.stores()) or "none (no [influxdb], [metrics] listen or [otlp] endpoint): "
+             "probing, remediation and status.json only, no history kept")
     services: list[Any] = []
     closers: list[Callable[[], object]] = []   # called for their effect; storage.flush returns whether it got through
 
@@ -528,6 +546,13 @@ def assemble(cfg: Config, *, on_cycle: Callable[[Any], None] | None = None, moni
                           unsettled=pipeline.unsettled, confirm_interval_s=cfg.freeze.confirm_interval_s,
                           on_misfire=pipeline.count_misfire, on_clock_step=on_clock_step)
     # An agent restarted with a non-empty spool replays it first: the storage thread does, before new points.
-    closers += [storage.flush, pipeline.close, storage.close]
-    return Assembly(pipeline, scheduler, services, closers, bus=bus,
-                    reloaders=[webhook.reload] if webhook is not None else [])
+    closers += [storage.flush, pipeline.close, storage.close] if storage is not None else [pipeline.close]
+    reloaders: list[Callable[[], object]] = [webhook.reload] if webhook is not None else []
+    if webhook is not None and metrics is not None and cfg.remediation.webhook_cert_file:
+        cert = cfg.remediation.webhook_cert_file
+        reloaders.append(lambda: metrics.set_server_certificate("webhook", cert))
+    if metrics is not None:   # SIGHUP: the /metrics server's TLS files and credential files too
+        from agent.listeners.metrics import MetricsServer
+
+        reloaders += [s.reload for s in metric_services if isinstance(s, MetricsServer)]
+    return Assembly(pipeline, scheduler, services, closers, bus=bus, reloaders=reloaders)

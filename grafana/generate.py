@@ -44,8 +44,11 @@ LAYERS = PROBE_LAYERS        # the layer order has one definition: probes.types.
 
 # The Prometheus dashboards: the same panel definitions, each query's PromQL (Prom) instead of its InfluxQL.
 PROM_DS_REF = {"type": "prometheus", "uid": "${datasource}"}
-P_FLEET = 'site=~"$site",kind=~"$kind",box=~"$box"'   # the variables' regexes, as F_FLEET
-P_ONE_BOX = 'site=~"$site",box=~"$box"'
+# The label the agents export the site in: [metrics] site_label's default (agent.core.config.model
+# DEFAULT_SITE_LABEL; not imported: the generator needs no config). Another site_label: change it and regenerate.
+P_SITE_LABEL = "vobox_site"
+P_FLEET = f'{P_SITE_LABEL}=~"$site",kind=~"$kind",box=~"$box"'   # the variables' regexes, as F_FLEET
+P_ONE_BOX = f'{P_SITE_LABEL}=~"$site",box=~"$box"'
 P_RAN = 'result=~"recovered|not_recovered|unverified|failed"'   # actions that ran (as F_ACTED's count("ok"))
 _PROM = "_prom"              # private keys of the definitions, never written
 _PROM_PANEL = "_prom_panel"
@@ -294,17 +297,18 @@ def _prom_target(q: Prom, ref_id: str) -> dict:
 
 def prom_variables(box_multi: bool) -> list[dict]:
     """The datasource (any Prometheus), site, kind, box from label_values(), and the cycle length constant."""
-    def lv(name: str, label: str, selector: str, multi: bool, include_all: bool) -> dict:
-        v = query_variable(name, label, f"label_values({selector}, {name})", multi=multi, include_all=include_all)
+    def lv(name: str, label: str, selector: str, multi: bool, include_all: bool, of: str | None = None) -> dict:
+        v = query_variable(name, label, f"label_values({selector}, {of or name})", multi=multi,
+                           include_all=include_all)
         v["datasource"] = PROM_DS_REF
         return v
 
     return [
         {"type": "datasource", "name": "datasource", "label": "Prometheus", "query": "prometheus", "regex": "",
          "hide": 0, "multi": False, "includeAll": False, "options": [], "refresh": 1},
-        lv("site", "Site", "vobox_box_cycles_total", True, True),
-        lv("kind", "Kind", 'vobox_box_cycles_total{site=~"$site"}', True, True),
-        lv("box", "Box", 'vobox_box_cycles_total{site=~"$site",kind=~"$kind"}', box_multi, box_multi),
+        lv("site", "Site", "vobox_box_cycles_total", True, True, of=P_SITE_LABEL),
+        lv("kind", "Kind", f'vobox_box_cycles_total{{{P_SITE_LABEL}=~"$site"}}', True, True),
+        lv("box", "Box", f'vobox_box_cycles_total{{{P_SITE_LABEL}=~"$site",kind=~"$kind"}}', box_multi, box_multi),
         constant_variable("cycle_s", str(AGENT_INTERVAL_S),
                           "the agent's [agent].interval in seconds (regenerate when it differs)"),
     ]
@@ -316,7 +320,7 @@ def prom_annotations(box_filter: str) -> list[dict]:
         return {"name": name, "datasource": PROM_DS_REF, "enable": enable, "iconColor": colour, "expr": expr,
                 "step": f"{AGENT_INTERVAL_S}s", "titleFormat": title, "useValueForTime": False}
 
-    return [anno("Segment freezes", 'vobox_segment_frozen{site=~"$site"} == 1', "purple", "segment {{segment}}"),
+    return [anno("Segment freezes", f'vobox_segment_frozen{{{P_SITE_LABEL}=~"$site"}} == 1', "purple", "segment {{segment}}"),
             anno("Freezes", f"max by (box, layer) (vobox_box_layer{{{box_filter},layer!=\"none\"}} == 1) "
                  f"and on (box) (vobox_box_freeze_start_timestamp_seconds{{{box_filter}}} > 0)", "red",
                  "{{box}} frozen at {{layer}}", enable=False),
@@ -516,7 +520,7 @@ def _fleet_definition() -> dict:
         f'mean("healthy") AS "healthy" FROM "box" WHERE {F_FLEET} AND $timeFilter GROUP BY "box", "kind"',
         fmt="table", prom=Prom(f"max by (box, kind) (max_over_time(vobox_box_degraded{{{P_FLEET}}}[$__range]))",
                                instant=True, fmt="table")),
-        target("", "B", prom=Prom(f"max by (box, kind) (max_over_time(vobox_box_percent_state_change{{{P_FLEET}}}"
+        target("", "B", prom=Prom(f"100 * max by (box, kind) (max_over_time(vobox_box_state_change_ratio{{{P_FLEET}}}"
                                   "[$__range]))", instant=True, fmt="table"), fmt="table"),
         target("", "C", prom=Prom(f"1 - sum by (box, kind) ({_inc('vobox_box_failed_cycles_total', P_FLEET)}) / "
                                   f"sum by (box, kind) ({_inc('vobox_box_cycles_total', P_FLEET)})", instant=True,
@@ -603,7 +607,7 @@ def _box_definition() -> dict:
     p.append(panel("timeseries", "Flapping and loss", (0, 31, 24, 7), [
         target(f'SELECT max("percent_state_change") FROM "box" WHERE {fb} AND $timeFilter '
                'GROUP BY time($__interval) fill(null)', "A", alias="percent state change",
-               prom=Prom(f"max(vobox_box_percent_state_change{{{P_ONE_BOX}}})", "percent state change")),
+               prom=Prom(f"100 * max(vobox_box_state_change_ratio{{{P_ONE_BOX}}})", "percent state change")),
         target(f'SELECT max("failed_share") * 100 FROM "box" WHERE {fb} AND $timeFilter '
                'GROUP BY time($__interval) fill(null)', "B", alias="failed cycles in the window",
                prom=Prom(f"100 * max(vobox_box_failed_cycles_ratio{{{P_ONE_BOX}}})", "failed cycles in the window"))],
@@ -740,18 +744,44 @@ def contact_points_provisioning() -> dict:
                      "authorization_credentials": "${VOBOX_WEBHOOK_TOKEN}", "maxAlerts": 0}}]}]}
 
 
+def webhook_route() -> dict:
+    """The one nested notification policy the agent needs: `box frozen` to its webhook, one group per box.
+
+    `continue: true` so the site's own routes after it still see the alert (its e-mail or pager keeps working).
+    """
+    return {"receiver": "vobox-agent-webhook", "group_by": ["alertname", "box"],
+            "object_matchers": [["vobox_alert", "=", "box_frozen"]],
+            "group_wait": "0s", "group_interval": "1m", "repeat_interval": "10m", "continue": True}
+
+
+def policy_route_example() -> dict:
+    """examples/: the route alone, to merge into the site's policy tree (never installed by copying provisioning/)."""
+    return {"routes": [webhook_route()]}
+
+
 def policies_provisioning() -> dict:
-    """Route `box frozen` to the agent webhook, one notification group per box."""
+    """examples/: a whole policy tree with the route, for a Grafana that has no notification policies of its own.
+
+    Grafana provisions the policy tree as a whole: this file REPLACES the site's tree, so it is an example, not
+    part of provisioning/ (https://grafana.com/docs/grafana/latest/alerting/set-up/provision-alerting-resources/
+    file-provisioning/#import-notification-policies: "the entire tree ... is replaced").
+    """
     return {"apiVersion": 1, "policies": [{
         "orgId": 1, "receiver": "grafana-default-email", "group_by": ["grafana_folder", "alertname"],
-        "routes": [{"receiver": "vobox-agent-webhook", "group_by": ["alertname", "box"],
-                    "object_matchers": [["vobox_alert", "=", "box_frozen"]],
-                    "group_wait": "0s", "group_interval": "1m", "repeat_interval": "10m", "continue": True}]}]}
+        "routes": [webhook_route()]}]}
 
 
 # --------------------------------------------------------------------------- files
 
 HEADER = "# Generated by grafana/generate.py - do not edit; edit the script and run it.\n"
+EXAMPLE_ROUTE_HEADER = (
+    "# EXAMPLE - not provisioning: merge this route into your notification policy tree (grafana/README.md,\n"
+    "# \"Notification policies\"): as a child of the root (first, it has continue: true), in the UI or in the\n"
+    "# policies file you provision. Without it, `vobox box frozen` alerts go where your tree sends them and\n"
+    "# never reach the agent's webhook (the agent still remediates the freezes it detects itself).\n")
+EXAMPLE_TREE_HEADER = (
+    "# EXAMPLE - this REPLACES Grafana's whole notification policy tree (Grafana provisions the tree as one):\n"
+    "# only for a Grafana with no policies of its own. Otherwise merge vobox-policy-route.yaml instead.\n")
 
 
 def outputs() -> dict[str, str]:
@@ -772,7 +802,10 @@ def outputs() -> dict[str, str]:
         "provisioning/dashboards/vobox.yaml": y(dashboards_provisioning()),
         "provisioning/alerting/vobox-rules.yaml": y(alert_rules_provisioning()),
         "provisioning/alerting/vobox-contact-points.yaml": y(contact_points_provisioning()),
-        "provisioning/alerting/vobox-policies.yaml": y(policies_provisioning()),
+        # Examples to merge by hand: a policy tree is provisioned whole, so copying provisioning/* never replaces
+        # the site's notification policies.
+        "examples/vobox-policy-route.yaml": EXAMPLE_ROUTE_HEADER + y(policy_route_example()),
+        "examples/vobox-policies-whole-tree.yaml": EXAMPLE_TREE_HEADER + y(policies_provisioning()),
     }
 
 

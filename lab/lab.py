@@ -775,15 +775,18 @@ class Lab:
 
     # ----- Prometheus + Alertmanager ----------------------------------------------------------
     def prometheus_start(self, target: str, webhook_url: str, token_file: str, interval_s: float = 1.0,
-                         timeout_s: float = 30.0, tls: dict[str, str] | None = None):
+                         timeout_s: float = 30.0, tls: dict[str, str] | None = None, scrape: dict | None = None,
+                         target_labels: dict[str, str] | None = None):
         """Start Prometheus (scraping the agent's /metrics at target) and Alertmanager (posting VoboxBoxFrozen
         to webhook_url with the bearer token in token_file, and tls as its tls_config) in the monitor namespace;
-        return the stack."""
+        scrape: more keys of the scrape config (e.g. authorization), target_labels: the target's labels; return
+        the stack."""
         from lab.prometheus import PrometheusStack
 
         self.prometheus_stop()
         stack = PrometheusStack(os.path.join(self.run_dir, "prometheus"), self.monitor_ns, target, webhook_url,
-                                token_file, interval_s=interval_s, tls=tls)
+                                token_file, interval_s=interval_s, tls=tls, scrape=scrape,
+                                target_labels=target_labels)
         stack.start(timeout_s=timeout_s)
         self._prometheus = stack
         return stack

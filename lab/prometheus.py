@@ -72,7 +72,8 @@ class PrometheusStack:
 
     def __init__(self, base_dir: str, netns: str | None, target: str, webhook_url: str, token_file: str, *,
                  interval_s: float = 1.0, prometheus_port: int = 9090, alertmanager_port: int = 9093,
-                 rules: str = RULES, tls: dict[str, str] | None = None) -> None:
+                 rules: str = RULES, tls: dict[str, str] | None = None, scrape: dict | None = None,
+                 target_labels: dict[str, str] | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.netns = netns
         self.target = target
@@ -85,6 +86,8 @@ class PrometheusStack:
         self.alertmanager_port = alertmanager_port
         self.rules = os.path.abspath(rules)
         self.tls = {k: os.path.abspath(v) for k, v in (tls or {}).items()}
+        self.scrape = dict(scrape or {})                    # more keys of the scrape config (authorization, ...)
+        self.target_labels = dict(target_labels or {})      # static_configs labels (e.g. site)
         self._procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -105,7 +108,8 @@ class PrometheusStack:
             "global": {"scrape_interval": every, "evaluation_interval": every, "scrape_timeout": every},
             "rule_files": [self.rules],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
-            "scrape_configs": [{"job_name": "vobox-agent", "static_configs": [{"targets": self.scrape_targets}]}],
+            "scrape_configs": [{"job_name": "vobox-agent", **self.scrape, "static_configs": [
+                {"targets": self.scrape_targets, **({"labels": self.target_labels} if self.target_labels else {})}]}],
         }
         am = {
             "route": {"receiver": "null", "group_by": ["alertname", "box"], "group_wait": "0s",

@@ -113,7 +113,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "agent.prober": ("probes", "agent.core"),
     "agent.pipeline": ("probes", "agent.core", "agent.atomic", "agent.bus", "agent.listeners", "agent.prober"),
     "agent.listeners": ("agent.audit", "agent.core", "agent.storage", "agent.forensics", "agent.atomic", "agent.redact",
-                        "remediations.model", "remediations.httpserver"),
+                        "remediations.model", "remediations.httpserver", "agent.tls", "agent.secretfile"),
     "agent.wiring": PRODUCT,
     "agent.schedule": (),
     "agent.storage": ("agent.atomic", "agent.storage.points", "agent.tls", "agent.secretfile"),

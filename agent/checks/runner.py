@@ -175,14 +175,14 @@ class CheckRunner:
             return self._result(check, False, None, f"hung: no answer within {timeout_s:g} s (killed)")
         judged = kind.judge(check, code, out, self.clock())
         return self._result(check, judged.ok, took_s * 1000.0 if judged.ok else None, judged.error,
-                            judged.warning, judged.days_left, judged.not_after_s, judged.percent)
+                            judged.warning, judged.days_left, judged.not_after_s, judged.percent, judged.proxy)
 
     def _result(self, check: Check, ok: bool, rtt_ms: float | None, error: str | None, warning: str | None = None,
                 days_left: float | None = None, not_after_s: float | None = None,
-                percent: float | None = None) -> CheckResult:
+                percent: float | None = None, proxy: bool = False) -> CheckResult:
         return CheckResult(check.target, PROBE_PREFIX + check.kind, None, ok, rtt_ms, None if ok else error, None,
                            self.clock(), layer=None if ok else LAYER, cert_not_after_s=not_after_s,
-                           cert_days_left=days_left, warning=warning, percent=percent)
+                           cert_days_left=days_left, warning=warning, percent=percent, proxy=proxy)
 
     def close(self) -> None:
         """Stop the worker threads (after the last cycle)."""

@@ -31,6 +31,7 @@ class CheckResult(ProbeResult):
     """A check's outcome as a probe result (probe = "check:<kind>", target = path or argv[0], layer l7 on failure)."""
 
     percent: float | None = None   # disk: used space in percent
+    proxy: bool = False            # x509: the certificate is a proxy certificate (RFC 3820, or a legacy Globus one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Judged:
     days_left: float | None = None
     not_after_s: float | None = None
     percent: float | None = None
+    proxy: bool = False
 
 
 class CheckKind(Protocol):

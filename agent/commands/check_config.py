@@ -9,6 +9,9 @@ from agent.commands import CONFIG_HELP
 
 EXIT_OK = 0
 EXIT_INVALID = 2
+# A valid config may configure no store (issue 31): said, not refused.
+NO_STORE_WARNING = ("no store configured (no [influxdb], [metrics] listen or [otlp] endpoint): the agent probes, "
+                    "remediates and writes status.json, but keeps no history of freezes and remediations")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +36,7 @@ def summary(cfg) -> str:
     """One line: number of boxes by kind, sink, remediation and correlation settings."""
     kinds = Counter(b.kind for b in cfg.boxes)
     kinds_text = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(kinds.items()))
-    sink = f"influxdb {cfg.influxdb.api} {cfg.influxdb.url}"
+    sink = ", ".join(cfg.stores()) or "no store"
     rem = ("remediation " + ("dry-run" if cfg.remediation.dry_run else "on")) if cfg.remediation.enabled \
         else "remediation off"
     disc = cfg.discovery
@@ -94,4 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_INVALID
     print(summary(cfg))
+    if not cfg.stores():
+        import sys
+
+        print(f"check-config: WARNING: {NO_STORE_WARNING}", file=sys.stderr)
     return EXIT_OK

@@ -182,6 +182,9 @@ def store_records(cfg, records) -> bool:
 
     if not records:
         return True
+    if cfg.influxdb is None:   # stores are optional: the action stands, its record is in the history file only
+        print("remediate: not recorded in InfluxDB: no [influxdb] in the config")
+        return True
     pts = [record_point(r, cfg.agent.site) for r in records]
     writer = make_writer(cfg.influxdb)
     try:

@@ -35,9 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="an HTTP header for --prometheus, e.g. X-Scope-OrgID:tenant (repeatable)")
     p.add_argument("--bearer-token-file", metavar="FILE",
                    help="--prometheus: send the token in FILE as Authorization: Bearer")
-    p.add_argument("--site-label", default="site", metavar="NAME",
-                   help="--prometheus: the label that carries the site (default site; the name your scrape "
-                        "config gives it when it sets its own `site`)")
+    p.add_argument("--site-label", default=None, metavar="NAME",
+                   help="--prometheus: the label that carries the site (default: the config's [metrics] site_label, "
+                        "vobox_site unless set; `site` when the scrape config puts the site on the targets)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--site", metavar="NAME", help="the boxes of this site (default: the config's [agent] site)")
     where.add_argument("--all-sites", action="store_true",
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print("vobox-agent report: --prometheus needs --site NAME or --all-sites (or -c FILE for its site)",
                   file=sys.stderr)
             return 2
-        read = _read_prometheus(args, start_ms, end_ms, site)
+        read = _read_prometheus(args, start_ms, end_ms, site, cfg.metrics.site_label if cfg is not None else None)
         if isinstance(read, int):
             return read
         obs, footer = read
@@ -129,9 +129,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_prometheus(args: argparse.Namespace, start_ms: int, end_ms: int, site: str | None):
-    """(observation, footer line) from --prometheus, or an exit code after a one-line error."""
-    from agent.report.prom import Api, PromError, http_fetch, read_prometheus
+def _read_prometheus(args: argparse.Namespace, start_ms: int, end_ms: int, site: str | None,
+                     config_label: str | None = None):
+    """(observation, footer line) from --prometheus, or an exit code after a one-line error.
+
+    The site label: --site-label, else the config's [metrics] site_label, else its default (vobox_site)."""
+    from agent.report.prom import SITE_LABEL, Api, PromError, http_fetch, read_prometheus
     from agent.secretfile import SecretFileError, read_secret
 
     headers: dict[str, str] = {}
@@ -149,7 +152,8 @@ def _read_prometheus(args: argparse.Namespace, start_ms: int, end_ms: int, site:
             print(f"vobox-agent report: --bearer-token-file: {exc}", file=sys.stderr)
             return 2
     try:
-        read = read_prometheus(Api(http_fetch(args.prometheus, headers)), start_ms, end_ms, site, args.site_label)
+        read = read_prometheus(Api(http_fetch(args.prometheus, headers)), start_ms, end_ms, site,
+                               args.site_label or config_label or SITE_LABEL)
     except PromError as exc:
         print(f"vobox-agent report: cannot read Prometheus: {exc}", file=sys.stderr)
         return 1

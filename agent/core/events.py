@@ -98,23 +98,30 @@ class FreezeOpened(Event):
 
 @dataclass(frozen=True, slots=True)
 class FreezeLayerChanged(Event):
-    """An open freeze got deeper (e.g. l4 -> l2)."""
+    """An open freeze got deeper (e.g. l4 -> l2).
+
+    detected_layer: the layer found when the freeze was detected (its FreezeOpened's layer; constant within
+    the freeze); "" when unknown (a freeze opened by an agent that did not keep it).
+    """
 
     start_s: float
     old_layer: str
     new_layer: str
+    detected_layer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class FreezeClosed(Event):
     """The freeze that started at start_s ended at end_s (the first healthy cycle of the recovery).
 
-    time_s is when the recovery was confirmed (recover_cycles healthy cycles later).
+    time_s is when the recovery was confirmed (recover_cycles healthy cycles later). layer: the deepest layer
+    the freeze reached; detected_layer: the layer at detection ("" when unknown, see FreezeLayerChanged).
     """
 
     start_s: float
     end_s: float
     layer: str
+    detected_layer: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -130,6 +137,7 @@ class BoxObserved(Event):
     point's value for this cycle; rewrite_down_times: earlier cycles whose up must now be 0
     (see agent.core.freeze.up_decision); freeze_start_s: the open freeze's start, if any;
     state_layer: the state machine's layer (the deepest of the suspect run or open freeze; none when up);
+    freeze_detected_layer: the open freeze's layer at detection ("" when none is open or it is unknown);
     results: the box's probe results (probes.ProbeResult), in plan order; confirm: judged by a
     confirmation pass, not a cycle (no `box`/`probe` points: mean(up) stays one value per cycle).
     """
@@ -149,6 +157,7 @@ class BoxObserved(Event):
     percent_state_change: float | None = None
     failed_share: float | None = None
     maintenance: Active | None = None   # in a maintenance window: why, else None
+    freeze_detected_layer: str = ""
 
 
 @dataclass(frozen=True, slots=True)

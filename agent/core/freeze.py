@@ -112,6 +112,9 @@ class BoxState:
     freeze_start_s: float | None = None      # set while a freeze is open (frozen or recovering)
     recovery_times: tuple[float, ...] = ()   # healthy cycles of the current recovery
     last_time_s: float | None = None
+    # the open freeze's layer at detection (FreezeOpened's layer, never changed within the freeze); "" when no
+    # freeze is open, or for a freeze opened before the agent kept it (its points then carry no detected_layer tag)
+    detected_layer: str = ""
 
     @property
     def freeze_open(self) -> bool:
@@ -144,17 +147,18 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
             # The operator took the box over: the freeze ends here (or at the first healthy cycle of a
             # recovery in progress, which it was); the stop is not part of it.
             end_s = s.recovery_times[0] if old == State.RECOVERING and s.recovery_times else now_s
-            events.append(FreezeClosed(box, now_s, s.freeze_start_s, end_s, s.layer))
+            events.append(FreezeClosed(box, now_s, s.freeze_start_s, end_s, s.layer, s.detected_layer))
         s = replace(s, state=State.MAINTENANCE if verdict.maintenance else State.STOPPED, fail_times=(),
-                    layer=Layer.NONE, freeze_start_s=None, recovery_times=())
+                    layer=Layer.NONE, freeze_start_s=None, recovery_times=(), detected_layer="")
     elif verdict.healthy:
         if old in (State.SUSPECT, State.STOPPED, State.MAINTENANCE):
             s = replace(s, state=State.UP, fail_times=(), layer=Layer.NONE)
         elif old == State.FROZEN or old == State.RECOVERING:
             rec = (s.recovery_times if old == State.RECOVERING else ()) + (now_s,)
             if len(rec) >= rec_n:
-                events.append(FreezeClosed(box, now_s, _open_start(s), rec[0], s.layer))
-                s = replace(s, state=State.UP, fail_times=(), layer=Layer.NONE, freeze_start_s=None, recovery_times=())
+                events.append(FreezeClosed(box, now_s, _open_start(s), rec[0], s.layer, s.detected_layer))
+                s = replace(s, state=State.UP, fail_times=(), layer=Layer.NONE, freeze_start_s=None, recovery_times=(),
+                            detected_layer="")
             else:
                 s = replace(s, state=State.RECOVERING, recovery_times=rec)
     else:
@@ -164,13 +168,13 @@ def step(state: BoxState, verdict: Verdict, now_s: float,
             if len(fails) >= fail_n:
                 events.append(FreezeOpened(box, now_s, fails[0], layer, fails[:-1]))
                 s = replace(s, state=State.FROZEN, fail_times=(), layer=layer, freeze_start_s=fails[0],
-                            recovery_times=())
+                            recovery_times=(), detected_layer=layer)
             else:
                 s = replace(s, state=State.SUSPECT, fail_times=fails, layer=layer)
         else:  # frozen or recovering: the same freeze goes on
             layer = deeper(s.layer, verdict.layer)
             if layer != s.layer:
-                events.append(FreezeLayerChanged(box, now_s, _open_start(s), s.layer, layer))
+                events.append(FreezeLayerChanged(box, now_s, _open_start(s), s.layer, layer, s.detected_layer))
             s = replace(s, state=State.FROZEN, layer=layer, recovery_times=())
 
     if s.state != old:
@@ -190,7 +194,8 @@ def open_by_alert(state: BoxState, now_s: float) -> tuple[BoxState, list[Event]]
     if state.state != State.SUSPECT or not state.fail_times:
         return state, []
     start_s = state.fail_times[0]
-    after = replace(state, state=State.FROZEN, fail_times=(), freeze_start_s=start_s, recovery_times=())
+    after = replace(state, state=State.FROZEN, fail_times=(), freeze_start_s=start_s, recovery_times=(),
+                    detected_layer=state.layer)
     return after, [StateChanged(state.box, now_s, State.SUSPECT, State.FROZEN, state.layer),
                    FreezeOpened(state.box, now_s, start_s, state.layer, state.fail_times, opened_by="alert")]
 

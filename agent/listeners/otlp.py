@@ -50,6 +50,9 @@ UNITS: dict[str, str] = {
     "vobox_box_remediation_held": "{box}",
     "vobox_box_degraded": "{box}",
     "vobox_box_percent_state_change": "%",
+    "vobox_box_state_change_ratio": "1",    # a ratio 0-1: its name already ends in _ratio
+    "vobox_box_remediation_halted": "{box}",
+    "vobox_build_info": "1",
     "vobox_box_failed_cycles_ratio": "1",   # a ratio 0-1: its name already ends in _ratio
     "vobox_box_cycles_total": "{cycle}",
     "vobox_box_down_cycles_total": "{cycle}",
@@ -108,6 +111,10 @@ def to_metrics_data(families: Iterable[Any], resource_attrs: Mapping[str, str], 
     cumulative = AggregationTemporality.CUMULATIVE
     metrics = []
     for fam in families:
+        if not fam.name.startswith("vobox_"):
+            # prometheus_client's process_*/python_* collectors: OTel has its own process and runtime conventions
+            # (a collector's hostmetrics receiver), so only the agent's own metrics are pushed
+            continue
         if fam.type == "counter":
             name = fam.name + "_total"
             created = {_key(s.labels): s.value for s in fam.samples if s.name.endswith("_created")}

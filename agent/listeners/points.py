@@ -194,7 +194,8 @@ class PointsListener(CycleListener):
                 # An open freeze's point is rewritten every cycle, so its duration_s is "so far", not "at
                 # detection".
                 out.append(P.freeze_point(box, kind, site, ev.freeze_start_s, True, ev.state_layer,
-                                          ev.time_s - ev.freeze_start_s, self._evidence(box, ev.freeze_start_s)))
+                                          ev.time_s - ev.freeze_start_s, self._evidence(box, ev.freeze_start_s),
+                                          detected_layer=ev.freeze_detected_layer))
             return out
         if isinstance(ev, MaintenanceChanged):
             return [P.maintenance_point(box, kind, site, "start" if ev.active else "end", "agent", ev.reason, ev.who,
@@ -205,17 +206,17 @@ class PointsListener(CycleListener):
             return [P.address_conflict_point(box, kind, site, ev.address, ev.macs, ev.open, ev.time_s)]
         if isinstance(ev, FreezeOpened):
             point = P.freeze_point(box, kind, site, ev.start_s, True, ev.layer, ev.time_s - ev.start_s,
-                                   self._evidence(box, ev.start_s), opened_by=ev.opened_by)
+                                   self._evidence(box, ev.start_s), opened_by=ev.opened_by, detected_layer=ev.layer)
             if ev.opened_by != "alert":
                 return [point]
             # Opened between cycles by an alert: no BoxObserved rewrites its suspect cycles, this does.
             return [point, *(P.box_down_rewrite(box, kind, site, t) for t in ev.suspect_cycle_times)]
         if isinstance(ev, FreezeLayerChanged):
             return [P.freeze_point(box, kind, site, ev.start_s, True, ev.new_layer, ev.time_s - ev.start_s,
-                                   self._evidence(box, ev.start_s))]
+                                   self._evidence(box, ev.start_s), detected_layer=ev.detected_layer)]
         if isinstance(ev, FreezeClosed):
             return [P.freeze_point(box, kind, site, ev.start_s, False, ev.layer, ev.duration_s,
-                                   self._evidence(box, ev.start_s))]
+                                   self._evidence(box, ev.start_s), detected_layer=ev.detected_layer)]
         return []
 
 

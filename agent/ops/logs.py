@@ -98,9 +98,14 @@ def read_secret_file(path: str) -> str:
 
 
 def config_secrets(cfg: Any) -> tuple[str, ...]:
-    """The secret values of config CFG: [influxdb] password/token and their files, the webhook token file."""
-    return redact.config_secrets(getattr(cfg, "influxdb", None), getattr(cfg, "remediation", None),
-                                 read=read_secret_file)
+    """The secret values of config CFG: [influxdb] password/token and their files, the webhook token file, the
+    /metrics token and basic auth password files."""
+    metrics = getattr(cfg, "metrics", None)
+    extra = tuple(v for v in (read_secret_file(p) for p in (getattr(metrics, "token_file", None),
+                                                            getattr(metrics, "basic_auth_password_file", None)) if p)
+                  if len(v) >= redact.MIN_SECRET_CHARS)
+    return tuple(dict.fromkeys(redact.config_secrets(getattr(cfg, "influxdb", None), getattr(cfg, "remediation", None),
+                                                     read=read_secret_file) + extra))
 
 
 def protect(secrets: Iterable[str]) -> None:

@@ -37,13 +37,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.core.config.model import DEFAULT_SITE_LABEL
 from agent.report.stats import BoxRecord, Bucket, FleetObservation, FreezeRecord
 from probes import LAYERS
 
 RAW_CHUNK_S = 86400       # raw samples are fetched a day per query
 BASELINE_S = 3600          # how far before the range's start a counter's baseline sample is looked for
 DEFAULT_TIMEOUT_S = 60.0   # per query: a month of 500 boxes takes seconds (bench/bench_report.py)
-SITE_LABEL = "site"
+# The label the agents export the site in: [metrics] site_label's default (vobox_site, issue 31); another name
+# (the scrape config's own `site`, an agent's site_label) is given by `report --site-label`.
+SITE_LABEL = DEFAULT_SITE_LABEL
 RAN_RESULTS = ("recovered", "not_recovered", "unverified", "failed")   # agent.listeners.metrics: actions that ran
 
 Labels = Mapping[str, str]

@@ -33,8 +33,8 @@ class ReportSource:
 
 def source_from_config(cfg: Any) -> ReportSource:
     """Read [influxdb], [agent].site and [agent].interval of a loaded Config."""
-    influx = cfg.influxdb
-    rows = influx_rows(influx, timeout_s=max(MIN_QUERY_TIMEOUT_S, influx.write_timeout_s))
+    influx = cfg.influxdb   # None without [influxdb]: every query raises QueryError saying so
+    rows = influx_rows(influx, timeout_s=max(MIN_QUERY_TIMEOUT_S, influx.write_timeout_s if influx else 0.0))
     return ReportSource(rows, cfg.agent.site, cfg.agent.interval_s, describe_source(influx))
 
 

@@ -8,7 +8,10 @@ Measurements (tags; fields):
                                                                 degraded, percent_state_change, failed_share
   warning          box, kind, site, check, target;              message, days_left, percent (not a failure:
                                                                 a certificate or proxy expiring, a disk filling)
-  freeze           box, kind, site;                             open, layer, duration_s, evidence, opened_by
+  freeze           box, kind, site, detected_layer;             open, layer, duration_s, evidence, opened_by
+                   (detected_layer: the layer at detection, constant within a freeze, so GROUP BY "detected_layer"
+                   counts freezes by layer; the field layer is the deepest it reached; absent on points written
+                   before it existed and on a freeze opened by such an agent)
   agent            site, host;                                  cycle_s, misfires, spool_points, write_errors,
                                                                 dropped, rejected, retention_dropped, boxes, ...
                    site, host, event=clock_step;                clock_step_s (negative: back), detail (one
@@ -271,13 +274,18 @@ def box_down_rewrite(box: str, kind: str, site: str | None, time_s: float) -> Po
 
 
 def freeze_point(box: str, kind: str, site: str | None, start_s: float, open_: bool, layer: str,
-                 duration_s: float, evidence: str | None = None, opened_by: str | None = None) -> Point:
+                 duration_s: float, evidence: str | None = None, opened_by: str | None = None, *,
+                 detected_layer: str | None = None) -> Point:
     """`freeze`: at the freeze's start; written when detected (open=1) and again when it closes (open=0).
 
     opened_by (written when detected; later writes of the same point keep it, InfluxDB merges fields):
     "probes" (fail_cycles failing cycles) or "alert" (an alert confirmed a suspect box, issue 26).
+    detected_layer: the tag, the layer at detection; it never changes within a freeze, so every write of the
+    freeze lands in one series (a tag is part of the series key: a changing tag would split the point in two).
+    None or "" leaves it out (a freeze opened before the tag existed keeps its untagged series). layer: the
+    field, the deepest layer the freeze reached so far.
     """
-    return Point("freeze", _tags(box, kind, site),
+    return Point("freeze", _tags(box, kind, site, detected_layer=detected_layer or None),
                  {"open": 1 if open_ else 0, "layer": layer, "duration_s": float(duration_s), "evidence": evidence,
                   "opened_by": opened_by}, ns_from_s(start_s))
 

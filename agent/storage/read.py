@@ -27,7 +27,9 @@ EVENT_MEASUREMENTS: dict[str, bool] = {
 
 # Tag keys of the schema (agent/storage/points.py); every other column of a row is a field.
 TAG_KEYS = frozenset({"box", "kind", "site", "probe", "address", "port", "action", "trigger", "outcome", "event",
-                      "origin", "check", "target", "maintenance", "segment", "host", "hostname"})
+                      "origin", "check", "target", "maintenance", "segment", "host", "hostname", "detected_layer"})
+# What a read says when the config has no [influxdb] (stores are optional, issue 31).
+NO_INFLUXDB = "no [influxdb] section in the config: nothing is stored in InfluxDB to read"
 
 Rows = Callable[[str], list[dict[str, Any]]]
 Query = Callable[[str], list[tuple[dict[str, str], dict[str, Any]]]]
@@ -76,15 +78,22 @@ def query_credentials(influx: Any) -> dict[str, Any]:
 
 
 def describe_source(influx: Any) -> str:
-    """'URL (database)' for messages."""
+    """'URL (database)' for messages; "no InfluxDB" for a config without [influxdb] (None)."""
+    if influx is None:
+        return "InfluxDB"
     return f"{influx.url} ({influx.bucket if influx.api == 'v2' else influx.database})"
 
 
 def influx_rows(influx: Any, timeout_s: float | None = None) -> Rows:
     """A function running one InfluxQL statement and returning rows (tags and columns merged, times in ms).
 
-    timeout_s: per query (default: the config's write_timeout_s). Raises QueryError naming the URL and reason.
+    timeout_s: per query (default: the config's write_timeout_s). Raises QueryError naming the URL and reason;
+    with influx None (no [influxdb] configured) every query raises QueryError(NO_INFLUXDB).
     """
+    if influx is None:
+        def nothing(q: str) -> list[dict[str, Any]]:
+            raise QueryError(NO_INFLUXDB)
+        return nothing
     auth = query_credentials(influx)
     if timeout_s is not None:
         auth["timeout_s"] = timeout_s

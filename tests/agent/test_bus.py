@@ -113,7 +113,7 @@ def test_remediation_records_are_written_and_counted_as_decided_without_any_cycl
     (point,) = [p for p in storage.points if p.measurement == "remediation"]
     assert point.tags["box"] == "a" and point.tags["outcome"] == "refused" and point.tags["trigger"] == "manual"
     refused = metrics.registry.get_sample_value(
-        "vobox_remediations_total", {"box": "a", "kind": "container", "site": "test", "action": "no_such_action",
+        "vobox_remediations_total", {"box": "a", "kind": "container", "vobox_site": "test", "action": "no_such_action",
                                      "trigger": "manual", "result": "refused"})
     assert refused == 1.0
     assert not [p for p in storage.points if p.measurement in ("box", "agent")]   # no cycle ran
@@ -139,9 +139,9 @@ def test_engine_events_and_box_set_changes_become_points_and_reach_every_listene
     assert "container disc1 joined the box set (192.0.2.99 on net1)" in joined[0].fields["detail"]
     points, status = listeners[0], listeners[-2]
     assert set(points.kinds) == set(status.kinds) == set(metrics.kinds) == {"b", "c", "disc1"}
-    assert metrics.registry.get_sample_value("vobox_agent_boxes", {"site": "test"}) == 3
+    assert metrics.registry.get_sample_value("vobox_agent_boxes", {"vobox_site": "test"}) == 3
     assert metrics.registry.get_sample_value("vobox_box_up", {"box": "a", "kind": "container",
-                                                              "site": "test"}) is None   # a's series removed
+                                                              "vobox_site": "test"}) is None   # a's series removed
 
 
 def test_a_new_box_set_reaches_the_pipeline_at_its_next_cycle_not_in_the_middle_of_one(tmp_path):
@@ -210,7 +210,7 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
             "CycleEvents": ["points", "evidence", "remediation", "status", "metrics"],
             "ActionRecord": ["points", "metrics"],
             "ContainerEventRecord": ["points", "audit"],
-            "RemediationStatus": ["status"],
+            "RemediationStatus": ["status", "metrics"],
             "BoxSetChanged": ["points", "evidence", "status", "metrics", "audit", "pipeline", "flight recorder",
                               "remediation engine", "webhook", "docker events"],
             "ClockStepped": ["points", "metrics"],
@@ -225,7 +225,9 @@ def test_the_wiring_builds_the_listeners_and_services_the_config_asks_for(tmp_pa
         assert service.remediator.reprobe == assembly.pipeline.prober.reprobe
         assert service.on_record == service.on_status == assembly.bus.publish
         (webhook,) = [s for s in assembly.services if isinstance(s, WebhookReceiver)]
-        assert assembly.reloaders == [webhook.reload]   # SIGHUP reloads the webhook's files
+        (server,) = [s for s in assembly.services if isinstance(s, MetricsServer)]
+        # SIGHUP reloads the webhook's files and the /metrics server's (TLS, credentials)
+        assert assembly.reloaders == [webhook.reload, server.reload]
         (watcher,) = [s for s in assembly.services if isinstance(s, DockerEventWatcher)]
         assert watcher.on_record == assembly.bus.publish
     finally:
@@ -250,6 +252,28 @@ def test_the_wiring_without_remediation_metrics_forensics_or_containers(tmp_path
                                               "AddressChanged": ["points"]}
     finally:
         assembly.close()
+
+
+def test_without_influxdb_there_is_no_points_listener_and_no_storage(tmp_path, caplog):
+    """issue 31 item 1: no [influxdb], no writer and no spool; one INFO line names the stores that are on."""
+    import logging
+
+    text = config_text(str(tmp_path / "state")).replace('[influxdb]\ndatabase = "vobox"\n', "")
+    text += f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n[forensics]\nenabled = false\n'
+    cfg = loads(text)
+    assert cfg.influxdb is None
+    with caplog.at_level(logging.INFO, logger="agent.wiring"):
+        assembly = wiring.assemble(cfg, make_docker=lambda: pytest.fail("no Docker here"))
+    try:
+        assert [x.name for x in assembly.bus.listeners] == ["remediation", "status", "metrics"]
+        assert "points" not in sum(assembly.bus.subscribers().values(), [])
+        (metrics,) = [x for x in assembly.bus.listeners if x.name == "metrics"]
+        assert metrics.counters is None
+        assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("stores:")] == [
+            f"stores: prometheus /metrics on {cfg.metrics.listen}"]
+    finally:
+        assembly.close()
+    assert not (tmp_path / "state" / "spool").exists()
 
 
 def test_status_json_shows_the_remediation_status_the_service_published(tmp_path):

@@ -672,3 +672,34 @@ def test_the_engine_going_away_is_one_event_holding_the_frozen_container_boxes_t
     run(agent, script, ["a"])
     assert running(rem) == {"a": "running restart_container"}
     assert agent.listeners[-1].status(script.now)["boxes"]["a"]["held"] is None
+
+
+class LayerScript(Script):
+    """A sweep where only the probe kinds in `failing_kinds` fail for the failing addresses (tcp only: l4)."""
+
+    failing_kinds: frozenset[str] = frozenset()
+
+    def sweep(self, targets, timeout_s, interface=None, recorder=None):
+        bad = [t.address in self.failing and (not self.failing_kinds or t.probe in self.failing_kinds)
+               for t in targets]
+        return [ProbeResult(t.address, t.probe, t.port, not b, None if b else 0.2, "timeout" if b else None, None,
+                            self.now + 0.1) for t, b in zip(targets, bad, strict=True)]
+
+
+def test_every_write_of_a_freeze_carries_its_detected_layer_across_a_deepening_and_a_restart(tmp_path):
+    """issue 31 item 6: the freeze point's tag detected_layer is the layer at detection in every write (open, each
+    cycle's rewrite, the deepening, the close), also after a restart, so the freeze stays one series."""
+    script = LayerScript()
+    agent, script, storage, _ = make_agent(tmp_path, script)
+    script.failing_kinds = frozenset({"tcp"})
+    run(agent, script, ["a", "a", "a"])                 # l4: tcp only
+    script.failing_kinds = frozenset()
+    run(agent, script, ["a"])                           # deepens: nothing answers
+    agent.close()
+    agent2, _, storage2, _ = make_agent(tmp_path, script)   # restarted on the same state_dir
+    run(agent2, script, ["a", "", ""])
+    writes = [p for p in storage.points + storage2.points if p.measurement == "freeze"]
+    assert len(writes) >= 5 and len({p.time_ns for p in writes}) == 1
+    assert {p.tags.get("detected_layer") for p in writes} == {"l4"}
+    assert writes[0].fields["layer"] == "l4" and writes[-1].fields["layer"] == "l2"
+    assert writes[-1].fields["open"] == 0

@@ -311,11 +311,11 @@ def test_metrics_show_the_name_beside_the_addresses():
     m.on_name(NameStateChanged("named", 1.0, "ctr.example.org", "resolved", "192.0.2.10", "192.0.2.10", None,
                                "container"))
     m.on_name(NameStateChanged("lost", 1.0, "vm.example.org", "nxdomain", "not probed", None, None, "vm"))
-    labels = {"box": "named", "kind": "container", "site": "site1", "hostname": "ctr.example.org",
+    labels = {"box": "named", "kind": "container", "vobox_site": "site1", "hostname": "ctr.example.org",
               "state": "resolved", "ipv4": "192.0.2.10", "ipv6": ""}
     assert m.registry.get_sample_value("vobox_box_name_info", labels) == 1.0
     assert m.registry.get_sample_value("vobox_box_name_info", {
-        "box": "lost", "kind": "vm", "site": "site1", "hostname": "vm.example.org", "state": "nxdomain",
+        "box": "lost", "kind": "vm", "vobox_site": "site1", "hostname": "vm.example.org", "state": "nxdomain",
         "ipv4": "", "ipv6": ""}) == 1.0
     m.on_name(NameStateChanged("named", 2.0, "ctr.example.org", "timeout", "A: timeout", "192.0.2.10", None,
                                "container"))
@@ -323,4 +323,4 @@ def test_metrics_show_the_name_beside_the_addresses():
     assert m.registry.get_sample_value("vobox_box_name_info", labels | {"state": "timeout"}) == 1.0
     m.on_address(AddressChanged("named", 3.0, "ctr.example.org", 4, "192.0.2.10", "192.0.2.20", "container"))
     assert m.registry.get_sample_value("vobox_box_address_changes_total",
-                                       {"box": "named", "kind": "container", "site": "site1"}) == 1.0
+                                       {"box": "named", "kind": "container", "vobox_site": "site1"}) == 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,7 +50,8 @@ def test_yaml_reads_back_as_generated(rel):
         "provisioning/dashboards/vobox.yaml": GEN.dashboards_provisioning,
         "provisioning/alerting/vobox-rules.yaml": GEN.alert_rules_provisioning,
         "provisioning/alerting/vobox-contact-points.yaml": GEN.contact_points_provisioning,
-        "provisioning/alerting/vobox-policies.yaml": GEN.policies_provisioning,
+        "examples/vobox-policy-route.yaml": GEN.policy_route_example,
+        "examples/vobox-policies-whole-tree.yaml": GEN.policies_provisioning,
     }
     assert yaml.safe_load(text) == builders[rel]()
 
@@ -61,8 +63,8 @@ def test_contact_point_token_is_not_in_git():
     assert cp["settings"]["authorization_credentials"] == "${VOBOX_WEBHOOK_TOKEN}"
     # one variable: webhook_listen has no default port, so no port (or host) is assumed here
     assert cp["settings"]["url"] == "${VOBOX_AGENT_WEBHOOK_URL}"
-    policy = GEN.policies_provisioning()["policies"][0]
-    route = policy["routes"][0]
+    route = GEN.policy_route_example()["routes"][0]
+    assert route == GEN.policies_provisioning()["policies"][0]["routes"][0]
     assert route["receiver"] == cp["uid"] == "vobox-agent-webhook"
     assert route["object_matchers"] == [["vobox_alert", "=", "box_frozen"]]
     assert "box" in route["group_by"]
@@ -191,3 +193,34 @@ def test_every_box_state_has_a_colour_in_the_state_timeline():
     STATE_COLOURS, STATE_MAPPINGS = GEN.STATE_COLOURS, GEN.STATE_MAPPINGS
     assert set(STATE_COLOURS) == set(STATES)
     assert set(STATE_MAPPINGS[0]["options"]) == set(STATES)
+
+
+def _provisioning_files() -> list[str]:
+    base = os.path.join(ROOT, "grafana", "provisioning")
+    return sorted(os.path.relpath(os.path.join(d, n), os.path.join(ROOT, "grafana"))
+                  for d, _, names in os.walk(base) for n in names)
+
+
+def test_copying_provisioning_never_replaces_the_sites_notification_policies():
+    """issue 31 item 5: what `cp -r grafana/provisioning/*` installs holds no policy tree (Grafana provisions a
+    tree whole, replacing the site's) and deletes or resets nothing of the site's; the route is an example."""
+    files = _provisioning_files()
+    assert files and all(f.endswith(".yaml") for f in files)
+    for rel in files:
+        with open(os.path.join(ROOT, "grafana", rel)) as f:
+            doc = yaml.safe_load(f)
+        assert not {"policies", "resetPolicies", "deleteContactPoints", "deleteRules", "deleteDatasources",
+                    "muteTimes", "templates"} & set(doc), rel
+    assert not os.path.exists(os.path.join(ROOT, "grafana", "provisioning", "alerting", "vobox-policies.yaml"))
+    assert sorted(r for r in GEN.outputs() if r.startswith("provisioning/")) == files   # nothing stale left there
+    route = GEN.policy_route_example()["routes"][0]
+    assert route["continue"] is True   # the site's routes after it still get the alert
+
+
+def test_the_readme_says_what_each_file_changes():
+    """Every generated file has a row in grafana/README.md's table (the install copies no other)."""
+    with open(os.path.join(ROOT, "grafana", "README.md")) as f:
+        readme = f.read()
+    table = {m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", readme, re.M)}
+    assert set(GEN.outputs()) <= table, set(GEN.outputs()) - table
+    assert "replaces" in readme and "examples/vobox-policy-route.yaml" in readme

@@ -56,6 +56,7 @@ def test_every_query_and_variable_is_found():
     dash = GEN.fleet_dashboard("promql")
     found = list(queries(dash))
     assert sum(1 for p in dash["panels"] for _ in p.get("targets", [])) + 3 == len(found)
-    assert variable_selectors(dash) == {"site": ("vobox_box_cycles_total", "site"),
-                                        "kind": ('vobox_box_cycles_total{site=~"$site"}', "kind"),
-                                        "box": ('vobox_box_cycles_total{site=~"$site",kind=~"$kind"}', "box")}
+    # the variable `site` lists the agents' site label, vobox_site ([metrics] site_label's default)
+    assert variable_selectors(dash) == {"site": ("vobox_box_cycles_total", "vobox_site"),
+                                        "kind": ('vobox_box_cycles_total{vobox_site=~"$site"}', "kind"),
+                                        "box": ('vobox_box_cycles_total{vobox_site=~"$site",kind=~"$kind"}', "box")}

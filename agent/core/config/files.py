@@ -20,6 +20,7 @@ from probes.routing import RouteEntry, lookup, route_table
 _INFLUX_TLS_KEYS = {"cert_file": "client_cert", "key_file": "client_key", "ca_file": "ca_file"}
 _WEBHOOK_TLS_KEYS = {"cert_file": "webhook_cert_file", "key_file": "webhook_key_file",
                      "ca_file": "webhook_client_ca_file"}
+_METRICS_TLS_KEYS = {"cert_file": "cert_file", "key_file": "key_file", "ca_file": "client_ca_file"}
 
 
 def tls_errors(tls: TLSSettings, section: str, keys: dict[str, str]) -> list[str]:
@@ -52,11 +53,11 @@ def file_errors(cfg: Config) -> list[str]:
     """
     errors: list[str] = []
     influx = cfg.influxdb
-    if influx.api == "v1" and influx.password_file:
+    if influx is not None and influx.api == "v1" and influx.password_file:
         errors += _secret(influx.password_file, "influxdb.password_file")
-    if influx.api == "v2" and influx.token_file:
+    if influx is not None and influx.api == "v2" and influx.token_file:
         errors += _secret(influx.token_file, "influxdb.token_file")
-    if influx.url.startswith("https://") and not (influx.client_key and not influx.client_cert):
+    if influx is not None and influx.url.startswith("https://") and not (influx.client_key and not influx.client_cert):
         errors += tls_errors(influx.tls(), "influxdb", _INFLUX_TLS_KEYS)
     rem = cfg.remediation
     if rem.webhook_listen and rem.webhook_token_file:
@@ -72,6 +73,14 @@ def file_errors(cfg: Config) -> list[str]:
         errors += tls_errors(tls_client(ca_file=cfg.otlp.ca_file), "otlp", {"ca_file": "ca_file"})
     if rem.webhook_listen:
         errors += webhook_tls_errors(rem)
+    m = cfg.metrics
+    if m.listen:
+        for key in ("token_file", "basic_auth_password_file"):
+            if getattr(m, key):
+                errors += _secret(getattr(m, key), f"metrics.{key}")
+        tls = m.tls()
+        if tls is not None:
+            errors += tls_errors(tls, "metrics", _METRICS_TLS_KEYS)
     for i, b in enumerate(cfg.boxes):
         if not b.command or "command" not in b.remediate:
             continue

@@ -25,6 +25,7 @@ from agent.core.config.model import (
     BoxConfig,
     Config,
     Context,
+    InfluxConfig,
     MaintenanceConfig,
     _present,
     box_label,
@@ -89,7 +90,7 @@ def parse(data: dict[str, Any], source: str | None = None, check_files: bool = F
             errors += check(kw[section], _present(data.get(section, {})), section, ctx)
 
     influx = kw["influxdb"]
-    if influx.get("api") == "v2" and influx.get("token_file") and "token" not in influx:
+    if "influxdb" in data and influx.get("api") == "v2" and influx.get("token_file") and "token" not in influx:
         try:
             influx["token"] = read_secret(influx["token_file"])
         except SecretFileError:
@@ -137,7 +138,9 @@ def parse(data: dict[str, Any], source: str | None = None, check_files: bool = F
         source=source,
         maintenance=maintenance,
         box_lines=lines,
-        **{s: SECTIONS[s](**kw[s]) for s in SECTIONS if s not in TABLE_ARRAYS and s != "agent"},
+        **{s: SECTIONS[s](**kw[s]) for s in SECTIONS if s not in TABLE_ARRAYS and s not in ("agent", "influxdb")},
+        # InfluxDB only when configured (issue 31): no section, no writer, no spool, no write attempt
+        influxdb=InfluxConfig(**kw["influxdb"]) if "influxdb" in data else None,
     )
     errors = runtime_errors(config)
     if not errors and check_files:

@@ -166,7 +166,7 @@ class FreezeConfig:
 
 @dataclass(frozen=True, slots=True)
 class InfluxConfig:
-    """[influxdb]: where points go (v1: /write with database; v2: influxdb-client with token/org/bucket)."""
+    """[influxdb]: where points go (v1 /write, v2 influxdb-client); absent: no InfluxDB, no spool, no point written."""
 
     url: str = _key("url", _url, "InfluxDB base URL", "http://127.0.0.1:8086")
     api: str = _key("api", _choice(INFLUX_APIS), '"v1": InfluxDB 1.x; "v2": 2.x, 3.x, 1.8+', "v1")
@@ -363,11 +363,85 @@ class RemediationConfig:
         return int(self.webhook_listen.rsplit(":", 1)[1]) if self.webhook_listen else None
 
 
+# [metrics] site_label: a name no scrape config gives its targets, so `honor_labels: false` (Prometheus's default)
+# never renames it to exported_site (issue 31); the labels our metrics use themselves and the ones Prometheus
+# sets on every target are refused, as is the reserved "__" prefix (Prometheus data model, label names).
+DEFAULT_SITE_LABEL = "vobox_site"
+_OWN_LABELS = ("box", "kind", "probe", "layer", "state", "segment", "action", "trigger", "result", "target", "path",
+               "server", "version", "python", "le", "quantile", "job", "instance")
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@_labelled('a Prometheus label name ([A-Za-z_][A-Za-z0-9_]*, not "__..."), or "" for none', {"type": "string"})
+def _site_label(v: Any) -> str:
+    if not isinstance(v, str) or (v and (not _LABEL_NAME_RE.match(v) or v.startswith("__"))):
+        raise _Invalid(f'expected a Prometheus label name ([A-Za-z_][A-Za-z0-9_]*, not "__...") or "", got {_show(v)}')
+    if v in _OWN_LABELS:
+        raise _Invalid(f"{_show(v)} is a label of the metrics themselves or of every Prometheus target "
+                       f"({', '.join(_OWN_LABELS)}): pick another name, e.g. {_show(DEFAULT_SITE_LABEL)}")
+    return v
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """[metrics]: the Prometheus /metrics endpoint."""
 
     listen: str | None = _key("listen", _listen, 'serve /metrics at "host:port"; absent = off', None)
+    site_label: str = _key("site_label", _site_label,
+                           "name of the label carrying [agent] site on every series (the default never clashes "
+                           'with a target label `site` set by the scrape config); "" = no site label (put the '
+                           "site on the targets in the scrape config instead)", DEFAULT_SITE_LABEL)
+    cert_file: str | None = _key("cert_file", _text(),
+                                 "serve /metrics over TLS only, with this server certificate (PEM, chain after it); "
+                                 "reloaded on SIGHUP; absent = plain HTTP", None)
+    key_file: str | None = _key("key_file", _text(), "private key (PEM) of cert_file, when not in the same file",
+                                None)
+    client_ca_file: str | None = _key("client_ca_file", _text(),
+                                      "CA certificates scrapers' client certificates are verified against (PEM "
+                                      "file or hashed directory)", None)
+    verify_client: str = _key("verify_client", _choice(WEBHOOK_VERIFY_CLIENT),
+                              'client certificates: "none" (not asked), "optional" (verified when sent), "required"',
+                              "none")
+    token_file: str | None = _key("token_file", _text(),
+                                  "file holding the bearer token every scrape must send (Prometheus: "
+                                  "authorization.credentials_file); re-read on SIGHUP; absent = no token", None)
+    basic_auth_username: str | None = _key("basic_auth_username", _text(),
+                                           "user name every scrape must send by HTTP basic auth (Prometheus: "
+                                           "basic_auth), with basic_auth_password_file", None)
+    basic_auth_password_file: str | None = _key("basic_auth_password_file", _text(),
+                                                "file holding the basic auth password; re-read on SIGHUP", None)
+
+    @staticmethod
+    def check(kw: dict[str, Any], raw: dict[str, Any], path: str, ctx: Context) -> list[str]:
+        """TLS keys that go together (as the webhook's), one kind of credential, user and password together."""
+        errors = []
+        verify = kw.get("verify_client", "none")
+        if not kw.get("cert_file"):
+            for k in ("key_file", "client_ca_file"):
+                if kw.get(k):
+                    errors.append(f"{path}.{k}: needs metrics.cert_file (/metrics over TLS)")
+            if verify != "none":
+                errors.append(f"{path}.verify_client: {_show(verify)} needs metrics.cert_file (client certificates "
+                              "need TLS)")
+        elif verify != "none" and not kw.get("client_ca_file"):
+            errors.append(f"{path}.client_ca_file: missing (verify_client is {_show(verify)})")
+        elif verify == "none" and kw.get("client_ca_file"):
+            errors.append(f'{path}.client_ca_file: unused while verify_client = "none" (set "optional" or '
+                          '"required")')
+        if kw.get("basic_auth_username") and not kw.get("basic_auth_password_file"):
+            errors.append(f"{path}.basic_auth_password_file: missing (basic_auth_username is set)")
+        elif kw.get("basic_auth_password_file") and not kw.get("basic_auth_username"):
+            errors.append(f"{path}.basic_auth_username: missing (basic_auth_password_file is set)")
+        if kw.get("token_file") and (kw.get("basic_auth_username") or kw.get("basic_auth_password_file")):
+            errors.append(f"{path}.token_file: give token_file or basic_auth_*, not both (a scrape sends one "
+                          "Authorization header)")
+        return errors
+
+    def tls(self) -> TLSSettings | None:
+        """The /metrics server's TLS settings (agent.tls), None for plain HTTP."""
+        if not self.cert_file:
+            return None
+        return tls_server(self.cert_file, self.key_file, self.client_ca_file, self.verify_client)
 
     @property
     def host(self) -> str | None:
@@ -854,7 +928,7 @@ class Config:
 
     agent: AgentConfig
     freeze: FreezeConfig
-    influxdb: InfluxConfig
+    influxdb: InfluxConfig | None   # None: no [influxdb] section, no InfluxDB (stores() says which are on)
     remediation: RemediationConfig
     correlation: CorrelationConfig
     forensics: ForensicsConfig
@@ -869,6 +943,19 @@ class Config:
     maintenance: tuple[MaintenanceConfig, ...] = ()   # [[maintenance]] recurring windows
     # line of each [[box]] header in the TOML text (load.box_lines); () when parsed from a dict
     box_lines: tuple[int, ...] = field(default=(), compare=False)
+
+    def stores(self) -> tuple[str, ...]:
+        """Where the agent's figures go, one line each: InfluxDB ([influxdb]), the Prometheus scrape ([metrics]
+        listen), the OTLP push ([otlp] endpoint); () when none is configured (the agent then keeps only its
+        state files and status.json)."""
+        out = []
+        if self.influxdb is not None:
+            out.append(f"influxdb {self.influxdb.api} {self.influxdb.url}")
+        if self.metrics.listen:
+            out.append(f"prometheus /metrics on {self.metrics.listen}")
+        if self.otlp.endpoint:
+            out.append(f"otlp {self.otlp.endpoint}")
+        return tuple(out)
 
     def box_path(self, index: int) -> str:
         """How errors name the box at INDEX: box_label() with its name and header line."""

@@ -90,7 +90,10 @@ def test_good_config_maps_to_dataclasses_with_units():
 def test_defaults_when_sections_absent():
     cfg = config.parse({"box": [{"name": "b", "kind": "vm", "ipv6": "2001:db8::1"}]})
     assert cfg.agent.interval_s == 10.0 and cfg.agent.state_dir == "/var/lib/vobox-agent"
+    assert cfg.influxdb is None and cfg.stores() == ()   # issue 31: no [influxdb], no InfluxDB (was 127.0.0.1:8086)
+    cfg = config.parse({"influxdb": {}, "box": [{"name": "b", "kind": "vm", "ipv6": "2001:db8::1"}]})
     assert cfg.influxdb.api == "v1" and cfg.influxdb.database == "vobox" and cfg.influxdb.spool_max_mib == 100.0
+    assert cfg.influxdb.url == "http://127.0.0.1:8086" and cfg.stores() == ("influxdb v1 http://127.0.0.1:8086",)
     assert cfg.remediation.enabled is False and cfg.remediation.webhook_listen is None
     assert cfg.boxes[0].tcp_ports == () and cfg.boxes[0].ipv4 is None
 
@@ -270,6 +273,26 @@ def test_check_config_command(tmp_path, text, rc, out):
                           capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[3]))
     assert proc.returncode == rc, proc.stderr
     assert out in (proc.stdout if rc == 0 else proc.stderr)
+
+
+@pytest.mark.parametrize("sections,stores", [
+    pytest.param("", "no store", id="none"),
+    pytest.param('[metrics]\nlisten = "127.0.0.1:9"\n', "prometheus /metrics on 127.0.0.1:9", id="metrics"),
+    pytest.param('[otlp]\nendpoint = "https://c.example:4318"\n', "otlp https://c.example:4318/v1/metrics",
+                 id="otlp"),
+    pytest.param('[influxdb]\n[metrics]\nlisten = "127.0.0.1:9"\n',
+                 "influxdb v1 http://127.0.0.1:8086, prometheus /metrics on 127.0.0.1:9", id="both"),
+])
+def test_check_config_names_the_stores_and_warns_when_there_is_none(tmp_path, sections, stores):
+    """issue 31 item 1: stores are optional; check-config says which are on, warns (exit 0) when none is."""
+    f = tmp_path / "c.toml"
+    f.write_text(sections + '[[box]]\nname = "b"\nkind = "vm"\nipv4 = "192.0.2.9"\n')
+    proc = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(f)],
+                          capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[3]))
+    assert proc.returncode == 0, proc.stderr
+    assert f"; {stores}; " in proc.stdout
+    warned = "check-config: WARNING: no store configured" in proc.stderr
+    assert warned == (stores == "no store"), proc.stderr
 
 
 def test_forensics_section_defaults_and_strictness():

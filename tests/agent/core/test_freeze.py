@@ -255,3 +255,45 @@ def test_an_alert_opens_the_freeze_of_a_suspect_box_only(state, opens):
     # the next failing cycle continues the same freeze
     nxt, evs = step(after, Verdict(False, "l4"), 30.0, FreezeThresholds(3, 2))
     assert nxt.freeze_start_s == 10.0 and not [e for e in evs if type(e).__name__ == "FreezeOpened"]
+
+
+def test_the_layer_at_detection_stays_with_the_freeze_while_it_deepens():
+    """detected_layer: FreezeOpened's layer, carried by FreezeLayerChanged and FreezeClosed; cleared after."""
+    states, _, events = run("4443..4", fail=2, rec=2)
+    opened = [e for e in events if isinstance(e, FreezeOpened)]
+    deeper = [e for e in events if isinstance(e, FreezeLayerChanged)]
+    closed = [e for e in events if isinstance(e, FreezeClosed)]
+    assert [e.layer for e in opened] == ["l4"]
+    assert [(e.old_layer, e.new_layer, e.detected_layer) for e in deeper] == [("l4", "l3", "l4")]
+    assert [(e.layer, e.detected_layer) for e in closed] == [("l3", "l4")]
+    st = initial("b1")
+    for i, c in enumerate("4443..4"):
+        st, _ = step(st, verdict(c), float(i), FreezeThresholds(2, 2))
+        if i in (1, 2, 3, 4):   # frozen or recovering
+            assert st.detected_layer == "l4"
+    assert st.state == "suspect" and st.detected_layer == ""   # closed at i=5, a new suspect run since
+
+
+def test_an_alert_opened_freeze_is_detected_at_the_suspect_runs_layer():
+    st, _ = step(initial("b"), verdict("4"), 1.0, FreezeThresholds(3, 2))
+    st, _ = step(st, verdict("3"), 2.0, FreezeThresholds(3, 2))
+    st, events = freeze.open_by_alert(st, 3.0)
+    assert st.detected_layer == "l3" and [e.layer for e in events if isinstance(e, FreezeOpened)] == ["l3"]
+
+
+def test_a_state_file_without_detected_layer_loads_and_its_open_freeze_stays_untagged(tmp_path):
+    """A file written before detected_layer existed: the open freeze keeps an empty detected_layer (its points
+    stay in the untagged series they were written to), a new freeze gets one."""
+    path = tmp_path / "freeze.json"
+    old = {"box": "b", "state": "frozen", "fail_times": [], "layer": "l2", "freeze_start_s": 5.0,
+           "recovery_times": [], "last_time_s": 9.0}
+    path.write_text(json.dumps({"version": freeze.STATE_FILE_VERSION, "boxes": {"b": old}}))
+    st = freeze.load_state(str(path))["b"]
+    assert st.freeze_open and st.detected_layer == ""
+    th = FreezeThresholds(1, 1)
+    st, events = step(st, verdict("."), 10.0, th)
+    assert [(e.layer, e.detected_layer) for e in events if isinstance(e, FreezeClosed)] == [("l2", "")]
+    st, events = step(st, verdict("7"), 11.0, th)
+    assert st.detected_layer == "l7" and freeze.load_state(str(path))["b"].detected_layer == ""
+    freeze.save_state(str(path), {"b": st})
+    assert freeze.load_state(str(path))["b"].detected_layer == "l7"

@@ -37,10 +37,10 @@ def test_an_audit_is_a_point_per_finding_and_one_per_box_and_gauges():
                                 "error": None}
     assert all(line.endswith(" 1000000") for line in lines)   # ms precision: the audit's time
     text = generate_latest(metrics.registry).decode()
-    assert 'vobox_audit_privileged{box="b1",kind="container",site="cern"} 1.0' in text
-    assert 'vobox_audit_findings{box="b1",kind="container",severity="high",site="cern"} 1.0' in text
-    assert 'vobox_audit_class{box="b1",class="privileged",kind="container",site="cern"} 1.0' in text
-    assert 'vobox_audit_class{box="b1",class="default",kind="container",site="cern"} 0.0' in text
+    assert 'vobox_audit_privileged{box="b1",kind="container",vobox_site="cern"} 1.0' in text
+    assert 'vobox_audit_findings{box="b1",kind="container",severity="high",vobox_site="cern"} 1.0' in text
+    assert 'vobox_audit_class{box="b1",class="privileged",kind="container",vobox_site="cern"} 1.0' in text
+    assert 'vobox_audit_class{box="b1",class="default",kind="container",vobox_site="cern"} 0.0' in text
 
 
 def test_a_failed_audit_is_unknown_and_keeps_the_last_findings():
@@ -49,8 +49,8 @@ def test_a_failed_audit_is_unknown_and_keeps_the_last_findings():
     bus.publish(A.AuditCompleted(A.BoxAudit("b1", 2.0, "ctr", error="inspect ctr: NotFound: no such container"),
                                  "interval"))
     text = generate_latest(metrics.registry).decode()
-    assert 'vobox_audit_class{box="b1",class="unknown",kind="container",site="cern"} 1.0' in text
-    assert 'vobox_audit_findings{box="b1",kind="container",severity="medium",site="cern"} 1.0' in text
+    assert 'vobox_audit_class{box="b1",class="unknown",kind="container",vobox_site="cern"} 1.0' in text
+    assert 'vobox_audit_findings{box="b1",kind="container",severity="medium",vobox_site="cern"} 1.0' in text
     last = [p for p in storage.points if p.measurement == "audit_box"][-1]
     assert last.fields["audit_class"] == "unknown" and "NotFound" in last.fields["error"]
 
@@ -62,5 +62,5 @@ def test_a_privileges_change_is_an_audit_change_point_and_counted():
     (p,) = storage.points
     assert p.measurement == "audit_change" and p.fields["detail"] == "privileges changed: +CAP_SYS_ADMIN"
     assert p.fields["added"] == "CAP_SYS_ADMIN" and p.fields["new_class"] == "elevated"
-    assert 'vobox_audit_privilege_changes_total{box="b1",kind="container",site="cern"} 1.0' in \
+    assert 'vobox_audit_privilege_changes_total{box="b1",kind="container",vobox_site="cern"} 1.0' in \
         generate_latest(metrics.registry).decode()

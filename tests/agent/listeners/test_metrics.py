@@ -57,7 +57,7 @@ def samples(metrics: MetricsListener) -> dict[tuple, float]:
 
 
 def box_labels(box, **more):
-    return tuple(sorted({"box": box, "kind": "container", "site": "test", **more}.items()))
+    return tuple(sorted({"box": box, "kind": "container", "vobox_site": "test", **more}.items()))
 
 
 def test_a_freeze_shows_in_state_layer_up_counters_and_closes_into_the_histogram(tmp_path):
@@ -82,15 +82,15 @@ def test_a_freeze_shows_in_state_layer_up_counters_and_closes_into_the_histogram
     assert s[("vobox_freeze_duration_seconds_sum", box_labels("a"))] == pytest.approx(20.0)   # 1st fail -> 1st ok
     assert s[("vobox_freeze_duration_seconds_bucket", box_labels("a", le="30.0"))] == 1
     assert s[("vobox_freeze_duration_seconds_bucket", box_labels("a", le="10.0"))] == 0
-    assert s[("vobox_agent_cycles_total", (("site", "test"),))] == 5
-    assert s[("vobox_agent_boxes", (("site", "test"),))] == 3
+    assert s[("vobox_agent_cycles_total", (("vobox_site", "test"),))] == 5
+    assert s[("vobox_agent_boxes", (("vobox_site", "test"),))] == 3
 
 
 def test_a_segment_freeze_and_its_holds(tmp_path):
     pipeline, script, metrics, _ = make(tmp_path)
     run(pipeline, script, [("a", "b", "c"), ("a", "b", "c")])
     s = samples(metrics)
-    seg = (("segment", "net1"), ("site", "test"))
+    seg = (("segment", "net1"), ("vobox_site", "test"))
     assert s[("vobox_segment_frozen", seg)] == 1
     assert s[("vobox_segment_frozen_boxes", seg)] == 3
     assert s[("vobox_segment_freezes_total", seg)] == 1
@@ -119,7 +119,7 @@ def test_storage_counters_and_misfires_become_counters_that_only_grow(tmp_path):
     counts["write_errors"] = 5
     run(pipeline, script, [()])
     s = samples(metrics)
-    site = (("site", "test"),)
+    site = (("vobox_site", "test"),)
     assert s[("vobox_agent_write_errors_total", site)] == 5
     assert s[("vobox_agent_misfires_total", site)] == 2
     assert s[("vobox_agent_spool_points", site)] == 7
@@ -144,7 +144,8 @@ def test_names_units_and_labels_follow_the_prometheus_conventions(tmp_path):
     pipeline, script, metrics, _ = make(tmp_path)
     run(pipeline, script, [(), ("a",), ("a",), (), ()])
     metrics.on_remediation("a", "restart_container", "alert", "done", True, True)
-    bounded = {"box", "kind", "site", "probe", "layer", "state", "segment", "action", "trigger", "result", "le"}
+    bounded = {"box", "kind", "vobox_site", "probe", "layer", "state", "segment", "action", "trigger", "result", "le",
+               "version", "python"}   # vobox_build_info's: one value each per process
     text = generate_latest(metrics.registry).decode()
     fams = list(text_string_to_metric_families(text))
     assert len(fams) >= 20
@@ -169,7 +170,7 @@ def test_the_server_serves_the_registry_and_stops(tmp_path):
         with opener.open(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
             body = resp.read().decode()
             assert resp.headers["Content-Type"].startswith("text/plain")
-        assert 'vobox_box_up{box="a",kind="container",site="test"} 1.0' in body
+        assert 'vobox_box_up{box="a",kind="container",vobox_site="test"} 1.0' in body
     finally:
         server.stop()
     with pytest.raises(OSError):
@@ -258,7 +259,7 @@ def test_retention_drops_and_clock_steps_are_counters(tmp_path):
             return counts["retention_dropped"]
 
     metrics.counters = C
-    site = (("site", "test"),)
+    site = (("vobox_site", "test"),)
     assert samples(metrics)[("vobox_agent_clock_steps_total", site)] == 0       # exported from the start
     assert samples(metrics)[("vobox_agent_retention_dropped_points_total", site)] == 0
     run(pipeline, script, [()])

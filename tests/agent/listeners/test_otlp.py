@@ -168,7 +168,7 @@ def test_a_real_pipelines_figures_arrive_with_the_exposition_names_units_attribu
     assert freezes[box_labels("a", layer="l2")] == 1 and freezes[box_labels("b", layer="l2")] == 1
     rem = {attrs(p): p.as_double for p in got["vobox_remediations_total"].sum.data_points}
     assert rem == {box_labels("b", action="restart_container", trigger="alert", result="recovered"): 1.0}
-    assert {attrs(p): p.as_double for p in got["vobox_agent_cycles_total"].sum.data_points} == {(("site", "test"),): 9}
+    assert {attrs(p): p.as_double for p in got["vobox_agent_cycles_total"].sum.data_points} == {(("vobox_site", "test"),): 9}
 
     # the freeze duration histogram: bucket counts per bound, sum and count as /metrics has them
     hist = {attrs(p): p for p in got["vobox_freeze_duration_seconds"].histogram.data_points}
@@ -221,7 +221,7 @@ def test_a_receiver_that_is_down_or_hangs_costs_no_cycle_and_is_logged_once(tmp_
         while pusher.failures < 3 and time.monotonic() < deadline:
             run(pipeline, script, [("a",), ()])
         assert pusher.failures >= 3 and pusher.exports == 0
-        assert samples(metrics)[("vobox_agent_cycles_total", (("site", "test"),))] >= 2   # the cycles went on
+        assert samples(metrics)[("vobox_agent_cycles_total", (("vobox_site", "test"),))] >= 2   # the cycles went on
         warnings = [r for r in caplog.records if r.name == "agent.listeners.otlp" and r.levelno == logging.WARNING]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert "Connection refused" in warnings[0].getMessage()   # the exporter's first line of that push

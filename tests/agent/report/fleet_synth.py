@@ -237,7 +237,7 @@ def openmetrics(fleet: Fleet, boxes: list[Box], lo: int, hi: int, carry: dict[tu
             lab = _labels(b, sl, layer=layer)
             yield from (f"vobox_box_layer{{{lab}}} {1 if b.layer[i] == li else 0} {ts_all[j]}"
                         for j, i in enumerate(range(lo, hi)))
-    for family in ("vobox_box_degraded", "vobox_box_percent_state_change"):
+    for family in ("vobox_box_degraded", "vobox_box_percent_state_change", "vobox_box_state_change_ratio"):
         yield f"# TYPE {family} gauge"
         for b in boxes:
             lab = _labels(b, sl)
