@@ -181,6 +181,16 @@ def countdown(wait_s: float, what: str, *, stream: TextIO | None = None, clock: 
         print(done, file=stream, flush=True)
 
 
+def influx_unreadable(exc: BaseException, where: str = "") -> str:
+    """Why InfluxDB could not be read, in one line: a config without [influxdb] says only that (nothing runs
+    there to check); any other failure names WHERE (the URL, may be empty), the reason and what to check."""
+    from agent.storage.read import NoInfluxDB
+
+    if isinstance(exc, NoInfluxDB):
+        return str(exc)
+    return f"cannot read InfluxDB{' ' + where if where else ''}: {exc}; {INFLUX_CHECK}"
+
+
 def influx_reason(exc: BaseException) -> str:
     """A write's failure in one line without a query string: a SinkError's own text (it names the URL and the
     reason), else the transport reason of agent.storage.influx."""

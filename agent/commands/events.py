@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, add_config_option, load_config
+from agent.commands import EXIT_BAD_CONFIG, add_config_option, influx_unreadable, load_config
 from agent.timeparse import parse_duration_s
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         events = fetch_events(influx_query(cfg.influxdb), since_s, args.box, cfg.agent.site)
     except QueryError as exc:
-        print(f"vobox-agent events: cannot read InfluxDB: {exc}; {INFLUX_CHECK}", file=sys.stderr)
+        print(f"vobox-agent events: {influx_unreadable(exc)}", file=sys.stderr)
         return 1
     if args.json:
         for e in events:

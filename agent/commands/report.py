@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, default_config, load_config, optional_config
+from agent.commands import EXIT_BAD_CONFIG, default_config, influx_unreadable, load_config, optional_config
 from agent.timeparse import parse_duration_s, parse_time_s
 
 
@@ -97,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             obs = read_fleet(source.query, start_ms, end_ms, source.interval_s, site)
         except QueryError as exc:
-            print(f"vobox-agent report: cannot read InfluxDB {source.where}: {exc}; {INFLUX_CHECK}",
-                  file=sys.stderr)
+            print(f"vobox-agent report: {influx_unreadable(exc, source.where)}", file=sys.stderr)
             return 1
     if not obs.boxes:
         print(f"vobox-agent report: no boxes in {where} for the last {args.since}"

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from agent.commands import EXIT_BAD_CONFIG, INFLUX_CHECK, add_config_option, load_config, number_in, seconds
+from agent.commands import EXIT_BAD_CONFIG, add_config_option, influx_unreadable, load_config, number_in, seconds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 return snapshot(cfg, now), None
             except QueryError as exc:
                 reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now)[1]
-                return None, f"{reason}; and InfluxDB cannot be read: {exc}; {INFLUX_CHECK}"
+                return None, f"{reason}; and {influx_unreadable(exc)}"
 
         watch(read, args.interval)
         return 0
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(exc, QueryError):
             raise
         reason = read_status_file(os.path.join(cfg.agent.state_dir, STATUS_FILE), now_s)[1]
-        print(f"vobox-agent status: {reason}; and InfluxDB cannot be read: {exc}; {INFLUX_CHECK}", file=sys.stderr)
+        print(f"vobox-agent status: {reason}; and {influx_unreadable(exc)}", file=sys.stderr)
         return 1
     secrets = config_secrets(cfg)
     if args.json:

@@ -39,6 +39,10 @@ class QueryError(RuntimeError):
     """An InfluxQL query failed; the message names the URL and the reason."""
 
 
+class NoInfluxDB(QueryError):
+    """Nothing to read: the config has no [influxdb] section (the message is NO_INFLUXDB)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EventRow:
     """One stored event: its measurement, time, tags and fields."""
@@ -92,7 +96,7 @@ def influx_rows(influx: Any, timeout_s: float | None = None) -> Rows:
     """
     if influx is None:
         def nothing(q: str) -> list[dict[str, Any]]:
-            raise QueryError(NO_INFLUXDB)
+            raise NoInfluxDB(NO_INFLUXDB)
         return nothing
     auth = query_credentials(influx)
     if timeout_s is not None:

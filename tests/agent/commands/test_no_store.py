@@ -21,8 +21,8 @@ def _run(tmp_path, *argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("argv, line", [
     pytest.param(("events",), f"vobox-agent events: {NO_INFLUX}", id="events"),
-    pytest.param(("report",), f"vobox-agent report: cannot read InfluxDB: {NO_INFLUX}", id="report"),
-    pytest.param(("status",), f"and InfluxDB cannot be read: {NO_INFLUX}", id="status-without-status-json"),
+    pytest.param(("report",), f"vobox-agent report: {NO_INFLUX}", id="report"),
+    pytest.param(("status",), f"; and {NO_INFLUX}", id="status-without-status-json"),
 ])
 def test_reads_fail_with_one_line_naming_the_missing_section(tmp_path, argv, line):
     proc = _run(tmp_path, *argv)
