@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -73,7 +74,7 @@ def http_fetch(url: str, headers: Mapping[str, str] | None = None, timeout_s: fl
         req = urllib.request.Request(target, data=urllib.parse.urlencode(params).encode(), method="POST",
                                      headers={"Content-Type": "application/x-www-form-urlencoded",
                                               "Accept": "application/json", **(headers or {})})
-        what = f"POST {target} ({params.get('query', '')[:80]})"
+        what = f"POST {target} ({_reading(params.get('query', ''))})"
         try:
             with opener.open(req, timeout=timeout_s) as resp:
                 body = resp.read()
@@ -136,6 +137,19 @@ class Api:
                 for r in _result(data, "matrix", expr)]
 
 
+_NOT_METRIC = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)'
+                         r'|\[[^\]]*\]')
+_NAME = re.compile(r"(?<![\w:.])[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()")
+_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "inf", "nan"})
+
+
+def _reading(expr: str) -> str:
+    """What a query read, for an error line: its metric names ("vobox_box_cycles_total"), never the query text
+    (one line without a query string, issue 33); "a query" when it names none."""
+    names = sorted({n for n in _NAME.findall(_NOT_METRIC.sub(" ", expr)) if n.lower() not in _KEYWORDS})
+    return ", ".join(names) if names else "a query"
+
+
 def _ts(s: float) -> str:
     return f"{s:.3f}"
 
@@ -143,7 +157,7 @@ def _ts(s: float) -> str:
 def _result(data: Any, want: str, expr: str) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or data.get("resultType") != want or not isinstance(data.get("result"), list):
         got = data.get("resultType") if isinstance(data, dict) else type(data).__name__
-        raise PromError(f"query {expr[:80]!r}: expected a {want}, got {got}")
+        raise PromError(f"query of {_reading(expr)}: expected a {want}, got {got}")
     result: list[dict[str, Any]] = data["result"]
     return result
 

@@ -242,9 +242,8 @@ def test_rpm_scriptlets_user_and_config_in_a_real_root(release, os_root):
     as_agent = [CHROOT, "--userspec=vobox-agent:vobox-agent", str(os_root)]
     check = _run(*as_agent, "/opt/vobox-agent/bin/vobox-agent", "check-config", "-c", "/etc/vobox-agent/agent.toml",
                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"})
-    # read as the agent's user: valid but for the example's VM hook, `virsh`, which this root does not have
-    assert check.returncode == 2 and "1 error" in check.stdout + check.stderr, check.stdout + check.stderr
-    assert "'virsh' not found" in check.stdout + check.stderr
+    # read as the agent's user, in a root without virsh or an engine: the example passes on a bare host (issue 33.6)
+    assert check.returncode == 0, check.stdout + check.stderr
     nobody = _run(CHROOT, "--userspec=nobody:nogroup", str(os_root), "/opt/vobox-agent/bin/vobox-agent",
                   "check-config", "-c", "/etc/vobox-agent/agent.toml", env={"PATH": "/usr/bin:/bin", "HOME": "/"})
     assert nobody.returncode != 0 and "ermission denied" in nobody.stdout + nobody.stderr, nobody

@@ -115,3 +115,18 @@ def test_the_command_reports_a_failing_server_in_one_line(stub):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"vobox-agent report: cannot read Prometheus: POST {url}/wrong/api/v1/query")
     assert "HTTP 404" in proc.stderr and "check the URL" in proc.stderr
+
+
+@pytest.mark.parametrize(("expr", "names"), [
+    ('sum by (box, vobox_site) (vobox_box_cycles_total{vobox_site="a",box=~"c.*"})', "vobox_box_cycles_total"),
+    ("resets(vobox_freezes_total[5m]) > 0 and on(box) vobox_box_up", "vobox_box_up, vobox_freezes_total"),
+    ('max_over_time(vobox_box_up{job="x"}[1m:30s]) offset 5m', "vobox_box_up"),
+    ("1 + 2", "a query"),
+])
+def test_an_error_line_names_the_metrics_never_the_query(expr, names):
+    """issue 33: one line that says what was tried (the metrics read), without the query string."""
+    from agent.report.prom import _reading
+
+    said = _reading(expr)
+    assert said == names
+    assert not any(c in said for c in '{}[]()="~')
