@@ -29,27 +29,33 @@ def host(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network, number: int) -> 
 
 
 def docker_subnets() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """Every subnet some Docker network already uses (Docker refuses overlapping pools)."""
-    ids = shell.run(["docker", "network", "ls", "-q"]).stdout.split()
-    if not ids:
-        return []
-    proc = shell.run(["docker", "network", "inspect", *ids], check=False)
+    """Every subnet some network of an installed engine already uses (Docker and Podman refuse overlaps)."""
+    from lab.engine import installed
+
     out: list = []
-    try:
-        nets = json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError:
-        nets = []
-    for net in nets:
-        for cfg in (net.get("IPAM") or {}).get("Config") or []:
-            try:
-                out.append(ipaddress.ip_network(cfg.get("Subnet", ""), strict=False))
-            except ValueError:
-                continue
+    for eng in installed():
+        ids = shell.run(eng.cmd("network", "ls", "-q"), check=False).stdout.split()
+        if not ids:
+            continue
+        proc = shell.run(eng.cmd("network", "inspect", *ids), check=False)
+        try:
+            nets = json.loads(proc.stdout or "[]")
+        except json.JSONDecodeError:
+            nets = []
+        for net in nets or []:
+            # dockerd: IPAM.Config[].Subnet; Podman (netavark): subnets[].subnet
+            cfgs = [c.get("Subnet", "") for c in (net.get("IPAM") or {}).get("Config") or []]
+            cfgs += [c.get("subnet", "") for c in net.get("subnets") or []]
+            for cfg in cfgs:
+                try:
+                    out.append(ipaddress.ip_network(cfg, strict=False))
+                except ValueError:
+                    continue
     return out
 
 
 def pick_index(exclude: set[int] | None = None) -> int:
-    """A subnet index whose /24 and /64 overlap no Docker network and no other lab's state file."""
+    """A subnet index whose /24 and /64 overlap no engine's network and no other lab's state file."""
     used = set(exclude or ())
     for rid in state.run_ids():
         st = state.read(rid)

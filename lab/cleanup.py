@@ -1,4 +1,5 @@
-"""Remove labs by run id, found by name (state file or not): containers, network, namespaces, links, processes."""
+"""Remove labs by run id, found by name (state file or not): containers and networks (in dockerd and in Podman),
+namespaces, links, processes (the lab's podman service among them)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ import signal
 import time
 
 from lab import names, shell, state
+from lab.engine import LabEngine, installed
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,18 @@ def list_links() -> list[str]:
     return [line.split()[0].split("@")[0] for line in _lines(["ip", "-br", "link"])]
 
 
-def list_containers() -> list[str]:
-    """Docker container names (all states)."""
-    return _lines(["docker", "ps", "-a", "--format", "{{.Names}}"])
+def _engines(engine: LabEngine | None) -> list[LabEngine]:
+    return [engine] if engine is not None else installed()
 
 
-def list_networks() -> list[str]:
-    """Docker network names."""
-    return _lines(["docker", "network", "ls", "--format", "{{.Name}}"])
+def list_containers(engine: LabEngine | None = None) -> list[str]:
+    """Container names (all states) of ENGINE, or (None) of every installed engine (docker, podman)."""
+    return [n for e in _engines(engine) for n in _lines(e.cmd("ps", "-a", "--format", "{{.Names}}"))]
+
+
+def list_networks(engine: LabEngine | None = None) -> list[str]:
+    """Network names of ENGINE, or (None) of every installed engine (docker, podman)."""
+    return [n for e in _engines(engine) for n in _lines(e.cmd("network", "ls", "--format", "{{.Name}}"))]
 
 
 def _pids_of_netns(ns: str) -> list[int]:
@@ -132,15 +138,16 @@ def remove_run(run_id: str) -> list[str]:
     names.check_run_id(run_id)
     removed: list[str] = []
     _release_cvmfs(run_id)
-    for ctr in _match(names.CONTAINER_RE, list_containers(), run_id):
-        shell.ok(["docker", "unpause", ctr], timeout_s=30)  # a paused container cannot be killed on 20.10
-        if shell.ok(["docker", "rm", "-f", "-v", ctr], timeout_s=60):
-            removed.append(f"container {ctr}")
-    for net in _match(names.NETWORK_RE, list_networks(), run_id):
-        if shell.ok(["docker", "network", "rm", net], timeout_s=60):
-            removed.append(f"network {net}")
-        else:
-            log.warning("lab %s: network %s not removed (a container is still on it?)", run_id, net)
+    for eng in installed():
+        for ctr in _match(names.CONTAINER_RE, list_containers(eng), run_id):
+            shell.ok(eng.cmd("unpause", ctr), timeout_s=30)  # a paused container cannot be killed on 20.10
+            if shell.ok(eng.rm_force(ctr), timeout_s=60):
+                removed.append(f"{eng.name} container {ctr}" if eng.name != "docker" else f"container {ctr}")
+        for net in _match(names.NETWORK_RE, list_networks(eng), run_id):
+            if shell.ok(eng.cmd("network", "rm", net), timeout_s=60):
+                removed.append(f"{eng.name} network {net}" if eng.name != "docker" else f"network {net}")
+            else:
+                log.warning("lab %s: %s network %s not removed (a container is still on it?)", run_id, eng.name, net)
     namespaces = _match(names.NETNS_RE, list_netns(), run_id)
     for ns in namespaces:
         kill_pids(_pids_of_netns(ns), f"processes in {ns}")
@@ -168,13 +175,21 @@ def left_of_run(run_id: str, networks: list[str] | None = None) -> list[str]:
     """What is still there of run_id (containers, networks with the containers still on them, namespaces, links)."""
     left = [f"container {c}" for c in _match(names.CONTAINER_RE, list_containers(), run_id)] if networks is None \
         else []
-    for net in networks if networks is not None else _match(names.NETWORK_RE, list_networks(), run_id):
-        proc = shell.run(["docker", "network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", net],
-                         check=False, timeout_s=60)
-        on = proc.stdout.split() if proc.returncode == 0 else []
-        left.append(f"network {net}" + (f" (containers not of the lab still on it: {', '.join(on)}; "
-                                        f"`docker network disconnect -f {net} NAME` or `docker rm -f NAME`, "
-                                        "then `vobox-lab cleanup`)" if on else ""))
+    for eng in installed():
+        mine = _match(names.NETWORK_RE, list_networks(eng), run_id)
+        for net in mine if networks is None else [n for n in networks if n in mine]:
+            if eng.name == "docker":
+                fmt = "{{range .Containers}}{{.Name}} {{end}}"
+                proc = shell.run(eng.cmd("network", "inspect", "-f", fmt, net), check=False, timeout_s=60)
+                on = proc.stdout.split() if proc.returncode == 0 else []
+            else:
+                proc = shell.run(eng.cmd("ps", "-a", "--filter", f"network={net}", "--format", "{{.Names}}"),
+                                 check=False, timeout_s=60)
+                on = proc.stdout.split() if proc.returncode == 0 else []
+            cli = eng.name
+            left.append(f"network {net}" + (f" (containers not of the lab still on it: {', '.join(on)}; "
+                                            f"`{cli} network disconnect -f {net} NAME` or `{cli} rm -f NAME`, "
+                                            "then `vobox-lab cleanup`)" if on else ""))
     if networks is None:
         left += [f"netns {n}" for n in _match(names.NETNS_RE, list_netns(), run_id)]
         left += [f"link {n}" for n in _match(names.LINK_RE, list_links(), run_id)]

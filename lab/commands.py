@@ -15,6 +15,7 @@ ENV_RUN_ID = "VOBOX_LAB_RUN_ID"
 def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     """Add --run-id and the lab's actions to PARSER (the `vobox-lab` parser); returns the actions' subparsers."""
     from lab import FAULT_KINDS
+    from lab.engine import DEFAULT_ENGINE, ENGINES
     from lab.faults import FAULT_HELP
 
     parser.add_argument("--run-id", default=os.environ.get(ENV_RUN_ID),
@@ -32,6 +33,9 @@ def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     up.add_argument("--vms", type=int, default=1, metavar="M", help="VM stand-in boxes (default 1)")
     up.add_argument("--ports", default="1093,8084", help="TCP service ports, comma-separated (default 1093,8084)")
     up.add_argument("--no-influx", action="store_true", help="no InfluxDB")
+    up.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                    help=f"container engine of the container boxes (default {DEFAULT_ENGINE}; podman runs behind "
+                         "a lab-owned `podman system service`, see `status`)")
     up.add_argument("--replace", action="store_true", help="take down an existing `lab up` lab first")
     up.add_argument("--new", action="store_true", help="make another lab even when one is already up")
     up.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -103,7 +107,8 @@ def format_status(st: dict) -> str:
     lines = [
         f"lab {st['run_id']}" + (" (persistent: `lab down` removes it)" if st["persistent"] else ""),
         f"  monitor   netns {st['monitor_ns']}  link {st['monitor_link']}  {st['monitor_ipv4']}  {st['monitor_ipv6']}",
-        f"  segment   {st['parent_link']} ({st['segment']})  docker network {st['network']}"
+        f"  engine    {st.get('engine', 'docker')}  DOCKER_HOST={st.get('docker_host', 'unix:///var/run/docker.sock')}",
+        f"  segment   {st['parent_link']} ({st['segment']})  {st.get('engine', 'docker')} network {st['network']}"
         f"  {st['ipv4_subnet']}  {st['ipv6_subnet']}"
         + (f"  loss {st['loss_percent']:g} % each way" if st.get("loss_percent") else ""),
         f"  influxdb  {influx_line}",
@@ -144,7 +149,7 @@ def cmd_up(args) -> int:
         existing.down()
     try:
         lab = Lab.create(containers=args.containers, vms=args.vms, tcp_ports=ports,
-                         influx=not args.no_influx, persistent=True)
+                         influx=not args.no_influx, persistent=True, engine=args.engine)
     except (LabError, ValueError) as exc:
         return _fail(f"up failed: {exc}")
     except KeyboardInterrupt:

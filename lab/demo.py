@@ -52,12 +52,17 @@ class FaultWatch:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the demo subcommand."""
+    from lab.engine import DEFAULT_ENGINE, ENGINES
+
     p = subparsers.add_parser("demo", help="bring up the demo lab, run the agent on it and inject freezes")
     p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: Ctrl-C)")
     p.add_argument("--interval", type=float, default=2.0, metavar="S", help="probe interval (default 2 s)")
     p.add_argument("--fault-every", type=float, default=30.0, metavar="S",
                    help="inject the next fault every S seconds (default 30; 0: none)")
     p.add_argument("--keep", action="store_true", help="leave the lab up at the end (`vobox-lab down` removes it)")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help=f"container engine of the container boxes (default {DEFAULT_ENGINE}; podman: the lab's own "
+                        "`podman system service`, which the agent is pointed at with DOCKER_HOST)")
     p.set_defaults(func=run)
 
 
@@ -85,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     removed = cleanup_leftovers()
     if removed:
         print(f"removed leftovers of earlier runs: {', '.join(removed)}")
-    print("bringing up the demo lab (2 containers, 2 VM stand-ins, InfluxDB) ...", flush=True)
-    lab = Lab.create(containers=2, vms=2, persistent=args.keep, visible=True)
+    engine = getattr(args, "engine", "docker")
+    print(f"bringing up the demo lab (2 containers on {engine}, 2 VM stand-ins, InfluxDB) ...", flush=True)
+    lab = Lab.create(containers=2, vms=2, persistent=args.keep, visible=True, engine=engine)
     cfg_path = os.path.join(lab.run_dir, "demo-agent.toml")
     with open(cfg_path, "w", encoding="utf-8") as fh:
         fh.write(demo_config(lab, args.interval))
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     log_path = os.path.join(lab.run_dir, "agent.log")
     log_fh = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the agent's log, open while it runs
     agent = subprocess.Popen([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "run", "-c", cfg_path],
-                             stdout=log_fh, stderr=subprocess.STDOUT)
+                             stdout=log_fh, stderr=subprocess.STDOUT, env={**os.environ, **lab.agent_env()})
     print(f"agent pid {agent.pid} probing from namespace {lab.monitor_ns}; config {cfg_path}; log {log_path}")
     stop = {"now": False}
     # A closed terminal (SIGHUP) ends the demo like Ctrl-C: the lab is removed, nothing is left behind.
@@ -142,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             print("\nevents recorded by the agent:", flush=True)
             subprocess.run([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "events", "-c", cfg_path,
-                            "--since", "1h"], check=False)
+                            "--since", "1h"], check=False, env={**os.environ, **lab.agent_env()})
         except OSError:
             pass  # no terminal any more: the events stay in InfluxDB until the lab goes
         if not args.keep:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from lab import cvmfs, shell
 from lab.box import LabBox
+from lab.engine import LabEngine
 from lab.errors import LabError
 
 
@@ -21,6 +22,8 @@ class Lab(Protocol):
     def run_id(self) -> str: ...
     @property
     def cvmfs_mode_dir(self) -> str: ...
+    @property
+    def engine(self) -> LabEngine: ...
 
     def container_pid(self, name: str) -> int: ...
 
@@ -41,8 +44,8 @@ FAULT_HELP = {
     "l3": "ARP/NDP answered, IP dropped (nft table in the box's namespace)",
     "l4": "ping answered, service ports dead (container: nft drop of TCP to its service and TLS ports in its "
           "namespace, not paused; vm: listeners killed, ports closed)",
-    "stop": "box stopped (container: docker stop; vm: listeners killed and link down)",
-    "pause": "container only: plain docker pause (cgroup freezer); the kernel still answers ping and completes "
+    "stop": "box stopped (container: docker/podman stop; vm: listeners killed and link down)",
+    "pause": "container only: plain docker/podman pause (cgroup freezer); the kernel still answers ping and completes "
              "TCP handshakes until each listen backlog is full, nothing is ever served",
     "hang": "service hung, socket kept: its processes get SIGSTOP (container: httpd and the TLS server inside it, "
             "Docker state stays running; vm: its listeners); connects succeed while the backlog lasts, no byte "
@@ -93,7 +96,7 @@ def _nft_drop(lab: Lab, box: LabBox) -> None:
 
 def _delete_table(lab: Lab, box: LabBox, table: str) -> None:
     """Delete an nft table in the box's namespace; already gone (e.g. a restarted container) is fine."""
-    if box.kind == "container" and _ctr_state(box) not in ("running", "paused"):
+    if box.kind == "container" and _ctr_state(lab, box) not in ("running", "paused"):
         return
     proc = shell.run([*_in_box_ns(lab, box), "nft", "delete", "table", "inet", table], check=False)
     if proc.returncode != 0 and "no such file" not in proc.stderr.lower():
@@ -104,25 +107,28 @@ def _nft_undrop(lab: Lab, box: LabBox) -> None:
     _delete_table(lab, box, NFT_TABLE)
 
 
-def _ctr_state(box: LabBox) -> str:
-    return shell.run(["docker", "inspect", "-f", "{{.State.Status}}", box.container_name]).stdout.strip()
+def _ctr_state(lab: Lab, box: LabBox) -> str:
+    return shell.run(lab.engine.cmd("inspect", "-f", "{{.State.Status}}", box.container_name)).stdout.strip()
 
 
-def _ctr_networks(box: LabBox) -> list[str]:
-    out = shell.run(["docker", "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-                     box.container_name]).stdout
+def _ctr_networks(lab: Lab, box: LabBox) -> list[str]:
+    out = shell.run(lab.engine.cmd("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                     box.container_name)).stdout
     return out.split()
 
 
 def _ctr_disconnect(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "network", "disconnect", "-f", box.container_network, box.container_name])
+    shell.run(lab.engine.cmd("network", "disconnect", "-f", box.container_network, box.container_name))
 
 
 def _ctr_reconnect(lab: Lab, box: LabBox) -> None:
     # Clears tolerate a box someone else healed meanwhile (e.g. a remediation test reconnected it).
-    if box.network not in _ctr_networks(box):
-        shell.run(["docker", "network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, box.container_network,
-                   box.container_name])
+    if box.network not in _ctr_networks(lab, box):
+        # Podman picks a random MAC on every connect unless it is given one (LAB.md, Podman); dockerd 20.10
+        # derives it from the IPv4 address, and its CLI has no --mac-address on connect.
+        keep = ["--mac-address", box.mac] if lab.engine.name == "podman" and box.mac else []
+        shell.run(lab.engine.cmd("network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, *keep,
+                                 box.container_network, box.container_name))
     mac = lab.container_mac(box.container_name)
     if mac and box.mac and mac != box.mac:
         log.warning("lab %s: box %s came back with MAC %s (was %s)", lab.run_id, box.name, mac, box.mac)
@@ -151,26 +157,27 @@ def _ctr_undrop_ports(lab: Lab, box: LabBox) -> None:
 def _ctr_pause(lab: Lab, box: LabBox) -> None:
     # Nothing else: a paused container's kernel still answers ping and completes TCP handshakes into
     # each listen backlog until it is full; that is how a frozen VO-Box looks, and the lab keeps it so.
-    shell.run(["docker", "pause", box.container_name])
+    shell.run(lab.engine.cmd("pause", box.container_name))
 
 
 SERVICE_PROCESSES = ("httpd", "openssl")  # the container box's services (lab/image/serve.sh, tls.sh)
 
 
-def _ctr_signal_services(box: LabBox, sig: str) -> None:
+def _ctr_signal_services(lab: Lab, box: LabBox, sig: str) -> None:
     names = " ".join(SERVICE_PROCESSES)
-    shell.run(["docker", "exec", box.container_name, "sh", "-c", f"pids=$(pidof {names}); [ -z \"$pids\" ] || kill -{sig} $pids"])
+    shell.run(lab.engine.cmd("exec", box.container_name, "sh", "-c",
+                             f"pids=$(pidof {names}); [ -z \"$pids\" ] || kill -{sig} $pids"))
 
 
 def _ctr_hang(lab: Lab, box: LabBox) -> None:
     # Only the service processes stop (PID 1 and the kernel run on): the listening sockets stay, the
     # kernel completes handshakes into their backlogs, nobody accept()s or answers; Docker says running.
-    _ctr_signal_services(box, "STOP")
+    _ctr_signal_services(lab, box, "STOP")
 
 
 def _ctr_unhang(lab: Lab, box: LabBox) -> None:
-    if _ctr_state(box) == "running":
-        _ctr_signal_services(box, "CONT")
+    if _ctr_state(lab, box) == "running":
+        _ctr_signal_services(lab, box, "CONT")
     else:
         _ctr_start(lab, box)
 
@@ -182,15 +189,15 @@ def _ctr_cvmfs(mode: str | None) -> Action:
 
 
 def _ctr_stop(lab: Lab, box: LabBox) -> None:
-    shell.run(["docker", "stop", "-t", "3", box.container_name])
+    shell.run(lab.engine.cmd("stop", "-t", "3", box.container_name))
 
 
 def _ctr_start(lab: Lab, box: LabBox) -> None:
-    status = _ctr_state(box)
+    status = _ctr_state(lab, box)
     if status == "paused":
-        shell.run(["docker", "unpause", box.container_name])
+        shell.run(lab.engine.cmd("unpause", box.container_name))
     elif status != "running":
-        shell.run(["docker", "start", box.container_name])
+        shell.run(lab.engine.cmd("start", box.container_name))
 
 
 def _vm_link_down(lab: Lab, box: LabBox) -> None:
@@ -276,10 +283,34 @@ def apply(lab: Lab, box: LabBox, kind: str) -> None:
 
 
 def clear(lab: Lab, box: LabBox, kind: str) -> None:
-    """Undo fault `kind` on box."""
+    """Undo fault `kind` on box; a Podman container box also gets its recorded MAC back (restore_mac)."""
     check_kind(kind, box.kind)
     log.debug("lab %s: box %s clear fault %s", lab.run_id, box.name, kind)
     CLEAR[(box.kind, kind)](lab, box)
+    if box.kind == "container" and lab.engine.name == "podman":
+        restore_mac(lab, box)
+
+
+def restore_mac(lab: Lab, box: LabBox) -> bool:
+    """Give a running container box its recorded MAC back when its engine gave it another; True when it did.
+
+    Podman picks a random MAC at every start and restart (LAB.md, Podman; seen here: run, restart and
+    stop + start each gave another), so a box the lab started again would come back under a new MAC and
+    the monitor's neighbour cache would point at the old one for a while. The lab brings the box back as
+    it was: disconnect, then connect with the same IPv4, IPv6 and MAC (Podman then keeps that MAC for
+    later restarts of this container).
+    """
+    if not box.mac or _ctr_state(lab, box) != "running":
+        return False
+    mac = lab.container_mac(box.container_name)
+    if mac == box.mac:
+        return False
+    if box.network in _ctr_networks(lab, box):
+        shell.run(lab.engine.cmd("network", "disconnect", "-f", box.container_network, box.container_name))
+    shell.run(lab.engine.cmd("network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, "--mac-address", box.mac,
+                             box.container_network, box.container_name))
+    log.info("lab %s: box %s came back with MAC %s; restored %s", lab.run_id, box.name, mac, box.mac)
+    return True
 
 
 # ----- segment-level random loss -------------------------------------------------------------------
@@ -341,7 +372,7 @@ def box_loss_target(lab: Lab, box: LabBox) -> tuple[list[str], str] | None:
     (a container stopped or disconnected: clear() sets the loss again)."""
     if box.kind == "vm":
         return ["ip", "netns", "exec", box.vm_netns], box.vm_link
-    if _ctr_state(box) not in ("running", "paused"):
+    if _ctr_state(lab, box) not in ("running", "paused"):
         return None
     in_ns = _in_box_ns(lab, box)
     out = shell.run([*in_ns, "ip", "-o", "-4", "addr", "show"]).stdout

@@ -1,4 +1,5 @@
-"""The lab: monitor namespace, veth parent, Docker macvlan network, container and VM boxes, InfluxDB, faults."""
+"""The lab: monitor namespace, veth parent, macvlan network of an engine (Docker or Podman), container and VM
+boxes, InfluxDB, faults."""
 from __future__ import annotations
 
 import contextlib
@@ -18,12 +19,14 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from agent import netns
-from lab import addressing, cleanup, credentials, cvmfs, faults, names, shell, state
+from lab import addressing, cleanup, credentials, cvmfs, engine as engines, faults, names, shell, state
 from lab.box import LabBox
 from lab.errors import LabError, UnknownBoxError
 from lab.image import ensure_image
 
 if TYPE_CHECKING:
+    import docker
+
     from lab.influx import InfluxServer  # imported when started: not needed otherwise
     from lab.prometheus import PrometheusStack
 
@@ -44,15 +47,16 @@ def x509_der(pem: bytes) -> bytes:
     return ssl.PEM_cert_to_DER_cert(pem.decode())
 
 
-def _preflight(influx: bool) -> None:
+def _preflight(influx: bool, engine: str) -> None:
     if os.geteuid() != 0:
-        raise LabError("the lab needs root (namespaces, links, Docker): run as root")
-    tools = ["ip", "docker", "nft", "nsenter"] + (["influxd"] if influx else [])
+        raise LabError(f"the lab needs root (namespaces, links, {engine}): run as root")
+    tools = ["ip", engine, "nft", "nsenter"] + (["influxd"] if influx else [])
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         raise LabError(f"missing tools for the lab: {', '.join(missing)} (run scripts/setup)")
-    if not shell.ok(["docker", "info", "--format", "{{.ServerVersion}}"], timeout_s=30):
-        raise LabError("no Docker engine answers (start dockerd, or run scripts/setup)")
+    reason = engines.unavailable_reason(engine)
+    if reason:
+        raise LabError(f"{reason} (start dockerd, or run scripts/setup)" if engine == "docker" else reason)
 
 
 class Lab:
@@ -69,8 +73,11 @@ class Lab:
     def create(cls, containers: int = 2, vms: int = 1, tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS,
                influx: bool = True, persistent: bool = False, visible: bool = False, ready_timeout_s: float = 60.0,
                tls_port: int = DEFAULT_TLS_PORT, tls_cert_days: float = DEFAULT_TLS_CERT_DAYS,
-               box_env: dict[str, dict[str, str]] | None = None) -> Lab:
+               box_env: dict[str, dict[str, str]] | None = None, engine: str = engines.DEFAULT_ENGINE) -> Lab:
         """Build a lab and return once every box answers TCP (IPv4 and IPv6) and InfluxDB answers /ping.
+
+        engine: the container engine of the container boxes, "docker" (dockerd, the default) or "podman"
+        (rootful Podman behind a lab-owned `podman system service`, see lab.engine); LabError when unknown.
 
         Container boxes also get a TLS service on tls_port whose certificate expires tls_cert_days from
         now (float, negative = expired; set_tls_cert changes it) and the CVMFS stand-in at /cvmfs.
@@ -84,7 +91,8 @@ class Lab:
             raise ValueError(f"tcp_ports must be 1..65535, at least one; got {tcp_ports!r}")
         if not 1 <= int(tls_port) <= 65535 or int(tls_port) in ports:
             raise ValueError(f"tls_port must be 1..65535 and not one of tcp_ports {list(ports)}; got {tls_port!r}")
-        _preflight(influx)
+        engines.check_engine(engine)
+        _preflight(influx, engine)
         with state.locked():
             existing = cleanup.all_run_ids()
             run_id = names.new_run_id()
@@ -97,6 +105,7 @@ class Lab:
                 "persistent": bool(persistent),
                 # visible: an operator's lab (the demo) that `vobox-lab status/down` find without --run-id
                 "visible": bool(visible or persistent),
+                "engine": engine,
                 "complete": False,
                 "created_s": time.time(),
                 "containers": containers,
@@ -200,8 +209,44 @@ class Lab:
 
     @property
     def network(self) -> str:
-        """The Docker macvlan network."""
+        """The engine's macvlan network."""
         return names.network(self.run_id)
+
+    @property
+    def engine(self) -> engines.LabEngine:
+        """The container engine of this lab (docker or podman): its command line and its API socket."""
+        return engines.for_lab(self._st.get("engine", engines.DEFAULT_ENGINE), self.run_id)
+
+    @property
+    def docker_host(self) -> str:
+        """DOCKER_HOST of this lab's engine (unix://...): what the agent and docker-py are pointed at."""
+        return self.engine.docker_host
+
+    def agent_env(self) -> dict[str, str]:
+        """Environment an agent process needs to reach this lab's engine ({} on dockerd's default socket)."""
+        return self.engine.agent_env
+
+    def engine_client(self, version: str = "1.41") -> docker.DockerClient:
+        """A docker-py client of this lab's engine (the caller closes it)."""
+        return self.engine.client(version)
+
+    def engine_restart(self, down_s: float = 0.0) -> None:
+        """Restart the engine's API service, leaving the containers running: the lab's podman service is
+        stopped, left down for down_s seconds and started again. LabError on dockerd (shared by every
+        lab of the machine: never restarted; a test goes through a socket proxy instead)."""
+        if self.engine.name != "podman":
+            raise LabError(f"lab {self.run_id} runs on {self.engine.name}; only a podman lab restarts its service")
+        with self._mutating():
+            engines.stop_podman_service(self.run_id, self._st.get("podman_service_pid"))
+            self._st["podman_service_pid"] = None
+        if down_s > 0:
+            time.sleep(down_s)
+        self._start_engine_service()
+
+    def _start_engine_service(self) -> None:
+        pid = engines.start_podman_service(self.run_id)
+        with self._mutating():
+            self._st["podman_service_pid"] = pid
 
     @property
     def run_dir(self) -> str:
@@ -285,7 +330,9 @@ class Lab:
 
     # ----- building ---------------------------------------------------------------------------
     def _build(self, ready_timeout_s: float) -> None:
-        image = ensure_image()
+        image = ensure_image(self.engine)
+        if self.engine.name == "podman":
+            self._start_engine_service()
         os.makedirs(os.path.join(self.run_dir, "www"), exist_ok=True)
         with open(os.path.join(self.run_dir, "www", "index.html"), "w") as f:
             f.write("vobox-lab vm\n")
@@ -330,14 +377,19 @@ class Lab:
             tried.add(index)
             v4, v6 = addressing.subnets(index)
             gw4, gw6 = addressing.host(v4, 1), addressing.host(v6, 1)
-            proc = shell.run(["docker", "network", "create", "-d", "macvlan", "-o", f"parent={p}",
-                              "-o", "macvlan_mode=bridge", "--subnet", str(v4), "--gateway", gw4,
-                              "--ipv6", "--subnet", str(v6), "--gateway", gw6,
-                              "--label", f"vobox-lab={rid}", self.network], check=False)
+            # Podman: bridge is its macvlan default and its option is "mode"; no DNS server (aardvark-dns)
+            # for a network whose boxes are reached by address.
+            mode = ["-o", "macvlan_mode=bridge"] if self.engine.name == "docker" else ["--disable-dns"]
+            proc = shell.run(self.engine.cmd("network", "create", "-d", "macvlan", "-o", f"parent={p}", *mode,
+                                             "--subnet", str(v4), "--gateway", gw4,
+                                             "--ipv6", "--subnet", str(v6), "--gateway", gw6,
+                                             "--label", f"vobox-lab={rid}", self.network), check=False)
             if proc.returncode == 0:
                 break
-            if "overlap" not in (proc.stderr + proc.stdout).lower():
-                raise LabError(f"docker network create {self.network} on {p} failed: {proc.stderr.strip()}")
+            said = (proc.stderr + proc.stdout).lower()
+            if "overlap" not in said and "already used" not in said:
+                raise LabError(f"{self.engine.name} network create {self.network} on {p} failed: "
+                               f"{proc.stderr.strip()}")
             log.info("lab %s: subnet %s taken meanwhile, trying another", rid, v4)
         else:
             raise LabError(f"lab {rid}: no free subnet after {len(tried)} tries")
@@ -353,16 +405,16 @@ class Lab:
         return addressing.host(v4, host_number), addressing.host(v6, host_number)
 
     def _container_spec(self, name: str) -> dict:
-        """How a container box runs (one place for `docker run` and recreate_container): env, binds, sysctls, labels."""
+        """How a container box runs (one place for `ENGINE run` and recreate_container): env, binds, sysctls, labels."""
         return {"env": {"LAB_TLS_PORT": str(self._st["tls_port"]), **self._st.get("box_env", {}).get(name, {})},
                 "binds": {self._tls_dir(name): "/lab/tls", self._cvmfs_box_dir(name): "/cvmfs"},
                 "sysctls": {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"},
                 "labels": {"vobox-lab": self.run_id, "vobox-lab-box": name}}
 
     def _run_args(self, name: str, ctr: str, ipv4: str, ipv6: str) -> list[str]:
-        """`docker run -d` of container box NAME as container CTR (without the image and its ports)."""
+        """`ENGINE run -d` of container box NAME as container CTR (without the image and its ports)."""
         spec = self._container_spec(name)
-        args = ["docker", "run", "-d", "--name", ctr, "--hostname", name, "--network", self.network,
+        args = [*self.engine.cmd("run"), "-d", "--name", ctr, "--hostname", name, "--network", self.network,
                 "--ip", ipv4, "--ip6", ipv6, "--restart", "no"]
         for k, v in spec["labels"].items():
             args += ["--label", f"{k}={v}"]
@@ -380,7 +432,7 @@ class Lab:
         from lab.image import ensure_image
 
         b = self.box(name)
-        out = shell.run([*self._run_args(name, b.container_name, b.ipv4, b.ipv6), ensure_image(),
+        out = shell.run([*self._run_args(name, b.container_name, b.ipv4, b.ipv6), ensure_image(self.engine),
                          *map(str, b.tcp_ports)], timeout_s=120)
         return out.stdout.strip()
 
@@ -397,17 +449,23 @@ class Lab:
     def recreate_container(self, name: str, mac: str) -> None:
         """Remove container box NAME and run it again as the lab does (same IPs, env, mounts) with MAC.
 
-        Through the Engine API: the docker CLI sends the MAC per network, which engine 20.10 (API 1.41)
-        refuses; API 1.41 takes it as the container's MacAddress. Returns at once: with a new MAC, neighbour
+        dockerd through the Engine API: the docker CLI sends the MAC per network, which engine 20.10 (API 1.41)
+        refuses; API 1.41 takes it as the container's MacAddress. Podman through its CLI (`--mac-address`):
+        its compat API ignores the container-level MacAddress. Returns at once: with a new MAC, neighbour
         caches on the segment are stale (the real failure this stands for), so the box may not answer yet.
         """
-        import docker
-
         from lab.image import ensure_image
 
         b = self.box(name)
         spec = self._container_spec(name)
-        client = docker.from_env(version="1.41")
+        image = ensure_image(self.engine)
+        if self.engine.name == "podman":
+            # Podman's compat API ignores the container-level MacAddress; its CLI takes --mac-address.
+            shell.run(self.engine.rm_force(b.container_name), timeout_s=60)
+            shell.run([*self._run_args(name, b.container_name, b.ipv4, b.ipv6), "--mac-address", mac, image,
+                       *map(str, b.tcp_ports)], timeout_s=120)
+            return
+        client = self.engine_client("1.41")
         try:
             api = client.api
             api.remove_container(b.container_name, force=True)
@@ -417,7 +475,7 @@ class Lab:
             endpoint = api.create_endpoint_config(ipv4_address=b.ipv4, ipv6_address=b.ipv6)
             # types-docker types the argument as one EndpointConfig; docker-py takes {network: EndpointConfig}
             net = api.create_networking_config({b.container_network: endpoint})  # type: ignore[arg-type]
-            ctr = api.create_container(ensure_image(), [str(p) for p in b.tcp_ports], name=b.container,
+            ctr = api.create_container(image, [str(p) for p in b.tcp_ports], name=b.container,
                                        hostname=name, mac_address=mac, labels=spec["labels"],
                                        environment=spec["env"], host_config=host, networking_config=net)
             api.start(ctr["Id"])
@@ -426,7 +484,7 @@ class Lab:
 
     def container_mac(self, ctr: str) -> str | None:
         """The MAC Docker reports for container CTR on the lab's network (lower case), or None."""
-        proc = shell.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", ctr], check=False)
+        proc = shell.run(self.engine.cmd("inspect", "-f", "{{json .NetworkSettings.Networks}}", ctr), check=False)
         try:
             nets = json.loads(proc.stdout or "null") or {}
         except json.JSONDecodeError:
@@ -437,7 +495,7 @@ class Lab:
     def container_pid(self, name: str) -> int:
         """Host pid of a container box's init process (for nsenter into its namespace)."""
         b = self.box(name)
-        proc = shell.run(["docker", "inspect", "-f", "{{.State.Pid}}", b.container_name])
+        proc = shell.run(self.engine.cmd("inspect", "-f", "{{.State.Pid}}", b.container_name))
         pid = int(proc.stdout.strip() or 0)
         if pid <= 0:
             raise LabError(f"container {b.container} of box {name} is not running")
@@ -477,7 +535,7 @@ class Lab:
         b = self._container_box(name)
         pem = self._write_tls_cert(name, days)
         want = x509_der(pem)
-        shell.run(["docker", "exec", b.container_name, "sh", "-c", "kill $(pidof openssl) 2>/dev/null; true"])
+        shell.run(self.engine.cmd("exec", b.container_name, "sh", "-c", "kill $(pidof openssl) 2>/dev/null; true"))
         deadline = time.monotonic() + timeout_s
         while self.tls_peer_cert(b.ipv4, b.container_tls_port) != want:
             if time.monotonic() > deadline:
@@ -508,8 +566,9 @@ class Lab:
         """Write a grid proxy (proxy cert, key, user cert) expiring `days` from now into a container box; its PEM."""
         b = self._container_box(name)
         pem = credentials.proxy_pem(days)
-        shell.run(["docker", "exec", "-i", b.container_name, "sh", "-c",
-                   'umask 077 && cat > "$1.tmp" && mv "$1.tmp" "$1"', "sh", path], input_text=pem.decode())
+        shell.run(self.engine.cmd("exec", "-i", b.container_name, "sh", "-c",
+                                  'umask 077 && cat > "$1.tmp" && mv "$1.tmp" "$1"', "sh", path),
+                  input_text=pem.decode())
         return pem
 
     @property
@@ -810,7 +869,7 @@ class Lab:
         for b in self.boxes:
             entry = {**asdict(b), "tcp_ports": list(b.tcp_ports), "fault": st["faults"].get(b.name)}
             if b.kind == "container":
-                proc = shell.run(["docker", "inspect", "-f", "{{.State.Status}}", b.container_name], check=False)
+                proc = shell.run(self.engine.cmd("inspect", "-f", "{{.State.Status}}", b.container_name), check=False)
                 entry["state"] = proc.stdout.strip() or "missing"
                 entry["mac_now"] = self.container_mac(b.container_name)
             else:
@@ -836,6 +895,8 @@ class Lab:
             "segment": "down" if st.get("segment_down") else "up",
             "loss_percent": float(st.get("loss_percent") or 0.0),
             "network": self.network,
+            "engine": self.engine.name,
+            "docker_host": self.docker_host,
             "ipv4_subnet": self.ipv4_subnet,
             "ipv6_subnet": self.ipv6_subnet,
             "influx": influx,

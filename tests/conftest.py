@@ -25,6 +25,7 @@ pytest_plugins = ["tests.lab_fixtures"]
 # directly or through another fixture, is a lab test whatever its file says, so `-m 'not lab'` is a unit run.
 LAB_FIXTURES = frozenset({
     "lab", "lab_available", "clean_lab",                                # tests/lab_fixtures.py
+    "podman_lab", "engine_lab", "engine_docker_host", "clean_engine_lab",  # tests/lab_fixtures.py
     "ops_lab",                                                          # tests/agent/ops/conftest.py
     "rlab", "docker_proxy",                                             # tests/remediations/conftest.py
     "segment",                                                          # tests/probes/conftest.py
@@ -35,8 +36,12 @@ LAB_FIXTURES = frozenset({
 @pytest.hookimpl(tryfirst=True)   # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if LAB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if LAB_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.lab)
+        callspec = getattr(item, "callspec", None)
+        if "podman_lab" in fixtures or (callspec is not None and callspec.params.get("engine_lab") == "podman"):
+            item.add_marker(pytest.mark.podman)
 
 
 @pytest.fixture

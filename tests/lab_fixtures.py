@@ -4,6 +4,14 @@ Fixtures:
   lab_available  (session) None, or the reason the lab cannot run here
   lab            (session) a Lab with 2 containers + 1 VM + InfluxDB; leftovers cleaned first, down at the end
   clean_lab      (function) the same lab; after the test every fault is cleared (segment, InfluxDB too)
+  podman_lab     (session) the same lab with its containers on rootful Podman (lab.engine)
+  engine_lab     (session, parametrized over ENGINES: ids "docker", "podman") `lab`, then `podman_lab`
+  engine_docker_host (function) engine_lab with DOCKER_HOST set to its engine (docker.from_env() follows)
+  clean_engine_lab (function) engine_docker_host; after the test every fault is cleared
+
+A test that takes engine_lab (or clean_engine_lab) runs once per engine; its podman run carries the mark
+`podman` (tests/conftest.py), so `-m podman` runs the Podman subset alone. An agent started on such a lab
+needs lab.agent_env() (DOCKER_HOST of the lab's engine); tests.agent.agent_proc.AgentProc adds it.
 """
 from __future__ import annotations
 
@@ -20,10 +28,21 @@ import pytest
 log = logging.getLogger(__name__)
 
 
-def lab_unavailable_reason(influx: bool = True) -> str | None:
-    """Why the lab cannot run on this machine (None when it can)."""
+ENGINES = ("docker", "podman")   # lab.engine.ENGINES (not imported here: collection stays import-light)
+
+
+def lab_unavailable_reason(influx: bool = True, engine: str = "docker") -> str | None:
+    """Why the lab cannot run on this machine with ENGINE's containers (None when it can)."""
     if os.geteuid() != 0:
         return "the lab needs root"
+    if engine != "docker":
+        from lab.engine import unavailable_reason
+
+        tools = ["ip", "nft", "nsenter", "arping"] + (["influxd"] if influx else [])
+        missing = [t for t in tools if shutil.which(t) is None]
+        if missing:
+            return f"missing tools: {', '.join(missing)} (run scripts/setup)"
+        return unavailable_reason(engine)
     tools = ["ip", "docker", "nft", "nsenter", "arping"] + (["influxd"] if influx else [])
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
@@ -64,6 +83,43 @@ def clean_lab(lab):
     """The session lab; every fault (boxes, segment, InfluxDB) is undone after the test."""
     yield lab
     lab.clear_all(wait=True)
+
+
+@pytest.fixture(scope="session")
+def podman_lab():
+    """The session lab's twin on rootful Podman (containers ctr1, ctr2; VM vm1; InfluxDB); removed at the end."""
+    reason = lab_unavailable_reason(engine="podman")
+    if reason:
+        pytest.skip(reason)
+    from lab import Lab, cleanup_leftovers
+
+    cleanup_leftovers()
+    the_lab = Lab.create(containers=2, vms=1, influx=True, engine="podman")
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine_lab(request):
+    """The session lab of each engine in turn: `lab` (dockerd), then `podman_lab`."""
+    return request.getfixturevalue("lab" if request.param == "docker" else f"{request.param}_lab")
+
+
+@pytest.fixture
+def engine_docker_host(engine_lab, monkeypatch):
+    """engine_lab, with DOCKER_HOST pointing at its engine for the test: docker.from_env() and the agent's
+    client factory (and an agent started from the test) talk to the lab's engine, dockerd or Podman."""
+    monkeypatch.setenv("DOCKER_HOST", engine_lab.docker_host)
+    return engine_lab
+
+
+@pytest.fixture
+def clean_engine_lab(engine_docker_host):
+    """engine_lab (DOCKER_HOST set to its engine); every fault (boxes, segment, InfluxDB) is undone after."""
+    yield engine_docker_host
+    engine_docker_host.clear_all(wait=True)
 
 
 # ----- plain-tool checks from the monitor namespace -------------------------------------------

@@ -79,7 +79,9 @@ class AgentProc:
         if cycles:
             argv += ["--cycles", str(cycles)]
         self._log = open(log_path, "ab")  # noqa: SIM115 - the agent's log while it runs, closed by stop()
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")} | (env or {})
+        # The lab's engine (DOCKER_HOST of a podman lab's service; nothing for dockerd), then the test's own.
+        engine_env = lab.agent_env() if hasattr(lab, "agent_env") else {}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")} | engine_env | (env or {})
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=environ, start_new_session=True)
 

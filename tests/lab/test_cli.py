@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.lab_fixtures import lab_traces
+from tests.lab_fixtures import lab_traces, lab_unavailable_reason
 
 pytestmark = pytest.mark.lab
 
@@ -22,17 +22,28 @@ def cli(*args: str, run_id: str | None = None, timeout_s: float = 120) -> subpro
                           capture_output=True, text=True, timeout=timeout_s, env=env)
 
 
-def test_cli_round_trip(lab_available):
-    if lab_available:
-        pytest.skip(lab_available)
+@pytest.mark.parametrize("engine", [
+    "docker", pytest.param("podman", marks=pytest.mark.podman)])
+def test_cli_round_trip(engine):
+    reason = lab_unavailable_reason(engine=engine)
+    if reason:
+        pytest.skip(reason)
     from lab import Lab, cleanup_leftovers
 
-    up = cli("up", "--new", "--containers", "1", "--vms", "1", "--json")
+    up = cli("up", "--new", "--containers", "1", "--vms", "1", "--json", "--engine", engine)
     assert up.returncode == 0, up.stderr
     st = json.loads(up.stdout)
     run_id = st["run_id"]
     try:
         assert st["persistent"] and [b["name"] for b in st["boxes"]] == ["ctr1", "vm1"]
+        assert st["engine"] == engine
+        client = Lab.load(run_id).engine_client()   # the engine's API, where the agent is pointed
+        try:
+            assert client.version()["Components"][0]["Name"] == {"docker": "Engine",
+                                                                  "podman": "Podman Engine"}[engine]
+            assert client.containers.get(st["boxes"][0]["container"]).status == "running"
+        finally:
+            client.close()
         assert st["influx"]["answers"] is True
         # the `up` process is gone, yet its lab is no leftover
         assert run_id not in cleanup_leftovers()

@@ -1,4 +1,6 @@
-"""Remediation actions and the engine against the real lab: Docker engine, macvlan, namespaces, packets."""
+"""Remediation actions and the engine against the real lab: Docker engine, macvlan, namespaces, packets.
+
+Restart, reconnect (same IPv4, IPv6 and MAC) and dry run also run on Podman (engine_healthy_after)."""
 from __future__ import annotations
 
 import json
@@ -78,27 +80,43 @@ def endpoint(name, network):
     return c.attrs["NetworkSettings"]["Networks"].get(network)
 
 
-@pytest.fixture
-def healthy_after(rlab):
-    """Every box answers again after the test, whatever it did."""
-    yield rlab
+def _heal(lab) -> None:
+    """Every box answers again, whatever the test did (on the lab's engine: DOCKER_HOST is set to it)."""
+    from lab.faults import restore_mac
+
     cli = docker.from_env()
-    for b in rlab.boxes:
+    for b in lab.boxes:
         if b.container:
             c = cli.containers.get(b.container)
             if c.attrs["State"]["Paused"]:
                 c.unpause()
             if not endpoint(b.container, b.network):
                 cli.networks.get(b.network).connect(c, ipv4_address=b.ipv4, ipv6_address=b.ipv6)
+            if lab.engine.name == "podman":   # a restart or a connect without the MAC gives Podman boxes a new one
+                restore_mac(lab, b)
         else:
             subprocess.run(["ip", "netns", "exec", b.netns, "nft", "delete", "table", "inet", "vobox_lab_l3"],
                            stderr=subprocess.DEVNULL)
-    for b in rlab.boxes:
-        assert wait_for(lambda b=b: box_healthy(rlab, b.name), 30), f"box {b.name} did not come back"
+    for b in lab.boxes:
+        assert wait_for(lambda b=b: box_healthy(lab, b.name), 30), f"box {b.name} did not come back"
 
 
-def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):
-    lab = healthy_after
+@pytest.fixture
+def healthy_after(rlab):
+    """Every box answers again after the test, whatever it did."""
+    yield rlab
+    _heal(rlab)
+
+
+@pytest.fixture
+def engine_healthy_after(engine_docker_host):
+    """healthy_after on each engine's lab in turn (DOCKER_HOST points at it: docker.from_env() follows)."""
+    yield engine_docker_host
+    _heal(engine_docker_host)
+
+
+def test_paused_container_is_restarted_and_answers_tcp_again(engine_healthy_after):
+    lab = engine_healthy_after
     b = lab.box("ctr1")
     docker.from_env().containers.get(b.container).pause()
     assert not tcp_ok(lab, b.ipv4, b.tcp_ports[0]) and ping_ok(lab, b.ipv4)  # an l4 freeze
@@ -116,10 +134,10 @@ def test_paused_container_is_restarted_and_answers_tcp_again(healthy_after):
     assert all(tcp_ok(lab, a, p) for a in (b.ipv4, b.ipv6) for p in b.tcp_ports)
 
 
-def test_l4_then_l2_on_one_container_restart_then_reconnect(healthy_after, tmp_path):
+def test_l4_then_l2_on_one_container_restart_then_reconnect(engine_healthy_after, tmp_path):
     """Issue 18.1's lab sequence: a paused container (l4: ping answers, TCP not) is restarted; the next
     freeze of the same container, a disconnect (l2), starts its own ladder at reconnect_network."""
-    lab = healthy_after
+    lab = engine_healthy_after
     b = lab.box("ctr1")
     docker.from_env().containers.get(b.container).pause()
     assert wait_for(lambda: not tcp_ok(lab, b.ipv4, b.tcp_ports[0]), 5) and ping_ok(lab, b.ipv4)
@@ -145,8 +163,8 @@ def test_l4_then_l2_on_one_container_restart_then_reconnect(healthy_after, tmp_p
     assert endpoint(b.container, b.network)["MacAddress"] == b.mac
 
 
-def test_disconnected_container_comes_back_with_same_ipv4_ipv6_and_mac(healthy_after):
-    lab = healthy_after
+def test_disconnected_container_comes_back_with_same_ipv4_ipv6_and_mac(engine_healthy_after):
+    lab = engine_healthy_after
     b = lab.box("ctr2")
     before = endpoint(b.container, b.network)
     docker.from_env().networks.get(b.network).disconnect(b.container, force=True)
@@ -246,8 +264,8 @@ def test_box_that_never_recovers_stops_at_the_cap(healthy_after, tmp_path):
     assert not ping_ok(lab, vm.ipv4)
 
 
-def test_dry_run_changes_nothing(healthy_after):
-    lab = healthy_after
+def test_dry_run_changes_nothing(engine_healthy_after):
+    lab = engine_healthy_after
     b = lab.box("ctr1")
     c = docker.from_env().containers.get(b.container)
     c.pause()
