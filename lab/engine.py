@@ -155,7 +155,7 @@ def unavailable_reason(name: str) -> str | None:
     return None
 
 
-def _api_answers(path: str, timeout_s: float = 2.0) -> bool:
+def api_answers(path: str, timeout_s: float = 2.0) -> bool:
     """True when the Engine API at unix socket PATH answers GET /_ping with OK."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -190,7 +190,7 @@ def start_podman_service(run_id: str, timeout_s: float = PODMAN_SERVICE_TIMEOUT_
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout_s
-    while not _api_answers(path):
+    while not api_answers(path):
         if proc.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -291,6 +291,15 @@ def clear(lab: Lab, box: LabBox, kind: str) -> None:
         restore_mac(lab, box)
 
 
+def restore_container(lab: Lab, box: LabBox) -> None:
+    """Bring a container box back as the lab made it, whatever was done to it behind the lab's back: running,
+    not paused, on its network with its IPv4, IPv6 and (Podman) recorded MAC. Through the engine's CLI."""
+    _ctr_start(lab, box)
+    _ctr_reconnect(lab, box)
+    if lab.engine.name == "podman":
+        restore_mac(lab, box)
+
+
 def restore_mac(lab: Lab, box: LabBox) -> bool:
     """Give a running container box its recorded MAC back when its engine gave it another; True when it did.
 

@@ -743,6 +743,10 @@ class Lab:
             self.loss(0)
         for name in list(self.faults()):
             self.clear(name, wait=False)
+        if self.engine.name == "podman":   # a box restarted behind the lab's back came back with another MAC
+            for b in self.boxes:
+                if b.kind == "container":
+                    faults.restore_mac(self, b)
         if self._st["influx"]["wanted"] and not self._st["influx"]["running"]:
             self.influx_start()
         if wait:

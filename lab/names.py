@@ -9,7 +9,7 @@ _ID = r"([0-9a-f]{6})"
 NETNS_RE = re.compile(rf"^vbl-{_ID}-[a-z0-9]+$")
 LINK_RE = re.compile(rf"^vbl{_ID}[a-z][0-9]*$")
 CONTAINER_RE = re.compile(rf"^vbl-{_ID}-ctr[0-9]+$")
-NETWORK_RE = re.compile(rf"^vbl-{_ID}-net$")
+NETWORK_RE = re.compile(rf"^vbl-{_ID}-[a-z0-9]+$")   # the lab's -net and networks tests add (-other)
 RUN_ID_RE = re.compile(rf"^{_ID}$")
 
 

@@ -26,6 +26,7 @@ pytest_plugins = ["tests.lab_fixtures"]
 LAB_FIXTURES = frozenset({
     "lab", "lab_available", "clean_lab",                                # tests/lab_fixtures.py
     "podman_lab", "engine_lab", "engine_docker_host", "clean_engine_lab",  # tests/lab_fixtures.py
+    "wide_lab",                                                         # tests/agent/test_run_lab.py
     "ops_lab",                                                          # tests/agent/ops/conftest.py
     "rlab", "docker_proxy",                                             # tests/remediations/conftest.py
     "segment",                                                          # tests/probes/conftest.py
@@ -39,8 +40,9 @@ def pytest_collection_modifyitems(config, items):
         fixtures = getattr(item, "fixturenames", ())
         if LAB_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.lab)
-        callspec = getattr(item, "callspec", None)
-        if "podman_lab" in fixtures or (callspec is not None and callspec.params.get("engine_lab") == "podman"):
+        # a lab fixture parametrized over the engines (engine_lab, a module's own lab) in its podman run
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "podman_lab" in fixtures or any(k.endswith("lab") and v == "podman" for k, v in params.items()):
             item.add_marker(pytest.mark.podman)
 
 

@@ -15,15 +15,30 @@ import pytest
 
 from tests.agent.agent_proc import AGENT_BIN, AgentProc, errors_in_log, query, read_status, write_config
 
+# subnet, an address in it: never the same bridge subnet on both engines
+OTHER_SUBNETS = {"docker": ("198.18.0.0/26", "198.18.0.5"), "podman": ("198.18.0.64/26", "198.18.0.69")}
+
+
+def _other_network(lab):
+    """An internal bridge network that is not the lab's (in 198.18.0.0/24: the lab leaves it alone)."""
+    name = f"vbl-{lab.run_id}-other"
+    subprocess.run(lab.engine.cmd("network", "create", "--internal", "--subnet", OTHER_SUBNETS[lab.engine.name][0],
+                                  "--label", f"vobox-lab={lab.run_id}", name), check=True, capture_output=True,
+                   timeout=60)
+    yield name
+    subprocess.run(lab.engine.cmd("network", "rm", name), capture_output=True, timeout=60)
+
 
 @pytest.fixture
 def other_network(lab):
-    """An internal bridge network that is not the lab's (198.18.0.0/26: the lab leaves 198.18.0.0/24 alone)."""
-    name = f"vbl-{lab.run_id}-other"
-    subprocess.run(["docker", "network", "create", "--internal", "--subnet", "198.18.0.0/26", "--label",
-                    f"vobox-lab={lab.run_id}", name], check=True, capture_output=True, timeout=60)
-    yield name
-    subprocess.run(["docker", "network", "rm", name], capture_output=True, timeout=60)
+    """_other_network on the dockerd lab."""
+    yield from _other_network(lab)
+
+
+@pytest.fixture
+def engine_other_network(engine_lab):
+    """_other_network on each engine's lab."""
+    yield from _other_network(engine_lab)
 
 
 def _run(lab, index: int, network: str, labels: dict[str, str], ip: tuple[str, str | None]) -> str:
@@ -31,24 +46,25 @@ def _run(lab, index: int, network: str, labels: dict[str, str], ip: tuple[str, s
     from lab.image import ensure_image
 
     name = f"vbl-{lab.run_id}-ctr{index}"
-    args = ["docker", "run", "-d", "--name", name, "--network", network, "--ip", ip[0], "--restart", "no",
+    args = [*lab.engine.cmd("run"), "-d", "--name", name, "--network", network, "--ip", ip[0], "--restart", "no",
             "--label", f"vobox-lab={lab.run_id}"]
     if ip[1]:
         args += ["--ip6", ip[1], "--sysctl", "net.ipv6.conf.all.accept_dad=0"]
     for k, v in labels.items():
         args += ["--label", f"{k}={v}"]
-    subprocess.run([*args, ensure_image(), "1093", "8084"], check=True, capture_output=True, timeout=120)
+    subprocess.run([*args, ensure_image(lab.engine), "1093", "8084"], check=True, capture_output=True, timeout=120)
     return name
 
 
-def _rm(name: str) -> None:
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+def _rm(lab, name: str) -> None:
+    subprocess.run(lab.engine.rm_force(name), capture_output=True, timeout=60)
 
 
 def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leaves_when_removed(
-        clean_lab, agents, other_network, tmp_path):
-    lab = clean_lab
-    db = "t_discovery_lab"
+        clean_engine_lab, agents, engine_other_network, tmp_path):
+    other_network = engine_other_network
+    lab = clean_engine_lab
+    db = f"t_discovery_lab_{lab.engine.name}"
     label = f"vobox.monitor={lab.run_id}"   # this lab's own label: other labs on the machine are never seen
     cfg = write_config(lab, str(tmp_path), database=db,
                        sections={"discovery": {"docker": True, "label": label, "tcp_ports": [1093],
@@ -64,7 +80,8 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
                                                            for b in configured), 30)
         # outside the filter: unlabelled on the lab's macvlan network, and unlabelled on another network
         names.append(_run(lab, 81, lab.network, {"vobox.ports": "1093"}, (f"{prefix4}.81", None)))
-        names.append(_run(lab, 82, other_network, {"vobox.monitor": "true"}, ("198.18.0.5", None)))
+        names.append(_run(lab, 82, other_network, {"vobox.monitor": "true"}, (OTHER_SUBNETS[lab.engine.name][1],
+                                                                              None)))
         t0 = time.time()
         labelled = _run(lab, 80, lab.network, {"vobox.monitor": lab.run_id, "vobox.ports": "1093,8084"},
                         (new4, new6))
@@ -89,7 +106,7 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
         assert proc.returncode == 0, proc.stderr
         assert f'name = "{labelled}"' in proc.stdout and f'ipv4 = "{new4}"' in proc.stdout, proc.stdout
         assert f'ipv6 = "{new6}"' in proc.stdout and "tcp_ports = [1093, 8084]" in proc.stdout, proc.stdout
-        mac = subprocess.run(["docker", "inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{lab.network}\")"
+        mac = subprocess.run([*lab.engine.cmd("inspect"), "-f", f"{{{{(index .NetworkSettings.Networks \"{lab.network}\")"
                               ".MacAddress}}", labelled], capture_output=True, text=True, check=True).stdout.strip()
         assert f"mac {mac}" in proc.stdout and names[0] not in proc.stdout and names[1] not in proc.stdout
         fixed = tmp_path / "fixed.toml"
@@ -98,7 +115,7 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
                                capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         # removed: leaves the box set
-        _rm(labelled)
+        _rm(lab, labelled)
         t_rm = time.time()
         a.wait_until("the removed container gone", lambda st: labelled not in st["boxes"] and st["updated_s"] > t_rm,
                      20)
@@ -114,7 +131,7 @@ def test_a_labelled_container_started_later_is_probed_within_two_cycles_and_leav
         assert "discovery: box" in a.log_text() and f"{labelled} left" in a.log_text()
     finally:
         for n in names:
-            _rm(n)
+            _rm(lab, n)
 
 
 def test_inherited_image_labels_and_a_second_network_keep_the_box_live_and_across_a_restart(

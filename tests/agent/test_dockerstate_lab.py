@@ -1,5 +1,7 @@
 """Lab tests of the container state in the verdict: a real agent process, the real engine, plain docker commands.
 
+Pause, a stop by hand and its resync across an agent restart run on both engines (clean_engine_lab).
+
 A plain `docker pause` (no nft crutch) must be an l7 freeze within the usual thresholds that
 stays open while paused; a `docker stop` by hand must put the box in state `stopped`: no
 freeze, no remediation, the container left stopped.
@@ -27,14 +29,14 @@ def _db(request) -> str:
     return "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")
 
 
-def _docker_state(container: str) -> str:
-    return subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", container], capture_output=True,
+def _docker_state(lab, container: str) -> str:
+    return subprocess.run([*lab.engine.cmd(), "inspect", "-f", "{{.State.Status}}", container], capture_output=True,
                           text=True, check=True).stdout.strip()
 
 
-def test_a_plain_docker_pause_is_an_l7_freeze_in_time_that_stays_open_until_unpaused(clean_lab, agents, tmp_path,
-                                                                                      request):
-    lab, db, box = clean_lab, _db(request), "ctr1"
+def test_a_plain_docker_pause_is_an_l7_freeze_in_time_that_stays_open_until_unpaused(
+        clean_engine_lab, agents, tmp_path, request):
+    lab, db, box = clean_engine_lab, _db(request), "ctr1"
     cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES)
     a = _start(agents, lab, cfg)
     a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
@@ -77,8 +79,9 @@ def test_a_plain_docker_pause_is_an_l7_freeze_in_time_that_stays_open_until_unpa
     print(f"pause of {truth_s:.2f} s -> one l7 freeze of {fr['duration_s']:.2f} s")
 
 
-def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clean_lab, agents, tmp_path, request):
-    lab, db, box = clean_lab, _db(request), "ctr1"
+def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clean_engine_lab, agents, tmp_path,
+                                                                            request):
+    lab, db, box = clean_engine_lab, _db(request), "ctr1"
     ctr = lab.box(box).container
     cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
                        sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
@@ -87,7 +90,7 @@ def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clea
     try:
         a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
         a.wait_cycles(2)
-        subprocess.run(["docker", "stop", "-t", "1", ctr], check=True, capture_output=True)
+        subprocess.run([*lab.engine.cmd(), "stop", "-t", "1", ctr], check=True, capture_output=True)
         st = a.wait_state(box, "stopped", timeout_s=10)
         c = st["boxes"][box]["container"]
         assert c["state"] == "exited" and c["operator_stopped"] is True, c
@@ -97,11 +100,11 @@ def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clea
             a.wait_cycles(1)
             s = read_status(a.state_dir)["boxes"][box]
             assert s["state"] == "stopped" and s["open_freeze"] is None, s
-            assert _docker_state(ctr) == "exited"
+            assert _docker_state(lab, ctr) == "exited"
         assert a.stop() == 0
     finally:
-        if _docker_state(ctr) != "running":
-            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+        if _docker_state(lab, ctr) != "running":
+            subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(a.log_text()) == []
     assert query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db) == []
@@ -113,13 +116,13 @@ def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clea
     assert ev and ev[-1]["operator"] == 1 and ev[-1]["container_state"] == "exited", ev
 
 
-def test_a_box_stopped_by_hand_stays_stopped_across_an_agent_restart(clean_lab, agents, tmp_path, request):
+def test_a_box_stopped_by_hand_stays_stopped_across_an_agent_restart(clean_engine_lab, agents, tmp_path, request):
     """The upgrade path restarts the agent: a VO-Box an admin stopped must not be 'healed' by the new agent.
 
     The lab's service exits 0 on SIGTERM (as supervisord and many services do), so the new agent's inspect
     cannot tell the stop from a crash by the exit code; the box's own `stopped` state, kept in state_dir, can.
     """
-    lab, db, box = clean_lab, _db(request), "ctr1"
+    lab, db, box = clean_engine_lab, _db(request), "ctr1"
     ctr = lab.box(box).container
     cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
                        sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
@@ -128,8 +131,8 @@ def test_a_box_stopped_by_hand_stays_stopped_across_an_agent_restart(clean_lab, 
     try:
         a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
         a.wait_cycles(2)
-        subprocess.run(["docker", "stop", "-t", "5", ctr], check=True, capture_output=True)
-        code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", ctr], capture_output=True,
+        subprocess.run([*lab.engine.cmd(), "stop", "-t", "5", ctr], check=True, capture_output=True)
+        code = subprocess.run([*lab.engine.cmd(), "inspect", "-f", "{{.State.ExitCode}}", ctr], capture_output=True,
                               text=True, check=True).stdout.strip()
         assert code not in ("137", "143"), f"the lab's service should exit 0 on SIGTERM, got {code}"
         a.wait_state(box, "stopped", timeout_s=10)
@@ -142,11 +145,11 @@ def test_a_box_stopped_by_hand_stays_stopped_across_an_agent_restart(clean_lab, 
             b.wait_cycles(1)
             s = read_status(b.state_dir)["boxes"][box]
             assert s["state"] == "stopped" and s["open_freeze"] is None, s
-            assert _docker_state(ctr) == "exited"
+            assert _docker_state(lab, ctr) == "exited"
         assert b.stop() == 0
     finally:
-        if _docker_state(ctr) != "running":
-            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+        if _docker_state(lab, ctr) != "running":
+            subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(b.log_text()) == []
     assert query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db) == []
@@ -162,17 +165,17 @@ def test_restart_stopped_makes_a_stop_by_hand_a_freeze_that_is_remediated(clean_
     a = _start(agents, lab, cfg)
     try:
         a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
-        subprocess.run(["docker", "stop", "-t", "1", ctr], check=True, capture_output=True)
+        subprocess.run([*lab.engine.cmd(), "stop", "-t", "1", ctr], check=True, capture_output=True)
         a.wait_state(box, "frozen", timeout_s=10)
         a.wait_state(box, "up", timeout_s=30)   # restarted by our restart_container, no help from the test
-        assert _docker_state(ctr) == "running"
+        assert _docker_state(lab, ctr) == "running"
         a.wait_cycles(2)
         st = read_status(a.state_dir)["boxes"][box]
         assert st["state"] == "up" and st["container"]["operator_stopped"] is False, st
         assert a.stop() == 0
     finally:
-        if _docker_state(ctr) != "running":
-            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+        if _docker_state(lab, ctr) != "running":
+            subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(a.log_text()) == []
     rem = query(lab, "SELECT * FROM remediation", db)
@@ -190,11 +193,11 @@ def test_a_restart_by_dockers_restart_policy_is_recorded_not_fought(clean_lab, a
     cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES,
                        sections={"remediation": {"enabled": True, "cooldown": 1, "verify": 2, "stop_timeout": 2}},
                        box_keys={box: {"remediate": ["restart_container"]}})
-    subprocess.run(["docker", "update", "--restart", "on-failure", ctr], check=True, capture_output=True)
+    subprocess.run([*lab.engine.cmd(), "update", "--restart", "on-failure", ctr], check=True, capture_output=True)
     a = _start(agents, lab, cfg)
     try:
         a.wait_until("all boxes up", lambda st: all(b["state"] == "up" for b in st["boxes"].values()), 20)
-        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", ctr], capture_output=True, text=True,
+        pid = subprocess.run([*lab.engine.cmd(), "inspect", "-f", "{{.State.Pid}}", ctr], capture_output=True, text=True,
                              check=True).stdout.strip()
         subprocess.run(["kill", "-9", pid], check=True)   # a crash: no docker stop/kill, Docker restarts it
         lab.wait_box(box, timeout_s=20)
@@ -202,9 +205,9 @@ def test_a_restart_by_dockers_restart_policy_is_recorded_not_fought(clean_lab, a
         a.wait_cycles(3)
         assert a.stop() == 0
     finally:
-        subprocess.run(["docker", "update", "--restart", "no", ctr], check=True, capture_output=True)
-        if _docker_state(ctr) != "running":
-            subprocess.run(["docker", "start", ctr], check=True, capture_output=True)
+        subprocess.run([*lab.engine.cmd(), "update", "--restart", "no", ctr], check=True, capture_output=True)
+        if _docker_state(lab, ctr) != "running":
+            subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(a.log_text()) == []
     ev = query(lab, f"SELECT * FROM container_event WHERE box = '{box}'", db)

@@ -19,6 +19,7 @@ from agent import netns
 from agent.core.config import load as load_config
 from agent.core.cycle import plan_cycle
 from tests.agent.agent_proc import AgentProc, errors_in_log, free_port, query, read_status, write_config
+from tests.lab_fixtures import ENGINES, lab_unavailable_reason
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 0.5
@@ -27,14 +28,16 @@ TIMEOUT_S = 0.5
 EXPECTED_LAYER = {"l2": "l2", "l3": "l3", "l4": "l4", "stop": "l2"}
 
 
-@pytest.fixture(scope="module")
-def wide_lab(lab_available):
-    """A lab of its own with 4 containers + 4 VMs, so all eight (box kind, fault) pairs run in one agent run."""
-    if lab_available:
-        pytest.skip(lab_available)
+@pytest.fixture(scope="module", params=ENGINES)
+def wide_lab(request):
+    """A lab of its own with 4 containers + 4 VMs, so all eight (box kind, fault) pairs run in one agent run;
+    once with the containers on dockerd, once on Podman."""
+    reason = lab_unavailable_reason(engine=request.param)
+    if reason:
+        pytest.skip(reason)
     from lab import Lab
 
-    the_lab = Lab.create(containers=4, vms=4, influx=True)
+    the_lab = Lab.create(containers=4, vms=4, influx=True, engine=request.param)
     try:
         yield the_lab
     finally:

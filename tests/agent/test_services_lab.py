@@ -1,4 +1,5 @@
-"""Lab tests of service probes and in-container checks: the real agent against real boxes, dockerd and InfluxDB.
+"""Lab tests of service probes and in-container checks: the real agent against real boxes, dockerd (and Podman)
+and InfluxDB.
 
 One agent run (services=True: http on 8084, tls on 8443, path /cvmfs/alice.cern.ch, x509 of
 the proxy file) while the lab hangs the service, hangs and breaks CVMFS, and serves expired and
@@ -24,9 +25,9 @@ DETECT_S = (FAIL_CYCLES + 2) * INTERVAL_S + 4.0
 
 
 @pytest.fixture
-def agent(clean_lab, tmp_path, request):
+def agent(clean_engine_lab, tmp_path, request):
     """The agent with the lab's service probes and checks, both container boxes with a 30-day proxy."""
-    lab = clean_lab
+    lab = clean_engine_lab
     ctrs = [b for b in lab.boxes if b.kind == "container"]
     for b in ctrs:
         lab.set_proxy(b.name, 30)

@@ -82,18 +82,18 @@ def endpoint(name, network):
 
 def _heal(lab) -> None:
     """Every box answers again, whatever the test did (on the lab's engine: DOCKER_HOST is set to it)."""
-    from lab.faults import restore_mac
+    from lab.faults import restore_container
 
     cli = docker.from_env()
     for b in lab.boxes:
-        if b.container:
+        if b.container and lab.engine.name == "podman":   # its CLI, MAC included: a restart changes it
+            restore_container(lab, b)
+        elif b.container:
             c = cli.containers.get(b.container)
             if c.attrs["State"]["Paused"]:
                 c.unpause()
             if not endpoint(b.container, b.network):
                 cli.networks.get(b.network).connect(c, ipv4_address=b.ipv4, ipv6_address=b.ipv6)
-            if lab.engine.name == "podman":   # a restart or a connect without the MAC gives Podman boxes a new one
-                restore_mac(lab, b)
         else:
             subprocess.run(["ip", "netns", "exec", b.netns, "nft", "delete", "table", "inet", "vobox_lab_l3"],
                            stderr=subprocess.DEVNULL)

@@ -93,7 +93,7 @@ def test_config_is_passed_to_the_target_and_policy():
     assert config.RemediationConfig().policy().exec_timeout_s == 60.0
 
 
-# ----- lab: the whole agent, the real dockerd ------------------------------------------------------
+# ----- lab: the whole agent, the real dockerd (and Podman: clean_engine_lab) -----------------------
 RESUME = ["/bin/sh", "-c", "kill -CONT $(pidof httpd openssl)"]   # the lab's "restart the service"
 
 
@@ -136,8 +136,8 @@ def _remediations(lab, db: str, box: str, done: int, timeout_s: float = 30.0) ->
 
 
 @pytest.mark.lab
-def test_lab_l7_hang_is_healed_by_exec_without_a_container_restart(clean_lab, tmp_path):
-    lab = clean_lab
+def test_lab_l7_hang_is_healed_by_exec_without_a_container_restart(clean_engine_lab, tmp_path):
+    lab = clean_engine_lab
     box = lab.box("ctr1")
     db = "t_exec_heals"
     proc = _agent(lab, tmp_path, db, box.name, RESUME, 20)
@@ -184,13 +184,13 @@ def test_lab_hung_exec_is_killed_at_its_timeout_then_the_ladder_restarts_the_con
 
 
 @pytest.mark.lab
-def test_lab_exec_action_kills_the_whole_hung_command_and_reports_its_output(clean_lab):
+def test_lab_exec_action_kills_the_whole_hung_command_and_reports_its_output(clean_engine_lab):
     """The action alone on a running box: output tail recorded, a hung shell and its child both killed."""
     import docker
 
     from remediations import ActionContext, PlannedAction, RemediationPolicy, default_docker_factory, execute
 
-    lab = clean_lab
+    lab = clean_engine_lab
     b = lab.box("ctr2")
 
     def run(argv, timeout_s):
