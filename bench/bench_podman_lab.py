@@ -73,6 +73,7 @@ def neigh_mac(lab: Lab, address: str) -> str | None:
 
 def remediations(lab: Lab, box: str, since_s: float) -> list[dict]:
     """The agent's remediation points for BOX after SINCE_S (epoch s)."""
+    assert lab.influx_url is not None   # the bench's lab has InfluxDB
     with netns.entered(lab.monitor_ns):
         rows = influx.query(lab.influx_url, f"SELECT action, outcome, ok, detail FROM remediation WHERE box = "
                                             f"'{box}' AND time >= {int(since_s * 1e9)}", db=DB, epoch="ms")
