@@ -189,6 +189,6 @@ def test_inherited_image_labels_and_a_second_network_keep_the_box_live_and_acros
         assert not errors_in_log(log1) and not errors_in_log(log2)
         agent_ok = True
     finally:
-        _rm(name)
+        _rm(lab, name)
         subprocess.run(["docker", "rmi", image], capture_output=True, timeout=60)
     assert agent_ok
