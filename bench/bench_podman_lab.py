@@ -4,13 +4,14 @@
     sudo .venv/bin/python bench/bench_podman_lab.py [--engine podman|docker] [--interval 1] [--rep-timeout 60]
 
 All real: a lab whose container boxes run on rootful Podman (lab.engine: the lab's own `podman system
-service`, which the agent reaches through DOCKER_HOST), its VM stand-in and influxd in the monitor namespace,
+service`, which the agent reaches through DOCKER_HOST), five container boxes and influxd in the monitor namespace,
 and `vobox-agent --netns MON run -c FILE` with remediation on. One row per fault:
-  l2  ctr2: network disconnect               ladder reconnect_network, restart_container
-  l3  ctr1: nft drop of IP in its namespace  ladder reconnect_network, restart_container
-  l4  ctr1: nft drop of its service ports    ladder reconnect_network, restart_container
-  l7  ctr2: paused (cgroup freezer)          ladder reconnect_network, restart_container
-  l7  ctr1: services hung (SIGSTOP)          ladder exec (SIGCONT the services), restart_container
+  l2  ctr1: network disconnect
+  l3  ctr2: nft drop of IP in its namespace
+  l4  ctr3: nft drop of its service ports
+  l7  ctr4: paused (cgroup freezer)
+  l7  ctr5: services hung (SIGSTOP)
+each box with the ladder reconnect_network, exec (SIGCONT the services; tried for l4/l7 only), restart_container.
 For each: detected = the agent's status shows the box frozen (and the layer it named), repaired = the
 status shows it up again, both in seconds after the fault was injected; the action(s) from the agent's
 `remediation` points; MAC before the fault, MAC the engine reports after the repair, and the MAC the
@@ -38,7 +39,8 @@ from agent import netns
 from agent.storage import influx
 from lab import Lab, cleanup_leftovers
 
-LADDER = ["reconnect_network", "restart_container"]
+LADDER = ["reconnect_network", "exec", "restart_container"]   # exec only for l4/l7 freezes
+VERIFY_S = 6
 RESUME = ["/bin/sh", "-c", "kill -CONT $(pidof httpd openssl)"]   # the lab's "restart the service"
 DB = "bench_podman"
 
@@ -52,8 +54,10 @@ class Case:
     fault: str
 
 
-CASES = (Case("l2", "ctr2", "l2"), Case("l3", "ctr1", "l3"), Case("l4", "ctr1", "l4"), Case("l7", "ctr2", "pause"),
-         Case("l7", "ctr1", "hang"))
+# One fresh box per fault: a box the lab restored once keeps its MAC on Podman (lab.faults.restore_mac pins it),
+# so each row starts from a container as `podman run` made it.
+CASES = (Case("l2", "ctr1", "l2"), Case("l3", "ctr2", "l3"), Case("l4", "ctr3", "l4"), Case("l7", "ctr4", "pause"),
+         Case("l7", "ctr5", "hang"))
 
 
 def status(path: Path) -> dict:
@@ -75,7 +79,7 @@ def remediations(lab: Lab, box: str, since_s: float) -> list[dict]:
     """The agent's remediation points for BOX after SINCE_S (epoch s)."""
     assert lab.influx_url is not None   # the bench's lab has InfluxDB
     with netns.entered(lab.monitor_ns):
-        rows = influx.query(lab.influx_url, f"SELECT action, outcome, ok, detail FROM remediation WHERE box = "
+        rows = influx.query(lab.influx_url, f"SELECT action, outcome, ok, recovered, detail FROM remediation WHERE box = "
                                             f"'{box}' AND time >= {int(since_s * 1e9)}", db=DB, epoch="ms")
     return rows
 
@@ -98,7 +102,15 @@ def run_case(lab: Lab, case: Case, status_path: Path, timeout_s: float) -> dict:
         time.sleep(0.1)
     mac_after = lab.container_mac(b.container_name)
     arp_after = neigh_mac(lab, b.ipv4)
-    actions = [f"{r['action']}:{r['outcome']}" for r in remediations(lab, case.box, t0)]
+    # The remediation point is written once its verification window is over: wait for the one that recovered it.
+    rows: list[dict] = []
+    deadline = time.time() + VERIFY_S + 10.0
+    while time.time() < deadline:
+        rows = remediations(lab, case.box, t0)
+        if any(r.get("recovered") for r in rows):
+            break
+        time.sleep(0.5)
+    actions = [f"{r['action']}:{'ok' if r['ok'] else 'failed'}" for r in rows if r["outcome"] == "done"]
     lab.clear(case.box, wait=True, timeout_s=60)   # the lab forgets the fault (and restores its MAC on Podman)
     time.sleep(2.0)
     return {"layer": case.layer, "box": case.box, "fault": case.fault, "detected_layer": layer,
@@ -125,22 +137,21 @@ def main() -> int:
     rows = []
     with ExitStack() as stack:
         t0 = time.monotonic()
-        lab = Lab.create(containers=2, vms=1, influx=True, engine=args.engine)
+        lab = Lab.create(containers=len(CASES), vms=0, influx=True, engine=args.engine)
         stack.callback(lab.down)
         print(f"lab {lab.run_id} on {args.engine} up in {time.monotonic() - t0:.1f} s; agent DOCKER_HOST "
               f"{lab.docker_host}; interval {args.interval:g} s, fail_cycles 2; {os.cpu_count()} CPUs, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
         tmp = Path(tempfile.mkdtemp(prefix="vbxp-"))
-        box_extra: dict[str, dict] = {b.name: {"remediate": LADDER} for b in lab.boxes if b.kind == "container"}
-        box_extra["ctr1"] = {"remediate": ["exec", "restart_container"], "exec": RESUME}
+        box_extra = {b.name: {"remediate": LADDER, "exec": RESUME} for b in lab.boxes if b.kind == "container"}
         for b in lab.boxes:
             if b.kind == "container":
                 lab.set_proxy(b.name, 30)
         cfg = lab.agent_config(interval=args.interval, timeout=0.5, jitter=0, fail_cycles=2, recover_cycles=2,
-                               state_dir=str(tmp / "state"), database=DB, boxes=["ctr1", "ctr2"],
+                               state_dir=str(tmp / "state"), database=DB,
                                box_extra=box_extra, extra="[remediation]\nenabled = true\ndry_run = false\n"
                                                           "cooldown = 0\nmax_per_box_per_hour = 100\n"
-                                                          "max_per_hour = 100\nverify = 6\n")
+                                                          f"max_per_hour = 100\nverify = {VERIFY_S}\n")
         (tmp / "agent.toml").write_text(cfg)
         log = open(tmp / "agent.log", "wb")  # noqa: SIM115 - the agent's log while it runs
         agent = subprocess.Popen([sys.executable, "-m", "agent", "--netns", lab.monitor_ns, "run", "-c",
@@ -157,9 +168,9 @@ def main() -> int:
         stack.callback(stop_agent)
         status_path = tmp / "state" / "status.json"
         deadline = time.monotonic() + 60
-        while not all(status(status_path).get("boxes", {}).get(n, {}).get("state") == "up" for n in ("ctr1", "ctr2")):
+        while not all(status(status_path).get("boxes", {}).get(c.box, {}).get("state") == "up" for c in CASES):
             if time.monotonic() > deadline or agent.poll() is not None:
-                raise SystemExit(f"bench: the agent does not report ctr1, ctr2 up; log {tmp / 'agent.log'}")
+                raise SystemExit(f"bench: the agent does not report every box up; log {tmp / 'agent.log'}")
             time.sleep(0.2)
         for case in CASES:
             row = run_case(lab, case, status_path, args.rep_timeout)
