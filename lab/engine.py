@@ -203,11 +203,21 @@ def start_podman_service(run_id: str, timeout_s: float = PODMAN_SERVICE_TIMEOUT_
     return proc.pid
 
 
+def _is_service_of(pid: int, run_id: str) -> bool:
+    """True when process PID runs and is a `podman system service` on lab RUN_ID's socket."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return state.process_start_ticks(pid) is not None and f"unix://{podman_socket(run_id)}".encode() in argv
+
+
 def stop_podman_service(run_id: str, pid: int | None, timeout_s: float = 10.0) -> None:
     """Stop the lab's podman service (SIGTERM, then SIGKILL); its containers keep running (conmon)."""
     from lab.cleanup import kill_pids
 
-    if pid and state.process_start_ticks(pid) is not None:
+    if pid and _is_service_of(pid, run_id):   # never a recycled pid: its command line names the lab's socket
         kill_pids([pid], f"podman service of lab {run_id}", timeout_s=timeout_s)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(podman_socket(run_id))
