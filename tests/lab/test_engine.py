@@ -1,4 +1,4 @@
-"""lab.engine without an engine: names, command lines, the lab-owned containers.conf (nothing under /etc)."""
+"""lab.engine: names, command lines, the lab-owned containers.conf (nothing under /etc); a service restart."""
 from __future__ import annotations
 
 import os
@@ -60,3 +60,27 @@ def test_a_podman_lab_refuses_an_engine_restart_on_dockerd():
     lab = Lab({"run_id": "abcdef", "engine": "docker"})
     with pytest.raises(LabError, match="runs on docker; only a podman lab restarts its service"):
         lab.engine_restart()
+
+
+@pytest.mark.lab
+@pytest.mark.podman
+def test_a_podman_service_restart_keeps_the_containers_and_the_socket_answers_again(podman_lab):
+    """engine_restart(): the lab's service goes away (its socket does not answer) and comes back; the containers
+    run on under conmon with the same PIDs, and the Docker-compatible API sees them again."""
+    lab = podman_lab
+    pids = {b.name: lab.container_pid(b.name) for b in lab.boxes if b.kind == "container"}
+    before = state.read(lab.run_id)["podman_service_pid"]
+    lab.engine_restart(down_s=0.5)
+    after = state.read(lab.run_id)["podman_service_pid"]
+    assert after != before
+    assert not engine._is_service_of(before, lab.run_id), "the old service still runs"
+    assert engine.api_answers(lab.engine.socket_path)
+    assert {name: lab.container_pid(name) for name in pids} == pids
+    client = lab.engine_client()
+    try:
+        assert client.version()["Components"][0]["Name"] == "Podman Engine"
+        assert {c.name for c in client.containers.list()} >= {lab.box(n).container_name for n in pids}
+    finally:
+        client.close()
+    for name in pids:
+        assert lab.box_answers(name)
