@@ -15,14 +15,18 @@ pytestmark = pytest.mark.lab
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_demo_detects_and_heals_a_freeze_then_removes_its_lab():
-    reason = lab_unavailable_reason()
+@pytest.mark.parametrize("engine", ["docker", pytest.param("podman", marks=pytest.mark.podman)])
+def test_demo_detects_and_heals_a_freeze_then_removes_its_lab(engine):
+    """`scripts/demo` (and `scripts/demo --engine podman`): the containers on the engine asked for."""
+    reason = lab_unavailable_reason(engine=engine)
     if reason:
         pytest.skip(reason)
     proc = subprocess.run([sys.executable, "-m", "lab", "demo", "--duration", "30", "--interval", "1",
-                           "--fault-every", "12"], capture_output=True, text=True, cwd=ROOT, timeout=180)
+                           "--fault-every", "12", "--engine", engine], capture_output=True, text=True, cwd=ROOT,
+                          timeout=180)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert f"2 containers on {engine}" in out, out[:1000]
     run_id = re.search(r"lab (\w+) removed", out).group(1)
     # The first scenario step: ctr1 paused (l4), seen as an l4 freeze, healed by restart_container.
     assert ">>> injected l4 into ctr1" in out
