@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 
+from lab.faults import restore_container
 from tests.agent.agent_proc import AgentProc, errors_in_log, query, read_status, write_config
 
 INTERVAL_S = 1.0
@@ -105,6 +106,7 @@ def test_a_docker_stop_by_hand_is_state_stopped_not_a_freeze_not_remediated(clea
     finally:
         if _docker_state(lab, ctr) != "running":
             subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
+            restore_container(lab, lab.box(box))   # Podman gives a started container another MAC
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(a.log_text()) == []
     assert query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db) == []
@@ -150,6 +152,7 @@ def test_a_box_stopped_by_hand_stays_stopped_across_an_agent_restart(clean_engin
     finally:
         if _docker_state(lab, ctr) != "running":
             subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
+            restore_container(lab, lab.box(box))   # Podman gives a started container another MAC
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(b.log_text()) == []
     assert query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db) == []
@@ -176,6 +179,7 @@ def test_restart_stopped_makes_a_stop_by_hand_a_freeze_that_is_remediated(clean_
     finally:
         if _docker_state(lab, ctr) != "running":
             subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
+            restore_container(lab, lab.box(box))   # Podman gives a started container another MAC
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(a.log_text()) == []
     rem = query(lab, "SELECT * FROM remediation", db)
@@ -208,6 +212,7 @@ def test_a_restart_by_dockers_restart_policy_is_recorded_not_fought(clean_lab, a
         subprocess.run([*lab.engine.cmd(), "update", "--restart", "no", ctr], check=True, capture_output=True)
         if _docker_state(lab, ctr) != "running":
             subprocess.run([*lab.engine.cmd(), "start", ctr], check=True, capture_output=True)
+            restore_container(lab, lab.box(box))   # Podman gives a started container another MAC
             lab.wait_box(box, timeout_s=20)
     assert errors_in_log(a.log_text()) == []
     ev = query(lab, f"SELECT * FROM container_event WHERE box = '{box}'", db)
@@ -217,3 +222,23 @@ def test_a_restart_by_dockers_restart_policy_is_recorded_not_fought(clean_lab, a
     box_states = {r["state"] for r in query(lab, f"SELECT state FROM box WHERE box = '{box}'", db)}
     assert "stopped" not in box_states
     assert query(lab, "SELECT * FROM remediation", db) == []   # Docker restarted it; nothing of ours ran
+
+
+def test_a_box_paused_before_the_agent_starts_is_read_at_its_first_resync(clean_engine_lab, agents, tmp_path,
+                                                                           request):
+    """An agent (re)started while a container is paused reads it from the engine at its start (the resync, no
+    event to follow): an l7 freeze with container state paused from the first cycles, up once unpaused."""
+    lab, db, box = clean_engine_lab, _db(request), "ctr2"
+    lab.fault(box, "pause")
+    cfg = write_config(lab, str(tmp_path), database=db, fail_cycles=FAIL_CYCLES)
+    a = _start(agents, lab, cfg)
+    st = a.wait_state(box, "frozen", timeout_s=(FAIL_CYCLES + 4) * INTERVAL_S + 10)
+    b = st["boxes"][box]
+    assert (b["layer"], b["container"]["state"]) == ("l7", "paused"), b
+    assert st["cycles"] <= FAIL_CYCLES + 2, st["cycles"]   # judged from the resync, not found out later
+    lab.clear(box, wait=True)
+    a.wait_state(box, "up", timeout_s=15)
+    assert a.stop() == 0
+    assert errors_in_log(a.log_text()) == []
+    rows = query(lab, f"SELECT * FROM freeze WHERE box = '{box}'", db)
+    assert [(r["open"], r["layer"]) for r in rows] == [(0, "l7")], rows
