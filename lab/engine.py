@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -215,9 +216,13 @@ def _is_service_of(pid: int, run_id: str) -> bool:
 
 def stop_podman_service(run_id: str, pid: int | None, timeout_s: float = 10.0) -> None:
     """Stop the lab's podman service (SIGTERM, then SIGKILL); its containers keep running (conmon)."""
-    from lab.cleanup import kill_pids
-
     if pid and _is_service_of(pid, run_id):   # never a recycled pid: its command line names the lab's socket
-        kill_pids([pid], f"podman service of lab {run_id}", timeout_s=timeout_s)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while state.process_start_ticks(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if state.process_start_ticks(pid) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(podman_socket(run_id))
