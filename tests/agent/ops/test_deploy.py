@@ -158,3 +158,20 @@ def test_haproxy_proxy_allows_the_agents_calls_and_refuses_the_rest(haproxy_prox
             refused()
         assert exc.value.status_code == 403
     ops_lab.wait_box(ctr.name)
+
+
+def test_the_image_copies_every_file_the_wheel_installs():
+    """deploy/Dockerfile builds the wheel from /src: every path pyproject's data-files names must be COPYed there
+    (a missing one fails `pip install /src` only in the image build)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    copied: set[str] = set()
+    for line in (root / "deploy" / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copied.update(w.rstrip("/") for w in words[1:-1])
+    missing = sorted(p for paths in data.values() for p in paths if p not in copied and p.split("/")[0] not in copied)
+    assert not missing, f"deploy/Dockerfile does not COPY {missing}"
