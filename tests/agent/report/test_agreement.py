@@ -170,7 +170,7 @@ def _grafana(run, dash: dict, title: str, rng: tuple[int, int], box: str | None 
 
 
 def _labels(box: str, **more: str) -> tuple:
-    return tuple(sorted({"box": box, "kind": KINDS[box], "site": SITE, **more}.items()))
+    return tuple(sorted({"box": box, "kind": KINDS[box], "vobox_site": SITE, **more}.items()))
 
 
 @pytest.mark.parametrize("box", sorted(SEQUENCE))
