@@ -458,6 +458,24 @@ def _kill_tree(pid: int, container_id: str) -> str:
     return f"killed {killed} process(es) (pid {pid})" if killed else f"process {pid} not visible here"
 
 
+def _exec_started(info: Mapping[str, Any]) -> bool:
+    """Whether an exec inspect (GET /exec/{id}/json) shows the exec begun: running, or with a process id."""
+    return bool(info.get("Running")) or int(info.get("Pid") or 0) > 0
+
+
+def _exec_ended(info: Mapping[str, Any], started: bool, reading: bool) -> bool:
+    """Whether the exec has ended: not running, and either an exit code of an exec seen started or its output
+    stream closed (READING False: exec_start returned).
+
+    dockerd reports ExitCode null until the exec ends; Podman 4.3's compat API reports a created, not yet
+    started exec as Running false, ExitCode 0, Pid 0 (measured here), so an exit code alone before the
+    exec was seen started means nothing (agent.engines.podman).
+    """
+    if info.get("Running"):
+        return False
+    return (info.get("ExitCode") is not None and started) or not reading
+
+
 class Exec(Action):
     """Run the box's `exec` argv inside its container (Docker exec, no shell) with a hard timeout; exit 0 is success.
 
@@ -502,7 +520,8 @@ class Exec(Action):
         reader.start()
         deadline = time.monotonic() + timeout_s
         info = api.exec_inspect(exec_id)
-        while info.get("Running") or (info.get("ExitCode") is None and reader.is_alive()):
+        started = _exec_started(info)
+        while not _exec_ended(info, started, reader.is_alive()):
             if time.monotonic() >= deadline:
                 killed = _kill_tree(int(info.get("Pid") or 0), str(info.get("ContainerID") or ""))
                 end = time.monotonic() + EXEC_REAP_S
@@ -514,6 +533,7 @@ class Exec(Action):
                                   f"({killed}); output: {out}")
             time.sleep(EXEC_POLL_S)
             info = api.exec_inspect(exec_id)
+            started = started or _exec_started(info)
         reader.join(EXEC_REAP_S)
         code = info.get("ExitCode")
         detail = (f"exec {argv} in {target.container} exit {code}; "

@@ -225,3 +225,18 @@ def test_the_timeout_kill_never_touches_a_process_outside_the_container():
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.parametrize("info, started, reading, ended", [
+    pytest.param({"Running": False, "ExitCode": 0, "Pid": 0}, False, True, False, id="podman-created-not-started"),
+    pytest.param({"Running": False, "ExitCode": None, "Pid": 0}, False, True, False, id="docker-created-not-started"),
+    pytest.param({"Running": True, "ExitCode": None, "Pid": 4242}, True, True, False, id="running"),
+    pytest.param({"Running": False, "ExitCode": 0, "Pid": 4242}, True, True, True, id="exited-stream-still-open"),
+    pytest.param({"Running": False, "ExitCode": 0, "Pid": 0}, False, False, True, id="stream-closed"),
+    pytest.param({"Running": False, "ExitCode": 127, "Pid": 0}, False, False, True, id="failed-to-start"),
+])
+def test_an_exec_has_ended_only_once_it_was_seen_started_or_its_stream_closed(info, started, reading, ended):
+    """Podman 4.3's compat API inspects a created exec as Running false, ExitCode 0: not an exit (issue 29)."""
+    from remediations import actions
+
+    assert actions._exec_ended(info, started or actions._exec_started(info), reading) is ended
