@@ -318,8 +318,24 @@ def restore_mac(lab: Lab, box: LabBox) -> bool:
         shell.run(lab.engine.cmd("network", "disconnect", "-f", box.container_network, box.container_name))
     shell.run(lab.engine.cmd("network", "connect", "--ip", box.ipv4, "--ip6", box.ipv6, "--mac-address", box.mac,
                              box.container_network, box.container_name))
-    log.info("lab %s: box %s came back with MAC %s; restored %s", lab.run_id, box.name, mac, box.mac)
+    log.info("lab %s: box %s came back with MAC %s; restored %s (%s)", lab.run_id, box.name, mac, box.mac,
+             _announce(lab, box))
     return True
+
+
+def _announce(lab: Lab, box: LabBox) -> str:
+    """Gratuitous ARP and unsolicited NA for the box's addresses at its recorded MAC, from its namespace.
+
+    A restored MAC is a MAC change the LAN hears of only this way: without it the monitor's neighbour
+    entry keeps the MAC the engine gave meanwhile (REACHABLE for up to 45 s, RFC 4861's
+    MAX_RANDOM_FACTOR * REACHABLE_TIME), and the box looks dead to it for that long."""
+    from remediations.announce import announce_from_pid
+
+    pid = shell.run(lab.engine.cmd("inspect", "-f", "{{.State.Pid}}", box.container_name)).stdout.strip()
+    try:
+        return "announced " + ",".join(announce_from_pid(int(pid), box.mac, box.ipv4, box.ipv6))
+    except (OSError, ValueError) as exc:
+        return f"not announced: {exc}"
 
 
 # ----- segment-level random loss -------------------------------------------------------------------
