@@ -218,7 +218,9 @@ def _announce(ctr: Any, mac: str | None, ipv4: str | None, ipv6: str | None) -> 
     if pid <= 0 or not mac:
         return "not announced (no running process)"
     try:
-        return "announced " + ",".join(announce.announce_from_pid(pid, mac, ipv4, ipv6))
+        # An NA for a tentative address is not sent, nor would the verification after it reach the box.
+        dad = f" ({announce.wait_ipv6_usable(pid, ipv6)})" if ipv6 else ""
+        return "announced " + ",".join(announce.announce_from_pid(pid, mac, ipv4, ipv6)) + dad
     except OSError as exc:
         return f"announce failed: {exc}"
 
@@ -346,15 +348,31 @@ class RestartContainer(Action):
             raise ActionError("; ".join(parts + [f"restarted {target.container}, but status is {status}"]))
         parts.append(f"restarted {target.container} (stop timeout {ctx.policy.stop_timeout_s:g} s), running")
         nets = (ctr.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        pid = int((ctr.attrs.get("State") or {}).get("Pid") or 0)
         for name, mac in sorted(_macs(ctr).items()):
             old = before.get(name)
+            ep = nets.get(name) or {}
+            ipv4 = canonical_address(ep.get("IPAddress") or None)
+            ipv6 = canonical_address(ep.get("GlobalIPv6Address") or None)
+            source = ""
+            if old and not mac and pid > 0:
+                # Podman 4.3 may inspect a restarted container without its MAC (measured): read it in its namespace.
+                try:
+                    mac = canonical_mac(announce.mac_of_address(pid, ipv4, ipv6))
+                except OSError as exc:
+                    parts.append(f"MAC on {name} unknown after the restart (inspect has none; namespace: {exc})")
+                    continue
+                source = " (read in the container's namespace: the engine's inspect has none)"
+            if ipv6 and pid > 0:
+                # Verification follows at once: a tentative address (netavark leaves DAD on) answers nothing yet.
+                dad = announce.wait_ipv6_usable(pid, ipv6)
+                if not dad.endswith(" usable"):
+                    parts.append(dad)
             if not old or not mac or old == mac:
                 continue
-            ep = nets.get(name) or {}
-            parts.append(f"MAC CHANGED on {name} {old} -> {mac} by the restart (ours)")
+            parts.append(f"MAC CHANGED on {name} {old} -> {mac} by the restart (ours){source}")
             if ctx.policy.announce:
-                parts.append(_announce(ctr, mac, canonical_address(ep.get("IPAddress") or None),
-                                       canonical_address(ep.get("GlobalIPv6Address") or None)))
+                parts.append(_announce(ctr, mac, ipv4, ipv6))
         return "; ".join(parts)
 
 

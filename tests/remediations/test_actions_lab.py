@@ -54,12 +54,25 @@ class Collector:
             return [r for r in self.records if not r.deferred]
 
 
-def run_service(lab, targets, policy=FAST, docker_factory=None, **svc_kw):
+def mac_memory(lab, name) -> dict[str, str]:
+    """What the agent's MAC memory (agent.core.macwatch) holds for box NAME now: address -> the MAC its ARP/NDP
+    answered from, read from the monitor's neighbour table after a ping of each address."""
+    b = lab.box(name)
+    out = {}
+    for address in (b.ipv4, b.ipv6):
+        if address and wait_for(lambda a=address: ping_ok(lab, a) and neigh_mac(lab, a), 5):
+            out[address] = neigh_mac(lab, address)
+    return out
+
+
+def run_service(lab, targets, policy=FAST, docker_factory=None, known_macs=None, **svc_kw):
+    """The remediation service on TARGETS; KNOWN_MACS: box -> {address: MAC}, as agent.wiring passes the MAC
+    memory (build_remediation(known_macs=))."""
     rec = Collector()
     r = Remediator(policy, targets, reprobe=lambda box: box_healthy(lab, box) if lab.box(box).tcp_ports
                    else ping_ok(lab, lab.box(box).ipv4))
-    svc = RemediationService(r, ActionContext(docker_factory or default_docker_factory(), policy), rec, tick_s=0.1,
-                             **svc_kw)
+    svc = RemediationService(r, ActionContext(docker_factory or default_docker_factory(), policy, known_macs), rec,
+                             tick_s=0.1, **svc_kw)
     svc.start()
     return svc, rec
 
@@ -126,12 +139,37 @@ def test_paused_container_is_restarted_and_answers_tcp_again(engine_healthy_afte
         assert wait_for(lambda: rec.final(), 30)
     finally:
         svc.stop()
+    assert len(rec.final()) == 1, [(r.action, r.ok, r.recovered, r.detail) for r in rec.final()]
     r, = rec.final()
     assert (r.action, r.trigger, r.ok, r.recovered, r.dry_run) == ("restart_container", "auto", True, True, False)
     assert "unpaused" in r.detail
     state = ctr_state(b.container)
     assert state["Running"] and not state["Paused"]
     assert all(tcp_ok(lab, a, p) for a in (b.ipv4, b.ipv6) for p in b.tcp_ports)
+    _assert_restart_mac(lab, b, r.detail)
+
+
+def ns_mac(b) -> str:
+    """The MAC of the interface carrying the box's IPv4 in its container's namespace (`ip -j addr` there): Podman
+    4.3 may inspect a restarted container with an empty MacAddress."""
+    pid = ctr_state(b.container)["Pid"]
+    links = json.loads(subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-j", "addr", "show"],
+                                      capture_output=True, text=True, check=True).stdout)
+    mac, = [i["address"] for i in links if any(a.get("local") == b.ipv4 for a in i.get("addr_info", []))]
+    return mac
+
+
+def _assert_restart_mac(lab, b, detail):
+    """dockerd keeps a container's MAC over a restart. Podman gives a new random one unless the MAC was set
+    (agent.engines.podman TRAITS.restart_keeps_mac False; a box the lab restored has its MAC set and keeps it):
+    a change is said to be ours and announced, and the monitor's neighbour entries hold the MAC either way."""
+    mac = ns_mac(b)
+    if lab.engine.name == "docker" or mac == b.mac:
+        assert mac == b.mac and "MAC CHANGED" not in detail, detail
+    else:
+        assert f"MAC CHANGED on {b.network} {b.mac} -> {mac} by the restart (ours)" in detail, detail
+        assert f"announced garp {b.ipv4}" in detail and f"na {b.ipv6}" in detail, detail
+    assert neigh_mac(lab, b.ipv4) == mac and neigh_mac(lab, b.ipv6) == mac
 
 
 def test_l4_then_l2_on_one_container_restart_then_reconnect(engine_healthy_after, tmp_path):
@@ -142,13 +180,19 @@ def test_l4_then_l2_on_one_container_restart_then_reconnect(engine_healthy_after
     docker.from_env().containers.get(b.container).pause()
     assert wait_for(lambda: not tcp_ok(lab, b.ipv4, b.tcp_ports[0]), 5) and ping_ok(lab, b.ipv4)
     policy = RemediationPolicy(cooldown_s=0, verify_s=1.0, stop_timeout_s=1, max_per_box_per_hour=3)
+    memory = {}   # the agent's MAC memory: what ARP/NDP last answered from before each fault
     svc, rec = run_service(lab, [target(lab, "ctr1", ladder=("reconnect_network", "restart_container"))],
-                           policy=policy, history_path=str(tmp_path / "history.json"))
+                           policy=policy, history_path=str(tmp_path / "history.json"),
+                           known_macs=lambda box: memory.get(box, {}))
     try:
         freeze(svc, "ctr1", "l4")
         assert wait_for(lambda: len(rec.final()) == 1, 30)
         svc.freeze_closed("ctr1")
         assert wait_for(lambda: box_healthy(lab, "ctr1"), 20)
+        _assert_restart_mac(lab, b, rec.final()[0].detail)
+        memory["ctr1"] = mac_memory(lab, "ctr1")
+        answered = ns_mac(b)
+        assert memory["ctr1"] == {b.ipv4: answered, b.ipv6: answered}
         docker.from_env().networks.get(b.network).disconnect(b.container, force=True)
         assert wait_for(lambda: not ping_ok(lab, b.ipv4), 5)
         freeze(svc, "ctr1", "l2")
@@ -160,18 +204,23 @@ def test_l4_then_l2_on_one_container_restart_then_reconnect(engine_healthy_after
     assert got == [("restart_container", "done", True, True), ("reconnect_network", "done", True, True)], \
         [r.detail for r in rec.final()]
     assert svc.status()["ctr1"].actions_last_hour == 2 and svc.status()["ctr1"].capped is None
-    assert endpoint(b.container, b.network)["MacAddress"] == b.mac
+    # the reconnect keeps the MAC the box answered from before the disconnect, on both engines
+    assert endpoint(b.container, b.network)["MacAddress"] == answered
+    if lab.engine.name == "docker":
+        assert endpoint(b.container, b.network)["MacAddress"] == b.mac
 
 
 def test_disconnected_container_comes_back_with_same_ipv4_ipv6_and_mac(engine_healthy_after):
     lab = engine_healthy_after
     b = lab.box("ctr2")
     before = endpoint(b.container, b.network)
+    memory = mac_memory(lab, "ctr2")   # the agent's MAC memory, from ARP/NDP answers before the fault
+    assert memory == {b.ipv4: b.mac, b.ipv6: b.mac}
     docker.from_env().networks.get(b.network).disconnect(b.container, force=True)
     assert endpoint(b.container, b.network) is None and not ping_ok(lab, b.ipv4)  # an l2 freeze
     t = target(lab, "ctr2")
     plan = PlannedAction("ctr2", "reconnect_network", "manual", t, False, -1, time.time())
-    out = execute(plan, ActionContext(default_docker_factory(), FAST))
+    out = execute(plan, ActionContext(default_docker_factory(), FAST, known_macs=lambda box: memory))
     assert out.ok, out.detail
     after = endpoint(b.container, b.network)
     assert (after["IPAddress"], after["GlobalIPv6Address"]) == (b.ipv4, b.ipv6)
