@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _interface_with_mac(mac: str) -> str:
     raise OSError(f"no interface with MAC {mac} in the container's namespace")
 
 
-def _send_in_ns(ns_path: str, mac: str, frames: list[tuple[str, bytes]], result: dict) -> None:
+def _send_in_ns(ns_path: str, mac: str, frames: list[tuple[str, bytes]], result: dict[str, Any]) -> None:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(ns_path, os.O_RDONLY)
@@ -89,7 +90,7 @@ def _send_in_ns(ns_path: str, mac: str, frames: list[tuple[str, bytes]], result:
 SIOCGIFADDR = 0x8915
 
 
-def _macs_by_address(result: dict) -> None:
+def _macs_by_address(result: dict[str, Any]) -> None:
     """In the calling thread's namespace: interface name -> (MAC, primary IPv4 or None), into result["ifs"]."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -110,7 +111,7 @@ def _macs_by_address(result: dict) -> None:
         probe.close()
 
 
-def _in_ns(ns_path: str, work: Callable[[dict], None], result: dict) -> None:
+def _in_ns(ns_path: str, work: Callable[[dict[str, Any]], None], result: dict[str, Any]) -> None:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(ns_path, os.O_RDONLY)
@@ -135,7 +136,7 @@ def mac_of_address(pid: int, ipv4: str | None, ipv6: str | None) -> str | None:
     Podman 4.3 sometimes inspects a restarted container with an empty NetworkSettings.Networks.*.MacAddress
     (measured here): the namespace is the one source that cannot be stale.
     """
-    result: dict = {}
+    result: dict[str, Any] = {}
     worker = threading.Thread(target=_in_ns, args=(f"/proc/{pid}/ns/net", _macs_by_address, result),
                               name=f"macs-{pid}", daemon=True)
     worker.start()
@@ -211,7 +212,7 @@ def announce_from_pid(pid: int, mac: str, ipv4: str | None, ipv6: str | None, co
             frames.append((f"na {ipv6}", unsolicited_na_frame(mac, ipv6)))
     if not frames:
         return []
-    result: dict = {}
+    result: dict[str, Any] = {}
     # A throwaway thread: setns affects only the calling thread, so the caller's namespace is never at risk.
     worker = threading.Thread(target=_send_in_ns, args=(f"/proc/{pid}/ns/net", mac, frames, result),
                               name=f"announce-{pid}", daemon=True)
