@@ -10,7 +10,11 @@ the captured stream is tests/data/podman-4.3-events.jsonl. Differences from dock
 - a rename names only the new name;
 - health: 4.3 writes its health_status event with the status BEFORE the check (a failing check on a
   starting container says "starting"), and delivers it only to streams filtered by container: the decoder
-  drops it and the watcher reads State.Health.Status from inspects (TRAITS.health_events False).
+  drops it and the watcher reads State.Health.Status from inspects (TRAITS.health_events False);
+- an exec created but not yet started inspects as Running false, ExitCode 0, Pid 0 (dockerd: ExitCode null):
+  remediations.actions counts an exec as ended only once seen started or its output closed;
+- after a restart, inspect may show an empty MacAddress and the IPv6 address is tentative (DAD) for about a
+  second: restart_container reads the MAC in the container's namespace and waits for DAD (remediations.announce).
 """
 from __future__ import annotations
 
