@@ -28,7 +28,9 @@ TRAITS = EngineTraits(
     # `/events?since&until` returns that span and ends.
     history_until_works=True,
     # The stream's `event` filter: the container actions of KINDS and the network's connect/disconnect.
-    event_actions=tuple(sorted({k for k in KINDS if not k.startswith("network_")} | {"connect", "disconnect"})),
+    # (`cleanup` is Podman's: dockerd has no such action.)
+    event_actions=tuple(sorted({k for k in KINDS if not k.startswith("network_") and k != "cleanup"}
+                               | {"connect", "disconnect"})),
     # State.Pid: the container's PID 1 in the host's PID namespace (moby container/state.go).
     pid_meaning="the container's PID 1 on the host (State.Pid)",
 )

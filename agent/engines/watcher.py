@@ -36,6 +36,7 @@ from agent.engines.events import (
     EngineEvent,
     ExitEvidence,
     at,
+    cleanup_request,
     docker_time,
     follow_names,
     judge_exit,
@@ -100,6 +101,7 @@ class ContainerState:
     in_gap: bool = False   # the exit fell in a span the agent did not see the engine's events: read from the
                            # engine's history alone (no earlier `stopped` verdict of the box stands for it)
     request_s: float | None = None   # when `request` was seen (a kill with an unreported signal expires)
+    cleanups: int = 0   # `cleanup` events (Podman) seen since the exit: the second is a `podman stop` (cleanup_request)
 
 
 class ExpectedEvents:
@@ -153,6 +155,14 @@ def advance(cur: ContainerState | None, ev: EngineEvent, ours: bool,
                               f"renamed {'by operator' if intent_op else 'by the agent'} to "
                               f"{ev.name or '?'} at {at(t)}: no container holds the name")
     request = stop_request(ev)
+    if ev.kind == "cleanup":
+        if (cur.state not in ("exited", "dead") or cur.request is not None or cur.since_s is None
+                or t - cur.since_s > REQUEST_AFTER_EXIT_S):
+            return cur   # a cleanup of no fresh exit, or of one whose request is already named
+        request = cleanup_request(ev, cur.cleanups)
+        cur = replace(cur, cleanups=cur.cleanups + 1)
+        if request is None:
+            return cur
     if ev.kind == "die":
         if (cur.request is not None and cur.request.endswith(UNREPORTED_SIGNAL)
                 and (cur.request_s is None or t - cur.request_s > UNREPORTED_KILL_WINDOW_S)):
@@ -230,14 +240,16 @@ def state_from_inspect(attrs: Mapping[str, Any], *, history: Sequence[EngineEven
     die = EngineEvent("die", cid or "", "", {"exit_code": str(code)} if code is not None else {},
                       finished if finished is not None else 0.0)
     seen_request = False
-    for ev in sorted_for_replay([e for e in history if e.kind in ("kill", "oom", "stop")] + [die]):
+    for ev in sorted_for_replay([e for e in history if e.kind in ("kill", "oom", "stop", "cleanup")] + [die]):
         if ev is not die and finished is not None and not (finished - HINT_BEFORE_S <= ev.time_s
                                                             <= finished + HINT_AFTER_S):
             continue
         if ev is die:
             cur = replace(cur, oom_killed=cur.oom_killed or oom)
         seen_request = seen_request or stop_request(ev) is not None
+        before = cur
         cur = advance(cur, ev, bool(is_ours and ev is not die and is_ours(ev)), cgroup_version)
+        seen_request = seen_request or (ev.kind == "cleanup" and cur.request is not None and before.request is None)
     in_gap = unseen is not None and finished is not None and unseen[0] <= finished <= unseen[1]
     if in_gap and not seen_request and not cur.oom_killed:
         intent = judge_exit(ExitEvidence(code, finished, False, None, False, cgroup_version, unseen))
@@ -615,6 +627,10 @@ class DockerEventWatcher:
                 continue
             rec = record_for(ev, t)
             if rec is None:
+                rec = self._rejudge(ev, t) if ev.kind == "cleanup" else None
+                if rec is not None:
+                    self._emit(rec)
+                    out.append(rec)
                 continue
             gained = self.holders.get(name) == ev.container_id and before.get(name) != ev.container_id
             if ev.kind == "rename" and gained:
@@ -628,6 +644,26 @@ class DockerEventWatcher:
             self._emit(rec)
             out.append(rec)
         return out
+
+    def _rejudge(self, ev: EngineEvent, t: RemediationTarget) -> ContainerEventRecord | None:
+        """A Podman `cleanup` (not recorded itself): the state after it; when it names the exit's stop request
+        (agent.engines.events.cleanup_request), the exit's `die` record again, at the die's time, with the new
+        judgement (the container_event point of that series and time is rewritten: one die, judged once more)."""
+        ours = self.expected.is_expected((t.container, ev.container_id), ev.time_s)
+        before = self.states.snapshot().get(t.box)
+        probe = ContainerEventRecord(box=t.box, kind=t.kind, event="cleanup", action=ev.attrs.get("action", "cleanup"),
+                                     exit_code=None, detail="", time_s=ev.time_s)
+        st = self.states.apply(probe, ours, ev, self.cgroup_version)
+        if st is None or before is None or st.reason == before.reason or st.since_s is None:
+            return None
+        if st.operator_stopped:
+            log.warning("box %s: %s: state stopped, not a freeze", t.box, st.reason)
+        detail = f"container {t.container or ev.name} die"
+        if ev.container_id:
+            detail += f" (id {ev.container_id[:12]})"
+        return ContainerEventRecord(box=t.box, kind=t.kind, event="die", action="die", exit_code=st.exit_code,
+                                    detail=f"{detail}; {st.reason}", time_s=st.since_s, container_state=st.state,
+                                    operator=st.operator_stopped)
 
     def _observe(self, rec: ContainerEventRecord, ev: EngineEvent, t: RemediationTarget) -> ContainerEventRecord:
         """Advance the state cache by REC; the record with the state after it (and whether it was operator intent)."""

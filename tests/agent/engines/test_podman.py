@@ -31,8 +31,10 @@ def test_podman_events_decode_to_the_engine_neutral_kinds():
         ("network_disconnect", "vbleng-c1", None), ("network_connect", "vbleng-c1", None),
         ("restart", "vbleng-c1", None), ("stop", "vbleng-c1", None), ("die", "vbleng-c1", "137"),
         ("start", "vbleng-c1", None),
-        ("kill", "vbleng-c1", None), ("die", "vbleng-c1", "137"),           # cleanup dropped
+        ("kill", "vbleng-c1", None), ("die", "vbleng-c1", "137"),
+        ("cleanup", "vbleng-c1", None),                                     # conmon's cleanup after an exit
         ("start", "vbleng-c1", None), ("die", "vbleng-c1", "137"),          # a compat-API stop: no stop event
+        ("cleanup", "vbleng-c1", None),
         ("start", "vbleng-c1", None),
         ("rename", "vbleng-c1old", None), ("stop", "vbleng-c1old", None), ("die", "vbleng-c1old", "137"),
         ("destroy", "vbleng-c1old", None),                                  # Podman's `remove`
@@ -168,3 +170,109 @@ def test_podman_requests_are_named_as_the_operator_typed_them():
     assert stop_request(stop) == "podman stop"
     gone = next(e for e in decoded() if e.kind == "destroy")
     assert advance(ContainerState("exited"), gone, ours=False).reason.startswith("removed by operator: podman rm")
+
+
+# --- `podman stop` without a stop event: its second cleanup (agent.engines.events.cleanup_request) -----------
+
+def _podman(action, t_s, **attrs):
+    return ENGINES["podman"].decode({"Type": "container", "Action": action, "timeNano": int(t_s * 1e9),
+                                     "Actor": {"ID": CID, "Attributes": {"name": "c", **attrs}}})
+
+
+def _exit_then(cleanups_at_s, exit_code="0"):
+    """Live: running, a die at 100 s with EXIT_CODE, then cleanups at CLEANUPS_AT_S (the stream's order)."""
+    st = advance(ContainerState("running", container_id=CID), _podman("died", 100.0, containerExitCode=exit_code),
+                 ours=False, cgroup_version=2)
+    for t_s in cleanups_at_s:
+        st = advance(st, _podman("cleanup", t_s), ours=False, cgroup_version=2)
+    return st
+
+
+# Measured on Podman 4.3.1 (events.log): `podman stop` of a service exiting 0 on SIGTERM: died, cleanup +14 ms,
+# cleanup +85 ms; a stop needing SIGKILL: stop, died 137, cleanup, cleanup; an exit on its own: died, cleanup.
+@pytest.mark.parametrize("cleanups, code, operator", [
+    pytest.param((100.014, 100.085), "0", True, id="podman-stop-exit0-two-cleanups"),
+    pytest.param((100.020, 100.040), "137", True, id="podman-stop-sigkill-after-timeout-two-cleanups"),
+    pytest.param((100.014, 100.085), "143", True, id="podman-stop-exit143-two-cleanups"),
+    pytest.param((100.016,), "0", False, id="exit-on-its-own-one-cleanup"),
+    pytest.param((100.016,), "137", False, id="crash-sigkill-one-cleanup"),
+    pytest.param((100.016, 160.0), "1", False, id="a-cleanup-a-minute-later-is-no-stop"),
+])
+def test_a_second_cleanup_after_a_podman_exit_is_a_podman_stop(cleanups, code, operator):
+    st = _exit_then(cleanups, code)
+    assert st.state == "exited" and st.operator_stopped is operator and st.exit_code == int(code), st
+    if operator:
+        assert st.reason.startswith("stopped by operator: podman stop (its second cleanup event after the exit"), \
+            st.reason
+        assert "Podman 4.3 records no stop event" in st.reason and "1970-01-01T00:01:40Z" in st.reason
+    else:
+        assert st.reason.startswith(f"failed: exit {code}"), st.reason
+
+
+def test_a_second_cleanup_changes_nothing_when_a_stop_or_oom_was_seen():
+    """A `stop` event names the exit already; an OOM stays a failure; a cleanup of a running container is none."""
+    st = advance(ContainerState("running", container_id=CID), _podman("stop", 99.9), ours=False)
+    st = advance(st, _podman("died", 100.0, containerExitCode="0"), ours=False)
+    reason = st.reason
+    for t_s in (100.01, 100.02):
+        st = advance(st, _podman("cleanup", t_s), ours=False)
+    assert st.operator_stopped and st.reason == reason == "stopped by operator: podman stop at 1970-01-01T00:01:40Z "\
+        "(exit 0 (ended on its own))"
+    oom = advance(ContainerState("running", container_id=CID), _podman("oom", 99.99), ours=False)
+    oom = advance(oom, _podman("died", 100.0, containerExitCode="137"), ours=False)
+    for t_s in (100.01, 100.02):
+        oom = advance(oom, _podman("cleanup", t_s), ours=False)
+    assert not oom.operator_stopped and oom.reason.startswith("failed: exit 137, OOM-killed")
+    running = ContainerState("running", container_id=CID)
+    assert advance(advance(running, _podman("cleanup", 1.0), ours=False), _podman("cleanup", 1.1),
+                   ours=False) == running
+
+
+def test_a_second_cleanup_inside_our_window_is_the_agents_own_stop():
+    st = advance(ContainerState("running", container_id=CID), _podman("died", 100.0, containerExitCode="0"),
+                 ours=False)
+    st = advance(advance(st, _podman("cleanup", 100.01), ours=True), _podman("cleanup", 100.02), ours=True)
+    assert not st.operator_stopped and st.reason.startswith("stopped by the agent's remediation: podman stop (its "
+                                                            "second cleanup"), st.reason
+
+
+@pytest.mark.parametrize("cleanups", [(100.014, 100.085), (100.016,)], ids=["stop", "exit-on-its-own"])
+def test_a_podman_exit_reads_the_same_at_resync_as_live(cleanups):
+    """The resync replays the engine's history around FinishedAt through the same rule (one reading)."""
+    from agent.engines.watcher import state_from_inspect
+
+    attrs = {"Id": CID, "State": {"Status": "exited", "ExitCode": 0, "OOMKilled": False,
+                                  "StartedAt": "1970-01-01T00:00:10Z", "FinishedAt": "1970-01-01T00:01:40Z"}}
+    # The history holds an earlier exit's two cleanups too (30 s before): they concern that exit, not this one.
+    history = [_podman("cleanup", 70.01), _podman("cleanup", 70.02), _podman("died", 100.0, containerExitCode="0")]
+    history += [_podman("cleanup", t_s) for t_s in cleanups]
+    at_resync = state_from_inspect(attrs, history=history, cgroup_version=2)
+    live = _exit_then(cleanups)
+    assert (at_resync.state, at_resync.operator_stopped, at_resync.reason) == \
+        (live.state, live.operator_stopped, live.reason)
+    gap = state_from_inspect(attrs, history=history, cgroup_version=2, unseen=(50.0, 200.0))
+    assert gap.operator_stopped is live.operator_stopped
+    if len(cleanups) == 2:   # the stop is named in the gap too
+        assert gap.reason == live.reason, gap.reason
+    else:
+        assert "while the agent did not see the engine's events" in gap.reason, gap.reason
+
+
+def test_the_watcher_records_the_exit_again_when_its_second_cleanup_names_the_stop():
+    """The die is recorded (a failure so far); the second cleanup re-judges it and the die's record is written
+    again at the die's time (its container_event point is rewritten), now operator intent."""
+    from agent.engines.watcher import DockerEventWatcher
+    from remediations.model import RemediationTarget
+
+    records = []
+    w = DockerEventWatcher([RemediationTarget(box="b", kind="container", container="c", network="n")],
+                           lambda: None, records.append)
+    w.holders = {"c": CID}
+    w.states.set("b", ContainerState("running", since_s=1.0, container_id=CID), synced_s=0.0)
+    for e in (_podman("died", 100.0, containerExitCode="0"), _podman("cleanup", 100.014),
+              _podman("cleanup", 100.085)):
+        w.handle(None, e)
+    assert [(r.event, r.time_s, r.operator) for r in records] == [("die", 100.0, False), ("die", 100.0, True)]
+    assert records[-1].container_state == "exited" and records[-1].exit_code == 0
+    assert "stopped by operator: podman stop (its second cleanup" in records[-1].detail
+    assert w.states()["b"].operator_stopped
