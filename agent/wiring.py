@@ -193,9 +193,14 @@ class Assembly:
     reloaders: list[Callable[[], object]] = field(default_factory=list)   # SIGHUP: load files again
 
     def start(self) -> None:
-        """Start the services, then the probe cycles."""
+        """Start the services, then the probe cycles (once the services that read state the first cycle needs are
+        ready: `wait_ready()`, the container engine's events watcher; each bounds its own wait)."""
         for s in self.services:
             s.start()
+        for s in self.services:
+            ready = getattr(s, "wait_ready", None)
+            if callable(ready):
+                ready()
         self.scheduler.start()
 
     def stop(self) -> None:
