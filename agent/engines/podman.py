@@ -4,7 +4,8 @@ Measured here on Podman 4.3.1 with netavark 1.4 (API reported: 1.41, Components[
 the captured stream is tests/data/podman-4.3-events.jsonl. Differences from dockerd, each absorbed here:
 - a network event's Actor.ID is the CONTAINER's id and `Actor.Attributes.name` the CONTAINER's name; the
   network is not named (dockerd: `name` is the network, `container` the id);
-- a removal is `remove` (dockerd: `destroy`); a start is preceded by `init`; an exit is followed by `cleanup` (two after a `podman stop`);
+- a removal is `remove` (dockerd: `destroy`); a start is preceded by `init`; an exit is followed by `cleanup`
+  (two after a `podman stop`);
 - `podman restart` emits restart, stop, die, init, start; `podman stop` emits stop BEFORE die (dockerd: after);
 - `podman stop` often records no `stop` event, but leaves two `cleanup` events after its exit (its own and
   conmon's; any other exit leaves one): decoded as the kind `cleanup`, read by agent.engines.events.cleanup_request;
