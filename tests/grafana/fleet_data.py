@@ -339,19 +339,34 @@ def _nft_table_present(netns_name: str) -> bool:
     return proc.returncode == 0
 
 
+def _container_iface(lab, box: str) -> str:
+    """The container's interface carrying the box's IPv4 (asked inside its namespace). Not always eth0: a
+    container reconnected by an earlier test (the agent's reconnect, a lab fault cleared) gets the next name."""
+    out = subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "-o", "-4", "addr", "show"],
+                         check=True, capture_output=True, text=True, timeout=10).stdout
+    ipv4 = lab.box(box).ipv4
+    for line in out.splitlines():
+        words = line.split()
+        if f"{ipv4}/" in line and len(words) > 1:
+            return words[1].split("@")[0]
+    raise AssertionError(f"no interface of {box}'s container carries {ipv4}: {out}")
+
+
 def _set_mac(lab, box: str, mac: str) -> None:
     """Give a container box's interface another MAC and flush the monitor's neighbour entries for it."""
     b = lab.box(box)
-    subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "link", "set", "eth0", "address", mac],
-                   check=True, capture_output=True, text=True, timeout=10)
+    subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "link", "set", _container_iface(lab, box),
+                    "address", mac], check=True, capture_output=True, text=True, timeout=10)
     for addr in (b.ipv4, b.ipv6):
         subprocess.run(["ip", "-n", lab.monitor_ns, "neigh", "flush", "to", addr], check=False,
                        capture_output=True, timeout=10)
 
 
 def _container_mac_now(lab, box: str) -> str:
-    """The MAC of the container's eth0 (asked with ip inside its namespace: /sys would show the host's)."""
-    out = subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "-o", "link", "show", "eth0"],
+    """The MAC of the container's interface on the lab network (asked with ip inside its namespace: /sys would
+    show the host's)."""
+    out = subprocess.run(["nsenter", "-t", str(lab.container_pid(box)), "-n", "ip", "-o", "link", "show",
+                          _container_iface(lab, box)],
                          check=True, capture_output=True, text=True, timeout=10).stdout.split()
     return out[out.index("link/ether") + 1].lower()
 
