@@ -59,6 +59,7 @@ SLACK_S = 0.6               # a cycle may start this late (scheduler, a busy 2-c
 COOLDOWN_S = 30.0
 VERIFY_S = 2.0
 RUN_S = 138.0               # the agent runs this long after its first cycle
+AUDIT_INTERVAL_S = 20.0     # [audit] interval: several audits inside the run (the default is 1 h)
 BOXES = {"ctr1": "container", "ctr2": "container", "vm1": "vm"}
 KINDS = ("container", "vm")
 LAYERS = PROBE_LAYERS   # every layer the dashboards know (l7 included: no freeze of it in this run)
@@ -313,7 +314,10 @@ def agent_config(lab, state_dir: str) -> str:
                          "command": [ip, "netns", "exec", vm1.netns, "nft", "delete", "table", "inet", NFT_L3_TABLE]}
     extra = (f"[correlation]\nmin_boxes = 3\nmin_share = 1.0\nwindow = 10\nhold_remediation = false\n\n"
              f"[remediation]\nenabled = true\ncooldown = {COOLDOWN_S}\nverify = {VERIFY_S}\n"
-             f"max_per_box_per_hour = 50\nmax_per_hour = 100\ncommand_timeout = 10\n")
+             f"max_per_box_per_hour = 50\nmax_per_hour = 100\ncommand_timeout = 10\n\n"
+             # audits inside the run's range, as hourly audits are inside a dashboard's 24 h: the one at start
+             # comes before the first cycle (the agent waits for the engine's first sync before it probes)
+             f"[audit]\ninterval = {AUDIT_INTERVAL_S}\n")
     return lab.agent_config(interval=INTERVAL_S, timeout=TIMEOUT_S, jitter=0, fail_cycles=FAIL_CYCLES,
                             recover_cycles=RECOVER_CYCLES, state_dir=state_dir, database=DATABASE, site=SITE,
                             box_extra=box_extra, extra=extra)
