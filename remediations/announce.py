@@ -62,29 +62,22 @@ def _interface_with_mac(mac: str) -> str:
 
 
 def _send_in_ns(ns_path: str, mac: str, frames: list[tuple[str, bytes]], result: dict[str, Any]) -> None:
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    """Send FRAMES from the interface carrying MAC in the namespace NS_PATH (entered by `_in_ns`)."""
+    _in_ns(ns_path, lambda r: _send_frames(mac, frames, r), result)
+
+
+def _send_frames(mac: str, frames: list[tuple[str, bytes]], result: dict[str, Any]) -> None:
+    """In the calling thread's namespace: FRAMES out of the interface carrying MAC; "label@ifname" into
+    result["sent"]."""
+    ifname = _interface_with_mac(mac)
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     try:
-        target = os.open(ns_path, os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                ifname = _interface_with_mac(mac)
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-                try:
-                    sock.bind((ifname, 0))
-                    for label, frame in frames:
-                        sock.send(frame)
-                        result.setdefault("sent", []).append(f"{label}@{ifname}")
-                finally:
-                    sock.close()
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-    except OSError as exc:
-        result["error"] = exc
+        sock.bind((ifname, 0))
+        for label, frame in frames:
+            sock.send(frame)
+            result.setdefault("sent", []).append(f"{label}@{ifname}")
     finally:
-        os.close(own)
+        sock.close()
 
 
 SIOCGIFADDR = 0x8915
